@@ -1,0 +1,213 @@
+// Package accesslog writes one line per request (JSON or Apache combined)
+// from a goroutine of its own, so that a slow disk or terminal never slows
+// the request path: requests hand entries to a bounded queue and, when it is
+// full, the entry is dropped and counted rather than waited for.
+package accesslog
+
+import (
+	"context"
+	"io"
+	"strconv"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+)
+
+// Entry is one request.
+type Entry struct {
+	Time      time.Time
+	Listener  string
+	Client    string
+	Method    string
+	Host      string
+	Path      string
+	UserAgent string
+	Pool      string
+	Backend   string
+	Status    int
+	Bytes     int64
+	Duration  time.Duration
+	RequestID string
+	Tries     int
+}
+
+// Logger writes entries. A nil *Logger discards them, so callers need not
+// check whether the access log is on.
+type Logger struct {
+	w       io.Writer
+	format  string
+	queue   chan Entry
+	dropped atomic.Uint64
+	done    chan struct{}
+}
+
+// New returns a logger writing format ("json" or "combined") to w. Run must
+// be called for anything to be written.
+func New(w io.Writer, format string) *Logger {
+	return &Logger{w: w, format: format, queue: make(chan Entry, 4096), done: make(chan struct{})}
+}
+
+// Log queues e; it never blocks.
+func (l *Logger) Log(e *Entry) {
+	if l == nil {
+		return
+	}
+	select {
+	case l.queue <- *e:
+	default:
+		l.dropped.Add(1)
+	}
+}
+
+// Dropped returns how many entries were dropped because the queue was full.
+func (l *Logger) Dropped() uint64 {
+	if l == nil {
+		return 0
+	}
+	return l.dropped.Load()
+}
+
+// Run writes queued entries until ctx is done, then writes what is still
+// queued and returns.
+func (l *Logger) Run(ctx context.Context) {
+	defer close(l.done)
+	var buf []byte
+	write := func(e *Entry) {
+		buf = buf[:0]
+		if l.format == "combined" {
+			buf = appendCombined(buf, e)
+		} else {
+			buf = appendJSON(buf, e)
+		}
+		l.w.Write(buf)
+	}
+	for {
+		select {
+		case e := <-l.queue:
+			write(&e)
+		case <-ctx.Done():
+			for {
+				select {
+				case e := <-l.queue:
+					write(&e)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// Wait returns when Run has returned.
+func (l *Logger) Wait() { <-l.done }
+
+func appendJSON(b []byte, e *Entry) []byte {
+	b = append(b, `{"time":"`...)
+	b = e.Time.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","listener":`...)
+	b = appendString(b, e.Listener)
+	b = append(b, `,"client":`...)
+	b = appendString(b, e.Client)
+	b = append(b, `,"method":`...)
+	b = appendString(b, e.Method)
+	b = append(b, `,"host":`...)
+	b = appendString(b, e.Host)
+	b = append(b, `,"path":`...)
+	b = appendString(b, e.Path)
+	b = append(b, `,"user_agent":`...)
+	b = appendString(b, e.UserAgent)
+	b = append(b, `,"pool":`...)
+	b = appendString(b, e.Pool)
+	b = append(b, `,"backend":`...)
+	b = appendString(b, e.Backend)
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(e.Status), 10)
+	b = append(b, `,"bytes":`...)
+	b = strconv.AppendInt(b, e.Bytes, 10)
+	b = append(b, `,"duration_ms":`...)
+	b = strconv.AppendFloat(b, float64(e.Duration)/1e6, 'f', 3, 64)
+	b = append(b, `,"tries":`...)
+	b = strconv.AppendInt(b, int64(e.Tries), 10)
+	b = append(b, `,"request_id":`...)
+	b = appendString(b, e.RequestID)
+	return append(b, "}\n"...)
+}
+
+// appendCombined writes the Apache/NGINX combined format, with the request
+// id and duration appended.
+func appendCombined(b []byte, e *Entry) []byte {
+	b = append(b, orDash(e.Client)...)
+	b = append(b, " - - ["...)
+	b = e.Time.AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
+	b = append(b, `] "`...)
+	b = appendEscaped(b, e.Method)
+	b = append(b, ' ')
+	b = appendEscaped(b, e.Path)
+	b = append(b, ` HTTP/1.1" `...)
+	b = strconv.AppendInt(b, int64(e.Status), 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, e.Bytes, 10)
+	b = append(b, ` "-" "`...)
+	b = appendEscaped(b, e.UserAgent)
+	b = append(b, `" `...)
+	b = append(b, orDash(e.RequestID)...)
+	b = append(b, ' ')
+	b = strconv.AppendFloat(b, e.Duration.Seconds(), 'f', 3, 64)
+	return append(b, '\n')
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// appendEscaped writes s with quotes, backslashes and control bytes
+// escaped, so a hostile path cannot forge a log line.
+func appendEscaped(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20 || c == 0x7f:
+			b = append(b, `\x`...)
+			b = append(b, hex[c>>4], hex[c&0xf])
+		default:
+			b = append(b, c)
+		}
+	}
+	return b
+}
+
+const hex = "0123456789abcdef"
+
+// appendString writes s as a JSON string. Invalid UTF-8 becomes U+FFFD.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c < 0x20:
+				b = append(b, `\u00`...)
+				b = append(b, hex[c>>4], hex[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}

@@ -1,0 +1,65 @@
+package accesslog
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func TestJSONLine(t *testing.T) {
+	var out syncBuf
+	l := New(&out, "json")
+	ctx, cancel := context.WithCancel(t.Context())
+	go l.Run(ctx)
+	l.Log(&Entry{Time: time.Unix(0, 0), Client: "127.0.0.1", Method: "GET", Path: "/a\"b\n\xff",
+		Host: "h", UserAgent: "curl", Pool: "web", Backend: "http://127.0.0.1:8081", Status: 200,
+		Bytes: 12, Duration: 1500 * time.Microsecond, RequestID: "id1", Tries: 1})
+	cancel()
+	l.Wait()
+	var got map[string]any
+	line := out.b.String()
+	if err := json.Unmarshal([]byte(line), &got); err != nil {
+		t.Fatalf("line %q is not JSON: %v", line, err)
+	}
+	want := map[string]any{"client": "127.0.0.1", "method": "GET", "path": "/a\"b\n\ufffd", "status": 200.0,
+		"backend": "http://127.0.0.1:8081", "request_id": "id1", "duration_ms": 1.5, "bytes": 12.0}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
+	}
+	if strings.Count(line, "\n") != 1 {
+		t.Errorf("want exactly one line, got %q", line)
+	}
+}
+
+func TestCombinedEscapes(t *testing.T) {
+	got := string(appendCombined(nil, &Entry{Time: time.Unix(0, 0).UTC(), Method: "GET", Path: "/x\"\n", Status: 404, UserAgent: "a\"b"}))
+	want := `- - - [01/Jan/1970:00:00:00 +0000] "GET /x\"\x0a HTTP/1.1" 404 0 "-" "a\"b" - 0.000` + "\n"
+	if got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+}
+
+func TestNilLoggerDiscards(t *testing.T) {
+	var l *Logger
+	l.Log(&Entry{})
+	if l.Dropped() != 0 {
+		t.Errorf("nil logger dropped %d", l.Dropped())
+	}
+}

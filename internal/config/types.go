@@ -1,0 +1,216 @@
+// Package config turns a sluice YAML file into a validated Config.
+//
+// The types here mirror the file one to one (the external contract in
+// DESIGN.md). They are plain data: parsing of addresses, CIDRs and routes into
+// runtime form happens once, in the packages that use them, when a snapshot is
+// built. Defaults are applied in exactly one place (defaults.go), after
+// decoding and before validation, so a zero value in a decoded Config always
+// means "the file did not say".
+package config
+
+import (
+	"net/netip"
+	"net/url"
+	"time"
+)
+
+// Config is a whole sluice configuration.
+type Config struct {
+	Listeners       []Listener    `yaml:"listeners"`
+	Pools           []Pool        `yaml:"pools"`
+	Admin           Admin         `yaml:"admin"`
+	AccessLog       AccessLog     `yaml:"access_log"`
+	Log             Log           `yaml:"log"`
+	ShutdownDelay   time.Duration `yaml:"shutdown_delay"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+
+	// Path is the file the config was read from ("" for a config built from
+	// flags). It is not a YAML key.
+	Path string `yaml:"-"`
+}
+
+// Listener is one address sluice accepts client connections on.
+type Listener struct {
+	Name           string           `yaml:"name"`
+	Address        string           `yaml:"address"`
+	Protocol       string           `yaml:"protocol"` // "http" (default) | "tcp" (not supported yet)
+	TLS            *TLS             `yaml:"tls"`      // not supported yet
+	H2C            bool             `yaml:"h2c"`      // not supported yet
+	ProxyProtocol  bool             `yaml:"proxy_protocol"`
+	TrustedProxies []string         `yaml:"trusted_proxies"`
+	Timeouts       ListenerTimeouts `yaml:"timeouts"`
+	Limits         Limits           `yaml:"limits"`
+	Routes         []Route          `yaml:"routes"`
+	Pool           string           `yaml:"pool"` // default pool; "" means 404 when no route matches
+	Engine         string           `yaml:"engine"`
+
+	// TrustedPrefixes is TrustedProxies parsed; filled by Validate.
+	TrustedPrefixes []netip.Prefix `yaml:"-"`
+}
+
+// TLS configures HTTPS on a listener.
+type TLS struct {
+	Certificates []Certificate `yaml:"certificates"`
+}
+
+// Certificate is one certificate/key pair in PEM files.
+type Certificate struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// ListenerTimeouts bound the client (downstream) side. Zero means no limit,
+// except ReadHeader and Idle whose defaults are 10s and 120s.
+type ListenerTimeouts struct {
+	ReadHeader time.Duration `yaml:"read_header"`
+	Read       time.Duration `yaml:"read"`
+	Write      time.Duration `yaml:"write"`
+	Idle       time.Duration `yaml:"idle"`
+}
+
+// Limits bound what a client may send. MaxConnections and MaxBodyBytes of 0
+// mean unlimited.
+type Limits struct {
+	MaxConnections int   `yaml:"max_connections"`
+	MaxHeaderBytes int   `yaml:"max_header_bytes"`
+	MaxHeaders     int   `yaml:"max_headers"`
+	MaxURIBytes    int   `yaml:"max_uri_bytes"`
+	MaxBodyBytes   int64 `yaml:"max_body_bytes"`
+}
+
+// Route sends matching requests to a pool. All given conditions must match;
+// an empty condition matches everything.
+type Route struct {
+	Host       string            `yaml:"host"`
+	PathPrefix string            `yaml:"path_prefix"`
+	Headers    map[string]string `yaml:"headers"`
+	Pool       string            `yaml:"pool"`
+}
+
+// Pool is a set of backends that share a balancing policy and health checks.
+type Pool struct {
+	Name                     string        `yaml:"name"`
+	Balance                  string        `yaml:"balance"`
+	HashKey                  string        `yaml:"hash_key"`
+	HashBalanceFactor        float64       `yaml:"hash_balance_factor"`
+	Backends                 []Backend     `yaml:"backends"`
+	Discovery                *Discovery    `yaml:"discovery"` // not supported yet
+	HealthCheck              *HealthCheck  `yaml:"health_check"`
+	PassiveHealth            PassiveHealth `yaml:"passive_health"`
+	Retries                  Retries       `yaml:"retries"`
+	Timeouts                 PoolTimeouts  `yaml:"timeouts"`
+	MaxConnectionsPerBackend int           `yaml:"max_connections_per_backend"`
+	Sticky                   *Sticky       `yaml:"sticky"` // not supported yet
+	SlowStart                time.Duration `yaml:"slow_start"`
+	UpstreamTLS              UpstreamTLS   `yaml:"upstream_tls"`
+	UpstreamHTTP2            bool          `yaml:"upstream_http2"`
+}
+
+// Backend is one upstream server as written in the file.
+type Backend struct {
+	Address string `yaml:"address"` // http://host:port, https://host:port or tcp://host:port
+	Weight  int    `yaml:"weight"`  // default 1
+
+	// URL is Address parsed; filled by Validate.
+	URL *url.URL `yaml:"-"`
+}
+
+// Discovery finds backends at run time.
+type Discovery struct {
+	DNS  *DNSDiscovery  `yaml:"dns"`
+	Etcd *EtcdDiscovery `yaml:"etcd"`
+}
+
+// DNSDiscovery re-resolves a name every Refresh.
+type DNSDiscovery struct {
+	Name     string        `yaml:"name"`
+	Type     string        `yaml:"type"`
+	Port     int           `yaml:"port"`
+	Scheme   string        `yaml:"scheme"`
+	Refresh  time.Duration `yaml:"refresh"`
+	Resolver string        `yaml:"resolver"`
+}
+
+// EtcdDiscovery watches a key prefix.
+type EtcdDiscovery struct {
+	Endpoints []string `yaml:"endpoints"`
+	Prefix    string   `yaml:"prefix"`
+}
+
+// HealthCheck configures active checks. A pool without one has no active
+// checks.
+type HealthCheck struct {
+	Type               string        `yaml:"type"` // http | tcp
+	Path               string        `yaml:"path"`
+	Interval           time.Duration `yaml:"interval"`
+	Timeout            time.Duration `yaml:"timeout"`
+	HealthyThreshold   int           `yaml:"healthy_threshold"`
+	UnhealthyThreshold int           `yaml:"unhealthy_threshold"`
+	ExpectStatus       string        `yaml:"expect_status"`
+	Host               string        `yaml:"host"`
+
+	// ExpectMin and ExpectMax are ExpectStatus parsed; filled by Validate.
+	ExpectMin int `yaml:"-"`
+	ExpectMax int `yaml:"-"`
+}
+
+// PassiveHealth configures outlier ejection from live traffic.
+type PassiveHealth struct {
+	ConsecutiveFailures int           `yaml:"consecutive_failures"`
+	EjectionTime        time.Duration `yaml:"ejection_time"`
+	MaxEjectionPercent  int           `yaml:"max_ejection_percent"`
+}
+
+// Retries configures the attempt loop. NumRetries is the number of tries
+// after the first; 0 turns retries off.
+type Retries struct {
+	NumRetries    int      `yaml:"num_retries"`
+	RetryOn       []string `yaml:"retry_on"`
+	BudgetPercent int      `yaml:"budget_percent"`
+
+	// Parsed forms of RetryOn; filled by Validate.
+	OnConnectFailure bool  `yaml:"-"`
+	OnReset          bool  `yaml:"-"`
+	OnTimeout        bool  `yaml:"-"`
+	OnStatus         []int `yaml:"-"`
+}
+
+// PoolTimeouts bound the backend (upstream) side. Request of 0 means no
+// total limit.
+type PoolTimeouts struct {
+	Connect        time.Duration `yaml:"connect"`
+	ResponseHeader time.Duration `yaml:"response_header"`
+	Request        time.Duration `yaml:"request"`
+	Idle           time.Duration `yaml:"idle"`
+}
+
+// Sticky configures cookie affinity.
+type Sticky struct {
+	Cookie string        `yaml:"cookie"`
+	TTL    time.Duration `yaml:"ttl"`
+}
+
+// UpstreamTLS configures TLS to https:// backends.
+type UpstreamTLS struct {
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+	CA                 string `yaml:"ca"`
+	ServerName         string `yaml:"server_name"`
+}
+
+// Admin configures the admin listener.
+type Admin struct {
+	Address   string `yaml:"address"`
+	TokenFile string `yaml:"token_file"`
+}
+
+// AccessLog configures the per-request log.
+type AccessLog struct {
+	Path   string `yaml:"path"`   // "stdout" (default), "stderr" or a file path
+	Format string `yaml:"format"` // json (default) | combined | off
+}
+
+// Log configures the process log.
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info (default) | warn | error
+	Format string `yaml:"format"` // text (default) | json
+}

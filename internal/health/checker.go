@@ -1,0 +1,241 @@
+// Package health decides whether backends are fit for traffic: active
+// checks (HTTP or TCP probes with rise/fall thresholds) and passive
+// mark-down of backends that refused a connection.
+package health
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/sluice-lb/sluice/internal/config"
+	"github.com/sluice-lb/sluice/internal/pool"
+)
+
+// Prober runs one check against a backend; nil error means it passed.
+type Prober func(ctx context.Context, b *pool.Backend) error
+
+// Checker runs one supervised loop for a pool: it schedules active checks,
+// applies their results with rise/fall thresholds, and brings passively
+// marked-down backends back when their time is up. Create it with New and
+// run it with Run.
+type Checker struct {
+	pool   *pool.Pool
+	hc     *config.HealthCheck // nil: no active checks
+	probe  Prober
+	logger *slog.Logger
+	rand   func() uint64
+
+	// EjectionTime is how long a passively marked-down backend stays down
+	// when the pool has no active checks. Zero means 30s.
+	ejectionTime time.Duration
+
+	kick    chan struct{}
+	results chan result
+}
+
+type result struct {
+	b   *pool.Backend
+	err error
+}
+
+// state is the loop's private view of one backend's check history.
+type state struct {
+	next     time.Time
+	running  bool
+	checked  bool // at least one check finished
+	passes   int  // consecutive
+	failures int  // consecutive
+}
+
+// Options tune a Checker; the zero value is fine.
+type Options struct {
+	// Prober replaces the HTTP/TCP prober (tests).
+	Prober Prober
+	// Rand returns random uint64s for jitter; nil means math/rand/v2.
+	Rand func() uint64
+	// EjectionTime: see Checker. Zero means 30s.
+	EjectionTime time.Duration
+	// Transport settings for HTTP probes of https:// backends.
+	UpstreamTLS config.UpstreamTLS
+}
+
+// New returns a checker for p. hc nil means no active checks.
+func New(p *pool.Pool, hc *config.HealthCheck, logger *slog.Logger, o Options) *Checker {
+	c := &Checker{
+		pool:         p,
+		hc:           hc,
+		probe:        o.Prober,
+		logger:       logger.With("pool", p.Name),
+		rand:         o.Rand,
+		ejectionTime: o.EjectionTime,
+		kick:         make(chan struct{}, 1),
+		results:      make(chan result),
+	}
+	if c.rand == nil {
+		c.rand = rand.Uint64
+	}
+	if c.ejectionTime <= 0 {
+		c.ejectionTime = 30 * time.Second
+	}
+	if c.probe == nil && hc != nil {
+		c.probe = newProber(hc, o.UpstreamTLS)
+	}
+	return c
+}
+
+// Active reports whether the pool has active checks.
+func (c *Checker) Active() bool { return c.hc != nil }
+
+// Interval returns the active check interval (0 without active checks).
+func (c *Checker) Interval() time.Duration {
+	if c.hc == nil {
+		return 0
+	}
+	return c.hc.Interval
+}
+
+// ConnectFailed marks b down passively after a request could not be sent to
+// it: it leaves rotation at once, and returns at its next passing check (or
+// after the ejection time when the pool has no active checks). It is called
+// from the request path only on failure, and logs once per transition.
+func (c *Checker) ConnectFailed(b *pool.Backend, err error) {
+	var until time.Time
+	if c.hc == nil {
+		until = time.Now().Add(c.ejectionTime)
+	}
+	if b.Health() == pool.Healthy && c.pool.SetHealth(b, pool.Down, until) {
+		b.Stats.Ejections.Add(1)
+		c.logger.Warn("backend down", "backend", b.Address, "reason", "request could not be sent", "error", err)
+		c.Kick()
+	}
+}
+
+// Kick wakes the loop to look at membership or state changes now.
+func (c *Checker) Kick() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run runs the loop until ctx is done and every check it started has
+// returned.
+func (c *Checker) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	states := map[*pool.Backend]*state{}
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		now := time.Now()
+		wake := now.Add(time.Hour)
+		seen := make(map[*pool.Backend]bool, len(states))
+		for _, b := range c.pool.Backends() {
+			seen[b] = true
+			st := states[b]
+			if st == nil {
+				st = &state{next: now} // first check at once
+				states[b] = st
+			}
+			if b.AdminState() == pool.Disabled {
+				continue
+			}
+			if c.hc != nil {
+				if !st.running && !st.next.After(now) {
+					st.running = true
+					st.next = now.Add(c.jittered())
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						cctx, cancel := context.WithTimeout(ctx, c.hc.Timeout)
+						err := c.probe(cctx, b)
+						cancel()
+						select {
+						case c.results <- result{b, err}:
+						case <-ctx.Done():
+						}
+					}()
+				}
+				if !st.running && st.next.Before(wake) {
+					wake = st.next
+				}
+			} else if b.Health() == pool.Down {
+				if until := b.DownUntil(); !until.IsZero() {
+					if !until.After(now) {
+						if c.pool.SetHealth(b, pool.Healthy, time.Time{}) {
+							c.logger.Info("backend up", "backend", b.Address, "reason", "ejection time over")
+						}
+					} else if until.Before(wake) {
+						wake = until
+					}
+				}
+			}
+		}
+		for b := range states {
+			if !seen[b] {
+				delete(states, b)
+			}
+		}
+		timer.Reset(time.Until(wake))
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.kick:
+		case <-timer.C:
+		case r := <-c.results:
+			if st := states[r.b]; st != nil {
+				st.running = false
+				c.apply(r.b, st, r.err)
+			}
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+// jittered returns the interval ±10%, so checks of many backends and many
+// sluice instances do not align.
+func (c *Checker) jittered() time.Duration {
+	iv := c.hc.Interval
+	span := uint64(iv / 5)
+	if span == 0 {
+		return iv
+	}
+	return iv - iv/10 + time.Duration(c.rand()%span)
+}
+
+// apply folds one check result into b's state: the first result decides at
+// once; after that healthy_threshold consecutive passes make a backend
+// healthy and unhealthy_threshold consecutive failures make it unhealthy. A
+// passively downed backend returns on its first passing check.
+func (c *Checker) apply(b *pool.Backend, st *state, err error) {
+	first := !st.checked
+	st.checked = true
+	if err == nil {
+		b.Stats.ChecksPassed.Add(1)
+		st.passes++
+		st.failures = 0
+	} else {
+		b.Stats.ChecksFailed.Add(1)
+		st.failures++
+		st.passes = 0
+	}
+	h := b.Health()
+	switch {
+	case err == nil && h != pool.Healthy && (first || h == pool.Down || st.passes >= c.hc.HealthyThreshold):
+		if c.pool.SetHealth(b, pool.Healthy, time.Time{}) {
+			c.logger.Info("backend up", "backend", b.Address, "passes", st.passes)
+		}
+	case err != nil && h != pool.Unhealthy && (first || h == pool.Down || st.failures >= c.hc.UnhealthyThreshold):
+		if c.pool.SetHealth(b, pool.Unhealthy, time.Time{}) {
+			c.logger.Warn("backend down", "backend", b.Address, "failures", st.failures, "error", err)
+		}
+	}
+}

@@ -1,0 +1,147 @@
+// Package metrics exposes sluice's state in the Prometheus text format from
+// a private registry. The request path only adds to atomics on pools and
+// backends (package pool); this collector reads them at scrape time, so a
+// request pays for no label look-up, lock or allocation to be counted.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sluice-lb/sluice/internal/pool"
+)
+
+// Listener is one listener as the collector sees it.
+type Listener struct {
+	Name string
+	// Active is the number of open client connections.
+	Active int64
+	// NoPool counts requests answered without a pool (404, 400, …).
+	NoPool *pool.Stats
+}
+
+// Source is what the collector reads; the server implements it.
+type Source interface {
+	Pools() []*pool.Pool
+	Listeners() []Listener
+	// ListenerName returns the name of a counter slot (see pool.MaxListeners).
+	ListenerName(slot int) string
+	// Reloads returns the counts of successful and failed reloads and
+	// whether the last one succeeded.
+	Reloads() (ok, failed uint64, lastOK bool)
+	// DiscoveryErrors calls fn for each (pool, source) error count.
+	DiscoveryErrors(fn func(pool, source string, n uint64))
+}
+
+var (
+	descRequests = prometheus.NewDesc("sluice_requests_total",
+		"Requests answered, by listener, pool, backend and status code (backend is empty when none was tried).",
+		[]string{"listener", "pool", "backend", "code"}, nil)
+	descDuration = prometheus.NewDesc("sluice_request_duration_seconds",
+		"Time from request start to the end of the response, by pool and backend.",
+		[]string{"pool", "backend"}, nil)
+	descUp = prometheus.NewDesc("sluice_backend_up",
+		"1 when the backend takes new requests (healthy and enabled), else 0.",
+		[]string{"pool", "backend"}, nil)
+	descInFlight = prometheus.NewDesc("sluice_backend_in_flight",
+		"Requests being served by the backend now.", []string{"pool", "backend"}, nil)
+	descFailures = prometheus.NewDesc("sluice_backend_failures_total",
+		"Attempts that failed at the backend (refused, reset, timeout, invalid response).",
+		[]string{"pool", "backend"}, nil)
+	descRetries = prometheus.NewDesc("sluice_retries_total",
+		"Attempts retried on another backend.", []string{"pool"}, nil)
+	descChecks = prometheus.NewDesc("sluice_health_checks_total",
+		"Active health check results.", []string{"pool", "backend", "result"}, nil)
+	descEjections = prometheus.NewDesc("sluice_backend_ejections_total",
+		"Times the backend was taken out of rotation by passive health (failed requests).",
+		[]string{"pool", "backend"}, nil)
+	descConns = prometheus.NewDesc("sluice_connections_active",
+		"Open client connections.", []string{"listener"}, nil)
+	descReloads = prometheus.NewDesc("sluice_config_reloads_total",
+		"Config reloads, by result (success or failure).", []string{"result"}, nil)
+	descLastReload = prometheus.NewDesc("sluice_config_last_reload_successful",
+		"1 when the last config reload succeeded (or none was tried), else 0.", nil, nil)
+	descDiscovery = prometheus.NewDesc("sluice_discovery_errors_total",
+		"Failed look-ups of a discovery source.", []string{"pool", "source"}, nil)
+)
+
+// Collector implements prometheus.Collector over a Source.
+type Collector struct{ src Source }
+
+// NewHandler returns the /metrics handler: sluice's collector plus the Go
+// runtime and process collectors, on a registry of its own.
+func NewHandler(src Source) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(&Collector{src: src},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// Describe sends every metric description.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descRequests, descDuration, descUp, descInFlight, descFailures,
+		descRetries, descChecks, descEjections, descConns, descReloads, descLastReload, descDiscovery} {
+		ch <- d
+	}
+}
+
+// Collect reads the current state.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	requests := func(s *pool.Stats, poolName, backend string) {
+		s.EachCode(func(slot, status int, n uint64) {
+			counter(descRequests, n, c.src.ListenerName(slot), poolName, backend, strconv.Itoa(status))
+		})
+	}
+	for _, l := range c.src.Listeners() {
+		gauge(descConns, float64(l.Active), l.Name)
+		if l.NoPool != nil {
+			requests(l.NoPool, "", "")
+		}
+	}
+	for _, p := range c.src.Pools() {
+		counter(descRetries, p.Retries.Load(), p.Name)
+		requests(&p.NoBackend, p.Name, "")
+		for _, b := range p.Backends() {
+			s := &b.Stats
+			requests(s, p.Name, b.Address)
+			cum, count, sum := s.Histogram()
+			buckets := make(map[float64]uint64, len(cum))
+			for i, ub := range pool.DurationBuckets {
+				buckets[ub] = cum[i]
+			}
+			ch <- prometheus.MustNewConstHistogram(descDuration, count, sum, buckets, p.Name, b.Address)
+			up := 0.0
+			if b.Eligible() {
+				up = 1
+			}
+			gauge(descUp, up, p.Name, b.Address)
+			gauge(descInFlight, float64(b.InFlight.Load()), p.Name, b.Address)
+			counter(descFailures, s.Failures.Load(), p.Name, b.Address)
+			counter(descChecks, s.ChecksPassed.Load(), p.Name, b.Address, "success")
+			counter(descChecks, s.ChecksFailed.Load(), p.Name, b.Address, "failure")
+			counter(descEjections, s.Ejections.Load(), p.Name, b.Address)
+		}
+	}
+	ok, failed, lastOK := c.src.Reloads()
+	counter(descReloads, ok, "success")
+	counter(descReloads, failed, "failure")
+	last := 0.0
+	if lastOK {
+		last = 1
+	}
+	gauge(descLastReload, last)
+	c.src.DiscoveryErrors(func(poolName, source string, n uint64) {
+		counter(descDiscovery, n, poolName, source)
+	})
+}

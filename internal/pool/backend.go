@@ -1,0 +1,136 @@
+// Package pool holds the data of the hot path: a Pool of Backends, their
+// health and admin state, their counters, and the immutable Picker that a
+// request consults with one atomic load.
+//
+// Glossary (see also the README): a listener accepts client connections and
+// routes each request to a pool; a pool (Envoy: cluster, HAProxy: backend)
+// is a set of backends sharing a balancing policy; a backend (Envoy:
+// endpoint, HAProxy: server) is one upstream server. Downstream is the client
+// side, upstream the backend side.
+package pool
+
+import (
+	"net/url"
+	"sync/atomic"
+	"time"
+)
+
+// Health is a backend's health as seen by active checks and passive
+// observation.
+type Health int32
+
+const (
+	// Healthy backends receive traffic. A backend starts healthy; its first
+	// active check (run at once) decides.
+	Healthy Health = iota
+	// Unhealthy backends failed unhealthy_threshold consecutive checks.
+	Unhealthy
+	// Down backends failed a request passively (nothing could be sent to
+	// them); the next passing active check, or the ejection time when the pool
+	// has no active checks, brings them back.
+	Down
+)
+
+func (h Health) String() string {
+	switch h {
+	case Healthy:
+		return "healthy"
+	case Unhealthy:
+		return "unhealthy"
+	case Down:
+		return "ejected"
+	}
+	return "unknown"
+}
+
+// Admin is the state an operator sets through the admin API.
+type Admin int32
+
+const (
+	// Enabled is the normal state.
+	Enabled Admin = iota
+	// Draining backends take no new requests; requests in flight finish.
+	Draining
+	// Disabled backends take no requests and are not health checked.
+	Disabled
+)
+
+func (a Admin) String() string {
+	switch a {
+	case Enabled:
+		return "enabled"
+	case Draining:
+		return "draining"
+	case Disabled:
+		return "disabled"
+	}
+	return "unknown"
+}
+
+// Backend is one upstream server. It is shared by every snapshot that
+// contains it: a reload that keeps the same address in the same pool keeps the
+// same *Backend, and with it health, counters and in-flight requests.
+type Backend struct {
+	// Address is the backend as written in the config or discovered; it is the
+	// metric label and the admin API's identifier.
+	Address string
+	// URL is Address parsed.
+	URL *url.URL
+	// Host is URL.Host, the dial address.
+	Host string
+
+	weight atomic.Int32
+	health atomic.Int32 // Health
+	admin  atomic.Int32 // Admin
+
+	// downUntil is, for a passively marked-down backend, the UnixNano time at
+	// which it may return without an active check (0: wait for a check).
+	downUntil atomic.Int64
+
+	// InFlight counts requests being served by this backend now.
+	InFlight atomic.Int64
+
+	// Stats are this backend's request counters.
+	Stats Stats
+}
+
+// NewBackend returns a healthy, enabled backend.
+func NewBackend(address string, u *url.URL, weight int) *Backend {
+	b := &Backend{Address: address, URL: u, Host: u.Host}
+	b.weight.Store(int32(weight))
+	return b
+}
+
+// Weight returns the configured weight (≥ 1).
+func (b *Backend) Weight() int { return int(b.weight.Load()) }
+
+// Health returns the current health.
+func (b *Backend) Health() Health { return Health(b.health.Load()) }
+
+// AdminState returns the operator-set state.
+func (b *Backend) AdminState() Admin { return Admin(b.admin.Load()) }
+
+// State returns the one word the admin API and dashboard show: healthy,
+// unhealthy, ejected, draining or disabled.
+func (b *Backend) State() string {
+	switch a := b.AdminState(); a {
+	case Draining, Disabled:
+		return a.String()
+	}
+	return b.Health().String()
+}
+
+// Eligible reports whether new requests may be sent to b.
+func (b *Backend) Eligible() bool {
+	return b.AdminState() == Enabled && b.Health() == Healthy
+}
+
+// DownUntil returns when a passively marked-down backend may come back on its
+// own (zero time: only an active check brings it back).
+func (b *Backend) DownUntil() time.Time {
+	n := b.downUntil.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}

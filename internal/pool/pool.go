@@ -1,0 +1,253 @@
+package pool
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// MaxTries bounds the attempts of one request (the first try plus retries).
+const MaxTries = 11
+
+// PickInfo carries the facts of one request that a policy may use. It lives
+// inside the proxy's per-request state, so passing it costs no allocation.
+type PickInfo struct {
+	// ClientIP is the client's address (after trusted-proxy resolution).
+	ClientIP netip.Addr
+	// Key is the hash key for hash policies ("" when the pool has none or the
+	// request lacks it).
+	Key string
+
+	tried  [MaxTries]*Backend
+	nTried int
+}
+
+// Tried reports whether b was already tried for this request.
+func (pi *PickInfo) Tried(b *Backend) bool {
+	for _, t := range pi.tried[:pi.nTried] {
+		if t == b {
+			return true
+		}
+	}
+	return false
+}
+
+// MarkTried records that b was tried.
+func (pi *PickInfo) MarkTried(b *Backend) {
+	if pi.nTried < len(pi.tried) {
+		pi.tried[pi.nTried] = b
+		pi.nTried++
+	}
+}
+
+// Attempts returns how many backends were tried.
+func (pi *PickInfo) Attempts() int { return pi.nTried }
+
+// Set is what a policy builds a picker from. Both slices are immutable.
+type Set struct {
+	// All is every backend of the pool, in config order.
+	All []*Backend
+	// Ready is the eligible subset (healthy and enabled), in config order.
+	Ready []*Backend
+}
+
+// Picker chooses a backend for one request. Pick must not lock, allocate or
+// log; it may use atomics. It returns nil only when the set has no ready
+// backend. A Picker never changes after it is built.
+type Picker interface {
+	Pick(info *PickInfo) *Backend
+}
+
+// Policy builds Pickers. Build is called whenever membership, health, admin
+// state or weights change; it may allocate.
+type Policy interface {
+	Build(s Set) Picker
+}
+
+// Pool is a named set of backends with a policy. Its methods are safe for
+// concurrent use.
+type Pool struct {
+	// Name is the pool's name from the config.
+	Name string
+
+	policy Policy
+
+	// mu serialises membership changes and picker rebuilds; readers never take
+	// it.
+	mu       sync.Mutex
+	backends atomic.Pointer[[]*Backend]
+	picker   atomic.Pointer[built]
+
+	// NoBackend counts requests that found no eligible backend.
+	NoBackend Stats
+	// Retries counts retried attempts.
+	Retries atomic.Uint64
+
+	onChange atomic.Pointer[func(b *Backend, from, to string)]
+}
+
+type built struct {
+	Picker
+	ready int
+}
+
+// New returns a pool over the given backends (which may be shared with the
+// pool of a previous snapshot).
+func New(name string, policy Policy, backends []*Backend) *Pool {
+	p := &Pool{Name: name, policy: policy}
+	bs := append([]*Backend(nil), backends...)
+	p.backends.Store(&bs)
+	p.rebuildLocked()
+	return p
+}
+
+// OnStateChange sets a function called (outside the pick path) after a
+// backend's state word changes, e.g. to log the transition once.
+func (p *Pool) OnStateChange(fn func(b *Backend, from, to string)) {
+	p.onChange.Store(&fn)
+}
+
+// Backends returns the pool's backends. The slice must not be modified.
+func (p *Pool) Backends() []*Backend { return *p.backends.Load() }
+
+// Find returns the backend with the given address, or nil.
+func (p *Pool) Find(address string) *Backend {
+	for _, b := range p.Backends() {
+		if b.Address == address {
+			return b
+		}
+	}
+	return nil
+}
+
+// Ready returns how many backends are eligible now.
+func (p *Pool) Ready() int { return p.picker.Load().ready }
+
+// Pick chooses a backend for a request, preferring one not yet tried by it.
+// It returns nil when no backend is eligible. When every eligible backend was
+// tried already, it returns one of them again.
+func (p *Pool) Pick(info *PickInfo) *Backend {
+	pk := p.picker.Load()
+	if pk.ready == 0 {
+		return nil
+	}
+	b := pk.Pick(info)
+	if info.nTried == 0 || !info.Tried(b) {
+		return b
+	}
+	// A retry: ask the policy again a few times, then take the first untried
+	// backend in config order.
+	for i := 0; i < pk.ready; i++ {
+		if c := pk.Pick(info); !info.Tried(c) {
+			return c
+		}
+	}
+	for _, c := range p.Backends() {
+		if c.Eligible() && !info.Tried(c) {
+			return c
+		}
+	}
+	return b
+}
+
+// Add adds a backend; it reports false when the address is already present.
+func (p *Pool) Add(b *Backend) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := *p.backends.Load()
+	for _, c := range old {
+		if c.Address == b.Address {
+			return false
+		}
+	}
+	bs := append(append(make([]*Backend, 0, len(old)+1), old...), b)
+	p.backends.Store(&bs)
+	p.rebuildLocked()
+	return true
+}
+
+// Remove removes a backend; requests in flight on it finish.
+func (p *Pool) Remove(b *Backend) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := *p.backends.Load()
+	bs := make([]*Backend, 0, len(old))
+	for _, c := range old {
+		if c != b {
+			bs = append(bs, c)
+		}
+	}
+	if len(bs) == len(old) {
+		return false
+	}
+	p.backends.Store(&bs)
+	p.rebuildLocked()
+	return true
+}
+
+// SetHealth changes b's health and rebuilds the picker when it changed. It
+// reports whether it changed. downUntil is the time a Down backend may return
+// on its own (zero: only a passing check).
+func (p *Pool) SetHealth(b *Backend, h Health, downUntil time.Time) bool {
+	p.mu.Lock()
+	from := b.State()
+	old := Health(b.health.Swap(int32(h)))
+	if h == Down && !downUntil.IsZero() {
+		b.downUntil.Store(downUntil.UnixNano())
+	} else if h != Down {
+		b.downUntil.Store(0)
+	}
+	changed := old != h
+	if changed {
+		p.rebuildLocked()
+	}
+	p.mu.Unlock()
+	if changed {
+		p.notify(b, from)
+	}
+	return changed
+}
+
+// SetAdmin changes b's operator state and rebuilds the picker.
+func (p *Pool) SetAdmin(b *Backend, a Admin) bool {
+	p.mu.Lock()
+	from := b.State()
+	changed := Admin(b.admin.Swap(int32(a))) != a
+	if changed {
+		p.rebuildLocked()
+	}
+	p.mu.Unlock()
+	if changed {
+		p.notify(b, from)
+	}
+	return changed
+}
+
+// SetWeight changes b's weight and rebuilds the picker.
+func (p *Pool) SetWeight(b *Backend, w int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if b.weight.Swap(int32(w)) != int32(w) {
+		p.rebuildLocked()
+	}
+}
+
+func (p *Pool) notify(b *Backend, from string) {
+	if fn := p.onChange.Load(); fn != nil {
+		if to := b.State(); to != from {
+			(*fn)(b, from, to)
+		}
+	}
+}
+
+func (p *Pool) rebuildLocked() {
+	all := *p.backends.Load()
+	ready := make([]*Backend, 0, len(all))
+	for _, b := range all {
+		if b.Eligible() {
+			ready = append(ready, b)
+		}
+	}
+	p.picker.Store(&built{Picker: p.policy.Build(Set{All: all, Ready: ready}), ready: len(ready)})
+}

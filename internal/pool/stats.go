@@ -1,0 +1,115 @@
+package pool
+
+import (
+	"math"
+	"sync/atomic"
+	"time"
+)
+
+// MaxListeners is how many listener slots counters keep apart. Listener
+// slots are assigned once per listener name and survive reloads.
+const MaxListeners = 32
+
+// DurationBuckets are the upper bounds, in seconds, of the request duration
+// histogram.
+var DurationBuckets = [...]float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
+// Stats are lock-free request counters. The request path only adds to them;
+// the metrics collector and the admin API read them. The zero value is ready.
+type Stats struct {
+	// codes[slot] counts responses by status code for one listener slot; it is
+	// allocated the first time that listener sends a request here.
+	codes [MaxListeners]atomic.Pointer[codeCounts]
+
+	// Requests counts finished requests; Failures those that ended in an
+	// error of this backend (refused, reset, timeout, invalid response).
+	Requests atomic.Uint64
+	Failures atomic.Uint64
+
+	// ChecksPassed and ChecksFailed count active health check results.
+	ChecksPassed atomic.Uint64
+	ChecksFailed atomic.Uint64
+	// Ejections counts times passive health took the backend out.
+	Ejections atomic.Uint64
+
+	buckets [len(DurationBuckets) + 1]atomic.Uint64
+	sumNs   atomic.Uint64
+
+	// ewmaNs is an exponentially weighted moving average of the duration to
+	// the response header, in nanoseconds, stored as float64 bits.
+	ewmaNs atomic.Uint64
+}
+
+type codeCounts [500]atomic.Uint64 // index: status - 100
+
+// Observe records one finished request: the listener slot it came in on, the
+// status the client got, and how long it took.
+func (s *Stats) Observe(slot int, status int, d time.Duration) {
+	s.Requests.Add(1)
+	if slot >= 0 && slot < MaxListeners && status >= 100 && status < 600 {
+		c := s.codes[slot].Load()
+		if c == nil {
+			c = new(codeCounts)
+			if !s.codes[slot].CompareAndSwap(nil, c) {
+				c = s.codes[slot].Load()
+			}
+		}
+		c[status-100].Add(1)
+	}
+	sec := d.Seconds()
+	i := 0
+	for i < len(DurationBuckets) && sec > DurationBuckets[i] {
+		i++
+	}
+	s.buckets[i].Add(1)
+	s.sumNs.Add(uint64(d))
+}
+
+// ObserveLatency folds one time-to-response-header into the moving average.
+func (s *Stats) ObserveLatency(d time.Duration) {
+	const alpha = 0.2
+	for {
+		old := s.ewmaNs.Load()
+		prev := math.Float64frombits(old)
+		next := float64(d)
+		if prev != 0 {
+			next = prev + alpha*(float64(d)-prev)
+		}
+		if s.ewmaNs.CompareAndSwap(old, math.Float64bits(next)) {
+			return
+		}
+	}
+}
+
+// Latency returns the moving average of the time to response header.
+func (s *Stats) Latency() time.Duration {
+	return time.Duration(math.Float64frombits(s.ewmaNs.Load()))
+}
+
+// EachCode calls fn for every (listener slot, status) with a non-zero count.
+func (s *Stats) EachCode(fn func(slot, status int, n uint64)) {
+	for slot := range s.codes {
+		c := s.codes[slot].Load()
+		if c == nil {
+			continue
+		}
+		for i := range c {
+			if n := c[i].Load(); n != 0 {
+				fn(slot, i+100, n)
+			}
+		}
+	}
+}
+
+// Histogram returns the cumulative bucket counts (by DurationBuckets), the
+// total count and the sum of durations in seconds.
+func (s *Stats) Histogram() (cumulative []uint64, count uint64, sum float64) {
+	cumulative = make([]uint64, len(DurationBuckets))
+	var acc uint64
+	for i := range DurationBuckets {
+		acc += s.buckets[i].Load()
+		cumulative[i] = acc
+	}
+	count = acc + s.buckets[len(DurationBuckets)].Load()
+	return cumulative, count, time.Duration(s.sumNs.Load()).Seconds()
+}

@@ -1,0 +1,193 @@
+// Package proxy is sluice's request path: one codec-neutral core (route →
+// pick → attempts with retries → accounting) and, beneath it, the codecs that
+// speak HTTP to clients and backends. The first codec is net/http
+// (httpcodec.go); the core knows nothing of http.Transport.
+package proxy
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/sluice-lb/sluice/internal/config"
+	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/route"
+)
+
+// Passive receives what the request path learns about backend health.
+type Passive interface {
+	// ConnectFailed reports that nothing could be sent to b.
+	ConnectFailed(b *pool.Backend, err error)
+	// Interval is the active check interval (0: none); it sets Retry-After.
+	Interval() time.Duration
+}
+
+// Target is a pool as the request path sees it. It is immutable; a reload
+// builds new Targets (sharing Pools and Backends whose config is unchanged).
+type Target struct {
+	Pool    *pool.Pool
+	Health  Passive
+	Retries config.Retries
+	// Timeouts bound the upstream side; see config.PoolTimeouts.
+	Timeouts config.PoolTimeouts
+	// Upstream is the codec-specific connection pool to the backends.
+	Upstream Upstream
+	// RetryAfter is the Retry-After value sent with 503 (seconds).
+	RetryAfter string
+}
+
+// Listener is the immutable view of one listener that a request uses from
+// start to finish; the server swaps it atomically on reload.
+type Listener struct {
+	Name string
+	// Slot is the listener's stable counter slot (see pool.MaxListeners).
+	Slot    int
+	Routes  *route.Table
+	Targets []*Target // indexed by the pool index Routes returns
+	Trusted []netip.Prefix
+	Limits  config.Limits
+	// TLS reports whether clients connect with TLS (X-Forwarded-Proto).
+	TLS bool
+	// NoPool counts requests answered without a pool (404, 400, …).
+	NoPool *pool.Stats
+}
+
+// Class says how one attempt ended.
+type Class uint8
+
+const (
+	// Done: a response (from the backend) went to the client.
+	Done Class = iota
+	// ConnectFailure: no connection to the backend; nothing was sent.
+	ConnectFailure
+	// Reset: the backend closed or reset the connection, or answered with
+	// invalid HTTP, before a response header arrived.
+	Reset
+	// Timeout: no response header within response_header, or the request
+	// timeout expired.
+	Timeout
+	// RetryStatus: the backend answered with a status listed in retry_on and
+	// the response was discarded so that another backend can be tried.
+	RetryStatus
+	// ClientError: the client's request body was malformed or too large.
+	ClientError
+	// ClientGone: the client went away; nobody is left to answer.
+	ClientGone
+)
+
+// Outcome is what a codec reports about one attempt.
+type Outcome struct {
+	Class Class
+	// Status is the status the client got (Done) or should get (ClientError).
+	Status int
+	// Err is the cause, for logs.
+	Err error
+}
+
+// Attempt is one request as the core drives it; codecs implement it.
+type Attempt interface {
+	// Send tries the request on b. When canRetry is false this is the last
+	// try, so the codec must deliver whatever the backend answers.
+	Send(ctx context.Context, b *pool.Backend, canRetry bool) Outcome
+	// Replayable reports whether the request may be sent again after it
+	// may have reached a backend (idempotent method, replayable body).
+	Replayable() bool
+}
+
+// Result is what the core decided for a request.
+type Result struct {
+	Outcome
+	// Backend is the last backend tried (nil when none was eligible).
+	Backend *pool.Backend
+	// Tries is the number of attempts made.
+	Tries int
+}
+
+// Forward runs the attempt loop for one request on t: pick a backend not
+// yet tried, send, account, and retry within the pool's retry policy. When
+// Result.Class is not Done, the codec answers the client with StatusFor.
+func Forward(ctx context.Context, t *Target, info *pool.PickInfo, a Attempt) Result {
+	maxTries := min(1+t.Retries.NumRetries, pool.MaxTries)
+	var res Result
+	for try := 0; try < maxTries; try++ {
+		b := t.Pool.Pick(info)
+		if b == nil {
+			break
+		}
+		info.MarkTried(b)
+		res.Backend, res.Tries = b, try+1
+		b.InFlight.Add(1)
+		res.Outcome = a.Send(ctx, b, try+1 < maxTries)
+		b.InFlight.Add(-1)
+		switch res.Class {
+		case Done, ClientError, ClientGone:
+			return res
+		case ConnectFailure:
+			b.Stats.Failures.Add(1)
+			t.Health.ConnectFailed(b, res.Err)
+		case Reset, Timeout:
+			b.Stats.Failures.Add(1)
+		}
+		if ctx.Err() != nil || !t.retryable(res.Outcome, a) {
+			return res
+		}
+		if try+1 < maxTries {
+			t.Pool.Retries.Add(1)
+		}
+	}
+	if res.Backend == nil {
+		res.Outcome = Outcome{Class: ConnectFailure, Status: 503}
+	}
+	return res
+}
+
+// retryable applies retry_on and the idempotency rule: only a connect
+// failure proves that nothing was delivered; after a reset or a timeout the
+// backend may have acted on the request, so it is retried only when the
+// attempt says it is replayable (idempotent, body replayable). A POST is
+// never delivered twice because of sluice.
+func (t *Target) retryable(o Outcome, a Attempt) bool {
+	r := &t.Retries
+	switch o.Class {
+	case ConnectFailure:
+		return r.OnConnectFailure
+	case Reset:
+		return r.OnReset && a.Replayable()
+	case Timeout:
+		return r.OnTimeout && a.Replayable()
+	case RetryStatus:
+		return true // the codec only discards a response it may retry
+	}
+	return false
+}
+
+// RetryOnStatus reports whether a response with this status may be retried.
+func (t *Target) RetryOnStatus(status int) bool {
+	for _, s := range t.Retries.OnStatus {
+		if s == status {
+			return true
+		}
+	}
+	return false
+}
+
+// StatusFor returns the status a client gets for a failed request.
+func StatusFor(r Result) int {
+	switch r.Class {
+	case Done, ClientError:
+		return r.Status
+	case Timeout:
+		return 504
+	case ConnectFailure:
+		if r.Backend == nil {
+			return 503
+		}
+		if r.Status != 0 {
+			return r.Status
+		}
+		return 502
+	case ClientGone:
+		return 499
+	}
+	return 502
+}

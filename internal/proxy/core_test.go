@@ -1,0 +1,110 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/sluice-lb/sluice/internal/balance"
+	"github.com/sluice-lb/sluice/internal/config"
+	"github.com/sluice-lb/sluice/internal/pool"
+)
+
+// scripted is an Attempt whose outcomes are given per backend.
+type scripted struct {
+	outcomes   map[*pool.Backend]Class
+	replayable bool
+	sent       []*pool.Backend
+}
+
+func (s *scripted) Send(_ context.Context, b *pool.Backend, canRetry bool) Outcome {
+	s.sent = append(s.sent, b)
+	c := s.outcomes[b]
+	if c == RetryStatus && !canRetry {
+		return Outcome{Class: Done, Status: 503}
+	}
+	if c == Done || c == ClientError {
+		return Outcome{Class: c, Status: 200}
+	}
+	return Outcome{Class: c, Err: errors.New(fmt.Sprint(c))}
+}
+
+func (s *scripted) Replayable() bool { return s.replayable }
+
+type passive struct{ failed []*pool.Backend }
+
+func (p *passive) ConnectFailed(b *pool.Backend, _ error) { p.failed = append(p.failed, b) }
+func (p *passive) Interval() time.Duration                { return 0 }
+
+func target(n int, r config.Retries) (*Target, []*pool.Backend, *passive) {
+	var bs []*pool.Backend
+	for i := range n {
+		u := &url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", 9001+i)}
+		bs = append(bs, pool.NewBackend(u.String(), u, 1))
+	}
+	ph := &passive{}
+	return &Target{Pool: pool.New("p", balance.RoundRobin{}, bs), Health: ph, Retries: r}, bs, ph
+}
+
+func TestForward(t *testing.T) {
+	defaults := config.Retries{NumRetries: 2, OnConnectFailure: true, OnReset: true}
+	tests := []struct {
+		name        string
+		retries     config.Retries
+		fail        map[int]Class // backend index → outcome; others Done
+		replayable  bool
+		wantTries   int
+		wantClass   Class
+		wantStatus  int
+		wantPassive int
+	}{
+		{"first backend answers", defaults, nil, true, 1, Done, 200, 0},
+		{"connect failure retried on another backend", defaults, map[int]Class{0: ConnectFailure}, false, 2, Done, 200, 1},
+		{"all refuse: 502 after 3 tries", defaults, map[int]Class{0: ConnectFailure, 1: ConnectFailure, 2: ConnectFailure}, false, 3, ConnectFailure, 502, 3},
+		{"retries off", config.Retries{OnConnectFailure: true}, map[int]Class{0: ConnectFailure}, false, 1, ConnectFailure, 502, 1},
+		{"reset of an idempotent request retried", defaults, map[int]Class{0: Reset}, true, 2, Done, 200, 0},
+		{"reset of a POST is not retried", defaults, map[int]Class{0: Reset}, false, 1, Reset, 502, 0},
+		{"timeout: 504, not retried by default", defaults, map[int]Class{0: Timeout}, true, 1, Timeout, 504, 0},
+		{"status retry, last try delivers", config.Retries{NumRetries: 1, OnStatus: []int{503}}, map[int]Class{0: RetryStatus, 1: RetryStatus}, true, 2, Done, 503, 0},
+		{"client error is final", defaults, map[int]Class{0: ClientError}, true, 1, ClientError, 200, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tg, bs, ph := target(3, tt.retries)
+			s := &scripted{outcomes: map[*pool.Backend]Class{}, replayable: tt.replayable}
+			for i, c := range tt.fail {
+				s.outcomes[bs[i]] = c
+			}
+			var info pool.PickInfo
+			res := Forward(context.Background(), tg, &info, s)
+			if res.Tries != tt.wantTries || res.Class != tt.wantClass || StatusFor(res) != tt.wantStatus {
+				t.Errorf("got tries=%d class=%d status=%d, want tries=%d class=%d status=%d",
+					res.Tries, res.Class, StatusFor(res), tt.wantTries, tt.wantClass, tt.wantStatus)
+			}
+			seen := map[*pool.Backend]bool{}
+			for _, b := range s.sent {
+				if seen[b] {
+					t.Errorf("backend %s tried twice for one request", b.Address)
+				}
+				seen[b] = true
+			}
+			if len(ph.failed) != tt.wantPassive {
+				t.Errorf("passive connect failures = %d, want %d", len(ph.failed), tt.wantPassive)
+			}
+		})
+	}
+}
+
+func TestForwardNoBackend(t *testing.T) {
+	tg, bs, _ := target(2, config.Retries{})
+	for _, b := range bs {
+		tg.Pool.SetHealth(b, pool.Unhealthy, time.Time{})
+	}
+	res := Forward(context.Background(), tg, &pool.PickInfo{}, &scripted{})
+	if got := StatusFor(res); got != 503 || res.Backend != nil {
+		t.Errorf("status = %d backend = %v, want 503 and no backend", got, res.Backend)
+	}
+}

@@ -1,0 +1,449 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluice-lb/sluice/internal/accesslog"
+	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/route"
+)
+
+// Guard is what the edge guard beneath net/http tells the handler about a
+// connection (see package edge).
+type Guard interface {
+	// RejectToken is the Host of the synthetic request that stands for a
+	// refused one ("" when nothing was refused).
+	RejectToken() string
+	// Rejection is the status and reason for the refused request.
+	Rejection() (status int, reason string, ok bool)
+}
+
+type guardKey struct{}
+
+// WithGuard returns a connection context carrying g (http.Server.ConnContext).
+func WithGuard(ctx context.Context, g Guard) context.Context {
+	return context.WithValue(ctx, guardKey{}, g)
+}
+
+func guardFrom(ctx context.Context) Guard {
+	g, _ := ctx.Value(guardKey{}).(Guard)
+	return g
+}
+
+var (
+	errHeaderTimeout  = errors.New("no response header within the response_header timeout")
+	errRequestTimeout = errors.New("request timeout expired")
+	errBodyTooLarge   = errors.New("request body over max_body_bytes")
+)
+
+// Handler is the net/http codec: an http.Handler that runs the core for
+// every request of one listener.
+type Handler struct {
+	cur     *atomic.Pointer[Listener]
+	ids     *RequestIDs
+	access  *accesslog.Logger
+	logger  *slog.Logger
+	tunnels *Tunnels
+}
+
+// NewHandler returns the handler for the listener whose current view cur
+// holds. access may be nil (no access log).
+func NewHandler(cur *atomic.Pointer[Listener], ids *RequestIDs, access *accesslog.Logger, logger *slog.Logger, tunnels *Tunnels) *Handler {
+	return &Handler{cur: cur, ids: ids, access: access, logger: logger, tunnels: tunnels}
+}
+
+// httpAttempt is the per-request state of the net/http codec.
+type httpAttempt struct {
+	h      *Handler
+	w      http.ResponseWriter
+	r      *http.Request
+	out    *http.Request
+	t      *Target
+	id     string
+	body   *trackedBody
+	upType string // "websocket" when the client asked to upgrade
+	abort  bool   // the response was cut short: reset the client connection
+	bytes  int64
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	l := h.cur.Load()
+	a := &httpAttempt{h: h, w: w, r: r}
+	if id := r.Header.Get("X-Request-Id"); validRequestID(id) {
+		a.id = id
+	} else {
+		a.id = h.ids.Next()
+	}
+	var info pool.PickInfo
+	entry := accesslog.Entry{Time: start, Listener: l.Name, Method: r.Method, Host: r.Host,
+		Path: r.URL.Path, UserAgent: r.UserAgent(), RequestID: a.id, Client: r.RemoteAddr}
+
+	res, status := a.serve(l, &info)
+	entry.Status = status
+	entry.Duration = time.Since(start)
+	entry.Bytes = a.bytes
+	switch {
+	case res.Backend != nil:
+		res.Backend.Stats.Observe(l.Slot, status, entry.Duration)
+		entry.Backend = res.Backend.Address
+	case a.t != nil:
+		a.t.Pool.NoBackend.Observe(l.Slot, status, entry.Duration)
+	default:
+		l.NoPool.Observe(l.Slot, status, entry.Duration)
+	}
+	if a.t != nil {
+		entry.Pool = a.t.Pool.Name
+	}
+	if info.ClientIP.IsValid() {
+		entry.Client = info.ClientIP.String()
+	}
+	entry.Tries = res.Tries
+	h.access.Log(&entry)
+	if a.abort {
+		// The backend's response broke off after its header was sent: the
+		// client must see a broken response, never a short "complete" one.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// serve routes, checks and forwards one request; it returns the core's
+// result and the status the client got.
+func (a *httpAttempt) serve(l *Listener, info *pool.PickInfo) (Result, int) {
+	r := a.r
+	if g := guardFrom(r.Context()); g != nil {
+		if tok := g.RejectToken(); tok != "" && r.Host == tok {
+			status, reason, _ := g.Rejection()
+			return Result{}, a.fail(status, reason, true)
+		}
+	}
+	switch r.Method {
+	case http.MethodConnect, http.MethodTrace:
+		return Result{}, a.fail(http.StatusMethodNotAllowed, "method not allowed", true)
+	}
+	if max := l.Limits.MaxBodyBytes; max > 0 && r.ContentLength > max {
+		return Result{}, a.fail(http.StatusRequestEntityTooLarge, "request body too large", true)
+	}
+	peer := netip.Addr{}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		peer = ap.Addr().Unmap()
+	}
+	info.ClientIP = clientIP(peer, r.Header["X-Forwarded-For"], l.Trusted)
+
+	escaped := r.URL.EscapedPath()
+	path := route.NormalizePath(escaped)
+	idx := l.Routes.Match(r.Host, path, r.Header)
+	if idx < 0 || idx >= len(l.Targets) {
+		return Result{}, a.fail(http.StatusNotFound, "no route for this request", false)
+	}
+	t := l.Targets[idx]
+	a.t = t
+
+	ctx := r.Context()
+	if t.Timeouts.Request > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, t.Timeouts.Request, errRequestTimeout)
+		defer cancel()
+	}
+	a.buildOutbound(l, peer, path, escaped)
+	res := Forward(ctx, t, info, a)
+	if res.Class == Done {
+		return res, res.Status
+	}
+	status := StatusFor(res)
+	if status == 499 {
+		return res, status // nobody to answer
+	}
+	if res.Class != ClientError && res.Err != nil {
+		backend := ""
+		if res.Backend != nil {
+			backend = res.Backend.Address
+		}
+		a.h.logger.Debug("request failed", "pool", t.Pool.Name, "backend", backend, "status", status,
+			"tries", res.Tries, "error", res.Err, "request_id", a.id)
+	}
+	msg := statusText(status)
+	return res, a.fail(status, msg, res.Class == ClientError || a.upType != "")
+}
+
+// buildOutbound prepares the request sent to backends: the client's
+// request with hop-by-hop fields removed first and sluice's own fields set
+// after, the normalised path, and the body wrapped to learn whether any of it
+// was sent.
+func (a *httpAttempt) buildOutbound(l *Listener, peer netip.Addr, path, escaped string) {
+	r := a.r
+	out := new(http.Request)
+	*out = *r
+	out.Header = r.Header.Clone()
+	if out.Header == nil {
+		out.Header = http.Header{}
+	}
+	a.upType = upgradeType(r.Header)
+	removeHopHeaders(out.Header)
+	if a.upType == "websocket" {
+		// The only upgrade passed on; h2c and others are dropped.
+		out.Header.Set("Connection", "Upgrade")
+		out.Header.Set("Upgrade", r.Header.Get("Upgrade"))
+	} else {
+		a.upType = ""
+	}
+	if te := r.Header.Get("Te"); strings.EqualFold(strings.TrimSpace(te), "trailers") {
+		out.Header.Set("Te", "trailers") // gRPC needs it end to end
+	}
+	setForwarded(out.Header, peer, isTrusted(peer, l.Trusted), r.Host, l.TLS)
+	out.Header.Set("X-Request-Id", a.id)
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header["User-Agent"] = nil // do not let Go add its own
+	}
+	u := &url.URL{Scheme: "http", Path: path, RawQuery: r.URL.RawQuery}
+	if path != escaped {
+		if p, err := url.PathUnescape(path); err == nil {
+			u.Path, u.RawPath = p, path
+		}
+	} else {
+		u.Path, u.RawPath = r.URL.Path, r.URL.RawPath
+	}
+	out.URL = u
+	out.RequestURI = ""
+	out.Close = false
+	out.Trailer = r.Trailer
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		out.Body = nil
+		out.ContentLength = 0
+	} else {
+		a.body = &trackedBody{r: r.Body, max: l.Limits.MaxBodyBytes}
+		out.Body = a.body
+	}
+	a.out = out
+}
+
+// Replayable: bodies are streamed, not buffered, so only a request without
+// a body can be sent again once it was sent.
+func (a *httpAttempt) Replayable() bool {
+	return a.body == nil && idempotent(a.r.Method)
+}
+
+func idempotent(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// Send is one attempt on b through the pool's http.Transport.
+func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) Outcome {
+	tr, _ := a.t.Upstream.(http.RoundTripper)
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var timer *time.Timer
+	if d := a.t.Timeouts.ResponseHeader; d > 0 {
+		timer = time.AfterFunc(d, func() { cancel(errHeaderTimeout) })
+	}
+	a.out.URL.Scheme, a.out.URL.Host = b.URL.Scheme, b.Host
+	start := time.Now()
+	resp, err := tr.RoundTrip(a.out.WithContext(actx))
+	if timer != nil {
+		timer.Stop()
+	}
+	if err != nil {
+		return a.classify(err, actx)
+	}
+	b.Stats.ObserveLatency(time.Since(start))
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return a.tunnel(resp)
+	}
+	if canRetry && a.t.RetryOnStatus(resp.StatusCode) && a.Replayable() {
+		io.CopyN(io.Discard, resp.Body, 4<<10)
+		resp.Body.Close()
+		return Outcome{Class: RetryStatus, Status: resp.StatusCode}
+	}
+	return a.deliver(resp)
+}
+
+// classify turns a RoundTrip error into an Outcome.
+func (a *httpAttempt) classify(err error, actx context.Context) Outcome {
+	if a.body != nil && a.body.err != nil {
+		if errors.Is(a.body.err, errBodyTooLarge) {
+			return Outcome{Class: ClientError, Status: http.StatusRequestEntityTooLarge, Err: a.body.err}
+		}
+		if a.r.Context().Err() != nil {
+			return Outcome{Class: ClientGone, Err: a.body.err}
+		}
+		status := http.StatusBadRequest
+		if g := guardFrom(a.r.Context()); g != nil {
+			if s, _, ok := g.Rejection(); ok {
+				status = s
+			}
+		}
+		return Outcome{Class: ClientError, Status: status, Err: a.body.err}
+	}
+	if a.r.Context().Err() != nil {
+		return Outcome{Class: ClientGone, Err: err}
+	}
+	var de *dialError
+	if errors.As(err, &de) {
+		o := Outcome{Class: ConnectFailure, Err: err}
+		if de.timeout {
+			o.Status = http.StatusGatewayTimeout
+		}
+		return o
+	}
+	if cause := context.Cause(actx); cause == errHeaderTimeout || cause == errRequestTimeout {
+		return Outcome{Class: Timeout, Err: cause}
+	}
+	return Outcome{Class: Reset, Err: err}
+}
+
+// deliver streams the backend's response to the client.
+func (a *httpAttempt) deliver(resp *http.Response) Outcome {
+	defer resp.Body.Close()
+	if a.upType != "" {
+		// The guard stopped parsing after the upgrade request; since no
+		// upgrade happened, this connection must not be reused.
+		a.w.Header().Set("Connection", "close")
+	}
+	removeHopHeaders(resp.Header)
+	hdr := a.w.Header()
+	for k, vv := range resp.Header {
+		hdr[k] = vv
+	}
+	var announced []string
+	if n := len(resp.Trailer); n > 0 {
+		announced = make([]string, 0, n)
+		for k := range resp.Trailer {
+			announced = append(announced, k)
+		}
+		hdr["Trailer"] = announced
+	}
+	hdr.Set("X-Request-Id", a.id)
+	a.w.WriteHeader(resp.StatusCode)
+	flush := resp.ContentLength == -1 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	n, rerr, werr := copyBody(a.w, resp.Body, flush)
+	a.bytes = n
+	o := Outcome{Class: Done, Status: resp.StatusCode}
+	switch {
+	case werr != nil:
+		o.Err = werr // the client went away; nothing more to do
+	case rerr != nil:
+		o.Err = rerr
+		a.abort = true
+	default:
+		// Trailers known when the header went out were announced; any the
+		// backend added later go out with net/http's TrailerPrefix.
+		for k, vv := range resp.Trailer {
+			if slices.Contains(announced, k) {
+				hdr[k] = vv
+			} else {
+				hdr[http.TrailerPrefix+k] = vv
+			}
+		}
+	}
+	return o
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyBody copies src to w, flushing after every write when flush is set
+// (streams, server-sent events). It reports read and write errors apart.
+func copyBody(w http.ResponseWriter, src io.Reader, flush bool) (n int64, rerr, werr error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	f, _ := w.(http.Flusher)
+	if !flush {
+		f = nil
+	}
+	for {
+		nr, err := src.Read(buf)
+		if nr > 0 {
+			nw, ew := w.Write(buf[:nr])
+			n += int64(nw)
+			if ew != nil {
+				return n, nil, ew
+			}
+			if f != nil {
+				f.Flush()
+			}
+		}
+		if err == io.EOF {
+			return n, nil, nil
+		}
+		if err != nil {
+			return n, err, nil
+		}
+	}
+}
+
+// fail answers the client with a status sluice produced itself: a short
+// plain-text body and no internals. closeConn ends the connection after it.
+func (a *httpAttempt) fail(status int, msg string, closeConn bool) int {
+	hdr := a.w.Header()
+	clear(hdr)
+	hdr.Set("Content-Type", "text/plain; charset=utf-8")
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	hdr.Set("X-Request-Id", a.id)
+	if status == http.StatusServiceUnavailable && a.t != nil {
+		hdr.Set("Retry-After", a.t.RetryAfter)
+	}
+	if closeConn {
+		hdr.Set("Connection", "close")
+	}
+	a.w.WriteHeader(status)
+	n, _ := io.WriteString(a.w, msg+"\n")
+	a.bytes = int64(n)
+	return status
+}
+
+func statusText(status int) string {
+	switch status {
+	case http.StatusBadGateway:
+		return "bad gateway: the backend failed to answer"
+	case http.StatusServiceUnavailable:
+		return "service unavailable: no healthy backend"
+	case http.StatusGatewayTimeout:
+		return "gateway timeout: the backend did not answer in time"
+	}
+	return strings.ToLower(http.StatusText(status))
+}
+
+// trackedBody wraps the client's request body on its way to a backend. It
+// remembers the first read error (which tells a client error from a backend
+// error), and
+// enforces max_body_bytes on bodies of unknown length. Close is a no-op: the
+// server owns the client's body, and a failed attempt must not close it.
+type trackedBody struct {
+	r   io.ReadCloser
+	n   int64 // bytes read so far
+	max int64
+	err error
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	if b.max > 0 && b.n > b.max {
+		b.err = errBodyTooLarge
+		return 0, b.err
+	}
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+func (b *trackedBody) Close() error { return nil }

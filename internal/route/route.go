@@ -1,0 +1,102 @@
+// Package route compiles a listener's routes into a table that maps a
+// request's host, normalised path and headers to a pool, first match wins.
+package route
+
+import (
+	"net/textproto"
+	"strings"
+
+	"github.com/sluice-lb/sluice/internal/config"
+)
+
+// Header is the part of a header map the table reads. http.Header satisfies
+// it; the HTTP/1.1 engine passes its own raw view.
+type Header interface {
+	Get(name string) string
+}
+
+// Table is an immutable compiled route list.
+type Table struct {
+	routes []compiled
+	def    int
+}
+
+type compiled struct {
+	host     string // lower case, no port; "" matches any
+	wildcard bool   // host was "*.suffix": host holds ".suffix"
+	prefix   string
+	headers  []headerMatch
+	pool     int
+}
+
+type headerMatch struct{ name, value string }
+
+// Compile builds a table. poolIndex maps a pool name to the index Match
+// returns; names were checked by config validation, so an unknown name maps
+// to whatever poolIndex says (conventionally -1, never matched).
+func Compile(routes []config.Route, defaultPool string, poolIndex func(string) int) *Table {
+	t := &Table{def: -1}
+	if defaultPool != "" {
+		t.def = poolIndex(defaultPool)
+	}
+	for _, r := range routes {
+		c := compiled{prefix: r.PathPrefix, pool: poolIndex(r.Pool)}
+		h := strings.ToLower(r.Host)
+		if strings.HasPrefix(h, "*.") {
+			c.wildcard, h = true, h[1:]
+		}
+		c.host = h
+		for name, value := range r.Headers {
+			c.headers = append(c.headers, headerMatch{textproto.CanonicalMIMEHeaderKey(name), value})
+		}
+		t.routes = append(t.routes, c)
+	}
+	return t
+}
+
+// Match returns the pool index for a request, or -1 when no route matches
+// and there is no default pool. host may carry a port; path must already be
+// normalised (see NormalizePath).
+func (t *Table) Match(host, path string, h Header) int {
+	host = stripPort(host)
+	for i := range t.routes {
+		r := &t.routes[i]
+		if r.host != "" && !matchHost(r, host) {
+			continue
+		}
+		if !strings.HasPrefix(path, r.prefix) {
+			continue
+		}
+		ok := true
+		for _, hm := range r.headers {
+			if h.Get(hm.name) != hm.value {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return r.pool
+		}
+	}
+	return t.def
+}
+
+func matchHost(r *compiled, host string) bool {
+	if r.wildcard {
+		return len(host) > len(r.host) && hasSuffixFold(host, r.host)
+	}
+	return strings.EqualFold(host, r.host)
+}
+
+func hasSuffixFold(s, suffix string) bool {
+	return strings.EqualFold(s[len(s)-len(suffix):], suffix)
+}
+
+// stripPort removes a trailing :port, keeping IPv6 brackets intact.
+func stripPort(host string) string {
+	i := strings.LastIndexByte(host, ':')
+	if i < 0 || strings.IndexByte(host[i:], ']') >= 0 {
+		return host
+	}
+	return host[:i]
+}
