@@ -83,6 +83,8 @@ type Pool struct {
 	NoBackend Stats
 	// Retries counts retried attempts.
 	Retries atomic.Uint64
+	// Budget bounds retries; set its Percent before the pool is used.
+	Budget RetryBudget
 
 	onChange atomic.Pointer[func(b *Backend, from, to string)]
 }

@@ -104,10 +104,12 @@ type Result struct {
 }
 
 // Forward runs the attempt loop for one request on t: pick a backend not
-// yet tried, send, account, and retry within the pool's retry policy. When
+// yet tried, send, account, and retry within the pool's retry policy and
+// retry budget. When
 // Result.Class is not Done, the codec answers the client with StatusFor.
 func Forward(ctx context.Context, t *Target, info *pool.PickInfo, a Attempt) Result {
 	maxTries := min(1+t.Retries.NumRetries, pool.MaxTries)
+	t.Pool.Budget.Request()
 	var res Result
 	for try := 0; try < maxTries; try++ {
 		b := t.Pool.Pick(info)
@@ -128,12 +130,10 @@ func Forward(ctx context.Context, t *Target, info *pool.PickInfo, a Attempt) Res
 		case Reset, Timeout:
 			b.Stats.Failures.Add(1)
 		}
-		if ctx.Err() != nil || !t.retryable(res.Outcome, a) {
+		if try+1 >= maxTries || ctx.Err() != nil || !t.retryable(res.Outcome, a) || !t.Pool.Budget.Allow() {
 			return res
 		}
-		if try+1 < maxTries {
-			t.Pool.Retries.Add(1)
-		}
+		t.Pool.Retries.Add(1)
 	}
 	if res.Backend == nil {
 		res.Outcome = Outcome{Class: ConnectFailure, Status: 503}

@@ -46,7 +46,9 @@ func target(n int, r config.Retries) (*Target, []*pool.Backend, *passive) {
 		bs = append(bs, pool.NewBackend(u.String(), u, 1))
 	}
 	ph := &passive{}
-	return &Target{Pool: pool.New("p", balance.RoundRobin{}, bs), Health: ph, Retries: r}, bs, ph
+	p := pool.New("p", balance.RoundRobin{}, bs)
+	p.Budget.Percent = 100
+	return &Target{Pool: p, Health: ph, Retries: r}, bs, ph
 }
 
 func TestForward(t *testing.T) {

@@ -1,0 +1,56 @@
+package pool
+
+import (
+	"testing"
+	"time"
+)
+
+func TestRetryBudget(t *testing.T) {
+	now := time.Unix(1000, 0)
+	b := &RetryBudget{Percent: 20, now: func() time.Time { return now }}
+	for range 100 {
+		b.Request()
+	}
+	allowed := 0
+	for range 100 {
+		if b.Allow() {
+			allowed++
+		}
+	}
+	if allowed != 20 {
+		t.Errorf("after 100 requests at 20%%: %d retries allowed, want 20", allowed)
+	}
+
+	// A quiet pool still gets the minimum.
+	q := &RetryBudget{Percent: 20, now: func() time.Time { return now }}
+	q.Request()
+	allowed = 0
+	for range 10 {
+		if q.Allow() {
+			allowed++
+		}
+	}
+	if allowed != minRetries {
+		t.Errorf("quiet pool: %d retries allowed, want %d", allowed, minRetries)
+	}
+
+	// Ten seconds later the window has forgotten the old retries.
+	now = now.Add(budgetSlots * time.Second)
+	for range 10 {
+		b.Request()
+	}
+	if !b.Allow() {
+		t.Errorf("after the window moved on: retry refused, want allowed")
+	}
+}
+
+func BenchmarkRetryBudget(b *testing.B) {
+	rb := &RetryBudget{Percent: 20}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			rb.Request()
+			rb.Allow()
+		}
+	})
+}
