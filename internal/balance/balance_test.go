@@ -3,6 +3,7 @@ package balance
 import (
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
@@ -122,16 +123,35 @@ func TestRandomWeighted(t *testing.T) {
 }
 
 func BenchmarkPick(b *testing.B) {
+	type bench struct {
+		name, policy string
+		o            Options
+	}
+	var benches []bench
 	for _, name := range Names {
-		b.Run(name, func(b *testing.B) {
-			pol, err := New(name, Options{})
+		benches = append(benches, bench{name, name, Options{}})
+	}
+	benches = append(benches, bench{"consistent_hash_bounded", "consistent_hash", Options{HashBalanceFactor: 1.25}})
+	for _, bb := range benches {
+		b.Run(bb.name, func(b *testing.B) {
+			pol, err := New(bb.policy, bb.o)
 			if err != nil {
 				b.Fatal(err)
 			}
-			p := pool.New("bench", pol, backends(1, 2, 3, 1, 1))
+			bs := backends(1, 2, 3, 1, 1)
+			// A pool at work: requests in flight and latency averages, so
+			// that load-aware policies do their full comparison.
+			for i, be := range bs {
+				be.InFlight.Store(int64(i%3 + 1))
+				be.Stats.ObserveLatency(time.Duration(i+1) * time.Millisecond)
+			}
+			p := pool.New("bench", pol, bs)
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
-				var info pool.PickInfo
+				info := pool.PickInfo{
+					ClientIP: netip.AddrFrom4([4]byte{192, 0, 2, 7}),
+					Key:      "session=5f2b9c41e07d",
+				}
 				for pb.Next() {
 					if p.Pick(&info) == nil {
 						b.Fatal("nil pick")

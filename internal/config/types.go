@@ -27,6 +27,10 @@ type Config struct {
 	// Path is the file the config was read from ("" for a config built from
 	// flags). It is not a YAML key.
 	Path string `yaml:"-"`
+
+	// src records which keys the file gave and where; nil for a config
+	// built in Go. See source.go.
+	src *source
 }
 
 // Listener is one address sluice accepts client connections on.

@@ -36,9 +36,19 @@ type Stats struct {
 	sumNs   atomic.Uint64
 
 	// ewmaNs is an exponentially weighted moving average of the duration to
-	// the response header, in nanoseconds, stored as float64 bits.
+	// the response header, in nanoseconds, stored as float64 bits; ewmaAt is
+	// the UnixNano time of its last update (0: never). The two are separate
+	// atomics: a reader may pair a value with the time of the update just
+	// before or after it, which only shifts its age by that interval.
 	ewmaNs atomic.Uint64
+	ewmaAt atomic.Int64
 }
+
+// LatencyDecay is the time constant τ with which the latency average ages:
+// an average last updated Δt ago keeps exp(-Δt/τ) of its weight. A latency-aware
+// policy decays it further at read time, so a backend that was slow once and
+// then got no traffic is probed again instead of being starved.
+const LatencyDecay = 10 * time.Second
 
 type codeCounts [500]atomic.Uint64 // index: status - 100
 
@@ -66,16 +76,26 @@ func (s *Stats) Observe(slot int, status int, d time.Duration) {
 }
 
 // ObserveLatency folds one time-to-response-header into the moving average.
+// Back to back, a sample has weight 0.2; the previous average's weight 0.8
+// shrinks by exp(-Δt/LatencyDecay) with the time since its last update, so a
+// sample after a long silence replaces a stale average rather than being
+// averaged with it.
 func (s *Stats) ObserveLatency(d time.Duration) {
 	const alpha = 0.2
+	now := time.Now().UnixNano()
 	for {
 		old := s.ewmaNs.Load()
 		prev := math.Float64frombits(old)
 		next := float64(d)
-		if prev != 0 {
-			next = prev + alpha*(float64(d)-prev)
+		if at := s.ewmaAt.Load(); at != 0 {
+			keep := 1 - alpha
+			if dt := now - at; dt > 0 {
+				keep *= math.Exp(-float64(dt) / float64(LatencyDecay))
+			}
+			next += keep * (prev - next)
 		}
 		if s.ewmaNs.CompareAndSwap(old, math.Float64bits(next)) {
+			s.ewmaAt.Store(now)
 			return
 		}
 	}
@@ -84,6 +104,16 @@ func (s *Stats) ObserveLatency(d time.Duration) {
 // Latency returns the moving average of the time to response header.
 func (s *Stats) Latency() time.Duration {
 	return time.Duration(math.Float64frombits(s.ewmaNs.Load()))
+}
+
+// LatencyAt returns the moving average of the time to response header and
+// when it was last updated (the zero time if never).
+func (s *Stats) LatencyAt() (avg time.Duration, updated time.Time) {
+	avg = time.Duration(math.Float64frombits(s.ewmaNs.Load()))
+	if at := s.ewmaAt.Load(); at != 0 {
+		updated = time.Unix(0, at)
+	}
+	return avg, updated
 }
 
 // EachCode calls fn for every (listener slot, status) with a non-zero count.

@@ -1,0 +1,97 @@
+package config
+
+import (
+	"strings"
+	"time"
+)
+
+// Default returns a config with nothing but defaults: no listeners and no
+// pools, so it does not validate until some are added.
+func Default() *Config {
+	c := &Config{}
+	c.ApplyDefaults()
+	return c
+}
+
+// ApplyDefaults fills every key the config leaves out with the default from
+// DESIGN.md; it is the one place defaults are set. For a config decoded from
+// a file, "leaves out" means the key is absent, so `num_retries: 0` stays 0.
+// For a config built in Go it means the field is zero (a nil RetryOn, but
+// not an empty one, gets the default list). Load and Parse call it;
+// calling it again changes nothing.
+func (c *Config) ApplyDefaults() {
+	s := c.src
+	for i := range c.Listeners {
+		l, p := &c.Listeners[i], index("listeners", i)
+		if l.Name == "" {
+			l.Name = l.Address
+		}
+		def(s, p+".protocol", &l.Protocol, "http")
+		def(s, p+".timeouts.read_header", &l.Timeouts.ReadHeader, 10*time.Second)
+		def(s, p+".timeouts.idle", &l.Timeouts.Idle, 120*time.Second)
+		def(s, p+".limits.max_header_bytes", &l.Limits.MaxHeaderBytes, 65536)
+		def(s, p+".limits.max_headers", &l.Limits.MaxHeaders, 100)
+		def(s, p+".limits.max_uri_bytes", &l.Limits.MaxURIBytes, 8192)
+	}
+	for i := range c.Pools {
+		pl, p := &c.Pools[i], index("pools", i)
+		def(s, p+".balance", &pl.Balance, "round_robin")
+		def(s, p+".hash_key", &pl.HashKey, "client_ip")
+		for j := range pl.Backends {
+			def(s, index(p+".backends", j)+".weight", &pl.Backends[j].Weight, 1)
+		}
+		if hc := pl.HealthCheck; hc != nil {
+			hp := p + ".health_check"
+			typ := "http"
+			if allTCP(pl.Backends) {
+				typ = "tcp"
+			}
+			def(s, hp+".type", &hc.Type, typ)
+			def(s, hp+".path", &hc.Path, "/health")
+			def(s, hp+".interval", &hc.Interval, 10*time.Second)
+			def(s, hp+".timeout", &hc.Timeout, 2*time.Second)
+			def(s, hp+".healthy_threshold", &hc.HealthyThreshold, 2)
+			def(s, hp+".unhealthy_threshold", &hc.UnhealthyThreshold, 3)
+			def(s, hp+".expect_status", &hc.ExpectStatus, "200-399")
+		}
+		ph := &pl.PassiveHealth
+		def(s, p+".passive_health.consecutive_failures", &ph.ConsecutiveFailures, 5)
+		def(s, p+".passive_health.ejection_time", &ph.EjectionTime, 30*time.Second)
+		def(s, p+".passive_health.max_ejection_percent", &ph.MaxEjectionPercent, 50)
+		r := &pl.Retries
+		def(s, p+".retries.num_retries", &r.NumRetries, 2)
+		if !s.given(p+".retries.retry_on", r.RetryOn != nil) {
+			r.RetryOn = []string{"connect_failure", "reset"}
+		}
+		def(s, p+".retries.budget_percent", &r.BudgetPercent, 20)
+		t := &pl.Timeouts
+		def(s, p+".timeouts.connect", &t.Connect, 3*time.Second)
+		def(s, p+".timeouts.response_header", &t.ResponseHeader, 30*time.Second)
+		def(s, p+".timeouts.idle", &t.Idle, 90*time.Second)
+	}
+	def(s, "admin.address", &c.Admin.Address, "127.0.0.1:9090")
+	def(s, "access_log.path", &c.AccessLog.Path, "stdout")
+	def(s, "access_log.format", &c.AccessLog.Format, "json")
+	def(s, "log.level", &c.Log.Level, "info")
+	def(s, "log.format", &c.Log.Format, "text")
+	def(s, "shutdown_timeout", &c.ShutdownTimeout, 30*time.Second)
+}
+
+// def sets *v to d unless the key at path was given.
+func def[T comparable](s *source, path string, v *T, d T) {
+	var zero T
+	if !s.given(path, *v != zero) {
+		*v = d
+	}
+}
+
+// allTCP reports whether a pool's backends are all tcp:// ones, whose
+// health check defaults to a plain connect.
+func allTCP(bs []Backend) bool {
+	for _, b := range bs {
+		if !strings.HasPrefix(strings.ToLower(b.Address), "tcp://") {
+			return false
+		}
+	}
+	return len(bs) > 0
+}

@@ -1,0 +1,448 @@
+package config
+
+import (
+	"crypto/x509"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// notSupportedYet lists keys that decode but that sluice does not implement
+// yet. Setting one to anything but its default is an error, never silently
+// ignored. Delete a line when its feature lands.
+var notSupportedYet = []struct {
+	key      string               // field path below the listener or pool
+	what     string               // how the message names it
+	listener func(*Listener) bool // reports whether a listener uses the key
+	pool     func(*Pool) bool     // reports whether a pool uses the key
+	fix      string
+}{
+	{key: "protocol", what: `protocol "tcp"`, listener: func(l *Listener) bool { return l.Protocol == "tcp" }, fix: "use protocol http"},
+	{key: "tls", what: "tls", listener: func(l *Listener) bool { return l.TLS != nil }, fix: "remove the tls block"},
+	{key: "h2c", what: "h2c", listener: func(l *Listener) bool { return l.H2C }, fix: "remove it or set it to false"},
+	{key: "proxy_protocol", what: "proxy_protocol", listener: func(l *Listener) bool { return l.ProxyProtocol }, fix: "remove it or set it to false"},
+	{key: "engine", what: `an engine other than "std"`, listener: func(l *Listener) bool { return l.Engine != "" && l.Engine != "std" }, fix: "remove it"},
+	{key: "limits.max_connections", what: "limits.max_connections", listener: func(l *Listener) bool { return l.Limits.MaxConnections > 0 }, fix: "remove it or set it to 0"},
+	{key: "discovery", what: "discovery", pool: func(p *Pool) bool { return p.Discovery != nil }, fix: "list the backends under backends"},
+	{key: "sticky", what: "sticky", pool: func(p *Pool) bool { return p.Sticky != nil }, fix: "remove the sticky block"},
+	{key: "slow_start", what: "slow_start", pool: func(p *Pool) bool { return p.SlowStart > 0 }, fix: "remove it or set it to 0s"},
+	{key: "upstream_http2", what: "upstream_http2", pool: func(p *Pool) bool { return p.UpstreamHTTP2 }, fix: "remove it or set it to false"},
+	{key: "max_connections_per_backend", what: "max_connections_per_backend", pool: func(p *Pool) bool { return p.MaxConnectionsPerBackend > 0 }, fix: "remove it or set it to 0"},
+}
+
+// balances are the balance policies DESIGN.md defines.
+var balances = []string{"round_robin", "random", "least_requests", "p2c", "consistent_hash", "ip_hash"}
+
+// Validate checks the whole config, after ApplyDefaults, and fills the
+// parsed forms: Listener.TrustedPrefixes, Backend.URL,
+// HealthCheck.ExpectMin/ExpectMax and the Retries.On* fields. It returns nil
+// or Errors holding every problem, at its FILE:LINE:COL when the config came
+// from a file, else named by its field path ("pools[0].backends[1].address").
+// It reads admin.token_file and upstream_tls.ca to check they are usable.
+func (c *Config) Validate() error {
+	v := &validator{c: c, pools: map[string]string{}, usedBy: map[string]string{}}
+	if len(c.Listeners) == 0 {
+		v.errorf("listeners", "no listeners: add at least one under listeners")
+	}
+	if len(c.Pools) == 0 {
+		v.errorf("pools", "no pools: add at least one under pools")
+	}
+	for i, p := range c.Pools {
+		path := index("pools", i) + ".name"
+		if c.src != nil && c.src.isBad(path) {
+			v.poolsBad = true
+		}
+		if p.Name == "" {
+			v.errorf(path, "pool needs a name")
+		} else if first, dup := v.pools[p.Name]; dup {
+			v.errorf(path, "duplicate pool name %q (first at %s): names must be unique", p.Name, v.where(first))
+		} else {
+			v.pools[p.Name] = path
+			v.poolNames = append(v.poolNames, p.Name)
+		}
+	}
+	names, addrs := map[string]string{}, map[string]string{}
+	for i := range c.Listeners {
+		v.listener(index("listeners", i), &c.Listeners[i], names, addrs)
+	}
+	for i := range c.Pools {
+		v.pool(index("pools", i), &c.Pools[i])
+	}
+	v.admin(&c.Admin)
+	v.oneOf("access_log.format", "access_log.format", c.AccessLog.Format, "json", "combined", "off")
+	if c.AccessLog.Path == "" {
+		v.errorf("access_log.path", `access_log.path is empty: use stdout, stderr or a file path`)
+	}
+	v.oneOf("log.level", "log.level", c.Log.Level, "debug", "info", "warn", "error")
+	v.oneOf("log.format", "log.format", c.Log.Format, "text", "json")
+	v.nonNegative("shutdown_delay", c.ShutdownDelay)
+	v.nonNegative("shutdown_timeout", c.ShutdownTimeout)
+	if len(v.errs) == 0 {
+		return nil
+	}
+	return v.errs.tidy()
+}
+
+// PoolByName returns the pool called name, or nil.
+func (c *Config) PoolByName(name string) *Pool {
+	for i := range c.Pools {
+		if c.Pools[i].Name == name {
+			return &c.Pools[i]
+		}
+	}
+	return nil
+}
+
+type validator struct {
+	collector
+	c         *Config
+	pools     map[string]string // pool name → path of its name
+	poolNames []string          // in file order, for suggestions
+	usedBy    map[string]string // pool name → the first http listener sending to it
+	poolsBad  bool              // a pool's name failed to decode
+}
+
+// errorf records a problem with the field at path, unless decoding already
+// reported it.
+func (v *validator) errorf(path, format string, args ...any) {
+	e := &Error{File: path, Path: path, Msg: fmt.Sprintf(format, args...)}
+	if s := v.c.src; s != nil {
+		if s.isBad(path) {
+			return
+		}
+		p := s.at(path)
+		e.File, e.Line, e.Col = s.file, p.line, p.col
+	}
+	v.add(e)
+}
+
+// where names path for "first at ..." notes: its line, or its field path.
+func (v *validator) where(path string) string {
+	if s := v.c.src; s != nil {
+		return fmt.Sprintf("line %d", s.at(path).line)
+	}
+	return path
+}
+
+func (v *validator) listener(p string, l *Listener, names, addrs map[string]string) {
+	addrDup := false
+	if l.Address == "" {
+		v.errorf(p+".address", `listener needs an address, e.g. ":8080"`)
+	} else if err := checkHostPort("address", l.Address); err != nil {
+		v.errorf(p+".address", "%v", err)
+	} else if first, dup := addrs[l.Address]; dup && !strings.HasSuffix(l.Address, ":0") {
+		v.errorf(p+".address", "duplicate listener address %q (first at %s): each listener needs its own", l.Address, v.where(first))
+		addrDup = true
+	} else {
+		addrs[l.Address] = p + ".address"
+	}
+	// A name defaulted from a duplicate address is reported as the address.
+	if first, dup := names[l.Name]; dup && l.Name != "" && !(addrDup && l.Name == l.Address) {
+		v.errorf(p+".name", "duplicate listener name %q (first at %s): names must be unique", l.Name, v.where(first))
+	} else {
+		names[l.Name] = p + ".name"
+	}
+	if l.Protocol != "tcp" {
+		v.oneOf(p+".protocol", "protocol", l.Protocol, "http", "tcp")
+	}
+	l.TrustedPrefixes = nil
+	for i, s := range l.TrustedProxies {
+		pfx, err := parsePrefix(s)
+		if err != nil {
+			v.errorf(index(p+".trusted_proxies", i), `trusted proxy %q is not a CIDR or an IP address: write e.g. "10.0.0.0/8" or "192.0.2.1"`, s)
+			continue
+		}
+		l.TrustedPrefixes = append(l.TrustedPrefixes, pfx)
+	}
+	t := &l.Timeouts
+	v.nonNegative(p+".timeouts.read_header", t.ReadHeader)
+	v.nonNegative(p+".timeouts.read", t.Read)
+	v.nonNegative(p+".timeouts.write", t.Write)
+	v.nonNegative(p+".timeouts.idle", t.Idle)
+	lim := &l.Limits
+	v.atLeast(p+".limits.max_connections", lim.MaxConnections, 0)
+	v.atLeast(p+".limits.max_header_bytes", lim.MaxHeaderBytes, 1)
+	v.atLeast(p+".limits.max_headers", lim.MaxHeaders, 1)
+	v.atLeast(p+".limits.max_uri_bytes", lim.MaxURIBytes, 1)
+	if lim.MaxBodyBytes < 0 {
+		v.errorf(p+".limits.max_body_bytes", "max_body_bytes must be 0 (no limit) or more, got %d", lim.MaxBodyBytes)
+	}
+	for i, r := range l.Routes {
+		v.route(index(p+".routes", i), &r, l.Name)
+	}
+	if l.Pool != "" {
+		v.poolRef(p+".pool", l.Pool, l.Name)
+	}
+	for _, ns := range notSupportedYet {
+		if ns.listener != nil && ns.listener(l) {
+			v.errorf(p+"."+ns.key, "%s is not supported yet: %s", ns.what, ns.fix)
+		}
+	}
+}
+
+func (v *validator) route(p string, r *Route, listener string) {
+	if r.Pool == "" {
+		v.errorf(p+".pool", "route needs a pool")
+	} else {
+		v.poolRef(p+".pool", r.Pool, listener)
+	}
+	if h := strings.TrimPrefix(r.Host, "*."); r.Host != "" && !validHost(h) {
+		v.errorf(p+".host", `route host %q is not a host name: write e.g. "api.example.com" or "*.example.com", without a port`, r.Host)
+	}
+	if r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/") {
+		v.errorf(p+".path_prefix", "path_prefix %q must start with \"/\"", r.PathPrefix)
+	}
+	for name := range r.Headers {
+		if !isToken(name) {
+			v.errorf(p+".headers."+name, "%q is not a valid header name", name)
+		}
+	}
+}
+
+// poolRef checks a listener's or route's pool exists, and remembers an
+// http listener sends to it.
+func (v *validator) poolRef(path, name, listener string) {
+	if _, ok := v.pools[name]; !ok {
+		if v.poolsBad {
+			return // the pool may be the one that did not decode
+		}
+		v.errorf(path, "pool %q is not defined under pools%s", name, didYouMean(closest(name, v.poolNames)))
+		return
+	}
+	if _, ok := v.usedBy[name]; !ok {
+		v.usedBy[name] = listener
+	}
+}
+
+func (v *validator) pool(p string, pl *Pool) {
+	v.balance(p+".balance", pl.Balance)
+	if f := pl.HashBalanceFactor; f != 0 && !(f >= 1 && f <= 100) {
+		v.errorf(p+".hash_balance_factor", "hash_balance_factor %v is out of range: use 0 (off) or a factor from 1 to 100, e.g. 1.25", f)
+	}
+	if !validHashKey(pl.HashKey) {
+		v.errorf(p+".hash_key", "hash_key %q is not valid: use client_ip, path, header:NAME, cookie:NAME or query:NAME", pl.HashKey)
+	}
+	if len(pl.Backends) == 0 && pl.Discovery == nil {
+		v.errorf(p+".backends", "pool %q has no backends: add at least one under backends", pl.Name)
+	}
+	seen := map[string]string{}
+	for i := range pl.Backends {
+		b, bp := &pl.Backends[i], index(p+".backends", i)
+		b.URL = nil
+		if b.Weight < 1 || b.Weight > 1000 {
+			v.errorf(bp+".weight", "weight %d is out of range: use 1 to 1000", b.Weight)
+		}
+		u, err := ParseBackendAddress(b.Address)
+		if err != nil {
+			v.errorf(bp+".address", "%v", err)
+			continue
+		}
+		b.URL = u
+		key := u.Scheme + "://" + strings.ToLower(u.Host)
+		if first, dup := seen[key]; dup {
+			v.errorf(bp+".address", "duplicate backend %q in pool %q (first at %s): remove one, or raise its weight", b.Address, pl.Name, v.where(first))
+		}
+		seen[key] = bp + ".address"
+		if l, ok := v.usedBy[pl.Name]; ok && u.Scheme == "tcp" {
+			v.errorf(bp+".address", "backend %q is tcp:// but http listener %q sends to pool %q: use http:// or https://", b.Address, l, pl.Name)
+		}
+	}
+	if pl.HealthCheck != nil {
+		v.healthCheck(p+".health_check", pl.HealthCheck)
+	}
+	ph := &pl.PassiveHealth
+	v.atLeast(p+".passive_health.consecutive_failures", ph.ConsecutiveFailures, 1)
+	if ph.EjectionTime <= 0 {
+		v.errorf(p+".passive_health.ejection_time", "ejection_time must be more than 0, got %s", ph.EjectionTime)
+	}
+	v.percent(p+".passive_health.max_ejection_percent", ph.MaxEjectionPercent)
+	v.retries(p+".retries", &pl.Retries)
+	t := &pl.Timeouts
+	v.nonNegative(p+".timeouts.connect", t.Connect)
+	v.nonNegative(p+".timeouts.response_header", t.ResponseHeader)
+	v.nonNegative(p+".timeouts.request", t.Request)
+	v.nonNegative(p+".timeouts.idle", t.Idle)
+	v.nonNegative(p+".slow_start", pl.SlowStart)
+	v.atLeast(p+".max_connections_per_backend", pl.MaxConnectionsPerBackend, 0)
+	if ca := pl.UpstreamTLS.CA; ca != "" {
+		pem, err := readSmallFile(ca)
+		if err == nil && !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			err = fmt.Errorf("%s holds no PEM certificate", ca)
+		}
+		if err != nil {
+			v.errorf(p+".upstream_tls.ca", "upstream_tls.ca: %v", err)
+		}
+	}
+	for _, ns := range notSupportedYet {
+		if ns.pool != nil && ns.pool(pl) {
+			v.errorf(p+"."+ns.key, "%s is not supported yet: %s", ns.what, ns.fix)
+		}
+	}
+}
+
+func (v *validator) balance(path, name string) {
+	if !slices.Contains(balances, name) {
+		v.errorf(path, "balance %q is not a policy: use %s%s", name, orList(balances), didYouMean(closest(name, balances)))
+	}
+}
+
+func validHashKey(k string) bool {
+	if k == "client_ip" || k == "path" {
+		return true
+	}
+	kind, name, _ := strings.Cut(k, ":")
+	switch kind {
+	case "header", "cookie":
+		return isToken(name)
+	case "query":
+		return name != ""
+	}
+	return false
+}
+
+func (v *validator) healthCheck(p string, hc *HealthCheck) {
+	v.oneOf(p+".type", "health_check.type", hc.Type, "http", "tcp")
+	if !strings.HasPrefix(hc.Path, "/") {
+		v.errorf(p+".path", "health_check.path %q must start with \"/\"", hc.Path)
+	}
+	if hc.Interval <= 0 {
+		v.errorf(p+".interval", "health_check.interval must be more than 0, got %s: remove the health_check block to turn checks off", hc.Interval)
+	}
+	if hc.Timeout <= 0 {
+		v.errorf(p+".timeout", "health_check.timeout must be more than 0, got %s", hc.Timeout)
+	} else if hc.Interval > 0 && hc.Timeout > hc.Interval {
+		v.errorf(p+".timeout", "health_check.timeout %s is longer than its interval %s: shorten it", hc.Timeout, hc.Interval)
+	}
+	v.atLeast(p+".healthy_threshold", hc.HealthyThreshold, 1)
+	v.atLeast(p+".unhealthy_threshold", hc.UnhealthyThreshold, 1)
+	lo, hi, ok := parseStatusRange(hc.ExpectStatus)
+	if !ok {
+		v.errorf(p+".expect_status", `expect_status %q is not a status or a range: write e.g. "200" or "200-399" (100 to 599)`, hc.ExpectStatus)
+	}
+	hc.ExpectMin, hc.ExpectMax = lo, hi
+}
+
+// parseStatusRange parses "NNN" or "NNN-NNN" within 100-599.
+func parseStatusRange(s string) (lo, hi int, ok bool) {
+	a, b, isRange := strings.Cut(s, "-")
+	lo, ok1 := parseStatus(a, 100)
+	hi, ok2 := lo, true
+	if isRange {
+		hi, ok2 = parseStatus(b, 100)
+	}
+	if !ok1 || !ok2 || lo > hi {
+		return 0, 0, false
+	}
+	return lo, hi, true
+}
+
+// parseStatus parses a three-digit status code from min to 599.
+func parseStatus(s string, min int) (int, bool) {
+	n, err := strconv.Atoi(s)
+	if len(s) != 3 || err != nil || n < min || n > 599 {
+		return 0, false
+	}
+	return n, true
+}
+
+func (v *validator) retries(p string, r *Retries) {
+	if r.NumRetries < 0 || r.NumRetries > 10 {
+		v.errorf(p+".num_retries", "num_retries %d is out of range: use 0 (off) to 10", r.NumRetries)
+	}
+	v.percent(p+".budget_percent", r.BudgetPercent)
+	r.OnConnectFailure, r.OnReset, r.OnTimeout, r.OnStatus = false, false, false, nil
+	for i, on := range r.RetryOn {
+		switch on {
+		case "connect_failure":
+			r.OnConnectFailure = true
+		case "reset":
+			r.OnReset = true
+		case "timeout":
+			r.OnTimeout = true
+		default:
+			code, ok := parseStatus(on, 500)
+			if !ok {
+				v.errorf(index(p+".retry_on", i), `retry_on %q is not valid: use connect_failure, reset, timeout or a status from "500" to "599"`, on)
+				continue
+			}
+			if !slices.Contains(r.OnStatus, code) {
+				r.OnStatus = append(r.OnStatus, code)
+			}
+		}
+	}
+}
+
+func (v *validator) admin(a *Admin) {
+	if err := checkHostPort("admin address", a.Address); err != nil {
+		v.errorf("admin.address", "%v", err)
+		return
+	}
+	if a.TokenFile != "" {
+		tok, err := readSmallFile(a.TokenFile)
+		if err == nil && strings.TrimSpace(string(tok)) == "" {
+			err = fmt.Errorf("%s is empty", a.TokenFile)
+		}
+		if err != nil {
+			v.errorf("admin.token_file", "admin.token_file: %v", err)
+		}
+	} else if !isLoopback(a.Address) {
+		v.errorf("admin.address", "admin address %q is not loopback: set admin.token_file", a.Address)
+	}
+}
+
+// readSmallFile reads a regular file of at most 1 MiB, so a path such as
+// /dev/zero cannot hang validation.
+func readSmallFile(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return nil, err
+	case !fi.Mode().IsRegular():
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	case fi.Size() > 1<<20:
+		return nil, fmt.Errorf("%s is larger than 1 MiB", path)
+	}
+	return os.ReadFile(path)
+}
+
+// oneOf checks val is one of allowed; key names it in the message.
+func (v *validator) oneOf(path, key, val string, allowed ...string) {
+	if !slices.Contains(allowed, val) {
+		v.errorf(path, "%s %q is not valid: use %s%s", key, val, orList(allowed), didYouMean(closest(val, allowed)))
+	}
+}
+
+func (v *validator) nonNegative(path string, d time.Duration) {
+	if d < 0 {
+		v.errorf(path, "%s must not be negative, got %s", lastKey(path), d)
+	}
+}
+
+func (v *validator) atLeast(path string, n, min int) {
+	if n < min {
+		v.errorf(path, "%s must be %d or more, got %d", lastKey(path), min, n)
+	}
+}
+
+func (v *validator) percent(path string, n int) {
+	if n < 0 || n > 100 {
+		v.errorf(path, "%s %d is out of range: use 0 to 100", lastKey(path), n)
+	}
+}
+
+// lastKey returns the last key of a field path: "idle" for
+// "pools[0].timeouts.idle".
+func lastKey(path string) string {
+	return path[strings.LastIndex(path, ".")+1:]
+}
+
+// orList joins words as "a, b or c".
+func orList(words []string) string {
+	if len(words) < 2 {
+		return strings.Join(words, "")
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
+}
