@@ -21,7 +21,7 @@ func (r Random) Build(s pool.Set) pool.Picker {
 	p := &randomPicker{rand: r.Rand, ready: s.Ready, cum: make([]uint64, len(s.Ready))}
 	var total uint64
 	for i, b := range s.Ready {
-		total += uint64(b.Weight())
+		total += uint64(b.EffectiveWeight())
 		p.cum[i] = total
 	}
 	p.total = total

@@ -30,7 +30,7 @@ func (RoundRobin) Build(s pool.Set) pool.Picker {
 	weights := make([]int, len(ready))
 	g, sum := 0, 0
 	for i, b := range ready {
-		weights[i] = b.Weight()
+		weights[i] = b.EffectiveWeight()
 		g = gcd(g, weights[i])
 	}
 	for i := range weights {

@@ -22,7 +22,7 @@ func newSampler(ready []*pool.Backend) sampler {
 	s := sampler{ready: ready, weights: make([]uint64, len(ready))}
 	equal := true
 	for i, b := range ready {
-		s.weights[i] = uint64(max(1, b.Weight()))
+		s.weights[i] = uint64(max(1, b.EffectiveWeight()))
 		s.total += s.weights[i]
 		equal = equal && s.weights[i] == s.weights[0]
 	}

@@ -54,6 +54,9 @@ func (c *Config) ApplyDefaults() {
 			def(s, hp+".unhealthy_threshold", &hc.UnhealthyThreshold, 3)
 			def(s, hp+".expect_status", &hc.ExpectStatus, "200-399")
 		}
+		if st := pl.Sticky; st != nil {
+			def(s, p+".sticky.cookie", &st.Cookie, "SLUICE_AFFINITY")
+		}
 		ph := &pl.PassiveHealth
 		def(s, p+".passive_health.consecutive_failures", &ph.ConsecutiveFailures, 5)
 		def(s, p+".passive_health.ejection_time", &ph.EjectionTime, 30*time.Second)

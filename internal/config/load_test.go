@@ -102,7 +102,6 @@ func TestDesignExample(t *testing.T) {
 		`testdata/design.yaml:14:61: pool "api" is not defined under pools`,
 		`testdata/design.yaml:15:60: pool "canary" is not defined under pools`,
 		"testdata/design.yaml:24:5: discovery is not supported yet: list the backends under backends",
-		"testdata/design.yaml:40:5: sticky is not supported yet: remove the sticky block",
 	}
 	if diff := cmp.Diff(want, lines(err)); diff != "" {
 		t.Errorf("Load(design.yaml) errors (-want +got):\n%s", diff)

@@ -104,7 +104,7 @@ type Pool struct {
 	Retries                  Retries       `yaml:"retries"`
 	Timeouts                 PoolTimeouts  `yaml:"timeouts"`
 	MaxConnectionsPerBackend int           `yaml:"max_connections_per_backend"`
-	Sticky                   *Sticky       `yaml:"sticky"` // not supported yet
+	Sticky                   *Sticky       `yaml:"sticky"`
 	SlowStart                time.Duration `yaml:"slow_start"`
 	UpstreamTLS              UpstreamTLS   `yaml:"upstream_tls"`
 	UpstreamHTTP2            bool          `yaml:"upstream_http2"`
@@ -188,10 +188,14 @@ type PoolTimeouts struct {
 	Idle           time.Duration `yaml:"idle"`
 }
 
-// Sticky configures cookie affinity.
+// Sticky configures cookie affinity. Cookie defaults to SLUICE_AFFINITY;
+// TTL 0 makes a session cookie. Secret keys the HMAC that names a backend
+// in the cookie: give every instance of a fleet the same secret so their
+// cookies agree; empty means a random secret per process.
 type Sticky struct {
 	Cookie string        `yaml:"cookie"`
 	TTL    time.Duration `yaml:"ttl"`
+	Secret string        `yaml:"secret"`
 }
 
 // UpstreamTLS configures TLS to https:// backends.

@@ -27,8 +27,6 @@ var notSupportedYet = []struct {
 	{key: "engine", what: `an engine other than "std"`, listener: func(l *Listener) bool { return l.Engine != "" && l.Engine != "std" }, fix: "remove it"},
 	{key: "limits.max_connections", what: "limits.max_connections", listener: func(l *Listener) bool { return l.Limits.MaxConnections > 0 }, fix: "remove it or set it to 0"},
 	{key: "discovery", what: "discovery", pool: func(p *Pool) bool { return p.Discovery != nil }, fix: "list the backends under backends"},
-	{key: "sticky", what: "sticky", pool: func(p *Pool) bool { return p.Sticky != nil }, fix: "remove the sticky block"},
-	{key: "slow_start", what: "slow_start", pool: func(p *Pool) bool { return p.SlowStart > 0 }, fix: "remove it or set it to 0s"},
 	{key: "upstream_http2", what: "upstream_http2", pool: func(p *Pool) bool { return p.UpstreamHTTP2 }, fix: "remove it or set it to false"},
 	{key: "max_connections_per_backend", what: "max_connections_per_backend", pool: func(p *Pool) bool { return p.MaxConnectionsPerBackend > 0 }, fix: "remove it or set it to 0"},
 }
@@ -224,6 +222,14 @@ func (v *validator) pool(p string, pl *Pool) {
 	}
 	if !validHashKey(pl.HashKey) {
 		v.errorf(p+".hash_key", "hash_key %q is not valid: use client_ip, path, header:NAME, cookie:NAME or query:NAME", pl.HashKey)
+	}
+	if st := pl.Sticky; st != nil {
+		if !isToken(st.Cookie) {
+			v.errorf(p+".sticky.cookie", "sticky cookie name %q is not a valid cookie name: use letters, digits and -_.", st.Cookie)
+		}
+		if st.TTL < 0 {
+			v.errorf(p+".sticky.ttl", "sticky ttl %v is negative: use 0s for a session cookie", st.TTL)
+		}
 	}
 	if len(pl.Backends) == 0 && pl.Discovery == nil {
 		v.errorf(p+".backends", "pool %q has no backends: add at least one under backends", pl.Name)

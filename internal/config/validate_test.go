@@ -266,8 +266,6 @@ func TestNotSupportedYet(t *testing.T) {
 		{"engine", listener("engine: fast"), `t.yaml:4:13: an engine other than "std" is not supported yet: remove it`},
 		{"limits.max_connections", listener("limits: {max_connections: 100}"), `t.yaml:4:31: limits.max_connections is not supported yet: remove it or set it to 0`},
 		{"discovery", pool("discovery: {dns: {name: web.internal, port: 8080}}"), `t.yaml:5:5: discovery is not supported yet: list the backends under backends`},
-		{"sticky", pool("sticky: {cookie: S}"), `t.yaml:5:5: sticky is not supported yet: remove the sticky block`},
-		{"slow_start", pool("slow_start: 30s"), `t.yaml:5:17: slow_start is not supported yet: remove it or set it to 0s`},
 		{"upstream_http2", pool("upstream_http2: true"), `t.yaml:5:21: upstream_http2 is not supported yet: remove it or set it to false`},
 		{"max_connections_per_backend", pool("max_connections_per_backend: 10"), `t.yaml:5:34: max_connections_per_backend is not supported yet: remove it or set it to 0`},
 	}

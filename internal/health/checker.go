@@ -14,6 +14,9 @@ import (
 	"github.com/sluice-lb/sluice/internal/pool"
 )
 
+// rampStep is how often pickers are rebuilt while a backend is in slow start.
+const rampStep = 250 * time.Millisecond
+
 // Prober runs one check against a backend; nil error means it passed.
 type Prober func(ctx context.Context, b *pool.Backend) error
 
@@ -177,6 +180,14 @@ func (c *Checker) Run(ctx context.Context) {
 		for b := range states {
 			if !seen[b] {
 				delete(states, b)
+			}
+		}
+		if c.pool.Ramping() {
+			// Slow start: effective weights move with time, so the picker
+			// is rebuilt every rampStep until every backend is at full weight.
+			c.pool.Refresh()
+			if next := now.Add(rampStep); next.Before(wake) {
+				wake = next
 			}
 		}
 		timer.Reset(time.Until(wake))

@@ -79,9 +79,11 @@ type Backend struct {
 	// Host is URL.Host, the dial address.
 	Host string
 
-	weight atomic.Int32
-	health atomic.Int32 // Health
-	admin  atomic.Int32 // Admin
+	weight    atomic.Int32
+	effWeight atomic.Int32 // weight×100, scaled down during slow start
+	upSince   atomic.Int64 // UnixNano it last became eligible (0: since start-up)
+	health    atomic.Int32 // Health
+	admin     atomic.Int32 // Admin
 
 	// downUntil is, for a passively marked-down backend, the UnixNano time at
 	// which it may return without an active check (0: wait for a check).
@@ -98,11 +100,21 @@ type Backend struct {
 func NewBackend(address string, u *url.URL, weight int) *Backend {
 	b := &Backend{Address: address, URL: u, Host: u.Host}
 	b.weight.Store(int32(weight))
+	b.effWeight.Store(int32(weight * WeightScale))
 	return b
 }
 
+// WeightScale is how much finer effective weights are than configured ones,
+// so that slow start can ramp a weight-1 backend smoothly.
+const WeightScale = 100
+
 // Weight returns the configured weight (≥ 1).
 func (b *Backend) Weight() int { return int(b.weight.Load()) }
+
+// EffectiveWeight is the weight policies balance by: Weight×WeightScale, or
+// less while the backend is in its slow-start window. It changes only when
+// the pool rebuilds its picker.
+func (b *Backend) EffectiveWeight() int { return int(b.effWeight.Load()) }
 
 // Health returns the current health.
 func (b *Backend) Health() Health { return Health(b.health.Load()) }

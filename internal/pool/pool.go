@@ -18,6 +18,9 @@ type PickInfo struct {
 	// Key is the hash key for hash policies ("" when the pool has none or the
 	// request lacks it).
 	Key string
+	// Preferred, when set, is taken before asking the policy, as long as it
+	// is eligible and not yet tried (sticky sessions).
+	Preferred *Backend
 
 	tried  [MaxTries]*Backend
 	nTried int
@@ -87,6 +90,9 @@ type Pool struct {
 	Budget RetryBudget
 
 	onChange atomic.Pointer[func(b *Backend, from, to string)]
+
+	slowStart time.Duration // guarded by mu
+	ramping   atomic.Bool   // a backend is inside its slow-start window
 }
 
 type built struct {
@@ -102,6 +108,27 @@ func New(name string, policy Policy, backends []*Backend) *Pool {
 	p.backends.Store(&bs)
 	p.rebuildLocked()
 	return p
+}
+
+// SetSlowStart sets the slow-start window: a backend that becomes eligible
+// again (healthy after a failure, enabled, or added) ramps its effective
+// weight from 10% to 100% over d. Zero turns it off.
+func (p *Pool) SetSlowStart(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.slowStart = d
+	p.rebuildLocked()
+}
+
+// Ramping reports whether a backend is inside its slow-start window; while
+// it is, someone (the health loop) must call Refresh now and then.
+func (p *Pool) Ramping() bool { return p.ramping.Load() }
+
+// Refresh rebuilds the picker (effective weights move during slow start).
+func (p *Pool) Refresh() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rebuildLocked()
 }
 
 // OnStateChange sets a function called (outside the pick path) after a
@@ -134,6 +161,9 @@ func (p *Pool) Pick(info *PickInfo) *Backend {
 	if pk.ready == 0 {
 		return nil
 	}
+	if pb := info.Preferred; pb != nil && pb.Eligible() && !info.Tried(pb) {
+		return pb
+	}
 	b := pk.Pick(info)
 	if info.nTried == 0 || !info.Tried(b) {
 		return b
@@ -164,6 +194,7 @@ func (p *Pool) Add(b *Backend) bool {
 		}
 	}
 	bs := append(append(make([]*Backend, 0, len(old)+1), old...), b)
+	b.upSince.Store(time.Now().UnixNano())
 	p.backends.Store(&bs)
 	p.rebuildLocked()
 	return true
@@ -202,6 +233,9 @@ func (p *Pool) SetHealth(b *Backend, h Health, downUntil time.Time) bool {
 	}
 	changed := old != h
 	if changed {
+		if h == Healthy {
+			b.upSince.Store(time.Now().UnixNano())
+		}
 		p.rebuildLocked()
 	}
 	p.mu.Unlock()
@@ -217,6 +251,9 @@ func (p *Pool) SetAdmin(b *Backend, a Admin) bool {
 	from := b.State()
 	changed := Admin(b.admin.Swap(int32(a))) != a
 	if changed {
+		if a == Enabled {
+			b.upSince.Store(time.Now().UnixNano())
+		}
 		p.rebuildLocked()
 	}
 	p.mu.Unlock()
@@ -246,10 +283,21 @@ func (p *Pool) notify(b *Backend, from string) {
 func (p *Pool) rebuildLocked() {
 	all := *p.backends.Load()
 	ready := make([]*Backend, 0, len(all))
+	now := time.Now().UnixNano()
+	ramping := false
 	for _, b := range all {
+		w := b.Weight() * WeightScale
+		if since := b.upSince.Load(); p.slowStart > 0 && since != 0 && now-since < int64(p.slowStart) {
+			// Linear ramp from 10% to 100% of the weight over the window.
+			f := max(0.1, float64(now-since)/float64(p.slowStart))
+			w = max(1, int(float64(w)*f))
+			ramping = true
+		}
+		b.effWeight.Store(int32(w))
 		if b.Eligible() {
 			ready = append(ready, b)
 		}
 	}
+	p.ramping.Store(ramping)
 	p.picker.Store(&built{Picker: p.policy.Build(Set{All: all, Ready: ready}), ready: len(ready)})
 }

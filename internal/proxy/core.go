@@ -34,6 +34,10 @@ type Target struct {
 	Upstream Upstream
 	// RetryAfter is the Retry-After value sent with 503 (seconds).
 	RetryAfter string
+	// HashKey is what hash policies hash (zero: nothing, or the client IP).
+	HashKey HashKey
+	// Sticky is cookie affinity; nil means off.
+	Sticky *Sticky
 }
 
 // Listener is the immutable view of one listener that a request uses from

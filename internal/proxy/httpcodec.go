@@ -72,6 +72,8 @@ type httpAttempt struct {
 	t      *Target
 	id     string
 	body   *trackedBody
+	info   *pool.PickInfo
+	tls    bool
 	upType string // "websocket" when the client asked to upgrade
 	abort  bool   // the response was cut short: reset the client connection
 	bytes  int64
@@ -149,6 +151,16 @@ func (a *httpAttempt) serve(l *Listener, info *pool.PickInfo) (Result, int) {
 	}
 	t := l.Targets[idx]
 	a.t = t
+	info.Key = t.HashKey.extract(r, path)
+	if t.Sticky != nil {
+		for _, line := range r.Header["Cookie"] {
+			if v, ok := findPair(line, t.Sticky.Cookie, ';'); ok {
+				info.Preferred = t.Sticky.lookup(t.Pool, v)
+				break
+			}
+		}
+	}
+	a.info = info
 
 	ctx := r.Context()
 	if t.Timeouts.Request > 0 {
@@ -156,6 +168,7 @@ func (a *httpAttempt) serve(l *Listener, info *pool.PickInfo) (Result, int) {
 		ctx, cancel = context.WithTimeoutCause(ctx, t.Timeouts.Request, errRequestTimeout)
 		defer cancel()
 	}
+	a.tls = l.TLS
 	a.buildOutbound(l, peer, path, escaped)
 	res := Forward(ctx, t, info, a)
 	if res.Class == Done {
@@ -269,7 +282,7 @@ func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) 
 		resp.Body.Close()
 		return Outcome{Class: RetryStatus, Status: resp.StatusCode}
 	}
-	return a.deliver(resp)
+	return a.deliver(resp, b)
 }
 
 // classify turns a RoundTrip error into an Outcome.
@@ -307,7 +320,7 @@ func (a *httpAttempt) classify(err error, actx context.Context) Outcome {
 }
 
 // deliver streams the backend's response to the client.
-func (a *httpAttempt) deliver(resp *http.Response) Outcome {
+func (a *httpAttempt) deliver(resp *http.Response, b *pool.Backend) Outcome {
 	defer resp.Body.Close()
 	if a.upType != "" {
 		// The guard stopped parsing after the upgrade request; since no
@@ -328,6 +341,9 @@ func (a *httpAttempt) deliver(resp *http.Response) Outcome {
 		hdr["Trailer"] = announced
 	}
 	hdr.Set("X-Request-Id", a.id)
+	if st := a.t.Sticky; st != nil && a.info.Preferred != b {
+		st.setCookie(hdr, b, a.tls)
+	}
 	a.w.WriteHeader(resp.StatusCode)
 	flush := resp.ContentLength == -1 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
 	n, rerr, werr := copyBody(a.w, resp.Body, flush)
