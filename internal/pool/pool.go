@@ -194,7 +194,7 @@ func (p *Pool) Add(b *Backend) bool {
 		}
 	}
 	bs := append(append(make([]*Backend, 0, len(old)+1), old...), b)
-	b.upSince.Store(time.Now().UnixNano())
+	b.Joined()
 	p.backends.Store(&bs)
 	p.rebuildLocked()
 	return true

@@ -1,0 +1,133 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/sluice-lb/sluice/internal/config"
+)
+
+// countingBackend is an httptest backend that counts the connections it
+// accepts and the requests it serves, and answers like /echo (method, path
+// and headers as JSON).
+type countingBackend struct {
+	URL      string
+	Accepted atomic.Int64
+	Requests atomic.Int64
+}
+
+func startCountingBackend(t *testing.T) *countingBackend {
+	t.Helper()
+	cb := &countingBackend{}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cb.Requests.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Backend", "counting")
+		json.NewEncoder(w).Encode(map[string]any{"method": r.Method, "path": r.URL.Path, "headers": r.Header})
+	}))
+	srv.Listener = countingListener{srv.Listener, &cb.Accepted}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	cb.URL = srv.URL
+	return cb
+}
+
+func TestHostileRequestsAreRefusedBeforeAnyBackend(t *testing.T) {
+	cb := startCountingBackend(t)
+	cfg := oneListener(poolAt("web", cb.URL))
+	cfg.Listeners = append(cfg.Listeners, config.Listener{Name: "small", Address: "127.0.0.1:0", Pool: "web",
+		Limits: config.Limits{MaxBodyBytes: 1024}})
+	s := startSluice(t, cfg)
+
+	manyHeaders := func(n int) string {
+		var b strings.Builder
+		b.WriteString("Host: good.example\r\n")
+		for i := 1; i < n; i++ {
+			fmt.Fprintf(&b, "X-H-%d: %d\r\n", i, i)
+		}
+		return b.String()
+	}
+	for _, tc := range []struct {
+		name     string
+		listener string
+		raw      string
+		want     int
+	}{
+		{"Content-Length and Transfer-Encoding", "public",
+			"POST /echo HTTP/1.1\r\nHost: good.example\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"Transfer-Encoding and Content-Length", "public",
+			"POST /echo HTTP/1.1\r\nHost: good.example\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", 400},
+		{"malformed chunk size", "public",
+			"POST /echo HTTP/1.1\r\nHost: good.example\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400},
+		{"absolute form with another authority", "public",
+			"GET http://evil.example/ HTTP/1.1\r\nHost: good.example\r\n\r\n", 400},
+		{"CONNECT", "public", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 405},
+		{"TRACE", "public", "TRACE / HTTP/1.1\r\nHost: good.example\r\n\r\n", 405},
+		{"HTTP/2 preface on HTTP/1", "public", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400},
+		{"9000-byte URI", "public",
+			"GET /" + strings.Repeat("a", 9000) + " HTTP/1.1\r\nHost: good.example\r\n\r\n", 414},
+		{"101 header fields", "public", "GET / HTTP/1.1\r\n" + manyHeaders(101) + "\r\n", 431},
+		{"70 KiB header", "public",
+			"GET / HTTP/1.1\r\nHost: good.example\r\nX-Big: " + strings.Repeat("b", 70<<10) + "\r\n\r\n", 431},
+		{"obs-fold", "public", "GET / HTTP/1.1\r\nHost: good.example\r\nX-Folded: a\r\n b\r\n\r\n", 400},
+		{"body over max_body_bytes", "small",
+			"POST /echo HTTP/1.1\r\nHost: good.example\r\nContent-Length: 2048\r\n\r\n" + strings.Repeat("x", 2048), 413},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reqs, conns := cb.Requests.Load(), cb.Accepted.Load()
+			r := rawExchange(t, s.Addr(tc.listener), tc.raw)
+			if r.Status != tc.want {
+				t.Errorf("status line %q, want %d; body %.200q", r.StatusLine, tc.want, r.Body)
+			}
+			if !r.Closed {
+				t.Errorf("after %q the connection stayed open, want it closed", r.StatusLine)
+			}
+			if len(r.Body) > 200 || strings.Contains(r.Body, "127.0.0.1") {
+				t.Errorf("body %.300q: want a short text with no internals", r.Body)
+			}
+			if n, c := cb.Requests.Load()-reqs, cb.Accepted.Load()-conns; n != 0 || c != 0 {
+				t.Errorf("the backend was contacted: %d requests on %d new connections, want none", n, c)
+			}
+		})
+	}
+	// Late arrivals (a request cut short mid-body) would show here.
+	if n, c := cb.Requests.Load(), cb.Accepted.Load(); n != 0 || c != 0 {
+		t.Errorf("after every refused request, the backend had %d requests on %d connections, want none", n, c)
+	}
+
+	// Controls: what is near the limits, or only stripped, does reach the
+	// backend.
+	t.Run("100 header fields pass", func(t *testing.T) {
+		before := cb.Requests.Load()
+		// Host, 98 X-H-n and Connection: 100 fields.
+		r := rawExchange(t, s.Addr("public"), "GET /echo HTTP/1.1\r\n"+manyHeaders(99)+"Connection: close\r\n\r\n")
+		if r.Status != 200 {
+			t.Fatalf("status line %q, want 200; body %q", r.StatusLine, r.Body)
+		}
+		if got := cb.Requests.Load() - before; got != 1 {
+			t.Fatalf("backend served %d requests, want 1", got)
+		}
+	})
+	t.Run("h2c upgrade is stripped, not refused", func(t *testing.T) {
+		before := cb.Requests.Load()
+		r := rawExchange(t, s.Addr("public"), "GET /echo HTTP/1.1\r\nHost: good.example\r\n"+
+			"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+		if r.Status != 200 {
+			t.Fatalf("status line %q, want 200; body %q", r.StatusLine, r.Body)
+		}
+		if got := cb.Requests.Load() - before; got != 1 {
+			t.Fatalf("backend served %d requests, want 1", got)
+		}
+		e := parseEcho(t, r.Body)
+		for _, name := range []string{"Upgrade", "Http2-Settings", "Connection"} {
+			if v := e.Headers.Values(name); len(v) > 0 {
+				t.Errorf("backend saw %s: %q, want it stripped", name, v)
+			}
+		}
+	})
+}

@@ -1,0 +1,81 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluice-lb/sluice/internal/balance"
+	"github.com/sluice-lb/sluice/internal/pool"
+)
+
+// TestLoadAwarePoliciesAvoidSlowBackend runs real loopback backends, one
+// made slow, behind the handler: the load-aware policies send it clearly
+// less than its third, and least_requests gives it its share back once it
+// is fast again.
+func TestLoadAwarePoliciesAvoidSlowBackend(t *testing.T) {
+	for _, name := range []string{"least_requests", "p2c"} {
+		t.Run(name, func(t *testing.T) {
+			pol, err := balance.New(name, balance.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := newFixture(t, 3, pol, nil)
+			var slow atomic.Bool
+			slow.Store(true)
+			// Replace backend c with one that is slow while slow is set.
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if slow.Load() {
+					time.Sleep(40 * time.Millisecond)
+				}
+				w.Header().Set("X-Backend", "c")
+			}))
+			t.Cleanup(srv.Close)
+			u, _ := url.Parse(srv.URL)
+			old := f.pool.Backends()[2]
+			f.pool.Remove(old)
+			f.pool.Add(pool.NewBackend(srv.URL, u, 1))
+
+			share := func(n int) float64 {
+				var mu sync.Mutex
+				counts := map[string]int{}
+				var wg sync.WaitGroup
+				for range 8 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for range n / 8 {
+							resp, err := f.proxy.Client().Get(f.proxy.URL + "/")
+							if err != nil {
+								t.Error(err)
+								return
+							}
+							io.Copy(io.Discard, resp.Body)
+							resp.Body.Close()
+							mu.Lock()
+							counts[resp.Header.Get("X-Backend")]++
+							mu.Unlock()
+						}
+					}()
+				}
+				wg.Wait()
+				return float64(counts["c"]) / float64(n)
+			}
+			if got := share(800); got > 0.2 {
+				t.Errorf("slow backend got %.2f of requests, want < 0.20", got)
+			}
+			if name == "p2c" {
+				return // recovery rides on latency decay over tens of seconds: see balance's synctest
+			}
+			slow.Store(false)
+			if got := share(800); got < 0.25 {
+				t.Errorf("after recovery the backend got %.2f of requests, want ≥ 0.25", got)
+			}
+		})
+	}
+}

@@ -1,0 +1,217 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"reflect"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluice-lb/sluice/internal/balance"
+	"github.com/sluice-lb/sluice/internal/config"
+	"github.com/sluice-lb/sluice/internal/edge"
+	"github.com/sluice-lb/sluice/internal/health"
+	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/proxy"
+	"github.com/sluice-lb/sluice/internal/route"
+)
+
+// buildSnapshot builds the pools of cfg and starts their checkers. Backends
+// whose pool name and address appear in prev are carried over (health,
+// admin state, counters, requests in flight); so are upstream transports of
+// pools whose upstream settings did not change, with their idle connections.
+func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
+	snap := &snapshot{byName: map[string]*poolRT{}}
+	for _, pc := range cfg.Pools {
+		var old *poolRT
+		if prev != nil {
+			old = prev.byName[pc.Name]
+		}
+		policy, err := balance.New(pc.Balance, balance.Options{HashKey: pc.HashKey, HashBalanceFactor: pc.HashBalanceFactor})
+		if err != nil {
+			panic(err) // config validation admits only known policies
+		}
+		backends := make([]*pool.Backend, 0, len(pc.Backends))
+		for _, bc := range pc.Backends {
+			var b *pool.Backend
+			if old != nil {
+				b = old.pool.Find(bc.Address)
+			}
+			if b == nil {
+				b = pool.NewBackend(bc.Address, bc.URL, bc.Weight)
+				if prev != nil {
+					b.Joined() // added by a reload: slow start applies
+				}
+			}
+			backends = append(backends, b)
+		}
+		p := pool.New(pc.Name, policy, backends)
+		p.Budget.Percent = pc.Retries.BudgetPercent
+		p.SetSlowStart(pc.SlowStart)
+		for i, bc := range pc.Backends {
+			p.SetWeight(backends[i], bc.Weight)
+		}
+		var tr *http.Transport
+		if old != nil && old.cfg.Timeouts == pc.Timeouts && old.cfg.UpstreamTLS == pc.UpstreamTLS {
+			tr = old.transport
+		} else {
+			tr = proxy.NewTransport(pc.Timeouts, health.TLSConfig(pc.UpstreamTLS))
+		}
+		ck := health.New(p, pc.HealthCheck, s.logger, health.Options{
+			EjectionTime: pc.PassiveHealth.EjectionTime,
+			UpstreamTLS:  pc.UpstreamTLS,
+		})
+		retryAfter := "5"
+		if iv := ck.Interval(); iv > 0 {
+			retryAfter = strconv.Itoa(max(1, int((iv+time.Second-1)/time.Second)))
+		}
+		rt := &poolRT{
+			cfg:       pc,
+			pool:      p,
+			checker:   ck,
+			transport: tr,
+			target: &proxy.Target{Pool: p, Health: ck, Retries: pc.Retries, Timeouts: pc.Timeouts,
+				Upstream: tr, RetryAfter: retryAfter, HashKey: proxy.ParseHashKey(pc.HashKey)},
+			done: make(chan struct{}),
+		}
+		var ctx context.Context
+		ctx, rt.cancel = context.WithCancel(s.ctx)
+		go func() {
+			defer close(rt.done)
+			ck.Run(ctx)
+		}()
+		if st := pc.Sticky; st != nil {
+			key := s.stickyKey
+			if st.Secret != "" {
+				key = proxy.StickyKey(st.Secret)
+			}
+			rt.target.Sticky = proxy.NewSticky(st.Cookie, st.TTL, key)
+		}
+		snap.pools = append(snap.pools, rt)
+		snap.byName[pc.Name] = rt
+	}
+	return snap
+}
+
+// stopPools stops the checkers of pools that left service and waits for
+// them. Idle upstream connections of transports no longer used are closed.
+func (s *Server) stopPools(ps []*poolRT) {
+	for _, p := range ps {
+		p.cancel()
+	}
+	for _, p := range ps {
+		<-p.done
+	}
+}
+
+// listener is one bound client listener.
+type listener struct {
+	cfg    config.Listener
+	view   atomic.Pointer[proxy.Listener]
+	ln     net.Listener
+	srv    *http.Server
+	active atomic.Int64
+	noPool pool.Stats
+	done   chan struct{}
+}
+
+// view builds the immutable request-path view of listener lc over snap.
+func (s *Server) view(lc config.Listener, snap *snapshot, noPool *pool.Stats) *proxy.Listener {
+	targets := make([]*proxy.Target, len(snap.pools))
+	index := map[string]int{}
+	for i, p := range snap.pools {
+		targets[i] = p.target
+		index[p.cfg.Name] = i
+	}
+	poolIndex := func(name string) int {
+		if i, ok := index[name]; ok {
+			return i
+		}
+		return -1
+	}
+	return &proxy.Listener{
+		Name:    lc.Name,
+		Slot:    s.slot(lc.Name),
+		Routes:  route.Compile(lc.Routes, lc.Pool, poolIndex),
+		Targets: targets,
+		Trusted: lc.TrustedPrefixes,
+		Limits:  lc.Limits,
+		NoPool:  noPool,
+	}
+}
+
+// bindListeners binds the listeners of cfg that are not already bound
+// (existing maps names to bound listeners whose address is unchanged). On
+// error it closes what it bound and returns the error.
+func (s *Server) bindListeners(cfg *config.Config, snap *snapshot, existing map[string]*listener) ([]*listener, error) {
+	var bound []*listener
+	for _, lc := range cfg.Listeners {
+		if l := existing[lc.Name]; l != nil && reflect.DeepEqual(l.cfg, lc) {
+			continue
+		}
+		if l := existing[lc.Name]; l != nil && l.cfg.Address == lc.Address {
+			continue // same socket, new settings: swapped by the caller
+		}
+		ln, err := net.Listen("tcp", lc.Address)
+		if err != nil {
+			for _, b := range bound {
+				b.ln.Close()
+			}
+			return nil, fmt.Errorf("listener %q: %w (is the port in use? change its address)", lc.Name, err)
+		}
+		l := &listener{cfg: lc, ln: ln, done: make(chan struct{})}
+		l.view.Store(s.view(lc, snap, &l.noPool))
+		bound = append(bound, l)
+	}
+	return bound, nil
+}
+
+// serve starts the http.Server of l beneath the strict edge guard.
+func (l *listener) serve(s *Server) {
+	lim := l.cfg.Limits
+	t := l.cfg.Timeouts
+	l.srv = &http.Server{
+		Handler:           proxy.NewHandler(&l.view, s.ids, s.access, s.logger, &s.tunnels),
+		ReadHeaderTimeout: t.ReadHeader,
+		ReadTimeout:       t.Read,
+		WriteTimeout:      t.Write,
+		IdleTimeout:       t.Idle,
+		// The guard enforces max_header_bytes exactly; this is a backstop.
+		MaxHeaderBytes: lim.MaxHeaderBytes + 4096,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if g, ok := c.(*edge.Conn); ok {
+				return proxy.WithGuard(ctx, g)
+			}
+			return ctx
+		},
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				l.active.Add(1)
+			case http.StateHijacked, http.StateClosed:
+				l.active.Add(-1)
+			}
+		},
+		ErrorLog: slogLogger(s),
+	}
+	guarded := edge.NewListener(l.ln, edge.Limits{MaxURIBytes: lim.MaxURIBytes,
+		MaxHeaderBytes: lim.MaxHeaderBytes, MaxHeaders: lim.MaxHeaders})
+	go func() {
+		defer close(l.done)
+		if err := l.srv.Serve(guarded); err != nil && !isClosed(err) {
+			s.logger.Error("listener stopped", "listener", l.cfg.Name, "error", err)
+		}
+	}()
+}
+
+// shutdown stops accepting and waits for requests in flight until ctx ends,
+// then closes what is left.
+func (l *listener) shutdown(ctx context.Context) {
+	if err := l.srv.Shutdown(ctx); err != nil {
+		l.srv.Close()
+	}
+	<-l.done
+}

@@ -1,0 +1,101 @@
+package server
+
+import (
+	"context"
+	"log"
+	"log/slog"
+	"reflect"
+
+	"github.com/sluice-lb/sluice/internal/config"
+)
+
+// Reload reads the config file again and applies it: the new config is
+// validated first and the old one keeps serving when it is wrong. Requests in
+// flight finish on the view they started with; no connection is dropped.
+// Listeners whose address changed are bound anew before anything is swapped,
+// so a port in use fails the reload rather than half-applying it.
+func (s *Server) Reload() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	err := s.reloadLocked()
+	if err != nil {
+		s.reloadsFail.Add(1)
+		s.lastReloadOK.Store(false)
+		s.logger.Error("config reload failed; the previous config keeps serving", "file", s.cfg.Path, "error", err)
+		return err
+	}
+	s.reloadsOK.Add(1)
+	s.lastReloadOK.Store(true)
+	s.logger.Info("config reloaded", "file", s.cfg.Path)
+	return nil
+}
+
+func (s *Server) reloadLocked() error {
+	if s.cfg.Path == "" {
+		return errNoFile
+	}
+	cfg, err := config.Load(s.cfg.Path)
+	if err != nil {
+		return err
+	}
+	if cfg.Admin != s.cfg.Admin || cfg.AccessLog != s.cfg.AccessLog {
+		s.logger.Warn("admin and access_log changes take effect at the next restart")
+	}
+	old := s.snap.Load()
+	snap := s.buildSnapshot(cfg, old)
+	bound, err := s.bindListeners(cfg, snap, s.listeners)
+	if err != nil {
+		s.stopPools(snap.pools)
+		return err
+	}
+	// Swap: pools first, then each listener's view.
+	s.snap.Store(snap)
+	keep := map[string]bool{}
+	for _, lc := range cfg.Listeners {
+		keep[lc.Name] = true
+		if l := s.listeners[lc.Name]; l != nil && l.cfg.Address == lc.Address {
+			l.cfg = lc
+			l.view.Store(s.view(lc, snap, &l.noPool))
+		}
+	}
+	for _, l := range bound {
+		if prev := s.listeners[l.cfg.Name]; prev != nil {
+			go prev.shutdown(context.Background()) // its address changed: drain it
+		}
+		s.listeners[l.cfg.Name] = l
+		l.serve(s)
+		s.logger.Info("listening", "listener", l.cfg.Name, "address", l.ln.Addr().String())
+	}
+	for name, l := range s.listeners {
+		if !keep[name] {
+			delete(s.listeners, name)
+			go l.shutdown(context.Background())
+		}
+	}
+	// The old pools' checkers stop; their backends live on in the new pools
+	// or, when removed, until their requests in flight finish.
+	s.stopPools(old.pools)
+	for _, p := range old.pools {
+		if np := snap.byName[p.cfg.Name]; np == nil || np.transport != p.transport {
+			p.transport.CloseIdleConnections()
+		}
+	}
+	if !reflect.DeepEqual(cfg.Log, s.cfg.Log) {
+		s.logger.Warn("log changes take effect at the next restart")
+	}
+	cfg.Admin, cfg.AccessLog = s.cfg.Admin, s.cfg.AccessLog
+	s.cfg = cfg
+	return nil
+}
+
+type reloadError string
+
+func (e reloadError) Error() string { return string(e) }
+
+const errNoFile = reloadError("no config file to reload: sluice was started without -config")
+
+// slogLogger adapts net/http's error log to slog at debug level: those lines
+// are about single misbehaving clients (TLS noise, bad requests).
+func slogLogger(s *Server) *log.Logger {
+	return slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug)
+}

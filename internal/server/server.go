@@ -1,0 +1,431 @@
+// Package server wires sluice together: it builds the runtime view of a
+// config (pools, health checkers, upstream transports, listener views),
+// binds listeners, swaps views atomically on reload while carrying backend
+// state over by identity, runs the admin listener, and shuts down
+// gracefully.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluice-lb/sluice/internal/accesslog"
+	"github.com/sluice-lb/sluice/internal/admin"
+	"github.com/sluice-lb/sluice/internal/config"
+	"github.com/sluice-lb/sluice/internal/health"
+	"github.com/sluice-lb/sluice/internal/metrics"
+	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/proxy"
+)
+
+// Options are the parts of a Server that do not come from the config.
+type Options struct {
+	// Logger receives the process log. Nil means slog.Default().
+	Logger *slog.Logger
+	// Stdout is where "access_log: {path: stdout}" writes. Nil means
+	// os.Stdout.
+	Stdout io.Writer
+	// Version is reported by the admin API.
+	Version string
+}
+
+// Server is a running sluice. Create it with New, then call Run.
+type Server struct {
+	logger *slog.Logger
+	opts   Options
+	ids    *proxy.RequestIDs
+	// stickyKey keys sticky cookies of pools without a secret; it lives as
+	// long as the process, so cookies survive reloads.
+	stickyKey []byte
+	tunnels   proxy.Tunnels
+	access    *accesslog.Logger
+
+	// mu serialises Reload, Run's start-up and shutdown, and admin changes
+	// of membership.
+	mu        sync.Mutex
+	cfg       *config.Config
+	snap      atomic.Pointer[snapshot]
+	listeners map[string]*listener // by name
+	slotNames [pool.MaxListeners]atomic.Pointer[string]
+	nextSlot  int
+
+	ready        atomic.Bool
+	reloadsOK    atomic.Uint64
+	reloadsFail  atomic.Uint64
+	lastReloadOK atomic.Bool
+
+	ctx    context.Context // lives as long as Run
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // checker loops and drain waits
+
+	admin     *http.Server
+	adminAddr net.Addr
+}
+
+// snapshot is the pool side of one config generation; listener views point
+// into it.
+type snapshot struct {
+	pools  []*poolRT
+	byName map[string]*poolRT
+}
+
+// poolRT is one pool with what runs beside it.
+type poolRT struct {
+	cfg       config.Pool
+	pool      *pool.Pool
+	checker   *health.Checker
+	target    *proxy.Target
+	transport *http.Transport
+	cancel    context.CancelFunc
+	done      chan struct{}
+}
+
+// New validates nothing (the config must come from config.Load or have
+// passed Validate) and binds nothing; Run does.
+func New(cfg *config.Config, o Options) (*Server, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	s := &Server{logger: o.Logger, opts: o, ids: proxy.NewRequestIDs(), cfg: cfg, listeners: map[string]*listener{}}
+	key := make([]byte, 32)
+	rand.Read(key)
+	s.stickyKey = key
+	s.lastReloadOK.Store(true)
+	w, err := s.accessWriter(cfg.AccessLog)
+	if err != nil {
+		return nil, err
+	}
+	if w != nil {
+		s.access = accesslog.New(w, cfg.AccessLog.Format)
+	}
+	return s, nil
+}
+
+func (s *Server) accessWriter(al config.AccessLog) (io.Writer, error) {
+	if al.Format == "off" {
+		return nil, nil
+	}
+	switch al.Path {
+	case "", "stdout":
+		if s.opts.Stdout != nil {
+			return s.opts.Stdout, nil
+		}
+		return os.Stdout, nil
+	case "stderr":
+		return os.Stderr, nil
+	}
+	f, err := os.OpenFile(al.Path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open access log: %w (check access_log.path)", err)
+	}
+	return f, nil
+}
+
+// Run binds every listener and the admin listener, serves until ctx is
+// done, then shuts down gracefully. It returns an error when start-up fails
+// (e.g. an address in use) and nil after a clean shutdown.
+func (s *Server) Run(ctx context.Context) error {
+	token, err := readToken(s.cfg.Admin.TokenFile)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if s.access != nil {
+		actx, acancel := context.WithCancel(context.Background())
+		defer func() { acancel(); s.access.Wait() }()
+		go s.access.Run(actx)
+	}
+	snap := s.buildSnapshot(s.cfg, nil)
+	adminLn, err := net.Listen("tcp", s.cfg.Admin.Address)
+	if err != nil {
+		s.mu.Unlock()
+		s.cancel()
+		return fmt.Errorf("admin listener: %w (is another sluice running? change admin.address)", err)
+	}
+	bound, err := s.bindListeners(s.cfg, snap, nil)
+	if err != nil {
+		adminLn.Close()
+		s.mu.Unlock()
+		s.stopPools(snap.pools)
+		s.cancel()
+		return err
+	}
+	s.snap.Store(snap)
+	for _, l := range bound {
+		s.listeners[l.cfg.Name] = l
+		l.serve(s)
+	}
+	s.admin = &http.Server{
+		Handler: admin.New(s, admin.Options{Address: adminLn.Addr().String(), Token: token,
+			Metrics: metrics.NewHandler(s), Logger: s.logger, Version: s.opts.Version}),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug),
+	}
+	s.adminAddr = adminLn.Addr()
+	go s.admin.Serve(adminLn)
+	s.ready.Store(true)
+	s.mu.Unlock()
+	for _, l := range bound {
+		s.logger.Info("listening", "listener", l.cfg.Name, "address", l.ln.Addr().String())
+	}
+	s.logger.Info("admin listening", "address", adminLn.Addr().String())
+
+	<-ctx.Done()
+	return s.shutdown()
+}
+
+// AdminAddr returns the bound admin address (nil before Run binds it).
+func (s *Server) AdminAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.adminAddr
+}
+
+// Addr returns the bound address of a listener (tests bind ":0").
+func (s *Server) Addr(name string) net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l := s.listeners[name]; l != nil {
+		return l.ln.Addr()
+	}
+	return nil
+}
+
+func readToken(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("admin token: %w (check admin.token_file)", err)
+	}
+	tok := string(b)
+	for len(tok) > 0 && (tok[len(tok)-1] == '\n' || tok[len(tok)-1] == '\r' || tok[len(tok)-1] == ' ') {
+		tok = tok[:len(tok)-1]
+	}
+	if tok == "" {
+		return "", fmt.Errorf("admin token file %q is empty", path)
+	}
+	return tok, nil
+}
+
+// shutdown: /readyz turns 503 at once; after shutdown_delay listeners stop
+// accepting; requests in flight get up to shutdown_timeout; then idle
+// connections and tunnels are closed.
+func (s *Server) shutdown() error {
+	s.ready.Store(false)
+	s.mu.Lock()
+	cfg := s.cfg
+	ls := make([]*listener, 0, len(s.listeners))
+	for _, l := range s.listeners {
+		ls = append(ls, l)
+	}
+	s.mu.Unlock()
+	s.logger.Info("shutting down", "delay", cfg.ShutdownDelay, "timeout", cfg.ShutdownTimeout)
+	if cfg.ShutdownDelay > 0 {
+		time.Sleep(cfg.ShutdownDelay)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, l := range ls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.shutdown(ctx)
+		}()
+	}
+	// Tunnels (WebSockets) do not end by themselves: close them now so the
+	// wait below is for ordinary requests.
+	s.tunnels.CloseAll()
+	wg.Wait()
+	s.admin.Shutdown(ctx)
+	s.cancel()
+	if snap := s.snap.Load(); snap != nil {
+		s.stopPools(snap.pools)
+	}
+	s.wg.Wait()
+	if ctx.Err() != nil {
+		s.logger.Warn("shutdown timeout reached; remaining connections were closed", "timeout", cfg.ShutdownTimeout)
+	}
+	s.logger.Info("stopped")
+	return nil
+}
+
+// Ready reports whether every listener is bound and the server is not
+// shutting down.
+func (s *Server) Ready() bool { return s.ready.Load() }
+
+// Reloads implements metrics.Source.
+func (s *Server) Reloads() (ok, failed uint64, lastOK bool) {
+	return s.reloadsOK.Load(), s.reloadsFail.Load(), s.lastReloadOK.Load()
+}
+
+// DiscoveryErrors implements metrics.Source (no discovery sources yet).
+func (s *Server) DiscoveryErrors(func(pool, source string, n uint64)) {}
+
+// Pools returns the current pools in config order.
+func (s *Server) Pools() []*pool.Pool {
+	snap := s.snap.Load()
+	if snap == nil {
+		return nil
+	}
+	ps := make([]*pool.Pool, len(snap.pools))
+	for i, p := range snap.pools {
+		ps[i] = p.pool
+	}
+	return ps
+}
+
+// Listeners implements metrics.Source.
+func (s *Server) Listeners() []metrics.Listener {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]metrics.Listener, 0, len(s.listeners))
+	for _, l := range s.listeners {
+		out = append(out, metrics.Listener{Name: l.cfg.Name, Active: l.active.Load(), NoPool: &l.noPool})
+	}
+	return out
+}
+
+// ListenerName implements metrics.Source.
+func (s *Server) ListenerName(slot int) string {
+	if slot < 0 || slot >= len(s.slotNames) {
+		return ""
+	}
+	if p := s.slotNames[slot].Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// slot returns the stable counter slot of a listener name (-1 when all
+// slots are taken). Called with s.mu held.
+func (s *Server) slot(name string) int {
+	for i := 0; i < s.nextSlot; i++ {
+		if *s.slotNames[i].Load() == name {
+			return i
+		}
+	}
+	if s.nextSlot >= len(s.slotNames) {
+		return -1
+	}
+	i := s.nextSlot
+	s.slotNames[i].Store(&name)
+	s.nextSlot++
+	return i
+}
+
+var errNotFound = admin.ErrNotFound
+
+func (s *Server) findPool(name string) (*poolRT, error) {
+	snap := s.snap.Load()
+	if p := snap.byName[name]; p != nil {
+		return p, nil
+	}
+	return nil, fmt.Errorf("pool %q: %w", name, errNotFound)
+}
+
+func (s *Server) findBackend(poolName, address string) (*poolRT, *pool.Backend, error) {
+	p, err := s.findPool(poolName)
+	if err != nil {
+		return nil, nil, err
+	}
+	b := p.pool.Find(address)
+	if b == nil {
+		return nil, nil, fmt.Errorf("backend %q in pool %q: %w", address, poolName, errNotFound)
+	}
+	return p, b, nil
+}
+
+// AddBackend adds a backend to a pool now (admin API). It lasts until the
+// next reload, which makes the config file the truth again.
+func (s *Server) AddBackend(poolName, address string, weight int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, err := s.findPool(poolName)
+	if err != nil {
+		return err
+	}
+	if weight == 0 {
+		weight = 1
+	}
+	u, err := config.ParseBackendAddress(address)
+	if err != nil {
+		return err
+	}
+	if weight < 1 || weight > 1000 {
+		return fmt.Errorf("weight %d out of range: use 1 to 1000", weight)
+	}
+	if !p.pool.Add(pool.NewBackend(address, u, weight)) {
+		return fmt.Errorf("backend %q already in pool %q: %w", address, poolName, admin.ErrConflict)
+	}
+	p.checker.Kick()
+	s.logger.Info("backend added", "pool", poolName, "backend", address, "weight", weight)
+	return nil
+}
+
+// RemoveBackend drains a backend, then removes it once its requests in
+// flight have finished (or after shutdown_timeout).
+func (s *Server) RemoveBackend(poolName, address string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, b, err := s.findBackend(poolName, address)
+	if err != nil {
+		return err
+	}
+	p.pool.SetAdmin(b, pool.Draining)
+	deadline := time.Now().Add(s.cfg.ShutdownTimeout)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for b.InFlight.Load() > 0 && time.Now().Before(deadline) {
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+		p.pool.Remove(b)
+		p.checker.Kick()
+		s.logger.Info("backend removed", "pool", poolName, "backend", address)
+	}()
+	return nil
+}
+
+// SetBackendState drains, disables or enables a backend.
+func (s *Server) SetBackendState(poolName, address string, st pool.Admin) error {
+	p, b, err := s.findBackend(poolName, address)
+	if err != nil {
+		return err
+	}
+	if p.pool.SetAdmin(b, st) {
+		s.logger.Info("backend "+st.String(), "pool", poolName, "backend", address)
+		p.checker.Kick()
+	}
+	return nil
+}
+
+var _ interface {
+	admin.Runtime
+	metrics.Source
+} = (*Server)(nil)
+
+// isClosed reports whether err is the expected error of a closed listener.
+func isClosed(err error) bool {
+	return errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed)
+}
