@@ -6,7 +6,7 @@ FUZZTIME ?= 10s
 
 .PHONY: test vet unit fuzz build bench
 
-test: vet unit fuzz
+test: vet fuzz unit
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }

@@ -83,7 +83,7 @@ sluice demo is running: round robin over %d backends, health checks every 2s on 
 
 Try:
   curl %s/                                  # again and again: the backend changes
-  curl -X POST %s/health/down   # fail its health check: it leaves rotation
+  curl -X POST %s/health/down   # fail its health check: it leaves rotation after 3 checks
   curl -X POST %s/health/up     # it comes back after 2 passing checks
   curl %s/api/v1/pools                    # state of every backend
   curl -s %s/metrics | grep ^sluice_        # Prometheus metrics

@@ -1,0 +1,91 @@
+package metrics
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-lb/sluice/internal/pool"
+)
+
+type roundRobinish struct{}
+
+func (roundRobinish) Build(s pool.Set) pool.Picker { return first(s.Ready) }
+
+type first []*pool.Backend
+
+func (f first) Pick(*pool.PickInfo) *pool.Backend {
+	if len(f) == 0 {
+		return nil
+	}
+	return f[0]
+}
+
+type source struct {
+	pools []*pool.Pool
+	lis   []Listener
+}
+
+func (s *source) Pools() []*pool.Pool       { return s.pools }
+func (s *source) Listeners() []Listener     { return s.lis }
+func (s *source) ListenerName(i int) string { return []string{"public", "internal"}[i] }
+func (s *source) Reloads() (uint64, uint64, bool) {
+	return 3, 1, false
+}
+func (s *source) DiscoveryErrors(fn func(pool, source string, n uint64)) { fn("web", "dns", 2) }
+
+func TestExposition(t *testing.T) {
+	u, _ := url.Parse("http://127.0.0.1:8081")
+	b := pool.NewBackend("http://127.0.0.1:8081", u, 1)
+	p := pool.New("web", roundRobinish{}, []*pool.Backend{b})
+	b.Stats.Observe(0, 200, 3*time.Millisecond)
+	b.Stats.Observe(0, 200, 30*time.Millisecond)
+	b.Stats.Observe(1, 502, time.Second)
+	b.Stats.ChecksPassed.Add(4)
+	b.InFlight.Store(2)
+	p.NoBackend.Observe(0, 503, time.Millisecond)
+	p.Retries.Add(5)
+	noPool := &pool.Stats{}
+	noPool.Observe(0, 404, time.Millisecond)
+	src := &source{pools: []*pool.Pool{p}, lis: []Listener{{Name: "public", Active: 7, NoPool: noPool}}}
+
+	srv := httptest.NewServer(NewHandler(src))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	text := string(body)
+	for _, want := range []string{
+		`sluice_requests_total{backend="http://127.0.0.1:8081",code="200",listener="public",pool="web"} 2`,
+		`sluice_requests_total{backend="http://127.0.0.1:8081",code="502",listener="internal",pool="web"} 1`,
+		`sluice_requests_total{backend="",code="503",listener="public",pool="web"} 1`,
+		`sluice_requests_total{backend="",code="404",listener="public",pool=""} 1`,
+		`sluice_request_duration_seconds_bucket{backend="http://127.0.0.1:8081",pool="web",le="0.005"} 1`,
+		`sluice_request_duration_seconds_count{backend="http://127.0.0.1:8081",pool="web"} 3`,
+		`sluice_backend_up{backend="http://127.0.0.1:8081",pool="web"} 1`,
+		`sluice_backend_in_flight{backend="http://127.0.0.1:8081",pool="web"} 2`,
+		`sluice_retries_total{pool="web"} 5`,
+		`sluice_health_checks_total{backend="http://127.0.0.1:8081",pool="web",result="success"} 4`,
+		`sluice_backend_ejections_total{backend="http://127.0.0.1:8081",pool="web"} 0`,
+		`sluice_connections_active{listener="public"} 7`,
+		`sluice_config_reloads_total{result="success"} 3`,
+		`sluice_config_reloads_total{result="failure"} 1`,
+		`sluice_config_last_reload_successful 0`,
+		`sluice_discovery_errors_total{pool="web",source="dns"} 2`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(text, want+"\n") && !strings.Contains(text, want+" ") {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("exposition:\n%s", text)
+	}
+}

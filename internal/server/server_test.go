@@ -1,0 +1,172 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-lb/sluice/internal/backend"
+	"github.com/sluice-lb/sluice/internal/config"
+	"github.com/sluice-lb/sluice/internal/pool"
+)
+
+func startBackend(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := backend.New("", nil)
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx, ln); close(done) }()
+	t.Cleanup(func() { <-done })
+	return "http://" + ln.Addr().String()
+}
+
+func writeConfig(t *testing.T, path string, backends []string, extraRoute string) {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "listeners:\n  - name: public\n    address: \"127.0.0.1:0\"\n    pool: web\n%s", extraRoute)
+	b.WriteString("pools:\n  - name: web\n    health_check: {path: /health, interval: 200ms, timeout: 100ms}\n    backends:\n")
+	for _, a := range backends {
+		fmt.Fprintf(&b, "      - {address: %q}\n", a)
+	}
+	b.WriteString("admin: {address: \"127.0.0.1:0\"}\naccess_log: {format: off}\nshutdown_timeout: 5s\n")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestReloadCarriesStateAndLeaksNothing(t *testing.T) {
+	baseline := runtime.NumGoroutine()
+	bctx, bcancel := context.WithCancel(context.Background())
+	a, b, c := startBackend(t, bctx), startBackend(t, bctx), startBackend(t, bctx)
+	t.Cleanup(bcancel)
+
+	path := filepath.Join(t.TempDir(), "sluice.yaml")
+	writeConfig(t, path, []string{a, b}, "")
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	eventually(t, "ready", srv.Ready)
+	addr := srv.Addr("public").String()
+
+	get := func() int {
+		resp, err := http.Get("http://" + addr + "/")
+		if err != nil {
+			t.Fatalf("GET: %v", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for range 4 {
+		if got := get(); got != 200 {
+			t.Fatalf("status = %d, want 200", got)
+		}
+	}
+	oldA := srv.Pools()[0].Find(a)
+	before := oldA.Stats.Requests.Load()
+	if err := srv.SetBackendState("web", a, pool.Draining); err != nil {
+		t.Fatal(err)
+	}
+
+	// Reload adding c: a keeps its identity, its counters and its drain.
+	writeConfig(t, path, []string{a, b, c}, "")
+	if err := srv.Reload(); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	p := srv.Pools()[0]
+	if got := p.Find(a); got != oldA {
+		t.Errorf("backend %s is a new object after reload, want the same one", a)
+	}
+	if got := p.Find(a).Stats.Requests.Load(); got != before {
+		t.Errorf("requests of %s after reload = %d, want %d", a, got, before)
+	}
+	if got := p.Find(a).State(); got != "draining" {
+		t.Errorf("state of %s after reload = %q, want draining", a, got)
+	}
+	if p.Find(c) == nil {
+		t.Fatalf("backend %s missing after reload", c)
+	}
+	eventually(t, "the new backend takes traffic", func() bool {
+		get()
+		return p.Find(c).Stats.Requests.Load() > 0
+	})
+
+	// A broken file keeps the running config.
+	os.WriteFile(path, []byte("listeners: [\n"), 0o644)
+	if err := srv.Reload(); err == nil {
+		t.Fatalf("Reload of a broken file succeeded, want an error")
+	}
+	if ok, failed, last := srv.Reloads(); ok != 1 || failed != 1 || last {
+		t.Errorf("reloads = ok %d failed %d last %v, want 1, 1, false", ok, failed, last)
+	}
+	if got := get(); got != 200 {
+		t.Errorf("after a failed reload: status = %d, want 200", got)
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	bcancel()
+	http.DefaultClient.CloseIdleConnections()
+	eventually(t, fmt.Sprintf("goroutines back to baseline %d", baseline), func() bool {
+		return runtime.NumGoroutine() <= baseline+2
+	})
+}
+
+func TestStartupFailures(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cfg := &config.Config{
+		Listeners: []config.Listener{{Name: "public", Address: busy.Addr().String(), Pool: "web"}},
+		Pools:     []config.Pool{{Name: "web", Backends: []config.Backend{{Address: "http://127.0.0.1:1"}}}},
+		Admin:     config.Admin{Address: "127.0.0.1:0"},
+		AccessLog: config.AccessLog{Format: "off"},
+	}
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = srv.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "port in use") {
+		t.Fatalf("Run on a busy port = %v, want an error that says the port is in use", err)
+	}
+}
