@@ -91,7 +91,7 @@ const (
 func (s *scanner) scan(b []byte, lim *Limits) (int, *Error) {
 	for i := s.n; i < len(b); i++ {
 		c := b[i]
-		if c == 0 {
+		if c == 0 && s.state != scLine { // scLine skips bytes unseen
 			return 0, errNUL
 		}
 		switch s.state {
