@@ -242,20 +242,24 @@ func (c *Conn) fill() (int, error) {
 	if c.buf == nil {
 		c.buf = make([]byte, min(initialBuf, c.maxBuf()))
 	}
-	if len(c.buf)-c.end < initialBuf/8 && c.ps > 0 {
-		c.end = copy(c.buf, c.buf[c.ps:c.end])
-		c.ps = 0
+	if len(c.buf)-c.end < initialBuf/8 {
+		// Little room left after a partial head: move it to the front, or
+		// make room for a larger head (up to maxBuf, which a head refused
+		// for its size never needs).
+		if c.ps > 0 {
+			c.end = copy(c.buf, c.buf[c.ps:c.end])
+			c.ps = 0
+		} else if len(c.buf) < c.maxBuf() {
+			nb := make([]byte, min(2*len(c.buf), c.maxBuf()))
+			c.end = copy(nb, c.buf[:c.end])
+			c.buf = nb
+		}
 	}
 	if c.end == len(c.buf) {
-		if len(c.buf) >= c.maxBuf() {
-			// Unreachable: the scanner refuses a head before it fills
-			// maxBuf. Refuse rather than loop.
-			c.refuse(errHeadTooLarge)
-			return 0, nil
-		}
-		nb := make([]byte, min(2*len(c.buf), c.maxBuf()))
-		c.end = copy(nb, c.buf[c.ps:c.end])
-		c.buf, c.ps = nb, 0
+		// Unreachable: the scanner refuses a head before it fills maxBuf.
+		// Refuse rather than loop.
+		c.refuse(errHeadTooLarge)
+		return 0, nil
 	}
 	c.ro, c.wo = c.ps, c.ps
 	n, err := c.conn.Read(c.buf[c.end:])

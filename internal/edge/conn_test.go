@@ -275,3 +275,38 @@ func TestConnSteadyStateAllocs(t *testing.T) {
 		}
 	}
 }
+
+func TestConnDeadlineAbortsRead(t *testing.T) {
+	// net/http aborts its background read with a past deadline and tells
+	// the timeout apart by asserting net.Error on the error as it comes.
+	client, server := net.Pipe()
+	defer client.Close()
+	c := NewConn(server, Limits{})
+	defer c.Close()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 1))
+		errc <- err
+	}()
+	go client.Write([]byte("GET / HTTP/1.1\r\n")) // a partial head: Read waits
+	time.Sleep(20 * time.Millisecond)
+	c.Rejection()
+	c.RejectToken()
+	c.SetReadDeadline(time.Now().Add(-time.Second))
+	select {
+	case err := <-errc:
+		if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+			t.Fatalf("Read error %v, want the connection's own timeout error", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Read not aborted by the deadline")
+	}
+	// The partial head was kept: the rest completes it.
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	go client.Write([]byte("Host: a\r\n\r\n"))
+	p := make([]byte, 100)
+	n, err := io.ReadAtLeast(c, p, len("GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
+	if err != nil || string(p[:n]) != "GET / HTTP/1.1\r\nHost: a\r\n\r\n" {
+		t.Fatalf("after the deadline: %q, %v", p[:n], err)
+	}
+}

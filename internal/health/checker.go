@@ -31,9 +31,11 @@ type Checker struct {
 	logger *slog.Logger
 	rand   func() uint64
 
-	// EjectionTime is how long a passively marked-down backend stays down
-	// when the pool has no active checks. Zero means 30s.
-	ejectionTime time.Duration
+	passive config.PassiveHealth
+
+	// ejectMu serialises ejection decisions, so that concurrent failures
+	// cannot together exceed max_ejection_percent.
+	ejectMu sync.Mutex
 
 	kick    chan struct{}
 	results chan result
@@ -47,6 +49,7 @@ type result struct {
 // state is the loop's private view of one backend's check history.
 type state struct {
 	next     time.Time
+	calm     time.Time // since when the backend has not been ejected
 	running  bool
 	checked  bool // at least one check finished
 	passes   int  // consecutive
@@ -59,8 +62,9 @@ type Options struct {
 	Prober Prober
 	// Rand returns random uint64s for jitter; nil means math/rand/v2.
 	Rand func() uint64
-	// EjectionTime: see Checker. Zero means 30s.
-	EjectionTime time.Duration
+	// Passive configures outlier ejection; zero fields take the defaults
+	// (5 consecutive failures, 30s, 50%).
+	Passive config.PassiveHealth
 	// Transport settings for HTTP probes of https:// backends.
 	UpstreamTLS config.UpstreamTLS
 }
@@ -68,20 +72,26 @@ type Options struct {
 // New returns a checker for p. hc nil means no active checks.
 func New(p *pool.Pool, hc *config.HealthCheck, logger *slog.Logger, o Options) *Checker {
 	c := &Checker{
-		pool:         p,
-		hc:           hc,
-		probe:        o.Prober,
-		logger:       logger.With("pool", p.Name),
-		rand:         o.Rand,
-		ejectionTime: o.EjectionTime,
-		kick:         make(chan struct{}, 1),
-		results:      make(chan result),
+		pool:    p,
+		hc:      hc,
+		probe:   o.Prober,
+		logger:  logger.With("pool", p.Name),
+		rand:    o.Rand,
+		passive: o.Passive,
+		kick:    make(chan struct{}, 1),
+		results: make(chan result),
 	}
 	if c.rand == nil {
 		c.rand = rand.Uint64
 	}
-	if c.ejectionTime <= 0 {
-		c.ejectionTime = 30 * time.Second
+	if c.passive.ConsecutiveFailures <= 0 {
+		c.passive.ConsecutiveFailures = 5
+	}
+	if c.passive.EjectionTime <= 0 {
+		c.passive.EjectionTime = 30 * time.Second
+	}
+	if c.passive.MaxEjectionPercent <= 0 {
+		c.passive.MaxEjectionPercent = 50
 	}
 	if c.probe == nil && hc != nil {
 		c.probe = newProber(hc, o.UpstreamTLS)
@@ -107,7 +117,7 @@ func (c *Checker) Interval() time.Duration {
 func (c *Checker) ConnectFailed(b *pool.Backend, err error) {
 	var until time.Time
 	if c.hc == nil {
-		until = time.Now().Add(c.ejectionTime)
+		until = time.Now().Add(c.passive.EjectionTime)
 	}
 	if b.Health() == pool.Healthy && c.pool.SetHealth(b, pool.Down, until) {
 		b.Stats.Ejections.Add(1)
@@ -165,16 +175,9 @@ func (c *Checker) Run(ctx context.Context) {
 				if !st.running && st.next.Before(wake) {
 					wake = st.next
 				}
-			} else if b.Health() == pool.Down {
-				if until := b.DownUntil(); !until.IsZero() {
-					if !until.After(now) {
-						if c.pool.SetHealth(b, pool.Healthy, time.Time{}) {
-							c.logger.Info("backend up", "backend", b.Address, "reason", "ejection time over")
-						}
-					} else if until.Before(wake) {
-						wake = until
-					}
-				}
+			}
+			if w := c.expire(b, st, now); !w.IsZero() && w.Before(wake) {
+				wake = w
 			}
 		}
 		for b := range states {

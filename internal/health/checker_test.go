@@ -135,7 +135,7 @@ func TestPassiveDownReturnsOnPassingCheck(t *testing.T) {
 func TestPassiveDownWithoutActiveChecks(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p, bs := newPool(t, 1)
-		c := New(p, nil, discard, Options{EjectionTime: 30 * time.Second})
+		c := New(p, nil, discard, Options{Passive: config.PassiveHealth{EjectionTime: 30 * time.Second}})
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan struct{})
 		go func() { c.Run(ctx); close(done) }()

@@ -92,6 +92,13 @@ type Backend struct {
 	// InFlight counts requests being served by this backend now.
 	InFlight atomic.Int64
 
+	// ConsecutiveFailures counts failed requests in a row (outlier
+	// detection); a success resets it.
+	ConsecutiveFailures atomic.Int32
+	// EjectMultiplier is how many times in a row the backend was ejected; the
+	// next ejection lasts ejection_time × (multiplier+1).
+	EjectMultiplier atomic.Int32
+
 	// Stats are this backend's request counters.
 	Stats Stats
 }

@@ -18,6 +18,9 @@ import (
 type Passive interface {
 	// ConnectFailed reports that nothing could be sent to b.
 	ConnectFailed(b *pool.Backend, err error)
+	// Observe reports whether one attempt on b succeeded, for outlier
+	// detection; a failure is a connect failure, reset, timeout or 5xx.
+	Observe(b *pool.Backend, ok bool)
 	// Interval is the active check interval (0: none); it sets Retry-After.
 	Interval() time.Duration
 }
@@ -126,13 +129,19 @@ func Forward(ctx context.Context, t *Target, info *pool.PickInfo, a Attempt) Res
 		res.Outcome = a.Send(ctx, b, try+1 < maxTries)
 		b.InFlight.Add(-1)
 		switch res.Class {
-		case Done, ClientError, ClientGone:
-			return res
+		case Done, RetryStatus:
+			t.Health.Observe(b, res.Status < 500)
 		case ConnectFailure:
 			b.Stats.Failures.Add(1)
 			t.Health.ConnectFailed(b, res.Err)
+			t.Health.Observe(b, false)
 		case Reset, Timeout:
 			b.Stats.Failures.Add(1)
+			t.Health.Observe(b, false)
+		}
+		switch res.Class {
+		case Done, ClientError, ClientGone:
+			return res
 		}
 		if try+1 >= maxTries || ctx.Err() != nil || !t.retryable(res.Outcome, a) || !t.Pool.Budget.Allow() {
 			return res

@@ -61,8 +61,8 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 			tr = proxy.NewTransport(pc.Timeouts, health.TLSConfig(pc.UpstreamTLS))
 		}
 		ck := health.New(p, pc.HealthCheck, s.logger, health.Options{
-			EjectionTime: pc.PassiveHealth.EjectionTime,
-			UpstreamTLS:  pc.UpstreamTLS,
+			Passive:     pc.PassiveHealth,
+			UpstreamTLS: pc.UpstreamTLS,
 		})
 		retryAfter := "5"
 		if iv := ck.Interval(); iv > 0 {
