@@ -50,11 +50,8 @@ func (p *lrPicker) Pick(info *pool.PickInfo) *pool.Backend {
 	}
 	i, j := p.s.two(p.rand(), p.rand())
 	bi, bj := ready[i], ready[j]
-	if ti, tj := info.Tried(bi), info.Tried(bj); ti != tj {
-		if ti {
-			return bj
-		}
-		return bi
+	if b, ok := onlyUntried(info, bi, bj); ok {
+		return b
 	}
 	// j wins only when strictly less loaded: fj/wj < fi/wi.
 	if bj.InFlight.Load()*int64(p.s.weights[i]) < bi.InFlight.Load()*int64(p.s.weights[j]) {

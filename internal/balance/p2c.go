@@ -62,11 +62,8 @@ func (p *p2cPicker) Pick(info *pool.PickInfo) *pool.Backend {
 	}
 	i, j := p.s.two(p.rand(), p.rand())
 	bi, bj := ready[i], ready[j]
-	if ti, tj := info.Tried(bi), info.Tried(bj); ti != tj {
-		if ti {
-			return bj
-		}
-		return bi
+	if b, ok := onlyUntried(info, bi, bj); ok {
+		return b
 	}
 	now := time.Now()
 	mean := p.mean(now)

@@ -91,3 +91,16 @@ func (s *sampler) two(r1, r2 uint64) (i, j int) {
 	}
 	return i, s.find(y)
 }
+
+// onlyUntried returns whichever of two candidates this request has not tried
+// yet, when exactly one of them was tried (a retry must go elsewhere).
+func onlyUntried(info *pool.PickInfo, bi, bj *pool.Backend) (*pool.Backend, bool) {
+	ti, tj := info.Tried(bi), info.Tried(bj)
+	switch {
+	case ti && !tj:
+		return bj, true
+	case tj && !ti:
+		return bi, true
+	}
+	return nil, false
+}

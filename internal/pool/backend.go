@@ -115,8 +115,9 @@ func NewBackend(address string, u *url.URL, weight int) *Backend {
 // so that slow start can ramp a weight-1 backend smoothly.
 const WeightScale = 100
 
-// Joined marks b as just added to a running pool, so that it goes through
-// slow start (backends present at start-up start at full weight).
+// Joined marks b as (re)joining rotation now — added to a running pool,
+// healthy again, or enabled — so that it goes through slow start. Backends
+// present at start-up start at full weight.
 func (b *Backend) Joined() { b.upSince.Store(time.Now().UnixNano()) }
 
 // Weight returns the configured weight (≥ 1).

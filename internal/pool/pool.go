@@ -223,36 +223,34 @@ func (p *Pool) Remove(b *Backend) bool {
 // reports whether it changed. downUntil is the time a Down backend may return
 // on its own (zero: only a passing check).
 func (p *Pool) SetHealth(b *Backend, h Health, downUntil time.Time) bool {
-	p.mu.Lock()
-	from := b.State()
-	old := Health(b.health.Swap(int32(h)))
-	if h == Down && !downUntil.IsZero() {
-		b.downUntil.Store(downUntil.UnixNano())
-	} else if h != Down {
-		b.downUntil.Store(0)
-	}
-	changed := old != h
-	if changed {
-		if h == Healthy {
-			b.upSince.Store(time.Now().UnixNano())
+	return p.transition(b, func() (bool, bool) {
+		old := Health(b.health.Swap(int32(h)))
+		if h == Down && !downUntil.IsZero() {
+			b.downUntil.Store(downUntil.UnixNano())
+		} else if h != Down {
+			b.downUntil.Store(0)
 		}
-		p.rebuildLocked()
-	}
-	p.mu.Unlock()
-	if changed {
-		p.notify(b, from)
-	}
-	return changed
+		return old != h, h == Healthy
+	})
 }
 
 // SetAdmin changes b's operator state and rebuilds the picker.
 func (p *Pool) SetAdmin(b *Backend, a Admin) bool {
+	return p.transition(b, func() (bool, bool) {
+		return Admin(b.admin.Swap(int32(a))) != a, a == Enabled
+	})
+}
+
+// transition runs set under mu; when set reports a change it rebuilds the
+// picker (starting slow start when the backend came back) and, outside the
+// lock, announces the new state word.
+func (p *Pool) transition(b *Backend, set func() (changed, back bool)) bool {
 	p.mu.Lock()
 	from := b.State()
-	changed := Admin(b.admin.Swap(int32(a))) != a
+	changed, back := set()
 	if changed {
-		if a == Enabled {
-			b.upSince.Store(time.Now().UnixNano())
+		if back {
+			b.Joined()
 		}
 		p.rebuildLocked()
 	}
