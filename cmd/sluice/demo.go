@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/backend"
+	"github.com/sluice-lb/sluice/internal/server"
 )
 
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -68,7 +69,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		bcancel()
 		wg.Wait()
 	}()
-	return serve(ctx, cfg, stdout, stderr, func() { printTour(stdout, *listen, *adminAddr, urls) })
+	return serve(ctx, cfg, stdout, stderr, func(context.Context, *server.Server) { printTour(stdout, *listen, *adminAddr, urls) })
 }
 
 func printTour(w io.Writer, listen, adminAddr string, backends []string) {

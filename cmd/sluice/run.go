@@ -26,14 +26,15 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	healthPath := fs.String("health-path", "/", "quick form: path of the HTTP health check")
 	healthInterval := fs.Duration("health-interval", 10*time.Second, "quick form: time between health checks (0 turns them off)")
 	adminAddr := fs.String("admin", "127.0.0.1:9090", "quick form: admin API, metrics and dashboard address")
+	watch := fs.Bool("watch", false, "reload the config file when its content changes (checked every second)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	quick := len(backends) > 0
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if quick && set["config"] {
-		return usageError{errors.New("give either -config or -backend flags, not both")}
+	if quick && (set["config"] || *watch) {
+		return usageError{errors.New("give either -config (with -watch) or -backend flags, not both")}
 	}
 	if !quick {
 		for _, name := range []string{"listen", "balance", "health-path", "health-interval", "admin"} {
@@ -59,7 +60,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return configError(err, *path)
 		}
 	}
-	return serve(ctx, cfg, stdout, stderr, nil)
+	var started func(context.Context, *server.Server)
+	if *watch {
+		started = func(ctx context.Context, srv *server.Server) { go srv.Watch(ctx, time.Second) }
+	}
+	return serve(ctx, cfg, stdout, stderr, started)
 }
 
 // quickConfig builds the one-listener, one-pool config of the quick form.
@@ -123,8 +128,9 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 
 // serve runs a server until SIGINT/SIGTERM, reloading on SIGHUP. A second
 // SIGINT/SIGTERM during shutdown kills the process at once. started, when
-// not nil, is called once the server is ready.
-func serve(ctx context.Context, cfg *config.Config, stdout, stderr io.Writer, started func()) error {
+// not nil, is called once the server is ready, with a context that ends at
+// shutdown.
+func serve(ctx context.Context, cfg *config.Config, stdout, stderr io.Writer, started func(context.Context, *server.Server)) error {
 	logger := newLogger(cfg.Log, stderr)
 	srv, err := server.New(cfg, server.Options{Logger: logger, Version: versionString(), Stdout: stdout})
 	if err != nil {
@@ -158,7 +164,7 @@ func serve(ctx context.Context, cfg *config.Config, stdout, stderr io.Writer, st
 				case <-time.After(20 * time.Millisecond):
 				}
 			}
-			started()
+			started(ctx, srv)
 		}()
 	}
 	return srv.Run(ctx)

@@ -25,7 +25,6 @@ var notSupportedYet = []struct {
 	{key: "h2c", what: "h2c", listener: func(l *Listener) bool { return l.H2C }, fix: "remove it or set it to false"},
 	{key: "proxy_protocol", what: "proxy_protocol", listener: func(l *Listener) bool { return l.ProxyProtocol }, fix: "remove it or set it to false"},
 	{key: "engine", what: `an engine other than "std"`, listener: func(l *Listener) bool { return l.Engine != "" && l.Engine != "std" }, fix: "remove it"},
-	{key: "limits.max_connections", what: "limits.max_connections", listener: func(l *Listener) bool { return l.Limits.MaxConnections > 0 }, fix: "remove it or set it to 0"},
 	{key: "discovery", what: "discovery", pool: func(p *Pool) bool { return p.Discovery != nil }, fix: "list the backends under backends"},
 	{key: "upstream_http2", what: "upstream_http2", pool: func(p *Pool) bool { return p.UpstreamHTTP2 }, fix: "remove it or set it to false"},
 	{key: "max_connections_per_backend", what: "max_connections_per_backend", pool: func(p *Pool) bool { return p.MaxConnectionsPerBackend > 0 }, fix: "remove it or set it to 0"},

@@ -87,15 +87,15 @@ func TestForwardedHeadersAndRequestID(t *testing.T) {
 func TestHopByHopHeadersAreNotForwarded(t *testing.T) {
 	b := startBackend(t, "echo")
 	s := startSluice(t, oneListener(poolOf("web", b)))
-	r := rawExchange(t, s.Addr("public"), "GET /echo HTTP/1.1\r\n"+
+	r := rawConversation(t, s.Addr("public"), "GET /echo HTTP/1.1\r\n"+
 		"Host: hop.example\r\n"+
-		"Connection: close, X-Forwarded-For, X-Custom\r\n"+
+		"Connection: X-Forwarded-For, X-Custom\r\n"+
 		"X-Custom: 1\r\n"+
 		"Keep-Alive: timeout=5\r\n"+
 		"Proxy-Connection: keep-alive\r\n"+
 		"Upgrade: h2c\r\n"+
 		"X-Kept: yes\r\n"+
-		"\r\n")
+		"\r\n", 1, 0)[0]
 	if r.Status != 200 {
 		t.Fatalf("status line %q, want 200", r.StatusLine)
 	}

@@ -104,9 +104,9 @@ func leakedGoroutines() []string {
 		buf = make([]byte, 2*len(buf))
 	}
 	benign := []string{
-		"testing.(*M).", "testing.tRunner", "runtime.goexit", "os/signal.signal_recv",
+		"testing.(*M).", "testing.tRunner", "os/signal.signal_recv",
 		"runtime.ensureSigM", "e2e.waitNoLeaks", "e2e.leakedGoroutines", "testing.runFuzzing",
-		"runtime/trace.", "internal/poll.runtime_pollWait\n\t.*os/exec", "created by os/signal.Notify",
+		"created by os/signal.Notify",
 	}
 	var leaks []string
 	for _, g := range strings.Split(string(buf), "\n\n") {
@@ -156,14 +156,14 @@ func (l *logBuffer) String() string {
 // testLogger returns a logger into a buffer that is printed (as name) when
 // t fails. The dump is registered first, so it runs after every later
 // cleanup, when nothing writes to the buffer any more.
-func testLogger(t testing.TB, name string) (*slog.Logger, *logBuffer) {
+func testLogger(t testing.TB, name string) *slog.Logger {
 	lb := &logBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("--- %s log ---\n%s", name, lb.String())
 		}
 	})
-	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})), lb
+	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // countingListener counts accepted connections.
@@ -188,9 +188,6 @@ type demoBackend struct {
 	Addr   string // host:port, fixed for the backend's life
 	logger *slog.Logger
 
-	// Accepted counts connections accepted over every run.
-	Accepted atomic.Int64
-
 	mu     sync.Mutex // guards cancel and done
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -200,7 +197,7 @@ type demoBackend struct {
 // it is stopped when the test ends.
 func startBackend(t testing.TB, name string) *demoBackend {
 	t.Helper()
-	logger, _ := testLogger(t, "backend "+name)
+	logger := testLogger(t, "backend "+name)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen for backend %s: %v", name, err)
@@ -234,7 +231,7 @@ func (b *demoBackend) serve(ln net.Listener) {
 	go func() {
 		defer close(done)
 		defer ln.Close()
-		srv.Serve(ctx, countingListener{ln, &b.Accepted})
+		srv.Serve(ctx, ln)
 	}()
 }
 
@@ -288,11 +285,14 @@ func deadAddr(t testing.TB) string {
 
 // sluice is a sluice server running in the test process.
 type sluice struct {
-	t      testing.TB
-	srv    *server.Server
-	Log    *logBuffer
-	Access *logBuffer
+	t    testing.TB
+	srv  *server.Server
+	stop func()
 }
+
+// Stop cancels Run and waits (bounded) until it has returned; the test's
+// cleanup calls it too.
+func (s *sluice) Stop() { s.stop() }
 
 // poolOf returns a round robin pool named name over backends.
 func poolOf(name string, backends ...*demoBackend) config.Pool {
@@ -325,8 +325,13 @@ func oneListener(pools ...config.Pool) *config.Config {
 // until the test ends.
 func startSluice(t testing.TB, cfg *config.Config) *sluice {
 	t.Helper()
-	logger, lb := testLogger(t, "sluice")
+	logger := testLogger(t, "sluice")
 	access := &logBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- sluice access log ---\n%s", access.String())
+		}
+	})
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config.Validate: %v", err)
@@ -338,7 +343,7 @@ func startSluice(t testing.TB, cfg *config.Config) *sluice {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Run(ctx) }()
-	t.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		cancel()
 		select {
 		case err := <-errc:
@@ -349,6 +354,7 @@ func startSluice(t testing.TB, cfg *config.Config) *sluice {
 			t.Errorf("Run did not return within 20s of its context being cancelled")
 		}
 	})
+	t.Cleanup(stop)
 	deadline := time.Now().Add(10 * time.Second)
 	for !srv.Ready() {
 		select {
@@ -361,7 +367,7 @@ func startSluice(t testing.TB, cfg *config.Config) *sluice {
 			t.Fatal("server not ready within 10s")
 		}
 	}
-	return &sluice{t: t, srv: srv, Log: lb, Access: access}
+	return &sluice{t: t, srv: srv, stop: stop}
 }
 
 // Addr is the bound address of a listener.
@@ -489,17 +495,28 @@ func parseEcho(t testing.TB, body string) echo {
 
 // rawResult is a response read off a raw connection.
 type rawResult struct {
-	StatusLine string
+	StatusLine string // e.g. "HTTP/1.1 400 Bad Request"
 	Status     int
 	Header     http.Header
 	Body       string
-	// Closed: the server closed the connection after the response.
+	// Closed: the server closed the connection after the response (set on
+	// the last response of a conversation only).
 	Closed bool
 }
 
 // rawExchange writes raw to a new connection to addr, reads one response
-// and then whether the server closes the connection (within 3s).
+// and then whether the server closes the connection (within 3s); more bytes
+// after the response fail the test.
 func rawExchange(t testing.TB, addr, raw string) rawResult {
+	t.Helper()
+	return rawConversation(t, addr, raw, 1, 3*time.Second)[0]
+}
+
+// rawConversation writes raw (which may hold pipelined requests) to a new
+// connection to addr and reads n responses, then, unless closeWait is 0,
+// whether the server closes the connection within closeWait; more bytes
+// after them fail the test.
+func rawConversation(t testing.TB, addr, raw string, n int, closeWait time.Duration) []rawResult {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -510,50 +527,42 @@ func rawExchange(t testing.TB, addr, raw string) rawResult {
 	if _, err := io.WriteString(c, raw); err != nil {
 		t.Fatalf("write request: %v", err)
 	}
-	br := bufio.NewReader(c)
-	var res rawResult
-	line, err := br.ReadString('\n')
-	if err != nil {
-		t.Fatalf("reading the status line: %v (got %q)", err, line)
-	}
-	res.StatusLine = strings.TrimRight(line, "\r\n")
-	// Parse the rest with net/http, from the status line we already have.
 	method := http.MethodGet
 	if strings.HasPrefix(raw, "HEAD ") {
 		method = http.MethodHead
 	}
-	rr := bufio.NewReader(io.MultiReader(strings.NewReader(line), br))
-	resp, err := http.ReadResponse(rr, &http.Request{Method: method})
-	if err != nil {
-		t.Fatalf("reading the response after %q: %v", res.StatusLine, err)
+	br := bufio.NewReader(c)
+	results := make([]rawResult, n)
+	for i := range results {
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			t.Fatalf("reading response %d of %d: %v", i+1, n, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		line := resp.Proto + " " + resp.Status
+		if err != nil {
+			t.Fatalf("reading the body after %q: %v", line, err)
+		}
+		results[i] = rawResult{StatusLine: line, Status: resp.StatusCode, Header: resp.Header, Body: string(body)}
 	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatalf("reading the body after %q: %v", res.StatusLine, err)
+	if closeWait == 0 {
+		return results
 	}
-	res.Status, res.Header, res.Body = resp.StatusCode, resp.Header, string(body)
 	// Whatever comes next must be the end of the connection.
-	c.SetReadDeadline(time.Now().Add(3 * time.Second))
-	n, err := rr.Read(make([]byte, 1))
+	last := &results[n-1]
+	c.SetReadDeadline(time.Now().Add(closeWait))
+	m, err := br.Read(make([]byte, 1))
 	var ne net.Error
 	switch {
-	case n > 0:
-		t.Errorf("after %q the server sent more bytes", res.StatusLine)
+	case m > 0:
+		t.Errorf("after %q the server sent more bytes", last.StatusLine)
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
-		res.Closed = true
+		last.Closed = true
 	case errors.As(err, &ne) && ne.Timeout():
-		res.Closed = false
+		last.Closed = false
 	case err != nil: // a reset is a close too
-		res.Closed = true
+		last.Closed = true
 	}
-	return res
-}
-
-// rawRequest is rawExchange reduced to the status line and whether the
-// connection was closed.
-func rawRequest(t testing.TB, addr, raw string) (statusLine string, closed bool) {
-	t.Helper()
-	r := rawExchange(t, addr, raw)
-	return r.StatusLine, r.Closed
+	return results
 }

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/sluice-lb/sluice/internal/config"
 )
@@ -19,6 +22,16 @@ type countingBackend struct {
 	URL      string
 	Accepted atomic.Int64
 	Requests atomic.Int64
+
+	mu    sync.Mutex // guards paths
+	paths []string
+}
+
+// Paths returns the paths of every request served, in order.
+func (cb *countingBackend) Paths() []string {
+	cb.mu.Lock()
+	defer cb.mu.Unlock()
+	return slices.Clone(cb.paths)
 }
 
 func startCountingBackend(t *testing.T) *countingBackend {
@@ -26,6 +39,9 @@ func startCountingBackend(t *testing.T) *countingBackend {
 	cb := &countingBackend{}
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cb.Requests.Add(1)
+		cb.mu.Lock()
+		cb.paths = append(cb.paths, r.URL.Path)
+		cb.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("X-Backend", "counting")
 		json.NewEncoder(w).Encode(map[string]any{"method": r.Method, "path": r.URL.Path, "headers": r.Header})
@@ -115,8 +131,8 @@ func TestHostileRequestsAreRefusedBeforeAnyBackend(t *testing.T) {
 	})
 	t.Run("h2c upgrade is stripped, not refused", func(t *testing.T) {
 		before := cb.Requests.Load()
-		r := rawExchange(t, s.Addr("public"), "GET /echo HTTP/1.1\r\nHost: good.example\r\n"+
-			"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+		r := rawConversation(t, s.Addr("public"), "GET /echo HTTP/1.1\r\nHost: good.example\r\n"+
+			"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", 1, 0)[0]
 		if r.Status != 200 {
 			t.Fatalf("status line %q, want 200; body %q", r.StatusLine, r.Body)
 		}
@@ -130,4 +146,43 @@ func TestHostileRequestsAreRefusedBeforeAnyBackend(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestPipelinedRequestsAroundARefusal(t *testing.T) {
+	const (
+		valid    = "GET /echo HTTP/1.1\r\nHost: good.example\r\n\r\n"
+		smuggled = "GET /smuggled HTTP/1.1\r\nHost: good.example\r\n\r\n"
+	)
+	for _, tc := range []struct {
+		name      string
+		raw       string
+		want      []int    // statuses of the responses, in order
+		wantPaths []string // what the backend saw
+	}{
+		{"a request smuggled behind Content-Length and Transfer-Encoding",
+			valid + "POST /echo HTTP/1.1\r\nHost: good.example\r\nContent-Length: 48\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled,
+			[]int{200, 400}, []string{"/echo"}},
+		{"a request smuggled behind a bad chunk size",
+			valid + "POST /echo HTTP/1.1\r\nHost: good.example\r\nTransfer-Encoding: chunked\r\n\r\n-0\r\n\r\n" + smuggled,
+			[]int{200, 400}, []string{"/echo"}},
+		{"requests after a refused one", "TRACE / HTTP/1.1\r\nHost: good.example\r\n\r\n" + valid + smuggled,
+			[]int{405}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cb := startCountingBackend(t)
+			s := startSluice(t, oneListener(poolAt("web", cb.URL)))
+			rs := rawConversation(t, s.Addr("public"), tc.raw, len(tc.want), 3*time.Second)
+			for i, r := range rs {
+				if r.Status != tc.want[i] {
+					t.Errorf("response %d: %q, want %d; body %.200q", i+1, r.StatusLine, tc.want[i], r.Body)
+				}
+			}
+			if !rs[len(rs)-1].Closed {
+				t.Errorf("the connection stayed open after the refusal, want it closed")
+			}
+			if got := cb.Paths(); !slices.Equal(got, tc.wantPaths) {
+				t.Errorf("backend saw paths %q, want %q", got, tc.wantPaths)
+			}
+		})
+	}
 }

@@ -160,10 +160,10 @@ func runConfig(t *testing.T, yaml string) (p *proc, file, addr, admin string) {
 
 // singlePoolYAML is a config with listener "public" on 127.0.0.1:0 in front
 // of one pool "web" over backends, admin on 127.0.0.1:0.
-func singlePoolYAML(extraPool string, backends ...*demoBackend) string {
+func singlePoolYAML(backends ...*demoBackend) string {
 	var b strings.Builder
 	b.WriteString("listeners:\n  - name: public\n    address: \"127.0.0.1:0\"\n    pool: web\n")
-	b.WriteString("pools:\n  - name: web\n" + extraPool + "    backends:\n")
+	b.WriteString("pools:\n  - name: web\n    backends:\n")
 	for _, be := range backends {
 		fmt.Fprintf(&b, "      - address: %q\n", be.URL())
 	}
@@ -174,7 +174,7 @@ func singlePoolYAML(extraPool string, backends ...*demoBackend) string {
 func TestProcessUploads100MiBWithBoundedMemory(t *testing.T) {
 	t.Parallel()
 	be := startBackend(t, "sink")
-	p, _, addr, _ := runConfig(t, singlePoolYAML("", be))
+	p, _, addr, _ := runConfig(t, singlePoolYAML(be))
 	c := newClient(t)
 	c.Timeout = 2 * time.Minute
 	const size = 100 << 20
@@ -192,8 +192,13 @@ func TestProcessUploads100MiBWithBoundedMemory(t *testing.T) {
 			if r.Status != 200 {
 				t.Fatalf("status %d, want 200; body %.200q", r.Status, r.Body)
 			}
-			if e := parseEcho(t, r.Body); e.BodyBytes != size {
+			e := parseEcho(t, r.Body)
+			if e.BodyBytes != size {
 				t.Fatalf("backend got body_bytes %d, want %d", e.BodyBytes, size)
+			}
+			// Streamed as it came: a chunked upload stays chunked.
+			if cl, _ := e.Raw["content_length"].(float64); int64(cl) != tc.length {
+				t.Errorf("backend saw content_length %v, want %d", e.Raw["content_length"], tc.length)
 			}
 		})
 	}
@@ -323,7 +328,7 @@ func inFlight(c *http.Client, admin string) int {
 func TestProcessSIGTERMLetsARequestInFlightFinish(t *testing.T) {
 	t.Parallel()
 	be := startBackend(t, "slow")
-	p, _, addr, admin := runConfig(t, singlePoolYAML("", be))
+	p, _, addr, admin := runConfig(t, singlePoolYAML(be))
 	c := newClient(t)
 	type result struct {
 		r   reply
@@ -337,17 +342,37 @@ func TestProcessSIGTERMLetsARequestInFlightFinish(t *testing.T) {
 	eventually(t, 10*time.Second, "admin /api/v1/pools shows the request in flight", func() bool {
 		return inFlight(c, admin) == 1
 	})
+	if r, err := tryGet(c, "http://"+admin+"/readyz"); err != nil || r.Status != 200 {
+		t.Fatalf("before SIGTERM /readyz: status %d, err %v; want 200", r.Status, err)
+	}
 	p.signal(syscall.SIGTERM)
-	select {
-	case got := <-res:
-		if got.err != nil {
-			t.Fatalf("request in flight during SIGTERM: %v", got.err)
+	// /readyz turns 503 at once, while the request is still in flight.
+	var got result
+	finished := false
+	eventually(t, 10*time.Second, "/readyz answers 503 while the request is in flight", func() bool {
+		select {
+		case got = <-res:
+			finished = true
+			return true
+		default:
 		}
-		if got.r.Status != 200 {
-			t.Fatalf("request in flight during SIGTERM: status %d, want 200; body %q", got.r.Status, got.r.Body)
+		r, err := tryGet(c, "http://"+admin+"/readyz")
+		return err == nil && r.Status == http.StatusServiceUnavailable
+	})
+	if finished {
+		t.Errorf("the request finished before /readyz was seen answering 503")
+	} else {
+		select {
+		case got = <-res:
+		case <-time.After(15 * time.Second):
+			t.Fatal("request in flight during SIGTERM did not finish within 15s")
 		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("request in flight during SIGTERM did not finish within 15s")
+	}
+	if got.err != nil {
+		t.Fatalf("request in flight during SIGTERM: %v", got.err)
+	}
+	if got.r.Status != 200 {
+		t.Fatalf("request in flight during SIGTERM: status %d, want 200; body %q", got.r.Status, got.r.Body)
 	}
 	if code := p.wait(20 * time.Second); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0", code)

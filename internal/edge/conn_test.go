@@ -310,3 +310,15 @@ func TestConnDeadlineAbortsRead(t *testing.T) {
 		t.Fatalf("after the deadline: %q, %v", p[:n], err)
 	}
 }
+
+func BenchmarkConnRead(b *testing.B) {
+	c := NewConn(&scriptConn{loop: []byte(typicalHead)}, Limits{})
+	p := make([]byte, 4096)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(typicalHead)))
+	for b.Loop() {
+		if _, err := c.Read(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

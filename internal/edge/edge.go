@@ -18,6 +18,7 @@ package edge
 import (
 	"errors"
 	"net/http"
+	"strconv"
 )
 
 // DESIGN defaults for the zero values of Limits.
@@ -84,7 +85,7 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	return "edge: " + http.StatusText(e.Status) + ": " + e.Reason
+	return "edge: " + e.Reason + " (" + strconv.Itoa(e.Status) + ")"
 }
 
 // Is makes every *Error match ErrMalformed.

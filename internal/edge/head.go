@@ -43,9 +43,10 @@ type Head struct {
 // holds the whole head it returns the head's length, its terminating empty
 // line included. While b ends before the head does it returns 0 and a nil
 // error; a caller that has more bytes calls again with all of them. A refused
-// head gives an *Error. Refusals come in the order of the bytes that cause
-// them, so a head refused early (a 9 KiB target: 414) is refused the same way
-// however little of it b holds. It does not allocate.
+// head gives an *Error. What shows before the head ends (a bad method, a
+// target over MaxURIBytes: 414, a head over MaxHeaderBytes: 431) is refused as
+// soon as b holds it, and the verdict never depends on how much of the input
+// b holds. It does not allocate.
 func ParseRequestHead(b []byte, lim Limits, h *Head) (int, error) {
 	lim = lim.resolved()
 	var s scanner
@@ -409,7 +410,9 @@ func (h *Head) finish(f *fieldState) *Error {
 	if h.Minor == 0 && !f.keepAlive {
 		h.Close = true
 	}
-	h.WebSocket = f.connUpgrade && f.sawUpgrade && equalFold(f.upgrade, "websocket")
+	// The proxy trims the Upgrade value with strings.TrimSpace; so do we, so
+	// that the guard never stops parsing where the proxy sees no upgrade.
+	h.WebSocket = f.connUpgrade && f.sawUpgrade && equalFold(bytes.TrimSpace(f.upgrade), "websocket")
 	return nil
 }
 

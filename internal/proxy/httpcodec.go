@@ -130,6 +130,12 @@ func (a *httpAttempt) serve(l *Listener, info *pool.PickInfo) (Result, int) {
 			return Result{}, a.fail(status, reason, true)
 		}
 	}
+	if upgradeType(r.Header) == "websocket" {
+		// The only upgrade passed on. The guard stops checking this
+		// connection after an upgrade request, so any answer but a 101 must
+		// close it (fail and deliver do).
+		a.upType = "websocket"
+	}
 	switch r.Method {
 	case http.MethodConnect, http.MethodTrace:
 		return Result{}, a.fail(http.StatusMethodNotAllowed, "method not allowed", true)
@@ -187,7 +193,7 @@ func (a *httpAttempt) serve(l *Listener, info *pool.PickInfo) (Result, int) {
 			"tries", res.Tries, "error", res.Err, "request_id", a.id)
 	}
 	msg := statusText(status)
-	return res, a.fail(status, msg, res.Class == ClientError || a.upType != "")
+	return res, a.fail(status, msg, res.Class == ClientError)
 }
 
 // buildOutbound prepares the request sent to backends: the client's
@@ -202,14 +208,11 @@ func (a *httpAttempt) buildOutbound(l *Listener, peer netip.Addr, path, escaped 
 	if out.Header == nil {
 		out.Header = http.Header{}
 	}
-	a.upType = upgradeType(r.Header)
 	removeHopHeaders(out.Header)
 	if a.upType == "websocket" {
 		// The only upgrade passed on; h2c and others are dropped.
 		out.Header.Set("Connection", "Upgrade")
 		out.Header.Set("Upgrade", r.Header.Get("Upgrade"))
-	} else {
-		a.upType = ""
 	}
 	if te := r.Header.Get("Te"); strings.EqualFold(strings.TrimSpace(te), "trailers") {
 		out.Header.Set("Te", "trailers") // gRPC needs it end to end
@@ -413,7 +416,7 @@ func (a *httpAttempt) fail(status int, msg string, closeConn bool) int {
 	if status == http.StatusServiceUnavailable && a.t != nil {
 		hdr.Set("Retry-After", a.t.RetryAfter)
 	}
-	if closeConn {
+	if closeConn || a.upType != "" {
 		hdr.Set("Connection", "close")
 	}
 	a.w.WriteHeader(status)

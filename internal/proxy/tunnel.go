@@ -7,30 +7,43 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Tunnels tracks upgraded (WebSocket) connections, which net/http no longer
-// sees after they are hijacked, so that shutdown can close them. The zero
-// value is ready.
+// sees after they are hijacked, so that shutdown can close them with a close
+// frame. The zero value is ready.
 type Tunnels struct {
 	mu    sync.Mutex // guards conns and wg.Add
-	conns map[net.Conn]struct{}
+	conns map[*tunnel]struct{}
 	wg    sync.WaitGroup
 }
 
-func (t *Tunnels) add(c net.Conn) {
+// tunnel is one upgraded connection pair.
+type tunnel struct {
+	client net.Conn
+	back   io.Closer
+
+	// mu serialises writes to the client: the backend→client copy and the
+	// shutdown close frame. frames and closing are guarded by it.
+	mu      sync.Mutex
+	frames  wsFrames
+	closing bool
+}
+
+func (t *Tunnels) add(tn *tunnel) {
 	t.mu.Lock()
 	if t.conns == nil {
-		t.conns = map[net.Conn]struct{}{}
+		t.conns = map[*tunnel]struct{}{}
 	}
-	t.conns[c] = struct{}{}
+	t.conns[tn] = struct{}{}
 	t.wg.Add(1)
 	t.mu.Unlock()
 }
 
-func (t *Tunnels) remove(c net.Conn) {
+func (t *Tunnels) remove(tn *tunnel) {
 	t.mu.Lock()
-	delete(t.conns, c)
+	delete(t.conns, tn)
 	t.mu.Unlock()
 	t.wg.Done()
 }
@@ -42,14 +55,116 @@ func (t *Tunnels) Len() int {
 	return len(t.conns)
 }
 
-// CloseAll closes every tunnel and waits until their copies have ended.
-func (t *Tunnels) CloseAll() {
+// closeFrame is a WebSocket close frame from the server side (unmasked):
+// status 1001 "going away".
+var closeFrame = append([]byte{0x88, 2 + 10, 0x03, 0xe9}, "going away"...)
+
+// CloseAll sends every WebSocket client a close frame (1001, going away)
+// at the next frame boundary, waiting up to wait for one, then closes both
+// sides and waits until the copies have ended.
+func (t *Tunnels) CloseAll(wait time.Duration) {
 	t.mu.Lock()
-	for c := range t.conns {
-		c.Close()
+	list := make([]*tunnel, 0, len(t.conns))
+	for tn := range t.conns {
+		list = append(list, tn)
 	}
 	t.mu.Unlock()
+	deadline := time.Now().Add(wait)
+	var wg sync.WaitGroup
+	for _, tn := range list {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tn.goAway(deadline)
+		}()
+	}
+	wg.Wait()
 	t.wg.Wait()
+}
+
+// goAway writes the close frame once the client stream is between frames
+// (or gives up at deadline), then closes both connections.
+func (tn *tunnel) goAway(deadline time.Time) {
+	for {
+		tn.mu.Lock()
+		if tn.frames.atBoundary() || time.Now().After(deadline) {
+			if tn.frames.atBoundary() {
+				tn.client.SetWriteDeadline(time.Now().Add(time.Second))
+				tn.client.Write(closeFrame)
+			}
+			tn.closing = true
+			tn.mu.Unlock()
+			break
+		}
+		tn.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+	}
+	tn.back.Close()
+	tn.client.Close()
+}
+
+// Write copies backend bytes to the client, tracking frame boundaries; it
+// fails once shutdown has sent the close frame.
+func (tn *tunnel) Write(p []byte) (int, error) {
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	if tn.closing {
+		return 0, net.ErrClosed
+	}
+	n, err := tn.client.Write(p)
+	tn.frames.feed(p[:n])
+	return n, err
+}
+
+// wsFrames follows the frame structure of a WebSocket byte stream (RFC 6455
+// §5.2) just far enough to know whether it is between two frames.
+type wsFrames struct {
+	hdr  [14]byte
+	nhdr int    // header bytes seen of the current frame
+	left uint64 // payload bytes still to come
+}
+
+func (f *wsFrames) atBoundary() bool { return f.nhdr == 0 && f.left == 0 }
+
+func (f *wsFrames) feed(p []byte) {
+	for len(p) > 0 {
+		if f.left > 0 {
+			n := min(uint64(len(p)), f.left)
+			f.left -= n
+			p = p[n:]
+			continue
+		}
+		f.hdr[f.nhdr] = p[0]
+		f.nhdr++
+		p = p[1:]
+		if f.nhdr < 2 {
+			continue
+		}
+		need := 2
+		switch f.hdr[1] & 0x7f {
+		case 126:
+			need += 2
+		case 127:
+			need += 8
+		}
+		if f.hdr[1]&0x80 != 0 {
+			need += 4 // masking key
+		}
+		if f.nhdr < need {
+			continue
+		}
+		switch l := uint64(f.hdr[1] & 0x7f); l {
+		case 126:
+			f.left = uint64(f.hdr[2])<<8 | uint64(f.hdr[3])
+		case 127:
+			for i := 2; i < 10; i++ {
+				f.left = f.left<<8 | uint64(f.hdr[i])
+			}
+		default:
+			f.left = l
+		}
+		f.nhdr = 0
+	}
 }
 
 // tunnel completes a protocol switch the backend accepted: it hijacks the
@@ -85,8 +200,9 @@ func (a *httpAttempt) tunnel(resp *http.Response) Outcome {
 		return Outcome{Class: Done, Status: resp.StatusCode, Err: err}
 	}
 
-	a.h.tunnels.add(conn)
-	defer a.h.tunnels.remove(conn)
+	tn := &tunnel{client: conn, back: backConn}
+	a.h.tunnels.add(tn)
+	defer a.h.tunnels.remove(tn)
 	errc := make(chan error, 2)
 	go func() {
 		// brw.Reader holds any bytes the client sent after its request.
@@ -94,7 +210,7 @@ func (a *httpAttempt) tunnel(resp *http.Response) Outcome {
 		errc <- err
 	}()
 	go func() {
-		n, err := io.Copy(conn, backConn)
+		n, err := io.Copy(tn, backConn)
 		a.bytes += n
 		errc <- err
 	}()

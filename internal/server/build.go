@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"golang.org/x/net/netutil"
 	"net"
 	"net/http"
 	"reflect"
@@ -96,8 +97,9 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 	return snap
 }
 
-// stopPools stops the checkers of pools that left service and waits for
-// them. Idle upstream connections of transports no longer used are closed.
+// stopPools stops the health loops of pools that left service and waits for
+// them. Their transports may live on in the next snapshot: callers close
+// idle connections of those that do not.
 func (s *Server) stopPools(ps []*poolRT) {
 	for _, p := range ps {
 		p.cancel()
@@ -197,7 +199,13 @@ func (l *listener) serve(s *Server) {
 		},
 		ErrorLog: slogLogger(s),
 	}
-	guarded := edge.NewListener(l.ln, edge.Limits{MaxURIBytes: lim.MaxURIBytes,
+	ln := l.ln
+	if n := lim.MaxConnections; n > 0 {
+		// Like HAProxy's maxconn: past the limit, connections wait in the
+		// kernel's accept queue instead of being accepted.
+		ln = netutil.LimitListener(ln, n)
+	}
+	guarded := edge.NewListener(ln, edge.Limits{MaxURIBytes: lim.MaxURIBytes,
 		MaxHeaderBytes: lim.MaxHeaderBytes, MaxHeaders: lim.MaxHeaders})
 	go func() {
 		defer close(l.done)

@@ -34,6 +34,7 @@ func (s *Server) reloadLocked() error {
 	if s.cfg.Path == "" {
 		return errNoFile
 	}
+	hash := fileHash(s.cfg.Path)
 	cfg, err := config.Load(s.cfg.Path)
 	if err != nil {
 		return err
@@ -84,7 +85,7 @@ func (s *Server) reloadLocked() error {
 		s.logger.Warn("log changes take effect at the next restart")
 	}
 	cfg.Admin, cfg.AccessLog = s.cfg.Admin, s.cfg.AccessLog
-	s.cfg = cfg
+	s.cfg, s.cfgHash = cfg, hash
 	return nil
 }
 

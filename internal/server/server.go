@@ -54,6 +54,7 @@ type Server struct {
 	// of membership.
 	mu        sync.Mutex
 	cfg       *config.Config
+	cfgHash   []byte // of the file cfg was loaded from (nil: none)
 	snap      atomic.Pointer[snapshot]
 	listeners map[string]*listener // by name
 	slotNames [pool.MaxListeners]atomic.Pointer[string]
@@ -100,6 +101,9 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	key := make([]byte, 32)
 	rand.Read(key)
 	s.stickyKey = key
+	if cfg.Path != "" {
+		s.cfgHash = fileHash(cfg.Path)
+	}
 	s.lastReloadOK.Store(true)
 	w, err := s.accessWriter(cfg.AccessLog)
 	if err != nil {
@@ -247,14 +251,17 @@ func (s *Server) shutdown() error {
 			l.shutdown(ctx)
 		}()
 	}
-	// Tunnels (WebSockets) do not end by themselves: close them now so the
-	// wait below is for ordinary requests.
-	s.tunnels.CloseAll()
+	// Tunnels (WebSockets) do not end by themselves: send each client a
+	// close frame now, so the wait below is for ordinary requests.
+	s.tunnels.CloseAll(min(5*time.Second, cfg.ShutdownTimeout))
 	wg.Wait()
 	s.admin.Shutdown(ctx)
 	s.cancel()
 	if snap := s.snap.Load(); snap != nil {
 		s.stopPools(snap.pools)
+		for _, p := range snap.pools {
+			p.transport.CloseIdleConnections()
+		}
 	}
 	s.wg.Wait()
 	if ctx.Err() != nil {

@@ -170,3 +170,95 @@ func TestStartupFailures(t *testing.T) {
 		t.Fatalf("Run on a busy port = %v, want an error that says the port is in use", err)
 	}
 }
+
+func TestWatchReloadsOnChange(t *testing.T) {
+	bctx, bcancel := context.WithCancel(context.Background())
+	a, b := startBackend(t, bctx), startBackend(t, bctx)
+	t.Cleanup(bcancel) // runs before the backends' cleanups wait for them
+	path := filepath.Join(t.TempDir(), "sluice.yaml")
+	writeConfig(t, path, []string{a}, "")
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, "ready", srv.Ready)
+	go srv.Watch(ctx, 50*time.Millisecond)
+
+	writeConfig(t, path, []string{a, b}, "")
+	eventually(t, "the watched file's new backend appears", func() bool {
+		return srv.Pools()[0].Find(b) != nil
+	})
+	os.WriteFile(path, []byte("pools: {\n"), 0o644)
+	eventually(t, "a broken file counts as a failed reload", func() bool {
+		_, failed, last := srv.Reloads()
+		return failed == 1 && !last
+	})
+	if srv.Pools()[0].Find(b) == nil {
+		t.Errorf("a broken file changed the running config")
+	}
+}
+
+func TestMaxConnections(t *testing.T) {
+	bctx, bcancel := context.WithCancel(context.Background())
+	a := startBackend(t, bctx)
+	t.Cleanup(bcancel)
+	cfg := &config.Config{
+		Listeners: []config.Listener{{Name: "public", Address: "127.0.0.1:0", Pool: "web",
+			Limits: config.Limits{MaxConnections: 1}}},
+		Pools:     []config.Pool{{Name: "web", Backends: []config.Backend{{Address: a}}}},
+		Admin:     config.Admin{Address: "127.0.0.1:0"},
+		AccessLog: config.AccessLog{Format: "off"},
+	}
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, "ready", srv.Ready)
+	addr := srv.Addr("public").String()
+
+	request := func(c net.Conn) string {
+		c.SetDeadline(time.Now().Add(300 * time.Millisecond))
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		buf := make([]byte, 12)
+		n, _ := io.ReadFull(c, buf)
+		return string(buf[:n])
+	}
+	first, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	if got := request(first); got != "HTTP/1.1 200" {
+		t.Fatalf("first connection: %q, want HTTP/1.1 200", got)
+	}
+	second, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if got := request(second); got != "" {
+		t.Fatalf("second connection answered %q while the first is open, want no answer (max_connections 1)", got)
+	}
+	first.Close()
+	second.SetDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 12)
+	if n, _ := io.ReadFull(second, buf); string(buf[:n]) != "HTTP/1.1 200" {
+		t.Fatalf("second connection after the first closed: %q, want HTTP/1.1 200", buf[:n])
+	}
+}
