@@ -67,6 +67,8 @@ func (c *Config) ApplyDefaults() {
 			r.RetryOn = []string{"connect_failure", "reset"}
 		}
 		def(s, p+".retries.budget_percent", &r.BudgetPercent, 20)
+		def(s, p+".max_queue", &pl.MaxQueue, 1024)
+		def(s, p+".queue_timeout", &pl.QueueTimeout, 5*time.Second)
 		t := &pl.Timeouts
 		def(s, p+".timeouts.connect", &t.Connect, 3*time.Second)
 		def(s, p+".timeouts.response_header", &t.ResponseHeader, 30*time.Second)

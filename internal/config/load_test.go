@@ -33,6 +33,7 @@ func defaultPool(name string, backends ...string) Pool {
 		Retries: Retries{NumRetries: 2, RetryOn: []string{"connect_failure", "reset"}, BudgetPercent: 20,
 			OnConnectFailure: true, OnReset: true},
 		Timeouts: PoolTimeouts{Connect: 3 * time.Second, ResponseHeader: 30 * time.Second, Idle: 90 * time.Second},
+		MaxQueue: 1024, QueueTimeout: 5 * time.Second,
 	}
 	for _, b := range backends {
 		u, err := url.Parse(b)

@@ -104,6 +104,8 @@ type Pool struct {
 	Retries                  Retries       `yaml:"retries"`
 	Timeouts                 PoolTimeouts  `yaml:"timeouts"`
 	MaxConnectionsPerBackend int           `yaml:"max_connections_per_backend"`
+	MaxQueue                 int           `yaml:"max_queue"`
+	QueueTimeout             time.Duration `yaml:"queue_timeout"`
 	Sticky                   *Sticky       `yaml:"sticky"`
 	SlowStart                time.Duration `yaml:"slow_start"`
 	UpstreamTLS              UpstreamTLS   `yaml:"upstream_tls"`

@@ -27,7 +27,6 @@ var notSupportedYet = []struct {
 	{key: "engine", what: `an engine other than "std"`, listener: func(l *Listener) bool { return l.Engine != "" && l.Engine != "std" }, fix: "remove it"},
 	{key: "discovery", what: "discovery", pool: func(p *Pool) bool { return p.Discovery != nil }, fix: "list the backends under backends"},
 	{key: "upstream_http2", what: "upstream_http2", pool: func(p *Pool) bool { return p.UpstreamHTTP2 }, fix: "remove it or set it to false"},
-	{key: "max_connections_per_backend", what: "max_connections_per_backend", pool: func(p *Pool) bool { return p.MaxConnectionsPerBackend > 0 }, fix: "remove it or set it to 0"},
 }
 
 // balances are the balance policies DESIGN.md defines.
@@ -221,6 +220,15 @@ func (v *validator) pool(p string, pl *Pool) {
 	}
 	if !validHashKey(pl.HashKey) {
 		v.errorf(p+".hash_key", "hash_key %q is not valid: use client_ip, path, header:NAME, cookie:NAME or query:NAME", pl.HashKey)
+	}
+	if pl.MaxConnectionsPerBackend < 0 {
+		v.errorf(p+".max_connections_per_backend", "max_connections_per_backend %d is negative: use 0 (no limit) or a positive number", pl.MaxConnectionsPerBackend)
+	}
+	if pl.MaxQueue < 0 {
+		v.errorf(p+".max_queue", "max_queue %d is negative: use 0 (answer 503 at once when every backend is full) or a positive number", pl.MaxQueue)
+	}
+	if pl.QueueTimeout < 0 {
+		v.errorf(p+".queue_timeout", "queue_timeout %v is negative", pl.QueueTimeout)
 	}
 	if st := pl.Sticky; st != nil {
 		if !isToken(st.Cookie) {

@@ -266,7 +266,6 @@ func TestNotSupportedYet(t *testing.T) {
 		{"engine", listener("engine: fast"), `t.yaml:4:13: an engine other than "std" is not supported yet: remove it`},
 		{"discovery", pool("discovery: {dns: {name: web.internal, port: 8080}}"), `t.yaml:5:5: discovery is not supported yet: list the backends under backends`},
 		{"upstream_http2", pool("upstream_http2: true"), `t.yaml:5:21: upstream_http2 is not supported yet: remove it or set it to false`},
-		{"max_connections_per_backend", pool("max_connections_per_backend: 10"), `t.yaml:5:34: max_connections_per_backend is not supported yet: remove it or set it to 0`},
 	}
 	tests = append(tests, struct{ key, yaml, want string }{"hash_balance_factor", pool("hash_balance_factor: 0.5"),
 		`t.yaml:5:26: hash_balance_factor 0.5 is out of range: use 0 (off) or a factor from 1 to 100, e.g. 1.25`})

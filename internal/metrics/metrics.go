@@ -52,6 +52,8 @@ var (
 	descFailures = prometheus.NewDesc("sluice_backend_failures_total",
 		"Attempts that failed at the backend (refused, reset, timeout, invalid response).",
 		[]string{"pool", "backend"}, nil)
+	descQueued = prometheus.NewDesc("sluice_pool_queued_requests",
+		"Requests waiting for a backend slot (max_connections_per_backend).", []string{"pool"}, nil)
 	descRetries = prometheus.NewDesc("sluice_retries_total",
 		"Attempts retried on another backend.", []string{"pool"}, nil)
 	descChecks = prometheus.NewDesc("sluice_health_checks_total",
@@ -85,7 +87,7 @@ func NewHandler(src Source) http.Handler {
 // Describe sends every metric description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descDuration, descUp, descInFlight, descFailures,
-		descRetries, descChecks, descEjections, descConns, descReloads, descLastReload, descDiscovery} {
+		descRetries, descQueued, descChecks, descEjections, descConns, descReloads, descLastReload, descDiscovery} {
 		ch <- d
 	}
 }
@@ -111,6 +113,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, p := range c.src.Pools() {
 		counter(descRetries, p.Retries.Load(), p.Name)
+		gauge(descQueued, float64(p.Limit.Queued()), p.Name)
 		requests(&p.NoBackend, p.Name, "")
 		for _, b := range p.Backends() {
 			s := &b.Stats

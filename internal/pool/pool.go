@@ -88,6 +88,9 @@ type Pool struct {
 	Retries atomic.Uint64
 	// Budget bounds retries; set its Percent before the pool is used.
 	Budget RetryBudget
+	// Limit caps requests in flight per backend and queues the rest; set it
+	// before the pool is used.
+	Limit Limit
 
 	onChange atomic.Pointer[func(b *Backend, from, to string)]
 

@@ -80,6 +80,9 @@ const (
 	ClientError
 	// ClientGone: the client went away; nobody is left to answer.
 	ClientGone
+	// Saturated: every backend was at max_connections_per_backend and the
+	// queue was full or no slot freed within queue_timeout (503).
+	Saturated
 )
 
 // Outcome is what a codec reports about one attempt.
@@ -119,15 +122,18 @@ func Forward(ctx context.Context, t *Target, info *pool.PickInfo, a Attempt) Res
 	t.Pool.Budget.Request()
 	var res Result
 	for try := 0; try < maxTries; try++ {
-		b := t.Pool.Pick(info)
+		b, err := acquire(ctx, t.Pool, info)
+		if err != nil {
+			res.Outcome = Outcome{Class: Saturated, Err: err}
+			return res
+		}
 		if b == nil {
 			break
 		}
 		info.MarkTried(b)
 		res.Backend, res.Tries = b, try+1
-		b.InFlight.Add(1)
 		res.Outcome = a.Send(ctx, b, try+1 < maxTries)
-		b.InFlight.Add(-1)
+		t.Pool.Limit.Release(b)
 		switch res.Class {
 		case Done, RetryStatus:
 			t.Health.Observe(b, res.Status < 500)
@@ -201,6 +207,45 @@ func StatusFor(r Result) int {
 		return 502
 	case ClientGone:
 		return 499
+	case Saturated:
+		return 503
 	}
 	return 502
+}
+
+// acquire picks a backend for the next attempt and takes a slot on it. When
+// the picked backend is full it takes any eligible untried backend with a
+// free slot, and when all are full it queues for one. It returns nil, nil
+// when no backend is eligible.
+func acquire(ctx context.Context, p *pool.Pool, info *pool.PickInfo) (*pool.Backend, error) {
+	l := &p.Limit
+	for {
+		b := p.Pick(info)
+		if b == nil {
+			return nil, nil
+		}
+		// Requests already queued go first: a newcomer does not barge in.
+		if l.Queued() == 0 && l.TryAcquire(b) {
+			return b, nil
+		}
+		if l.Queued() == 0 {
+			for _, c := range p.Backends() {
+				if c != b && c.Eligible() && !info.Tried(c) && l.TryAcquire(c) {
+					return c, nil
+				}
+			}
+		}
+		if err := l.Wait(ctx); err != nil {
+			return nil, err
+		}
+		// Woken by a released slot: take it without queueing again.
+		if l.TryAcquire(b) {
+			return b, nil
+		}
+		for _, c := range p.Backends() {
+			if c.Eligible() && !info.Tried(c) && l.TryAcquire(c) {
+				return c, nil
+			}
+		}
+	}
 }

@@ -87,3 +87,52 @@ func TestLoadAwarePoliciesAvoidSlowBackend(t *testing.T) {
 		})
 	}
 }
+
+// TestMaxConnectionsPerBackendQueues holds every backend busy: further
+// requests wait in the queue and are served when a slot frees, and with no
+// queue they get 503 at once.
+func TestMaxConnectionsPerBackendQueues(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+	}))
+	t.Cleanup(srv.Close)
+	f := newFixture(t, 0, balance.RoundRobin{}, nil)
+	u, _ := url.Parse(srv.URL)
+	f.pool.Add(pool.NewBackend(srv.URL, u, 1))
+	f.pool.Limit.PerBackend, f.pool.Limit.MaxQueue, f.pool.Limit.Timeout = 1, 1, 10*time.Second
+
+	status := make(chan int, 3)
+	get := func() {
+		resp, err := f.proxy.Client().Get(f.proxy.URL + "/")
+		if err != nil {
+			t.Error(err)
+			status <- 0
+			return
+		}
+		resp.Body.Close()
+		status <- resp.StatusCode
+	}
+	go get()
+	<-entered // the backend's one slot is taken
+	go get()
+	deadline := time.Now().Add(5 * time.Second)
+	for f.pool.Limit.Queued() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("second request never queued")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	go get() // the queue (max 1) is full: 503 at once
+	if got := <-status; got != http.StatusServiceUnavailable {
+		t.Fatalf("third request: status %d, want 503", got)
+	}
+	close(release)
+	for range 2 {
+		if got := <-status; got != 200 {
+			t.Errorf("queued request: status %d, want 200", got)
+		}
+	}
+}

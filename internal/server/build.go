@@ -52,6 +52,8 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 		p := pool.New(pc.Name, policy, backends)
 		p.Budget.Percent = pc.Retries.BudgetPercent
 		p.SetSlowStart(pc.SlowStart)
+		p.Limit.PerBackend = int64(pc.MaxConnectionsPerBackend)
+		p.Limit.MaxQueue, p.Limit.Timeout = pc.MaxQueue, pc.QueueTimeout
 		for i, bc := range pc.Backends {
 			p.SetWeight(backends[i], bc.Weight)
 		}
