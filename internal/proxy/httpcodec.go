@@ -238,16 +238,20 @@ func (a *httpAttempt) buildOutbound(l *Listener, peer netip.Addr, path, escaped 
 		out.Body = nil
 		out.ContentLength = 0
 	} else {
-		a.body = &trackedBody{r: r.Body, max: l.Limits.MaxBodyBytes}
+		a.body = &trackedBody{r: r.Body, max: l.Limits.MaxBodyBytes, keep: a.idempotent()}
 		out.Body = a.body
 	}
 	a.out = out
 }
 
-// Replayable: bodies are streamed, not buffered, so only a request without
-// a body can be sent again once it was sent.
+// Replayable: an idempotent request (by method, or because it carries an
+// Idempotency-Key) whose body, if any, is still held in the replay buffer.
 func (a *httpAttempt) Replayable() bool {
-	return a.body == nil && idempotent(a.r.Method)
+	return a.idempotent() && (a.body == nil || a.body.replayable())
+}
+
+func (a *httpAttempt) idempotent() bool {
+	return idempotent(a.r.Method) || a.r.Header.Get("Idempotency-Key") != ""
 }
 
 func idempotent(m string) bool {
@@ -268,6 +272,9 @@ func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) 
 		timer = time.AfterFunc(d, func() { cancel(errHeaderTimeout) })
 	}
 	a.out.URL.Scheme, a.out.URL.Host = b.URL.Scheme, b.Host
+	if a.body != nil {
+		a.body.rewind() // a retry sends the body again from its first byte
+	}
 	start := time.Now()
 	resp, err := tr.RoundTrip(a.out.WithContext(actx))
 	if timer != nil {
@@ -437,19 +444,34 @@ func statusText(status int) string {
 	return strings.ToLower(http.StatusText(status))
 }
 
+// replayMax bounds the bytes of a request body kept so that the request
+// can be sent again to another backend.
+const replayMax = 64 << 10
+
 // trackedBody wraps the client's request body on its way to a backend. It
 // remembers the first read error (which tells a client error from a backend
-// error), and
-// enforces max_body_bytes on bodies of unknown length. Close is a no-op: the
-// server owns the client's body, and a failed attempt must not close it.
+// error), enforces max_body_bytes on bodies of unknown length, and, when
+// keep is set, keeps what it read (up to replayMax) so that rewind can serve
+// it again to the next backend. Close is a no-op: the server owns the
+// client's body, and a failed attempt must not close it.
 type trackedBody struct {
 	r   io.ReadCloser
-	n   int64 // bytes read so far
+	n   int64 // bytes read from the client so far
 	max int64
 	err error
+
+	keep     bool
+	kept     []byte // the first n bytes, while n ≤ replayMax
+	overflow bool   // more than replayMax was read: no replay
+	pos      int    // replay position in kept
 }
 
 func (b *trackedBody) Read(p []byte) (int, error) {
+	if b.pos < len(b.kept) {
+		n := copy(p, b.kept[b.pos:])
+		b.pos += n
+		return n, nil
+	}
 	if b.err != nil {
 		return 0, b.err
 	}
@@ -459,6 +481,14 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 		b.err = errBodyTooLarge
 		return 0, b.err
 	}
+	if b.keep && !b.overflow {
+		if b.n <= replayMax {
+			b.kept = append(b.kept, p[:n]...)
+			b.pos = len(b.kept)
+		} else {
+			b.overflow, b.kept = true, nil
+		}
+	}
 	if err != nil && err != io.EOF {
 		b.err = err
 	}
@@ -466,3 +496,9 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 }
 
 func (b *trackedBody) Close() error { return nil }
+
+// replayable reports whether everything read so far can be served again.
+func (b *trackedBody) replayable() bool { return b.keep && !b.overflow && b.err == nil }
+
+// rewind makes the next Read start again from the first byte.
+func (b *trackedBody) rewind() { b.pos = 0 }
