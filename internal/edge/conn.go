@@ -3,6 +3,7 @@ package edge
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -44,6 +45,8 @@ import (
 type Conn struct {
 	conn net.Conn
 	lim  Limits
+
+	aborting atomic.Bool // the read deadline is an abort, not a timeout
 
 	rmu sync.Mutex // serialises Read and guards the fields up to pass
 	// buf holds, in order: bytes already returned, the window buf[ro:wo] of
@@ -200,6 +203,14 @@ func (c *Conn) Read(p []byte) (int, error) {
 		n, err := c.fill()
 		if c.ro < c.wo || c.state >= stSynthetic || c.state == stPass && c.ps < c.end {
 			continue // something to return, even if err != nil
+		}
+		if err != nil && c.state == stHead && c.end > c.ps && isTimeout(err) && !c.aborting.Load() {
+			// The client began a request and did not finish its head in
+			// time (read_header, slowloris): answer 408 rather than let
+			// net/http close without a word. An idle connection (no byte
+			// of a new request) still just closes.
+			c.refuse(errHeaderTimeout)
+			continue
 		}
 		if err != nil {
 			return 0, err
@@ -445,8 +456,27 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 
 type writerOnly struct{ io.Writer }
 
-func (c *Conn) LocalAddr() net.Addr                { return c.conn.LocalAddr() }
-func (c *Conn) RemoteAddr() net.Addr               { return c.conn.RemoteAddr() }
-func (c *Conn) SetDeadline(t time.Time) error      { return c.conn.SetDeadline(t) }
-func (c *Conn) SetReadDeadline(t time.Time) error  { return c.conn.SetReadDeadline(t) }
+func (c *Conn) LocalAddr() net.Addr  { return c.conn.LocalAddr() }
+func (c *Conn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.noteDeadline(t)
+	return c.conn.SetDeadline(t)
+}
+
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.noteDeadline(t)
+	return c.conn.SetReadDeadline(t)
+}
+
+// noteDeadline remembers whether the read deadline is net/http's way of
+// aborting its background read (a time long ago, time.Unix(1, 0)) rather
+// than a timeout: only a real timeout during a partial head earns a 408.
+func (c *Conn) noteDeadline(t time.Time) {
+	c.aborting.Store(!t.IsZero() && t.Before(time.Unix(1e9, 0)))
+}
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

@@ -131,6 +131,7 @@ var (
 
 	errURITooLong     = &Error{Status: http.StatusRequestURITooLong, Reason: "request target too long"}
 	errHeadTooLarge   = &Error{Status: http.StatusRequestHeaderFieldsTooLarge, Reason: "request header too large"}
+	errHeaderTimeout  = &Error{Status: http.StatusRequestTimeout, Reason: "request header not received in time"}
 	errTooManyFields  = &Error{Status: http.StatusRequestHeaderFieldsTooLarge, Reason: "too many header fields"}
 	errTrailerTooBig  = &Error{Status: http.StatusRequestHeaderFieldsTooLarge, Reason: "trailer section too large"}
 	errMethodRefused  = &Error{Status: http.StatusMethodNotAllowed, Reason: "method not allowed"}

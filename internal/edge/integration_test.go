@@ -310,8 +310,12 @@ func TestServerHeaderTimeout(t *testing.T) {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n") // and never the end
 	start := time.Now()
-	if _, err := io.ReadAll(c); err != nil {
+	got, err := io.ReadAll(c)
+	if err != nil {
 		t.Fatalf("read: %v, want the server to close the connection", err)
+	}
+	if !strings.HasPrefix(string(got), "HTTP/1.1 408 ") {
+		t.Errorf("answer %q, want 408 before the close", got)
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("closed after %v; the header timeout is 200ms", d)

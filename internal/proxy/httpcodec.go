@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -305,7 +306,10 @@ func (a *httpAttempt) classify(err error, actx context.Context) Outcome {
 			return Outcome{Class: ClientGone, Err: a.body.err}
 		}
 		status := http.StatusBadRequest
-		if g := guardFrom(a.r.Context()); g != nil {
+		var ne net.Error
+		if errors.As(a.body.err, &ne) && ne.Timeout() {
+			status = http.StatusRequestTimeout // the client sent its body too slowly
+		} else if g := guardFrom(a.r.Context()); g != nil {
 			if s, _, ok := g.Rejection(); ok {
 				status = s
 			}
