@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -134,5 +135,51 @@ func TestMaxConnectionsPerBackendQueues(t *testing.T) {
 		if got := <-status; got != 200 {
 			t.Errorf("queued request: status %d, want 200", got)
 		}
+	}
+}
+
+// TestConsistentHashThroughTheHandler: requests keyed by a header stick to
+// one backend, and only the keys of a backend that goes down move.
+func TestConsistentHashThroughTheHandler(t *testing.T) {
+	pol, err := balance.New("consistent_hash", balance.Options{HashKey: "header:X-User"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, 4, pol, func(tg *Target) { tg.HashKey = ParseHashKey("header:X-User") })
+	route := func(user string) string {
+		req, _ := http.NewRequest("GET", f.proxy.URL+"/", nil)
+		req.Header.Set("X-User", user)
+		resp, err := f.proxy.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.Header.Get("X-Backend")
+	}
+	before := map[string]string{}
+	for i := range 200 {
+		u := "user-" + strconv.Itoa(i)
+		before[u] = route(u)
+		if again := route(u); again != before[u] {
+			t.Fatalf("%s went to %s, then %s", u, before[u], again)
+		}
+	}
+	down := f.pool.Find(f.backends[0].URL)
+	f.pool.SetHealth(down, pool.Unhealthy, time.Time{})
+	moved := 0
+	for u, b := range before {
+		now := route(u)
+		if b != "a" && now != b {
+			t.Errorf("%s moved from healthy backend %s to %s", u, b, now)
+		}
+		if b == "a" {
+			moved++
+			if now == "a" {
+				t.Errorf("%s still on the down backend", u)
+			}
+		}
+	}
+	if moved == 0 || moved > 100 {
+		t.Errorf("%d of 200 keys were on the backend taken down, want roughly 50", moved)
 	}
 }
