@@ -286,7 +286,7 @@ func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) 
 	}
 	b.Stats.ObserveLatency(time.Since(start))
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		return a.tunnel(resp)
+		return a.tunnel(resp, b)
 	}
 	if canRetry && a.t.RetryOnStatus(resp.StatusCode) && a.Replayable() {
 		io.CopyN(io.Discard, resp.Body, 4<<10)

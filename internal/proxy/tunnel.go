@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sluice-lb/sluice/internal/pool"
 )
 
 // Tunnels tracks upgraded (WebSocket) connections, which net/http no longer
@@ -21,8 +23,10 @@ type Tunnels struct {
 
 // tunnel is one upgraded connection pair.
 type tunnel struct {
-	client net.Conn
-	back   io.Closer
+	client  net.Conn
+	back    io.Closer
+	pool    string
+	backend *pool.Backend
 
 	// mu serialises writes to the client: the backend→client copy and the
 	// shutdown close frame. frames and closing are guarded by it.
@@ -80,6 +84,39 @@ func (t *Tunnels) CloseAll(wait time.Duration) {
 	}
 	wg.Wait()
 	t.wg.Wait()
+}
+
+// Retire closes, after grace, the tunnels whose backend keep rejects (after
+// a reload removed their pool or backend), each with a close frame. It
+// returns how many it will close, at once: start runs the waiting in a
+// goroutine its caller owns, which ends early when done is closed (shutdown
+// then closes them).
+func (t *Tunnels) Retire(keep func(poolName string, b *pool.Backend) bool, grace time.Duration, done <-chan struct{}, start func(func())) int {
+	t.mu.Lock()
+	var list []*tunnel
+	for tn := range t.conns {
+		if !keep(tn.pool, tn.backend) {
+			list = append(list, tn)
+		}
+	}
+	t.mu.Unlock()
+	if len(list) == 0 {
+		return 0
+	}
+	start(func() {
+		timer := time.NewTimer(grace)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+		case <-done:
+			return // shutdown closes them
+		}
+		deadline := time.Now().Add(time.Second)
+		for _, tn := range list {
+			tn.goAway(deadline)
+		}
+	})
+	return len(list)
 }
 
 // goAway writes the close frame once the client stream is between frames
@@ -170,7 +207,7 @@ func (f *wsFrames) feed(p []byte) {
 // tunnel completes a protocol switch the backend accepted: it hijacks the
 // client connection, relays the 101 response and then copies bytes both
 // ways until either side closes.
-func (a *httpAttempt) tunnel(resp *http.Response) Outcome {
+func (a *httpAttempt) tunnel(resp *http.Response, b *pool.Backend) Outcome {
 	backConn, ok := resp.Body.(io.ReadWriteCloser)
 	if !ok {
 		resp.Body.Close()
@@ -200,7 +237,7 @@ func (a *httpAttempt) tunnel(resp *http.Response) Outcome {
 		return Outcome{Class: Done, Status: resp.StatusCode, Err: err}
 	}
 
-	tn := &tunnel{client: conn, back: backConn}
+	tn := &tunnel{client: conn, back: backConn, pool: a.t.Pool.Name, backend: b}
 	a.h.tunnels.add(tn)
 	defer a.h.tunnels.remove(tn)
 	errc := make(chan error, 2)

@@ -7,6 +7,7 @@ import (
 	"reflect"
 
 	"github.com/sluice-lb/sluice/internal/config"
+	"github.com/sluice-lb/sluice/internal/pool"
 )
 
 // Reload reads the config file again and applies it: the new config is
@@ -72,6 +73,16 @@ func (s *Server) reloadLocked() error {
 			delete(s.listeners, name)
 			go l.shutdown(context.Background())
 		}
+	}
+	// WebSockets whose pool or backend is gone get shutdown_timeout to end.
+	if n := s.tunnels.Retire(func(poolName string, b *pool.Backend) bool {
+		p := snap.byName[poolName]
+		return p != nil && p.pool.Find(b.Address) == b
+	}, cfg.ShutdownTimeout, s.ctx.Done(), func(f func()) {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); f() }()
+	}); n > 0 {
+		s.logger.Info("tunnels on removed backends close after the grace period", "tunnels", n, "grace", cfg.ShutdownTimeout)
 	}
 	// The old pools' checkers stop; their backends live on in the new pools
 	// or, when removed, until their requests in flight finish.

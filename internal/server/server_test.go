@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/sluice-lb/sluice/internal/backend"
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/pool"
@@ -40,7 +42,7 @@ func writeConfig(t *testing.T, path string, backends []string, extraRoute string
 	for _, a := range backends {
 		fmt.Fprintf(&b, "      - {address: %q}\n", a)
 	}
-	b.WriteString("admin: {address: \"127.0.0.1:0\"}\naccess_log: {format: off}\nshutdown_timeout: 5s\n")
+	b.WriteString("admin: {address: \"127.0.0.1:0\"}\naccess_log: {format: off}\nshutdown_timeout: 2s\n")
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -260,5 +262,58 @@ func TestMaxConnections(t *testing.T) {
 	buf := make([]byte, 12)
 	if n, _ := io.ReadFull(second, buf); string(buf[:n]) != "HTTP/1.1 200" {
 		t.Fatalf("second connection after the first closed: %q, want HTTP/1.1 200", buf[:n])
+	}
+}
+
+func TestReloadRetiresTunnelsOfRemovedBackends(t *testing.T) {
+	bctx, bcancel := context.WithCancel(context.Background())
+	a, b := startBackend(t, bctx), startBackend(t, bctx)
+	t.Cleanup(bcancel)
+	path := filepath.Join(t.TempDir(), "sluice.yaml")
+	writeConfig(t, path, []string{a, b}, "")
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, "ready", srv.Ready)
+	url := "ws://" + srv.Addr("public").String() + "/ws"
+
+	dctx, dcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer dcancel()
+	conns := map[string]*websocket.Conn{}
+	for range 2 {
+		c, resp, err := websocket.Dial(dctx, url, nil)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer c.CloseNow()
+		conns["http://"+resp.Header.Get("X-Backend")] = c
+	}
+	if conns[a] == nil || conns[b] == nil {
+		t.Fatalf("WebSockets went to %v, want one each to %s and %s", conns, a, b)
+	}
+	writeConfig(t, path, []string{b}, "")
+	if err := srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	// The socket on the removed backend gets a close frame after the grace.
+	_, _, err = conns[a].Read(dctx)
+	if got := websocket.CloseStatus(err); got != websocket.StatusGoingAway {
+		t.Fatalf("socket on the removed backend: read error %v (close status %d), want going away", err, got)
+	}
+	// The one on the kept backend still echoes.
+	if err := conns[b].Write(dctx, websocket.MessageText, []byte("still here")); err != nil {
+		t.Fatalf("write on the kept socket: %v", err)
+	}
+	if _, msg, err := conns[b].Read(dctx); err != nil || string(msg) != "still here" {
+		t.Fatalf("echo on the kept socket = %q, %v; want \"still here\"", msg, err)
 	}
 }
