@@ -7,6 +7,7 @@ package proxy
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/config"
@@ -149,7 +150,9 @@ func Forward(ctx context.Context, t *Target, info *pool.PickInfo, a Attempt) Res
 		case Done, ClientError, ClientGone:
 			return res
 		}
-		if try+1 >= maxTries || ctx.Err() != nil || !t.retryable(res.Outcome, a) || !t.Pool.Budget.Allow() {
+		// A RetryStatus outcome already took its budget (see RetryOnStatus).
+		if try+1 >= maxTries || ctx.Err() != nil || !t.retryable(res.Outcome, a) ||
+			res.Class != RetryStatus && !t.Pool.Budget.Allow() {
 			return res
 		}
 		t.Pool.Retries.Add(1)
@@ -180,14 +183,12 @@ func (t *Target) retryable(o Outcome, a Attempt) bool {
 	return false
 }
 
-// RetryOnStatus reports whether a response with this status may be retried.
-func (t *Target) RetryOnStatus(status int) bool {
-	for _, s := range t.Retries.OnStatus {
-		if s == status {
-			return true
-		}
-	}
-	return false
+// RetryOnStatus decides, before a codec discards a response, whether it
+// may be retried: its status is listed in retry_on, the request can be sent
+// again, this was not the last try (canRetry), and the retry budget has
+// room, which it takes. When it says no, the codec delivers the response.
+func (t *Target) RetryOnStatus(status int, a Attempt, canRetry bool) bool {
+	return canRetry && slices.Contains(t.Retries.OnStatus, status) && a.Replayable() && t.Pool.Budget.Allow()
 }
 
 // StatusFor returns the status a client gets for a failed request.

@@ -288,7 +288,7 @@ func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) 
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return a.tunnel(resp, b)
 	}
-	if canRetry && a.t.RetryOnStatus(resp.StatusCode) && a.Replayable() {
+	if a.t.RetryOnStatus(resp.StatusCode, a, canRetry) {
 		io.CopyN(io.Discard, resp.Body, 4<<10)
 		resp.Body.Close()
 		return Outcome{Class: RetryStatus, Status: resp.StatusCode}

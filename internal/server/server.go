@@ -179,11 +179,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.adminAddr = adminLn.Addr()
 	go s.admin.Serve(adminLn)
-	s.ready.Store(true)
-	s.mu.Unlock()
 	for _, l := range bound {
 		s.logger.Info("listening", "listener", l.cfg.Name, "address", l.ln.Addr().String())
 	}
+	s.ready.Store(true)
+	s.mu.Unlock()
 	s.logger.Info("admin listening", "address", adminLn.Addr().String())
 
 	<-ctx.Done()
