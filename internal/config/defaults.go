@@ -67,6 +67,8 @@ func (c *Config) ApplyDefaults() {
 			r.RetryOn = []string{"connect_failure", "reset"}
 		}
 		def(s, p+".retries.budget_percent", &r.BudgetPercent, 20)
+		def(s, p+".retries.backoff_base", &r.BackoffBase, 25*time.Millisecond)
+		def(s, p+".retries.backoff_max", &r.BackoffMax, 250*time.Millisecond)
 		def(s, p+".max_queue", &pl.MaxQueue, 1024)
 		def(s, p+".queue_timeout", &pl.QueueTimeout, 5*time.Second)
 		t := &pl.Timeouts

@@ -31,6 +31,7 @@ func defaultPool(name string, backends ...string) Pool {
 		Name: name, Balance: "round_robin", HashKey: "client_ip",
 		PassiveHealth: PassiveHealth{ConsecutiveFailures: 5, EjectionTime: 30 * time.Second, MaxEjectionPercent: 50},
 		Retries: Retries{NumRetries: 2, RetryOn: []string{"connect_failure", "reset"}, BudgetPercent: 20,
+			BackoffBase: 25 * time.Millisecond, BackoffMax: 250 * time.Millisecond,
 			OnConnectFailure: true, OnReset: true},
 		Timeouts: PoolTimeouts{Connect: 3 * time.Second, ResponseHeader: 30 * time.Second, Idle: 90 * time.Second},
 		MaxQueue: 1024, QueueTimeout: 5 * time.Second,

@@ -173,6 +173,11 @@ type Retries struct {
 	NumRetries    int      `yaml:"num_retries"`
 	RetryOn       []string `yaml:"retry_on"`
 	BudgetPercent int      `yaml:"budget_percent"`
+	// BackoffBase and BackoffMax bound the wait before a retry after a
+	// reset, timeout or retryable status: full jitter over
+	// base×2^(retry-1), capped at max. Connect failures retry at once.
+	BackoffBase time.Duration `yaml:"backoff_base"`
+	BackoffMax  time.Duration `yaml:"backoff_max"`
 
 	// Parsed forms of RetryOn; filled by Validate.
 	OnConnectFailure bool  `yaml:"-"`

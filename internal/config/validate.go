@@ -221,6 +221,9 @@ func (v *validator) pool(p string, pl *Pool) {
 	if !validHashKey(pl.HashKey) {
 		v.errorf(p+".hash_key", "hash_key %q is not valid: use client_ip, path, header:NAME, cookie:NAME or query:NAME", pl.HashKey)
 	}
+	if r := pl.Retries; r.BackoffBase < 0 || r.BackoffMax < r.BackoffBase {
+		v.errorf(p+".retries.backoff_max", "retries.backoff_max %v must be at least backoff_base %v (and neither negative)", r.BackoffMax, r.BackoffBase)
+	}
 	if pl.MaxConnectionsPerBackend < 0 {
 		v.errorf(p+".max_connections_per_backend", "max_connections_per_backend %d is negative: use 0 (no limit) or a positive number", pl.MaxConnectionsPerBackend)
 	}

@@ -6,6 +6,7 @@ package proxy
 
 import (
 	"context"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"time"
@@ -93,6 +94,8 @@ type Outcome struct {
 	Status int
 	// Err is the cause, for logs.
 	Err error
+	// RetryAfter is the backend's Retry-After on a RetryStatus outcome.
+	RetryAfter time.Duration
 }
 
 // Attempt is one request as the core drives it; codecs implement it.
@@ -156,6 +159,9 @@ func Forward(ctx context.Context, t *Target, info *pool.PickInfo, a Attempt) Res
 			return res
 		}
 		t.Pool.Retries.Add(1)
+		if res.Class != ConnectFailure && !t.backoff(ctx, try, res.RetryAfter) {
+			return res
+		}
 	}
 	if res.Backend == nil {
 		res.Outcome = Outcome{Class: ConnectFailure, Status: 503}
@@ -185,10 +191,41 @@ func (t *Target) retryable(o Outcome, a Attempt) bool {
 
 // RetryOnStatus decides, before a codec discards a response, whether it
 // may be retried: its status is listed in retry_on, the request can be sent
-// again, this was not the last try (canRetry), and the retry budget has
-// room, which it takes. When it says no, the codec delivers the response.
-func (t *Target) RetryOnStatus(status int, a Attempt, canRetry bool) bool {
-	return canRetry && slices.Contains(t.Retries.OnStatus, status) && a.Replayable() && t.Pool.Budget.Allow()
+// again, this was not the last try (canRetry), the backend did not ask for
+// more than MaxRetryAfter (Retry-After), and the retry budget has room,
+// which it takes. When it says no, the codec delivers the response.
+func (t *Target) RetryOnStatus(status int, retryAfter time.Duration, a Attempt, canRetry bool) bool {
+	return canRetry && slices.Contains(t.Retries.OnStatus, status) && retryAfter <= MaxRetryAfter &&
+		a.Replayable() && t.Pool.Budget.Allow()
+}
+
+// MaxRetryAfter is the longest Retry-After sluice waits out before a retry;
+// a backend asking for longer gets its answer delivered instead.
+const MaxRetryAfter = time.Second
+
+// backoff waits before retry number try+1: the backend's Retry-After when
+// it gave one, else full jitter over backoff_base×2^try capped at
+// backoff_max. It reports false when ctx ended first.
+func (t *Target) backoff(ctx context.Context, try int, retryAfter time.Duration) bool {
+	d := retryAfter
+	if d == 0 {
+		ceil := t.Retries.BackoffMax
+		if base := t.Retries.BackoffBase; base > 0 && try < 16 {
+			ceil = min(ceil, base<<try)
+		}
+		if ceil <= 0 {
+			return true
+		}
+		d = time.Duration(rand.Int64N(int64(ceil)) + 1)
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // StatusFor returns the status a client gets for a failed request.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/balance"
@@ -109,5 +110,61 @@ func TestForwardNoBackend(t *testing.T) {
 	res := Forward(context.Background(), tg, &pool.PickInfo{}, &scripted{})
 	if got := StatusFor(res); got != 503 || res.Backend != nil {
 		t.Errorf("status = %d backend = %v, want 503 and no backend", got, res.Backend)
+	}
+}
+
+func TestBackoffBetweenRetries(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := config.Retries{NumRetries: 3, OnConnectFailure: true, OnReset: true,
+			BackoffBase: 100 * time.Millisecond, BackoffMax: 150 * time.Millisecond}
+		tg, bs, _ := target(4, r)
+		s := &scripted{outcomes: map[*pool.Backend]Class{bs[0]: Reset, bs[1]: Reset, bs[2]: Reset}, replayable: true}
+		start := time.Now()
+		res := Forward(context.Background(), tg, &pool.PickInfo{}, s)
+		waited := time.Since(start)
+		if res.Class != Done || res.Tries != 4 {
+			t.Fatalf("got class %d after %d tries, want Done after 4", res.Class, res.Tries)
+		}
+		// Three waits: jitter within (0,100ms], (0,150ms], (0,150ms].
+		if waited <= 0 || waited > 400*time.Millisecond {
+			t.Errorf("waited %v in all, want within (0, 400ms]", waited)
+		}
+
+		// Connect failures retry at once.
+		tg, bs, _ = target(2, r)
+		s = &scripted{outcomes: map[*pool.Backend]Class{bs[0]: ConnectFailure}}
+		start = time.Now()
+		Forward(context.Background(), tg, &pool.PickInfo{}, s)
+		if waited := time.Since(start); waited != 0 {
+			t.Errorf("connect failure retry waited %v, want 0", waited)
+		}
+	})
+}
+
+func TestRetryAfter(t *testing.T) {
+	tg, _, _ := target(2, config.Retries{NumRetries: 1, OnStatus: []int{503}})
+	a := &scripted{replayable: true}
+	tests := []struct {
+		retryAfter time.Duration
+		want       bool
+	}{{0, true}, {time.Second, true}, {2 * time.Second, false}}
+	for _, tt := range tests {
+		if got := tg.RetryOnStatus(503, tt.retryAfter, a, true); got != tt.want {
+			t.Errorf("Retry-After %v: retry = %v, want %v", tt.retryAfter, got, tt.want)
+		}
+	}
+	if tg.RetryOnStatus(502, 0, a, true) {
+		t.Errorf("502 not in retry_on was retried")
+	}
+	if tg.RetryOnStatus(503, 0, &scripted{}, true) {
+		t.Errorf("a request that cannot be replayed was retried")
+	}
+	for _, tt := range []struct {
+		in   string
+		want time.Duration
+	}{{"", 0}, {"3", 3 * time.Second}, {"junk", 0}, {"-1", 0}} {
+		if got := parseRetryAfter(tt.in); got != tt.want {
+			t.Errorf("parseRetryAfter(%q) = %v, want %v", tt.in, got, tt.want)
+		}
 	}
 }

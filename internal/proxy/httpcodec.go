@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -288,12 +289,28 @@ func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) 
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return a.tunnel(resp, b)
 	}
-	if a.t.RetryOnStatus(resp.StatusCode, a, canRetry) {
+	retryAfter := parseRetryAfter(resp.Header.Get("Retry-After"))
+	if a.t.RetryOnStatus(resp.StatusCode, retryAfter, a, canRetry) {
 		io.CopyN(io.Discard, resp.Body, 4<<10)
 		resp.Body.Close()
-		return Outcome{Class: RetryStatus, Status: resp.StatusCode}
+		return Outcome{Class: RetryStatus, Status: resp.StatusCode, RetryAfter: retryAfter}
 	}
 	return a.deliver(resp, b)
+}
+
+// parseRetryAfter reads a Retry-After value in seconds or as an HTTP date
+// (0 when absent or unreadable).
+func parseRetryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n >= 0 {
+		return time.Duration(n) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(0, time.Until(t))
+	}
+	return 0
 }
 
 // classify turns a RoundTrip error into an Outcome.
