@@ -84,6 +84,9 @@ type Error struct {
 	Reason string
 }
 
+// StatusCode is the status the refused request gets.
+func (e *Error) StatusCode() int { return e.Status }
+
 func (e *Error) Error() string {
 	return "edge: " + e.Reason + " (" + strconv.Itoa(e.Status) + ")"
 }

@@ -110,20 +110,15 @@ func (c *Checker) Interval() time.Duration {
 	return c.hc.Interval
 }
 
-// ConnectFailed marks b down passively after a request could not be sent to
-// it: it leaves rotation at once, and returns at its next passing check (or
-// after the ejection time when the pool has no active checks). It is called
-// from the request path only on failure, and logs once per transition.
+// ConnectFailed takes b out of rotation at once after a request could not
+// be sent to it: it returns at its next passing check (or after the
+// ejection time when the pool has no active checks). Like any passive
+// ejection it never takes out more than max_ejection_percent of the pool, so
+// a lone backend that restarts is tried again rather than shut off. It is
+// called from the request path only on failure, and logs once per
+// transition.
 func (c *Checker) ConnectFailed(b *pool.Backend, err error) {
-	var until time.Time
-	if c.hc == nil {
-		until = time.Now().Add(c.passive.EjectionTime)
-	}
-	if b.Health() == pool.Healthy && c.pool.SetHealth(b, pool.Down, until) {
-		b.Stats.Ejections.Add(1)
-		c.logger.Warn("backend down", "backend", b.Address, "reason", "request could not be sent", "error", err)
-		c.Kick()
-	}
+	c.eject(b, "connection failed", err, c.hc != nil)
 }
 
 // Kick wakes the loop to look at membership or state changes now.

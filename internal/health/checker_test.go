@@ -134,7 +134,7 @@ func TestPassiveDownReturnsOnPassingCheck(t *testing.T) {
 
 func TestPassiveDownWithoutActiveChecks(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p, bs := newPool(t, 1)
+		p, bs := newPool(t, 2)
 		c := New(p, nil, discard, Options{Passive: config.PassiveHealth{EjectionTime: 30 * time.Second}})
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan struct{})
@@ -154,6 +154,25 @@ func TestPassiveDownWithoutActiveChecks(t *testing.T) {
 		cancel()
 		<-done
 	})
+}
+
+func TestConnectFailureHonoursMaxEjectionPercent(t *testing.T) {
+	// A lone backend that refuses a connection stays in: ejecting it would
+	// turn a one-second restart into ejection_time of 503s.
+	p, bs := newPool(t, 1)
+	c := New(p, nil, discard, Options{})
+	c.ConnectFailed(bs[0], errors.New("refused"))
+	if got := bs[0].State(); got != "healthy" {
+		t.Errorf("lone backend: state = %q, want healthy", got)
+	}
+	// Of three, one may go (33%), a second may not (67% > 50%).
+	p, bs = newPool(t, 3)
+	c = New(p, nil, discard, Options{})
+	c.ConnectFailed(bs[0], errors.New("refused"))
+	c.ConnectFailed(bs[1], errors.New("refused"))
+	if got := []string{bs[0].State(), bs[1].State()}; got[0] != "ejected" || got[1] != "healthy" {
+		t.Errorf("states = %v, want [ejected healthy]", got)
+	}
 }
 
 func TestHTTPProber(t *testing.T) {

@@ -23,12 +23,17 @@ func (c *Checker) Observe(b *pool.Backend, ok bool) {
 		}
 		return
 	}
-	if b.ConsecutiveFailures.Add(1) == int32(c.passive.ConsecutiveFailures) {
-		c.eject(b)
+	// ≥, not ==: an ejection refused by max_ejection_percent is tried again
+	// on the next failure.
+	if b.ConsecutiveFailures.Add(1) >= int32(c.passive.ConsecutiveFailures) {
+		c.eject(b, "consecutive failures", nil, false)
 	}
 }
 
-func (c *Checker) eject(b *pool.Backend) {
+// eject takes b out unless that would put more than max_ejection_percent
+// of the pool out. The ejection lasts ejection_time × the times in a row b
+// was ejected; untilCheck instead leaves it out until a passing check.
+func (c *Checker) eject(b *pool.Backend, reason string, cause error, untilCheck bool) {
 	c.ejectMu.Lock()
 	defer c.ejectMu.Unlock()
 	if b.Health() != pool.Healthy {
@@ -43,16 +48,28 @@ func (c *Checker) eject(b *pool.Backend) {
 	}
 	if (ejected+1)*100 > c.passive.MaxEjectionPercent*len(all) {
 		c.logger.Debug("ejection skipped: max_ejection_percent reached", "backend", b.Address,
-			"ejected", ejected, "backends", len(all))
+			"reason", reason, "ejected", ejected, "backends", len(all))
 		return
 	}
 	m := min(b.EjectMultiplier.Add(1), maxMultiplier)
 	d := c.passive.EjectionTime * time.Duration(m)
-	if c.pool.SetHealth(b, pool.Down, time.Now().Add(d)) {
+	until := time.Now().Add(d)
+	if untilCheck {
+		until = time.Time{}
+	}
+	if c.pool.SetHealth(b, pool.Down, until) {
 		b.Stats.Ejections.Add(1)
 		b.ConsecutiveFailures.Store(0)
-		c.logger.Warn("backend ejected", "backend", b.Address, "reason", "consecutive failures",
-			"failures", c.passive.ConsecutiveFailures, "for", d)
+		attrs := []any{"backend", b.Address, "reason", reason}
+		if cause != nil {
+			attrs = append(attrs, "error", cause)
+		}
+		if untilCheck {
+			attrs = append(attrs, "until", "next passing check")
+		} else {
+			attrs = append(attrs, "for", d)
+		}
+		c.logger.Warn("backend ejected", attrs...)
 		c.Kick()
 	}
 }

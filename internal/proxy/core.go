@@ -239,9 +239,6 @@ func StatusFor(r Result) int {
 		if r.Backend == nil {
 			return 503
 		}
-		if r.Status != 0 {
-			return r.Status
-		}
 		return 502
 	case ClientGone:
 		return 499

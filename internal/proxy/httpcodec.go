@@ -184,7 +184,10 @@ func (a *httpAttempt) serve(l *Listener, info *pool.PickInfo) (Result, int) {
 	}
 	status := StatusFor(res)
 	if status == 499 {
-		return res, status // nobody to answer
+		// Nobody to answer; and net/http must not answer for us (it would
+		// send an empty 200 when the handler writes nothing).
+		a.abort = true
+		return res, status
 	}
 	if res.Class != ClientError && res.Err != nil {
 		backend := ""
@@ -277,10 +280,24 @@ func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) 
 	if a.body != nil {
 		a.body.rewind() // a retry sends the body again from its first byte
 	}
+	if a.body != nil {
+		// http.Transport waits for its body writer, which may be blocked
+		// reading a stalled client: a timeout must unblock that read too.
+		stop := context.AfterFunc(actx, func() {
+			if c := context.Cause(actx); c == errHeaderTimeout || c == errRequestTimeout {
+				http.NewResponseController(a.w).SetReadDeadline(time.Now())
+			}
+		})
+		defer stop()
+	}
 	start := time.Now()
 	resp, err := tr.RoundTrip(a.out.WithContext(actx))
-	if timer != nil {
-		timer.Stop()
+	if timer != nil && !timer.Stop() && err == nil {
+		// The timer fired just as the header arrived: the context is
+		// cancelled, so the body would break off mid-way. Count it as the
+		// timeout it is, before anything reaches the client.
+		resp.Body.Close()
+		return Outcome{Class: Timeout, Err: errHeaderTimeout}
 	}
 	if err != nil {
 		return a.classify(err, actx)
@@ -315,37 +332,39 @@ func parseRetryAfter(v string) time.Duration {
 
 // classify turns a RoundTrip error into an Outcome.
 func (a *httpAttempt) classify(err error, actx context.Context) Outcome {
+	// sluice's own timeouts first: they may also have broken the body read.
+	if cause := context.Cause(actx); cause == errHeaderTimeout || cause == errRequestTimeout {
+		return Outcome{Class: Timeout, Err: cause}
+	}
 	if a.body != nil && a.body.err != nil {
-		if errors.Is(a.body.err, errBodyTooLarge) {
-			return Outcome{Class: ClientError, Status: http.StatusRequestEntityTooLarge, Err: a.body.err}
-		}
-		if a.r.Context().Err() != nil {
-			return Outcome{Class: ClientGone, Err: a.body.err}
-		}
-		status := http.StatusBadRequest
+		berr := a.body.err
+		var ee interface{ StatusCode() int }
 		var ne net.Error
-		if errors.As(a.body.err, &ne) && ne.Timeout() {
-			status = http.StatusRequestTimeout // the client sent its body too slowly
-		} else if g := guardFrom(a.r.Context()); g != nil {
+		switch {
+		case errors.Is(berr, errBodyTooLarge):
+			return Outcome{Class: ClientError, Status: http.StatusRequestEntityTooLarge, Err: berr}
+		case errors.As(berr, &ne) && ne.Timeout():
+			// The client sent its body too slowly (timeouts.read).
+			return Outcome{Class: ClientError, Status: http.StatusRequestTimeout, Err: berr}
+		case errors.As(berr, &ee):
+			return Outcome{Class: ClientError, Status: ee.StatusCode(), Err: berr}
+		}
+		if g := guardFrom(a.r.Context()); g != nil {
 			if s, _, ok := g.Rejection(); ok {
-				status = s
+				return Outcome{Class: ClientError, Status: s, Err: berr}
 			}
 		}
-		return Outcome{Class: ClientError, Status: status, Err: a.body.err}
+		if errors.Is(berr, io.ErrUnexpectedEOF) || a.r.Context().Err() != nil {
+			return Outcome{Class: ClientGone, Err: berr}
+		}
+		return Outcome{Class: ClientError, Status: http.StatusBadRequest, Err: berr}
 	}
 	if a.r.Context().Err() != nil {
 		return Outcome{Class: ClientGone, Err: err}
 	}
 	var de *dialError
 	if errors.As(err, &de) {
-		o := Outcome{Class: ConnectFailure, Err: err}
-		if de.timeout {
-			o.Status = http.StatusGatewayTimeout
-		}
-		return o
-	}
-	if cause := context.Cause(actx); cause == errHeaderTimeout || cause == errRequestTimeout {
-		return Outcome{Class: Timeout, Err: cause}
+		return Outcome{Class: ConnectFailure, Err: err}
 	}
 	return Outcome{Class: Reset, Err: err}
 }

@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"net"
 	"net/http"
 	"time"
@@ -19,8 +18,7 @@ type Upstream interface {
 // dialError marks an error that happened before any byte of a request was
 // written: the request may go to another backend without harm.
 type dialError struct {
-	err     error
-	timeout bool
+	err error
 }
 
 func (e *dialError) Error() string { return "connect: " + e.err.Error() }
@@ -38,9 +36,7 @@ func NewTransport(t config.PoolTimeouts, tlsConfig *tls.Config) *http.Transport 
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := d.DialContext(ctx, network, addr)
 			if err != nil {
-				var ne net.Error
-				timeout := errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil
-				return nil, &dialError{err: err, timeout: timeout}
+				return nil, &dialError{err: err}
 			}
 			return c, nil
 		},
