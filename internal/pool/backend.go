@@ -79,6 +79,7 @@ type Backend struct {
 	// Host is URL.Host, the dial address.
 	Host string
 
+	owner     atomic.Pointer[Pool] // the pool of the current snapshot
 	weight    atomic.Int32
 	effWeight atomic.Int32 // weight×100, scaled down during slow start
 	upSince   atomic.Int64 // UnixNano it last became eligible (0: since start-up)

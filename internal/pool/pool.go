@@ -198,6 +198,7 @@ func (p *Pool) Add(b *Backend) bool {
 	}
 	bs := append(append(make([]*Backend, 0, len(old)+1), old...), b)
 	b.Joined()
+	b.owner.Store(p)
 	p.backends.Store(&bs)
 	p.rebuildLocked()
 	return true
@@ -259,9 +260,23 @@ func (p *Pool) transition(b *Backend, set func() (changed, back bool)) bool {
 	}
 	p.mu.Unlock()
 	if changed {
+		// A request that began before a reload reports to the old pool;
+		// the pool that owns b now must see the change too.
+		if o := b.owner.Load(); o != nil && o != p {
+			o.Refresh()
+		}
 		p.notify(b, from)
 	}
 	return changed
+}
+
+// Claim makes p the owner of its backends: state changes reported through
+// an older pool that shares them rebuild p's picker too. The server calls it
+// when p's snapshot goes live.
+func (p *Pool) Claim() {
+	for _, b := range p.Backends() {
+		b.owner.Store(p)
+	}
 }
 
 // SetWeight changes b's weight and rebuilds the picker.

@@ -59,3 +59,27 @@ func TestSlowStartRamps(t *testing.T) {
 		}
 	})
 }
+
+// TestOwnerSeesChangesThroughOldPool: after a reload, a request that began
+// on the old pool reports a failure there; the new pool must stop picking
+// the backend too.
+func TestOwnerSeesChangesThroughOldPool(t *testing.T) {
+	var bs []*pool.Backend
+	for _, h := range []string{"127.0.0.1:8081", "127.0.0.1:8082"} {
+		u := &url.URL{Scheme: "http", Host: h}
+		bs = append(bs, pool.NewBackend(u.String(), u, 1))
+	}
+	old := pool.New("web", balance.RoundRobin{}, bs)
+	old.Claim()
+	cur := pool.New("web", balance.RoundRobin{}, bs)
+	cur.Claim()
+	old.SetHealth(bs[0], pool.Down, time.Time{})
+	if got := cur.Ready(); got != 1 {
+		t.Fatalf("new pool ready = %d after the old pool ejected a shared backend, want 1", got)
+	}
+	for range 4 {
+		if cur.Pick(&pool.PickInfo{}) == bs[0] {
+			t.Fatalf("new pool picked the ejected backend")
+		}
+	}
+}

@@ -54,9 +54,6 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 		p.SetSlowStart(pc.SlowStart)
 		p.Limit.PerBackend = int64(pc.MaxConnectionsPerBackend)
 		p.Limit.MaxQueue, p.Limit.Timeout = pc.MaxQueue, pc.QueueTimeout
-		for i, bc := range pc.Backends {
-			p.SetWeight(backends[i], bc.Weight)
-		}
 		var tr *http.Transport
 		if old != nil && old.cfg.Timeouts == pc.Timeouts && old.cfg.UpstreamTLS == pc.UpstreamTLS {
 			tr = old.transport
@@ -97,6 +94,20 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 		snap.byName[pc.Name] = rt
 	}
 	return snap
+}
+
+// activate is the last step of a swap, once snap serves: its pools claim
+// their backends and configured weights take effect. Until then a reload
+// that fails (a port in use) has changed nothing the running config uses.
+func activate(snap *snapshot) {
+	for _, p := range snap.pools {
+		p.pool.Claim()
+		for _, bc := range p.cfg.Backends {
+			if b := p.pool.Find(bc.Address); b != nil {
+				p.pool.SetWeight(b, bc.Weight)
+			}
+		}
+	}
 }
 
 // stopPools stops the health loops of pools that left service and waits for

@@ -52,6 +52,7 @@ func (s *Server) reloadLocked() error {
 	}
 	// Swap: pools first, then each listener's view.
 	s.snap.Store(snap)
+	activate(snap)
 	keep := map[string]bool{}
 	for _, lc := range cfg.Listeners {
 		keep[lc.Name] = true

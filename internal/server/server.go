@@ -166,6 +166,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	s.snap.Store(snap)
+	activate(snap)
 	for _, l := range bound {
 		s.listeners[l.cfg.Name] = l
 		l.serve(s)
