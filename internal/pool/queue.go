@@ -60,19 +60,25 @@ func (l *Limit) Release(b *Backend) {
 func (l *Limit) Queued() int64 { return l.waiting.Load() }
 
 // Wait queues the caller until a slot is released somewhere in the pool,
-// the queue timeout passes or ctx ends. A nil error means "try again".
-func (l *Limit) Wait(ctx context.Context) error {
+// deadline passes (ErrQueueTimeout) or ctx ends (its error). A nil error
+// means "try again". A waiter that was woken but lost the slot waits again
+// at the front (again = true), keeping first-in-first-out order.
+func (l *Limit) Wait(ctx context.Context, deadline time.Time, again bool) error {
 	ch := make(chan struct{}, 1)
 	l.mu.Lock()
-	if len(l.queue) >= l.MaxQueue {
+	if !again && len(l.queue) >= l.MaxQueue {
 		l.mu.Unlock()
 		return ErrQueueFull
 	}
-	l.queue = append(l.queue, ch)
+	if again {
+		l.queue = append([]chan struct{}{ch}, l.queue...)
+	} else {
+		l.queue = append(l.queue, ch)
+	}
 	l.waiting.Add(1)
 	l.mu.Unlock()
 
-	t := time.NewTimer(l.Timeout)
+	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	var err error
 	select {

@@ -24,14 +24,14 @@ func TestLimitQueue(t *testing.T) {
 		order := make(chan int, 2)
 		for i := range 2 {
 			go func() {
-				if err := l.Wait(context.Background()); err != nil {
+				if err := l.Wait(context.Background(), time.Now().Add(l.Timeout), false); err != nil {
 					t.Errorf("waiter %d: %v", i, err)
 				}
 				order <- i
 			}()
 			synctest.Wait() // queue in a known order
 		}
-		if err := l.Wait(context.Background()); !errors.Is(err, ErrQueueFull) {
+		if err := l.Wait(context.Background(), time.Now().Add(l.Timeout), false); !errors.Is(err, ErrQueueFull) {
 			t.Fatalf("third waiter: err = %v, want ErrQueueFull", err)
 		}
 		for want := range 2 {
@@ -45,7 +45,7 @@ func TestLimitQueue(t *testing.T) {
 		}
 		// Nobody releases: the wait ends at the queue timeout.
 		start := time.Now()
-		if err := l.Wait(context.Background()); !errors.Is(err, ErrQueueTimeout) {
+		if err := l.Wait(context.Background(), time.Now().Add(l.Timeout), false); !errors.Is(err, ErrQueueTimeout) {
 			t.Fatalf("err = %v, want ErrQueueTimeout", err)
 		}
 		if d := time.Since(start); d != 10*time.Second {

@@ -128,7 +128,14 @@ func Forward(ctx context.Context, t *Target, info *pool.PickInfo, a Attempt) Res
 	for try := 0; try < maxTries; try++ {
 		b, err := acquire(ctx, t.Pool, info)
 		if err != nil {
-			res.Outcome = Outcome{Class: Saturated, Err: err}
+			switch ctx.Err() {
+			case context.DeadlineExceeded: // the request timeout, while queued
+				res.Outcome = Outcome{Class: Timeout, Err: context.Cause(ctx)}
+			case context.Canceled:
+				res.Outcome = Outcome{Class: ClientGone, Err: err}
+			default:
+				res.Outcome = Outcome{Class: Saturated, Err: err}
+			}
 			return res
 		}
 		if b == nil {
@@ -254,6 +261,7 @@ func StatusFor(r Result) int {
 // when no backend is eligible.
 func acquire(ctx context.Context, p *pool.Pool, info *pool.PickInfo) (*pool.Backend, error) {
 	l := &p.Limit
+	var deadline time.Time // of the wait in the queue, set when it begins
 	for {
 		b := p.Pick(info)
 		if b == nil {
@@ -270,7 +278,11 @@ func acquire(ctx context.Context, p *pool.Pool, info *pool.PickInfo) (*pool.Back
 				}
 			}
 		}
-		if err := l.Wait(ctx); err != nil {
+		again := !deadline.IsZero()
+		if !again {
+			deadline = time.Now().Add(l.Timeout)
+		}
+		if err := l.Wait(ctx, deadline, again); err != nil {
 			return nil, err
 		}
 		// Woken by a released slot: take it without queueing again.
