@@ -16,9 +16,10 @@ import (
 // sees after they are hijacked, so that shutdown can close them with a close
 // frame. The zero value is ready.
 type Tunnels struct {
-	mu    sync.Mutex // guards conns and wg.Add
-	conns map[*tunnel]struct{}
-	wg    sync.WaitGroup
+	mu      sync.Mutex // guards conns, closing and wg.Add
+	conns   map[*tunnel]struct{}
+	closing bool // CloseAll began: tunnels that open now close at once
+	wg      sync.WaitGroup
 }
 
 // tunnel is one upgraded connection pair.
@@ -35,14 +36,22 @@ type tunnel struct {
 	closing bool
 }
 
-func (t *Tunnels) add(tn *tunnel) {
+// add registers tn; it reports false when shutdown has begun, after
+// sending tn's client the close frame and closing it.
+func (t *Tunnels) add(tn *tunnel) bool {
 	t.mu.Lock()
+	if t.closing {
+		t.mu.Unlock()
+		tn.goAway(time.Now())
+		return false
+	}
 	if t.conns == nil {
 		t.conns = map[*tunnel]struct{}{}
 	}
 	t.conns[tn] = struct{}{}
 	t.wg.Add(1)
 	t.mu.Unlock()
+	return true
 }
 
 func (t *Tunnels) remove(tn *tunnel) {
@@ -67,13 +76,14 @@ var closeFrame = append([]byte{0x88, 2 + 10, 0x03, 0xe9}, "going away"...)
 // at the next frame boundary, waiting up to wait for one, then closes both
 // sides and waits until the copies have ended.
 func (t *Tunnels) CloseAll(wait time.Duration) {
+	deadline := time.Now().Add(wait)
 	t.mu.Lock()
+	t.closing = true
 	list := make([]*tunnel, 0, len(t.conns))
 	for tn := range t.conns {
 		list = append(list, tn)
 	}
 	t.mu.Unlock()
-	deadline := time.Now().Add(wait)
 	var wg sync.WaitGroup
 	for _, tn := range list {
 		wg.Add(1)
@@ -83,7 +93,14 @@ func (t *Tunnels) CloseAll(wait time.Duration) {
 		}()
 	}
 	wg.Wait()
-	t.wg.Wait()
+	// Every tunnel is closed on both sides now, so its copies end at once;
+	// the wait is bounded all the same.
+	done := make(chan struct{})
+	go func() { t.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Until(deadline) + time.Second):
+	}
 }
 
 // Retire closes, after grace, the tunnels whose backend keep rejects (after
@@ -238,7 +255,9 @@ func (a *httpAttempt) tunnel(resp *http.Response, b *pool.Backend) Outcome {
 	}
 
 	tn := &tunnel{client: conn, back: backConn, pool: a.t.Pool.Name, backend: b}
-	a.h.tunnels.add(tn)
+	if !a.h.tunnels.add(tn) {
+		return Outcome{Class: Done, Status: resp.StatusCode} // shutting down
+	}
 	defer a.h.tunnels.remove(tn)
 	errc := make(chan error, 2)
 	go func() {
