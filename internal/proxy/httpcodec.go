@@ -91,35 +91,43 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.id = h.ids.Next()
 	}
 	var info pool.PickInfo
-	entry := accesslog.Entry{Time: start, Listener: l.Name, Method: r.Method, Host: r.Host,
-		Path: r.URL.Path, UserAgent: r.UserAgent(), RequestID: a.id, Client: r.RemoteAddr}
-
 	res, status := a.serve(l, &info)
-	entry.Status = status
-	entry.Duration = time.Since(start)
-	entry.Bytes = a.bytes
+	d := time.Since(start)
 	switch {
 	case res.Backend != nil:
-		res.Backend.Stats.Observe(l.Slot, status, entry.Duration)
-		entry.Backend = res.Backend.Address
+		res.Backend.Stats.Observe(l.Slot, status, d)
 	case a.t != nil:
-		a.t.Pool.NoBackend.Observe(l.Slot, status, entry.Duration)
+		a.t.Pool.NoBackend.Observe(l.Slot, status, d)
 	default:
-		l.NoPool.Observe(l.Slot, status, entry.Duration)
+		l.NoPool.Observe(l.Slot, status, d)
 	}
-	if a.t != nil {
-		entry.Pool = a.t.Pool.Name
+	if h.access != nil {
+		h.logAccess(a, l, &info, res, status, start, d)
 	}
-	if info.ClientIP.IsValid() {
-		entry.Client = info.ClientIP.String()
-	}
-	entry.Tries = res.Tries
-	h.access.Log(&entry)
 	if a.abort {
-		// The backend's response broke off after its header was sent: the
-		// client must see a broken response, never a short "complete" one.
+		// The backend's response broke off after its header was sent, or
+		// the client is gone: the client must see a broken response, never
+		// a short "complete" one or an empty 200 from net/http.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// logAccess hands one entry to the access log (only when it is on).
+func (h *Handler) logAccess(a *httpAttempt, l *Listener, info *pool.PickInfo, res Result, status int, start time.Time, d time.Duration) {
+	r := a.r
+	e := accesslog.Entry{Time: start, Listener: l.Name, Method: r.Method, Host: r.Host,
+		Path: r.URL.Path, UserAgent: r.UserAgent(), RequestID: a.id, Client: r.RemoteAddr,
+		Status: status, Duration: d, Bytes: a.bytes, Tries: res.Tries}
+	if res.Backend != nil {
+		e.Backend = res.Backend.Address
+	}
+	if a.t != nil {
+		e.Pool = a.t.Pool.Name
+	}
+	if info.ClientIP.IsValid() {
+		e.Client = info.ClientIP.String()
+	}
+	h.access.Log(&e)
 }
 
 // serve routes, checks and forwards one request; it returns the core's

@@ -5,6 +5,7 @@ import (
 	"log"
 	"log/slog"
 	"reflect"
+	"time"
 
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/pool"
@@ -63,7 +64,7 @@ func (s *Server) reloadLocked() error {
 	}
 	for _, l := range bound {
 		if prev := s.listeners[l.cfg.Name]; prev != nil {
-			go prev.shutdown(context.Background()) // its address changed: drain it
+			s.drain(prev, cfg.ShutdownTimeout) // its address changed
 		}
 		s.listeners[l.cfg.Name] = l
 		l.serve(s)
@@ -72,7 +73,7 @@ func (s *Server) reloadLocked() error {
 	for name, l := range s.listeners {
 		if !keep[name] {
 			delete(s.listeners, name)
-			go l.shutdown(context.Background())
+			s.drain(l, cfg.ShutdownTimeout)
 		}
 	}
 	// WebSockets whose pool or backend is gone get shutdown_timeout to end.
@@ -99,6 +100,19 @@ func (s *Server) reloadLocked() error {
 	cfg.Admin, cfg.AccessLog = s.cfg.Admin, s.cfg.AccessLog
 	s.cfg, s.cfgHash = cfg, hash
 	return nil
+}
+
+// drain shuts a listener that left the config down in the background: it
+// stops accepting at once and its requests get up to timeout. Shutdown waits
+// for it.
+func (s *Server) drain(l *listener, timeout time.Duration) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		l.shutdown(ctx)
+	}()
 }
 
 type reloadError string
