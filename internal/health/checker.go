@@ -39,6 +39,10 @@ type Checker struct {
 
 	kick    chan struct{}
 	results chan result
+
+	// states is the loop's per-backend history; only Run touches it while
+	// it runs. Inherit fills it before, and it stays readable after.
+	states map[*pool.Backend]*state
 }
 
 type result struct {
@@ -99,6 +103,20 @@ func New(p *pool.Pool, hc *config.HealthCheck, logger *slog.Logger, o Options) *
 	return c
 }
 
+// Inherit takes over the check history of old, the checker of the same
+// pool before a reload, so that rise/fall counts and the check schedule go
+// on rather than restart (a fresh checker's first result decides at once).
+// old must have stopped, and c not started. A checker whose health_check
+// changed should not inherit.
+func (c *Checker) Inherit(old *Checker) {
+	c.states = make(map[*pool.Backend]*state, len(old.states))
+	for b, st := range old.states {
+		cp := *st
+		cp.running = false
+		c.states[b] = &cp
+	}
+}
+
 // Active reports whether the pool has active checks.
 func (c *Checker) Active() bool { return c.hc != nil }
 
@@ -134,7 +152,10 @@ func (c *Checker) Kick() {
 func (c *Checker) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	states := map[*pool.Backend]*state{}
+	if c.states == nil {
+		c.states = map[*pool.Backend]*state{}
+	}
+	states := c.states
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {

@@ -218,3 +218,44 @@ func TestHTTPProber(t *testing.T) {
 		t.Errorf("tcp probe of a closed server passed, want an error")
 	}
 }
+
+// TestInheritKeepsRiseFall: a reload hands the check history to the new
+// loop, so fall counts go on instead of the first result deciding.
+func TestInheritKeepsRiseFall(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, bs := newPool(t, 2)
+		fp := &fakeProbe{fail: map[*pool.Backend]bool{}}
+		opts := Options{Prober: fp.probe, Rand: func() uint64 { return 0 }}
+		run := func(c *Checker) (stop func()) {
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan struct{})
+			go func() { c.Run(ctx); close(done) }()
+			return func() { cancel(); <-done }
+		}
+		old := New(p, hc(), discard, opts)
+		stop := run(old)
+		synctest.Wait() // first checks pass
+		fp.set(bs[0], true)
+		for range 2 {
+			time.Sleep(2 * time.Second)
+			synctest.Wait()
+		}
+		stop()
+		if got := bs[0].Health(); got != pool.Healthy {
+			t.Fatalf("after 2 of 3 failures: %v, want healthy", got)
+		}
+		next := New(p, hc(), discard, opts)
+		next.Inherit(old)
+		stop = run(next)
+		synctest.Wait()
+		if got := bs[0].Health(); got != pool.Healthy {
+			t.Fatalf("right after the hand-over: %v, want still healthy (no decisive first check)", got)
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if got := bs[0].Health(); got != pool.Unhealthy {
+			t.Fatalf("after the third failure, across the hand-over: %v, want unhealthy", got)
+		}
+		stop()
+	})
+}

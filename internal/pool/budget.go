@@ -18,8 +18,7 @@ const minRetries = 3
 // lock-free: one-second slots of atomic counters, each stamped with the
 // second it counts. The zero value allows no retries beyond the minimum.
 type RetryBudget struct {
-	// Percent is the share of recent requests that may be retries (0-100).
-	Percent int
+	percent atomic.Int32 // share of recent requests that may be retries
 
 	slots [budgetSlots]budgetSlot
 	now   func() time.Time // nil: time.Now
@@ -48,6 +47,10 @@ func (b *RetryBudget) slot() *budgetSlot {
 	return s
 }
 
+// SetPercent sets the share (0-100) of recent requests that may be
+// retries. It may change while the budget is in use (a reload).
+func (b *RetryBudget) SetPercent(p int) { b.percent.Store(int32(p)) }
+
 // Request counts one client request.
 func (b *RetryBudget) Request() { b.slot().requests.Add(1) }
 
@@ -64,7 +67,7 @@ func (b *RetryBudget) Allow() bool {
 			retries += s.retries.Load()
 		}
 	}
-	if retries >= minRetries && retries*100 >= requests*int64(b.Percent) {
+	if retries >= minRetries && retries*100 >= requests*int64(b.percent.Load()) {
 		return false
 	}
 	cur.retries.Add(1)

@@ -7,7 +7,7 @@ import (
 
 func TestRetryBudget(t *testing.T) {
 	now := time.Unix(1000, 0)
-	b := &RetryBudget{Percent: 20, now: func() time.Time { return now }}
+	b := newBudget(20, func() time.Time { return now })
 	for range 100 {
 		b.Request()
 	}
@@ -22,7 +22,7 @@ func TestRetryBudget(t *testing.T) {
 	}
 
 	// A quiet pool still gets the minimum.
-	q := &RetryBudget{Percent: 20, now: func() time.Time { return now }}
+	q := newBudget(20, func() time.Time { return now })
 	q.Request()
 	allowed = 0
 	for range 10 {
@@ -45,7 +45,8 @@ func TestRetryBudget(t *testing.T) {
 }
 
 func BenchmarkRetryBudget(b *testing.B) {
-	rb := &RetryBudget{Percent: 20}
+	rb := &RetryBudget{}
+	rb.SetPercent(20)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -53,4 +54,10 @@ func BenchmarkRetryBudget(b *testing.B) {
 			rb.Allow()
 		}
 	})
+}
+
+func newBudget(percent int, now func() time.Time) *RetryBudget {
+	b := &RetryBudget{now: now}
+	b.SetPercent(percent)
+	return b
 }

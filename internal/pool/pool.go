@@ -82,12 +82,9 @@ type Pool struct {
 	backends atomic.Pointer[[]*Backend]
 	picker   atomic.Pointer[built]
 
-	// NoBackend counts requests that found no eligible backend.
-	NoBackend Stats
-	// Retries counts retried attempts.
-	Retries atomic.Uint64
-	// Budget bounds retries; set its Percent before the pool is used.
-	Budget RetryBudget
+	// Shared holds what outlives a reload of the pool: counters and the
+	// retry budget (see Inherit).
+	*Shared
 	// Limit caps requests in flight per backend and queues the rest; set it
 	// before the pool is used.
 	Limit Limit
@@ -98,6 +95,22 @@ type Pool struct {
 	ramping   atomic.Bool   // a backend is inside its slow-start window
 }
 
+// Shared is the part of a pool that a reload carries over to the pool of
+// the same name, so counters stay monotonic and the retry budget keeps its
+// window.
+type Shared struct {
+	// NoBackend counts requests that found no eligible backend.
+	NoBackend Stats
+	// Retries counts retried attempts.
+	Retries atomic.Uint64
+	// Budget bounds retries.
+	Budget RetryBudget
+}
+
+// Inherit makes p share old's counters and retry budget. Call it before p
+// serves.
+func (p *Pool) Inherit(old *Pool) { p.Shared = old.Shared }
+
 type built struct {
 	Picker
 	ready int
@@ -106,7 +119,7 @@ type built struct {
 // New returns a pool over the given backends (which may be shared with the
 // pool of a previous snapshot).
 func New(name string, policy Policy, backends []*Backend) *Pool {
-	p := &Pool{Name: name, policy: policy}
+	p := &Pool{Name: name, policy: policy, Shared: &Shared{}}
 	bs := append([]*Backend(nil), backends...)
 	p.backends.Store(&bs)
 	p.rebuildLocked()

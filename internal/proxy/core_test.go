@@ -49,7 +49,7 @@ func target(n int, r config.Retries) (*Target, []*pool.Backend, *passive) {
 	}
 	ph := &passive{}
 	p := pool.New("p", balance.RoundRobin{}, bs)
-	p.Budget.Percent = 100
+	p.Budget.SetPercent(100)
 	return &Target{Pool: p, Health: ph, Retries: r}, bs, ph
 }
 

@@ -42,7 +42,7 @@ func newFixture(t *testing.T, n int, policy pool.Policy, configure func(*Target)
 		bs = append(bs, pool.NewBackend(srv.URL, u, 1))
 	}
 	f.pool = pool.New("web", policy, bs)
-	f.pool.Budget.Percent = 100
+	f.pool.Budget.SetPercent(100)
 	timeouts := config.PoolTimeouts{Connect: time.Second, ResponseHeader: 5 * time.Second, Idle: time.Minute}
 	tr := NewTransport(timeouts, nil)
 	t.Cleanup(tr.CloseIdleConnections)

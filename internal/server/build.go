@@ -50,7 +50,9 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 			backends = append(backends, b)
 		}
 		p := pool.New(pc.Name, policy, backends)
-		p.Budget.Percent = pc.Retries.BudgetPercent
+		if old != nil {
+			p.Inherit(old.pool)
+		}
 		p.SetSlowStart(pc.SlowStart)
 		p.Limit.PerBackend = int64(pc.MaxConnectionsPerBackend)
 		p.Limit.MaxQueue, p.Limit.Timeout = pc.MaxQueue, pc.QueueTimeout
@@ -75,14 +77,7 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 			transport: tr,
 			target: &proxy.Target{Pool: p, Health: ck, Retries: pc.Retries, Timeouts: pc.Timeouts,
 				Upstream: tr, RetryAfter: retryAfter, HashKey: proxy.ParseHashKey(pc.HashKey)},
-			done: make(chan struct{}),
 		}
-		var ctx context.Context
-		ctx, rt.cancel = context.WithCancel(s.ctx)
-		go func() {
-			defer close(rt.done)
-			ck.Run(ctx)
-		}()
 		if st := pc.Sticky; st != nil {
 			key := s.stickyKey
 			if st.Secret != "" {
@@ -99,15 +94,39 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 // activate is the last step of a swap, once snap serves: its pools claim
 // their backends and configured weights take effect. Until then a reload
 // that fails (a port in use) has changed nothing the running config uses.
-func activate(snap *snapshot) {
+//
+// The health loops of prev stop first; then those of snap start, each
+// inheriting the check history of its predecessor when the pool's
+// health_check did not change.
+func (s *Server) activate(snap, prev *snapshot) {
+	if prev != nil {
+		s.stopPools(prev.pools)
+	}
 	for _, p := range snap.pools {
 		p.pool.Claim()
+		p.pool.Budget.SetPercent(p.cfg.Retries.BudgetPercent)
 		for _, bc := range p.cfg.Backends {
 			if b := p.pool.Find(bc.Address); b != nil {
 				p.pool.SetWeight(b, bc.Weight)
 			}
 		}
+		if prev != nil {
+			if old := prev.byName[p.cfg.Name]; old != nil && reflect.DeepEqual(old.cfg.HealthCheck, p.cfg.HealthCheck) {
+				p.checker.Inherit(old.checker)
+			}
+		}
+		s.startChecker(p)
 	}
+}
+
+func (s *Server) startChecker(p *poolRT) {
+	var ctx context.Context
+	ctx, p.cancel = context.WithCancel(s.ctx)
+	p.done = make(chan struct{})
+	go func() {
+		defer close(p.done)
+		p.checker.Run(ctx)
+	}()
 }
 
 // stopPools stops the health loops of pools that left service and waits for
@@ -115,10 +134,14 @@ func activate(snap *snapshot) {
 // idle connections of those that do not.
 func (s *Server) stopPools(ps []*poolRT) {
 	for _, p := range ps {
-		p.cancel()
+		if p.cancel != nil {
+			p.cancel()
+		}
 	}
 	for _, p := range ps {
-		<-p.done
+		if p.done != nil {
+			<-p.done
+		}
 	}
 }
 

@@ -53,7 +53,7 @@ func (s *Server) reloadLocked() error {
 	}
 	// Swap: pools first, then each listener's view.
 	s.snap.Store(snap)
-	activate(snap)
+	s.activate(snap, old)
 	keep := map[string]bool{}
 	for _, lc := range cfg.Listeners {
 		keep[lc.Name] = true
@@ -86,9 +86,8 @@ func (s *Server) reloadLocked() error {
 	}); n > 0 {
 		s.logger.Info("tunnels on removed backends close after the grace period", "tunnels", n, "grace", cfg.ShutdownTimeout)
 	}
-	// The old pools' checkers stop; their backends live on in the new pools
-	// or, when removed, until their requests in flight finish.
-	s.stopPools(old.pools)
+	// The old pools' backends live on in the new pools or, when removed,
+	// until their requests in flight finish.
 	for _, p := range old.pools {
 		if np := snap.byName[p.cfg.Name]; np == nil || np.transport != p.transport {
 			p.transport.CloseIdleConnections()

@@ -166,7 +166,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	s.snap.Store(snap)
-	activate(snap)
+	s.activate(snap, nil)
 	for _, l := range bound {
 		s.listeners[l.cfg.Name] = l
 		l.serve(s)

@@ -95,7 +95,8 @@ func TestReloadCarriesStateAndLeaksNothing(t *testing.T) {
 			t.Fatalf("status = %d, want 200", got)
 		}
 	}
-	oldA := srv.Pools()[0].Find(a)
+	oldPool := srv.Pools()[0]
+	oldA := oldPool.Find(a)
 	before := oldA.Stats.Requests.Load()
 	if err := srv.SetBackendState("web", a, pool.Draining); err != nil {
 		t.Fatal(err)
@@ -118,6 +119,9 @@ func TestReloadCarriesStateAndLeaksNothing(t *testing.T) {
 	}
 	if p.Find(c) == nil {
 		t.Fatalf("backend %s missing after reload", c)
+	}
+	if p.Shared != oldPool.Shared {
+		t.Errorf("pool counters were not carried over the reload")
 	}
 	eventually(t, "the new backend takes traffic", func() bool {
 		get()
