@@ -145,15 +145,23 @@ func (s *Server) stopPools(ps []*poolRT) {
 	}
 }
 
-// listener is one bound client listener.
+// listener is one generation of a bound client listener: its socket, its
+// http.Server and the view its requests use. A reload that changes only
+// routes swaps the view; one that changes timeouts or limits starts a new
+// generation on the same socket (see socket).
 type listener struct {
 	cfg    config.Listener
 	view   atomic.Pointer[proxy.Listener]
-	ln     net.Listener
+	sock   *socket
 	srv    *http.Server
-	active atomic.Int64
-	noPool pool.Stats
+	active *atomic.Int64 // open connections, across generations
+	noPool *pool.Stats   // across generations
 	done   chan struct{}
+}
+
+// next returns a new generation of l with config lc on the same socket.
+func (l *listener) next(lc config.Listener) *listener {
+	return &listener{cfg: lc, sock: l.sock, active: l.active, noPool: l.noPool, done: make(chan struct{})}
 }
 
 // view builds the immutable request-path view of listener lc over snap.
@@ -196,12 +204,13 @@ func (s *Server) bindListeners(cfg *config.Config, snap *snapshot, existing map[
 		ln, err := net.Listen("tcp", lc.Address)
 		if err != nil {
 			for _, b := range bound {
-				b.ln.Close()
+				b.sock.Close()
 			}
 			return nil, fmt.Errorf("listener %q: %w (is the port in use? change its address)", lc.Name, err)
 		}
-		l := &listener{cfg: lc, ln: ln, done: make(chan struct{})}
-		l.view.Store(s.view(lc, snap, &l.noPool))
+		l := &listener{cfg: lc, sock: newSocket(ln), active: new(atomic.Int64), noPool: new(pool.Stats),
+			done: make(chan struct{})}
+		l.view.Store(s.view(lc, snap, l.noPool))
 		bound = append(bound, l)
 	}
 	return bound, nil
@@ -235,7 +244,7 @@ func (l *listener) serve(s *Server) {
 		},
 		ErrorLog: slogLogger(s),
 	}
-	ln := l.ln
+	ln := l.sock.generation()
 	if n := lim.MaxConnections; n > 0 {
 		// Like HAProxy's maxconn: past the limit, connections wait in the
 		// kernel's accept queue instead of being accepted.
@@ -252,8 +261,12 @@ func (l *listener) serve(s *Server) {
 }
 
 // shutdown stops accepting and waits for requests in flight until ctx ends,
-// then closes what is left.
-func (l *listener) shutdown(ctx context.Context) {
+// then closes what is left. With closeSocket the socket closes too (the
+// listener leaves); without, the next generation goes on accepting.
+func (l *listener) shutdown(ctx context.Context, closeSocket bool) {
+	if closeSocket {
+		l.sock.Close()
+	}
 	if err := l.srv.Shutdown(ctx); err != nil {
 		l.srv.Close()
 	}

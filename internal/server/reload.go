@@ -57,23 +57,35 @@ func (s *Server) reloadLocked() error {
 	keep := map[string]bool{}
 	for _, lc := range cfg.Listeners {
 		keep[lc.Name] = true
-		if l := s.listeners[lc.Name]; l != nil && l.cfg.Address == lc.Address {
-			l.cfg = lc
-			l.view.Store(s.view(lc, snap, &l.noPool))
+		l := s.listeners[lc.Name]
+		if l == nil || l.cfg.Address != lc.Address {
+			continue
 		}
+		if l.cfg.Timeouts == lc.Timeouts && l.cfg.Limits == lc.Limits {
+			l.cfg = lc // routes and the like: the view is enough
+			l.view.Store(s.view(lc, snap, l.noPool))
+			continue
+		}
+		// Timeouts or limits changed: a new server generation on the same
+		// socket; the old one drains its connections.
+		nl := l.next(lc)
+		nl.view.Store(s.view(lc, snap, nl.noPool))
+		nl.serve(s)
+		s.listeners[lc.Name] = nl
+		s.drain(l, cfg.ShutdownTimeout, false)
 	}
 	for _, l := range bound {
 		if prev := s.listeners[l.cfg.Name]; prev != nil {
-			s.drain(prev, cfg.ShutdownTimeout) // its address changed
+			s.drain(prev, cfg.ShutdownTimeout, true) // its address changed
 		}
 		s.listeners[l.cfg.Name] = l
 		l.serve(s)
-		s.logger.Info("listening", "listener", l.cfg.Name, "address", l.ln.Addr().String())
+		s.logger.Info("listening", "listener", l.cfg.Name, "address", l.sock.Addr().String())
 	}
 	for name, l := range s.listeners {
 		if !keep[name] {
 			delete(s.listeners, name)
-			s.drain(l, cfg.ShutdownTimeout)
+			s.drain(l, cfg.ShutdownTimeout, true)
 		}
 	}
 	// WebSockets whose pool or backend is gone get shutdown_timeout to end.
@@ -101,16 +113,16 @@ func (s *Server) reloadLocked() error {
 	return nil
 }
 
-// drain shuts a listener that left the config down in the background: it
-// stops accepting at once and its requests get up to timeout. Shutdown waits
-// for it.
-func (s *Server) drain(l *listener, timeout time.Duration) {
+// drain shuts a listener generation down in the background: it stops
+// accepting at once (closing the socket when the listener leaves) and its
+// requests get up to timeout. Shutdown waits for it.
+func (s *Server) drain(l *listener, timeout time.Duration, closeSocket bool) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		l.shutdown(ctx)
+		l.shutdown(ctx, closeSocket)
 	}()
 }
 

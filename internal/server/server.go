@@ -181,7 +181,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.adminAddr = adminLn.Addr()
 	go s.admin.Serve(adminLn)
 	for _, l := range bound {
-		s.logger.Info("listening", "listener", l.cfg.Name, "address", l.ln.Addr().String())
+		s.logger.Info("listening", "listener", l.cfg.Name, "address", l.sock.Addr().String())
 	}
 	s.ready.Store(true)
 	s.mu.Unlock()
@@ -203,7 +203,7 @@ func (s *Server) Addr(name string) net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if l := s.listeners[name]; l != nil {
-		return l.ln.Addr()
+		return l.sock.Addr()
 	}
 	return nil
 }
@@ -249,7 +249,7 @@ func (s *Server) shutdown() error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l.shutdown(ctx)
+			l.shutdown(ctx, true)
 		}()
 	}
 	// Tunnels (WebSockets) do not end by themselves: send each client a
@@ -303,7 +303,7 @@ func (s *Server) Listeners() []metrics.Listener {
 	defer s.mu.Unlock()
 	out := make([]metrics.Listener, 0, len(s.listeners))
 	for _, l := range s.listeners {
-		out = append(out, metrics.Listener{Name: l.cfg.Name, Active: l.active.Load(), NoPool: &l.noPool})
+		out = append(out, metrics.Listener{Name: l.cfg.Name, Active: l.active.Load(), NoPool: l.noPool})
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -319,5 +320,75 @@ func TestReloadRetiresTunnelsOfRemovedBackends(t *testing.T) {
 	}
 	if _, msg, err := conns[b].Read(dctx); err != nil || string(msg) != "still here" {
 		t.Fatalf("echo on the kept socket = %q, %v; want \"still here\"", msg, err)
+	}
+}
+
+// TestReloadAppliesListenerLimits: changing a listener's limits on the same
+// address starts a new server generation on the same socket, and a request
+// in flight on the old generation completes.
+func TestReloadAppliesListenerLimits(t *testing.T) {
+	bctx, bcancel := context.WithCancel(context.Background())
+	a := startBackend(t, bctx)
+	t.Cleanup(bcancel)
+	path := filepath.Join(t.TempDir(), "sluice.yaml")
+	writeConfig(t, path, []string{a}, "")
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, "ready", srv.Ready)
+	addr := srv.Addr("public").String()
+
+	long := "/" + strings.Repeat("x", 500)
+	status := func(c net.Conn, path string) string {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err.Error()
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.Status
+	}
+	old, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if got := status(old, long); !strings.HasPrefix(got, "404") {
+		t.Fatalf("before the reload: %q, want 404 from the backend", got)
+	}
+
+	// A request in flight on the old generation across the reload.
+	inflight := make(chan string, 1)
+	go func() { inflight <- status(old, "/delay/500ms") }()
+	eventually(t, "the slow request is in flight", func() bool {
+		return srv.Pools()[0].Backends()[0].InFlight.Load() == 1
+	})
+	raw, _ := os.ReadFile(path)
+	os.WriteFile(path, []byte(strings.Replace(string(raw), "    pool: web\n",
+		"    pool: web\n    limits: {max_uri_bytes: 100}\n", 1)), 0o644)
+	if err := srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if got := status(fresh, long); !strings.HasPrefix(got, "414") {
+		t.Errorf("new connection after the reload: %q, want 414", got)
+	}
+	if got := <-inflight; !strings.HasPrefix(got, "200") {
+		t.Errorf("request in flight across the reload: %q, want 200", got)
 	}
 }
