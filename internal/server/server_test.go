@@ -49,6 +49,37 @@ func writeConfig(t *testing.T, path string, backends []string, extraRoute string
 	}
 }
 
+// run starts a server for cfg and stops it (and checks Run's result) when
+// the test ends. The context ends when the server is told to stop.
+func run(t *testing.T, cfg *config.Config) (*Server, context.Context) {
+	t.Helper()
+	srv, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	eventually(t, "ready", srv.Ready)
+	return srv, ctx
+}
+
+// runFile is run for a config file.
+func runFile(t *testing.T, path string) (*Server, context.Context) {
+	t.Helper()
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return run(t, cfg)
+}
+
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -184,19 +215,7 @@ func TestWatchReloadsOnChange(t *testing.T) {
 	t.Cleanup(bcancel) // runs before the backends' cleanups wait for them
 	path := filepath.Join(t.TempDir(), "sluice.yaml")
 	writeConfig(t, path, []string{a}, "")
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	eventually(t, "ready", srv.Ready)
+	srv, ctx := runFile(t, path)
 	go srv.Watch(ctx, 50*time.Millisecond)
 
 	writeConfig(t, path, []string{a, b}, "")
@@ -228,15 +247,7 @@ func TestMaxConnections(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	eventually(t, "ready", srv.Ready)
+	srv, _ := run(t, cfg)
 	addr := srv.Addr("public").String()
 
 	request := func(c net.Conn) string {
@@ -276,19 +287,7 @@ func TestReloadRetiresTunnelsOfRemovedBackends(t *testing.T) {
 	t.Cleanup(bcancel)
 	path := filepath.Join(t.TempDir(), "sluice.yaml")
 	writeConfig(t, path, []string{a, b}, "")
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	eventually(t, "ready", srv.Ready)
+	srv, _ := runFile(t, path)
 	url := "ws://" + srv.Addr("public").String() + "/ws"
 
 	dctx, dcancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -310,7 +309,7 @@ func TestReloadRetiresTunnelsOfRemovedBackends(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The socket on the removed backend gets a close frame after the grace.
-	_, _, err = conns[a].Read(dctx)
+	_, _, err := conns[a].Read(dctx)
 	if got := websocket.CloseStatus(err); got != websocket.StatusGoingAway {
 		t.Fatalf("socket on the removed backend: read error %v (close status %d), want going away", err, got)
 	}
@@ -332,19 +331,7 @@ func TestReloadAppliesListenerLimits(t *testing.T) {
 	t.Cleanup(bcancel)
 	path := filepath.Join(t.TempDir(), "sluice.yaml")
 	writeConfig(t, path, []string{a}, "")
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	eventually(t, "ready", srv.Ready)
+	srv, _ := runFile(t, path)
 	addr := srv.Addr("public").String()
 
 	long := "/" + strings.Repeat("x", 500)
