@@ -184,6 +184,7 @@ type backendView struct {
 	InFlight     int64   `json:"in_flight"`
 	Requests     uint64  `json:"requests"`
 	Failures     uint64  `json:"failures"`
+	Responses5xx uint64  `json:"responses_5xx"`
 	LatencyMS    float64 `json:"latency_ms"`
 	ChecksPassed uint64  `json:"checks_passed"`
 	ChecksFailed uint64  `json:"checks_failed"`
@@ -218,6 +219,7 @@ func viewBackend(b *pool.Backend) backendView {
 		InFlight:     b.InFlight.Load(),
 		Requests:     b.Stats.Requests.Load(),
 		Failures:     b.Stats.Failures.Load(),
+		Responses5xx: b.Stats.CountStatus(500, 599),
 		LatencyMS:    float64(b.Stats.Latency().Microseconds()) / 1e3,
 		ChecksPassed: b.Stats.ChecksPassed.Load(),
 		ChecksFailed: b.Stats.ChecksFailed.Load(),

@@ -219,7 +219,7 @@ func decode(t *testing.T, r response) any {
 func backendJSON(address string, weight int, state string) map[string]any {
 	return map[string]any{
 		"address": address, "weight": float64(weight), "state": state,
-		"in_flight": 0.0, "requests": 0.0, "failures": 0.0, "latency_ms": 0.0,
+		"in_flight": 0.0, "requests": 0.0, "failures": 0.0, "responses_5xx": 0.0, "latency_ms": 0.0,
 		"checks_passed": 0.0, "checks_failed": 0.0, "ejections": 0.0,
 	}
 }
@@ -263,6 +263,8 @@ func TestListPools(t *testing.T) {
 	b := web.Backends()[0]
 	b.Stats.Requests.Add(10)
 	b.Stats.Failures.Add(2)
+	b.Stats.Observe(0, 502, time.Millisecond) // answers counted by status
+	b.Stats.Observe(1, 503, time.Millisecond)
 	b.Stats.ChecksPassed.Add(5)
 	b.Stats.ChecksFailed.Add(1)
 	b.Stats.Ejections.Add(1)
@@ -282,7 +284,7 @@ func TestListPools(t *testing.T) {
 		"backends": []any{
 			map[string]any{
 				"address": "http://127.0.0.1:8081", "weight": 1.0, "state": "healthy",
-				"in_flight": 3.0, "requests": 10.0, "failures": 2.0, "latency_ms": 25.0,
+				"in_flight": 3.0, "requests": 12.0, "failures": 2.0, "responses_5xx": 2.0, "latency_ms": 25.0,
 				"checks_passed": 5.0, "checks_failed": 1.0, "ejections": 1.0,
 			},
 			backendJSON("http://127.0.0.1:8082", 3, "disabled"),

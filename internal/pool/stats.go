@@ -131,6 +131,18 @@ func (s *Stats) EachCode(fn func(slot, status int, n uint64)) {
 	}
 }
 
+// CountStatus returns how many responses had a status in [lo, hi], over
+// every listener.
+func (s *Stats) CountStatus(lo, hi int) uint64 {
+	var n uint64
+	s.EachCode(func(_, status int, c uint64) {
+		if status >= lo && status <= hi {
+			n += c
+		}
+	})
+	return n
+}
+
 // Histogram returns the cumulative bucket counts (by DurationBuckets), the
 // total count and the sum of durations in seconds.
 func (s *Stats) Histogram() (cumulative []uint64, count uint64, sum float64) {
