@@ -400,7 +400,7 @@ func (a *httpAttempt) deliver(resp *http.Response, b *pool.Backend) Outcome {
 	}
 	hdr.Set("X-Request-Id", a.id)
 	if st := a.t.Sticky; st != nil && a.info.Preferred != b {
-		st.setCookie(hdr, b, a.tls)
+		st.setCookie(hdr, a.t.Pool, b, a.tls)
 	}
 	a.w.WriteHeader(resp.StatusCode)
 	flush := resp.ContentLength == -1 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")

@@ -6,7 +6,7 @@ import (
 	"encoding/base64"
 	"net/http"
 	"strconv"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/pool"
@@ -23,7 +23,16 @@ type Sticky struct {
 	TTL time.Duration
 
 	key []byte
-	ids sync.Map // *pool.Backend → string, filled lazily
+	idx atomic.Pointer[stickyIndex]
+}
+
+// stickyIndex maps cookie values to backends and back for one membership
+// of the pool; it is rebuilt when the pool's backend list changes (the pool
+// replaces the list, never edits it).
+type stickyIndex struct {
+	backends []*pool.Backend
+	byID     map[string]*pool.Backend
+	ids      map[*pool.Backend]string
 }
 
 // NewSticky returns affinity keyed by key (the same key on every instance
@@ -38,16 +47,23 @@ func StickyKey(secret string) []byte {
 	return k[:]
 }
 
-// id returns b's opaque cookie value.
-func (s *Sticky) id(b *pool.Backend) string {
-	if v, ok := s.ids.Load(b); ok {
-		return v.(string)
+// index returns the index for the pool's current backends.
+func (s *Sticky) index(p *pool.Pool) *stickyIndex {
+	bs := p.Backends()
+	if ix := s.idx.Load(); ix != nil && len(ix.backends) == len(bs) &&
+		(len(bs) == 0 || &ix.backends[0] == &bs[0]) {
+		return ix
 	}
-	m := hmac.New(sha256.New, s.key)
-	m.Write([]byte(b.Address))
-	id := base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:12])
-	s.ids.Store(b, id)
-	return id
+	ix := &stickyIndex{backends: bs, byID: make(map[string]*pool.Backend, len(bs)),
+		ids: make(map[*pool.Backend]string, len(bs))}
+	for _, b := range bs {
+		m := hmac.New(sha256.New, s.key)
+		m.Write([]byte(b.Address))
+		id := base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:12])
+		ix.byID[id], ix.ids[b] = b, id
+	}
+	s.idx.Store(ix)
+	return ix
 }
 
 // lookup returns the eligible backend of p that value names, or nil.
@@ -55,20 +71,19 @@ func (s *Sticky) lookup(p *pool.Pool, value string) *pool.Backend {
 	if value == "" {
 		return nil
 	}
-	for _, b := range p.Backends() {
-		if s.id(b) == value {
-			if b.Eligible() {
-				return b
-			}
-			return nil
-		}
+	if b := s.index(p).byID[value]; b != nil && b.Eligible() {
+		return b
 	}
 	return nil
 }
 
-// setCookie adds the affinity cookie for b to h.
-func (s *Sticky) setCookie(h http.Header, b *pool.Backend, secure bool) {
-	v := s.Cookie + "=" + s.id(b) + "; Path=/; HttpOnly; SameSite=Lax"
+// setCookie adds the affinity cookie for b, a backend of p, to h.
+func (s *Sticky) setCookie(h http.Header, p *pool.Pool, b *pool.Backend, secure bool) {
+	id, ok := s.index(p).ids[b]
+	if !ok {
+		return // removed from the pool meanwhile: no affinity to it
+	}
+	v := s.Cookie + "=" + id + "; Path=/; HttpOnly; SameSite=Lax"
 	if secure {
 		v += "; Secure"
 	}
