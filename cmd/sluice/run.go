@@ -22,7 +22,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	listen := fs.String("listen", ":8080", "quick form: address to accept clients on")
 	var backends stringList
 	fs.Var(&backends, "backend", "quick form: backend URL, e.g. http://127.0.0.1:8081 (repeat for more)")
-	balance := fs.String("balance", "round_robin", "quick form: balancing policy (round_robin | random)")
+	balance := fs.String("balance", "round_robin", "quick form: balancing policy (round_robin | random | least_requests | p2c | consistent_hash | ip_hash)")
 	healthPath := fs.String("health-path", "/", "quick form: path of the HTTP health check")
 	healthInterval := fs.Duration("health-interval", 10*time.Second, "quick form: time between health checks (0 turns them off)")
 	adminAddr := fs.String("admin", "127.0.0.1:9090", "quick form: admin API, metrics and dashboard address")
