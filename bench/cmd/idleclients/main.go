@@ -1,0 +1,145 @@
+// Command idleclients opens N keep-alive client connections to one loopback
+// HTTP address, sends one "GET / HTTP/1.1" request on each, reads the
+// response, and then holds every connection open, idle, for a fixed time.
+// It is used by bench/run.sh to measure a proxy's memory with many idle
+// clients. Everything is bounded: per-connection deadlines, a global timeout,
+// and the hold time.
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:8090", "loopback host:port to connect to")
+	n := flag.Int("n", 10000, "number of connections")
+	hold := flag.Duration("hold", 10*time.Second, "how long to keep the connections open once established")
+	conc := flag.Int("c", 200, "connections being set up at once")
+	timeout := flag.Duration("timeout", 5*time.Second, "per-connection dial + request timeout")
+	path := flag.String("path", "/", "request path")
+	flag.Parse()
+
+	host, _, err := net.SplitHostPort(*addr)
+	if err != nil || net.ParseIP(host) == nil || !net.ParseIP(host).IsLoopback() {
+		fmt.Fprintf(os.Stderr, "idleclients: -addr must be a loopback ip:port, got %q\n", *addr)
+		os.Exit(2)
+	}
+	if *n < 1 || *conc < 1 {
+		fmt.Fprintln(os.Stderr, "idleclients: -n and -c must be >= 1")
+		os.Exit(2)
+	}
+	raiseNoFile(uint64(*n) + 64)
+
+	var (
+		mu      sync.Mutex
+		conns   = make([]net.Conn, 0, *n)
+		ok      atomic.Int64
+		failed  atomic.Int64
+		lastErr atomic.Value
+		wg      sync.WaitGroup
+		sem     = make(chan struct{}, *conc)
+	)
+	req := []byte("GET " + *path + " HTTP/1.1\r\nHost: " + *addr + "\r\nUser-Agent: sluice-bench-idleclients\r\n\r\n")
+	start := time.Now()
+	for i := 0; i < *n; i++ {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			c, err := open(*addr, req, *timeout)
+			if err != nil {
+				failed.Add(1)
+				lastErr.Store(err.Error())
+				return
+			}
+			ok.Add(1)
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	setup := time.Since(start)
+	le, _ := lastErr.Load().(string)
+	fmt.Printf("idleclients addr=%s requested=%d ok=%d failed=%d setup=%s last_error=%q\n",
+		*addr, *n, ok.Load(), failed.Load(), setup.Round(time.Millisecond), le)
+
+	time.Sleep(*hold)
+
+	// Count connections the server closed while they were held idle.
+	var alive int
+	for _, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(time.Millisecond))
+		var b [1]byte
+		_, err := c.Read(b[:])
+		if ne, isNet := err.(net.Error); isNet && ne.Timeout() {
+			alive++
+		}
+		c.Close()
+	}
+	fmt.Printf("idleclients held=%s alive_at_end=%d\n", *hold, alive)
+}
+
+// open dials addr, sends req and reads one full response, leaving the
+// connection open for keep-alive.
+func open(addr string, req []byte, timeout time.Duration) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if _, err := c.Write(req); err != nil {
+		c.Close()
+		return nil, err
+	}
+	br := bufio.NewReaderSize(c, 4096)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		c.Close()
+		return nil, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	if resp.Close || br.Buffered() > 0 {
+		c.Close()
+		return nil, fmt.Errorf("server did not keep the connection alive")
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// raiseNoFile lifts the soft RLIMIT_NOFILE towards want (at most the hard limit).
+func raiseNoFile(want uint64) {
+	var r syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
+		return
+	}
+	if r.Cur >= want {
+		return
+	}
+	r.Cur = min(want, r.Max)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
+		fmt.Fprintln(os.Stderr, "idleclients: setrlimit:", err)
+	}
+	if r.Cur < want {
+		fmt.Fprintf(os.Stderr, "idleclients: RLIMIT_NOFILE hard limit %d < %d wanted\n", r.Max, want)
+	}
+}

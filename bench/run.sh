@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# bench/run.sh — sluice vs HAProxy vs nginx, side by side, on this machine
+# (loopback only), with the shared harness in ../shared/bench used as it is.
+#
+# Run from the repository root:   bench/run.sh
+# Environment:
+#   ROUNDS [3]       interleaved rounds per wrk scenario
+#   DURATION [10]    seconds per measured wrk run
+#   QUICK=1          smoke run: ROUNDS=1, DURATION=5, IDLE_HOLD=5
+#   IDLE_N [10000]   idle keep-alive client connections (scenario d)
+#   IDLE_HOLD [10]   seconds the idle connections are held
+#   SHARED [../shared/bench]   the shared harness
+#   CHART [docs/benchmarks.png]  where the PNG goes
+# Scenarios (targets haproxy1, nginx1, sluice, interleaved by ../shared/bench/run.sh):
+#   a) 100 B responses, c=50 and c=256    b) 64 KiB responses, c=50
+#   c) c=50 while backend 127.0.0.1:9002 is killed ~2 s into each run and
+#      restarted 2 s later (errors per target)
+#   d) IDLE_N idle keep-alive clients per proxy (peak RSS)
+# Output: /tmp/bench/last/ (summary.md, per-scenario runs.csv, raw/), the chart.
+# Everything it starts is stopped at the end and on failure.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+SHARED=$(cd "${SHARED:-$ROOT/../shared/bench}" && pwd)
+ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-10}; IDLE_N=${IDLE_N:-10000}; IDLE_HOLD=${IDLE_HOLD:-10}
+if [[ ${QUICK:-0} == 1 ]]; then ROUNDS=1; DURATION=5; IDLE_HOLD=5; fi
+CHART=${CHART:-$ROOT/docs/benchmarks.png}
+FAIL_AT=${FAIL_AT:-2}; FAIL_DOWN=${FAIL_DOWN:-2}
+export RUN_DIR=/tmp/bench/run BIN_DIR=/tmp/bench/bin
+LAST=/tmp/bench/last
+NAMES=(haproxy1 nginx1 sluice)
+TARGETS=(haproxy1=http://127.0.0.1:8081/ nginx1=http://127.0.0.1:8083/ sluice=http://127.0.0.1:8090/)
+ADDRS=(127.0.0.1:8081 127.0.0.1:8083 127.0.0.1:8090)
+STARTED="sluice haproxy1 nginx1 backend-9001 backend-9002 backend-9003"
+log() { printf '\n== %s  %s\n' "$(date +%T)" "$*"; }
+
+# ---- 0. prerequisites -------------------------------------------------------
+missing=()
+for t in haproxy nginx wrk; do command -v "$t" >/dev/null || missing+=("$t"); done
+command -v curl >/dev/null || missing+=(curl)
+if ((${#missing[@]})); then
+  ((EUID == 0)) || { echo "missing ${missing[*]}; run as root (apt-get) or install them" >&2; exit 1; }
+  log "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+command -v go >/dev/null || { echo "go is needed" >&2; exit 1; }
+for p in 9001 9002 9003 8081 8083 8090 19190; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "port $p is already in use: is another benchmark running? (../shared/bench/stop-peers.sh)" >&2; exit 1
+  fi
+done
+
+# ---- cleanup: always stop what we started ---------------------------------
+SAMPLER=""; BGPIDS=()
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  [[ -n $SAMPLER ]] && kill "$SAMPLER" 2>/dev/null
+  for p in "${BGPIDS[@]}"; do kill "$p" 2>/dev/null; done
+  # shellcheck disable=SC2086
+  "$SHARED/stop-peers.sh" $STARTED >/dev/null 2>&1 || true
+  echo "bench: stopped sluice, peers and backends (exit $rc)"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+rm -rf "$LAST"; mkdir -p "$LAST" "$BIN_DIR" "$RUN_DIR"
+
+# ---- 1. build, start, check -------------------------------------------------
+log "building sluice and the bench tools"
+go build -o "$BIN_DIR/sluice" ./cmd/sluice
+go build -o "$BIN_DIR/idleclients" ./bench/cmd/idleclients
+go build -o "$BIN_DIR/chart" ./bench/cmd/chart
+
+cat >"$LAST/sluice.yaml" <<'EOF'
+listeners:
+  - name: bench
+    address: "127.0.0.1:8090"
+    pool: web
+pools:
+  - name: web
+    balance: round_robin
+    backends:
+      - {address: "http://127.0.0.1:9001"}
+      - {address: "http://127.0.0.1:9002"}
+      - {address: "http://127.0.0.1:9003"}
+admin:
+  address: "127.0.0.1:19190"
+access_log: {format: off}
+log: {level: warn}
+EOF
+"$BIN_DIR/sluice" validate -config "$LAST/sluice.yaml"
+
+log "starting backends + haproxy1 + nginx1 (unpinned) and sluice"
+PEERS="haproxy1 nginx1" "$SHARED/start-peers.sh" unpinned
+"$SHARED/start-one.sh" sluice -- "$BIN_DIR/sluice" run -config "$LAST/sluice.yaml"
+sleep 0.5
+"$SHARED/check.sh" http://127.0.0.1:8081/ http://127.0.0.1:8083/ http://127.0.0.1:8090/ \
+  http://127.0.0.1:8081/kb/64 http://127.0.0.1:8083/kb/64 http://127.0.0.1:8090/kb/64
+
+# ---- RSS sampling -------------------------------------------------------------
+pidof_t() { cat "$RUN_DIR/$1.pid"; }
+rss_tree() { # VmRSS in kB of PID and all its descendants (nginx master + workers)
+  local pid=$1 kb c
+  kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+  kb=${kb:-0}
+  for c in $(cat /proc/"$pid"/task/*/children 2>/dev/null || true); do kb=$((kb + $(rss_tree "$c"))); done
+  echo "$kb"
+}
+# background sampler for the wrk scenarios: "epoch target kB" every 0.5 s
+sampler() {
+  while :; do
+    now=$(date +%s.%N)
+    for n in "${NAMES[@]}"; do echo "$now $n $(rss_tree "$(pidof_t "$n")")"; done
+    sleep 0.5
+  done >>"$LAST/rss-samples.txt"
+}
+sampler & SAMPLER=$!
+: >"$LAST/rss.tsv"
+peak_rss() { # $1=label $2=conns $3=t0 $4=t1 -> rss.tsv lines
+  awk -v l="$1" -v c="$2" -v t0="$3" -v t1="$4" '$1 >= t0 && $1 <= t1 && $3 > m[$2] { m[$2] = $3 }
+    END { for (n in m) printf "rss\t%s\t%s\t%s\t%s\n", l, c, n, m[n] }' "$LAST/rss-samples.txt" >>"$LAST/rss.tsv"
+}
+wrk_scenario() { # $1=label $2=conns $3=out-dir, extra env from the caller
+  local t0 t1; t0=$(date +%s.%N)
+  LABEL=$1 CONNS=$2 ROUNDS=$ROUNDS DURATION=$DURATION OUT=$LAST/$3 "$SHARED/run.sh" "${TARGETS[@]}"
+  t1=$(date +%s.%N); peak_rss "$1" "$2" "$t0" "$t1"
+}
+
+# ---- 2. scenarios ---------------------------------------------------------
+log "(a) 100 B responses, c=50"; wrk_scenario small 50 small-c50
+log "(a) 100 B responses, c=256"; wrk_scenario small 256 small-c256
+log "(b) 64 KiB responses, c=50"; URL_PATH=/kb/64 wrk_scenario kb64 50 kb64-c50
+
+log "(c) backend failure: 9002 killed ${FAIL_AT}s into each c=50 run, restarted ${FAIL_DOWN}s later"
+mkdir -p "$LAST/fail"
+t0=$(date +%s.%N)
+for r in $(seq "$ROUNDS"); do
+  for i in "${!NAMES[@]}"; do
+    n=${NAMES[$i]}
+    (sleep "$FAIL_AT"; "$SHARED/stop-peers.sh" backend-9002
+     sleep "$FAIL_DOWN"; "$SHARED/start-one.sh" backend-9002 -- "$BIN_DIR/backend" -addr 127.0.0.1:9002) \
+      >"$LAST/fail/killer-r$r-$n.log" 2>&1 &
+    killer=$!; BGPIDS+=("$killer")
+    LABEL=fail CONNS=50 ROUNDS=1 DURATION=$DURATION WARMUP=0 OUT=$LAST/fail/r$r-$n "$SHARED/run.sh" "${TARGETS[$i]}" |
+      grep -E '^  c=' || true
+    wait "$killer" || { echo "backend restart failed, see $LAST/fail/killer-r$r-$n.log" >&2; exit 1; }
+    for _ in $(seq 50); do curl -fs -m 1 -o /dev/null http://127.0.0.1:9002/ && break; sleep 0.1; done
+    curl -fs -m 1 -o /dev/null http://127.0.0.1:9002/ || { echo "backend 9002 did not come back" >&2; exit 1; }
+    sleep 1
+  done
+done
+# merge, giving each file its round number so that summarize.awk pairs rounds
+awk -F, -v OFS=, 'FNR == 1 { if (NR == 1) print; r = FILENAME; sub(/.*\/r/, "", r); sub(/-.*/, "", r); next } { $3 = r; print }' \
+  "$LAST"/fail/r*/runs.csv >"$LAST/fail/runs.csv"
+peak_rss fail 50 "$t0" "$(date +%s.%N)"
+awk -F, -v base=direct -v ref=haproxy1 -f "$SHARED/summarize.awk" "$LAST/fail/runs.csv" | tee "$LAST/fail/summary.md"
+
+kill "$SAMPLER" 2>/dev/null; SAMPLER=""
+
+log "(d) $IDLE_N idle keep-alive clients, held ${IDLE_HOLD}s"
+: >"$LAST/idle.tsv"
+for i in "${!NAMES[@]}"; do
+  n=${NAMES[$i]}; pid=$(pidof_t "$n"); before=$(rss_tree "$pid"); peak=$before
+  timeout -k 5 $((IDLE_HOLD + 90)) "$BIN_DIR/idleclients" -addr "${ADDRS[$i]}" -n "$IDLE_N" -hold "${IDLE_HOLD}s" \
+    -c 500 -timeout 3s >"$LAST/idle-$n.txt" 2>&1 &
+  ic=$!; BGPIDS+=("$ic")
+  while kill -0 "$ic" 2>/dev/null; do
+    kb=$(rss_tree "$pid"); ((kb > peak)) && peak=$kb
+    sleep 0.25
+  done
+  wait "$ic" || echo "idleclients for $n exited with an error (see $LAST/idle-$n.txt)" >&2
+  ok=$(sed -n 's/.* ok=\([0-9]*\).*/\1/p' "$LAST/idle-$n.txt" | head -1)
+  failed=$(sed -n 's/.* failed=\([0-9]*\).*/\1/p' "$LAST/idle-$n.txt" | head -1)
+  alive=$(sed -n 's/.* alive_at_end=\([0-9]*\).*/\1/p' "$LAST/idle-$n.txt" | head -1)
+  printf 'idle\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$IDLE_N" "$n" "$before" "$peak" "${ok:-0}" "${failed:-$IDLE_N}" "${alive:-0}" | tee -a "$LAST/idle.tsv"
+  cat "$LAST/idle-$n.txt"
+  sleep 2
+done
+
+# ---- 3. summary -------------------------------------------------------------
+log "summary"
+{
+  echo "# sluice benchmark — $(date -u +%FT%TZ)"
+  echo
+  echo "\`bench/run.sh\` with ROUNDS=$ROUNDS DURATION=${DURATION}s IDLE_N=$IDLE_N IDLE_HOLD=${IDLE_HOLD}s$([[ ${QUICK:-0} == 1 ]] && echo " (QUICK=1)"); $(nproc) CPUs; $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy", $3}'), $(nginx -v 2>&1 | sed 's/.*nginx\//nginx /'), $(go version | awk '{print $3}')."
+  echo
+  awk -v ref=haproxy1 -v chart="$LAST/chart.tsv" -f "$ROOT/bench/combine.awk" \
+    "$LAST/small-c50/summary.md" "$LAST/small-c256/summary.md" "$LAST/kb64-c50/summary.md" "$LAST/fail/summary.md" \
+    "$LAST/rss.tsv" "$LAST/idle.tsv"
+  echo
+  echo "<details><summary>summarize.awk tables (shared harness)</summary>"
+  echo
+  awk -F, -v base=direct -v ref=haproxy1 -f "$SHARED/summarize.awk" "$LAST/small-c50/runs.csv" "$LAST/small-c256/runs.csv" "$LAST/kb64-c50/runs.csv" "$LAST/fail/runs.csv"
+  echo
+  echo "CPU µs per request (cpusplit.awk):"
+  echo
+  awk -F, -f "$SHARED/cpusplit.awk" "$LAST/small-c50/runs.csv" "$LAST/small-c256/runs.csv" "$LAST/kb64-c50/runs.csv"
+  echo
+  echo "</details>"
+} >"$LAST/summary.md"
+echo
+cat "$LAST/summary.md"
+
+"$BIN_DIR/chart" -in "$LAST/chart.tsv" -out "$CHART" \
+  -title "sluice vs HAProxy 1 thread vs nginx 1 worker ($(date -u +%F), ROUNDS=$ROUNDS, ${DURATION}s runs)"
+echo
+echo "chart: $CHART   summary: $LAST/summary.md"
