@@ -117,9 +117,6 @@ func (c *Checker) Inherit(old *Checker) {
 	}
 }
 
-// Active reports whether the pool has active checks.
-func (c *Checker) Active() bool { return c.hc != nil }
-
 // Interval returns the active check interval (0 without active checks).
 func (c *Checker) Interval() time.Duration {
 	if c.hc == nil {

@@ -44,9 +44,6 @@ func (pi *PickInfo) MarkTried(b *Backend) {
 	}
 }
 
-// Attempts returns how many backends were tried.
-func (pi *PickInfo) Attempts() int { return pi.nTried }
-
 // Set is what a policy builds a picker from. Both slices are immutable.
 type Set struct {
 	// All is every backend of the pool, in config order.
@@ -88,8 +85,6 @@ type Pool struct {
 	// Limit caps requests in flight per backend and queues the rest; set it
 	// before the pool is used.
 	Limit Limit
-
-	onChange atomic.Pointer[func(b *Backend, from, to string)]
 
 	slowStart time.Duration // guarded by mu
 	ramping   atomic.Bool   // a backend is inside its slow-start window
@@ -145,12 +140,6 @@ func (p *Pool) Refresh() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.rebuildLocked()
-}
-
-// OnStateChange sets a function called (outside the pick path) after a
-// backend's state word changes, e.g. to log the transition once.
-func (p *Pool) OnStateChange(fn func(b *Backend, from, to string)) {
-	p.onChange.Store(&fn)
 }
 
 // Backends returns the pool's backends. The slice must not be modified.
@@ -259,11 +248,10 @@ func (p *Pool) SetAdmin(b *Backend, a Admin) bool {
 }
 
 // transition runs set under mu; when set reports a change it rebuilds the
-// picker (starting slow start when the backend came back) and, outside the
-// lock, announces the new state word.
+// picker (starting slow start when the backend came back) and that of the
+// pool that owns b now.
 func (p *Pool) transition(b *Backend, set func() (changed, back bool)) bool {
 	p.mu.Lock()
-	from := b.State()
 	changed, back := set()
 	if changed {
 		if back {
@@ -278,7 +266,6 @@ func (p *Pool) transition(b *Backend, set func() (changed, back bool)) bool {
 		if o := b.owner.Load(); o != nil && o != p {
 			o.Refresh()
 		}
-		p.notify(b, from)
 	}
 	return changed
 }
@@ -298,14 +285,6 @@ func (p *Pool) SetWeight(b *Backend, w int) {
 	defer p.mu.Unlock()
 	if b.weight.Swap(int32(w)) != int32(w) {
 		p.rebuildLocked()
-	}
-}
-
-func (p *Pool) notify(b *Backend, from string) {
-	if fn := p.onChange.Load(); fn != nil {
-		if to := b.State(); to != from {
-			(*fn)(b, from, to)
-		}
 	}
 }
 

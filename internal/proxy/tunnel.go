@@ -61,13 +61,6 @@ func (t *Tunnels) remove(tn *tunnel) {
 	t.wg.Done()
 }
 
-// Len returns the number of open tunnels.
-func (t *Tunnels) Len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.conns)
-}
-
 // closeFrame is a WebSocket close frame from the server side (unmasked):
 // status 1001 "going away".
 var closeFrame = append([]byte{0x88, 2 + 10, 0x03, 0xe9}, "going away"...)

@@ -69,8 +69,7 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // checker loops and drain waits
 
-	admin     *http.Server
-	adminAddr net.Addr
+	admin *http.Server
 }
 
 // snapshot is the pool side of one config generation; listener views point
@@ -178,7 +177,6 @@ func (s *Server) Run(ctx context.Context) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug),
 	}
-	s.adminAddr = adminLn.Addr()
 	go s.admin.Serve(adminLn)
 	for _, l := range bound {
 		s.logger.Info("listening", "listener", l.cfg.Name, "address", l.sock.Addr().String())
@@ -189,13 +187,6 @@ func (s *Server) Run(ctx context.Context) error {
 
 	<-ctx.Done()
 	return s.shutdown()
-}
-
-// AdminAddr returns the bound admin address (nil before Run binds it).
-func (s *Server) AdminAddr() net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.adminAddr
 }
 
 // Addr returns the bound address of a listener (tests bind ":0").
