@@ -52,6 +52,14 @@ func (f *fakeProbe) set(b *pool.Backend, fail bool) {
 	f.mu.Unlock()
 }
 
+// start runs c's loop; stop ends it and waits for it.
+func start(t *testing.T, c *Checker) (stop func()) {
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	return func() { cancel(); <-done }
+}
+
 func hc() *config.HealthCheck {
 	return &config.HealthCheck{Type: "http", Path: "/health", Interval: 2 * time.Second, Timeout: time.Second,
 		HealthyThreshold: 2, UnhealthyThreshold: 3, ExpectStatus: "200-399", ExpectMin: 200, ExpectMax: 399}
@@ -62,9 +70,7 @@ func TestRiseFall(t *testing.T) {
 		p, bs := newPool(t, 2)
 		fp := &fakeProbe{fail: map[*pool.Backend]bool{bs[1]: true}}
 		c := New(p, hc(), discard, Options{Prober: fp.probe, Rand: func() uint64 { return 0 }})
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan struct{})
-		go func() { c.Run(ctx); close(done) }()
+		stop := start(t, c)
 
 		// The first check runs at start-up and decides at once.
 		synctest.Wait()
@@ -100,8 +106,7 @@ func TestRiseFall(t *testing.T) {
 		if got, want := bs[0].Stats.ChecksFailed.Load(), uint64(3); got != want {
 			t.Errorf("checks failed = %d, want %d", got, want)
 		}
-		cancel()
-		<-done
+		stop()
 	})
 }
 
@@ -110,9 +115,7 @@ func TestPassiveDownReturnsOnPassingCheck(t *testing.T) {
 		p, bs := newPool(t, 2)
 		fp := &fakeProbe{fail: map[*pool.Backend]bool{}}
 		c := New(p, hc(), discard, Options{Prober: fp.probe, Rand: func() uint64 { return 0 }})
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan struct{})
-		go func() { c.Run(ctx); close(done) }()
+		stop := start(t, c)
 		synctest.Wait()
 
 		c.ConnectFailed(bs[0], errors.New("connection refused"))
@@ -127,8 +130,7 @@ func TestPassiveDownReturnsOnPassingCheck(t *testing.T) {
 		if got, want := bs[0].State(), "healthy"; got != want {
 			t.Fatalf("after one passing check: state = %q, want %q", got, want)
 		}
-		cancel()
-		<-done
+		stop()
 	})
 }
 
@@ -136,9 +138,7 @@ func TestPassiveDownWithoutActiveChecks(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p, bs := newPool(t, 2)
 		c := New(p, nil, discard, Options{Passive: config.PassiveHealth{EjectionTime: 30 * time.Second}})
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan struct{})
-		go func() { c.Run(ctx); close(done) }()
+		stop := start(t, c)
 		synctest.Wait()
 		c.ConnectFailed(bs[0], errors.New("refused"))
 		time.Sleep(29 * time.Second)
@@ -151,8 +151,7 @@ func TestPassiveDownWithoutActiveChecks(t *testing.T) {
 		if got, want := bs[0].State(), "healthy"; got != want {
 			t.Fatalf("after ejection time: state = %q, want %q", got, want)
 		}
-		cancel()
-		<-done
+		stop()
 	})
 }
 
@@ -226,14 +225,8 @@ func TestInheritKeepsRiseFall(t *testing.T) {
 		p, bs := newPool(t, 2)
 		fp := &fakeProbe{fail: map[*pool.Backend]bool{}}
 		opts := Options{Prober: fp.probe, Rand: func() uint64 { return 0 }}
-		run := func(c *Checker) (stop func()) {
-			ctx, cancel := context.WithCancel(t.Context())
-			done := make(chan struct{})
-			go func() { c.Run(ctx); close(done) }()
-			return func() { cancel(); <-done }
-		}
 		old := New(p, hc(), discard, opts)
-		stop := run(old)
+		stop := start(t, old)
 		synctest.Wait() // first checks pass
 		fp.set(bs[0], true)
 		for range 2 {
@@ -246,7 +239,7 @@ func TestInheritKeepsRiseFall(t *testing.T) {
 		}
 		next := New(p, hc(), discard, opts)
 		next.Inherit(old)
-		stop = run(next)
+		stop = start(t, next)
 		synctest.Wait()
 		if got := bs[0].Health(); got != pool.Healthy {
 			t.Fatalf("right after the hand-over: %v, want still healthy (no decisive first check)", got)

@@ -1,7 +1,6 @@
 package health
 
 import (
-	"context"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -21,9 +20,7 @@ func TestOutlierEjection(t *testing.T) {
 		p, bs := newPool(t, 4)
 		c := New(p, nil, discard, Options{Passive: config.PassiveHealth{
 			ConsecutiveFailures: 5, EjectionTime: 30 * time.Second, MaxEjectionPercent: 50}})
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan struct{})
-		go func() { c.Run(ctx); close(done) }()
+		stop := start(t, c)
 
 		// A success in between resets the count.
 		fail(c, bs[0], 4)
@@ -76,8 +73,7 @@ func TestOutlierEjection(t *testing.T) {
 		if got := bs[0].EjectMultiplier.Load(); got != 0 {
 			t.Errorf("multiplier after a calm minute = %d, want 0", got)
 		}
-		cancel()
-		<-done
+		stop()
 	})
 }
 
@@ -86,9 +82,7 @@ func TestEjectedBackendReturnsOnPassingCheck(t *testing.T) {
 		p, bs := newPool(t, 2)
 		fp := &fakeProbe{fail: map[*pool.Backend]bool{}}
 		c := New(p, hc(), discard, Options{Prober: fp.probe, Rand: func() uint64 { return 0 }})
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan struct{})
-		go func() { c.Run(ctx); close(done) }()
+		stop := start(t, c)
 		synctest.Wait()
 		fail(c, bs[0], 5)
 		if got := bs[0].State(); got != "ejected" {
@@ -99,7 +93,6 @@ func TestEjectedBackendReturnsOnPassingCheck(t *testing.T) {
 		if got := bs[0].State(); got != "healthy" {
 			t.Fatalf("after a passing check: state = %q, want healthy", got)
 		}
-		cancel()
-		<-done
+		stop()
 	})
 }

@@ -10,14 +10,17 @@ import (
 	"github.com/sluice-lb/sluice/internal/pool"
 )
 
-func TestStickyLookupFollowsMembership(t *testing.T) {
+func stickyPool(n int) (*pool.Pool, []*pool.Backend, *Sticky) {
 	var bs []*pool.Backend
-	for i := range 50 {
+	for i := range n {
 		u := &url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", 9000+i)}
 		bs = append(bs, pool.NewBackend(u.String(), u, 1))
 	}
-	p := pool.New("web", balance.RoundRobin{}, bs)
-	st := NewSticky("S", time.Hour, StickyKey("k"))
+	return pool.New("web", balance.RoundRobin{}, bs), bs, NewSticky("S", time.Hour, StickyKey("k"))
+}
+
+func TestStickyLookupFollowsMembership(t *testing.T) {
+	p, bs, st := stickyPool(50)
 	id := st.index(p).ids[bs[7]]
 	if got := st.lookup(p, id); got != bs[7] {
 		t.Fatalf("lookup = %v, want backend 7", got)
@@ -39,13 +42,7 @@ func TestStickyLookupFollowsMembership(t *testing.T) {
 }
 
 func BenchmarkStickyLookup(b *testing.B) {
-	var bs []*pool.Backend
-	for i := range 50 {
-		u := &url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", 9000+i)}
-		bs = append(bs, pool.NewBackend(u.String(), u, 1))
-	}
-	p := pool.New("web", balance.RoundRobin{}, bs)
-	st := NewSticky("S", time.Hour, StickyKey("k"))
+	p, bs, st := stickyPool(50)
 	id := st.index(p).ids[bs[40]]
 	b.ReportAllocs()
 	for b.Loop() {
