@@ -307,18 +307,16 @@ func TestServerHeaderTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	// The header timeout is 200ms; a close within this deadline is the
+	// bound (a read past it fails the test).
+	c.SetDeadline(time.Now().Add(3 * time.Second))
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n") // and never the end
-	start := time.Now()
 	got, err := io.ReadAll(c)
 	if err != nil {
-		t.Fatalf("read: %v, want the server to close the connection", err)
+		t.Fatalf("read: %v, want the server to answer and close within the deadline", err)
 	}
 	if !strings.HasPrefix(string(got), "HTTP/1.1 408 ") {
 		t.Errorf("answer %q, want 408 before the close", got)
-	}
-	if d := time.Since(start); d > 3*time.Second {
-		t.Errorf("closed after %v; the header timeout is 200ms", d)
 	}
 	if got := s.served.Load(); got != 0 {
 		t.Errorf("served %d", got)
