@@ -2,13 +2,10 @@ package health
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
 
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/pool"
@@ -24,7 +21,7 @@ func newProber(hc *config.HealthCheck, utls config.UpstreamTLS) Prober {
 		// a connection proves less about the backend's listener.
 		DisableKeepAlives:  true,
 		DisableCompression: true,
-		TLSClientConfig:    TLSConfig(utls),
+		TLSClientConfig:    utls.ClientConfig(),
 		Proxy:              nil,
 	}
 	return func(ctx context.Context, b *pool.Backend) error {
@@ -60,20 +57,4 @@ func probeTCP(ctx context.Context, b *pool.Backend) error {
 		return err
 	}
 	return c.Close()
-}
-
-// TLSConfig builds the client TLS config for https:// backends. A CA file
-// that cannot be read was already reported by config validation; here it
-// falls back to the system roots.
-func TLSConfig(u config.UpstreamTLS) *tls.Config {
-	c := &tls.Config{InsecureSkipVerify: u.InsecureSkipVerify, ServerName: u.ServerName}
-	if u.CA != "" {
-		if pem, err := os.ReadFile(u.CA); err == nil {
-			pool := x509.NewCertPool()
-			if pool.AppendCertsFromPEM(pem) {
-				c.RootCAs = pool
-			}
-		}
-	}
-	return c
 }

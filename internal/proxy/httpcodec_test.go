@@ -1,11 +1,14 @@
 package proxy
 
 import (
+	"encoding/pem"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -130,5 +133,48 @@ func TestConnectFailureRetriedElsewhere(t *testing.T) {
 	}
 	if got := b.Stats.Failures.Load(); got != 1 {
 		t.Errorf("failures = %d, want 1: it leaves rotation after the first", got)
+	}
+}
+
+// TestHTTPSBackend: an https:// backend verified against upstream_tls.ca.
+func TestHTTPSBackend(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "over tls")
+	}))
+	t.Cleanup(srv.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	if err := os.WriteFile(ca, pemBytes, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		tls  config.UpstreamTLS
+		want int
+	}{
+		{"verified with the CA", config.UpstreamTLS{CA: ca}, 200},
+		{"unknown CA refused", config.UpstreamTLS{}, 502},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, 0, balance.RoundRobin{}, func(tg *Target) {
+				tr := NewTransport(tg.Timeouts, tt.tls.ClientConfig())
+				t.Cleanup(tr.CloseIdleConnections)
+				tg.Upstream = tr
+			})
+			u, _ := url.Parse(srv.URL)
+			f.pool.Add(pool.NewBackend(srv.URL, u, 1))
+			resp, err := f.proxy.Client().Get(f.proxy.URL + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status = %d (%q), want %d", resp.StatusCode, body, tt.want)
+			}
+			if tt.want == 200 && string(body) != "over tls" {
+				t.Errorf("body = %q", body)
+			}
+		})
 	}
 }

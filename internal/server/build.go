@@ -60,7 +60,7 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 		if old != nil && old.cfg.Timeouts == pc.Timeouts && old.cfg.UpstreamTLS == pc.UpstreamTLS {
 			tr = old.transport
 		} else {
-			tr = proxy.NewTransport(pc.Timeouts, health.TLSConfig(pc.UpstreamTLS))
+			tr = proxy.NewTransport(pc.Timeouts, pc.UpstreamTLS.ClientConfig())
 		}
 		ck := health.New(p, pc.HealthCheck, s.logger, health.Options{
 			Passive:     pc.PassiveHealth,
