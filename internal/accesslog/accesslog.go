@@ -7,6 +7,7 @@ package accesslog
 import (
 	"context"
 	"io"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -39,12 +40,47 @@ type Logger struct {
 	queue   chan Entry
 	dropped atomic.Uint64
 	done    chan struct{}
+
+	// open, when set, opens the destination again (a file after log
+	// rotation); Reopen asks Run to call it.
+	open   func() (io.Writer, error)
+	reopen chan chan error
 }
 
 // New returns a logger writing format ("json" or "combined") to w. Run must
 // be called for anything to be written.
 func New(w io.Writer, format string) *Logger {
 	return &Logger{w: w, format: format, queue: make(chan Entry, 4096), done: make(chan struct{})}
+}
+
+// NewFile returns a logger appending to the file at path, which Reopen
+// opens again (after logrotate renamed it).
+func NewFile(path, format string) (*Logger, error) {
+	open := func() (io.Writer, error) {
+		return os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	}
+	w, err := open()
+	if err != nil {
+		return nil, err
+	}
+	l := New(w, format)
+	l.open, l.reopen = open, make(chan chan error)
+	return l, nil
+}
+
+// Reopen makes Run close the file and open it again, after the entries
+// queued before; it returns the open error. Without a file it does nothing.
+func (l *Logger) Reopen() error {
+	if l == nil || l.open == nil {
+		return nil
+	}
+	errc := make(chan error, 1)
+	select {
+	case l.reopen <- errc:
+		return <-errc
+	case <-l.done:
+		return nil
+	}
 }
 
 // Log queues e; it never blocks.
@@ -85,12 +121,28 @@ func (l *Logger) Run(ctx context.Context) {
 		select {
 		case e := <-l.queue:
 			write(&e)
+		case errc := <-l.reopen:
+			for len(l.queue) > 0 { // what was queued before goes to the old file
+				e := <-l.queue
+				write(&e)
+			}
+			w, err := l.open()
+			if err == nil {
+				if c, ok := l.w.(io.Closer); ok {
+					c.Close()
+				}
+				l.w = w
+			}
+			errc <- err
 		case <-ctx.Done():
 			for {
 				select {
 				case e := <-l.queue:
 					write(&e)
 				default:
+					if c, ok := l.w.(io.Closer); ok && l.open != nil {
+						c.Close()
+					}
 					return
 				}
 			}

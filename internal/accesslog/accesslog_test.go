@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -61,5 +63,34 @@ func TestNilLoggerDiscards(t *testing.T) {
 	l.Log(&Entry{})
 	if l.Dropped() != 0 {
 		t.Errorf("nil logger dropped %d", l.Dropped())
+	}
+}
+
+func TestReopenAfterRotation(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "access.log")
+	l, err := NewFile(path, "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	go l.Run(ctx)
+	l.Log(&Entry{Path: "/before"})
+	if err := os.Rename(path, path+".1"); err != nil { // what logrotate does
+		t.Fatal(err)
+	}
+	if err := l.Reopen(); err != nil {
+		t.Fatalf("Reopen: %v", err)
+	}
+	l.Log(&Entry{Path: "/after"})
+	cancel()
+	l.Wait()
+	old, _ := os.ReadFile(path + ".1")
+	cur, _ := os.ReadFile(path)
+	if !strings.Contains(string(old), `"/before"`) || strings.Contains(string(old), `"/after"`) {
+		t.Errorf("rotated file = %q, want only the entry from before", old)
+	}
+	if !strings.Contains(string(cur), `"/after"`) || strings.Contains(string(cur), `"/before"`) {
+		t.Errorf("new file = %q, want only the entry from after", cur)
 	}
 }

@@ -19,6 +19,11 @@ import (
 func (s *Server) Reload() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Whatever becomes of the config, reopen the access log file: this is
+	// the signal logrotate sends after renaming it.
+	if err := s.access.Reopen(); err != nil {
+		s.logger.Error("access log could not be reopened; writing to the old file", "error", err)
+	}
 	err := s.reloadLocked()
 	if err != nil {
 		s.reloadsFail.Add(1)
@@ -42,7 +47,7 @@ func (s *Server) reloadLocked() error {
 		return err
 	}
 	if cfg.Admin != s.cfg.Admin || cfg.AccessLog != s.cfg.AccessLog {
-		s.logger.Warn("admin and access_log changes take effect at the next restart")
+		s.logger.Warn("admin and access_log changes take effect at the next restart (a reload reopens the access log file, for log rotation)")
 	}
 	old := s.snap.Load()
 	snap := s.buildSnapshot(cfg, old)

@@ -104,34 +104,34 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		s.cfgHash = fileHash(cfg.Path)
 	}
 	s.lastReloadOK.Store(true)
-	w, err := s.accessWriter(cfg.AccessLog)
+	access, err := s.accessLogger(cfg.AccessLog)
 	if err != nil {
 		return nil, err
 	}
-	if w != nil {
-		s.access = accesslog.New(w, cfg.AccessLog.Format)
-	}
+	s.access = access
 	return s, nil
 }
 
-func (s *Server) accessWriter(al config.AccessLog) (io.Writer, error) {
+// accessLogger returns the access log the config asks for (nil: off).
+func (s *Server) accessLogger(al config.AccessLog) (*accesslog.Logger, error) {
 	if al.Format == "off" {
 		return nil, nil
 	}
 	switch al.Path {
 	case "", "stdout":
-		if s.opts.Stdout != nil {
-			return s.opts.Stdout, nil
+		w := s.opts.Stdout
+		if w == nil {
+			w = os.Stdout
 		}
-		return os.Stdout, nil
+		return accesslog.New(w, al.Format), nil
 	case "stderr":
-		return os.Stderr, nil
+		return accesslog.New(os.Stderr, al.Format), nil
 	}
-	f, err := os.OpenFile(al.Path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	l, err := accesslog.NewFile(al.Path, al.Format)
 	if err != nil {
 		return nil, fmt.Errorf("open access log: %w (check access_log.path)", err)
 	}
-	return f, nil
+	return l, nil
 }
 
 // Run binds every listener and the admin listener, serves until ctx is
