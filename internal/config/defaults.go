@@ -27,6 +27,7 @@ func (c *Config) ApplyDefaults() {
 			l.Name = l.Address
 		}
 		def(s, p+".protocol", &l.Protocol, "http")
+		def(s, p+".engine", &l.Engine, "h1")
 		def(s, p+".timeouts.read_header", &l.Timeouts.ReadHeader, 10*time.Second)
 		def(s, p+".timeouts.idle", &l.Timeouts.Idle, 120*time.Second)
 		def(s, p+".limits.max_header_bytes", &l.Limits.MaxHeaderBytes, 65536)

@@ -49,7 +49,7 @@ func defaultPool(name string, backends ...string) Pool {
 // defaultListener is a listener on address with defaults applied.
 func defaultListener(name, address, pool string) Listener {
 	return Listener{
-		Name: name, Address: address, Protocol: "http", Pool: pool,
+		Name: name, Address: address, Protocol: "http", Engine: "h1", Pool: pool,
 		Timeouts: ListenerTimeouts{ReadHeader: 10 * time.Second, Idle: 120 * time.Second},
 		Limits:   Limits{MaxHeaderBytes: 65536, MaxHeaders: 100, MaxURIBytes: 8192},
 	}

@@ -46,7 +46,7 @@ type Listener struct {
 	Limits         Limits           `yaml:"limits"`
 	Routes         []Route          `yaml:"routes"`
 	Pool           string           `yaml:"pool"` // default pool; "" means 404 when no route matches
-	Engine         string           `yaml:"engine"`
+	Engine         string           `yaml:"engine"` // "h1" (default): sluice's HTTP/1.1 engine | "std": net/http
 
 	// TrustedPrefixes is TrustedProxies parsed; filled by Validate.
 	TrustedPrefixes []netip.Prefix `yaml:"-"`

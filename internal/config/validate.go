@@ -24,7 +24,6 @@ var notSupportedYet = []struct {
 	{key: "tls", what: "tls", listener: func(l *Listener) bool { return l.TLS != nil }, fix: "remove the tls block"},
 	{key: "h2c", what: "h2c", listener: func(l *Listener) bool { return l.H2C }, fix: "remove it or set it to false"},
 	{key: "proxy_protocol", what: "proxy_protocol", listener: func(l *Listener) bool { return l.ProxyProtocol }, fix: "remove it or set it to false"},
-	{key: "engine", what: `an engine other than "std"`, listener: func(l *Listener) bool { return l.Engine != "" && l.Engine != "std" }, fix: "remove it"},
 	{key: "discovery", what: "discovery", pool: func(p *Pool) bool { return p.Discovery != nil }, fix: "list the backends under backends"},
 	{key: "upstream_http2", what: "upstream_http2", pool: func(p *Pool) bool { return p.UpstreamHTTP2 }, fix: "remove it or set it to false"},
 }
@@ -144,6 +143,7 @@ func (v *validator) listener(p string, l *Listener, names, addrs map[string]stri
 	if l.Protocol != "tcp" {
 		v.oneOf(p+".protocol", "protocol", l.Protocol, "http", "tcp")
 	}
+	v.oneOf(p+".engine", "engine", l.Engine, "h1", "std")
 	l.TrustedPrefixes = nil
 	for i, s := range l.TrustedProxies {
 		pfx, err := parsePrefix(s)

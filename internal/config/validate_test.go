@@ -263,7 +263,6 @@ func TestNotSupportedYet(t *testing.T) {
 		{"tls", listener("tls: {certificates: [{cert: a.pem, key: a.key}]}"), `t.yaml:4:5: tls is not supported yet: remove the tls block`},
 		{"h2c", listener("h2c: true"), `t.yaml:4:10: h2c is not supported yet: remove it or set it to false`},
 		{"proxy_protocol", listener("proxy_protocol: true"), `t.yaml:4:21: proxy_protocol is not supported yet: remove it or set it to false`},
-		{"engine", listener("engine: fast"), `t.yaml:4:13: an engine other than "std" is not supported yet: remove it`},
 		{"discovery", pool("discovery: {dns: {name: web.internal, port: 8080}}"), `t.yaml:5:5: discovery is not supported yet: list the backends under backends`},
 		{"upstream_http2", pool("upstream_http2: true"), `t.yaml:5:21: upstream_http2 is not supported yet: remove it or set it to false`},
 	}

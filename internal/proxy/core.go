@@ -7,6 +7,7 @@ package proxy
 import (
 	"context"
 	"math/rand/v2"
+	"net/http"
 	"net/netip"
 	"slices"
 	"time"
@@ -35,8 +36,10 @@ type Target struct {
 	Retries config.Retries
 	// Timeouts bound the upstream side; see config.PoolTimeouts.
 	Timeouts config.PoolTimeouts
-	// Upstream is the codec-specific connection pool to the backends.
-	Upstream Upstream
+	// Transport is the net/http codec's connection pool to the backends,
+	// Conns the HTTP/1.1 engine's; listeners of either engine share pools.
+	Transport *http.Transport
+	Conns     *Conns
 	// RetryAfter is the Retry-After value sent with 503 (seconds).
 	RetryAfter string
 	// HashKey is what hash policies hash (zero: nothing, or the client IP).

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"net/http"
 	"net/textproto"
 	"strings"
 )
@@ -40,27 +39,36 @@ func ParseHashKey(s string) HashKey {
 	return HashKey{}
 }
 
-// extract returns the key of r (path is the normalised path). It does not
-// allocate: it returns substrings of what the request already holds.
-func (k HashKey) extract(r *http.Request, path string) string {
+// extract returns the key of a request with header h, normalised path and
+// raw query. It does not allocate: it returns substrings of what the request
+// already holds.
+func (k HashKey) extract(h fields, path, rawQuery string) string {
 	switch k.kind {
 	case keyHeader:
-		if v := r.Header[k.name]; len(v) > 0 {
-			return v[0]
-		}
+		v, _ := h.Value(k.name, 0)
+		return v
 	case keyCookie:
-		for _, line := range r.Header["Cookie"] {
-			if v, ok := findPair(line, k.name, ';'); ok {
-				return v
-			}
-		}
+		return cookie(h, k.name)
 	case keyPath:
 		return path
 	case keyQuery:
-		v, _ := findPair(r.URL.RawQuery, k.name, '&')
+		v, _ := findPair(rawQuery, k.name, '&')
 		return v
 	}
 	return ""
+}
+
+// cookie returns the value of the first cookie called name.
+func cookie(h fields, name string) string {
+	for i := 0; ; i++ {
+		line, ok := h.Value("Cookie", i)
+		if !ok {
+			return ""
+		}
+		if v, ok := findPair(line, name, ';'); ok {
+			return v
+		}
+	}
 }
 
 // findPair finds name=value in a sep-separated list and returns the raw

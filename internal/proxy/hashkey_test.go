@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"net/url"
 	"testing"
+
+	"github.com/sluice-lb/sluice/internal/edge"
 )
 
 func TestHashKeyExtract(t *testing.T) {
@@ -21,12 +23,21 @@ func TestHashKeyExtract(t *testing.T) {
 		{"query:y", ""},
 		{"client_ip", ""},
 	}
-	for _, tt := range tests {
-		if got := ParseHashKey(tt.key).extract(r, "/p"); got != tt.want {
-			t.Errorf("%s: got %q, want %q", tt.key, got, tt.want)
-		}
+	// The same request as the engine sees it.
+	head := []byte("GET /p?x=1&user=bob&y HTTP/1.1\r\nHost: h\r\nx-user: alice\r\ncookie: a=1; sid=xyz; b=2\r\n\r\n")
+	var eh edge.Head
+	if _, err := edge.ParseRequestHead(head, edge.Limits{}, &eh); err != nil {
+		t.Fatal(err)
 	}
-	if n := testing.AllocsPerRun(100, func() { ParseHashKey("cookie:sid").extract(r, "/p") }); n != 0 {
-		t.Errorf("cookie extraction allocates %v times, want 0", n)
+	raw := &rawFields{head: head, first: edge.FirstField(head, eh.Lead)}
+	for name, h := range map[string]fields{"net/http": stdFields(r.Header), "raw": raw} {
+		for _, tt := range tests {
+			if got := ParseHashKey(tt.key).extract(h, "/p", r.URL.RawQuery); got != tt.want {
+				t.Errorf("%s %s: got %q, want %q", name, tt.key, got, tt.want)
+			}
+		}
+		if n := testing.AllocsPerRun(100, func() { ParseHashKey("cookie:sid").extract(h, "/p", "") }); n != 0 {
+			t.Errorf("%s: cookie extraction allocates %v times, want 0", name, n)
+		}
 	}
 }

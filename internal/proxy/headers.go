@@ -55,15 +55,25 @@ func upgradeType(h http.Header) string {
 // clientIP returns the address of the client: the peer, or, when the peer is
 // a trusted proxy, the rightmost X-Forwarded-For entry that is not itself a
 // trusted proxy.
-func clientIP(peer netip.Addr, xff []string, trusted []netip.Prefix) netip.Addr {
+func clientIP(peer netip.Addr, h fields, trusted []netip.Prefix) netip.Addr {
 	if !isTrusted(peer, trusted) {
 		return peer
 	}
+	n := 0
+	for _, ok := h.Value("X-Forwarded-For", n); ok; _, ok = h.Value("X-Forwarded-For", n) {
+		n++
+	}
 	ip := peer
-	for i := len(xff) - 1; i >= 0; i-- {
-		parts := strings.Split(xff[i], ",")
-		for j := len(parts) - 1; j >= 0; j-- {
-			a, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
+	for i := n - 1; i >= 0; i-- {
+		v, _ := h.Value("X-Forwarded-For", i)
+		for more := true; more; {
+			part := v
+			if j := strings.LastIndexByte(v, ','); j >= 0 {
+				part, v = v[j+1:], v[:j]
+			} else {
+				more = false
+			}
+			a, err := netip.ParseAddr(strings.TrimSpace(part))
 			if err != nil {
 				return ip
 			}
@@ -132,9 +142,13 @@ func NewRequestIDs() *RequestIDs {
 // Next returns a new id.
 func (g *RequestIDs) Next() string {
 	var buf [32]byte
-	b := append(buf[:0], g.prefix...)
-	b = strconv.AppendUint(b, g.n.Add(1), 16)
-	return string(b)
+	return string(g.AppendNext(buf[:0]))
+}
+
+// AppendNext appends a new id to b.
+func (g *RequestIDs) AppendNext(b []byte) []byte {
+	b = append(b, g.prefix...)
+	return strconv.AppendUint(b, g.n.Add(1), 16)
 }
 
 // validRequestID reports whether a client-supplied X-Request-Id is kept:

@@ -81,7 +81,7 @@ func TestClientIP(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := clientIP(netip.MustParseAddr(tt.peer), tt.xff, trusted)
+			got := clientIP(netip.MustParseAddr(tt.peer), stdFields(http.Header{"X-Forwarded-For": tt.xff}), trusted)
 			if got.String() != tt.want {
 				t.Errorf("clientIP = %s, want %s", got, tt.want)
 			}

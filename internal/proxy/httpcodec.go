@@ -157,25 +157,13 @@ func (a *httpAttempt) serve(l *Listener, info *pool.PickInfo) (Result, int) {
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		peer = ap.Addr().Unmap()
 	}
-	info.ClientIP = clientIP(peer, r.Header["X-Forwarded-For"], l.Trusted)
-
 	escaped := r.URL.EscapedPath()
 	path := route.NormalizePath(escaped)
-	idx := l.Routes.Match(r.Host, path, r.Header)
-	if idx < 0 || idx >= len(l.Targets) {
+	t := l.resolve(r.Host, path, r.URL.RawQuery, stdFields(r.Header), peer, info)
+	if t == nil {
 		return Result{}, a.fail(http.StatusNotFound, "no route for this request", false)
 	}
-	t := l.Targets[idx]
 	a.t = t
-	info.Key = t.HashKey.extract(r, path)
-	if t.Sticky != nil {
-		for _, line := range r.Header["Cookie"] {
-			if v, ok := findPair(line, t.Sticky.Cookie, ';'); ok {
-				info.Preferred = t.Sticky.lookup(t.Pool, v)
-				break
-			}
-		}
-	}
 	a.info = info
 
 	ctx := r.Context()
@@ -277,7 +265,7 @@ func idempotent(m string) bool {
 
 // Send is one attempt on b through the pool's http.Transport.
 func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) Outcome {
-	tr, _ := a.t.Upstream.(http.RoundTripper)
+	tr := a.t.Transport
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var timer *time.Timer

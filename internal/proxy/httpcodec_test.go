@@ -49,7 +49,7 @@ func newFixture(t *testing.T, n int, policy pool.Policy, configure func(*Target)
 	timeouts := config.PoolTimeouts{Connect: time.Second, ResponseHeader: 5 * time.Second, Idle: time.Minute}
 	tr := NewTransport(timeouts, nil)
 	t.Cleanup(tr.CloseIdleConnections)
-	f.target = &Target{Pool: f.pool, Health: health.New(f.pool, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), health.Options{}), Timeouts: timeouts, Upstream: tr, RetryAfter: "1",
+	f.target = &Target{Pool: f.pool, Health: health.New(f.pool, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), health.Options{}), Timeouts: timeouts, Transport: tr, RetryAfter: "1",
 		Retries: config.Retries{NumRetries: 2, OnConnectFailure: true}}
 	if configure != nil {
 		configure(f.target)
@@ -159,7 +159,7 @@ func TestHTTPSBackend(t *testing.T) {
 			f := newFixture(t, 0, balance.RoundRobin{}, func(tg *Target) {
 				tr := NewTransport(tg.Timeouts, tt.tls.ClientConfig())
 				t.Cleanup(tr.CloseIdleConnections)
-				tg.Upstream = tr
+				tg.Transport = tr
 			})
 			u, _ := url.Parse(srv.URL)
 			f.pool.Add(pool.NewBackend(srv.URL, u, 1))

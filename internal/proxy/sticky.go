@@ -77,11 +77,25 @@ func (s *Sticky) lookup(p *pool.Pool, value string) *pool.Backend {
 	return nil
 }
 
+// preferred returns the eligible backend of p that the request's affinity
+// cookie names, or nil.
+func (s *Sticky) preferred(p *pool.Pool, h fields) *pool.Backend {
+	return s.lookup(p, cookie(h, s.Cookie))
+}
+
 // setCookie adds the affinity cookie for b, a backend of p, to h.
 func (s *Sticky) setCookie(h http.Header, p *pool.Pool, b *pool.Backend, secure bool) {
+	if v := s.cookieValue(p, b, secure); v != "" {
+		h.Add("Set-Cookie", v)
+	}
+}
+
+// cookieValue is the Set-Cookie value naming b, a backend of p ("" when b
+// left the pool meanwhile: no affinity to it).
+func (s *Sticky) cookieValue(p *pool.Pool, b *pool.Backend, secure bool) string {
 	id, ok := s.index(p).ids[b]
 	if !ok {
-		return // removed from the pool meanwhile: no affinity to it
+		return ""
 	}
 	v := s.Cookie + "=" + id + "; Path=/; HttpOnly; SameSite=Lax"
 	if secure {
@@ -90,5 +104,5 @@ func (s *Sticky) setCookie(h http.Header, p *pool.Pool, b *pool.Backend, secure 
 	if s.TTL > 0 {
 		v += "; Max-Age=" + strconv.Itoa(int(s.TTL/time.Second))
 	}
-	h.Add("Set-Cookie", v)
+	return v
 }

@@ -10,11 +10,6 @@ import (
 	"github.com/sluice-lb/sluice/internal/config"
 )
 
-// Upstream is a codec's connection pool to a pool's backends.
-type Upstream interface {
-	CloseIdleConnections()
-}
-
 // dialError marks an error that happened before any byte of a request was
 // written: the request may go to another backend without harm.
 type dialError struct {

@@ -252,20 +252,35 @@ func (a *httpAttempt) tunnel(resp *http.Response, b *pool.Backend) Outcome {
 		return Outcome{Class: Done, Status: resp.StatusCode} // shutting down
 	}
 	defer a.h.tunnels.remove(tn)
-	errc := make(chan error, 2)
-	go func() {
-		// brw.Reader holds any bytes the client sent after its request.
-		_, err := io.Copy(backConn, brw.Reader)
-		errc <- err
-	}()
-	go func() {
-		n, err := io.Copy(tn, backConn)
-		a.bytes += n
-		errc <- err
-	}()
-	<-errc
-	conn.Close()
-	backConn.Close()
-	<-errc
+	// brw.Reader holds any bytes the client sent after its request.
+	a.bytes += tn.relay(brw.Reader, backConn, backConn)
 	return Outcome{Class: Done, Status: resp.StatusCode}
+}
+
+// relay copies fromClient to toBack and fromBack to the client until
+// either direction ends, then closes both connections; it returns the
+// bytes sent to the client. Both codecs' tunnels end here.
+func (tn *tunnel) relay(fromClient, fromBack io.Reader, toBack io.Writer) int64 {
+	errc := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(toBack, fromClient)
+		errc <- err
+	}()
+	done := make(chan int64, 1)
+	go func() {
+		n, _ := io.Copy(tn, fromBack)
+		done <- n
+	}()
+	var n int64
+	select {
+	case <-errc:
+		tn.client.Close()
+		tn.back.Close()
+		n = <-done
+	case n = <-done:
+		tn.client.Close()
+		tn.back.Close()
+		<-errc
+	}
+	return n
 }

@@ -57,10 +57,13 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 		p.Limit.PerBackend = int64(pc.MaxConnectionsPerBackend)
 		p.Limit.MaxQueue, p.Limit.Timeout = pc.MaxQueue, pc.QueueTimeout
 		var tr *http.Transport
+		var conns *proxy.Conns
 		if old != nil && old.cfg.Timeouts == pc.Timeouts && old.cfg.UpstreamTLS == pc.UpstreamTLS {
-			tr = old.transport
+			tr, conns = old.transport, old.conns
 		} else {
-			tr = proxy.NewTransport(pc.Timeouts, pc.UpstreamTLS.ClientConfig())
+			tlsConfig := pc.UpstreamTLS.ClientConfig()
+			tr = proxy.NewTransport(pc.Timeouts, tlsConfig)
+			conns = proxy.NewConns(pc.Timeouts, tlsConfig)
 		}
 		ck := health.New(p, pc.HealthCheck, s.logger, health.Options{
 			Passive:     pc.PassiveHealth,
@@ -75,8 +78,9 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 			pool:      p,
 			checker:   ck,
 			transport: tr,
+			conns:     conns,
 			target: &proxy.Target{Pool: p, Health: ck, Retries: pc.Retries, Timeouts: pc.Timeouts,
-				Upstream: tr, RetryAfter: retryAfter, HashKey: proxy.ParseHashKey(pc.HashKey)},
+				Transport: tr, Conns: conns, RetryAfter: retryAfter, HashKey: proxy.ParseHashKey(pc.HashKey)},
 		}
 		if st := pc.Sticky; st != nil {
 			key := s.stickyKey
@@ -146,14 +150,14 @@ func (s *Server) stopPools(ps []*poolRT) {
 }
 
 // listener is one generation of a bound client listener: its socket, its
-// http.Server and the view its requests use. A reload that changes only
+// server (the HTTP/1.1 engine, or net/http's) and the view its requests use. A reload that changes only
 // routes swaps the view; one that changes timeouts or limits starts a new
 // generation on the same socket (see socket).
 type listener struct {
 	cfg    config.Listener
 	view   atomic.Pointer[proxy.Listener]
 	sock   *socket
-	srv    *http.Server
+	srv    httpServer
 	active *atomic.Int64 // open connections, across generations
 	noPool *pool.Stats   // across generations
 	done   chan struct{}
@@ -216,11 +220,46 @@ func (s *Server) bindListeners(cfg *config.Config, snap *snapshot, existing map[
 	return bound, nil
 }
 
-// serve starts the http.Server of l beneath the strict edge guard.
+// httpServer is what a listener generation runs: *proxy.Engine or
+// *http.Server.
+type httpServer interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
+}
+
+// serve starts the server of l: the HTTP/1.1 engine, or with engine std an
+// http.Server beneath the strict edge guard.
 func (l *listener) serve(s *Server) {
 	lim := l.cfg.Limits
+	ln := l.sock.generation()
+	if n := lim.MaxConnections; n > 0 {
+		// Like HAProxy's maxconn: past the limit, connections wait in the
+		// kernel's accept queue instead of being accepted.
+		ln = netutil.LimitListener(ln, n)
+	}
+	if l.cfg.Engine == "std" {
+		l.srv = l.stdServer(s)
+		ln = edge.NewListener(ln, edge.Limits{MaxURIBytes: lim.MaxURIBytes,
+			MaxHeaderBytes: lim.MaxHeaderBytes, MaxHeaders: lim.MaxHeaders})
+	} else {
+		l.srv = proxy.NewEngine(proxy.EngineOptions{View: &l.view, IDs: s.ids, Access: s.access,
+			Logger: s.logger, Tunnels: &s.tunnels, Timeouts: l.cfg.Timeouts, Limits: lim,
+			ConnState: func(d int64) { l.active.Add(d) }})
+	}
+	go func() {
+		defer close(l.done)
+		if err := l.srv.Serve(ln); err != nil && !isClosed(err) {
+			s.logger.Error("listener stopped", "listener", l.cfg.Name, "error", err)
+		}
+	}()
+}
+
+// stdServer is the net/http codec's server for l.
+func (l *listener) stdServer(s *Server) *http.Server {
+	lim := l.cfg.Limits
 	t := l.cfg.Timeouts
-	l.srv = &http.Server{
+	return &http.Server{
 		Handler:           proxy.NewHandler(&l.view, s.ids, s.access, s.logger, &s.tunnels),
 		ReadHeaderTimeout: t.ReadHeader,
 		ReadTimeout:       t.Read,
@@ -244,20 +283,6 @@ func (l *listener) serve(s *Server) {
 		},
 		ErrorLog: slogLogger(s),
 	}
-	ln := l.sock.generation()
-	if n := lim.MaxConnections; n > 0 {
-		// Like HAProxy's maxconn: past the limit, connections wait in the
-		// kernel's accept queue instead of being accepted.
-		ln = netutil.LimitListener(ln, n)
-	}
-	guarded := edge.NewListener(ln, edge.Limits{MaxURIBytes: lim.MaxURIBytes,
-		MaxHeaderBytes: lim.MaxHeaderBytes, MaxHeaders: lim.MaxHeaders})
-	go func() {
-		defer close(l.done)
-		if err := l.srv.Serve(guarded); err != nil && !isClosed(err) {
-			s.logger.Error("listener stopped", "listener", l.cfg.Name, "error", err)
-		}
-	}()
 }
 
 // shutdown stops accepting and waits for requests in flight until ctx ends,

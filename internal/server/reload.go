@@ -108,6 +108,7 @@ func (s *Server) reloadLocked() error {
 	for _, p := range old.pools {
 		if np := snap.byName[p.cfg.Name]; np == nil || np.transport != p.transport {
 			p.transport.CloseIdleConnections()
+			p.conns.Close()
 		}
 	}
 	if !reflect.DeepEqual(cfg.Log, s.cfg.Log) {

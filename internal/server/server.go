@@ -86,6 +86,7 @@ type poolRT struct {
 	checker   *health.Checker
 	target    *proxy.Target
 	transport *http.Transport
+	conns     *proxy.Conns
 	cancel    context.CancelFunc
 	done      chan struct{}
 }
@@ -253,6 +254,7 @@ func (s *Server) shutdown() error {
 		s.stopPools(snap.pools)
 		for _, p := range snap.pools {
 			p.transport.CloseIdleConnections()
+			p.conns.Close()
 		}
 	}
 	s.wg.Wait()

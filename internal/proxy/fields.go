@@ -1,0 +1,131 @@
+package proxy
+
+import (
+	"net/http"
+	"net/netip"
+	"strings"
+	"unsafe"
+
+	"github.com/sluice-lb/sluice/internal/edge"
+	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/route"
+)
+
+// fields is the part of a request's header that routing, hashing, affinity
+// and the client address read. Both codecs provide it: the net/http codec
+// over http.Header, the HTTP/1.1 engine over the raw head, so this logic
+// exists once.
+type fields interface {
+	route.Header
+	// Value returns the i-th value (from 0) of the field name, given in
+	// canonical form.
+	Value(name string, i int) (string, bool)
+}
+
+// stdFields is http.Header as fields.
+type stdFields http.Header
+
+func (h stdFields) Get(name string) string { return http.Header(h).Get(name) }
+
+func (h stdFields) Value(name string, i int) (string, bool) {
+	if v := h[name]; i < len(v) {
+		return v[i], true
+	}
+	return "", false
+}
+
+// rawFields reads the field lines of a head that edge.ParseRequestHead
+// accepted. The strings it returns alias the head (see bstr).
+type rawFields struct {
+	head  []byte
+	first int // position of the first field line
+}
+
+func (f *rawFields) Get(name string) string {
+	v, _ := f.Value(name, 0)
+	return v
+}
+
+func (f *rawFields) Value(name string, i int) (string, bool) {
+	for p := f.first; ; {
+		fl, next, ok := edge.NextField(f.head, p)
+		if !ok {
+			return "", false
+		}
+		if equalFoldName(fl.Name, name) {
+			if i == 0 {
+				return bstr(fl.Value), true
+			}
+			i--
+		}
+		p = next
+	}
+}
+
+// named reports whether a Connection field names the field name (which
+// makes it hop-by-hop, RFC 9110 §7.6.1).
+func (f *rawFields) named(name string) bool {
+	for i := 0; ; i++ {
+		v, ok := f.Value("Connection", i)
+		if !ok {
+			return false
+		}
+		for v != "" {
+			tok := v
+			if j := strings.IndexByte(v, ','); j >= 0 {
+				tok, v = v[:j], v[j+1:]
+			} else {
+				v = ""
+			}
+			if strings.EqualFold(strings.Trim(tok, " \t"), name) {
+				return true
+			}
+		}
+	}
+}
+
+// equalFoldName compares a field name as sent with a name in any case.
+func equalFoldName(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		c, d := b[i], s[i]
+		if c == d {
+			continue
+		}
+		if c|0x20 != d|0x20 || c|0x20 < 'a' || c|0x20 > 'z' {
+			return false
+		}
+	}
+	return true
+}
+
+// bstr views b as a string without copying. The engine uses it for values
+// that alias its read buffer and are only used while the buffer holds them
+// (routing, hashing, affinity lookups), which is what keeps its request path
+// free of allocations; nothing that outlives the request keeps such a
+// string.
+func bstr(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+// resolve is the part of a request's way shared by both codecs before any
+// backend is picked: the client address, the route, the hash key and the
+// affinity cookie. It returns nil when no route matches.
+func (l *Listener) resolve(host, path, rawQuery string, h fields, peer netip.Addr, info *pool.PickInfo) *Target {
+	info.ClientIP = clientIP(peer, h, l.Trusted)
+	idx := l.Routes.Match(host, path, h)
+	if idx < 0 || idx >= len(l.Targets) {
+		return nil
+	}
+	t := l.Targets[idx]
+	info.Key = t.HashKey.extract(h, path, rawQuery)
+	if t.Sticky != nil {
+		info.Preferred = t.Sticky.preferred(t.Pool, h)
+	}
+	return t
+}
