@@ -45,7 +45,7 @@ type Listener struct {
 	Timeouts       ListenerTimeouts `yaml:"timeouts"`
 	Limits         Limits           `yaml:"limits"`
 	Routes         []Route          `yaml:"routes"`
-	Pool           string           `yaml:"pool"` // default pool; "" means 404 when no route matches
+	Pool           string           `yaml:"pool"`   // default pool; "" means 404 when no route matches
 	Engine         string           `yaml:"engine"` // "h1" (default): sluice's HTTP/1.1 engine | "std": net/http
 
 	// TrustedPrefixes is TrustedProxies parsed; filled by Validate.
