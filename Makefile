@@ -12,8 +12,11 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
 
+# The end-to-end suite runs once per engine: the HTTP/1.1 engine (the
+# default) with everything else, then the net/http codec (engine: std).
 unit:
 	$(GO) test -race -count=1 -timeout 15m ./...
+	SLUICE_E2E_ENGINE=std $(GO) test -race -count=1 -timeout 15m ./internal/e2e/
 
 # Each fuzz target runs for FUZZTIME on top of its seed corpus (which the
 # unit run already executes).

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -30,6 +31,37 @@ import (
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/server"
 )
+
+// testEngine is the engine every listener of the suite runs on: the
+// default ("" leaves each config as it is) or, with SLUICE_E2E_ENGINE=std
+// (make test runs the suite once more so), the net/http codec. Both engines
+// must pass every test.
+var testEngine = os.Getenv("SLUICE_E2E_ENGINE")
+
+// withEngine sets testEngine on the listeners of cfg that name none.
+func withEngine(cfg *config.Config) {
+	for i := range cfg.Listeners {
+		if cfg.Listeners[i].Engine == "" {
+			cfg.Listeners[i].Engine = testEngine
+		}
+	}
+}
+
+// listenerAddr matches the address line of a listener in the suite's YAML.
+var listenerAddr = regexp.MustCompile(`(?m)^(\s+)address: "127\.0\.0\.1:0"\n`)
+
+// withEngineYAML sets testEngine on the listeners of a YAML config written
+// by the suite (their address is "127.0.0.1:0" on a line of its own).
+func withEngineYAML(yaml string) string {
+	if testEngine == "" {
+		return yaml
+	}
+	i := strings.Index(yaml, "\npools:")
+	if i < 0 {
+		return yaml
+	}
+	return listenerAddr.ReplaceAllString(yaml[:i], "${0}${1}engine: "+testEngine+"\n") + yaml[i:]
+}
 
 // binary is the sluice binary TestMain builds for the process-style tests;
 // buildErr says why there is none.
@@ -332,6 +364,7 @@ func startSluice(t testing.TB, cfg *config.Config) *sluice {
 			t.Logf("--- sluice access log ---\n%s", access.String())
 		}
 	})
+	withEngine(cfg)
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config.Validate: %v", err)

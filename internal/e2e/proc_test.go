@@ -149,7 +149,7 @@ func listenerLine(name string) *regexp.Regexp {
 func runConfig(t *testing.T, yaml string) (p *proc, file, addr, admin string) {
 	t.Helper()
 	file = filepath.Join(t.TempDir(), "sluice.yaml")
-	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(withEngineYAML(yaml)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	p = startProc(t, "run", "-config", file)
@@ -279,7 +279,7 @@ func TestProcessSIGHUPWithABrokenFileKeepsServing(t *testing.T) {
 		}
 	}
 
-	if err := os.WriteFile(file, []byte(v2), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(withEngineYAML(v2)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	p.signal(syscall.SIGHUP)

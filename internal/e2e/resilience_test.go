@@ -341,7 +341,7 @@ func TestResilienceReloadsUnderLoadKeepWebSocketsOpen(t *testing.T) {
 		{a, b, c}, {b, c}, {b, c, d}, {c, d}, {a, c, d}, {a, d}, {a, b, d}, {b}, {a, b, c, d}, {a, c}}
 
 	file := filepath.Join(t.TempDir(), "sluice.yaml")
-	if err := os.WriteFile(file, []byte(reloadYAML(ws, sets[0]...)), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(withEngineYAML(reloadYAML(ws, sets[0]...))), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := config.Load(file)
@@ -413,7 +413,7 @@ func TestResilienceReloadsUnderLoadKeepWebSocketsOpen(t *testing.T) {
 	defer stopLoad()
 
 	for i, set := range sets[1:] {
-		if err := os.WriteFile(file, []byte(reloadYAML(ws, set...)), 0o644); err != nil {
+		if err := os.WriteFile(file, []byte(withEngineYAML(reloadYAML(ws, set...))), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.srv.Reload(); err != nil {
