@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -39,12 +40,14 @@ type h1conn struct {
 	ob   *[]byte
 	out  []byte // heads being written
 
-	// idle holds the first bytes of a request that arrive after the read
-	// buffer went back to the pool.
-	idle [256]byte
+	// idle holds the first bytes of a request that arrive while the
+	// connection holds no read buffer (see readIdle).
+	idle [512]byte
 
 	bodyc chan bodyResult // the streaming body writer's result
 	iov   [3][]byte       // for vectored writes without allocating
+	// stopping is set while endStream stops the body writer.
+	stopping atomic.Bool
 	req   h1req
 }
 
@@ -88,8 +91,13 @@ type h1req struct {
 func newH1Conn(e *Engine, nc net.Conn) *h1conn {
 	c := &h1conn{e: e, nc: nc, ctx: context.Background()}
 	c.tcp, _ = nc.(*net.TCPConn)
-	if ap, err := netip.ParseAddrPort(nc.RemoteAddr().String()); err == nil {
-		c.peer = ap.Addr().Unmap()
+	switch a := nc.RemoteAddr().(type) {
+	case *net.TCPAddr:
+		c.peer = a.AddrPort().Addr().Unmap()
+	default:
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+			c.peer = ap.Addr().Unmap()
+		}
 	}
 	return c
 }
@@ -155,10 +163,6 @@ func (c *h1conn) release() {
 	}
 }
 
-// idleGrace is how long a connection waits for its next request with its
-// buffers held; after it they go back to the pool.
-const idleGrace = 2 * time.Second
-
 // readHead reads and parses the next request head into c.req. It answers
 // refused heads and head timeouts itself and reports whether a request is
 // ready.
@@ -172,7 +176,6 @@ func (c *h1conn) readHead(first bool) bool {
 	if !first && to.Idle > 0 {
 		idleDeadline = time.Now().Add(to.Idle)
 	}
-	waited := false
 	for {
 		if c.r < c.w {
 			if !c.state.CompareAndSwap(connIdle, connActive) && c.state.Load() != connActive {
@@ -200,7 +203,7 @@ func (c *h1conn) readHead(first bool) bool {
 		// Wait for bytes: the idle timeout until the first one, then
 		// read_header from the first one.
 		if c.r == c.w && !first {
-			if c.readIdle(idleDeadline, &waited) {
+			if c.readIdle(idleDeadline) {
 				continue
 			}
 			return false
@@ -227,33 +230,15 @@ func (c *h1conn) readHead(first bool) bool {
 	}
 }
 
-// readIdle waits for the first bytes of the next request. For idleGrace it
-// reads straight into the read buffer; after that the buffers go back to
-// the pool and it reads into c.idle.
-func (c *h1conn) readIdle(deadline time.Time, waited *bool) bool {
-	if !*waited {
-		*waited = true
-		c.acquire()
-		c.r, c.w = 0, 0
-		d := time.Now().Add(idleGrace)
-		if !deadline.IsZero() && deadline.Before(d) {
-			d = deadline
-		}
-		c.nc.SetReadDeadline(d)
-		n, err := c.nc.Read(c.buf)
-		c.w = n
-		if n > 0 {
-			return true
-		}
-		if !isTimeout(err) || !deadline.IsZero() && !time.Now().Before(deadline) {
-			return false
-		}
-	}
+// readIdle waits for the first bytes of the next request with no buffer
+// of the pool held: they arrive in c.idle and are copied to a read buffer
+// taken then. An idle keep-alive connection so costs its goroutine and
+// this struct, not buffers.
+func (c *h1conn) readIdle(deadline time.Time) bool {
 	c.release()
 	c.nc.SetReadDeadline(deadline)
-	n, err := c.nc.Read(c.idle[:])
+	n, _ := c.nc.Read(c.idle[:])
 	if n == 0 {
-		_ = err
 		return false
 	}
 	c.acquire()
@@ -328,6 +313,9 @@ func isTimeout(err error) bool {
 // the connection may carry another.
 func (c *h1conn) handle() bool {
 	q := &c.req
+	if q.body.hp != nil {
+		bodyBufs.Put(q.body.hp) // the previous request's body buffer
+	}
 	head := q.head
 	*q = h1req{start: time.Now(), head: head, hlen: q.hlen}
 	q.l = c.e.o.View.Load()
@@ -370,7 +358,7 @@ func (c *h1conn) handle() bool {
 	if c.e.o.Access != nil {
 		q.logMethod, q.logHost, q.logPath = string(q.head.Method), string(q.host), string(escaped)
 		q.logUA, _ = q.raw.Value("User-Agent", 0)
-		q.logUA = string([]byte(q.logUA))
+		q.logUA = strings.Clone(q.logUA)
 	}
 
 	var res Result

@@ -46,9 +46,6 @@ type h1body struct {
 }
 
 func (b *h1body) init(h *edge.Head) {
-	if b.hp != nil {
-		bodyBufs.Put(b.hp)
-	}
 	*b = h1body{hostAt: -1}
 	switch {
 	case h.Chunked:
@@ -274,7 +271,9 @@ func (c *h1conn) streamBody(uc *upConn) {
 			if rerr == io.EOF {
 				rerr = io.ErrUnexpectedEOF
 			}
-			res.client = rerr
+			if !c.stopping.Load() { // else endStream stopped it: not the client's fault
+				res.client = rerr
+			}
 			uc.nc.Close()
 			return
 		}
@@ -282,7 +281,9 @@ func (c *h1conn) streamBody(uc *upConn) {
 }
 
 // endStream waits for the streaming writer; with stop it first makes it
-// stop (a read deadline in the past on the client, the backend closed).
+// stop (a read deadline in the past on the client, the backend closed),
+// and the body is then cut off, so the client connection cannot carry
+// another request.
 func (c *h1conn) endStream(uc *upConn, stop bool) bodyResult {
 	b := &c.req.body
 	if !b.running {
@@ -295,15 +296,14 @@ func (c *h1conn) endStream(uc *upConn, stop bool) bodyResult {
 			return r
 		default:
 		}
+		c.stopping.Store(true)
 		c.nc.SetReadDeadline(time.Unix(1, 0))
 		uc.nc.Close()
-		<-c.bodyc
-		b.running = false
-		c.req.closeAfter = true // the body was cut off: the stream is lost
-		return bodyResult{}
+		c.req.closeAfter = true
 	}
 	r := <-c.bodyc
 	b.running = false
+	c.stopping.Store(false)
 	return r
 }
 
@@ -380,7 +380,7 @@ func (c *h1conn) exchange(uc *upConn, b *pool.Backend, canRetry bool) (Outcome, 
 		}
 		if err := uc.fill(edge.MaxResponseHeaderBytes + upBufSize); err != nil {
 			uc.nc.Close()
-			if r := c.endStream(uc, false); r.client != nil {
+			if r := c.endStream(uc, true); r.client != nil {
 				return clientErr(r.client), false
 			}
 			if isTimeout(err) {
@@ -474,7 +474,7 @@ const (
 
 // spliceMin is the body size above which a fixed-length response body is
 // moved with splice(2) between the two sockets instead of through memory.
-const spliceMin = 64 << 10
+const spliceMin = 16 << 10
 
 // deliver sends the response whose head is at uc.buf[uc.r:uc.r+n] to the
 // client and streams its body.
@@ -482,7 +482,6 @@ func (c *h1conn) deliver(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backe
 	q := &c.req
 	head := uc.buf[uc.r : uc.r+n]
 	uc.r += n
-	uc.nc.SetReadDeadline(q.deadline) // the body: only the request timeout bounds it
 	mode := outFixed
 	switch {
 	case edge.NoBody(q.isHead, rh.Status):
@@ -560,6 +559,11 @@ func (c *h1conn) deliver(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backe
 	o = append(o, "\r\n"...)
 	c.out = o
 
+	if mode != outNone && (mode != outFixed || int64(uc.w-uc.r) < rh.ContentLength) {
+		// More of the body is to be read: only the request timeout
+		// bounds it from now on, not response_header.
+		uc.nc.SetReadDeadline(q.deadline)
+	}
 	res := Outcome{Class: Done, Status: rh.Status}
 	var rerr, werr error
 	switch mode {
@@ -581,7 +585,7 @@ func (c *h1conn) deliver(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backe
 		res.Err = rerr
 		q.abort = true
 		uc.nc.Close()
-	case rh.Close || mode == outChunkEncode || mode == outRaw:
+	case rh.Close || mode == outChunkEncode || mode == outRaw || q.body.running:
 		uc.nc.Close()
 	default:
 		q.t.Conns.put(uc)

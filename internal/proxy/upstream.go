@@ -165,7 +165,7 @@ func (p *Conns) put(c *upConn) {
 		return
 	}
 	c.r, c.w = 0, 0
-	c.nc.SetDeadline(time.Time{})
+	// Deadlines stay as they were: the next exchange sets its own.
 	c.idleAt = time.Now()
 	h := c.host
 	h.mu.Lock()
