@@ -11,7 +11,10 @@
 #   IDLE_HOLD [10]   seconds the idle connections are held
 #   SHARED [../shared/bench]   the shared harness
 #   CHART [docs/benchmarks.png]  where the PNG goes
-# Scenarios (targets haproxy1, nginx1, sluice, interleaved by ../shared/bench/run.sh):
+# Targets, interleaved by ../shared/bench/run.sh: haproxy1, nginx1, sluice (its
+# HTTP/1.1 engine, the default) and sluice-std (the same config with
+# `engine: std`, the net/http codec), so the engine is compared with both.
+# Scenarios:
 #   a) 100 B responses, c=50 and c=256    b) 64 KiB responses, c=50
 #   c) c=50 while backend 127.0.0.1:9002 is killed ~2 s into each run and
 #      restarted 2 s later (errors per target)
@@ -28,10 +31,10 @@ CHART=${CHART:-$ROOT/docs/benchmarks.png}
 FAIL_AT=${FAIL_AT:-2}; FAIL_DOWN=${FAIL_DOWN:-2}
 export RUN_DIR=/tmp/bench/run BIN_DIR=/tmp/bench/bin
 LAST=/tmp/bench/last
-NAMES=(haproxy1 nginx1 sluice)
-TARGETS=(haproxy1=http://127.0.0.1:8081/ nginx1=http://127.0.0.1:8083/ sluice=http://127.0.0.1:8090/)
-ADDRS=(127.0.0.1:8081 127.0.0.1:8083 127.0.0.1:8090)
-STARTED="sluice haproxy1 nginx1 backend-9001 backend-9002 backend-9003"
+NAMES=(haproxy1 nginx1 sluice sluice-std)
+TARGETS=(haproxy1=http://127.0.0.1:8081/ nginx1=http://127.0.0.1:8083/ sluice=http://127.0.0.1:8090/ sluice-std=http://127.0.0.1:8091/)
+ADDRS=(127.0.0.1:8081 127.0.0.1:8083 127.0.0.1:8090 127.0.0.1:8091)
+STARTED="sluice sluice-std haproxy1 nginx1 backend-9001 backend-9002 backend-9003"
 log() { printf '\n== %s  %s\n' "$(date +%T)" "$*"; }
 
 # ---- 0. prerequisites -------------------------------------------------------
@@ -45,7 +48,7 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 command -v go >/dev/null || { echo "go is needed" >&2; exit 1; }
-for p in 9001 9002 9003 8081 8083 8090 19190; do
+for p in 9001 9002 9003 8081 8083 8090 8091 19190 19191; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "port $p is already in use: is another benchmark running? (../shared/bench/stop-peers.sh)" >&2; exit 1
   fi
@@ -92,14 +95,19 @@ admin:
 access_log: {format: off}
 log: {level: warn}
 EOF
+sed -e 's/127.0.0.1:8090/127.0.0.1:8091/' -e 's/127.0.0.1:19190/127.0.0.1:19191/' \
+  -e 's/^    pool: web$/    pool: web\n    engine: std/' "$LAST/sluice.yaml" >"$LAST/sluice-std.yaml"
 "$BIN_DIR/sluice" validate -config "$LAST/sluice.yaml"
+"$BIN_DIR/sluice" validate -config "$LAST/sluice-std.yaml"
+grep -q 'engine: std' "$LAST/sluice-std.yaml"
 
 log "starting backends + haproxy1 + nginx1 (unpinned) and sluice"
 PEERS="haproxy1 nginx1" "$SHARED/start-peers.sh" unpinned
 "$SHARED/start-one.sh" sluice -- "$BIN_DIR/sluice" run -config "$LAST/sluice.yaml"
+"$SHARED/start-one.sh" sluice-std -- "$BIN_DIR/sluice" run -config "$LAST/sluice-std.yaml"
 sleep 0.5
-"$SHARED/check.sh" http://127.0.0.1:8081/ http://127.0.0.1:8083/ http://127.0.0.1:8090/ \
-  http://127.0.0.1:8081/kb/64 http://127.0.0.1:8083/kb/64 http://127.0.0.1:8090/kb/64
+"$SHARED/check.sh" http://127.0.0.1:8081/ http://127.0.0.1:8083/ http://127.0.0.1:8090/ http://127.0.0.1:8091/ \
+  http://127.0.0.1:8081/kb/64 http://127.0.0.1:8083/kb/64 http://127.0.0.1:8090/kb/64 http://127.0.0.1:8091/kb/64
 
 # ---- RSS sampling -------------------------------------------------------------
 pidof_t() { cat "$RUN_DIR/$1.pid"; }
