@@ -19,7 +19,8 @@ type chunked struct {
 	bytes  int   // bytes of the trailer section
 	fields int   // trailer field lines
 	name   [17]byte
-	nlen   int // bytes of the current trailer field name
+	nlen   int   // bytes of the current trailer field name
+	data   int64 // chunk-data bytes so far
 }
 
 const (
@@ -55,6 +56,7 @@ func (k *chunked) dataLeft() int64 {
 
 // consumeData accounts for n bytes of chunk data read outside feed.
 func (k *chunked) consumeData(n int) {
+	k.data += int64(n)
 	if k.size -= int64(n); k.size == 0 {
 		k.state = ckDataCR
 	}

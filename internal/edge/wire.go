@@ -68,6 +68,9 @@ func (c *Chunked) Feed(b []byte) (n int, done bool, err error) {
 // may be copied without Feed (then call Skip).
 func (c *Chunked) DataLeft() int64 { return c.k.dataLeft() }
 
+// Data is the number of chunk-data bytes (the content) so far.
+func (c *Chunked) Data() int64 { return c.k.data }
+
 // Skip accounts for n ≤ DataLeft() bytes of chunk data copied without Feed.
 func (c *Chunked) Skip(n int) { c.k.consumeData(n) }
 

@@ -152,7 +152,10 @@ func (c *h1conn) prepareBody() (Outcome, bool) {
 			b.held = c.buf[c.r : c.r+n]
 			c.r += n
 			b.complete, b.consumed = true, true
-			return Outcome{}, c.checkMax(int64(n))
+			if !c.checkMax(b.ck.Data()) {
+				return clientErr(errBodyTooLarge), false
+			}
+			return Outcome{}, true
 		}
 		c.send100()
 		c.nc.SetReadDeadline(c.bodyDeadline())
@@ -170,7 +173,7 @@ func (c *h1conn) prepareBody() (Outcome, bool) {
 					c.keep(hb[len(hb)+k : len(hb)+m])
 					b.held = hb[:len(hb)+k]
 					b.complete, b.consumed = true, true
-					if !c.checkMax(int64(len(b.held))) {
+					if !c.checkMax(b.ck.Data()) {
 						return clientErr(errBodyTooLarge), false
 					}
 					return Outcome{}, true
@@ -184,7 +187,7 @@ func (c *h1conn) prepareBody() (Outcome, bool) {
 				return clientErr(rerr), false
 			}
 		}
-		if !c.checkMax(int64(len(hb))) {
+		if !c.checkMax(b.ck.Data()) {
 			return clientErr(errBodyTooLarge), false
 		}
 		b.held = hb
@@ -225,7 +228,7 @@ func (c *h1conn) streamBody(uc *upConn) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
-	total := int64(len(b.held))
+	total := int64(len(b.held)) // content bytes (bodyFixed)
 	for {
 		want := len(buf)
 		if b.kind == bodyFixed {
@@ -253,7 +256,12 @@ func (c *h1conn) streamBody(uc *upConn) {
 					chunk, done = chunk[:k], true
 				}
 			}
-			if total += int64(len(chunk)); !c.checkMax(total) {
+			if b.kind == bodyFixed {
+				total += int64(len(chunk))
+			} else {
+				total = b.ck.Data()
+			}
+			if !c.checkMax(total) {
 				res.client = errBodyTooLarge
 				uc.nc.Close()
 				return
@@ -320,7 +328,7 @@ func (c *h1conn) Send(ctx context.Context, b *pool.Backend, canRetry bool) Outco
 		}
 	}
 	for {
-		uc, err := q.t.Conns.get(ctx, b)
+		uc, err := q.t.Conns.get(ctx, b, !c.Replayable())
 		if err != nil {
 			return Outcome{Class: ConnectFailure, Err: err}
 		}
@@ -363,6 +371,7 @@ func (c *h1conn) exchange(uc *upConn, b *pool.Backend, canRetry bool) (Outcome, 
 	n := 0
 	for {
 		var perr error
+		n = 0
 		if uc.w > uc.r {
 			n, perr = edge.ParseResponseHead(uc.buf[uc.r:uc.w], &rh)
 		}

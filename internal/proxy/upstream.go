@@ -41,7 +41,8 @@ const maxIdlePerBackend = 1024
 // staleAfter is how long a connection may sit idle before it is peeked at
 // for a close before reuse. Under load connections are reused within
 // milliseconds and skip the check (a system call); backends close idle
-// connections after seconds.
+// connections after seconds. A request that is not replayable (a POST) is
+// always checked: it could not be sent again on a new connection.
 const staleAfter = time.Second
 
 type hostConns struct {
@@ -102,8 +103,9 @@ func (p *Conns) host(b *pool.Backend) *hostConns {
 }
 
 // get returns an idle connection to b, or dials one. A dial failure is a
-// *dialError.
-func (p *Conns) get(ctx context.Context, b *pool.Backend) (*upConn, error) {
+// *dialError. With peek every idle connection is checked for a close by the
+// backend before use (for requests that cannot be sent again if it was).
+func (p *Conns) get(ctx context.Context, b *pool.Backend, peek bool) (*upConn, error) {
 	h := p.host(b)
 	now := time.Now()
 	for {
@@ -118,7 +120,7 @@ func (p *Conns) get(ctx context.Context, b *pool.Backend) (*upConn, error) {
 		h.idle = h.idle[:n-1]
 		h.mu.Unlock()
 		idle := now.Sub(c.idleAt)
-		if p.timeouts.Idle > 0 && idle > p.timeouts.Idle || idle > staleAfter && !c.alive() {
+		if p.timeouts.Idle > 0 && idle > p.timeouts.Idle || (peek || idle > staleAfter) && !c.alive() {
 			c.nc.Close()
 			continue
 		}
