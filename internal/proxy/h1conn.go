@@ -48,7 +48,7 @@ type h1conn struct {
 	iov   [3][]byte       // for vectored writes without allocating
 	// stopping is set while endStream stops the body writer.
 	stopping atomic.Bool
-	req   h1req
+	req      h1req
 }
 
 // h1req is the state of the request in progress; reset for each.
