@@ -40,6 +40,8 @@ END {
         pa = pa sprintf("req/s, 100 B responses, c=%s\t%s\t%s\n", kk[2], t, rps[k, t])
         pb = pb sprintf("requests per proxy CPU-second, 100 B responses, c=%s\t%s\t%s\n", kk[2], t, rpc[k, t])
       }
+      if (kk[1] == "kb64")
+        pb = pb sprintf("requests per proxy CPU-second, 64 KiB responses, c=%s\t%s\t%s\n", kk[2], t, rpc[k, t])
     }
     if (chart != "") { printf "%s%s", pa, pb > chart }
     pa = pb = ""
