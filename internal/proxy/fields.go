@@ -62,14 +62,28 @@ func (f *rawFields) Value(name string, i int) (string, bool) {
 	}
 }
 
-// named reports whether a Connection field names the field name (which
-// makes it hop-by-hop, RFC 9110 §7.6.1).
-func (f *rawFields) named(name string) bool {
-	for i := 0; ; i++ {
-		v, ok := f.Value("Connection", i)
+// connTokens are the field names the Connection fields of a head list
+// (which makes them hop-by-hop, RFC 9110 §7.6.1), collected in one pass so
+// that checking every field against them stays linear in the head's size.
+// The strings alias the head.
+type connTokens struct {
+	arr  [16]string
+	toks []string
+}
+
+// collect gathers the tokens of f's Connection fields.
+func (ct *connTokens) collect(f *rawFields) {
+	ct.toks = ct.arr[:0]
+	for p := f.first; ; {
+		fl, next, ok := edge.NextField(f.head, p)
 		if !ok {
-			return false
+			return
 		}
+		p = next
+		if !equalFoldName(fl.Name, "connection") {
+			continue
+		}
+		v := bstr(fl.Value)
 		for v != "" {
 			tok := v
 			if j := strings.IndexByte(v, ','); j >= 0 {
@@ -77,11 +91,21 @@ func (f *rawFields) named(name string) bool {
 			} else {
 				v = ""
 			}
-			if strings.EqualFold(strings.Trim(tok, " \t"), name) {
-				return true
+			if tok = strings.Trim(tok, " \t"); tok != "" {
+				ct.toks = append(ct.toks, tok) // allocates only past 16 tokens
 			}
 		}
 	}
+}
+
+// has reports whether name is among the tokens.
+func (ct *connTokens) has(name string) bool {
+	for _, t := range ct.toks {
+		if len(t) == len(name) && strings.EqualFold(t, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // equalFoldName compares a field name as sent with a name in any case.

@@ -44,8 +44,9 @@ type h1conn struct {
 	// connection holds no read buffer (see readIdle).
 	idle [512]byte
 
-	bodyc chan bodyResult // the streaming body writer's result
-	iov   [3][]byte       // for vectored writes without allocating
+	bodyc    chan bodyResult // the streaming body writer's result
+	iov      [3][]byte       // for vectored writes without allocating
+	respConn connTokens      // of the response being relayed
 	// stopping is set while endStream stops the body writer.
 	stopping atomic.Bool
 	req      h1req
@@ -73,6 +74,7 @@ type h1req struct {
 	te         bool // TE: trailers
 	websocket  bool
 	hasConn    bool // the head has a Connection field
+	conn       connTokens
 	keepXFP    bool // a trusted peer's X-Forwarded-Proto stays
 	keepXFH    bool
 
@@ -423,6 +425,9 @@ func (c *h1conn) scanFields() {
 			}
 		}
 	}
+	if q.hasConn {
+		q.conn.collect(&q.raw)
+	}
 	// As out.Get() after removeHopHeaders in the net/http codec: a trusted
 	// peer's first X-Forwarded-Proto/-Host value stays when not empty.
 	if trusted {
@@ -450,7 +455,7 @@ func (c *h1conn) scanFields() {
 
 // namedInConnection reports whether a Connection field of the request
 // names the field name (which makes it hop-by-hop).
-func (q *h1req) namedInConnection(name string) bool { return q.raw.named(name) }
+func (q *h1req) namedInConnection(name string) bool { return q.hasConn && q.conn.has(name) }
 
 // serveRequest routes and forwards the request and returns the status the
 // client got.
@@ -550,7 +555,7 @@ func (c *h1conn) buildOutbound() {
 		}
 		p = next
 		n := f.Name
-		if hopField(n) || q.hasConn && q.namedInConnection(bstr(n)) {
+		if hopField(n) || q.namedInConnection(bstr(n)) {
 			continue
 		}
 		switch len(n) {
@@ -586,7 +591,7 @@ func (c *h1conn) buildOutbound() {
 	}
 	// A trusted peer's X-Forwarded-For values, joined, then the peer.
 	o = append(o, "X-Forwarded-For: "...)
-	if trusted && !(q.hasConn && q.namedInConnection("x-forwarded-for")) {
+	if trusted && !q.namedInConnection("x-forwarded-for") {
 		for i := 0; ; i++ {
 			v, ok := q.raw.Value("X-Forwarded-For", i)
 			if !ok {

@@ -527,8 +527,8 @@ func (c *h1conn) deliver(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backe
 	}
 	o = append(o, bytes.TrimSuffix(sl, []byte{'\r'})...)
 	o = append(o, "\r\n"...)
-	rf := rawFields{head: head, first: rh.First}
-	_, hasConn := rf.Value("Connection", 0)
+	conn := &c.respConn
+	conn.collect(&rawFields{head: head, first: rh.First})
 	for p := rh.First; ; {
 		f, next, ok := edge.NextField(head, p)
 		if !ok {
@@ -537,7 +537,7 @@ func (c *h1conn) deliver(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backe
 		p = next
 		nm := f.Name
 		if hopField(nm) && !(mode == outChunked && equalFoldName(nm, "trailer")) ||
-			hasConn && rf.named(bstr(nm)) ||
+			conn.has(bstr(nm)) ||
 			equalFoldName(nm, "x-request-id") ||
 			mode != outFixed && mode != outNone && equalFoldName(nm, "content-length") {
 			continue
@@ -847,15 +847,15 @@ func (c *h1conn) tunnel(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backen
 	head := uc.buf[uc.r : uc.r+n]
 	uc.r += n
 	o := append(c.out[:0], "HTTP/1.1 101 Switching Protocols\r\n"...)
-	rf := rawFields{head: head, first: rh.First}
-	_, hasConn := rf.Value("Connection", 0)
+	conn := &c.respConn
+	conn.collect(&rawFields{head: head, first: rh.First})
 	for p := rh.First; ; {
 		f, next, ok := edge.NextField(head, p)
 		if !ok {
 			break
 		}
 		p = next
-		if hopField(f.Name) || hasConn && rf.named(bstr(f.Name)) || equalFoldName(f.Name, "x-request-id") {
+		if hopField(f.Name) || conn.has(bstr(f.Name)) || equalFoldName(f.Name, "x-request-id") {
 			continue
 		}
 		o = append(o, f.Name...)
