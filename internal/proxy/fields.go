@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"time"
 	"unsafe"
 
 	"github.com/sluice-lb/sluice/internal/edge"
@@ -135,6 +136,19 @@ func bstr(b []byte) string {
 		return ""
 	}
 	return unsafe.String(&b[0], len(b))
+}
+
+// account counts one answered request: on the backend that answered, else
+// on the pool that had none to offer, else on the listener.
+func (l *Listener) account(b *pool.Backend, t *Target, status int, d time.Duration) {
+	switch {
+	case b != nil:
+		b.Stats.Observe(l.Slot, status, d)
+	case t != nil:
+		t.Pool.NoBackend.Observe(l.Slot, status, d)
+	default:
+		l.NoPool.Observe(l.Slot, status, d)
+	}
 }
 
 // resolve is the part of a request's way shared by both codecs before any

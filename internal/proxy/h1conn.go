@@ -283,7 +283,7 @@ func (c *h1conn) refuse(status int, reason string) {
 	c.req = h1req{start: time.Now(), l: c.e.o.View.Load()}
 	c.req.id = c.e.o.IDs.AppendNext(c.req.idb[:0])
 	c.fail(status, reason, true)
-	c.req.l.NoPool.Observe(c.req.l.Slot, status, time.Since(c.req.start))
+	c.req.l.account(nil, nil, status, time.Since(c.req.start))
 	c.linger()
 }
 
@@ -366,14 +366,7 @@ func (c *h1conn) handle() bool {
 	var res Result
 	status := c.serveRequest(&res)
 	d := time.Since(q.start)
-	switch {
-	case res.Backend != nil:
-		res.Backend.Stats.Observe(l.Slot, status, d)
-	case q.t != nil:
-		q.t.Pool.NoBackend.Observe(l.Slot, status, d)
-	default:
-		l.NoPool.Observe(l.Slot, status, d)
-	}
+	l.account(res.Backend, q.t, status, d)
 	if c.e.o.Access != nil {
 		c.logAccess(res, status, d)
 	}

@@ -527,26 +527,7 @@ func (c *h1conn) deliver(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backe
 	}
 	o = append(o, bytes.TrimSuffix(sl, []byte{'\r'})...)
 	o = append(o, "\r\n"...)
-	conn := &c.respConn
-	conn.collect(&rawFields{head: head, first: rh.First})
-	for p := rh.First; ; {
-		f, next, ok := edge.NextField(head, p)
-		if !ok {
-			break
-		}
-		p = next
-		nm := f.Name
-		if hopField(nm) && !(mode == outChunked && equalFoldName(nm, "trailer")) ||
-			conn.has(bstr(nm)) ||
-			equalFoldName(nm, "x-request-id") ||
-			mode != outFixed && mode != outNone && equalFoldName(nm, "content-length") {
-			continue
-		}
-		o = append(o, nm...)
-		o = append(o, ": "...)
-		o = append(o, f.Value...)
-		o = append(o, "\r\n"...)
-	}
+	o = c.appendResponseFields(o, head, rh.First, mode == outChunked, mode != outFixed && mode != outNone)
 	o = append(o, "X-Request-Id: "...)
 	o = append(o, q.id...)
 	o = append(o, "\r\n"...)
@@ -603,6 +584,32 @@ func (c *h1conn) deliver(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backe
 		c.endStream(uc, true)
 	}
 	return res
+}
+
+// appendResponseFields appends the fields of a response head that go on to
+// the client: all but hop-by-hop ones (except Trailer when the chunked body
+// and its trailers pass through as they are), those the response's
+// Connection names, X-Request-Id (sluice sets its own) and, when the body
+// is re-framed, Content-Length.
+func (c *h1conn) appendResponseFields(o, head []byte, first int, keepTrailer, dropLength bool) []byte {
+	conn := &c.respConn
+	conn.collect(&rawFields{head: head, first: first})
+	for p := first; ; {
+		f, next, ok := edge.NextField(head, p)
+		if !ok {
+			return o
+		}
+		p = next
+		nm := f.Name
+		if hopField(nm) && !(keepTrailer && equalFoldName(nm, "trailer")) || conn.has(bstr(nm)) ||
+			equalFoldName(nm, "x-request-id") || dropLength && equalFoldName(nm, "content-length") {
+			continue
+		}
+		o = append(o, nm...)
+		o = append(o, ": "...)
+		o = append(o, f.Value...)
+		o = append(o, "\r\n"...)
+	}
 }
 
 // copyFixed writes the head in c.out and a body of n bytes: what is
@@ -847,22 +854,7 @@ func (c *h1conn) tunnel(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backen
 	head := uc.buf[uc.r : uc.r+n]
 	uc.r += n
 	o := append(c.out[:0], "HTTP/1.1 101 Switching Protocols\r\n"...)
-	conn := &c.respConn
-	conn.collect(&rawFields{head: head, first: rh.First})
-	for p := rh.First; ; {
-		f, next, ok := edge.NextField(head, p)
-		if !ok {
-			break
-		}
-		p = next
-		if hopField(f.Name) || conn.has(bstr(f.Name)) || equalFoldName(f.Name, "x-request-id") {
-			continue
-		}
-		o = append(o, f.Name...)
-		o = append(o, ": "...)
-		o = append(o, f.Value...)
-		o = append(o, "\r\n"...)
-	}
+	o = c.appendResponseFields(o, head, rh.First, false, false)
 	o = append(o, "Connection: Upgrade\r\nUpgrade: websocket\r\nX-Request-Id: "...)
 	o = append(o, q.id...)
 	o = append(o, "\r\n\r\n"...)

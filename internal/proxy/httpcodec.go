@@ -93,14 +93,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var info pool.PickInfo
 	res, status := a.serve(l, &info)
 	d := time.Since(start)
-	switch {
-	case res.Backend != nil:
-		res.Backend.Stats.Observe(l.Slot, status, d)
-	case a.t != nil:
-		a.t.Pool.NoBackend.Observe(l.Slot, status, d)
-	default:
-		l.NoPool.Observe(l.Slot, status, d)
-	}
+	l.account(res.Backend, a.t, status, d)
 	if h.access != nil {
 		h.logAccess(a, l, &info, res, status, start, d)
 	}
