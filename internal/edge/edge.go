@@ -110,6 +110,7 @@ var (
 	errPRI            = bad("PRI method (HTTP/2 preface) not accepted here")
 	errAsterisk       = bad("asterisk-form target is only for OPTIONS")
 	errUserinfo       = bad("userinfo in request target")
+	errEscape         = bad("invalid percent-encoding in request path")
 	errAuthority      = bad("request target authority differs from Host")
 	errObsFold        = bad("obsolete line folding")
 	errFieldName      = bad("invalid header field name")

@@ -266,9 +266,19 @@ func (h *Head) target() *Error {
 		}
 		return nil
 	}
-	for _, c := range t {
+	inQuery := false
+	for i, c := range t {
 		if class[c]&cTarget == 0 {
 			return errTarget
+		}
+		// A '%' in the path must start an escape (RFC 3986 §2.1): the
+		// proxy normalises the path and net/http cannot parse it otherwise.
+		// The query is passed on as it is.
+		switch {
+		case c == '?':
+			inQuery = true
+		case c == '%' && !inQuery && (i+2 >= len(t) || class[t[i+1]]&cHex == 0 || class[t[i+2]]&cHex == 0):
+			return errEscape
 		}
 	}
 	if t[0] == '/' {

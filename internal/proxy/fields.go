@@ -138,6 +138,24 @@ func bstr(b []byte) string {
 	return unsafe.String(&b[0], len(b))
 }
 
+// splitTarget returns the path (as sent, still escaped) and the query of a
+// request target in origin form ("/p?q") or absolute form
+// ("http://host/p?q"), and the authority of the latter. Both codecs route
+// and forward the path from here, so a path reaches the backend as the
+// client escaped it (after NormalizePath).
+func splitTarget(t string) (authority, path, query string) {
+	if i := strings.Index(t, "://"); i >= 0 && len(t) > 0 && t[0] != '/' {
+		rest := t[i+3:]
+		i := strings.IndexAny(rest, "/?")
+		if i < 0 {
+			i = len(rest)
+		}
+		authority, t = rest[:i], rest[i:]
+	}
+	path, query, _ = strings.Cut(t, "?")
+	return authority, path, query
+}
+
 // account counts one answered request: on the backend that answered, else
 // on the pool that had none to offer, else on the listener.
 func (l *Listener) account(b *pool.Backend, t *Target, status int, d time.Duration) {

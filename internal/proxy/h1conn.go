@@ -71,12 +71,14 @@ type h1req struct {
 	isHead     bool
 	idempotent bool
 	expect     bool // Expect: 100-continue
-	te         bool // TE: trailers
-	websocket  bool
-	hasConn    bool // the head has a Connection field
-	conn       connTokens
-	keepXFP    bool // a trusted peer's X-Forwarded-Proto stays
-	keepXFH    bool
+	// expectOther: an Expect sluice cannot meet (417, as net/http).
+	expectOther bool
+	te          bool // TE: trailers
+	websocket   bool
+	hasConn     bool // the head has a Connection field
+	conn        connTokens
+	keepXFP     bool // a trusted peer's X-Forwarded-Proto stays
+	keepXFH     bool
 
 	body    h1body
 	outHead int // length of the outbound head in out
@@ -334,31 +336,15 @@ func (c *h1conn) handle() bool {
 	q.websocket = q.head.WebSocket
 	q.body.init(&q.head)
 
-	// The target: origin-form "/path?query", absolute-form
-	// "http://authority/path?query", or "*".
-	target := q.head.Target
 	q.host = bstr(q.head.Host)
+	authority, escaped, query := splitTarget(bstr(q.head.Target))
 	if q.head.AbsoluteForm {
-		rest := target[7:]
-		if rest[0] == '/' {
-			rest = target[8:]
-		}
-		i := 0
-		for i < len(rest) && rest[i] != '/' && rest[i] != '?' {
-			i++
-		}
-		q.host, target = bstr(rest[:i]), rest[i:]
+		q.host = authority
 	}
-	escaped := target
-	for i, ch := range target {
-		if ch == '?' {
-			escaped, q.query = target[:i], bstr(target[i+1:])
-			break
-		}
-	}
-	q.path = route.NormalizePath(bstr(escaped))
+	q.query = query
+	q.path = route.NormalizePath(escaped)
 	if c.e.o.Access != nil {
-		q.logMethod, q.logHost, q.logPath = string(q.head.Method), string(q.host), string(escaped)
+		q.logMethod, q.logHost, q.logPath = string(q.head.Method), strings.Clone(q.host), strings.Clone(escaped)
 		q.logUA, _ = q.raw.Value("User-Agent", 0)
 		q.logUA = strings.Clone(q.logUA)
 	}
@@ -387,7 +373,7 @@ func (c *h1conn) handle() bool {
 func (c *h1conn) scanFields() {
 	q := &c.req
 	trusted := isTrusted(c.peer, q.l.Trusted)
-	var sawXFP, sawXFH bool
+	var sawXFP, sawXFH, sawTE, sawID bool
 	for p := q.raw.first; ; {
 		f, next, ok := edge.NextField(q.raw.head, p)
 		if !ok {
@@ -397,20 +383,28 @@ func (c *h1conn) scanFields() {
 		n := f.Name
 		switch len(n) {
 		case 2:
-			if equalFoldName(n, "te") && !q.te {
+			if equalFoldName(n, "te") && !sawTE { // the first, as Header.Get
+				sawTE = true
 				q.te = edge.EqualFold(f.Value, "trailers")
 			}
 		case 6:
-			if equalFoldName(n, "expect") && edge.EqualFold(f.Value, "100-continue") {
-				q.expect = true
+			if equalFoldName(n, "expect") {
+				if edge.EqualFold(f.Value, "100-continue") {
+					q.expect = true
+				} else {
+					q.expectOther = true
+				}
 			}
 		case 10:
 			if equalFoldName(n, "connection") {
 				q.hasConn = true
 			}
 		case 12:
-			if equalFoldName(n, "x-request-id") && q.id == nil && validRequestID(bstr(f.Value)) {
-				q.id = append(q.idb[:0], f.Value...)
+			if equalFoldName(n, "x-request-id") && !sawID {
+				sawID = true
+				if validRequestID(bstr(f.Value)) {
+					q.id = append(q.idb[:0], f.Value...)
+				}
 			}
 		case 15:
 			if equalFoldName(n, "idempotency-key") && len(f.Value) > 0 {
@@ -455,6 +449,14 @@ func (q *h1req) namedInConnection(name string) bool { return q.hasConn && q.conn
 func (c *h1conn) serveRequest(res *Result) int {
 	q := &c.req
 	l := q.l
+	if string(q.head.Target) == "*" {
+		// OPTIONS * asks about the server, not a resource; answered here,
+		// as net/http does for the net/http codec.
+		return c.answerOptions()
+	}
+	if q.expectOther {
+		return c.fail(417, "expectation failed: only Expect: 100-continue is supported", true)
+	}
 	if max := l.Limits.MaxBodyBytes; max > 0 && q.head.ContentLength > max {
 		return c.fail(413, "request body too large", true)
 	}
@@ -673,6 +675,25 @@ func (c *h1conn) fail(status int, msg string, closeConn bool) int {
 	return status
 }
 
+// answerOptions answers "OPTIONS *" with 200 and no body.
+func (c *h1conn) answerOptions() int {
+	q := &c.req
+	closeConn := q.closeAfter || !c.discardBody()
+	o := append(c.out[:0], "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Request-Id: "...)
+	o = append(o, q.id...)
+	if closeConn {
+		o = append(o, "\r\nConnection: close"...)
+	} else if q.head.Minor == 0 {
+		o = append(o, "\r\nConnection: keep-alive"...)
+	}
+	o = append(o, "\r\n\r\n"...)
+	c.out = o
+	if _, err := c.nc.Write(o); err != nil || closeConn {
+		q.closeAfter = true
+	}
+	return 200
+}
+
 // reasonPhrase is the reason phrase for a status sluice sends itself.
 func reasonPhrase(status int) string {
 	switch status {
@@ -688,6 +709,8 @@ func reasonPhrase(status int) string {
 		return "Request Entity Too Large"
 	case 414:
 		return "Request-URI Too Long"
+	case 417:
+		return "Expectation Failed"
 	case 431:
 		return "Request Header Fields Too Large"
 	case 499:

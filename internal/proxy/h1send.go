@@ -86,7 +86,7 @@ func (c *h1conn) bodyDeadline() time.Time {
 // body, as net/http does when the handler first reads it.
 func (c *h1conn) send100() {
 	b := &c.req.body
-	if c.req.expect && !b.sent100 && c.r == c.w {
+	if c.req.expect && c.req.head.Minor == 1 && !b.sent100 && c.r == c.w {
 		b.sent100 = true
 		c.nc.Write([]byte("HTTP/1.1 100 Continue\r\n\r\n"))
 	}
@@ -787,7 +787,7 @@ func (c *h1conn) discardBody() bool {
 	if b.consumed {
 		return true
 	}
-	if b.streaming || b.prepared || q.expect && !b.sent100 {
+	if b.streaming || b.prepared || q.expect && q.head.Minor == 1 && !b.sent100 {
 		return false
 	}
 	c.nc.SetReadDeadline(time.Now().Add(discardTime))

@@ -150,7 +150,10 @@ func (a *httpAttempt) serve(l *Listener, info *pool.PickInfo) (Result, int) {
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		peer = ap.Addr().Unmap()
 	}
-	escaped := r.URL.EscapedPath()
+	// The path as the client escaped it: r.URL's decoded and re-escaped
+	// forms lose escapes of reserved characters ("%2F") when the path also
+	// holds a character Go prefers escaped.
+	_, escaped, _ := splitTarget(r.RequestURI)
 	path := route.NormalizePath(escaped)
 	t := l.resolve(r.Host, path, r.URL.RawQuery, stdFields(r.Header), peer, info)
 	if t == nil {
@@ -166,7 +169,7 @@ func (a *httpAttempt) serve(l *Listener, info *pool.PickInfo) (Result, int) {
 		defer cancel()
 	}
 	a.tls = l.TLS
-	a.buildOutbound(l, peer, path, escaped)
+	a.buildOutbound(l, peer, path)
 	res := Forward(ctx, t, info, a)
 	if res.Class == Done {
 		return res, res.Status
@@ -194,7 +197,7 @@ func (a *httpAttempt) serve(l *Listener, info *pool.PickInfo) (Result, int) {
 // request with hop-by-hop fields removed first and sluice's own fields set
 // after, the normalised path, and the body wrapped to learn whether any of it
 // was sent.
-func (a *httpAttempt) buildOutbound(l *Listener, peer netip.Addr, path, escaped string) {
+func (a *httpAttempt) buildOutbound(l *Listener, peer netip.Addr, path string) {
 	r := a.r
 	out := new(http.Request)
 	*out = *r
@@ -216,15 +219,8 @@ func (a *httpAttempt) buildOutbound(l *Listener, peer netip.Addr, path, escaped 
 	if _, ok := out.Header["User-Agent"]; !ok {
 		out.Header["User-Agent"] = nil // do not let Go add its own
 	}
-	u := &url.URL{Scheme: "http", Path: path, RawQuery: r.URL.RawQuery}
-	if path != escaped {
-		if p, err := url.PathUnescape(path); err == nil {
-			u.Path, u.RawPath = p, path
-		}
-	} else {
-		u.Path, u.RawPath = r.URL.Path, r.URL.RawPath
-	}
-	out.URL = u
+	// Opaque makes http.Transport send the path exactly as given.
+	out.URL = &url.URL{Scheme: "http", Opaque: path, RawQuery: r.URL.RawQuery}
 	out.RequestURI = ""
 	out.Close = false
 	out.Trailer = r.Trailer
