@@ -1478,10 +1478,23 @@ func BenchmarkEngineProxyBrowser(b *testing.B) {
 	benchProxy(b, benchHead, benchBrowserResponse)
 }
 
+// BenchmarkStdProxy is BenchmarkEngineProxy through the net/http codec
+// (engine: std), for the ratio between the two.
+func BenchmarkStdProxy(b *testing.B) {
+	rb := benchBackend(b, benchResponse)
+	s := defaultSetup()
+	s.WithStd = true
+	env := startEngine(b, s, rb.URL)
+	runBenchClient(b, newBenchClient(b, strings.TrimPrefix(env.stdURL, "http://"), benchRequest))
+}
+
 func benchProxy(b *testing.B, request, response string) {
 	rb := benchBackend(b, response)
 	env := startEngine(b, defaultSetup(), rb.URL)
-	c := newBenchClient(b, env.addr, request)
+	runBenchClient(b, newBenchClient(b, env.addr, request))
+}
+
+func runBenchClient(b *testing.B, c *benchClient) {
 	for range 200 { // warm up pools and buffers
 		if err := c.roundTrip(); err != nil {
 			b.Fatal(err)
