@@ -111,6 +111,7 @@ var (
 	errAsterisk       = bad("asterisk-form target is only for OPTIONS")
 	errUserinfo       = bad("userinfo in request target")
 	errEscape         = bad("invalid percent-encoding in request path")
+	errTrailerDecl    = bad("invalid field name in Trailer")
 	errAuthority      = bad("request target authority differs from Host")
 	errObsFold        = bad("obsolete line folding")
 	errFieldName      = bad("invalid header field name")

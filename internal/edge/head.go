@@ -361,6 +361,11 @@ func (h *Head) field(l []byte, f *fieldState) *Error {
 			f.sawUpgrade = true
 			f.upgrade = value
 		}
+		// Trailer announces the field names of a trailer section: a list
+		// of tokens, which net/http's Transport insists on.
+		if equalFold(name, "trailer") && !tokenList(value) {
+			return errTrailerDecl
+		}
 	case 10:
 		if equalFold(name, "connection") {
 			if hasToken(value, "close") {
@@ -401,6 +406,25 @@ func (h *Head) field(l []byte, f *fieldState) *Error {
 		}
 	}
 	return nil
+}
+
+// tokenList reports whether v is a comma-separated list of tokens (empty
+// elements and optional whitespace allowed).
+func tokenList(v []byte) bool {
+	for len(v) > 0 {
+		elem := v
+		if i := indexByte(v, ','); i >= 0 {
+			elem, v = v[:i], v[i+1:]
+		} else {
+			v = nil
+		}
+		for _, c := range trimOWS(elem) {
+			if !isTchar(c) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // finish applies the rules that involve more than one field.
