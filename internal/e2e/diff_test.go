@@ -606,20 +606,6 @@ func trailerSize(body []byte) int {
 	return 0
 }
 
-// isToken reports whether s is an RFC 9110 token (a valid field name).
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return true
-}
-
 // hasToken reports whether the comma-separated list v holds tok (any case).
 func hasToken(v, tok string) bool {
 	return edge.HasToken([]byte(v), tok)
@@ -939,15 +925,6 @@ func diffSkip(reqs []diffReq) string {
 		return "more pipelined requests than one exchange reads"
 	}
 	for _, q := range reqs {
-		// KNOWN: the engine answers 417 when any Expect field is not
-		// exactly "100-continue" (an empty one, a list such as
-		// "100-continue, foo", a second field); net/http, and so the
-		// net/http codec, reads only the first field: 100-continue among
-		// its tokens means continue, another non-empty value 417, an empty
-		// one nothing. Remove with the fix.
-		if diffExpectVerdict(q.fields["Expect"], true) != diffExpectVerdict(q.fields["Expect"], false) {
-			return "KNOWN: the engines judge Expect fields differently"
-		}
 		// KNOWN: on HTTP/1.0, net/http keeps the connection alive when the
 		// first Connection field has keep-alive, whatever close token is
 		// there or in a later Connection field; the engine closes, as
@@ -973,17 +950,6 @@ func diffSkip(reqs []diffReq) string {
 		if q.chunked && !q.bodyComplete && int64(q.bodyHave) > diffLimits.MaxBodyBytes {
 			return "KNOWN: the net/http codec may not see max_body_bytes passed in an unfinished chunk"
 		}
-		// KNOWN: a Trailer field of a chunked request that lists a name
-		// that is no token ("Trailer: \xff"): net/http's server takes it
-		// into Request.Trailer, which the net/http codec hands to
-		// http.Transport, which refuses the request ("invalid trailer field
-		// name"); the codec counts that as a reset by the backend: 502, a
-		// failure for passive health, and retries for an idempotent
-		// request. So a client can get backends ejected. The engine drops
-		// the Trailer field (hop-by-hop) and forwards. Remove with the fix.
-		if q.chunked && slices.ContainsFunc(q.trailers, func(n string) bool { return !isToken(n) }) {
-			return "KNOWN: the net/http codec answers 502 to a Trailer field naming a non-token"
-		}
 		// A Trailer field of a chunked request that names Transfer-Encoding,
 		// Content-Length or Trailer: net/http's server refuses the request
 		// (400) before any handler runs; the engine drops the Trailer field
@@ -1004,30 +970,6 @@ func diffSkip(reqs []diffReq) string {
 		if q.absoluteForm && strings.Contains(q.authority(), "%") {
 			return "percent-encoded absolute-form authority: a legitimate difference"
 		}
-	}
-	return ""
-}
-
-// diffExpectVerdict is what a codec makes of a request's Expect fields:
-// "continue", "417" or "". engine selects the engine's rule, else
-// net/http's.
-func diffExpectVerdict(expect []string, engine bool) string {
-	if len(expect) == 0 {
-		return ""
-	}
-	if engine {
-		for _, v := range expect {
-			if !strings.EqualFold(v, "100-continue") {
-				return "417"
-			}
-		}
-		return "continue"
-	}
-	switch {
-	case hasToken(expect[0], "100-continue"):
-		return "continue"
-	case expect[0] != "":
-		return "417"
 	}
 	return ""
 }

@@ -373,7 +373,7 @@ func (c *h1conn) handle() bool {
 func (c *h1conn) scanFields() {
 	q := &c.req
 	trusted := isTrusted(c.peer, q.l.Trusted)
-	var sawXFP, sawXFH, sawTE, sawID bool
+	var sawXFP, sawXFH, sawTE, sawID, sawExpect bool
 	for p := q.raw.first; ; {
 		f, next, ok := edge.NextField(q.raw.head, p)
 		if !ok {
@@ -388,10 +388,13 @@ func (c *h1conn) scanFields() {
 				q.te = edge.EqualFold(f.Value, "trailers")
 			}
 		case 6:
-			if equalFoldName(n, "expect") {
-				if edge.EqualFold(f.Value, "100-continue") {
+			// The first Expect field only, as net/http: 100-continue
+			// among its tokens, else anything but empty is unmet (417).
+			if equalFoldName(n, "expect") && !sawExpect {
+				sawExpect = true
+				if edge.HasToken(f.Value, "100-continue") {
 					q.expect = true
-				} else {
+				} else if len(f.Value) > 0 {
 					q.expectOther = true
 				}
 			}
