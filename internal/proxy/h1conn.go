@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -749,8 +748,3 @@ func (c *h1conn) logAccess(res Result, status int, d time.Duration) {
 	}
 	c.e.o.Access.Log(&e)
 }
-
-var _ io.Writer = (*h1conn)(nil)
-
-// Write writes to the client (for tunnels and copies).
-func (c *h1conn) Write(p []byte) (int, error) { return c.nc.Write(p) }

@@ -36,7 +36,6 @@ type h1body struct {
 	hp        *[]byte
 	left      int64 // bodyFixed, streaming: bytes still with the client
 	ck        edge.Chunked
-	total     int64
 	sent100   bool
 	streaming bool // a writer took over the rest
 	running   bool // the writer has not reported yet
@@ -848,8 +847,7 @@ func (c *h1conn) tunnel(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backen
 	q.closeAfter = true
 	if !q.websocket || !edge.EqualFold(rh.Upgrade, "websocket") {
 		uc.nc.Close()
-		return Outcome{Class: Reset, Err: fmt.Errorf("backend tried to switch protocol %q when %q was requested",
-			rh.Upgrade, map[bool]string{true: "websocket"}[q.websocket])}
+		return Outcome{Class: Reset, Err: fmt.Errorf("backend switched to protocol %q, which the request did not ask for (only websocket is passed on)", rh.Upgrade)}
 	}
 	head := uc.buf[uc.r : uc.r+n]
 	uc.r += n
