@@ -14,7 +14,10 @@ import (
 	"unicode/utf8"
 )
 
-// Entry is one request.
+// Entry is one request. Path is the request target's path and Query its
+// query as the client sent it, without the "?" ("" when there is none): the
+// combined format writes the request line's target back as Path?Query, JSON
+// has them as "path" and "query".
 type Entry struct {
 	Time      time.Time
 	Listener  string
@@ -22,6 +25,7 @@ type Entry struct {
 	Method    string
 	Host      string
 	Path      string
+	Query     string
 	UserAgent string
 	Pool      string
 	Backend   string
@@ -166,6 +170,8 @@ func appendJSON(b []byte, e *Entry) []byte {
 	b = appendString(b, e.Host)
 	b = append(b, `,"path":`...)
 	b = appendString(b, e.Path)
+	b = append(b, `,"query":`...)
+	b = appendString(b, e.Query)
 	b = append(b, `,"user_agent":`...)
 	b = appendString(b, e.UserAgent)
 	b = append(b, `,"pool":`...)
@@ -195,6 +201,10 @@ func appendCombined(b []byte, e *Entry) []byte {
 	b = appendEscaped(b, e.Method)
 	b = append(b, ' ')
 	b = appendEscaped(b, e.Path)
+	if e.Query != "" {
+		b = append(b, '?')
+		b = appendEscaped(b, e.Query)
+	}
 	b = append(b, ` HTTP/1.1" `...)
 	b = strconv.AppendInt(b, int64(e.Status), 10)
 	b = append(b, ' ')

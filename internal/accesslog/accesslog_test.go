@@ -28,7 +28,7 @@ func TestJSONLine(t *testing.T) {
 	l := New(&out, "json")
 	ctx, cancel := context.WithCancel(t.Context())
 	go l.Run(ctx)
-	l.Log(&Entry{Time: time.Unix(0, 0), Client: "127.0.0.1", Method: "GET", Path: "/a\"b\n\xff",
+	l.Log(&Entry{Time: time.Unix(0, 0), Client: "127.0.0.1", Method: "GET", Path: "/a\"b\n\xff", Query: "q=1&r=%22",
 		Host: "h", UserAgent: "curl", Pool: "web", Backend: "http://127.0.0.1:8081", Status: 200,
 		Bytes: 12, Duration: 1500 * time.Microsecond, RequestID: "id1", Tries: 1})
 	cancel()
@@ -38,7 +38,7 @@ func TestJSONLine(t *testing.T) {
 	if err := json.Unmarshal([]byte(line), &got); err != nil {
 		t.Fatalf("line %q is not JSON: %v", line, err)
 	}
-	want := map[string]any{"client": "127.0.0.1", "method": "GET", "path": "/a\"b\n\ufffd", "status": 200.0,
+	want := map[string]any{"client": "127.0.0.1", "method": "GET", "path": "/a\"b\n\ufffd", "query": "q=1&r=%22", "status": 200.0,
 		"backend": "http://127.0.0.1:8081", "request_id": "id1", "duration_ms": 1.5, "bytes": 12.0}
 	for k, v := range want {
 		if got[k] != v {
@@ -55,6 +55,36 @@ func TestCombinedEscapes(t *testing.T) {
 	want := `- - - [01/Jan/1970:00:00:00 +0000] "GET /x\"\x0a HTTP/1.1" 404 0 "-" "a\"b" - 0.000` + "\n"
 	if got != want {
 		t.Errorf("got  %q\nwant %q", got, want)
+	}
+}
+
+// TestJSONEmptyQuery: "query" is always there, empty without a query.
+func TestJSONEmptyQuery(t *testing.T) {
+	var got map[string]any
+	line := appendJSON(nil, &Entry{Method: "GET", Path: "/p"})
+	if err := json.Unmarshal(line, &got); err != nil {
+		t.Fatalf("line %q is not JSON: %v", line, err)
+	}
+	if q, ok := got["query"]; !ok || q != "" {
+		t.Errorf("query = %v (present %v), want \"\" in %s", q, ok, line)
+	}
+}
+
+// TestCombinedQuery: the request line carries the query as the client sent
+// it, escaped like the path; no "?" without a query.
+func TestCombinedQuery(t *testing.T) {
+	for _, tc := range []struct {
+		path, query, want string
+	}{
+		{"/p", "q=1", `"GET /p?q=1 HTTP/1.1"`},
+		{"/p", "q=a%20b&r=2", `"GET /p?q=a%20b&r=2 HTTP/1.1"`},
+		{"/p", "", `"GET /p HTTP/1.1"`},
+		{"/p", "x=\"\r\n", `"GET /p?x=\"\x0d\x0a HTTP/1.1"`},
+	} {
+		got := string(appendCombined(nil, &Entry{Time: time.Unix(0, 0).UTC(), Method: "GET", Path: tc.path, Query: tc.query, Status: 200}))
+		if !strings.Contains(got, tc.want) {
+			t.Errorf("path %q query %q: line %q does not contain %s", tc.path, tc.query, got, tc.want)
+		}
 	}
 }
 
