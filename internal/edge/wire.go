@@ -211,7 +211,9 @@ func ParseResponseHead(b []byte, h *ResponseHead) (int, error) {
 	return n, nil
 }
 
-// statusLine parses "HTTP/1.x SP 3DIGIT [SP reason]".
+// statusLine parses "HTTP/1.x SP 3DIGIT [SP reason]"; a status outside
+// 100–599 is refused (RFC 9110 §15: no other class exists, and a proxy
+// cannot relay one unambiguously).
 func (h *ResponseHead) statusLine(l []byte) *Error {
 	if len(l) < 12 || string(l[:7]) != "HTTP/1." || l[7] < '0' || l[7] > '9' || l[8] != ' ' {
 		return errRespStatus
@@ -224,7 +226,7 @@ func (h *ResponseHead) statusLine(l []byte) *Error {
 		}
 		s = s*10 + int(c-'0')
 	}
-	if s < 100 || len(l) > 12 && l[12] != ' ' {
+	if s < 100 || s > 599 || len(l) > 12 && l[12] != ' ' {
 		return errRespStatus
 	}
 	for _, c := range l[12:] {

@@ -1,17 +1,26 @@
-// Package proxy is sluice's request path: one codec-neutral core (route →
-// pick → attempts with retries → accounting) and, beneath it, the codecs that
-// speak HTTP to clients and backends. The first codec is net/http
-// (httpcodec.go); the core knows nothing of http.Transport.
+// Package proxy is the codec-neutral core of sluice's request path: route →
+// pick → attempts with retries → accounting, and what every codec shares
+// (forwarding fields, request ids, affinity, hash keys, tunnels, access
+// accounting). The codecs that speak a wire protocol to clients and backends
+// live beneath it, each in its own package: h1 (sluice's HTTP/1.1 engine)
+// and nethttp (net/http). The core imports none of them and knows no
+// transport; a codec plugs in through Attempt and keeps its connections to
+// backends in the pool's Upstream.
+//
+// Words: a listener accepts clients; a route sends a request to a pool; a
+// pool (an Envoy cluster, an HAProxy backend section) holds backends (Envoy
+// endpoints, HAProxy servers); upstream is towards backends, downstream
+// towards clients.
 package proxy
 
 import (
 	"context"
 	"math/rand/v2"
-	"net/http"
 	"net/netip"
 	"slices"
 	"time"
 
+	"github.com/sluice-lb/sluice/internal/accesslog"
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/route"
@@ -36,10 +45,9 @@ type Target struct {
 	Retries config.Retries
 	// Timeouts bound the upstream side; see config.PoolTimeouts.
 	Timeouts config.PoolTimeouts
-	// Transport is the net/http codec's connection pool to the backends,
-	// Conns the HTTP/1.1 engine's; listeners of either engine share pools.
-	Transport *http.Transport
-	Conns     *Conns
+	// Upstream holds each codec's connections to the backends; listeners
+	// of every codec share it.
+	Upstream *Upstream
 	// RetryAfter is the Retry-After value sent with 503 (seconds).
 	RetryAfter string
 	// HashKey is what hash policies hash (zero: nothing, or the client IP).
@@ -62,6 +70,8 @@ type Listener struct {
 	TLS bool
 	// NoPool counts requests answered without a pool (404, 400, …).
 	NoPool *pool.Stats
+	// Access is the access log; nil means off.
+	Access *accesslog.Logger
 }
 
 // Class says how one attempt ended.
@@ -102,6 +112,16 @@ type Outcome struct {
 }
 
 // Attempt is one request as the core drives it; codecs implement it.
+//
+// What every codec guarantees beneath it: a response reaches only the
+// client that asked for it. A backend connection is used again only after
+// exactly one complete response was read for the one request sent on it and
+// nothing else arrived; a connection with bytes buffered or readable when a
+// request would be written to it is closed, not used; a response whose
+// framing leaves extra bytes is delivered (it is complete) and its
+// connection discarded; a response that cannot be framed unambiguously
+// (status outside 100–599, differing Content-Length fields) is a Reset, never
+// relayed.
 type Attempt interface {
 	// Send tries the request on b. When canRetry is false this is the last
 	// try, so the codec must deliver whatever the backend answers.

@@ -163,8 +163,8 @@ func TestRetryAfter(t *testing.T) {
 		in   string
 		want time.Duration
 	}{{"", 0}, {"3", 3 * time.Second}, {"junk", 0}, {"-1", 0}} {
-		if got := parseRetryAfter(tt.in); got != tt.want {
-			t.Errorf("parseRetryAfter(%q) = %v, want %v", tt.in, got, tt.want)
+		if got := ParseRetryAfter(tt.in); got != tt.want {
+			t.Errorf("ParseRetryAfter(%q) = %v, want %v", tt.in, got, tt.want)
 		}
 	}
 }

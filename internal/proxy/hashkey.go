@@ -42,7 +42,7 @@ func ParseHashKey(s string) HashKey {
 // extract returns the key of a request with header h, normalised path and
 // raw query. It does not allocate: it returns substrings of what the request
 // already holds.
-func (k HashKey) extract(h fields, path, rawQuery string) string {
+func (k HashKey) extract(h Fields, path, rawQuery string) string {
 	switch k.kind {
 	case keyHeader:
 		v, _ := h.Value(k.name, 0)
@@ -59,7 +59,7 @@ func (k HashKey) extract(h fields, path, rawQuery string) string {
 }
 
 // cookie returns the value of the first cookie called name.
-func cookie(h fields, name string) string {
+func cookie(h Fields, name string) string {
 	for i := 0; ; i++ {
 		line, ok := h.Value("Cookie", i)
 		if !ok {

@@ -3,18 +3,16 @@ package proxy
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
-
-	"golang.org/x/net/http/httpguts"
 )
 
-// hopHeaders are removed in both directions (RFC 9110 §7.6.1), besides the
-// ones a Connection header names.
-var hopHeaders = [...]string{
+// HopFields are the hop-by-hop fields (RFC 9110 §7.6.1), removed in both
+// directions besides those a Connection field names. Every codec removes
+// these and no others.
+var HopFields = [...]string{
 	"Connection",
 	"Proxy-Connection",
 	"Keep-Alive",
@@ -26,37 +24,21 @@ var hopHeaders = [...]string{
 	"Upgrade",
 }
 
-// removeHopHeaders deletes hop-by-hop fields from h, including every field
-// that a Connection header names. It runs before sluice adds its own
-// headers, so a client cannot name X-Forwarded-For in Connection to strip
-// what sluice sets.
-func removeHopHeaders(h http.Header) {
-	for _, v := range h["Connection"] {
-		for _, name := range strings.Split(v, ",") {
-			if name = strings.TrimSpace(name); name != "" {
-				h.Del(name)
-			}
+// IsHop reports whether name, in any case, is one of HopFields.
+func IsHop(name string) bool {
+	for _, h := range HopFields {
+		if len(h) == len(name) && strings.EqualFold(h, name) {
+			return true
 		}
 	}
-	for _, name := range hopHeaders {
-		h.Del(name)
-	}
-}
-
-// upgradeType returns the protocol a request asks to upgrade to, in lower
-// case, when it carries both "Connection: upgrade" and an Upgrade header.
-func upgradeType(h http.Header) string {
-	if !httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade") {
-		return ""
-	}
-	return strings.ToLower(strings.TrimSpace(h.Get("Upgrade")))
+	return false
 }
 
 // clientIP returns the address of the client: the peer, or, when the peer is
 // a trusted proxy, the rightmost X-Forwarded-For entry that is not itself a
 // trusted proxy.
-func clientIP(peer netip.Addr, h fields, trusted []netip.Prefix) netip.Addr {
-	if !isTrusted(peer, trusted) {
+func clientIP(peer netip.Addr, h Fields, trusted []netip.Prefix) netip.Addr {
+	if !IsTrusted(peer, trusted) {
 		return peer
 	}
 	n := 0
@@ -78,7 +60,7 @@ func clientIP(peer netip.Addr, h fields, trusted []netip.Prefix) netip.Addr {
 				return ip
 			}
 			ip = a.Unmap()
-			if !isTrusted(ip, trusted) {
+			if !IsTrusted(ip, trusted) {
 				return ip
 			}
 		}
@@ -86,7 +68,8 @@ func clientIP(peer netip.Addr, h fields, trusted []netip.Prefix) netip.Addr {
 	return ip
 }
 
-func isTrusted(ip netip.Addr, trusted []netip.Prefix) bool {
+// IsTrusted reports whether ip is in one of the trusted prefixes.
+func IsTrusted(ip netip.Addr, trusted []netip.Prefix) bool {
 	for _, p := range trusted {
 		if p.Contains(ip) {
 			return true
@@ -95,34 +78,72 @@ func isTrusted(ip netip.Addr, trusted []netip.Prefix) bool {
 	return false
 }
 
-// setForwarded sets X-Forwarded-For/-Proto/-Host on an outbound header map
-// from which hop-by-hop fields are already removed. From an untrusted peer,
-// incoming forwarding headers are replaced, never trusted.
-func setForwarded(out http.Header, peer netip.Addr, trusted bool, host string, tls bool) {
-	peerStr := peer.String()
-	if trusted {
-		if prior := out["X-Forwarded-For"]; len(prior) > 0 {
-			out.Set("X-Forwarded-For", strings.Join(prior, ", ")+", "+peerStr)
-		} else {
-			out.Set("X-Forwarded-For", peerStr)
+// Forwarding is the one decision, for every codec, about the forwarding
+// fields of a request towards its backends. From a peer that is not a
+// trusted proxy, the client's X-Forwarded-For, -Proto and -Host, Forwarded
+// and X-Real-Ip are dropped; from a trusted one they stay, X-Forwarded-For
+// gets the peer appended, and a non-empty X-Forwarded-Proto/-Host stays as
+// sent. Otherwise sluice sets X-Forwarded-Proto to the listener's scheme and
+// X-Forwarded-Host to the request's host.
+type Forwarding struct {
+	Trusted bool
+	// KeepProto and KeepHost: the trusted peer's first X-Forwarded-Proto
+	// (-Host) value is not empty and goes on as sent.
+	KeepProto, KeepHost bool
+	// Proto is the X-Forwarded-Proto that sluice sets: "http" or "https".
+	Proto string
+	// Host is the X-Forwarded-Host that sluice sets ("": none).
+	Host string
+	peer netip.Addr
+}
+
+// NewForwarding decides the forwarding fields for a request from peer with
+// host, over the request's fields h after hop-by-hop removal (a field the
+// client's Connection names is not seen).
+func (l *Listener) NewForwarding(peer netip.Addr, host string, h Fields) Forwarding {
+	f := Forwarding{Trusted: IsTrusted(peer, l.Trusted), Proto: "http", Host: host, peer: peer}
+	if l.TLS {
+		f.Proto = "https"
+	}
+	if f.Trusted {
+		v, _ := h.Value("X-Forwarded-Proto", 0)
+		f.KeepProto = v != ""
+		v, _ = h.Value("X-Forwarded-Host", 0)
+		f.KeepHost = v != ""
+	}
+	return f
+}
+
+// Drops reports whether a client's field called name (any case) is left out
+// of the request to backends: sluice sets it itself or does not trust it.
+func (f *Forwarding) Drops(name string) bool {
+	switch len(name) {
+	case 9:
+		return !f.Trusted && (strings.EqualFold(name, "Forwarded") || strings.EqualFold(name, "X-Real-Ip"))
+	case 15:
+		return strings.EqualFold(name, "X-Forwarded-For")
+	case 16:
+		return !f.KeepHost && strings.EqualFold(name, "X-Forwarded-Host")
+	case 17:
+		return !f.KeepProto && strings.EqualFold(name, "X-Forwarded-Proto")
+	}
+	return false
+}
+
+// AppendFor appends the X-Forwarded-For value sent to backends: a trusted
+// peer's values (from h, after hop-by-hop removal), joined, then the peer.
+func (f *Forwarding) AppendFor(dst []byte, h Fields) []byte {
+	if f.Trusted {
+		for i := 0; ; i++ {
+			v, ok := h.Value("X-Forwarded-For", i)
+			if !ok {
+				break
+			}
+			dst = append(dst, v...)
+			dst = append(dst, ", "...)
 		}
-	} else {
-		out.Del("Forwarded")
-		out.Del("X-Real-Ip")
-		out.Set("X-Forwarded-For", peerStr)
-		out.Del("X-Forwarded-Proto")
-		out.Del("X-Forwarded-Host")
 	}
-	if out.Get("X-Forwarded-Proto") == "" {
-		if tls {
-			out.Set("X-Forwarded-Proto", "https")
-		} else {
-			out.Set("X-Forwarded-Proto", "http")
-		}
-	}
-	if out.Get("X-Forwarded-Host") == "" && host != "" {
-		out.Set("X-Forwarded-Host", host)
-	}
+	return f.peer.AppendTo(dst)
 }
 
 // RequestIDs makes X-Request-Id values: a random per-process prefix and a
@@ -151,9 +172,9 @@ func (g *RequestIDs) AppendNext(b []byte) []byte {
 	return strconv.AppendUint(b, g.n.Add(1), 16)
 }
 
-// validRequestID reports whether a client-supplied X-Request-Id is kept:
+// ValidRequestID reports whether a client-supplied X-Request-Id is kept:
 // 1-200 visible ASCII characters.
-func validRequestID(s string) bool {
+func ValidRequestID(s string) bool {
 	if s == "" || len(s) > 200 {
 		return false
 	}

@@ -4,7 +4,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
-	"net/http"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -79,20 +78,13 @@ func (s *Sticky) lookup(p *pool.Pool, value string) *pool.Backend {
 
 // preferred returns the eligible backend of p that the request's affinity
 // cookie names, or nil.
-func (s *Sticky) preferred(p *pool.Pool, h fields) *pool.Backend {
+func (s *Sticky) preferred(p *pool.Pool, h Fields) *pool.Backend {
 	return s.lookup(p, cookie(h, s.Cookie))
 }
 
-// setCookie adds the affinity cookie for b, a backend of p, to h.
-func (s *Sticky) setCookie(h http.Header, p *pool.Pool, b *pool.Backend, secure bool) {
-	if v := s.cookieValue(p, b, secure); v != "" {
-		h.Add("Set-Cookie", v)
-	}
-}
-
-// cookieValue is the Set-Cookie value naming b, a backend of p ("" when b
+// CookieValue is the Set-Cookie value naming b, a backend of p ("" when b
 // left the pool meanwhile: no affinity to it).
-func (s *Sticky) cookieValue(p *pool.Pool, b *pool.Backend, secure bool) string {
+func (s *Sticky) CookieValue(p *pool.Pool, b *pool.Backend, secure bool) string {
 	id, ok := s.index(p).ids[b]
 	if !ok {
 		return ""

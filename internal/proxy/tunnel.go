@@ -1,11 +1,8 @@
 package proxy
 
 import (
-	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,36 +14,47 @@ import (
 // frame. The zero value is ready.
 type Tunnels struct {
 	mu      sync.Mutex // guards conns, closing and wg.Add
-	conns   map[*tunnel]struct{}
+	conns   map[*Tunnel]struct{}
 	closing bool // CloseAll began: tunnels that open now close at once
 	wg      sync.WaitGroup
 }
 
-// tunnel is one upgraded connection pair.
-type tunnel struct {
+// Tunnel is one upgraded connection pair.
+type Tunnel struct {
 	client  net.Conn
 	back    io.Closer
 	pool    string
 	backend *pool.Backend
 
 	// mu serialises writes to the client: the backend→client copy and the
-	// shutdown close frame. frames and closing are guarded by it.
+	// shutdown close frame. frames, closing and boundary are guarded by it.
 	mu      sync.Mutex
 	frames  wsFrames
 	closing bool
+	opened  bool // the 101 went out (Open)
+	// boundary, when set, is closed by Write once the client stream is
+	// between frames (goAway waits on it).
+	boundary chan struct{}
 }
 
-// add registers tn; it reports false when shutdown has begun, after
-// sending tn's client the close frame and closing it.
-func (t *Tunnels) add(tn *tunnel) bool {
+// NewTunnel returns the tunnel between client and back, to backend b of
+// the pool called poolName.
+func NewTunnel(client net.Conn, back io.Closer, poolName string, b *pool.Backend) *Tunnel {
+	return &Tunnel{client: client, back: back, pool: poolName, backend: b}
+}
+
+// Add registers tn. A codec calls it before the 101 response reaches the
+// client, so that a reload or shutdown from then on sees the tunnel. It
+// reports false when shutdown has begun: the codec then closes the backend
+// connection and answers 503 instead of the 101.
+func (t *Tunnels) Add(tn *Tunnel) bool {
 	t.mu.Lock()
 	if t.closing {
 		t.mu.Unlock()
-		tn.goAway(time.Now())
 		return false
 	}
 	if t.conns == nil {
-		t.conns = map[*tunnel]struct{}{}
+		t.conns = map[*Tunnel]struct{}{}
 	}
 	t.conns[tn] = struct{}{}
 	t.wg.Add(1)
@@ -54,7 +62,8 @@ func (t *Tunnels) add(tn *tunnel) bool {
 	return true
 }
 
-func (t *Tunnels) remove(tn *tunnel) {
+// Remove unregisters tn once its relay has ended (or the switch failed).
+func (t *Tunnels) Remove(tn *Tunnel) {
 	t.mu.Lock()
 	delete(t.conns, tn)
 	t.mu.Unlock()
@@ -72,7 +81,7 @@ func (t *Tunnels) CloseAll(wait time.Duration) {
 	deadline := time.Now().Add(wait)
 	t.mu.Lock()
 	t.closing = true
-	list := make([]*tunnel, 0, len(t.conns))
+	list := make([]*Tunnel, 0, len(t.conns))
 	for tn := range t.conns {
 		list = append(list, tn)
 	}
@@ -103,7 +112,7 @@ func (t *Tunnels) CloseAll(wait time.Duration) {
 // then closes them).
 func (t *Tunnels) Retire(keep func(poolName string, b *pool.Backend) bool, grace time.Duration, done <-chan struct{}, start func(func())) int {
 	t.mu.Lock()
-	var list []*tunnel
+	var list []*Tunnel
 	for tn := range t.conns {
 		if !keep(tn.pool, tn.backend) {
 			list = append(list, tn)
@@ -130,29 +139,51 @@ func (t *Tunnels) Retire(keep func(poolName string, b *pool.Backend) bool, grace
 }
 
 // goAway writes the close frame once the client stream is between frames
-// (or gives up at deadline), then closes both connections.
-func (tn *tunnel) goAway(deadline time.Time) {
-	for {
-		tn.mu.Lock()
-		if tn.frames.atBoundary() || time.Now().After(deadline) {
-			if tn.frames.atBoundary() {
-				tn.client.SetWriteDeadline(time.Now().Add(time.Second))
-				tn.client.Write(closeFrame)
-			}
-			tn.closing = true
-			tn.mu.Unlock()
-			break
-		}
+// (or gives up at deadline), then closes both connections. Write tells it
+// when a frame ends; nothing polls.
+func (tn *Tunnel) goAway(deadline time.Time) {
+	tn.mu.Lock()
+	if !tn.frames.atBoundary() && !tn.closing {
+		ch := make(chan struct{})
+		tn.boundary = ch
 		tn.mu.Unlock()
-		time.Sleep(10 * time.Millisecond)
+		timer := time.NewTimer(time.Until(deadline))
+		select {
+		case <-ch:
+		case <-timer.C:
+		}
+		timer.Stop()
+		tn.mu.Lock()
+		tn.boundary = nil
 	}
+	if tn.opened && tn.frames.atBoundary() && !tn.closing {
+		tn.client.SetWriteDeadline(time.Now().Add(time.Second))
+		tn.client.Write(closeFrame)
+	}
+	tn.closing = true
+	tn.mu.Unlock()
 	tn.back.Close()
 	tn.client.Close()
 }
 
+// Open writes the switch response (the 101) to the client, under the lock
+// that orders it before any close frame; it fails once the tunnel is
+// closing (a reload or shutdown retired it first).
+func (tn *Tunnel) Open(head []byte) error {
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	if tn.closing {
+		return net.ErrClosed
+	}
+	tn.client.SetWriteDeadline(time.Time{})
+	_, err := tn.client.Write(head)
+	tn.opened = err == nil
+	return err
+}
+
 // Write copies backend bytes to the client, tracking frame boundaries; it
 // fails once shutdown has sent the close frame.
-func (tn *tunnel) Write(p []byte) (int, error) {
+func (tn *Tunnel) Write(p []byte) (int, error) {
 	tn.mu.Lock()
 	defer tn.mu.Unlock()
 	if tn.closing {
@@ -160,6 +191,10 @@ func (tn *tunnel) Write(p []byte) (int, error) {
 	}
 	n, err := tn.client.Write(p)
 	tn.frames.feed(p[:n])
+	if tn.boundary != nil && tn.frames.atBoundary() {
+		close(tn.boundary)
+		tn.boundary = nil
+	}
 	return n, err
 }
 
@@ -214,53 +249,10 @@ func (f *wsFrames) feed(p []byte) {
 	}
 }
 
-// tunnel completes a protocol switch the backend accepted: it hijacks the
-// client connection, relays the 101 response and then copies bytes both
-// ways until either side closes.
-func (a *httpAttempt) tunnel(resp *http.Response, b *pool.Backend) Outcome {
-	backConn, ok := resp.Body.(io.ReadWriteCloser)
-	if !ok {
-		resp.Body.Close()
-		return Outcome{Class: Reset, Err: fmt.Errorf("backend switched protocols but its body is not writable")}
-	}
-	if got := strings.ToLower(resp.Header.Get("Upgrade")); a.upType == "" || got != a.upType {
-		backConn.Close()
-		return Outcome{Class: Reset, Err: fmt.Errorf("backend tried to switch protocol %q when %q was requested", got, a.upType)}
-	}
-	conn, brw, err := http.NewResponseController(a.w).Hijack()
-	if err != nil {
-		backConn.Close()
-		return Outcome{Class: ClientGone, Err: fmt.Errorf("hijack client connection: %w", err)}
-	}
-	defer conn.Close()
-	defer backConn.Close()
-
-	removeHopHeaders(resp.Header)
-	resp.Header.Set("Connection", "Upgrade")
-	resp.Header.Set("Upgrade", a.upType)
-	resp.Header.Set("X-Request-Id", a.id)
-	resp.Body = nil
-	if err := resp.Write(brw); err != nil {
-		return Outcome{Class: Done, Status: resp.StatusCode, Err: err}
-	}
-	if err := brw.Flush(); err != nil {
-		return Outcome{Class: Done, Status: resp.StatusCode, Err: err}
-	}
-
-	tn := &tunnel{client: conn, back: backConn, pool: a.t.Pool.Name, backend: b}
-	if !a.h.tunnels.add(tn) {
-		return Outcome{Class: Done, Status: resp.StatusCode} // shutting down
-	}
-	defer a.h.tunnels.remove(tn)
-	// brw.Reader holds any bytes the client sent after its request.
-	a.bytes += tn.relay(brw.Reader, backConn, backConn)
-	return Outcome{Class: Done, Status: resp.StatusCode}
-}
-
-// relay copies fromClient to toBack and fromBack to the client until
+// Relay copies fromClient to toBack and fromBack to the client until
 // either direction ends, then closes both connections; it returns the
-// bytes sent to the client. Both codecs' tunnels end here.
-func (tn *tunnel) relay(fromClient, fromBack io.Reader, toBack io.Writer) int64 {
+// bytes sent to the client. Every codec's tunnels end here.
+func (tn *Tunnel) Relay(fromClient, fromBack io.Reader, toBack io.Writer) int64 {
 	errc := make(chan error, 1)
 	go func() {
 		_, err := io.Copy(toBack, fromClient)

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"golang.org/x/net/netutil"
 	"net"
 	"net/http"
 	"reflect"
@@ -11,19 +10,23 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/sluice-lb/sluice/internal/balance"
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/edge"
 	"github.com/sluice-lb/sluice/internal/health"
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/proxy"
+	"github.com/sluice-lb/sluice/internal/proxy/h1"
+	"github.com/sluice-lb/sluice/internal/proxy/nethttp"
 	"github.com/sluice-lb/sluice/internal/route"
 )
 
 // buildSnapshot builds the pools of cfg and starts their checkers. Backends
 // whose pool name and address appear in prev are carried over (health,
-// admin state, counters, requests in flight); so are upstream transports of
-// pools whose upstream settings did not change, with their idle connections.
+// admin state, counters, requests in flight); so are the upstreams of pools
+// whose upstream settings did not change, with their idle connections.
 func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 	snap := &snapshot{byName: map[string]*poolRT{}}
 	for _, pc := range cfg.Pools {
@@ -56,14 +59,11 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 		p.SetSlowStart(pc.SlowStart)
 		p.Limit.PerBackend = int64(pc.MaxConnectionsPerBackend)
 		p.Limit.MaxQueue, p.Limit.Timeout = pc.MaxQueue, pc.QueueTimeout
-		var tr *http.Transport
-		var conns *proxy.Conns
+		var up *proxy.Upstream
 		if old != nil && old.cfg.Timeouts == pc.Timeouts && old.cfg.UpstreamTLS == pc.UpstreamTLS {
-			tr, conns = old.transport, old.conns
+			up = old.upstream
 		} else {
-			tlsConfig := pc.UpstreamTLS.ClientConfig()
-			tr = proxy.NewTransport(pc.Timeouts, tlsConfig)
-			conns = proxy.NewConns(pc.Timeouts, tlsConfig)
+			up = proxy.NewUpstream(pc.Timeouts, pc.UpstreamTLS.ClientConfig())
 		}
 		ck := health.New(p, pc.HealthCheck, s.logger, health.Options{
 			Passive:     pc.PassiveHealth,
@@ -74,13 +74,12 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 			retryAfter = strconv.Itoa(max(1, int((iv+time.Second-1)/time.Second)))
 		}
 		rt := &poolRT{
-			cfg:       pc,
-			pool:      p,
-			checker:   ck,
-			transport: tr,
-			conns:     conns,
+			cfg:      pc,
+			pool:     p,
+			checker:  ck,
+			upstream: up,
 			target: &proxy.Target{Pool: p, Health: ck, Retries: pc.Retries, Timeouts: pc.Timeouts,
-				Transport: tr, Conns: conns, RetryAfter: retryAfter, HashKey: proxy.ParseHashKey(pc.HashKey)},
+				Upstream: up, RetryAfter: retryAfter, HashKey: proxy.ParseHashKey(pc.HashKey)},
 		}
 		if st := pc.Sticky; st != nil {
 			key := s.stickyKey
@@ -134,7 +133,7 @@ func (s *Server) startChecker(p *poolRT) {
 }
 
 // stopPools stops the health loops of pools that left service and waits for
-// them. Their transports may live on in the next snapshot: callers close
+// them. Their upstreams may live on in the next snapshot: callers close
 // idle connections of those that do not.
 func (s *Server) stopPools(ps []*poolRT) {
 	for _, p := range ps {
@@ -190,6 +189,7 @@ func (s *Server) view(lc config.Listener, snap *snapshot, noPool *pool.Stats) *p
 		Trusted: lc.TrustedPrefixes,
 		Limits:  lc.Limits,
 		NoPool:  noPool,
+		Access:  s.access,
 	}
 }
 
@@ -220,7 +220,7 @@ func (s *Server) bindListeners(cfg *config.Config, snap *snapshot, existing map[
 	return bound, nil
 }
 
-// httpServer is what a listener generation runs: *proxy.Engine or
+// httpServer is what a listener generation runs: *h1.Engine or
 // *http.Server.
 type httpServer interface {
 	Serve(net.Listener) error
@@ -243,7 +243,7 @@ func (l *listener) serve(s *Server) {
 		ln = edge.NewListener(ln, edge.Limits{MaxURIBytes: lim.MaxURIBytes,
 			MaxHeaderBytes: lim.MaxHeaderBytes, MaxHeaders: lim.MaxHeaders})
 	} else {
-		l.srv = proxy.NewEngine(proxy.EngineOptions{View: &l.view, IDs: s.ids, Access: s.access,
+		l.srv = h1.NewEngine(h1.EngineOptions{View: &l.view, IDs: s.ids,
 			Logger: s.logger, Tunnels: &s.tunnels, Timeouts: l.cfg.Timeouts, Limits: lim,
 			ConnState: func(d int64) { l.active.Add(d) }})
 	}
@@ -260,7 +260,7 @@ func (l *listener) stdServer(s *Server) *http.Server {
 	lim := l.cfg.Limits
 	t := l.cfg.Timeouts
 	return &http.Server{
-		Handler:           proxy.NewHandler(&l.view, s.ids, s.access, s.logger, &s.tunnels),
+		Handler:           nethttp.NewHandler(&l.view, s.ids, s.logger, &s.tunnels),
 		ReadHeaderTimeout: t.ReadHeader,
 		ReadTimeout:       t.Read,
 		WriteTimeout:      t.Write,
@@ -269,7 +269,7 @@ func (l *listener) stdServer(s *Server) *http.Server {
 		MaxHeaderBytes: lim.MaxHeaderBytes + 4096,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if g, ok := c.(*edge.Conn); ok {
-				return proxy.WithGuard(ctx, g)
+				return nethttp.WithGuard(ctx, g)
 			}
 			return ctx
 		},

@@ -106,9 +106,8 @@ func (s *Server) reloadLocked() error {
 	// The old pools' backends live on in the new pools or, when removed,
 	// until their requests in flight finish.
 	for _, p := range old.pools {
-		if np := snap.byName[p.cfg.Name]; np == nil || np.transport != p.transport {
-			p.transport.CloseIdleConnections()
-			p.conns.Close()
+		if np := snap.byName[p.cfg.Name]; np == nil || np.upstream != p.upstream {
+			p.upstream.Close()
 		}
 	}
 	if !reflect.DeepEqual(cfg.Log, s.cfg.Log) {

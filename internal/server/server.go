@@ -81,14 +81,13 @@ type snapshot struct {
 
 // poolRT is one pool with what runs beside it.
 type poolRT struct {
-	cfg       config.Pool
-	pool      *pool.Pool
-	checker   *health.Checker
-	target    *proxy.Target
-	transport *http.Transport
-	conns     *proxy.Conns
-	cancel    context.CancelFunc
-	done      chan struct{}
+	cfg      config.Pool
+	pool     *pool.Pool
+	checker  *health.Checker
+	target   *proxy.Target
+	upstream *proxy.Upstream
+	cancel   context.CancelFunc
+	done     chan struct{}
 }
 
 // New validates nothing (the config must come from config.Load or have
@@ -253,8 +252,7 @@ func (s *Server) shutdown() error {
 	if snap := s.snap.Load(); snap != nil {
 		s.stopPools(snap.pools)
 		for _, p := range snap.pools {
-			p.transport.CloseIdleConnections()
-			p.conns.Close()
+			p.upstream.Close()
 		}
 	}
 	s.wg.Wait()

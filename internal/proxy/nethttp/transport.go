@@ -1,37 +1,40 @@
-package proxy
+package nethttp
 
 import (
 	"context"
-	"crypto/tls"
 	"net"
 	"net/http"
 	"time"
 
-	"github.com/sluice-lb/sluice/internal/config"
+	"github.com/sluice-lb/sluice/internal/proxy"
 )
 
-// dialError marks an error that happened before any byte of a request was
-// written: the request may go to another backend without harm.
-type dialError struct {
-	err error
+// transportOf returns the net/http codec's connections of u, made on first
+// use.
+func transportOf(u *proxy.Upstream) *transport {
+	return proxy.ConnsOf(u, proxy.CodecNetHTTP, newTransport)
 }
 
-func (e *dialError) Error() string { return "connect: " + e.err.Error() }
-func (e *dialError) Unwrap() error { return e.err }
+// transport is http.Transport as a proxy.ConnPool.
+type transport struct{ *http.Transport }
 
-// NewTransport returns the net/http codec's upstream connection pool for one
+// Close closes the idle connections; net/http keeps no more state.
+func (t *transport) Close() { t.CloseIdleConnections() }
+
+// newTransport returns the net/http codec's upstream connection pool for one
 // pool. Go's defaults do not suit a proxy: two idle connections per host
 // would force a new connection for most requests under load, the
 // environment's HTTP_PROXY must not apply, and compression must pass
 // through untouched.
-func NewTransport(t config.PoolTimeouts, tlsConfig *tls.Config) *http.Transport {
+func newTransport(u *proxy.Upstream) *transport {
+	t, tlsConfig := u.Timeouts, u.TLS
 	d := &net.Dialer{Timeout: t.Connect, KeepAlive: 30 * time.Second}
-	return &http.Transport{
+	return &transport{&http.Transport{
 		Proxy: nil,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := d.DialContext(ctx, network, addr)
 			if err != nil {
-				return nil, &dialError{err: err}
+				return nil, &proxy.DialError{Err: err}
 			}
 			return c, nil
 		},
@@ -46,5 +49,5 @@ func NewTransport(t config.PoolTimeouts, tlsConfig *tls.Config) *http.Transport 
 		ReadBufferSize:         32 << 10,
 		WriteBufferSize:        32 << 10,
 		MaxResponseHeaderBytes: 1 << 20,
-	}
+	}}
 }

@@ -1,4 +1,4 @@
-package proxy
+package nethttp
 
 import (
 	"bytes"
@@ -15,6 +15,7 @@ import (
 	"github.com/sluice-lb/sluice/internal/balance"
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/proxy"
 )
 
 // TestBodyReplay: backend 0 reads the whole body and resets the connection;
@@ -50,11 +51,11 @@ func TestBodyReplay(t *testing.T) {
 		{"GET without a body is retried", "GET", "", 0, 200, 1},
 		{"POST is never delivered twice", "POST", "", 10 << 10, 502, 1},
 		{"POST with an Idempotency-Key is replayed", "POST", "k1", 1 << 10, 200, 1},
-		{"PUT over the replay buffer is not", "PUT", "", replayMax + 1, 502, 1},
+		{"PUT over the replay buffer is not", "PUT", "", proxy.ReplayMax + 1, 502, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFixture(t, 0, balance.RoundRobin{}, func(tg *Target) {
+			f := newFixture(t, 0, balance.RoundRobin{}, func(tg *proxy.Target) {
 				tg.Retries = config.Retries{NumRetries: 2, OnConnectFailure: true, OnReset: true}
 			})
 			for _, s := range []*httptest.Server{reset, good} {

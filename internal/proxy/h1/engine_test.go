@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"bufio"
@@ -30,6 +30,8 @@ import (
 	"github.com/sluice-lb/sluice/internal/edge"
 	"github.com/sluice-lb/sluice/internal/health"
 	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/proxy"
+	"github.com/sluice-lb/sluice/internal/proxy/nethttp"
 	"github.com/sluice-lb/sluice/internal/route"
 )
 
@@ -54,13 +56,12 @@ func ioDeadline(tb testing.TB) time.Time {
 // engineSetup is the configuration of one engine under test: the defaults
 // of internal/config unless a test changes them.
 type engineSetup struct {
-	Pool      config.PoolTimeouts
-	Retries   config.Retries
-	Limits    config.Limits
-	Listener  config.ListenerTimeouts
-	Trusted   []netip.Prefix
-	WithStd   bool // also serve the same view with the net/http codec
-	Transport bool // give the target an http.Transport (WithStd sets it)
+	Pool     config.PoolTimeouts
+	Retries  config.Retries
+	Limits   config.Limits
+	Listener config.ListenerTimeouts
+	Trusted  []netip.Prefix
+	WithStd  bool // also serve the same view with the net/http codec
 }
 
 func defaultSetup() engineSetup {
@@ -78,7 +79,7 @@ type engineEnv struct {
 	addr    string // the engine's listener
 	stdURL  string // the net/http codec's, with WithStd
 	engine  *Engine
-	target  *Target
+	target  *proxy.Target
 	pool    *pool.Pool
 	backend []*pool.Backend
 }
@@ -96,18 +97,14 @@ func startEngine(tb testing.TB, s engineSetup, backends ...string) *engineEnv {
 	}
 	p := pool.New("web", balance.RoundRobin{}, bs)
 	p.Budget.SetPercent(100)
-	conns := NewConns(s.Pool, nil)
-	tg := &Target{Pool: p, Health: health.New(p, nil, logger, health.Options{}), Retries: s.Retries,
-		Timeouts: s.Pool, Conns: conns, RetryAfter: "1"}
-	if s.WithStd || s.Transport {
-		tg.Transport = NewTransport(s.Pool, nil)
-		tb.Cleanup(tg.Transport.CloseIdleConnections)
-	}
-	view := &atomic.Pointer[Listener]{}
-	view.Store(&Listener{Name: "test", Routes: route.Compile(nil, "web", func(string) int { return 0 }),
-		Targets: []*Target{tg}, NoPool: &pool.Stats{}, Limits: s.Limits, Trusted: s.Trusted})
-	ids := NewRequestIDs()
-	tunnels := &Tunnels{}
+	up := proxy.NewUpstream(s.Pool, nil)
+	tg := &proxy.Target{Pool: p, Health: health.New(p, nil, logger, health.Options{}), Retries: s.Retries,
+		Timeouts: s.Pool, Upstream: up, RetryAfter: "1"}
+	view := &atomic.Pointer[proxy.Listener]{}
+	view.Store(&proxy.Listener{Name: "test", Routes: route.Compile(nil, "web", func(string) int { return 0 }),
+		Targets: []*proxy.Target{tg}, NoPool: &pool.Stats{}, Limits: s.Limits, Trusted: s.Trusted})
+	ids := proxy.NewRequestIDs()
+	tunnels := &proxy.Tunnels{}
 	e := NewEngine(EngineOptions{View: view, IDs: ids, Logger: logger, Tunnels: tunnels,
 		Timeouts: s.Listener, Limits: s.Limits})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -118,7 +115,7 @@ func startEngine(tb testing.TB, s engineSetup, backends ...string) *engineEnv {
 	go func() { served <- e.Serve(ln) }()
 	env := &engineEnv{addr: ln.Addr().String(), engine: e, target: tg, pool: p, backend: bs}
 	if s.WithStd {
-		std := httptest.NewServer(NewHandler(view, ids, nil, logger, tunnels))
+		std := httptest.NewServer(nethttp.NewHandler(view, ids, logger, tunnels))
 		tb.Cleanup(std.Close)
 		env.stdURL = std.URL
 	}
@@ -127,7 +124,7 @@ func startEngine(tb testing.TB, s engineSetup, backends ...string) *engineEnv {
 		if err := recv(tb, served, "Serve to return"); err != http.ErrServerClosed {
 			tb.Errorf("Serve = %v, want http.ErrServerClosed", err)
 		}
-		conns.Close()
+		up.Close()
 		tunnels.CloseAll(time.Second)
 	})
 	return env
@@ -135,7 +132,7 @@ func startEngine(tb testing.TB, s engineSetup, backends ...string) *engineEnv {
 
 // idleUpstream returns the number of idle engine connections to b.
 func (env *engineEnv) idleUpstream(b *pool.Backend) int {
-	h := env.target.Conns.host(b)
+	h := connsOf(env.target.Upstream).host(b)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.idle)
@@ -773,10 +770,8 @@ func TestEngineExpectContinue(t *testing.T) {
 func TestEngineStaleUpstreamRetry(t *testing.T) {
 	for _, tt := range []struct {
 		name string
-		aged bool // idle longer than staleAfter: found by the peek before use
 	}{
-		{"reused at once", false},
-		{"peeked after staleAfter", true},
+		{"closed while idle: found by the peek before use"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			closed := make(chan struct{}, 10)
@@ -801,12 +796,6 @@ func TestEngineStaleUpstreamRetry(t *testing.T) {
 				}
 				recv(t, closed, "the backend to close") // the backend closed the connection
 				waitFor(t, "the upstream connection back in the idle pool", func() bool { return env.idleUpstream(b) == 1 })
-				if tt.aged {
-					h := env.target.Conns.host(b)
-					h.mu.Lock()
-					h.idle[0].idleAt = time.Now().Add(-2 * staleAfter)
-					h.mu.Unlock()
-				}
 			}
 			if got := rb.conns.Load(); got != 3 {
 				t.Errorf("backend connections = %d, want 3", got)
@@ -1574,11 +1563,11 @@ const benchHead = "GET /static/app.js?v=1714 HTTP/1.1\r\n" +
 // head, parsed, and a function doing what handle does up to the outbound
 // head: the field scan, the target and buildOutbound.
 func engineConnForHead(tb testing.TB, head string, trusted []netip.Prefix) (*h1conn, func()) {
-	view := &atomic.Pointer[Listener]{}
-	view.Store(&Listener{Name: "bench", Routes: route.Compile(nil, "web", func(string) int { return 0 }),
+	view := &atomic.Pointer[proxy.Listener]{}
+	view.Store(&proxy.Listener{Name: "bench", Routes: route.Compile(nil, "web", func(string) int { return 0 }),
 		NoPool: &pool.Stats{}, Trusted: trusted})
-	e := NewEngine(EngineOptions{View: view, IDs: NewRequestIDs(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Tunnels: &Tunnels{}})
+	e := NewEngine(EngineOptions{View: view, IDs: proxy.NewRequestIDs(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Tunnels: &proxy.Tunnels{}})
 	c := newH1Conn(e, addrConn{peer: &net.TCPAddr{IP: net.IPv4(10, 1, 2, 3), Port: 40000}})
 	c.acquire()
 	if len(head) > len(c.buf) {

@@ -1,8 +1,9 @@
-package proxy
+package nethttp
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -10,14 +11,13 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/sluice-lb/sluice/internal/accesslog"
 	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/proxy"
 	"github.com/sluice-lb/sluice/internal/route"
 )
 
@@ -43,26 +43,22 @@ func guardFrom(ctx context.Context) Guard {
 	return g
 }
 
-var (
-	errHeaderTimeout  = errors.New("no response header within the response_header timeout")
-	errRequestTimeout = errors.New("request timeout expired")
-	errBodyTooLarge   = errors.New("request body over max_body_bytes")
-)
-
 // Handler is the net/http codec: an http.Handler that runs the core for
-// every request of one listener.
+// every request of one listener. net/http parses and frames both ways; this
+// codec closes the gaps it leaves for an edge proxy (the edge guard beneath
+// it refuses ambiguous requests; responses with a status outside 100–599
+// are refused here).
 type Handler struct {
-	cur     *atomic.Pointer[Listener]
-	ids     *RequestIDs
-	access  *accesslog.Logger
+	cur     *atomic.Pointer[proxy.Listener]
+	ids     *proxy.RequestIDs
 	logger  *slog.Logger
-	tunnels *Tunnels
+	tunnels *proxy.Tunnels
 }
 
 // NewHandler returns the handler for the listener whose current view cur
-// holds. access may be nil (no access log).
-func NewHandler(cur *atomic.Pointer[Listener], ids *RequestIDs, access *accesslog.Logger, logger *slog.Logger, tunnels *Tunnels) *Handler {
-	return &Handler{cur: cur, ids: ids, access: access, logger: logger, tunnels: tunnels}
+// holds.
+func NewHandler(cur *atomic.Pointer[proxy.Listener], ids *proxy.RequestIDs, logger *slog.Logger, tunnels *proxy.Tunnels) *Handler {
+	return &Handler{cur: cur, ids: ids, logger: logger, tunnels: tunnels}
 }
 
 // httpAttempt is the per-request state of the net/http codec.
@@ -71,32 +67,37 @@ type httpAttempt struct {
 	w      http.ResponseWriter
 	r      *http.Request
 	out    *http.Request
-	t      *Target
+	t      *proxy.Target
 	id     string
 	body   *trackedBody
 	info   *pool.PickInfo
 	tls    bool
 	upType string // "websocket" when the client asked to upgrade
 	abort  bool   // the response was cut short: reset the client connection
-	bytes  int64
+	rec    proxy.Record
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
 	l := h.cur.Load()
 	a := &httpAttempt{h: h, w: w, r: r}
-	if id := r.Header.Get("X-Request-Id"); validRequestID(id) {
+	a.rec.Start = time.Now()
+	if id := r.Header.Get("X-Request-Id"); proxy.ValidRequestID(id) {
 		a.id = id
 	} else {
 		a.id = h.ids.Next()
 	}
 	var info pool.PickInfo
-	res, status := a.serve(l, &info)
-	d := time.Since(start)
-	l.account(res.Backend, a.t, status, d)
-	if h.access != nil {
-		h.logAccess(a, l, &info, res, status, start, d)
+	a.rec.Result, a.rec.Status = a.serve(l, &info)
+	if l.Access != nil {
+		_, path, query := proxy.SplitTarget(r.RequestURI)
+		a.rec.Method, a.rec.Host, a.rec.Path, a.rec.Query = r.Method, r.Host, path, query
+		a.rec.UserAgent, a.rec.ID, a.rec.Client, a.rec.Proto = r.UserAgent(), a.id, r.RemoteAddr, r.Proto
 	}
+	a.rec.Target = a.t
+	if a.t != nil {
+		a.rec.Info = &info
+	}
+	l.Finish(&a.rec)
 	if a.abort {
 		// The backend's response broke off after its header was sent, or
 		// the client is gone: the client must see a broken response, never
@@ -105,32 +106,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// logAccess hands one entry to the access log (only when it is on).
-func (h *Handler) logAccess(a *httpAttempt, l *Listener, info *pool.PickInfo, res Result, status int, start time.Time, d time.Duration) {
-	r := a.r
-	e := accesslog.Entry{Time: start, Listener: l.Name, Method: r.Method, Host: r.Host,
-		Path: r.URL.Path, UserAgent: r.UserAgent(), RequestID: a.id, Client: r.RemoteAddr,
-		Status: status, Duration: d, Bytes: a.bytes, Tries: res.Tries}
-	if res.Backend != nil {
-		e.Backend = res.Backend.Address
-	}
-	if a.t != nil {
-		e.Pool = a.t.Pool.Name
-	}
-	if info.ClientIP.IsValid() {
-		e.Client = info.ClientIP.String()
-	}
-	h.access.Log(&e)
-}
-
 // serve routes, checks and forwards one request; it returns the core's
 // result and the status the client got.
-func (a *httpAttempt) serve(l *Listener, info *pool.PickInfo) (Result, int) {
+func (a *httpAttempt) serve(l *proxy.Listener, info *pool.PickInfo) (proxy.Result, int) {
 	r := a.r
 	if g := guardFrom(r.Context()); g != nil {
 		if tok := g.RejectToken(); tok != "" && r.Host == tok {
 			status, reason, _ := g.Rejection()
-			return Result{}, a.fail(status, reason, true)
+			return proxy.Result{}, a.fail(status, reason, true)
 		}
 	}
 	if upgradeType(r.Header) == "websocket" {
@@ -141,10 +124,10 @@ func (a *httpAttempt) serve(l *Listener, info *pool.PickInfo) (Result, int) {
 	}
 	switch r.Method {
 	case http.MethodConnect, http.MethodTrace:
-		return Result{}, a.fail(http.StatusMethodNotAllowed, "method not allowed", true)
+		return proxy.Result{}, a.fail(http.StatusMethodNotAllowed, "method not allowed", true)
 	}
 	if max := l.Limits.MaxBodyBytes; max > 0 && r.ContentLength > max {
-		return Result{}, a.fail(http.StatusRequestEntityTooLarge, "request body too large", true)
+		return proxy.Result{}, a.fail(http.StatusRequestEntityTooLarge, "request body too large", true)
 	}
 	peer := netip.Addr{}
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
@@ -153,11 +136,11 @@ func (a *httpAttempt) serve(l *Listener, info *pool.PickInfo) (Result, int) {
 	// The path as the client escaped it: r.URL's decoded and re-escaped
 	// forms lose escapes of reserved characters ("%2F") when the path also
 	// holds a character Go prefers escaped.
-	_, escaped, _ := splitTarget(r.RequestURI)
+	_, escaped, _ := proxy.SplitTarget(r.RequestURI)
 	path := route.NormalizePath(escaped)
-	t := l.resolve(r.Host, path, r.URL.RawQuery, stdFields(r.Header), peer, info)
+	t := l.Resolve(r.Host, path, r.URL.RawQuery, stdFields(r.Header), peer, info)
 	if t == nil {
-		return Result{}, a.fail(http.StatusNotFound, "no route for this request", false)
+		return proxy.Result{}, a.fail(http.StatusNotFound, "no route for this request", false)
 	}
 	a.t = t
 	a.info = info
@@ -165,23 +148,23 @@ func (a *httpAttempt) serve(l *Listener, info *pool.PickInfo) (Result, int) {
 	ctx := r.Context()
 	if t.Timeouts.Request > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, t.Timeouts.Request, errRequestTimeout)
+		ctx, cancel = context.WithTimeoutCause(ctx, t.Timeouts.Request, proxy.ErrRequestTimeout)
 		defer cancel()
 	}
 	a.tls = l.TLS
 	a.buildOutbound(l, peer, path)
-	res := Forward(ctx, t, info, a)
-	if res.Class == Done {
+	res := proxy.Forward(ctx, t, info, a)
+	if res.Class == proxy.Done {
 		return res, res.Status
 	}
-	status := StatusFor(res)
+	status := proxy.StatusFor(res)
 	if status == 499 {
 		// Nobody to answer; and net/http must not answer for us (it would
 		// send an empty 200 when the handler writes nothing).
 		a.abort = true
 		return res, status
 	}
-	if res.Class != ClientError && res.Err != nil {
+	if res.Class != proxy.ClientError && res.Err != nil {
 		backend := ""
 		if res.Backend != nil {
 			backend = res.Backend.Address
@@ -189,15 +172,15 @@ func (a *httpAttempt) serve(l *Listener, info *pool.PickInfo) (Result, int) {
 		a.h.logger.Debug("request failed", "pool", t.Pool.Name, "backend", backend, "status", status,
 			"tries", res.Tries, "error", res.Err, "request_id", a.id)
 	}
-	msg := statusText(status)
-	return res, a.fail(status, msg, res.Class == ClientError)
+	msg := proxy.StatusText(status)
+	return res, a.fail(status, msg, res.Class == proxy.ClientError)
 }
 
 // buildOutbound prepares the request sent to backends: the client's
 // request with hop-by-hop fields removed first and sluice's own fields set
 // after, the normalised path, and the body wrapped to learn whether any of it
 // was sent.
-func (a *httpAttempt) buildOutbound(l *Listener, peer netip.Addr, path string) {
+func (a *httpAttempt) buildOutbound(l *proxy.Listener, peer netip.Addr, path string) {
 	r := a.r
 	out := new(http.Request)
 	*out = *r
@@ -214,7 +197,8 @@ func (a *httpAttempt) buildOutbound(l *Listener, peer netip.Addr, path string) {
 	if te := r.Header.Get("Te"); strings.EqualFold(strings.TrimSpace(te), "trailers") {
 		out.Header.Set("Te", "trailers") // gRPC needs it end to end
 	}
-	setForwarded(out.Header, peer, isTrusted(peer, l.Trusted), r.Host, l.TLS)
+	fw := l.NewForwarding(peer, r.Host, stdFields(out.Header))
+	setForwarded(out.Header, &fw)
 	out.Header.Set("X-Request-Id", a.id)
 	if _, ok := out.Header["User-Agent"]; !ok {
 		out.Header["User-Agent"] = nil // do not let Go add its own
@@ -241,25 +225,17 @@ func (a *httpAttempt) Replayable() bool {
 }
 
 func (a *httpAttempt) idempotent() bool {
-	return idempotent(a.r.Method) || a.r.Header.Get("Idempotency-Key") != ""
-}
-
-func idempotent(m string) bool {
-	switch m {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete:
-		return true
-	}
-	return false
+	return proxy.Idempotent(a.r.Method) || a.r.Header.Get("Idempotency-Key") != ""
 }
 
 // Send is one attempt on b through the pool's http.Transport.
-func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) Outcome {
-	tr := a.t.Transport
+func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) proxy.Outcome {
+	tr := transportOf(a.t.Upstream)
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var timer *time.Timer
 	if d := a.t.Timeouts.ResponseHeader; d > 0 {
-		timer = time.AfterFunc(d, func() { cancel(errHeaderTimeout) })
+		timer = time.AfterFunc(d, func() { cancel(proxy.ErrHeaderTimeout) })
 	}
 	a.out.URL.Scheme, a.out.URL.Host = b.URL.Scheme, b.Host
 	if a.body != nil {
@@ -269,7 +245,7 @@ func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) 
 		// http.Transport waits for its body writer, which may be blocked
 		// reading a stalled client: a timeout must unblock that read too.
 		stop := context.AfterFunc(actx, func() {
-			if c := context.Cause(actx); c == errHeaderTimeout || c == errRequestTimeout {
+			if c := context.Cause(actx); c == proxy.ErrHeaderTimeout || c == proxy.ErrRequestTimeout {
 				http.NewResponseController(a.w).SetReadDeadline(time.Now())
 			}
 		})
@@ -282,80 +258,72 @@ func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) 
 		// cancelled, so the body would break off mid-way. Count it as the
 		// timeout it is, before anything reaches the client.
 		resp.Body.Close()
-		return Outcome{Class: Timeout, Err: errHeaderTimeout}
+		return proxy.Outcome{Class: proxy.Timeout, Err: proxy.ErrHeaderTimeout}
 	}
 	if err != nil {
 		return a.classify(err, actx)
+	}
+	if resp.StatusCode < 100 || resp.StatusCode > 599 {
+		// net/http reads any three digits; a status outside 100–599 cannot
+		// be relayed (net/http's server would refuse to write it) and says
+		// the backend is not speaking HTTP as asked.
+		resp.Body.Close()
+		return proxy.Outcome{Class: proxy.Reset, Err: fmt.Errorf("backend answered with status %d, outside 100-599", resp.StatusCode)}
 	}
 	b.Stats.ObserveLatency(time.Since(start))
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return a.tunnel(resp, b)
 	}
-	retryAfter := parseRetryAfter(resp.Header.Get("Retry-After"))
+	retryAfter := proxy.ParseRetryAfter(resp.Header.Get("Retry-After"))
 	if a.t.RetryOnStatus(resp.StatusCode, retryAfter, a, canRetry) {
 		io.CopyN(io.Discard, resp.Body, 4<<10)
 		resp.Body.Close()
-		return Outcome{Class: RetryStatus, Status: resp.StatusCode, RetryAfter: retryAfter}
+		return proxy.Outcome{Class: proxy.RetryStatus, Status: resp.StatusCode, RetryAfter: retryAfter}
 	}
 	return a.deliver(resp, b)
 }
 
-// parseRetryAfter reads a Retry-After value in seconds or as an HTTP date
-// (0 when absent or unreadable).
-func parseRetryAfter(v string) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n >= 0 {
-		return time.Duration(n) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(0, time.Until(t))
-	}
-	return 0
-}
-
-// classify turns a RoundTrip error into an Outcome.
-func (a *httpAttempt) classify(err error, actx context.Context) Outcome {
+// classify turns a RoundTrip error into an proxy.Outcome.
+func (a *httpAttempt) classify(err error, actx context.Context) proxy.Outcome {
 	// sluice's own timeouts first: they may also have broken the body read.
-	if cause := context.Cause(actx); cause == errHeaderTimeout || cause == errRequestTimeout {
-		return Outcome{Class: Timeout, Err: cause}
+	if cause := context.Cause(actx); cause == proxy.ErrHeaderTimeout || cause == proxy.ErrRequestTimeout {
+		return proxy.Outcome{Class: proxy.Timeout, Err: cause}
 	}
 	if a.body != nil && a.body.err != nil {
 		berr := a.body.err
 		var ee interface{ StatusCode() int }
 		var ne net.Error
 		switch {
-		case errors.Is(berr, errBodyTooLarge):
-			return Outcome{Class: ClientError, Status: http.StatusRequestEntityTooLarge, Err: berr}
+		case errors.Is(berr, proxy.ErrBodyTooLarge):
+			return proxy.Outcome{Class: proxy.ClientError, Status: http.StatusRequestEntityTooLarge, Err: berr}
 		case errors.As(berr, &ne) && ne.Timeout():
 			// The client sent its body too slowly (timeouts.read).
-			return Outcome{Class: ClientError, Status: http.StatusRequestTimeout, Err: berr}
+			return proxy.Outcome{Class: proxy.ClientError, Status: http.StatusRequestTimeout, Err: berr}
 		case errors.As(berr, &ee):
-			return Outcome{Class: ClientError, Status: ee.StatusCode(), Err: berr}
+			return proxy.Outcome{Class: proxy.ClientError, Status: ee.StatusCode(), Err: berr}
 		}
 		if g := guardFrom(a.r.Context()); g != nil {
 			if s, _, ok := g.Rejection(); ok {
-				return Outcome{Class: ClientError, Status: s, Err: berr}
+				return proxy.Outcome{Class: proxy.ClientError, Status: s, Err: berr}
 			}
 		}
 		if errors.Is(berr, io.ErrUnexpectedEOF) || a.r.Context().Err() != nil {
-			return Outcome{Class: ClientGone, Err: berr}
+			return proxy.Outcome{Class: proxy.ClientGone, Err: berr}
 		}
-		return Outcome{Class: ClientError, Status: http.StatusBadRequest, Err: berr}
+		return proxy.Outcome{Class: proxy.ClientError, Status: http.StatusBadRequest, Err: berr}
 	}
 	if a.r.Context().Err() != nil {
-		return Outcome{Class: ClientGone, Err: err}
+		return proxy.Outcome{Class: proxy.ClientGone, Err: err}
 	}
-	var de *dialError
+	var de *proxy.DialError
 	if errors.As(err, &de) {
-		return Outcome{Class: ConnectFailure, Err: err}
+		return proxy.Outcome{Class: proxy.ConnectFailure, Err: err}
 	}
-	return Outcome{Class: Reset, Err: err}
+	return proxy.Outcome{Class: proxy.Reset, Err: err}
 }
 
 // deliver streams the backend's response to the client.
-func (a *httpAttempt) deliver(resp *http.Response, b *pool.Backend) Outcome {
+func (a *httpAttempt) deliver(resp *http.Response, b *pool.Backend) proxy.Outcome {
 	defer resp.Body.Close()
 	if a.upType != "" {
 		// The guard stopped parsing after the upgrade request; since no
@@ -377,13 +345,15 @@ func (a *httpAttempt) deliver(resp *http.Response, b *pool.Backend) Outcome {
 	}
 	hdr.Set("X-Request-Id", a.id)
 	if st := a.t.Sticky; st != nil && a.info.Preferred != b {
-		st.setCookie(hdr, a.t.Pool, b, a.tls)
+		if v := st.CookieValue(a.t.Pool, b, a.tls); v != "" {
+			hdr.Add("Set-Cookie", v)
+		}
 	}
 	a.w.WriteHeader(resp.StatusCode)
 	flush := resp.ContentLength == -1 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
 	n, rerr, werr := copyBody(a.w, resp.Body, flush)
-	a.bytes = n
-	o := Outcome{Class: Done, Status: resp.StatusCode}
+	a.rec.Bytes = n
+	o := proxy.Outcome{Class: proxy.Done, Status: resp.StatusCode}
 	switch {
 	case werr != nil:
 		o.Err = werr // the client went away; nothing more to do
@@ -453,30 +423,14 @@ func (a *httpAttempt) fail(status int, msg string, closeConn bool) int {
 	}
 	a.w.WriteHeader(status)
 	n, _ := io.WriteString(a.w, msg+"\n")
-	a.bytes = int64(n)
+	a.rec.Bytes = int64(n)
 	return status
 }
-
-func statusText(status int) string {
-	switch status {
-	case http.StatusBadGateway:
-		return "bad gateway: the backend failed to answer"
-	case http.StatusServiceUnavailable:
-		return "service unavailable: no healthy backend"
-	case http.StatusGatewayTimeout:
-		return "gateway timeout: the backend did not answer in time"
-	}
-	return strings.ToLower(http.StatusText(status))
-}
-
-// replayMax bounds the bytes of a request body kept so that the request
-// can be sent again to another backend.
-const replayMax = 64 << 10
 
 // trackedBody wraps the client's request body on its way to a backend. It
 // remembers the first read error (which tells a client error from a backend
 // error), enforces max_body_bytes on bodies of unknown length, and, when
-// keep is set, keeps what it read (up to replayMax) so that rewind can serve
+// keep is set, keeps what it read (up to proxy.ReplayMax) so that rewind can serve
 // it again to the next backend. Close is a no-op: the server owns the
 // client's body, and a failed attempt must not close it.
 type trackedBody struct {
@@ -486,8 +440,8 @@ type trackedBody struct {
 	err error
 
 	keep     bool
-	kept     []byte // the first n bytes, while n ≤ replayMax
-	overflow bool   // more than replayMax was read: no replay
+	kept     []byte // the first n bytes, while n ≤ proxy.ReplayMax
+	overflow bool   // more than proxy.ReplayMax was read: no replay
 	pos      int    // replay position in kept
 }
 
@@ -503,11 +457,11 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	b.n += int64(n)
 	if b.max > 0 && b.n > b.max {
-		b.err = errBodyTooLarge
+		b.err = proxy.ErrBodyTooLarge
 		return 0, b.err
 	}
 	if b.keep && !b.overflow {
-		if b.n <= replayMax {
+		if b.n <= proxy.ReplayMax {
 			b.kept = append(b.kept, p[:n]...)
 			b.pos = len(b.kept)
 		} else {

@@ -1,4 +1,4 @@
-package proxy
+package nethttp
 
 import (
 	"io"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/sluice-lb/sluice/internal/balance"
 	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/proxy"
 )
 
 // TestLoadAwarePoliciesAvoidSlowBackend runs real loopback backends, one
@@ -145,7 +146,7 @@ func TestConsistentHashThroughTheHandler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := newFixture(t, 4, pol, func(tg *Target) { tg.HashKey = ParseHashKey("header:X-User") })
+	f := newFixture(t, 4, pol, func(tg *proxy.Target) { tg.HashKey = proxy.ParseHashKey("header:X-User") })
 	route := func(user string) string {
 		req, _ := http.NewRequest("GET", f.proxy.URL+"/", nil)
 		req.Header.Set("X-User", user)

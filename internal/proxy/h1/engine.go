@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"context"
@@ -10,14 +10,14 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sluice-lb/sluice/internal/accesslog"
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/edge"
+	"github.com/sluice-lb/sluice/internal/proxy"
 )
 
 // Engine is sluice's own HTTP/1.1 server and client codec, the default for
 // HTTP/1.x listeners; `engine: std` selects the net/http codec instead.
-// Both run the same core (Forward) and the same routing, affinity, header
+// Both run the same core (proxy.Forward) and the same routing, affinity, header
 // and accounting code; the engine differs beneath: it parses requests with
 // edge.ParseRequestHead straight from its read buffer, passes header fields
 // through as raw bytes (parsing only those the proxy needs), keeps its
@@ -33,22 +33,21 @@ type Engine struct {
 	o   EngineOptions
 	lim edge.Limits
 
-	mu       sync.Mutex
+	mu       sync.Mutex // guards conns, ln and drained
 	conns    map[*h1conn]struct{}
 	ln       net.Listener
+	drained  chan struct{} // closed when shutting and the last connection left
 	shutting atomic.Bool
-	done     chan struct{} // closed by Close: connections stop waiting
-	once     sync.Once
+	wg       sync.WaitGroup // the connections' goroutines
 }
 
 // EngineOptions configure an Engine for one listener generation.
 type EngineOptions struct {
 	// View holds the listener's current request-path view.
-	View    *atomic.Pointer[Listener]
-	IDs     *RequestIDs
-	Access  *accesslog.Logger // nil: no access log
+	View    *atomic.Pointer[proxy.Listener]
+	IDs     *proxy.RequestIDs
 	Logger  *slog.Logger
-	Tunnels *Tunnels
+	Tunnels *proxy.Tunnels
 	// Timeouts and Limits are the listener's; they are fixed for a
 	// generation (a reload that changes them starts a new one).
 	Timeouts config.ListenerTimeouts
@@ -62,17 +61,19 @@ func NewEngine(o EngineOptions) *Engine {
 	if o.ConnState == nil {
 		o.ConnState = func(int64) {}
 	}
-	return &Engine{o: o, conns: map[*h1conn]struct{}{}, done: make(chan struct{}),
+	return &Engine{o: o, conns: map[*h1conn]struct{}{}, drained: make(chan struct{}),
 		lim: edge.Limits{MaxURIBytes: o.Limits.MaxURIBytes, MaxHeaderBytes: o.Limits.MaxHeaderBytes,
 			MaxHeaders: o.Limits.MaxHeaders}}
 }
 
-// Serve accepts connections on ln until Shutdown or Close; it then returns
-// http.ErrServerClosed, like http.Server.
+// Serve accepts connections on ln until Shutdown or Close; it then waits
+// for the goroutines of its connections and returns http.ErrServerClosed,
+// like http.Server.
 func (e *Engine) Serve(ln net.Listener) error {
 	e.mu.Lock()
 	e.ln = ln
 	e.mu.Unlock()
+	defer e.wg.Wait()
 	if e.shutting.Load() {
 		ln.Close()
 		return http.ErrServerClosed
@@ -84,6 +85,8 @@ func (e *Engine) Serve(ln net.Listener) error {
 			if e.shutting.Load() || errors.Is(err, net.ErrClosed) {
 				return http.ErrServerClosed
 			}
+			// Out of file descriptors and the like: wait and go on, as
+			// net/http does.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 			time.Sleep(backoff)
 			continue
@@ -97,53 +100,62 @@ func (e *Engine) Serve(ln net.Listener) error {
 			continue
 		}
 		e.conns[c] = struct{}{}
+		e.wg.Add(1)
 		e.mu.Unlock()
 		e.o.ConnState(1)
-		go c.serve()
+		go func() {
+			defer e.wg.Done()
+			c.serve()
+		}()
 	}
 }
 
 func (e *Engine) forget(c *h1conn) {
 	e.mu.Lock()
 	delete(e.conns, c)
+	e.drainedLocked()
 	e.mu.Unlock()
 	e.o.ConnState(-1)
 }
 
+// drainedLocked closes drained once shutdown began and no connection is
+// left.
+func (e *Engine) drainedLocked() {
+	if e.shutting.Load() && len(e.conns) == 0 {
+		select {
+		case <-e.drained:
+		default:
+			close(e.drained)
+		}
+	}
+}
+
 // Shutdown stops accepting, closes idle connections, lets connections with
-// a request in flight finish it (they close after it) and returns once all
-// are closed, or ctx's error when it ends first.
+// a request in flight finish it (they close after it, and one that turns
+// idle meanwhile closes itself) and returns once all are closed, or ctx's
+// error when it ends first.
 func (e *Engine) Shutdown(ctx context.Context) error {
 	e.shutting.Store(true)
 	e.mu.Lock()
 	if e.ln != nil {
 		e.ln.Close()
 	}
+	for c := range e.conns {
+		c.closeIfIdle()
+	}
+	e.drainedLocked()
 	e.mu.Unlock()
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for {
-		e.mu.Lock()
-		for c := range e.conns {
-			c.closeIfIdle()
-		}
-		n := len(e.conns)
-		e.mu.Unlock()
-		if n == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
+	select {
+	case <-e.drained:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
 // Close closes the listener and every connection at once.
 func (e *Engine) Close() error {
 	e.shutting.Store(true)
-	e.once.Do(func() { close(e.done) })
 	e.mu.Lock()
 	if e.ln != nil {
 		e.ln.Close()
@@ -160,7 +172,7 @@ func (e *Engine) Close() error {
 // memory; bigger buffers are taken when a head or a body needs them.
 var (
 	readBufs = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
-	bodyBufs = sync.Pool{New: func() any { b := make([]byte, replayMax); return &b }}
+	bodyBufs = sync.Pool{New: func() any { b := make([]byte, proxy.ReplayMax); return &b }}
 	copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 )
 

@@ -1,4 +1,4 @@
-package proxy
+package nethttp
 
 import (
 	"encoding/pem"
@@ -18,6 +18,7 @@ import (
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/health"
 	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/proxy"
 	"github.com/sluice-lb/sluice/internal/route"
 )
 
@@ -25,11 +26,11 @@ import (
 type fixture struct {
 	backends []*httptest.Server
 	pool     *pool.Pool
-	target   *Target
+	target   *proxy.Target
 	proxy    *httptest.Server
 }
 
-func newFixture(t *testing.T, n int, policy pool.Policy, configure func(*Target)) *fixture {
+func newFixture(t *testing.T, n int, policy pool.Policy, configure func(*proxy.Target)) *fixture {
 	t.Helper()
 	f := &fixture{}
 	var bs []*pool.Backend
@@ -47,17 +48,17 @@ func newFixture(t *testing.T, n int, policy pool.Policy, configure func(*Target)
 	f.pool = pool.New("web", policy, bs)
 	f.pool.Budget.SetPercent(100)
 	timeouts := config.PoolTimeouts{Connect: time.Second, ResponseHeader: 5 * time.Second, Idle: time.Minute}
-	tr := NewTransport(timeouts, nil)
-	t.Cleanup(tr.CloseIdleConnections)
-	f.target = &Target{Pool: f.pool, Health: health.New(f.pool, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), health.Options{}), Timeouts: timeouts, Transport: tr, RetryAfter: "1",
+	up := proxy.NewUpstream(timeouts, nil)
+	t.Cleanup(up.Close)
+	f.target = &proxy.Target{Pool: f.pool, Health: health.New(f.pool, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), health.Options{}), Timeouts: timeouts, Upstream: up, RetryAfter: "1",
 		Retries: config.Retries{NumRetries: 2, OnConnectFailure: true}}
 	if configure != nil {
 		configure(f.target)
 	}
-	var cur atomic.Pointer[Listener]
-	cur.Store(&Listener{Name: "test", Routes: route.Compile(nil, "web", func(string) int { return 0 }),
-		Targets: []*Target{f.target}, NoPool: &pool.Stats{}, Limits: config.Limits{}})
-	h := NewHandler(&cur, NewRequestIDs(), nil, slog.New(slog.NewTextHandler(io.Discard, nil)), &Tunnels{})
+	var cur atomic.Pointer[proxy.Listener]
+	cur.Store(&proxy.Listener{Name: "test", Routes: route.Compile(nil, "web", func(string) int { return 0 }),
+		Targets: []*proxy.Target{f.target}, NoPool: &pool.Stats{}, Limits: config.Limits{}})
+	h := NewHandler(&cur, proxy.NewRequestIDs(), slog.New(slog.NewTextHandler(io.Discard, nil)), &proxy.Tunnels{})
 	f.proxy = httptest.NewServer(h)
 	t.Cleanup(f.proxy.Close)
 	return f
@@ -82,8 +83,8 @@ func (f *fixture) get(t *testing.T, cookie string) (backend string, setCookie st
 }
 
 func TestSticky(t *testing.T) {
-	f := newFixture(t, 3, balance.RoundRobin{}, func(tg *Target) {
-		tg.Sticky = NewSticky("AFF", time.Hour, StickyKey("s3cret"))
+	f := newFixture(t, 3, balance.RoundRobin{}, func(tg *proxy.Target) {
+		tg.Sticky = proxy.NewSticky("AFF", time.Hour, proxy.StickyKey("s3cret"))
 	})
 	first, set := f.get(t, "")
 	if !strings.HasPrefix(set, "AFF=") || !strings.Contains(set, "HttpOnly") || !strings.Contains(set, "SameSite=Lax") ||
@@ -156,10 +157,10 @@ func TestHTTPSBackend(t *testing.T) {
 		{"unknown CA refused", config.UpstreamTLS{}, 502},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFixture(t, 0, balance.RoundRobin{}, func(tg *Target) {
-				tr := NewTransport(tg.Timeouts, tt.tls.ClientConfig())
-				t.Cleanup(tr.CloseIdleConnections)
-				tg.Transport = tr
+			f := newFixture(t, 0, balance.RoundRobin{}, func(tg *proxy.Target) {
+				up := proxy.NewUpstream(tg.Timeouts, tt.tls.ClientConfig())
+				t.Cleanup(up.Close)
+				tg.Upstream = up
 			})
 			u, _ := url.Parse(srv.URL)
 			f.pool.Add(pool.NewBackend(srv.URL, u, 1))

@@ -1,0 +1,292 @@
+package h1
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sluice-lb/sluice/internal/config"
+	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/proxy"
+)
+
+// Conns is the HTTP/1.1 engine's connection pool to the backends of one
+// pool. Unlike http.Transport it runs no goroutine per connection: an idle
+// connection is a socket on a per-backend LIFO stack. Before a connection
+// is used again, a non-blocking peek makes sure the backend neither closed
+// it nor sent anything while no request was outstanding (a response always
+// belongs to the request it follows: bytes that arrive unasked would be
+// taken for the next client's answer, so such a connection is closed). A
+// request that finds its reused connection closed before any response byte
+// is sent again on a new one when it is replayable, as net/http does. One
+// timer per pool closes connections idle for longer than timeouts.idle.
+type Conns struct {
+	timeouts config.PoolTimeouts
+	tls      *tls.Config
+	dialer   net.Dialer
+	hosts    sync.Map // *pool.Backend → *hostConns
+	closed   atomic.Bool
+
+	sweepMu      sync.Mutex
+	sweepPending bool
+}
+
+// maxIdlePerBackend bounds the idle connections kept per backend
+// (http.Transport's MaxIdleConnsPerHost in the net/http codec).
+const maxIdlePerBackend = 1024
+
+type hostConns struct {
+	mu   sync.Mutex
+	idle []*upConn // LIFO: the most recently used last
+}
+
+// upConn is one connection to a backend with its read buffer.
+type upConn struct {
+	nc     net.Conn
+	tcp    *net.TCPConn // nil with TLS (no splice)
+	raw    *net.TCPConn // the socket beneath, for the peek
+	pool   *Conns
+	host   *hostConns
+	buf    []byte
+	r, w   int
+	reused bool
+	idleAt time.Time
+	lr     io.LimitedReader // reused by splice copies
+}
+
+// upBufSize is an upstream connection's read buffer: a response head and a
+// small body arrive in one read.
+const upBufSize = 16 << 10
+
+// connsOf returns the engine's connections of u, made on first use.
+func connsOf(u *proxy.Upstream) *Conns {
+	return proxy.ConnsOf(u, proxy.CodecH1, newConns)
+}
+
+func newConns(u *proxy.Upstream) *Conns {
+	return &Conns{timeouts: u.Timeouts, tls: u.TLS,
+		dialer: net.Dialer{Timeout: u.Timeouts.Connect, KeepAlive: 30 * time.Second}}
+}
+
+var _ proxy.ConnPool = (*Conns)(nil)
+
+// CloseIdleConnections closes every idle connection; connections in use
+// close when their request ends.
+func (p *Conns) CloseIdleConnections() {
+	p.hosts.Range(func(_, v any) bool {
+		h := v.(*hostConns)
+		h.mu.Lock()
+		idle := h.idle
+		h.idle = nil
+		h.mu.Unlock()
+		for _, c := range idle {
+			c.nc.Close()
+		}
+		return true
+	})
+}
+
+// Close closes idle connections and keeps no more from now on.
+func (p *Conns) Close() {
+	p.closed.Store(true)
+	p.CloseIdleConnections()
+}
+
+func (p *Conns) host(b *pool.Backend) *hostConns {
+	if v, ok := p.hosts.Load(b); ok {
+		return v.(*hostConns)
+	}
+	v, _ := p.hosts.LoadOrStore(b, &hostConns{})
+	return v.(*hostConns)
+}
+
+// get returns an idle connection to b that is still open and silent, or
+// dials one. A dial failure is a *proxy.DialError.
+func (p *Conns) get(ctx context.Context, b *pool.Backend) (*upConn, error) {
+	h := p.host(b)
+	now := time.Now()
+	for {
+		h.mu.Lock()
+		n := len(h.idle)
+		if n == 0 {
+			h.mu.Unlock()
+			break
+		}
+		c := h.idle[n-1]
+		h.idle[n-1] = nil
+		h.idle = h.idle[:n-1]
+		h.mu.Unlock()
+		if p.timeouts.Idle > 0 && now.Sub(c.idleAt) > p.timeouts.Idle || !c.silent() {
+			c.nc.Close()
+			continue
+		}
+		c.reused = true
+		return c, nil
+	}
+	return p.dial(ctx, b)
+}
+
+func (p *Conns) dial(ctx context.Context, b *pool.Backend) (*upConn, error) {
+	nc, err := p.dialer.DialContext(ctx, "tcp", b.Host)
+	if err != nil {
+		return nil, &proxy.DialError{Err: err}
+	}
+	c := &upConn{nc: nc, pool: p, host: p.host(b), buf: make([]byte, upBufSize)}
+	c.raw, _ = nc.(*net.TCPConn)
+	if b.URL.Scheme == "https" {
+		cfg := p.tls
+		if cfg == nil {
+			cfg = &tls.Config{}
+		}
+		if cfg.ServerName == "" {
+			cfg = cfg.Clone()
+			cfg.ServerName = b.URL.Hostname()
+		}
+		tc := tls.Client(nc, cfg)
+		hctx, cancel := context.WithTimeout(ctx, p.timeouts.Connect)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			nc.Close()
+			return nil, &proxy.DialError{Err: err}
+		}
+		c.nc = tc
+	} else {
+		c.tcp, _ = nc.(*net.TCPConn)
+	}
+	return c, nil
+}
+
+// release returns c to its pool once exactly one complete response was read
+// for the one request sent on it. A connection with bytes left over past
+// that response is closed instead.
+func (c *upConn) release() { c.pool.put(c) }
+
+// put returns c to its backend's idle stack (or closes it).
+func (p *Conns) put(c *upConn) {
+	if p.closed.Load() || c.r != c.w {
+		c.nc.Close()
+		return
+	}
+	c.r, c.w = 0, 0
+	// Deadlines stay as they were: the next exchange sets its own.
+	c.idleAt = time.Now()
+	h := c.host
+	h.mu.Lock()
+	if len(h.idle) >= maxIdlePerBackend {
+		h.mu.Unlock()
+		c.nc.Close()
+		return
+	}
+	h.idle = append(h.idle, c)
+	h.mu.Unlock()
+	p.scheduleSweep()
+}
+
+// scheduleSweep arranges for idle connections past timeouts.idle to be
+// closed, with one timer per pool at a time.
+func (p *Conns) scheduleSweep() {
+	if p.timeouts.Idle <= 0 {
+		return
+	}
+	p.sweepMu.Lock()
+	defer p.sweepMu.Unlock()
+	if p.sweepPending {
+		return
+	}
+	p.sweepPending = true
+	time.AfterFunc(p.timeouts.Idle/2+time.Second, p.sweep)
+}
+
+func (p *Conns) sweep() {
+	p.sweepMu.Lock()
+	p.sweepPending = false
+	p.sweepMu.Unlock()
+	cutoff := time.Now().Add(-p.timeouts.Idle)
+	left := false
+	p.hosts.Range(func(_, v any) bool {
+		h := v.(*hostConns)
+		h.mu.Lock()
+		// The stack is LIFO: the oldest are at the bottom.
+		i := 0
+		for i < len(h.idle) && h.idle[i].idleAt.Before(cutoff) {
+			h.idle[i].nc.Close()
+			i++
+		}
+		h.idle = append(h.idle[:0], h.idle[i:]...)
+		left = left || len(h.idle) > 0
+		h.mu.Unlock()
+		return true
+	})
+	if left {
+		p.scheduleSweep()
+	}
+}
+
+// silent peeks at an idle connection without blocking: it may carry the
+// next request only when nothing is readable. A backend that closed it
+// (EOF) or sent anything while no request was outstanding (a stray
+// response, bytes past the last one's framing, a TLS record) makes it
+// unusable. One system call per reuse.
+func (c *upConn) silent() bool {
+	if c.raw == nil {
+		return false
+	}
+	rc, err := c.raw.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok := false
+	var b [1]byte
+	rc.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		ok = errors.Is(err, syscall.EAGAIN)
+		return true
+	})
+	if !ok {
+		return false
+	}
+	if tc, isTLS := c.nc.(*tls.Conn); isTLS {
+		// Plaintext that crypto/tls decrypted but nobody read (the rest of a
+		// record past the response) is invisible to the peek: a read that
+		// cannot wait finds it.
+		tc.SetReadDeadline(time.Unix(1, 0))
+		n, err := tc.Read(b[:])
+		return n == 0 && isTimeout(err)
+	}
+	return true
+}
+
+// fill reads more into the buffer, growing it up to max when full.
+func (c *upConn) fill(max int) error {
+	if c.r > 0 && c.w == len(c.buf) {
+		copy(c.buf, c.buf[c.r:c.w])
+		c.w -= c.r
+		c.r = 0
+	}
+	if c.w == len(c.buf) {
+		if len(c.buf) >= max {
+			return errRespHeadTooLarge
+		}
+		nb := make([]byte, min(2*len(c.buf), max))
+		copy(nb, c.buf[:c.w])
+		c.buf = nb
+	}
+	n, err := c.nc.Read(c.buf[c.w:])
+	c.w += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+var errRespHeadTooLarge = errors.New("backend response head too large")

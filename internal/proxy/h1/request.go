@@ -1,0 +1,389 @@
+package h1
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sluice-lb/sluice/internal/edge"
+	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/proxy"
+	"github.com/sluice-lb/sluice/internal/route"
+)
+
+// h1req is the state of the request in progress; reset for each.
+type h1req struct {
+	rec      proxy.Record // what the core counts and logs
+	deadline time.Time    // the pool's request timeout (zero: none)
+	head     edge.Head
+	hlen     int // head bytes at buf[r:]
+	raw      rawFields
+	l        *proxy.Listener
+	t        *proxy.Target
+	info     pool.PickInfo
+	id       []byte
+	idb      [64]byte
+	host     string // for routing and the outbound Host
+	path     string // normalised
+	query    string
+
+	isHead     bool
+	idempotent bool
+	expect     bool // Expect: 100-continue
+	// expectOther: an Expect sluice cannot meet (417, as net/http).
+	expectOther bool
+	te          bool // TE: trailers
+	websocket   bool
+	hasConn     bool // the head has a Connection field
+	conn        connTokens
+	fw          proxy.Forwarding
+
+	body    h1body
+	outHead int // length of the outbound head in out
+
+	closeAfter bool // close the connection after this exchange
+	abort      bool // the response broke off: close without finishing it
+}
+
+// handle serves the request whose head is at buf[r:]; it reports whether
+// the connection may carry another.
+func (c *h1conn) handle() bool {
+	q := &c.req
+	if q.body.hp != nil {
+		bodyBufs.Put(q.body.hp) // the previous request's body buffer
+	}
+	head := q.head
+	*q = h1req{head: head, hlen: q.hlen}
+	q.rec.Start = time.Now()
+	q.l = c.e.o.View.Load()
+	l := q.l
+	hb := c.buf[c.r : c.r+q.hlen]
+	q.raw = rawFields{head: hb, first: edge.FirstField(hb, q.head.Lead)}
+	if to := c.e.o.Timeouts.Write; to > 0 {
+		c.nc.SetWriteDeadline(q.rec.Start.Add(to))
+	}
+	c.scanFields()
+	q.closeAfter = q.head.Close
+	q.isHead = string(q.head.Method) == "HEAD"
+	q.idempotent = q.idempotent || proxy.Idempotent(bstr(q.head.Method))
+	q.websocket = q.head.WebSocket
+	q.body.init(&q.head)
+
+	q.host = bstr(q.head.Host)
+	authority, escaped, query := proxy.SplitTarget(bstr(q.head.Target))
+	if q.head.AbsoluteForm {
+		q.host = authority
+	}
+	q.query = query
+	q.path = route.NormalizePath(escaped)
+	if l.Access != nil {
+		// Copies: the strings of the head alias the read buffer.
+		r := &q.rec
+		r.Method, r.Host, r.Path, r.Query = string(q.head.Method), strings.Clone(q.host), strings.Clone(escaped), strings.Clone(query)
+		r.UserAgent = strings.Clone(q.raw.Get("User-Agent"))
+		r.Proto = "HTTP/1.1"
+		if q.head.Minor == 0 {
+			r.Proto = "HTTP/1.0"
+		}
+	}
+
+	q.rec.Status = c.serveRequest(&q.rec.Result)
+	c.finish()
+	if q.abort || q.closeAfter {
+		return false
+	}
+	if !q.body.consumed && !c.discardBody() {
+		return false
+	}
+	// The next request, if pipelined, follows the body.
+	if c.r == c.w {
+		c.r, c.w = 0, 0
+	}
+	return true
+}
+
+// scanFields reads what the proxy needs from the head's fields in one pass.
+func (c *h1conn) scanFields() {
+	q := &c.req
+	var sawTE, sawID, sawExpect bool
+	for p := q.raw.first; ; {
+		f, next, ok := edge.NextField(q.raw.head, p)
+		if !ok {
+			break
+		}
+		p = next
+		n := f.Name
+		switch len(n) {
+		case 2:
+			if equalFoldName(n, "te") && !sawTE { // the first, as Header.Get
+				sawTE = true
+				q.te = edge.EqualFold(f.Value, "trailers")
+			}
+		case 6:
+			// The first Expect field only, as net/http: 100-continue
+			// among its tokens, else anything but empty is unmet (417).
+			if equalFoldName(n, "expect") && !sawExpect {
+				sawExpect = true
+				if edge.HasToken(f.Value, "100-continue") {
+					q.expect = true
+				} else if len(f.Value) > 0 {
+					q.expectOther = true
+				}
+			}
+		case 10:
+			if equalFoldName(n, "connection") {
+				q.hasConn = true
+			}
+		case 12:
+			if equalFoldName(n, "x-request-id") && !sawID {
+				sawID = true
+				if proxy.ValidRequestID(bstr(f.Value)) {
+					q.id = append(q.idb[:0], f.Value...)
+				}
+			}
+		case 15:
+			if equalFoldName(n, "idempotency-key") && len(f.Value) > 0 {
+				q.idempotent = true
+			}
+		}
+	}
+	if q.hasConn {
+		q.conn.collect(&q.raw)
+	}
+	if q.id == nil {
+		q.id = c.e.o.IDs.AppendNext(q.idb[:0])
+	}
+}
+
+// namedInConnection reports whether a Connection field of the request
+// names the field name (which makes it hop-by-hop).
+func (q *h1req) namedInConnection(name string) bool { return q.hasConn && q.conn.has(name) }
+
+// serveRequest routes and forwards the request and returns the status the
+// client got.
+func (c *h1conn) serveRequest(res *proxy.Result) int {
+	q := &c.req
+	l := q.l
+	if string(q.head.Target) == "*" {
+		// OPTIONS * asks about the server, not a resource; answered here,
+		// as net/http does for the net/http codec.
+		return c.answerOptions()
+	}
+	if q.expectOther {
+		return c.fail(417, "expectation failed: only Expect: 100-continue is supported", true)
+	}
+	if max := l.Limits.MaxBodyBytes; max > 0 && q.head.ContentLength > max {
+		return c.fail(413, "request body too large", true)
+	}
+	t := l.Resolve(q.host, q.path, q.query, &q.raw, c.peer, &q.info)
+	if t == nil {
+		return c.fail(404, "no route for this request", false)
+	}
+	q.t = t
+	ctx := c.ctx
+	if t.Timeouts.Request > 0 {
+		// The deadline holds from here on: in the queue for a slot, while
+		// connecting, and on the sockets (see exchange).
+		q.deadline = q.rec.Start.Add(t.Timeouts.Request)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadlineCause(ctx, q.deadline, proxy.ErrRequestTimeout)
+		defer cancel()
+	}
+	c.buildOutbound()
+	c.consumeHead()
+	*res = proxy.Forward(ctx, t, &q.info, c)
+	if res.Class == proxy.Done {
+		return res.Status
+	}
+	status := proxy.StatusFor(*res)
+	if status == 499 {
+		q.closeAfter = true
+		return status
+	}
+	if res.Class != proxy.ClientError && res.Err != nil {
+		backend := ""
+		if res.Backend != nil {
+			backend = res.Backend.Address
+		}
+		c.e.o.Logger.Debug("request failed", "pool", t.Pool.Name, "backend", backend, "status", status,
+			"tries", res.Tries, "error", res.Err, "request_id", string(q.id))
+	}
+	return c.fail(status, proxy.StatusText(status), res.Class == proxy.ClientError)
+}
+
+// Replayable implements Attempt: an idempotent request whose body, if any,
+// is held whole.
+func (c *h1conn) Replayable() bool {
+	q := &c.req
+	return q.idempotent && q.body.replayable()
+}
+
+// buildOutbound writes the head sent to backends into out: the request
+// line with the normalised path, the client's fields less hop-by-hop ones
+// (and those its Connection names) and the forwarding fields as the core
+// decides them (proxy.Forwarding), which the net/http codec applies too.
+func (c *h1conn) buildOutbound() {
+	q := &c.req
+	q.fw = q.l.NewForwarding(c.peer, q.host, hopless{q})
+	o := c.out[:0]
+	o = append(o, q.head.Method...)
+	o = append(o, ' ')
+	o = append(o, q.path...)
+	if q.query != "" {
+		o = append(o, '?')
+		o = append(o, q.query...)
+	}
+	o = append(o, " HTTP/1.1\r\n"...)
+	hostAt := -1
+	if q.host != "" {
+		o = append(o, "Host: "...)
+		o = append(o, q.host...)
+		o = append(o, "\r\n"...)
+	} else {
+		hostAt = len(o) // HTTP/1.0 without Host: the backend's, at Send
+	}
+	for p := q.raw.first; ; {
+		f, next, ok := edge.NextField(q.raw.head, p)
+		if !ok {
+			break
+		}
+		p = next
+		n := f.Name
+		if proxy.IsHop(bstr(n)) || q.namedInConnection(bstr(n)) || q.fw.Drops(bstr(n)) ||
+			equalFoldName(n, "host") || equalFoldName(n, "x-request-id") {
+			continue
+		}
+		o = append(o, n...)
+		o = append(o, ": "...)
+		o = append(o, f.Value...)
+		o = append(o, "\r\n"...)
+	}
+	o = append(o, "X-Forwarded-For: "...)
+	o = q.fw.AppendFor(o, hopless{q})
+	o = append(o, "\r\n"...)
+	if !q.fw.KeepProto {
+		o = append(o, "X-Forwarded-Proto: "...)
+		o = append(o, q.fw.Proto...)
+		o = append(o, "\r\n"...)
+	}
+	if !q.fw.KeepHost && q.fw.Host != "" {
+		o = append(o, "X-Forwarded-Host: "...)
+		o = append(o, q.fw.Host...)
+		o = append(o, "\r\n"...)
+	}
+	o = append(o, "X-Request-Id: "...)
+	o = append(o, q.id...)
+	o = append(o, "\r\n"...)
+	if q.te {
+		o = append(o, "Te: trailers\r\n"...)
+	}
+	if q.websocket {
+		up, _ := q.raw.Value("Upgrade", 0)
+		o = append(o, "Connection: Upgrade\r\nUpgrade: "...)
+		o = append(o, up...)
+		o = append(o, "\r\n"...)
+	}
+	if q.head.Chunked {
+		o = append(o, "Transfer-Encoding: chunked\r\n"...)
+	}
+	o = append(o, "\r\n"...)
+	c.out = o
+	q.outHead = len(o)
+	q.body.hostAt = hostAt
+}
+
+// fail answers the client with a status sluice produced itself, as the
+// net/http codec's fail does. closeConn ends the connection after it.
+func (c *h1conn) fail(status int, msg string, closeConn bool) int {
+	q := &c.req
+	if !closeConn && !q.websocket && !c.discardBody() {
+		closeConn = true
+	}
+	if q.websocket {
+		closeConn = true
+	}
+	o := c.out[:0]
+	o = append(o, "HTTP/1.1 "...)
+	o = strconv.AppendInt(o, int64(status), 10)
+	o = append(o, ' ')
+	o = append(o, proxy.ReasonPhrase(status)...)
+	o = append(o, "\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nX-Request-Id: "...)
+	o = append(o, q.id...)
+	if status == 503 && q.t != nil {
+		o = append(o, "\r\nRetry-After: "...)
+		o = append(o, q.t.RetryAfter...)
+	}
+	if closeConn {
+		o = append(o, "\r\nConnection: close"...)
+	} else if q.head.Minor == 0 {
+		o = append(o, "\r\nConnection: keep-alive"...)
+	}
+	o = append(o, "\r\nContent-Length: "...)
+	o = strconv.AppendInt(o, int64(len(msg)+1), 10)
+	o = append(o, "\r\n\r\n"...)
+	if !q.isHead {
+		o = append(o, msg...)
+		o = append(o, '\n')
+		q.rec.Bytes = int64(len(msg) + 1)
+	}
+	c.out = o
+	if _, err := c.nc.Write(o); err != nil {
+		closeConn = true
+	}
+	if closeConn {
+		q.closeAfter = true
+	}
+	return status
+}
+
+// answerOptions answers "OPTIONS *" with 200 and no body.
+func (c *h1conn) answerOptions() int {
+	q := &c.req
+	closeConn := q.closeAfter || !c.discardBody()
+	o := append(c.out[:0], "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Request-Id: "...)
+	o = append(o, q.id...)
+	if closeConn {
+		o = append(o, "\r\nConnection: close"...)
+	} else if q.head.Minor == 0 {
+		o = append(o, "\r\nConnection: keep-alive"...)
+	}
+	o = append(o, "\r\n\r\n"...)
+	c.out = o
+	if _, err := c.nc.Write(o); err != nil || closeConn {
+		q.closeAfter = true
+	}
+	return 200
+}
+
+// finish hands the request to the core's counters and access log.
+func (c *h1conn) finish() {
+	q := &c.req
+	r := &q.rec
+	r.Target = q.t
+	if q.t != nil {
+		r.Info = &q.info
+	}
+	if q.l.Access != nil {
+		r.ID = string(q.id)
+		r.Client = c.nc.RemoteAddr().String()
+	}
+	q.l.Finish(r)
+}
+
+// hopless is the request's fields as a backend sees them before sluice
+// adds its own: those a Connection field names are left out (the fixed
+// hop-by-hop fields are not asked for).
+type hopless struct{ q *h1req }
+
+func (h hopless) Get(name string) string {
+	v, _ := h.Value(name, 0)
+	return v
+}
+
+func (h hopless) Value(name string, i int) (string, bool) {
+	if h.q.namedInConnection(name) {
+		return "", false
+	}
+	return h.q.raw.Value(name, i)
+}
