@@ -16,7 +16,11 @@ type Tunnels struct {
 	mu      sync.Mutex // guards conns, closing and wg.Add
 	conns   map[*Tunnel]struct{}
 	closing bool // CloseAll began: tunnels that open now close at once
-	wg      sync.WaitGroup
+	// keep is the last Retire's rule: a tunnel that opens later to a
+	// backend it rejects (a reload removed it while the upgrade was on its
+	// way) is refused.
+	keep func(poolName string, b *pool.Backend) bool
+	wg   sync.WaitGroup
 }
 
 // Tunnel is one upgraded connection pair.
@@ -45,11 +49,12 @@ func NewTunnel(client net.Conn, back io.Closer, poolName string, b *pool.Backend
 
 // Add registers tn. A codec calls it before the 101 response reaches the
 // client, so that a reload or shutdown from then on sees the tunnel. It
-// reports false when shutdown has begun: the codec then closes the backend
-// connection and answers 503 instead of the 101.
+// reports false when shutdown has begun, or when a reload removed the
+// tunnel's backend meanwhile: the codec then closes the backend connection
+// and answers 503 instead of the 101.
 func (t *Tunnels) Add(tn *Tunnel) bool {
 	t.mu.Lock()
-	if t.closing {
+	if t.closing || t.keep != nil && !t.keep(tn.pool, tn.backend) {
 		t.mu.Unlock()
 		return false
 	}
@@ -112,6 +117,7 @@ func (t *Tunnels) CloseAll(wait time.Duration) {
 // then closes them).
 func (t *Tunnels) Retire(keep func(poolName string, b *pool.Backend) bool, grace time.Duration, done <-chan struct{}, start func(func())) int {
 	t.mu.Lock()
+	t.keep = keep
 	var list []*Tunnel
 	for tn := range t.conns {
 		if !keep(tn.pool, tn.backend) {

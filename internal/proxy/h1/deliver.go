@@ -195,6 +195,9 @@ func (c *h1conn) copyFixed(uc *upConn, n int64) (rerr, werr error) {
 		}
 		return nil, nil
 	}
+	if left == 0 {
+		return nil, nil // bytes still buffered past the body are not the client's
+	}
 	uc.r, uc.w = 0, 0
 	for left > 0 {
 		m, err := uc.nc.Read(uc.buf[:min(int64(len(uc.buf)), left)])
