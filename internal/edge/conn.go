@@ -69,7 +69,6 @@ type Conn struct {
 	tail    []byte // the rest of the synthetic request
 	readErr error  // what Read returns in stBroken
 
-	pass    atomic.Bool // Passthrough was called
 	closing atomic.Bool
 
 	mu      sync.Mutex // guards refusal and token
@@ -141,11 +140,6 @@ func (c *Conn) RejectToken() string {
 	return c.token
 }
 
-// Passthrough stops validation: from the next Read on, bytes pass through
-// untouched (validated bytes not yet returned come first). It does not undo a
-// refusal.
-func (c *Conn) Passthrough() { c.pass.Store(true) }
-
 // Read returns validated bytes of the connection; see Conn. Errors of the
 // underlying connection are returned unchanged (net/http tells its own
 // timeouts apart by their type).
@@ -175,9 +169,6 @@ func (c *Conn) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		case stBroken:
 			return 0, c.readErr
-		}
-		if c.pass.Load() {
-			c.state = stPass
 		}
 		if c.state == stPass {
 			if c.ps < c.end {
@@ -274,9 +265,6 @@ func (c *Conn) fill() (int, error) {
 	}
 	c.ro, c.wo = c.ps, c.ps
 	n, err := c.conn.Read(c.buf[c.end:])
-	if c.pass.Load() {
-		c.state = stPass // what was read is not looked at
-	}
 	c.end += n
 	c.process()
 	return n, err

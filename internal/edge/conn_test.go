@@ -228,31 +228,6 @@ func TestConnH2Preface(t *testing.T) {
 	}
 }
 
-func TestConnPassthroughOnDemand(t *testing.T) {
-	c := NewConn(script(crlf(get), "\x00garbage \r\r\n"), Limits{})
-	p := make([]byte, 4096)
-	n, err := c.Read(p)
-	if err != nil || string(p[:n]) != crlf(get) {
-		t.Fatalf("first Read = %q, %v", p[:n], err)
-	}
-	c.Passthrough()
-	out, err := readAll(c, 3)
-	if err != nil || string(out) != "\x00garbage \r\r\n" {
-		t.Errorf("after Passthrough: %q, %v", out, err)
-	}
-}
-
-func TestConnPassthroughKeepsPartialHead(t *testing.T) {
-	c := NewConn(script("GET / HT"), Limits{})
-	if n, err := c.Read(make([]byte, 10)); n != 0 || err != io.EOF {
-		t.Fatalf("Read of a partial head = (%d, %v), want (0, EOF)", n, err)
-	}
-	c.Passthrough()
-	if out, err := readAll(c, 10); err != nil || string(out) != "GET / HT" {
-		t.Errorf("after Passthrough: %q, %v", out, err)
-	}
-}
-
 func TestConnSteadyStateAllocs(t *testing.T) {
 	for _, req := range []string{
 		typicalHead,

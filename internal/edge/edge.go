@@ -3,8 +3,9 @@
 // hostile or ambiguous ones before net/http, and so any backend, sees them.
 //
 // The pieces, from the bottom up:
-//   - ParseRequestHead: a zero-allocation parser of one request head, meant
-//     to be shared with a future HTTP/1.1 engine;
+//   - ParseRequestHead: a zero-allocation parser of one request head, shared
+//     with sluice's HTTP/1.1 engine (package h1), which also uses
+//     ParseResponseHead and Chunked for the upstream side;
 //   - a chunked-body tracker that knows exactly where a chunked message ends;
 //   - Conn, a net.Conn whose Read hands on only bytes it has validated, and
 //     NewListener, which wraps every accepted connection in one.

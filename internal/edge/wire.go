@@ -51,8 +51,6 @@ type Chunked struct {
 // (MaxHeaderBytes and MaxHeaders).
 func NewChunked(lim Limits) Chunked { return Chunked{lim: lim.resolved()} }
 
-// Reset starts a new body.
-func (c *Chunked) Reset() { c.k.reset() }
 
 // Feed consumes a prefix of b: the n bytes that belong to the body and are
 // valid, and either done (the body ended after them) or an error.

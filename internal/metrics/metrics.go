@@ -35,6 +35,9 @@ type Source interface {
 	Reloads() (ok, failed uint64, lastOK bool)
 	// DiscoveryErrors calls fn for each (pool, source) error count.
 	DiscoveryErrors(fn func(pool, source string, n uint64))
+	// AccessLogDropped is the number of access log entries dropped because
+	// the writer fell behind (0 when the access log is off).
+	AccessLogDropped() uint64
 }
 
 var (
@@ -69,6 +72,8 @@ var (
 		"1 when the last config reload succeeded (or none was tried), else 0.", nil, nil)
 	descDiscovery = prometheus.NewDesc("sluice_discovery_errors_total",
 		"Failed look-ups of a discovery source.", []string{"pool", "source"}, nil)
+	descAccessDropped = prometheus.NewDesc("sluice_access_log_dropped_total",
+		"Access log entries dropped because the writer fell behind (the request path never waits for it).", nil, nil)
 )
 
 // Collector implements prometheus.Collector over a Source.
@@ -87,7 +92,7 @@ func NewHandler(src Source) http.Handler {
 // Describe sends every metric description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descDuration, descUp, descInFlight, descFailures,
-		descRetries, descQueued, descChecks, descEjections, descConns, descReloads, descLastReload, descDiscovery} {
+		descRetries, descQueued, descChecks, descEjections, descConns, descReloads, descLastReload, descDiscovery, descAccessDropped} {
 		ch <- d
 	}
 }
@@ -147,4 +152,5 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.src.DiscoveryErrors(func(poolName, source string, n uint64) {
 		counter(descDiscovery, n, poolName, source)
 	})
+	counter(descAccessDropped, c.src.AccessLogDropped())
 }

@@ -37,6 +37,7 @@ func (s *source) Reloads() (uint64, uint64, bool) {
 	return 3, 1, false
 }
 func (s *source) DiscoveryErrors(fn func(pool, source string, n uint64)) { fn("web", "dns", 2) }
+func (s *source) AccessLogDropped() uint64                               { return 7 }
 
 func TestExposition(t *testing.T) {
 	u, _ := url.Parse("http://127.0.0.1:8081")
@@ -79,6 +80,7 @@ func TestExposition(t *testing.T) {
 		`sluice_config_reloads_total{result="failure"} 1`,
 		`sluice_config_last_reload_successful 0`,
 		`sluice_discovery_errors_total{pool="web",source="dns"} 2`,
+		`sluice_access_log_dropped_total 7`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(text, want+"\n") && !strings.Contains(text, want+" ") {

@@ -275,6 +275,9 @@ func (s *Server) Reloads() (ok, failed uint64, lastOK bool) {
 // DiscoveryErrors implements metrics.Source (no discovery sources yet).
 func (s *Server) DiscoveryErrors(func(pool, source string, n uint64)) {}
 
+// AccessLogDropped implements metrics.Source.
+func (s *Server) AccessLogDropped() uint64 { return s.access.Dropped() }
+
 // Pools returns the current pools in config order.
 func (s *Server) Pools() []*pool.Pool {
 	snap := s.snap.Load()
