@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -62,7 +63,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	var started func(context.Context, *server.Server)
 	if *watch {
-		started = func(ctx context.Context, srv *server.Server) { go srv.Watch(ctx, time.Second) }
+		started = func(ctx context.Context, srv *server.Server) { srv.Watch(ctx, time.Second) }
 	}
 	return serve(ctx, cfg, stdout, stderr, started)
 }
@@ -129,7 +130,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 // serve runs a server until SIGINT/SIGTERM, reloading on SIGHUP. A second
 // SIGINT/SIGTERM during shutdown kills the process at once. started, when
 // not nil, is called once the server is ready, with a context that ends at
-// shutdown.
+// shutdown; it may block until then (serve waits for it).
 func serve(ctx context.Context, cfg *config.Config, stdout, stderr io.Writer, started func(context.Context, *server.Server)) error {
 	logger := newLogger(cfg.Log, stderr)
 	srv, err := server.New(cfg, server.Options{Logger: logger, Version: versionString(), Stdout: stdout})
@@ -138,14 +139,24 @@ func serve(ctx context.Context, cfg *config.Config, stdout, stderr io.Writer, st
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// The goroutines below end with ctx; serve returns only after them,
+	// also when Run fails at start-up.
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		<-ctx.Done()
 		stop() // a second signal now takes the default action: exit
 	}()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		for {
 			select {
 			case <-ctx.Done():
@@ -156,7 +167,9 @@ func serve(ctx context.Context, cfg *config.Config, stdout, stderr io.Writer, st
 		}
 	}()
 	if started != nil {
+		wg.Add(1)
 		go func() {
+			defer wg.Done()
 			for !srv.Ready() {
 				select {
 				case <-ctx.Done():

@@ -177,7 +177,11 @@ func (s *Server) Run(ctx context.Context) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug),
 	}
-	go s.admin.Serve(adminLn)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.admin.Serve(adminLn) // ends with Shutdown, before shutdown waits for s.wg
+	}()
 	for _, l := range bound {
 		s.logger.Info("listening", "listener", l.cfg.Name, "address", l.sock.Addr().String())
 	}

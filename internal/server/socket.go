@@ -13,15 +13,19 @@ import (
 // http.Server on the same socket while the old one drains: no connection is
 // refused or dropped in between.
 type socket struct {
-	ln    net.Listener
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
+	ln     net.Listener
+	conns  chan net.Conn
+	done   chan struct{}
+	once   sync.Once
+	looped chan struct{} // closed when the accept loop has returned
 }
 
 func newSocket(ln net.Listener) *socket {
-	s := &socket{ln: ln, conns: make(chan net.Conn), done: make(chan struct{})}
-	go s.loop()
+	s := &socket{ln: ln, conns: make(chan net.Conn), done: make(chan struct{}), looped: make(chan struct{})}
+	go func() {
+		defer close(s.looped)
+		s.loop()
+	}()
 	return s
 }
 
@@ -55,12 +59,13 @@ func (s *socket) loop() {
 // Addr returns the bound address.
 func (s *socket) Addr() net.Addr { return s.ln.Addr() }
 
-// Close stops accepting for good.
+// Close stops accepting for good and returns once the accept loop has.
 func (s *socket) Close() {
 	s.once.Do(func() {
 		close(s.done)
 		s.ln.Close()
 	})
+	<-s.looped
 }
 
 // generation returns a listener for one server generation; closing it

@@ -33,8 +33,9 @@ type Conns struct {
 	hosts    sync.Map // *pool.Backend → *hostConns
 	closed   atomic.Bool
 
-	sweepMu      sync.Mutex
-	sweepPending bool
+	sweepMu    sync.Mutex  // guards sweepTimer and orders it with Close
+	sweepTimer *time.Timer // the pending sweep (nil: none)
+	sweeping   sync.WaitGroup
 }
 
 // maxIdlePerBackend bounds the idle connections kept per backend
@@ -94,7 +95,14 @@ func (p *Conns) CloseIdleConnections() {
 
 // Close closes idle connections and keeps no more from now on.
 func (p *Conns) Close() {
+	p.sweepMu.Lock()
 	p.closed.Store(true)
+	if p.sweepTimer != nil && p.sweepTimer.Stop() {
+		p.sweeping.Done()
+	}
+	p.sweepTimer = nil
+	p.sweepMu.Unlock()
+	p.sweeping.Wait()
 	p.CloseIdleConnections()
 }
 
@@ -197,16 +205,19 @@ func (p *Conns) scheduleSweep() {
 	}
 	p.sweepMu.Lock()
 	defer p.sweepMu.Unlock()
-	if p.sweepPending {
+	if p.sweepTimer != nil || p.closed.Load() {
 		return
 	}
-	p.sweepPending = true
-	time.AfterFunc(p.timeouts.Idle/2+time.Second, p.sweep)
+	p.sweeping.Add(1)
+	p.sweepTimer = time.AfterFunc(p.timeouts.Idle/2+time.Second, func() {
+		defer p.sweeping.Done()
+		p.sweep()
+	})
 }
 
 func (p *Conns) sweep() {
 	p.sweepMu.Lock()
-	p.sweepPending = false
+	p.sweepTimer = nil
 	p.sweepMu.Unlock()
 	cutoff := time.Now().Add(-p.timeouts.Idle)
 	left := false
