@@ -126,86 +126,103 @@ func (c *h1conn) prepareBody() (proxy.Outcome, bool) {
 		b.ck = edge.NewChunked(c.e.lim)
 		return proxy.Outcome{}, true
 	}
+	var err error
 	switch b.kind {
 	case bodyFixed:
-		avail := min(int64(c.w-c.r), b.length)
-		if avail == b.length {
-			b.held = c.buf[c.r : c.r+int(avail)]
-			c.r += int(avail)
-			b.complete, b.consumed = true, true
-			return proxy.Outcome{}, true
-		}
-		c.nc.SetReadDeadline(c.bodyDeadline())
-		if b.length > proxy.ReplayMax {
-			b.held = c.buf[c.r : c.r+int(avail)]
-			c.r += int(avail)
-			b.left = b.length - avail
-			b.streaming = true
-			return proxy.Outcome{}, true
-		}
-		b.hp = bodyBufs.Get().(*[]byte)
-		hb := (*b.hp)[:b.length]
-		copy(hb, c.buf[c.r:c.w])
-		c.r = c.w
-		if _, err := io.ReadFull(c.nc, hb[avail:]); err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return clientErr(err), false
-		}
-		b.held = hb
-		b.complete, b.consumed = true, true
+		err = c.prepareFixed()
 	case bodyChunked:
-		b.ck = edge.NewChunked(c.e.lim)
-		n, done, err := b.ck.Feed(c.buf[c.r:c.w])
-		if err != nil {
-			return clientErr(err), false
+		err = c.prepareChunked()
+	}
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
 		}
-		if done {
-			b.held = c.buf[c.r : c.r+n]
-			c.r += n
-			b.complete, b.consumed = true, true
-			if !c.checkMax(b.ck.Data()) {
-				return clientErr(proxy.ErrBodyTooLarge), false
-			}
-			return proxy.Outcome{}, true
-		}
-		c.nc.SetReadDeadline(c.bodyDeadline())
-		b.hp = bodyBufs.Get().(*[]byte)
-		hb := append((*b.hp)[:0], c.buf[c.r:c.w]...)
-		c.r = c.w
-		for len(hb) < cap(hb) {
-			m, rerr := c.nc.Read(hb[len(hb):cap(hb)])
-			if m > 0 {
-				k, done, ferr := b.ck.Feed(hb[len(hb) : len(hb)+m])
-				if ferr != nil {
-					return clientErr(ferr), false
-				}
-				if done {
-					c.keep(hb[len(hb)+k : len(hb)+m])
-					b.held = hb[:len(hb)+k]
-					b.complete, b.consumed = true, true
-					if !c.checkMax(b.ck.Data()) {
-						return clientErr(proxy.ErrBodyTooLarge), false
-					}
-					return proxy.Outcome{}, true
-				}
-				hb = hb[:len(hb)+m]
-			}
-			if rerr != nil {
-				if rerr == io.EOF {
-					rerr = io.ErrUnexpectedEOF
-				}
-				return clientErr(rerr), false
-			}
-		}
-		if !c.checkMax(b.ck.Data()) {
-			return clientErr(proxy.ErrBodyTooLarge), false
-		}
-		b.held = hb
-		b.streaming = true
+		return clientErr(err), false
 	}
 	return proxy.Outcome{}, true
+}
+
+// prepareFixed reads a Content-Length body: held whole when it fits
+// ReplayMax, else what is buffered is held and the writer streams the rest.
+func (c *h1conn) prepareFixed() error {
+	b := &c.req.body
+	avail := min(int64(c.w-c.r), b.length)
+	if avail == b.length {
+		b.held = c.buf[c.r : c.r+int(avail)]
+		c.r += int(avail)
+		b.complete, b.consumed = true, true
+		return nil
+	}
+	c.nc.SetReadDeadline(c.bodyDeadline())
+	if b.length > proxy.ReplayMax {
+		b.held = c.buf[c.r : c.r+int(avail)]
+		c.r += int(avail)
+		b.left = b.length - avail
+		b.streaming = true
+		return nil
+	}
+	b.hp = bodyBufs.Get().(*[]byte)
+	hb := (*b.hp)[:b.length]
+	copy(hb, c.buf[c.r:c.w])
+	c.r = c.w
+	if _, err := io.ReadFull(c.nc, hb[avail:]); err != nil {
+		return err
+	}
+	b.held = hb
+	b.complete, b.consumed = true, true
+	return nil
+}
+
+// prepareChunked reads a chunked body, validating its framing as it comes:
+// held whole (framing included) when it ends within ReplayMax, else its
+// first ReplayMax bytes are held and the writer streams the rest.
+func (c *h1conn) prepareChunked() error {
+	b := &c.req.body
+	b.ck = edge.NewChunked(c.e.lim)
+	n, done, err := b.ck.Feed(c.buf[c.r:c.w])
+	if err != nil {
+		return err
+	}
+	if done {
+		b.held = c.buf[c.r : c.r+n]
+		c.r += n
+		b.complete, b.consumed = true, true
+		return c.checkMaxErr()
+	}
+	c.nc.SetReadDeadline(c.bodyDeadline())
+	b.hp = bodyBufs.Get().(*[]byte)
+	hb := append((*b.hp)[:0], c.buf[c.r:c.w]...)
+	c.r = c.w
+	for len(hb) < cap(hb) {
+		m, rerr := c.nc.Read(hb[len(hb):cap(hb)])
+		if m > 0 {
+			k, done, ferr := b.ck.Feed(hb[len(hb) : len(hb)+m])
+			if ferr != nil {
+				return ferr
+			}
+			if done {
+				c.keep(hb[len(hb)+k : len(hb)+m])
+				b.held = hb[:len(hb)+k]
+				b.complete, b.consumed = true, true
+				return c.checkMaxErr()
+			}
+			hb = hb[:len(hb)+m]
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+	b.held = hb
+	b.streaming = true
+	return c.checkMaxErr()
+}
+
+// checkMaxErr applies max_body_bytes to the chunked content read so far.
+func (c *h1conn) checkMaxErr() error {
+	if !c.checkMax(c.req.body.ck.Data()) {
+		return proxy.ErrBodyTooLarge
+	}
+	return nil
 }
 
 // checkMax applies max_body_bytes to n body bytes read so far.

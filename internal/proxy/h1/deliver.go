@@ -31,19 +31,7 @@ func (c *h1conn) deliver(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backe
 	q := &c.req
 	head := uc.buf[uc.r : uc.r+n]
 	uc.r += n
-	mode := outFixed
-	switch {
-	case edge.NoBody(q.isHead, rh.Status):
-		mode = outNone
-	case rh.Chunked && q.head.Minor == 1:
-		mode = outChunked
-	case rh.Chunked:
-		mode, q.closeAfter = outDechunk, true
-	case rh.ContentLength < 0 && q.head.Minor == 1:
-		mode = outChunkEncode
-	case rh.ContentLength < 0:
-		mode, q.closeAfter = outRaw, true
-	}
+	mode := c.responseMode(rh)
 	if q.websocket || c.e.shutting.Load() {
 		q.closeAfter = true // no upgrade happened: the guard's rule, as in the net/http codec
 	}
@@ -59,7 +47,73 @@ func (c *h1conn) deliver(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backe
 		}
 	}
 
-	o := c.out[:0]
+	c.out = c.appendResponseHead(c.out[:0], head, rh, mode, b)
+
+	if mode != outNone && (mode != outFixed || int64(uc.w-uc.r) < rh.ContentLength) {
+		// More of the body is to be read: only the request timeout
+		// bounds it from now on, not response_header.
+		uc.nc.SetReadDeadline(q.deadline)
+	}
+	res := proxy.Outcome{Class: proxy.Done, Status: rh.Status}
+	var rerr, werr error
+	switch mode {
+	case outNone:
+		_, werr = c.nc.Write(c.out)
+	case outFixed:
+		rerr, werr = c.copyFixed(uc, rh.ContentLength)
+	case outChunked, outDechunk:
+		rerr, werr = c.copyChunked(uc, mode == outDechunk)
+	default:
+		rerr, werr = c.copyUntilClose(uc, mode == outChunkEncode)
+	}
+	switch {
+	case werr != nil:
+		res.Err = werr
+		q.closeAfter = true
+		uc.nc.Close()
+	case rerr != nil:
+		res.Err = rerr
+		q.abort = true
+		uc.nc.Close()
+	case rh.Close || mode == outChunkEncode || mode == outRaw || q.body.running || q.body.unsent:
+		uc.nc.Close()
+	default:
+		uc.release()
+	}
+	if q.body.running {
+		c.endStream(uc, true)
+	}
+	return res
+}
+
+// responseMode is how the response body goes on to the client, which
+// depends on its framing and the client's HTTP version; a mode that can
+// only end with the connection sets closeAfter.
+func (c *h1conn) responseMode(rh *edge.ResponseHead) int {
+	q := &c.req
+	switch {
+	case edge.NoBody(q.isHead, rh.Status):
+		return outNone
+	case rh.Chunked && q.head.Minor == 1:
+		return outChunked
+	case rh.Chunked:
+		q.closeAfter = true
+		return outDechunk
+	case rh.ContentLength < 0 && q.head.Minor == 1:
+		return outChunkEncode
+	case rh.ContentLength < 0:
+		q.closeAfter = true
+		return outRaw
+	}
+	return outFixed
+}
+
+// appendResponseHead appends the head the client gets for the backend's
+// head: its status line and fields as appendResponseFields passes them,
+// then sluice's own (X-Request-Id, the affinity cookie, the framing and
+// Connection fields for mode).
+func (c *h1conn) appendResponseHead(o, head []byte, rh *edge.ResponseHead, mode int, b *pool.Backend) []byte {
+	q := &c.req
 	o = append(o, "HTTP/1.1 "...)
 	sl := head[9:]
 	if i := bytes.IndexByte(sl, '\n'); i >= 0 {
@@ -87,43 +141,7 @@ func (c *h1conn) deliver(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backe
 		o = append(o, "Connection: keep-alive\r\n"...)
 	}
 	o = append(o, "\r\n"...)
-	c.out = o
-
-	if mode != outNone && (mode != outFixed || int64(uc.w-uc.r) < rh.ContentLength) {
-		// More of the body is to be read: only the request timeout
-		// bounds it from now on, not response_header.
-		uc.nc.SetReadDeadline(q.deadline)
-	}
-	res := proxy.Outcome{Class: proxy.Done, Status: rh.Status}
-	var rerr, werr error
-	switch mode {
-	case outNone:
-		_, werr = c.nc.Write(o)
-	case outFixed:
-		rerr, werr = c.copyFixed(uc, rh.ContentLength)
-	case outChunked, outDechunk:
-		rerr, werr = c.copyChunked(uc, mode == outDechunk)
-	default:
-		rerr, werr = c.copyUntilClose(uc, mode == outChunkEncode)
-	}
-	switch {
-	case werr != nil:
-		res.Err = werr
-		q.closeAfter = true
-		uc.nc.Close()
-	case rerr != nil:
-		res.Err = rerr
-		q.abort = true
-		uc.nc.Close()
-	case rh.Close || mode == outChunkEncode || mode == outRaw || q.body.running || q.body.unsent:
-		uc.nc.Close()
-	default:
-		uc.release()
-	}
-	if q.body.running {
-		c.endStream(uc, true)
-	}
-	return res
+	return o
 }
 
 // appendResponseFields appends the fields of a response head that go on to
