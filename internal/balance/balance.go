@@ -5,7 +5,6 @@ package balance
 
 import (
 	"fmt"
-	"math"
 	"math/rand/v2"
 
 	"github.com/sluice-lb/sluice/internal/pool"
@@ -24,7 +23,8 @@ type Options struct {
 	// HashBalanceFactor is hash_balance_factor for consistent_hash and
 	// ip_hash: a backend is passed over while its in-flight requests reach
 	// ceil(factor × (total+1) / ready backends). Zero turns the bound off;
-	// otherwise it must be at least 1 (1.25 is a common choice).
+	// otherwise it must be from MinBalanceFactor to MaxBalanceFactor (1.25
+	// is a common choice). Other policies ignore it.
 	HashBalanceFactor float64
 }
 
@@ -35,32 +35,100 @@ func (o Options) rand() func() uint64 {
 	return rand.Uint64
 }
 
-// Names lists the implemented policies.
-var Names = []string{"round_robin", "random", "least_requests", "p2c", "consistent_hash", "ip_hash"}
+// Default is the policy of a pool that names none.
+const Default = "round_robin"
 
-// New returns the policy called name. It fails on an unknown name and on a
-// HashBalanceFactor that is neither 0 nor at least 1.
-func New(name string, o Options) (pool.Policy, error) {
-	switch name {
-	case "round_robin", "":
-		return RoundRobin{}, nil
-	case "random":
-		return Random{Rand: o.rand()}, nil
-	case "least_requests":
-		return LeastRequests{Rand: o.rand()}, nil
-	case "p2c":
-		return P2C{Rand: o.rand()}, nil
-	case "consistent_hash", "ip_hash":
-		if f := o.HashBalanceFactor; f != 0 && !(f >= 1 && f <= math.MaxFloat64) {
-			return nil, fmt.Errorf("hash_balance_factor %v: want 0 (off) or at least 1", f)
-		}
-		return &ConsistentHash{
-			Rand:          o.rand(),
-			ClientIP:      name == "ip_hash" || o.HashKey == "client_ip",
-			BalanceFactor: o.HashBalanceFactor,
-		}, nil
+// The bounds of hash_balance_factor (Options.HashBalanceFactor) other than
+// 0, which turns the bound off.
+const (
+	MinBalanceFactor = 1.0
+	MaxBalanceFactor = 100.0
+)
+
+// Spec describes one balancing policy: its name in the config, which of the
+// pool keys around the policy it honours, and how to build it. The specs
+// table below is the one list of policies: config validates against it and
+// New builds from it.
+type Spec struct {
+	// Name is the value of the pool's balance key.
+	Name string
+	// HashKey: the policy hashes the request part the pool's hash_key
+	// names (consistent_hash). ip_hash hashes the client address whatever
+	// hash_key says; the other policies do not hash.
+	HashKey bool
+	// BalanceFactor: the policy honours hash_balance_factor (bounded load).
+	BalanceFactor bool
+	// SlowStart: the policy balances by effective weight, so slow_start
+	// ramps a returning backend. The hash policies do not: ramping would move
+	// keys away from the backend and back.
+	SlowStart bool
+
+	build func(Spec, Options) pool.Policy
+}
+
+var specs = [...]Spec{
+	{Name: "round_robin", SlowStart: true, build: func(Spec, Options) pool.Policy { return RoundRobin{} }},
+	{Name: "random", SlowStart: true, build: func(_ Spec, o Options) pool.Policy { return Random{Rand: o.rand()} }},
+	{Name: "least_requests", SlowStart: true, build: func(_ Spec, o Options) pool.Policy { return LeastRequests{Rand: o.rand()} }},
+	{Name: "p2c", SlowStart: true, build: func(_ Spec, o Options) pool.Policy { return P2C{Rand: o.rand()} }},
+	{Name: "consistent_hash", HashKey: true, BalanceFactor: true, build: newHash},
+	{Name: "ip_hash", BalanceFactor: true, build: newHash},
+}
+
+func newHash(s Spec, o Options) pool.Policy {
+	return &ConsistentHash{
+		Rand:          o.rand(),
+		ClientIP:      !s.HashKey || o.HashKey == "client_ip",
+		BalanceFactor: o.HashBalanceFactor,
 	}
-	return nil, fmt.Errorf("unknown balance policy %q", name)
+}
+
+// Names returns the names of the policies whose spec satisfies keep (every
+// policy when keep is nil), in the order the documentation lists them.
+func Names(keep func(Spec) bool) []string {
+	var names []string
+	for _, s := range specs {
+		if keep == nil || keep(s) {
+			names = append(names, s.Name)
+		}
+	}
+	return names
+}
+
+// Lookup returns the policy called name.
+func Lookup(name string) (Spec, bool) {
+	for _, s := range specs {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Spec{}, false
+}
+
+// CheckBalanceFactor returns an error saying what to write unless f is 0
+// (off) or from MinBalanceFactor to MaxBalanceFactor.
+func CheckBalanceFactor(f float64) error {
+	if f == 0 || f >= MinBalanceFactor && f <= MaxBalanceFactor {
+		return nil
+	}
+	return fmt.Errorf("hash_balance_factor %v is out of range: use 0 (off) or a factor from %v to %v, e.g. 1.25", f, MinBalanceFactor, MaxBalanceFactor)
+}
+
+// New returns the policy called name ("" is Default). It fails on an
+// unknown name and on a HashBalanceFactor that CheckBalanceFactor refuses;
+// policies that do not bound load ignore the factor.
+func New(name string, o Options) (pool.Policy, error) {
+	if name == "" {
+		name = Default
+	}
+	s, ok := Lookup(name)
+	if !ok {
+		return nil, fmt.Errorf("unknown balance policy %q", name)
+	}
+	if err := CheckBalanceFactor(o.HashBalanceFactor); err != nil {
+		return nil, err
+	}
+	return s.build(s, o), nil
 }
 
 // gcd returns the greatest common divisor of a and b.

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -128,7 +129,7 @@ func BenchmarkPick(b *testing.B) {
 		o            Options
 	}
 	var benches []bench
-	for _, name := range Names {
+	for _, name := range Names(nil) {
 		benches = append(benches, bench{name, name, Options{}})
 	}
 	benches = append(benches, bench{"consistent_hash_bounded", "consistent_hash", Options{HashBalanceFactor: 1.25}})
@@ -159,5 +160,60 @@ func BenchmarkPick(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// TestSpecs checks the policy table: every name builds the policy it
+// describes, "" builds Default, and the properties the config validates
+// against match what the policies do.
+func TestSpecs(t *testing.T) {
+	want := map[string]struct {
+		policy                          pool.Policy
+		hashKey, balanceFactor, ramping bool
+	}{
+		"round_robin":     {RoundRobin{}, false, false, true},
+		"random":          {Random{}, false, false, true},
+		"least_requests":  {LeastRequests{}, false, false, true},
+		"p2c":             {P2C{}, false, false, true},
+		"consistent_hash": {&ConsistentHash{}, true, true, false},
+		"ip_hash":         {&ConsistentHash{}, false, true, false},
+	}
+	names := Names(nil)
+	if len(names) != len(want) {
+		t.Errorf("Names(nil) = %q, want the %d policies of DESIGN.md", names, len(want))
+	}
+	for _, name := range names {
+		w, ok := want[name]
+		s, found := Lookup(name)
+		if !ok || !found {
+			t.Errorf("policy %q: in want %v, found by Lookup %v", name, ok, found)
+			continue
+		}
+		if s.Name != name || s.HashKey != w.hashKey || s.BalanceFactor != w.balanceFactor || s.SlowStart != w.ramping {
+			t.Errorf("Lookup(%q) = %+v, want HashKey %v, BalanceFactor %v, SlowStart %v", name, s, w.hashKey, w.balanceFactor, w.ramping)
+		}
+		pol, err := New(name, Options{HashKey: "header:X-User"})
+		if err != nil {
+			t.Errorf("New(%q) = %v", name, err)
+			continue
+		}
+		if got, want := fmt.Sprintf("%T", pol), fmt.Sprintf("%T", w.policy); got != want {
+			t.Errorf("New(%q) = %s, want %s", name, got, want)
+		}
+		if h, ok := pol.(*ConsistentHash); ok && h.ClientIP == s.HashKey {
+			t.Errorf("New(%q, hash_key header:X-User).ClientIP = %v, want %v", name, h.ClientIP, !s.HashKey)
+		}
+	}
+	if pol, err := New("", Options{}); err != nil || pol != (RoundRobin{}) || Default != "round_robin" {
+		t.Errorf(`New("") = %#v, %v; want %s`, pol, err, Default)
+	}
+	if _, err := New("round_robbin", Options{}); err == nil {
+		t.Error("New(round_robbin) = nil error, want one")
+	}
+	if _, ok := Lookup(""); ok {
+		t.Error(`Lookup("") found a policy; "" is only New's default`)
+	}
+	if got, want := Names(func(s Spec) bool { return s.BalanceFactor }), []string{"consistent_hash", "ip_hash"}; !slices.Equal(got, want) {
+		t.Errorf("Names(BalanceFactor) = %q, want %q", got, want)
 	}
 }

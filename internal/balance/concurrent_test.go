@@ -13,7 +13,7 @@ import (
 // Pickers are shared by every request of a pool: picks, in-flight counts,
 // latency samples and rebuilds run at once (run under -race).
 func TestPickConcurrently(t *testing.T) {
-	for _, name := range Names {
+	for _, name := range Names(nil) {
 		t.Run(name, func(t *testing.T) {
 			pol, err := New(name, Options{HashBalanceFactor: 1.25})
 			if err != nil {

@@ -281,12 +281,12 @@ func TestIPHash(t *testing.T) {
 }
 
 func TestNewRejectsBadBalanceFactor(t *testing.T) {
-	for _, f := range []float64{0.5, -1, math.NaN(), math.Inf(1)} {
+	for _, f := range []float64{0.5, -1, 100.5, math.NaN(), math.Inf(1)} {
 		if _, err := New("consistent_hash", Options{HashBalanceFactor: f}); err == nil {
 			t.Errorf("New(consistent_hash, factor %v) = nil error, want one", f)
 		}
 	}
-	for _, f := range []float64{0, 1, 1.25} {
+	for _, f := range []float64{0, 1, 1.25, 100} {
 		if _, err := New("ip_hash", Options{HashBalanceFactor: f}); err != nil {
 			t.Errorf("New(ip_hash, factor %v) = %v, want no error", f, err)
 		}

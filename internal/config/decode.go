@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -108,18 +109,10 @@ func (d *decoder) block(n *yaml.Node, v reflect.Value, path, name string) {
 			keys = append(keys, tag)
 		}
 	}
-	seen := map[string]*yaml.Node{}
+	pairs := d.pairs(n, path, blockNames[t])
 	var guesses []string
-	for _, e := range d.entries(n, path, 0) {
-		key, ok := d.key(e.key, path)
-		if !ok {
-			continue
-		}
-		if first, dup := seen[key]; dup {
-			d.errorf(e.key, join(path, key), "duplicate key %q %s (first at line %d): remove one", key, blockNames[t], first.Line)
-			continue
-		}
-		seen[key] = e.key
+	for _, e := range pairs {
+		key := e.name
 		i, known := fields[key]
 		if !known && t == configType && strings.HasPrefix(key, "x-") {
 			continue // a place for anchors, as in Compose files
@@ -149,10 +142,37 @@ func (d *decoder) block(n *yaml.Node, v reflect.Value, path, name string) {
 	// A misspelt key was probably meant as the suggestion: do not also
 	// report that one as missing.
 	for _, g := range guesses {
-		if seen[g] == nil {
+		if !slices.ContainsFunc(pairs, func(e pair) bool { return e.name == g }) {
 			d.src.bad[join(path, g)] = true
 		}
 	}
+}
+
+// pair is an entry of a mapping with its key's text.
+type pair struct {
+	name string
+	entry
+}
+
+// pairs returns the entries of mapping n, merge keys expanded, whose keys
+// are plain words given once, reporting the others. where says where n is,
+// for messages: "in pool", "at the top level".
+func (d *decoder) pairs(n *yaml.Node, path, where string) []pair {
+	var ps []pair
+	seen := map[string]*yaml.Node{}
+	for _, e := range d.entries(n, path, 0) {
+		key, ok := d.key(e.key, path)
+		if !ok {
+			continue
+		}
+		if first, dup := seen[key]; dup {
+			d.errorf(e.key, join(path, key), "duplicate key %q %s (first at line %d): remove one", key, where, first.Line)
+			continue
+		}
+		seen[key] = e.key
+		ps = append(ps, pair{key, e})
+	}
+	return ps
 }
 
 // list decodes a sequence into a slice.
@@ -177,21 +197,11 @@ func (d *decoder) stringMap(n *yaml.Node, v reflect.Value, path, name string) {
 		return
 	}
 	m := reflect.MakeMap(v.Type())
-	seen := map[string]*yaml.Node{}
-	for _, e := range d.entries(n, path, 0) {
+	for _, e := range d.pairs(n, path, "in "+name) {
 		if !d.count(e.key, path) {
 			return
 		}
-		key, ok := d.key(e.key, path)
-		if !ok {
-			continue
-		}
-		child := join(path, key)
-		if first, dup := seen[key]; dup {
-			d.errorf(e.key, child, "duplicate key %q in %s (first at line %d): remove one", key, name, first.Line)
-			continue
-		}
-		seen[key] = e.key
+		key, child := e.name, join(path, e.name)
 		val := resolve(e.value)
 		if val.Kind != yaml.ScalarNode || val.ShortTag() == "!!null" {
 			d.errorf(val, child, "%s.%s must be a string, not %s", name, key, describe(val))

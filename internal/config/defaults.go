@@ -3,6 +3,8 @@ package config
 import (
 	"strings"
 	"time"
+
+	"github.com/sluice-lb/sluice/internal/balance"
 )
 
 // Default returns a config with nothing but defaults: no listeners and no
@@ -36,7 +38,7 @@ func (c *Config) ApplyDefaults() {
 	}
 	for i := range c.Pools {
 		pl, p := &c.Pools[i], index("pools", i)
-		def(s, p+".balance", &pl.Balance, "round_robin")
+		def(s, p+".balance", &pl.Balance, balance.Default)
 		def(s, p+".hash_key", &pl.HashKey, "client_ip")
 		for j := range pl.Backends {
 			def(s, index(p+".backends", j)+".weight", &pl.Backends[j].Weight, 1)

@@ -273,24 +273,6 @@ func TestErrorsAs(t *testing.T) {
 	}
 }
 
-func TestPoolByName(t *testing.T) {
-	c := &Config{Pools: []Pool{{Name: "a"}, {Name: "b"}}}
-	for _, tt := range []struct {
-		name string
-		want *Pool
-	}{
-		{"a", &c.Pools[0]},
-		{"b", &c.Pools[1]},
-		{"c", nil},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := c.PoolByName(tt.name); got != tt.want {
-				t.Errorf("PoolByName(%q) = %p, want %p", tt.name, got, tt.want)
-			}
-		})
-	}
-}
-
 func TestAnchorsAndMergeKeys(t *testing.T) {
 	got, err := Parse("t.yaml", []byte(`x-defaults: &defaults
   balance: random

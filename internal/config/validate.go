@@ -1,13 +1,14 @@
 package config
 
 import (
-	"crypto/x509"
 	"fmt"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluice-lb/sluice/internal/balance"
 )
 
 // notSupportedYet lists keys that decode but that sluice does not implement
@@ -27,9 +28,6 @@ var notSupportedYet = []struct {
 	{key: "discovery", what: "discovery", pool: func(p *Pool) bool { return p.Discovery != nil }, fix: "list the backends under backends"},
 	{key: "upstream_http2", what: "upstream_http2", pool: func(p *Pool) bool { return p.UpstreamHTTP2 }, fix: "remove it or set it to false"},
 }
-
-// balances are the balance policies DESIGN.md defines.
-var balances = []string{"round_robin", "random", "least_requests", "p2c", "consistent_hash", "ip_hash"}
 
 // Validate checks the whole config, after ApplyDefaults, and fills the
 // parsed forms: Listener.TrustedPrefixes, Backend.URL,
@@ -73,22 +71,12 @@ func (c *Config) Validate() error {
 	}
 	v.oneOf("log.level", "log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", "log.format", c.Log.Format, "text", "json")
-	v.nonNegative("shutdown_delay", c.ShutdownDelay)
-	v.nonNegative("shutdown_timeout", c.ShutdownTimeout)
+	atLeast(v, "shutdown_delay", c.ShutdownDelay, 0, "")
+	atLeast(v, "shutdown_timeout", c.ShutdownTimeout, 0, "")
 	if len(v.errs) == 0 {
 		return nil
 	}
 	return v.errs.tidy()
-}
-
-// PoolByName returns the pool called name, or nil.
-func (c *Config) PoolByName(name string) *Pool {
-	for i := range c.Pools {
-		if c.Pools[i].Name == name {
-			return &c.Pools[i]
-		}
-	}
-	return nil
 }
 
 type validator struct {
@@ -154,18 +142,16 @@ func (v *validator) listener(p string, l *Listener, names, addrs map[string]stri
 		l.TrustedPrefixes = append(l.TrustedPrefixes, pfx)
 	}
 	t := &l.Timeouts
-	v.nonNegative(p+".timeouts.read_header", t.ReadHeader)
-	v.nonNegative(p+".timeouts.read", t.Read)
-	v.nonNegative(p+".timeouts.write", t.Write)
-	v.nonNegative(p+".timeouts.idle", t.Idle)
+	atLeast(v, p+".timeouts.read_header", t.ReadHeader, 0, "no limit")
+	atLeast(v, p+".timeouts.read", t.Read, 0, "no limit")
+	atLeast(v, p+".timeouts.write", t.Write, 0, "no limit")
+	atLeast(v, p+".timeouts.idle", t.Idle, 0, "no limit")
 	lim := &l.Limits
-	v.atLeast(p+".limits.max_connections", lim.MaxConnections, 0)
-	v.atLeast(p+".limits.max_header_bytes", lim.MaxHeaderBytes, 1)
-	v.atLeast(p+".limits.max_headers", lim.MaxHeaders, 1)
-	v.atLeast(p+".limits.max_uri_bytes", lim.MaxURIBytes, 1)
-	if lim.MaxBodyBytes < 0 {
-		v.errorf(p+".limits.max_body_bytes", "max_body_bytes must be 0 (no limit) or more, got %d", lim.MaxBodyBytes)
-	}
+	atLeast(v, p+".limits.max_connections", lim.MaxConnections, 0, "no limit")
+	atLeast(v, p+".limits.max_header_bytes", lim.MaxHeaderBytes, 1, "")
+	atLeast(v, p+".limits.max_headers", lim.MaxHeaders, 1, "")
+	atLeast(v, p+".limits.max_uri_bytes", lim.MaxURIBytes, 1, "")
+	atLeast(v, p+".limits.max_body_bytes", lim.MaxBodyBytes, 0, "no limit")
 	for i, r := range l.Routes {
 		v.route(index(p+".routes", i), &r, l.Name)
 	}
@@ -214,32 +200,15 @@ func (v *validator) poolRef(path, name, listener string) {
 }
 
 func (v *validator) pool(p string, pl *Pool) {
-	v.balance(p+".balance", pl.Balance)
-	if f := pl.HashBalanceFactor; f != 0 && !(f >= 1 && f <= 100) {
-		v.errorf(p+".hash_balance_factor", "hash_balance_factor %v is out of range: use 0 (off) or a factor from 1 to 100, e.g. 1.25", f)
-	}
-	if !validHashKey(pl.HashKey) {
-		v.errorf(p+".hash_key", "hash_key %q is not valid: use client_ip, path, header:NAME, cookie:NAME or query:NAME", pl.HashKey)
-	}
-	if r := pl.Retries; r.BackoffBase < 0 || r.BackoffMax < r.BackoffBase {
-		v.errorf(p+".retries.backoff_max", "retries.backoff_max %v must be at least backoff_base %v (and neither negative)", r.BackoffMax, r.BackoffBase)
-	}
-	if pl.MaxConnectionsPerBackend < 0 {
-		v.errorf(p+".max_connections_per_backend", "max_connections_per_backend %d is negative: use 0 (no limit) or a positive number", pl.MaxConnectionsPerBackend)
-	}
-	if pl.MaxQueue < 0 {
-		v.errorf(p+".max_queue", "max_queue %d is negative: use 0 (answer 503 at once when every backend is full) or a positive number", pl.MaxQueue)
-	}
-	if pl.QueueTimeout < 0 {
-		v.errorf(p+".queue_timeout", "queue_timeout %v is negative", pl.QueueTimeout)
-	}
+	v.policy(p, pl)
+	atLeast(v, p+".max_connections_per_backend", pl.MaxConnectionsPerBackend, 0, "no limit")
+	atLeast(v, p+".max_queue", pl.MaxQueue, 0, "503 at once when every backend is full")
+	atLeast(v, p+".queue_timeout", pl.QueueTimeout, 0, "")
 	if st := pl.Sticky; st != nil {
 		if !isToken(st.Cookie) {
 			v.errorf(p+".sticky.cookie", "sticky cookie name %q is not a valid cookie name: use letters, digits and -_.", st.Cookie)
 		}
-		if st.TTL < 0 {
-			v.errorf(p+".sticky.ttl", "sticky ttl %v is negative: use 0s for a session cookie", st.TTL)
-		}
+		atLeast(v, p+".sticky.ttl", st.TTL, 0, "a session cookie")
 	}
 	if len(pl.Backends) == 0 && pl.Discovery == nil {
 		v.errorf(p+".backends", "pool %q has no backends: add at least one under backends", pl.Name)
@@ -248,9 +217,7 @@ func (v *validator) pool(p string, pl *Pool) {
 	for i := range pl.Backends {
 		b, bp := &pl.Backends[i], index(p+".backends", i)
 		b.URL = nil
-		if b.Weight < 1 || b.Weight > 1000 {
-			v.errorf(bp+".weight", "weight %d is out of range: use 1 to 1000", b.Weight)
-		}
+		v.inRange(bp+".weight", b.Weight, 1, 1000, "")
 		u, err := ParseBackendAddress(b.Address)
 		if err != nil {
 			v.errorf(bp+".address", "%v", err)
@@ -270,25 +237,17 @@ func (v *validator) pool(p string, pl *Pool) {
 		v.healthCheck(p+".health_check", pl.HealthCheck)
 	}
 	ph := &pl.PassiveHealth
-	v.atLeast(p+".passive_health.consecutive_failures", ph.ConsecutiveFailures, 1)
-	if ph.EjectionTime <= 0 {
-		v.errorf(p+".passive_health.ejection_time", "ejection_time must be more than 0, got %s", ph.EjectionTime)
-	}
-	v.percent(p+".passive_health.max_ejection_percent", ph.MaxEjectionPercent)
+	atLeast(v, p+".passive_health.consecutive_failures", ph.ConsecutiveFailures, 1, "")
+	v.positive(p+".passive_health.ejection_time", ph.EjectionTime, "")
+	v.inRange(p+".passive_health.max_ejection_percent", ph.MaxEjectionPercent, 0, 100, "")
 	v.retries(p+".retries", &pl.Retries)
 	t := &pl.Timeouts
-	v.nonNegative(p+".timeouts.connect", t.Connect)
-	v.nonNegative(p+".timeouts.response_header", t.ResponseHeader)
-	v.nonNegative(p+".timeouts.request", t.Request)
-	v.nonNegative(p+".timeouts.idle", t.Idle)
-	v.nonNegative(p+".slow_start", pl.SlowStart)
-	v.atLeast(p+".max_connections_per_backend", pl.MaxConnectionsPerBackend, 0)
+	atLeast(v, p+".timeouts.connect", t.Connect, 0, "no limit")
+	atLeast(v, p+".timeouts.response_header", t.ResponseHeader, 0, "no limit")
+	atLeast(v, p+".timeouts.request", t.Request, 0, "no limit")
+	atLeast(v, p+".timeouts.idle", t.Idle, 0, "no limit")
 	if ca := pl.UpstreamTLS.CA; ca != "" {
-		pem, err := readSmallFile(ca)
-		if err == nil && !x509.NewCertPool().AppendCertsFromPEM(pem) {
-			err = fmt.Errorf("%s holds no PEM certificate", ca)
-		}
-		if err != nil {
+		if _, err := loadCA(ca); err != nil {
 			v.errorf(p+".upstream_tls.ca", "upstream_tls.ca: %v", err)
 		}
 	}
@@ -299,9 +258,24 @@ func (v *validator) pool(p string, pl *Pool) {
 	}
 }
 
-func (v *validator) balance(path, name string) {
-	if !slices.Contains(balances, name) {
-		v.errorf(path, "balance %q is not a policy: use %s%s", name, orList(balances), didYouMean(closest(name, balances)))
+// policy checks the pool's balance policy, and the keys whose meaning
+// depends on it, against the table of policies in package balance.
+func (v *validator) policy(p string, pl *Pool) {
+	v.oneOf(p+".balance", "balance", pl.Balance, balance.Names(nil)...)
+	spec, known := balance.Lookup(pl.Balance)
+	if !validHashKey(pl.HashKey) {
+		v.errorf(p+".hash_key", "hash_key %q is not valid: use client_ip, path, header:NAME, cookie:NAME or query:NAME", pl.HashKey)
+	}
+	if err := balance.CheckBalanceFactor(pl.HashBalanceFactor); err != nil {
+		v.errorf(p+".hash_balance_factor", "%v", err)
+	} else if known && pl.HashBalanceFactor != 0 && !spec.BalanceFactor {
+		v.errorf(p+".hash_balance_factor", "hash_balance_factor has no effect with balance %q: remove it, or set balance to %s",
+			pl.Balance, orList(balance.Names(func(s balance.Spec) bool { return s.BalanceFactor })))
+	}
+	atLeast(v, p+".slow_start", pl.SlowStart, 0, "off")
+	if known && pl.SlowStart > 0 && !spec.SlowStart {
+		v.errorf(p+".slow_start", "slow_start has no effect with balance %q, which keeps each key on its backend: remove it, or set balance to %s",
+			pl.Balance, orList(balance.Names(func(s balance.Spec) bool { return s.SlowStart })))
 	}
 }
 
@@ -324,16 +298,12 @@ func (v *validator) healthCheck(p string, hc *HealthCheck) {
 	if !strings.HasPrefix(hc.Path, "/") {
 		v.errorf(p+".path", "health_check.path %q must start with \"/\"", hc.Path)
 	}
-	if hc.Interval <= 0 {
-		v.errorf(p+".interval", "health_check.interval must be more than 0, got %s: remove the health_check block to turn checks off", hc.Interval)
-	}
-	if hc.Timeout <= 0 {
-		v.errorf(p+".timeout", "health_check.timeout must be more than 0, got %s", hc.Timeout)
-	} else if hc.Interval > 0 && hc.Timeout > hc.Interval {
+	interval := v.positive(p+".interval", hc.Interval, "remove the health_check block to turn checks off")
+	if v.positive(p+".timeout", hc.Timeout, "") && interval && hc.Timeout > hc.Interval {
 		v.errorf(p+".timeout", "health_check.timeout %s is longer than its interval %s: shorten it", hc.Timeout, hc.Interval)
 	}
-	v.atLeast(p+".healthy_threshold", hc.HealthyThreshold, 1)
-	v.atLeast(p+".unhealthy_threshold", hc.UnhealthyThreshold, 1)
+	atLeast(v, p+".healthy_threshold", hc.HealthyThreshold, 1, "")
+	atLeast(v, p+".unhealthy_threshold", hc.UnhealthyThreshold, 1, "")
 	lo, hi, ok := parseStatusRange(hc.ExpectStatus)
 	if !ok {
 		v.errorf(p+".expect_status", `expect_status %q is not a status or a range: write e.g. "200" or "200-399" (100 to 599)`, hc.ExpectStatus)
@@ -365,10 +335,13 @@ func parseStatus(s string, min int) (int, bool) {
 }
 
 func (v *validator) retries(p string, r *Retries) {
-	if r.NumRetries < 0 || r.NumRetries > 10 {
-		v.errorf(p+".num_retries", "num_retries %d is out of range: use 0 (off) to 10", r.NumRetries)
+	v.inRange(p+".num_retries", r.NumRetries, 0, 10, "off")
+	v.inRange(p+".budget_percent", r.BudgetPercent, 0, 100, "")
+	atLeast(v, p+".backoff_base", r.BackoffBase, 0, "")
+	atLeast(v, p+".backoff_max", r.BackoffMax, 0, "")
+	if r.BackoffBase >= 0 && r.BackoffMax >= 0 && r.BackoffMax < r.BackoffBase {
+		v.errorf(p+".backoff_max", "backoff_max %v is shorter than backoff_base %v: raise it, or lower backoff_base", r.BackoffMax, r.BackoffBase)
 	}
-	v.percent(p+".budget_percent", r.BudgetPercent)
 	r.OnConnectFailure, r.OnReset, r.OnTimeout, r.OnStatus = false, false, false, nil
 	for i, on := range r.RetryOn {
 		switch on {
@@ -431,22 +404,41 @@ func (v *validator) oneOf(path, key, val string, allowed ...string) {
 	}
 }
 
-func (v *validator) nonNegative(path string, d time.Duration) {
-	if d < 0 {
-		v.errorf(path, "%s must not be negative, got %s", lastKey(path), d)
-	}
-}
-
-func (v *validator) atLeast(path string, n, min int) {
+// atLeast checks n is min or more; means, when not "", says what min
+// means ("no limit").
+func atLeast[N int | int64 | time.Duration](v *validator, path string, n, min N, means string) {
 	if n < min {
-		v.errorf(path, "%s must be %d or more, got %d", lastKey(path), min, n)
+		v.errorf(path, "%s must be %v%s or more, got %v", lastKey(path), min, paren(means), n)
 	}
 }
 
-func (v *validator) percent(path string, n int) {
-	if n < 0 || n > 100 {
-		v.errorf(path, "%s %d is out of range: use 0 to 100", lastKey(path), n)
+// inRange checks n is from lo to hi; means, when not "", says what lo
+// means ("off").
+func (v *validator) inRange(path string, n, lo, hi int, means string) {
+	if n < lo || n > hi {
+		v.errorf(path, "%s %d is out of range: use %d%s to %d", lastKey(path), n, lo, paren(means), hi)
 	}
+}
+
+// positive checks d is more than 0, and reports whether it is; fix, when
+// not "", says what to do instead.
+func (v *validator) positive(path string, d time.Duration, fix string) bool {
+	if d > 0 {
+		return true
+	}
+	if fix != "" {
+		fix = ": " + fix
+	}
+	v.errorf(path, "%s must be more than 0, got %s%s", lastKey(path), d, fix)
+	return false
+}
+
+// paren returns " (s)", or "" for "".
+func paren(s string) string {
+	if s == "" {
+		return ""
+	}
+	return " (" + s + ")"
 }
 
 // lastKey returns the last key of a field path: "idle" for
