@@ -158,10 +158,9 @@ func (c *h1conn) readHead(first bool) bool {
 				c.req.hlen = n
 				return true
 			}
-			if !c.grow() {
-				c.refuse(431, "request header too large")
-				return false
-			}
+			// Incomplete: read more. The buffer grows only when full
+			// (below), so a head that trickles in costs no more memory
+			// than its size.
 		}
 		// Wait for bytes: the idle timeout until the first one, then
 		// read_header from the first one.

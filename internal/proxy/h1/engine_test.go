@@ -776,7 +776,7 @@ func TestEngineStaleUpstreamRetry(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			closed := make(chan struct{}, 10)
 			rb := newRawBackend(t, func(c net.Conn, br *bufio.Reader) {
-				defer func() { closed <- struct{}{} }()
+				defer func() { c.Close(); closed <- struct{}{} }() // closed first: the signal means the FIN is out
 				if _, err := http.ReadRequest(br); err != nil {
 					return
 				}
@@ -815,7 +815,7 @@ func TestEngineStaleUpstreamRetry(t *testing.T) {
 func TestEngineStaleUpstreamPOST(t *testing.T) {
 	closed := make(chan struct{}, 10)
 	rb := newRawBackend(t, func(c net.Conn, br *bufio.Reader) {
-		defer func() { closed <- struct{}{} }()
+		defer func() { c.Close(); closed <- struct{}{} }() // closed first: the signal means the FIN is out
 		r, err := http.ReadRequest(br)
 		if err != nil {
 			return
