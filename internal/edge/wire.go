@@ -1,6 +1,9 @@
 package edge
 
-import "net/http"
+import (
+	"iter"
+	"net/http"
+)
 
 // This file holds what the HTTP/1.1 engine needs beyond ParseRequestHead:
 // walking the fields of a parsed head, the chunked tracker as an exported
@@ -11,6 +14,20 @@ import "net/http"
 // optional whitespace. Both alias the head.
 type Field struct {
 	Name, Value []byte
+}
+
+// Fields iterates over the field lines of the accepted head b from position
+// first (see FirstField and ResponseHead.First). It allocates nothing.
+func Fields(b []byte, first int) iter.Seq[Field] {
+	return func(yield func(Field) bool) {
+		for p := first; ; {
+			f, next, ok := NextField(b, p)
+			if !ok || !yield(f) {
+				return
+			}
+			p = next
+		}
+	}
 }
 
 // NextField returns the field line of the accepted head b that starts at p,
@@ -50,7 +67,6 @@ type Chunked struct {
 // NewChunked returns a tracker whose trailer section is bounded by lim
 // (MaxHeaderBytes and MaxHeaders).
 func NewChunked(lim Limits) Chunked { return Chunked{lim: lim.resolved()} }
-
 
 // Feed consumes a prefix of b: the n bytes that belong to the body and are
 // valid, and either done (the body ended after them) or an error.

@@ -154,12 +154,7 @@ func (c *h1conn) appendResponseFields(o, head []byte, first int, keepTrailer, dr
 	conn := &c.respConn
 	conn.collect(&rawFields{head: head, first: first})
 	sawLength := false
-	for p := first; ; {
-		f, next, ok := edge.NextField(head, p)
-		if !ok {
-			return o
-		}
-		p = next
+	for f := range edge.Fields(head, first) {
 		nm := f.Name
 		if proxy.IsHop(bstr(nm)) && !(keepTrailer && equalFoldName(nm, "trailer")) || conn.has(bstr(nm)) ||
 			equalFoldName(nm, "x-request-id") {
@@ -176,6 +171,7 @@ func (c *h1conn) appendResponseFields(o, head []byte, first int, keepTrailer, dr
 		o = append(o, f.Value...)
 		o = append(o, "\r\n"...)
 	}
+	return o
 }
 
 // copyFixed writes the head in c.out and a body of n bytes: what is

@@ -23,19 +23,15 @@ func (f *rawFields) Get(name string) string {
 }
 
 func (f *rawFields) Value(name string, i int) (string, bool) {
-	for p := f.first; ; {
-		fl, next, ok := edge.NextField(f.head, p)
-		if !ok {
-			return "", false
-		}
+	for fl := range edge.Fields(f.head, f.first) {
 		if equalFoldName(fl.Name, name) {
 			if i == 0 {
 				return bstr(fl.Value), true
 			}
 			i--
 		}
-		p = next
 	}
+	return "", false
 }
 
 // connTokens are the field names the Connection fields of a head list
@@ -50,12 +46,7 @@ type connTokens struct {
 // collect gathers the tokens of f's Connection fields.
 func (ct *connTokens) collect(f *rawFields) {
 	ct.toks = ct.arr[:0]
-	for p := f.first; ; {
-		fl, next, ok := edge.NextField(f.head, p)
-		if !ok {
-			return
-		}
-		p = next
+	for fl := range edge.Fields(f.head, f.first) {
 		if !equalFoldName(fl.Name, "connection") {
 			continue
 		}

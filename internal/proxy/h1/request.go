@@ -107,12 +107,7 @@ func (c *h1conn) handle() bool {
 func (c *h1conn) scanFields() {
 	q := &c.req
 	var sawTE, sawID, sawExpect bool
-	for p := q.raw.first; ; {
-		f, next, ok := edge.NextField(q.raw.head, p)
-		if !ok {
-			break
-		}
-		p = next
+	for f := range edge.Fields(q.raw.head, q.raw.first) {
 		n := f.Name
 		switch len(n) {
 		case 2:
@@ -243,12 +238,7 @@ func (c *h1conn) buildOutbound() {
 	} else {
 		hostAt = len(o) // HTTP/1.0 without Host: the backend's, at Send
 	}
-	for p := q.raw.first; ; {
-		f, next, ok := edge.NextField(q.raw.head, p)
-		if !ok {
-			break
-		}
-		p = next
+	for f := range edge.Fields(q.raw.head, q.raw.first) {
 		n := f.Name
 		if proxy.IsHop(bstr(n)) || q.namedInConnection(bstr(n)) || q.fw.Drops(bstr(n)) ||
 			equalFoldName(n, "host") || equalFoldName(n, "x-request-id") {
