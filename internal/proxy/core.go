@@ -168,6 +168,16 @@ func Forward(ctx context.Context, t *Target, info *pool.PickInfo, a Attempt) Res
 		res.Backend, res.Tries = b, try+1
 		res.Outcome = a.Send(ctx, b, try+1 < maxTries)
 		t.Pool.Limit.Release(b)
+		if res.Class == ConnectFailure || res.Class == Reset {
+			// The sockets' deadlines may pass before the context's timer
+			// fires: the deadline itself decides.
+			if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+				// The request's own deadline cut the attempt short (a dial
+				// or a write gave up): the client gets a 504, as for any
+				// request that ran out of time.
+				res.Outcome = Outcome{Class: Timeout, Err: ErrRequestTimeout}
+			}
+		}
 		switch res.Class {
 		case Done, RetryStatus:
 			t.Health.Observe(b, res.Status < 500)

@@ -90,6 +90,11 @@ func (c *h1conn) handle() bool {
 
 	q.rec.Status = c.serveRequest(&q.rec.Result)
 	c.finish()
+	if q.body.unsent && !q.abort {
+		// The client may be sending the body it was never asked for: read
+		// it away for a moment so that closing does not reset the answer.
+		c.linger()
+	}
 	if q.abort || q.closeAfter {
 		return false
 	}
