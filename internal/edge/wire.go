@@ -129,27 +129,9 @@ var (
 // overrides Content-Length (which it then ignores); unlike it, it refuses
 // obs-fold and other transfer codings. It does not allocate.
 func ParseResponseHead(b []byte, h *ResponseHead) (int, error) {
-	n := 0
-	for p := 0; ; {
-		i := indexByte(b[p:], '\n')
-		if i < 0 {
-			if len(b) > MaxResponseHeaderBytes {
-				return 0, errRespTooLarge
-			}
-			return 0, nil
-		}
-		end := p + i
-		if end == p || end == p+1 && b[p] == '\r' {
-			if p == 0 {
-				return 0, errRespStatus // an empty first line
-			}
-			n = end + 1
-			break
-		}
-		p = end + 1
-		if p > MaxResponseHeaderBytes {
-			return 0, errRespTooLarge
-		}
+	n, err := responseHeadEnd(b)
+	if n == 0 {
+		return 0, err
 	}
 	*h = ResponseHead{ContentLength: -1}
 	status, p := line(b[:n], 0)
@@ -223,6 +205,31 @@ func ParseResponseHead(b []byte, h *ResponseHead) (int, error) {
 		h.Close = true
 	}
 	return n, nil
+}
+
+// responseHeadEnd returns the length of the response head at the start of
+// b, through its empty line: 0 and nil while b ends before it does.
+func responseHeadEnd(b []byte) (int, error) {
+	for p := 0; ; {
+		i := indexByte(b[p:], '\n')
+		if i < 0 {
+			if len(b) > MaxResponseHeaderBytes {
+				return 0, errRespTooLarge
+			}
+			return 0, nil
+		}
+		end := p + i
+		if end == p || end == p+1 && b[p] == '\r' {
+			if p == 0 {
+				return 0, errRespStatus // an empty first line
+			}
+			return end + 1, nil
+		}
+		p = end + 1
+		if p > MaxResponseHeaderBytes {
+			return 0, errRespTooLarge
+		}
+	}
 }
 
 // statusLine parses "HTTP/1.x SP 3DIGIT [SP reason]"; a status outside
