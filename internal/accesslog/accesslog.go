@@ -19,13 +19,15 @@ import (
 // combined format writes the request line's target back as Path?Query, JSON
 // has them as "path" and "query".
 type Entry struct {
-	Time      time.Time
-	Listener  string
-	Client    string
-	Method    string
-	Host      string
-	Path      string
-	Query     string
+	Time     time.Time
+	Listener string
+	Client   string
+	Method   string
+	Host     string
+	Path     string
+	Query    string
+	// Proto is the client's protocol, "HTTP/1.1" when empty.
+	Proto     string
 	UserAgent string
 	Pool      string
 	Backend   string
@@ -172,6 +174,10 @@ func appendJSON(b []byte, e *Entry) []byte {
 	b = appendString(b, e.Path)
 	b = append(b, `,"query":`...)
 	b = appendString(b, e.Query)
+	if e.Proto != "" {
+		b = append(b, `,"proto":`...)
+		b = appendString(b, e.Proto)
+	}
 	b = append(b, `,"user_agent":`...)
 	b = appendString(b, e.UserAgent)
 	b = append(b, `,"pool":`...)
@@ -205,7 +211,13 @@ func appendCombined(b []byte, e *Entry) []byte {
 		b = append(b, '?')
 		b = appendEscaped(b, e.Query)
 	}
-	b = append(b, ` HTTP/1.1" `...)
+	b = append(b, ' ')
+	if e.Proto == "" {
+		b = append(b, "HTTP/1.1"...)
+	} else {
+		b = appendEscaped(b, e.Proto)
+	}
+	b = append(b, `" `...)
 	b = strconv.AppendInt(b, int64(e.Status), 10)
 	b = append(b, ' ')
 	b = strconv.AppendInt(b, e.Bytes, 10)

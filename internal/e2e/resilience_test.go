@@ -189,7 +189,7 @@ func TestResilienceRetryBudgetCapsRetryStorm(t *testing.T) {
 	reportErrors(t, "GET /status/503", total, errs)
 	if n := own502.Load(); n > 0 {
 		t.Errorf("%d of %d requests got sluice's own 502 instead of the backends' 503: when no retry follows "+
-			"(budget spent), the last response must reach the client. Gap: internal/proxy/httpcodec.go (attempt.Send) "+
+			"(budget spent), the last response must reach the client. Gap: the codecs (internal/proxy/h1 exchange, internal/proxy/nethttp Send) "+
 			"discards a retry_on-status response whenever tries remain (canRetry), before internal/proxy/core.go "+
 			"(Forward) asks the retry budget; the budget must be asked first, or the response kept",
 			n, total)

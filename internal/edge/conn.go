@@ -31,8 +31,7 @@ import (
 // After a WebSocket upgrade request (Head.WebSocket) and its body, and after
 // an accepted HTTP/2 preface, the guard stops parsing and passes bytes through
 // untouched, since what follows is no longer HTTP/1: the handler must close
-// the connection when the upgrade does not happen. Passthrough does the same
-// on demand.
+// the connection when the upgrade does not happen.
 //
 // The guard needs nothing from the handler beyond the refusal: it already
 // refuses what net/http would hide from it (an absolute-form target whose

@@ -199,6 +199,11 @@ func ParseResponseHead(b []byte, h *ResponseHead) (int, error) {
 		}
 	}
 	if h.Chunked {
+		if lengths > 0 {
+			// Both framings (RFC 9112 §6.1): chunked wins, and the
+			// connection is not used again, as HAProxy does.
+			h.Close = true
+		}
 		h.ContentLength = -1
 	}
 	if h.Minor == 0 && !keepAlive {

@@ -44,10 +44,11 @@ var respTests = []struct {
 		want: ResponseHead{Minor: 1, Status: 200, ContentLength: -1, Chunked: true}},
 	{name: "chunked any case with OWS", raw: "HTTP/1.1 200 OK\ntransfer-encoding: \tChunKed \n\n",
 		want: ResponseHead{Minor: 1, Status: 200, ContentLength: -1, Chunked: true}},
+	// Both framings: chunked wins and the connection is not used again.
 	{name: "chunked overrides Content-Length", raw: "HTTP/1.1 200 OK\nContent-Length: 10\nTransfer-Encoding: chunked\n\n",
-		want: ResponseHead{Minor: 1, Status: 200, ContentLength: -1, Chunked: true}},
+		want: ResponseHead{Minor: 1, Status: 200, ContentLength: -1, Chunked: true, Close: true}},
 	{name: "chunked overrides a later Content-Length", raw: "HTTP/1.1 200 OK\nTransfer-Encoding: chunked\nContent-Length: 10\n\n",
-		want: ResponseHead{Minor: 1, Status: 200, ContentLength: -1, Chunked: true}},
+		want: ResponseHead{Minor: 1, Status: 200, ContentLength: -1, Chunked: true, Close: true}},
 	{name: "Connection: close", raw: "HTTP/1.1 200 OK\nConnection: close\nContent-Length: 0\n\n",
 		want: ResponseHead{Minor: 1, Status: 200, ContentLength: 0, Close: true}},
 	{name: "close among tokens", raw: "HTTP/1.1 200 OK\nConnection: x-foo, Close\n\n",

@@ -42,7 +42,7 @@ func (l *Listener) Finish(r *Record) {
 	if l.Access == nil {
 		return
 	}
-	e := accesslog.Entry{Time: r.Start, Listener: l.Name, Method: r.Method, Host: r.Host, Path: r.Path, Query: r.Query,
+	e := accesslog.Entry{Time: r.Start, Listener: l.Name, Method: r.Method, Host: r.Host, Path: r.Path, Query: r.Query, Proto: r.Proto,
 		UserAgent: r.UserAgent, RequestID: r.ID, Client: r.Client, Status: r.Status, Duration: d,
 		Bytes: r.Bytes, Tries: r.Result.Tries}
 	if b := r.Result.Backend; b != nil {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -48,15 +49,42 @@ func ReasonPhrase(status int) string {
 	return "Error"
 }
 
-// Idempotent reports whether a request with method m may be sent twice
-// (RFC 9110 §9.2.2); a request with an Idempotency-Key field is too.
-func Idempotent(m string) bool {
-	switch m {
+// Idempotent reports whether a request may be sent twice: its method is
+// idempotent (RFC 9110 §9.2.2), or its first Idempotency-Key field is not
+// empty (the IETF httpapi idempotency-key draft: the backend deduplicates).
+func Idempotent(method string, h Fields) bool {
+	switch method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete:
 		return true
 	}
-	return false
+	v, _ := h.Value("Idempotency-Key", 0)
+	return v != ""
 }
+
+// Failed decides how a codec answers a request that Forward did not
+// deliver: the status (StatusFor), whether the client is gone (499: nobody
+// to answer), and whether the client connection must close after the
+// answer (the client's own error). The cause goes to the debug log, once.
+func Failed(res Result, t *Target, logger *slog.Logger, requestID string) (status int, gone, closeConn bool) {
+	status = StatusFor(res)
+	if status == 499 {
+		return status, true, true
+	}
+	if res.Class != ClientError && res.Err != nil {
+		backend := ""
+		if res.Backend != nil {
+			backend = res.Backend.Address
+		}
+		logger.Debug("request failed", "pool", t.Pool.Name, "backend", backend, "status", status,
+			"tries", res.Tries, "error", res.Err, "request_id", requestID)
+	}
+	return status, false, res.Class == ClientError
+}
+
+// ErrTunnelRefused: a backend accepted an upgrade that sluice will not
+// relay, because shutdown began or a reload removed the backend meanwhile.
+// The client gets a 503; the backend is not blamed.
+var ErrTunnelRefused = errors.New("upgrade refused: sluice is shutting down or the backend left its pool")
 
 // ReplayMax bounds the bytes of a request body a codec keeps so that the
 // request can be sent again to another backend.

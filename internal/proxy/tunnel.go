@@ -13,14 +13,15 @@ import (
 // sees after they are hijacked, so that shutdown can close them with a close
 // frame. The zero value is ready.
 type Tunnels struct {
-	mu      sync.Mutex // guards conns, closing and wg.Add
+	mu      sync.Mutex // guards conns, closing, keep and drained
 	conns   map[*Tunnel]struct{}
 	closing bool // CloseAll began: tunnels that open now close at once
 	// keep is the last Retire's rule: a tunnel that opens later to a
 	// backend it rejects (a reload removed it while the upgrade was on its
 	// way) is refused.
 	keep func(poolName string, b *pool.Backend) bool
-	wg   sync.WaitGroup
+	// drained is closed when the last tunnel leaves after CloseAll began.
+	drained chan struct{}
 }
 
 // Tunnel is one upgraded connection pair.
@@ -62,17 +63,28 @@ func (t *Tunnels) Add(tn *Tunnel) bool {
 		t.conns = map[*Tunnel]struct{}{}
 	}
 	t.conns[tn] = struct{}{}
-	t.wg.Add(1)
 	t.mu.Unlock()
 	return true
+}
+
+// Admits reports whether Add would take a tunnel to b of the pool called
+// poolName now (a codec that must commit to the switch before it can
+// register asks first).
+func (t *Tunnels) Admits(poolName string, b *pool.Backend) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return !t.closing && (t.keep == nil || t.keep(poolName, b))
 }
 
 // Remove unregisters tn once its relay has ended (or the switch failed).
 func (t *Tunnels) Remove(tn *Tunnel) {
 	t.mu.Lock()
 	delete(t.conns, tn)
+	if t.drained != nil && len(t.conns) == 0 {
+		close(t.drained)
+		t.drained = nil
+	}
 	t.mu.Unlock()
-	t.wg.Done()
 }
 
 // closeFrame is a WebSocket close frame from the server side (unmasked):
@@ -90,6 +102,12 @@ func (t *Tunnels) CloseAll(wait time.Duration) {
 	for tn := range t.conns {
 		list = append(list, tn)
 	}
+	drained := make(chan struct{})
+	if len(t.conns) == 0 {
+		close(drained)
+	} else {
+		t.drained = drained
+	}
 	t.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, tn := range list {
@@ -100,13 +118,13 @@ func (t *Tunnels) CloseAll(wait time.Duration) {
 		}()
 	}
 	wg.Wait()
-	// Every tunnel is closed on both sides now, so its copies end at once;
-	// the wait is bounded all the same.
-	done := make(chan struct{})
-	go func() { t.wg.Wait(); close(done) }()
+	// Every tunnel is closed on both sides now, so its relays end and
+	// remove it at once; the wait is bounded all the same.
+	timer := time.NewTimer(time.Until(deadline) + time.Second)
+	defer timer.Stop()
 	select {
-	case <-done:
-	case <-time.After(time.Until(deadline) + time.Second):
+	case <-drained:
+	case <-timer.C:
 	}
 }
 

@@ -25,8 +25,10 @@ type h1conn struct {
 	nc    net.Conn
 	tcp   *net.TCPConn
 	peer  netip.Addr
-	ctx   context.Context // the connection's: requests derive theirs from it
+	ctx   context.Context // the engine's: requests derive theirs from it
 	state atomic.Int32
+	// up is the backend connection of the exchange in progress, for Close.
+	up atomic.Pointer[upConn]
 
 	bp   *[]byte // the pooled read buffer (nil while idle)
 	buf  []byte
@@ -47,7 +49,7 @@ type h1conn struct {
 }
 
 func newH1Conn(e *Engine, nc net.Conn) *h1conn {
-	c := &h1conn{e: e, nc: nc, ctx: context.Background()}
+	c := &h1conn{e: e, nc: nc, ctx: e.ctx}
 	c.tcp, _ = nc.(*net.TCPConn)
 	switch a := nc.RemoteAddr().(type) {
 	case *net.TCPAddr:

@@ -157,9 +157,13 @@ func (p *Conns) dial(ctx context.Context, b *pool.Backend) (*upConn, error) {
 			cfg.ServerName = b.URL.Hostname()
 		}
 		tc := tls.Client(nc, cfg)
-		hctx, cancel := context.WithTimeout(ctx, p.timeouts.Connect)
+		hctx := ctx
+		if d := p.timeouts.Connect; d > 0 { // 0: no limit, as for the dial
+			var cancel context.CancelFunc
+			hctx, cancel = context.WithTimeout(ctx, d)
+			defer cancel()
+		}
 		err := tc.HandshakeContext(hctx)
-		cancel()
 		if err != nil {
 			nc.Close()
 			return nil, &proxy.DialError{Err: err}
@@ -183,11 +187,16 @@ func (p *Conns) put(c *upConn) {
 		return
 	}
 	c.r, c.w = 0, 0
+	if len(c.buf) > upBufSize {
+		// A large head grew the buffer: an idle connection keeps only the
+		// usual one.
+		c.buf = make([]byte, upBufSize)
+	}
 	// Deadlines stay as they were: the next exchange sets its own.
 	c.idleAt = time.Now()
 	h := c.host
 	h.mu.Lock()
-	if len(h.idle) >= maxIdlePerBackend {
+	if len(h.idle) >= maxIdlePerBackend || p.closed.Load() { // Close may have swept meanwhile
 		h.mu.Unlock()
 		c.nc.Close()
 		return
@@ -244,7 +253,10 @@ func (p *Conns) sweep() {
 // next request only when nothing is readable. A backend that closed it
 // (EOF) or sent anything while no request was outstanding (a stray
 // response, bytes past the last one's framing, a TLS record) makes it
-// unusable. One system call per reuse.
+// unusable. One system call per reuse. What it cannot see: bytes still on
+// their way when it looks (HTTP/1.1 pairs responses with requests by order
+// alone, so no proxy can), and, over TLS, part of a record that crypto/tls
+// already read from the socket but cannot decrypt yet.
 func (c *upConn) silent() bool {
 	if c.raw == nil {
 		return false

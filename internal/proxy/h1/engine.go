@@ -39,6 +39,10 @@ type Engine struct {
 	drained  chan struct{} // closed when shutting and the last connection left
 	shutting atomic.Bool
 	wg       sync.WaitGroup // the connections' goroutines
+	// ctx is every connection's; Close cancels it, so that requests waiting
+	// for a slot or a dial give up.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // EngineOptions configure an Engine for one listener generation.
@@ -61,7 +65,8 @@ func NewEngine(o EngineOptions) *Engine {
 	if o.ConnState == nil {
 		o.ConnState = func(int64) {}
 	}
-	return &Engine{o: o, conns: map[*h1conn]struct{}{}, drained: make(chan struct{}),
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Engine{o: o, conns: map[*h1conn]struct{}{}, drained: make(chan struct{}), ctx: ctx, cancel: cancel,
 		lim: edge.Limits{MaxURIBytes: o.Limits.MaxURIBytes, MaxHeaderBytes: o.Limits.MaxHeaderBytes,
 			MaxHeaders: o.Limits.MaxHeaders}}
 }
@@ -153,15 +158,21 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close closes the listener and every connection at once.
+// Close closes the listener and every connection at once, the backend
+// connections that requests in flight use included, so that Serve's wait
+// for the connections' goroutines ends.
 func (e *Engine) Close() error {
 	e.shutting.Store(true)
+	e.cancel()
 	e.mu.Lock()
 	if e.ln != nil {
 		e.ln.Close()
 	}
 	for c := range e.conns {
 		c.nc.Close()
+		if u := c.up.Load(); u != nil {
+			u.nc.Close()
+		}
 	}
 	e.mu.Unlock()
 	return nil

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -62,6 +63,8 @@ type engineSetup struct {
 	Listener config.ListenerTimeouts
 	Trusted  []netip.Prefix
 	WithStd  bool // also serve the same view with the net/http codec
+	// UpstreamTLS is the client config for https:// backends (nil: Go's).
+	UpstreamTLS *tls.Config
 }
 
 func defaultSetup() engineSetup {
@@ -82,6 +85,7 @@ type engineEnv struct {
 	target  *proxy.Target
 	pool    *pool.Pool
 	backend []*pool.Backend
+	served  chan error // Serve's result (put back by a test that takes it)
 }
 
 func startEngine(tb testing.TB, s engineSetup, backends ...string) *engineEnv {
@@ -97,7 +101,7 @@ func startEngine(tb testing.TB, s engineSetup, backends ...string) *engineEnv {
 	}
 	p := pool.New("web", balance.RoundRobin{}, bs)
 	p.Budget.SetPercent(100)
-	up := proxy.NewUpstream(s.Pool, nil)
+	up := proxy.NewUpstream(s.Pool, s.UpstreamTLS)
 	tg := &proxy.Target{Pool: p, Health: health.New(p, nil, logger, health.Options{}), Retries: s.Retries,
 		Timeouts: s.Pool, Upstream: up, RetryAfter: "1"}
 	view := &atomic.Pointer[proxy.Listener]{}
@@ -113,7 +117,7 @@ func startEngine(tb testing.TB, s engineSetup, backends ...string) *engineEnv {
 	}
 	served := make(chan error, 1)
 	go func() { served <- e.Serve(ln) }()
-	env := &engineEnv{addr: ln.Addr().String(), engine: e, target: tg, pool: p, backend: bs}
+	env := &engineEnv{addr: ln.Addr().String(), engine: e, target: tg, pool: p, backend: bs, served: served}
 	if s.WithStd {
 		std := httptest.NewServer(nethttp.NewHandler(view, ids, logger, tunnels))
 		tb.Cleanup(std.Close)

@@ -30,7 +30,14 @@ func (c *h1conn) Send(ctx context.Context, b *pool.Backend, canRetry bool) proxy
 		if err != nil {
 			return proxy.Outcome{Class: proxy.ConnectFailure, Err: err}
 		}
+		// Close closes what c.up holds; one that began before this store
+		// cancelled the engine's context, seen here.
+		c.up.Store(uc)
+		if c.e.ctx.Err() != nil {
+			uc.nc.Close()
+		}
 		o, stale := c.exchange(uc, b, canRetry)
+		c.up.Store(nil)
 		if !stale {
 			return o
 		}
@@ -52,7 +59,7 @@ func (c *h1conn) exchange(uc *upConn, b *pool.Backend, canRetry bool) (proxy.Out
 	uc.nc.SetDeadline(dl)
 	if err := c.writeRequest(uc, b); err != nil {
 		uc.nc.Close()
-		if uc.reused && !q.body.streaming {
+		if uc.reused && !q.body.streaming && c.Replayable() {
 			return proxy.Outcome{}, true
 		}
 		c.endStream(uc, true)
@@ -206,7 +213,7 @@ func (c *h1conn) writeRequest(uc *upConn, b *pool.Backend) error {
 // connection can be reused, or closes the connection.
 func (c *h1conn) discardResponse(uc *upConn, rh *edge.ResponseHead) {
 	switch {
-	case rh.Close || c.req.body.unsent:
+	case rh.Close || c.req.body.unsent || c.req.body.running || c.req.body.deferred:
 	case edge.NoBody(c.req.isHead, rh.Status):
 		uc.release()
 		return

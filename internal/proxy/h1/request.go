@@ -66,7 +66,7 @@ func (c *h1conn) handle() bool {
 	c.scanFields()
 	q.closeAfter = q.head.Close
 	q.isHead = string(q.head.Method) == "HEAD"
-	q.idempotent = q.idempotent || proxy.Idempotent(bstr(q.head.Method))
+	q.idempotent = proxy.Idempotent(bstr(q.head.Method), &q.raw)
 	q.websocket = q.head.WebSocket
 	q.body.init(&q.head)
 
@@ -142,10 +142,6 @@ func (c *h1conn) scanFields() {
 					q.id = append(q.idb[:0], f.Value...)
 				}
 			}
-		case 15:
-			if equalFoldName(n, "idempotency-key") && len(f.Value) > 0 {
-				q.idempotent = true
-			}
 		}
 	}
 	if q.hasConn {
@@ -196,20 +192,12 @@ func (c *h1conn) serveRequest(res *proxy.Result) int {
 	if res.Class == proxy.Done {
 		return res.Status
 	}
-	status := proxy.StatusFor(*res)
-	if status == 499 {
+	status, gone, closeConn := proxy.Failed(*res, t, c.e.o.Logger, bstr(q.id))
+	if gone {
 		q.closeAfter = true
 		return status
 	}
-	if res.Class != proxy.ClientError && res.Err != nil {
-		backend := ""
-		if res.Backend != nil {
-			backend = res.Backend.Address
-		}
-		c.e.o.Logger.Debug("request failed", "pool", t.Pool.Name, "backend", backend, "status", status,
-			"tries", res.Tries, "error", res.Err, "request_id", string(q.id))
-	}
-	return c.fail(status, proxy.StatusText(status), res.Class == proxy.ClientError)
+	return c.fail(status, proxy.StatusText(status), closeConn)
 }
 
 // Replayable implements Attempt: an idempotent request whose body, if any,

@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -21,6 +22,14 @@ func (c *h1conn) tunnel(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backen
 		uc.nc.Close()
 		return proxy.Outcome{Class: proxy.Reset, Err: fmt.Errorf("backend switched to protocol %q, which the request did not ask for (only websocket is passed on)", rh.Upgrade)}
 	}
+	if q.body.running || !q.body.consumed {
+		// The tunnel would read the client while the body writer still
+		// does: an upgrade request whose body has not ended is refused.
+		uc.nc.Close()
+		c.endStream(uc, true)
+		return proxy.Outcome{Class: proxy.ClientError, Status: 400,
+			Err: errors.New("upgrade request with a body that had not ended when the backend switched protocols")}
+	}
 	head := uc.buf[uc.r : uc.r+n]
 	uc.r += n
 	o := append(c.out[:0], "HTTP/1.1 101 Switching Protocols\r\n"...)
@@ -36,8 +45,7 @@ func (c *h1conn) tunnel(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backen
 	tn := proxy.NewTunnel(c.nc, uc.nc, q.t.Pool.Name, b)
 	if !c.e.o.Tunnels.Add(tn) {
 		uc.nc.Close()
-		c.fail(503, "service unavailable: sluice is shutting down", true)
-		return proxy.Outcome{Class: proxy.Done, Status: 503}
+		return proxy.Outcome{Class: proxy.ClientError, Status: 503, Err: proxy.ErrTunnelRefused}
 	}
 	defer c.e.o.Tunnels.Remove(tn)
 	if err := tn.Open(o); err != nil {

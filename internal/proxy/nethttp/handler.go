@@ -157,23 +157,14 @@ func (a *httpAttempt) serve(l *proxy.Listener, info *pool.PickInfo) (proxy.Resul
 	if res.Class == proxy.Done {
 		return res, res.Status
 	}
-	status := proxy.StatusFor(res)
-	if status == 499 {
+	status, gone, closeConn := proxy.Failed(res, t, a.h.logger, a.id)
+	if gone {
 		// Nobody to answer; and net/http must not answer for us (it would
 		// send an empty 200 when the handler writes nothing).
 		a.abort = true
 		return res, status
 	}
-	if res.Class != proxy.ClientError && res.Err != nil {
-		backend := ""
-		if res.Backend != nil {
-			backend = res.Backend.Address
-		}
-		a.h.logger.Debug("request failed", "pool", t.Pool.Name, "backend", backend, "status", status,
-			"tries", res.Tries, "error", res.Err, "request_id", a.id)
-	}
-	msg := proxy.StatusText(status)
-	return res, a.fail(status, msg, res.Class == proxy.ClientError)
+	return res, a.fail(status, proxy.StatusText(status), closeConn)
 }
 
 // buildOutbound prepares the request sent to backends: the client's
@@ -225,7 +216,7 @@ func (a *httpAttempt) Replayable() bool {
 }
 
 func (a *httpAttempt) idempotent() bool {
-	return proxy.Idempotent(a.r.Method) || a.r.Header.Get("Idempotency-Key") != ""
+	return proxy.Idempotent(a.r.Method, stdFields(a.r.Header))
 }
 
 // Send is one attempt on b through the pool's http.Transport.

@@ -24,6 +24,10 @@ func (a *httpAttempt) tunnel(resp *http.Response, b *pool.Backend) proxy.Outcome
 		backConn.Close()
 		return proxy.Outcome{Class: proxy.Reset, Err: fmt.Errorf("backend tried to switch protocol %q when %q was requested", got, a.upType)}
 	}
+	if !a.h.tunnels.Admits(a.t.Pool.Name, b) {
+		backConn.Close()
+		return proxy.Outcome{Class: proxy.ClientError, Status: http.StatusServiceUnavailable, Err: proxy.ErrTunnelRefused}
+	}
 	conn, brw, err := http.NewResponseController(a.w).Hijack()
 	if err != nil {
 		backConn.Close()
@@ -35,8 +39,9 @@ func (a *httpAttempt) tunnel(resp *http.Response, b *pool.Backend) proxy.Outcome
 	// sees this tunnel.
 	tn := proxy.NewTunnel(conn, backConn, a.t.Pool.Name, b)
 	if !a.h.tunnels.Add(tn) {
-		io.WriteString(conn, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: 24\r\n\r\nsluice is shutting down\n")
-		return proxy.Outcome{Class: proxy.Done, Status: http.StatusServiceUnavailable}
+		// Shutdown began between Admits and now: the connection is
+		// hijacked, so it just closes.
+		return proxy.Outcome{Class: proxy.ClientGone, Err: proxy.ErrTunnelRefused}
 	}
 	defer a.h.tunnels.Remove(tn)
 
