@@ -257,6 +257,21 @@ func (h *Head) requestLine(l []byte, lim *Limits) *Error {
 	return h.target()
 }
 
+// CheckOriginForm checks an origin-form request target ("/path?query", or
+// "*") with the rules of the HTTP/1.1 parser: its characters, and that every
+// '%' in the path starts an escape. Codecs whose wire format is not HTTP/1
+// (HTTP/2's :path) check their targets with it.
+func CheckOriginForm(t string) error {
+	if t == "" || t[0] != '/' && t != "*" {
+		return errTarget
+	}
+	h := Head{Target: []byte(t), Method: []byte("OPTIONS")}
+	if err := h.target(); err != nil {
+		return err
+	}
+	return nil
+}
+
 // target checks the request-target's form and characters.
 func (h *Head) target() *Error {
 	t := h.Target

@@ -15,6 +15,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -68,6 +69,13 @@ type Listener struct {
 	Limits  config.Limits
 	// TLS reports whether clients connect with TLS (X-Forwarded-Proto).
 	TLS bool
+	// Covers reports whether the certificate a TLS connection was served
+	// with covers host: an HTTP/2 request for another authority on it gets
+	// 421 (RFC 9110 §15.5.20). Nil: no check.
+	Covers func(cs *tls.ConnectionState, host string) bool
+	// ClientCert is the X-Forwarded-Client-Cert value for a connection's
+	// verified client certificate ("" when none). Nil: no mTLS.
+	ClientCert func(cs *tls.ConnectionState) string
 	// NoPool counts requests answered without a pool (404, 400, …).
 	NoPool *pool.Stats
 	// Access is the access log; nil means off.

@@ -94,7 +94,12 @@ type Forwarding struct {
 	Proto string
 	// Host is the X-Forwarded-Host that sluice sets ("": none).
 	Host string
-	peer netip.Addr
+	// ClientCert is the X-Forwarded-Client-Cert that sluice sets for a
+	// client that presented a verified certificate ("": none). A client's
+	// own field is dropped unless it comes from a trusted proxy and sluice
+	// sets none.
+	ClientCert string
+	peer       netip.Addr
 }
 
 // NewForwarding decides the forwarding fields for a request from peer with
@@ -126,6 +131,8 @@ func (f *Forwarding) Drops(name string) bool {
 		return !f.KeepHost && strings.EqualFold(name, "X-Forwarded-Host")
 	case 17:
 		return !f.KeepProto && strings.EqualFold(name, "X-Forwarded-Proto")
+	case 24:
+		return (!f.Trusted || f.ClientCert != "") && strings.EqualFold(name, "X-Forwarded-Client-Cert")
 	}
 	return false
 }

@@ -17,6 +17,9 @@ const (
 	CodecH1 Codec = iota
 	// CodecNetHTTP is the net/http codec (package nethttp).
 	CodecNetHTTP
+	// CodecH2Client is the HTTP/2 client to backends that every codec
+	// shares (package h2client).
+	CodecH2Client
 	numCodecs
 )
 
@@ -39,6 +42,10 @@ type Upstream struct {
 	// TLS is the client config for https:// backends; nil means Go's
 	// defaults with the backend's host name.
 	TLS *tls.Config
+	// HTTP2 speaks HTTP/2 to the backends (upstream_http2): over TLS by
+	// ALPN to https:// ones, by prior knowledge (h2c) to http:// ones. Set
+	// before the first request.
+	HTTP2 bool
 
 	mu     sync.Mutex // serialises making a pool and Close
 	closed bool

@@ -24,6 +24,9 @@ func (c *h1conn) Send(ctx context.Context, b *pool.Backend, canRetry bool) proxy
 			return o
 		}
 	}
+	if q.t.Upstream.HTTP2 {
+		return c.sendH2(ctx, b, canRetry)
+	}
 	conns := connsOf(q.t.Upstream)
 	for {
 		uc, err := conns.get(ctx, b)

@@ -73,6 +73,7 @@ type httpAttempt struct {
 	info   *pool.PickInfo
 	tls    bool
 	upType string // "websocket" when the client asked to upgrade
+	grpc   bool   // a gRPC call: sluice's own failures are gRPC statuses
 	abort  bool   // the response was cut short: reset the client connection
 	rec    proxy.Record
 }
@@ -122,9 +123,15 @@ func (a *httpAttempt) serve(l *proxy.Listener, info *pool.PickInfo) (proxy.Resul
 		// close it (fail and deliver do).
 		a.upType = "websocket"
 	}
+	a.grpc = isGRPC(r)
 	switch r.Method {
 	case http.MethodConnect, http.MethodTrace:
 		return proxy.Result{}, a.fail(http.StatusMethodNotAllowed, "method not allowed", true)
+	}
+	if r.ProtoMajor >= 2 {
+		if status, reason := checkH2(l, r); status != 0 {
+			return proxy.Result{}, a.fail(status, reason, true)
+		}
 	}
 	if max := l.Limits.MaxBodyBytes; max > 0 && r.ContentLength > max {
 		return proxy.Result{}, a.fail(http.StatusRequestEntityTooLarge, "request body too large", true)
@@ -149,6 +156,12 @@ func (a *httpAttempt) serve(l *proxy.Listener, info *pool.PickInfo) (proxy.Resul
 	if t.Timeouts.Request > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, t.Timeouts.Request, proxy.ErrRequestTimeout)
+		defer cancel()
+	}
+	if a.grpc {
+		// The client gives up at its grpc-timeout: so does sluice.
+		var cancel context.CancelFunc
+		ctx, cancel = grpcDeadline(ctx, r.Header.Get("Grpc-Timeout"))
 		defer cancel()
 	}
 	a.tls = l.TLS
@@ -189,8 +202,14 @@ func (a *httpAttempt) buildOutbound(l *proxy.Listener, peer netip.Addr, path str
 		out.Header.Set("Te", "trailers") // gRPC needs it end to end
 	}
 	fw := l.NewForwarding(peer, r.Host, stdFields(out.Header))
+	if cs := tlsState(r); cs != nil && l.ClientCert != nil {
+		fw.ClientCert = l.ClientCert(cs)
+	}
 	setForwarded(out.Header, &fw)
 	out.Header.Set("X-Request-Id", a.id)
+	if a.grpc {
+		capGRPCTimeout(out.Header, a.t.Timeouts.Request)
+	}
 	if _, ok := out.Header["User-Agent"]; !ok {
 		out.Header["User-Agent"] = nil // do not let Go add its own
 	}
@@ -221,7 +240,7 @@ func (a *httpAttempt) idempotent() bool {
 
 // Send is one attempt on b through the pool's http.Transport.
 func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) proxy.Outcome {
-	tr := transportOf(a.t.Upstream)
+	tr := roundTripper(a.t.Upstream)
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var timer *time.Timer
@@ -348,6 +367,9 @@ func (a *httpAttempt) deliver(resp *http.Response, b *pool.Backend) proxy.Outcom
 	switch {
 	case werr != nil:
 		o.Err = werr // the client went away; nothing more to do
+	case rerr != nil && a.grpc && a.r.ProtoMajor >= 2:
+		o.Err = rerr
+		grpcBroken(hdr, resp.Trailer, rerr)
 	case rerr != nil:
 		o.Err = rerr
 		a.abort = true
@@ -401,6 +423,9 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush bool) (n int64, rerr, 
 // fail answers the client with a status sluice produced itself: a short
 // plain-text body and no internals. closeConn ends the connection after it.
 func (a *httpAttempt) fail(status int, msg string, closeConn bool) int {
+	if a.grpc {
+		return a.failGRPC(status, msg)
+	}
 	hdr := a.w.Header()
 	clear(hdr)
 	hdr.Set("Content-Type", "text/plain; charset=utf-8")
@@ -409,7 +434,9 @@ func (a *httpAttempt) fail(status int, msg string, closeConn bool) int {
 	if status == http.StatusServiceUnavailable && a.t != nil {
 		hdr.Set("Retry-After", a.t.RetryAfter)
 	}
-	if closeConn || a.upType != "" {
+	if (closeConn || a.upType != "") && a.r.ProtoMajor == 1 {
+		// HTTP/2 has no such field: a refused stream ends alone, and the
+		// connection's other streams go on.
 		hdr.Set("Connection", "close")
 	}
 	a.w.WriteHeader(status)

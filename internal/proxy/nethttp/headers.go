@@ -51,4 +51,7 @@ func setForwarded(out http.Header, f *proxy.Forwarding) {
 	if !f.KeepHost && f.Host != "" {
 		out.Set("X-Forwarded-Host", f.Host)
 	}
+	if f.ClientCert != "" {
+		out.Set("X-Forwarded-Client-Cert", f.ClientCert)
+	}
 }

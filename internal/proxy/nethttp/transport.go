@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/proxy"
+	"github.com/sluice-lb/sluice/internal/proxy/h2client"
 )
 
 // transportOf returns the net/http codec's connections of u, made on first
@@ -15,8 +16,23 @@ func transportOf(u *proxy.Upstream) *transport {
 	return proxy.ConnsOf(u, proxy.CodecNetHTTP, newTransport)
 }
 
+// roundTripper returns how the codec reaches u's backends: HTTP/1.1
+// through its own http.Transport, or with upstream_http2 the HTTP/2 client
+// that every codec shares (package h2client).
+func roundTripper(u *proxy.Upstream) http.RoundTripper {
+	if u.HTTP2 {
+		return h2client.Of(u)
+	}
+	return transportOf(u)
+}
+
 // transport is http.Transport as a proxy.ConnPool.
-type transport struct{ *http.Transport }
+type transport struct{ h1 *http.Transport }
+
+func (t *transport) RoundTrip(r *http.Request) (*http.Response, error) { return t.h1.RoundTrip(r) }
+
+// CloseIdleConnections closes the idle connections.
+func (t *transport) CloseIdleConnections() { t.h1.CloseIdleConnections() }
 
 // Close closes the idle connections; net/http keeps no more state.
 func (t *transport) Close() { t.CloseIdleConnections() }
@@ -29,15 +45,16 @@ func (t *transport) Close() { t.CloseIdleConnections() }
 func newTransport(u *proxy.Upstream) *transport {
 	t, tlsConfig := u.Timeouts, u.TLS
 	d := &net.Dialer{Timeout: t.Connect, KeepAlive: 30 * time.Second}
-	return &transport{&http.Transport{
-		Proxy: nil,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := d.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, &proxy.DialError{Err: err}
-			}
-			return c, nil
-		},
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, &proxy.DialError{Err: err}
+		}
+		return c, nil
+	}
+	return &transport{h1: &http.Transport{
+		Proxy:                  nil,
+		DialContext:            dial,
 		TLSClientConfig:        tlsConfig,
 		TLSHandshakeTimeout:    t.Connect,
 		MaxIdleConns:           0, // no global cap; per host below

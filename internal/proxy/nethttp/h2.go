@@ -1,0 +1,197 @@
+package nethttp
+
+import (
+	"context"
+	"crypto/tls"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sluice-lb/sluice/internal/edge"
+	"github.com/sluice-lb/sluice/internal/proxy"
+)
+
+// HTTP/2 requests reach this codec through golang.org/x/net/http2's
+// server, which already refuses what RFC 9113 §8.2 calls malformed:
+// connection-specific fields (connection, keep-alive, proxy-connection,
+// transfer-encoding, upgrade; te other than "trailers"), upper-case field
+// names, CR, LF or NUL in names or values, pseudo-header fields after
+// regular ones or repeated, and a content-length that disagrees with the
+// DATA received (a stream error: nothing is forwarded). The HTTP/1.1 edge
+// guard does not see these requests, so checkH2 applies here what it would
+// apply: the listener's limits, the target's syntax, and one authority.
+
+// checkH2 returns the status and reason for an HTTP/2 (or later) request
+// that sluice refuses before any backend sees it, or 0.
+func checkH2(l *proxy.Listener, r *http.Request) (int, string) {
+	lim := l.Limits
+	if max := lim.MaxURIBytes; max > 0 && len(r.RequestURI) > max {
+		return http.StatusRequestURITooLong, "request target too long"
+	}
+	if max := lim.MaxHeaders; max > 0 {
+		n := 0
+		for _, vv := range r.Header {
+			n += len(vv)
+		}
+		if n > max {
+			return http.StatusRequestHeaderFieldsTooLarge, "too many header fields"
+		}
+	}
+	if err := edge.CheckOriginForm(r.RequestURI); err != nil {
+		return http.StatusBadRequest, err.Error()
+	}
+	// A host field beside :authority must name the same authority (RFC
+	// 9113 §8.3.1); the backend gets Host equal to :authority.
+	if hs := r.Header["Host"]; len(hs) > 0 {
+		if len(hs) > 1 || !strings.EqualFold(hs[0], r.Host) {
+			return http.StatusBadRequest, "host field differs from :authority"
+		}
+		delete(r.Header, "Host")
+	}
+	if r.Host == "" {
+		return http.StatusBadRequest, "missing :authority"
+	}
+	if l.Covers != nil && r.TLS != nil && !l.Covers(r.TLS, r.Host) {
+		return http.StatusMisdirectedRequest, "misdirected request: this connection's certificate does not cover " + r.Host
+	}
+	return 0, ""
+}
+
+// isGRPC reports whether r is a gRPC call (application/grpc, +proto,
+// +json…): its failures are answered the gRPC way.
+func isGRPC(r *http.Request) bool {
+	ct := r.Header.Get("Content-Type")
+	return strings.HasPrefix(ct, "application/grpc") && (len(ct) == 16 || ct[16] == '+' || ct[16] == ';')
+}
+
+// grpcStatus maps a status sluice answers with to a gRPC status code, as
+// the gRPC HTTP/2 protocol document maps HTTP statuses.
+func grpcStatus(status int) int {
+	switch status {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusMisdirectedRequest:
+		return 14 // UNAVAILABLE
+	case http.StatusGatewayTimeout, http.StatusRequestTimeout:
+		return 4 // DEADLINE_EXCEEDED
+	case http.StatusRequestEntityTooLarge, http.StatusRequestHeaderFieldsTooLarge, http.StatusTooManyRequests:
+		return 8 // RESOURCE_EXHAUSTED
+	case http.StatusNotFound:
+		return 12 // UNIMPLEMENTED
+	case http.StatusUnauthorized:
+		return 16 // UNAUTHENTICATED
+	case http.StatusForbidden:
+		return 7 // PERMISSION_DENIED
+	case 499:
+		return 1 // CANCELLED
+	}
+	return 13 // INTERNAL
+}
+
+// failGRPC answers a gRPC call that sluice itself refuses or could not
+// forward: a trailers-only response (HTTP 200, grpc-status and
+// grpc-message in the header block), which every gRPC client reads as the
+// call's status.
+func (a *httpAttempt) failGRPC(status int, msg string) int {
+	hdr := a.w.Header()
+	clear(hdr)
+	hdr.Set("Content-Type", "application/grpc")
+	hdr.Set("Grpc-Status", strconv.Itoa(grpcStatus(status)))
+	hdr.Set("Grpc-Message", grpcEncode(msg))
+	hdr.Set("X-Request-Id", a.id)
+	a.w.WriteHeader(http.StatusOK)
+	return status
+}
+
+// grpcBroken sets the trailers of a gRPC response whose backend stream
+// broke off after its header went out: the client sees UNAVAILABLE, not a
+// reset stream it would read as INTERNAL, unless the backend already gave a
+// status.
+func grpcBroken(hdr http.Header, trailer http.Header, err error) {
+	if trailer.Get("Grpc-Status") != "" {
+		return
+	}
+	hdr.Set(http.TrailerPrefix+"Grpc-Status", "14")
+	hdr.Set(http.TrailerPrefix+"Grpc-Message", grpcEncode("sluice: the backend's stream broke off: "+err.Error()))
+}
+
+// grpcEncode percent-encodes a grpc-message value (gRPC over HTTP/2:
+// printable ASCII but '%' as is, the rest as %XX).
+func grpcEncode(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= ' ' && c <= '~' && c != '%' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte("0123456789ABCDEF"[c>>4])
+		b.WriteByte("0123456789ABCDEF"[c&15])
+	}
+	return b.String()
+}
+
+// grpcDeadline bounds ctx by the call's grpc-timeout ("100m", "5S": an
+// integer of at most 8 digits and a unit H M S m u n), so that sluice gives
+// up when the client does; it returns ctx unchanged when there is none or
+// it is malformed.
+func grpcDeadline(ctx context.Context, v string) (context.Context, context.CancelFunc) {
+	if len(v) < 2 || len(v) > 9 {
+		return ctx, func() {}
+	}
+	n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
+	if err != nil || n < 0 {
+		return ctx, func() {}
+	}
+	var unit time.Duration
+	switch v[len(v)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return ctx, func() {}
+	}
+	return context.WithTimeoutCause(ctx, time.Duration(n)*unit, proxy.ErrRequestTimeout)
+}
+
+type tlsKey struct{}
+
+// WithTLS returns a connection context carrying the TLS state of a
+// connection that net/http cannot see as TLS (the edge guard wraps it), for
+// http.Server.ConnContext.
+func WithTLS(ctx context.Context, cs *tls.ConnectionState) context.Context {
+	return context.WithValue(ctx, tlsKey{}, cs)
+}
+
+// tlsState is the TLS state of r's connection, nil for cleartext.
+func tlsState(r *http.Request) *tls.ConnectionState {
+	if r.TLS != nil {
+		return r.TLS
+	}
+	cs, _ := r.Context().Value(tlsKey{}).(*tls.ConnectionState)
+	return cs
+}
+
+// capGRPCTimeout lowers the grpc-timeout a backend gets to what is left of
+// sluice's request timeout, so that the backend does not work on past the
+// point where sluice answers DEADLINE_EXCEEDED.
+func capGRPCTimeout(h http.Header, limit time.Duration) {
+	if limit <= 0 {
+		return
+	}
+	ctx, cancel := grpcDeadline(context.Background(), h.Get("Grpc-Timeout"))
+	defer cancel()
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= limit {
+		return
+	}
+	h.Set("Grpc-Timeout", strconv.FormatInt(max(1, limit.Milliseconds()), 10)+"m")
+}
