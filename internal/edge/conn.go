@@ -445,6 +445,11 @@ type writerOnly struct{ io.Writer }
 
 func (c *Conn) LocalAddr() net.Addr  { return c.conn.LocalAddr() }
 func (c *Conn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
+
+// NetConn returns the connection beneath the guard (a *tls.Conn on a TLS
+// listener), for what it can tell about itself; reading it bypasses the
+// guard.
+func (c *Conn) NetConn() net.Conn { return c.conn }
 func (c *Conn) SetDeadline(t time.Time) error {
 	c.noteDeadline(t)
 	return c.conn.SetDeadline(t)

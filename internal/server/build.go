@@ -2,14 +2,17 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
 	"reflect"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/http2"
 	"golang.org/x/net/netutil"
 
 	"github.com/sluice-lb/sluice/internal/balance"
@@ -157,14 +160,20 @@ type listener struct {
 	view   atomic.Pointer[proxy.Listener]
 	sock   *socket
 	srv    httpServer
+	front  *front        // TLS termination and HTTP/2 dispatch (nil: cleartext HTTP/1 only)
+	tls    *tls.Config   // nil: cleartext
 	active *atomic.Int64 // open connections, across generations
 	noPool *pool.Stats   // across generations
-	done   chan struct{}
+	// Across generations too: TLS handshakes by result, HTTP/2 errors.
+	handshakes *handshakeCounts
+	h2Errors   *atomic.Uint64
+	done       chan struct{}
 }
 
 // next returns a new generation of l with config lc on the same socket.
 func (l *listener) next(lc config.Listener) *listener {
-	return &listener{cfg: lc, sock: l.sock, active: l.active, noPool: l.noPool, done: make(chan struct{})}
+	return &listener{cfg: lc, sock: l.sock, active: l.active, noPool: l.noPool, done: make(chan struct{}),
+		handshakes: l.handshakes, h2Errors: l.h2Errors, tls: l.tls}
 }
 
 // view builds the immutable request-path view of listener lc over snap.
@@ -188,6 +197,7 @@ func (s *Server) view(lc config.Listener, snap *snapshot, noPool *pool.Stats) *p
 		Targets: targets,
 		Trusted: lc.TrustedPrefixes,
 		Limits:  lc.Limits,
+		TLS:     lc.TLS != nil,
 		NoPool:  noPool,
 		Access:  s.access,
 	}
@@ -213,12 +223,15 @@ func (s *Server) bindListeners(cfg *config.Config, snap *snapshot, existing map[
 			return nil, fmt.Errorf("listener %q: %w (is the port in use? change its address)", lc.Name, err)
 		}
 		l := &listener{cfg: lc, sock: newSocket(ln), active: new(atomic.Int64), noPool: new(pool.Stats),
-			done: make(chan struct{})}
+			done: make(chan struct{}), handshakes: new(handshakeCounts), h2Errors: new(atomic.Uint64)}
 		l.view.Store(s.view(lc, snap, l.noPool))
 		bound = append(bound, l)
 	}
 	return bound, nil
 }
+
+// handshakeCounts are a listener's TLS handshakes by result.
+type handshakeCounts struct{ ok, failed atomic.Uint64 }
 
 // httpServer is what a listener generation runs: *h1.Engine or
 // *http.Server.
@@ -232,11 +245,18 @@ type httpServer interface {
 // http.Server beneath the strict edge guard.
 func (l *listener) serve(s *Server) {
 	lim := l.cfg.Limits
-	ln := l.sock.generation()
+	var ln net.Listener = l.sock.generation()
 	if n := lim.MaxConnections; n > 0 {
 		// Like HAProxy's maxconn: past the limit, connections wait in the
 		// kernel's accept queue instead of being accepted.
 		ln = netutil.LimitListener(ln, n)
+	}
+	if l.tls != nil || l.cfg.H2C {
+		h2, base := l.h2Server(s)
+		l.front = newFront(ln, frontOptions{TLS: l.tls, H2C: l.cfg.H2C, HandshakeTimeout: l.cfg.Timeouts.ReadHeader,
+			H2: h2, Base: base, Handshake: func(ok bool) { l.handshake(ok) },
+			ConnState: func(d int64) { l.active.Add(d) }})
+		ln = l.front
 	}
 	if l.cfg.Engine == "std" {
 		l.srv = l.stdServer(s)
@@ -255,6 +275,53 @@ func (l *listener) serve(s *Server) {
 	}()
 }
 
+// h2Server is the HTTP/2 server of l: the net/http codec's handler behind
+// golang.org/x/net/http2, with bounded streams, windows and header lists.
+// base carries the timeouts and limits, and its Shutdown sends GOAWAY.
+func (l *listener) h2Server(s *Server) (*http2.Server, *http.Server) {
+	lim := l.cfg.Limits
+	t := l.cfg.Timeouts
+	base := &http.Server{
+		Handler:           nethttp.NewHandler(&l.view, s.ids, s.logger, &s.tunnels),
+		ReadHeaderTimeout: t.ReadHeader,
+		IdleTimeout:       t.Idle,
+		MaxHeaderBytes:    lim.MaxHeaderBytes, // SETTINGS_MAX_HEADER_LIST_SIZE
+		ErrorLog:          slogLogger(s),
+	}
+	h2 := &http2.Server{
+		MaxConcurrentStreams:         h2MaxStreams,
+		MaxUploadBufferPerStream:     h2StreamWindow,
+		MaxUploadBufferPerConnection: h2ConnWindow,
+		MaxReadFrameSize:             1 << 14,
+		IdleTimeout:                  t.Idle,
+		MaxDecoderHeaderTableSize:    4096,
+		MaxEncoderHeaderTableSize:    4096,
+		CountError:                   func(string) { l.h2Errors.Add(1) },
+	}
+	if err := http2.ConfigureServer(base, h2); err != nil {
+		panic(err) // only a TLSConfig on base can make it fail, and base has none
+	}
+	return h2, base
+}
+
+// HTTP/2 limits towards clients: streams at once per connection (Envoy and
+// Go default to 100-250), and the flow-control windows a client may fill
+// before sluice reads: one stream 1 MiB, one connection 4 MiB.
+const (
+	h2MaxStreams   = 250
+	h2StreamWindow = 1 << 20
+	h2ConnWindow   = 4 << 20
+)
+
+// handshake counts one TLS handshake of l.
+func (l *listener) handshake(ok bool) {
+	if ok {
+		l.handshakes.ok.Add(1)
+	} else {
+		l.handshakes.failed.Add(1)
+	}
+}
+
 // stdServer is the net/http codec's server for l.
 func (l *listener) stdServer(s *Server) *http.Server {
 	lim := l.cfg.Limits
@@ -269,7 +336,11 @@ func (l *listener) stdServer(s *Server) *http.Server {
 		MaxHeaderBytes: lim.MaxHeaderBytes + 4096,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if g, ok := c.(*edge.Conn); ok {
-				return nethttp.WithGuard(ctx, g)
+				ctx = nethttp.WithGuard(ctx, g)
+				if tc, ok := g.NetConn().(*tls.Conn); ok {
+					cs := tc.ConnectionState()
+					ctx = nethttp.WithTLS(ctx, &cs)
+				}
 			}
 			return ctx
 		},
@@ -292,8 +363,18 @@ func (l *listener) shutdown(ctx context.Context, closeSocket bool) {
 	if closeSocket {
 		l.sock.Close()
 	}
+	var wg sync.WaitGroup
+	if l.front != nil {
+		// HTTP/2 connections get GOAWAY and finish their streams.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.front.shutdown(ctx)
+		}()
+	}
 	if err := l.srv.Shutdown(ctx); err != nil {
 		l.srv.Close()
 	}
+	wg.Wait()
 	<-l.done
 }
