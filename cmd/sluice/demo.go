@@ -2,40 +2,52 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
-
+	
 	"github.com/sluice-lb/sluice/internal/backend"
 	"github.com/sluice-lb/sluice/internal/server"
 )
 
-func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("demo", "demo [-listen ADDR] [-admin ADDR] [-backends N] [-backend-port P]", stderr)
-	listen := fs.String("listen", ":8080", "address of the balancer")
-	adminAddr := fs.String("admin", "127.0.0.1:9090", "address of the admin API and dashboard")
-	n := fs.Int("backends", 3, "number of demo backends")
-	port := fs.Int("backend-port", 8081, "port of the first backend; the others follow it")
-	if err := parse(fs, args); err != nil {
-		return err
+var demoCommand = &command{
+	name:     "demo",
+	summary:  "run three demo backends and the balancer in one process",
+	synopsis: []string{"demo [-listen ADDR] [-admin ADDR] [-backends N] [-backend-port PORT]"},
+	about: `Starts N demo backends on 127.0.0.1 (consecutive ports from -backend-port) and the ` +
+		`balancer on -listen: round robin, health checks every 2s on /health, the admin API and ` +
+		`dashboard on -admin. It prints what to try; Ctrl-C stops everything.`,
+	setup: func(fs *flag.FlagSet) action {
+		listen := fs.String("listen", ":8080", "accept clients on `ADDR`")
+		adminAddr := fs.String("admin", "127.0.0.1:9090", "serve the admin API and dashboard on `ADDR`")
+		n := fs.Int("backends", 3, "run `N` demo backends (1 to 100)")
+		port := fs.Int("backend-port", 8081, "`PORT` of the first backend; the others follow it")
+		return func(ctx context.Context, out streams, _ []string) error {
+			return runDemo(ctx, out, *listen, *adminAddr, *n, *port)
+		}
+	},
+}
+
+func runDemo(ctx context.Context, out streams, listen, adminAddr string, n, port int) error {
+	if n < 1 || n > 100 {
+		return usagef("-backends %d: use 1 to 100", n)
 	}
-	if *n < 1 || *n > 100 {
-		return usageError{fmt.Errorf("-backends %d: use 1 to 100", *n)}
-	}
-	if *port < 1 || *port+*n-1 > 65535 {
-		return usageError{fmt.Errorf("-backend-port %d: the %d ports must lie in 1-65535", *port, *n)}
+	if port < 1 || port+n-1 > 65535 {
+		return usagef("-backend-port %d: the %d ports must lie in 1-65535", port, n)
 	}
 
 	// Bind every backend first, so a port in use is reported before anything
 	// starts.
 	var lns []net.Listener
 	var urls []string
-	for i := range *n {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(*port+i))
+	for i := range n {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port+i))
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			for _, l := range lns {
@@ -46,8 +58,12 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		lns = append(lns, ln)
 		urls = append(urls, "http://"+addr)
 	}
-	cfg, err := quickConfig(*listen, urls, "round_robin", "/health", 2*time.Second, *adminAddr)
+	cfg, err := quickConfig(quickOptions{listen: listen, backends: urls, balance: "round_robin",
+		healthPath: "/health", healthInterval: 2 * time.Second, admin: adminAddr})
 	if err != nil {
+		for _, l := range lns {
+			l.Close()
+		}
 		return err
 	}
 	cfg.Pools[0].Name = "demo"
@@ -56,7 +72,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	bctx, bcancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	blog := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	blog := slog.New(slog.NewTextHandler(out.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	for _, ln := range lns {
 		srv := backend.New("", blog)
 		wg.Add(1)
@@ -69,30 +85,38 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		bcancel()
 		wg.Wait()
 	}()
-	return serve(ctx, cfg, stdout, stderr, func(context.Context, *server.Server) { printTour(stdout, *listen, *adminAddr, urls) })
+	return serve(ctx, cfg, out, serveOptions{quick: true, started: func(context.Context, *server.Server) {
+		printTour(out.stdout, listen, adminAddr, urls)
+	}})
 }
 
 func printTour(w io.Writer, listen, adminAddr string, backends []string) {
 	lb := "http://" + hostForURL(listen)
 	adm := "http://" + hostForURL(adminAddr)
-	fmt.Fprintf(w, `
-sluice demo is running: round robin over %d backends, health checks every 2s on /health.
+	fmt.Fprintf(w, "\nsluice demo is running: round robin over %d backend%s, health checks every 2s on /health.\n\n",
+		len(backends), plural(len(backends)))
+	columns(w, "  ", [][]string{
+		{"balancer", lb},
+		{"backends", strings.Join(uniq(backends[0], backends[len(backends)-1]), " … ")},
+		{"dashboard", adm + "/"},
+	})
+	fmt.Fprintln(w, "\nTry:")
+	columns(w, "  ", [][]string{
+		{"curl " + lb + "/", "# again and again: the backend changes"},
+		{"curl -X POST " + backends[0] + "/health/down", "# fail its health check: it leaves rotation after 3 checks"},
+		{"curl -X POST " + backends[0] + "/health/up", "# it comes back after 2 passing checks"},
+		{"curl " + adm + "/api/v1/pools", "# state of every backend"},
+		{"curl -s " + adm + "/metrics | grep ^sluice_", "# Prometheus metrics"},
+	})
+	fmt.Fprint(w, "\nCtrl-C stops everything.\n\n")
+}
 
-  balancer    %s
-  backends    %s … %s
-  dashboard   %s/
-
-Try:
-  curl %s/                                  # again and again: the backend changes
-  curl -X POST %s/health/down   # fail its health check: it leaves rotation after 3 checks
-  curl -X POST %s/health/up     # it comes back after 2 passing checks
-  curl %s/api/v1/pools                    # state of every backend
-  curl -s %s/metrics | grep ^sluice_        # Prometheus metrics
-
-Ctrl-C stops everything.
-
-`, len(backends), lb, backends[0], backends[len(backends)-1], adm,
-		lb, backends[0], backends[0], adm, adm)
+// uniq returns a and b, or a alone when they are equal.
+func uniq(a, b string) []string {
+	if a == b {
+		return []string{a}
+	}
+	return []string{a, b}
 }
 
 // hostForURL turns a listen address into something to put in a URL: an

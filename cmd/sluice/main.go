@@ -1,44 +1,26 @@
 // Command sluice is an HTTP load balancer. Run `sluice demo` to see it work,
 // `sluice run -config sluice.yaml` to run it for real, and `sluice -h` for
 // every command.
+//
+// This package is the command line only: flags, signals and wiring. Every
+// command, its synopsis and its flags are defined once, in the table of
+// cli.go; -h, the usage text, the shell completion scripts and the manual
+// page are all generated from that table, so they cannot disagree.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
-	"strings"
 )
 
-// Set by the linker (-ldflags "-X main.version=...").
-var (
-	version = "dev"
-	commit  = ""
-)
-
-const usage = `sluice — an HTTP load balancer
-
-Usage:
-  sluice demo      [-listen ADDR] [-admin ADDR] [-backends N] [-backend-port P]
-  sluice run       -config FILE
-  sluice run       -listen ADDR -backend URL [-backend URL ...] [-balance P]
-                   [-health-path P] [-health-interval D] [-admin ADDR]
-  sluice validate  -config FILE
-  sluice backend   -listen ADDR [-name NAME]
-  sluice version
-
-Run "sluice COMMAND -h" for the flags of a command.
-`
-
-// exit codes
+// exit codes (DESIGN.md)
 const (
 	exitOK     = 0
 	exitFailed = 1 // bad config, start-up failure
-	exitUsage  = 2 // bad command line
+	exitUsage  = 2 // bad command line, including a bad value of a quick-form flag
 )
 
 func main() {
@@ -48,100 +30,49 @@ func main() {
 // run dispatches a command line and returns the exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usageText())
 		return exitUsage
 	}
-	cmd, rest := args[0], args[1:]
-	var err error
-	switch cmd {
-	case "demo":
-		err = cmdDemo(ctx, rest, stdout, stderr)
-	case "run":
-		err = cmdRun(ctx, rest, stdout, stderr)
-	case "validate":
-		err = cmdValidate(rest, stdout, stderr)
-	case "backend":
-		err = cmdBackend(ctx, rest, stdout, stderr)
-	case "version":
-		err = cmdVersion(rest, stdout, stderr)
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, usage)
+	name, rest := args[0], args[1:]
+	switch name {
+	case "-h", "-help", "--help":
+		fmt.Fprint(stdout, usageText())
 		return exitOK
-	default:
-		fmt.Fprintf(stderr, "sluice: unknown command %q\n\n%s", cmd, usage)
+	case "-version", "--version":
+		name = "version"
+	}
+	c := lookup(name)
+	if c == nil {
+		msg := fmt.Sprintf("unknown command %q", name)
+		if len(name) > 1 && name[0] == '-' {
+			msg = fmt.Sprintf("unknown flag %q: flags follow a command", name)
+		}
+		fmt.Fprintf(stderr, "sluice: %s\n\n%s", msg, usageText())
 		return exitUsage
 	}
+	return c.execute(ctx, rest, stdout, stderr)
+}
+
+// usageError is a bad command line (exit 2). Its message names the flag or
+// argument at fault.
+type usageError struct{ error }
+
+// usagef returns a usageError.
+func usagef(format string, a ...any) error {
+	return usageError{fmt.Errorf(format, a...)}
+}
+
+// exitCode maps a command's error to the exit code and prints it, once.
+func exitCode(name string, err error, stderr io.Writer) int {
 	var ue usageError
 	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
+	case err == nil:
 		return exitOK
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "sluice %s: %v\n", cmd, err)
+		fmt.Fprintf(stderr, "sluice %s: %v\n", name, err)
 		return exitUsage
 	default:
-		fmt.Fprintf(stderr, "sluice %s: %v\n", cmd, err)
+		fmt.Fprintf(stderr, "sluice %s: %v\n", name, err)
 		return exitFailed
 	}
 }
-
-// usageError is a bad command line (exit 2).
-type usageError struct{ error }
-
-// newFlagSet returns a flag set that prints its usage to stderr and reports
-// errors as usageError.
-func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: sluice %s\n\nFlags:\n", synopsis)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-// parse parses args and turns flag errors into usage errors. Extra
-// positional arguments are an error too.
-func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
-	}
-	return nil
-}
-
-func cmdVersion(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("version", "version", stderr)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, versionString())
-	return nil
-}
-
-func versionString() string {
-	c, goVersion := commit, "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		goVersion = bi.GoVersion
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && c == "" {
-				c = s.Value
-			}
-		}
-	}
-	if c == "" {
-		c = "unknown"
-	}
-	return fmt.Sprintf("sluice %s (commit %s, %s)", version, c, goVersion)
-}
-
-// stringList is a repeatable string flag.
-type stringList []string
-
-func (l *stringList) String() string     { return strings.Join(*l, ",") }
-func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }

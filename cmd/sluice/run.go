@@ -5,94 +5,187 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
+	"io/fs"
 	"os"
-	"os/signal"
-	"sync"
-	"syscall"
+	"strings"
 	"time"
 
+	"github.com/sluice-lb/sluice/internal/balance"
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/server"
 )
 
-func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("run", "run -config FILE | run -listen ADDR -backend URL [-backend URL ...]", stderr)
-	path := fs.String("config", "", "config file (default ./sluice.yaml when no -backend is given)")
-	listen := fs.String("listen", ":8080", "quick form: address to accept clients on")
-	var backends stringList
-	fs.Var(&backends, "backend", "quick form: backend URL, e.g. http://127.0.0.1:8081 (repeat for more)")
-	balance := fs.String("balance", "round_robin", "quick form: balancing policy (round_robin | random | least_requests | p2c | consistent_hash | ip_hash)")
-	healthPath := fs.String("health-path", "/", "quick form: path of the HTTP health check")
-	healthInterval := fs.Duration("health-interval", 10*time.Second, "quick form: time between health checks (0 turns them off)")
-	adminAddr := fs.String("admin", "127.0.0.1:9090", "quick form: admin API, metrics and dashboard address")
-	watch := fs.Bool("watch", false, "reload the config file when its content changes (checked every second)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	quick := len(backends) > 0
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if quick && (set["config"] || *watch) {
-		return usageError{errors.New("give either -config (with -watch) or -backend flags, not both")}
+// defaultConfig is the file `sluice run` reads when given neither -config
+// nor -backend.
+const defaultConfig = "sluice.yaml"
+
+var runCommand = &command{
+	name:    "run",
+	summary: "run from a config file, or from flags (the quick form)",
+	synopsis: []string{
+		"run [-config FILE] [-watch] [-pidfile FILE]",
+		"run -listen ADDR -backend URL [-backend URL ...] [-balance POLICY] [-health-path PATH] [-health-interval DURATION] [-admin ADDR] [-pidfile FILE]",
+	},
+	about: `Runs sluice from a config file (default ./sluice.yaml), or, in the quick form, from flags: ` +
+		`one listener and one pool of the -backend URLs, with HTTP health checks on -health-path every ` +
+		`-health-interval. SIGHUP reloads the config file (the new one is validated first; an invalid ` +
+		`one leaves the old one serving), SIGTERM and SIGINT shut down gracefully. Under systemd ` +
+		`(NOTIFY_SOCKET set) sluice sends READY=1 once serving, RELOADING=1 and READY=1 around each ` +
+		`reload, and STOPPING=1 at shutdown.`,
+	choices: func() map[string][]string { return map[string][]string{"balance": balance.Names(nil)} },
+	setup: func(fs *flag.FlagSet) action {
+		var o runOptions
+		fs.StringVar(&o.path, "config", "", "run from config `FILE` (default ./sluice.yaml when no -backend is given)")
+		fs.BoolVar(&o.watch, "watch", false, "reload the config file whenever its content changes (checked every second)")
+		fs.StringVar(&o.pidfile, "pidfile", "", "write the process ID to `FILE` once serving; removed at exit")
+		fs.StringVar(&o.listen, "listen", ":8080", "quick form: accept clients on `ADDR`")
+		fs.Var(&o.backends, "backend", "quick form: backend `URL`, e.g. http://127.0.0.1:8081 (repeat for more)")
+		fs.StringVar(&o.balance, "balance", balance.Default, "quick form: balancing `POLICY`: "+strings.Join(balance.Names(nil), ", "))
+		fs.StringVar(&o.healthPath, "health-path", "/", "quick form: `PATH` of the HTTP health check")
+		o.healthInterval = durationVar(fs, "health-interval", 10*time.Second, "quick form: `DURATION` between health checks (0 turns them off)")
+		fs.StringVar(&o.admin, "admin", "127.0.0.1:9090", "quick form: serve the admin API, metrics and dashboard on `ADDR`")
+		return func(ctx context.Context, out streams, _ []string) error {
+			o.set = map[string]bool{}
+			fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
+			return o.run(ctx, out)
+		}
+	},
+}
+
+type runOptions struct {
+	path, listen, balance, healthPath, admin, pidfile string
+	backends                                          stringList
+	healthInterval                                    *time.Duration
+	watch                                             bool
+	set                                               map[string]bool // flags given on the command line
+}
+
+// quickFlags are the flags of the quick form, besides -backend.
+var quickFlags = []string{"listen", "balance", "health-path", "health-interval", "admin"}
+
+func (o *runOptions) run(ctx context.Context, out streams) error {
+	quick := len(o.backends) > 0
+	if quick && (o.set["config"] || o.watch) {
+		return usagef("give either -config (with -watch) or -backend flags, not both")
 	}
 	if !quick {
-		for _, name := range []string{"listen", "balance", "health-path", "health-interval", "admin"} {
-			if set[name] {
-				return usageError{fmt.Errorf("-%s belongs to the quick form: add at least one -backend URL, or put it in the config file", name)}
+		for _, name := range quickFlags {
+			if o.set[name] {
+				return usagef("-%s belongs to the quick form: add at least one -backend URL, or put it in the config file", name)
 			}
 		}
 	}
 	var cfg *config.Config
+	var err error
 	if quick {
-		var err error
-		cfg, err = quickConfig(*listen, backends, *balance, *healthPath, *healthInterval, *adminAddr)
+		cfg, err = quickConfig(quickOptions{listen: o.listen, backends: o.backends, balance: o.balance,
+			healthPath: o.healthPath, healthInterval: *o.healthInterval, admin: o.admin})
 		if err != nil {
 			return err
 		}
 	} else {
-		if *path == "" {
-			*path = "sluice.yaml"
+		if o.path == "" {
+			if _, err := os.Stat(defaultConfig); errors.Is(err, fs.ErrNotExist) {
+				return usageError{errNoConfig}
+			}
+			o.path = defaultConfig
 		}
-		var err error
-		cfg, err = config.Load(*path)
-		if err != nil {
-			return configError(err, *path)
+		if cfg, err = loadConfig(o.path); err != nil {
+			return configError(err)
 		}
 	}
-	var started func(context.Context, *server.Server)
-	if *watch {
-		started = func(ctx context.Context, srv *server.Server) { srv.Watch(ctx, time.Second) }
+	so := serveOptions{quick: quick, pidfile: o.pidfile}
+	if o.watch {
+		so.started = func(ctx context.Context, srv *server.Server) { srv.Watch(ctx, time.Second) }
 	}
-	return serve(ctx, cfg, stdout, stderr, started)
+	return serve(ctx, cfg, out, so)
 }
 
-// quickConfig builds the one-listener, one-pool config of the quick form.
-func quickConfig(listen string, backends []string, balance, healthPath string, healthInterval time.Duration, adminAddr string) (*config.Config, error) {
-	pc := config.Pool{Name: "default", Balance: balance}
-	for _, b := range backends {
+var errNoConfig = errors.New(`no config file: ./sluice.yaml does not exist here. Either
+  sluice run -config FILE                              run from a config file (see examples/)
+  sluice run -listen :8080 -backend http://HOST:PORT   the quick form: one listener, one pool
+  sluice demo                                          see it work with three demo backends`)
+
+// quickOptions are the quick form's flag values.
+type quickOptions struct {
+	listen         string
+	backends       []string
+	balance        string
+	healthPath     string
+	healthInterval time.Duration
+	admin          string
+}
+
+// quickConfig builds the one-listener, one-pool config of the quick form. A
+// bad value is a usage error that names its flag.
+func quickConfig(q quickOptions) (*config.Config, error) {
+	for _, b := range q.backends {
+		if !strings.Contains(b, "://") {
+			return nil, usagef("-backend %q: give a URL with a scheme, e.g. -backend http://%s", b, b)
+		}
+		if _, err := config.ParseBackendAddress(b); err != nil {
+			return nil, usagef("-backend: %v", err)
+		}
+	}
+	if _, ok := balance.Lookup(q.balance); !ok {
+		return nil, usagef("-balance %q: unknown policy: use one of %s", q.balance, strings.Join(balance.Names(nil), ", "))
+	}
+	pc := config.Pool{Name: "default", Balance: q.balance}
+	for _, b := range q.backends {
 		pc.Backends = append(pc.Backends, config.Backend{Address: b})
 	}
-	if healthInterval > 0 {
-		pc.HealthCheck = &config.HealthCheck{Path: healthPath, Interval: healthInterval,
-			Timeout: min(2*time.Second, healthInterval)}
+	if q.healthInterval > 0 {
+		pc.HealthCheck = &config.HealthCheck{Path: q.healthPath, Interval: q.healthInterval,
+			Timeout: min(2*time.Second, q.healthInterval)}
 	}
 	cfg := &config.Config{
-		Listeners: []config.Listener{{Name: "default", Address: listen, Pool: "default"}},
+		Listeners: []config.Listener{{Name: "default", Address: q.listen, Pool: "default"}},
 		Pools:     []config.Pool{pc},
-		Admin:     config.Admin{Address: adminAddr},
+		Admin:     config.Admin{Address: q.admin},
 	}
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, configError(err, "")
+		return nil, quickError(err)
 	}
 	return cfg, nil
 }
 
+// quickFlagOf names the flag behind a field of the quick form's config.
+var quickFlagOf = []struct{ prefix, flag string }{
+	{"listeners[0].address", "-listen"},
+	{"pools[0].backends", "-backend"},
+	{"pools[0].balance", "-balance"},
+	{"pools[0].hash_key", "-balance"},
+	{"pools[0].health_check.path", "-health-path"},
+	{"pools[0].health_check", "-health-interval"},
+	{"admin", "-admin"},
+}
+
+// quickError turns the config's problems into a usage error naming flags
+// rather than field paths (pools[0]... means nothing to someone who wrote
+// no file).
+func quickError(err error) error {
+	var errs config.Errors
+	if !errors.As(err, &errs) {
+		return err
+	}
+	var lines []string
+	for _, e := range errs {
+		name := "the command line"
+		for _, q := range quickFlagOf {
+			if strings.HasPrefix(e.Path, q.prefix) {
+				name = q.flag
+				break
+			}
+		}
+		lines = append(lines, name+": "+e.Msg)
+	}
+	return usageError{errors.New(strings.Join(lines, "\n"))}
+}
+
 // configError formats config problems one per line, as `sluice validate`
 // does.
-func configError(err error, path string) error {
+func configError(err error) error {
 	var errs config.Errors
 	if errors.As(err, &errs) {
 		return fmt.Errorf("invalid config (%d problem%s):\n%w", len(errs), plural(len(errs)), err)
@@ -105,97 +198,4 @@ func plural(n int) string {
 		return ""
 	}
 	return "s"
-}
-
-func cmdValidate(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("validate", "validate -config FILE", stderr)
-	path := fs.String("config", "sluice.yaml", "config file to check")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if _, err := config.Load(*path); err != nil {
-		var errs config.Errors
-		if errors.As(err, &errs) {
-			for _, e := range errs {
-				fmt.Fprintln(stderr, e.Error())
-			}
-			return fmt.Errorf("%s: %d problem%s", *path, len(errs), plural(len(errs)))
-		}
-		return err
-	}
-	fmt.Fprintf(stdout, "%s: ok\n", *path)
-	return nil
-}
-
-// serve runs a server until SIGINT/SIGTERM, reloading on SIGHUP. A second
-// SIGINT/SIGTERM during shutdown kills the process at once. started, when
-// not nil, is called once the server is ready, with a context that ends at
-// shutdown; it may block until then (serve waits for it).
-func serve(ctx context.Context, cfg *config.Config, stdout, stderr io.Writer, started func(context.Context, *server.Server)) error {
-	logger := newLogger(cfg.Log, stderr)
-	srv, err := server.New(cfg, server.Options{Logger: logger, Version: versionString(), Stdout: stdout})
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	// The goroutines below end with ctx; serve returns only after them,
-	// also when Run fails at start-up.
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		<-ctx.Done()
-		stop() // a second signal now takes the default action: exit
-	}()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				srv.Reload()
-			}
-		}
-	}()
-	if started != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for !srv.Ready() {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(20 * time.Millisecond):
-				}
-			}
-			started(ctx, srv)
-		}()
-	}
-	return srv.Run(ctx)
-}
-
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
-	var level slog.Level
-	switch c.Level {
-	case "debug":
-		level = slog.LevelDebug
-	case "warn":
-		level = slog.LevelWarn
-	case "error":
-		level = slog.LevelError
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }

@@ -1,0 +1,353 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/sluice-lb/sluice/internal/config"
+)
+
+var diffCommand = &command{
+	name:     "diff",
+	summary:  "show what a reload to a config file would change, and what it would drain",
+	synopsis: []string{"diff [-config FILE] [OLD]"},
+	about: `Compares the config FILE (default ./sluice.yaml) with OLD, the file the running sluice ` +
+		`was started from or last reloaded: listeners, routes, pools and backends added, removed or ` +
+		`changed, key by key with defaults applied, and what a reload (SIGHUP) would do to open ` +
+		`connections: which listeners would be bound, moved or restarted, and which connections and ` +
+		`backends would drain. Exits 0 whether or not something changed, 1 when a config is invalid.` +
+		"\n\n" + `Without OLD, diff would ask the running instance at FILE's admin.address; the admin ` +
+		`API does not serve its config yet (GET /api/v1/config), so for now pass OLD.`,
+	args:     "[OLD]",
+	maxArgs:  1,
+	argFiles: true,
+	setup: func(fs *flag.FlagSet) action {
+		path := fs.String("config", defaultConfig, "the new config `FILE`, the one a reload would read")
+		return func(ctx context.Context, out streams, args []string) error {
+			next, err := loadConfig(*path)
+			if err != nil {
+				return problems(err, *path, out.stderr)
+			}
+			if len(args) == 0 {
+				return fmt.Errorf("comparing with the running instance needs its config from the admin API "+
+					"(GET /api/v1/config on %s), which sluice does not serve yet: pass a copy of the file it "+
+					"was started or last reloaded from as OLD: sluice diff -config %s OLD", next.Admin.Address, *path)
+			}
+			prev, err := loadConfig(args[0])
+			if err != nil {
+				return problems(err, args[0], out.stderr)
+			}
+			writeDiff(out.stdout, prev, next)
+			return nil
+		}
+	},
+}
+
+// writeDiff prints what changes from prev to next and what a reload would
+// do about it. The effects mirror server.Reload: a listener whose address
+// changed is bound anew and the old socket drains; one whose timeouts or
+// limits changed gets a new server on the same socket and its open
+// connections drain; anything else in a listener is swapped in place. A
+// backend kept (same pool, same address) keeps its health, counters and
+// connections; a pool whose timeouts or upstream_tls changed opens new
+// backend connections.
+func writeDiff(w io.Writer, prev, next *config.Config) {
+	fmt.Fprintf(w, "--- %s\n+++ %s\n", prev.Path, next.Path)
+	var effects []string
+	grace := next.ShutdownTimeout
+	changed := false
+
+	section := func(name string, lines []string) {
+		if len(lines) == 0 {
+			return
+		}
+		changed = true
+		fmt.Fprintln(w, name)
+		for _, l := range lines {
+			fmt.Fprintln(w, "  "+l)
+		}
+	}
+
+	// Listeners, by name.
+	var lines []string
+	for _, l := range next.Listeners {
+		old := findListener(prev, l.Name)
+		if old == nil {
+			lines = append(lines, fmt.Sprintf("+ listener %q on %s", l.Name, l.Address))
+			effects = append(effects, fmt.Sprintf("bind listener %q on %s", l.Name, l.Address))
+			continue
+		}
+		ch := fieldChanges("", reflect.ValueOf(*old), reflect.ValueOf(l), "routes")
+		rs := listChanges("route", old.Routes, l.Routes)
+		if len(ch)+len(rs) == 0 {
+			continue
+		}
+		lines = append(lines, fmt.Sprintf("~ listener %q", l.Name))
+		lines = append(lines, indent("    ", ch)...)
+		lines = append(lines, indent("    ", rs)...)
+		switch {
+		case old.Address != l.Address:
+			effects = append(effects, fmt.Sprintf("move listener %q from %s to %s: connections open on %s drain (up to %s)",
+				l.Name, old.Address, l.Address, old.Address, grace))
+		case old.Timeouts != l.Timeouts || old.Limits != l.Limits:
+			effects = append(effects, fmt.Sprintf("restart listener %q on the same socket for its new timeouts/limits: "+
+				"new connections get them, open ones drain (up to %s)", l.Name, grace))
+		}
+	}
+	for _, l := range prev.Listeners {
+		if findListener(next, l.Name) == nil {
+			lines = append(lines, fmt.Sprintf("- listener %q on %s", l.Name, l.Address))
+			effects = append(effects, fmt.Sprintf("close listener %q on %s: it stops accepting, its open connections drain (up to %s)",
+				l.Name, l.Address, grace))
+		}
+	}
+	section("listeners", lines)
+
+	// Pools, by name; backends by address.
+	lines = nil
+	for _, p := range next.Pools {
+		old := findPool(prev, p.Name)
+		if old == nil {
+			lines = append(lines, fmt.Sprintf("+ pool %q (%s, %d backend%s)", p.Name, p.Balance, len(p.Backends), plural(len(p.Backends))))
+			continue
+		}
+		ch := fieldChanges("", reflect.ValueOf(*old), reflect.ValueOf(p), "backends")
+		var bs []string
+		for _, b := range p.Backends {
+			ob := findBackend(old, b.Address)
+			switch {
+			case ob == nil:
+				bs = append(bs, fmt.Sprintf("+ backend %s (weight %d)", b.Address, b.Weight))
+			case ob.Weight != b.Weight:
+				bs = append(bs, fmt.Sprintf("~ backend %s: weight %d → %d", b.Address, ob.Weight, b.Weight))
+			}
+		}
+		for _, b := range old.Backends {
+			if findBackend(&p, b.Address) == nil {
+				bs = append(bs, "- backend "+b.Address)
+				effects = append(effects, fmt.Sprintf("drain backend %s of pool %q: requests in flight finish, WebSockets to it get %s",
+					b.Address, p.Name, grace))
+			}
+		}
+		if len(ch)+len(bs) == 0 {
+			continue
+		}
+		lines = append(lines, fmt.Sprintf("~ pool %q", p.Name))
+		lines = append(lines, indent("    ", ch)...)
+		lines = append(lines, indent("    ", bs)...)
+		if old.Timeouts != p.Timeouts || old.UpstreamTLS != p.UpstreamTLS {
+			effects = append(effects, fmt.Sprintf("open new connections to the backends of pool %q (timeouts or upstream_tls changed): "+
+				"idle ones close, busy ones finish their request", p.Name))
+		}
+	}
+	for _, p := range prev.Pools {
+		if findPool(next, p.Name) == nil {
+			lines = append(lines, fmt.Sprintf("- pool %q (%d backend%s)", p.Name, len(p.Backends), plural(len(p.Backends))))
+			effects = append(effects, fmt.Sprintf("remove pool %q: requests in flight to its backends finish, WebSockets get %s",
+				p.Name, grace))
+		}
+	}
+	section("pools", lines)
+
+	// Everything else, key by key.
+	rest := fieldChanges("", reflect.ValueOf(*prev), reflect.ValueOf(*next), "listeners", "pools")
+	var restart []string
+	for _, key := range []string{"admin", "access_log", "log"} {
+		if slices.ContainsFunc(rest, func(l string) bool { return strings.HasPrefix(l, key+".") }) {
+			restart = append(restart, key)
+		}
+	}
+	section("settings", rest)
+	if len(restart) > 0 {
+		effects = append(effects, "not apply "+strings.Join(restart, ", ")+": those take effect at the next restart")
+	}
+
+	if !changed {
+		fmt.Fprintln(w, "no changes: a reload would keep every listener, pool, backend and connection as it is")
+		return
+	}
+	fmt.Fprintln(w, "\na reload would")
+	if len(effects) == 0 {
+		fmt.Fprintln(w, "  apply every change in place: no listener is restarted and no connection or backend drains")
+		return
+	}
+	for _, e := range effects {
+		fmt.Fprintln(w, "  "+e)
+	}
+	fmt.Fprintln(w, "and keep every other connection open: backends kept keep their health, counters and connections")
+}
+
+func findListener(c *config.Config, name string) *config.Listener {
+	for i := range c.Listeners {
+		if c.Listeners[i].Name == name {
+			return &c.Listeners[i]
+		}
+	}
+	return nil
+}
+
+func findPool(c *config.Config, name string) *config.Pool {
+	for i := range c.Pools {
+		if c.Pools[i].Name == name {
+			return &c.Pools[i]
+		}
+	}
+	return nil
+}
+
+func findBackend(p *config.Pool, address string) *config.Backend {
+	for i := range p.Backends {
+		if p.Backends[i].Address == address {
+			return &p.Backends[i]
+		}
+	}
+	return nil
+}
+
+func indent(prefix string, lines []string) []string {
+	out := make([]string, len(lines))
+	for i, l := range lines {
+		out[i] = prefix + l
+	}
+	return out
+}
+
+// yamlKey returns the YAML key of a struct field, "" for one that is not
+// in the file (yaml:"-" or unexported).
+func yamlKey(f reflect.StructField) string {
+	if !f.IsExported() {
+		return ""
+	}
+	name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	if name == "-" || name == "" {
+		return ""
+	}
+	return name
+}
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+// fieldChanges lists "key: old → new" for every YAML key that differs
+// between structs a and b, descending into nested blocks (so a changed
+// timeout reads timeouts.idle: 120s → 60s). Keys in skip are left out at
+// the top level.
+func fieldChanges(prefix string, a, b reflect.Value, skip ...string) []string {
+	var out []string
+	for i := range a.NumField() {
+		key := yamlKey(a.Type().Field(i))
+		if key == "" || (prefix == "" && slices.Contains(skip, key)) {
+			continue
+		}
+		fa, fb := a.Field(i), b.Field(i)
+		if reflect.DeepEqual(fa.Interface(), fb.Interface()) {
+			continue
+		}
+		switch {
+		case fa.Kind() == reflect.Struct:
+			out = append(out, fieldChanges(prefix+key+".", fa, fb)...)
+		case fa.Kind() == reflect.Pointer && !fa.IsNil() && !fb.IsNil() && fa.Elem().Kind() == reflect.Struct:
+			out = append(out, fieldChanges(prefix+key+".", fa.Elem(), fb.Elem())...)
+		default:
+			out = append(out, fmt.Sprintf("%s%s: %s → %s", prefix, key, formatValue(fa), formatValue(fb)))
+		}
+	}
+	return out
+}
+
+// listChanges compares two lists whose items have no name (routes): items
+// only in a are removed, items only in b added; the same items in another
+// order are reported as a reordering, which matters when first match wins.
+func listChanges[T any](what string, a, b []T) []string {
+	fa, fb := formatAll(a), formatAll(b)
+	var out []string
+	for _, s := range fa {
+		if !slices.Contains(fb, s) {
+			out = append(out, fmt.Sprintf("- %s %s", what, s))
+		}
+	}
+	for _, s := range fb {
+		if !slices.Contains(fa, s) {
+			out = append(out, fmt.Sprintf("+ %s %s", what, s))
+		}
+	}
+	common := func(xs, other []string) []string {
+		return slices.DeleteFunc(slices.Clone(xs), func(s string) bool { return !slices.Contains(other, s) })
+	}
+	if !slices.Equal(common(fa, fb), common(fb, fa)) {
+		out = append(out, fmt.Sprintf("~ %ss reordered (the first match wins): now %s", what, strings.Join(fb, ", ")))
+	}
+	return out
+}
+
+func formatAll[T any](items []T) []string {
+	out := make([]string, len(items))
+	for i, it := range items {
+		out[i] = formatValue(reflect.ValueOf(it))
+	}
+	return out
+}
+
+// formatValue writes a value as YAML would, on one line: durations as
+// 10s, strings quoted, blocks in flow style; an absent block is "absent".
+func formatValue(v reflect.Value) string {
+	switch {
+	case v.Kind() == reflect.Pointer && v.IsNil():
+		return "absent"
+	case v.Type() == durationType:
+		return time.Duration(v.Int()).String()
+	case v.Kind() == reflect.String:
+		return fmt.Sprintf("%q", v.String())
+	case v.Kind() == reflect.Slice && v.Len() == 0:
+		return "[]"
+	}
+	var n yaml.Node
+	if err := n.Encode(v.Interface()); err != nil {
+		return fmt.Sprint(v.Interface())
+	}
+	flow(&n)
+	b, err := yaml.Marshal(&n)
+	if err != nil {
+		return fmt.Sprint(v.Interface())
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// flow turns every block of n into flow style, and drops empty values so
+// a route reads {path_prefix: /v1, pool: api}.
+func flow(n *yaml.Node) {
+	if n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode {
+		n.Style = yaml.FlowStyle
+	}
+	if n.Kind == yaml.MappingNode {
+		var kept []*yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			v := n.Content[i+1]
+			if isEmpty(v) {
+				continue
+			}
+			kept = append(kept, n.Content[i], v)
+		}
+		n.Content = kept
+	}
+	for _, c := range n.Content {
+		flow(c)
+	}
+}
+
+func isEmpty(n *yaml.Node) bool {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		return n.Value == "" || n.Value == "0" || n.Value == "false" || n.Tag == "!!null"
+	case yaml.MappingNode, yaml.SequenceNode:
+		return len(n.Content) == 0
+	}
+	return false
+}
