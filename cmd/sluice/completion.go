@@ -243,7 +243,7 @@ complete -c sluice -f
 }
 
 // shellQuote quotes s for bash, zsh and fish alike: single quotes, with a
-// single quote written as '\''.
+// single quote written as '\”.
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

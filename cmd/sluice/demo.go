@@ -11,7 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
-	
+
 	"github.com/sluice-lb/sluice/internal/backend"
 	"github.com/sluice-lb/sluice/internal/server"
 )
