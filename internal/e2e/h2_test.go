@@ -7,12 +7,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+
+	"github.com/sluice-lb/sluice/internal/config"
 )
 
 // h2cClient returns an HTTP/2 client that speaks h2c (prior knowledge).
@@ -69,5 +73,61 @@ func TestH2CPriorKnowledge(t *testing.T) {
 	// HTTP/1.1 on the same listener.
 	if r := get(t, newClient(t), s.URL("public")+"/"); r.Status != 200 || !strings.HasPrefix(r.Body, "Hello from b1") {
 		t.Errorf("HTTP/1.1 on the h2c listener: %d %q", r.Status, r.Body)
+	}
+}
+
+// h2cBackend is an HTTP/2-only backend over cleartext (prior knowledge)
+// that names the protocol it was reached with, echoes the body's length and
+// sends a trailer.
+func h2cBackend(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2s := &http2.Server{}
+	srv := &http.Server{Handler: h2c.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		w.Header().Set("Trailer", "X-Sum")
+		w.Header().Set("X-Proto", r.Proto)
+		fmt.Fprintf(w, "%s %s %d", r.Proto, r.URL.Path, n)
+		w.Header().Set("X-Sum", strconv.FormatInt(n, 10))
+	}), h2s)}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+// TestUpstreamHTTP2 sends requests from HTTP/1.1 clients (the engine's
+// bridge, or net/http with engine std) and from HTTP/2 clients to a pool
+// with upstream_http2 over h2c: the backend is reached over HTTP/2, bodies
+// and trailers pass.
+func TestUpstreamHTTP2(t *testing.T) {
+	p := config.Pool{Name: "web", Balance: "round_robin", UpstreamHTTP2: true,
+		Backends: []config.Backend{{Address: h2cBackend(t)}}}
+	cfg := oneListener(p)
+	cfg.Listeners[0].H2C = true
+	s := startSluice(t, cfg)
+	for _, tc := range []struct {
+		name string
+		c    *http.Client
+	}{{"HTTP/1.1 client", newClient(t)}, {"HTTP/2 client", h2cClient(t)}} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, size := range []int{0, 100, 200 << 10} {
+				req, _ := http.NewRequest("POST", s.URL("public")+"/up", strings.NewReader(strings.Repeat("x", size)))
+				resp, err := tc.c.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				want := fmt.Sprintf("HTTP/2.0 /up %d", size)
+				if resp.StatusCode != 200 || string(body) != want {
+					t.Errorf("%d bytes: %d %q, want 200 %q", size, resp.StatusCode, body, want)
+				}
+				if got := resp.Trailer.Get("X-Sum"); got != strconv.Itoa(size) {
+					t.Errorf("%d bytes: trailer X-Sum %q, want %d", size, got, size)
+				}
+			}
+		})
 	}
 }

@@ -63,10 +63,12 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 		p.Limit.PerBackend = int64(pc.MaxConnectionsPerBackend)
 		p.Limit.MaxQueue, p.Limit.Timeout = pc.MaxQueue, pc.QueueTimeout
 		var up *proxy.Upstream
-		if old != nil && old.cfg.Timeouts == pc.Timeouts && old.cfg.UpstreamTLS == pc.UpstreamTLS {
+		if old != nil && old.cfg.Timeouts == pc.Timeouts && old.cfg.UpstreamTLS == pc.UpstreamTLS &&
+			old.cfg.UpstreamHTTP2 == pc.UpstreamHTTP2 {
 			up = old.upstream
 		} else {
 			up = proxy.NewUpstream(pc.Timeouts, pc.UpstreamTLS.ClientConfig())
+			up.HTTP2 = pc.UpstreamHTTP2
 		}
 		ck := health.New(p, pc.HealthCheck, s.logger, health.Options{
 			Passive:     pc.PassiveHealth,
