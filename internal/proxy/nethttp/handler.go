@@ -352,6 +352,9 @@ func (a *httpAttempt) deliver(resp *http.Response, b *pool.Backend) proxy.Outcom
 			announced = append(announced, k)
 		}
 		hdr["Trailer"] = announced
+		// Trailers need a chunked body towards an HTTP/1.1 client; an
+		// HTTP/2 backend may send Content-Length beside them.
+		delete(hdr, "Content-Length")
 	}
 	hdr.Set("X-Request-Id", a.id)
 	if st := a.t.Sticky; st != nil && a.info.Preferred != b {
