@@ -127,6 +127,9 @@ func quickConfig(q quickOptions) (*config.Config, error) {
 			return nil, usagef("-backend: %v", err)
 		}
 	}
+	if q.healthInterval > 0 && !strings.HasPrefix(q.healthPath, "/") {
+		return nil, usagef("-health-path %q: a path starts with \"/\", e.g. /health", q.healthPath)
+	}
 	if _, ok := balance.Lookup(q.balance); !ok {
 		return nil, usagef("-balance %q: unknown policy: use one of %s", q.balance, strings.Join(balance.Names(nil), ", "))
 	}

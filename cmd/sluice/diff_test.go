@@ -1,0 +1,91 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestDiff(t *testing.T) {
+	old := writeFile(t, "old.yaml", richYAML)
+	next := writeFile(t, "new.yaml", `listeners:
+  - name: public
+    address: ":8081"
+    pool: web
+    timeouts: {idle: 60s}
+    routes:
+      - {path_prefix: /, headers: {X-Canary: "1"}, pool: web}
+      - {host: api.example.com, path_prefix: /v2, pool: api}
+  - name: new
+    address: "127.0.0.1:7001"
+    pool: web
+pools:
+  - name: web
+    balance: least_requests
+    backends:
+      - {address: "http://127.0.0.1:8081", weight: 2}
+      - {address: "http://127.0.0.1:8083"}
+    health_check: {path: /health, interval: 5s}
+    timeouts: {connect: 1s}
+  - name: api
+    balance: consistent_hash
+    hash_key: header:X-User
+    backends:
+      - {address: "http://127.0.0.1:9001"}
+shutdown_timeout: 10s
+log: {level: debug}
+`)
+	code, stdout, stderr := sluice(t, "diff", "-config", next, old)
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %s", code, stderr)
+	}
+	for _, want := range []string{
+		`~ listener "public"`,
+		`address: ":8080" → ":8081"`,
+		"timeouts.idle: 2m0s → 1m0s",
+		"- route {host: api.example.com, path_prefix: /v1, pool: api}",
+		"+ route {host: api.example.com, path_prefix: /v2, pool: api}",
+		`+ listener "new" on 127.0.0.1:7001`,
+		`- listener "old" on 127.0.0.1:7000`,
+		`~ pool "web"`,
+		`balance: "round_robin" → "least_requests"`,
+		"timeouts.connect: 3s → 1s",
+		"~ backend http://127.0.0.1:8081: weight 1 → 2",
+		"+ backend http://127.0.0.1:8083 (weight 1)",
+		"- backend http://127.0.0.1:8082",
+		`- pool "legacy"`,
+		"shutdown_timeout: 30s → 10s",
+		`log.level: "info" → "debug"`,
+		// what a reload would do
+		`move listener "public" from :8080 to :8081: connections open on :8080 drain (up to 10s)`,
+		`bind listener "new"`,
+		`close listener "old" on 127.0.0.1:7000: it stops accepting, its open connections drain`,
+		`drain backend http://127.0.0.1:8082 of pool "web"`,
+		`open new connections to the backends of pool "web"`,
+		`remove pool "legacy"`,
+		"not apply log",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("diff lacks %q:\n%s", want, stdout)
+		}
+	}
+	if strings.Contains(stdout, `pool "api"`) {
+		t.Errorf("diff reports the unchanged pool api:\n%s", stdout)
+	}
+}
+
+func TestDiffRestartsOnTimeoutsAndKeepsRoutesInPlace(t *testing.T) {
+	base := "listeners:\n  - name: public\n    address: \"127.0.0.1:0\"\n    pool: web\n%s" +
+		"pools:\n  - name: web\n    backends: [{address: \"http://127.0.0.1:8081\"}]\n  - name: api\n    backends: [{address: \"http://127.0.0.1:8082\"}]\n"
+	plain := writeFile(t, "plain.yaml", strings.Replace(base, "%s", "", 1))
+	routed := writeFile(t, "routed.yaml", strings.Replace(base, "%s", "    routes: [{path_prefix: /api, pool: api}]\n", 1))
+	limited := writeFile(t, "limited.yaml", strings.Replace(base, "%s", "    limits: {max_headers: 50}\n", 1))
+
+	_, out, _ := sluice(t, "diff", "-config", routed, plain)
+	if !strings.Contains(out, "+ route {path_prefix: /api, pool: api}") || !strings.Contains(out, "apply every change in place") {
+		t.Errorf("a new route: diff\n%s\nwant the route and no drain", out)
+	}
+	_, out, _ = sluice(t, "diff", "-config", limited, plain)
+	if !strings.Contains(out, "limits.max_headers: 100 → 50") || !strings.Contains(out, `restart listener "public" on the same socket`) {
+		t.Errorf("new limits: diff\n%s\nwant the limit and a restart of the listener", out)
+	}
+}
