@@ -80,7 +80,9 @@ func TestPIDFile(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, []string{"run", "-config", cfg, "-pidfile", pidfile}, &bytes.Buffer{}, &bytes.Buffer{}) }()
+	go func() {
+		done <- run(ctx, []string{"run", "-config", cfg, "-pidfile", pidfile}, &bytes.Buffer{}, &bytes.Buffer{})
+	}()
 	want := fmt.Sprintf("%d\n", os.Getpid())
 	deadline := time.Now().Add(10 * time.Second)
 	for {

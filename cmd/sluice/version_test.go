@@ -16,11 +16,11 @@ func TestBuildInfo(t *testing.T) {
 		}
 	}
 	for _, tc := range []struct {
-		name               string
+		name                string
 		ldVersion, ldCommit string
-		read               func() (*debug.BuildInfo, bool)
-		want               build
-		short              string
+		read                func() (*debug.BuildInfo, bool)
+		want                build
+		short               string
 	}{
 		{"stamped by make build", "v1.2.0-3-gabcdef1", "abcdef1234567890abcdef1234567890abcdef12", info("(devel)", "vcs.revision", "ffff"),
 			build{"v1.2.0-3-gabcdef1", "abcdef1234567890abcdef1234567890abcdef12", "go1.26.8"}, "v1.2.0-3-gabcdef1 (abcdef123456)"},
