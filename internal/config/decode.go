@@ -374,6 +374,7 @@ var blockNames = map[reflect.Type]string{
 	reflect.TypeFor[Listener]():         "in listener",
 	reflect.TypeFor[TLS]():              "in tls",
 	reflect.TypeFor[Certificate]():      "in tls certificate",
+	reflect.TypeFor[ACME]():             "in tls.acme",
 	reflect.TypeFor[ListenerTimeouts](): "in listener timeouts",
 	reflect.TypeFor[Limits]():           "in limits",
 	reflect.TypeFor[Route]():            "in route",

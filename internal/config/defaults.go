@@ -35,6 +35,9 @@ func (c *Config) ApplyDefaults() {
 		def(s, p+".limits.max_header_bytes", &l.Limits.MaxHeaderBytes, 65536)
 		def(s, p+".limits.max_headers", &l.Limits.MaxHeaders, 100)
 		def(s, p+".limits.max_uri_bytes", &l.Limits.MaxURIBytes, 8192)
+		if l.TLS != nil {
+			def(s, p+".tls.min_version", &l.TLS.MinVersion, "1.2")
+		}
 	}
 	for i := range c.Pools {
 		pl, p := &c.Pools[i], index("pools", i)
@@ -50,12 +53,14 @@ func (c *Config) ApplyDefaults() {
 				typ = "tcp"
 			}
 			def(s, hp+".type", &hc.Type, typ)
-			def(s, hp+".path", &hc.Path, "/health")
+			if hc.Type != "grpc" { // grpc asks a service, not a path, and passes on SERVING
+				def(s, hp+".path", &hc.Path, "/health")
+				def(s, hp+".expect_status", &hc.ExpectStatus, "200-399")
+			}
 			def(s, hp+".interval", &hc.Interval, 10*time.Second)
 			def(s, hp+".timeout", &hc.Timeout, 2*time.Second)
 			def(s, hp+".healthy_threshold", &hc.HealthyThreshold, 2)
 			def(s, hp+".unhealthy_threshold", &hc.UnhealthyThreshold, 3)
-			def(s, hp+".expect_status", &hc.ExpectStatus, "200-399")
 		}
 		if st := pl.Sticky; st != nil {
 			def(s, p+".sticky.cookie", &st.Cookie, "SLUICE_AFFINITY")

@@ -31,6 +31,9 @@ type Config struct {
 	// src records which keys the file gave and where; nil for a config
 	// built in Go. See source.go.
 	src *source
+	// warnings are what Validate found that does not stop sluice; see
+	// Warnings.
+	warnings []string
 }
 
 // Listener is one address sluice accepts client connections on.
@@ -38,8 +41,8 @@ type Listener struct {
 	Name           string           `yaml:"name"`
 	Address        string           `yaml:"address"`
 	Protocol       string           `yaml:"protocol"` // "http" (default) | "tcp" (not supported yet)
-	TLS            *TLS             `yaml:"tls"`      // not supported yet
-	H2C            bool             `yaml:"h2c"`      // not supported yet
+	TLS            *TLS             `yaml:"tls"`      // nil: plain HTTP
+	H2C            bool             `yaml:"h2c"`      // HTTP/2 over cleartext; not with TLS
 	ProxyProtocol  bool             `yaml:"proxy_protocol"`
 	TrustedProxies []string         `yaml:"trusted_proxies"`
 	Timeouts       ListenerTimeouts `yaml:"timeouts"`
@@ -52,15 +55,39 @@ type Listener struct {
 	TrustedPrefixes []netip.Prefix `yaml:"-"`
 }
 
-// TLS configures HTTPS on a listener.
+// TLS configures HTTPS on a listener (package tlsterm terminates it).
 type TLS struct {
+	// Certificates are chosen by SNI: an exact name, then a wildcard, else
+	// the first, which is the default. At least one, unless ACME is set.
 	Certificates []Certificate `yaml:"certificates"`
+	// MinVersion is the lowest TLS version accepted: "1.2" (default) or
+	// "1.3".
+	MinVersion string `yaml:"min_version"`
+	// ClientCA is a PEM file of CA certificates. When set, every client
+	// must present a certificate one of them signed (mTLS); "" asks for
+	// none.
+	ClientCA string `yaml:"client_ca"`
+	// ACME obtains certificates automatically; not supported yet (issue 11).
+	ACME *ACME `yaml:"acme"`
 }
 
-// Certificate is one certificate/key pair in PEM files.
+// Certificate is one certificate/key pair in PEM files: Cert holds the
+// leaf first, then any intermediates; Key its private key (ECDSA, RSA or
+// Ed25519; PKCS #8, PKCS #1 or SEC 1).
 type Certificate struct {
 	Cert string `yaml:"cert"`
 	Key  string `yaml:"key"`
+}
+
+// ACME configures certificates obtained and renewed through RFC 8555. It
+// is decoded so the format is complete, and refused by Validate as not
+// supported yet.
+type ACME struct {
+	Domains   []string `yaml:"domains"`
+	Email     string   `yaml:"email"`
+	Directory string   `yaml:"directory"`
+	CARoot    string   `yaml:"ca_root"`
+	Storage   string   `yaml:"storage"`
 }
 
 // ListenerTimeouts bound the client (downstream) side. Zero means no limit,
@@ -109,7 +136,7 @@ type Pool struct {
 	Sticky                   *Sticky       `yaml:"sticky"`
 	SlowStart                time.Duration `yaml:"slow_start"`
 	UpstreamTLS              UpstreamTLS   `yaml:"upstream_tls"`
-	UpstreamHTTP2            bool          `yaml:"upstream_http2"`
+	UpstreamHTTP2            bool          `yaml:"upstream_http2"` // HTTP/2 to backends: ALPN for https://, h2c for http://
 }
 
 // Backend is one upstream server as written in the file.
@@ -146,14 +173,17 @@ type EtcdDiscovery struct {
 // HealthCheck configures active checks. A pool without one has no active
 // checks.
 type HealthCheck struct {
-	Type               string        `yaml:"type"` // http | tcp
-	Path               string        `yaml:"path"`
+	Type               string        `yaml:"type"` // http | tcp | grpc
+	Path               string        `yaml:"path"` // http; "" with grpc
 	Interval           time.Duration `yaml:"interval"`
 	Timeout            time.Duration `yaml:"timeout"`
 	HealthyThreshold   int           `yaml:"healthy_threshold"`
 	UnhealthyThreshold int           `yaml:"unhealthy_threshold"`
-	ExpectStatus       string        `yaml:"expect_status"`
+	ExpectStatus       string        `yaml:"expect_status"` // http; "" with grpc
 	Host               string        `yaml:"host"`
+	// Service is the grpc.health.v1 service a grpc check asks about; ""
+	// asks about the backend as a whole. Only with type grpc.
+	Service string `yaml:"service"`
 
 	// ExpectMin and ExpectMax are ExpectStatus parsed; filled by Validate.
 	ExpectMin int `yaml:"-"`

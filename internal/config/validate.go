@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -22,11 +23,9 @@ var notSupportedYet = []struct {
 	fix      string
 }{
 	{key: "protocol", what: `protocol "tcp"`, listener: func(l *Listener) bool { return l.Protocol == "tcp" }, fix: "use protocol http"},
-	{key: "tls", what: "tls", listener: func(l *Listener) bool { return l.TLS != nil }, fix: "remove the tls block"},
-	{key: "h2c", what: "h2c", listener: func(l *Listener) bool { return l.H2C }, fix: "remove it or set it to false"},
+	{key: "tls.acme", what: "tls.acme", listener: func(l *Listener) bool { return l.TLS != nil && l.TLS.ACME != nil }, fix: "list the certificate and key files under tls.certificates"},
 	{key: "proxy_protocol", what: "proxy_protocol", listener: func(l *Listener) bool { return l.ProxyProtocol }, fix: "remove it or set it to false"},
 	{key: "discovery", what: "discovery", pool: func(p *Pool) bool { return p.Discovery != nil }, fix: "list the backends under backends"},
-	{key: "upstream_http2", what: "upstream_http2", pool: func(p *Pool) bool { return p.UpstreamHTTP2 }, fix: "remove it or set it to false"},
 }
 
 // Validate checks the whole config, after ApplyDefaults, and fills the
@@ -34,9 +33,12 @@ var notSupportedYet = []struct {
 // HealthCheck.ExpectMin/ExpectMax and the Retries.On* fields. It returns nil
 // or Errors holding every problem, at its FILE:LINE:COL when the config came
 // from a file, else named by its field path ("pools[0].backends[1].address").
-// It reads admin.token_file and upstream_tls.ca to check they are usable.
+// It reads admin.token_file, upstream_tls.ca and the files of every tls
+// block to check they are usable, and records what does not stop sluice
+// (a certificate expired or about to) for Warnings.
 func (c *Config) Validate() error {
-	v := &validator{c: c, pools: map[string]string{}, usedBy: map[string]string{}}
+	c.warnings = nil
+	v := &validator{c: c, pools: map[string]string{}, usedBy: map[string]string{}, now: time.Now()}
 	if len(c.Listeners) == 0 {
 		v.errorf("listeners", "no listeners: add at least one under listeners")
 	}
@@ -86,6 +88,16 @@ type validator struct {
 	poolNames []string          // in file order, for suggestions
 	usedBy    map[string]string // pool name → the first http listener sending to it
 	poolsBad  bool              // a pool's name failed to decode
+	now       time.Time         // for certificate expiry warnings
+}
+
+// Warnings returns what the last Validate found wrong but not fatal, one
+// line each, at FILE:LINE:COL (or the field path) like errors: a tls
+// certificate that has expired, expires within CertExpiryWarning, or is
+// not valid yet. sluice serves such a certificate and logs these at
+// start-up and at each reload.
+func (c *Config) Warnings() []string {
+	return slices.Clone(c.warnings)
 }
 
 // errorf records a problem with the field at path, unless decoding already
@@ -100,6 +112,16 @@ func (v *validator) errorf(path, format string, args ...any) {
 		e.File, e.Line, e.Col = s.file, p.line, p.col
 	}
 	v.add(e)
+}
+
+// warnf records a warning about the field at path, formatted as an Error.
+func (v *validator) warnf(path, format string, args ...any) {
+	e := &Error{File: path, Path: path, Msg: fmt.Sprintf(format, args...)}
+	if s := v.c.src; s != nil {
+		p := s.at(path)
+		e.File, e.Line, e.Col = s.file, p.line, p.col
+	}
+	v.c.warnings = append(v.c.warnings, e.Error())
 }
 
 // where names path for "first at ..." notes: its line, or its field path.
@@ -132,6 +154,12 @@ func (v *validator) listener(p string, l *Listener, names, addrs map[string]stri
 		v.oneOf(p+".protocol", "protocol", l.Protocol, "http", "tcp")
 	}
 	v.oneOf(p+".engine", "engine", l.Engine, "h1", "std")
+	if l.TLS != nil {
+		v.tls(p+".tls", l.TLS)
+		if l.H2C {
+			v.errorf(p+".h2c", "h2c has no effect on a tls listener, which offers HTTP/2 through ALPN: remove it")
+		}
+	}
 	l.TrustedPrefixes = nil
 	for i, s := range l.TrustedProxies {
 		pfx, err := parsePrefix(s)
@@ -234,7 +262,7 @@ func (v *validator) pool(p string, pl *Pool) {
 		}
 	}
 	if pl.HealthCheck != nil {
-		v.healthCheck(p+".health_check", pl.HealthCheck)
+		v.healthCheck(p+".health_check", pl.HealthCheck, pl)
 	}
 	ph := &pl.PassiveHealth
 	atLeast(v, p+".passive_health.consecutive_failures", ph.ConsecutiveFailures, 1, "")
@@ -293,9 +321,24 @@ func validHashKey(k string) bool {
 	return false
 }
 
-func (v *validator) healthCheck(p string, hc *HealthCheck) {
-	v.oneOf(p+".type", "health_check.type", hc.Type, "http", "tcp")
-	if !strings.HasPrefix(hc.Path, "/") {
+func (v *validator) healthCheck(p string, hc *HealthCheck, pl *Pool) {
+	v.oneOf(p+".type", "health_check.type", hc.Type, "http", "tcp", "grpc")
+	grpc := hc.Type == "grpc"
+	switch {
+	case grpc:
+		if !pl.UpstreamHTTP2 {
+			v.errorf(p+".type", "health_check.type grpc needs HTTP/2 to the backends: set upstream_http2: true on pool %q, or use type http or tcp", pl.Name)
+		}
+		if hc.Path != "" {
+			v.errorf(p+".path", "health_check.path has no effect with type grpc: remove it (name a grpc.health.v1 service with service)")
+		}
+		if hc.ExpectStatus != "" {
+			v.errorf(p+".expect_status", "health_check.expect_status has no effect with type grpc, which passes on SERVING: remove it")
+		}
+	case hc.Service != "":
+		v.errorf(p+".service", "health_check.service has no effect with type %q: remove it, or set type: grpc", hc.Type)
+	}
+	if !grpc && !strings.HasPrefix(hc.Path, "/") {
 		v.errorf(p+".path", "health_check.path %q must start with \"/\"", hc.Path)
 	}
 	interval := v.positive(p+".interval", hc.Interval, "remove the health_check block to turn checks off")
@@ -304,11 +347,48 @@ func (v *validator) healthCheck(p string, hc *HealthCheck) {
 	}
 	atLeast(v, p+".healthy_threshold", hc.HealthyThreshold, 1, "")
 	atLeast(v, p+".unhealthy_threshold", hc.UnhealthyThreshold, 1, "")
+	hc.ExpectMin, hc.ExpectMax = 0, 0
+	if grpc {
+		return
+	}
 	lo, hi, ok := parseStatusRange(hc.ExpectStatus)
 	if !ok {
 		v.errorf(p+".expect_status", `expect_status %q is not a status or a range: write e.g. "200" or "200-399" (100 to 599)`, hc.ExpectStatus)
 	}
 	hc.ExpectMin, hc.ExpectMax = lo, hi
+}
+
+// tls checks a listener's tls block: its files must be usable PEM, each
+// key must go with its certificate. A certificate out of its validity
+// dates is a warning, not an error.
+func (v *validator) tls(p string, t *TLS) {
+	if len(t.Certificates) == 0 && t.ACME == nil {
+		v.errorf(p+".certificates", "tls has no certificates: add certificates: [{cert: FILE, key: FILE}] (the first is the default)")
+	}
+	v.oneOf(p+".min_version", "tls.min_version", t.MinVersion, "1.2", "1.3")
+	if t.ClientCA != "" {
+		if _, err := loadCA(t.ClientCA); err != nil {
+			v.errorf(p+".client_ca", "tls.client_ca: %v: give a PEM file of the CA certificates that sign client certificates", err)
+		}
+	}
+	for i, c := range t.Certificates {
+		cp := index(p+".certificates", i)
+		certPEM, certErr := readPEMFile("cert", c.Cert)
+		keyPEM, keyErr := readPEMFile("key", c.Key)
+		v.certError(cp, certErr)
+		v.certError(cp, keyErr)
+		if certErr != nil || keyErr != nil {
+			continue
+		}
+		pair, err := c.KeyPair(certPEM, keyPEM)
+		if err != nil {
+			v.certError(cp, err)
+			continue
+		}
+		if w := CertWarning(c.Cert, pair.Leaf, v.now); w != "" {
+			v.warnf(cp+".cert", "%s", w)
+		}
+	}
 }
 
 // parseStatusRange parses "NNN" or "NNN-NNN" within 100-599.
@@ -453,4 +533,14 @@ func orList(words []string) string {
 		return strings.Join(words, "")
 	}
 	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
+}
+
+// certError reports a *CertError at the cert or key of the pair at p.
+func (v *validator) certError(p string, err error) {
+	var ce *CertError
+	if errors.As(err, &ce) {
+		v.errorf(p+"."+ce.Field, "%s", ce.Msg)
+	} else if err != nil {
+		v.errorf(p, "%v", err)
+	}
 }

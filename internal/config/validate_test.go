@@ -159,13 +159,13 @@ func TestParseErrors(t *testing.T) {
 			`t.yaml:3:50: hash_key "header:" is not valid: use client_ip, path, header:NAME, cookie:NAME or query:NAME`}},
 		{"health checks", listener1 + "pools:\n  - name: web\n    backends: [{address: \"http://127.0.0.1:8081\"}]\n" +
 			"    health_check:\n" +
-			"      type: grpc\n" +
+			"      type: icmp\n" +
 			"      path: health\n" +
 			"      interval: 0s\n" +
 			"      healthy_threshold: 0\n" +
 			"      expect_status: \"200-99\"\n" +
 			"  - {name: two, backends: [{address: \"http://127.0.0.1:8081\"}], health_check: {interval: 1s, timeout: 2s, expect_status: 600}}\n", []string{
-			`t.yaml:6:13: health_check.type "grpc" is not valid: use http or tcp`,
+			`t.yaml:6:13: health_check.type "icmp" is not valid: use http, tcp or grpc`,
 			`t.yaml:7:13: health_check.path "health" must start with "/"`,
 			`t.yaml:8:17: interval must be more than 0, got 0s: remove the health_check block to turn checks off`,
 			`t.yaml:9:26: healthy_threshold must be 1 or more, got 0`,
@@ -262,11 +262,9 @@ func TestNotSupportedYet(t *testing.T) {
 		want string
 	}{
 		{"protocol", listener("protocol: tcp"), `t.yaml:4:15: protocol "tcp" is not supported yet: use protocol http`},
-		{"tls", listener("tls: {certificates: [{cert: a.pem, key: a.key}]}"), `t.yaml:4:5: tls is not supported yet: remove the tls block`},
-		{"h2c", listener("h2c: true"), `t.yaml:4:10: h2c is not supported yet: remove it or set it to false`},
+		{"tls.acme", listener("tls: {acme: {domains: [example.com]}}"), `t.yaml:4:11: tls.acme is not supported yet: list the certificate and key files under tls.certificates`},
 		{"proxy_protocol", listener("proxy_protocol: true"), `t.yaml:4:21: proxy_protocol is not supported yet: remove it or set it to false`},
 		{"discovery", pool("discovery: {dns: {name: web.internal, port: 8080}}"), `t.yaml:5:5: discovery is not supported yet: list the backends under backends`},
-		{"upstream_http2", pool("upstream_http2: true"), `t.yaml:5:21: upstream_http2 is not supported yet: remove it or set it to false`},
 	}
 	tested := map[string]bool{}
 	for _, tt := range tests {

@@ -1,0 +1,229 @@
+package tlsterm
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"path/filepath"
+	"testing"
+
+	"github.com/sluice-lb/sluice/internal/config"
+)
+
+// oneCert returns a Store and tls block with one ECDSA certificate for
+// site.test that CA a signed.
+func oneCert(t *testing.T, a *ca) (*Store, config.TLS) {
+	t.Helper()
+	certPEM, keyPEM, _ := a.issue(t, leaf{subject: pkix.Name{CommonName: "site"}, dns: []string{"site.test"}})
+	cfg := config.TLS{Certificates: []config.Certificate{writePair(t, t.TempDir(), "site", certPEM, keyPEM)}}
+	s, err := NewStore(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, cfg
+}
+
+// TestConfigHandshakes checks which clients the listener's tls.Config
+// accepts: versions, suites, curves and ALPN.
+func TestConfigHandshakes(t *testing.T) {
+	a := newCA(t, "Test CA")
+	s, cfg := oneCert(t, a)
+	tls13 := cfg
+	tls13.MinVersion = "1.3"
+	h2 := func(cfg config.TLS, h2 bool) *tls.Config {
+		conf, err := Config(s, cfg, h2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return conf
+	}
+	servers := map[string]*server{
+		"1.2":       serve(t, h2(cfg, true)),
+		"1.3":       serve(t, h2(tls13, true)),
+		"1.2 no h2": serve(t, h2(cfg, false)),
+	}
+	tests := []struct {
+		name     string
+		server   string
+		client   *tls.Config
+		wantErr  bool
+		wantVers uint16
+		wantALPN string
+	}{
+		{"default client", "1.2", &tls.Config{NextProtos: []string{"h2", "http/1.1"}}, false, tls.VersionTLS13, "h2"},
+		{"http/1.1 only client", "1.2", &tls.Config{NextProtos: []string{"http/1.1"}}, false, tls.VersionTLS13, "http/1.1"},
+		{"no ALPN", "1.2", &tls.Config{}, false, tls.VersionTLS13, ""},
+		{"h2 not offered", "1.2 no h2", &tls.Config{NextProtos: []string{"h2", "http/1.1"}}, false, tls.VersionTLS13, "http/1.1"},
+		{"TLS 1.2, ECDHE-ECDSA-AES128-GCM", "1.2", &tls.Config{MaxVersion: tls.VersionTLS12,
+			CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}, false, tls.VersionTLS12, ""},
+		{"TLS 1.2, ECDHE-ECDSA-CHACHA20", "1.2", &tls.Config{MaxVersion: tls.VersionTLS12,
+			CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256}}, false, tls.VersionTLS12, ""},
+		{"TLS 1.2, CBC refused", "1.2", &tls.Config{MaxVersion: tls.VersionTLS12,
+			CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}}, true, 0, ""},
+		{"TLS 1.2, P-256 only", "1.2", &tls.Config{MaxVersion: tls.VersionTLS12, CurvePreferences: []tls.CurveID{tls.CurveP256}}, false, tls.VersionTLS12, ""},
+		{"TLS 1.2, P-384 only refused", "1.2", &tls.Config{MaxVersion: tls.VersionTLS12, CurvePreferences: []tls.CurveID{tls.CurveP384}}, true, 0, ""},
+		{"TLS 1.1 refused", "1.2", &tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}, true, 0, ""},
+		{"min_version 1.3, TLS 1.3 client", "1.3", &tls.Config{}, false, tls.VersionTLS13, ""},
+		{"min_version 1.3, TLS 1.2 client refused", "1.3", &tls.Config{MaxVersion: tls.VersionTLS12}, true, 0, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cc := tt.client.Clone()
+			cc.ServerName, cc.RootCAs = "site.test", poolOf(a)
+			c, err := dial(t, servers[tt.server], cc)
+			if tt.wantErr {
+				if err == nil {
+					t.Fatalf("handshake succeeded with %s, want it refused", tls.VersionName(c.ConnectionState().Version))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("handshake: %v", err)
+			}
+			st := c.ConnectionState()
+			if st.Version != tt.wantVers || st.NegotiatedProtocol != tt.wantALPN {
+				t.Errorf("got %s with ALPN %q, want %s with %q", tls.VersionName(st.Version), st.NegotiatedProtocol,
+					tls.VersionName(tt.wantVers), tt.wantALPN)
+			}
+		})
+	}
+}
+
+func TestConfigFields(t *testing.T) {
+	a := newCA(t, "Test CA")
+	s, cfg := oneCert(t, a)
+	conf, err := Config(s, cfg, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conf.MinVersion != tls.VersionTLS12 || conf.SessionTicketsDisabled || conf.ClientAuth != tls.NoClientCert || conf.ClientCAs != nil {
+		t.Errorf("Config() = MinVersion %x, SessionTicketsDisabled %v, ClientAuth %v, ClientCAs %v; want 1.2, false, none, nil",
+			conf.MinVersion, conf.SessionTicketsDisabled, conf.ClientAuth, conf.ClientCAs)
+	}
+	insecure := map[uint16]bool{}
+	for _, cs := range tls.InsecureCipherSuites() {
+		insecure[cs.ID] = true
+	}
+	for _, id := range conf.CipherSuites {
+		if insecure[id] {
+			t.Errorf("Config() offers insecure suite %s", tls.CipherSuiteName(id))
+		}
+	}
+	bad := cfg
+	bad.MinVersion = "1.1"
+	if _, err := Config(s, bad, true); err == nil {
+		t.Error(`Config() with min_version "1.1" succeeded`)
+	}
+	bad = cfg
+	bad.ClientCA = filepath.Join(t.TempDir(), "nope.pem")
+	if _, err := Config(s, bad, true); err == nil {
+		t.Error("Config() with a missing client_ca succeeded")
+	}
+}
+
+// TestMutualTLS checks a listener with client_ca accepts only clients
+// with a certificate that CA signed, and exposes the verified one.
+func TestMutualTLS(t *testing.T) {
+	serverCA, clientCA, otherCA := newCA(t, "Server CA"), newCA(t, "Client CA"), newCA(t, "Other CA")
+	s, cfg := oneCert(t, serverCA)
+	cfg.ClientCA = filepath.Join(t.TempDir(), "clients.pem")
+	writeFile(t, cfg.ClientCA, clientCA.pem())
+	conf, err := Config(s, cfg, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conf.ClientAuth != tls.RequireAndVerifyClientCert {
+		t.Errorf("ClientAuth = %v, want RequireAndVerifyClientCert", conf.ClientAuth)
+	}
+	srv := serve(t, conf)
+
+	clientCert := func(a *ca) []tls.Certificate {
+		certPEM, keyPEM, _ := a.issue(t, leaf{subject: pkix.Name{CommonName: "alice", Organization: []string{"Example, Inc."}}, client: true})
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []tls.Certificate{pair}
+	}
+	good := clientCert(clientCA)
+	tests := []struct {
+		name    string
+		certs   []tls.Certificate
+		version uint16
+		wantOK  bool
+	}{
+		{"signed by client_ca", good, 0, true},
+		{"signed by client_ca, TLS 1.2", good, tls.VersionTLS12, true},
+		{"no certificate", nil, 0, false},
+		{"no certificate, TLS 1.2", nil, tls.VersionTLS12, false},
+		{"signed by another CA", clientCert(otherCA), 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cc := &tls.Config{ServerName: "site.test", RootCAs: poolOf(serverCA), Certificates: tt.certs, MaxVersion: tt.version}
+			c, dialErr := dial(t, srv, cc)
+			// In TLS 1.3 the client finishes first; the server's verdict
+			// reaches it at its first read.
+			var echoErr error
+			if dialErr == nil {
+				echoErr = echo(t, c, "hello")
+			}
+			r := srv.result(t)
+			if got := r.err == nil; got != tt.wantOK {
+				t.Fatalf("server handshake error = %v, want ok %v", r.err, tt.wantOK)
+			}
+			if !tt.wantOK {
+				if dialErr == nil && echoErr == nil {
+					t.Error("the client was refused but its connection still works")
+				}
+				return
+			}
+			if dialErr != nil || echoErr != nil {
+				t.Fatalf("client: dial %v, echo %v", dialErr, echoErr)
+			}
+			sum := sha256.Sum256(good[0].Leaf.Raw)
+			want := "Hash=" + hex.EncodeToString(sum[:]) + `;Subject="CN=alice,O=Example\\, Inc."`
+			if got := ClientCertHeader(&r.state); got != want {
+				t.Errorf("ClientCertHeader() = %q, want %q", got, want)
+			}
+			if got, want := ClientSubject(&r.state), `CN=alice,O=Example\, Inc.`; got != want {
+				t.Errorf("ClientSubject() = %q, want %q", got, want)
+			}
+		})
+	}
+	if ok, errs := srv.counters.OK(), srv.counters.Errors(); ok != 2 || errs != 3 {
+		t.Errorf("Counters = %d ok, %d errors; want 2, 3", ok, errs)
+	}
+}
+
+func TestClientCertHeader(t *testing.T) {
+	cert := &x509.Certificate{Raw: []byte("not really DER"), Subject: pkix.Name{
+		CommonName:   "Jane \"JD\" Doe\\",
+		Organization: []string{"A;B\r\nX-Evil: 1"},
+	}}
+	sum := sha256.Sum256(cert.Raw)
+	hash := hex.EncodeToString(sum[:])
+	tests := []struct {
+		name string
+		cs   *tls.ConnectionState
+		want string
+	}{
+		{"no connection state", nil, ""},
+		{"no client certificate", &tls.ConnectionState{}, ""},
+		{"presented but not verified", &tls.ConnectionState{PeerCertificates: []*x509.Certificate{cert}}, ""},
+		{"quotes, backslashes and control characters escaped", &tls.ConnectionState{PeerCertificates: []*x509.Certificate{cert}, VerifiedChains: [][]*x509.Certificate{{cert}}},
+			"Hash=" + hash + `;Subject="CN=Jane \\\"JD\\\" Doe\\\\,O=A\\;B\\0d\\0aX-Evil: 1"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ClientCertHeader(tt.cs); got != tt.want {
+				t.Errorf("ClientCertHeader() = %q, want %q", got, tt.want)
+			}
+		})
+	}
+	if got, want := ClientSubject(tests[3].cs), `CN=Jane \"JD\" Doe\\,O=A\;B\0d\0aX-Evil: 1`; got != want {
+		t.Errorf("ClientSubject() = %q, want %q", got, want)
+	}
+}

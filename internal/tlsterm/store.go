@@ -1,0 +1,271 @@
+// Package tlsterm terminates TLS for listeners: the certificates of a
+// listener, chosen by SNI and re-read when their files change; the
+// server's tls.Config; the verified client certificate as the access log
+// and X-Forwarded-Client-Cert show it; and handshake counters.
+//
+// The handshake path takes no lock: GetCertificate does one atomic load of
+// an immutable index, which a reload replaces whole. A connection keeps
+// the certificate it was handed, so a reload never disturbs connections
+// already open.
+package tlsterm
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluice-lb/sluice/internal/config"
+)
+
+// Store holds the certificates of one listener. Make one with NewStore
+// (the zero Store holds none and must not be used); its methods are safe
+// for concurrent use.
+type Store struct {
+	// mu serialises loads and swaps of set, so a Watch poll cannot put
+	// back files that Reload or Update replaced. Handshakes never take it.
+	mu  sync.Mutex
+	set atomic.Pointer[certSet]
+}
+
+// certSet is one loaded generation of a Store's certificates. It is never
+// changed once published.
+type certSet struct {
+	files  []config.Certificate
+	sum    [sha256.Size]byte             // of the files' contents, for Watch
+	certs  []*tls.Certificate            // in file order; certs[0] is the default
+	exact  map[string][]*tls.Certificate // lower-case name → certificates, in file order
+	wild   map[string][]*tls.Certificate // "example.com" → certificates for "*.example.com"
+	expiry []CertExpiry
+}
+
+// CertExpiry is when one certificate name stops being valid, for the
+// metric sluice_certificate_expiry_seconds{listener,name}.
+type CertExpiry struct {
+	// Name is the certificate's first DNS name (else its common name).
+	Name string
+	// NotAfter is the end of the certificate's validity.
+	NotAfter time.Time
+}
+
+// NewStore loads the certificates of cfg, which Validate accepted. It
+// fails when a file cannot be read or parsed, or a key does not go with
+// its certificate; an expired certificate is loaded (see ExpiryWarnings).
+func NewStore(cfg config.TLS) (*Store, error) {
+	s := &Store{}
+	if err := s.Update(cfg); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Update replaces the Store's certificates with those of cfg, read now.
+// On error the Store keeps serving the certificates it had. The server
+// calls it when a reload keeps a listener but changes its certificates.
+func (s *Store) Update(cfg config.TLS) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.load(slices.Clone(cfg.Certificates))
+}
+
+// Reload re-reads every certificate and key file, whether or not it
+// changed. On error the Store keeps serving the certificates it had.
+// Handshakes that start after Reload returns see the new certificates.
+func (s *Store) Reload() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.load(s.set.Load().files)
+}
+
+// load reads and parses files and publishes them; s.mu is held.
+func (s *Store) load(files []config.Certificate) error {
+	if len(files) == 0 {
+		return errors.New("tls has no certificates")
+	}
+	contents, sum, err := read(files)
+	if err != nil {
+		return err
+	}
+	set, err := build(files, contents, sum)
+	if err != nil {
+		return err
+	}
+	s.set.Store(set)
+	return nil
+}
+
+// Watch polls the Store's files every interval and reloads them when
+// their content changes (a renewal, a Kubernetes secret's symlink swap).
+// After each reload it triggers it calls changed, when not nil, with the
+// result: nil, or the error that kept the old certificates. Files left
+// broken are reported once, not at every poll. Watch returns when ctx is
+// done; the caller runs it in a goroutine it waits for.
+func (s *Store) Watch(ctx context.Context, interval time.Duration, changed func(error)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var failed [sha256.Size]byte // the contents of the last failed reload
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err, tried := s.reloadChanged(&failed); tried && changed != nil {
+			changed(err)
+		}
+	}
+}
+
+// reloadChanged reloads the files if their contents differ from both the
+// current set and the last failed attempt, and reports whether it tried.
+func (s *Store) reloadChanged(failed *[sha256.Size]byte) (err error, tried bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.set.Load()
+	contents, sum, readErr := read(cur.files)
+	if sum == cur.sum || sum == *failed {
+		return nil, false
+	}
+	var set *certSet
+	if err = readErr; err == nil {
+		set, err = build(cur.files, contents, sum)
+	}
+	if err != nil {
+		*failed = sum
+		return err, true
+	}
+	s.set.Store(set)
+	return nil, true
+}
+
+// read reads each pair's files and sums their contents. A file that
+// cannot be read is summed as its error, so a broken state has a sum of
+// its own; the first error is returned.
+func read(files []config.Certificate) (contents [][2][]byte, sum [sha256.Size]byte, err error) {
+	h := sha256.New()
+	contents = make([][2][]byte, len(files))
+	for i, f := range files {
+		certPEM, keyPEM, rerr := f.ReadFiles()
+		if rerr != nil {
+			err = cmp.Or(err, rerr)
+			certPEM, keyPEM = []byte(rerr.Error()), nil
+		}
+		contents[i] = [2][]byte{certPEM, keyPEM}
+		for _, b := range contents[i] {
+			h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(b))))
+			h.Write(b)
+		}
+	}
+	h.Sum(sum[:0])
+	return contents, sum, err
+}
+
+// build parses the files' contents into an index.
+func build(files []config.Certificate, contents [][2][]byte, sum [sha256.Size]byte) (*certSet, error) {
+	set := &certSet{
+		files: files, sum: sum,
+		exact: map[string][]*tls.Certificate{}, wild: map[string][]*tls.Certificate{},
+	}
+	seen := map[string]int{} // expiry name → its index in set.expiry
+	for i, f := range files {
+		pair, err := f.KeyPair(contents[i][0], contents[i][1])
+		if err != nil {
+			return nil, err
+		}
+		c := &pair
+		set.certs = append(set.certs, c)
+		for _, name := range names(c) {
+			if parent, ok := strings.CutPrefix(name, "*."); ok {
+				set.wild[parent] = append(set.wild[parent], c)
+			} else {
+				set.exact[name] = append(set.exact[name], c)
+			}
+		}
+		name := config.CertName(c.Leaf)
+		if j, dup := seen[name]; !dup {
+			seen[name] = len(set.expiry)
+			set.expiry = append(set.expiry, CertExpiry{Name: name, NotAfter: c.Leaf.NotAfter})
+		} else if c.Leaf.NotAfter.Before(set.expiry[j].NotAfter) {
+			set.expiry[j].NotAfter = c.Leaf.NotAfter
+		}
+	}
+	return set, nil
+}
+
+// names returns the lower-case names a certificate answers for: its DNS
+// names, or its common name when it has none (as browsers did before
+// SANs were required).
+func names(c *tls.Certificate) []string {
+	ns := c.Leaf.DNSNames
+	if len(ns) == 0 && c.Leaf.Subject.CommonName != "" {
+		ns = []string{c.Leaf.Subject.CommonName}
+	}
+	out := make([]string, 0, len(ns))
+	for _, n := range ns {
+		out = append(out, strings.ToLower(strings.TrimSuffix(n, ".")))
+	}
+	return out
+}
+
+// GetCertificate chooses the certificate for a handshake by its server
+// name (SNI), case-insensitively: a certificate naming it exactly, else
+// one for the wildcard "*.parent" that covers exactly its first label,
+// else the Store's first certificate. Among several certificates for one
+// name (an ECDSA and an RSA one) it takes the first the client supports.
+// It is tls.Config.GetCertificate and never returns an error.
+func (s *Store) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return s.set.Load().pick(hello), nil
+}
+
+func (set *certSet) pick(hello *tls.ClientHelloInfo) *tls.Certificate {
+	name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
+	if cs, ok := set.exact[name]; ok && name != "" {
+		return supported(hello, cs)
+	}
+	if label, parent, ok := strings.Cut(name, "."); ok && label != "" {
+		if cs, ok := set.wild[parent]; ok {
+			return supported(hello, cs)
+		}
+	}
+	return set.certs[0]
+}
+
+// supported returns the first of cs the client can use, else the first.
+func supported(hello *tls.ClientHelloInfo, cs []*tls.Certificate) *tls.Certificate {
+	if len(cs) > 1 {
+		for _, c := range cs {
+			if hello.SupportsCertificate(c) == nil {
+				return c
+			}
+		}
+	}
+	return cs[0]
+}
+
+// Expiry returns, for each certificate name in file order, when it
+// expires; a name served by several certificates gets the earliest.
+func (s *Store) Expiry() []CertExpiry {
+	return slices.Clone(s.set.Load().expiry)
+}
+
+// ExpiryWarnings returns a line for each certificate that, at now, has
+// expired, expires within config.CertExpiryWarning (7 days), or is not
+// valid yet. The server logs them after each reload and once a day;
+// config.Config.Warnings says the same at start-up, with the file's line.
+func (s *Store) ExpiryWarnings(now time.Time) []string {
+	set := s.set.Load()
+	var ws []string
+	for i, c := range set.certs {
+		if w := config.CertWarning(set.files[i].Cert, c.Leaf, now); w != "" {
+			ws = append(ws, w)
+		}
+	}
+	return ws
+}
