@@ -4,7 +4,7 @@
 GO      ?= go
 FUZZTIME ?= 10s
 
-.PHONY: test vet unit fuzz build bench
+.PHONY: test vet unit fuzz build bench man completion
 
 test: vet fuzz unit
 
@@ -27,8 +27,25 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$pkg >/dev/null || { $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$pkg; exit 1; }; \
 	done
 
+# make build stamps the version (the latest tag, else "dev") and the commit
+# ("-dirty" when the tree has changes); `sluice version` prints them.
+VERSION ?= $(shell git describe --tags --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
+
 build:
-	$(GO) build -o bin/sluice ./cmd/sluice
+	$(GO) build -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o bin/sluice ./cmd/sluice
+
+# The manual page and the completion scripts, generated from the same flag
+# definitions as -h. Install: bin/sluice.1 to /usr/local/share/man/man1/,
+# the scripts as docs/cli.md says.
+man: build
+	bin/sluice man > bin/sluice.1
+
+completion: build
+	mkdir -p bin/completion
+	bin/sluice completion bash > bin/completion/sluice.bash
+	bin/sluice completion zsh > bin/completion/_sluice
+	bin/sluice completion fish > bin/completion/sluice.fish
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
