@@ -237,6 +237,12 @@ func synopsisLine(s string) string {
 	return b.String()
 }
 
+// synopsisPlain is synopsisLine without the indent, for the manual page
+// and docs/cli.md.
+func synopsisPlain(s string) string {
+	return strings.ReplaceAll(synopsisLine(s), "\n  ", "\n")[2:]
+}
+
 // usageText is what `sluice -h` prints: every command with every form of
 // its command line.
 func usageText() string {

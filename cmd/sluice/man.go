@@ -43,7 +43,7 @@ sluice \- an HTTP load balancer
 `, roff(version))
 	for _, c := range cs {
 		for _, s := range c.synopsis {
-			fmt.Fprintln(w, roff(strings.ReplaceAll(synopsisLine(s), "\n  ", "\n")[2:]))
+			fmt.Fprintln(w, roff(synopsisPlain(s)))
 		}
 	}
 	fmt.Fprint(w, `.fi
@@ -59,7 +59,7 @@ Flags are written with one dash or two.
 	for _, c := range cs {
 		fmt.Fprintf(w, ".SS %s\n.nf\n", roff("sluice "+c.name))
 		for _, s := range c.synopsis {
-			fmt.Fprintln(w, roff(strings.ReplaceAll(synopsisLine(s), "\n  ", "\n")[2:]))
+			fmt.Fprintln(w, roff(synopsisPlain(s)))
 		}
 		fmt.Fprintf(w, ".fi\n.PP\n%s\n", roff(strings.ReplaceAll(c.about, "\n\n", "\n.PP\n")))
 		for _, f := range c.flags {
