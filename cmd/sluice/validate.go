@@ -18,7 +18,8 @@ var validateCommand = &command{
 	summary:  "check a config file; -v also summarises what it does",
 	synopsis: []string{"validate [-config FILE] [-v]"},
 	about: `Exits 0 when the config file is valid; otherwise exits 1 and prints every problem ` +
-		`as FILE:LINE:COL: message. With -v it also prints a one-screen summary: listeners and ` +
+		`as FILE:LINE:COL: message. What does not stop sluice (a certificate expired or about to) is ` +
+		`printed as a warning. With -v it also prints a one-screen summary: listeners and ` +
 		`their routes, pools with their policy, backends and health checks, and the admin address.`,
 	setup: func(fs *flag.FlagSet) action {
 		path := fs.String("config", defaultConfig, "check config `FILE`")
@@ -27,6 +28,11 @@ var validateCommand = &command{
 			cfg, err := loadConfig(*path)
 			if err != nil {
 				return problems(err, *path, out.stderr)
+			}
+			// What does not stop sluice (a certificate about to expire)
+			// still deserves a look.
+			for _, w := range cfg.Warnings() {
+				fmt.Fprintln(out.stderr, "warning: "+w)
 			}
 			fmt.Fprintf(out.stdout, "%s: ok\n", *path)
 			if *verbose {
