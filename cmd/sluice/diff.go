@@ -52,13 +52,14 @@ var diffCommand = &command{
 }
 
 // writeDiff prints what changes from prev to next and what a reload would
-// do about it. The effects mirror server.Reload: a listener whose address
-// changed is bound anew and the old socket drains; one whose timeouts or
-// limits changed gets a new server on the same socket and its open
+// do about it. The effects mirror server.Reload (reload.go and build.go;
+// change both together): a listener whose address changed is bound anew
+// and the old socket drains; one whose timeouts, limits, engine, h2c or
+// tls changed gets a new server on the same socket and its open
 // connections drain; anything else in a listener is swapped in place. A
 // backend kept (same pool, same address) keeps its health, counters and
-// connections; a pool whose timeouts or upstream_tls changed opens new
-// backend connections.
+// connections; a pool whose timeouts, upstream_tls or upstream_http2
+// changed opens new backend connections.
 func writeDiff(w io.Writer, prev, next *config.Config) {
 	fmt.Fprintf(w, "--- %s\n+++ %s\n", prev.Path, next.Path)
 	var effects []string
@@ -97,9 +98,10 @@ func writeDiff(w io.Writer, prev, next *config.Config) {
 		case old.Address != l.Address:
 			effects = append(effects, fmt.Sprintf("move listener %q from %s to %s: connections open on %s drain (up to %s)",
 				l.Name, old.Address, l.Address, old.Address, grace))
-		case old.Timeouts != l.Timeouts || old.Limits != l.Limits:
-			effects = append(effects, fmt.Sprintf("restart listener %q on the same socket for its new timeouts/limits: "+
-				"new connections get them, open ones drain (up to %s)", l.Name, grace))
+		case old.Timeouts != l.Timeouts || old.Limits != l.Limits || old.Engine != l.Engine || old.H2C != l.H2C ||
+			!reflect.DeepEqual(old.TLS, l.TLS):
+			effects = append(effects, fmt.Sprintf("restart listener %q on the same socket (its timeouts, limits, engine, h2c or tls changed): "+
+				"new connections get the new settings, open ones drain (up to %s)", l.Name, grace))
 		}
 	}
 	for _, l := range prev.Listeners {
@@ -143,8 +145,8 @@ func writeDiff(w io.Writer, prev, next *config.Config) {
 		lines = append(lines, fmt.Sprintf("~ pool %q", p.Name))
 		lines = append(lines, indent("    ", ch)...)
 		lines = append(lines, indent("    ", bs)...)
-		if old.Timeouts != p.Timeouts || old.UpstreamTLS != p.UpstreamTLS {
-			effects = append(effects, fmt.Sprintf("open new connections to the backends of pool %q (timeouts or upstream_tls changed): "+
+		if old.Timeouts != p.Timeouts || old.UpstreamTLS != p.UpstreamTLS || old.UpstreamHTTP2 != p.UpstreamHTTP2 {
+			effects = append(effects, fmt.Sprintf("open new connections to the backends of pool %q (timeouts, upstream_tls or upstream_http2 changed): "+
 				"idle ones close, busy ones finish their request", p.Name))
 		}
 	}
