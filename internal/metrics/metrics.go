@@ -7,6 +7,7 @@ package metrics
 import (
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -22,6 +23,18 @@ type Listener struct {
 	Active int64
 	// NoPool counts requests answered without a pool (404, 400, …).
 	NoPool *pool.Stats
+	// TLS: handshakes by result, and each certificate's expiry (nil: no TLS).
+	HandshakesOK, HandshakesFailed uint64
+	Certificates                   []Certificate
+	TLS                            bool
+	// HTTP2Errors counts HTTP/2 stream and connection errors with clients.
+	HTTP2Errors uint64
+}
+
+// Certificate is one certificate name a listener serves and when it expires.
+type Certificate struct {
+	Name     string
+	NotAfter time.Time
 }
 
 // Source is what the collector reads; the server implements it.
@@ -72,6 +85,12 @@ var (
 		"1 when the last config reload succeeded (or none was tried), else 0.", nil, nil)
 	descDiscovery = prometheus.NewDesc("sluice_discovery_errors_total",
 		"Failed look-ups of a discovery source.", []string{"pool", "source"}, nil)
+	descHandshakes = prometheus.NewDesc("sluice_tls_handshakes_total",
+		"TLS handshakes with clients, by result (ok or error).", []string{"listener", "result"}, nil)
+	descCertExpiry = prometheus.NewDesc("sluice_certificate_expiry_seconds",
+		"When a listener's certificate expires (NotAfter, Unix time), by its first DNS name.", []string{"listener", "name"}, nil)
+	descH2Errors = prometheus.NewDesc("sluice_http2_errors_total",
+		"HTTP/2 protocol errors with clients (streams reset or connections ended for a protocol error).", []string{"listener"}, nil)
 	descAccessDropped = prometheus.NewDesc("sluice_access_log_dropped_total",
 		"Access log entries dropped because the writer fell behind (the request path never waits for it).", nil, nil)
 )
@@ -92,7 +111,7 @@ func NewHandler(src Source) http.Handler {
 // Describe sends every metric description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descDuration, descUp, descInFlight, descFailures,
-		descRetries, descQueued, descChecks, descEjections, descConns, descReloads, descLastReload, descDiscovery, descAccessDropped} {
+		descRetries, descQueued, descChecks, descEjections, descConns, descReloads, descLastReload, descDiscovery, descAccessDropped, descHandshakes, descCertExpiry, descH2Errors} {
 		ch <- d
 	}
 }
@@ -112,6 +131,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, l := range c.src.Listeners() {
 		gauge(descConns, float64(l.Active), l.Name)
+		if l.TLS {
+			counter(descHandshakes, l.HandshakesOK, l.Name, "ok")
+			counter(descHandshakes, l.HandshakesFailed, l.Name, "error")
+		}
+		for _, ct := range l.Certificates {
+			gauge(descCertExpiry, float64(ct.NotAfter.Unix()), l.Name, ct.Name)
+		}
+		counter(descH2Errors, l.HTTP2Errors, l.Name)
 		if l.NoPool != nil {
 			requests(l.NoPool, "", "")
 		}

@@ -24,6 +24,7 @@ import (
 	"github.com/sluice-lb/sluice/internal/proxy/h1"
 	"github.com/sluice-lb/sluice/internal/proxy/nethttp"
 	"github.com/sluice-lb/sluice/internal/route"
+	"github.com/sluice-lb/sluice/internal/tlsterm"
 )
 
 // buildSnapshot builds the pools of cfg and starts their checkers. Backends
@@ -163,23 +164,56 @@ type listener struct {
 	sock   *socket
 	srv    httpServer
 	front  *front        // TLS termination and HTTP/2 dispatch (nil: cleartext HTTP/1 only)
-	tls    *tls.Config   // nil: cleartext
+	tls    *tls.Config   // this generation's; nil: cleartext
 	active *atomic.Int64 // open connections, across generations
-	noPool *pool.Stats   // across generations
+	// tlsState holds the certificates, across generations (nil: no TLS).
+	tlsState *listenerTLS
+	gen      net.Listener // this generation's share of the socket
+	noPool   *pool.Stats  // across generations
 	// Across generations too: TLS handshakes by result, HTTP/2 errors.
 	handshakes *handshakeCounts
 	h2Errors   *atomic.Uint64
 	done       chan struct{}
 }
 
-// next returns a new generation of l with config lc on the same socket.
+// next returns a new generation of l with config lc on the same socket;
+// prepareTLS gives it its TLS config.
 func (l *listener) next(lc config.Listener) *listener {
-	return &listener{cfg: lc, sock: l.sock, active: l.active, noPool: l.noPool, done: make(chan struct{}),
-		handshakes: l.handshakes, h2Errors: l.h2Errors, tls: l.tls}
+	nl := &listener{cfg: lc, sock: l.sock, active: l.active, noPool: l.noPool, done: make(chan struct{}),
+		handshakes: l.handshakes, h2Errors: l.h2Errors, tlsState: l.tlsState}
+	if lc.TLS == nil {
+		nl.tlsState.stopWatch()
+		nl.tlsState = nil
+	}
+	return nl
+}
+
+// prepareTLS loads l's certificates (or re-reads them, for a generation
+// that keeps them: a reload re-reads every certificate file) and builds
+// its TLS config.
+func (l *listener) prepareTLS() error {
+	if l.cfg.TLS == nil {
+		return nil
+	}
+	if l.tlsState == nil {
+		lt, err := newListenerTLS(l.cfg)
+		if err != nil {
+			return err
+		}
+		l.tlsState = lt
+	} else if err := l.tlsState.store.Update(*l.cfg.TLS); err != nil {
+		return fmt.Errorf("listener %q: %w", l.cfg.Name, err)
+	}
+	c, err := l.tlsState.config(l.cfg)
+	if err != nil {
+		return err
+	}
+	l.tls = c
+	return nil
 }
 
 // view builds the immutable request-path view of listener lc over snap.
-func (s *Server) view(lc config.Listener, snap *snapshot, noPool *pool.Stats) *proxy.Listener {
+func (s *Server) view(lc config.Listener, snap *snapshot, l *listener) *proxy.Listener {
 	targets := make([]*proxy.Target, len(snap.pools))
 	index := map[string]int{}
 	for i, p := range snap.pools {
@@ -192,7 +226,7 @@ func (s *Server) view(lc config.Listener, snap *snapshot, noPool *pool.Stats) *p
 		}
 		return -1
 	}
-	return &proxy.Listener{
+	v := &proxy.Listener{
 		Name:    lc.Name,
 		Slot:    s.slot(lc.Name),
 		Routes:  route.Compile(lc.Routes, lc.Pool, poolIndex),
@@ -200,9 +234,16 @@ func (s *Server) view(lc config.Listener, snap *snapshot, noPool *pool.Stats) *p
 		Trusted: lc.TrustedPrefixes,
 		Limits:  lc.Limits,
 		TLS:     lc.TLS != nil,
-		NoPool:  noPool,
+		NoPool:  l.noPool,
 		Access:  s.access,
 	}
+	if lt := l.tlsState; lt != nil && lc.TLS != nil {
+		v.Covers = lt.covers
+		if lc.TLS.ClientCA != "" {
+			v.ClientCert = tlsterm.ClientCertHeader
+		}
+	}
+	return v
 }
 
 // bindListeners binds the listeners of cfg that are not already bound
@@ -226,7 +267,14 @@ func (s *Server) bindListeners(cfg *config.Config, snap *snapshot, existing map[
 		}
 		l := &listener{cfg: lc, sock: newSocket(ln), active: new(atomic.Int64), noPool: new(pool.Stats),
 			done: make(chan struct{}), handshakes: new(handshakeCounts), h2Errors: new(atomic.Uint64)}
-		l.view.Store(s.view(lc, snap, l.noPool))
+		if err := l.prepareTLS(); err != nil {
+			l.sock.Close()
+			for _, b := range bound {
+				b.sock.Close()
+			}
+			return nil, err
+		}
+		l.view.Store(s.view(lc, snap, l))
 		bound = append(bound, l)
 	}
 	return bound, nil
@@ -247,7 +295,8 @@ type httpServer interface {
 // http.Server beneath the strict edge guard.
 func (l *listener) serve(s *Server) {
 	lim := l.cfg.Limits
-	var ln net.Listener = l.sock.generation()
+	l.gen = l.sock.generation()
+	var ln net.Listener = l.gen
 	if n := lim.MaxConnections; n > 0 {
 		// Like HAProxy's maxconn: past the limit, connections wait in the
 		// kernel's accept queue instead of being accepted.

@@ -66,16 +66,28 @@ func (s *Server) reloadLocked() error {
 		if l == nil || l.cfg.Address != lc.Address {
 			continue
 		}
-		if l.cfg.Timeouts == lc.Timeouts && l.cfg.Limits == lc.Limits {
+		if l.cfg.Timeouts == lc.Timeouts && l.cfg.Limits == lc.Limits && l.cfg.Engine == lc.Engine &&
+			l.cfg.H2C == lc.H2C && reflect.DeepEqual(l.cfg.TLS, lc.TLS) {
 			l.cfg = lc // routes and the like: the view is enough
-			l.view.Store(s.view(lc, snap, l.noPool))
+			if lc.TLS != nil {
+				// Every certificate file is read again, changed or not.
+				if err := l.tlsState.store.Reload(); err != nil {
+					s.logger.Error("certificates could not be re-read; the previous ones keep serving", "listener", lc.Name, "error", err)
+				}
+			}
+			l.view.Store(s.view(lc, snap, l))
 			continue
 		}
-		// Timeouts or limits changed: a new server generation on the same
-		// socket; the old one drains its connections.
+		// Timeouts, limits or protocols changed: a new server generation on
+		// the same socket; the old one drains its connections.
 		nl := l.next(lc)
-		nl.view.Store(s.view(lc, snap, nl.noPool))
+		if err := nl.prepareTLS(); err != nil {
+			s.logger.Error("listener keeps its previous settings", "listener", lc.Name, "error", err)
+			continue
+		}
+		nl.view.Store(s.view(lc, snap, nl))
 		nl.serve(s)
+		s.watchCerts(nl)
 		s.listeners[lc.Name] = nl
 		s.drain(l, cfg.ShutdownTimeout, false)
 	}
@@ -85,13 +97,18 @@ func (s *Server) reloadLocked() error {
 		}
 		s.listeners[l.cfg.Name] = l
 		l.serve(s)
+		s.watchCerts(l)
 		s.logger.Info("listening", "listener", l.cfg.Name, "address", l.sock.Addr().String())
 	}
 	for name, l := range s.listeners {
 		if !keep[name] {
 			delete(s.listeners, name)
+			l.tlsState.stopWatch()
 			s.drain(l, cfg.ShutdownTimeout, true)
 		}
+	}
+	for _, w := range cfg.Warnings() {
+		s.logger.Warn("config", "warning", w)
 	}
 	// WebSockets whose pool or backend is gone get shutdown_timeout to end.
 	if n := s.tunnels.Retire(func(poolName string, b *pool.Backend) bool {
@@ -122,6 +139,11 @@ func (s *Server) reloadLocked() error {
 // accepting at once (closing the socket when the listener leaves) and its
 // requests get up to timeout. Shutdown waits for it.
 func (s *Server) drain(l *listener, timeout time.Duration, closeSocket bool) {
+	if l.gen != nil {
+		// At once: a connection accepted from now on is the next
+		// generation's (or, when the socket closes, nobody's).
+		l.gen.Close()
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

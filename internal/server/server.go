@@ -169,6 +169,10 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, l := range bound {
 		s.listeners[l.cfg.Name] = l
 		l.serve(s)
+		s.watchCerts(l)
+	}
+	for _, w := range s.cfg.Warnings() {
+		s.logger.Warn("config", "warning", w)
 	}
 	s.admin = &http.Server{
 		Handler: admin.New(s, admin.Options{Address: adminLn.Addr().String(), Token: token,
@@ -301,7 +305,16 @@ func (s *Server) Listeners() []metrics.Listener {
 	defer s.mu.Unlock()
 	out := make([]metrics.Listener, 0, len(s.listeners))
 	for _, l := range s.listeners {
-		out = append(out, metrics.Listener{Name: l.cfg.Name, Active: l.active.Load(), NoPool: l.noPool})
+		ml := metrics.Listener{Name: l.cfg.Name, Active: l.active.Load(), NoPool: l.noPool,
+			HTTP2Errors: l.h2Errors.Load()}
+		if lt := l.tlsState; lt != nil {
+			ml.TLS = true
+			ml.HandshakesOK, ml.HandshakesFailed = l.handshakes.ok.Load(), l.handshakes.failed.Load()
+			for _, e := range lt.store.Expiry() {
+				ml.Certificates = append(ml.Certificates, metrics.Certificate{Name: e.Name, NotAfter: e.NotAfter})
+			}
+		}
+		out = append(out, ml)
 	}
 	return out
 }

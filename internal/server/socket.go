@@ -81,6 +81,13 @@ type genListener struct {
 }
 
 func (g *genListener) Accept() (net.Conn, error) {
+	// Once closed, take nothing more, even when a connection is waiting:
+	// it is the next generation's.
+	select {
+	case <-g.closed:
+		return nil, net.ErrClosed
+	default:
+	}
 	select {
 	case c := <-g.s.conns:
 		return c, nil

@@ -29,6 +29,9 @@ type h1conn struct {
 	state atomic.Int32
 	// up is the backend connection of the exchange in progress, for Close.
 	up atomic.Pointer[upConn]
+	// served: a request was answered on c (Shutdown closes it when idle;
+	// a connection still waiting for its first request gets a grace).
+	served atomic.Bool
 
 	bp   *[]byte // the pooled read buffer (nil while idle)
 	buf  []byte
@@ -62,8 +65,12 @@ func newH1Conn(e *Engine, nc net.Conn) *h1conn {
 	return c
 }
 
-// closeIfIdle closes c when it waits for a request (Shutdown).
-func (c *h1conn) closeIfIdle() {
+// closeIfIdle closes c when it waits for a request (Shutdown): between
+// requests, or with fresh also before its first one.
+func (c *h1conn) closeIfIdle(fresh bool) {
+	if !fresh && !c.served.Load() {
+		return
+	}
 	if c.state.CompareAndSwap(connIdle, connClosed) {
 		c.nc.Close()
 	}
@@ -83,6 +90,7 @@ func (c *h1conn) serve() {
 		if !c.readHead(first) {
 			return
 		}
+		c.served.Store(true)
 		if !c.handle() || c.e.shutting.Load() {
 			return
 		}

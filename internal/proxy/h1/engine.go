@@ -146,17 +146,35 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		e.ln.Close()
 	}
 	for c := range e.conns {
-		c.closeIfIdle()
+		c.closeIfIdle(false)
 	}
 	e.drainedLocked()
 	e.mu.Unlock()
-	select {
-	case <-e.drained:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	// A connection accepted just before shutdown began has not sent its
+	// first request yet, but its client is about to: it gets freshGrace to
+	// do so (and is closed after that request), as net/http gives new
+	// connections, so that no request is lost to the hand-over.
+	grace := time.NewTimer(freshGrace)
+	defer grace.Stop()
+	for {
+		select {
+		case <-e.drained:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-grace.C:
+			e.mu.Lock()
+			for c := range e.conns {
+				c.closeIfIdle(true)
+			}
+			e.mu.Unlock()
+		}
 	}
 }
+
+// freshGrace is how long Shutdown leaves a connection that has not sent a
+// request yet (net/http waits 5 s for StateNew connections).
+const freshGrace = 5 * time.Second
 
 // Close closes the listener and every connection at once, the backend
 // connections that requests in flight use included, so that Serve's wait
