@@ -29,6 +29,8 @@ type Listener struct {
 	TLS                            bool
 	// HTTP2Errors counts HTTP/2 stream and connection errors with clients.
 	HTTP2Errors uint64
+	// HTTP2Floods counts HTTP/2 connections closed for abuse, by reason.
+	HTTP2Floods map[string]uint64
 }
 
 // Certificate is one certificate name a listener serves and when it expires.
@@ -91,6 +93,9 @@ var (
 		"When a listener's certificate expires (NotAfter, Unix time), by its first DNS name.", []string{"listener", "name"}, nil)
 	descH2Errors = prometheus.NewDesc("sluice_http2_errors_total",
 		"HTTP/2 protocol errors with clients (streams reset or connections ended for a protocol error).", []string{"listener"}, nil)
+	descH2Floods = prometheus.NewDesc("sluice_http2_flood_closes_total",
+		"HTTP/2 client connections closed for a flood (rapid reset, CONTINUATION, ping, settings, empty frames…), by reason.",
+		[]string{"listener", "reason"}, nil)
 	descAccessDropped = prometheus.NewDesc("sluice_access_log_dropped_total",
 		"Access log entries dropped because the writer fell behind (the request path never waits for it).", nil, nil)
 )
@@ -111,7 +116,7 @@ func NewHandler(src Source) http.Handler {
 // Describe sends every metric description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descDuration, descUp, descInFlight, descFailures,
-		descRetries, descQueued, descChecks, descEjections, descConns, descReloads, descLastReload, descDiscovery, descAccessDropped, descHandshakes, descCertExpiry, descH2Errors} {
+		descRetries, descQueued, descChecks, descEjections, descConns, descReloads, descLastReload, descDiscovery, descAccessDropped, descHandshakes, descCertExpiry, descH2Errors, descH2Floods} {
 		ch <- d
 	}
 }
@@ -139,6 +144,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(descCertExpiry, float64(ct.NotAfter.Unix()), l.Name, ct.Name)
 		}
 		counter(descH2Errors, l.HTTP2Errors, l.Name)
+		for reason, n := range l.HTTP2Floods {
+			counter(descH2Floods, n, l.Name, reason)
+		}
 		if l.NoPool != nil {
 			requests(l.NoPool, "", "")
 		}

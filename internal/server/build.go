@@ -18,6 +18,7 @@ import (
 	"github.com/sluice-lb/sluice/internal/balance"
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/edge"
+	"github.com/sluice-lb/sluice/internal/h2guard"
 	"github.com/sluice-lb/sluice/internal/health"
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/proxy"
@@ -173,6 +174,7 @@ type listener struct {
 	// Across generations too: TLS handshakes by result, HTTP/2 errors.
 	handshakes *handshakeCounts
 	h2Errors   *atomic.Uint64
+	h2Floods   *h2guard.Stats // HTTP/2 connections closed for a flood, by reason
 	done       chan struct{}
 }
 
@@ -180,7 +182,7 @@ type listener struct {
 // prepareTLS gives it its TLS config.
 func (l *listener) next(lc config.Listener) *listener {
 	nl := &listener{cfg: lc, sock: l.sock, active: l.active, noPool: l.noPool, done: make(chan struct{}),
-		handshakes: l.handshakes, h2Errors: l.h2Errors, tlsState: l.tlsState}
+		handshakes: l.handshakes, h2Errors: l.h2Errors, h2Floods: l.h2Floods, tlsState: l.tlsState}
 	if lc.TLS == nil {
 		nl.tlsState.stopWatch()
 		nl.tlsState = nil
@@ -266,7 +268,8 @@ func (s *Server) bindListeners(cfg *config.Config, snap *snapshot, existing map[
 			return nil, fmt.Errorf("listener %q: %w (is the port in use? change its address)", lc.Name, err)
 		}
 		l := &listener{cfg: lc, sock: newSocket(ln), active: new(atomic.Int64), noPool: new(pool.Stats),
-			done: make(chan struct{}), handshakes: new(handshakeCounts), h2Errors: new(atomic.Uint64)}
+			done: make(chan struct{}), handshakes: new(handshakeCounts), h2Errors: new(atomic.Uint64),
+			h2Floods: new(h2guard.Stats)}
 		if err := l.prepareTLS(); err != nil {
 			l.sock.Close()
 			for _, b := range bound {
@@ -306,6 +309,8 @@ func (l *listener) serve(s *Server) {
 		h2, base := l.h2Server(s)
 		l.front = newFront(ln, frontOptions{TLS: l.tls, H2C: l.cfg.H2C, HandshakeTimeout: l.cfg.Timeouts.ReadHeader,
 			H2: h2, Base: base, Handshake: func(ok bool) { l.handshake(ok) },
+			H2Guard: &h2guard.Config{Stats: l.h2Floods,
+				Limits: h2guard.Limits{MaxHeaderBlockBytes: lim.MaxHeaderBytes}},
 			ConnState: func(d int64) { l.active.Add(d) }})
 		ln = l.front
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/sluice-lb/sluice/internal/h2guard"
 )
 
 // front sits between a listener generation's socket and its HTTP/1 server
@@ -51,6 +53,9 @@ type frontOptions struct {
 	Handshake func(ok bool)
 	// ConnState is told +1 and -1 around each HTTP/2 connection.
 	ConnState func(delta int64)
+	// H2Guard limits what an HTTP/2 client may flood the server with
+	// beyond what x/net bounds (see package h2guard).
+	H2Guard *h2guard.Config
 }
 
 func newFront(inner net.Listener, o frontOptions) *front {
@@ -160,7 +165,7 @@ func (f *front) serveH2(c net.Conn) {
 		f.mu.Unlock()
 		f.o.ConnState(-1)
 	}()
-	f.o.H2.ServeConn(c, &http2.ServeConnOpts{Handler: f.o.Base.Handler, BaseConfig: f.o.Base})
+	f.o.H2.ServeConn(h2guard.New(c, f.o.H2Guard), &http2.ServeConnOpts{Handler: f.o.Base.Handler, BaseConfig: f.o.Base})
 }
 
 // h2Preface is what an HTTP/2 client sends first (RFC 9113 §3.4).

@@ -22,6 +22,7 @@ import (
 	"github.com/sluice-lb/sluice/internal/accesslog"
 	"github.com/sluice-lb/sluice/internal/admin"
 	"github.com/sluice-lb/sluice/internal/config"
+	"github.com/sluice-lb/sluice/internal/h2guard"
 	"github.com/sluice-lb/sluice/internal/health"
 	"github.com/sluice-lb/sluice/internal/metrics"
 	"github.com/sluice-lb/sluice/internal/pool"
@@ -307,6 +308,12 @@ func (s *Server) Listeners() []metrics.Listener {
 	for _, l := range s.listeners {
 		ml := metrics.Listener{Name: l.cfg.Name, Active: l.active.Load(), NoPool: l.noPool,
 			HTTP2Errors: l.h2Errors.Load()}
+		if l.cfg.H2C || l.cfg.TLS != nil {
+			ml.HTTP2Floods = map[string]uint64{}
+			for _, r := range h2guard.Reasons() {
+				ml.HTTP2Floods[r.String()] = l.h2Floods.Closed(r)
+			}
+		}
 		if lt := l.tlsState; lt != nil {
 			ml.TLS = true
 			ml.HandshakesOK, ml.HandshakesFailed = l.handshakes.ok.Load(), l.handshakes.failed.Load()
