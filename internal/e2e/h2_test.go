@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +17,7 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/sluice-lb/sluice/internal/config"
 )
@@ -129,5 +132,57 @@ func TestUpstreamHTTP2(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestH2CUpgrade: on an h2c listener, an HTTP/1.1 request with "Upgrade:
+// h2c" gets 101 and its answer as HTTP/2 stream 1 (the engine); the
+// connection then carries HTTP/2 requests.
+func TestH2CUpgrade(t *testing.T) {
+	if os.Getenv("SLUICE_E2E_ENGINE") == "std" {
+		t.Skip("Upgrade: h2c is answered by the engine; with engine std only prior knowledge is offered (see docs/config.md)")
+	}
+	be := startBackend(t, "b1")
+	cfg := oneListener(poolOf("web", be))
+	cfg.Listeners[0].H2C = true
+	s := startSluice(t, cfg)
+	c, err := net.Dial("tcp", s.Addr("public"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /echo HTTP/1.1\r\nHost: up.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
+	br := bufio.NewReader(c)
+	line, _ := br.ReadString('\n')
+	if !strings.HasPrefix(line, "HTTP/1.1 101") {
+		t.Fatalf("answer to the upgrade: %q, want 101", line)
+	}
+	for {
+		l, err := br.ReadString('\n')
+		if err != nil || l == "\r\n" {
+			break
+		}
+	}
+	io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+	fr := http2.NewFramer(c, br)
+	fr.WriteSettings()
+	var status string
+	dec := hpack.NewDecoder(4096, func(f hpack.HeaderField) {
+		if f.Name == ":status" {
+			status = f.Value
+		}
+	})
+	for status == "" {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading HTTP/2 frames after the upgrade: %v", err)
+		}
+		if h, ok := f.(*http2.HeadersFrame); ok && h.StreamID == 1 {
+			dec.Write(h.HeaderBlockFragment())
+		}
+	}
+	if status != "200" {
+		t.Errorf("stream 1 (the upgraded request): status %s, want 200", status)
 	}
 }

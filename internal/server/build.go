@@ -319,9 +319,13 @@ func (l *listener) serve(s *Server) {
 		ln = edge.NewListener(ln, edge.Limits{MaxURIBytes: lim.MaxURIBytes,
 			MaxHeaderBytes: lim.MaxHeaderBytes, MaxHeaders: lim.MaxHeaders})
 	} else {
-		l.srv = h1.NewEngine(h1.EngineOptions{View: &l.view, IDs: s.ids,
+		o := h1.EngineOptions{View: &l.view, IDs: s.ids,
 			Logger: s.logger, Tunnels: &s.tunnels, Timeouts: l.cfg.Timeouts, Limits: lim,
-			ConnState: func(d int64) { l.active.Add(d) }})
+			ConnState: func(d int64) { l.active.Add(d) }}
+		if l.cfg.H2C {
+			o.H2C = l.front.serveUpgraded
+		}
+		l.srv = h1.NewEngine(o)
 	}
 	go func() {
 		defer close(l.done)

@@ -168,6 +168,30 @@ func (f *front) serveH2(c net.Conn) {
 	f.o.H2.ServeConn(h2guard.New(c, f.o.H2Guard), &http2.ServeConnOpts{Handler: f.o.Base.Handler, BaseConfig: f.o.Base})
 }
 
+// serveUpgraded serves a connection that switched to HTTP/2 with
+// "Upgrade: h2c" on the HTTP/1 server: r is its stream 1.
+func (f *front) serveUpgraded(c net.Conn, r *http.Request, settings []byte) {
+	f.mu.Lock() // orders the Add before shutdown's Wait: Close takes f.mu
+	select {
+	case <-f.closed:
+		f.mu.Unlock()
+		c.Close()
+		return
+	default:
+	}
+	f.wg.Add(1)
+	defer f.wg.Done()
+	f.h2s[c] = struct{}{}
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		delete(f.h2s, c)
+		f.mu.Unlock()
+	}()
+	f.o.H2.ServeConn(h2guard.New(c, f.o.H2Guard), &http2.ServeConnOpts{Handler: f.o.Base.Handler,
+		BaseConfig: f.o.Base, UpgradeRequest: r, Settings: settings})
+}
+
 // h2Preface is what an HTTP/2 client sends first (RFC 9113 §3.4).
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 

@@ -58,6 +58,9 @@ type EngineOptions struct {
 	Limits   config.Limits
 	// ConnState is told +1 when a connection opens and -1 when it closes.
 	ConnState func(delta int64)
+	// H2C, when set, takes connections that switch to HTTP/2 with
+	// "Upgrade: h2c" (a listener with h2c); nil: the upgrade is ignored.
+	H2C H2CUpgrade
 }
 
 // NewEngine returns an engine; Serve runs it.

@@ -69,6 +69,9 @@ func (c *h1conn) handle() bool {
 	q.idempotent = proxy.Idempotent(bstr(q.head.Method), &q.raw)
 	q.websocket = q.head.WebSocket
 	q.body.init(&q.head)
+	if q.hasConn && c.upgradeH2C() {
+		return false // the connection was HTTP/2's, and is over
+	}
 
 	q.host = bstr(q.head.Host)
 	authority, escaped, query := proxy.SplitTarget(bstr(q.head.Target))
