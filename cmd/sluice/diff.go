@@ -32,7 +32,7 @@ var diffCommand = &command{
 	setup: func(fs *flag.FlagSet) action {
 		path := fs.String("config", defaultConfig, "the new config `FILE`, the one a reload would read")
 		return func(ctx context.Context, out streams, args []string) error {
-			next, err := loadConfig(*path)
+			next, err := config.Load(*path)
 			if err != nil {
 				return problems(err, *path, out.stderr)
 			}
@@ -41,7 +41,7 @@ var diffCommand = &command{
 					"(GET /api/v1/config on %s), which sluice does not serve yet: pass a copy of the file it "+
 					"was started or last reloaded from as OLD: sluice diff -config %s OLD", next.Admin.Address, *path)
 			}
-			prev, err := loadConfig(args[0])
+			prev, err := config.Load(args[0])
 			if err != nil {
 				return problems(err, args[0], out.stderr)
 			}

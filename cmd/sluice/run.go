@@ -90,7 +90,7 @@ func (o *runOptions) run(ctx context.Context, out streams) error {
 			}
 			o.path = defaultConfig
 		}
-		if cfg, err = loadConfig(o.path); err != nil {
+		if cfg, err = config.Load(o.path); err != nil {
 			return configError(err)
 		}
 	}

@@ -25,7 +25,7 @@ var validateCommand = &command{
 		path := fs.String("config", defaultConfig, "check config `FILE`")
 		verbose := fs.Bool("v", false, "print a summary of what the config does")
 		return func(ctx context.Context, out streams, _ []string) error {
-			cfg, err := loadConfig(*path)
+			cfg, err := config.Load(*path)
 			if err != nil {
 				return problems(err, *path, out.stderr)
 			}

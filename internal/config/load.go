@@ -46,6 +46,11 @@ func decode(path string, data []byte) (*Config, Errors) {
 	root, err := parseYAML(data)
 	switch {
 	case err != nil:
+		// The parser's own message for a tab ("found character that cannot
+		// start any token") does not tell a newcomer what to change.
+		if tabs := tabIndents(path, data); len(tabs) > 0 {
+			return nil, tabs
+		}
 		return nil, Errors{syntaxError(path, err)}
 	case root == nil || root.ShortTag() == "!!null":
 		d.src.root = pos{1, 1}
@@ -93,6 +98,25 @@ func parseYAML(data []byte) (root *yaml.Node, err error) {
 		return nil, nil
 	}
 	return doc.Content[0], nil
+}
+
+// tabIndents returns a problem for every line whose indentation holds a
+// tab; blank lines and comments are left alone. It is asked only once the
+// parser has refused the file (a tab inside a value is fine).
+func tabIndents(path string, data []byte) Errors {
+	var errs Errors
+	for i, line := range bytes.Split(data, []byte("\n")) {
+		indent := len(line) - len(bytes.TrimLeft(line, " \t"))
+		rest := bytes.TrimSpace(line[indent:])
+		if len(rest) == 0 || rest[0] == '#' {
+			continue
+		}
+		if col := bytes.IndexByte(line[:indent], '\t'); col >= 0 {
+			errs = append(errs, &Error{File: path, Line: i + 1, Col: col + 1,
+				Msg: "tabs are not allowed, indent with spaces"})
+		}
+	}
+	return errs
 }
 
 var yamlLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?`)

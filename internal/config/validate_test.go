@@ -36,7 +36,9 @@ func TestParseErrors(t *testing.T) {
 		{"yaml syntax", listener1 + "pools: [\n", []string{
 			"t.yaml:2:1: invalid YAML: did not find expected node content"}},
 		{"tab indent", "listeners:\n\t- address: x\n", []string{
-			"t.yaml:2:1: invalid YAML: found character that cannot start any token"}},
+			"t.yaml:2:1: tabs are not allowed, indent with spaces"}},
+		{"tabs after spaces", "listeners:\n  - name: a\n  \taddress: x\n\t# a comment\n", []string{
+			"t.yaml:3:3: tabs are not allowed, indent with spaces"}},
 		{"two documents", minimal + "---\nlog: {level: debug}\n", []string{
 			"t.yaml:3:1: invalid YAML: a second YAML document starts here: put the whole config in one document"}},
 		{"empty mapping", "{}\n", []string{
