@@ -1,5 +1,5 @@
 // Package health decides whether backends are fit for traffic: active
-// checks (HTTP or TCP probes with rise/fall thresholds) and passive
+// checks (HTTP, TCP or gRPC probes with rise/fall thresholds) and passive
 // mark-down of backends that refused a connection.
 package health
 
@@ -62,7 +62,7 @@ type state struct {
 
 // Options tune a Checker; the zero value is fine.
 type Options struct {
-	// Prober replaces the HTTP/TCP prober (tests).
+	// Prober replaces the HTTP/TCP/gRPC prober (tests).
 	Prober Prober
 	// Rand returns random uint64s for jitter; nil means math/rand/v2.
 	Rand func() uint64
@@ -71,6 +71,10 @@ type Options struct {
 	Passive config.PassiveHealth
 	// Transport settings for HTTP probes of https:// backends.
 	UpstreamTLS config.UpstreamTLS
+	// UpstreamHTTP2: the pool speaks HTTP/2 to its backends, and so do its
+	// HTTP checks (TLS with ALPN h2 for https://, h2c for http://). gRPC
+	// checks are HTTP/2 in any case.
+	UpstreamHTTP2 bool
 }
 
 // New returns a checker for p. hc nil means no active checks.
@@ -98,7 +102,7 @@ func New(p *pool.Pool, hc *config.HealthCheck, logger *slog.Logger, o Options) *
 		c.passive.MaxEjectionPercent = 50
 	}
 	if c.probe == nil && hc != nil {
-		c.probe = newProber(hc, o.UpstreamTLS)
+		c.probe = newProber(hc, o)
 	}
 	return c
 }

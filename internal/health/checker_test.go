@@ -189,7 +189,7 @@ func TestHTTPProber(t *testing.T) {
 	b := pool.NewBackend(srv.URL, u, 1)
 	h := hc()
 	h.Host = "health.example"
-	probe := newProber(h, config.UpstreamTLS{})
+	probe := newProber(h, Options{})
 	tests := []struct {
 		status int
 		ok     bool
