@@ -11,9 +11,15 @@
 #   IDLE_HOLD [10]   seconds the idle connections are held
 #   SHARED [../shared/bench]   the shared harness
 #   CHART [docs/benchmarks.png]  where the PNG goes
+#   BASELINE []      a git revision (e.g. 0b8fec8): also build sluice at that
+#                    revision (git archive into /tmp/bench/base, binary
+#                    /tmp/bench/bin/sluice-base) and run it as the extra target
+#                    sluice-base (127.0.0.1:8092, admin :19192, the same config
+#                    as sluice) in every scenario, interleaved with the others
 # Targets, interleaved by ../shared/bench/run.sh: haproxy1, nginx1, sluice (its
 # HTTP/1.1 engine, the default) and sluice-std (the same config with
-# `engine: std`, the net/http codec), so the engine is compared with both.
+# `engine: std`, the net/http codec), so the engine is compared with both;
+# with BASELINE also sluice-base (that revision's sluice, default engine).
 # Scenarios:
 #   a) 100 B responses, c=50 and c=256    b) 64 KiB responses, c=50
 #   c) c=50 while backend 127.0.0.1:9002 is killed ~2 s into each run and
@@ -29,12 +35,19 @@ ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-10}; IDLE_N=${IDLE_N:-10000}; IDLE_HOL
 if [[ ${QUICK:-0} == 1 ]]; then ROUNDS=1; DURATION=5; IDLE_HOLD=5; fi
 CHART=${CHART:-$ROOT/docs/benchmarks.png}
 FAIL_AT=${FAIL_AT:-2}; FAIL_DOWN=${FAIL_DOWN:-2}
+BASELINE=${BASELINE:-}; BASE_SRC=/tmp/bench/base; BASE_REV=""
 export RUN_DIR=/tmp/bench/run BIN_DIR=/tmp/bench/bin
 LAST=/tmp/bench/last
 NAMES=(haproxy1 nginx1 sluice sluice-std)
 TARGETS=(haproxy1=http://127.0.0.1:8081/ nginx1=http://127.0.0.1:8083/ sluice=http://127.0.0.1:8090/ sluice-std=http://127.0.0.1:8091/)
 ADDRS=(127.0.0.1:8081 127.0.0.1:8083 127.0.0.1:8090 127.0.0.1:8091)
 STARTED="sluice sluice-std haproxy1 nginx1 backend-9001 backend-9002 backend-9003"
+if [[ -n $BASELINE ]]; then
+  BASE_REV=$(git rev-parse --verify --quiet "$BASELINE^{commit}") || { echo "BASELINE=$BASELINE is not a commit of this repository" >&2; exit 1; }
+  # last, so that the chart keeps its colours for the other four
+  NAMES+=(sluice-base); TARGETS+=(sluice-base=http://127.0.0.1:8092/); ADDRS+=(127.0.0.1:8092)
+  STARTED="sluice-base $STARTED"
+fi
 log() { printf '\n== %s  %s\n' "$(date +%T)" "$*"; }
 
 # ---- 0. prerequisites -------------------------------------------------------
@@ -48,7 +61,7 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 command -v go >/dev/null || { echo "go is needed" >&2; exit 1; }
-for p in 9001 9002 9003 8081 8083 8090 8091 19190 19191; do
+for p in 9001 9002 9003 8081 8083 8090 8091 8092 19190 19191 19192; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "port $p is already in use: is another benchmark running? (../shared/bench/stop-peers.sh)" >&2; exit 1
   fi
@@ -64,6 +77,7 @@ cleanup() {
   for p in "${BGPIDS[@]}"; do kill "$p" 2>/dev/null; done
   # shellcheck disable=SC2086
   "$SHARED/stop-peers.sh" $STARTED >/dev/null 2>&1 || true
+  [[ -n $BASE_REV ]] && rm -rf "$BASE_SRC"
   echo "bench: stopped sluice, peers and backends (exit $rc)"
   exit "$rc"
 }
@@ -75,8 +89,16 @@ rm -rf "$LAST"; mkdir -p "$LAST" "$BIN_DIR" "$RUN_DIR"
 # ---- 1. build, start, check -------------------------------------------------
 log "building sluice and the bench tools"
 go build -o "$BIN_DIR/sluice" ./cmd/sluice
+HEAD_REV=$(git rev-parse --short=12 HEAD)
+if git status --porcelain -- cmd internal go.mod go.sum | grep -v '_test\.go$' >/dev/null; then HEAD_REV+=" + uncommitted changes"; fi
 go build -o "$BIN_DIR/idleclients" ./bench/cmd/idleclients
 go build -o "$BIN_DIR/chart" ./bench/cmd/chart
+if [[ -n $BASE_REV ]]; then
+  log "building sluice-base at $BASELINE (${BASE_REV:0:12}) from git archive in $BASE_SRC"
+  rm -rf "$BASE_SRC"; mkdir -p "$BASE_SRC"
+  git archive "$BASE_REV" | tar -x -C "$BASE_SRC"
+  (cd "$BASE_SRC" && go build -o "$BIN_DIR/sluice-base" ./cmd/sluice)
+fi
 
 cat >"$LAST/sluice.yaml" <<'EOF'
 listeners:
@@ -100,14 +122,20 @@ sed -e 's/127.0.0.1:8090/127.0.0.1:8091/' -e 's/127.0.0.1:19190/127.0.0.1:19191/
 "$BIN_DIR/sluice" validate -config "$LAST/sluice.yaml"
 "$BIN_DIR/sluice" validate -config "$LAST/sluice-std.yaml"
 grep -q 'engine: std' "$LAST/sluice-std.yaml"
+if [[ -n $BASE_REV ]]; then
+  sed -e 's/127.0.0.1:8090/127.0.0.1:8092/' -e 's/127.0.0.1:19190/127.0.0.1:19192/' "$LAST/sluice.yaml" >"$LAST/sluice-base.yaml"
+  "$BIN_DIR/sluice-base" validate -config "$LAST/sluice-base.yaml"
+fi
 
 log "starting backends + haproxy1 + nginx1 (unpinned) and sluice"
 PEERS="haproxy1 nginx1" "$SHARED/start-peers.sh" unpinned
 "$SHARED/start-one.sh" sluice -- "$BIN_DIR/sluice" run -config "$LAST/sluice.yaml"
 "$SHARED/start-one.sh" sluice-std -- "$BIN_DIR/sluice" run -config "$LAST/sluice-std.yaml"
+[[ -n $BASE_REV ]] && "$SHARED/start-one.sh" sluice-base -- "$BIN_DIR/sluice-base" run -config "$LAST/sluice-base.yaml"
 sleep 0.5
-"$SHARED/check.sh" http://127.0.0.1:8081/ http://127.0.0.1:8083/ http://127.0.0.1:8090/ http://127.0.0.1:8091/ \
-  http://127.0.0.1:8081/kb/64 http://127.0.0.1:8083/kb/64 http://127.0.0.1:8090/kb/64 http://127.0.0.1:8091/kb/64
+urls=(); for a in "${ADDRS[@]}"; do urls+=("http://$a/"); done
+for a in "${ADDRS[@]}"; do urls+=("http://$a/kb/64"); done
+"$SHARED/check.sh" "${urls[@]}"
 
 # ---- RSS sampling -------------------------------------------------------------
 pidof_t() { cat "$RUN_DIR/$1.pid"; }
@@ -162,7 +190,8 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 # merge, giving each file its round number so that summarize.awk pairs rounds
-awk -F, -v OFS=, 'FNR == 1 { if (NR == 1) print; r = FILENAME; sub(/.*\/r/, "", r); sub(/-.*/, "", r); next } { $3 = r; print }' \
+# (the directory is r<round>-<target>; the file name runs.csv must not be matched as "r...")
+awk -F, -v OFS=, 'FNR == 1 { if (NR == 1) print; n = split(FILENAME, d, "/"); r = d[n - 1]; sub(/^r/, "", r); sub(/-.*/, "", r); next } { $3 = r; print }' \
   "$LAST"/fail/r*/runs.csv >"$LAST/fail/runs.csv"
 peak_rss fail 50 "$t0" "$(date +%s.%N)"
 awk -F, -v base=direct -v ref=haproxy1 -f "$SHARED/summarize.awk" "$LAST/fail/runs.csv" | tee "$LAST/fail/summary.md"
@@ -195,10 +224,21 @@ log "summary"
   echo "# sluice benchmark — $(date -u +%FT%TZ)"
   echo
   echo "\`bench/run.sh\` with ROUNDS=$ROUNDS DURATION=${DURATION}s IDLE_N=$IDLE_N IDLE_HOLD=${IDLE_HOLD}s$([[ ${QUICK:-0} == 1 ]] && echo " (QUICK=1)"); $(nproc) CPUs; $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy", $3}'), $(nginx -v 2>&1 | sed 's/.*nginx\//nginx /'), $(go version | awk '{print $3}')."
+  if [[ -n $BASE_REV ]]; then
+    echo
+    echo "sluice = $HEAD_REV (the working tree), sluice-base = BASELINE=$BASELINE (${BASE_REV:0:12}), the same config and engine."
+  fi
   echo
   awk -v ref=haproxy1 -v chart="$LAST/chart.tsv" -f "$ROOT/bench/combine.awk" \
     "$LAST/small-c50/summary.md" "$LAST/small-c256/summary.md" "$LAST/kb64-c50/summary.md" "$LAST/fail/summary.md" \
     "$LAST/rss.tsv" "$LAST/idle.tsv"
+  if [[ -n $BASE_REV ]]; then
+    echo
+    echo "Requests per proxy CPU-second, per round against haproxy1 and sluice against sluice-base (bench/baseline.awk):"
+    echo
+    awk -F, -v ref=haproxy1 -f "$ROOT/bench/baseline.awk" \
+      "$LAST/small-c50/runs.csv" "$LAST/small-c256/runs.csv" "$LAST/kb64-c50/runs.csv" "$LAST/fail/runs.csv"
+  fi
   echo
   echo "<details><summary>summarize.awk tables (shared harness)</summary>"
   echo
