@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/pool"
@@ -52,6 +53,7 @@ type upConn struct {
 	nc     net.Conn
 	tcp    *net.TCPConn // nil with TLS (no splice)
 	raw    *net.TCPConn // the socket beneath, for the peek
+	fd     uintptr      // raw's descriptor
 	pool   *Conns
 	host   *hostConns
 	buf    []byte
@@ -147,6 +149,11 @@ func (p *Conns) dial(ctx context.Context, b *pool.Backend) (*upConn, error) {
 	}
 	c := &upConn{nc: nc, pool: p, host: p.host(b), buf: make([]byte, upBufSize)}
 	c.raw, _ = nc.(*net.TCPConn)
+	if c.raw != nil {
+		if rc, err := c.raw.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) { c.fd = fd })
+		}
+	}
 	if b.URL.Scheme == "https" {
 		cfg := p.tls
 		if cfg == nil {
@@ -258,22 +265,18 @@ func (p *Conns) sweep() {
 // alone, so no proxy can), and, over TLS, part of a record that crypto/tls
 // already read from the socket but cannot decrypt yet.
 func (c *upConn) silent() bool {
-	if c.raw == nil {
+	if c.raw == nil || c.fd == 0 {
 		return false
 	}
-	rc, err := c.raw.SyscallConn()
-	if err != nil {
-		return false
-	}
-	ok := false
 	var b [1]byte
-	rc.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		ok = errors.Is(err, syscall.EAGAIN)
-		return true
-	})
-	if !ok {
-		return false
+	// One raw, non-blocking recvfrom on the socket: an idle connection is
+	// ours alone (popped from the stack under its lock), so the descriptor
+	// cannot be closed or reused meanwhile, and the netpoller has nothing
+	// to wait for.
+	n, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, c.fd, uintptr(unsafe.Pointer(&b[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	if n != ^uintptr(0) || errno != syscall.EAGAIN {
+		return false // bytes (n ≥ 1), EOF (n = 0) or an error
 	}
 	if tc, isTLS := c.nc.(*tls.Conn); isTLS {
 		// Plaintext that crypto/tls decrypted but nobody read (the rest of a
