@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
 	"strconv"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/sdnotify"
@@ -31,21 +31,19 @@ type serveOptions struct {
 
 // serve runs a server until SIGINT/SIGTERM, reloading on SIGHUP. A second
 // SIGINT/SIGTERM during shutdown kills the process at once. Under systemd
-// it speaks the notify protocol: READY=1 once every listener is bound,
-// RELOADING=1 (with MONOTONIC_USEC) and READY=1 around each SIGHUP reload,
-// STOPPING=1 when shutdown begins.
+// it speaks the notify protocol through the server's Notifier (see
+// lifecycle).
 func serve(ctx context.Context, cfg *config.Config, out streams, so serveOptions) error {
 	logger := newLogger(cfg.Log, out.stderr, underJournal(out.stderr, os.Getenv("JOURNAL_STREAM")))
-	notify, err := sdnotify.New()
+	sd, err := sdnotify.New()
 	if err != nil {
 		logger.Warn("NOTIFY_SOCKET is set but unusable; systemd will not hear from sluice", "error", err)
 	}
-	logNotify := func(states ...string) {
-		if err := notify.Notify(states...); err != nil {
-			logger.Warn("systemd notification failed", "error", err)
-		}
-	}
-	srv, err := server.New(cfg, server.Options{Logger: logger, Version: buildInfo().short(), Stdout: out.stdout})
+	life := &lifecycle{logger: logger, sd: sd, pidfile: so.pidfile, ready: make(chan struct{})}
+	b := buildInfo()
+	srv, err := server.New(cfg, server.Options{Logger: logger, Version: b.short(), Stdout: out.stdout,
+		Build:  server.BuildInfo{Version: b.Version, Revision: b.Revision, GoVersion: b.GoVersion},
+		Notify: life})
 	if err != nil {
 		return err
 	}
@@ -57,14 +55,12 @@ func serve(ctx context.Context, cfg *config.Config, out streams, so serveOptions
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
+	defer life.exit()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		<-ctx.Done()
 		stop() // a second signal now takes the default action: exit
-		if sigCtx.Err() != nil {
-			logNotify(sdnotify.Stopping)
-		}
 	}()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -77,35 +73,18 @@ func serve(ctx context.Context, cfg *config.Config, out streams, so serveOptions
 			case <-ctx.Done():
 				return
 			case <-hup:
-				if err := notify.Reloading(); err != nil {
-					logger.Warn("systemd notification failed", "error", err)
-				}
-				status := "STATUS=serving; config reloaded"
-				if err := srv.Reload(); err != nil {
-					status = "STATUS=serving; the last reload failed, the previous config keeps serving"
-				}
-				logNotify(sdnotify.Ready, status)
+				srv.Reload() // the server logs the outcome and tells life
 			}
 		}
 	}()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for !srv.Ready() {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
+		select {
+		case <-ctx.Done():
+			return
+		case <-life.ready:
 		}
-		if so.pidfile != "" {
-			if err := writePIDFile(so.pidfile); err != nil {
-				logger.Error("pid file not written", "file", so.pidfile, "error", err)
-			} else {
-				defer removePIDFile(so.pidfile)
-			}
-		}
-		logNotify(sdnotify.Ready, "STATUS=serving")
 		if so.started != nil {
 			so.started(ctx, srv)
 		}
@@ -117,32 +96,82 @@ func serve(ctx context.Context, cfg *config.Config, out streams, so serveOptions
 	return nil
 }
 
+// lifecycle is the server's Notifier: it tells systemd (READY=1 once
+// every listener is bound, RELOADING=1 with MONOTONIC_USEC and READY=1
+// around each reload, whatever asked for it, STOPPING=1 when shutdown
+// begins) and writes the PID file once serving.
+type lifecycle struct {
+	logger  *slog.Logger
+	sd      *sdnotify.Notifier // nil: not under systemd
+	pidfile string
+	ready   chan struct{} // closed by Ready
+	wrote   bool          // the PID file holds our PID (set by Ready)
+}
+
+var _ server.Notifier = (*lifecycle)(nil)
+
+func (l *lifecycle) notify(states ...string) {
+	if err := l.sd.Notify(states...); err != nil {
+		l.logger.Warn("systemd notification failed", "error", err)
+	}
+}
+
+func (l *lifecycle) Ready() {
+	if l.pidfile != "" {
+		if err := writePIDFile(l.pidfile); err != nil {
+			l.logger.Error("pid file not written", "file", l.pidfile, "error", err)
+		} else {
+			l.wrote = true
+		}
+	}
+	l.notify(sdnotify.Ready, "STATUS=serving")
+	close(l.ready)
+}
+
+func (l *lifecycle) Reloading() {
+	if err := l.sd.Reloading(); err != nil {
+		l.logger.Warn("systemd notification failed", "error", err)
+	}
+}
+
+func (l *lifecycle) Reloaded(err error) {
+	status := "STATUS=serving; config reloaded"
+	if err != nil {
+		status = "STATUS=serving; the last reload failed, the previous config keeps serving"
+	}
+	l.notify(sdnotify.Ready, status)
+}
+
+func (l *lifecycle) Stopping() { l.notify(sdnotify.Stopping) }
+
+// exit removes the PID file this process wrote (serve returns: Ready, if
+// it was told, was told before).
+func (l *lifecycle) exit() {
+	if l.wrote {
+		removePIDFile(l.pidfile)
+	}
+}
+
 // startError names the quick form's flag when the address it gave is taken:
 // the server's own message speaks of admin.address, a key of a file the
 // user never wrote.
 func startError(err error, cfg *config.Config, quick bool) error {
-	var oe *net.OpError
-	if !quick || !errors.As(err, &oe) || oe.Op != "listen" || oe.Addr == nil {
+	var le *server.ListenError
+	if !quick || !errors.As(err, &le) {
 		return err
 	}
+	reason := le.Err
+	var oe *net.OpError
+	if errors.As(le.Err, &oe) {
+		reason = oe.Err // "bind: address already in use", without the address again
+	}
 	switch {
-	case sameAddr(oe.Addr, cfg.Admin.Address):
-		return fmt.Errorf("-admin %s: %w (another sluice, the demo perhaps, may be running: choose another address with -admin ADDR)", cfg.Admin.Address, oe.Err)
-	case len(cfg.Listeners) > 0 && sameAddr(oe.Addr, cfg.Listeners[0].Address):
-		return fmt.Errorf("-listen %s: %w (choose another address with -listen ADDR)", cfg.Listeners[0].Address, oe.Err)
+	case le.Listener == "":
+		return fmt.Errorf("-admin %s: %w (another sluice, the demo perhaps, may be running: choose another address with -admin ADDR)", le.Address, reason)
+	case len(cfg.Listeners) > 0 && le.Listener == cfg.Listeners[0].Name:
+		return fmt.Errorf("-listen %s: %w (choose another address with -listen ADDR)", le.Address, reason)
 	}
 	return err
-}
-
-// sameAddr reports whether a bound address is the one written as s.
-func sameAddr(a net.Addr, s string) bool {
-	ta, ok := a.(*net.TCPAddr)
-	want, err := net.ResolveTCPAddr("tcp", s)
-	if !ok || err != nil || ta.Port != want.Port {
-		return false
-	}
-	unspec := func(ip net.IP) bool { return ip == nil || ip.IsUnspecified() }
-	return ta.IP.Equal(want.IP) || (unspec(ta.IP) && unspec(want.IP))
 }
 
 func writePIDFile(path string) error {

@@ -39,6 +39,11 @@ type Certificate struct {
 	NotAfter time.Time
 }
 
+// Build is what sluice_build_info says about the binary.
+type Build struct {
+	Version, Revision, GoVersion string
+}
+
 // Source is what the collector reads; the server implements it.
 type Source interface {
 	Pools() []*pool.Pool
@@ -53,6 +58,8 @@ type Source interface {
 	// AccessLogDropped is the number of access log entries dropped because
 	// the writer fell behind (0 when the access log is off).
 	AccessLogDropped() uint64
+	// Build describes the running binary (sluice_build_info).
+	Build() Build
 }
 
 var (
@@ -96,6 +103,9 @@ var (
 	descH2Floods = prometheus.NewDesc("sluice_http2_flood_closes_total",
 		"HTTP/2 client connections closed for a flood (rapid reset, CONTINUATION, ping, settings, empty frames…), by reason.",
 		[]string{"listener", "reason"}, nil)
+	descBuild = prometheus.NewDesc("sluice_build_info",
+		"Always 1; the labels say which sluice runs: its version, VCS revision and Go version.",
+		[]string{"version", "revision", "goversion"}, nil)
 	descAccessDropped = prometheus.NewDesc("sluice_access_log_dropped_total",
 		"Access log entries dropped because the writer fell behind (the request path never waits for it).", nil, nil)
 )
@@ -116,7 +126,7 @@ func NewHandler(src Source) http.Handler {
 // Describe sends every metric description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descDuration, descUp, descInFlight, descFailures,
-		descRetries, descQueued, descChecks, descEjections, descConns, descReloads, descLastReload, descDiscovery, descAccessDropped, descHandshakes, descCertExpiry, descH2Errors, descH2Floods} {
+		descRetries, descQueued, descChecks, descEjections, descConns, descReloads, descLastReload, descDiscovery, descAccessDropped, descHandshakes, descCertExpiry, descH2Errors, descH2Floods, descBuild} {
 		ch <- d
 	}
 }
@@ -188,4 +198,6 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descDiscovery, n, poolName, source)
 	})
 	counter(descAccessDropped, c.src.AccessLogDropped())
+	b := c.src.Build()
+	gauge(descBuild, 1, b.Version, b.Revision, b.GoVersion)
 }

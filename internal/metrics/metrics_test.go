@@ -38,6 +38,9 @@ func (s *source) Reloads() (uint64, uint64, bool) {
 }
 func (s *source) DiscoveryErrors(fn func(pool, source string, n uint64)) { fn("web", "dns", 2) }
 func (s *source) AccessLogDropped() uint64                               { return 7 }
+func (s *source) Build() Build {
+	return Build{Version: "v1.2.3", Revision: "abcdef123456", GoVersion: "go1.26.8"}
+}
 
 func TestExposition(t *testing.T) {
 	u, _ := url.Parse("http://127.0.0.1:8081")
@@ -77,6 +80,7 @@ func TestExposition(t *testing.T) {
 		`sluice_backend_ejections_total{backend="http://127.0.0.1:8081",pool="web"} 0`,
 		`sluice_connections_active{listener="public"} 7`,
 		`sluice_config_reloads_total{result="success"} 3`,
+		`sluice_build_info{goversion="go1.26.8",revision="abcdef123456",version="v1.2.3"} 1`,
 		`sluice_config_reloads_total{result="failure"} 1`,
 		`sluice_config_last_reload_successful 0`,
 		`sluice_discovery_errors_total{pool="web",source="dns"} 2`,

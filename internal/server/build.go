@@ -260,12 +260,12 @@ func (s *Server) bindListeners(cfg *config.Config, snap *snapshot, existing map[
 		if l := existing[lc.Name]; l != nil && l.cfg.Address == lc.Address {
 			continue // same socket, new settings: swapped by the caller
 		}
-		ln, err := net.Listen("tcp", lc.Address)
+		ln, err := s.listen(lc.Name, lc.Address)
 		if err != nil {
 			for _, b := range bound {
 				b.sock.Close()
 			}
-			return nil, fmt.Errorf("listener %q: %w (is the port in use? change its address)", lc.Name, err)
+			return nil, err // a *ListenError
 		}
 		l := &listener{cfg: lc, sock: newSocket(ln), active: new(atomic.Int64), noPool: new(pool.Stats),
 			done: make(chan struct{}), handshakes: new(handshakeCounts), h2Errors: new(atomic.Uint64),

@@ -16,7 +16,9 @@ import (
 // flight finish on the view they started with; no connection is dropped.
 // Listeners whose address changed are bound anew before anything is swapped,
 // so a port in use fails the reload rather than half-applying it.
-func (s *Server) Reload() error {
+func (s *Server) Reload() (err error) {
+	s.opts.Notify.Reloading()
+	defer func() { s.opts.Notify.Reloaded(err) }()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// Whatever becomes of the config, reopen the access log file: this is
@@ -24,7 +26,7 @@ func (s *Server) Reload() error {
 	if err := s.access.Reopen(); err != nil {
 		s.logger.Error("access log could not be reopened; writing to the old file", "error", err)
 	}
-	err := s.reloadLocked()
+	err = s.reloadLocked()
 	if err != nil {
 		s.reloadsFail.Add(1)
 		s.lastReloadOK.Store(false)

@@ -36,8 +36,18 @@ type Options struct {
 	// Stdout is where "access_log: {path: stdout}" writes. Nil means
 	// os.Stdout.
 	Stdout io.Writer
-	// Version is reported by the admin API.
+	// Version is reported by the admin API and the dashboard.
 	Version string
+	// Build labels sluice_build_info.
+	Build BuildInfo
+	// Notify is told when the server is ready, reloads and stops; nil tells
+	// nobody.
+	Notify Notifier
+	// Listen binds every listening socket: each listener's ("tcp", its
+	// address as the config gives it) and the admin one. An upgrade passes
+	// one that hands over the sockets the previous process had. Nil means
+	// net.Listen.
+	Listen func(network, address string) (net.Listener, error)
 }
 
 // Server is a running sluice. Create it with New, then call Run.
@@ -97,6 +107,9 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.Notify == nil {
+		o.Notify = nopNotifier{}
+	}
 	s := &Server{logger: o.Logger, opts: o, ids: proxy.NewRequestIDs(), cfg: cfg, listeners: map[string]*listener{}}
 	key := make([]byte, 32)
 	rand.Read(key)
@@ -151,11 +164,11 @@ func (s *Server) Run(ctx context.Context) error {
 		go s.access.Run(actx)
 	}
 	snap := s.buildSnapshot(s.cfg, nil)
-	adminLn, err := net.Listen("tcp", s.cfg.Admin.Address)
+	adminLn, err := s.listen("", s.cfg.Admin.Address)
 	if err != nil {
 		s.mu.Unlock()
 		s.cancel()
-		return fmt.Errorf("admin listener: %w (is another sluice running? change admin.address)", err)
+		return err
 	}
 	bound, err := s.bindListeners(s.cfg, snap, nil)
 	if err != nil {
@@ -193,6 +206,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.ready.Store(true)
 	s.mu.Unlock()
 	s.logger.Info("admin listening", "address", adminLn.Addr().String())
+	s.opts.Notify.Ready()
 
 	<-ctx.Done()
 	return s.shutdown()
@@ -230,6 +244,7 @@ func readToken(path string) (string, error) {
 // accepting; requests in flight get up to shutdown_timeout; then idle
 // connections and tunnels are closed.
 func (s *Server) shutdown() error {
+	s.opts.Notify.Stopping()
 	s.ready.Store(false)
 	s.mu.Lock()
 	cfg := s.cfg
