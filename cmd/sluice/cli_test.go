@@ -43,6 +43,7 @@ pools:
 func TestExitCodesAndMessages(t *testing.T) {
 	valid := writeFile(t, "valid.yaml", validYAML)
 	tabs := writeFile(t, "tabs.yaml", "listeners:\n\t- name: public\n  \t  address: \":8080\"\n")
+	nobody := writeFile(t, "nobody.yaml", validYAML+"admin: {address: \"127.0.0.1:1\"}\n")
 	for _, tc := range []struct {
 		name     string
 		args     []string
@@ -94,8 +95,8 @@ func TestExitCodesAndMessages(t *testing.T) {
 			want: []string{tabs + ":2:1: tabs are not allowed, indent with spaces", tabs + ":3:3: tabs are not allowed"}},
 		{name: "run with tabs", args: []string{"run", "-config", tabs}, code: 1,
 			want: []string{"tabs are not allowed, indent with spaces"}},
-		{name: "diff without OLD", args: []string{"diff", "-config", valid}, code: 1,
-			want: []string{"GET /api/v1/config", "does not serve yet", "OLD"}},
+		{name: "diff without OLD and nothing running", args: []string{"diff", "-config", nobody}, code: 1,
+			want: []string{"no sluice answers at 127.0.0.1:1", "pass it as OLD"}},
 		{name: "diff OLD before the flag", args: []string{"diff", valid, "-config", valid}, code: 0, want: []string{"no changes"}},
 		{name: "diff with an invalid file", args: []string{"diff", "-config", tabs, valid}, code: 1, want: []string{"tabs are not allowed"}},
 		{name: "completion without a shell", args: []string{"completion"}, code: 2, want: []string{"bash, zsh or fish"}},

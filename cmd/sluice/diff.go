@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -19,13 +23,14 @@ var diffCommand = &command{
 	name:     "diff",
 	summary:  "show what a reload to a config file would change, and what it would drain",
 	synopsis: []string{"diff [-config FILE] [OLD]"},
-	about: `Compares the config FILE (default ./sluice.yaml) with OLD, the file the running sluice ` +
-		`was started from or last reloaded: listeners, routes, pools and backends added, removed or ` +
-		`changed, key by key with defaults applied, and what a reload (SIGHUP) would do to open ` +
-		`connections: which listeners would be bound, moved or restarted, and which connections and ` +
-		`backends would drain. Exits 0 whether or not something changed, 1 when a config is invalid.` +
-		"\n\n" + `Without OLD, diff would ask the running instance at FILE's admin.address; the admin ` +
-		`API does not serve its config yet (GET /api/v1/config), so for now pass OLD.`,
+	about: `Compares the config FILE (default ./sluice.yaml) with the config of the running sluice, ` +
+		`asked at FILE's admin.address (GET /api/v1/config, with admin.token_file's token), or with ` +
+		`the file OLD: listeners, routes, pools and backends added, removed or changed, key by key ` +
+		`with defaults applied, and what a reload (SIGHUP) would do to open connections: which ` +
+		`listeners would be bound, moved or restarted, and which connections and backends would ` +
+		`drain. Secrets (sticky.secret) are not compared with the running instance, which does not ` +
+		`show them. Exits 0 whether or not something changed, 1 when a config is invalid or the ` +
+		`running instance cannot be asked.`,
 	args:     "[OLD]",
 	maxArgs:  1,
 	argFiles: true,
@@ -37,9 +42,17 @@ var diffCommand = &command{
 				return problems(err, *path, out.stderr)
 			}
 			if len(args) == 0 {
-				return fmt.Errorf("comparing with the running instance needs its config from the admin API "+
-					"(GET /api/v1/config on %s), which sluice does not serve yet: pass a copy of the file it "+
-					"was started or last reloaded from as OLD: sluice diff -config %s OLD", next.Admin.Address, *path)
+				prev, err := runningConfig(ctx, next)
+				if err != nil {
+					return err
+				}
+				// Through the same JSON as the running config, so that both
+				// sides leave the same secrets out.
+				if next, err = config.Parse(*path, next.PublicJSON()); err != nil {
+					return err
+				}
+				writeDiff(out.stdout, prev, next)
+				return nil
 			}
 			prev, err := config.Load(args[0])
 			if err != nil {
@@ -49,6 +62,66 @@ var diffCommand = &command{
 			return nil
 		}
 	},
+}
+
+// runningConfig asks the sluice serving at cfg's admin address for its
+// config (GET /api/v1/config), with the token of admin.token_file.
+func runningConfig(ctx context.Context, cfg *config.Config) (*config.Config, error) {
+	addr := dialAddress(cfg.Admin.Address)
+	url := "http://" + addr + "/api/v1/config"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("admin.address %q: %w", cfg.Admin.Address, err)
+	}
+	if f := cfg.Admin.TokenFile; f != "" {
+		tok, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("admin token: %w (check admin.token_file)", err)
+		}
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	}
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("no sluice answers at %s (admin.address of %s): %w; is it running? To compare with a file, pass it as OLD",
+			addr, cfg.Path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", url, err)
+	}
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized:
+		return nil, fmt.Errorf("%s refused the request (401): set admin.token_file to the file holding the running instance's token", url)
+	case resp.StatusCode == http.StatusNotFound:
+		return nil, fmt.Errorf("%s: 404: the sluice running there is older than GET /api/v1/config; pass a copy of its config file as OLD", url)
+	case resp.StatusCode != http.StatusOK:
+		return nil, fmt.Errorf("%s: %s: %s", url, resp.Status, bytes.TrimSpace(body))
+	}
+	prev, err := config.Parse(url, body)
+	if err != nil {
+		return nil, fmt.Errorf("the running instance's config, as %s shows it, does not load here: %w", url, err)
+	}
+	return prev, nil
+}
+
+// dialAddress turns a listening address into one to connect to: an
+// unspecified or missing host means this machine.
+func dialAddress(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	switch ip := net.ParseIP(host); {
+	case host == "":
+		host = "127.0.0.1"
+	case ip != nil && ip.IsUnspecified() && ip.To4() == nil:
+		host = "::1"
+	case ip != nil && ip.IsUnspecified():
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // writeDiff prints what changes from prev to next and what a reload would

@@ -1,8 +1,14 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDiff(t *testing.T) {
@@ -87,5 +93,70 @@ func TestDiffRestartsOnTimeoutsAndKeepsRoutesInPlace(t *testing.T) {
 	_, out, _ = sluice(t, "diff", "-config", limited, plain)
 	if !strings.Contains(out, "limits.max_headers: 100 → 50") || !strings.Contains(out, `restart listener "public" on the same socket`) {
 		t.Errorf("new limits: diff\n%s\nwant the limit and a restart of the listener", out)
+	}
+}
+
+// TestDiffAgainstTheRunningInstance: without OLD, diff asks the sluice
+// serving at the file's admin.address (with its token) for its config;
+// the secrets it leaves out are not reported as changes.
+func TestDiffAgainstTheRunningInstance(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminAddr := ln.Addr().String()
+	ln.Close()
+	token := writeFile(t, "token", "s3cret\n")
+	base := "listeners:\n  - name: public\n    address: \"127.0.0.1:0\"\n    pool: web\n" +
+		"pools:\n  - name: web\n    sticky: {secret: %s}\n    backends:\n      - address: \"http://127.0.0.1:8081\"\n%s" +
+		"admin: {address: %q, token_file: %q}\naccess_log: {format: off}\n"
+	running := writeFile(t, "running.yaml", fmt.Sprintf(base, "one", "", adminAddr, token))
+	next := writeFile(t, "next.yaml", fmt.Sprintf(base, "two", "      - address: \"http://127.0.0.1:8082\"\n", adminAddr, token))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var stderr bytes.Buffer
+	go func() { done <- run(ctx, []string{"run", "-config", running}, &bytes.Buffer{}, &stderr) }()
+	defer func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("run exited %d; log:\n%s", code, stderr.String())
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", adminAddr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the admin API never answered at %s", adminAddr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	code, stdout, errs := sluice(t, "diff", "-config", next)
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %s", code, errs)
+	}
+	for _, want := range []string{"--- http://" + adminAddr + "/api/v1/config", "+ backend http://127.0.0.1:8082 (weight 1)"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("diff lacks %q:\n%s", want, stdout)
+		}
+	}
+	if strings.Contains(stdout, "secret") {
+		t.Errorf("diff reports the sticky secret:\n%s", stdout)
+	}
+	code, stdout, _ = sluice(t, "diff", "-config", running)
+	if code != 0 || !strings.Contains(stdout, "no changes") {
+		t.Errorf("diff of the running file itself: exit %d, stdout %q; want 0 and no changes", code, stdout)
+	}
+
+	// Without the token the admin API refuses, and diff says what to do.
+	os.WriteFile(token, []byte("wrong\n"), 0o600)
+	code, _, errs = sluice(t, "diff", "-config", next)
+	if code != 1 || !strings.Contains(errs, "401") || !strings.Contains(errs, "admin.token_file") {
+		t.Errorf("with a wrong token: exit %d, stderr %q; want 1 and a word on admin.token_file", code, errs)
 	}
 }

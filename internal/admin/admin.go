@@ -32,6 +32,9 @@ type Runtime interface {
 	// SetBackendState sets a backend's operator state (pool.Enabled,
 	// pool.Draining or pool.Disabled).
 	SetBackendState(pool, address string, st pool.Admin) error
+	// ConfigJSON is the running config as JSON with the YAML key names and
+	// its secrets left out (config.Config.PublicJSON).
+	ConfigJSON() []byte
 }
 
 // Errors a Runtime wraps (fmt.Errorf("pool %q: %w", name, admin.ErrNotFound))
@@ -92,6 +95,7 @@ func New(rt Runtime, o Options) http.Handler {
 	m.HandleFunc("DELETE /api/v1/pools/{pool}/backends/{address}", h.removeBackend)
 	m.HandleFunc("POST /api/v1/pools/{pool}/backends/{address}/{action}", h.setState)
 	m.HandleFunc("POST /api/v1/reload", h.reload)
+	m.HandleFunc("GET /api/v1/config", h.config)
 	return h
 }
 
@@ -346,6 +350,15 @@ func (h *handler) setState(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, viewBackend(b))
+}
+
+// config answers the running config: what `sluice diff` compares a file
+// with.
+func (h *handler) config(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	w.Write(h.rt.ConfigJSON())
 }
 
 func (h *handler) reload(w http.ResponseWriter, r *http.Request) {

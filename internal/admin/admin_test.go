@@ -83,6 +83,9 @@ func (f *fakeRuntime) Calls() []string {
 
 func (f *fakeRuntime) Pools() []*pool.Pool { return f.pools }
 func (f *fakeRuntime) Ready() bool         { return f.ready }
+func (f *fakeRuntime) ConfigJSON() []byte {
+	return []byte(`{"listeners": [{"name": "public", "address": ":8080"}], "admin": {"token_file": "/etc/sluice/token"}}` + "\n")
+}
 
 func (f *fakeRuntime) Reload() error {
 	f.record("reload")
@@ -497,6 +500,23 @@ func TestReload(t *testing.T) {
 	}
 }
 
+// GET /api/v1/config answers the runtime's config JSON as it is; other
+// methods get 405 with Allow.
+func TestConfig(t *testing.T) {
+	rt := newFake(t)
+	srv := start(t, rt, Options{})
+	got := call(t, srv, "GET", "/api/v1/config", "", nil)
+	if got.code != 200 || got.body != string(rt.ConfigJSON()) || got.header.Get("Content-Type") != "application/json" {
+		t.Errorf("GET /api/v1/config = %d %q (%s), want 200 with the runtime's JSON", got.code, got.body, got.header.Get("Content-Type"))
+	}
+	for _, method := range []string{"POST", "PUT", "DELETE"} {
+		got := call(t, srv, method, "/api/v1/config", "", nil)
+		if got.code != 405 || got.header.Get("Allow") != "GET, HEAD" {
+			t.Errorf("%s /api/v1/config = %d with Allow %q, want 405 with Allow \"GET, HEAD\"", method, got.code, got.header.Get("Allow"))
+		}
+	}
+}
+
 // GET never changes anything: GET and HEAD on every path, mutating ones
 // included, leave the runtime untouched; a mutating path answers 405.
 func TestGetNeverMutates(t *testing.T) {
@@ -714,6 +734,8 @@ func TestToken(t *testing.T) {
 		{"api with basic auth", loopback, "GET", "/api/v1/pools", "Basic czNjcmV0", "", 401},
 		{"api with token", loopback, "GET", "/api/v1/pools", "Bearer s3cret", "", 200},
 		{"scheme is case-insensitive", loopback, "GET", "/api/v1/pools", "bearer s3cret", "", 200},
+		{"config without token", loopback, "GET", "/api/v1/config", "", "", 401},
+		{"config with token", loopback, "GET", "/api/v1/config", "Bearer s3cret", "", 200},
 		{"mutation without token", loopback, "POST", "/api/v1/reload", "", "", 401},
 		{"mutation with token", loopback, "POST", "/api/v1/reload", "Bearer s3cret", "", 200},
 		{"mutation with token, foreign Host", loopback, "POST", "/api/v1/reload", "Bearer s3cret", "evil.example", 403},

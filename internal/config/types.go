@@ -229,10 +229,13 @@ type PoolTimeouts struct {
 // TTL 0 makes a session cookie. Secret keys the HMAC that names a backend
 // in the cookie: give every instance of a fleet the same secret so their
 // cookies agree; empty means a random secret per process.
+//
+// A field tagged secret:"redact" never leaves the process: the admin API's
+// view of the config (PublicJSON) blanks it.
 type Sticky struct {
 	Cookie string        `yaml:"cookie"`
 	TTL    time.Duration `yaml:"ttl"`
-	Secret string        `yaml:"secret"`
+	Secret string        `yaml:"secret" secret:"redact"`
 }
 
 // UpstreamTLS configures TLS to https:// backends.

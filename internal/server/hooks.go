@@ -80,3 +80,11 @@ func (s *Server) listen(name, address string) (net.Listener, error) {
 	}
 	return ln, nil
 }
+
+// ConfigJSON implements admin.Runtime: the config in effect, admin and
+// access_log as started (a reload does not change them), secrets left out.
+func (s *Server) ConfigJSON() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg.PublicJSON()
+}
