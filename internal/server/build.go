@@ -315,7 +315,7 @@ func (l *listener) serve(s *Server) {
 		ln = l.front
 	}
 	if l.cfg.Engine == "std" {
-		l.srv = l.stdServer(s)
+		l.srv = gentle(l.stdServer(s))
 		ln = edge.NewListener(ln, edge.Limits{MaxURIBytes: lim.MaxURIBytes,
 			MaxHeaderBytes: lim.MaxHeaderBytes, MaxHeaders: lim.MaxHeaders})
 	} else {

@@ -80,7 +80,9 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // checker loops and drain waits
 
-	admin *http.Server
+	admin *gentleServer
+	// handover: the coming shutdown hands the sockets over (see HandOver).
+	handover atomic.Bool
 }
 
 // snapshot is the pool side of one config generation; listener views point
@@ -188,13 +190,13 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, w := range s.cfg.Warnings() {
 		s.logger.Warn("config", "warning", w)
 	}
-	s.admin = &http.Server{
+	s.admin = gentle(&http.Server{
 		Handler: admin.New(s, admin.Options{Address: adminLn.Addr().String(), Token: token,
 			Metrics: metrics.NewHandler(s), Logger: s.logger, Version: s.opts.Version}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug),
-	}
+	})
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -242,10 +244,15 @@ func readToken(path string) (string, error) {
 
 // shutdown: /readyz turns 503 at once; after shutdown_delay listeners stop
 // accepting; requests in flight get up to shutdown_timeout; then idle
-// connections and tunnels are closed.
+// connections and tunnels are closed. After HandOver it goes the same way,
+// but without the delay, with /readyz left at 200 and with the admin
+// listener closed at once too.
 func (s *Server) shutdown() error {
+	handover := s.handover.Load()
 	s.opts.Notify.Stopping()
-	s.ready.Store(false)
+	if !handover {
+		s.ready.Store(false)
+	}
 	s.mu.Lock()
 	cfg := s.cfg
 	ls := make([]*listener, 0, len(s.listeners))
@@ -253,13 +260,24 @@ func (s *Server) shutdown() error {
 		ls = append(ls, l)
 	}
 	s.mu.Unlock()
-	s.logger.Info("shutting down", "delay", cfg.ShutdownDelay, "timeout", cfg.ShutdownTimeout)
-	if cfg.ShutdownDelay > 0 {
-		time.Sleep(cfg.ShutdownDelay)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
+	if handover {
+		s.logger.Info("draining after the hand-over", "timeout", cfg.ShutdownTimeout)
+		// The new process serves the admin address too: stop accepting
+		// there now and let the calls under way finish.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.admin.Shutdown(ctx)
+		}()
+	} else {
+		s.logger.Info("shutting down", "delay", cfg.ShutdownDelay, "timeout", cfg.ShutdownTimeout)
+		if cfg.ShutdownDelay > 0 {
+			time.Sleep(cfg.ShutdownDelay)
+		}
+	}
 	for _, l := range ls {
 		wg.Add(1)
 		go func() {
@@ -286,6 +304,14 @@ func (s *Server) shutdown() error {
 	s.logger.Info("stopped")
 	return nil
 }
+
+// HandOver marks the coming shutdown (when Run's context ends) as the end of
+// an upgrade: another process now accepts on the same sockets. Listeners
+// stop accepting at once (no shutdown_delay: nobody needs to notice),
+// requests in flight finish as on SIGTERM, /readyz keeps answering 200 on
+// the connections left (the address is served) and the admin listener
+// closes at once.
+func (s *Server) HandOver() { s.handover.Store(true) }
 
 // Ready reports whether every listener is bound and the server is not
 // shutting down.

@@ -12,16 +12,28 @@ import (
 // so a reload that changes a listener's timeouts or limits starts a new
 // http.Server on the same socket while the old one drains: no connection is
 // refused or dropped in between.
+//
+// Close stops accepting, but a connection the loop has already accepted is
+// still handed to the generation that serves (the kernel completed its
+// handshake: the client is about to send, and after an upgrade the new
+// process accepts everything not yet taken). Only when no generation takes
+// it within handoffWait is it closed.
 type socket struct {
-	ln     net.Listener
-	conns  chan net.Conn
-	done   chan struct{}
-	once   sync.Once
-	looped chan struct{} // closed when the accept loop has returned
+	ln      net.Listener
+	conns   chan net.Conn
+	once    sync.Once     // closes ln
+	abandon chan struct{} // closed when Close gives up handing over
+	gaveUp  sync.Once
+	looped  chan struct{} // closed when the accept loop has returned
 }
 
+// handoffWait bounds how long Close waits for a generation to take the
+// connection the loop holds (one whose accept loop is blocked, e.g. at
+// max_connections, takes nothing).
+const handoffWait = time.Second
+
 func newSocket(ln net.Listener) *socket {
-	s := &socket{ln: ln, conns: make(chan net.Conn), done: make(chan struct{}), looped: make(chan struct{})}
+	s := &socket{ln: ln, conns: make(chan net.Conn), abandon: make(chan struct{}), looped: make(chan struct{})}
 	go func() {
 		defer close(s.looped)
 		s.loop()
@@ -42,14 +54,14 @@ func (s *socket) loop() {
 			select {
 			case <-time.After(backoff):
 				continue
-			case <-s.done:
+			case <-s.abandon:
 				return
 			}
 		}
 		backoff = 0
 		select {
 		case s.conns <- c:
-		case <-s.done:
+		case <-s.abandon:
 			c.Close()
 			return
 		}
@@ -59,13 +71,16 @@ func (s *socket) loop() {
 // Addr returns the bound address.
 func (s *socket) Addr() net.Addr { return s.ln.Addr() }
 
-// Close stops accepting for good and returns once the accept loop has.
+// Close stops accepting for good and returns once the accept loop has,
+// after handing over what it had accepted (see socket).
 func (s *socket) Close() {
-	s.once.Do(func() {
-		close(s.done)
-		s.ln.Close()
-	})
-	<-s.looped
+	s.once.Do(func() { s.ln.Close() })
+	select {
+	case <-s.looped:
+	case <-time.After(handoffWait):
+		s.gaveUp.Do(func() { close(s.abandon) })
+		<-s.looped
+	}
 }
 
 // generation returns a listener for one server generation; closing it
@@ -93,7 +108,7 @@ func (g *genListener) Accept() (net.Conn, error) {
 		return c, nil
 	case <-g.closed:
 		return nil, net.ErrClosed
-	case <-g.s.done:
+	case <-g.s.looped: // the socket closed and the loop handed over all it had
 		return nil, net.ErrClosed
 	}
 }

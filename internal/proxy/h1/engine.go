@@ -33,12 +33,16 @@ type Engine struct {
 	o   EngineOptions
 	lim edge.Limits
 
-	mu       sync.Mutex // guards conns, ln and drained
+	mu       sync.Mutex // guards conns, ln, closed and drained
 	conns    map[*h1conn]struct{}
 	ln       net.Listener
+	closed   bool          // Close was called: what Accept returns is closed
 	drained  chan struct{} // closed when shutting and the last connection left
 	shutting atomic.Bool
-	wg       sync.WaitGroup // the connections' goroutines
+	// accepting is closed when Serve's accept loop has returned: every
+	// connection it accepted is in conns by then.
+	accepting chan struct{}
+	wg        sync.WaitGroup // the connections' goroutines
 	// ctx is every connection's; Close cancels it, so that requests waiting
 	// for a slot or a dial give up.
 	ctx    context.Context
@@ -69,7 +73,8 @@ func NewEngine(o EngineOptions) *Engine {
 		o.ConnState = func(int64) {}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Engine{o: o, conns: map[*h1conn]struct{}{}, drained: make(chan struct{}), ctx: ctx, cancel: cancel,
+	return &Engine{o: o, conns: map[*h1conn]struct{}{}, drained: make(chan struct{}), accepting: make(chan struct{}),
+		ctx: ctx, cancel: cancel,
 		lim: edge.Limits{MaxURIBytes: o.Limits.MaxURIBytes, MaxHeaderBytes: o.Limits.MaxHeaderBytes,
 			MaxHeaders: o.Limits.MaxHeaders}}
 }
@@ -82,6 +87,7 @@ func (e *Engine) Serve(ln net.Listener) error {
 	e.ln = ln
 	e.mu.Unlock()
 	defer e.wg.Wait()
+	defer close(e.accepting) // before the wait: Shutdown waits for it first
 	if e.shutting.Load() {
 		ln.Close()
 		return http.ErrServerClosed
@@ -102,11 +108,14 @@ func (e *Engine) Serve(ln net.Listener) error {
 		backoff = 0
 		c := newH1Conn(e, nc)
 		e.mu.Lock()
-		if e.shutting.Load() {
+		if e.closed {
 			e.mu.Unlock()
 			nc.Close()
 			continue
 		}
+		// Also when Shutdown has begun: the connection was accepted before
+		// the listener closed, its client is about to send a request, and
+		// Shutdown gives it freshGrace to do so.
 		e.conns[c] = struct{}{}
 		e.wg.Add(1)
 		e.mu.Unlock()
@@ -145,9 +154,20 @@ func (e *Engine) drainedLocked() {
 func (e *Engine) Shutdown(ctx context.Context) error {
 	e.shutting.Store(true)
 	e.mu.Lock()
-	if e.ln != nil {
+	serving := e.ln != nil
+	if serving {
 		e.ln.Close()
 	}
+	e.mu.Unlock()
+	if serving {
+		// What the accept loop took before the listener closed is served.
+		select {
+		case <-e.accepting:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	e.mu.Lock()
 	for c := range e.conns {
 		c.closeIfIdle(false)
 	}
@@ -186,6 +206,7 @@ func (e *Engine) Close() error {
 	e.shutting.Store(true)
 	e.cancel()
 	e.mu.Lock()
+	e.closed = true
 	if e.ln != nil {
 		e.ln.Close()
 	}
