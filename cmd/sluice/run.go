@@ -29,9 +29,13 @@ var runCommand = &command{
 	about: `Runs sluice from a config file (default ./sluice.yaml), or, in the quick form, from flags: ` +
 		`one listener and one pool of the -backend URLs, with HTTP health checks on -health-path every ` +
 		`-health-interval. SIGHUP reloads the config file (the new one is validated first; an invalid ` +
-		`one leaves the old one serving), SIGTERM and SIGINT shut down gracefully. Under systemd ` +
-		`(NOTIFY_SOCKET set) sluice sends READY=1 once serving, RELOADING=1 and READY=1 around each ` +
-		`reload, and STOPPING=1 at shutdown.`,
+		`one leaves the old one serving), SIGTERM and SIGINT shut down gracefully. SIGUSR2 upgrades ` +
+		`without downtime: the binary at the same path starts with the same arguments and takes over ` +
+		`every listening socket; once it serves, this process stops accepting, drains as on SIGTERM and ` +
+		`exits 0 (a new binary that fails to start leaves this one serving, with the reason logged). ` +
+		`-pidfile follows the process that serves. Under systemd (NOTIFY_SOCKET set) sluice sends ` +
+		`READY=1 once serving, RELOADING=1 and READY=1 around each reload, and STOPPING=1 at ` +
+		`shutdown; after an upgrade the new process sends MAINPID= and READY=1, the old one nothing more.`,
 	choices: func() map[string][]string { return map[string][]string{"balance": balance.Names(nil)} },
 	setup: func(fs *flag.FlagSet) action {
 		var o runOptions
@@ -94,7 +98,7 @@ func (o *runOptions) run(ctx context.Context, out streams) error {
 			return configError(err)
 		}
 	}
-	so := serveOptions{quick: quick, pidfile: o.pidfile}
+	so := serveOptions{quick: quick, pidfile: o.pidfile, upgrade: true}
 	if o.watch {
 		so.started = func(ctx context.Context, srv *server.Server) { srv.Watch(ctx, time.Second) }
 	}

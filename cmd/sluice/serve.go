@@ -10,11 +10,14 @@ import (
 	"os/signal"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/sdnotify"
 	"github.com/sluice-lb/sluice/internal/server"
+	"github.com/sluice-lb/sluice/internal/upgrade"
 )
 
 // serveOptions are what a command adds to a config when it runs a server.
@@ -27,7 +30,13 @@ type serveOptions struct {
 	quick bool
 	// pidfile, when not "", gets the process ID once the server is ready.
 	pidfile string
+	// upgrade: SIGUSR2 starts the binary again and hands it the sockets
+	// (package upgrade); a process started so takes them over.
+	upgrade bool
 }
+
+// upgradeTimeout bounds how long a new process may take to be ready.
+const upgradeTimeout = time.Minute
 
 // serve runs a server until SIGINT/SIGTERM, reloading on SIGHUP. A second
 // SIGINT/SIGTERM during shutdown kills the process at once. Under systemd
@@ -41,9 +50,16 @@ func serve(ctx context.Context, cfg *config.Config, out streams, so serveOptions
 	}
 	life := &lifecycle{logger: logger, sd: sd, pidfile: so.pidfile, ready: make(chan struct{})}
 	b := buildInfo()
-	srv, err := server.New(cfg, server.Options{Logger: logger, Version: b.short(), Stdout: out.stdout,
+	opts := server.Options{Logger: logger, Version: b.short(), Stdout: out.stdout,
 		Build:  server.BuildInfo{Version: b.Version, Revision: b.Revision, GoVersion: b.GoVersion},
-		Notify: life})
+		Notify: life}
+	if so.upgrade {
+		if life.upg, err = upgrade.New(); err != nil {
+			return err
+		}
+		opts.Listen = life.upg.Listen
+	}
+	srv, err := server.New(cfg, opts)
 	if err != nil {
 		return err
 	}
@@ -77,6 +93,26 @@ func serve(ctx context.Context, cfg *config.Config, out streams, so serveOptions
 			}
 		}
 	}()
+	if life.upg != nil {
+		usr2 := make(chan os.Signal, 1)
+		signal.Notify(usr2, syscall.SIGUSR2)
+		defer signal.Stop(usr2)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-usr2:
+					if life.upgrade(ctx, srv) {
+						cancel() // drain and exit, as on SIGTERM
+						return
+					}
+				}
+			}
+		}()
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -99,18 +135,26 @@ func serve(ctx context.Context, cfg *config.Config, out streams, so serveOptions
 // lifecycle is the server's Notifier: it tells systemd (READY=1 once
 // every listener is bound, RELOADING=1 with MONOTONIC_USEC and READY=1
 // around each reload, whatever asked for it, STOPPING=1 when shutdown
-// begins) and writes the PID file once serving.
+// begins) and writes the PID file once serving. A process that took over
+// in an upgrade says MAINPID=<its pid> with its READY=1, then tells the old
+// process; one that handed over says nothing more.
 type lifecycle struct {
 	logger  *slog.Logger
 	sd      *sdnotify.Notifier // nil: not under systemd
 	pidfile string
-	ready   chan struct{} // closed by Ready
-	wrote   bool          // the PID file holds our PID (set by Ready)
+	upg     *upgrade.Upgrader // nil: no upgrades (sluice demo)
+	ready   chan struct{}     // closed by Ready
+	wrote   bool              // the PID file holds our PID (set by Ready)
+	// handedOver: a new process serves; this one only drains.
+	handedOver atomic.Bool
 }
 
 var _ server.Notifier = (*lifecycle)(nil)
 
 func (l *lifecycle) notify(states ...string) {
+	if l.handedOver.Load() {
+		return
+	}
 	if err := l.sd.Notify(states...); err != nil {
 		l.logger.Warn("systemd notification failed", "error", err)
 	}
@@ -124,11 +168,51 @@ func (l *lifecycle) Ready() {
 			l.wrote = true
 		}
 	}
-	l.notify(sdnotify.Ready, "STATUS=serving")
+	if l.upg != nil && l.upg.HasParent() {
+		// systemd must know the new main process before the old one exits.
+		l.notify("MAINPID="+strconv.Itoa(os.Getpid()), sdnotify.Ready, "STATUS=serving; upgraded")
+		if err := l.upg.Ready(); err != nil {
+			l.logger.Error("the old process could not be told that this one serves", "error", err)
+		} else {
+			l.logger.Info("upgrade: this process serves; the old one drains and exits", "pid", os.Getpid())
+		}
+	} else {
+		l.notify(sdnotify.Ready, "STATUS=serving")
+		if l.upg != nil {
+			l.upg.Ready()
+		}
+	}
 	close(l.ready)
 }
 
+// upgrade starts the binary again and hands it the sockets (SIGUSR2). It
+// reports whether the new process serves: this one should then drain and
+// exit. A failure is logged and changes nothing.
+func (l *lifecycle) upgrade(ctx context.Context, srv *server.Server) bool {
+	select {
+	case <-l.ready:
+	default:
+		l.logger.Warn("upgrade refused: this process is not serving yet")
+		return false
+	}
+	l.logger.Info("upgrade: starting the new process", "binary", l.upg.Binary())
+	ctx, cancel := context.WithTimeout(ctx, upgradeTimeout)
+	defer cancel()
+	pid, err := l.upg.Upgrade(ctx)
+	if err != nil {
+		l.logger.Error("upgrade failed; this process keeps serving", "error", err)
+		return false
+	}
+	l.handedOver.Store(true)
+	srv.HandOver()
+	l.logger.Info("upgrade: the new process serves; this one stops accepting, drains and exits", "new_pid", pid)
+	return true
+}
+
 func (l *lifecycle) Reloading() {
+	if l.handedOver.Load() {
+		return
+	}
 	if err := l.sd.Reloading(); err != nil {
 		l.logger.Warn("systemd notification failed", "error", err)
 	}

@@ -146,6 +146,9 @@ func fds(ss []socket) []int {
 	return out
 }
 
+// Binary is the path Upgrade starts.
+func (u *Upgrader) Binary() string { return u.path }
+
 // HasParent reports whether this process took over from another.
 func (u *Upgrader) HasParent() bool { return u.parentGone != nil }
 
