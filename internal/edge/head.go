@@ -257,15 +257,16 @@ func (h *Head) requestLine(l []byte, lim *Limits) *Error {
 	return h.target()
 }
 
-// CheckOriginForm checks an origin-form request target ("/path?query", or
-// "*") with the rules of the HTTP/1.1 parser: its characters, and that every
-// '%' in the path starts an escape. Codecs whose wire format is not HTTP/1
-// (HTTP/2's :path) check their targets with it.
-func CheckOriginForm(t string) error {
+// CheckOriginForm checks the origin-form request target of a request with
+// method ("/path?query", or "*" for OPTIONS only) with the rules of the
+// HTTP/1.1 parser: its characters, and that every '%' in the path starts an
+// escape. Codecs whose wire format is not HTTP/1 (HTTP/2's :path) check
+// their targets with it.
+func CheckOriginForm(method, t string) error {
 	if t == "" || t[0] != '/' && t != "*" {
 		return errTarget
 	}
-	h := Head{Target: []byte(t), Method: []byte("OPTIONS")}
+	h := Head{Target: []byte(t), Method: []byte(method)}
 	if err := h.target(); err != nil {
 		return err
 	}

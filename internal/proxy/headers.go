@@ -131,7 +131,7 @@ func (f *Forwarding) Drops(name string) bool {
 		return !f.KeepHost && strings.EqualFold(name, "X-Forwarded-Host")
 	case 17:
 		return !f.KeepProto && strings.EqualFold(name, "X-Forwarded-Proto")
-	case 24:
+	case 23:
 		return (!f.Trusted || f.ClientCert != "") && strings.EqualFold(name, "X-Forwarded-Client-Cert")
 	}
 	return false

@@ -29,6 +29,9 @@ type h1conn struct {
 	state atomic.Int32
 	// up is the backend connection of the exchange in progress, for Close.
 	up atomic.Pointer[upConn]
+	// xfcc is the client certificate's forwarding value (see clientCert).
+	xfcc     string
+	xfccDone bool
 	// served: a request was answered on c (Shutdown closes it when idle;
 	// a connection still waiting for its first request gets a grace).
 	served atomic.Bool

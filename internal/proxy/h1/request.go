@@ -2,6 +2,7 @@ package h1
 
 import (
 	"context"
+	"crypto/tls"
 	"strconv"
 	"strings"
 	"time"
@@ -217,6 +218,9 @@ func (c *h1conn) Replayable() bool {
 func (c *h1conn) buildOutbound() {
 	q := &c.req
 	q.fw = q.l.NewForwarding(c.peer, q.host, hopless{q})
+	if q.l.ClientCert != nil {
+		q.fw.ClientCert = c.clientCert()
+	}
 	o := c.out[:0]
 	o = append(o, q.head.Method...)
 	o = append(o, ' ')
@@ -256,6 +260,11 @@ func (c *h1conn) buildOutbound() {
 	if !q.fw.KeepHost && q.fw.Host != "" {
 		o = append(o, "X-Forwarded-Host: "...)
 		o = append(o, q.fw.Host...)
+		o = append(o, "\r\n"...)
+	}
+	if q.fw.ClientCert != "" {
+		o = append(o, "X-Forwarded-Client-Cert: "...)
+		o = append(o, q.fw.ClientCert...)
 		o = append(o, "\r\n"...)
 	}
 	o = append(o, "X-Request-Id: "...)
@@ -355,6 +364,19 @@ func (c *h1conn) finish() {
 		r.Client = c.nc.RemoteAddr().String()
 	}
 	q.l.Finish(r)
+}
+
+// clientCert is the X-Forwarded-Client-Cert value for the connection's
+// verified client certificate, worked out once per connection.
+func (c *h1conn) clientCert() string {
+	if !c.xfccDone {
+		c.xfccDone = true
+		if tc, ok := c.nc.(*tls.Conn); ok {
+			cs := tc.ConnectionState()
+			c.xfcc = c.req.l.ClientCert(&cs)
+		}
+	}
+	return c.xfcc
 }
 
 // hopless is the request's fields as a backend sees them before sluice

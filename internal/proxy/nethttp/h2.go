@@ -1,9 +1,13 @@
 package nethttp
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
+	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -38,8 +42,16 @@ func checkH2(l *proxy.Listener, r *http.Request) (int, string) {
 			return http.StatusRequestHeaderFieldsTooLarge, "too many header fields"
 		}
 	}
-	if err := edge.CheckOriginForm(r.RequestURI); err != nil {
+	if err := edge.CheckOriginForm(r.Method, r.RequestURI); err != nil {
 		return http.StatusBadRequest, err.Error()
+	}
+	// One content-length, and the one x/net framed the body by: a field
+	// it ignored (no DATA at all) must not reach a backend either.
+	if cls := r.Header["Content-Length"]; len(cls) > 0 {
+		n, err := strconv.ParseInt(cls[0], 10, 64)
+		if len(cls) > 1 || err != nil || n < 0 || n != r.ContentLength {
+			return http.StatusBadRequest, "content-length does not match the request's data"
+		}
 	}
 	// A host field beside :authority must name the same authority (RFC
 	// 9113 §8.3.1); the backend gets Host equal to :authority.
@@ -194,4 +206,45 @@ func capGRPCTimeout(h http.Header, limit time.Duration) {
 		return
 	}
 	h.Set("Grpc-Timeout", strconv.FormatInt(max(1, limit.Milliseconds()), 10)+"m")
+}
+
+// prefetchH2Body reads the body of an HTTP/2 request before any backend
+// sees the request, when its content-length is at most proxy.ReplayMax: a
+// stream whose DATA disagree with it, or that the client resets, is then
+// refused with nothing forwarded, as the HTTP/1.1 engine does with small
+// bodies. A body without content-length (gRPC, a stream) or a longer one
+// streams. It returns the status to answer with, or 0.
+func prefetchH2Body(r *http.Request, maxBody int64) int {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength < 0 || r.ContentLength > proxy.ReplayMax {
+		return 0 // (content-length 0 with the stream still open is waited out: DATA would break it)
+	}
+	buf := make([]byte, 0, min(max(r.ContentLength, 512), proxy.ReplayMax+1))
+	for len(buf) <= proxy.ReplayMax {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if maxBody > 0 && int64(len(buf)) > maxBody {
+			return http.StatusRequestEntityTooLarge
+		}
+		if err == io.EOF {
+			if r.ContentLength >= 0 && int64(len(buf)) != r.ContentLength {
+				return http.StatusBadRequest
+			}
+			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(buf)), int64(len(buf))
+			return 0
+		}
+		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+				return http.StatusRequestTimeout
+			}
+			return http.StatusBadRequest
+		}
+	}
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
+	return 0
 }

@@ -132,6 +132,9 @@ func (a *httpAttempt) serve(l *proxy.Listener, info *pool.PickInfo) (proxy.Resul
 		if status, reason := checkH2(l, r); status != 0 {
 			return proxy.Result{}, a.fail(status, reason, true)
 		}
+		if status := prefetchH2Body(r, l.Limits.MaxBodyBytes); status != 0 {
+			return proxy.Result{}, a.fail(status, proxy.StatusText(status), true)
+		}
 	}
 	if max := l.Limits.MaxBodyBytes; max > 0 && r.ContentLength > max {
 		return proxy.Result{}, a.fail(http.StatusRequestEntityTooLarge, "request body too large", true)
