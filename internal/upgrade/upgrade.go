@@ -61,7 +61,9 @@ type socket struct {
 
 // key names a socket by what the config asks for, not what was bound: a
 // listener at ":0" is handed over as ":0", so that the new process, asking
-// for ":0" again, gets the same port.
+// for ":0" again, gets the same port. Sockets under one key (several at
+// port 0) are handed over in the order they were asked for, and taken
+// over in the order the new process asks.
 type key struct{ kind, network, address string }
 
 func (k key) String() string { return k.kind + ":" + k.network + ":" + k.address }
@@ -75,7 +77,7 @@ type Upgrader struct {
 
 	mu        sync.Mutex
 	live      map[key][]syscall.Conn // open now, by key
-	inherited map[key]*os.File       // from the parent, not claimed yet
+	inherited map[key][]*os.File     // from the parent, not claimed yet
 	ready     *os.File               // to the parent (nil: none, or told)
 	upgrading bool
 	successor *os.File // the write end the new process watches; kept open until exit
@@ -88,7 +90,7 @@ type Upgrader struct {
 // parent handed over, if any. The binary a later Upgrade starts is the one
 // this process was started as (os.Args[0], found as the shell found it).
 func New() (*Upgrader, error) {
-	u := &Upgrader{live: map[key][]syscall.Conn{}, inherited: map[key]*os.File{}, args: os.Args[1:]}
+	u := &Upgrader{live: map[key][]syscall.Conn{}, inherited: map[key][]*os.File{}, args: os.Args[1:]}
 	var err error
 	if u.dir, err = os.Getwd(); err != nil {
 		return nil, fmt.Errorf("upgrade: %w", err)
@@ -125,7 +127,7 @@ func (u *Upgrader) inherit() error {
 	u.ready = os.NewFile(uintptr(h.Ready), "upgrade-ready")
 	for _, s := range h.Sockets {
 		k := key{s.Kind, s.Network, s.Address}
-		u.inherited[k] = os.NewFile(uintptr(s.FD), k.String())
+		u.inherited[k] = append(u.inherited[k], os.NewFile(uintptr(s.FD), k.String()))
 	}
 	u.parentPID = os.Getppid()
 	u.parentGone = make(chan struct{})
@@ -161,8 +163,7 @@ func (u *Upgrader) Listen(network, address string) (net.Listener, error) {
 	defer u.mu.Unlock()
 	var ln net.Listener
 	var err error
-	if f := u.inherited[k]; f != nil {
-		delete(u.inherited, k)
+	if f := u.take(k); f != nil {
 		ln, err = net.FileListener(f) // a duplicate: f is ours to close
 		f.Close()
 		if err != nil {
@@ -187,8 +188,7 @@ func (u *Upgrader) ListenPacket(network, address string) (net.PacketConn, error)
 	defer u.mu.Unlock()
 	var pc net.PacketConn
 	var err error
-	if f := u.inherited[k]; f != nil {
-		delete(u.inherited, k)
+	if f := u.take(k); f != nil {
 		pc, err = net.FilePacketConn(f)
 		f.Close()
 		if err != nil {
@@ -204,6 +204,20 @@ func (u *Upgrader) ListenPacket(network, address string) (net.PacketConn, error)
 	}
 	u.live[k] = append(u.live[k], sc)
 	return &packetConn{PacketConn: pc, u: u, k: k, sc: sc}, nil
+}
+
+// take returns the next inherited socket under k (nil: none).
+func (u *Upgrader) take(k key) *os.File {
+	fs := u.inherited[k]
+	if len(fs) == 0 {
+		return nil
+	}
+	if len(fs) == 1 {
+		delete(u.inherited, k)
+	} else {
+		u.inherited[k] = fs[1:]
+	}
+	return fs[0]
 }
 
 // forget drops a socket that closed from what the next Upgrade hands over.
@@ -262,8 +276,8 @@ func (p *packetConn) Close() error {
 func (u *Upgrader) Ready() error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	for k, f := range u.inherited {
-		f.Close()
+	for k, fs := range u.inherited {
+		closeAll(fs)
 		delete(u.inherited, k)
 	}
 	if u.ready == nil {
@@ -395,15 +409,15 @@ func (u *Upgrader) dupLive() ([]*os.File, handoff, error) {
 	sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
 	var files []*os.File
 	for _, k := range keys {
-		// Two sockets under one key cannot both be bound; the first is
-		// the one that serves.
-		f, err := dup(u.live[k][0], k.String())
-		if err != nil {
-			closeAll(files)
-			return nil, h, fmt.Errorf("upgrade: %s: %w", k, err)
+		for _, sc := range u.live[k] {
+			f, err := dup(sc, k.String())
+			if err != nil {
+				closeAll(files)
+				return nil, h, fmt.Errorf("upgrade: %s: %w", k, err)
+			}
+			files = append(files, f)
+			h.Sockets = append(h.Sockets, socket{Kind: k.kind, Network: k.network, Address: k.address})
 		}
-		files = append(files, f)
-		h.Sockets = append(h.Sockets, socket{Kind: k.kind, Network: k.network, Address: k.address})
 	}
 	return files, h, nil
 }

@@ -47,11 +47,18 @@ func helper() int {
 		return 1
 	}
 	var lines []string
-	for k, f := range u.inherited {
-		lines = append(lines, fmt.Sprintf("%s nonblock=%v", k, nonBlocking(f)))
+	for k, fs := range u.inherited {
+		for _, f := range fs {
+			lines = append(lines, fmt.Sprintf("%s nonblock=%v", k, nonBlocking(f)))
+		}
 	}
 	sort.Strings(lines)
 	ln, err := u.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		return 1
+	}
+	second, err := u.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		return 1
@@ -61,7 +68,7 @@ func helper() int {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		return 1
 	}
-	lines = append(lines, "tcp="+ln.Addr().String(), "udp="+pc.LocalAddr().String())
+	lines = append(lines, "tcp="+ln.Addr().String(), "tcp="+second.Addr().String(), "udp="+pc.LocalAddr().String())
 	os.WriteFile(os.Getenv(reportEnv), []byte(strings.Join(lines, "\n")+"\n"), 0o644)
 	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "new") }))
 	if err := u.Ready(); err != nil {
@@ -98,8 +105,9 @@ func get(t *testing.T, addr string) string {
 }
 
 // TestHandOver: the new process inherits the open TCP and UDP sockets (not
-// one that was closed), finds them still non-blocking, serves on the same
-// address once ready, and the old listener then closes at once.
+// one that was closed; two under one address in the order asked for),
+// finds them still non-blocking, serves on the same address once ready,
+// and the old listener then closes at once.
 func TestHandOver(t *testing.T) {
 	u, err := New()
 	if err != nil {
@@ -114,6 +122,11 @@ func TestHandOver(t *testing.T) {
 	}
 	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "old") }))
 	addr := ln.Addr().String()
+	second, err := u.Listen("tcp", "127.0.0.1:0") // the same key: order decides
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
 	pc, err := u.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -142,8 +155,8 @@ func TestHandOver(t *testing.T) {
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
 
 	b, _ := os.ReadFile(report)
-	want := "listener:tcp:127.0.0.1:0 nonblock=true\npacket:udp:127.0.0.1:0 nonblock=true\n" +
-		"tcp=" + addr + "\nudp=" + pc.LocalAddr().String() + "\n"
+	want := "listener:tcp:127.0.0.1:0 nonblock=true\nlistener:tcp:127.0.0.1:0 nonblock=true\npacket:udp:127.0.0.1:0 nonblock=true\n" +
+		"tcp=" + addr + "\ntcp=" + second.Addr().String() + "\nudp=" + pc.LocalAddr().String() + "\n"
 	if string(b) != want {
 		t.Errorf("the new process reports:\n%s\nwant:\n%s", b, want)
 	}
