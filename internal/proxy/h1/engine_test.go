@@ -65,6 +65,8 @@ type engineSetup struct {
 	WithStd  bool // also serve the same view with the net/http codec
 	// UpstreamTLS is the client config for https:// backends (nil: Go's).
 	UpstreamTLS *tls.Config
+	// Wrap, when set, wraps the engine's listener.
+	Wrap func(net.Listener) net.Listener
 }
 
 func defaultSetup() engineSetup {
@@ -116,8 +118,11 @@ func startEngine(tb testing.TB, s engineSetup, backends ...string) *engineEnv {
 		tb.Fatal(err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- e.Serve(ln) }()
 	env := &engineEnv{addr: ln.Addr().String(), engine: e, target: tg, pool: p, backend: bs, served: served}
+	if s.Wrap != nil {
+		ln = s.Wrap(ln)
+	}
+	go func() { served <- e.Serve(ln) }()
 	if s.WithStd {
 		std := httptest.NewServer(nethttp.NewHandler(view, ids, logger, tunnels))
 		tb.Cleanup(std.Close)
