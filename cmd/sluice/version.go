@@ -18,8 +18,8 @@ var (
 )
 
 // build is what sluice reports about itself: `sluice version`, the admin
-// API and dashboard, and (once the server takes it) the sluice_build_info
-// metric's version, revision and goversion labels.
+// API and dashboard, and the sluice_build_info metric's version, revision
+// and goversion labels.
 type build struct {
 	Version   string // module version or git describe; "dev" when unknown
 	Revision  string // VCS revision, with "-dirty" for modified sources; "unknown" when unknown
