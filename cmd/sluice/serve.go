@@ -201,6 +201,14 @@ func (l *lifecycle) upgrade(ctx context.Context, srv *server.Server) bool {
 	pid, err := l.upg.Upgrade(ctx)
 	if err != nil {
 		l.logger.Error("upgrade failed; this process keeps serving", "error", err)
+		// The new process may have claimed the PID file and, under
+		// systemd, the main PID before it failed: claim them back.
+		if l.wrote {
+			if err := writePIDFile(l.pidfile); err != nil {
+				l.logger.Error("pid file not written", "file", l.pidfile, "error", err)
+			}
+		}
+		l.notify("MAINPID="+strconv.Itoa(os.Getpid()), sdnotify.Ready, "STATUS=serving; the last upgrade failed")
 		return false
 	}
 	l.handedOver.Store(true)
