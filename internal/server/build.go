@@ -73,8 +73,9 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 			up.HTTP2 = pc.UpstreamHTTP2
 		}
 		ck := health.New(p, pc.HealthCheck, s.logger, health.Options{
-			Passive:     pc.PassiveHealth,
-			UpstreamTLS: pc.UpstreamTLS,
+			Passive:       pc.PassiveHealth,
+			UpstreamTLS:   pc.UpstreamTLS,
+			UpstreamHTTP2: pc.UpstreamHTTP2,
 		})
 		retryAfter := "5"
 		if iv := ck.Interval(); iv > 0 {
