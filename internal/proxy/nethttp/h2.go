@@ -248,3 +248,50 @@ func prefetchH2Body(r *http.Request, maxBody int64) int {
 	}{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
 	return 0
 }
+
+// errH2BodyLength: an HTTP/2 client sent DATA past its content-length.
+var errH2BodyLength = errors.New("http2: request body longer than its content-length")
+
+// endCheckedBody is the body of an HTTP/2 request with a content-length
+// n > 0 that streams (over proxy.ReplayMax, so not prefetched). It returns
+// its last bytes only once the client's stream has ended right after them:
+// x/net refuses DATA past the content-length only when they arrive, so
+// without this a backend would receive, and act on, a request complete by
+// its Content-Length that the client then makes malformed (RFC 9113
+// §8.1.1). The backend sees such a request cut off instead.
+type endCheckedBody struct {
+	r    io.ReadCloser
+	left int64 // declared bytes not yet returned
+	err  error
+}
+
+func (b *endCheckedBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	if b.left > 0 || err != nil {
+		if err != nil && err != io.EOF {
+			b.err = err
+		}
+		return n, err
+	}
+	// The declared length is all here: the stream must end now.
+	var one [1]byte
+	m, err := b.r.Read(one[:])
+	for m == 0 && err == nil {
+		m, err = b.r.Read(one[:])
+	}
+	if m > 0 || err != io.EOF {
+		if err == nil || err == io.EOF {
+			err = errH2BodyLength
+		}
+		b.err = err
+		return 0, err
+	}
+	b.err = io.EOF
+	return n, io.EOF
+}
+
+func (b *endCheckedBody) Close() error { return b.r.Close() }

@@ -225,7 +225,11 @@ func (a *httpAttempt) buildOutbound(l *proxy.Listener, peer netip.Addr, path str
 		out.Body = nil
 		out.ContentLength = 0
 	} else {
-		a.body = &trackedBody{r: r.Body, max: l.Limits.MaxBodyBytes, keep: a.idempotent()}
+		body := r.Body
+		if r.ProtoMajor >= 2 && r.ContentLength > 0 {
+			body = &endCheckedBody{r: body, left: r.ContentLength}
+		}
+		a.body = &trackedBody{r: body, max: l.Limits.MaxBodyBytes, keep: a.idempotent()}
 		out.Body = a.body
 	}
 	a.out = out
