@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"io"
 	"log"
 	"math/big"
@@ -22,6 +23,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -226,8 +228,14 @@ func TestGRPCProbeFailures(t *testing.T) {
 	t.Run("HTTP/1.1 only", func(t *testing.T) {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 		defer srv.Close()
-		wantErr(t, "HTTP/1.1 backend", probeOnce(t, p, hc, backend("http", srv.Listener.Addr().String())),
-			"not HTTP/2", "HTTP/1.1")
+		err := probeOnce(t, p, hc, backend("http", srv.Listener.Addr().String()))
+		if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+			// net/http answered the preface with 400 and closed before the
+			// probe's write ended: the reset took the answer with it. The
+			// check fails all the same.
+			return
+		}
+		wantErr(t, "HTTP/1.1 backend", err, "not HTTP/2", "HTTP/1.1")
 	})
 
 	t.Run("HTTP/1.1 only over TLS", func(t *testing.T) {
