@@ -72,9 +72,10 @@ type httpAttempt struct {
 	body   *trackedBody
 	info   *pool.PickInfo
 	tls    bool
-	upType string // "websocket" when the client asked to upgrade
-	grpc   bool   // a gRPC call: sluice's own failures are gRPC statuses
-	abort  bool   // the response was cut short: reset the client connection
+	upType string        // "websocket" when the client asked to upgrade
+	grpc   bool          // a gRPC call: sluice's own failures are gRPC statuses
+	gate   *continueGate // Expect: 100-continue: the body waits for the backend
+	abort  bool          // the response was cut short: reset the client connection
 	rec    proxy.Record
 }
 
@@ -229,6 +230,10 @@ func (a *httpAttempt) buildOutbound(l *proxy.Listener, peer netip.Addr, path str
 		if r.ProtoMajor >= 2 && r.ContentLength > 0 {
 			body = &endCheckedBody{r: body, left: r.ContentLength}
 		}
+		if r.ProtoMajor == 1 && strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+			a.gate = newContinueGate(body)
+			body = a.gate
+		}
 		a.body = &trackedBody{r: body, max: l.Limits.MaxBodyBytes, keep: a.idempotent()}
 		out.Body = a.body
 	}
@@ -269,7 +274,14 @@ func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) 
 		defer stop()
 	}
 	start := time.Now()
-	resp, err := tr.RoundTrip(a.out.WithContext(actx))
+	rctx := actx
+	if a.gate != nil {
+		rctx = a.gate.trace(actx)
+	}
+	resp, err := tr.RoundTrip(a.out.WithContext(rctx))
+	if a.gate != nil {
+		a.gate.shut() // a final answer came first: the body stays with the client
+	}
 	if timer != nil && !timer.Stop() && err == nil {
 		// The timer fired just as the header arrived: the context is
 		// cancelled, so the body would break off mid-way. Count it as the
