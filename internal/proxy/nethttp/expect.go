@@ -42,15 +42,17 @@ func (g *continueGate) decide(open bool) {
 	})
 }
 
-// trace returns ctx with the hooks that open the gate.
+// trace returns ctx with the hook that opens the gate on the backend's 100
+// Continue, and starts the 1 s after which it opens anyway (whether or not
+// the Transport waited for a 100: the body must never wait forever).
 func (g *continueGate) trace(ctx context.Context) context.Context {
+	g.mu.Lock()
+	if g.timer == nil {
+		g.timer = time.AfterFunc(time.Second, func() { g.decide(true) })
+	}
+	g.mu.Unlock()
 	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		Got100Continue: func() { g.decide(true) },
-		Wait100Continue: func() {
-			g.mu.Lock()
-			g.timer = time.AfterFunc(time.Second, func() { g.decide(true) })
-			g.mu.Unlock()
-		},
 	})
 }
 
