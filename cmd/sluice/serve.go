@@ -78,40 +78,39 @@ func serve(ctx context.Context, cfg *config.Config, out streams, so serveOptions
 		<-ctx.Done()
 		stop() // a second signal now takes the default action: exit
 	}()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				srv.Reload() // the server logs the outcome and tells life
-			}
-		}
-	}()
-	if life.upg != nil {
-		usr2 := make(chan os.Signal, 1)
-		signal.Notify(usr2, syscall.SIGUSR2)
-		defer signal.Stop(usr2)
+	// onSignal runs f at each sig until ctx ends or f says to stop, on a
+	// goroutine serve waits for.
+	onSignal := func(sig os.Signal, f func() (stop bool)) {
+		ch := make(chan os.Signal, 1)
+		signal.Notify(ch, sig)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer signal.Stop(ch)
 			for {
 				select {
 				case <-ctx.Done():
 					return
-				case <-usr2:
-					if life.upgrade(ctx, srv) {
-						cancel() // drain and exit, as on SIGTERM
+				case <-ch:
+					if f() {
 						return
 					}
 				}
 			}
 		}()
+	}
+	onSignal(syscall.SIGHUP, func() bool {
+		srv.Reload() // the server logs the outcome and tells life
+		return false
+	})
+	if life.upg != nil {
+		onSignal(syscall.SIGUSR2, func() bool {
+			if life.upgrade(ctx, srv) {
+				cancel() // drain and exit, as on SIGTERM
+				return true
+			}
+			return false
+		})
 	}
 	wg.Add(1)
 	go func() {
