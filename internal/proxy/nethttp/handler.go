@@ -266,12 +266,21 @@ func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) 
 	if a.body != nil {
 		// http.Transport waits for its body writer, which may be blocked
 		// reading a stalled client: a timeout must unblock that read too.
+		// The callback runs on its own goroutine; Send waits for it if it
+		// started, so it never touches the ResponseWriter after the
+		// handler has returned (x/net's HTTP/2 writer is gone by then).
+		ran := make(chan struct{})
 		stop := context.AfterFunc(actx, func() {
+			defer close(ran)
 			if c := context.Cause(actx); c == proxy.ErrHeaderTimeout || c == proxy.ErrRequestTimeout {
 				http.NewResponseController(a.w).SetReadDeadline(time.Now())
 			}
 		})
-		defer stop()
+		defer func() {
+			if !stop() {
+				<-ran
+			}
+		}()
 	}
 	start := time.Now()
 	rctx := actx
