@@ -78,6 +78,10 @@ type Backend struct {
 	URL *url.URL
 	// Host is URL.Host, the dial address.
 	Host string
+	// Source says where the backend came from: SourceConfig (the zero
+	// value), SourceRuntime (the admin API), SourceDNS or SourceEtcd
+	// (discovery). Set it before the backend joins a pool.
+	Source Source
 
 	owner     atomic.Pointer[Pool] // the pool of the current snapshot
 	weight    atomic.Int32
@@ -102,6 +106,23 @@ type Backend struct {
 
 	// Stats are this backend's request counters.
 	Stats Stats
+}
+
+// Source is where a backend came from; the admin API shows it.
+type Source string
+
+const (
+	SourceConfig  Source = "" // written in the config file; shown as "config"
+	SourceRuntime Source = "runtime"
+	SourceDNS     Source = "dns"
+	SourceEtcd    Source = "etcd"
+)
+
+func (s Source) String() string {
+	if s == SourceConfig {
+		return "config"
+	}
+	return string(s)
 }
 
 // NewBackend returns a healthy, enabled backend.

@@ -436,7 +436,9 @@ func (s *Server) AddBackend(poolName, address string, weight int) error {
 	if weight < 1 || weight > 1000 {
 		return fmt.Errorf("weight %d out of range: use 1 to 1000", weight)
 	}
-	if !p.pool.Add(pool.NewBackend(address, u, weight)) {
+	b := pool.NewBackend(address, u, weight)
+	b.Source = pool.SourceRuntime
+	if !p.pool.Add(b) {
 		return fmt.Errorf("backend %q already in pool %q: %w", address, poolName, admin.ErrConflict)
 	}
 	p.checker.Kick()
