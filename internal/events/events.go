@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/sluice-lb/sluice/internal/pool"
 )
 
 // Kind names a decision. The values are the contract's (DESIGN.md,
@@ -107,6 +109,15 @@ func (l *Log) Publish(kind Kind, pool, backend, reason string) Event {
 	}
 	attrs = append(attrs, "reason", reason)
 	l.logger.Log(context.Background(), kind.level(), "event", attrs...)
+	return e
+}
+
+// Backend publishes a decision about backend b of pool poolName and makes
+// its reason the one b shows (pool.Backend.Reason) from the event's time.
+// A nil Log still sets b's reason.
+func (l *Log) Backend(kind Kind, poolName string, b *pool.Backend, reason string) Event {
+	e := l.Publish(kind, poolName, b.Address, reason)
+	b.SetReason(e.Reason, e.Time)
 	return e
 }
 

@@ -5,12 +5,16 @@ package health
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/config"
+	"github.com/sluice-lb/sluice/internal/events"
 	"github.com/sluice-lb/sluice/internal/pool"
 )
 
@@ -29,6 +33,7 @@ type Checker struct {
 	hc     *config.HealthCheck // nil: no active checks
 	probe  Prober
 	logger *slog.Logger
+	events *events.Log
 	rand   func() uint64
 
 	passive config.PassiveHealth
@@ -75,6 +80,9 @@ type Options struct {
 	// HTTP checks (TLS with ALPN h2 for https://, h2c for http://). gRPC
 	// checks are HTTP/2 in any case.
 	UpstreamHTTP2 bool
+	// Events receives every decision (backend up or down, ejected,
+	// returned) with its reason, and writes it to the log; nil drops them.
+	Events *events.Log
 }
 
 // New returns a checker for p. hc nil means no active checks.
@@ -84,6 +92,7 @@ func New(p *pool.Pool, hc *config.HealthCheck, logger *slog.Logger, o Options) *
 		hc:      hc,
 		probe:   o.Prober,
 		logger:  logger.With("pool", p.Name),
+		events:  o.Events,
 		rand:    o.Rand,
 		passive: o.Passive,
 		kick:    make(chan struct{}, 1),
@@ -137,7 +146,7 @@ func (c *Checker) Interval() time.Duration {
 // called from the request path only on failure, and logs once per
 // transition.
 func (c *Checker) ConnectFailed(b *pool.Backend, err error) {
-	c.eject(b, "connection failed", err, c.hc != nil)
+	c.eject(b, fmt.Sprintf("a request could not be sent: %v", err), c.hc != nil)
 }
 
 // Kick wakes the loop to look at membership or state changes now.
@@ -181,7 +190,7 @@ func (c *Checker) Run(ctx context.Context) {
 					go func() {
 						defer wg.Done()
 						cctx, cancel := context.WithTimeout(ctx, c.hc.Timeout)
-						err := c.probe(cctx, b)
+						err := timedOut(cctx, c.hc.Timeout, c.probe(cctx, b))
 						cancel()
 						select {
 						case c.results <- result{b, err}:
@@ -262,11 +271,55 @@ func (c *Checker) apply(b *pool.Backend, st *state, err error) {
 	switch {
 	case err == nil && h != pool.Healthy && (first || h == pool.Down || st.passes >= c.hc.HealthyThreshold):
 		if c.pool.SetHealth(b, pool.Healthy, time.Time{}) {
-			c.logger.Info("backend up", "backend", b.Address, "passes", st.passes)
+			switch {
+			case h == pool.Down:
+				c.events.Backend(events.Returned, c.pool.Name, b, "a health check passed after the ejection")
+			case first:
+				c.events.Backend(events.BackendUp, c.pool.Name, b, "the first health check passed")
+			default:
+				c.events.Backend(events.BackendUp, c.pool.Name, b, fmt.Sprintf("%d consecutive health checks passed (healthy_threshold %d)",
+					st.passes, c.hc.HealthyThreshold))
+			}
 		}
 	case err != nil && h != pool.Unhealthy && (first || h == pool.Down || st.failures >= c.hc.UnhealthyThreshold):
 		if c.pool.SetHealth(b, pool.Unhealthy, time.Time{}) {
-			c.logger.Warn("backend down", "backend", b.Address, "failures", st.failures, "error", err)
+			var reason string
+			switch {
+			case first:
+				reason = fmt.Sprintf("the first health check failed: %v", err)
+			case h == pool.Down:
+				reason = fmt.Sprintf("a health check failed while ejected: %v", err)
+			default:
+				reason = fmt.Sprintf("%d consecutive health checks failed (unhealthy_threshold %d), the last: %v",
+					st.failures, c.hc.UnhealthyThreshold, err)
+			}
+			c.events.Backend(events.BackendDown, c.pool.Name, b, reason)
 		}
 	}
+}
+
+// timeoutError is a check that did not finish within the check's timeout.
+type timeoutError struct {
+	timeout time.Duration
+	err     error
+}
+
+func (e *timeoutError) Error() string {
+	return fmt.Sprintf("timed out after %s: %v", e.timeout, e.err)
+}
+
+func (e *timeoutError) Unwrap() error { return e.err }
+
+// timedOut says "timed out after TIMEOUT" for an error that the check's
+// timeout (ctx's deadline) caused; it returns any other error as it is.
+func timedOut(ctx context.Context, timeout time.Duration, err error) error {
+	var te *timeoutError
+	if err == nil || errors.As(err, &te) {
+		return err
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		errors.Is(err, context.DeadlineExceeded) {
+		return &timeoutError{timeout: timeout, err: err}
+	}
+	return err
 }

@@ -1,8 +1,10 @@
 package health
 
 import (
+	"fmt"
 	"time"
 
+	"github.com/sluice-lb/sluice/internal/events"
 	"github.com/sluice-lb/sluice/internal/pool"
 )
 
@@ -16,8 +18,8 @@ const maxMultiplier = 10
 // would eject more than max_ejection_percent of the pool. It runs on the
 // request path: success costs one atomic load; the ejection decision, on
 // the failure path only, takes a checker-wide lock.
-func (c *Checker) Observe(b *pool.Backend, ok bool) {
-	if ok {
+func (c *Checker) Observe(b *pool.Backend, f pool.Failure) {
+	if f == pool.NoFailure {
 		if b.ConsecutiveFailures.Load() != 0 {
 			b.ConsecutiveFailures.Store(0)
 		}
@@ -25,15 +27,15 @@ func (c *Checker) Observe(b *pool.Backend, ok bool) {
 	}
 	// ≥, not ==: an ejection refused by max_ejection_percent is tried again
 	// on the next failure.
-	if b.ConsecutiveFailures.Add(1) >= int32(c.passive.ConsecutiveFailures) {
-		c.eject(b, "consecutive failures", nil, false)
+	if n := b.ConsecutiveFailures.Add(1); n >= int32(c.passive.ConsecutiveFailures) {
+		c.eject(b, fmt.Sprintf("%d consecutive failed requests, the last a %s", n, f), false)
 	}
 }
 
 // eject takes b out unless that would put more than max_ejection_percent
 // of the pool out. The ejection lasts ejection_time × the times in a row b
 // was ejected; untilCheck instead leaves it out until a passing check.
-func (c *Checker) eject(b *pool.Backend, reason string, cause error, untilCheck bool) {
+func (c *Checker) eject(b *pool.Backend, reason string, untilCheck bool) {
 	c.ejectMu.Lock()
 	defer c.ejectMu.Unlock()
 	if b.Health() != pool.Healthy {
@@ -60,16 +62,12 @@ func (c *Checker) eject(b *pool.Backend, reason string, cause error, untilCheck 
 	if c.pool.SetHealth(b, pool.Down, until) {
 		b.Stats.Ejections.Add(1)
 		b.ConsecutiveFailures.Store(0)
-		attrs := []any{"backend", b.Address, "reason", reason}
-		if cause != nil {
-			attrs = append(attrs, "error", cause)
-		}
 		if untilCheck {
-			attrs = append(attrs, "until", "next passing check")
+			reason += "; out until a health check passes"
 		} else {
-			attrs = append(attrs, "for", d)
+			reason += fmt.Sprintf("; out for %s (ejection %d in a row)", d, m)
 		}
-		c.logger.Warn("backend ejected", attrs...)
+		c.events.Backend(events.Ejected, c.pool.Name, b, reason)
 		c.Kick()
 	}
 }
@@ -88,7 +86,7 @@ func (c *Checker) expire(b *pool.Backend, st *state, now time.Time) time.Time {
 			return until
 		}
 		if c.pool.SetHealth(b, pool.Healthy, time.Time{}) {
-			c.logger.Info("backend up", "backend", b.Address, "reason", "ejection time over")
+			c.events.Backend(events.Returned, c.pool.Name, b, "the ejection time is over")
 		}
 	}
 	if b.EjectMultiplier.Load() == 0 {

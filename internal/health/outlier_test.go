@@ -11,7 +11,7 @@ import (
 
 func fail(c *Checker, b *pool.Backend, n int) {
 	for range n {
-		c.Observe(b, false)
+		c.Observe(b, pool.StatusFailure(502))
 	}
 }
 
@@ -24,7 +24,7 @@ func TestOutlierEjection(t *testing.T) {
 
 		// A success in between resets the count.
 		fail(c, bs[0], 4)
-		c.Observe(bs[0], true)
+		c.Observe(bs[0], pool.NoFailure)
 		fail(c, bs[0], 4)
 		if got := bs[0].State(); got != "healthy" {
 			t.Fatalf("after 4+4 failures split by a success: state = %q, want healthy", got)

@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 
@@ -187,11 +185,7 @@ func (p *h2Prober) roundTrip(ctx context.Context, b *pool.Backend, req *http.Req
 
 // failed says "timed out" for an error that the check's timeout caused.
 func (p *h2Prober) failed(ctx context.Context, err error) error {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) ||
-		errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("timed out after %s: %w", p.hc.Timeout, err)
-	}
-	return err
+	return timedOut(ctx, p.hc.Timeout, err)
 }
 
 // sniffConn keeps the first bytes a backend sends on an h2c connection, so

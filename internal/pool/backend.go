@@ -11,6 +11,7 @@ package pool
 
 import (
 	"net/url"
+	"strconv"
 	"sync/atomic"
 	"time"
 )
@@ -106,6 +107,32 @@ type Backend struct {
 
 	// Stats are this backend's request counters.
 	Stats Stats
+
+	// reason is why the backend is in its current state and since when
+	// (nil: nothing has happened to it yet). The admin API reads it.
+	reason atomic.Pointer[Reason]
+}
+
+// Reason says why a backend is in its current state: the reason of the
+// last decision about it (an event), and when that was.
+type Reason struct {
+	Text  string
+	Since time.Time
+}
+
+// SetReason records why b is in its current state, and since when. Whoever
+// changes b's state (a checker, the admin API, a reload) calls it with the
+// reason it publishes.
+func (b *Backend) SetReason(text string, since time.Time) {
+	b.reason.Store(&Reason{Text: text, Since: since})
+}
+
+// Reason returns the last reason set (zero: none yet).
+func (b *Backend) Reason() Reason {
+	if r := b.reason.Load(); r != nil {
+		return *r
+	}
+	return Reason{}
 }
 
 // Source is where a backend came from; the admin API shows it.
@@ -179,4 +206,39 @@ func (b *Backend) DownUntil() time.Time {
 		return time.Time{}
 	}
 	return time.Unix(0, n)
+}
+
+// Failure is how one attempt on a backend went, as outlier detection sees
+// it: NoFailure, FailConnect, FailReset, FailTimeout, or the HTTP status
+// (500-599) of an answer that counts as a failure.
+type Failure int32
+
+const (
+	NoFailure   Failure = 0
+	FailConnect Failure = 1 // nothing could be sent
+	FailReset   Failure = 2 // the connection broke before a complete answer
+	FailTimeout Failure = 3 // no answer in time
+)
+
+// StatusFailure is the Failure of an answer with status code: NoFailure
+// below 500.
+func StatusFailure(code int) Failure {
+	if code >= 500 {
+		return Failure(code)
+	}
+	return NoFailure
+}
+
+func (f Failure) String() string {
+	switch f {
+	case NoFailure:
+		return "success"
+	case FailConnect:
+		return "connect failure"
+	case FailReset:
+		return "reset"
+	case FailTimeout:
+		return "timeout"
+	}
+	return "status " + strconv.Itoa(int(f))
 }

@@ -31,9 +31,9 @@ import (
 type Passive interface {
 	// ConnectFailed reports that nothing could be sent to b.
 	ConnectFailed(b *pool.Backend, err error)
-	// Observe reports whether one attempt on b succeeded, for outlier
-	// detection; a failure is a connect failure, reset, timeout or 5xx.
-	Observe(b *pool.Backend, ok bool)
+	// Observe reports how one attempt on b went, for outlier detection:
+	// pool.NoFailure, or a connect failure, reset, timeout or 5xx.
+	Observe(b *pool.Backend, f pool.Failure)
 	// Interval is the active check interval (0: none); it sets Retry-After.
 	Interval() time.Duration
 }
@@ -188,14 +188,17 @@ func Forward(ctx context.Context, t *Target, info *pool.PickInfo, a Attempt) Res
 		}
 		switch res.Class {
 		case Done, RetryStatus:
-			t.Health.Observe(b, res.Status < 500)
+			t.Health.Observe(b, pool.StatusFailure(res.Status))
 		case ConnectFailure:
 			b.Stats.Failures.Add(1)
 			t.Health.ConnectFailed(b, res.Err)
-			t.Health.Observe(b, false)
-		case Reset, Timeout:
+			t.Health.Observe(b, pool.FailConnect)
+		case Reset:
 			b.Stats.Failures.Add(1)
-			t.Health.Observe(b, false)
+			t.Health.Observe(b, pool.FailReset)
+		case Timeout:
+			b.Stats.Failures.Add(1)
+			t.Health.Observe(b, pool.FailTimeout)
 		}
 		switch res.Class {
 		case Done, ClientError, ClientGone:

@@ -39,7 +39,7 @@ type passive struct{ failed []*pool.Backend }
 
 func (p *passive) ConnectFailed(b *pool.Backend, _ error) { p.failed = append(p.failed, b) }
 func (p *passive) Interval() time.Duration                { return 0 }
-func (p *passive) Observe(*pool.Backend, bool)            {}
+func (p *passive) Observe(*pool.Backend, pool.Failure)    {}
 
 func target(n int, r config.Retries) (*Target, []*pool.Backend, *passive) {
 	var bs []*pool.Backend
