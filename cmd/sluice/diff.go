@@ -153,7 +153,7 @@ func writeDiff(w io.Writer, prev, next *config.Config) {
 	// Listeners, by name.
 	var lines []string
 	for _, l := range next.Listeners {
-		old := findListener(prev, l.Name)
+		old := prev.Listener(l.Name)
 		if old == nil {
 			lines = append(lines, fmt.Sprintf("+ listener %q on %s", l.Name, l.Address))
 			effects = append(effects, fmt.Sprintf("bind listener %q on %s", l.Name, l.Address))
@@ -178,7 +178,7 @@ func writeDiff(w io.Writer, prev, next *config.Config) {
 		}
 	}
 	for _, l := range prev.Listeners {
-		if findListener(next, l.Name) == nil {
+		if next.Listener(l.Name) == nil {
 			lines = append(lines, fmt.Sprintf("- listener %q on %s", l.Name, l.Address))
 			effects = append(effects, fmt.Sprintf("close listener %q on %s: it stops accepting, its open connections drain (up to %s)",
 				l.Name, l.Address, grace))
@@ -189,7 +189,7 @@ func writeDiff(w io.Writer, prev, next *config.Config) {
 	// Pools, by name; backends by address.
 	lines = nil
 	for _, p := range next.Pools {
-		old := findPool(prev, p.Name)
+		old := prev.Pool(p.Name)
 		if old == nil {
 			lines = append(lines, fmt.Sprintf("+ pool %q (%s, %d backend%s)", p.Name, p.Balance, len(p.Backends), plural(len(p.Backends))))
 			continue
@@ -197,7 +197,7 @@ func writeDiff(w io.Writer, prev, next *config.Config) {
 		ch := fieldChanges("", reflect.ValueOf(*old), reflect.ValueOf(p), "backends")
 		var bs []string
 		for _, b := range p.Backends {
-			ob := findBackend(old, b.Address)
+			ob := old.Backend(b.Address)
 			switch {
 			case ob == nil:
 				bs = append(bs, fmt.Sprintf("+ backend %s (weight %d)", b.Address, b.Weight))
@@ -206,7 +206,7 @@ func writeDiff(w io.Writer, prev, next *config.Config) {
 			}
 		}
 		for _, b := range old.Backends {
-			if findBackend(&p, b.Address) == nil {
+			if p.Backend(b.Address) == nil {
 				bs = append(bs, "- backend "+b.Address)
 				effects = append(effects, fmt.Sprintf("drain backend %s of pool %q: requests in flight finish, WebSockets to it get %s",
 					b.Address, p.Name, grace))
@@ -224,7 +224,7 @@ func writeDiff(w io.Writer, prev, next *config.Config) {
 		}
 	}
 	for _, p := range prev.Pools {
-		if findPool(next, p.Name) == nil {
+		if next.Pool(p.Name) == nil {
 			lines = append(lines, fmt.Sprintf("- pool %q (%d backend%s)", p.Name, len(p.Backends), plural(len(p.Backends))))
 			effects = append(effects, fmt.Sprintf("remove pool %q: requests in flight to its backends finish, WebSockets get %s",
 				p.Name, grace))
@@ -258,33 +258,6 @@ func writeDiff(w io.Writer, prev, next *config.Config) {
 		fmt.Fprintln(w, "  "+e)
 	}
 	fmt.Fprintln(w, "and keep every other connection open: backends kept keep their health, counters and connections")
-}
-
-func findListener(c *config.Config, name string) *config.Listener {
-	for i := range c.Listeners {
-		if c.Listeners[i].Name == name {
-			return &c.Listeners[i]
-		}
-	}
-	return nil
-}
-
-func findPool(c *config.Config, name string) *config.Pool {
-	for i := range c.Pools {
-		if c.Pools[i].Name == name {
-			return &c.Pools[i]
-		}
-	}
-	return nil
-}
-
-func findBackend(p *config.Pool, address string) *config.Backend {
-	for i := range p.Backends {
-		if p.Backends[i].Address == address {
-			return &p.Backends[i]
-		}
-	}
-	return nil
 }
 
 func indent(prefix string, lines []string) []string {

@@ -249,6 +249,10 @@ type UpstreamTLS struct {
 type Admin struct {
 	Address   string `yaml:"address"`
 	TokenFile string `yaml:"token_file"`
+	// StateFile keeps the changes made through the admin API, re-applied
+	// on top of the config at every start and reload ("": none, changes
+	// last until the next reload).
+	StateFile string `yaml:"state_file"`
 }
 
 // AccessLog configures the per-request log.

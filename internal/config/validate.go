@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -459,6 +460,16 @@ func (v *validator) admin(a *Admin) {
 		}
 	} else if !isLoopback(a.Address) {
 		v.errorf("admin.address", "admin address %q is not loopback: set admin.token_file", a.Address)
+	}
+	if a.StateFile != "" {
+		// The file itself may not exist yet (the first change creates it);
+		// its directory must, since the file is replaced by a rename there.
+		dir := filepath.Dir(a.StateFile)
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			v.errorf("admin.state_file", "admin.state_file: directory %q does not exist: create it (writable by sluice only) or choose another path", dir)
+		} else if fi, err := os.Stat(a.StateFile); err == nil && !fi.Mode().IsRegular() {
+			v.errorf("admin.state_file", "admin.state_file: %s is not a regular file", a.StateFile)
+		}
 	}
 }
 

@@ -202,6 +202,8 @@ func TestParseErrors(t *testing.T) {
 			`t.yaml:4:31: log.format "xml" is not valid: use text or json`}},
 		{"admin address", minimal + "admin: {address: localhost}\n", []string{
 			`t.yaml:3:18: admin address "localhost" is not host:port: write e.g. ":8080" or "127.0.0.1:8080"`}},
+		{"state_file directory", minimal + "admin: {state_file: /nonexistent/sluice/state.json}\n", []string{
+			`t.yaml:3:21: admin.state_file: directory "/nonexistent/sluice" does not exist: create it (writable by sluice only) or choose another path`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
