@@ -11,8 +11,11 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
+	"github.com/sluice-lb/sluice/internal/events"
 	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/state"
 )
 
 // Runtime is what the admin API needs from the running server.
@@ -32,14 +35,19 @@ type Runtime interface {
 	// SetBackendState sets a backend's operator state (pool.Enabled,
 	// pool.Draining or pool.Disabled).
 	SetBackendState(pool, address string, st pool.Admin) error
+	// SetBackendWeight sets a backend's weight.
+	SetBackendWeight(pool, address string, weight int) error
+	// State is admin.state_file: its entries, and those that name a pool
+	// or backend that no longer exists.
+	State() state.Report
 	// ConfigJSON is the running config as JSON with the YAML key names and
 	// its secrets left out (config.Config.PublicJSON).
 	ConfigJSON() []byte
 }
 
 // Errors a Runtime wraps (fmt.Errorf("pool %q: %w", name, admin.ErrNotFound))
-// so that the API answers with the right status. Any other error is the
-// client's fault: 400 with the error's text.
+// so that the API answers with the right status; state.ErrNotPersisted is a
+// 500. Any other error is the client's fault: 400 with the error's text.
 var (
 	// ErrNotFound: unknown pool or backend (404).
 	ErrNotFound = errors.New("not found")
@@ -67,19 +75,35 @@ type Options struct {
 	Logger *slog.Logger
 	// Version is shown by the dashboard and in GET /api/v1/pools; "" omits it.
 	Version string
+	// Events feeds GET /api/v1/events; nil serves a stream that stays
+	// silent.
+	Events *events.Log
+	// Done, when closed, ends every event stream (the server shuts down;
+	// http.Server.Shutdown would otherwise wait for them). Nil: never.
+	Done <-chan struct{}
+	// Heartbeat is how often an event stream without news gets a comment,
+	// so that proxies keep it open and a gone client is noticed; 0 means
+	// DefaultHeartbeat.
+	Heartbeat time.Duration
 }
 
 // New returns the admin handler.
 func New(rt Runtime, o Options) http.Handler {
 	h := &handler{
-		rt:      rt,
-		log:     o.Logger,
-		version: o.Version,
-		mux:     http.NewServeMux(),
-		guard:   newGuard(o.Address, o.Token),
+		rt:        rt,
+		log:       o.Logger,
+		version:   o.Version,
+		mux:       http.NewServeMux(),
+		guard:     newGuard(o.Address, o.Token),
+		events:    o.Events,
+		done:      o.Done,
+		heartbeat: o.Heartbeat,
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
+	}
+	if h.heartbeat <= 0 {
+		h.heartbeat = DefaultHeartbeat
 	}
 	m := h.mux
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeText(w, http.StatusOK, "ok") })
@@ -94,17 +118,23 @@ func New(rt Runtime, o Options) http.Handler {
 	m.HandleFunc("GET /api/v1/pools/{pool}/backends/{address}", h.getBackend)
 	m.HandleFunc("DELETE /api/v1/pools/{pool}/backends/{address}", h.removeBackend)
 	m.HandleFunc("POST /api/v1/pools/{pool}/backends/{address}/{action}", h.setState)
+	m.HandleFunc("POST /api/v1/pools/{pool}/backends/{address}/weight", h.setWeight)
 	m.HandleFunc("POST /api/v1/reload", h.reload)
 	m.HandleFunc("GET /api/v1/config", h.config)
+	m.HandleFunc("GET /api/v1/events", h.streamEvents)
+	m.HandleFunc("GET /api/v1/state", h.state)
 	return h
 }
 
 type handler struct {
-	rt      Runtime
-	log     *slog.Logger
-	version string
-	mux     *http.ServeMux
-	guard   guard
+	rt        Runtime
+	log       *slog.Logger
+	version   string
+	mux       *http.ServeMux
+	guard     guard
+	events    *events.Log
+	done      <-chan struct{}
+	heartbeat time.Duration
 }
 
 var _ http.Handler = (*handler)(nil)
@@ -126,6 +156,16 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}()
 	}
 	if strings.HasPrefix(r.URL.Path, "/api/") {
+		if msg := unescapedAddress(r); msg != "" {
+			writeError(w, http.StatusBadRequest, msg)
+			return
+		}
+		if p, clean := r.URL.EscapedPath(), cleanPath(r.URL.EscapedPath()); p != clean {
+			// ServeMux would redirect to the clean path, which curl does
+			// not follow for a POST: the call would silently do nothing.
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("path %q is not clean (empty segments, . or ..): call %s instead", p, clean))
+			return
+		}
 		if mh, pattern := h.mux.Handler(r); pattern == "" {
 			// No route: ServeMux would answer 404 or 405 in plain text (or
 			// redirect to the clean path); an API client gets the same
@@ -134,11 +174,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			mh.ServeHTTP(rec, r)
 			switch rec.code {
 			case http.StatusNotFound:
-				writeError(w, rec.code, "no such endpoint")
+				writeError(w, rec.code, fmt.Sprintf("no such endpoint %s: the API is under /api/v1/ (pools, pools/{pool}, pools/{pool}/backends/{address}, reload, config, events, state)", r.URL.Path))
 				return
 			case http.StatusMethodNotAllowed:
-				w.Header().Set("Allow", rec.Header().Get("Allow"))
-				writeError(w, rec.code, fmt.Sprintf("method %s not allowed", r.Method))
+				allow := rec.Header().Get("Allow")
+				w.Header().Set("Allow", allow)
+				writeError(w, rec.code, fmt.Sprintf("method %s not allowed on %s: use %s", r.Method, r.URL.EscapedPath(), allow))
 				return
 			}
 		}
@@ -172,7 +213,11 @@ func (h *handler) readyz(w http.ResponseWriter, r *http.Request) {
 }
 
 // poolView and backendView are the API's JSON. latency_ms is the moving
-// average of the time to response header.
+// average of the time to response header. source is where the backend
+// came from (config, runtime, dns, etcd); override says an admin.state_file
+// entry applies to it; reason is why it is in its state (the reason of the
+// last event about it) and since when (RFC 3339; null before anything
+// happened to it).
 type poolView struct {
 	Name      string        `json:"name"`
 	Ready     int           `json:"ready"`
@@ -182,25 +227,49 @@ type poolView struct {
 }
 
 type backendView struct {
-	Address      string  `json:"address"`
-	Weight       int     `json:"weight"`
-	State        string  `json:"state"`
-	InFlight     int64   `json:"in_flight"`
-	Requests     uint64  `json:"requests"`
-	Failures     uint64  `json:"failures"`
-	Responses5xx uint64  `json:"responses_5xx"`
-	LatencyMS    float64 `json:"latency_ms"`
-	ChecksPassed uint64  `json:"checks_passed"`
-	ChecksFailed uint64  `json:"checks_failed"`
-	Ejections    uint64  `json:"ejections"`
+	Address      string     `json:"address"`
+	Weight       int        `json:"weight"`
+	State        string     `json:"state"`
+	Source       string     `json:"source"`
+	Override     bool       `json:"override"`
+	Reason       string     `json:"reason"`
+	Since        *time.Time `json:"since"`
+	InFlight     int64      `json:"in_flight"`
+	Requests     uint64     `json:"requests"`
+	Failures     uint64     `json:"failures"`
+	Responses5xx uint64     `json:"responses_5xx"`
+	LatencyMS    float64    `json:"latency_ms"`
+	ChecksPassed uint64     `json:"checks_passed"`
+	ChecksFailed uint64     `json:"checks_failed"`
+	Ejections    uint64     `json:"ejections"`
 }
 
+// poolsView is GET /api/v1/pools. state_stale lists the admin.state_file
+// entries that name a pool or backend that no longer exists (left out
+// when there are none).
 type poolsView struct {
-	Version string     `json:"version,omitempty"`
-	Pools   []poolView `json:"pools"`
+	Version    string        `json:"version,omitempty"`
+	Pools      []poolView    `json:"pools"`
+	StateStale []state.Stale `json:"state_stale,omitempty"`
 }
 
-func viewPool(p *pool.Pool) poolView {
+// overrides is the set of backends an admin.state_file entry applies to,
+// by pool and address.
+type overrides map[[2]string]bool
+
+func (h *handler) overrides() (overrides, []state.Stale) {
+	r := h.rt.State()
+	o := make(overrides, len(r.Entries))
+	for _, e := range r.Entries {
+		o[[2]string{e.Pool, e.Address}] = true
+	}
+	for _, st := range r.Stale {
+		delete(o, [2]string{st.Pool, st.Address})
+	}
+	return o, r.Stale
+}
+
+func viewPool(p *pool.Pool, o overrides) poolView {
 	bs := p.Backends()
 	v := poolView{
 		Name:      p.Name,
@@ -210,16 +279,20 @@ func viewPool(p *pool.Pool) poolView {
 		NoBackend: p.NoBackend.Requests.Load(),
 	}
 	for _, b := range bs {
-		v.Backends = append(v.Backends, viewBackend(b))
+		v.Backends = append(v.Backends, viewBackend(p.Name, b, o))
 	}
 	return v
 }
 
-func viewBackend(b *pool.Backend) backendView {
-	return backendView{
+func viewBackend(poolName string, b *pool.Backend, o overrides) backendView {
+	r := b.Reason()
+	v := backendView{
 		Address:      b.Address,
 		Weight:       b.Weight(),
 		State:        b.State(),
+		Source:       b.Source.String(),
+		Override:     o[[2]string{poolName, b.Address}],
+		Reason:       r.Text,
 		InFlight:     b.InFlight.Load(),
 		Requests:     b.Stats.Requests.Load(),
 		Failures:     b.Stats.Failures.Load(),
@@ -229,6 +302,11 @@ func viewBackend(b *pool.Backend) backendView {
 		ChecksFailed: b.Stats.ChecksFailed.Load(),
 		Ejections:    b.Stats.Ejections.Load(),
 	}
+	if !r.Since.IsZero() {
+		since := r.Since.Round(0)
+		v.Since = &since
+	}
+	return v
 }
 
 func (h *handler) findPool(name string) (*pool.Pool, error) {
@@ -253,9 +331,10 @@ func (h *handler) findBackend(poolName, address string) (*pool.Backend, error) {
 
 func (h *handler) listPools(w http.ResponseWriter, r *http.Request) {
 	ps := h.rt.Pools()
-	v := poolsView{Version: h.version, Pools: make([]poolView, 0, len(ps))}
+	o, stale := h.overrides()
+	v := poolsView{Version: h.version, Pools: make([]poolView, 0, len(ps)), StateStale: stale}
 	for _, p := range ps {
-		v.Pools = append(v.Pools, viewPool(p))
+		v.Pools = append(v.Pools, viewPool(p, o))
 	}
 	writeJSON(w, http.StatusOK, v)
 }
@@ -266,20 +345,39 @@ func (h *handler) getPool(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, viewPool(p))
+	o, _ := h.overrides()
+	writeJSON(w, http.StatusOK, viewPool(p, o))
 }
 
-func (h *handler) getBackend(w http.ResponseWriter, r *http.Request) {
-	b, err := h.findBackend(r.PathValue("pool"), r.PathValue("address"))
+// writeBackend answers the view of a backend (or the error of finding it).
+func (h *handler) writeBackend(w http.ResponseWriter, code int, poolName, address string) {
+	b, err := h.findBackend(poolName, address)
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, viewBackend(b))
+	o, _ := h.overrides()
+	writeJSON(w, code, viewBackend(poolName, b, o))
 }
 
-// maxBody bounds the JSON body of POST .../backends.
+func (h *handler) getBackend(w http.ResponseWriter, r *http.Request) {
+	h.writeBackend(w, http.StatusOK, r.PathValue("pool"), r.PathValue("address"))
+}
+
+// maxBody bounds the JSON body of a POST.
 const maxBody = 64 << 10
+
+// decodeBody reads the JSON body of r into v, refusing unknown fields; on
+// error it answers 400 (saying what to send: example) and returns false.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any, example string) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("invalid JSON body: %v; send %s", err, example))
+		return false
+	}
+	return true
+}
 
 func (h *handler) addBackend(w http.ResponseWriter, r *http.Request) {
 	poolName := r.PathValue("pool")
@@ -287,14 +385,12 @@ func (h *handler) addBackend(w http.ResponseWriter, r *http.Request) {
 		Address string `json:"address"`
 		Weight  *int   `json:"weight"` // nil: 1
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("invalid JSON body: %v", err))
+	const example = `{"address": "http://HOST:PORT", "weight": 1}`
+	if !decodeBody(w, r, &req, example) {
 		return
 	}
 	if req.Address == "" {
-		writeError(w, http.StatusBadRequest, `"address" is required`)
+		writeError(w, http.StatusBadRequest, `"address" is required: send `+example)
 		return
 	}
 	weight := 1
@@ -306,11 +402,7 @@ func (h *handler) addBackend(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Location", "/api/v1/pools/"+url.PathEscape(poolName)+"/backends/"+url.PathEscape(req.Address))
-	v := backendView{Address: req.Address, Weight: weight}
-	if b, err := h.findBackend(poolName, req.Address); err == nil {
-		v = viewBackend(b)
-	}
-	writeJSON(w, http.StatusCreated, v)
+	h.writeBackend(w, http.StatusCreated, poolName, req.Address)
 }
 
 func (h *handler) removeBackend(w http.ResponseWriter, r *http.Request) {
@@ -324,7 +416,8 @@ func (h *handler) removeBackend(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Accepted: the backend drains and is removed once idle.
-	writeJSON(w, http.StatusAccepted, viewBackend(b))
+	o, _ := h.overrides()
+	writeJSON(w, http.StatusAccepted, viewBackend(poolName, b, o))
 }
 
 var actions = map[string]pool.Admin{
@@ -337,19 +430,40 @@ func (h *handler) setState(w http.ResponseWriter, r *http.Request) {
 	poolName, address, action := r.PathValue("pool"), r.PathValue("address"), r.PathValue("action")
 	st, ok := actions[action]
 	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown action %q: use drain, enable or disable", action))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown action %q: use drain, enable, disable or weight", action))
 		return
 	}
 	if err := h.rt.SetBackendState(poolName, address, st); err != nil {
 		writeErr(w, err)
 		return
 	}
-	b, err := h.findBackend(poolName, address)
-	if err != nil {
+	h.writeBackend(w, http.StatusOK, poolName, address)
+}
+
+func (h *handler) setWeight(w http.ResponseWriter, r *http.Request) {
+	poolName, address := r.PathValue("pool"), r.PathValue("address")
+	var req struct {
+		Weight *int `json:"weight"`
+	}
+	const example = `{"weight": N} with N from 1 to 1000`
+	if !decodeBody(w, r, &req, example) {
+		return
+	}
+	if req.Weight == nil {
+		writeError(w, http.StatusBadRequest, `"weight" is required: send `+example)
+		return
+	}
+	if err := h.rt.SetBackendWeight(poolName, address, *req.Weight); err != nil {
 		writeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, viewBackend(b))
+	h.writeBackend(w, http.StatusOK, poolName, address)
+}
+
+// state answers admin.state_file: every entry, and the stale ones with
+// what is missing.
+func (h *handler) state(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, h.rt.State())
 }
 
 // config answers the running config: what `sluice diff` compares a file
@@ -363,7 +477,7 @@ func (h *handler) config(w http.ResponseWriter, r *http.Request) {
 
 func (h *handler) reload(w http.ResponseWriter, r *http.Request) {
 	if err := h.rt.Reload(); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("reload refused, the previous config keeps serving: %v; fix the file and reload again", err))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "reloaded"})

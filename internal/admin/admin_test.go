@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/state"
 )
 
 // firstReady is the simplest policy: the first ready backend.
@@ -41,6 +42,11 @@ type fakeRuntime struct {
 	pools     []*pool.Pool
 	ready     bool
 	reloadErr error
+	// persistErr is returned by SetBackendWeight after applying (tests of
+	// the 500).
+	persistErr error
+
+	state state.Report // protected by mu
 
 	mu    sync.Mutex
 	calls []string // protected by mu
@@ -152,7 +158,32 @@ func (f *fakeRuntime) SetBackendState(poolName, address string, st pool.Admin) e
 	return nil
 }
 
+func (f *fakeRuntime) SetBackendWeight(poolName, address string, weight int) error {
+	f.record("weight %s %s %d", poolName, address, weight)
+	p, b, err := f.backend(poolName, address)
+	if err != nil {
+		return err
+	}
+	if weight < 1 || weight > 1000 {
+		return fmt.Errorf("weight %d out of range: use 1 to 1000", weight)
+	}
+	p.SetWeight(b, weight)
+	return f.persistErr
+}
+
+func (f *fakeRuntime) State() state.Report {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.state
+}
+
 var _ Runtime = (*fakeRuntime)(nil)
+
+// listHint ends the message of a 404 for a pool or backend.
+const listHint = ": GET /api/v1/pools lists the pools and their backends"
+
+// addExample is what a 400 of POST .../backends says to send.
+const addExample = `{"address": "http://HOST:PORT", "weight": 1}`
 
 // start serves New(rt, o) on loopback. o.Address defaults to the bound
 // address.
@@ -222,6 +253,7 @@ func decode(t *testing.T, r response) any {
 func backendJSON(address string, weight int, state string) map[string]any {
 	return map[string]any{
 		"address": address, "weight": float64(weight), "state": state,
+		"source": "config", "override": false, "reason": "", "since": nil,
 		"in_flight": 0.0, "requests": 0.0, "failures": 0.0, "responses_5xx": 0.0, "latency_ms": 0.0,
 		"checks_passed": 0.0, "checks_failed": 0.0, "ejections": 0.0,
 	}
@@ -287,6 +319,7 @@ func TestListPools(t *testing.T) {
 		"backends": []any{
 			map[string]any{
 				"address": "http://127.0.0.1:8081", "weight": 1.0, "state": "healthy",
+				"source": "config", "override": false, "reason": "", "since": nil,
 				"in_flight": 3.0, "requests": 12.0, "failures": 2.0, "responses_5xx": 2.0, "latency_ms": 25.0,
 				"checks_passed": 5.0, "checks_failed": 1.0, "ejections": 1.0,
 			},
@@ -316,12 +349,12 @@ func TestReadEndpoints(t *testing.T) {
 		wantCode int
 		want     any
 	}{
-		{"unknown pool", "/api/v1/pools/nope", 404, map[string]any{"error": `pool "nope": not found`}},
+		{"unknown pool", "/api/v1/pools/nope", 404, map[string]any{"error": `pool "nope": not found` + listHint}},
 		{"one backend", "/api/v1/pools/web/backends/" + url.PathEscape("http://127.0.0.1:8082"), 200,
 			backendJSON("http://127.0.0.1:8082", 3, "healthy")},
 		{"unknown backend", "/api/v1/pools/web/backends/http:%2F%2Fnope:1", 404,
-			map[string]any{"error": `backend "http://nope:1" in pool "web": not found`}},
-		{"unknown endpoint", "/api/v1/nope", 404, map[string]any{"error": "no such endpoint"}},
+			map[string]any{"error": `backend "http://nope:1" in pool "web": not found` + listHint}},
+		{"unknown endpoint", "/api/v1/nope", 404, map[string]any{"error": "no such endpoint /api/v1/nope: the API is under /api/v1/ (pools, pools/{pool}, pools/{pool}/backends/{address}, reload, config, events, state)"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -349,16 +382,16 @@ func TestAddBackend(t *testing.T) {
 		{"already there", "web", `{"address": "http://127.0.0.1:8081"}`, 409,
 			map[string]any{"error": `backend "http://127.0.0.1:8081" already in pool "web": conflict`}, "add web http://127.0.0.1:8081 1"},
 		{"unknown pool", "nope", `{"address": "http://127.0.0.1:8084"}`, 404,
-			map[string]any{"error": `pool "nope": not found`}, "add nope http://127.0.0.1:8084 1"},
+			map[string]any{"error": `pool "nope": not found` + listHint}, "add nope http://127.0.0.1:8084 1"},
 		{"bad address", "web", `{"address": "ftp://x"}`, 400,
 			map[string]any{"error": `backend address "ftp://x": want http://host:port or https://host:port`}, "add web ftp://x 1"},
 		{"bad weight", "web", `{"address": "http://127.0.0.1:8084", "weight": -1}`, 400,
 			map[string]any{"error": "weight -1 out of range: use 1 to 1000"}, "add web http://127.0.0.1:8084 -1"},
-		{"no address", "web", `{"weight": 2}`, 400, map[string]any{"error": `"address" is required`}, ""},
+		{"no address", "web", `{"weight": 2}`, 400, map[string]any{"error": `"address" is required: send ` + addExample}, ""},
 		{"unknown field", "web", `{"address": "http://127.0.0.1:8084", "wieght": 2}`, 400,
-			map[string]any{"error": `invalid JSON body: json: unknown field "wieght"`}, ""},
+			map[string]any{"error": `invalid JSON body: json: unknown field "wieght"; send ` + addExample}, ""},
 		{"not JSON", "web", `address=x`, 400,
-			map[string]any{"error": "invalid JSON body: invalid character 'a' looking for beginning of value"}, ""},
+			map[string]any{"error": "invalid JSON body: invalid character 'a' looking for beginning of value; send " + addExample}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -448,9 +481,9 @@ func TestSetState(t *testing.T) {
 				{b + e.segment + "/drain", 200, "draining", ""},
 				{b + e.segment + "/disable", 200, "disabled", ""},
 				{b + e.segment + "/enable", 200, "healthy", ""},
-				{b + e.segment + "/reboot", 404, "", `unknown action "reboot": use drain, enable or disable`},
-				{b + "http:%2F%2Fnope:1/drain", 404, "", `backend "http://nope:1" in pool "web": not found`},
-				{"/api/v1/pools/nope/backends/" + e.segment + "/drain", 404, "", `pool "nope": not found`},
+				{b + e.segment + "/reboot", 404, "", `unknown action "reboot": use drain, enable, disable or weight`},
+				{b + "http:%2F%2Fnope:1/drain", 404, "", `backend "http://nope:1" in pool "web": not found` + listHint},
+				{"/api/v1/pools/nope/backends/" + e.segment + "/drain", 404, "", `pool "nope": not found` + listHint},
 			}
 			for _, s := range steps {
 				got := call(t, srv, "POST", s.path, "", nil)
@@ -485,7 +518,8 @@ func TestReload(t *testing.T) {
 	}{
 		{"ok", nil, 200, map[string]any{"status": "reloaded"}},
 		{"refused", errors.New("sluice.yaml:3:5: unknown key \"ballance\"\nsluice.yaml:9:7: pool \"x\" not defined"), 400,
-			map[string]any{"error": "sluice.yaml:3:5: unknown key \"ballance\"\nsluice.yaml:9:7: pool \"x\" not defined"}},
+			map[string]any{"error": "reload refused, the previous config keeps serving: " +
+				"sluice.yaml:3:5: unknown key \"ballance\"\nsluice.yaml:9:7: pool \"x\" not defined; fix the file and reload again"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -534,7 +568,9 @@ func TestGetNeverMutates(t *testing.T) {
 		{"/api/v1/pools/web/backends/" + a, 200, ""},
 		{"/api/v1/pools/web/backends/" + a + "/drain", 405, "POST"},
 		{"/api/v1/pools/web/backends/" + a + "/disable", 405, "POST"},
+		{"/api/v1/pools/web/backends/" + a + "/weight", 405, "POST"},
 		{"/api/v1/reload", 405, "POST"},
+		{"/api/v1/state", 200, ""},
 	}
 	for _, method := range []string{"GET", "HEAD"} {
 		for _, tt := range tests {
@@ -543,7 +579,7 @@ func TestGetNeverMutates(t *testing.T) {
 				t.Errorf("%s %s = %d Allow %q, want %d Allow %q", method, tt.path, got.code, got.header.Get("Allow"), tt.wantCode, tt.wantAllow)
 			}
 			if tt.wantCode == 405 && method == "GET" {
-				want := map[string]any{"error": "method GET not allowed"}
+				want := map[string]any{"error": "method GET not allowed on " + tt.path + ": use POST"}
 				if diff := cmp.Diff(any(want), decode(t, got)); diff != "" {
 					t.Errorf("GET %s body (-want +got):\n%s", tt.path, diff)
 				}
@@ -780,7 +816,7 @@ func TestToken(t *testing.T) {
 					t.Errorf("401 body of / is not the dashboard page")
 				}
 			case strings.HasPrefix(tt.path, "/api/"):
-				want := map[string]any{"error": "missing or invalid bearer token"}
+				want := map[string]any{"error": `missing or invalid bearer token: send "Authorization: Bearer TOKEN" with the token in admin.token_file`}
 				if diff := cmp.Diff(any(want), decode(t, got)); diff != "" {
 					t.Errorf("401 body (-want +got):\n%s", diff)
 				}

@@ -54,18 +54,22 @@ func (g *guard) check(r *http.Request) (code int, msg string) {
 	needToken := g.token != nil && !(g.host.loopback && (p == "/" || p == "/metrics"))
 	if !safeMethod(r.Method) {
 		if !g.host.allows(r.Host, r.TLS != nil) {
-			return http.StatusForbidden, "host " + strconv.Quote(r.Host) + " is not the admin address"
+			return http.StatusForbidden, hostRefused(r.Host)
 		}
 		if err := g.origin.Check(r); err != nil {
-			return http.StatusForbidden, "cross-origin request refused"
+			return http.StatusForbidden, "cross-origin request refused: change backends from the dashboard served by this admin address, or from a client that sends no Origin (curl)"
 		}
 	} else if !needToken && !g.host.allows(r.Host, r.TLS != nil) {
-		return http.StatusForbidden, "host " + strconv.Quote(r.Host) + " is not the admin address"
+		return http.StatusForbidden, hostRefused(r.Host)
 	}
 	if needToken && !g.bearerOK(r) {
-		return http.StatusUnauthorized, "missing or invalid bearer token"
+		return http.StatusUnauthorized, `missing or invalid bearer token: send "Authorization: Bearer TOKEN" with the token in admin.token_file`
 	}
 	return 0, ""
+}
+
+func hostRefused(host string) string {
+	return "host " + strconv.Quote(host) + " is not the admin address: call the admin API at admin.address (a loopback one by its IP or as localhost)"
 }
 
 func (g *guard) bearerOK(r *http.Request) bool {

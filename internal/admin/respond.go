@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+
+	"github.com/sluice-lb/sluice/internal/state"
 )
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -23,16 +25,19 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 }
 
 // writeErr maps a Runtime error to its status: ErrNotFound 404, ErrConflict
-// 409, anything else 400 (the request named something invalid).
+// 409, state.ErrNotPersisted 500, anything else 400 (the request named
+// something invalid).
 func writeErr(w http.ResponseWriter, err error) {
-	code := http.StatusBadRequest
+	code, msg := http.StatusBadRequest, err.Error()
 	switch {
 	case errors.Is(err, ErrNotFound):
-		code = http.StatusNotFound
+		code, msg = http.StatusNotFound, msg+": GET /api/v1/pools lists the pools and their backends"
 	case errors.Is(err, ErrConflict):
 		code = http.StatusConflict
+	case errors.Is(err, state.ErrNotPersisted):
+		code, msg = http.StatusInternalServerError, msg+"; fix the problem with admin.state_file (its directory, disk space, permissions) and try again"
 	}
-	writeError(w, code, err.Error())
+	writeError(w, code, msg)
 }
 
 func writeText(w http.ResponseWriter, code int, msg string) {

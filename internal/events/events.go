@@ -32,12 +32,16 @@ const (
 	ReloadOK       Kind = "reload_ok"       // a new config is serving
 	ReloadFailed   Kind = "reload_failed"   // a new config was refused; the old one serves
 	DiscoveryError Kind = "discovery_error" // a discovery source could not be read
+
+	// Beyond the contract's kinds:
+	WeightChanged Kind = "weight_changed" // an operator changed a backend's weight
+	StateStale    Kind = "state_stale"    // an admin.state_file entry names a pool or backend that no longer exists
 )
 
 // level is how a kind is written to the process log.
 func (k Kind) level() slog.Level {
 	switch k {
-	case BackendDown, Ejected, ReloadFailed, DiscoveryError:
+	case BackendDown, Ejected, ReloadFailed, DiscoveryError, StateStale:
 		return slog.LevelWarn
 	}
 	return slog.LevelInfo

@@ -45,6 +45,9 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 		}
 		backends := make([]*pool.Backend, 0, len(pc.Backends))
 		for _, bc := range pc.Backends {
+			if e, ok := s.state.Get(pc.Name, bc.Address); ok && e.Removed {
+				continue // removed through the admin API
+			}
 			var b *pool.Backend
 			if old != nil {
 				b = old.pool.Find(bc.Address)
@@ -57,6 +60,7 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 			}
 			backends = append(backends, b)
 		}
+		backends = append(backends, s.addedBackends(pc, old, prev != nil)...)
 		p := pool.New(pc.Name, policy, backends)
 		if old != nil {
 			p.Inherit(old.pool)
@@ -76,6 +80,7 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 			Passive:       pc.PassiveHealth,
 			UpstreamTLS:   pc.UpstreamTLS,
 			UpstreamHTTP2: pc.UpstreamHTTP2,
+			Events:        s.events,
 		})
 		retryAfter := "5"
 		if iv := ck.Interval(); iv > 0 {
@@ -116,11 +121,7 @@ func (s *Server) activate(snap, prev *snapshot) {
 	for _, p := range snap.pools {
 		p.pool.Claim()
 		p.pool.Budget.SetPercent(p.cfg.Retries.BudgetPercent)
-		for _, bc := range p.cfg.Backends {
-			if b := p.pool.Find(bc.Address); b != nil {
-				p.pool.SetWeight(b, bc.Weight)
-			}
-		}
+		s.applyState(p)
 		if prev != nil {
 			if old := prev.byName[p.cfg.Name]; old != nil && reflect.DeepEqual(old.cfg.HealthCheck, p.cfg.HealthCheck) {
 				p.checker.Inherit(old.checker)
@@ -128,6 +129,8 @@ func (s *Server) activate(snap, prev *snapshot) {
 		}
 		s.startChecker(p)
 	}
+	s.membershipEvents(snap, prev)
+	s.reportStale(snap)
 }
 
 func (s *Server) startChecker(p *poolRT) {

@@ -2,12 +2,14 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log"
 	"log/slog"
 	"reflect"
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/config"
+	"github.com/sluice-lb/sluice/internal/events"
 	"github.com/sluice-lb/sluice/internal/pool"
 )
 
@@ -26,27 +28,31 @@ func (s *Server) Reload() (err error) {
 	if err := s.access.Reopen(); err != nil {
 		s.logger.Error("access log could not be reopened; writing to the old file", "error", err)
 	}
-	err = s.reloadLocked()
+	changes, err := s.reloadLocked()
 	if err != nil {
 		s.reloadsFail.Add(1)
 		s.lastReloadOK.Store(false)
-		s.logger.Error("config reload failed; the previous config keeps serving", "file", s.cfg.Path, "error", err)
+		s.events.Publish(events.ReloadFailed, "", "", fmt.Sprintf("the previous config keeps serving: %v", err))
 		return err
 	}
 	s.reloadsOK.Add(1)
 	s.lastReloadOK.Store(true)
-	s.logger.Info("config reloaded", "file", s.cfg.Path)
+	s.events.Publish(events.ReloadOK, "", "", changes.Summary())
 	return nil
 }
 
-func (s *Server) reloadLocked() error {
+func (s *Server) reloadLocked() (config.Changes, error) {
 	if s.cfg.Path == "" {
-		return errNoFile
+		return config.Changes{}, errNoFile
 	}
 	hash := fileHash(s.cfg.Path)
 	cfg, err := config.Load(s.cfg.Path)
 	if err != nil {
-		return err
+		return config.Changes{}, err
+	}
+	// The state file is read again too: an operator may have edited it.
+	if err := s.state.Reload(); err != nil {
+		return config.Changes{}, err
 	}
 	if cfg.Admin != s.cfg.Admin || cfg.AccessLog != s.cfg.AccessLog {
 		s.logger.Warn("admin and access_log changes take effect at the next restart (a reload reopens the access log file, for log rotation)")
@@ -56,7 +62,7 @@ func (s *Server) reloadLocked() error {
 	bound, err := s.bindListeners(cfg, snap, s.listeners)
 	if err != nil {
 		s.stopPools(snap.pools)
-		return err
+		return config.Changes{}, err
 	}
 	// Swap: pools first, then each listener's view.
 	s.snap.Store(snap)
@@ -132,9 +138,10 @@ func (s *Server) reloadLocked() error {
 	if !reflect.DeepEqual(cfg.Log, s.cfg.Log) {
 		s.logger.Warn("log changes take effect at the next restart")
 	}
+	changes := config.Compare(s.cfg, cfg)
 	cfg.Admin, cfg.AccessLog = s.cfg.Admin, s.cfg.AccessLog
 	s.cfg, s.cfgHash = cfg, hash
-	return nil
+	return changes, nil
 }
 
 // drain shuts a listener generation down in the background: it stops

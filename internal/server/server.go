@@ -22,11 +22,13 @@ import (
 	"github.com/sluice-lb/sluice/internal/accesslog"
 	"github.com/sluice-lb/sluice/internal/admin"
 	"github.com/sluice-lb/sluice/internal/config"
+	"github.com/sluice-lb/sluice/internal/events"
 	"github.com/sluice-lb/sluice/internal/h2guard"
 	"github.com/sluice-lb/sluice/internal/health"
 	"github.com/sluice-lb/sluice/internal/metrics"
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/proxy"
+	"github.com/sluice-lb/sluice/internal/state"
 )
 
 // Options are the parts of a Server that do not come from the config.
@@ -60,6 +62,13 @@ type Server struct {
 	stickyKey []byte
 	tunnels   proxy.Tunnels
 	access    *accesslog.Logger
+	// events records every decision (health, ejections, API changes,
+	// reloads) with its reason, logs it once and feeds GET /api/v1/events.
+	events *events.Log
+	// state is admin.state_file (nil: none); stale lists its entries that
+	// name no pool or backend of the running config.
+	state *state.Store
+	stale atomic.Pointer[[]state.Stale]
 
 	// mu serialises Reload, Run's start-up and shutdown, and admin changes
 	// of membership.
@@ -68,6 +77,10 @@ type Server struct {
 	cfgHash   []byte // of the file cfg was loaded from (nil: none)
 	snap      atomic.Pointer[snapshot]
 	listeners map[string]*listener // by name
+	// removing holds the backends the admin API is removing (draining
+	// until their requests finish): a reload leaves their state and
+	// their removal's event to the API.
+	removing  map[*pool.Backend]bool
 	slotNames [pool.MaxListeners]atomic.Pointer[string]
 	nextSlot  int
 
@@ -81,6 +94,9 @@ type Server struct {
 	wg     sync.WaitGroup // checker loops and drain waits
 
 	admin *gentleServer
+	// endStreams ends the admin API's event streams, which would otherwise
+	// hold its Shutdown up.
+	endStreams context.CancelFunc
 	// handover: the coming shutdown hands the sockets over (see HandOver).
 	handover atomic.Bool
 }
@@ -112,7 +128,15 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	if o.Notify == nil {
 		o.Notify = nopNotifier{}
 	}
-	s := &Server{logger: o.Logger, opts: o, ids: proxy.NewRequestIDs(), cfg: cfg, listeners: map[string]*listener{}}
+	s := &Server{logger: o.Logger, opts: o, ids: proxy.NewRequestIDs(), cfg: cfg, listeners: map[string]*listener{},
+		removing: map[*pool.Backend]bool{}, events: events.New(0, o.Logger)}
+	if f := cfg.Admin.StateFile; f != "" {
+		st, err := state.Open(f)
+		if err != nil {
+			return nil, err
+		}
+		s.state = st
+	}
 	key := make([]byte, 32)
 	rand.Read(key)
 	s.stickyKey = key
@@ -190,9 +214,12 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, w := range s.cfg.Warnings() {
 		s.logger.Warn("config", "warning", w)
 	}
+	streams, endStreams := context.WithCancel(context.Background())
+	s.endStreams = endStreams
 	s.admin = gentle(&http.Server{
 		Handler: admin.New(s, admin.Options{Address: adminLn.Addr().String(), Token: token,
-			Metrics: metrics.NewHandler(s), Logger: s.logger, Version: s.opts.Version}),
+			Metrics: metrics.NewHandler(s), Logger: s.logger, Version: s.opts.Version,
+			Events: s.events, Done: streams.Done()}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug),
@@ -267,6 +294,7 @@ func (s *Server) shutdown() error {
 		s.logger.Info("draining after the hand-over", "timeout", cfg.ShutdownTimeout)
 		// The new process serves the admin address too: stop accepting
 		// there now and let the calls under way finish.
+		s.endStreams()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -289,6 +317,7 @@ func (s *Server) shutdown() error {
 	// close frame now, so the wait below is for ordinary requests.
 	s.tunnels.CloseAll(min(5*time.Second, cfg.ShutdownTimeout))
 	wg.Wait()
+	s.endStreams()
 	s.admin.Shutdown(ctx)
 	s.cancel()
 	if snap := s.snap.Load(); snap != nil {
@@ -312,6 +341,9 @@ func (s *Server) shutdown() error {
 // the connections left (the address is served) and the admin listener
 // closes at once.
 func (s *Server) HandOver() { s.handover.Store(true) }
+
+// Events returns the log of decisions (GET /api/v1/events).
+func (s *Server) Events() *events.Log { return s.events }
 
 // Ready reports whether every listener is bound and the server is not
 // shutting down.
@@ -393,100 +425,6 @@ func (s *Server) slot(name string) int {
 	s.slotNames[i].Store(&name)
 	s.nextSlot++
 	return i
-}
-
-var errNotFound = admin.ErrNotFound
-
-func (s *Server) findPool(name string) (*poolRT, error) {
-	snap := s.snap.Load()
-	if p := snap.byName[name]; p != nil {
-		return p, nil
-	}
-	return nil, fmt.Errorf("pool %q: %w", name, errNotFound)
-}
-
-func (s *Server) findBackend(poolName, address string) (*poolRT, *pool.Backend, error) {
-	p, err := s.findPool(poolName)
-	if err != nil {
-		return nil, nil, err
-	}
-	b := p.pool.Find(address)
-	if b == nil {
-		return nil, nil, fmt.Errorf("backend %q in pool %q: %w", address, poolName, errNotFound)
-	}
-	return p, b, nil
-}
-
-// AddBackend adds a backend to a pool now (admin API). It lasts until the
-// next reload, which makes the config file the truth again.
-func (s *Server) AddBackend(poolName, address string, weight int) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p, err := s.findPool(poolName)
-	if err != nil {
-		return err
-	}
-	if weight == 0 {
-		weight = 1
-	}
-	u, err := config.ParseBackendAddress(address)
-	if err != nil {
-		return err
-	}
-	if weight < 1 || weight > 1000 {
-		return fmt.Errorf("weight %d out of range: use 1 to 1000", weight)
-	}
-	b := pool.NewBackend(address, u, weight)
-	b.Source = pool.SourceRuntime
-	if !p.pool.Add(b) {
-		return fmt.Errorf("backend %q already in pool %q: %w", address, poolName, admin.ErrConflict)
-	}
-	p.checker.Kick()
-	s.logger.Info("backend added", "pool", poolName, "backend", address, "weight", weight)
-	return nil
-}
-
-// RemoveBackend drains a backend, then removes it once its requests in
-// flight have finished (or after shutdown_timeout).
-func (s *Server) RemoveBackend(poolName, address string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p, b, err := s.findBackend(poolName, address)
-	if err != nil {
-		return err
-	}
-	p.pool.SetAdmin(b, pool.Draining)
-	deadline := time.Now().Add(s.cfg.ShutdownTimeout)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for b.InFlight.Load() > 0 && time.Now().Before(deadline) {
-			select {
-			case <-s.ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-		p.pool.Remove(b)
-		p.checker.Kick()
-		s.logger.Info("backend removed", "pool", poolName, "backend", address)
-	}()
-	return nil
-}
-
-// SetBackendState drains, disables or enables a backend.
-func (s *Server) SetBackendState(poolName, address string, st pool.Admin) error {
-	p, b, err := s.findBackend(poolName, address)
-	if err != nil {
-		return err
-	}
-	if p.pool.SetAdmin(b, st) {
-		s.logger.Info("backend "+st.String(), "pool", poolName, "backend", address)
-		p.checker.Kick()
-	}
-	return nil
 }
 
 var _ interface {
