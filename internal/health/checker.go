@@ -269,6 +269,10 @@ func (c *Checker) apply(b *pool.Backend, st *state, err error) {
 	}
 	h := b.Health()
 	switch {
+	case err == nil && first && h == pool.Healthy:
+		// Nothing changes (a backend starts healthy), but its state now
+		// has a reason.
+		c.events.Backend(events.BackendUp, c.pool.Name, b, "the first health check passed")
 	case err == nil && h != pool.Healthy && (first || h == pool.Down || st.passes >= c.hc.HealthyThreshold):
 		if c.pool.SetHealth(b, pool.Healthy, time.Time{}) {
 			switch {
