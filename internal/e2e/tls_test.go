@@ -843,7 +843,7 @@ func TestTLSProcessSIGHUPAndMetrics(t *testing.T) {
 	writeFileAtomic(t, files.Key, newLeaf.keyPEM)
 	writeFileAtomic(t, files.Cert, newLeaf.certPEM)
 	p.signal(syscall.SIGHUP)
-	p.waitLog(regexp.MustCompile(`msg="config reloaded"`), 10*time.Second)
+	p.waitLog(regexp.MustCompile(`msg=event kind=reload_ok`), 10*time.Second)
 	if got, want := peerSerial(t, addr, clientTLS(ca, "b.test")), newLeaf.cert.SerialNumber.Text(16); got != want {
 		t.Errorf("after SIGHUP: serial %s, want the new %s", got, want)
 	}
