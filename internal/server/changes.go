@@ -110,6 +110,9 @@ func (s *Server) RemoveBackend(poolName, address string) error {
 	if err != nil {
 		return err
 	}
+	if s.removing[b] {
+		return nil // already on its way out
+	}
 	inConfig := p.cfg.Backend(address) != nil
 	if err := s.persist(poolName, address, func(e *state.Entry) {
 		// A backend the config has stays out; one the API added is simply
