@@ -163,6 +163,9 @@ func (s *Server) SetBackendState(poolName, address string, st pool.Admin) error 
 	if err != nil {
 		return err
 	}
+	if err := s.notRemoving(poolName, b); err != nil {
+		return err
+	}
 	if err := s.persist(poolName, address, func(e *state.Entry) { e.State = stateWord(st) }); err != nil {
 		return err
 	}
@@ -184,12 +187,24 @@ func (s *Server) SetBackendWeight(poolName, address string, weight int) error {
 	if weight < 1 || weight > 1000 {
 		return fmt.Errorf("weight %d out of range: use 1 to 1000", weight)
 	}
+	if err := s.notRemoving(poolName, b); err != nil {
+		return err
+	}
 	if err := s.persist(poolName, address, func(e *state.Entry) { e.Weight = weight }); err != nil {
 		return err
 	}
 	if old := b.Weight(); old != weight {
 		p.pool.SetWeight(b, weight)
 		s.events.Backend(events.WeightChanged, poolName, b, fmt.Sprintf("%s: weight %d → %d", s.byAPI(), old, weight))
+	}
+	return nil
+}
+
+// notRemoving refuses a change to a backend that the API is removing.
+func (s *Server) notRemoving(poolName string, b *pool.Backend) error {
+	if s.removing[b] {
+		return fmt.Errorf("backend %q of pool %q is being removed (draining): wait until it is gone, then add it again: %w",
+			b.Address, poolName, admin.ErrConflict)
 	}
 	return nil
 }

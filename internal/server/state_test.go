@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/sluice-lb/sluice/internal/admin"
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/events"
 	"github.com/sluice-lb/sluice/internal/pool"
@@ -167,5 +169,48 @@ func TestAPIChangesAndTheStateFile(t *testing.T) {
 	want := []string{"weight_changed web " + a + ": admin API (kept in admin.state_file): weight 1 → 9"}
 	if diff := cmp.Diff(want, eventsOf(srv.Events(), last)); diff != "" {
 		t.Errorf("events (-want +got):\n%s", diff)
+	}
+}
+
+// A backend the API is removing takes no other change until it is gone.
+func TestRemovingBackendRefusesChanges(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, b := startBackend(t, ctx), startBackend(t, ctx)
+	cfg := &config.Config{
+		Listeners: []config.Listener{{Name: "public", Address: "127.0.0.1:0", Pool: "web"}},
+		Pools:     []config.Pool{{Name: "web", Backends: []config.Backend{{Address: a}, {Address: b}}}},
+		Admin:     config.Admin{Address: "127.0.0.1:0"},
+		AccessLog: config.AccessLog{Format: "off"},
+	}
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := run(t, cfg)
+	p := srv.Pools()[0]
+	p.Find(a).InFlight.Add(1) // a request in flight keeps it draining
+	if err := srv.RemoveBackend("web", a); err != nil {
+		t.Fatal(err)
+	}
+	last := srv.Events().Last()
+	if err := srv.RemoveBackend("web", a); err != nil {
+		t.Errorf("a second DELETE = %v, want nil", err)
+	}
+	for name, err := range map[string]error{
+		"enable": srv.SetBackendState("web", a, pool.Enabled),
+		"weight": srv.SetBackendWeight("web", a, 3),
+	} {
+		if !errors.Is(err, admin.ErrConflict) {
+			t.Errorf("%s of a backend being removed = %v, want a conflict", name, err)
+		}
+	}
+	if got := eventsOf(srv.Events(), last); len(got) != 0 {
+		t.Errorf("events after the first DELETE: %q, want none", got)
+	}
+	p.Find(a).InFlight.Add(-1)
+	eventually(t, "a removed", func() bool { return p.Find(a) == nil })
+	if got := eventsOf(srv.Events(), last); len(got) != 1 || got[0] != "removed web "+a+": admin API (until the next reload)" {
+		t.Errorf("events: %q, want the removal", got)
 	}
 }
