@@ -65,11 +65,14 @@ func serve(ctx context.Context, cfg *config.Config, out streams, so serveOptions
 	}
 	sigCtx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	// The goroutines below end with ctx; serve returns only after them,
-	// also when Run fails at start-up.
+	// ctx ends when shutdown begins. The goroutines below end with it, or
+	// with alive for the signal loops; serve returns only after them, also
+	// when Run fails at start-up.
 	ctx, cancel := context.WithCancel(sigCtx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	alive, endSignals := context.WithCancel(context.Background())
+	defer endSignals()
 	defer cancel()
 	defer life.exit()
 	wg.Add(1)
@@ -78,9 +81,12 @@ func serve(ctx context.Context, cfg *config.Config, out streams, so serveOptions
 		<-ctx.Done()
 		stop() // a second signal now takes the default action: exit
 	}()
-	// onSignal runs f at each sig until ctx ends or f says to stop, on a
-	// goroutine serve waits for.
-	onSignal := func(sig os.Signal, f func() (stop bool)) {
+	// onSignal runs f at each sig, on a goroutine serve waits for, until
+	// serve returns: not only until shutdown begins, so that a SIGHUP or
+	// SIGUSR2 reaching a draining process (logrotate, or an operator who
+	// read the PID file just before an upgrade) gets a log line instead of
+	// the signal's default action, which is to exit at once.
+	onSignal := func(sig os.Signal, f func()) {
 		ch := make(chan os.Signal, 1)
 		signal.Notify(ch, sig)
 		wg.Add(1)
@@ -89,27 +95,26 @@ func serve(ctx context.Context, cfg *config.Config, out streams, so serveOptions
 			defer signal.Stop(ch)
 			for {
 				select {
-				case <-ctx.Done():
+				case <-alive.Done():
 					return
 				case <-ch:
-					if f() {
-						return
-					}
+					f()
 				}
 			}
 		}()
 	}
-	onSignal(syscall.SIGHUP, func() bool {
+	onSignal(syscall.SIGHUP, func() {
+		if ctx.Err() != nil {
+			logger.Warn("reload ignored: this process is shutting down")
+			return
+		}
 		srv.Reload() // the server logs the outcome and tells life
-		return false
 	})
 	if life.upg != nil {
-		onSignal(syscall.SIGUSR2, func() bool {
+		onSignal(syscall.SIGUSR2, func() {
 			if life.upgrade(ctx, srv) {
 				cancel() // drain and exit, as on SIGTERM
-				return true
 			}
-			return false
 		})
 	}
 	wg.Add(1)
@@ -144,14 +149,15 @@ type lifecycle struct {
 	upg     *upgrade.Upgrader // nil: no upgrades (sluice demo)
 	ready   chan struct{}     // closed by Ready
 	wrote   bool              // the PID file holds our PID (set by Ready)
-	// handedOver: a new process serves; this one only drains.
-	handedOver atomic.Bool
+	// successor is the PID of the process this one handed over to (0:
+	// none): it serves, and this one only drains.
+	successor atomic.Int64
 }
 
 var _ server.Notifier = (*lifecycle)(nil)
 
 func (l *lifecycle) notify(states ...string) {
-	if l.handedOver.Load() {
+	if l.successor.Load() != 0 {
 		return
 	}
 	if err := l.sd.Notify(states...); err != nil {
@@ -186,8 +192,19 @@ func (l *lifecycle) Ready() {
 
 // upgrade starts the binary again and hands it the sockets (SIGUSR2). It
 // reports whether the new process serves: this one should then drain and
-// exit. A failure is logged and changes nothing.
+// exit. A failure is logged and changes nothing. The process this one
+// replaced may still be draining: each drains on its own (see package
+// upgrade).
 func (l *lifecycle) upgrade(ctx context.Context, srv *server.Server) bool {
+	if pid := l.successor.Load(); pid != 0 {
+		l.logger.Warn("upgrade refused: this process has handed over and is draining; signal the process that serves",
+			"serving_pid", pid)
+		return false
+	}
+	if ctx.Err() != nil {
+		l.logger.Warn("upgrade refused: this process is shutting down")
+		return false
+	}
 	select {
 	case <-l.ready:
 	default:
@@ -210,14 +227,14 @@ func (l *lifecycle) upgrade(ctx context.Context, srv *server.Server) bool {
 		l.notify("MAINPID="+strconv.Itoa(os.Getpid()), sdnotify.Ready, "STATUS=serving; the last upgrade failed")
 		return false
 	}
-	l.handedOver.Store(true)
+	l.successor.Store(int64(pid))
 	srv.HandOver()
 	l.logger.Info("upgrade: the new process serves; this one stops accepting, drains and exits", "new_pid", pid)
 	return true
 }
 
 func (l *lifecycle) Reloading() {
-	if l.handedOver.Load() {
+	if l.successor.Load() != 0 {
 		return
 	}
 	if err := l.sd.Reloading(); err != nil {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"io"
 	"net"
 	"sync"
@@ -20,7 +21,8 @@ type Tunnels struct {
 	// backend it rejects (a reload removed it while the upgrade was on its
 	// way) is refused.
 	keep func(poolName string, b *pool.Backend) bool
-	// drained is closed when the last tunnel leaves after CloseAll began.
+	// drained, when not nil, is closed when the last tunnel leaves (see
+	// emptyLocked).
 	drained chan struct{}
 }
 
@@ -91,6 +93,44 @@ func (t *Tunnels) Remove(tn *Tunnel) {
 // status 1001 "going away".
 var closeFrame = append([]byte{0x88, 2 + 10, 0x03, 0xe9}, "going away"...)
 
+// emptyLocked returns a channel that is closed once no tunnel is left.
+func (t *Tunnels) emptyLocked() <-chan struct{} {
+	if len(t.conns) == 0 {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	if t.drained == nil {
+		t.drained = make(chan struct{})
+	}
+	return t.drained
+}
+
+// Drain lets the tunnels run until each ends by itself, but no later than
+// wait before ctx's deadline; it then closes those left as CloseAll(wait)
+// does, so that all have ended by the deadline. Tunnels that open
+// meanwhile are admitted and drained alike. It is the shutdown of a
+// process that handed over to another (an upgrade): nothing presses its
+// WebSockets to end sooner than requests in flight.
+func (t *Tunnels) Drain(ctx context.Context, wait time.Duration) {
+	t.mu.Lock()
+	empty := t.emptyLocked()
+	t.mu.Unlock()
+	var closeAt <-chan time.Time // no deadline: when ctx ends
+	if d, ok := ctx.Deadline(); ok {
+		timer := time.NewTimer(time.Until(d.Add(-wait)))
+		defer timer.Stop()
+		closeAt = timer.C
+	}
+	select {
+	case <-empty:
+		return
+	case <-closeAt:
+	case <-ctx.Done():
+	}
+	t.CloseAll(wait)
+}
+
 // CloseAll sends every WebSocket client a close frame (1001, going away)
 // at the next frame boundary, waiting up to wait for one, then closes both
 // sides and waits until the copies have ended.
@@ -102,12 +142,7 @@ func (t *Tunnels) CloseAll(wait time.Duration) {
 	for tn := range t.conns {
 		list = append(list, tn)
 	}
-	drained := make(chan struct{})
-	if len(t.conns) == 0 {
-		close(drained)
-	} else {
-		t.drained = drained
-	}
+	drained := t.emptyLocked()
 	t.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, tn := range list {

@@ -23,17 +23,32 @@ import (
 // server here; every other connection is returned by Accept to the HTTP/1
 // server, already past its handshake. Handshakes and the preface peek run
 // on a goroutine per connection, never on the accept loop.
+//
+// A connection accepted before Close is served even when its handshake
+// ends after: Close stops accepting, but Accept goes on returning the
+// connections whose handshake was under way until none is left (the
+// HTTP/1 servers serve a connection accepted as they shut down), and an
+// HTTP/2 one is served and then sent GOAWAY. A client whose ClientHello
+// was still on its way when a reload or an upgrade replaced the listener
+// is not cut off.
 type front struct {
 	inner net.Listener
 	o     frontOptions
 
-	conns  chan net.Conn // HTTP/1 connections for Accept
-	closed chan struct{} // Close was called
-	once   sync.Once
-	wg     sync.WaitGroup // the accept loop and the per-connection goroutines
+	conns   chan net.Conn  // HTTP/1 connections for Accept
+	closed  chan struct{}  // Close was called: accept nothing new
+	settled chan struct{}  // closed, and no connection left in its handshake
+	dead    chan struct{}  // closeAll was called: hand over nothing more
+	once    sync.Once      // closes closed
+	dying   sync.Once      // closes dead
+	wg      sync.WaitGroup // the accept loop and the per-connection goroutines
 
-	mu  sync.Mutex // guards h2s
-	h2s map[net.Conn]struct{}
+	mu      sync.Mutex // guards h2s, pending, looping and isSettled
+	h2s     map[net.Conn]struct{}
+	pending map[net.Conn]time.Time // in their handshake, with its deadline
+	looping bool                   // the accept loop runs
+	// isSettled: settled is closed.
+	isSettled bool
 }
 
 // frontOptions configure a front for one listener generation.
@@ -66,7 +81,8 @@ func newFront(inner net.Listener, o frontOptions) *front {
 		o.ConnState = func(int64) {}
 	}
 	f := &front{inner: inner, o: o, conns: make(chan net.Conn), closed: make(chan struct{}),
-		h2s: map[net.Conn]struct{}{}}
+		settled: make(chan struct{}), dead: make(chan struct{}), h2s: map[net.Conn]struct{}{},
+		pending: map[net.Conn]time.Time{}, looping: true}
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
@@ -76,6 +92,12 @@ func newFront(inner net.Listener, o frontOptions) *front {
 }
 
 func (f *front) loop() {
+	defer func() {
+		f.mu.Lock()
+		f.looping = false
+		f.settleLocked()
+		f.mu.Unlock()
+	}()
 	for {
 		c, err := f.inner.Accept()
 		if err != nil {
@@ -89,6 +111,13 @@ func (f *front) loop() {
 				continue
 			}
 		}
+		deadline := time.Time{}
+		if d := f.o.HandshakeTimeout; d > 0 {
+			deadline = time.Now().Add(d)
+		}
+		f.mu.Lock()
+		f.pending[c] = deadline
+		f.mu.Unlock()
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
@@ -97,27 +126,52 @@ func (f *front) loop() {
 	}
 }
 
+// settleLocked closes settled once f is closed and nothing more can reach
+// Accept. Called with f.mu held.
+func (f *front) settleLocked() {
+	select {
+	case <-f.closed:
+	default:
+		return
+	}
+	if !f.looping && len(f.pending) == 0 && !f.isSettled {
+		f.isSettled = true
+		close(f.settled)
+	}
+}
+
+// done says that c has left its handshake: handed to Accept, served as
+// HTTP/2 or closed.
+func (f *front) done(c net.Conn) {
+	f.mu.Lock()
+	delete(f.pending, c)
+	f.settleLocked()
+	f.mu.Unlock()
+}
+
 // dispatch terminates TLS on c, if the listener has it, and sends c to its
 // protocol.
 func (f *front) dispatch(c net.Conn) {
-	deadline := time.Time{}
-	if d := f.o.HandshakeTimeout; d > 0 {
-		deadline = time.Now().Add(d)
-	}
+	// The handshake's deadline, set under the lock that Close takes to
+	// shorten it.
+	f.mu.Lock()
+	deadline := f.pending[c]
+	c.SetDeadline(deadline)
+	f.mu.Unlock()
 	if f.o.TLS != nil {
 		tc := tls.Server(c, f.o.TLS)
-		c.SetDeadline(deadline)
 		err := tc.Handshake()
 		f.o.Handshake(err == nil)
 		if err != nil {
 			c.Close()
+			f.done(c)
 			return
 		}
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
-			f.serveH2(tc)
+			f.serveH2(tc, c)
 			return
 		}
-		f.hand(tc)
+		f.hand(tc, c)
 		return
 	}
 	if f.o.H2C {
@@ -126,37 +180,55 @@ func (f *front) dispatch(c net.Conn) {
 		}
 		if isH2, ok := peekPreface(c, deadline); !ok {
 			c.Close()
+			f.done(c)
 			return
 		} else if isH2 {
-			f.serveH2(c)
+			f.serveH2(c, c)
 			return
 		}
 	}
-	f.hand(c)
+	f.hand(c, c)
 }
 
-// hand gives an HTTP/1 connection to Accept.
-func (f *front) hand(c net.Conn) {
+// hand gives an HTTP/1 connection to Accept: the HTTP/1 server takes it
+// even after Close, until Accept has said the listener is closed, which it
+// does only once every handshake has ended (see front). raw is the
+// accepted connection beneath c.
+func (f *front) hand(c, raw net.Conn) {
 	c.SetDeadline(time.Time{})
+	defer f.done(raw)
 	select {
 	case f.conns <- c:
-	case <-f.closed:
+	case <-f.dead:
 		c.Close()
 	}
 }
 
-// serveH2 serves one HTTP/2 connection until it ends.
-func (f *front) serveH2(c net.Conn) {
+// serveH2 serves one HTTP/2 connection until it ends. One whose handshake
+// ended after Close is served too, and told GOAWAY once its first request
+// has arrived (or after freshGrace): shutdown's GOAWAY went out before it
+// was served. raw is the accepted connection beneath c.
+func (f *front) serveH2(c, raw net.Conn) {
 	c.SetDeadline(time.Time{})
 	f.mu.Lock()
 	select {
-	case <-f.closed:
+	case <-f.dead:
+		delete(f.pending, raw)
+		f.settleLocked()
 		f.mu.Unlock()
 		c.Close()
 		return
 	default:
 	}
+	late := false
+	select {
+	case <-f.closed:
+		late = true
+	default:
+	}
 	f.h2s[c] = struct{}{}
+	delete(f.pending, raw)
+	f.settleLocked()
 	f.mu.Unlock()
 	f.o.ConnState(1)
 	defer func() {
@@ -165,7 +237,22 @@ func (f *front) serveH2(c net.Conn) {
 		f.mu.Unlock()
 		f.o.ConnState(-1)
 	}()
-	f.o.H2.ServeConn(h2guard.New(c, f.o.H2Guard), &http2.ServeConnOpts{Handler: f.o.Base.Handler, BaseConfig: f.o.Base})
+	handler := f.o.Base.Handler
+	if late {
+		// Base.Shutdown sends GOAWAY on every connection of the HTTP/2
+		// server that has not had one, this one included once ServeConn
+		// has registered it, which it has when a request arrives.
+		var once sync.Once
+		goAway := func() { once.Do(func() { f.o.Base.Shutdown(context.Background()) }) }
+		timer := time.AfterFunc(freshGrace, goAway)
+		defer timer.Stop()
+		next := handler
+		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			goAway()
+			next.ServeHTTP(w, r)
+		})
+	}
+	f.o.H2.ServeConn(h2guard.New(c, f.o.H2Guard), &http2.ServeConnOpts{Handler: handler, BaseConfig: f.o.Base})
 }
 
 // serveUpgraded serves a connection that switched to HTTP/2 with
@@ -236,23 +323,33 @@ func peekPreface(c net.Conn, deadline time.Time) (isH2, ok bool) {
 	}
 }
 
-// Accept returns the next HTTP/1 connection, past its handshake.
+// Accept returns the next HTTP/1 connection, past its handshake; after
+// Close, those whose handshake was under way, then net.ErrClosed.
 func (f *front) Accept() (net.Conn, error) {
 	select {
 	case c := <-f.conns:
 		return c, nil
-	case <-f.closed:
+	case <-f.settled:
 		return nil, net.ErrClosed
 	}
 }
 
 // Close stops accepting (the socket generation beneath stays with the
-// caller) and closes connections still in their handshake; HTTP/2
-// connections are ended by shutdown or closeAll.
+// caller). Connections in their handshake finish it (a handshake without
+// a deadline gets freshGrace) and are served; HTTP/2 connections are ended
+// by shutdown or closeAll.
 func (f *front) Close() error {
 	f.once.Do(func() {
 		f.mu.Lock()
 		close(f.closed)
+		limit := time.Now().Add(freshGrace)
+		for c, d := range f.pending {
+			if d.IsZero() || d.After(limit) {
+				f.pending[c] = limit
+				c.SetDeadline(limit)
+			}
+		}
+		f.settleLocked()
 		f.mu.Unlock()
 		f.inner.Close()
 	})
@@ -281,11 +378,16 @@ func (f *front) shutdown(ctx context.Context) error {
 	}
 }
 
-// closeAll closes every HTTP/2 connection at once.
+// closeAll closes every HTTP/2 connection and every one in its handshake
+// at once.
 func (f *front) closeAll() {
 	f.Close()
+	f.dying.Do(func() { close(f.dead) })
 	f.mu.Lock()
 	for c := range f.h2s {
+		c.Close()
+	}
+	for c := range f.pending {
 		c.Close()
 	}
 	f.mu.Unlock()

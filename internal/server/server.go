@@ -270,10 +270,11 @@ func readToken(path string) (string, error) {
 }
 
 // shutdown: /readyz turns 503 at once; after shutdown_delay listeners stop
-// accepting; requests in flight get up to shutdown_timeout; then idle
-// connections and tunnels are closed. After HandOver it goes the same way,
-// but without the delay, with /readyz left at 200 and with the admin
-// listener closed at once too.
+// accepting; WebSockets get a close frame; requests in flight get up to
+// shutdown_timeout; then idle connections are closed. After HandOver it
+// goes the same way, but without the delay, with /readyz left at 200, with
+// the admin listener closed at once too, and with WebSockets left to run
+// until just before shutdown_timeout.
 func (s *Server) shutdown() error {
 	handover := s.handover.Load()
 	s.opts.Notify.Stopping()
@@ -313,9 +314,16 @@ func (s *Server) shutdown() error {
 			l.shutdown(ctx, true)
 		}()
 	}
-	// Tunnels (WebSockets) do not end by themselves: send each client a
-	// close frame now, so the wait below is for ordinary requests.
-	s.tunnels.CloseAll(min(5*time.Second, cfg.ShutdownTimeout))
+	if handover {
+		// The address is served by the new process: WebSockets here run on
+		// like requests in flight, and those still open just before
+		// shutdown_timeout get a close frame, so all end within it.
+		s.tunnels.Drain(ctx, min(5*time.Second, cfg.ShutdownTimeout/10))
+	} else {
+		// Tunnels (WebSockets) do not end by themselves: send each client
+		// a close frame now, so the wait below is for ordinary requests.
+		s.tunnels.CloseAll(min(5*time.Second, cfg.ShutdownTimeout))
+	}
 	wg.Wait()
 	s.endStreams()
 	s.admin.Shutdown(ctx)
@@ -337,9 +345,10 @@ func (s *Server) shutdown() error {
 // HandOver marks the coming shutdown (when Run's context ends) as the end of
 // an upgrade: another process now accepts on the same sockets. Listeners
 // stop accepting at once (no shutdown_delay: nobody needs to notice),
-// requests in flight finish as on SIGTERM, /readyz keeps answering 200 on
-// the connections left (the address is served) and the admin listener
-// closes at once.
+// requests in flight finish as on SIGTERM, WebSockets run on until they
+// end or shutdown_timeout is near (then they get a close frame), /readyz
+// keeps answering 200 on the connections left (the address is served) and
+// the admin listener closes at once.
 func (s *Server) HandOver() { s.handover.Store(true) }
 
 // Events returns the log of decisions (GET /api/v1/events).

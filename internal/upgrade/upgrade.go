@@ -12,8 +12,7 @@
 // connections nobody serves, and a later reload could not bind its
 // address again. Its Upgrader is also one per process, which rules out
 // several servers in one test binary. What sluice needs is small: a
-// registry of the sockets open now, a pipe for readiness and one that
-// tells the new process when the old one has exited.
+// registry of the sockets open now and a pipe for readiness.
 //
 // Inheriting must never turn the shared socket to blocking mode: O_NONBLOCK
 // belongs to the open file description, which both processes share, and
@@ -30,7 +29,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -47,8 +45,13 @@ const envVar = "SLUICE_UPGRADE"
 
 // handoff is what envVar holds (JSON).
 type handoff struct {
-	Ready   int      `json:"ready"`   // write one byte, then close, once serving
-	Parent  int      `json:"parent"`  // read end: EOF when the old process has exited
+	Ready int `json:"ready"` // write one byte, then close, once serving
+	// Parent is the read end of a pipe the old process holds open until it
+	// exits. This process does not need it (it may upgrade while the old
+	// one drains) and closes it; it is still passed for binaries that
+	// refuse an upgrade until it reads EOF (a rollback to one of them must
+	// work).
+	Parent  int      `json:"parent"`
 	Sockets []socket `json:"sockets"` // in descriptor order from 3+2
 }
 
@@ -80,10 +83,9 @@ type Upgrader struct {
 	inherited map[key][]*os.File     // from the parent, not claimed yet
 	ready     *os.File               // to the parent (nil: none, or told)
 	upgrading bool
-	successor *os.File // the write end the new process watches; kept open until exit
+	successor *os.File // the write end of handoff.Parent; kept open until exit
 
-	parentGone chan struct{} // closed when the parent has exited (nil: no parent)
-	parentPID  int
+	hasParent bool // this process took over from another
 }
 
 // New returns the Upgrader of this process, taking over the sockets a
@@ -129,14 +131,10 @@ func (u *Upgrader) inherit() error {
 		k := key{s.Kind, s.Network, s.Address}
 		u.inherited[k] = append(u.inherited[k], os.NewFile(uintptr(s.FD), k.String()))
 	}
-	u.parentPID = os.Getppid()
-	u.parentGone = make(chan struct{})
-	parent := os.NewFile(uintptr(h.Parent), "upgrade-parent")
-	go func() {
-		defer close(u.parentGone)
-		io.Copy(io.Discard, parent) // EOF: the old process has exited
-		parent.Close()
-	}()
+	u.hasParent = true
+	if h.Parent > 2 {
+		syscall.Close(h.Parent) // see handoff.Parent
+	}
 	return nil
 }
 
@@ -152,7 +150,7 @@ func fds(ss []socket) []int {
 func (u *Upgrader) Binary() string { return u.path }
 
 // HasParent reports whether this process took over from another.
-func (u *Upgrader) HasParent() bool { return u.parentGone != nil }
+func (u *Upgrader) HasParent() bool { return u.hasParent }
 
 // Listen returns the listening socket the parent handed over for network
 // and address, or binds a new one. Either way it is handed over by the
@@ -291,8 +289,8 @@ func (u *Upgrader) Ready() error {
 	return nil
 }
 
-// ErrBusy is returned by Upgrade while another upgrade is under way or the
-// process this one replaced has not exited yet.
+// ErrBusy is returned by Upgrade while another upgrade is under way, and
+// by a process that has handed over already.
 var ErrBusy = errors.New("upgrade: busy")
 
 // Upgrade starts the binary again with the same arguments, environment and
@@ -301,6 +299,13 @@ var ErrBusy = errors.New("upgrade: busy")
 // it was, when the binary cannot be started, or exits or ctx ends before
 // it is ready (it is then killed). After a successful Upgrade this process
 // should stop accepting and drain: the new one accepts from now on.
+//
+// A process may upgrade while the one it replaced is still draining, as
+// HAProxy's master lets several generations of old workers drain (nginx
+// instead ignores a second binary upgrade until the old master has gone):
+// each old process drains its own connections and exits by itself, and
+// refusing would make an operator wait up to shutdown_timeout to correct
+// a bad binary.
 func (u *Upgrader) Upgrade(ctx context.Context) (pid int, err error) {
 	u.mu.Lock()
 	switch {
@@ -310,10 +315,9 @@ func (u *Upgrader) Upgrade(ctx context.Context) (pid int, err error) {
 	case u.successor != nil:
 		u.mu.Unlock()
 		return 0, fmt.Errorf("%w: this process has handed over already", ErrBusy)
-	case u.parentGone != nil && !closed(u.parentGone):
-		u.mu.Unlock()
-		return 0, fmt.Errorf("%w: the process this one replaced (pid %d) is still draining", ErrBusy, u.parentPID)
 	}
+	// The process this one replaced may still be draining: that does not
+	// stop another upgrade (see Upgrade).
 	u.upgrading = true
 	files, h, err := u.dupLive()
 	u.mu.Unlock()
@@ -479,13 +483,4 @@ func closeAll(files []*os.File) {
 	for _, f := range files {
 		f.Close()
 	}
-}
-
-func closed(c chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-	}
-	return false
 }

@@ -1,0 +1,203 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"golang.org/x/net/http2"
+
+	"github.com/sluice-lb/sluice/internal/config"
+)
+
+// This file: work in flight when a listener stops accepting (a shutdown,
+// an upgrade) is finished, not dropped: a TLS handshake under way, and
+// WebSockets (see also upgrade_test.go).
+
+// splitHello is a client connection whose first write (the TLS
+// ClientHello) goes out in two parts: the first n bytes at once, the rest
+// once gate is closed. sent is closed when the first part is out.
+type splitHello struct {
+	net.Conn
+	n     int
+	gate  <-chan struct{}
+	sent  chan struct{}
+	first sync.Once
+}
+
+func (c *splitHello) Write(p []byte) (int, error) {
+	written, split := 0, false
+	var err error
+	c.first.Do(func() {
+		split = true
+		written, err = c.Conn.Write(p[:min(c.n, len(p))])
+		close(c.sent)
+		if err != nil {
+			return
+		}
+		<-c.gate
+		var m int
+		m, err = c.Conn.Write(p[written:])
+		written += m
+	})
+	if split {
+		return written, err
+	}
+	return c.Conn.Write(p)
+}
+
+// slowTLSGet opens a TCP connection to addr at once and writes the first
+// bytes of its ClientHello; the rest goes out when release is closed.
+// Then, over HTTP/1.1 or HTTP/2 as cfg's ALPN decides, it asks for "/" and
+// sends the outcome on the channel: nil for a 200 from a backend. It
+// returns once the first part of the ClientHello is out.
+func slowTLSGet(t *testing.T, addr string, cfg *tls.Config, release <-chan struct{}) <-chan error {
+	t.Helper()
+	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	sc := &splitHello{Conn: raw, n: 20, gate: release, sent: make(chan struct{})}
+	tc := tls.Client(sc, cfg)
+	out := make(chan error, 1)
+	go func() {
+		out <- func() error {
+			if err := tc.Handshake(); err != nil {
+				return fmt.Errorf("handshake: %w", err)
+			}
+			tc.SetDeadline(time.Now().Add(10 * time.Second))
+			req, _ := http.NewRequest("GET", "https://"+cfg.ServerName+"/", nil)
+			var resp *http.Response
+			if tc.ConnectionState().NegotiatedProtocol == "h2" {
+				cc, err := (&http2.Transport{}).NewClientConn(tc)
+				if err != nil {
+					return err
+				}
+				if resp, err = cc.RoundTrip(req); err != nil {
+					return fmt.Errorf("HTTP/2 request: %w", err)
+				}
+			} else {
+				if err := req.Write(tc); err != nil {
+					return fmt.Errorf("writing the request: %w", err)
+				}
+				if resp, err = http.ReadResponse(bufio.NewReader(tc), req); err != nil {
+					return fmt.Errorf("reading the response: %w", err)
+				}
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				return fmt.Errorf("reading the body: %w", err)
+			}
+			if resp.StatusCode != 200 || !strings.HasPrefix(string(body), "Hello from") {
+				return fmt.Errorf("status %d, body %.80q", resp.StatusCode, body)
+			}
+			return nil
+		}()
+	}()
+	<-sc.sent
+	return out
+}
+
+// TestTLSHandshakeInFlightIsServed: a client whose ClientHello is still
+// arriving when sluice stops accepting (a shutdown, over HTTP/1.1 and
+// HTTP/2; a reload that replaces the listener's generation) completes its
+// handshake and gets its answer, as a plain HTTP client accepted just
+// before would. The upgrade case is in TestProcessUpgradeLetsWorkInFlightFinish.
+func TestTLSHandshakeInFlightIsServed(t *testing.T) {
+	ca := newTestCA(t, "sluice e2e CA")
+	dir := t.TempDir()
+	cert := ca.issue(t, leafOpts{names: []string{"shop.example.com"}}).write(t, dir, "shop")
+	for _, proto := range []string{"http/1.1", "h2"} {
+		t.Run(proto, func(t *testing.T) {
+			b := startBackend(t, "b1")
+			s := startSluice(t, tlsListenerConfig(&config.TLS{Certificates: []config.Certificate{cert}}, poolOf("web", b)))
+			addr := s.Addr("public")
+			release := make(chan struct{})
+			result := slowTLSGet(t, addr, clientTLS(ca, "shop.example.com", proto), release)
+			// Not asserted: a moment for sluice's accept loop to take the
+			// connection (else the kernel closes it with the socket, and
+			// the client fails the same way).
+			time.Sleep(200 * time.Millisecond)
+			stopped := make(chan struct{})
+			go func() {
+				defer close(stopped)
+				s.Stop()
+			}()
+			eventually(t, 10*time.Second, "sluice stops accepting", func() bool {
+				c, err := net.DialTimeout("tcp", addr, time.Second)
+				if err == nil {
+					c.Close()
+				}
+				return err != nil
+			})
+			close(release)
+			if err := <-result; err != nil {
+				t.Errorf("the client whose handshake was under way at shutdown: %v, want its answer", err)
+			}
+			<-stopped
+		})
+	}
+	// A reload that changes the listener's timeouts replaces its server
+	// generation on the same socket: the old one, which accepted the
+	// connection, finishes the handshake and serves it.
+	t.Run("reload", func(t *testing.T) {
+		b := startBackend(t, "b1")
+		file := filepath.Join(dir, "sluice.yaml")
+		yaml := func(readHeader string) string {
+			return withEngineYAML(fmt.Sprintf("listeners:\n  - name: public\n    address: \"127.0.0.1:0\"\n    pool: web\n"+
+				"    tls: {certificates: [{cert: %q, key: %q}]}\n    timeouts: {read_header: %s}\n"+
+				"pools:\n  - name: web\n    backends: [{address: %q}]\n"+
+				"admin: {address: \"127.0.0.1:0\"}\naccess_log: {format: off}\n", cert.Cert, cert.Key, readHeader, b.URL()))
+		}
+		if err := os.WriteFile(file, []byte(yaml("10s")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := config.Load(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := startSluice(t, cfg)
+		release := make(chan struct{})
+		result := slowTLSGet(t, s.Addr("public"), clientTLS(ca, "shop.example.com", "http/1.1"), release)
+		time.Sleep(200 * time.Millisecond) // as above
+		if err := os.WriteFile(file, []byte(yaml("9s")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.srv.Reload(); err != nil {
+			t.Fatalf("Reload: %v", err)
+		}
+		close(release)
+		if err := <-result; err != nil {
+			t.Errorf("the client whose handshake was under way at the reload: %v, want its answer", err)
+		}
+	})
+}
+
+// wsEcho sends msg on a WebSocket through sluice to the backend's /ws and
+// checks that it comes back.
+func wsEcho(ctx context.Context, c *websocket.Conn, msg string) error {
+	if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+		return fmt.Errorf("write %q: %w", msg, err)
+	}
+	_, got, err := c.Read(ctx)
+	if err != nil {
+		return fmt.Errorf("read the echo of %q: %w", msg, err)
+	}
+	if string(got) != msg {
+		return fmt.Errorf("echo of %q: got %q", msg, got)
+	}
+	return nil
+}
