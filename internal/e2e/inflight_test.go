@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -200,4 +201,111 @@ func wsEcho(ctx context.Context, c *websocket.Conn, msg string) error {
 		return fmt.Errorf("echo of %q: got %q", msg, got)
 	}
 	return nil
+}
+
+// TestProcessUpgradeLetsWorkInFlightFinish: during a SIGUSR2 upgrade of
+// the real binary, the old process finishes what it had: a TLS client
+// whose ClientHello is still arriving when the old process stops accepting
+// completes its handshake and gets its answer; WebSockets opened before
+// the upgrade keep exchanging messages after the new process serves, until
+// the client closes one, and the other gets a close frame (1001, going
+// away) at shutdown_timeout; then the old process exits 0.
+func TestProcessUpgradeLetsWorkInFlightFinish(t *testing.T) {
+	needBinary(t)
+	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0); errno != 0 {
+		t.Skipf("prctl(PR_SET_CHILD_SUBREAPER): %v", errno)
+	}
+	dir := t.TempDir()
+	ca := newTestCA(t, "sluice e2e CA")
+	cert := ca.issue(t, leafOpts{names: []string{"shop.example.com"}}).write(t, dir, "shop")
+	b := startBackend(t, "b1")
+	cfgFile := filepath.Join(dir, "sluice.yaml")
+	yaml := withEngineYAML(fmt.Sprintf("listeners:\n  - name: public\n    address: \"127.0.0.1:0\"\n    pool: web\n"+
+		"  - name: secure\n    address: \"127.0.0.1:0\"\n    pool: web\n    tls: {certificates: [{cert: %q, key: %q}]}\n"+
+		"pools:\n  - name: web\n    backends: [{address: %q}]\n"+
+		"admin: {address: \"127.0.0.1:0\"}\naccess_log: {format: off}\nshutdown_timeout: 5s\n", cert.Cert, cert.Key, b.URL()))
+	if err := os.WriteFile(cfgFile, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pidfile := filepath.Join(dir, "sluice.pid")
+	logFile := filepath.Join(dir, "stderr")
+	p := startDetached(t, binary, logFile, nil, "run", "-config", cfgFile, "-pidfile", pidfile)
+	logs := func() string { b, _ := os.ReadFile(logFile); return string(b) }
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- the sluice processes' log ---\n%s", logs())
+		}
+	})
+	public := waitFor(t, logs, listenerLine("public"))[1]
+	secure := waitFor(t, logs, listenerLine("secure"))[1]
+	pid1 := waitPID(t, pidfile, 0)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dial := func() *websocket.Conn {
+		t.Helper()
+		c, _, err := websocket.Dial(ctx, "ws://"+public+"/ws", &websocket.DialOptions{HTTPClient: newClient(t)})
+		if err != nil {
+			t.Fatalf("WebSocket through sluice: %v", err)
+		}
+		t.Cleanup(func() { c.CloseNow() })
+		return c
+	}
+	closedByClient, closedBySluice := dial(), dial()
+	for _, c := range []*websocket.Conn{closedByClient, closedBySluice} {
+		if err := wsEcho(ctx, c, "before"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release := make(chan struct{})
+	result := slowTLSGet(t, secure, clientTLS(ca, "shop.example.com", "http/1.1"), release)
+	time.Sleep(200 * time.Millisecond) // for the old process to accept it; not asserted
+
+	p.Process.Signal(syscall.SIGUSR2)
+	pid2 := waitPID(t, pidfile, pid1)
+	waitStopsListening(t, pid1, secure)
+	close(release)
+	if err := <-result; err != nil {
+		t.Errorf("the TLS client whose handshake was under way at the hand-over: %v, want its answer", err)
+	}
+	for i := range 3 {
+		if err := wsEcho(ctx, closedByClient, fmt.Sprintf("after %d", i)); err != nil {
+			t.Fatalf("a WebSocket of the old process after the new one (pid %d) serves: %v", pid2, err)
+		}
+	}
+	if err := closedByClient.Close(websocket.StatusNormalClosure, "done"); err != nil {
+		t.Errorf("closing a WebSocket of the old process: %v", err)
+	}
+	if err := wsEcho(ctx, closedBySluice, "after"); err != nil {
+		t.Fatalf("the other WebSocket of the old process after the new one serves: %v", err)
+	}
+	_, _, err := closedBySluice.Read(ctx)
+	if code := websocket.CloseStatus(err); code != websocket.StatusGoingAway {
+		t.Errorf("the WebSocket left open ended with %v (close status %d), want a close frame with %d (going away) at shutdown_timeout",
+			err, code, websocket.StatusGoingAway)
+	}
+	waitDone := make(chan error, 1)
+	go func() { waitDone <- p.Wait() }()
+	select {
+	case err := <-waitDone:
+		if err != nil {
+			t.Fatalf("the old process: %v, want exit 0", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the old process did not exit within 30s of the upgrade")
+	}
+
+	// The new process serves both listeners.
+	if err := wsEcho(ctx, dial(), "new"); err != nil {
+		t.Errorf("a WebSocket after the upgrade: %v", err)
+	}
+	if err := getOK(httpsClient(t, secure, clientTLS(ca, "shop.example.com"), false, true), "https://shop.example.com/"); err != nil {
+		t.Errorf("HTTPS after the upgrade: %v", err)
+	}
+	if err := syscall.Kill(pid2, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitPIDExit(t, pid2, 30*time.Second); code != 0 {
+		t.Fatalf("the new process exited with %d after SIGTERM, want 0", code)
+	}
 }

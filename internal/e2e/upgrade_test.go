@@ -18,14 +18,19 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // TestProcessUpgradeUnderLoad: clients on keep-alive and on fresh
-// connections through two successive SIGUSR2 upgrades of the real binary:
-// no request fails, the PID file follows the serving process, each old
-// process exits 0; under systemd each new process says MAINPID= and
-// READY=1 and the old one nothing more. Then a new binary that exits 1 and
-// a config made invalid each leave the serving process as it was.
+// connections through two SIGUSR2 upgrades of the real binary in quick
+// succession, the second while the first old process still drains (a
+// WebSocket holds it): no request fails, the PID file follows the serving
+// process, a SIGUSR2 that reaches the draining process is refused without
+// harm, each old process exits 0 once its WebSocket closes; under systemd
+// each new process says MAINPID= and READY=1 and the old one nothing more.
+// Then a new binary that exits 1 and a config made invalid each leave the
+// serving process as it was.
 func TestProcessUpgradeUnderLoad(t *testing.T) {
 	needBinary(t)
 	// Descendants whose parent exits (the process an upgrade started, when
@@ -104,33 +109,74 @@ func TestProcessUpgradeUnderLoad(t *testing.T) {
 		}
 	}
 	defer stop()
+	// A WebSocket on each old process keeps it draining until the test
+	// closes it (shutdown_timeout is 10s).
+	wctx, wcancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer wcancel()
+	dialWS := func() *websocket.Conn {
+		t.Helper()
+		ws, _, err := websocket.Dial(wctx, "ws://"+addr+"/ws", &websocket.DialOptions{HTTPClient: newClient(t)})
+		if err != nil {
+			t.Fatalf("WebSocket through sluice: %v", err)
+		}
+		t.Cleanup(func() { ws.CloseNow() })
+		if err := wsEcho(wctx, ws, "hello"); err != nil {
+			t.Fatal(err)
+		}
+		return ws
+	}
+	held1 := dialWS()
 	time.Sleep(300 * time.Millisecond)
 
-	// Upgrade 1: pid1 (this test's child) hands over to pid2.
+	// Upgrade 1: pid1 (this test's child) hands over to pid2 and drains.
 	p.Process.Signal(syscall.SIGUSR2)
 	pid2 := waitPID(t, pidfile, pid1)
+	waitStopsListening(t, pid1, addr)
+	// A SIGUSR2 that reaches the draining process (an operator who read
+	// the PID file a moment too early) is refused: it neither upgrades nor
+	// kills it.
+	if err := syscall.Kill(pid1, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, logs, regexp.MustCompile(`msg="upgrade refused: this process has handed over and is draining; signal the process that serves" serving_pid=`+strconv.Itoa(pid2)))
+	held2 := dialWS() // on pid2: pid1 no longer listens
+	time.Sleep(300 * time.Millisecond)
+
+	// Upgrade 2, at once, while pid1 still drains: pid2 hands over to pid3.
+	if err := syscall.Kill(pid1, 0); err != nil {
+		t.Fatalf("pid %d (draining, held by a WebSocket) is gone before the second upgrade: %v", pid1, err)
+	}
+	if err := syscall.Kill(pid2, syscall.SIGUSR2); err != nil {
+		t.Fatalf("signal pid %d: %v", pid2, err)
+	}
+	pid3 := waitPID(t, pidfile, pid2)
+	waitStopsListening(t, pid2, addr)
+	time.Sleep(300 * time.Millisecond)
+	stop()
+
+	// Each old process exits 0 once its WebSocket is closed; pid1 first,
+	// so that pid2 is this test's child (a subreaper's) when it exits.
+	if err := wsEcho(wctx, held1, "still served by pid1"); err != nil {
+		t.Errorf("the WebSocket of the first process after two upgrades: %v", err)
+	}
+	held1.Close(websocket.StatusNormalClosure, "")
 	waitDone := make(chan error, 1)
 	go func() { waitDone <- p.Wait() }()
 	select {
 	case err := <-waitDone:
 		if err != nil {
-			t.Fatalf("the first process after the upgrade: %v, want exit 0", err)
+			t.Fatalf("the first process after the upgrades: %v, want exit 0", err)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("the first process did not exit within 30s of the upgrade")
+		t.Fatal("the first process did not exit within 30s of the upgrades")
 	}
-	time.Sleep(300 * time.Millisecond)
-
-	// Upgrade 2: pid2 (now this test's child, its parent gone) to pid3.
-	if err := syscall.Kill(pid2, syscall.SIGUSR2); err != nil {
-		t.Fatalf("signal pid %d: %v", pid2, err)
+	if err := wsEcho(wctx, held2, "still served by pid2"); err != nil {
+		t.Errorf("the WebSocket of the second process after its upgrade: %v", err)
 	}
-	pid3 := waitPID(t, pidfile, pid2)
+	held2.Close(websocket.StatusNormalClosure, "")
 	if code := waitPIDExit(t, pid2, 30*time.Second); code != 0 {
 		t.Fatalf("the second process exited with %d after the upgrade, want 0", code)
 	}
-	time.Sleep(300 * time.Millisecond)
-	stop()
 	t.Logf("%d requests through two upgrades (pids %d → %d → %d), %d failed", ok.Load(), pid1, pid2, pid3, failed.Load())
 	if failed.Load() > 0 {
 		t.Errorf("%d of %d requests failed during the upgrades, want none:\n%s", failed.Load(), ok.Load()+failed.Load(),
@@ -178,6 +224,39 @@ func TestProcessUpgradeUnderLoad(t *testing.T) {
 
 // prSetChildSubreaper is PR_SET_CHILD_SUBREAPER of prctl(2).
 const prSetChildSubreaper = 36
+
+// waitStopsListening waits until process pid no longer holds the listening
+// socket of addr (127.0.0.1:PORT): from then on, new connections reach
+// only the processes that still hold it.
+func waitStopsListening(t *testing.T, pid int, addr string) {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(port)
+	local := fmt.Sprintf("0100007F:%04X", n)
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Skipf("reading sockets: %v", err)
+	}
+	inode := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 9 && f[1] == local && f[3] == "0A" { // LISTEN
+			inode = f[9]
+		}
+	}
+	if inode == "" {
+		t.Fatalf("no listening socket for %s in /proc/net/tcp", addr)
+	}
+	eventually(t, 30*time.Second, fmt.Sprintf("pid %d stops listening on %s", pid, addr), func() bool {
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		for _, fd := range fds {
+			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); l == "socket:["+inode+"]" {
+				return false
+			}
+		}
+		return true
+	})
+}
 
 // upgradeFails sends SIGUSR2 to pid and checks that the upgrade fails (the
 // n-th failure in the log) while pid keeps serving and keeps the PID file.
