@@ -4,7 +4,7 @@
 GO      ?= go
 FUZZTIME ?= 10s
 
-.PHONY: test vet unit fuzz build bench man completion
+.PHONY: test vet unit fuzz build bench man completion docs
 
 test: vet fuzz unit
 
@@ -46,6 +46,14 @@ completion: build
 	bin/sluice completion bash > bin/completion/sluice.bash
 	bin/sluice completion zsh > bin/completion/_sluice
 	bin/sluice completion fish > bin/completion/sluice.fish
+
+# The generated parts of docs/: docs/cli.md (from the command table) and the
+# reference tables of docs/config.md (from the config types, ApplyDefaults
+# and config.KeyDocs). Run it after changing a flag or a config key, and
+# after a merge that touched either (take either side of a conflict inside
+# a generated table, then run it). `make test` fails while they are stale.
+docs:
+	$(GO) test -count=1 -run '^(TestCLIReference|TestConfigReference)$$' ./cmd/sluice -update
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...

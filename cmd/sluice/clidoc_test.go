@@ -9,11 +9,10 @@ import (
 	"testing"
 )
 
-var update = flag.Bool("update", false, "rewrite docs/cli.md from the command table")
+var update = flag.Bool("update", false, "rewrite the generated docs: docs/cli.md from the command table, the reference tables of docs/config.md from internal/config (make docs)")
 
 // TestCLIReference keeps docs/cli.md equal to what the command table
-// generates; run `go test ./cmd/sluice -run TestCLIReference -update` after
-// changing a command or a flag.
+// generates; run `make docs` after changing a command or a flag.
 func TestCLIReference(t *testing.T) {
 	path := filepath.Join(repoRoot, "docs", "cli.md")
 	want := cliMarkdown(docs())
@@ -27,7 +26,7 @@ func TestCLIReference(t *testing.T) {
 		t.Fatal(err)
 	}
 	if string(got) != want {
-		t.Errorf("docs/cli.md is stale: run go test ./cmd/sluice -run TestCLIReference -update")
+		t.Errorf("docs/cli.md is stale: run make docs (%s)", regenerate)
 	}
 }
 
@@ -36,7 +35,7 @@ func cliMarkdown(cs []cmdDoc) string {
 	b.WriteString(`# Command line
 
 <!-- Generated from the command table of cmd/sluice (the one -h, the completion scripts and the
-manual page come from): go test ./cmd/sluice -run TestCLIReference -update. Edit cmd/sluice. -->
+manual page come from) by make docs. Edit cmd/sluice. -->
 
 sluice is one binary. Every command takes ` + "`-h`" + ` (help on standard output, exit 0); flags take
 one dash or two (` + "`-config`" + `, ` + "`--config`" + `) and may come before or after the positional

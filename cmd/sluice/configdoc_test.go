@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -16,90 +15,6 @@ import (
 
 	"github.com/sluice-lb/sluice/internal/config"
 )
-
-// configKeys walks the config types by reflection and returns every YAML
-// key as a dotted path (listeners.timeouts.idle), lists and pointers
-// looked through.
-func configKeys(t reflect.Type, prefix string) []string {
-	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
-		t = t.Elem()
-	}
-	if t.Kind() != reflect.Struct || t == reflect.TypeFor[time.Duration]() {
-		return nil
-	}
-	var keys []string
-	for i := range t.NumField() {
-		key := yamlKey(t.Field(i))
-		if key == "" {
-			continue
-		}
-		keys = append(keys, prefix+key)
-		keys = append(keys, configKeys(t.Field(i).Type, prefix+key+".")...)
-	}
-	return keys
-}
-
-// TestConfigReferenceCoversEveryKey fails when a key of the config types
-// is missing from docs/config.md. A key is documented by a row of its own
-// in a reference table (| `key` | …), or, for the keys of a small block
-// such as {cert, key}, by being named in a backquoted span of the row of
-// the block holding it (`dns: {name, type, port}`). It reads the types, so a key added to internal/config without
-// documentation fails here.
-//
-// The reference is not generated: its prose (what each key does, how keys
-// interact) is the valuable part, and a generator would need every default
-// and description moved into the config package's doc comments, a package
-// other work is changing now. This test and TestConfigReferenceDefaults
-// hold the line on completeness and on the defaults meanwhile.
-func TestConfigReferenceCoversEveryKey(t *testing.T) {
-	doc, err := os.ReadFile(filepath.Join(repoRoot, "docs", "config.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := configKeys(reflect.TypeFor[config.Config](), "")
-	if missing := undocumented(string(doc), keys); len(missing) > 0 {
-		t.Errorf("docs/config.md does not document %d key%s of the config types:\n  %s\n"+
-			"give each a row (| `key` | type | default | meaning |) in its block's table, or name it in its parent's row",
-			len(missing), plural(len(missing)), strings.Join(missing, "\n  "))
-	}
-	// The check itself: a key nobody documented is caught.
-	if got := undocumented(string(doc), []string{"pools.health_check.no_such_key"}); len(got) != 1 {
-		t.Errorf("an undocumented key gave %q, want it reported", got)
-	}
-}
-
-// undocumented returns the keys doc does not document.
-func undocumented(doc string, keys []string) []string {
-	rows := map[string]string{} // key → its table rows
-	for _, m := range regexp.MustCompile("(?m)^\\| `([a-z0-9_]+)` \\|.*$").FindAllStringSubmatch(doc, -1) {
-		rows[m[1]] += m[0] + "\n"
-	}
-	var missing []string
-	for _, k := range keys {
-		parts := strings.Split(k, ".")
-		last := parts[len(parts)-1]
-		if rows[last] != "" {
-			continue
-		}
-		if !slices.ContainsFunc(parts[:len(parts)-1], func(parent string) bool { return namedIn(rows[parent], last) }) {
-			missing = append(missing, k)
-		}
-	}
-	return missing
-}
-
-var codeSpan = regexp.MustCompile("`[^`]+`")
-
-// namedIn reports whether key is a word of a backquoted span of text.
-func namedIn(text, key string) bool {
-	word := regexp.MustCompile(`(^|[^a-z0-9_])` + regexp.QuoteMeta(key) + `($|[^a-z0-9_])`)
-	for _, span := range codeSpan.FindAllString(text, -1) {
-		if word.MatchString(span) {
-			return true
-		}
-	}
-	return false
-}
 
 // TestConfigReferenceDefaults reads the annotated file at the top of
 // docs/config.md ("values shown are the defaults, except where a comment

@@ -1,0 +1,174 @@
+package config
+
+// listenerKeyDocs describes the keys of listeners and their blocks (see KeyDoc).
+func listenerKeyDocs() map[string]KeyDoc {
+	return map[string]KeyDoc{
+		"listeners": {
+			Type: "list of [listeners](#listeners)", Default: required,
+			Meaning: "where clients connect. At least one.",
+		},
+		"listeners.name": {
+			Default: "the address",
+			Meaning: "identifies the listener in logs and metrics (`listener` label). Unique.",
+		},
+		"listeners.address": {
+			Type: "`host:port`", Default: required,
+			Meaning: "where to accept connections: `\":8080\"` (all interfaces), `\"127.0.0.1:8080\"`, " +
+				"`\"[::1]:8080\"`. Port 0 picks a free port. No two listeners may share an address.",
+		},
+		"listeners.protocol": {
+			Type:    "`http` | `tcp`",
+			Meaning: "`tcp` (layer-4 balancing of raw connections) is **not supported yet**.",
+		},
+		"listeners.tls": {
+			Type: "[block](#tls)", Note: "(plain HTTP)",
+			Meaning: "HTTPS: TLS termination with certificates chosen by SNI, HTTP/2 through ALPN, optional " +
+				"client certificates.",
+		},
+		"listeners.h2c": {
+			Meaning: "HTTP/2 over cleartext: prior knowledge (the connection preface is recognised on the port " +
+				"that also serves HTTP/1.1) and `Upgrade: h2c` (with `engine: h1`). An error together " +
+				"with `tls`, which offers HTTP/2 through ALPN.",
+		},
+		"listeners.proxy_protocol": {
+			Meaning: "expect a PROXY v1/v2 header. `true` is **not supported yet**.",
+		},
+		"listeners.trusted_proxies": {
+			Type: "list of CIDRs or IPs",
+			Meaning: "peers whose `X-Forwarded-For` is kept and appended to; from any other peer it is " +
+				"replaced. `\"10.0.0.0/8\"`, `\"192.0.2.1\"`, `\"::1\"`.",
+		},
+		"listeners.timeouts": {
+			Meaning: "client-side (downstream) timeouts, below.",
+		},
+		"listeners.limits": {
+			Meaning: "what a client may send, below.",
+		},
+		"listeners.routes": {
+			Type:    "list of [routes](#routes)",
+			Meaning: "tried in order; the first match wins.",
+		},
+		"listeners.pool": {
+			Type:    "pool name",
+			Meaning: "where requests go when no route matches; with `\"\"` they get 404.",
+		},
+		"listeners.engine": {
+			Type: "`h1` | `std`",
+			Meaning: "the HTTP/1.x codec beneath the shared core. `h1` is sluice's own HTTP/1.1 engine: strict " +
+				"RFC 9112 parsing straight from its buffers, header fields passed through as raw bytes, " +
+				"its own upstream connection pool without helper goroutines, large bodies spliced in the " +
+				"kernel; it spends about half the CPU per request of `std`. `std` is Go's net/http server " +
+				"and `http.Transport` beneath the same strict request guard: the reference behaviour. " +
+				"Either way TLS is terminated first and HTTP/1.1 over TLS runs on the chosen engine, " +
+				"while HTTP/2 from clients (ALPN or h2c) is served by golang.org/x/net/http2 over the " +
+				"net/http codec's handler; `Upgrade: h2c` is answered with `engine: h1` only (prior " +
+				"knowledge works with both). Both pass the same end-to-end, hostile-input and " +
+				"differential tests; routing, balancing, retries, health, metrics and logs are shared. " +
+				"See [How the engines differ](#how-the-engines-differ).",
+		},
+		"listeners.tls.certificates": {
+			Type: "list of blocks", Default: required,
+			Meaning: "the certificate/key pairs, chosen by SNI (below); the first is the default. At least " +
+				"one.",
+		},
+		"listeners.tls.min_version": {
+			Type: "`\"1.2\"` | `\"1.3\"`",
+			Meaning: "the oldest TLS version accepted. TLS 1.2 is offered only with forward-secret AEAD suites " +
+				"(ECDHE with AES-GCM or ChaCha20-Poly1305, for ECDSA and RSA keys); key exchange is " +
+				"X25519 or P-256.",
+		},
+		"listeners.tls.client_ca": {
+			Type: "file", Note: "(no client certificates)",
+			Meaning: "mutual TLS: a PEM file of CA certificates. Every client must present a certificate one " +
+				"of them signed, or the handshake fails. The verified certificate is forwarded to the " +
+				"backend as `X-Forwarded-Client-Cert: Hash=<sha256 hex of the DER>;Subject=\"<DN>\"` " +
+				"(Envoy's form; `\"` and `\\` in the DN escaped with `\\`), replacing any the client sent, " +
+				"and its subject is in the access log.",
+		},
+		"listeners.tls.acme": {
+			Meaning: "certificates obtained and renewed automatically (RFC 8555), instead of `certificates`. " +
+				"**Not supported yet.**",
+		},
+		"listeners.tls.certificates.cert": {
+			Type: "file", Default: required,
+			Meaning: "PEM file: the certificate first, then its intermediates.",
+		},
+		"listeners.tls.certificates.key": {
+			Type: "file", Default: required,
+			Meaning: "its private key in PEM (ECDSA, RSA or Ed25519; PKCS #8, PKCS #1 or SEC 1).",
+		},
+		"listeners.tls.acme.domains": {
+			Type:    "list of host names",
+			Meaning: "the names to obtain a certificate for.",
+		},
+		"listeners.tls.acme.email": {
+			Meaning: "the ACME account's contact address, for the CA's notices.",
+		},
+		"listeners.tls.acme.directory": {
+			Type:    "URL",
+			Meaning: "the ACME directory of the certificate authority.",
+		},
+		"listeners.tls.acme.ca_root": {
+			Type:    "file",
+			Meaning: "a PEM file of CA certificates to trust the directory with (a private CA, a test server).",
+		},
+		"listeners.tls.acme.storage": {
+			Type:    "directory",
+			Meaning: "where the account and the certificates are kept.",
+		},
+		"listeners.timeouts.read_header": {
+			Type:    "duration ≥ 0",
+			Meaning: "time to read a request's headers (slower clients get 408).",
+		},
+		"listeners.timeouts.read": {
+			Type:    "duration ≥ 0",
+			Meaning: "time to read a whole request, body included.",
+		},
+		"listeners.timeouts.write": {
+			Type:    "duration ≥ 0",
+			Meaning: "time to write a whole response.",
+		},
+		"listeners.timeouts.idle": {
+			Type:    "duration ≥ 0",
+			Meaning: "how long a keep-alive connection may wait for its next request.",
+		},
+		"listeners.limits.max_connections": {
+			Type: "integer ≥ 0", Note: "(no limit)",
+			Meaning: "open client connections; past the limit sluice stops accepting and new connections wait " +
+				"in the kernel's accept queue until one closes (HAProxy's `maxconn`).",
+		},
+		"listeners.limits.max_header_bytes": {
+			Type:    "integer ≥ 1",
+			Meaning: "size of the request header block; larger → 431.",
+		},
+		"listeners.limits.max_headers": {
+			Type:    "integer ≥ 1",
+			Meaning: "number of request header fields; more → 431.",
+		},
+		"listeners.limits.max_uri_bytes": {
+			Type:    "integer ≥ 1",
+			Meaning: "length of the request target; longer → 414.",
+		},
+		"listeners.limits.max_body_bytes": {
+			Type: "integer ≥ 0", Note: "(no limit)",
+			Meaning: "request body size; larger → 413.",
+		},
+		"listeners.routes.host": {
+			Type: "host name", Note: "(any)",
+			Meaning: "the request's host, without port, case-insensitive. `\"*.example.com\"` matches any " +
+				"subdomain.",
+		},
+		"listeners.routes.path_prefix": {
+			Type: "string starting with `/`", Note: "(any)",
+			Meaning: "prefix of the normalised path.",
+		},
+		"listeners.routes.headers": {
+			Type:    "mapping name → value",
+			Meaning: "each header must be present with exactly this value.",
+		},
+		"listeners.routes.pool": {
+			Type: "pool name", Default: required,
+			Meaning: "where matching requests go.",
+		},
+	}
+}

@@ -1,0 +1,64 @@
+package config
+
+// topKeyDocs describes the keys of the top level and the admin, access_log and log blocks (see KeyDoc).
+func topKeyDocs() map[string]KeyDoc {
+	return map[string]KeyDoc{
+		"admin": {
+			Type:    "[admin](#admin)",
+			Meaning: "the admin API, metrics and dashboard.",
+		},
+		"access_log": {
+			Type:    "[access_log](#access_log)",
+			Meaning: "the per-request log.",
+		},
+		"log": {
+			Type:    "[log](#log)",
+			Meaning: "the process log.",
+		},
+		"shutdown_delay": {
+			Type: "duration ≥ 0",
+			Meaning: "on SIGTERM/SIGINT, `/readyz` turns 503 at once and sluice keeps accepting for this long, " +
+				"so a front load balancer can notice.",
+		},
+		"shutdown_timeout": {
+			Type:    "duration ≥ 0",
+			Meaning: "how long requests in flight get to finish during shutdown.",
+		},
+		"admin.address": {
+			Type:    "`host:port`",
+			Meaning: "where the admin API, `/metrics` and the dashboard listen.",
+		},
+		"admin.token_file": {
+			Type: "file",
+			Meaning: "a file holding the bearer token for the admin API; must exist and not be empty. " +
+				"**Required when `address` is not loopback** (127.0.0.0/8, `::1`, `localhost`; `\":9090\"` " +
+				"listens on every interface, so it is not loopback).",
+		},
+		"admin.state_file": {
+			Type: "file", Note: "(none)",
+			Meaning: "where the changes made through the admin API (backends added, removed, drained, " +
+				"disabled, enabled, re-weighted) are kept. Each change is written to it atomically (mode " +
+				"0600) before the API call returns, and the file is applied on top of the config at every " +
+				"start and reload, so runtime changes survive both. Its directory must exist; the file is " +
+				"created by the first change. Without it, API changes last until the next reload. Format, " +
+				"stale entries and backups: " +
+				"[operations.md](operations.md#runtime-changes-and-the-state-file).",
+		},
+		"access_log.path": {
+			Meaning: "`stdout`, `stderr` or a file path (appended to). Every reload (SIGHUP, `POST " +
+				"/api/v1/reload`) reopens the file, so logrotate can rename it and signal sluice.",
+		},
+		"access_log.format": {
+			Type:    "`json` | `combined` | `off`",
+			Meaning: "one JSON object per request, the Apache/NGINX combined format, or no access log.",
+		},
+		"log.level": {
+			Type:    "`debug` | `info` | `warn` | `error`",
+			Meaning: "the least severe level written.",
+		},
+		"log.format": {
+			Type:    "`text` | `json`",
+			Meaning: "the process log's format, on stderr.",
+		},
+	}
+}
