@@ -31,8 +31,10 @@ var runCommand = &command{
 		`-health-interval. SIGHUP reloads the config file (the new one is validated first; an invalid ` +
 		`one leaves the old one serving), SIGTERM and SIGINT shut down gracefully. SIGUSR2 upgrades ` +
 		`without downtime: the binary at the same path starts with the same arguments and takes over ` +
-		`every listening socket; once it serves, this process stops accepting, drains as on SIGTERM and ` +
-		`exits 0 (a new binary that fails to start leaves this one serving, with the reason logged). ` +
+		`every listening socket; once it serves, this process stops accepting, drains as on SIGTERM ` +
+		`(but lets its WebSockets run until they end or shutdown_timeout) and exits 0, and the new one ` +
+		`may be upgraded again at once (a new binary that fails to start leaves this one serving, with ` +
+		`the reason logged). ` +
 		`-pidfile follows the process that serves. Under systemd (NOTIFY_SOCKET set) sluice sends ` +
 		`READY=1 once serving, RELOADING=1 and READY=1 around each reload, and STOPPING=1 at ` +
 		`shutdown; after an upgrade the new process sends MAINPID= and READY=1, the old one nothing more.`,

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -209,7 +210,8 @@ func wsEcho(ctx context.Context, c *websocket.Conn, msg string) error {
 // completes its handshake and gets its answer; WebSockets opened before
 // the upgrade keep exchanging messages after the new process serves, until
 // the client closes one, and the other gets a close frame (1001, going
-// away) at shutdown_timeout; then the old process exits 0.
+// away) at shutdown_timeout; a SIGHUP meanwhile is ignored; then the old
+// process exits 0.
 func TestProcessUpgradeLetsWorkInFlightFinish(t *testing.T) {
 	needBinary(t)
 	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0); errno != 0 {
@@ -279,6 +281,12 @@ func TestProcessUpgradeLetsWorkInFlightFinish(t *testing.T) {
 	if err := wsEcho(ctx, closedBySluice, "after"); err != nil {
 		t.Fatalf("the other WebSocket of the old process after the new one serves: %v", err)
 	}
+	// A SIGHUP reaching the draining process (logrotate's) is ignored,
+	// not its end.
+	if err := syscall.Kill(pid1, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, logs, regexp.MustCompile(`msg="reload ignored: this process is shutting down"`))
 	_, _, err := closedBySluice.Read(ctx)
 	if code := websocket.CloseStatus(err); code != websocket.StatusGoingAway {
 		t.Errorf("the WebSocket left open ended with %v (close status %d), want a close frame with %d (going away) at shutdown_timeout",
