@@ -43,9 +43,10 @@ type front struct {
 	dying   sync.Once      // closes dead
 	wg      sync.WaitGroup // the accept loop and the per-connection goroutines
 
-	mu      sync.Mutex // guards h2s, pending, looping and isSettled
+	mu      sync.Mutex // guards h2s, pending, handing, looping and isSettled
 	h2s     map[net.Conn]struct{}
 	pending map[net.Conn]time.Time // in their handshake, with its deadline
+	handing int                    // past their handshake, on their way to Accept
 	looping bool                   // the accept loop runs
 	// isSettled: settled is closed.
 	isSettled bool
@@ -134,14 +135,13 @@ func (f *front) settleLocked() {
 	default:
 		return
 	}
-	if !f.looping && len(f.pending) == 0 && !f.isSettled {
+	if !f.looping && len(f.pending) == 0 && f.handing == 0 && !f.isSettled {
 		f.isSettled = true
 		close(f.settled)
 	}
 }
 
-// done says that c has left its handshake: handed to Accept, served as
-// HTTP/2 or closed.
+// done says that c, in its handshake, was closed.
 func (f *front) done(c net.Conn) {
 	f.mu.Lock()
 	delete(f.pending, c)
@@ -195,8 +195,17 @@ func (f *front) dispatch(c net.Conn) {
 // does only once every handshake has ended (see front). raw is the
 // accepted connection beneath c.
 func (f *front) hand(c, raw net.Conn) {
+	f.mu.Lock()
+	delete(f.pending, raw) // Close leaves its deadline alone from now on
+	f.handing++
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.handing--
+		f.settleLocked()
+		f.mu.Unlock()
+	}()
 	c.SetDeadline(time.Time{})
-	defer f.done(raw)
 	select {
 	case f.conns <- c:
 	case <-f.dead:
@@ -209,7 +218,6 @@ func (f *front) hand(c, raw net.Conn) {
 // has arrived (or after freshGrace): shutdown's GOAWAY went out before it
 // was served. raw is the accepted connection beneath c.
 func (f *front) serveH2(c, raw net.Conn) {
-	c.SetDeadline(time.Time{})
 	f.mu.Lock()
 	select {
 	case <-f.dead:
@@ -227,9 +235,10 @@ func (f *front) serveH2(c, raw net.Conn) {
 	default:
 	}
 	f.h2s[c] = struct{}{}
-	delete(f.pending, raw)
+	delete(f.pending, raw) // Close leaves its deadline alone from now on
 	f.settleLocked()
 	f.mu.Unlock()
+	c.SetDeadline(time.Time{})
 	f.o.ConnState(1)
 	defer func() {
 		f.mu.Lock()
