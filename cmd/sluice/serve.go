@@ -197,8 +197,8 @@ func (l *lifecycle) Ready() {
 // upgrade).
 func (l *lifecycle) upgrade(ctx context.Context, srv *server.Server) bool {
 	if pid := l.successor.Load(); pid != 0 {
-		l.logger.Warn("upgrade refused: this process has handed over and is draining; signal the process that serves",
-			"serving_pid", pid)
+		l.logger.Warn("upgrade refused: this process has handed over and is draining; signal the process that serves (the PID file names it)",
+			"new_pid", pid)
 		return false
 	}
 	if ctx.Err() != nil {

@@ -138,7 +138,7 @@ func TestProcessUpgradeUnderLoad(t *testing.T) {
 	if err := syscall.Kill(pid1, syscall.SIGUSR2); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, logs, regexp.MustCompile(`msg="upgrade refused: this process has handed over and is draining; signal the process that serves" serving_pid=`+strconv.Itoa(pid2)))
+	waitFor(t, logs, regexp.MustCompile(`msg="upgrade refused: this process has handed over and is draining; signal the process that serves \(the PID file names it\)" new_pid=`+strconv.Itoa(pid2)))
 	held2 := dialWS() // on pid2: pid1 no longer listens
 	time.Sleep(300 * time.Millisecond)
 
