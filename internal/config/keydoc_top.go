@@ -21,8 +21,11 @@ func topKeyDocs() map[string]KeyDoc {
 				"so a front load balancer can notice.",
 		},
 		"shutdown_timeout": {
-			Type:    "duration ≥ 0",
-			Meaning: "how long requests in flight get to finish during shutdown.",
+			Type: "duration ≥ 0",
+			Meaning: "how long requests in flight get to finish during shutdown. After an upgrade " +
+				"(SIGUSR2) the old process's WebSockets get it too, ending with a close frame just " +
+				"before it; on SIGTERM they get a close frame at once. See " +
+				"[operations.md](operations.md#upgrade).",
 		},
 		"admin.address": {
 			Type:    "`host:port`",
