@@ -87,6 +87,16 @@ func (c *Config) ApplyDefaults() {
 	def(s, "admin.address", &c.Admin.Address, "127.0.0.1:9090")
 	def(s, "access_log.path", &c.AccessLog.Path, "stdout")
 	def(s, "access_log.format", &c.AccessLog.Format, "json")
+	if t := c.Tracing; t != nil {
+		def(s, "tracing.protocol", &t.Protocol, "grpc")
+		endpoint := "127.0.0.1:4317"
+		if t.Protocol == "http" {
+			endpoint = "127.0.0.1:4318"
+		}
+		def(s, "tracing.otlp_endpoint", &t.OTLPEndpoint, endpoint)
+		def(s, "tracing.sample_ratio", &t.SampleRatio, 0.01)
+		def(s, "tracing.service_name", &t.ServiceName, "sluice")
+	}
 	def(s, "log.level", &c.Log.Level, "info")
 	def(s, "log.format", &c.Log.Format, "text")
 	def(s, "shutdown_timeout", &c.ShutdownTimeout, 30*time.Second)

@@ -376,3 +376,32 @@ func lines(err error) []string {
 	}
 	return strings.Split(err.Error(), "\n")
 }
+
+// TestTracingDefaults checks a tracing block takes the defaults it leaves
+// out (the endpoint's port follows the protocol) and keeps a given 0 ratio.
+func TestTracingDefaults(t *testing.T) {
+	tests := []struct {
+		name, block string
+		want        Tracing
+	}{
+		{"empty block", "tracing: {}\n", Tracing{OTLPEndpoint: "127.0.0.1:4317", Protocol: "grpc", SampleRatio: 0.01, ServiceName: "sluice"}},
+		{"http", "tracing: {protocol: http}\n", Tracing{OTLPEndpoint: "127.0.0.1:4318", Protocol: "http", SampleRatio: 0.01, ServiceName: "sluice"}},
+		{"ratio 0 stays", "tracing: {otlp_endpoint: \"otel:4317\", sample_ratio: 0, service_name: edge}\n",
+			Tracing{OTLPEndpoint: "otel:4317", Protocol: "grpc", SampleRatio: 0, ServiceName: "edge"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse("t.yaml", []byte(minimal+tt.block))
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if c.Tracing == nil || *c.Tracing != tt.want {
+				t.Errorf("tracing = %+v, want %+v", c.Tracing, tt.want)
+			}
+		})
+	}
+	c, err := Parse("t.yaml", []byte(minimal))
+	if err != nil || c.Tracing != nil {
+		t.Errorf("without a tracing block: tracing = %+v (err %v), want nil (off)", c.Tracing, err)
+	}
+}

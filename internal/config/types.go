@@ -20,6 +20,7 @@ type Config struct {
 	Pools           []Pool        `yaml:"pools"`
 	Admin           Admin         `yaml:"admin"`
 	AccessLog       AccessLog     `yaml:"access_log"`
+	Tracing         *Tracing      `yaml:"tracing"` // nil: off
 	Log             Log           `yaml:"log"`
 	ShutdownDelay   time.Duration `yaml:"shutdown_delay"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
@@ -259,6 +260,23 @@ type Admin struct {
 type AccessLog struct {
 	Path   string `yaml:"path"`   // "stdout" (default), "stderr" or a file path
 	Format string `yaml:"format"` // json (default) | combined | off
+}
+
+// Tracing exports one OpenTelemetry span per request over OTLP. Without
+// it, W3C traceparent and tracestate fields still pass to backends
+// untouched.
+type Tracing struct {
+	// OTLPEndpoint is the collector's host:port: "127.0.0.1:4317" for
+	// grpc, "127.0.0.1:4318" for http (which posts to /v1/traces on it).
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
+	// Protocol is "grpc" (default) or "http" (OTLP/HTTP, protobuf).
+	Protocol string `yaml:"protocol"`
+	// SampleRatio is the share of requests without a sampled parent that
+	// are recorded (0 to 1, default 0.01); a request whose traceparent says
+	// sampled is always recorded, one that says not sampled never.
+	SampleRatio float64 `yaml:"sample_ratio"`
+	// ServiceName is the service.name of the spans (default "sluice").
+	ServiceName string `yaml:"service_name"`
 }
 
 // Log configures the process log.

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -71,6 +72,9 @@ func (c *Config) Validate() error {
 	v.oneOf("access_log.format", "access_log.format", c.AccessLog.Format, "json", "combined", "off")
 	if c.AccessLog.Path == "" {
 		v.errorf("access_log.path", `access_log.path is empty: use stdout, stderr or a file path`)
+	}
+	if c.Tracing != nil {
+		v.tracing(c.Tracing)
 	}
 	v.oneOf("log.level", "log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", "log.format", c.Log.Format, "text", "json")
@@ -470,6 +474,21 @@ func (v *validator) admin(a *Admin) {
 		} else if fi, err := os.Stat(a.StateFile); err == nil && !fi.Mode().IsRegular() {
 			v.errorf("admin.state_file", "admin.state_file: %s is not a regular file", a.StateFile)
 		}
+	}
+}
+
+func (v *validator) tracing(t *Tracing) {
+	if host, port, err := net.SplitHostPort(t.OTLPEndpoint); err != nil || host == "" || port == "0" {
+		v.errorf("tracing.otlp_endpoint", `tracing.otlp_endpoint %q is not the collector's host:port: write e.g. "127.0.0.1:4317" (no scheme, no path)`, t.OTLPEndpoint)
+	} else if err := checkHostPort("tracing.otlp_endpoint", t.OTLPEndpoint); err != nil {
+		v.errorf("tracing.otlp_endpoint", "%v", err)
+	}
+	v.oneOf("tracing.protocol", "tracing.protocol", t.Protocol, "grpc", "http")
+	if !(t.SampleRatio >= 0 && t.SampleRatio <= 1) {
+		v.errorf("tracing.sample_ratio", "sample_ratio %v is out of range: use 0 (only requests whose parent is sampled) to 1 (every request)", t.SampleRatio)
+	}
+	if strings.TrimSpace(t.ServiceName) == "" {
+		v.errorf("tracing.service_name", `tracing.service_name is empty: name the service, e.g. "sluice"`)
 	}
 }
 

@@ -200,6 +200,15 @@ func TestParseErrors(t *testing.T) {
 			`t.yaml:3:32: access_log.format "jsno" is not valid: use json, combined or off (did you mean "json"?)`,
 			`t.yaml:4:14: log.level "verbose" is not valid: use debug, info, warn or error`,
 			`t.yaml:4:31: log.format "xml" is not valid: use text or json`}},
+		{"tracing", minimal + "tracing: {otlp_endpoint: collector, protocol: thrift, sample_ratio: 1.5, service_name: \" \"}\n", []string{
+			`t.yaml:3:26: tracing.otlp_endpoint "collector" is not the collector's host:port: write e.g. "127.0.0.1:4317" (no scheme, no path)`,
+			`t.yaml:3:47: tracing.protocol "thrift" is not valid: use grpc or http`,
+			"t.yaml:3:69: sample_ratio 1.5 is out of range: use 0 (only requests whose parent is sampled) to 1 (every request)",
+			`t.yaml:3:88: tracing.service_name is empty: name the service, e.g. "sluice"`}},
+		{"tracing endpoint without a host", minimal + "tracing: {otlp_endpoint: \":4317\", sample_ratio: -0.1}\n", []string{
+			`t.yaml:3:26: tracing.otlp_endpoint ":4317" is not the collector's host:port: write e.g. "127.0.0.1:4317" (no scheme, no path)`,
+			"t.yaml:3:49: sample_ratio -0.1 is out of range: use 0 (only requests whose parent is sampled) to 1 (every request)"}},
+		{"tracing with defaults", minimal + "tracing: {}\n", nil},
 		{"admin address", minimal + "admin: {address: localhost}\n", []string{
 			`t.yaml:3:18: admin address "localhost" is not host:port: write e.g. ":8080" or "127.0.0.1:8080"`}},
 		{"state_file directory", minimal + "admin: {state_file: /nonexistent/sluice/state.json}\n", []string{
