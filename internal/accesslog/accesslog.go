@@ -17,7 +17,8 @@ import (
 // Entry is one request. Path is the request target's path and Query its
 // query as the client sent it, without the "?" ("" when there is none): the
 // combined format writes the request line's target back as Path?Query, JSON
-// has them as "path" and "query".
+// has them as "path" and "query". docs/config.md lists every field of both
+// formats.
 type Entry struct {
 	Time     time.Time
 	Listener string
@@ -30,12 +31,25 @@ type Entry struct {
 	Proto     string
 	UserAgent string
 	Pool      string
-	Backend   string
-	Status    int
-	Bytes     int64
-	Duration  time.Duration
-	RequestID string
-	Tries     int
+	// Backend is the backend that answered, or the last one tried ("":
+	// none was).
+	Backend string
+	Status  int
+	// Bytes is the response body bytes sent to the client; BytesIn the
+	// request body bytes read from it.
+	Bytes, BytesIn int64
+	Duration       time.Duration
+	RequestID      string
+	// Tries is the number of attempts (1 + retries; 0: no backend tried).
+	Tries int
+	// Connect and Header are the last attempt's upstream connect time (0
+	// on a reused connection) and time to the response head (0: none
+	// came); written only when a backend was tried.
+	Connect, Header time.Duration
+	// TLS is the client connection's TLS version ("1.3"; "": plain).
+	TLS string
+	// TraceID is the request's trace id in hex ("": tracing off).
+	TraceID string
 }
 
 // Logger writes entries. A nil *Logger discards them, so callers need not
@@ -188,17 +202,43 @@ func appendJSON(b []byte, e *Entry) []byte {
 	b = strconv.AppendInt(b, int64(e.Status), 10)
 	b = append(b, `,"bytes":`...)
 	b = strconv.AppendInt(b, e.Bytes, 10)
+	b = append(b, `,"bytes_in":`...)
+	b = strconv.AppendInt(b, e.BytesIn, 10)
 	b = append(b, `,"duration_ms":`...)
-	b = strconv.AppendFloat(b, float64(e.Duration)/1e6, 'f', 3, 64)
+	b = appendMs(b, e.Duration)
 	b = append(b, `,"tries":`...)
 	b = strconv.AppendInt(b, int64(e.Tries), 10)
+	if e.Backend != "" {
+		b = append(b, `,"upstream_connect_ms":`...)
+		b = appendMs(b, e.Connect)
+		if e.Header > 0 {
+			b = append(b, `,"upstream_header_ms":`...)
+			b = appendMs(b, e.Header)
+		}
+	}
+	if e.TLS != "" {
+		b = append(b, `,"tls_version":`...)
+		b = appendString(b, e.TLS)
+	}
 	b = append(b, `,"request_id":`...)
 	b = appendString(b, e.RequestID)
+	if e.TraceID != "" {
+		b = append(b, `,"trace_id":`...)
+		b = appendString(b, e.TraceID)
+	}
 	return append(b, "}\n"...)
 }
 
-// appendCombined writes the Apache/NGINX combined format, with the request
-// id and duration appended.
+// appendMs writes d in milliseconds with three decimals (microseconds).
+func appendMs(b []byte, d time.Duration) []byte {
+	return strconv.AppendFloat(b, float64(d)/1e6, 'f', 3, 64)
+}
+
+// appendCombined writes the Apache/NGINX combined format, then the request
+// id and the duration in seconds (as before these fields existed), then
+// key=value fields: pool, backend, tries, upstream connect and header
+// times in seconds, request body bytes, TLS version and trace id ("-" when
+// not applicable; pool and backend quoted).
 func appendCombined(b []byte, e *Entry) []byte {
 	b = append(b, orDash(e.Client)...)
 	b = append(b, " - - ["...)
@@ -226,8 +266,47 @@ func appendCombined(b []byte, e *Entry) []byte {
 	b = append(b, `" `...)
 	b = append(b, orDash(e.RequestID)...)
 	b = append(b, ' ')
-	b = strconv.AppendFloat(b, e.Duration.Seconds(), 'f', 3, 64)
+	b = appendSeconds(b, e.Duration)
+	b = append(b, " pool="...)
+	b = appendQuoted(b, e.Pool)
+	b = append(b, " backend="...)
+	b = appendQuoted(b, e.Backend)
+	b = append(b, " tries="...)
+	b = strconv.AppendInt(b, int64(e.Tries), 10)
+	b = append(b, " connect="...)
+	if e.Backend != "" {
+		b = appendSeconds(b, e.Connect)
+	} else {
+		b = append(b, '-')
+	}
+	b = append(b, " header="...)
+	if e.Header > 0 {
+		b = appendSeconds(b, e.Header)
+	} else {
+		b = append(b, '-')
+	}
+	b = append(b, " bytes_in="...)
+	b = strconv.AppendInt(b, e.BytesIn, 10)
+	b = append(b, " tls="...)
+	b = append(b, orDash(e.TLS)...)
+	b = append(b, " trace_id="...)
+	b = append(b, orDash(e.TraceID)...)
 	return append(b, '\n')
+}
+
+// appendSeconds writes d in seconds with three decimals.
+func appendSeconds(b []byte, d time.Duration) []byte {
+	return strconv.AppendFloat(b, d.Seconds(), 'f', 3, 64)
+}
+
+// appendQuoted writes s quoted and escaped, or - when it is empty.
+func appendQuoted(b []byte, s string) []byte {
+	if s == "" {
+		return append(b, '-')
+	}
+	b = append(b, '"')
+	b = appendEscaped(b, s)
+	return append(b, '"')
 }
 
 func orDash(s string) string {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 type syncBuf struct {
@@ -52,9 +54,43 @@ func TestJSONLine(t *testing.T) {
 
 func TestCombinedEscapes(t *testing.T) {
 	got := string(appendCombined(nil, &Entry{Time: time.Unix(0, 0).UTC(), Method: "GET", Path: "/x\"\n", Status: 404, UserAgent: "a\"b"}))
-	want := `- - - [01/Jan/1970:00:00:00 +0000] "GET /x\"\x0a HTTP/1.1" 404 0 "-" "a\"b" - 0.000` + "\n"
+	want := `- - - [01/Jan/1970:00:00:00 +0000] "GET /x\"\x0a HTTP/1.1" 404 0 "-" "a\"b" - 0.000` +
+		` pool=- backend=- tries=0 connect=- header=- bytes_in=0 tls=- trace_id=-` + "\n"
 	if got != want {
 		t.Errorf("got  %q\nwant %q", got, want)
+	}
+}
+
+// full is an entry with every field set: a TLS request over HTTP/2 that a
+// backend answered on its second try, traced.
+var full = Entry{Time: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC), Listener: "public", Client: "127.0.0.1",
+	Method: "POST", Host: "example.com", Path: "/up", Query: "a=1", Proto: "HTTP/2.0", UserAgent: "curl/8",
+	Pool: "web", Backend: "http://127.0.0.1:8081", Status: 201, Bytes: 12, BytesIn: 34,
+	Duration: 2500 * time.Microsecond, RequestID: "id7", Tries: 2, Connect: 300 * time.Microsecond,
+	Header: 1200 * time.Microsecond, TLS: "1.3", TraceID: "4bf92f3577b34da6a3ce929d0e0e4736"}
+
+func TestFullEntry(t *testing.T) {
+	var got map[string]any
+	line := appendJSON(nil, &full)
+	if err := json.Unmarshal(line, &got); err != nil {
+		t.Fatalf("line %q is not JSON: %v", line, err)
+	}
+	want := map[string]any{"time": "2026-03-04T05:06:07Z", "listener": "public", "client": "127.0.0.1",
+		"method": "POST", "host": "example.com", "path": "/up", "query": "a=1", "proto": "HTTP/2.0",
+		"user_agent": "curl/8", "pool": "web", "backend": "http://127.0.0.1:8081", "status": 201.0,
+		"bytes": 12.0, "bytes_in": 34.0, "duration_ms": 2.5, "tries": 2.0, "upstream_connect_ms": 0.3,
+		"upstream_header_ms": 1.2, "tls_version": "1.3", "request_id": "id7",
+		"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("JSON fields (-want +got):\n%s", diff)
+	}
+
+	comb := string(appendCombined(nil, &full))
+	wantComb := `127.0.0.1 - - [04/Mar/2026:05:06:07 +0000] "POST /up?a=1 HTTP/2.0" 201 12 "-" "curl/8" id7 0.003` +
+		` pool="web" backend="http://127.0.0.1:8081" tries=2 connect=0.000 header=0.001 bytes_in=34 tls=1.3` +
+		` trace_id=4bf92f3577b34da6a3ce929d0e0e4736` + "\n"
+	if comb != wantComb {
+		t.Errorf("combined:\ngot  %q\nwant %q", comb, wantComb)
 	}
 }
 

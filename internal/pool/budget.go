@@ -20,8 +20,9 @@ const minRetries = 3
 type RetryBudget struct {
 	percent atomic.Int32 // share of recent requests that may be retries
 
-	slots [budgetSlots]budgetSlot
-	now   func() time.Time // nil: time.Now
+	slots     [budgetSlots]budgetSlot
+	exhausted atomic.Uint64    // retries refused
+	now       func() time.Time // nil: time.Now
 }
 
 type budgetSlot struct {
@@ -54,6 +55,10 @@ func (b *RetryBudget) SetPercent(p int) { b.percent.Store(int32(p)) }
 // Request counts one client request.
 func (b *RetryBudget) Request() { b.slot().requests.Add(1) }
 
+// Exhausted returns how many retries the budget refused: each was wanted
+// (retry_on matched, the request could be sent again) and not made.
+func (b *RetryBudget) Exhausted() uint64 { return b.exhausted.Load() }
+
 // Allow reports whether one more retry fits the budget, and counts it when
 // it does.
 func (b *RetryBudget) Allow() bool {
@@ -68,6 +73,7 @@ func (b *RetryBudget) Allow() bool {
 		}
 	}
 	if retries >= minRetries && retries*100 >= requests*int64(b.percent.Load()) {
+		b.exhausted.Add(1)
 		return false
 	}
 	cur.retries.Add(1)

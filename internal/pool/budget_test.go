@@ -20,6 +20,9 @@ func TestRetryBudget(t *testing.T) {
 	if allowed != 20 {
 		t.Errorf("after 100 requests at 20%%: %d retries allowed, want 20", allowed)
 	}
+	if got := b.Exhausted(); got != 80 {
+		t.Errorf("Exhausted() = %d after 80 refusals, want 80", got)
+	}
 
 	// A quiet pool still gets the minimum.
 	q := newBudget(20, func() time.Time { return now })

@@ -100,6 +100,9 @@ type Shared struct {
 	Retries atomic.Uint64
 	// Budget bounds retries.
 	Budget RetryBudget
+	// QueueWait is how long requests waited in the queue for a backend
+	// slot (max_connections_per_backend), whether or not they got one.
+	QueueWait Histogram
 }
 
 // Inherit makes p share old's counters and retry budget. Call it before p

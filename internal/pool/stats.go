@@ -10,10 +10,6 @@ import (
 // slots are assigned once per listener name and survive reloads.
 const MaxListeners = 32
 
-// DurationBuckets are the upper bounds, in seconds, of the request duration
-// histogram.
-var DurationBuckets = [...]float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
-
 // Stats are lock-free request counters. The request path only adds to them;
 // the metrics collector and the admin API read them. The zero value is ready.
 type Stats struct {
@@ -32,8 +28,13 @@ type Stats struct {
 	// Ejections counts times passive health took the backend out.
 	Ejections atomic.Uint64
 
-	buckets [len(DurationBuckets) + 1]atomic.Uint64
-	sumNs   atomic.Uint64
+	// BytesIn counts request body bytes read from clients for requests
+	// this backend answered; BytesOut response body bytes sent to them.
+	BytesIn  atomic.Uint64
+	BytesOut atomic.Uint64
+
+	// Duration is the time from request start to the end of the response.
+	Duration Histogram
 
 	// ewmaNs is an exponentially weighted moving average of the duration to
 	// the response header, in nanoseconds, stored as float64 bits; ewmaAt is
@@ -66,13 +67,7 @@ func (s *Stats) Observe(slot int, status int, d time.Duration) {
 		}
 		c[status-100].Add(1)
 	}
-	sec := d.Seconds()
-	i := 0
-	for i < len(DurationBuckets) && sec > DurationBuckets[i] {
-		i++
-	}
-	s.buckets[i].Add(1)
-	s.sumNs.Add(uint64(d))
+	s.Duration.Observe(d)
 }
 
 // ObserveLatency folds one time-to-response-header into the moving average.
@@ -143,15 +138,8 @@ func (s *Stats) CountStatus(lo, hi int) uint64 {
 	return n
 }
 
-// Histogram returns the cumulative bucket counts (by DurationBuckets), the
-// total count and the sum of durations in seconds.
+// Histogram returns the cumulative bucket counts of Duration (by
+// DurationBuckets), the total count and the sum of durations in seconds.
 func (s *Stats) Histogram() (cumulative []uint64, count uint64, sum float64) {
-	cumulative = make([]uint64, len(DurationBuckets))
-	var acc uint64
-	for i := range DurationBuckets {
-		acc += s.buckets[i].Load()
-		cumulative[i] = acc
-	}
-	count = acc + s.buckets[len(DurationBuckets)].Load()
-	return cumulative, count, time.Duration(s.sumNs.Load()).Seconds()
+	return s.Duration.Snapshot()
 }

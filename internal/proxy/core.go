@@ -21,6 +21,8 @@ import (
 	"slices"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sluice-lb/sluice/internal/accesslog"
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/pool"
@@ -80,7 +82,17 @@ type Listener struct {
 	NoPool *pool.Stats
 	// Access is the access log; nil means off.
 	Access *accesslog.Logger
+	// Tracer starts a span per request (see StartTrace); nil means
+	// tracing is off.
+	Tracer trace.Tracer
+	// Stats are the listener's own counters (duration by status class,
+	// requests by protocol), kept across reloads; nil counts nothing.
+	Stats *ListenerStats
 }
+
+// Verbose reports whether a request's strings (method, host, path, …) are
+// read: the access log or tracing is on. A codec fills them only then.
+func (l *Listener) Verbose() bool { return l.Access != nil || l.Tracer != nil }
 
 // Class says how one attempt ended.
 type Class uint8
@@ -108,6 +120,29 @@ const (
 	Saturated
 )
 
+// String names the class as logs, spans and the access log show it.
+func (c Class) String() string {
+	switch c {
+	case Done:
+		return "done"
+	case ConnectFailure:
+		return "connect_failure"
+	case Reset:
+		return "reset"
+	case Timeout:
+		return "timeout"
+	case RetryStatus:
+		return "retry_status"
+	case ClientError:
+		return "client_error"
+	case ClientGone:
+		return "client_gone"
+	case Saturated:
+		return "saturated"
+	}
+	return "unknown"
+}
+
 // Outcome is what a codec reports about one attempt.
 type Outcome struct {
 	Class Class
@@ -117,6 +152,11 @@ type Outcome struct {
 	Err error
 	// RetryAfter is the backend's Retry-After on a RetryStatus outcome.
 	RetryAfter time.Duration
+	// Connect is how long getting a connection to the backend took (the
+	// dial and any TLS handshake; 0 for a connection reused from the
+	// pool). Header is the time from the start of the attempt to the
+	// backend's response head (0: none came). A codec measures both.
+	Connect, Header time.Duration
 }
 
 // Attempt is one request as the core drives it; codecs implement it.
@@ -148,11 +188,13 @@ type Result struct {
 	Tries int
 }
 
-// Forward runs the attempt loop for one request on t: pick a backend not
-// yet tried, send, account, and retry within the pool's retry policy and
-// retry budget. When
-// Result.Class is not Done, the codec answers the client with StatusFor.
-func Forward(ctx context.Context, t *Target, info *pool.PickInfo, a Attempt) Result {
+// Forward runs the attempt loop for the request r on r.Target (with r.Info
+// from Resolve): pick a backend not yet tried, send, account, and retry
+// within the pool's retry policy and retry budget; each retry is an event on
+// the request's span. When Result.Class is not Done, the codec answers the
+// client with StatusFor.
+func Forward(ctx context.Context, r *Record, a Attempt) Result {
+	t, info := r.Target, r.Info
 	maxTries := min(1+t.Retries.NumRetries, pool.MaxTries)
 	t.Pool.Budget.Request()
 	var res Result
@@ -210,6 +252,7 @@ func Forward(ctx context.Context, t *Target, info *pool.PickInfo, a Attempt) Res
 			return res
 		}
 		t.Pool.Retries.Add(1)
+		r.Trace.retry(b, try+1, res.Outcome)
 		if res.Class != ConnectFailure && !t.backoff(ctx, try, res.RetryAfter) {
 			return res
 		}
@@ -306,6 +349,11 @@ func StatusFor(r Result) int {
 func acquire(ctx context.Context, p *pool.Pool, info *pool.PickInfo) (*pool.Backend, error) {
 	l := &p.Limit
 	var deadline time.Time // of the wait in the queue, set when it begins
+	defer func() {
+		if !deadline.IsZero() {
+			p.QueueWait.Observe(time.Since(deadline.Add(-l.Timeout)))
+		}
+	}()
 	for {
 		b := p.Pick(info)
 		if b == nil {

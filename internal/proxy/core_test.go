@@ -53,6 +53,11 @@ func target(n int, r config.Retries) (*Target, []*pool.Backend, *passive) {
 	return &Target{Pool: p, Health: ph, Retries: r}, bs, ph
 }
 
+// record is a request routed to tg, as Resolve leaves it.
+func record(tg *Target) *Record {
+	return &Record{Target: tg, Info: &pool.PickInfo{}}
+}
+
 func TestForward(t *testing.T) {
 	defaults := config.Retries{NumRetries: 2, OnConnectFailure: true, OnReset: true}
 	tests := []struct {
@@ -82,8 +87,7 @@ func TestForward(t *testing.T) {
 			for i, c := range tt.fail {
 				s.outcomes[bs[i]] = c
 			}
-			var info pool.PickInfo
-			res := Forward(context.Background(), tg, &info, s)
+			res := Forward(context.Background(), record(tg), s)
 			if res.Tries != tt.wantTries || res.Class != tt.wantClass || StatusFor(res) != tt.wantStatus {
 				t.Errorf("got tries=%d class=%d status=%d, want tries=%d class=%d status=%d",
 					res.Tries, res.Class, StatusFor(res), tt.wantTries, tt.wantClass, tt.wantStatus)
@@ -107,7 +111,7 @@ func TestForwardNoBackend(t *testing.T) {
 	for _, b := range bs {
 		tg.Pool.SetHealth(b, pool.Unhealthy, time.Time{})
 	}
-	res := Forward(context.Background(), tg, &pool.PickInfo{}, &scripted{})
+	res := Forward(context.Background(), record(tg), &scripted{})
 	if got := StatusFor(res); got != 503 || res.Backend != nil {
 		t.Errorf("status = %d backend = %v, want 503 and no backend", got, res.Backend)
 	}
@@ -120,7 +124,7 @@ func TestBackoffBetweenRetries(t *testing.T) {
 		tg, bs, _ := target(4, r)
 		s := &scripted{outcomes: map[*pool.Backend]Class{bs[0]: Reset, bs[1]: Reset, bs[2]: Reset}, replayable: true}
 		start := time.Now()
-		res := Forward(context.Background(), tg, &pool.PickInfo{}, s)
+		res := Forward(context.Background(), record(tg), s)
 		waited := time.Since(start)
 		if res.Class != Done || res.Tries != 4 {
 			t.Fatalf("got class %d after %d tries, want Done after 4", res.Class, res.Tries)
@@ -134,7 +138,7 @@ func TestBackoffBetweenRetries(t *testing.T) {
 		tg, bs, _ = target(2, r)
 		s = &scripted{outcomes: map[*pool.Backend]Class{bs[0]: ConnectFailure}}
 		start = time.Now()
-		Forward(context.Background(), tg, &pool.PickInfo{}, s)
+		Forward(context.Background(), record(tg), s)
 		if waited := time.Since(start); waited != 0 {
 			t.Errorf("connect failure retry waited %v, want 0", waited)
 		}

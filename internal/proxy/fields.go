@@ -4,7 +4,6 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/route"
 )
 
@@ -39,10 +38,13 @@ func SplitTarget(t string) (authority, path, query string) {
 
 // Resolve is the part of a request's way shared by both codecs before any
 // backend is picked: the client address, the route, the hash key and the
-// affinity cookie. It returns nil when no route matches.
-func (l *Listener) Resolve(host, path, rawQuery string, h Fields, peer netip.Addr, info *pool.PickInfo) *Target {
+// affinity cookie, into r.Info (which the codec points at its PickInfo),
+// and the route and pool on r's span. It sets r.Target and returns it, or
+// nil when no route matches.
+func (l *Listener) Resolve(r *Record, host, path, rawQuery string, h Fields, peer netip.Addr) *Target {
+	info := r.Info
 	info.ClientIP = clientIP(peer, h, l.Trusted)
-	idx := l.Routes.Match(host, path, h)
+	idx, ri := l.Routes.Lookup(host, path, h)
 	if idx < 0 || idx >= len(l.Targets) {
 		return nil
 	}
@@ -51,5 +53,7 @@ func (l *Listener) Resolve(host, path, rawQuery string, h Fields, peer netip.Add
 	if t.Sticky != nil {
 		info.Preferred = t.Sticky.preferred(t.Pool, h)
 	}
+	r.Target = t
+	r.Trace.routed(l.Routes, ri, t.Pool.Name)
 	return t
 }

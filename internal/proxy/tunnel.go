@@ -310,28 +310,28 @@ func (f *wsFrames) feed(p []byte) {
 
 // Relay copies fromClient to toBack and fromBack to the client until
 // either direction ends, then closes both connections; it returns the
-// bytes sent to the client. Every codec's tunnels end here.
-func (tn *Tunnel) Relay(fromClient, fromBack io.Reader, toBack io.Writer) int64 {
-	errc := make(chan error, 1)
+// bytes sent to the client and to the backend. Every codec's tunnels end
+// here.
+func (tn *Tunnel) Relay(fromClient, fromBack io.Reader, toBack io.Writer) (toClient, sent int64) {
+	upc := make(chan int64, 1)
 	go func() {
-		_, err := io.Copy(toBack, fromClient)
-		errc <- err
+		n, _ := io.Copy(toBack, fromClient)
+		upc <- n
 	}()
 	done := make(chan int64, 1)
 	go func() {
 		n, _ := io.Copy(tn, fromBack)
 		done <- n
 	}()
-	var n int64
 	select {
-	case <-errc:
+	case sent = <-upc:
 		tn.client.Close()
 		tn.back.Close()
-		n = <-done
-	case n = <-done:
+		toClient = <-done
+	case toClient = <-done:
 		tn.client.Close()
 		tn.back.Close()
-		<-errc
+		sent = <-upc
 	}
-	return n
+	return toClient, sent
 }

@@ -1,9 +1,12 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
+	"net/http/httptrace"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sluice-lb/sluice/internal/config"
 )
@@ -107,3 +110,43 @@ type DialError struct {
 
 func (e *DialError) Error() string { return "connect: " + e.Err.Error() }
 func (e *DialError) Unwrap() error { return e.Err }
+
+// ConnTiming measures an attempt's upstream connect time and time to the
+// response head for a codec that reaches backends through a net/http
+// RoundTripper (http.Transport, the HTTP/2 client): net/http's client trace
+// says when a connection was asked for and whether the one it got was new.
+// Its hooks run on the goroutine that calls RoundTrip. The zero value
+// measures nothing until Trace.
+type ConnTiming struct {
+	start, getAt    time.Time
+	connect, header time.Duration
+}
+
+// Trace starts the clock and returns ctx with the hooks that measure.
+func (ct *ConnTiming) Trace(ctx context.Context) context.Context {
+	*ct = ConnTiming{start: time.Now()}
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GetConn: func(string) { ct.getAt = time.Now() },
+		GotConn: func(i httptrace.GotConnInfo) {
+			if !i.Reused && !ct.getAt.IsZero() {
+				ct.connect = time.Since(ct.getAt)
+			}
+		},
+	})
+}
+
+// Headed notes that the response head arrived now.
+func (ct *ConnTiming) Headed() {
+	if !ct.start.IsZero() {
+		ct.header = time.Since(ct.start)
+	}
+}
+
+// Fill puts the measures into o at the end of the attempt; a connect
+// failure took from the ask for a connection to now.
+func (ct *ConnTiming) Fill(o *Outcome) {
+	o.Connect, o.Header = ct.connect, ct.header
+	if o.Class == ConnectFailure && !ct.getAt.IsZero() {
+		o.Connect = time.Since(ct.getAt)
+	}
+}

@@ -3,7 +3,9 @@
 package route
 
 import (
+	"cmp"
 	"net/textproto"
+	"slices"
 	"strings"
 
 	"github.com/sluice-lb/sluice/internal/config"
@@ -27,6 +29,7 @@ type compiled struct {
 	prefix   string
 	headers  []headerMatch
 	pool     int
+	name     string // how spans name the route (see Describe)
 }
 
 type headerMatch struct{ name, value string }
@@ -49,6 +52,11 @@ func Compile(routes []config.Route, defaultPool string, poolIndex func(string) i
 		for name, value := range r.Headers {
 			c.headers = append(c.headers, headerMatch{textproto.CanonicalMIMEHeaderKey(name), value})
 		}
+		slices.SortFunc(c.headers, func(a, b headerMatch) int { return strings.Compare(a.name, b.name) })
+		c.name = strings.ToLower(r.Host) + cmp.Or(r.PathPrefix, "/")
+		for _, hm := range c.headers {
+			c.name += " " + hm.name + "=" + hm.value
+		}
 		t.routes = append(t.routes, c)
 	}
 	return t
@@ -58,6 +66,13 @@ func Compile(routes []config.Route, defaultPool string, poolIndex func(string) i
 // and there is no default pool. host may carry a port; path must already be
 // normalised (see NormalizePath).
 func (t *Table) Match(host, path string, h Header) int {
+	p, _ := t.Lookup(host, path, h)
+	return p
+}
+
+// Lookup is Match that also says which route matched: its index in the
+// listener's routes, or -1 for the default pool (or no match).
+func (t *Table) Lookup(host, path string, h Header) (pool, route int) {
 	host = stripPort(host)
 	for i := range t.routes {
 		r := &t.routes[i]
@@ -75,10 +90,22 @@ func (t *Table) Match(host, path string, h Header) int {
 			}
 		}
 		if ok {
-			return r.pool
+			return r.pool, i
 		}
 	}
-	return t.def
+	return t.def, -1
+}
+
+// Describe names route i (from Lookup) for tracing: its host and path
+// prefix with any header conditions ("api.example.com/v1", "/ X-Canary=1"),
+// or "default" for -1; and its path prefix, OpenTelemetry's http.route
+// ("" for the default pool).
+func (t *Table) Describe(i int) (name, prefix string) {
+	if i < 0 || i >= len(t.routes) {
+		return "default", ""
+	}
+	r := &t.routes[i]
+	return r.name, r.prefix
 }
 
 func matchHost(r *compiled, host string) bool {

@@ -59,6 +59,23 @@ func (b *h1body) init(h *edge.Head) {
 
 func (b *h1body) replayable() bool { return b.kind == bodyNone || b.complete }
 
+// sent returns the body bytes read from the client to pass on (content
+// bytes: a chunked body's framing is not counted). Call it once no writer
+// runs.
+func (b *h1body) sent() int64 {
+	switch {
+	case !b.prepared:
+		return 0
+	case b.kind == bodyFixed && b.complete:
+		return b.length
+	case b.kind == bodyFixed && b.streaming:
+		return b.length - b.left
+	case b.kind == bodyChunked:
+		return b.ck.Data()
+	}
+	return 0
+}
+
 // bodyResult is what the streaming writer reports.
 type bodyResult struct {
 	client error // reading from the client failed (its fault)

@@ -32,6 +32,9 @@ type h1conn struct {
 	// xfcc is the client certificate's forwarding value (see clientCert).
 	xfcc     string
 	xfccDone bool
+	// tlsVer is the connection's TLS version (see tlsVersion).
+	tlsVer  uint16
+	tlsDone bool
 	// served: a request was answered on c (Shutdown closes it when idle;
 	// a connection still waiting for its first request gets a grace).
 	served atomic.Bool

@@ -29,9 +29,14 @@ func (c *h1conn) Send(ctx context.Context, b *pool.Backend, canRetry bool) proxy
 	}
 	conns := connsOf(q.t.Upstream)
 	for {
+		start := time.Now()
 		uc, err := conns.get(ctx, b)
 		if err != nil {
-			return proxy.Outcome{Class: proxy.ConnectFailure, Err: err}
+			return proxy.Outcome{Class: proxy.ConnectFailure, Err: err, Connect: time.Since(start)}
+		}
+		var connect time.Duration
+		if !uc.reused {
+			connect = time.Since(start)
 		}
 		// Close closes what c.up holds; one that began before this store
 		// cancelled the engine's context, seen here.
@@ -42,6 +47,7 @@ func (c *h1conn) Send(ctx context.Context, b *pool.Backend, canRetry bool) proxy
 		o, stale := c.exchange(uc, b, canRetry)
 		c.up.Store(nil)
 		if !stale {
+			o.Connect, o.Header = connect, q.header
 			return o
 		}
 	}
@@ -53,6 +59,7 @@ func (c *h1conn) exchange(uc *upConn, b *pool.Backend, canRetry bool) (proxy.Out
 	q := &c.req
 	t := q.t
 	start := time.Now()
+	q.header = 0
 	dl := q.deadline
 	if d := t.Timeouts.ResponseHeader; d > 0 {
 		if hd := start.Add(d); dl.IsZero() || hd.Before(dl) {
@@ -76,7 +83,8 @@ func (c *h1conn) exchange(uc *upConn, b *pool.Backend, canRetry bool) (proxy.Out
 	if n == 0 {
 		return o, stale
 	}
-	b.Stats.ObserveLatency(time.Since(start))
+	q.header = time.Since(start)
+	b.Stats.ObserveLatency(q.header)
 	if q.body.deferred && !q.body.sent100 {
 		// The backend answered without asking for the body: the client
 		// never sends it, so neither connection carries another request.

@@ -31,7 +31,9 @@ import (
 // the HTTP/2 transport reads the request body on a goroutine of its own,
 // so the exchange ends only once that body is closed, and a streamed body
 // closes the client connection after it.
-func (c *h1conn) sendH2(ctx context.Context, b *pool.Backend, canRetry bool) proxy.Outcome {
+func (c *h1conn) sendH2(ctx context.Context, b *pool.Backend, canRetry bool) (o proxy.Outcome) {
+	var timing proxy.ConnTiming
+	defer timing.Fill(&o)
 	q := &c.req
 	t := q.t
 	body, err := c.h2Body()
@@ -46,7 +48,10 @@ func (c *h1conn) sendH2(ctx context.Context, b *pool.Backend, canRetry bool) pro
 		timer = time.AfterFunc(d, func() { cancel(proxy.ErrHeaderTimeout) })
 	}
 	start := time.Now()
-	resp, err := h2client.Of(t.Upstream).RoundTrip(req.WithContext(actx))
+	resp, err := h2client.Of(t.Upstream).RoundTrip(req.WithContext(timing.Trace(actx)))
+	if err == nil {
+		timing.Headed()
+	}
 	if timer != nil && !timer.Stop() && err == nil {
 		resp.Body.Close()
 		err = proxy.ErrHeaderTimeout

@@ -41,7 +41,10 @@ type h1req struct {
 	fw          proxy.Forwarding
 
 	body    h1body
-	outHead int // length of the outbound head in out
+	outHead int           // length of the outbound head in out
+	header  time.Duration // the attempt's time to the response head
+	// tunnelIn is the bytes a WebSocket client sent through its tunnel.
+	tunnelIn int64
 
 	closeAfter bool // close the connection after this exchange
 	abort      bool // the response broke off: close without finishing it
@@ -81,15 +84,16 @@ func (c *h1conn) handle() bool {
 	}
 	q.query = query
 	q.path = route.NormalizePath(escaped)
-	if l.Access != nil {
+	q.rec.Info = &q.info
+	if q.head.Minor == 0 {
+		q.rec.Version = proxy.HTTP10
+	}
+	if l.Verbose() {
 		// Copies: the strings of the head alias the read buffer.
 		r := &q.rec
 		r.Method, r.Host, r.Path, r.Query = string(q.head.Method), strings.Clone(q.host), strings.Clone(escaped), strings.Clone(query)
 		r.UserAgent = strings.Clone(q.raw.Get("User-Agent"))
-		r.Proto = "HTTP/1.1"
-		if q.head.Minor == 0 {
-			r.Proto = "HTTP/1.0"
-		}
+		l.StartTrace(r, hopless{q})
 	}
 
 	q.rec.Status = c.serveRequest(&q.rec.Result)
@@ -176,7 +180,7 @@ func (c *h1conn) serveRequest(res *proxy.Result) int {
 	if max := l.Limits.MaxBodyBytes; max > 0 && q.head.ContentLength > max {
 		return c.fail(413, "request body too large", true)
 	}
-	t := l.Resolve(q.host, q.path, q.query, &q.raw, c.peer, &q.info)
+	t := l.Resolve(&q.rec, q.host, q.path, q.query, &q.raw, c.peer)
 	if t == nil {
 		return c.fail(404, "no route for this request", false)
 	}
@@ -192,7 +196,7 @@ func (c *h1conn) serveRequest(res *proxy.Result) int {
 	}
 	c.buildOutbound()
 	c.consumeHead()
-	*res = proxy.Forward(ctx, t, &q.info, c)
+	*res = proxy.Forward(ctx, &q.rec, c)
 	if res.Class == proxy.Done {
 		return res.Status
 	}
@@ -241,7 +245,7 @@ func (c *h1conn) buildOutbound() {
 	for f := range edge.Fields(q.raw.head, q.raw.first) {
 		n := f.Name
 		if proxy.IsHop(bstr(n)) || q.namedInConnection(bstr(n)) || q.fw.Drops(bstr(n)) ||
-			equalFoldName(n, "host") || equalFoldName(n, "x-request-id") {
+			q.rec.Trace.Replaces(bstr(n)) || equalFoldName(n, "host") || equalFoldName(n, "x-request-id") {
 			continue
 		}
 		o = append(o, n...)
@@ -270,6 +274,17 @@ func (c *h1conn) buildOutbound() {
 	o = append(o, "X-Request-Id: "...)
 	o = append(o, q.id...)
 	o = append(o, "\r\n"...)
+	if tr := &q.rec.Trace; tr.On() {
+		// sluice's span is the backend's parent.
+		o = append(o, "Traceparent: "...)
+		o = append(o, tr.Parent()...)
+		o = append(o, "\r\n"...)
+		if st := tr.State(); st != "" {
+			o = append(o, "Tracestate: "...)
+			o = append(o, st...)
+			o = append(o, "\r\n"...)
+		}
+	}
 	if q.te {
 		o = append(o, "Te: trailers\r\n"...)
 	}
@@ -355,13 +370,11 @@ func (c *h1conn) answerOptions() int {
 func (c *h1conn) finish() {
 	q := &c.req
 	r := &q.rec
-	r.Target = q.t
-	if q.t != nil {
-		r.Info = &q.info
-	}
+	r.BytesIn = q.body.sent() + q.tunnelIn
 	if q.l.Access != nil {
 		r.ID = string(q.id)
 		r.Client = c.nc.RemoteAddr().String()
+		r.TLSVersion = c.tlsVersion()
 	}
 	q.l.Finish(r)
 }
@@ -377,6 +390,18 @@ func (c *h1conn) clientCert() string {
 		}
 	}
 	return c.xfcc
+}
+
+// tlsVersion is the connection's TLS version (0: plain), read once per
+// connection.
+func (c *h1conn) tlsVersion() uint16 {
+	if !c.tlsDone {
+		c.tlsDone = true
+		if tc, ok := c.nc.(*tls.Conn); ok {
+			c.tlsVer = tc.ConnectionState().Version
+		}
+	}
+	return c.tlsVer
 }
 
 // hopless is the request's fields as a backend sees them before sluice

@@ -55,6 +55,6 @@ func (c *h1conn) tunnel(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backen
 	fromClient := io.MultiReader(bytes.NewReader(c.buf[c.r:c.w]), c.nc)
 	c.r = c.w
 	fromBack := io.MultiReader(bytes.NewReader(uc.buf[uc.r:uc.w]), uc.nc)
-	q.rec.Bytes = tn.Relay(fromClient, fromBack, uc.nc)
+	q.rec.Bytes, q.tunnelIn = tn.Relay(fromClient, fromBack, uc.nc)
 	return proxy.Outcome{Class: proxy.Done, Status: 101}
 }

@@ -77,6 +77,10 @@ type httpAttempt struct {
 	gate   *continueGate // Expect: 100-continue: the body waits for the backend
 	abort  bool          // the response was cut short: reset the client connection
 	rec    proxy.Record
+	// timed: the access log is on, so attempts measure their upstream
+	// connect time and time to the response head.
+	timed  bool
+	timing proxy.ConnTiming
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -89,17 +93,29 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.id = h.ids.Next()
 	}
 	var info pool.PickInfo
-	a.rec.Result, a.rec.Status = a.serve(l, &info)
-	if l.Access != nil {
+	rec := &a.rec
+	rec.Info = &info
+	switch {
+	case r.ProtoMajor >= 2:
+		rec.Version = proxy.HTTP2
+	case r.ProtoMinor == 0:
+		rec.Version = proxy.HTTP10
+	}
+	a.timed = l.Access != nil
+	if l.Verbose() {
 		_, path, query := proxy.SplitTarget(r.RequestURI)
-		a.rec.Method, a.rec.Host, a.rec.Path, a.rec.Query = r.Method, r.Host, path, query
-		a.rec.UserAgent, a.rec.ID, a.rec.Client, a.rec.Proto = r.UserAgent(), a.id, r.RemoteAddr, r.Proto
+		rec.Method, rec.Host, rec.Path, rec.Query = r.Method, r.Host, path, query
+		rec.UserAgent, rec.ID, rec.Client = r.UserAgent(), a.id, r.RemoteAddr
+		if cs := tlsState(r); cs != nil {
+			rec.TLSVersion = cs.Version
+		}
+		l.StartTrace(rec, stdFields(r.Header))
 	}
-	a.rec.Target = a.t
-	if a.t != nil {
-		a.rec.Info = &info
+	rec.Result, rec.Status = a.serve(l, &info)
+	if a.body != nil {
+		rec.BytesIn += a.body.sent.Load()
 	}
-	l.Finish(&a.rec)
+	l.Finish(rec)
 	if a.abort {
 		// The backend's response broke off after its header was sent, or
 		// the client is gone: the client must see a broken response, never
@@ -149,7 +165,7 @@ func (a *httpAttempt) serve(l *proxy.Listener, info *pool.PickInfo) (proxy.Resul
 	// holds a character Go prefers escaped.
 	_, escaped, _ := proxy.SplitTarget(r.RequestURI)
 	path := route.NormalizePath(escaped)
-	t := l.Resolve(r.Host, path, r.URL.RawQuery, stdFields(r.Header), peer, info)
+	t := l.Resolve(&a.rec, r.Host, path, r.URL.RawQuery, stdFields(r.Header), peer)
 	if t == nil {
 		return proxy.Result{}, a.fail(http.StatusNotFound, "no route for this request", false)
 	}
@@ -170,7 +186,7 @@ func (a *httpAttempt) serve(l *proxy.Listener, info *pool.PickInfo) (proxy.Resul
 	}
 	a.tls = l.TLS
 	a.buildOutbound(l, peer, path)
-	res := proxy.Forward(ctx, t, info, a)
+	res := proxy.Forward(ctx, &a.rec, a)
 	if res.Class == proxy.Done {
 		return res, res.Status
 	}
@@ -211,6 +227,18 @@ func (a *httpAttempt) buildOutbound(l *proxy.Listener, peer netip.Addr, path str
 	}
 	setForwarded(out.Header, &fw)
 	out.Header.Set("X-Request-Id", a.id)
+	if tr := &a.rec.Trace; tr.On() {
+		// sluice's span is the backend's parent.
+		for name := range out.Header {
+			if tr.Replaces(name) {
+				delete(out.Header, name)
+			}
+		}
+		out.Header.Set("Traceparent", tr.Parent())
+		if st := tr.State(); st != "" {
+			out.Header.Set("Tracestate", st)
+		}
+	}
 	if a.grpc {
 		capGRPCTimeout(out.Header, a.t.Timeouts.Request)
 	}
@@ -251,7 +279,10 @@ func (a *httpAttempt) idempotent() bool {
 }
 
 // Send is one attempt on b through the pool's http.Transport.
-func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) proxy.Outcome {
+func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) (o proxy.Outcome) {
+	if a.timed {
+		defer a.timing.Fill(&o)
+	}
 	tr := roundTripper(a.t.Upstream)
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -287,7 +318,13 @@ func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) 
 	if a.gate != nil {
 		rctx = a.gate.trace(actx)
 	}
+	if a.timed {
+		rctx = a.timing.Trace(rctx)
+	}
 	resp, err := tr.RoundTrip(a.out.WithContext(rctx))
+	if err == nil && a.timed {
+		a.timing.Headed()
+	}
 	if a.gate != nil {
 		a.gate.shut() // a final answer came first: the body stays with the client
 	}
@@ -487,6 +524,9 @@ type trackedBody struct {
 	n   int64 // bytes read from the client so far
 	max int64
 	err error
+	// sent is n for the handler, which may read it while the Transport
+	// still reads the body on a goroutine of its own.
+	sent atomic.Int64
 
 	keep     bool
 	kept     []byte // the first n bytes, while n ≤ proxy.ReplayMax
@@ -505,6 +545,7 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.r.Read(p)
 	b.n += int64(n)
+	b.sent.Add(int64(n))
 	if b.max > 0 && b.n > b.max {
 		b.err = proxy.ErrBodyTooLarge
 		return 0, b.err

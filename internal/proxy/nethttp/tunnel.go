@@ -56,6 +56,8 @@ func (a *httpAttempt) tunnel(resp *http.Response, b *pool.Backend) proxy.Outcome
 		return proxy.Outcome{Class: proxy.Done, Status: resp.StatusCode, Err: err}
 	}
 	// brw.Reader holds any bytes the client sent after its request.
-	a.rec.Bytes += tn.Relay(brw.Reader, backConn, backConn)
+	out, in := tn.Relay(brw.Reader, backConn, backConn)
+	a.rec.Bytes += out
+	a.rec.BytesIn += in
 	return proxy.Outcome{Class: proxy.Done, Status: resp.StatusCode}
 }
