@@ -5,6 +5,7 @@
 package metrics
 
 import (
+	"encoding/hex"
 	"net/http"
 	"strconv"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/proxy"
 )
 
 // Listener is one listener as the collector sees it.
@@ -31,6 +33,9 @@ type Listener struct {
 	HTTP2Errors uint64
 	// HTTP2Floods counts HTTP/2 connections closed for abuse, by reason.
 	HTTP2Floods map[string]uint64
+	// Stats are the listener's requests by protocol and status class and
+	// their duration (nil: none yet).
+	Stats *proxy.ListenerStats
 }
 
 // Certificate is one certificate name a listener serves and when it expires.
@@ -60,6 +65,9 @@ type Source interface {
 	AccessLogDropped() uint64
 	// Build describes the running binary (sluice_build_info).
 	Build() Build
+	// TraceSpans returns how many spans were exported and how many failed
+	// to be (0, 0 when tracing was never on).
+	TraceSpans() (exported, failed uint64)
 }
 
 var (
@@ -106,6 +114,25 @@ var (
 	descBuild = prometheus.NewDesc("sluice_build_info",
 		"Always 1; the labels say which sluice runs: its version, VCS revision and Go version.",
 		[]string{"version", "revision", "goversion"}, nil)
+	descBytesIn = prometheus.NewDesc("sluice_backend_bytes_in_total",
+		"Request body bytes read from clients and sent to the backend (counted for the backend that answered).",
+		[]string{"pool", "backend"}, nil)
+	descBytesOut = prometheus.NewDesc("sluice_backend_bytes_out_total",
+		"Response body bytes from the backend sent to clients.", []string{"pool", "backend"}, nil)
+	descListenerDuration = prometheus.NewDesc("sluice_listener_request_duration_seconds",
+		"Time from request start to the end of the response, by listener and status class (1xx to 5xx), every request included (those sluice answered itself too).",
+		[]string{"listener", "code_class"}, nil)
+	descListenerRequests = prometheus.NewDesc("sluice_listener_requests_total",
+		"Requests answered, by listener, the client's protocol (HTTP/1.0, HTTP/1.1, HTTP/2.0) and status class.",
+		[]string{"listener", "protocol", "code_class"}, nil)
+	descQueueWait = prometheus.NewDesc("sluice_pool_queue_wait_seconds",
+		"Time requests waited in the queue for a backend slot (max_connections_per_backend), whether they got one or not.",
+		[]string{"pool"}, nil)
+	descBudgetExhausted = prometheus.NewDesc("sluice_retry_budget_exhausted_total",
+		"Retries that retry_on asked for and the retry budget (budget_percent) refused.", []string{"pool"}, nil)
+	descTraceSpans = prometheus.NewDesc("sluice_trace_spans_total",
+		"Spans handed to the OTLP exporter, by result (exported, or failed: the collector refused them or could not be reached).",
+		[]string{"result"}, nil)
 	descAccessDropped = prometheus.NewDesc("sluice_access_log_dropped_total",
 		"Access log entries dropped because the writer fell behind (the request path never waits for it).", nil, nil)
 )
@@ -120,13 +147,15 @@ func NewHandler(src Source) http.Handler {
 	reg.MustRegister(&Collector{src: src},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+	// OpenMetrics, when the scraper asks for it, carries the exemplars.
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, EnableOpenMetrics: true})
 }
 
 // Describe sends every metric description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descDuration, descUp, descInFlight, descFailures,
-		descRetries, descQueued, descChecks, descEjections, descConns, descReloads, descLastReload, descDiscovery, descAccessDropped, descHandshakes, descCertExpiry, descH2Errors, descH2Floods, descBuild} {
+		descRetries, descQueued, descChecks, descEjections, descConns, descReloads, descLastReload, descDiscovery, descAccessDropped, descHandshakes, descCertExpiry, descH2Errors, descH2Floods, descBuild,
+		descBytesIn, descBytesOut, descListenerDuration, descListenerRequests, descQueueWait, descBudgetExhausted, descTraceSpans} {
 		ch <- d
 	}
 }
@@ -160,20 +189,30 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		if l.NoPool != nil {
 			requests(l.NoPool, "", "")
 		}
+		if st := l.Stats; st != nil {
+			for c := 1; c <= 5; c++ {
+				class := codeClasses[c-1]
+				histogram(ch, descListenerDuration, &st.Duration[c-1], l.Name, class)
+				for _, v := range proxy.Versions() {
+					if n := st.Requests(v, c); n > 0 {
+						counter(descListenerRequests, n, l.Name, v.String(), class)
+					}
+				}
+			}
+		}
 	}
 	for _, p := range c.src.Pools() {
 		counter(descRetries, p.Retries.Load(), p.Name)
+		counter(descBudgetExhausted, p.Budget.Exhausted(), p.Name)
 		gauge(descQueued, float64(p.Limit.Queued()), p.Name)
+		histogram(ch, descQueueWait, &p.QueueWait, p.Name)
 		requests(&p.NoBackend, p.Name, "")
 		for _, b := range p.Backends() {
 			s := &b.Stats
 			requests(s, p.Name, b.Address)
-			cum, count, sum := s.Histogram()
-			buckets := make(map[float64]uint64, len(cum))
-			for i, ub := range pool.DurationBuckets {
-				buckets[ub] = cum[i]
-			}
-			ch <- prometheus.MustNewConstHistogram(descDuration, count, sum, buckets, p.Name, b.Address)
+			histogram(ch, descDuration, &s.Duration, p.Name, b.Address)
+			counter(descBytesIn, s.BytesIn.Load(), p.Name, b.Address)
+			counter(descBytesOut, s.BytesOut.Load(), p.Name, b.Address)
 			up := 0.0
 			if b.Eligible() {
 				up = 1
@@ -198,6 +237,34 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descDiscovery, n, poolName, source)
 	})
 	counter(descAccessDropped, c.src.AccessLogDropped())
+	exported, failed := c.src.TraceSpans()
+	counter(descTraceSpans, exported, "exported")
+	counter(descTraceSpans, failed, "failed")
 	b := c.src.Build()
 	gauge(descBuild, 1, b.Version, b.Revision, b.GoVersion)
+}
+
+// codeClasses are the values of the code_class label, by status / 100 - 1.
+var codeClasses = [5]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// histogram sends h as a histogram with the labels, carrying each bucket's
+// latest exemplar (a sampled request's trace id) when tracing is on.
+func histogram(ch chan<- prometheus.Metric, d *prometheus.Desc, h *pool.Histogram, labels ...string) {
+	cum, count, sum := h.Snapshot()
+	buckets := make(map[float64]uint64, len(cum))
+	for i, ub := range pool.DurationBuckets {
+		buckets[ub] = cum[i]
+	}
+	m := prometheus.MustNewConstHistogram(d, count, sum, buckets, labels...)
+	if exs := h.Exemplars(); len(exs) > 0 {
+		list := make([]prometheus.Exemplar, len(exs))
+		for i, e := range exs {
+			list[i] = prometheus.Exemplar{Value: e.Value.Seconds(), Timestamp: e.At,
+				Labels: prometheus.Labels{"trace_id": hex.EncodeToString(e.TraceID[:])}}
+		}
+		if mx, err := prometheus.NewMetricWithExemplars(m, list...); err == nil {
+			m = mx
+		}
+	}
+	ch <- m
 }

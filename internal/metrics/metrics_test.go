@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/proxy"
 )
 
 type roundRobinish struct{}
@@ -38,6 +39,7 @@ func (s *source) Reloads() (uint64, uint64, bool) {
 }
 func (s *source) DiscoveryErrors(fn func(pool, source string, n uint64)) { fn("web", "dns", 2) }
 func (s *source) AccessLogDropped() uint64                               { return 7 }
+func (s *source) TraceSpans() (uint64, uint64)                           { return 11, 2 }
 func (s *source) Build() Build {
 	return Build{Version: "v1.2.3", Revision: "abcdef123456", GoVersion: "go1.26.8"}
 }
@@ -55,7 +57,18 @@ func TestExposition(t *testing.T) {
 	p.Retries.Add(5)
 	noPool := &pool.Stats{}
 	noPool.Observe(0, 404, time.Millisecond)
-	src := &source{pools: []*pool.Pool{p}, lis: []Listener{{Name: "public", Active: 7, NoPool: noPool}}}
+	b.Stats.BytesIn.Add(100)
+	b.Stats.BytesOut.Add(2000)
+	p.QueueWait.Observe(20 * time.Millisecond)
+	for range 4 { // the budget's minimum is 3 retries: the fourth is refused
+		p.Budget.Allow()
+	}
+	b.Stats.Duration.Exemplify(&pool.Exemplar{TraceID: [16]byte{0x4b, 0xf9}, Value: 30 * time.Millisecond, At: time.Unix(1700000000, 0)})
+	ls := &proxy.ListenerStats{}
+	ls.Observe(proxy.HTTP2, 200, 2*time.Millisecond)
+	ls.Observe(proxy.HTTP11, 503, time.Millisecond)
+	ls.Observe(proxy.HTTP11, 201, time.Millisecond)
+	src := &source{pools: []*pool.Pool{p}, lis: []Listener{{Name: "public", Active: 7, NoPool: noPool, Stats: ls}}}
 
 	srv := httptest.NewServer(NewHandler(src))
 	defer srv.Close()
@@ -85,6 +98,19 @@ func TestExposition(t *testing.T) {
 		`sluice_config_last_reload_successful 0`,
 		`sluice_discovery_errors_total{pool="web",source="dns"} 2`,
 		`sluice_access_log_dropped_total 7`,
+		`sluice_backend_bytes_in_total{backend="http://127.0.0.1:8081",pool="web"} 100`,
+		`sluice_backend_bytes_out_total{backend="http://127.0.0.1:8081",pool="web"} 2000`,
+		`sluice_pool_queue_wait_seconds_bucket{pool="web",le="0.025"} 1`,
+		`sluice_pool_queue_wait_seconds_count{pool="web"} 1`,
+		`sluice_retry_budget_exhausted_total{pool="web"} 1`,
+		`sluice_listener_requests_total{code_class="2xx",listener="public",protocol="HTTP/2.0"} 1`,
+		`sluice_listener_requests_total{code_class="2xx",listener="public",protocol="HTTP/1.1"} 1`,
+		`sluice_listener_requests_total{code_class="5xx",listener="public",protocol="HTTP/1.1"} 1`,
+		`sluice_listener_request_duration_seconds_count{code_class="2xx",listener="public"} 2`,
+		`sluice_listener_request_duration_seconds_count{code_class="5xx",listener="public"} 1`,
+		`sluice_listener_request_duration_seconds_count{code_class="4xx",listener="public"} 0`,
+		`sluice_trace_spans_total{result="exported"} 11`,
+		`sluice_trace_spans_total{result="failed"} 2`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(text, want+"\n") && !strings.Contains(text, want+" ") {
@@ -93,5 +119,29 @@ func TestExposition(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("exposition:\n%s", text)
+	}
+}
+
+// TestExemplars checks the OpenMetrics exposition carries a traced
+// request's trace id on the bucket its duration fell in.
+func TestExemplars(t *testing.T) {
+	u, _ := url.Parse("http://127.0.0.1:8081")
+	b := pool.NewBackend("http://127.0.0.1:8081", u, 1)
+	p := pool.New("web", roundRobinish{}, []*pool.Backend{b})
+	b.Stats.Observe(0, 200, 30*time.Millisecond)
+	b.Stats.Duration.Exemplify(&pool.Exemplar{TraceID: [16]byte{0x4b, 0xf9, 15: 1}, Value: 30 * time.Millisecond, At: time.Unix(1700000000, 0)})
+	srv := httptest.NewServer(NewHandler(&source{pools: []*pool.Pool{p}}))
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", srv.URL, nil)
+	req.Header.Set("Accept", "application/openmetrics-text; version=1.0.0")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	want := `sluice_request_duration_seconds_bucket{backend="http://127.0.0.1:8081",pool="web",le="0.05"} 1 # {trace_id="4bf90000000000000000000000000001"} 0.03 1.7e+09`
+	if !strings.Contains(string(body), want) {
+		t.Errorf("OpenMetrics exposition lacks the exemplar %q:\n%s", want, body)
 	}
 }

@@ -95,9 +95,9 @@ func (s *ListenerStats) Requests(v Version, c int) uint64 {
 // Versions lists the versions Requests counts.
 func Versions() []Version { return []Version{HTTP10, HTTP11, HTTP2} }
 
-// observe counts one request and returns the duration histogram it went
+// Observe counts one request and returns the duration histogram it went
 // to (nil when its status has no class).
-func (s *ListenerStats) observe(v Version, status int, d time.Duration) *pool.Histogram {
+func (s *ListenerStats) Observe(v Version, status int, d time.Duration) *pool.Histogram {
 	if s == nil || status < 100 || status > 599 || v >= numVersions {
 		return nil
 	}
@@ -126,7 +126,7 @@ func (l *Listener) Finish(r *Record) {
 	default:
 		l.NoPool.Observe(l.Slot, r.Status, d)
 	}
-	lh := l.Stats.observe(r.Version, r.Status, d)
+	lh := l.Stats.Observe(r.Version, r.Status, d)
 	if r.Trace.On() {
 		r.Trace.end(r, end, d, lh, bh)
 	}

@@ -232,9 +232,10 @@ func (s *Server) view(lc config.Listener, snap *snapshot, l *listener) *proxy.Li
 		}
 		return -1
 	}
+	slot := s.slot(lc.Name)
 	v := &proxy.Listener{
 		Name:    lc.Name,
-		Slot:    s.slot(lc.Name),
+		Slot:    slot,
 		Routes:  route.Compile(lc.Routes, lc.Pool, poolIndex),
 		Targets: targets,
 		Trusted: lc.TrustedPrefixes,
@@ -242,6 +243,8 @@ func (s *Server) view(lc config.Listener, snap *snapshot, l *listener) *proxy.Li
 		TLS:     lc.TLS != nil,
 		NoPool:  l.noPool,
 		Access:  s.access,
+		Tracer:  snap.tracing.Tracer(),
+		Stats:   s.listenerStats(slot),
 	}
 	if lt := l.tlsState; lt != nil && lc.TLS != nil {
 		v.Covers = lt.covers

@@ -58,10 +58,18 @@ func (s *Server) reloadLocked() (config.Changes, error) {
 		s.logger.Warn("admin and access_log changes take effect at the next restart (a reload reopens the access log file, for log rotation)")
 	}
 	old := s.snap.Load()
+	tp, err := s.tracingFor(cfg, old.tracing)
+	if err != nil {
+		return config.Changes{}, err
+	}
 	snap := s.buildSnapshot(cfg, old)
+	snap.tracing = tp
 	bound, err := s.bindListeners(cfg, snap, s.listeners)
 	if err != nil {
 		s.stopPools(snap.pools)
+		if tp != old.tracing {
+			s.flushTracing(tp)
+		}
 		return config.Changes{}, err
 	}
 	// Swap: pools first, then each listener's view.
@@ -133,6 +141,13 @@ func (s *Server) reloadLocked() (config.Changes, error) {
 	for _, p := range old.pools {
 		if np := snap.byName[p.cfg.Name]; np == nil || np.upstream != p.upstream {
 			p.upstream.Close()
+		}
+	}
+	if old.tracing != tp {
+		// Requests that began on the old views end their spans there.
+		s.retireTracing(old.tracing, cfg.ShutdownTimeout)
+		if tp == nil {
+			s.logger.Info("tracing off")
 		}
 	}
 	if !reflect.DeepEqual(cfg.Log, s.cfg.Log) {

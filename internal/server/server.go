@@ -29,6 +29,7 @@ import (
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/proxy"
 	"github.com/sluice-lb/sluice/internal/state"
+	"github.com/sluice-lb/sluice/internal/tracing"
 )
 
 // Options are the parts of a Server that do not come from the config.
@@ -83,6 +84,9 @@ type Server struct {
 	removing  map[*pool.Backend]bool
 	slotNames [pool.MaxListeners]atomic.Pointer[string]
 	nextSlot  int
+	lstats    [pool.MaxListeners]*proxy.ListenerStats // by slot (see listenerStats)
+
+	traceCounts tracing.Counts
 
 	ready        atomic.Bool
 	reloadsOK    atomic.Uint64
@@ -106,6 +110,8 @@ type Server struct {
 type snapshot struct {
 	pools  []*poolRT
 	byName map[string]*poolRT
+	// tracing is the tracing provider the views' requests use (nil: off).
+	tracing *tracing.Provider
 }
 
 // poolRT is one pool with what runs beside it.
@@ -189,10 +195,19 @@ func (s *Server) Run(ctx context.Context) error {
 		defer func() { acancel(); s.access.Wait() }()
 		go s.access.Run(actx)
 	}
+	tp, err := s.tracingFor(s.cfg, nil)
+	if err != nil {
+		s.mu.Unlock()
+		s.cancel()
+		return err
+	}
 	snap := s.buildSnapshot(s.cfg, nil)
+	snap.tracing = tp
 	adminLn, err := s.listen("", s.cfg.Admin.Address)
 	if err != nil {
 		s.mu.Unlock()
+		s.stopPools(snap.pools)
+		s.flushTracing(tp)
 		s.cancel()
 		return err
 	}
@@ -201,6 +216,7 @@ func (s *Server) Run(ctx context.Context) error {
 		adminLn.Close()
 		s.mu.Unlock()
 		s.stopPools(snap.pools)
+		s.flushTracing(tp)
 		s.cancel()
 		return err
 	}
@@ -333,6 +349,8 @@ func (s *Server) shutdown() error {
 		for _, p := range snap.pools {
 			p.upstream.Close()
 		}
+		// Every request has ended: its span is queued. Export what is.
+		s.flushTracing(snap.tracing)
 	}
 	s.wg.Wait()
 	if ctx.Err() != nil {
@@ -389,7 +407,7 @@ func (s *Server) Listeners() []metrics.Listener {
 	out := make([]metrics.Listener, 0, len(s.listeners))
 	for _, l := range s.listeners {
 		ml := metrics.Listener{Name: l.cfg.Name, Active: l.active.Load(), NoPool: l.noPool,
-			HTTP2Errors: l.h2Errors.Load()}
+			HTTP2Errors: l.h2Errors.Load(), Stats: s.listenerStats(s.slot(l.cfg.Name))}
 		if l.cfg.H2C || l.cfg.TLS != nil {
 			ml.HTTP2Floods = map[string]uint64{}
 			for _, r := range h2guard.Reasons() {
