@@ -317,9 +317,10 @@ func deadAddr(t testing.TB) string {
 
 // sluice is a sluice server running in the test process.
 type sluice struct {
-	t    testing.TB
-	srv  *server.Server
-	stop func()
+	t      testing.TB
+	srv    *server.Server
+	stop   func()
+	access *logBuffer // the access log
 }
 
 // Stop cancels Run and waits (bounded) until it has returned; the test's
@@ -400,7 +401,7 @@ func startSluice(t testing.TB, cfg *config.Config) *sluice {
 			t.Fatal("server not ready within 10s")
 		}
 	}
-	return &sluice{t: t, srv: srv, stop: stop}
+	return &sluice{t: t, srv: srv, stop: stop, access: access}
 }
 
 // Addr is the bound address of a listener.
