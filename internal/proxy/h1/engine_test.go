@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluice-lb/sluice/internal/balance"
 	"github.com/sluice-lb/sluice/internal/config"
@@ -67,6 +68,8 @@ type engineSetup struct {
 	UpstreamTLS *tls.Config
 	// Wrap, when set, wraps the engine's listener.
 	Wrap func(net.Listener) net.Listener
+	// Tracer, when set, traces every request (see proxy.Listener.Tracer).
+	Tracer trace.Tracer
 }
 
 func defaultSetup() engineSetup {
@@ -108,7 +111,8 @@ func startEngine(tb testing.TB, s engineSetup, backends ...string) *engineEnv {
 		Timeouts: s.Pool, Upstream: up, RetryAfter: "1"}
 	view := &atomic.Pointer[proxy.Listener]{}
 	view.Store(&proxy.Listener{Name: "test", Routes: route.Compile(nil, "web", func(string) int { return 0 }),
-		Targets: []*proxy.Target{tg}, NoPool: &pool.Stats{}, Limits: s.Limits, Trusted: s.Trusted})
+		Targets: []*proxy.Target{tg}, NoPool: &pool.Stats{}, Limits: s.Limits, Trusted: s.Trusted,
+		Stats: &proxy.ListenerStats{}, Tracer: s.Tracer})
 	ids := proxy.NewRequestIDs()
 	tunnels := &proxy.Tunnels{}
 	e := NewEngine(EngineOptions{View: view, IDs: ids, Logger: logger, Tunnels: tunnels,
