@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -390,6 +391,85 @@ func TestTraceContextUntouchedWithoutTracing(t *testing.T) {
 		}
 		if _, ok := e["trace_id"]; ok {
 			t.Errorf("access log line has a trace_id with tracing off: %s", line)
+		}
+	}
+}
+
+// TestTracingReloadSwapsProvider: a reload that adds the tracing block
+// turns tracing on; one that changes it (another collector, another
+// protocol) sends the spans of later requests to the new collector while
+// the old one gets what began before; shutdown flushes both.
+func TestTracingReloadSwapsProvider(t *testing.T) {
+	t.Parallel()
+	rcv1, rcv2 := startOTLP(t, "grpc"), startOTLP(t, "http")
+	be := startBackend(t, "b1")
+	dead := "http://" + deadAddr(t)
+	v1 := tracingYAML("grpc", rcv1.Addr, be.URL(), dead)
+	v2 := tracingYAML("http", rcv2.Addr, be.URL(), dead)
+	v0 := v1[:strings.Index(v1, "tracing:\n")] + "shutdown_timeout: 10s\n"
+	p, file, addr, _ := runConfig(t, v0)
+	c := newClient(t)
+	n := 0
+	// send makes a request with a new sampled trace id and returns it and
+	// whether the backend's traceparent was sluice's rather than the
+	// client's.
+	send := func() (string, bool) {
+		t.Helper()
+		n++
+		id := fmt.Sprintf("%032x", 0xabc000+n)
+		parent := "00-" + id + "-00f067aa0ba902b7-01"
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/echo", nil)
+		req.Header.Set("Traceparent", parent)
+		r := do(t, c, req)
+		return id, parseEcho(t, r.Body).Headers.Get("Traceparent") != parent
+	}
+	reloads := func() int { return strings.Count(p.Stderr.String(), `msg="config reloaded"`) }
+	reload := func(yaml string, want int) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(withEngineYAML(yaml)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p.signal(syscall.SIGHUP)
+		eventually(t, 10*time.Second, "the reload is logged", func() bool { return reloads() == want })
+	}
+
+	off, rewritten := send()
+	if rewritten {
+		t.Errorf("without tracing the backend's traceparent was rewritten")
+	}
+	reload(v1, 1)
+	on1, rewritten := send()
+	if !rewritten {
+		t.Errorf("after the reload that turned tracing on, the backend got the client's traceparent")
+	}
+	reload(v2, 2)
+	on2, _ := send()
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(20 * time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM, want 0", code)
+	}
+	traces := func(r *otlpReceiver) map[string]bool {
+		m := map[string]bool{}
+		for _, s := range r.Spans() {
+			m[hex.EncodeToString(s.TraceId)] = true
+		}
+		return m
+	}
+	got1, got2 := traces(rcv1), traces(rcv2)
+	for _, c := range []struct {
+		what     string
+		got      bool
+		want     bool
+		receiver string
+	}{
+		{"the request before tracing", got1[off] || got2[off], false, "either"},
+		{"the request after the first reload", got1[on1], true, "the gRPC collector"},
+		{"the request after the first reload", got2[on1], false, "the HTTP collector"},
+		{"the request after the second reload", got2[on2], true, "the HTTP collector"},
+		{"the request after the second reload", got1[on2], false, "the gRPC collector"},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: exported to %s = %v, want %v", c.what, c.receiver, c.got, c.want)
 		}
 	}
 }
