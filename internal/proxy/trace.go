@@ -42,15 +42,19 @@ func (l *Listener) StartTrace(r *Record, h Fields) {
 	default:
 		method = "_OTHER" // bounded, as OpenTelemetry's HTTP conventions ask
 	}
-	ctx, span := l.Tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(r.Start),
-		trace.WithAttributes(
+	ctx, span := l.Tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(r.Start))
+	r.Trace = Trace{span: span}
+	if span.IsRecording() {
+		// A span that is not sampled records nothing: its attributes are
+		// not even made.
+		span.SetAttributes(
 			attribute.String("http.request.method", method),
 			attribute.String("url.path", r.Path),
 			attribute.String("server.address", r.Host),
 			attribute.String("network.protocol.version", r.Version.number()),
 			attribute.String("sluice.listener", l.Name),
-		))
-	r.Trace = Trace{span: span}
+		)
+	}
 	w3c.Inject(ctx, outbound{&r.Trace})
 }
 
@@ -91,7 +95,7 @@ func (t *Trace) TraceID() string {
 
 // routed notes the route and pool a traced request took.
 func (t *Trace) routed(routes interface{ Describe(int) (string, string) }, route int, poolName string) {
-	if t.span == nil {
+	if t.span == nil || !t.span.IsRecording() {
 		return
 	}
 	name, prefix := routes.Describe(route)
@@ -102,7 +106,7 @@ func (t *Trace) routed(routes interface{ Describe(int) (string, string) }, route
 // retry records, as an event on the span, that attempt try on b failed
 // with o and another follows.
 func (t *Trace) retry(b *pool.Backend, try int, o Outcome) {
-	if t.span == nil {
+	if t.span == nil || !t.span.IsRecording() {
 		return
 	}
 	attrs := []attribute.KeyValue{
@@ -123,6 +127,10 @@ func (t *Trace) retry(b *pool.Backend, try int, o Outcome) {
 // exemplar of the duration histograms hs.
 func (t *Trace) end(r *Record, end time.Time, d time.Duration, hs ...*pool.Histogram) {
 	span := t.span
+	if !span.IsRecording() {
+		span.End()
+		return
+	}
 	res := &r.Result
 	attrs := []attribute.KeyValue{
 		attribute.Int("http.response.status_code", r.Status),
