@@ -13,6 +13,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -388,6 +389,29 @@ func TestTLSListenerHTTP1AndHTTP2(t *testing.T) {
 		}
 		wg.Wait()
 	})
+
+	// The access log names the TLS version of every request, and the
+	// request body bytes of the POSTs.
+	s.Stop()
+	posts := 0
+	for _, line := range strings.Split(strings.TrimSpace(s.access.String()), "\n") {
+		var e map[string]any
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("access log line %q: %v", line, err)
+		}
+		if e["tls_version"] != "1.3" {
+			t.Errorf("access log: tls_version %v, want 1.3: %s", e["tls_version"], line)
+		}
+		if e["method"] == "POST" {
+			posts++
+			if e["bytes_in"] != 5.0 {
+				t.Errorf("access log: POST with bytes_in %v, want 5: %s", e["bytes_in"], line)
+			}
+		}
+	}
+	if posts != 6 {
+		t.Errorf("access log has %d POST lines, want 6", posts)
+	}
 }
 
 // TestTLSMinVersion: min_version 1.3 refuses a TLS 1.2 client at the
