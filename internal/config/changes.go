@@ -16,6 +16,9 @@ type Changes struct {
 	// Backends as "POOL ADDRESS"; those of added and removed pools are
 	// not listed.
 	BackendsAdded, BackendsRemoved, BackendsChanged []string
+	// Tracing is "on" (the block was added), "off" (removed), "changed",
+	// or "" (the same).
+	Tracing string
 }
 
 // Compare lists what changes from prev to next.
@@ -64,6 +67,14 @@ func Compare(prev, next *Config) Changes {
 			c.PoolsRemoved = append(c.PoolsRemoved, p.Name)
 		}
 	}
+	switch {
+	case prev.Tracing == nil && next.Tracing != nil:
+		c.Tracing = "on"
+	case prev.Tracing != nil && next.Tracing == nil:
+		c.Tracing = "off"
+	case prev.Tracing != nil && *prev.Tracing != *next.Tracing:
+		c.Tracing = "changed"
+	}
 	return c
 }
 
@@ -86,6 +97,9 @@ func (c Changes) Summary() string {
 	add("listeners", c.ListenersAdded, c.ListenersRemoved, c.ListenersChanged)
 	add("pools", c.PoolsAdded, c.PoolsRemoved, c.PoolsChanged)
 	add("backends", c.BackendsAdded, c.BackendsRemoved, c.BackendsChanged)
+	if c.Tracing != "" {
+		parts = append(parts, "tracing: "+c.Tracing)
+	}
 	if len(parts) == 0 {
 		return "no listener, pool or backend changed"
 	}

@@ -52,6 +52,21 @@ pools:
 	if got, want := Compare(a, a).Summary(), "no listener, pool or backend changed"; got != want {
 		t.Errorf("Summary of no change = %q, want %q", got, want)
 	}
+	for _, tc := range []struct{ from, to, want string }{
+		{"", "tracing: {}\n", "tracing: on"},
+		{"tracing: {}\n", "", "tracing: off"},
+		{"tracing: {}\n", "tracing: {sample_ratio: 1}\n", "tracing: changed"},
+		{"tracing: {}\n", "tracing: {}\n", "no listener, pool or backend changed"},
+	} {
+		x, err1 := Parse("x.yaml", []byte(prev+tc.from))
+		y, err2 := Parse("y.yaml", []byte(prev+tc.to))
+		if err1 != nil || err2 != nil {
+			t.Fatal(err1, err2)
+		}
+		if got := Compare(x, y).Summary(); got != tc.want {
+			t.Errorf("tracing %q → %q: Summary = %q, want %q", tc.from, tc.to, got, tc.want)
+		}
+	}
 	many := Changes{BackendsAdded: []string{"p a", "p b", "p c", "p d", "p e"}}
 	if got, want := many.Summary(), "backends: 5 added (p a, p b, p c and 2 more)"; got != want {
 		t.Errorf("Summary = %q, want %q", got, want)

@@ -423,7 +423,7 @@ func TestTracingReloadSwapsProvider(t *testing.T) {
 		r := do(t, c, req)
 		return id, parseEcho(t, r.Body).Headers.Get("Traceparent") != parent
 	}
-	reloads := func() int { return strings.Count(p.Stderr.String(), `msg="config reloaded"`) }
+	reloads := func() int { return strings.Count(p.Stderr.String(), `kind=reload_ok`) }
 	reload := func(yaml string, want int) {
 		t.Helper()
 		if err := os.WriteFile(file, []byte(withEngineYAML(yaml)), 0o644); err != nil {
@@ -438,6 +438,9 @@ func TestTracingReloadSwapsProvider(t *testing.T) {
 		t.Errorf("without tracing the backend's traceparent was rewritten")
 	}
 	reload(v1, 1)
+	if !strings.Contains(p.Stderr.String(), `kind=reload_ok reason="tracing: on"`) {
+		t.Errorf("the reload_ok event does not say that tracing went on")
+	}
 	on1, rewritten := send()
 	if !rewritten {
 		t.Errorf("after the reload that turned tracing on, the backend got the client's traceparent")
