@@ -1,6 +1,6 @@
 package config
 
-// topKeyDocs describes the keys of the top level and the admin, access_log and log blocks (see KeyDoc).
+// topKeyDocs describes the keys of the top level and the admin, access_log, tracing and log blocks (see KeyDoc).
 func topKeyDocs() map[string]KeyDoc {
 	return map[string]KeyDoc{
 		"admin": {
@@ -10,6 +10,10 @@ func topKeyDocs() map[string]KeyDoc {
 		"access_log": {
 			Type:    "[access_log](#access_log)",
 			Meaning: "the per-request log.",
+		},
+		"tracing": {
+			Type: "[tracing](#tracing)", Note: "(off)",
+			Meaning: "OpenTelemetry: one span per request, exported over OTLP.",
 		},
 		"log": {
 			Type:    "[log](#log)",
@@ -54,6 +58,27 @@ func topKeyDocs() map[string]KeyDoc {
 		"access_log.format": {
 			Type:    "`json` | `combined` | `off`",
 			Meaning: "one JSON object per request, the Apache/NGINX combined format, or no access log.",
+		},
+		"tracing.otlp_endpoint": {
+			Type:    "`host:port`",
+			Default: "`\"127.0.0.1:4317\"` (`\"127.0.0.1:4318\"` with `protocol: http`)",
+			Meaning: "the OpenTelemetry collector (or agent) receiving spans, in plain text (no TLS): keep it " +
+				"on the same host or network. No scheme and no path.",
+		},
+		"tracing.protocol": {
+			Type: "`grpc` | `http`",
+			Meaning: "OTLP over gRPC, or OTLP/HTTP with protobuf bodies `POST`ed to `/v1/traces` on the " +
+				"endpoint.",
+		},
+		"tracing.sample_ratio": {
+			Type: "number 0 to 1",
+			Meaning: "the share of requests *without a sampled parent* that are recorded (by trace id, so " +
+				"every instance of a fleet agrees). The client's decision wins: a `traceparent` with the " +
+				"sampled flag is always recorded, one without it never. `0` records only requests whose " +
+				"parent is sampled; `1` every request.",
+		},
+		"tracing.service_name": {
+			Meaning: "the spans' `service.name` resource attribute.",
 		},
 		"log.level": {
 			Type:    "`debug` | `info` | `warn` | `error`",
