@@ -85,6 +85,9 @@ type Options struct {
 	// so that proxies keep it open and a gone client is noticed; 0 means
 	// DefaultHeartbeat.
 	Heartbeat time.Duration
+	// Stats serves GET /api/v1/stats (the dashboard's charts); nil answers
+	// 404.
+	Stats StatsSource
 }
 
 // New returns the admin handler.
@@ -98,6 +101,7 @@ func New(rt Runtime, o Options) http.Handler {
 		events:    o.Events,
 		done:      o.Done,
 		heartbeat: o.Heartbeat,
+		statsSrc:  o.Stats,
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -123,6 +127,7 @@ func New(rt Runtime, o Options) http.Handler {
 	m.HandleFunc("GET /api/v1/config", h.config)
 	m.HandleFunc("GET /api/v1/events", h.streamEvents)
 	m.HandleFunc("GET /api/v1/state", h.state)
+	m.HandleFunc("GET /api/v1/stats", h.serveStats)
 	return h
 }
 
@@ -135,6 +140,8 @@ type handler struct {
 	events    *events.Log
 	done      <-chan struct{}
 	heartbeat time.Duration
+	// statsSrc feeds GET /api/v1/stats; nil: 404.
+	statsSrc StatsSource
 }
 
 var _ http.Handler = (*handler)(nil)
@@ -174,7 +181,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			mh.ServeHTTP(rec, r)
 			switch rec.code {
 			case http.StatusNotFound:
-				writeError(w, rec.code, fmt.Sprintf("no such endpoint %s: the API is under /api/v1/ (pools, pools/{pool}, pools/{pool}/backends/{address}, reload, config, events, state)", r.URL.Path))
+				writeError(w, rec.code, fmt.Sprintf("no such endpoint %s: the API is under /api/v1/ (pools, pools/{pool}, pools/{pool}/backends/{address}, reload, config, events, state, stats)", r.URL.Path))
 				return
 			case http.StatusMethodNotAllowed:
 				allow := rec.Header().Get("Allow")

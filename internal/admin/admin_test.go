@@ -354,7 +354,7 @@ func TestReadEndpoints(t *testing.T) {
 			backendJSON("http://127.0.0.1:8082", 3, "healthy")},
 		{"unknown backend", "/api/v1/pools/web/backends/http:%2F%2Fnope:1", 404,
 			map[string]any{"error": `backend "http://nope:1" in pool "web": not found` + listHint}},
-		{"unknown endpoint", "/api/v1/nope", 404, map[string]any{"error": "no such endpoint /api/v1/nope: the API is under /api/v1/ (pools, pools/{pool}, pools/{pool}/backends/{address}, reload, config, events, state)"}},
+		{"unknown endpoint", "/api/v1/nope", 404, map[string]any{"error": "no such endpoint /api/v1/nope: the API is under /api/v1/ (pools, pools/{pool}, pools/{pool}/backends/{address}, reload, config, events, state, stats)"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -235,7 +235,8 @@ func (s *Server) Run(ctx context.Context) error {
 	s.admin = gentle(&http.Server{
 		Handler: admin.New(s, admin.Options{Address: adminLn.Addr().String(), Token: token,
 			Metrics: metrics.NewHandler(s), Logger: s.logger, Version: s.opts.Version,
-			Events: s.events, Done: streams.Done()}),
+			Events: s.events, Done: streams.Done(),
+			Stats: s}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug),
