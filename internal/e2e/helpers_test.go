@@ -153,6 +153,21 @@ func leakedGoroutines() []string {
 	return leaks
 }
 
+// needProgram returns the path of the program name, or skips (locally) or
+// fails (under CI=true, where .ci/run installs it) when it is not on PATH;
+// install says how to get it.
+func needProgram(t testing.TB, name, install string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is not on PATH under CI=true (.ci/run installs it: %s): %v", name, install, err)
+		}
+		t.Skipf("%s is not on PATH; install it to run this test: %s", name, install)
+	}
+	return p
+}
+
 // eventually polls cond every 20ms until it is true, and fails the test
 // when it is still false after timeout.
 func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
