@@ -751,7 +751,8 @@ func TestOrigin(t *testing.T) {
 func TestToken(t *testing.T) {
 	const token = "s3cret"
 	metrics := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "sluice_up 1\n") })
-	loopback := start(t, newFake(t), Options{Token: token + "\n", Metrics: metrics})
+	rt := newFake(t)
+	loopback := start(t, rt, Options{Token: token + "\n", Metrics: metrics, Stats: &fakeStats{fakeRuntime: rt}})
 	// A non-loopback admin address; requests carry its Host.
 	remote := start(t, newFake(t), Options{Address: "10.0.0.5:9090", Token: token, Metrics: metrics})
 	const remoteHost = "10.0.0.5:9090"
@@ -776,6 +777,8 @@ func TestToken(t *testing.T) {
 		{"mutation without token", loopback, "POST", "/api/v1/reload", "", "", 401},
 		{"state without token", loopback, "GET", "/api/v1/state", "", "", 401},
 		{"state with token", loopback, "GET", "/api/v1/state", "Bearer s3cret", "", 200},
+		{"stats without token", loopback, "GET", "/api/v1/stats", "", "", 401},
+		{"stats with token", loopback, "GET", "/api/v1/stats", "Bearer s3cret", "", 200},
 		{"weight without token", loopback, "POST", "/api/v1/pools/web/backends/http%3A%2F%2F127.0.0.1%3A8081/weight", "", "", 401},
 		{"weight with token, foreign Host", loopback, "POST", "/api/v1/pools/web/backends/http%3A%2F%2F127.0.0.1%3A8081/weight", "Bearer s3cret", "evil.example", 403},
 		{"mutation with token", loopback, "POST", "/api/v1/reload", "Bearer s3cret", "", 200},

@@ -9,7 +9,9 @@ import (
 )
 
 // dashboardHTML is the whole dashboard: one page, inline CSS and JS, no data
-// (it fetches /api/v1/pools), so it may be shown before the token is known.
+// (it reads /api/v1/pools, /api/v1/stats, /api/v1/config and the events
+// stream, with the token when there is one), so it may be shown before the
+// token is known.
 //
 //go:embed dashboard.html
 var dashboardHTML []byte
