@@ -84,7 +84,8 @@ shutdown_timeout: 5s
 	pg.waitFor(bs[0].Name+"'s reason", fmt.Sprintf(`(() => { const t = %s.querySelector(".reason").textContent.trim(); return t !== "" && t !== "–"; })()`, row(bs[0])))
 	pg.waitFor("its backend_down event", fmt.Sprintf(`[...document.querySelectorAll('#events li[data-kind="backend_down"]')].some((li) => li.textContent.includes(%q))`, bs[0].URL()))
 
-	// The drain button drains.
+	// The drain button drains (a live page: on a stale one buttons are inert).
+	pg.waitFor("a live page", `!document.body.classList.contains("stale")`)
 	pg.do("click drain", chromedp.Click(chromedp.CSS(`tr[data-pool="web"][data-backend=`+strconv.Quote(bs[1].URL())+`] button[data-action="drain"]`)))
 	pg.waitFor(bs[1].Name+" draining", stateIs(bs[1], "draining"))
 	pg.waitFor("the drained event", fmt.Sprintf(`[...document.querySelectorAll('#events li[data-kind="drained"]')].some((li) => li.textContent.includes(%q))`, bs[1].URL()))
