@@ -9,6 +9,7 @@ import (
 
 	"github.com/sluice-lb/sluice/internal/metrics"
 	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/proxy"
 )
 
 // StatsSource is what GET /api/v1/stats reads: the counters /metrics
@@ -16,8 +17,6 @@ import (
 type StatsSource interface {
 	Pools() []*pool.Pool
 	Listeners() []metrics.Listener
-	// ListenerName returns the name of a counter slot (see pool.MaxListeners).
-	ListenerName(slot int) string
 	// Reloads returns the counts of successful and failed reloads and
 	// whether the last one succeeded.
 	Reloads() (ok, failed uint64, lastOK bool)
@@ -72,7 +71,7 @@ type listenerStats struct {
 	// Connections is the number of open client connections.
 	Connections int64 `json:"connections"`
 	// Requests counts the listener's answers by status class, whichever
-	// pool (or none) answered.
+	// pool (or none) answered (sluice_listener_requests_total).
 	Requests classCounts `json:"requests"`
 	TLS      bool        `json:"tls"`
 }
@@ -118,26 +117,20 @@ func (h *handler) serveStats(w http.ResponseWriter, r *http.Request) {
 
 	ls := src.Listeners()
 	slices.SortFunc(ls, func(a, b metrics.Listener) int { return strings.Compare(a.Name, b.Name) })
-	bySlot := make(map[string]classCounts, len(ls))
 	for _, l := range ls {
 		ll := listenerStats{Name: l.Name, Connections: l.Active, Requests: newClassCounts(), TLS: l.TLS}
 		if a := src.Addr(l.Name); a != nil {
 			ll.Address = a.String()
 		}
-		if l.NoPool != nil {
-			l.NoPool.EachCode(func(_, status int, n uint64) { ll.Requests.add(status, n) })
+		for c, name := range classNames {
+			for _, ver := range proxy.Versions() {
+				ll.Requests[name] += l.Stats.Requests(ver, c+1)
+			}
 		}
-		bySlot[l.Name] = ll.Requests
 		v.Listeners = append(v.Listeners, ll)
 	}
-	// A response counts for its listener (by counter slot) and its pool.
 	count := func(s *pool.Stats, pc classCounts) {
-		s.EachCode(func(slot, status int, n uint64) {
-			pc.add(status, n)
-			if lc := bySlot[src.ListenerName(slot)]; lc != nil {
-				lc.add(status, n)
-			}
-		})
+		s.EachCode(func(_, status int, n uint64) { pc.add(status, n) })
 	}
 	for _, p := range src.Pools() {
 		ps := poolStats{Name: p.Name, Requests: newClassCounts(), Queued: p.Limit.Queued(),

@@ -12,24 +12,21 @@ import (
 
 	"github.com/sluice-lb/sluice/internal/metrics"
 	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/proxy"
 )
 
 // fakeStats is a StatsSource over the fake runtime's pools with listeners
-// "public" (slot 0) and "internal" (slot 1).
+// "public" and "internal".
 type fakeStats struct {
 	*fakeRuntime
-	noPool pool.Stats
+	public, internal proxy.ListenerStats
 }
 
 func (f *fakeStats) Listeners() []metrics.Listener {
 	return []metrics.Listener{
-		{Name: "public", Active: 3, NoPool: &f.noPool, TLS: true},
-		{Name: "internal", Active: 1},
+		{Name: "public", Active: 3, TLS: true, Stats: &f.public},
+		{Name: "internal", Active: 1, Stats: &f.internal},
 	}
-}
-
-func (f *fakeStats) ListenerName(slot int) string {
-	return map[int]string{0: "public", 1: "internal"}[slot]
 }
 
 func (f *fakeStats) Reloads() (ok, failed uint64, lastOK bool) { return 4, 1, false }
@@ -54,7 +51,12 @@ func TestStatsCountsByClassListenerAndPool(t *testing.T) {
 	b2.Stats.Observe(0, 404, 300*time.Millisecond) // bucket le 0.5
 	web.NoBackend.Observe(0, 503, time.Millisecond)
 	api.Backends()[0].Stats.Observe(1, 301, time.Second) // bucket le 1
-	src.noPool.Observe(0, 404, 0)
+	// The listeners count for themselves (requests without a pool too).
+	for _, st := range []int{200, 200, 404, 502, 503, 404} {
+		src.public.Observe(proxy.HTTP11, st, time.Millisecond)
+	}
+	src.internal.Observe(proxy.HTTP2, 502, time.Millisecond)
+	src.internal.Observe(proxy.HTTP10, 301, time.Millisecond)
 	b1.InFlight.Add(2)
 
 	srv := start(t, rt, Options{Stats: src})
@@ -87,7 +89,7 @@ func TestStatsCountsByClassListenerAndPool(t *testing.T) {
 		Reloads:         reloadsView{Success: 4, Failure: 1, LastSuccessful: false},
 		Listeners: []listenerStats{ // sorted by name
 			{Name: "internal", Connections: 1, Requests: cls(0, 0, 1, 0, 1)},
-			{Name: "public", Address: "127.0.0.1:8080", Connections: 3, TLS: true, Requests: cls(0, 2, 0, 2, 1)},
+			{Name: "public", Address: "127.0.0.1:8080", Connections: 3, TLS: true, Requests: cls(0, 2, 0, 2, 2)},
 		},
 		Pools: []poolStats{
 			{Name: "web", Requests: cls(0, 2, 0, 1, 2), InFlight: 2, NoBackend: 1,
