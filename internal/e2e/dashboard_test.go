@@ -169,6 +169,7 @@ func traffic(t *testing.T, url string) (stop func()) {
 type page struct {
 	t   *testing.T
 	ctx context.Context
+	dir string // the test's temp dir for screenshots
 }
 
 // openPage starts Chromium (a profile of its own in a temp dir) with one
@@ -195,7 +196,7 @@ func openPage(t *testing.T, chrome string) *page {
 	if _, err := chromedp.Run(ctx, chromedp.EmulateViewport(1280, 900)); err != nil {
 		t.Fatalf("start chromium: %v", err)
 	}
-	return &page{t: t, ctx: ctx}
+	return &page{t: t, ctx: ctx, dir: t.TempDir()}
 }
 
 // do runs steps, each bounded, and fails the test with what when one fails.
@@ -258,7 +259,7 @@ func (p *page) shot(name string) {
 		p.t.Errorf("screenshot %s: %v", name, err)
 		return
 	}
-	dirs := []string{p.t.TempDir()}
+	dirs := []string{p.dir}
 	if d := os.Getenv("SLUICE_SCREENSHOTS"); d != "" {
 		dirs = append(dirs, d)
 	}
