@@ -39,15 +39,15 @@ type Config struct {
 
 // Listener is one address sluice accepts client connections on.
 type Listener struct {
-	Name           string           `yaml:"name"`
-	Address        string           `yaml:"address"`
-	Protocol       string           `yaml:"protocol"` // "http" (default) | "tcp" (not supported yet)
-	TLS            *TLS             `yaml:"tls"`      // nil: plain HTTP
-	H2C            bool             `yaml:"h2c"`      // HTTP/2 over cleartext; not with TLS
+	Name     string `yaml:"name"`
+	Address  string `yaml:"address"`
+	Protocol string `yaml:"protocol"` // "http" (default) | "tcp" (not supported yet)
+	TLS      *TLS   `yaml:"tls"`      // nil: plain HTTP
+	H2C      bool   `yaml:"h2c"`      // HTTP/2 over cleartext; not with TLS
 	// HTTP3 also serves HTTP/3 over QUIC on the listener's port (UDP), and
 	// advertises it with Alt-Svc on HTTP/1.1 and HTTP/2 responses. Only
 	// with TLS.
-	HTTP3 bool `yaml:"http3"`
+	HTTP3          bool             `yaml:"http3"`
 	ProxyProtocol  bool             `yaml:"proxy_protocol"`
 	TrustedProxies []string         `yaml:"trusted_proxies"`
 	Timeouts       ListenerTimeouts `yaml:"timeouts"`

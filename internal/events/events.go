@@ -38,11 +38,19 @@ const (
 	StateStale    Kind = "state_stale"    // an admin.state_file entry names a pool or backend that no longer exists
 )
 
+// Kinds of automatic certificates (tls.acme), beyond the contract's list.
+const (
+	CertObtained Kind = "certificate_obtained" // ACME issued a certificate, now serving
+	CertError    Kind = "certificate_error"    // obtaining one failed; the one in hand serves
+)
+
 // level is how a kind is written to the process log.
 func (k Kind) level() slog.Level {
 	switch k {
 	case BackendDown, Ejected, ReloadFailed, DiscoveryError, StateStale:
 		return slog.LevelWarn
+	case CertError:
+		return slog.LevelError
 	}
 	return slog.LevelInfo
 }
