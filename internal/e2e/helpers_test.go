@@ -153,6 +153,22 @@ func leakedGoroutines() []string {
 	return leaks
 }
 
+// needProgram returns the path of an outside program a test needs, found
+// on PATH. When it is missing the test is skipped, naming the program and
+// how to install it, except under CI=true, where .ci/run installs it and
+// its absence fails the test.
+func needProgram(t *testing.T, name, install string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is not on PATH under CI=true (.ci/run installs it: %s): %v", name, install, err)
+		}
+		t.Skipf("%s is not on PATH; install it to run this test: %s", name, install)
+	}
+	return p
+}
+
 // eventually polls cond every 20ms until it is true, and fails the test
 // when it is still false after timeout.
 func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
