@@ -122,14 +122,18 @@ func startPebble(t *testing.T, httpPort, tlsPort int) *pebbleCA {
 // certificate comes from ACME for domains, stored in storage, and, when
 // httpAddr is not "", a plain-HTTP listener "plain" there.
 func acmeYAML(p *pebbleCA, tlsAddr, httpAddr, storage, backend string, domains ...string) string {
+	engine := "" // the suite's, as withEngineYAML would (fixed addresses here)
+	if testEngine != "" {
+		engine = "\n    engine: " + testEngine
+	}
 	plain := ""
 	if httpAddr != "" {
-		plain = fmt.Sprintf("  - name: plain\n    address: %q\n    pool: web\n", httpAddr)
+		plain = fmt.Sprintf("  - name: plain\n    address: %q\n    pool: web%s\n", httpAddr, engine)
 	}
 	return fmt.Sprintf(`listeners:
   - name: public
     address: %q
-    pool: web
+    pool: web%s
     tls:
       acme:
         domains: [%s]
@@ -144,7 +148,7 @@ func acmeYAML(p *pebbleCA, tlsAddr, httpAddr, storage, backend string, domains .
 admin:
   address: "127.0.0.1:0"
 shutdown_timeout: 5s
-`, tlsAddr, strings.Join(domains, ", "), p.Directory, p.CARoot, storage, plain, backend)
+`, tlsAddr, engine, strings.Join(domains, ", "), p.Directory, p.CARoot, storage, plain, backend)
 }
 
 var (
