@@ -232,6 +232,28 @@ func TestHTTP3(t *testing.T) {
 			}
 		}
 	})
+	t.Run("a reload's certificate reaches QUIC handshakes", func(t *testing.T) {
+		serial := func() string {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			conn, err := quic.DialAddr(ctx, h.addr, &tls.Config{RootCAs: h.ca.pool, ServerName: "a.test", NextProtos: []string{http3.NextProtoH3}}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.CloseWithError(0, "")
+			return conn.ConnectionState().TLS.PeerCertificates[0].SerialNumber.Text(16)
+		}
+		before := serial()
+		leaf := h.ca.issue(t, leafOpts{names: []string{"a.test"}})
+		writeFileAtomic(t, h.cert.Key, leaf.keyPEM)
+		writeFileAtomic(t, h.cert.Cert, leaf.certPEM)
+		if err := h.s.srv.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := serial(), leaf.cert.SerialNumber.Text(16); got != want {
+			t.Errorf("after the reload a QUIC handshake got serial %s, want the new %s (before: %s)", got, want, before)
+		}
+	})
 	t.Run("access log and metrics", func(t *testing.T) {
 		eventually(t, 5*time.Second, "the access log shows HTTP/3.0 requests", func() bool {
 			return strings.Contains(h.s.access.String(), `"proto":"HTTP/3.0"`)
@@ -325,66 +347,85 @@ func TestHTTP3ReloadUnderTraffic(t *testing.T) {
 	}
 }
 
-// TestHTTP3ShutdownGOAWAY shuts sluice down while an HTTP/3 response is
-// streaming: the client gets GOAWAY (a new request on the connection is
-// refused by the client itself), the response in flight ends complete, and
-// the connection then closes with H3_NO_ERROR; shutdown waited for it.
-func TestHTTP3ShutdownGOAWAY(t *testing.T) {
+// TestHTTP3GOAWAY ends an HTTP/3 listener while a response is streaming,
+// by shutdown and by a reload that removes the listener: the client gets
+// GOAWAY (a new request on the connection is refused by the client
+// itself), the response in flight ends complete, and the connection then
+// closes with H3_NO_ERROR.
+func TestHTTP3GOAWAY(t *testing.T) {
 	t.Parallel()
-	h := startH3(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	conn, err := quic.DialAddr(ctx, h.addr, &tls.Config{RootCAs: h.ca.pool, ServerName: "a.test", NextProtos: []string{http3.NextProtoH3}}, nil)
-	if err != nil {
-		t.Fatal(err)
+	for _, how := range []string{"shutdown", "reload removes the listener"} {
+		t.Run(how, func(t *testing.T) {
+			h := startH3(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			conn, err := quic.DialAddr(ctx, h.addr, &tls.Config{RootCAs: h.ca.pool, ServerName: "a.test", NextProtos: []string{http3.NextProtoH3}}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.CloseWithError(0, "")
+			cc := (&http3.Transport{}).NewClientConn(conn)
+			req, _ := http.NewRequestWithContext(ctx, "GET", "https://a.test/held/goaway", nil)
+			resp, err := cc.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			br := bufio.NewReader(resp.Body)
+			if line, err := br.ReadString('\n'); line != "first\n" || err != nil {
+				t.Fatalf("first chunk: %q, %v", line, err)
+			}
+			stopped := make(chan struct{})
+			if how == "shutdown" {
+				go func() {
+					defer close(stopped)
+					h.s.Stop()
+				}()
+			} else {
+				yaml := strings.Replace(h3YAML(h.cert, h.be.URL(), h.held.URL, ""), "  - name: public\n    address: \"127.0.0.1:0\"\n    http3: true\n",
+					"  - name: other\n    address: \"127.0.0.1:0\"\n", 1)
+				yaml = strings.Replace(yaml, "    tls:\n      certificates:\n", "    tls:\n      min_version: \"1.3\"\n      certificates:\n", 1)
+				writeFileAtomic(t, h.file, []byte(withEngineYAML(yaml)))
+				if err := h.s.srv.Reload(); err != nil {
+					t.Fatalf("Reload: %v", err)
+				}
+				if h.s.srv.Addr("public") != nil {
+					t.Fatal("listener public still there after the reload")
+				}
+				close(stopped)
+			}
+			var last error
+			eventually(t, 10*time.Second, "the client refuses new requests after GOAWAY", func() bool {
+				req, _ := http.NewRequestWithContext(ctx, "GET", "https://a.test/", nil)
+				r, err := cc.RoundTrip(req)
+				if err == nil {
+					r.Body.Close()
+					return false
+				}
+				last = err
+				return strings.Contains(err.Error(), "graceful shutdown")
+			})
+			t.Logf("a request after GOAWAY: %v", last)
+			h.held.release <- struct{}{}
+			rest, err := io.ReadAll(br)
+			if string(rest) != "second\n" || err != nil {
+				t.Fatalf("the response in flight: rest %q, %v; want %q", rest, err, "second\n")
+			}
+			select {
+			case <-conn.Context().Done():
+			case <-time.After(10 * time.Second):
+				t.Fatal("the connection was not closed after its last response")
+			}
+			// After GOAWAY the client closes the connection itself once its
+			// last response ended (RFC 9114 §5.2), or sluice does: without
+			// an error either way.
+			var ae *quic.ApplicationError
+			if cause := context.Cause(conn.Context()); !errors.As(cause, &ae) || ae.ErrorCode != quic.ApplicationErrorCode(http3.ErrCodeNoError) {
+				t.Errorf("the connection closed with %v, want H3_NO_ERROR", cause)
+			}
+			<-stopped
+		})
 	}
-	defer conn.CloseWithError(0, "")
-	cc := (&http3.Transport{}).NewClientConn(conn)
-	req, _ := http.NewRequestWithContext(ctx, "GET", "https://a.test/held/shutdown", nil)
-	resp, err := cc.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	br := bufio.NewReader(resp.Body)
-	if line, err := br.ReadString('\n'); line != "first\n" || err != nil {
-		t.Fatalf("first chunk: %q, %v", line, err)
-	}
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		h.s.Stop()
-	}()
-	var last error
-	eventually(t, 10*time.Second, "the client refuses new requests after GOAWAY", func() bool {
-		req, _ := http.NewRequestWithContext(ctx, "GET", "https://a.test/", nil)
-		r, err := cc.RoundTrip(req)
-		if err == nil {
-			r.Body.Close()
-			return false
-		}
-		last = err
-		return strings.Contains(err.Error(), "graceful shutdown")
-	})
-	t.Logf("a request after shutdown began: %v", last)
-	h.held.release <- struct{}{}
-	rest, err := io.ReadAll(br)
-	if string(rest) != "second\n" || err != nil {
-		t.Fatalf("the response in flight: rest %q, %v; want %q", rest, err, "second\n")
-	}
-	select {
-	case <-conn.Context().Done():
-	case <-time.After(10 * time.Second):
-		t.Fatal("the connection was not closed after its last response")
-	}
-	var ae *quic.ApplicationError
-	// After GOAWAY the client closes the connection itself once its last
-	// response ended (RFC 9114 §5.2), or sluice does: without an error
-	// either way.
-	if cause := context.Cause(conn.Context()); !errors.As(cause, &ae) || ae.ErrorCode != quic.ApplicationErrorCode(http3.ErrCodeNoError) {
-		t.Errorf("the connection closed with %v, want H3_NO_ERROR", cause)
-	}
-	<-stopped
 }
 
 // TestProcessUpgradeHTTP3 upgrades a sluice serving HTTP/3 with SIGUSR2:
