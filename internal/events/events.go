@@ -34,14 +34,10 @@ const (
 	DiscoveryError Kind = "discovery_error" // a discovery source could not be read
 
 	// Beyond the contract's kinds:
-	WeightChanged Kind = "weight_changed" // an operator changed a backend's weight
-	StateStale    Kind = "state_stale"    // an admin.state_file entry names a pool or backend that no longer exists
-)
-
-// Kinds of automatic certificates (tls.acme), beyond the contract's list.
-const (
-	CertObtained Kind = "certificate_obtained" // ACME issued a certificate, now serving
-	CertError    Kind = "certificate_error"    // obtaining one failed; the one in hand serves
+	WeightChanged Kind = "weight_changed"       // an operator changed a backend's weight
+	StateStale    Kind = "state_stale"          // an admin.state_file entry names a pool or backend that no longer exists
+	CertObtained  Kind = "certificate_obtained" // ACME (tls.acme) issued a certificate, now serving
+	CertError     Kind = "certificate_error"    // obtaining one failed; the one in hand keeps serving
 )
 
 // level is how a kind is written to the process log.
