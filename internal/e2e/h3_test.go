@@ -430,8 +430,11 @@ func TestHTTP3GOAWAY(t *testing.T) {
 
 // TestProcessUpgradeHTTP3 upgrades a sluice serving HTTP/3 with SIGUSR2:
 // the new process takes the UDP socket over (it could not bind the port
-// while the old one holds it), and HTTP/3 clients are served before,
-// during the old process's drain, and after it exited.
+// while the old one holds it); the response the old process holds
+// through the upgrade ends complete, and new HTTP/3 connections are the
+// new process's once the old one has exited. (While the old process
+// drains, both read the one socket, and a new connection's packets may
+// reach the one that no longer accepts: see docs/http2.md.)
 func TestProcessUpgradeHTTP3(t *testing.T) {
 	t.Parallel()
 	needBinary(t)
@@ -481,7 +484,6 @@ func TestProcessUpgradeHTTP3(t *testing.T) {
 	p.Process.Signal(syscall.SIGUSR2)
 	waitPID(t, pidfile, pid1)
 	waitFor(t, logs, regexp.MustCompile(`draining after the hand-over`))
-	fresh("while the old process drains")
 	held.release <- struct{}{}
 	if rest, err := io.ReadAll(resp.Body); string(rest) != "first\nsecond\n" || err != nil {
 		t.Errorf("the response the old process held through the upgrade: %q, %v", rest, err)
