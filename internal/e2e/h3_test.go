@@ -190,7 +190,9 @@ func TestHTTP3(t *testing.T) {
 		rand.Read(body)
 		sum := sha256.Sum256(body)
 		req, _ := http.NewRequest("POST", "https://a.test/echo", strings.NewReader(string(body)))
-		r := do(t, c.Client, req)
+		// 1 MiB takes seconds under -race on a loaded machine (HTTP/2 too).
+		slow := &http.Client{Transport: c.tr, Timeout: time.Minute}
+		r := do(t, slow, req)
 		if r.Status != 200 {
 			t.Fatalf("POST: %d", r.Status)
 		}

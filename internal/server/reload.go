@@ -177,6 +177,9 @@ func (s *Server) drain(l *listener, timeout time.Duration, closeSocket bool) {
 		// generation's (or, when the socket closes, nobody's).
 		l.gen.Close()
 	}
+	if l.h3gen != nil {
+		l.h3gen.Close() // QUIC connections too
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
