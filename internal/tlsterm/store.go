@@ -68,8 +68,10 @@ type CertExpiry struct {
 // NewStore loads the certificates of cfg, which Validate accepted. It
 // fails when a file cannot be read or parsed, or a key does not go with
 // its certificate; an expired certificate is loaded (see ExpiryWarnings).
+// With cfg.ACME it may hold no file: the certificates ACME obtains come
+// through SetManaged.
 func NewStore(cfg config.TLS) (*Store, error) {
-	s := &Store{acme: cfg.ACME != nil}
+	s := &Store{}
 	if err := s.Update(cfg); err != nil {
 		return nil, err
 	}
@@ -198,25 +200,24 @@ func (set *certSet) index(managed []*tls.Certificate) *certSet {
 	n := &certSet{files: set.files, sum: set.sum, fromFiles: set.fromFiles,
 		certs: append(slices.Clip(set.fromFiles), managed...),
 		exact: map[string][]*tls.Certificate{}, wild: map[string][]*tls.Certificate{}}
-	set = n
-	seen := map[string]int{} // expiry name → its index in set.expiry
-	for _, c := range set.certs {
+	seen := map[string]int{} // expiry name → its index in n.expiry
+	for _, c := range n.certs {
 		for _, name := range names(c) {
 			if parent, ok := strings.CutPrefix(name, "*."); ok {
-				set.wild[parent] = append(set.wild[parent], c)
+				n.wild[parent] = append(n.wild[parent], c)
 			} else {
-				set.exact[name] = append(set.exact[name], c)
+				n.exact[name] = append(n.exact[name], c)
 			}
 		}
 		name := config.CertName(c.Leaf)
 		if j, dup := seen[name]; !dup {
-			seen[name] = len(set.expiry)
-			set.expiry = append(set.expiry, CertExpiry{Name: name, NotAfter: c.Leaf.NotAfter})
-		} else if c.Leaf.NotAfter.Before(set.expiry[j].NotAfter) {
-			set.expiry[j].NotAfter = c.Leaf.NotAfter
+			seen[name] = len(n.expiry)
+			n.expiry = append(n.expiry, CertExpiry{Name: name, NotAfter: c.Leaf.NotAfter})
+		} else if c.Leaf.NotAfter.Before(n.expiry[j].NotAfter) {
+			n.expiry[j].NotAfter = c.Leaf.NotAfter
 		}
 	}
-	return set
+	return n
 }
 
 // SetManaged replaces the certificates that ACME manages (each with its
