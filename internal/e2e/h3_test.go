@@ -185,6 +185,13 @@ func TestHTTP3(t *testing.T) {
 			t.Errorf("an HTTP/3 response carries Alt-Svc %q, want none", v)
 		}
 	})
+	t.Run("421 for an authority the certificate does not cover", func(t *testing.T) {
+		req, _ := http.NewRequest("GET", "https://a.test/", nil)
+		req.Host = "b.test" // :authority; the connection's certificate is a.test's
+		if r := do(t, c.Client, req); r.Status != http.StatusMisdirectedRequest {
+			t.Errorf("GET with :authority b.test: %d, want 421", r.Status)
+		}
+	})
 	t.Run("1 MiB POST", func(t *testing.T) {
 		body := make([]byte, 1<<20)
 		rand.Read(body)
