@@ -20,14 +20,3 @@ func TestChallengeToken(t *testing.T) {
 		}
 	}
 }
-
-func TestVersionOf(t *testing.T) {
-	for _, tt := range []struct {
-		major, minor int
-		want         string
-	}{{1, 0, "HTTP/1.0"}, {1, 1, "HTTP/1.1"}, {2, 0, "HTTP/2"}, {3, 0, "HTTP/3"}} {
-		if got := VersionOf(tt.major, tt.minor).String(); got != tt.want {
-			t.Errorf("VersionOf(%d, %d) = %s, want %s", tt.major, tt.minor, got, tt.want)
-		}
-	}
-}
