@@ -127,8 +127,8 @@ func dialAddress(listen string) string {
 // writeDiff prints what changes from prev to next and what a reload would
 // do about it. The effects mirror server.Reload (reload.go and build.go;
 // change both together): a listener whose address changed is bound anew
-// and the old socket drains; one whose timeouts, limits, engine, h2c or
-// tls changed gets a new server on the same socket and its open
+// and the old socket drains; one whose timeouts, limits, engine, h2c,
+// http3 or tls changed gets a new server on the same socket and its open
 // connections drain; anything else in a listener is swapped in place. A
 // backend kept (same pool, same address) keeps its health, counters and
 // connections; a pool whose timeouts, upstream_tls or upstream_http2
@@ -172,8 +172,8 @@ func writeDiff(w io.Writer, prev, next *config.Config) {
 			effects = append(effects, fmt.Sprintf("move listener %q from %s to %s: connections open on %s drain (up to %s)",
 				l.Name, old.Address, l.Address, old.Address, grace))
 		case old.Timeouts != l.Timeouts || old.Limits != l.Limits || old.Engine != l.Engine || old.H2C != l.H2C ||
-			!reflect.DeepEqual(old.TLS, l.TLS):
-			effects = append(effects, fmt.Sprintf("restart listener %q on the same socket (its timeouts, limits, engine, h2c or tls changed): "+
+			old.HTTP3 != l.HTTP3 || !reflect.DeepEqual(old.TLS, l.TLS):
+			effects = append(effects, fmt.Sprintf("restart listener %q on the same socket (its timeouts, limits, engine, h2c, http3 or tls changed): "+
 				"new connections get the new settings, open ones drain (up to %s)", l.Name, grace))
 		}
 	}

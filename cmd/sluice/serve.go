@@ -58,6 +58,7 @@ func serve(ctx context.Context, cfg *config.Config, out streams, so serveOptions
 			return err
 		}
 		opts.Listen = life.upg.Listen
+		opts.ListenPacket = life.upg.ListenPacket
 	}
 	srv, err := server.New(cfg, opts)
 	if err != nil {

@@ -37,6 +37,9 @@ func (c *Config) ApplyDefaults() {
 		def(s, p+".limits.max_uri_bytes", &l.Limits.MaxURIBytes, 8192)
 		if l.TLS != nil {
 			def(s, p+".tls.min_version", &l.TLS.MinVersion, "1.2")
+			if a := l.TLS.ACME; a != nil {
+				def(s, p+".tls.acme.directory", &a.Directory, LetsEncrypt)
+			}
 		}
 	}
 	for i := range c.Pools {

@@ -25,6 +25,13 @@ func listenerKeyDocs() map[string]KeyDoc {
 			Meaning: "HTTPS: TLS termination with certificates chosen by SNI, HTTP/2 through ALPN, optional " +
 				"client certificates.",
 		},
+		"listeners.http3": {
+			Meaning: "with `tls`: also serve HTTP/3 over QUIC on the same port, over UDP, and advertise it with " +
+				"`Alt-Svc: h3=\":PORT\"; ma=86400` on the listener's HTTP/1.1 and HTTP/2 responses (in place of " +
+				"any `Alt-Svc` the backend sent). The same core serves it: routes, limits, forwarding fields " +
+				"(`X-Forwarded-Proto: https`), retries, the access log (`\"proto\":\"HTTP/3.0\"`). An error " +
+				"without `tls`. See [HTTP/3](http2.md#http3).",
+		},
 		"listeners.h2c": {
 			Meaning: "HTTP/2 over cleartext: prior knowledge (the connection preface is recognised on the port " +
 				"that also serves HTTP/1.1) and `Upgrade: h2c` (with `engine: h1`). An error together " +
@@ -67,9 +74,9 @@ func listenerKeyDocs() map[string]KeyDoc {
 				"See [How the engines differ](#how-the-engines-differ).",
 		},
 		"listeners.tls.certificates": {
-			Type: "list of blocks", Default: required,
+			Type: "list of blocks", Default: "— (required without `acme`)",
 			Meaning: "the certificate/key pairs, chosen by SNI (below); the first is the default. At least " +
-				"one.",
+				"one, unless `acme` is set.",
 		},
 		"listeners.tls.min_version": {
 			Type: "`\"1.2\"` | `\"1.3\"`",
@@ -86,8 +93,8 @@ func listenerKeyDocs() map[string]KeyDoc {
 				"and its subject is in the access log.",
 		},
 		"listeners.tls.acme": {
-			Meaning: "certificates obtained and renewed automatically (RFC 8555), instead of `certificates`. " +
-				"**Not supported yet.**",
+			Meaning: "a certificate for `domains` obtained and renewed automatically from an ACME CA (RFC " +
+				"8555), below. Alone, or beside `certificates`: SNI picks among them all.",
 		},
 		"listeners.tls.certificates.cert": {
 			Type: "file", Default: required,
@@ -98,23 +105,29 @@ func listenerKeyDocs() map[string]KeyDoc {
 			Meaning: "its private key in PEM (ECDSA, RSA or Ed25519; PKCS #8, PKCS #1 or SEC 1).",
 		},
 		"listeners.tls.acme.domains": {
-			Type:    "list of host names",
-			Meaning: "the names to obtain a certificate for.",
+			Type: "list of DNS names", Default: required,
+			Meaning: "the names the certificate covers; the first names it in logs, metrics and files. No " +
+				"wildcards (they need DNS-01, which sluice does not answer) and no IP addresses.",
 		},
 		"listeners.tls.acme.email": {
-			Meaning: "the ACME account's contact address, for the CA's notices.",
+			Meaning: "the account's contact, to which the CA sends expiry notices; `\"\"` registers without one.",
 		},
 		"listeners.tls.acme.directory": {
-			Type:    "URL",
-			Meaning: "the ACME directory of the certificate authority.",
+			Type: "https URL",
+			Meaning: "the CA's ACME directory (Let's Encrypt's staging one is " +
+				"`https://acme-staging-v02.api.letsencrypt.org/directory`).",
 		},
 		"listeners.tls.acme.ca_root": {
-			Type:    "file",
-			Meaning: "a PEM file of CA certificates to trust the directory with (a private CA, a test server).",
+			Type: "file", Note: "(the system's roots)",
+			Meaning: "a PEM file of the CA certificates that sign the ACME server's own HTTPS: a private CA, " +
+				"or a test one such as pebble's.",
 		},
 		"listeners.tls.acme.storage": {
-			Type:    "directory",
-			Meaning: "where the account and the certificates are kept.",
+			Type: "directory", Default: required,
+			Meaning: "where the account key and the certificates are kept, one directory per CA; created " +
+				"`0700` when missing (files `0600`). A restart serves what it finds there at once and only " +
+				"orders a certificate that is missing, no longer covers `domains`, or is due for renewal. " +
+				"Checked when the config is loaded: sluice must be able to write it, or create it.",
 		},
 		"listeners.timeouts.read_header": {
 			Type:    "duration ≥ 0",

@@ -55,10 +55,10 @@ func TestOneErrorPerProblem(t *testing.T) {
 		{"listener", "engine: h2", `t.yaml:4:13: engine "h2" is not valid: use h1 or std (did you mean "h1"?)`},
 		{"listener", "protocol: udp", `t.yaml:4:15: protocol "udp" is not valid: use http or tcp`},
 		{"listener", "protocol: tcp", `t.yaml:4:15: protocol "tcp" is not supported yet: use protocol http`},
-		{"listener", "tls: {acme: {domains: [example.com]}}", `t.yaml:4:11: tls.acme is not supported yet: list the certificate and key files under tls.certificates`},
+		{"listener", "tls: {acme: {domains: [example.com]}}", `t.yaml:4:11: tls.acme.storage is empty: give a directory for the account key and certificates, e.g. /var/lib/sluice/acme`},
 		{"listener", "tls: {}", `t.yaml:4:5: tls has no certificates: add certificates: [{cert: FILE, key: FILE}] (the first is the default)`},
 		{"listener", "tls: {certificates: []}", `t.yaml:4:11: tls has no certificates: add certificates: [{cert: FILE, key: FILE}] (the first is the default)`},
-		{"listener", "tls: {acme: {}, min_version: 1.3}", `t.yaml:4:11: tls.acme is not supported yet: list the certificate and key files under tls.certificates`},
+		{"listener", "tls: {acme: {storage: acme}, min_version: 1.3}", `t.yaml:4:11: tls.acme.domains is empty: list the names to obtain a certificate for, e.g. ["example.com", "www.example.com"]`},
 		{"listener", "trusted_proxies: [bogus]", `t.yaml:4:23: trusted proxy "bogus" is not a CIDR or an IP address: write e.g. "10.0.0.0/8" or "192.0.2.1"`},
 		{"listener", "routes: [{path_prefix: /a, pool: wbe}]", `t.yaml:4:38: pool "wbe" is not defined under pools (did you mean "web"?)`},
 		// Pools. A wrong type or a misspelt key is decoding's to report; validation

@@ -126,10 +126,9 @@ func TestTLSBlock(t *testing.T) {
 			`t.yaml:4:67: tls.client_ca: garbage.pem holds no PEM certificate: give a PEM file of the CA certificates that sign client certificates`}},
 		{"misspelt key", "{certificates: [{cert: ec.pem, key: ec.key}], min_verison: \"1.3\"}", []string{
 			`t.yaml:4:56: unknown key "min_verison" in tls (did you mean "min_version"?)`}},
-		{"acme, every key, alone", "{acme: {domains: [example.com], email: ops@example.com, directory: \"https://acme.test/dir\", ca_root: \"\", storage: /var/lib/sluice/acme}}", []string{
-			`t.yaml:4:11: tls.acme is not supported yet: list the certificate and key files under tls.certificates`}},
+		{"acme, every key, alone", "{acme: {domains: [example.com], email: ops@example.com, directory: \"https://acme.test/dir\", ca_root: \"\", storage: acme}}", nil},
 		{"acme beside certificates", "{certificates: [{cert: ec.pem, key: ec.key}], acme: {domains: [example.com]}}", []string{
-			`t.yaml:4:56: tls.acme is not supported yet: list the certificate and key files under tls.certificates`}},
+			`t.yaml:4:56: tls.acme.storage is empty: give a directory for the account key and certificates, e.g. /var/lib/sluice/acme`}},
 		{"an expired certificate is no error", "{certificates: [{cert: expired.pem, key: expired.key}]}", nil},
 	}
 	for _, tt := range tests {

@@ -39,11 +39,15 @@ type Config struct {
 
 // Listener is one address sluice accepts client connections on.
 type Listener struct {
-	Name           string           `yaml:"name"`
-	Address        string           `yaml:"address"`
-	Protocol       string           `yaml:"protocol"` // "http" (default) | "tcp" (not supported yet)
-	TLS            *TLS             `yaml:"tls"`      // nil: plain HTTP
-	H2C            bool             `yaml:"h2c"`      // HTTP/2 over cleartext; not with TLS
+	Name     string `yaml:"name"`
+	Address  string `yaml:"address"`
+	Protocol string `yaml:"protocol"` // "http" (default) | "tcp" (not supported yet)
+	TLS      *TLS   `yaml:"tls"`      // nil: plain HTTP
+	H2C      bool   `yaml:"h2c"`      // HTTP/2 over cleartext; not with TLS
+	// HTTP3 also serves HTTP/3 over QUIC on the listener's port (UDP), and
+	// advertises it with Alt-Svc on HTTP/1.1 and HTTP/2 responses. Only
+	// with TLS.
+	HTTP3          bool             `yaml:"http3"`
 	ProxyProtocol  bool             `yaml:"proxy_protocol"`
 	TrustedProxies []string         `yaml:"trusted_proxies"`
 	Timeouts       ListenerTimeouts `yaml:"timeouts"`
@@ -68,7 +72,8 @@ type TLS struct {
 	// must present a certificate one of them signed (mTLS); "" asks for
 	// none.
 	ClientCA string `yaml:"client_ca"`
-	// ACME obtains certificates automatically; not supported yet (issue 11).
+	// ACME obtains and renews certificates for its domains automatically;
+	// nil: none. With Certificates beside it, SNI picks among them all.
 	ACME *ACME `yaml:"acme"`
 }
 
@@ -80,16 +85,29 @@ type Certificate struct {
 	Key  string `yaml:"key"`
 }
 
-// ACME configures certificates obtained and renewed through RFC 8555. It
-// is decoded so the format is complete, and refused by Validate as not
-// supported yet.
+// ACME configures certificates obtained and renewed through RFC 8555
+// (package acme). One certificate covers every name in Domains; the first
+// names it in logs and metrics.
 type ACME struct {
-	Domains   []string `yaml:"domains"`
-	Email     string   `yaml:"email"`
-	Directory string   `yaml:"directory"`
-	CARoot    string   `yaml:"ca_root"`
-	Storage   string   `yaml:"storage"`
+	// Domains are the names the certificate covers; at least one.
+	Domains []string `yaml:"domains"`
+	// Email is the account's contact, for the CA's expiry notices; ""
+	// registers without one.
+	Email string `yaml:"email"`
+	// Directory is the CA's ACME directory URL; the default is Let's
+	// Encrypt's production directory.
+	Directory string `yaml:"directory"`
+	// CARoot is a PEM file of the certificates to trust for the ACME
+	// server's own HTTPS (a private or test CA); "" trusts the system's.
+	CARoot string `yaml:"ca_root"`
+	// Storage is the directory (created 0700 when missing) that keeps the
+	// account key and the certificates, so that a restart reuses them.
+	Storage string `yaml:"storage"`
 }
+
+// LetsEncrypt is the default ACME directory: Let's Encrypt's production
+// CA.
+const LetsEncrypt = "https://acme-v02.api.letsencrypt.org/directory"
 
 // ListenerTimeouts bound the client (downstream) side. Zero means no limit,
 // except ReadHeader and Idle whose defaults are 10s and 120s.

@@ -25,7 +25,6 @@ var notSupportedYet = []struct {
 	fix      string
 }{
 	{key: "protocol", what: `protocol "tcp"`, listener: func(l *Listener) bool { return l.Protocol == "tcp" }, fix: "use protocol http"},
-	{key: "tls.acme", what: "tls.acme", listener: func(l *Listener) bool { return l.TLS != nil && l.TLS.ACME != nil }, fix: "list the certificate and key files under tls.certificates"},
 	{key: "proxy_protocol", what: "proxy_protocol", listener: func(l *Listener) bool { return l.ProxyProtocol }, fix: "remove it or set it to false"},
 	{key: "discovery", what: "discovery", pool: func(p *Pool) bool { return p.Discovery != nil }, fix: "list the backends under backends"},
 }
@@ -164,6 +163,8 @@ func (v *validator) listener(p string, l *Listener, names, addrs map[string]stri
 		if l.H2C {
 			v.errorf(p+".h2c", "h2c has no effect on a tls listener, which offers HTTP/2 through ALPN: remove it")
 		}
+	} else if l.HTTP3 {
+		v.errorf(p+".http3", "http3 needs tls (HTTP/3 runs over QUIC, which is always encrypted): add a tls block, or remove http3")
 	}
 	l.TrustedPrefixes = nil
 	for i, s := range l.TrustedProxies {
@@ -393,6 +394,9 @@ func (v *validator) tls(p string, t *TLS) {
 		if w := CertWarning(c.Cert, pair.Leaf, v.now); w != "" {
 			v.warnf(cp+".cert", "%s", w)
 		}
+	}
+	if t.ACME != nil {
+		v.acme(p+".acme", t.ACME)
 	}
 }
 

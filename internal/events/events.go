@@ -34,8 +34,10 @@ const (
 	DiscoveryError Kind = "discovery_error" // a discovery source could not be read
 
 	// Beyond the contract's kinds:
-	WeightChanged Kind = "weight_changed" // an operator changed a backend's weight
-	StateStale    Kind = "state_stale"    // an admin.state_file entry names a pool or backend that no longer exists
+	WeightChanged Kind = "weight_changed"       // an operator changed a backend's weight
+	StateStale    Kind = "state_stale"          // an admin.state_file entry names a pool or backend that no longer exists
+	CertObtained  Kind = "certificate_obtained" // ACME (tls.acme) issued a certificate, now serving
+	CertError     Kind = "certificate_error"    // obtaining one failed; the one in hand keeps serving
 )
 
 // level is how a kind is written to the process log.
@@ -43,6 +45,8 @@ func (k Kind) level() slog.Level {
 	switch k {
 	case BackendDown, Ejected, ReloadFailed, DiscoveryError, StateStale:
 		return slog.LevelWarn
+	case CertError:
+		return slog.LevelError
 	}
 	return slog.LevelInfo
 }

@@ -36,6 +36,8 @@ type Listener struct {
 	// Stats are the listener's requests by protocol and status class and
 	// their duration (nil: none yet).
 	Stats *proxy.ListenerStats
+	// Protocols: requests by HTTP version, HTTP/3 and ACME.
+	Protocols Protocols
 }
 
 // Certificate is one certificate name a listener serves and when it expires.
@@ -123,7 +125,7 @@ var (
 		"Time from request start to the end of the response, by listener and status class (1xx to 5xx), every request included (those sluice answered itself too).",
 		[]string{"listener", "code_class"}, nil)
 	descListenerRequests = prometheus.NewDesc("sluice_listener_requests_total",
-		"Requests answered, by listener, the client's protocol (HTTP/1.0, HTTP/1.1, HTTP/2.0) and status class.",
+		"Requests answered, by listener, the client's protocol (HTTP/1.0, HTTP/1.1, HTTP/2.0, HTTP/3.0) and status class.",
 		[]string{"listener", "protocol", "code_class"}, nil)
 	descQueueWait = prometheus.NewDesc("sluice_pool_queue_wait_seconds",
 		"Time requests waited in the queue for a backend slot (max_connections_per_backend), whether they got one or not.",
@@ -156,6 +158,9 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descDuration, descUp, descInFlight, descFailures,
 		descRetries, descQueued, descChecks, descEjections, descConns, descReloads, descLastReload, descDiscovery, descAccessDropped, descHandshakes, descCertExpiry, descH2Errors, descH2Floods, descBuild,
 		descBytesIn, descBytesOut, descListenerDuration, descListenerRequests, descQueueWait, descBudgetExhausted, descTraceSpans} {
+		ch <- d
+	}
+	for _, d := range protocolDescs {
 		ch <- d
 	}
 }
@@ -200,6 +205,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 				}
 			}
 		}
+		collectProtocols(l.Name, l.Protocols, counter, gauge)
 	}
 	for _, p := range c.src.Pools() {
 		counter(descRetries, p.Retries.Load(), p.Name)

@@ -88,6 +88,15 @@ type Listener struct {
 	// Stats are the listener's own counters (duration by status class,
 	// requests by protocol), kept across reloads; nil counts nothing.
 	Stats *ListenerStats
+	// AltSvc is the Alt-Svc field value that advertises HTTP/3 on this
+	// listener (`h3=":443"; ma=86400`). The codecs set it on HTTP/1.1 and
+	// HTTP/2 responses, in place of any the backend sent; "" leaves
+	// responses as they are.
+	AltSvc string
+	// ACME answers the ACME HTTP-01 challenges of the running sluice on
+	// this plain-HTTP listener, before routing; a token it does not know
+	// is routed as any request. Nil: none.
+	ACME HTTPChallenges
 }
 
 // Verbose reports whether a request's strings (method, host, path, …) are

@@ -46,6 +46,7 @@ const (
 	HTTP11 Version = iota
 	HTTP10
 	HTTP2
+	HTTP3
 	numVersions
 )
 
@@ -58,6 +59,8 @@ func (v Version) String() string {
 		return "HTTP/1.0"
 	case HTTP2:
 		return "HTTP/2.0"
+	case HTTP3:
+		return "HTTP/3.0"
 	}
 	return "HTTP/1.1"
 }
@@ -69,6 +72,8 @@ func (v Version) number() string {
 		return "1.0"
 	case HTTP2:
 		return "2"
+	case HTTP3:
+		return "3"
 	}
 	return "1.1"
 }
@@ -93,7 +98,7 @@ func (s *ListenerStats) Requests(v Version, c int) uint64 {
 }
 
 // Versions lists the versions Requests counts.
-func Versions() []Version { return []Version{HTTP10, HTTP11, HTTP2} }
+func Versions() []Version { return []Version{HTTP10, HTTP11, HTTP2, HTTP3} }
 
 // Observe counts one request and returns the duration histogram it went
 // to (nil when its status has no class).

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/quic-go/quic-go/http3"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/netutil"
 
@@ -180,16 +181,30 @@ type listener struct {
 	h2Errors   *atomic.Uint64
 	h2Floods   *h2guard.Stats // HTTP/2 connections closed for a flood, by reason
 	done       chan struct{}
+	// quic is the UDP side of a listener with http3, across generations
+	// (nil: no http3); quicLeaves: the next generation has none, so this
+	// one's shutdown closes it.
+	quic       *quicSocket
+	quicLeaves bool
+	h3         *http3.Server // this generation's (nil: no http3)
+	h3gen      *quicGen
+	h3done     chan struct{} // closed when h3 has stopped serving
 }
 
 // next returns a new generation of l with config lc on the same socket;
 // prepareTLS gives it its TLS config.
 func (l *listener) next(lc config.Listener) *listener {
 	nl := &listener{cfg: lc, sock: l.sock, active: l.active, noPool: l.noPool, done: make(chan struct{}),
-		handshakes: l.handshakes, h2Errors: l.h2Errors, h2Floods: l.h2Floods, tlsState: l.tlsState}
+		handshakes: l.handshakes, h2Errors: l.h2Errors, h2Floods: l.h2Floods, tlsState: l.tlsState,
+	}
 	if lc.TLS == nil {
 		nl.tlsState.stopWatch()
 		nl.tlsState = nil
+	}
+	if lc.HTTP3 {
+		nl.quic = l.quic
+	} else {
+		l.quicLeaves = l.quic != nil
 	}
 	return nl
 }
@@ -197,17 +212,17 @@ func (l *listener) next(lc config.Listener) *listener {
 // prepareTLS loads l's certificates (or re-reads them, for a generation
 // that keeps them: a reload re-reads every certificate file) and builds
 // its TLS config.
-func (l *listener) prepareTLS() error {
+func (l *listener) prepareTLS(s *Server) error {
 	if l.cfg.TLS == nil {
 		return nil
 	}
 	if l.tlsState == nil {
-		lt, err := newListenerTLS(l.cfg)
+		lt, err := s.newListenerTLS(l.cfg)
 		if err != nil {
 			return err
 		}
 		l.tlsState = lt
-	} else if err := l.tlsState.store.Update(*l.cfg.TLS); err != nil {
+	} else if err := l.tlsState.update(s, l.cfg); err != nil {
 		return fmt.Errorf("listener %q: %w", l.cfg.Name, err)
 	}
 	c, err := l.tlsState.config(l.cfg)
@@ -245,6 +260,10 @@ func (s *Server) view(lc config.Listener, snap *snapshot, l *listener) *proxy.Li
 		Access:  s.access,
 		Tracer:  snap.tracing.Tracer(),
 		Stats:   s.listenerStats(slot),
+		AltSvc:  l.altSvc(),
+	}
+	if lc.TLS == nil {
+		v.ACME = s.challenges // HTTP-01 is answered on every plain-HTTP listener
 	}
 	if lt := l.tlsState; lt != nil && lc.TLS != nil {
 		v.Covers = lt.covers
@@ -270,17 +289,21 @@ func (s *Server) bindListeners(cfg *config.Config, snap *snapshot, existing map[
 		ln, err := s.listen(lc.Name, lc.Address)
 		if err != nil {
 			for _, b := range bound {
-				b.sock.Close()
+				b.close()
 			}
 			return nil, err // a *ListenError
 		}
 		l := &listener{cfg: lc, sock: newSocket(ln), active: new(atomic.Int64), noPool: new(pool.Stats),
 			done: make(chan struct{}), handshakes: new(handshakeCounts), h2Errors: new(atomic.Uint64),
 			h2Floods: new(h2guard.Stats)}
-		if err := l.prepareTLS(); err != nil {
-			l.sock.Close()
+		err = l.prepareQUIC(s)
+		if err == nil {
+			err = l.prepareTLS(s)
+		}
+		if err != nil {
+			l.close()
 			for _, b := range bound {
-				b.sock.Close()
+				b.close()
 			}
 			return nil, err
 		}
@@ -288,6 +311,15 @@ func (s *Server) bindListeners(cfg *config.Config, snap *snapshot, existing map[
 		bound = append(bound, l)
 	}
 	return bound, nil
+}
+
+// close releases the sockets of a listener bound but never served.
+func (l *listener) close() {
+	l.sock.Close()
+	if l.quic != nil {
+		l.quic.Close()
+	}
+	l.tlsState.stopWatch()
 }
 
 // handshakeCounts are a listener's TLS handshakes by result.
@@ -320,6 +352,9 @@ func (l *listener) serve(s *Server) {
 				Limits: h2guard.Limits{MaxHeaderBlockBytes: lim.MaxHeaderBytes}},
 			ConnState: func(d int64) { l.active.Add(d) }})
 		ln = l.front
+	}
+	if l.quic != nil {
+		l.serveH3(s)
 	}
 	if l.cfg.Engine == "std" {
 		l.srv = gentle(l.stdServer(s))
@@ -431,6 +466,13 @@ func (l *listener) shutdown(ctx context.Context, closeSocket bool) {
 		l.sock.Close()
 	}
 	var wg sync.WaitGroup
+	if l.h3 != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.shutdownH3(ctx, closeSocket || l.quicLeaves)
+		}()
+	}
 	if l.front != nil {
 		// HTTP/2 connections get GOAWAY and finish their streams.
 		wg.Add(1)

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/sluice-lb/sluice/internal/h2guard"
+	"github.com/sluice-lb/sluice/internal/tlsterm"
 )
 
 // front sits between a listener generation's socket and its HTTP/1 server
@@ -167,8 +168,15 @@ func (f *front) dispatch(c net.Conn) {
 			f.done(c)
 			return
 		}
-		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+		switch tc.ConnectionState().NegotiatedProtocol {
+		case "h2":
 			f.serveH2(tc, c)
+			return
+		case tlsterm.ALPNChallenge:
+			// A CA validating TLS-ALPN-01: the handshake was the answer
+			// (RFC 8737 §3); nothing is served on it.
+			tc.Close()
+			f.done(c)
 			return
 		}
 		f.hand(tc, c)

@@ -73,6 +73,7 @@ func (s *Server) reloadLocked() (config.Changes, error) {
 		return config.Changes{}, err
 	}
 	// Swap: pools first, then each listener's view.
+	s.plainHTTP.Store(hasPlainHTTP(cfg))
 	s.snap.Store(snap)
 	s.activate(snap, old)
 	keep := map[string]bool{}
@@ -83,7 +84,7 @@ func (s *Server) reloadLocked() (config.Changes, error) {
 			continue
 		}
 		if l.cfg.Timeouts == lc.Timeouts && l.cfg.Limits == lc.Limits && l.cfg.Engine == lc.Engine &&
-			l.cfg.H2C == lc.H2C && reflect.DeepEqual(l.cfg.TLS, lc.TLS) {
+			l.cfg.H2C == lc.H2C && l.cfg.HTTP3 == lc.HTTP3 && reflect.DeepEqual(l.cfg.TLS, lc.TLS) {
 			l.cfg = lc // routes and the like: the view is enough
 			if lc.TLS != nil {
 				// Every certificate file is read again, changed or not.
@@ -97,7 +98,15 @@ func (s *Server) reloadLocked() (config.Changes, error) {
 		// Timeouts, limits or protocols changed: a new server generation on
 		// the same socket; the old one drains its connections.
 		nl := l.next(lc)
-		if err := nl.prepareTLS(); err != nil {
+		err := nl.prepareQUIC(s)
+		if err == nil {
+			err = nl.prepareTLS(s)
+		}
+		if err != nil {
+			if nl.quic != nil && nl.quic != l.quic {
+				nl.quic.Close() // bound for nl alone
+			}
+			l.quicLeaves = false
 			s.logger.Error("listener keeps its previous settings", "listener", lc.Name, "error", err)
 			continue
 		}
@@ -167,6 +176,9 @@ func (s *Server) drain(l *listener, timeout time.Duration, closeSocket bool) {
 		// At once: a connection accepted from now on is the next
 		// generation's (or, when the socket closes, nobody's).
 		l.gen.Close()
+	}
+	if l.h3gen != nil {
+		l.h3gen.Close() // QUIC connections too
 	}
 	s.wg.Add(1)
 	go func() {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/accesslog"
+	"github.com/sluice-lb/sluice/internal/acme"
 	"github.com/sluice-lb/sluice/internal/admin"
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/events"
@@ -51,6 +52,10 @@ type Options struct {
 	// one that hands over the sockets the previous process had. Nil means
 	// net.Listen.
 	Listen func(network, address string) (net.Listener, error)
+	// ListenPacket binds the UDP socket of each listener with http3
+	// ("udp", the listener's host and bound port), as Listen does for
+	// TCP. Nil means net.ListenPacket.
+	ListenPacket func(network, address string) (net.PacketConn, error)
 }
 
 // Server is a running sluice. Create it with New, then call Run.
@@ -103,6 +108,18 @@ type Server struct {
 	endStreams context.CancelFunc
 	// handover: the coming shutdown hands the sockets over (see HandOver).
 	handover atomic.Bool
+
+	// challenges are the ACME challenges under way, answered on every
+	// plain-HTTP listener (HTTP-01) and on the TLS listener of each
+	// Manager (TLS-ALPN-01).
+	challenges *acme.Challenges
+	// plainHTTP: some listener serves plain HTTP, so HTTP-01 can be
+	// answered.
+	plainHTTP atomic.Bool
+	// quicRetryAbove is the number of QUIC handshakes in progress on one
+	// listener past which new ones need a Retry (quicRetryAbove; tests
+	// lower it).
+	quicRetryAbove int64
 }
 
 // snapshot is the pool side of one config generation; listener views point
@@ -135,7 +152,8 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		o.Notify = nopNotifier{}
 	}
 	s := &Server{logger: o.Logger, opts: o, ids: proxy.NewRequestIDs(), cfg: cfg, listeners: map[string]*listener{},
-		removing: map[*pool.Backend]bool{}, events: events.New(0, o.Logger)}
+		removing: map[*pool.Backend]bool{}, events: events.New(0, o.Logger),
+		challenges: acme.NewChallenges(), quicRetryAbove: quicRetryAbove}
 	if f := cfg.Admin.StateFile; f != "" {
 		st, err := state.Open(f)
 		if err != nil {
@@ -203,6 +221,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	snap := s.buildSnapshot(s.cfg, nil)
 	snap.tracing = tp
+	s.plainHTTP.Store(hasPlainHTTP(s.cfg))
 	adminLn, err := s.listen("", s.cfg.Admin.Address)
 	if err != nil {
 		s.mu.Unlock()
@@ -415,6 +434,7 @@ func (s *Server) Listeners() []metrics.Listener {
 				ml.HTTP2Floods[r.String()] = l.h2Floods.Closed(r)
 			}
 		}
+		ml.Protocols = l.protocols()
 		if lt := l.tlsState; lt != nil {
 			ml.TLS = true
 			ml.HandshakesOK, ml.HandshakesFailed = l.handshakes.ok.Load(), l.handshakes.failed.Load()
@@ -463,4 +483,15 @@ var _ interface {
 // isClosed reports whether err is the expected error of a closed listener.
 func isClosed(err error) bool {
 	return errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed)
+}
+
+// hasPlainHTTP reports whether cfg has a plain-HTTP listener, which
+// answers ACME HTTP-01 challenges.
+func hasPlainHTTP(cfg *config.Config) bool {
+	for _, l := range cfg.Listeners {
+		if l.TLS == nil && l.Protocol == "http" {
+			return true
+		}
+	}
+	return false
 }

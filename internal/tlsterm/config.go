@@ -25,7 +25,8 @@ var suites12 = []uint16{
 //   - TLS 1.2 and 1.3, or 1.3 only with min_version "1.3"; for 1.2 only
 //     the suites in suites12;
 //   - key exchange on X25519 or P-256;
-//   - ALPN "h2" (when h2 is true) and "http/1.1";
+//   - ALPN "h2" (when h2 is true) and "http/1.1", and with acme
+//     "acme-tls/1" for the CA's TLS-ALPN-01 validation (Store answers it);
 //   - session tickets on, with keys the tls package rotates;
 //   - with client_ca, every client must present a certificate that CA
 //     signed (RequireAndVerifyClientCert); see ClientCertHeader.
@@ -51,6 +52,11 @@ func Config(store *Store, cfg config.TLS, h2 bool) (*tls.Config, error) {
 	}
 	if h2 {
 		c.NextProtos = []string{"h2", "http/1.1"}
+	}
+	if cfg.ACME != nil {
+		// Offered only to a CA validating TLS-ALPN-01: a client asks
+		// for it alone, and is never served HTTP on it.
+		c.NextProtos = append(c.NextProtos, ALPNChallenge)
 	}
 	pool, err := cfg.ClientCAs()
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -33,17 +34,26 @@ type Store struct {
 	// back files that Reload or Update replaced. Handshakes never take it.
 	mu  sync.Mutex
 	set atomic.Pointer[certSet]
+	// managed are the certificates obtained by ACME (SetManaged), indexed
+	// after the files'; guarded by mu.
+	managed []*tls.Certificate
+	// acme: the tls block has acme, so no files is no error; guarded by
+	// mu.
+	acme bool
+	// challenges answers TLS-ALPN-01 (nil: none); set by SetChallenges.
+	challenges atomic.Pointer[func(name string) (*tls.Certificate, bool)]
 }
 
 // certSet is one loaded generation of a Store's certificates. It is never
 // changed once published.
 type certSet struct {
-	files  []config.Certificate
-	sum    [sha256.Size]byte             // of the files' contents, for Watch
-	certs  []*tls.Certificate            // in file order; certs[0] is the default
-	exact  map[string][]*tls.Certificate // lower-case name → certificates, in file order
-	wild   map[string][]*tls.Certificate // "example.com" → certificates for "*.example.com"
-	expiry []CertExpiry
+	files     []config.Certificate
+	sum       [sha256.Size]byte             // of the files' contents, for Watch
+	fromFiles []*tls.Certificate            // in file order
+	certs     []*tls.Certificate            // fromFiles, then the managed ones; certs[0] is the default
+	exact     map[string][]*tls.Certificate // lower-case name → certificates, in file order
+	wild      map[string][]*tls.Certificate // "example.com" → certificates for "*.example.com"
+	expiry    []CertExpiry
 }
 
 // CertExpiry is when one certificate name stops being valid, for the
@@ -58,6 +68,8 @@ type CertExpiry struct {
 // NewStore loads the certificates of cfg, which Validate accepted. It
 // fails when a file cannot be read or parsed, or a key does not go with
 // its certificate; an expired certificate is loaded (see ExpiryWarnings).
+// With cfg.ACME it may hold no file: the certificates ACME obtains come
+// through SetManaged.
 func NewStore(cfg config.TLS) (*Store, error) {
 	s := &Store{}
 	if err := s.Update(cfg); err != nil {
@@ -72,6 +84,7 @@ func NewStore(cfg config.TLS) (*Store, error) {
 func (s *Store) Update(cfg config.TLS) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.acme = cfg.ACME != nil
 	return s.load(slices.Clone(cfg.Certificates))
 }
 
@@ -86,14 +99,14 @@ func (s *Store) Reload() error {
 
 // load reads and parses files and publishes them; s.mu is held.
 func (s *Store) load(files []config.Certificate) error {
-	if len(files) == 0 {
+	if len(files) == 0 && !s.acme {
 		return errors.New("tls has no certificates")
 	}
 	contents, sum, err := read(files)
 	if err != nil {
 		return err
 	}
-	set, err := build(files, contents, sum)
+	set, err := build(files, contents, sum, s.managed)
 	if err != nil {
 		return err
 	}
@@ -135,7 +148,7 @@ func (s *Store) reloadChanged(failed *[sha256.Size]byte) (err error, tried bool)
 	}
 	var set *certSet
 	if err = readErr; err == nil {
-		set, err = build(cur.files, contents, sum)
+		set, err = build(cur.files, contents, sum, s.managed)
 	}
 	if err != nil {
 		*failed = sum
@@ -167,37 +180,66 @@ func read(files []config.Certificate) (contents [][2][]byte, sum [sha256.Size]by
 	return contents, sum, err
 }
 
-// build parses the files' contents into an index.
-func build(files []config.Certificate, contents [][2][]byte, sum [sha256.Size]byte) (*certSet, error) {
-	set := &certSet{
-		files: files, sum: sum,
-		exact: map[string][]*tls.Certificate{}, wild: map[string][]*tls.Certificate{},
-	}
-	seen := map[string]int{} // expiry name → its index in set.expiry
+// build parses the files' contents and indexes them, then the managed
+// certificates.
+func build(files []config.Certificate, contents [][2][]byte, sum [sha256.Size]byte, managed []*tls.Certificate) (*certSet, error) {
+	set := &certSet{files: files, sum: sum}
 	for i, f := range files {
 		pair, err := f.KeyPair(contents[i][0], contents[i][1])
 		if err != nil {
 			return nil, err
 		}
-		c := &pair
-		set.certs = append(set.certs, c)
+		set.fromFiles = append(set.fromFiles, &pair)
+	}
+	return set.index(managed), nil
+}
+
+// index returns a copy of set, holding set's certificates from files and
+// managed, indexed by name.
+func (set *certSet) index(managed []*tls.Certificate) *certSet {
+	n := &certSet{files: set.files, sum: set.sum, fromFiles: set.fromFiles,
+		certs: append(slices.Clip(set.fromFiles), managed...),
+		exact: map[string][]*tls.Certificate{}, wild: map[string][]*tls.Certificate{}}
+	seen := map[string]int{} // expiry name → its index in n.expiry
+	for _, c := range n.certs {
 		for _, name := range names(c) {
 			if parent, ok := strings.CutPrefix(name, "*."); ok {
-				set.wild[parent] = append(set.wild[parent], c)
+				n.wild[parent] = append(n.wild[parent], c)
 			} else {
-				set.exact[name] = append(set.exact[name], c)
+				n.exact[name] = append(n.exact[name], c)
 			}
 		}
 		name := config.CertName(c.Leaf)
 		if j, dup := seen[name]; !dup {
-			seen[name] = len(set.expiry)
-			set.expiry = append(set.expiry, CertExpiry{Name: name, NotAfter: c.Leaf.NotAfter})
-		} else if c.Leaf.NotAfter.Before(set.expiry[j].NotAfter) {
-			set.expiry[j].NotAfter = c.Leaf.NotAfter
+			seen[name] = len(n.expiry)
+			n.expiry = append(n.expiry, CertExpiry{Name: name, NotAfter: c.Leaf.NotAfter})
+		} else if c.Leaf.NotAfter.Before(n.expiry[j].NotAfter) {
+			n.expiry[j].NotAfter = c.Leaf.NotAfter
 		}
 	}
-	return set, nil
+	return n
 }
+
+// SetManaged replaces the certificates that ACME manages (each with its
+// Leaf set). They are chosen by SNI as the files' are, after them: a file
+// naming the same host exactly wins, and the first file stays the
+// default; without files the first managed certificate is the default.
+func (s *Store) SetManaged(certs []*tls.Certificate) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.managed = slices.Clone(certs)
+	s.set.Store(s.set.Load().index(s.managed))
+}
+
+// SetChallenges makes the Store answer TLS-ALPN-01 challenges (RFC 8737):
+// a handshake that offers only the ALPN protocol "acme-tls/1" gets the
+// certificate f returns for its server name, or fails.
+func (s *Store) SetChallenges(f func(name string) (*tls.Certificate, bool)) {
+	s.challenges.Store(&f)
+}
+
+// ALPNChallenge is the ALPN protocol of TLS-ALPN-01 validation (RFC 8737).
+const ALPNChallenge = "acme-tls/1"
 
 // names returns the lower-case names a certificate answers for: its DNS
 // names, or its common name when it has none (as browsers did before
@@ -221,10 +263,24 @@ func names(c *tls.Certificate) []string {
 // name (an ECDSA and an RSA one) it takes the first the client supports.
 // It is tls.Config.GetCertificate and never returns an error.
 func (s *Store) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return s.set.Load().pick(hello), nil
+	if len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == ALPNChallenge {
+		if f := s.challenges.Load(); f != nil {
+			if c, ok := (*f)(strings.ToLower(hello.ServerName)); ok {
+				return c, nil
+			}
+		}
+		return nil, fmt.Errorf("no TLS-ALPN-01 challenge under way for %q", hello.ServerName)
+	}
+	if c := s.set.Load().pick(hello); c != nil {
+		return c, nil
+	}
+	return nil, fmt.Errorf("no certificate for %q yet: ACME has not obtained one (see the log)", hello.ServerName)
 }
 
 func (set *certSet) pick(hello *tls.ClientHelloInfo) *tls.Certificate {
+	if len(set.certs) == 0 {
+		return nil
+	}
 	name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
 	if cs, ok := set.exact[name]; ok && name != "" {
 		return supported(hello, cs)
@@ -262,7 +318,7 @@ func (s *Store) Expiry() []CertExpiry {
 func (s *Store) ExpiryWarnings(now time.Time) []string {
 	set := s.set.Load()
 	var ws []string
-	for i, c := range set.certs {
+	for i, c := range set.fromFiles {
 		if w := config.CertWarning(set.files[i].Cert, c.Leaf, now); w != "" {
 			ws = append(ws, w)
 		}

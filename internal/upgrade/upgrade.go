@@ -201,6 +201,11 @@ func (u *Upgrader) ListenPacket(network, address string) (net.PacketConn, error)
 		return nil, fmt.Errorf("upgrade: a %T cannot be handed over", pc)
 	}
 	u.live[k] = append(u.live[k], sc)
+	if uc, ok := pc.(*net.UDPConn); ok {
+		// As itself, so that QUIC finds the UDP socket's batched and
+		// ECN-aware calls (ReadMsgUDP and the like).
+		return &udpConn{UDPConn: uc, u: u, k: k}, nil
+	}
 	return &packetConn{PacketConn: pc, u: u, k: k, sc: sc}, nil
 }
 
@@ -265,6 +270,19 @@ func (p *packetConn) SyscallConn() (syscall.RawConn, error) { return p.sc.Syscal
 func (p *packetConn) Close() error {
 	p.once.Do(func() { p.u.forget(p.k, p.sc) })
 	return p.PacketConn.Close()
+}
+
+// udpConn is a UDP socket Upgrade hands over while it is open.
+type udpConn struct {
+	*net.UDPConn
+	u    *Upgrader
+	k    key
+	once sync.Once
+}
+
+func (c *udpConn) Close() error {
+	c.once.Do(func() { c.u.forget(c.k, c.UDPConn) })
+	return c.UDPConn.Close()
 }
 
 // Ready tells the parent, if any, that this process serves: the parent's

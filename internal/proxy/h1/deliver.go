@@ -125,6 +125,11 @@ func (c *h1conn) appendResponseHead(o, head []byte, rh *edge.ResponseHead, mode 
 	o = append(o, "X-Request-Id: "...)
 	o = append(o, q.id...)
 	o = append(o, "\r\n"...)
+	if q.l.AltSvc != "" {
+		o = append(o, "Alt-Svc: "...)
+		o = append(o, q.l.AltSvc...)
+		o = append(o, "\r\n"...)
+	}
 	if st := q.t.Sticky; st != nil && q.info.Preferred != b {
 		if v := st.CookieValue(q.t.Pool, b, q.l.TLS); v != "" {
 			o = append(o, "Set-Cookie: "...)
@@ -147,7 +152,8 @@ func (c *h1conn) appendResponseHead(o, head []byte, rh *edge.ResponseHead, mode 
 // appendResponseFields appends the fields of a response head that go on to
 // the client: all but hop-by-hop ones (except Trailer when the chunked body
 // and its trailers pass through as they are), those the response's
-// Connection names, X-Request-Id (sluice sets its own) and, when the body
+// Connection names, X-Request-Id (sluice sets its own), Alt-Svc when
+// sluice advertises its own (HTTP/3) and, when the body
 // is re-framed, Content-Length. Repeated Content-Length fields (the parser
 // admits them only when they agree) go on as one.
 func (c *h1conn) appendResponseFields(o, head []byte, first int, keepTrailer, dropLength bool) []byte {
@@ -157,7 +163,7 @@ func (c *h1conn) appendResponseFields(o, head []byte, first int, keepTrailer, dr
 	for f := range edge.Fields(head, first) {
 		nm := f.Name
 		if proxy.IsHop(bstr(nm)) && !(keepTrailer && equalFoldName(nm, "trailer")) || conn.has(bstr(nm)) ||
-			equalFoldName(nm, "x-request-id") {
+			equalFoldName(nm, "x-request-id") || c.req.l.AltSvc != "" && equalFoldName(nm, "alt-svc") {
 			continue
 		}
 		if equalFoldName(nm, "content-length") {

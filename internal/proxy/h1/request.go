@@ -174,6 +174,11 @@ func (c *h1conn) serveRequest(res *proxy.Result) int {
 		// as net/http does for the net/http codec.
 		return c.answerOptions()
 	}
+	if l.ACME != nil {
+		if ka, ok := c.challenge(); ok {
+			return c.answerChallenge(ka)
+		}
+	}
 	if q.expectOther {
 		return c.fail(417, "expectation failed: only Expect: 100-continue is supported", true)
 	}
@@ -324,6 +329,10 @@ func (c *h1conn) fail(status int, msg string, closeConn bool) int {
 		o = append(o, "\r\nRetry-After: "...)
 		o = append(o, q.t.RetryAfter...)
 	}
+	if q.l.AltSvc != "" {
+		o = append(o, "\r\nAlt-Svc: "...)
+		o = append(o, q.l.AltSvc...)
+	}
 	if closeConn {
 		o = append(o, "\r\nConnection: close"...)
 	} else if q.head.Minor == 0 {
@@ -345,6 +354,46 @@ func (c *h1conn) fail(status int, msg string, closeConn bool) int {
 		q.closeAfter = true
 	}
 	return status
+}
+
+// challenge returns the key authorization when the request asks for an
+// ACME HTTP-01 challenge of this sluice (GET or HEAD of its token).
+func (c *h1conn) challenge() (string, bool) {
+	q := &c.req
+	if m := bstr(q.head.Method); m != "GET" && m != "HEAD" {
+		return "", false
+	}
+	tok, ok := proxy.ChallengeToken(q.path)
+	if !ok {
+		return "", false
+	}
+	return q.l.ACME.KeyAuthorization(tok)
+}
+
+// answerChallenge answers an ACME HTTP-01 challenge with its key
+// authorization (RFC 8555 §8.3), before any route or backend.
+func (c *h1conn) answerChallenge(keyAuth string) int {
+	q := &c.req
+	closeConn := q.closeAfter || !c.discardBody()
+	o := append(c.out[:0], "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: "...)
+	o = strconv.AppendInt(o, int64(len(keyAuth)), 10)
+	o = append(o, "\r\nX-Request-Id: "...)
+	o = append(o, q.id...)
+	if closeConn {
+		o = append(o, "\r\nConnection: close"...)
+	} else if q.head.Minor == 0 {
+		o = append(o, "\r\nConnection: keep-alive"...)
+	}
+	o = append(o, "\r\n\r\n"...)
+	if !q.isHead {
+		o = append(o, keyAuth...)
+		q.rec.Bytes = int64(len(keyAuth))
+	}
+	c.out = o
+	if _, err := c.nc.Write(o); err != nil || closeConn {
+		q.closeAfter = true
+	}
+	return 200
 }
 
 // answerOptions answers "OPTIONS *" with 200 and no body.

@@ -96,7 +96,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &a.rec
 	rec.Info = &info
 	switch {
-	case r.ProtoMajor >= 2:
+	case r.ProtoMajor >= 3:
+		rec.Version = proxy.HTTP3
+	case r.ProtoMajor == 2:
 		rec.Version = proxy.HTTP2
 	case r.ProtoMinor == 0:
 		rec.Version = proxy.HTTP10
@@ -144,6 +146,11 @@ func (a *httpAttempt) serve(l *proxy.Listener, info *pool.PickInfo) (proxy.Resul
 	switch r.Method {
 	case http.MethodConnect, http.MethodTrace:
 		return proxy.Result{}, a.fail(http.StatusMethodNotAllowed, "method not allowed", true)
+	}
+	if l.ACME != nil {
+		if ka, ok := challenge(l, r); ok {
+			return proxy.Result{}, a.answerChallenge(ka)
+		}
 	}
 	if r.ProtoMajor >= 2 {
 		if status, reason := checkH2(l, r); status != 0 {
@@ -422,6 +429,7 @@ func (a *httpAttempt) deliver(resp *http.Response, b *pool.Backend) proxy.Outcom
 		delete(hdr, "Content-Length")
 	}
 	hdr.Set("X-Request-Id", a.id)
+	a.altSvc(hdr)
 	if st := a.t.Sticky; st != nil && a.info.Preferred != b {
 		if v := st.CookieValue(a.t.Pool, b, a.tls); v != "" {
 			hdr.Add("Set-Cookie", v)
@@ -502,6 +510,7 @@ func (a *httpAttempt) fail(status int, msg string, closeConn bool) int {
 	if status == http.StatusServiceUnavailable && a.t != nil {
 		hdr.Set("Retry-After", a.t.RetryAfter)
 	}
+	a.altSvc(hdr)
 	if (closeConn || a.upType != "") && a.r.ProtoMajor == 1 {
 		// HTTP/2 has no such field: a refused stream ends alone, and the
 		// connection's other streams go on.
