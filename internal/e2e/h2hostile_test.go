@@ -26,6 +26,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/sluice-lb/sluice/internal/config"
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 // This file: hostile HTTP/2 clients, written frame by frame with x/net's
@@ -713,14 +714,7 @@ func TestHostile2Floods(t *testing.T) {
 // (under CI=true, where .ci/run installs it) when it is not on PATH.
 func h2specBinary(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("h2spec")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("h2spec is not on PATH under CI=true (.ci/run installs it: go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible): %v", err)
-		}
-		t.Skipf("h2spec is not on PATH; install it to run this test: go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible")
-	}
-	return p
+	return testenv.Program(t, "h2spec", "go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible")
 }
 
 // h2specFailures returns the ids ("http2/6.5.3/1") of the tests listed

@@ -183,6 +183,10 @@ func (b *Backend) EffectiveWeight() int { return int(b.effWeight.Load()) }
 // most preferred level that has any (DNS SRV priorities map to levels).
 func (b *Backend) Priority() int { return int(b.priority.Load()) }
 
+// InitPriority sets the priority level of a backend that has not joined a
+// pool yet; once it has, use Pool.SetPriority, which rebuilds the picker.
+func (b *Backend) InitPriority(level int) { b.priority.Store(int32(level)) }
+
 // Health returns the current health.
 func (b *Backend) Health() Health { return Health(b.health.Load()) }
 

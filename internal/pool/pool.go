@@ -225,6 +225,35 @@ func (p *Pool) Add(b *Backend) bool {
 	return true
 }
 
+// AddAll adds the backends whose address is not present yet, with one
+// picker rebuild, and returns those it added.
+func (p *Pool) AddAll(bs []*Backend) []*Backend {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := *p.backends.Load()
+	have := make(map[string]bool, len(old)+len(bs))
+	for _, c := range old {
+		have[c.Address] = true
+	}
+	all := append(make([]*Backend, 0, len(old)+len(bs)), old...)
+	var added []*Backend
+	for _, b := range bs {
+		if have[b.Address] {
+			continue
+		}
+		have[b.Address] = true
+		b.Joined()
+		b.owner.Store(p)
+		all = append(all, b)
+		added = append(added, b)
+	}
+	if len(added) > 0 {
+		p.backends.Store(&all)
+		p.rebuildLocked()
+	}
+	return added
+}
+
 // Remove removes a backend; requests in flight on it finish.
 func (p *Pool) Remove(b *Backend) bool {
 	p.mu.Lock()
