@@ -75,6 +75,7 @@ func (s *Server) reloadLocked() (config.Changes, error) {
 	// Swap: pools first, then each listener's view.
 	s.snap.Store(snap)
 	s.activate(snap, old)
+	s.syncDiscovery(snap, cfg.ShutdownTimeout)
 	keep := map[string]bool{}
 	for _, lc := range cfg.Listeners {
 		keep[lc.Name] = true

@@ -103,6 +103,12 @@ type Server struct {
 	endStreams context.CancelFunc
 	// handover: the coming shutdown hands the sockets over (see HandOver).
 	handover atomic.Bool
+
+	// discovery runs each pool's discovery, by pool name; discErrors
+	// counts each pool's failed look-ups by source, across restarts of
+	// its discovery. Both guarded by mu.
+	discovery  map[string]*poolDiscovery
+	discErrors map[string]map[pool.Source]*atomic.Uint64
 }
 
 // snapshot is the pool side of one config generation; listener views point
@@ -136,6 +142,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	}
 	s := &Server{logger: o.Logger, opts: o, ids: proxy.NewRequestIDs(), cfg: cfg, listeners: map[string]*listener{},
 		removing: map[*pool.Backend]bool{}, events: events.New(0, o.Logger)}
+	s.discovery, s.discErrors = map[string]*poolDiscovery{}, map[string]map[pool.Source]*atomic.Uint64{}
 	if f := cfg.Admin.StateFile; f != "" {
 		st, err := state.Open(f)
 		if err != nil {
@@ -222,6 +229,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.snap.Store(snap)
 	s.activate(snap, nil)
+	s.syncDiscovery(snap, s.cfg.ShutdownTimeout)
 	for _, l := range bound {
 		s.listeners[l.cfg.Name] = l
 		l.serve(s)
@@ -235,7 +243,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.admin = gentle(&http.Server{
 		Handler: admin.New(s, admin.Options{Address: adminLn.Addr().String(), Token: token,
 			Metrics: metrics.NewHandler(s), Logger: s.logger, Version: s.opts.Version,
-			Events: s.events, Done: streams.Done()}),
+			Events: s.events, Done: streams.Done(), Fleet: s}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug),
@@ -344,6 +352,7 @@ func (s *Server) shutdown() error {
 	s.endStreams()
 	s.admin.Shutdown(ctx)
 	s.cancel()
+	s.stopDiscovery()
 	if snap := s.snap.Load(); snap != nil {
 		s.stopPools(snap.pools)
 		for _, p := range snap.pools {
@@ -380,9 +389,6 @@ func (s *Server) Ready() bool { return s.ready.Load() }
 func (s *Server) Reloads() (ok, failed uint64, lastOK bool) {
 	return s.reloadsOK.Load(), s.reloadsFail.Load(), s.lastReloadOK.Load()
 }
-
-// DiscoveryErrors implements metrics.Source (no discovery sources yet).
-func (s *Server) DiscoveryErrors(func(pool, source string, n uint64)) {}
 
 // AccessLogDropped implements metrics.Source.
 func (s *Server) AccessLogDropped() uint64 { return s.access.Dropped() }
