@@ -17,8 +17,8 @@ import (
 	"github.com/sluice-lb/sluice/internal/pool"
 )
 
-// DNS timing: a look-up is re-run no sooner than minRefresh after the
-// last (however short the records' TTL), each query gets queryTimeout per
+// DNS timing: a TTL shorter than refresh brings the next look-up forward,
+// but to no sooner than minRefresh (or refresh, when that is shorter), each query gets queryTimeout per
 // server, and after a failure the next try comes after retryBase, doubling
 // up to refresh.
 const (
@@ -97,7 +97,9 @@ func (d *DNS) Run(ctx context.Context, r Reporter) {
 		} else {
 			failures = 0
 			r.Found(set)
-			wait = max(min(wait, ttl), minRefresh)
+			if ttl < wait {
+				wait = max(ttl, min(minRefresh, wait))
+			}
 		}
 		t := time.NewTimer(wait)
 		select {

@@ -272,6 +272,8 @@ func TestDNSRefresh(t *testing.T) {
 			[]string{"0s failed: A web.test.: the server answered SERVFAIL", "1s failed: A web.test.: the server answered SERVFAIL",
 				"3s failed: A web.test.: the server answered SERVFAIL", "7s failed: A web.test.: the server answered SERVFAIL",
 				"12s failed: A web.test.: the server answered SERVFAIL", "17s failed: A web.test.: the server answered SERVFAIL"}},
+		{"refresh shorter than a second", 300 * time.Millisecond, []step{{ttl: 0}}, 700 * time.Millisecond,
+			[]string{"0s found 1", "300ms found 1", "600ms found 1"}},
 		{"a success after failures", 30 * time.Second, []step{{fail: true}, {ttl: 300}}, 40 * time.Second,
 			[]string{"0s failed: A web.test.: the server answered SERVFAIL", "1s found 1", "31s found 1"}},
 	}

@@ -97,7 +97,8 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // checker loops and drain waits
 
-	admin *gentleServer
+	admin     *gentleServer
+	adminAddr net.Addr // bound; guarded by mu
 	// endStreams ends the admin API's event streams, which would otherwise
 	// hold its Shutdown up.
 	endStreams context.CancelFunc
@@ -240,6 +241,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	streams, endStreams := context.WithCancel(context.Background())
 	s.endStreams = endStreams
+	s.adminAddr = adminLn.Addr()
 	s.admin = gentle(&http.Server{
 		Handler: admin.New(s, admin.Options{Address: adminLn.Addr().String(), Token: token,
 			Metrics: metrics.NewHandler(s), Logger: s.logger, Version: s.opts.Version,
@@ -273,6 +275,14 @@ func (s *Server) Addr(name string) net.Addr {
 		return l.sock.Addr()
 	}
 	return nil
+}
+
+// AdminAddr returns the bound address of the admin listener (tests bind
+// ":0"), or nil before Run has bound it.
+func (s *Server) AdminAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.adminAddr
 }
 
 func readToken(path string) (string, error) {
