@@ -3,9 +3,12 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -24,6 +27,9 @@ type Etcd struct {
 	clientPort int
 	peerPort   int
 
+	certs *Certs      // nil: plain HTTP
+	tls   *tls.Config // for the health check, with certs
+
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	out  *bytes.Buffer // its log, shown when the test fails
@@ -34,7 +40,32 @@ type Etcd struct {
 // locally, and fails it under CI=true, when etcd is not installed.
 func StartEtcd(t testing.TB) *Etcd {
 	t.Helper()
-	e := &Etcd{t: t, bin: Program(t, "etcd", Debian("etcd-server")), dir: t.TempDir()}
+	return startEtcd(t, nil)
+}
+
+// StartEtcdTLS is StartEtcd with TLS on the client port: etcd presents
+// certs' server certificate and requires a client certificate signed by
+// its CA.
+func StartEtcdTLS(t testing.TB, certs Certs) *Etcd {
+	t.Helper()
+	return startEtcd(t, &certs)
+}
+
+func startEtcd(t testing.TB, certs *Certs) *Etcd {
+	t.Helper()
+	e := &Etcd{t: t, bin: Program(t, "etcd", Debian("etcd-server")), dir: t.TempDir(), certs: certs}
+	if certs != nil {
+		roots := x509.NewCertPool()
+		pemCA, err := os.ReadFile(certs.CA)
+		if err != nil || !roots.AppendCertsFromPEM(pemCA) {
+			t.Fatalf("read the test CA: %v", err)
+		}
+		pair, err := tls.LoadX509KeyPair(certs.ClientCert, certs.ClientKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.tls = &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}}
+	}
 	e.clientPort, e.peerPort = freePort(t), freePort(t)
 	e.Start()
 	t.Cleanup(func() {
@@ -54,15 +85,24 @@ func (e *Etcd) Endpoint() string { return "127.0.0.1:" + strconv.Itoa(e.clientPo
 // Start starts etcd (again) and waits until it is healthy.
 func (e *Etcd) Start() {
 	e.t.Helper()
-	client := "http://" + e.Endpoint()
+	scheme := "http://"
+	if e.certs != nil {
+		scheme = "https://"
+	}
+	client := scheme + e.Endpoint()
 	peer := "http://127.0.0.1:" + strconv.Itoa(e.peerPort)
-	cmd := exec.Command(e.bin,
+	args := []string{
 		"--name", "test",
 		"--data-dir", filepath.Join(e.dir, "data"),
 		"--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "test="+peer, "--initial-cluster-state", "new",
-		"--log-level", "warn")
+		"--initial-cluster", "test=" + peer, "--initial-cluster-state", "new",
+		"--log-level", "warn"}
+	if c := e.certs; c != nil {
+		args = append(args, "--cert-file", c.ServerCert, "--key-file", c.ServerKey,
+			"--trusted-ca-file", c.CA, "--client-cert-auth")
+	}
+	cmd := exec.Command(e.bin, args...)
 	e.mu.Lock()
 	if e.out == nil {
 		e.out = new(bytes.Buffer)
@@ -83,7 +123,7 @@ func (e *Etcd) Start() {
 	e.mu.Unlock()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if healthy(client) {
+		if healthy(client, e.tls) {
 			return
 		}
 		select {
@@ -114,11 +154,13 @@ func (e *Etcd) Kill() {
 	<-exit
 }
 
-func healthy(client string) bool {
+func healthy(client string, tc *tls.Config) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", client+"/health", nil)
-	resp, err := http.DefaultClient.Do(req)
+	tr := &http.Transport{TLSClientConfig: tc, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
 		return false
 	}

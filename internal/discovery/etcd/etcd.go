@@ -21,9 +21,11 @@ package etcd
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"slices"
 	"strings"
@@ -125,7 +127,7 @@ func (s *Source) Run(ctx context.Context, r discovery.Reporter) {
 				if ctx.Err() != nil {
 					return
 				}
-				r.Failed(fmt.Errorf("list %s: %w", s.cfg.Prefix, err))
+				r.Failed(fmt.Errorf("list %s: %w%s", s.cfg.Prefix, err, s.diagnose(ctx, err)))
 				failures++
 				sleep(ctx, backoffFor(failures))
 				continue
@@ -251,13 +253,60 @@ func (s *Source) watch(ctx context.Context, cli *clientv3.Client, rev int64, st 
 			switch {
 			case err != nil && ctx.Err() == nil:
 				failing = true
-				r.Failed(fmt.Errorf("etcd at %s does not answer: %w", strings.Join(s.cfg.Endpoints, ","), err))
+				r.Failed(fmt.Errorf("etcd at %s does not answer: %w%s", strings.Join(s.cfg.Endpoints, ","), err, s.diagnose(ctx, err)))
 			case err == nil && failing:
 				failing = false
 				st.report(r, nil) // answers again
 			}
 		}
 	}
+}
+
+// diagnose says, when err is a time-out (the etcd client retries what
+// fails to connect until the deadline, which hides why), why the first
+// endpoint cannot be reached: connection refused, a TLS handshake refused.
+// It returns "" when the endpoint can be reached or err is something else.
+func (s *Source) diagnose(ctx context.Context, err error) string {
+	if !errors.Is(err, context.DeadlineExceeded) || len(s.cfg.Endpoints) == 0 {
+		return ""
+	}
+	ep := s.cfg.Endpoints[0]
+	host := ep
+	if u, err := url.Parse(ep); err == nil && u.Host != "" {
+		host = u.Host
+	}
+	dctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	conn, derr := (&net.Dialer{}).DialContext(dctx, "tcp", host)
+	if derr == nil && s.cfg.TLS != nil {
+		tc, _ := s.cfg.TLS.ClientConfig()
+		if tc != nil {
+			tc.ServerName, _, _ = net.SplitHostPort(host)
+			tconn := tls.Client(conn, tc)
+			derr = tconn.HandshakeContext(dctx)
+			if derr == nil {
+				// TLS 1.3 servers refuse a client certificate after the
+				// handshake: a read shows it.
+				tconn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+				if _, rerr := tconn.Read(make([]byte, 1)); rerr != nil && !isTimeout(rerr) {
+					derr = rerr
+				}
+			}
+			conn = tconn
+		}
+	}
+	if conn != nil {
+		conn.Close()
+	}
+	if derr == nil {
+		return ""
+	}
+	return fmt.Sprintf(" (%s: %v)", ep, derr)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // WriteFleet implements discovery.FleetWriter: a read, then a write that

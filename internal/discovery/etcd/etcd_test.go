@@ -285,3 +285,35 @@ func TestEtcdAuth(t *testing.T) {
 		t.Errorf("a set was reported without logging in: %v", wrong.view())
 	}
 }
+
+// TestEtcdTLS: with tls {ca, cert, key} the source verifies etcd's
+// certificate and presents its own, which this etcd requires; without the
+// client certificate the failure is reported.
+func TestEtcdTLS(t *testing.T) {
+	certs := testenv.NewCerts(t)
+	e := testenv.StartEtcdTLS(t, certs)
+	tc, err := (config.EtcdTLS{CA: certs.CA, Cert: certs.ClientCert, Key: certs.ClientKey}).ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"https://" + e.Endpoint()}, DialTimeout: 5 * time.Second, TLS: tc, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	put(t, cli, prefix+"a", `{"address": "https://127.0.0.1:9443"}`)
+
+	ok := run(t, etcd.New(config.EtcdDiscovery{Endpoints: []string{e.Endpoint()}, Prefix: prefix,
+		TLS: &config.EtcdTLS{CA: certs.CA, Cert: certs.ClientCert, Key: certs.ClientKey}}, etcd.Options{}))
+	waitView(t, ok, "https://127.0.0.1:9443 w1")
+
+	noCert := run(t, etcd.New(config.EtcdDiscovery{Endpoints: []string{e.Endpoint()}, Prefix: prefix,
+		TLS: &config.EtcdTLS{CA: certs.CA}}, etcd.Options{Probe: 200 * time.Millisecond}))
+	waitFor(t, "the refused connection reported", func() bool { return len(noCert.errs()) > 0 }, func() any { return noCert.errs() })
+	if got := noCert.errs()[0]; !strings.Contains(got, "tls: ") {
+		t.Errorf("error without a client certificate: %s, want the TLS refusal named", got)
+	}
+	if noCert.view() != nil {
+		t.Errorf("a set was reported without a client certificate: %v", noCert.view())
+	}
+}
