@@ -161,4 +161,3 @@ func errorsOf(s *Server, poolName, source string) uint64 {
 	})
 	return n
 }
-
