@@ -42,6 +42,11 @@ type Target struct {
 	// its requests in flight before it is removed; 0 removes it once idle
 	// whatever the time.
 	DrainTimeout time.Duration
+	// Joined, when not nil, is called for each backend Members added to
+	// Pool, before the fleet-wide state applies over what it did (the
+	// server applies admin.state_file's entry). It runs on Members' loop:
+	// it must not wait for the caller of Attach.
+	Joined func(*pool.Backend)
 }
 
 // Members keeps one pool's discovered backends in step with its sources.
@@ -200,6 +205,11 @@ func (m *Members) run(ctx context.Context) {
 		case a := <-m.attach:
 			m.target = a.t
 			clear(m.applied)
+			for b := range m.draining {
+				// The new config's state (admin.state_file) may have
+				// enabled it: it is still gone from its source.
+				a.t.Pool.SetAdmin(b, pool.Draining)
+			}
 			m.reconcile()
 			close(a.done)
 		case <-poll:
@@ -313,13 +323,14 @@ func (m *Members) reconcile() {
 			delete(m.draining, b)
 			delete(m.applied, b.Address)
 			p.SetAdmin(b, pool.Enabled)
-			m.events.Publish(events.Added, m.pool, b.Address, fmt.Sprintf("found by %s again while it was draining", w.kind))
+			m.events.Backend(events.Added, m.pool, b, fmt.Sprintf("found by %s again while it was draining", w.kind))
 			changed = true
 		}
 		if last, ok := m.found[b.Address]; !ok || last != w.Weight {
 			m.found[b.Address] = w.Weight
-			if fleet[b.Address].Weight == 0 {
-				p.SetWeight(b, w.Weight)
+			if fleet[b.Address].Weight == 0 && b.Weight() != w.Weight {
+				m.setWeight(b, w.Weight, fmt.Sprintf("found by %s with another weight", w.kind))
+				changed = true
 			}
 		}
 		p.SetPriority(b, w.Priority)
@@ -335,7 +346,8 @@ func (m *Members) reconcile() {
 		b.InitPriority(w.Priority)
 		add = append(add, b)
 	}
-	for _, b := range p.AddAll(add) {
+	added := p.AddAll(add)
+	for _, b := range added {
 		w := want[b.Address]
 		m.found[b.Address] = w.Weight
 		delete(m.applied, b.Address)
@@ -343,8 +355,13 @@ func (m *Members) reconcile() {
 		if w.Priority > 0 {
 			reason += fmt.Sprintf(", priority level %d", w.Priority)
 		}
-		m.events.Publish(events.Added, m.pool, b.Address, reason)
+		m.events.Backend(events.Added, m.pool, b, reason)
 		changed = true
+	}
+	if m.target.Joined != nil {
+		for _, b := range added {
+			m.target.Joined(b)
+		}
 	}
 	changed = m.applyFleet(fleet) || changed
 	if changed && m.target.Kick != nil {
@@ -379,7 +396,7 @@ func (m *Members) drain(b *pool.Backend, reason string) bool {
 	}
 	m.draining[b] = end
 	m.target.Pool.SetAdmin(b, pool.Draining)
-	m.events.Publish(events.Drained, m.pool, b.Address, reason+": draining, removed once its requests in flight finish")
+	m.events.Backend(events.Drained, m.pool, b, reason+": draining, removed once its requests in flight finish")
 	return true
 }
 
@@ -404,7 +421,7 @@ func (m *Members) finishDrains() {
 		if n > 0 {
 			reason = fmt.Sprintf("%s: drain time up with %d requests in flight, which finish on their own", end.reason, n)
 		}
-		m.events.Publish(events.Removed, m.pool, b.Address, reason)
+		m.events.Backend(events.Removed, m.pool, b, reason)
 		changed = true
 	}
 	if changed && m.target.Kick != nil {
@@ -456,22 +473,29 @@ func (m *Members) applyFleet(fleet map[string]Fleet) bool {
 		m.applied[addr] = f
 		if st, ok := f.AdminState(); ok {
 			if _, gone := m.draining[b]; !gone && p.SetAdmin(b, st) {
-				m.events.Publish(adminKind(st), m.pool, b.Address, fmt.Sprintf("fleet-wide %s from %s", f.State, m.describe(pool.SourceEtcd)))
+				m.events.Backend(adminKind(st), m.pool, b, fmt.Sprintf("fleet-wide %s from %s", f.State, m.describe(pool.SourceEtcd)))
 				changed = true
 			}
 		}
 		switch {
 		case f.Weight > 0 && f.Weight != b.Weight():
-			p.SetWeight(b, f.Weight)
+			m.setWeight(b, f.Weight, fmt.Sprintf("fleet-wide weight from %s", m.describe(pool.SourceEtcd)))
 			changed = true
 		case f.Weight == 0 && prev.Weight > 0:
-			if w, ok := m.found[addr]; ok {
-				p.SetWeight(b, w) // back to the weight the source gives
+			if w, ok := m.found[addr]; ok && w != b.Weight() {
+				m.setWeight(b, w, "the fleet-wide weight was cleared: back to the weight found")
 				changed = true
 			}
 		}
 	}
 	return changed
+}
+
+// setWeight changes b's weight and publishes why.
+func (m *Members) setWeight(b *pool.Backend, w int, why string) {
+	old := b.Weight()
+	m.target.Pool.SetWeight(b, w)
+	m.events.Backend(events.WeightChanged, m.pool, b, fmt.Sprintf("%s: weight %d → %d", why, old, w))
 }
 
 // adminKind is the event of an admin state change.

@@ -113,6 +113,9 @@ func TestMembersFollowSources(t *testing.T) {
 		if kicks == 0 {
 			t.Errorf("the health checker was not kicked after backends joined")
 		}
+		if r := p.Find("http://127.0.0.1:9002").Reason(); r.Text != "found by dns (fake dns) with weight 3" || r.Since.IsZero() {
+			t.Errorf("reason of 9002: %+v, want where it was found, and since when", r)
+		}
 
 		// A failure changes nothing, is counted each time and published
 		// once per run of failures.
@@ -154,7 +157,7 @@ func TestMembersFollowSources(t *testing.T) {
 		}
 
 		wantEvents := []string{"added http://127.0.0.1:9001", "added http://127.0.0.1:9002", "discovery_error ",
-			"drained http://127.0.0.1:9002", "removed http://127.0.0.1:9002"}
+			"weight_changed http://127.0.0.1:9001", "drained http://127.0.0.1:9002", "removed http://127.0.0.1:9002"}
 		if diff := cmp.Diff(wantEvents, kinds(ev)); diff != "" {
 			t.Errorf("events (-want +got):\n%s", diff)
 		}
@@ -316,8 +319,9 @@ func TestMembersFleet(t *testing.T) {
 		if diff := cmp.Diff(want, members(p)); diff != "" {
 			t.Errorf("fleet weight cleared (-want +got):\n%s", diff)
 		}
-		wantEvents := []string{"added http://127.0.0.1:9001", "drained http://127.0.0.1:9001",
-			"added http://127.0.0.1:9002", "disabled http://127.0.0.1:9002", "enabled http://127.0.0.1:9002"} // 9001 was enabled already
+		wantEvents := []string{"added http://127.0.0.1:9001", "drained http://127.0.0.1:9001", "weight_changed http://127.0.0.1:9000",
+			"added http://127.0.0.1:9002", "disabled http://127.0.0.1:9002", "weight_changed http://127.0.0.1:9002",
+			"enabled http://127.0.0.1:9002", "weight_changed http://127.0.0.1:9002"} // 9001 was enabled already
 		if diff := cmp.Diff(wantEvents, kinds(ev)); diff != "" {
 			t.Errorf("events (-want +got):\n%s", diff)
 		}

@@ -45,7 +45,8 @@ func (s *Server) syncDiscovery(snap *snapshot, drain time.Duration) {
 		if p.cfg.Discovery == nil {
 			continue
 		}
-		t := discovery.Target{Pool: p.pool, Kick: p.checker.Kick, DrainTimeout: drain}
+		t := discovery.Target{Pool: p.pool, Kick: p.checker.Kick, DrainTimeout: drain,
+			Joined: func(b *pool.Backend) { s.applyEntry(p, b) }}
 		if d := s.discovery[p.cfg.Name]; d != nil {
 			d.members.Attach(t)
 			continue
@@ -54,6 +55,25 @@ func (s *Server) syncDiscovery(snap *snapshot, drain time.Duration) {
 			Events: s.events, Logger: s.logger, Errors: s.discoveryErrors(p.cfg.Name)})
 		m.Start(s.ctx, t)
 		s.discovery[p.cfg.Name] = &poolDiscovery{cfg: *p.cfg.Discovery, members: m}
+	}
+}
+
+// applyEntry gives a backend that discovery added its admin.state_file
+// entry, as activate does for the others at start-up and reloads. It runs
+// on the discovery loop, without s.mu (the state store has its own lock).
+func (s *Server) applyEntry(p *poolRT, b *pool.Backend) {
+	e, ok := s.state.Get(p.cfg.Name, b.Address)
+	if !ok {
+		return
+	}
+	if e.Weight > 0 && e.Weight != b.Weight() {
+		old := b.Weight()
+		p.pool.SetWeight(b, e.Weight)
+		s.events.Backend(events.WeightChanged, p.cfg.Name, b, fmt.Sprintf("admin.state_file: weight %d → %d", old, e.Weight))
+	}
+	if st := adminState(e.State); e.State != "" && p.pool.SetAdmin(b, st) {
+		s.events.Backend(adminKind(st), p.cfg.Name, b, fmt.Sprintf("admin.state_file: %s through the admin API at %s", e.State, e.Updated.Format(time.RFC3339)))
+		p.checker.Kick()
 	}
 }
 

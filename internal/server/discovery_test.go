@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,10 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
 
+	"github.com/sluice-lb/sluice/internal/admin"
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/testenv"
@@ -160,4 +163,42 @@ func errorsOf(s *Server, poolName, source string) uint64 {
 		}
 	})
 	return n
+}
+
+// TestStateFileOnDiscoveredBackends: an admin.state_file entry of a
+// backend that discovery finds only after start-up is not stale, and
+// applies when the backend joins; the API refuses to remove a discovered
+// backend, which its source would add again.
+func TestStateFileOnDiscoveredBackends(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a := startBackend(t, ctx)
+	srvDNS := testenv.StartDNS(t)
+	_, port, _ := net.SplitHostPort(a[len("http://"):])
+	srvDNS.Set(t, "web.test", dns.TypeA, "web.test. 1 IN A 127.0.0.1")
+	dir := t.TempDir()
+	cfgPath, statePath := filepath.Join(dir, "sluice.yaml"), filepath.Join(dir, "state.json")
+	cfg := fmt.Sprintf("listeners: [{name: public, address: \"127.0.0.1:0\", pool: web}]\n"+
+		"pools: [{name: web, discovery: {dns: {name: web.test, port: %s, resolver: %q, refresh: 200ms}}}]\n"+
+		"admin: {address: \"127.0.0.1:0\", state_file: %q}\naccess_log: {format: off}\nshutdown_timeout: 2s\n", port, srvDNS.Addr, statePath)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	entry := fmt.Sprintf(`{"version": 1, "backends": [{"pool": "web", "address": %q, "state": "disabled", "weight": 4, "updated": "2026-01-02T15:04:05Z"}]}`, a)
+	if err := os.WriteFile(statePath, []byte(entry), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := runFile(t, cfgPath)
+	if st := srv.State(); len(st.Stale) != 0 {
+		t.Errorf("stale entries %+v, want none: discovery may find the backend", st.Stale)
+	}
+	eventually(t, "a found", func() bool { return srv.Pools()[0].Find(a) != nil })
+	b := srv.Pools()[0].Find(a)
+	if b.State() != "disabled" || b.Weight() != 4 {
+		t.Errorf("discovered backend with a state file entry: %s, weight %d; want disabled, weight 4", b.State(), b.Weight())
+	}
+	err := srv.RemoveBackend("web", a)
+	if !errors.Is(err, admin.ErrConflict) || !strings.Contains(err.Error(), "was found by dns") {
+		t.Errorf("RemoveBackend of a discovered backend: %v, want a conflict saying it was found by dns", err)
+	}
 }
