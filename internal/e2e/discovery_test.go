@@ -192,9 +192,12 @@ func startBackendsOnePort(t *testing.T, ips ...string) ([]*demoBackend, int) {
 }
 
 // discovered returns a pool named web with health checks whose backends
-// come from discovery d only.
+// come from discovery d only. Three failed checks take a backend out, so
+// that checks a loaded machine answers late do not.
 func discovered(d *config.Discovery) config.Pool {
-	return config.Pool{Name: "web", Balance: "round_robin", Discovery: d, HealthCheck: checked(200 * time.Millisecond)}
+	hc := checked(time.Second)
+	hc.UnhealthyThreshold = 3
+	return config.Pool{Name: "web", Balance: "round_robin", Discovery: d, HealthCheck: hc}
 }
 
 // waitUsed waits until backend name answered through the load, and
