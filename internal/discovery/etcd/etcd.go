@@ -216,7 +216,6 @@ func (s *Source) watch(ctx context.Context, cli *clientv3.Client, rev int64, st 
 	}()
 	probe := time.NewTicker(s.probe)
 	defer probe.Stop()
-	failing := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -232,6 +231,9 @@ func (s *Source) watch(ctx context.Context, cli *clientv3.Client, rev int64, st 
 			case wr.Err() != nil:
 				return rev, wr.Err()
 			case wr.IsProgressNotify():
+				rev = max(rev, wr.Header.Revision) // every event up to it was sent
+				continue
+			case len(wr.Events) == 0:
 				continue
 			}
 			var bad []error
@@ -243,8 +245,9 @@ func (s *Source) watch(ctx context.Context, cli *clientv3.Client, rev int64, st 
 					bad = append(bad, err)
 				}
 			}
-			rev = wr.Header.Revision
-			failing = false
+			// Not the header's revision: while the watch catches up, that is
+			// the store's, ahead of the events sent so far.
+			rev = wr.Events[len(wr.Events)-1].Kv.ModRevision
 			st.report(r, bad)
 		case <-probe.C:
 			pctx, pcancel := context.WithTimeout(ctx, probeTimeout)
@@ -252,11 +255,9 @@ func (s *Source) watch(ctx context.Context, cli *clientv3.Client, rev int64, st 
 			pcancel()
 			switch {
 			case err != nil && ctx.Err() == nil:
-				failing = true
 				r.Failed(fmt.Errorf("etcd at %s does not answer: %w%s", strings.Join(s.cfg.Endpoints, ","), err, s.diagnose(ctx, err)))
-			case err == nil && failing:
-				failing = false
-				st.report(r, nil) // answers again
+			case err == nil:
+				st.report(r, nil) // it answers (again): the status says when it last did
 			}
 		}
 	}
