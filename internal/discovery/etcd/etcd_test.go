@@ -218,17 +218,31 @@ func TestEtcdOutage(t *testing.T) {
 	waitView(t, r, "http://127.0.0.1:9001 w1", "http://127.0.0.1:9002 w1")
 }
 
-// TestEtcdCompacted: while sluice's connection is cut, keys change and
-// etcd compacts its history; when the connection is back the revision to
-// resume from is gone, and the source lists the prefix again.
+// TestEtcdCompacted: while sluice's connection is cut, keys change; when
+// it is back the watch resumes from the last revision seen and gets every
+// change. Then the same with etcd compacting its history meanwhile: the
+// revision to resume from is gone, and the source lists the prefix again.
 func TestEtcdCompacted(t *testing.T) {
 	e := testenv.StartEtcd(t)
 	cli := client(t, e.Endpoint())
 	put(t, cli, prefix+"a", `{"address": "http://127.0.0.1:9001"}`)
+	put(t, cli, prefix+"z", `{"address": "http://127.0.0.1:9009"}`)
 	proxy := testenv.StartProxy(t, e.Endpoint())
 	src := etcd.New(config.EtcdDiscovery{Endpoints: []string{proxy.Addr}, Prefix: prefix}, etcd.Options{Probe: 200 * time.Millisecond})
 	r := run(t, src)
+	waitView(t, r, "http://127.0.0.1:9001 w1", "http://127.0.0.1:9009 w1")
+
+	proxy.Cut()
+	waitFor(t, "an error while cut off", func() bool { return len(r.errs()) > 0 }, func() any { return r.errs() })
+	del(t, cli, prefix+"z")
+	put(t, cli, prefix+"a", `{"address": "http://127.0.0.1:9001", "weight": 4}`)
+	proxy.Restore()
+	waitView(t, r, "http://127.0.0.1:9001 w4")
+	put(t, cli, prefix+"a", `{"address": "http://127.0.0.1:9001"}`)
 	waitView(t, r, "http://127.0.0.1:9001 w1")
+	r.mu.Lock()
+	r.errors = nil
+	r.mu.Unlock()
 
 	proxy.Cut()
 	waitFor(t, "an error while cut off", func() bool { return len(r.errs()) > 0 }, func() any { return r.errs() })
