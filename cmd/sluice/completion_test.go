@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 // needTool returns the path of a program the test needs. Locally a
@@ -14,15 +16,7 @@ import (
 // (CI=true), where .ci/run installs it, it fails.
 func needTool(t *testing.T, name, pkg string) string {
 	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is not on PATH: .ci/run must install Debian's %s package", name, pkg)
-	}
-	t.Skipf("%s is not on PATH: install Debian's %s package (apt-get install %s) to run this test", name, pkg, pkg)
-	return ""
+	return testenv.Program(t, name, testenv.Debian(pkg))
 }
 
 func generated(t *testing.T, args ...string) string {

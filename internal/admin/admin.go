@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluice-lb/sluice/internal/discovery"
 	"github.com/sluice-lb/sluice/internal/events"
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/state"
@@ -53,7 +54,24 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrConflict: e.g. the backend is already in the pool (409).
 	ErrConflict = errors.New("conflict")
+	// ErrUnavailable: a store the change needs (etcd) could not be
+	// reached, and nothing changed (503).
+	ErrUnavailable = errors.New("unavailable")
 )
+
+// Fleet is what the admin API needs of a Runtime that discovers backends:
+// the state of each pool's discovery sources, and state changes written
+// to a store that every instance of the fleet watches (?scope=fleet).
+type Fleet interface {
+	// Discovery returns the state of the pool's discovery sources (none
+	// when it has no discovery).
+	Discovery(pool string) []discovery.Status
+	// SetFleetState and SetFleetWeight write the change for every
+	// instance, and apply it here too. When the pool has no fleet-wide
+	// store they return an error saying why, and change nothing.
+	SetFleetState(pool, address string, st pool.Admin) error
+	SetFleetWeight(pool, address string, weight int) error
+}
 
 // Options configure the admin handler.
 type Options struct {
@@ -88,6 +106,10 @@ type Options struct {
 	// Stats serves GET /api/v1/stats (the dashboard's charts); nil answers
 	// 404.
 	Stats StatsSource
+	// Fleet, when not nil, adds each pool's discovery status to the pool
+	// views and serves ?scope=fleet on state and weight changes; nil
+	// answers ?scope=fleet with 400.
+	Fleet Fleet
 }
 
 // New returns the admin handler.
@@ -102,6 +124,7 @@ func New(rt Runtime, o Options) http.Handler {
 		done:      o.Done,
 		heartbeat: o.Heartbeat,
 		statsSrc:  o.Stats,
+		fleet:     o.Fleet,
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -142,6 +165,7 @@ type handler struct {
 	heartbeat time.Duration
 	// statsSrc feeds GET /api/v1/stats; nil: 404.
 	statsSrc StatsSource
+	fleet     Fleet // nil: no discovery
 }
 
 var _ http.Handler = (*handler)(nil)
@@ -231,6 +255,8 @@ type poolView struct {
 	Backends  []backendView `json:"backends"`
 	Retries   uint64        `json:"retries"`
 	NoBackend uint64        `json:"no_backend"`
+	// Discovery is the state of the pool's discovery sources.
+	Discovery []discovery.Status `json:"discovery,omitempty"`
 }
 
 type backendView struct {
@@ -249,6 +275,9 @@ type backendView struct {
 	ChecksPassed uint64     `json:"checks_passed"`
 	ChecksFailed uint64     `json:"checks_failed"`
 	Ejections    uint64     `json:"ejections"`
+	// Scope says where a state or weight change applied: "local" (this
+	// instance) or "fleet" (every instance); only in their answers.
+	Scope string `json:"scope,omitempty"`
 }
 
 // poolsView is GET /api/v1/pools. state_stale lists the admin.state_file
@@ -341,7 +370,7 @@ func (h *handler) listPools(w http.ResponseWriter, r *http.Request) {
 	o, stale := h.overrides()
 	v := poolsView{Version: h.version, Pools: make([]poolView, 0, len(ps)), StateStale: stale}
 	for _, p := range ps {
-		v.Pools = append(v.Pools, viewPool(p, o))
+		v.Pools = append(v.Pools, h.withDiscovery(viewPool(p, o)))
 	}
 	writeJSON(w, http.StatusOK, v)
 }
@@ -353,18 +382,53 @@ func (h *handler) getPool(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	o, _ := h.overrides()
-	writeJSON(w, http.StatusOK, viewPool(p, o))
+	writeJSON(w, http.StatusOK, h.withDiscovery(viewPool(p, o)))
+}
+
+// withDiscovery adds the pool's discovery status to v.
+func (h *handler) withDiscovery(v poolView) poolView {
+	if h.fleet != nil {
+		v.Discovery = h.fleet.Discovery(v.Name)
+	}
+	return v
 }
 
 // writeBackend answers the view of a backend (or the error of finding it).
 func (h *handler) writeBackend(w http.ResponseWriter, code int, poolName, address string) {
+	h.writeChanged(w, code, poolName, address, "")
+}
+
+// writeChanged is writeBackend after a change that applied in scope
+// ("local" or "fleet"; "" says nothing).
+func (h *handler) writeChanged(w http.ResponseWriter, code int, poolName, address, scope string) {
 	b, err := h.findBackend(poolName, address)
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
 	o, _ := h.overrides()
-	writeJSON(w, code, viewBackend(poolName, b, o))
+	v := viewBackend(poolName, b, o)
+	v.Scope = scope
+	writeJSON(w, code, v)
+}
+
+// scope reads ?scope= of a state or weight change: "local" (the default)
+// or "fleet". It answers 400 and returns "" when the value is unknown, or
+// when it is fleet and there is no fleet.
+func (h *handler) scope(w http.ResponseWriter, r *http.Request) string {
+	switch sc := r.URL.Query().Get("scope"); sc {
+	case "", "local":
+		return "local"
+	case "fleet":
+		if h.fleet == nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("pool %q has no etcd discovery, so there is no fleet-wide store: drop ?scope=fleet to change this instance only", r.PathValue("pool")))
+			return ""
+		}
+		return sc
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown scope %q: use local (this instance, the default) or fleet (every instance sharing the pool's etcd prefix)", sc))
+		return ""
+	}
 }
 
 func (h *handler) getBackend(w http.ResponseWriter, r *http.Request) {
@@ -440,11 +504,21 @@ func (h *handler) setState(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown action %q: use drain, enable, disable or weight", action))
 		return
 	}
-	if err := h.rt.SetBackendState(poolName, address, st); err != nil {
+	scope := h.scope(w, r)
+	if scope == "" {
+		return
+	}
+	var err error
+	if scope == "fleet" {
+		err = h.fleet.SetFleetState(poolName, address, st)
+	} else {
+		err = h.rt.SetBackendState(poolName, address, st)
+	}
+	if err != nil {
 		writeErr(w, err)
 		return
 	}
-	h.writeBackend(w, http.StatusOK, poolName, address)
+	h.writeChanged(w, http.StatusOK, poolName, address, scope)
 }
 
 func (h *handler) setWeight(w http.ResponseWriter, r *http.Request) {
@@ -460,11 +534,21 @@ func (h *handler) setWeight(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `"weight" is required: send `+example)
 		return
 	}
-	if err := h.rt.SetBackendWeight(poolName, address, *req.Weight); err != nil {
+	scope := h.scope(w, r)
+	if scope == "" {
+		return
+	}
+	var err error
+	if scope == "fleet" {
+		err = h.fleet.SetFleetWeight(poolName, address, *req.Weight)
+	} else {
+		err = h.rt.SetBackendWeight(poolName, address, *req.Weight)
+	}
+	if err != nil {
 		writeErr(w, err)
 		return
 	}
-	h.writeBackend(w, http.StatusOK, poolName, address)
+	h.writeChanged(w, http.StatusOK, poolName, address, scope)
 }
 
 // state answers admin.state_file: every entry, and the stale ones with

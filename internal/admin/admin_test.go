@@ -489,7 +489,9 @@ func TestSetState(t *testing.T) {
 				got := call(t, srv, "POST", s.path, "", nil)
 				var want any = map[string]any{"error": s.wantError}
 				if s.wantCode == 200 {
-					want = backendJSON("http://127.0.0.1:8081", 1, s.wantState)
+					bj := backendJSON("http://127.0.0.1:8081", 1, s.wantState)
+					bj["scope"] = "local"
+					want = bj
 				}
 				if diff := cmp.Diff(want, decode(t, got)); got.code != s.wantCode || diff != "" {
 					t.Errorf("POST %s = %d, want %d; body (-want +got):\n%s", s.path, got.code, s.wantCode, diff)

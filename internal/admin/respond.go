@@ -25,8 +25,8 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 }
 
 // writeErr maps a Runtime error to its status: ErrNotFound 404, ErrConflict
-// 409, state.ErrNotPersisted 500, anything else 400 (the request named
-// something invalid).
+// 409, state.ErrNotPersisted 500, ErrUnavailable 503, anything else 400
+// (the request named something invalid).
 func writeErr(w http.ResponseWriter, err error) {
 	code, msg := http.StatusBadRequest, err.Error()
 	switch {
@@ -36,6 +36,8 @@ func writeErr(w http.ResponseWriter, err error) {
 		code = http.StatusConflict
 	case errors.Is(err, state.ErrNotPersisted):
 		code, msg = http.StatusInternalServerError, msg+"; fix the problem with admin.state_file (its directory, disk space, permissions) and try again"
+	case errors.Is(err, ErrUnavailable):
+		code = http.StatusServiceUnavailable
 	}
 	writeError(w, code, msg)
 }

@@ -21,7 +21,7 @@ func TestSetWeight(t *testing.T) {
 		want             any
 		wantCall         string
 	}{
-		{"ok", path, `{"weight": 5}`, nil, 200, backendJSON("http://127.0.0.1:8081", 5, "healthy"), "weight web http://127.0.0.1:8081 5"},
+		{"ok", path, `{"weight": 5}`, nil, 200, changed(backendJSON("http://127.0.0.1:8081", 5, "healthy"), "local"), "weight web http://127.0.0.1:8081 5"},
 		{"out of range", path, `{"weight": 0}`, nil, 400, map[string]any{"error": "weight 0 out of range: use 1 to 1000"}, "weight web http://127.0.0.1:8081 0"},
 		{"missing", path, `{}`, nil, 400, map[string]any{"error": `"weight" is required: send ` + example}, ""},
 		{"not a number", path, `{"weight": "5"}`, nil, 400,

@@ -383,6 +383,7 @@ var blockNames = map[reflect.Type]string{
 	reflect.TypeFor[Discovery]():        "in discovery",
 	reflect.TypeFor[DNSDiscovery]():     "in discovery.dns",
 	reflect.TypeFor[EtcdDiscovery]():    "in discovery.etcd",
+	reflect.TypeFor[EtcdTLS]():          "in discovery.etcd.tls",
 	reflect.TypeFor[HealthCheck]():      "in health_check",
 	reflect.TypeFor[PassiveHealth]():    "in passive_health",
 	reflect.TypeFor[Retries]():          "in retries",

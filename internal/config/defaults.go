@@ -49,6 +49,12 @@ func (c *Config) ApplyDefaults() {
 		for j := range pl.Backends {
 			def(s, index(p+".backends", j)+".weight", &pl.Backends[j].Weight, 1)
 		}
+		if d := pl.Discovery; d != nil && d.DNS != nil {
+			dp := p + ".discovery.dns"
+			def(s, dp+".type", &d.DNS.Type, "A")
+			def(s, dp+".scheme", &d.DNS.Scheme, "http")
+			def(s, dp+".refresh", &d.DNS.Refresh, 30*time.Second)
+		}
 		if hc := pl.HealthCheck; hc != nil {
 			hp := p + ".health_check"
 			typ := "http"

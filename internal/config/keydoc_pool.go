@@ -27,12 +27,13 @@ func poolKeyDocs() map[string]KeyDoc {
 				"no effect. See [policies.md](policies.md#consistent_hash).",
 		},
 		"pools.backends": {
-			Type: "list of [backends](#backends)", Default: required,
-			Meaning: "the servers. At least one, no address twice.",
+			Type: "list of [backends](#backends)", Default: "— (required without `discovery`)",
+			Meaning: "the servers. At least one unless the pool has `discovery`; no address twice.",
 		},
 		"pools.discovery": {
-			Meaning: "backends found at run time, by DNS or etcd, instead of or beside `backends`. **Not " +
-				"supported yet.**",
+			Type: "[block](#discovery)",
+			Meaning: "backends found at run time in DNS or etcd, beside the static `backends` (which may " +
+				"then be empty).",
 		},
 		"pools.health_check": {
 			Type: "[block](#health_check)", Note: "(no active checks)",
@@ -94,39 +95,80 @@ func poolKeyDocs() map[string]KeyDoc {
 			Meaning: "the backend's share relative to the others in the pool.",
 		},
 		"pools.discovery.dns": {
-			Meaning: "backends from the records of a DNS name, resolved again every `refresh`.",
+			Meaning: "backends from the records of a DNS name, resolved again every `refresh`, sooner when " +
+				"the records' TTL is shorter.",
 		},
 		"pools.discovery.etcd": {
 			Meaning: "backends from the keys under a prefix in etcd, watched.",
 		},
 		"pools.discovery.dns.name": {
-			Type:    "host name",
-			Meaning: "the name resolved.",
+			Type: "DNS name", Default: required,
+			Meaning: "what to resolve, e.g. `web.internal`, or for SRV `_http._tcp.web.internal`. Without " +
+				"`resolver`, a name with fewer dots than resolv.conf's `ndots` goes through its `search` " +
+				"domains.",
 		},
 		"pools.discovery.dns.type": {
-			Type:    "`A` | `AAAA` | `SRV`",
-			Meaning: "the record type asked for; SRV records carry the port too.",
+			Type: "`A` | `AAAA` | `SRV`",
+			Meaning: "`A`/`AAAA`: one backend of weight 1 per address, on `port`. `SRV`: one backend per " +
+				"record's target address (A, else AAAA; from the additional section when the server " +
+				"sends it) on the record's port; the record's weight becomes the backend's (0 counts as " +
+				"1, above 1000 as 1000), and its **priority** a level: the backends of the lowest " +
+				"priority value serve alone, and the next level takes requests only while no backend of " +
+				"the levels above is eligible (healthy and enabled); every level is health checked all " +
+				"along. A target without an address is left out.",
 		},
 		"pools.discovery.dns.port": {
-			Meaning: "the port of the backends found in A and AAAA records.",
+			Type: "integer 1–65535", Default: "— (required with `A`/`AAAA`)",
+			Meaning: "the backends' port. An error with `SRV`, whose records give it.",
 		},
 		"pools.discovery.dns.scheme": {
-			Type:    "`http` | `https`",
-			Meaning: "how the backends found are reached.",
+			Type: "`http` | `https` | `tcp`",
+			Meaning: "the backends' scheme. The address is the IP, so `https` backends are verified " +
+				"against `upstream_tls.server_name` (set it).",
 		},
 		"pools.discovery.dns.refresh": {
-			Meaning: "how often the name is resolved again.",
+			Type: "duration > 0",
+			Meaning: "the longest time between two look-ups. After a failure the next try comes after 1s, " +
+				"doubling up to `refresh`.",
 		},
 		"pools.discovery.dns.resolver": {
-			Type: "`host:port`", Note: "(the system's resolver)",
-			Meaning: "the DNS server asked.",
+			Type: "`ip:port`", Note: "(the system's)",
+			Meaning: "the DNS server to ask, by IP address (e.g. `\"10.0.0.2:53\"`). `\"\"` asks the " +
+				"`nameserver`s of `/etc/resolv.conf` in turn, read again before every look-up.",
 		},
 		"pools.discovery.etcd.endpoints": {
-			Type:    "list of `host:port`",
-			Meaning: "the client endpoints of the etcd cluster.",
+			Type: "list of `host:port` or `http(s)://host:port`", Default: required,
+			Meaning: "the etcd servers.",
 		},
 		"pools.discovery.etcd.prefix": {
-			Meaning: "the key prefix watched; each key under it names a backend.",
+			Type: "string ending in `/`", Default: required,
+			Meaning: "each key under it is one backend; its value is JSON " +
+				"`{\"address\": \"http://10.0.0.5:8080\", \"weight\": 1}` (`weight` 1–1000, default 1; other " +
+				"fields are ignored). Keys under `PREFIX_fleet/` hold the " +
+				"[fleet-wide admin state](fleet.md#fleet-wide-admin-actions) instead.",
+		},
+		"pools.discovery.etcd.username": {
+			Meaning: "etcd user; with `password_file`.",
+		},
+		"pools.discovery.etcd.password_file": {
+			Type:    "file",
+			Meaning: "a file whose first line is the user's password.",
+		},
+		"pools.discovery.etcd.tls": {
+			Note:    "(plain connections)",
+			Meaning: "TLS to etcd, below.",
+		},
+		"pools.discovery.etcd.tls.ca": {
+			Type: "file", Note: "(system roots)",
+			Meaning: "PEM file of the CAs that sign etcd's certificate.",
+		},
+		"pools.discovery.etcd.tls.cert": {
+			Type: "file", Note: "(no client certificate)",
+			Meaning: "PEM file of a client certificate, for an etcd that asks for one; with `key`.",
+		},
+		"pools.discovery.etcd.tls.key": {
+			Type:    "file",
+			Meaning: "its private key; with `cert`.",
 		},
 		"pools.health_check.type": {
 			Type: "`http` | `tcp` | `grpc`", Note: "(`tcp` when every backend is `tcp://`)",

@@ -96,8 +96,9 @@ func TestLoadExample(t *testing.T) {
 }
 
 // TestDesignExample checks the verbatim example of DESIGN.md fails only on
-// the keys not supported yet, the certificate files it names (which do not
-// exist) and the two pools it names but does not define.
+// the keys not supported yet (none left in it), the certificate files it
+// names (which do not exist) and the two pools it names but does not
+// define.
 func TestDesignExample(t *testing.T) {
 	_, err := Load("testdata/design.yaml")
 	want := []string{
@@ -105,7 +106,6 @@ func TestDesignExample(t *testing.T) {
 		"testdata/design.yaml:7:39: tls key: stat certs/site.key: no such file or directory: give the path of a readable PEM file",
 		`testdata/design.yaml:16:61: pool "api" is not defined under pools`,
 		`testdata/design.yaml:17:60: pool "canary" is not defined under pools`,
-		"testdata/design.yaml:26:5: discovery is not supported yet: list the backends under backends",
 	}
 	if diff := cmp.Diff(want, lines(err)); diff != "" {
 		t.Errorf("Load(design.yaml) errors (-want +got):\n%s", diff)

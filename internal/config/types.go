@@ -144,7 +144,7 @@ type Pool struct {
 	HashKey                  string        `yaml:"hash_key"`
 	HashBalanceFactor        float64       `yaml:"hash_balance_factor"`
 	Backends                 []Backend     `yaml:"backends"`
-	Discovery                *Discovery    `yaml:"discovery"` // not supported yet
+	Discovery                *Discovery    `yaml:"discovery"` // nil: the static backends only
 	HealthCheck              *HealthCheck  `yaml:"health_check"`
 	PassiveHealth            PassiveHealth `yaml:"passive_health"`
 	Retries                  Retries       `yaml:"retries"`
@@ -167,26 +167,49 @@ type Backend struct {
 	URL *url.URL `yaml:"-"`
 }
 
-// Discovery finds backends at run time.
+// Discovery finds backends at run time, beside the static ones; see
+// package discovery. At least one source is set.
 type Discovery struct {
 	DNS  *DNSDiscovery  `yaml:"dns"`
 	Etcd *EtcdDiscovery `yaml:"etcd"`
 }
 
-// DNSDiscovery re-resolves a name every Refresh.
+// DNSDiscovery re-resolves a name every Refresh (sooner when the records'
+// TTL is shorter).
 type DNSDiscovery struct {
-	Name     string        `yaml:"name"`
-	Type     string        `yaml:"type"`
-	Port     int           `yaml:"port"`
-	Scheme   string        `yaml:"scheme"`
-	Refresh  time.Duration `yaml:"refresh"`
-	Resolver string        `yaml:"resolver"`
+	Name string `yaml:"name"`
+	// Type is A, AAAA or SRV (default A).
+	Type string `yaml:"type"`
+	// Port of every address of an A or AAAA answer; SRV records carry
+	// their own, so it must be 0 with SRV.
+	Port int `yaml:"port"`
+	// Scheme of the backend addresses: http (default), https or tcp.
+	Scheme  string        `yaml:"scheme"`
+	Refresh time.Duration `yaml:"refresh"` // default 30s
+	// Resolver is the DNS server as "ip:port"; "" means the servers of
+	// /etc/resolv.conf.
+	Resolver string `yaml:"resolver"`
 }
 
-// EtcdDiscovery watches a key prefix.
+// EtcdDiscovery watches a key prefix: each key below it is one backend,
+// its value JSON {"address": ..., "weight": N}. Keys below Prefix+"_fleet/"
+// hold the fleet-wide admin state instead (see package discovery/etcd).
 type EtcdDiscovery struct {
 	Endpoints []string `yaml:"endpoints"`
-	Prefix    string   `yaml:"prefix"`
+	// Prefix ends with "/".
+	Prefix string `yaml:"prefix"`
+	// Username and PasswordFile authenticate to etcd; both or neither.
+	Username     string   `yaml:"username"`
+	PasswordFile string   `yaml:"password_file"`
+	TLS          *EtcdTLS `yaml:"tls"` // nil: plain connections
+}
+
+// EtcdTLS configures TLS to etcd: CA verifies the servers (""; the system
+// roots), Cert and Key are the client certificate (both or neither).
+type EtcdTLS struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
 }
 
 // HealthCheck configures active checks. A pool without one has no active

@@ -26,7 +26,6 @@ var notSupportedYet = []struct {
 }{
 	{key: "protocol", what: `protocol "tcp"`, listener: func(l *Listener) bool { return l.Protocol == "tcp" }, fix: "use protocol http"},
 	{key: "proxy_protocol", what: "proxy_protocol", listener: func(l *Listener) bool { return l.ProxyProtocol }, fix: "remove it or set it to false"},
-	{key: "discovery", what: "discovery", pool: func(p *Pool) bool { return p.Discovery != nil }, fix: "list the backends under backends"},
 }
 
 // Validate checks the whole config, after ApplyDefaults, and fills the
@@ -266,6 +265,9 @@ func (v *validator) pool(p string, pl *Pool) {
 		if l, ok := v.usedBy[pl.Name]; ok && u.Scheme == "tcp" {
 			v.errorf(bp+".address", "backend %q is tcp:// but http listener %q sends to pool %q: use http:// or https://", b.Address, l, pl.Name)
 		}
+	}
+	if pl.Discovery != nil {
+		v.discovery(p+".discovery", pl)
 	}
 	if pl.HealthCheck != nil {
 		v.healthCheck(p+".health_check", pl.HealthCheck, pl)

@@ -26,6 +26,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/sluice-lb/sluice/internal/config"
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 // This file: hostile HTTP/2 clients, written frame by frame with x/net's
@@ -712,7 +713,7 @@ func TestHostile2Floods(t *testing.T) {
 // h2specBinary returns the path of h2spec (see needProgram).
 func h2specBinary(t *testing.T) string {
 	t.Helper()
-	return needProgram(t, "h2spec", "go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible")
+	return testenv.Program(t, "h2spec", "go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible")
 }
 
 // h2specFailures returns the ids ("http2/6.5.3/1") of the tests listed

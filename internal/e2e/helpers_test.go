@@ -30,6 +30,7 @@ import (
 	"github.com/sluice-lb/sluice/internal/backend"
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/server"
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 // testEngine is the engine every listener of the suite runs on: the
@@ -158,14 +159,7 @@ func leakedGoroutines() []string {
 // install says how to get it.
 func needProgram(t testing.TB, name, install string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not on PATH under CI=true (.ci/run installs it: %s): %v", name, install, err)
-		}
-		t.Skipf("%s is not on PATH; install it to run this test: %s", name, install)
-	}
-	return p
+	return testenv.Program(t, name, install)
 }
 
 // eventually polls cond every 20ms until it is true, and fails the test

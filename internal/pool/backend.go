@@ -90,6 +90,7 @@ type Backend struct {
 	upSince   atomic.Int64 // UnixNano it last became eligible (0: since start-up)
 	health    atomic.Int32 // Health
 	admin     atomic.Int32 // Admin
+	priority  atomic.Int32 // priority level; 0 is the most preferred
 
 	// downUntil is, for a passively marked-down backend, the UnixNano time at
 	// which it may return without an active check (0: wait for a check).
@@ -176,6 +177,15 @@ func (b *Backend) Weight() int { return int(b.weight.Load()) }
 // less while the backend is in its slow-start window. It changes only when
 // the pool rebuilds its picker.
 func (b *Backend) EffectiveWeight() int { return int(b.effWeight.Load()) }
+
+// Priority returns b's priority level: 0, the zero value, is the most
+// preferred. A pool sends requests only to the eligible backends of its
+// most preferred level that has any (DNS SRV priorities map to levels).
+func (b *Backend) Priority() int { return int(b.priority.Load()) }
+
+// InitPriority sets the priority level of a backend that has not joined a
+// pool yet; once it has, use Pool.SetPriority, which rebuilds the picker.
+func (b *Backend) InitPriority(level int) { b.priority.Store(int32(level)) }
 
 // Health returns the current health.
 func (b *Backend) Health() Health { return Health(b.health.Load()) }

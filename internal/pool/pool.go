@@ -48,7 +48,10 @@ func (pi *PickInfo) MarkTried(b *Backend) {
 type Set struct {
 	// All is every backend of the pool, in config order.
 	All []*Backend
-	// Ready is the eligible subset (healthy and enabled), in config order.
+	// Ready is the eligible subset (healthy and enabled) of the most
+	// preferred priority level that has any eligible backend, in config
+	// order: a lower level (a higher Priority) serves only when every
+	// level above it has no eligible backend.
 	Ready []*Backend
 }
 
@@ -112,6 +115,9 @@ func (p *Pool) Inherit(old *Pool) { p.Shared = old.Shared }
 type built struct {
 	Picker
 	ready int
+	// set is the ready set and level its priority level (see Set.Ready).
+	set   []*Backend
+	level int
 }
 
 // New returns a pool over the given backends (which may be shared with the
@@ -161,6 +167,16 @@ func (p *Pool) Find(address string) *Backend {
 // Ready returns how many backends are eligible now.
 func (p *Pool) Ready() int { return p.picker.Load().ready }
 
+// Candidates returns the backends new requests may go to now: the eligible
+// ones of the most preferred priority level that has any (Set.Ready). The
+// slice must not be modified; it costs one atomic load.
+func (p *Pool) Candidates() []*Backend { return p.picker.Load().set }
+
+// candidate reports whether b may take new requests under pk.
+func (pk *built) candidate(b *Backend) bool {
+	return b.Eligible() && b.Priority() == pk.level
+}
+
 // Pick chooses a backend for a request, preferring one not yet tried by it.
 // It returns nil when no backend is eligible. When every eligible backend was
 // tried already, it returns one of them again.
@@ -169,7 +185,7 @@ func (p *Pool) Pick(info *PickInfo) *Backend {
 	if pk.ready == 0 {
 		return nil
 	}
-	if pb := info.Preferred; pb != nil && pb.Eligible() && !info.Tried(pb) {
+	if pb := info.Preferred; pb != nil && pk.candidate(pb) && !info.Tried(pb) {
 		return pb
 	}
 	b := pk.Pick(info)
@@ -183,7 +199,7 @@ func (p *Pool) Pick(info *PickInfo) *Backend {
 			return c
 		}
 	}
-	for _, c := range p.Backends() {
+	for _, c := range pk.set {
 		if c.Eligible() && !info.Tried(c) {
 			return c
 		}
@@ -207,6 +223,35 @@ func (p *Pool) Add(b *Backend) bool {
 	p.backends.Store(&bs)
 	p.rebuildLocked()
 	return true
+}
+
+// AddAll adds the backends whose address is not present yet, with one
+// picker rebuild, and returns those it added.
+func (p *Pool) AddAll(bs []*Backend) []*Backend {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := *p.backends.Load()
+	have := make(map[string]bool, len(old)+len(bs))
+	for _, c := range old {
+		have[c.Address] = true
+	}
+	all := append(make([]*Backend, 0, len(old)+len(bs)), old...)
+	var added []*Backend
+	for _, b := range bs {
+		if have[b.Address] {
+			continue
+		}
+		have[b.Address] = true
+		b.Joined()
+		b.owner.Store(p)
+		all = append(all, b)
+		added = append(added, b)
+	}
+	if len(added) > 0 {
+		p.backends.Store(&all)
+		p.rebuildLocked()
+	}
+	return added
 }
 
 // Remove removes a backend; requests in flight on it finish.
@@ -282,6 +327,16 @@ func (p *Pool) Claim() {
 	}
 }
 
+// SetPriority changes b's priority level (≥ 0; 0 is the most preferred)
+// and rebuilds the picker when it changed.
+func (p *Pool) SetPriority(b *Backend, level int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if b.priority.Swap(int32(level)) != int32(level) {
+		p.rebuildLocked()
+	}
+}
+
 // SetWeight changes b's weight and rebuilds the picker.
 func (p *Pool) SetWeight(b *Backend, w int) {
 	p.mu.Lock()
@@ -296,6 +351,12 @@ func (p *Pool) rebuildLocked() {
 	ready := make([]*Backend, 0, len(all))
 	now := time.Now().UnixNano()
 	ramping := false
+	level := int32(-1) // the most preferred level with an eligible backend
+	for _, b := range all {
+		if l := b.priority.Load(); b.Eligible() && (level < 0 || l < level) {
+			level = l
+		}
+	}
 	for _, b := range all {
 		w := b.Weight() * WeightScale
 		if since := b.upSince.Load(); p.slowStart > 0 && since != 0 && now-since < int64(p.slowStart) {
@@ -305,10 +366,11 @@ func (p *Pool) rebuildLocked() {
 			ramping = true
 		}
 		b.effWeight.Store(int32(w))
-		if b.Eligible() {
+		if b.Eligible() && b.priority.Load() == level {
 			ready = append(ready, b)
 		}
 	}
 	p.ramping.Store(ramping)
-	p.picker.Store(&built{Picker: p.policy.Build(Set{All: all, Ready: ready}), ready: len(ready)})
+	p.picker.Store(&built{Picker: p.policy.Build(Set{All: all, Ready: ready}), ready: len(ready),
+		set: ready, level: int(level)})
 }

@@ -352,8 +352,8 @@ func StatusFor(r Result) int {
 }
 
 // acquire picks a backend for the next attempt and takes a slot on it. When
-// the picked backend is full it takes any eligible untried backend with a
-// free slot, and when all are full it queues for one. It returns nil, nil
+// the picked backend is full it takes any untried candidate (an eligible
+// backend of the serving priority level) with a free slot, and when all are full it queues for one. It returns nil, nil
 // when no backend is eligible.
 func acquire(ctx context.Context, p *pool.Pool, info *pool.PickInfo) (*pool.Backend, error) {
 	l := &p.Limit
@@ -373,7 +373,7 @@ func acquire(ctx context.Context, p *pool.Pool, info *pool.PickInfo) (*pool.Back
 			return b, nil
 		}
 		if l.Queued() == 0 {
-			for _, c := range p.Backends() {
+			for _, c := range p.Candidates() {
 				if c != b && c.Eligible() && !info.Tried(c) && l.TryAcquire(c) {
 					return c, nil
 				}
@@ -390,7 +390,7 @@ func acquire(ctx context.Context, p *pool.Pool, info *pool.PickInfo) (*pool.Back
 		if l.TryAcquire(b) {
 			return b, nil
 		}
-		for _, c := range p.Backends() {
+		for _, c := range p.Candidates() {
 			if c.Eligible() && !info.Tried(c) && l.TryAcquire(c) {
 				return c, nil
 			}

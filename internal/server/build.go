@@ -53,6 +53,9 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 			if old != nil {
 				b = old.pool.Find(bc.Address)
 			}
+			if b != nil && b.Source != pool.SourceConfig && b.Source != pool.SourceRuntime {
+				b = nil // found by discovery before, written in the file now
+			}
 			if b == nil {
 				b = pool.NewBackend(bc.Address, bc.URL, bc.Weight)
 				if prev != nil {
@@ -62,6 +65,9 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 			backends = append(backends, b)
 		}
 		backends = append(backends, s.addedBackends(pc, old, prev != nil)...)
+		if old != nil {
+			backends = append(backends, carryDiscovered(old.pool, pc, backends)...)
+		}
 		p := pool.New(pc.Name, policy, backends)
 		if old != nil {
 			p.Inherit(old.pool)

@@ -113,6 +113,10 @@ func (s *Server) RemoveBackend(poolName, address string) error {
 	if s.removing[b] {
 		return nil // already on its way out
 	}
+	if b.Source == pool.SourceDNS || b.Source == pool.SourceEtcd {
+		return fmt.Errorf("backend %q of pool %q was found by %s, which would add it again: remove it there (delete its key or record), or drain or disable it here: %w",
+			address, poolName, b.Source, admin.ErrConflict)
+	}
 	inConfig := p.cfg.Backend(address) != nil
 	if err := s.persist(poolName, address, func(e *state.Entry) {
 		// A backend the config has stays out; one the API added is simply

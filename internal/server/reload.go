@@ -76,6 +76,7 @@ func (s *Server) reloadLocked() (config.Changes, error) {
 	s.plainHTTP.Store(hasPlainHTTP(cfg))
 	s.snap.Store(snap)
 	s.activate(snap, old)
+	s.syncDiscovery(snap, cfg.ShutdownTimeout)
 	keep := map[string]bool{}
 	for _, lc := range cfg.Listeners {
 		keep[lc.Name] = true

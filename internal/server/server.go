@@ -102,7 +102,8 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // checker loops and drain waits
 
-	admin *gentleServer
+	admin     *gentleServer
+	adminAddr net.Addr // bound; guarded by mu
 	// endStreams ends the admin API's event streams, which would otherwise
 	// hold its Shutdown up.
 	endStreams context.CancelFunc
@@ -120,6 +121,11 @@ type Server struct {
 	// listener past which new ones need a Retry (quicRetryAbove; tests
 	// lower it).
 	quicRetryAbove int64
+	// discovery runs each pool's discovery, by pool name; discErrors
+	// counts each pool's failed look-ups by source, across restarts of
+	// its discovery. Both guarded by mu.
+	discovery  map[string]*poolDiscovery
+	discErrors map[string]map[pool.Source]*atomic.Uint64
 }
 
 // snapshot is the pool side of one config generation; listener views point
@@ -154,6 +160,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	s := &Server{logger: o.Logger, opts: o, ids: proxy.NewRequestIDs(), cfg: cfg, listeners: map[string]*listener{},
 		removing: map[*pool.Backend]bool{}, events: events.New(0, o.Logger),
 		challenges: acme.NewChallenges(), quicRetryAbove: quicRetryAbove}
+	s.discovery, s.discErrors = map[string]*poolDiscovery{}, map[string]map[pool.Source]*atomic.Uint64{}
 	if f := cfg.Admin.StateFile; f != "" {
 		st, err := state.Open(f)
 		if err != nil {
@@ -241,6 +248,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.snap.Store(snap)
 	s.activate(snap, nil)
+	s.syncDiscovery(snap, s.cfg.ShutdownTimeout)
 	for _, l := range bound {
 		s.listeners[l.cfg.Name] = l
 		l.serve(s)
@@ -251,11 +259,12 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	streams, endStreams := context.WithCancel(context.Background())
 	s.endStreams = endStreams
+	s.adminAddr = adminLn.Addr()
 	s.admin = gentle(&http.Server{
 		Handler: admin.New(s, admin.Options{Address: adminLn.Addr().String(), Token: token,
 			Metrics: metrics.NewHandler(s), Logger: s.logger, Version: s.opts.Version,
 			Events: s.events, Done: streams.Done(),
-			Stats: s}),
+			Stats: s, Fleet: s}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug),
@@ -285,6 +294,14 @@ func (s *Server) Addr(name string) net.Addr {
 		return l.sock.Addr()
 	}
 	return nil
+}
+
+// AdminAddr returns the bound address of the admin listener (tests bind
+// ":0"), or nil before Run has bound it.
+func (s *Server) AdminAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.adminAddr
 }
 
 func readToken(path string) (string, error) {
@@ -364,6 +381,7 @@ func (s *Server) shutdown() error {
 	s.endStreams()
 	s.admin.Shutdown(ctx)
 	s.cancel()
+	s.stopDiscovery()
 	if snap := s.snap.Load(); snap != nil {
 		s.stopPools(snap.pools)
 		for _, p := range snap.pools {
@@ -400,9 +418,6 @@ func (s *Server) Ready() bool { return s.ready.Load() }
 func (s *Server) Reloads() (ok, failed uint64, lastOK bool) {
 	return s.reloadsOK.Load(), s.reloadsFail.Load(), s.lastReloadOK.Load()
 }
-
-// DiscoveryErrors implements metrics.Source (no discovery sources yet).
-func (s *Server) DiscoveryErrors(func(pool, source string, n uint64)) {}
 
 // AccessLogDropped implements metrics.Source.
 func (s *Server) AccessLogDropped() uint64 { return s.access.Dropped() }

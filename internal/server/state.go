@@ -166,7 +166,9 @@ func (s *Server) staleProblem(snap *snapshot, e state.Entry) string {
 		}
 	case e.Removed && p.cfg.Backend(e.Address) == nil:
 		return fmt.Sprintf("backend %q was removed through the admin API and is no longer in pool %q of the config either", e.Address, e.Pool) + keep
-	case !e.Removed && p.pool.Find(e.Address) == nil:
+	case !e.Removed && p.pool.Find(e.Address) == nil && p.cfg.Discovery == nil:
+		// (With discovery, the backend may be found later: the entry
+		// applies then.)
 		return fmt.Sprintf("backend %q is not in pool %q of the config", e.Address, e.Pool) + keep
 	}
 	return ""
