@@ -165,7 +165,7 @@ type handler struct {
 	heartbeat time.Duration
 	// statsSrc feeds GET /api/v1/stats; nil: 404.
 	statsSrc StatsSource
-	fleet     Fleet // nil: no discovery
+	fleet    Fleet // nil: no discovery
 }
 
 var _ http.Handler = (*handler)(nil)
