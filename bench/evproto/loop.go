@@ -108,7 +108,13 @@ func (l *loop) run() {
 				msec = 0
 			}
 		}
-		n, err := unix.EpollWait(l.epfd, l.events, msec)
+		var n int
+		var err error
+		if l.cfg.rawWait {
+			n, err = rawEpollWait(l.epfd, l.events, msec)
+		} else {
+			n, err = unix.EpollWait(l.epfd, l.events, msec)
+		}
 		if err != nil && err != unix.EINTR {
 			fmt.Fprintf(os.Stderr, "evproto: loop %d: epoll_wait: %v\n", l.id, err)
 			os.Exit(1)
@@ -275,6 +281,20 @@ func rawWrite(fd int, p []byte) (int, unix.Errno) {
 		return 0, e
 	}
 	return int(r), 0
+}
+
+// rawEpollWait waits without telling the scheduler (-wait raw): the loop
+// keeps its P while it waits, so sysmon neither retakes the P nor, seeing
+// Ps come and go, keeps polling every 20 µs; it only preempts the loop now
+// and then (its signal ends the wait with EINTR), which also lets a stop
+// of the world or another goroutine in.
+func rawEpollWait(epfd int, events []unix.EpollEvent, msec int) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])),
+		uintptr(len(events)), uintptr(msec), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
 }
 
 func rawClose(fd int) { unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0) }

@@ -11,7 +11,10 @@
 // parser (internal/edge) and forwarded on the loop, with no goroutine per
 // connection or request; each loop owns its backend connections (a LIFO
 // idle stack per backend) and uses them only for its own clients; one
-// lazily re-armed timer per connection in a per-loop one-second wheel.
+// lazily re-armed timer per connection in a per-loop one-second wheel. A
+// loop waits in epoll_wait without telling the scheduler (-wait raw, see
+// rawEpollWait); -wait runtime waits through it, as any Go program's
+// blocking system call does, to measure what that costs.
 //
 // -mode goroutine is the control: the same parsing, head rewriting and
 // pooling with one goroutine per client connection and blocking net.Conn
@@ -52,6 +55,7 @@ type config struct {
 	bufSize  int
 	outSize  int
 	maxIdle  int
+	rawWait  bool
 	lim      edge.Limits
 	ids      *proxy.RequestIDs
 }
@@ -64,6 +68,7 @@ func main() {
 	timeout := flag.Duration("timeout", 60*time.Second, "the one timeout: idle keep-alive, request, response")
 	bufSize := flag.Int("bufsize", 16<<10, "read buffer size per connection in use")
 	maxIdle := flag.Int("max-idle", 256, "idle connections kept per backend and loop")
+	wait := flag.String("wait", "raw", "how a loop waits in epoll_wait: raw (keeping its P) or runtime (a blocking system call the scheduler knows of)")
 	flag.Parse()
 
 	cfg := &config{timeout: int64(*timeout), bufSize: *bufSize, outSize: 2**bufSize + 4096, maxIdle: *maxIdle,
@@ -79,6 +84,13 @@ func main() {
 		}
 		cfg.backends = append(cfg.backends, sa)
 		cfg.addrs = append(cfg.addrs, strings.TrimSpace(a))
+	}
+	switch *wait {
+	case "raw":
+		cfg.rawWait = true
+	case "runtime":
+	default:
+		fatal("-wait must be raw or runtime")
 	}
 	if cfg.bufSize < 4096 {
 		fatal("-bufsize must be at least 4096")
