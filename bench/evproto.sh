@@ -17,7 +17,8 @@
 #   SHARED [../shared/bench]
 # Targets (ports chosen not to collide with bench/run.sh and bench/tls.sh):
 #   haproxy1   HAProxy, the shared peers/haproxy.cfg with the backend ports below and maxconn
-#              raised to 12000 (so that it holds all the idle clients), nbthread 1, :8181
+#              raised from 8000 to IDLE_N+100 (so that it holds all the idle clients), or as
+#              far as the descriptor limit allows (2 x maxconn + 14), nbthread 1, :8181
 #   sluice     sluice built from the working tree, default engine (h1), :8190 (admin :19290)
 #   evproto    the prototype, GOMAXPROCS event loops (-mode loop), :8194
 #   evproto-g  the prototype's control, one goroutine per connection (-mode goroutine), :8195
@@ -66,9 +67,13 @@ for p in "${BPORTS[@]}" 8181 8190 8194 8195 8196 19290; do
     echo "port $p is already in use: is another bench/evproto.sh running?" >&2; exit 1
   fi
 done
-# idle clients: this script's children may open more descriptors than the default allows
+# idle clients: this script's children (HAProxy, which sizes its descriptors as 2 x maxconn + 14,
+# and the idle clients) may need more descriptors than the default; raised here only, up to what
+# the hard limit allows (a container may forbid raising that)
 want=$((IDLE_N * 2 + 1024))
 if (($(ulimit -n) < want)); then ulimit -Hn "$want" 2>/dev/null || true; ulimit -n "$want" 2>/dev/null || ulimit -n "$(ulimit -Hn)"; fi
+HAPROXY_MAXCONN=$(( ($(ulimit -n) - 20) / 2 )); ((HAPROXY_MAXCONN > IDLE_N + 100)) && HAPROXY_MAXCONN=$((IDLE_N + 100))
+((HAPROXY_MAXCONN < 8000)) && HAPROXY_MAXCONN=8000
 
 # ---- cleanup: always stop what we started ---------------------------------------
 SAMPLER=""; BGPIDS=()
@@ -98,8 +103,8 @@ HEAD_REV=$(git rev-parse --short=12 HEAD)
 if git status --porcelain -- cmd internal bench/evproto go.mod go.sum | grep -v '_test\.go$' >/dev/null; then HEAD_REV+=" + uncommitted changes"; fi
 
 sed -e 's/127\.0\.0\.1:9001/127.0.0.1:9101/; s/127\.0\.0\.1:9002/127.0.0.1:9102/; s/127\.0\.0\.1:9003/127.0.0.1:9103/' \
-  -e 's/^\( *maxconn\) 8000$/\1 12000/' "$SHARED/peers/haproxy.cfg" >"$LAST/haproxy.cfg"
-grep -q 'maxconn 12000' "$LAST/haproxy.cfg" && grep -q '127.0.0.1:9103' "$LAST/haproxy.cfg" ||
+  -e "s/^\\( *maxconn\\) 8000\$/\\1 $HAPROXY_MAXCONN/" "$SHARED/peers/haproxy.cfg" >"$LAST/haproxy.cfg"
+grep -q "maxconn $HAPROXY_MAXCONN\$" "$LAST/haproxy.cfg" && grep -q '127.0.0.1:9103' "$LAST/haproxy.cfg" ||
   { echo "could not adapt $SHARED/peers/haproxy.cfg (maxconn / backend ports)" >&2; exit 1; }
 cat >"$LAST/sluice.yaml" <<'EOF'
 listeners:
