@@ -215,6 +215,7 @@ func (x *exchange) pumpRequest() {
 			c.w += n
 		}
 		x.ob, x.ooff, x.headLen = x.ob[:0], 0, 0
+		c.deadline = c.l.now + c.l.cfg.timeout
 		if !x.moveBody() {
 			c.close()
 			return
@@ -420,6 +421,7 @@ func (x *exchange) relay() {
 		x.respDone = done
 	}
 	u.r += m
+	c.deadline = c.l.now + c.l.cfg.timeout // progress: the one timeout starts again
 	if c.off < len(c.out) && len(c.out)+m <= cap(c.out) {
 		c.out = append(c.out, avail[:m]...) // with the head, in one write
 	} else {

@@ -25,10 +25,11 @@
 // HTTP/2, upgrades (WebSocket, h2c), HTTP/1.0 clients, OPTIONS *, routing
 // beyond one round-robin pool, health checks, retries beyond one re-send of
 // a bodiless idempotent request whose reused connection failed before any
-// response byte, per-phase timeouts (one timeout covers idle, head, body and
-// backend), graceful shutdown, reload, metrics and access logs, Expect
-// handling of its own (the backend's 100 Continue is relayed), lingering
-// close after a refusal, and limits on idle backend connections' age.
+// response byte, per-phase timeouts (one timeout covers idle, head, body
+// and backend, restarted by each piece of a body that moves), graceful
+// shutdown, reload, metrics and access logs, Expect handling of its own (the
+// backend's 100 Continue is relayed), lingering close after a refusal,
+// splice, and limits on idle backend connections' age.
 package main
 
 import (
