@@ -5,13 +5,14 @@
 #   kernel       everything in [kernel.kallsyms] (system calls, TCP over loopback, scheduling)
 #   TLS protocol crypto/tls (Go) or libssl (OpenSSL): records, handshake state machine
 #   crypto       the primitives: crypto/... other than crypto/tls, x/crypto (Go), libcrypto (OpenSSL)
-#   own code     the proxy's own code: github.com/sluice-lb/sluice/... or the haproxy binary
+#   own code     the proxy's own code: github.com/sluice-lb/sluice/... (and package main, so
+#                bench/evproto's own functions) or the haproxy binary
 #   HTTP/2 lib   golang.org/x/net/http2 and hpack (sluice serves clients' HTTP/2 with it)
 #   net/http     net/http, net/textproto (the codec beneath x/net/http2's handlers)
 #   GC/alloc     Go runtime: allocation, garbage collection, stack scanning and growth
 #   runtime      the rest of the Go runtime: scheduler, channels, select, locks, timers,
 #                netpoll, maps, memmove (with the runtime's internal/ packages)
-#   syscall/io   Go syscall entry, internal/poll, net, os
+#   syscall/io   Go syscall entry, internal/poll, net, os, golang.org/x/sys/unix
 #   other        everything else: libc (malloc, locks) for HAProxy; other Go standard library
 #                (context, sync, bufio), vdso, unknown
 # Kernel symbols are not split further: in this VM, cpu-clock samples in the kernel skid to
@@ -23,10 +24,10 @@ function cat(dso, sym) {
   if (dso ~ /^haproxy/) return "own"
   if (sym ~ /^crypto\/tls\./) return "tls"
   if (sym ~ /^(crypto\/|vendor\/golang\.org\/x\/crypto\/|golang\.org\/x\/crypto\/)/) return "crypto"
-  if (sym ~ /^github\.com\/sluice-lb\/sluice\//) return "own"
+  if (sym ~ /^github\.com\/sluice-lb\/sluice\// || sym ~ /^main\./) return "own"
   if (sym ~ /^(vendor\/)?golang\.org\/x\/net\/http2\//) return "h2"
   if (sym ~ /^net\/(http|textproto)[.\/]/) return "nethttp"
-  if (sym ~ /^(internal\/runtime\/syscall|syscall\.|internal\/poll\.|net\.|os\.)/) return "sys"
+  if (sym ~ /^(internal\/runtime\/syscall|syscall\.|internal\/poll\.|net\.|os\.|golang\.org\/x\/sys\/unix\.)/) return "sys"
   if (sym ~ /^(runtime\.|internal\/runtime\/|aeshashbody|memeqbody|cmpbody|indexbytebody|countbody|gcWriteBarrier)/ || sym ~ /^runtime\./) {
     if (sym ~ /malloc|[gG][cC]|scan|[mM]ark|sweep|[sS]pan|heap|mcache|mcentral|wbBuf|[bB]arrier|newobject|greyobject|findObject|memclrNoHeapPointers|growslice|makeslice|unwinder|pcvalue|runtime\.step|findfunc|funcInfo|copystack|newstack|morestack|stackpool|stackalloc|stackfree|typePointers|nextFree/) return "gc"
     return "rt"

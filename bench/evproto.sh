@@ -1,0 +1,271 @@
+#!/usr/bin/env bash
+# bench/evproto.sh — issue 15: the event-driven prototype (bench/evproto) beside sluice's current
+# HTTP/1.1 engine and HAProxy (nbthread 1), in one interleaved run on this machine (loopback only),
+# with the shared harness in ../shared/bench used as it is.
+#
+# Run from the repository root:   bench/evproto.sh
+# Environment:
+#   ROUNDS [3]        interleaved rounds per wrk/hey scenario (ROUNDS=5 for figures to quote)
+#   DURATION [10]     seconds per measured run
+#   RATE [4000]       total req/s of the fixed-rate scenario (hey, c=50)
+#   IDLE_N [10000]    idle keep-alive clients (scenario idle)
+#   IDLE_HOLD [10]    seconds they are held
+#   SCENARIOS ["small-c50 small-c256 kb64-c50 rate idle"]; "none" with PROFILE=1: the profile only
+#   PROFILE=1         afterwards, per target: `perf stat` (system calls by kind, context switches, CPU)
+#                     over a wrk c=50 run of PROFILE_SECS [8] s, and `perf record -e cpu-clock -g`
+#                     under the same load (CPU by category: bench/perfsplit.awk; top symbols)
+#   SHARED [../shared/bench]
+# Targets (ports chosen not to collide with bench/run.sh and bench/tls.sh):
+#   haproxy1   HAProxy, the shared peers/haproxy.cfg with the backend ports below and maxconn
+#              raised from 8000 to IDLE_N+100 (so that it holds all the idle clients), or as
+#              far as the descriptor limit allows (2 x maxconn + 14), nbthread 1, :8181
+#   sluice     sluice built from the working tree, default engine (h1), :8190 (admin :19290)
+#   evproto    the prototype, GOMAXPROCS event loops (-mode loop), :8194
+#   evproto-g  the prototype's control, one goroutine per connection (-mode goroutine), :8195
+#   evproto-rt (PROFILE=1 only) the prototype with -wait runtime: its loops wait in epoll_wait
+#              through the scheduler (unix.EpollWait) instead of keeping their P, :8196
+#   backends   the shared backend on 127.0.0.1:9101-9103 (/ = 100 B, /kb/64 = 64 KiB)
+# Scenarios:
+#   small-c50, small-c256  wrk -t2, 100 B responses     kb64-c50  wrk -t2, 64 KiB responses
+#   rate       hey, RATE req/s over 50 connections (equal load: CPU per request, p99)
+#   idle       IDLE_N idle keep-alive clients per target (bench/cmd/idleclients): peak RSS
+# The file-descriptor limit is raised for this script's children only (ulimit -n).
+# Output: /tmp/bench/evproto/last/ (summary.md, per-scenario runs.csv and raw/, load.txt,
+# load-samples.txt, idle.tsv, perf/). Everything it starts is stopped at the end and on failure.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+SHARED=$(cd "${SHARED:-$ROOT/../shared/bench}" && pwd)
+ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-10}; RATE=${RATE:-4000}
+IDLE_N=${IDLE_N:-10000}; IDLE_HOLD=${IDLE_HOLD:-10}
+SCENARIOS=${SCENARIOS:-"small-c50 small-c256 kb64-c50 rate idle"}
+PROFILE=${PROFILE:-0}; PROFILE_SECS=${PROFILE_SECS:-8}
+BASE=/tmp/bench/evproto
+export RUN_DIR=$BASE/run BIN_DIR=$BASE/bin
+LAST=$BASE/last
+BPORTS=(9101 9102 9103)
+BACKENDS=127.0.0.1:9101,127.0.0.1:9102,127.0.0.1:9103
+NAMES=(haproxy1 sluice evproto evproto-g)
+ADDRS=(127.0.0.1:8181 127.0.0.1:8190 127.0.0.1:8194 127.0.0.1:8195)
+TARGETS=(); for i in "${!NAMES[@]}"; do TARGETS+=("${NAMES[$i]}=http://${ADDRS[$i]}/"); done
+STARTED="${NAMES[*]} evproto-rt backend-9101 backend-9102 backend-9103"
+log() { printf '\n== %s  %s\n' "$(date +%T)" "$*"; }
+
+# ---- 0. prerequisites ---------------------------------------------------------
+missing=()
+for t in haproxy wrk hey curl; do command -v "$t" >/dev/null || missing+=("$t"); done
+[[ $PROFILE == 1 ]] && ! command -v perf >/dev/null && missing+=(linux-perf)
+if ((${#missing[@]})); then
+  ((EUID == 0)) || { echo "missing ${missing[*]}; run as root (apt-get) or install them" >&2; exit 1; }
+  log "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+command -v go >/dev/null || { echo "go is needed" >&2; exit 1; }
+for p in "${BPORTS[@]}" 8181 8190 8194 8195 8196 19290; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "port $p is already in use: is another bench/evproto.sh running?" >&2; exit 1
+  fi
+done
+# idle clients: this script's children (HAProxy, which sizes its descriptors as 2 x maxconn + 14,
+# and the idle clients) may need more descriptors than the default; raised here only, up to what
+# the hard limit allows (a container may forbid raising that)
+want=$((IDLE_N * 2 + 1024))
+if (($(ulimit -n) < want)); then ulimit -Hn "$want" 2>/dev/null || true; ulimit -n "$want" 2>/dev/null || ulimit -n "$(ulimit -Hn)"; fi
+HAPROXY_MAXCONN=$(( ($(ulimit -n) - 20) / 2 )); ((HAPROXY_MAXCONN > IDLE_N + 100)) && HAPROXY_MAXCONN=$((IDLE_N + 100))
+((HAPROXY_MAXCONN < 8000)) && HAPROXY_MAXCONN=8000
+
+# ---- cleanup: always stop what we started ---------------------------------------
+SAMPLER=""; BGPIDS=()
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  [[ -n $SAMPLER ]] && kill "$SAMPLER" 2>/dev/null
+  for p in "${BGPIDS[@]}"; do kill "$p" 2>/dev/null; done
+  # shellcheck disable=SC2086
+  "$SHARED/stop-peers.sh" $STARTED >/dev/null 2>&1 || true
+  echo "bench: stopped the targets and backends (exit $rc)"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+rm -rf "$LAST"; mkdir -p "$LAST" "$BIN_DIR" "$RUN_DIR"
+
+# ---- 1. build, configure, start, check ------------------------------------------
+log "building sluice, the prototype and the bench tools"
+go build -o "$BIN_DIR/sluice" ./cmd/sluice
+go build -o "$BIN_DIR/evproto" ./bench/evproto
+go build -o "$BIN_DIR/idleclients" ./bench/cmd/idleclients
+(cd "$SHARED/backend" && go build -o "$BIN_DIR/backend" .)
+HEAD_REV=$(git rev-parse --short=12 HEAD)
+if git status --porcelain -- cmd internal bench/evproto go.mod go.sum | grep -v '_test\.go$' >/dev/null; then HEAD_REV+=" + uncommitted changes"; fi
+
+sed -e 's/127\.0\.0\.1:9001/127.0.0.1:9101/; s/127\.0\.0\.1:9002/127.0.0.1:9102/; s/127\.0\.0\.1:9003/127.0.0.1:9103/' \
+  -e "s/^\\( *maxconn\\) 8000\$/\\1 $HAPROXY_MAXCONN/" "$SHARED/peers/haproxy.cfg" >"$LAST/haproxy.cfg"
+grep -q "maxconn $HAPROXY_MAXCONN\$" "$LAST/haproxy.cfg" && grep -q '127.0.0.1:9103' "$LAST/haproxy.cfg" ||
+  { echo "could not adapt $SHARED/peers/haproxy.cfg (maxconn / backend ports)" >&2; exit 1; }
+cat >"$LAST/sluice.yaml" <<'EOF'
+listeners:
+  - name: bench
+    address: "127.0.0.1:8190"
+    pool: web
+pools:
+  - name: web
+    balance: round_robin
+    backends:
+      - {address: "http://127.0.0.1:9101"}
+      - {address: "http://127.0.0.1:9102"}
+      - {address: "http://127.0.0.1:9103"}
+admin:
+  address: "127.0.0.1:19290"
+access_log: {format: off}
+log: {level: warn}
+EOF
+"$BIN_DIR/sluice" validate -config "$LAST/sluice.yaml"
+
+log "starting backends, haproxy1, sluice, evproto, evproto-g (unpinned)"
+echo unpinned >"$RUN_DIR/MODE"
+for p in "${BPORTS[@]}"; do "$SHARED/start-one.sh" "backend-$p" -- "$BIN_DIR/backend" -addr "127.0.0.1:$p"; done
+NBTHREAD=1 HAPROXY_PORT=8181 "$SHARED/start-one.sh" haproxy1 -- haproxy -db -f "$LAST/haproxy.cfg"
+"$SHARED/start-one.sh" sluice -- "$BIN_DIR/sluice" run -config "$LAST/sluice.yaml"
+"$SHARED/start-one.sh" evproto -- "$BIN_DIR/evproto" -mode loop -listen 127.0.0.1:8194 -backends "$BACKENDS"
+"$SHARED/start-one.sh" evproto-g -- "$BIN_DIR/evproto" -mode goroutine -listen 127.0.0.1:8195 -backends "$BACKENDS"
+sleep 0.5
+urls=(); for a in "${ADDRS[@]}"; do urls+=("http://$a/" "http://$a/kb/64"); done
+"$SHARED/check.sh" "${urls[@]}"
+pidof_t() { cat "$RUN_DIR/$1.pid"; }
+
+# ---- load: recorded, not waited for ---------------------------------------------------
+others() { ps -eo pcpu=,comm= --sort=-pcpu | head -8 | awk '{printf "    %5s%%  %s\n", $1, $2}'; }
+( while :; do echo "$(date +%s) $(cut -d' ' -f1-3 /proc/loadavg)"; sleep 5; done >>"$LAST/load-samples.txt" ) & SAMPLER=$!
+{ echo "# start: $(uptime)"; others; } | tee "$LAST/load.txt"
+: >"$LAST/scenario-times.txt"
+
+# ---- 2. scenarios -----------------------------------------------------------------------
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+CSVS=()
+for s in $SCENARIOS; do
+  [[ $s == none ]] && continue
+  t0=$(date +%s)
+  { echo "# $s start: $(uptime)"; others; } >>"$LAST/load.txt"
+  case $s in
+    small-c50)  log "100 B, wrk c=50";  LABEL=small CONNS=50 ROUNDS=$ROUNDS DURATION=$DURATION OUT=$LAST/$s "$SHARED/run.sh" "${TARGETS[@]}" ;;
+    small-c256) log "100 B, wrk c=256"; LABEL=small CONNS=256 ROUNDS=$ROUNDS DURATION=$DURATION OUT=$LAST/$s "$SHARED/run.sh" "${TARGETS[@]}" ;;
+    kb64-c50)   log "64 KiB, wrk c=50"; URL_PATH=/kb/64 LABEL=kb64 CONNS=50 ROUNDS=$ROUNDS DURATION=$DURATION OUT=$LAST/$s "$SHARED/run.sh" "${TARGETS[@]}" ;;
+    rate)       log "100 B, hey at $RATE req/s, c=50"; TOOL=hey RATE=$RATE LABEL=rate CONNS=50 ROUNDS=$ROUNDS DURATION=$DURATION OUT=$LAST/$s "$SHARED/run.sh" "${TARGETS[@]}" ;;
+    idle)
+      log "$IDLE_N idle keep-alive clients per target, held ${IDLE_HOLD}s"
+      : >"$LAST/idle.tsv"
+      for i in "${!NAMES[@]}"; do
+        n=${NAMES[$i]}; pid=$(pidof_t "$n"); before=$(rss_kb "$pid"); peak=$before
+        timeout -k 5 $((IDLE_HOLD + 90)) "$BIN_DIR/idleclients" -addr "${ADDRS[$i]}" -n "$IDLE_N" -hold "${IDLE_HOLD}s" \
+          -c 500 -timeout 3s >"$LAST/idle-$n.txt" 2>&1 &
+        ic=$!; BGPIDS+=("$ic")
+        while kill -0 "$ic" 2>/dev/null; do kb=$(rss_kb "$pid"); ((kb > peak)) && peak=$kb; sleep 0.25; done
+        wait "$ic" || echo "idleclients for $n exited with an error (see $LAST/idle-$n.txt)" >&2
+        ok=$(sed -n 's/.* ok=\([0-9]*\).*/\1/p' "$LAST/idle-$n.txt" | head -1)
+        alive=$(sed -n 's/.* alive_at_end=\([0-9]*\).*/\1/p' "$LAST/idle-$n.txt" | head -1)
+        printf 'idle\t%s\t%s\t%s\t%s\t%s\t%s\n' "$IDLE_N" "$n" "$before" "$peak" "${ok:-0}" "${alive:-0}" | tee -a "$LAST/idle.tsv"
+        sleep 3
+      done ;;
+    *) echo "unknown scenario $s (small-c50 small-c256 kb64-c50 rate idle)" >&2; exit 2 ;;
+  esac
+  [[ -f $LAST/$s/runs.csv ]] && CSVS+=("$LAST/$s/runs.csv")
+  echo "$s $t0 $(date +%s)" >>"$LAST/scenario-times.txt"
+done
+{ echo "# end of the measurements: $(uptime)"; } | tee -a "$LAST/load.txt"
+
+# ---- 3. optional profile ------------------------------------------------------------------
+if [[ $PROFILE == 1 ]]; then
+  mkdir -p "$LAST/perf"
+  awk -v header=1 -f "$ROOT/bench/perfsplit.awk" </dev/null >"$LAST/perf/split.md"
+  echo "| target | requests | syscalls/req | read | write, writev | recvfrom, sendto | epoll_wait, epoll_pwait | epoll_ctl | futex | nanosleep | tgkill, rt_sigreturn | context switches/req | CPU µs/req (task-clock) |" >"$LAST/perf/stat.md"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" >>"$LAST/perf/stat.md"
+  SC=syscalls:sys_enter_
+  EV=raw_syscalls:sys_enter,${SC}read,${SC}write,${SC}writev,${SC}recvfrom,${SC}sendto,${SC}epoll_wait,${SC}epoll_pwait,${SC}epoll_ctl,${SC}futex,${SC}nanosleep,${SC}tgkill,${SC}rt_sigreturn,context-switches,task-clock
+  "$SHARED/start-one.sh" evproto-rt -- "$BIN_DIR/evproto" -mode loop -wait runtime -listen 127.0.0.1:8196 -backends "$BACKENDS"
+  "$SHARED/check.sh" http://127.0.0.1:8196/
+  PNAMES=("${NAMES[@]}" evproto-rt); PADDRS=("${ADDRS[@]}" 127.0.0.1:8196)
+  for i in "${!PNAMES[@]}"; do
+    n=${PNAMES[$i]}; base=$LAST/perf/$n; pid=$(pidof_t "$n")
+    log "profile: $n, perf stat over wrk c=50 for ${PROFILE_SECS}s, then perf record"
+    perf stat -x, -e "$EV" -p "$pid" -o "$base.stat" -- \
+      wrk -t2 -c50 -d"${PROFILE_SECS}"s "http://${PADDRS[$i]}/" >"$base.wrk.txt" 2>&1 || true
+    awk -F, -v n="$n" -v reqs="$(awk '/requests in/ {print $1}' "$base.wrk.txt")" '
+      $3 ~ /^(raw_syscalls|syscalls):sys_enter/ || $3 == "context-switches" || $3 == "task-clock" { e = $3; sub(/^.*sys_enter_?/, "", e); c[e == "" ? $3 : e] = $1 + 0 }
+      function r(x) { return sprintf("%.2f", x / reqs) }
+      END { if (reqs > 0) printf "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.3f | %.1f |\n", n, reqs, r(c["raw_syscalls:sys_enter"]),
+        r(c["read"]), r(c["write"] + c["writev"]), r(c["recvfrom"] + c["sendto"]), r(c["epoll_wait"] + c["epoll_pwait"]), r(c["epoll_ctl"]),
+        r(c["futex"]), r(c["nanosleep"]), r(c["tgkill"] + c["rt_sigreturn"]), c["context-switches"] / reqs, c["task-clock"] * 1000 / reqs }' "$base.stat" >>"$LAST/perf/stat.md"
+    sleep 1
+    timeout -k 5 $((PROFILE_SECS + 30)) wrk -t2 -c50 -d$((PROFILE_SECS + 4))s "http://${PADDRS[$i]}/" >/dev/null 2>&1 &
+    lp=$!; BGPIDS+=("$lp")
+    sleep 2
+    perf record -e cpu-clock -F 999 -g -p "$pid" -o "$base.data" -- sleep "$PROFILE_SECS" >/dev/null 2>&1 || true
+    wait "$lp" || true
+    perf report -i "$base.data" --no-children --sort dso,sym -g none --stdio 2>/dev/null >"$base.self.txt" || true
+    perf report -i "$base.data" --children --sort sym -g none --stdio 2>/dev/null >"$base.children.txt" || true
+    awk -v label=small-c50 -v target="$n" -f "$ROOT/bench/perfsplit.awk" "$base.self.txt" >>"$LAST/perf/split.md"
+    rm -f "$base.data"
+    sleep 1
+  done
+fi
+kill "$SAMPLER" 2>/dev/null; SAMPLER=""
+# their counters (requests, dials, retries per loop) go to their logs when they stop
+"$SHARED/stop-peers.sh" evproto evproto-g evproto-rt >/dev/null 2>&1 || true
+grep -h '^evproto: stopping' "$RUN_DIR"/evproto*.log >"$LAST/evproto-counters.txt" 2>/dev/null || true
+
+# ---- 4. summary -----------------------------------------------------------------------------
+log "summary"
+loadstats() { # 1-minute load samples between $1 and $2 (epoch s): median, min, max
+  awk -v a="$1" -v b="$2" '$1 >= a && $1 <= b { v[++n] = $2 } END { if (!n) { print "-"; exit }
+    for (i = 2; i <= n; i++) { x = v[i]; j = i - 1; while (j > 0 && v[j] > x) { v[j+1] = v[j]; j-- } v[j+1] = x }
+    printf "median %s, min %s, max %s", v[int((n+1)/2)], v[1], v[n] }' "$LAST/load-samples.txt"
+}
+{
+  echo "# Issue 15: event-driven prototype vs sluice's engine vs HAProxy — $(date -u +%FT%TZ)"
+  echo
+  echo "\`bench/evproto.sh\` with ROUNDS=$ROUNDS DURATION=${DURATION}s RATE=$RATE IDLE_N=$IDLE_N IDLE_HOLD=${IDLE_HOLD}s SCENARIOS=\"$SCENARIOS\"; sluice and evproto at $HEAD_REV; $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r); $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy", $3}'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), $(go version | awk '{print $3}')."
+  echo
+  echo "Machine load (1-minute average, sampled every 5 s, this benchmark included):"
+  echo
+  while read -r s a b; do echo "* $s: $(loadstats "$a" "$b")"; done <"$LAST/scenario-times.txt"
+  echo
+  echo "Requests per proxy CPU-second (utime+stime from /proc/PID/stat around each run), per-round ratios (bench/evproto.awk):"
+  echo
+  ((${#CSVS[@]})) && awk -F, -v ref=haproxy1 -v eng=sluice -f "$ROOT/bench/evproto.awk" "${CSVS[@]}"
+  if [[ -s $LAST/idle.tsv ]]; then
+    echo
+    echo "Idle keep-alive clients (bench/cmd/idleclients): RSS before, peak while held, and per held connection:"
+    echo
+    echo "| target | clients asked | answered | alive at end | RSS before MiB | peak RSS MiB | KiB per alive connection | peak x haproxy1 |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    awk -F'\t' '{ n[NR] = $3; b[NR] = $4; p[NR] = $5; ok[NR] = $6; al[NR] = $7; a[NR] = $2; if ($3 == "haproxy1") ref = $5 }
+      END { for (i = 1; i <= NR; i++) printf "| %s | %d | %d | %d | %.1f | %.1f | %s | %s |\n", n[i], a[i], ok[i], al[i], b[i] / 1024, p[i] / 1024,
+        (al[i] > 0) ? sprintf("%.2f", (p[i] - b[i]) / al[i]) : "-", (ref > 0) ? sprintf("%.2f", p[i] / ref) : "-" }' "$LAST/idle.tsv"
+  fi
+  if [[ -s $LAST/perf/stat.md ]]; then
+    echo
+    echo "System calls and context switches per request (perf stat on the proxy over a ${PROFILE_SECS} s wrk c=50 run):"
+    echo
+    cat "$LAST/perf/stat.md"
+    echo
+    echo "Where each proxy's CPU goes (perf record -e cpu-clock, self time, % of the process's samples; bench/perfsplit.awk):"
+    echo
+    cat "$LAST/perf/split.md"
+  fi
+  echo
+  echo "<details><summary>summarize.awk and cpusplit.awk tables (shared harness)</summary>"
+  echo
+  ((${#CSVS[@]})) && awk -F, -v base=haproxy1 -v ref=haproxy1 -f "$SHARED/summarize.awk" "${CSVS[@]}"
+  echo
+  ((${#CSVS[@]})) && awk -F, -f "$SHARED/cpusplit.awk" "${CSVS[@]}"
+  echo
+  echo "</details>"
+} >"$LAST/summary.md"
+echo
+cat "$LAST/summary.md"
+echo
+echo "summary: $LAST/summary.md"

@@ -1,0 +1,156 @@
+// Command evproto is the prototype of issue 15: the smallest event-driven
+// HTTP/1.1 reverse proxy that does per request what sluice's engine does
+// with its default config, built to be measured against that engine and
+// HAProxy (bench/evproto.sh) before either design is committed to. It is
+// not part of the product and is wired into nothing.
+//
+// Design (-mode loop, the default): GOMAXPROCS event loops, each with its
+// own edge-triggered epoll instance (golang.org/x/sys/unix) and its own
+// SO_REUSEPORT listening socket; client and backend sockets non-blocking,
+// registered once for both directions; requests parsed with sluice's strict
+// parser (internal/edge) and forwarded on the loop, with no goroutine per
+// connection or request; each loop owns its backend connections (a LIFO
+// idle stack per backend) and uses them only for its own clients; one
+// lazily re-armed timer per connection in a per-loop one-second wheel. A
+// loop waits in epoll_wait without telling the scheduler (-wait raw, see
+// rawEpollWait); -wait runtime waits through it, as any Go program's
+// blocking system call does, to measure what that costs.
+//
+// -mode goroutine is the control: the same parsing, head rewriting and
+// pooling with one goroutine per client connection and blocking net.Conn
+// I/O (sluice's engine's model, less its features), so that a difference
+// can be put down to the I/O model rather than to the work done.
+//
+// What it leaves out (it answers 501 or 502 where that shows): TLS,
+// HTTP/2, upgrades (WebSocket, h2c), HTTP/1.0 clients, OPTIONS *, routing
+// beyond one round-robin pool, health checks, retries beyond one re-send of
+// a bodiless idempotent request whose reused connection failed before any
+// response byte, per-phase timeouts (one timeout covers idle, head, body
+// and backend, restarted by each piece of a body that moves), graceful
+// shutdown, reload, metrics and access logs, Expect handling of its own (the
+// backend's 100 Continue is relayed), lingering close after a refusal,
+// splice, and limits on idle backend connections' age.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sluice-lb/sluice/internal/edge"
+	"github.com/sluice-lb/sluice/internal/proxy"
+	"golang.org/x/sys/unix"
+)
+
+type config struct {
+	listen   *unix.SockaddrInet4
+	backends []unix.Sockaddr
+	addrs    []string
+	timeout  int64 // nanoseconds
+	bufSize  int
+	outSize  int
+	maxIdle  int
+	rawWait  bool
+	lim      edge.Limits
+	ids      *proxy.RequestIDs
+}
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:8094", "loopback address to listen on")
+	backends := flag.String("backends", "127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9003", "comma-separated backend addresses (round robin)")
+	mode := flag.String("mode", "loop", "loop (event loops) or goroutine (one goroutine per connection, the control)")
+	loops := flag.Int("loops", 0, "event loops (0: GOMAXPROCS)")
+	timeout := flag.Duration("timeout", 60*time.Second, "the one timeout: idle keep-alive, request, response")
+	bufSize := flag.Int("bufsize", 16<<10, "read buffer size per connection in use")
+	maxIdle := flag.Int("max-idle", 256, "idle connections kept per backend and loop")
+	wait := flag.String("wait", "raw", "how a loop waits in epoll_wait: raw (keeping its P) or runtime (a blocking system call the scheduler knows of)")
+	flag.Parse()
+
+	cfg := &config{timeout: int64(*timeout), bufSize: *bufSize, outSize: 2**bufSize + 4096, maxIdle: *maxIdle,
+		ids: proxy.NewRequestIDs()}
+	var err error
+	if cfg.listen, err = loopbackAddr(*listen); err != nil {
+		fatal("-listen: %v", err)
+	}
+	for _, a := range strings.Split(*backends, ",") {
+		sa, err := loopbackAddr(strings.TrimSpace(a))
+		if err != nil {
+			fatal("-backends: %v", err)
+		}
+		cfg.backends = append(cfg.backends, sa)
+		cfg.addrs = append(cfg.addrs, strings.TrimSpace(a))
+	}
+	switch *wait {
+	case "raw":
+		cfg.rawWait = true
+	case "runtime":
+	default:
+		fatal("-wait must be raw or runtime")
+	}
+	if cfg.bufSize < 4096 {
+		fatal("-bufsize must be at least 4096")
+	}
+
+	var stats func() string
+	switch *mode {
+	case "loop":
+		n := *loops
+		if n <= 0 {
+			n = runtime.GOMAXPROCS(0)
+		}
+		ls := make([]*loop, n)
+		for i := range ls {
+			if ls[i], err = newLoop(i, cfg); err != nil {
+				fatal("loop %d: %v", i, err)
+			}
+		}
+		for _, l := range ls {
+			go l.run()
+		}
+		// The counters are read without synchronisation, for a line on
+		// exit only.
+		stats = func() string {
+			var b strings.Builder
+			for _, l := range ls {
+				fmt.Fprintf(&b, " loop%d: accepted=%d requests=%d dials=%d retries=%d", l.id, l.accepted, l.requests, l.dials, l.retries)
+			}
+			return b.String()
+		}
+		fmt.Fprintf(os.Stderr, "evproto: %d event loops on %s, backends %s\n", n, *listen, *backends)
+	case "goroutine":
+		g, err := serveGoroutines(cfg, *listen)
+		if err != nil {
+			fatal("%v", err)
+		}
+		stats = g.stats
+		fmt.Fprintf(os.Stderr, "evproto: goroutine per connection on %s, backends %s\n", *listen, *backends)
+	default:
+		fatal("-mode must be loop or goroutine")
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	<-sig
+	fmt.Fprintf(os.Stderr, "evproto: stopping;%s\n", stats())
+}
+
+func loopbackAddr(s string) (*unix.SockaddrInet4, error) {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return nil, err
+	}
+	if !ap.Addr().Is4() || !ap.Addr().IsLoopback() {
+		return nil, fmt.Errorf("%s: only IPv4 loopback addresses", s)
+	}
+	return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}, nil
+}
+
+func fatal(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "evproto: "+format+"\n", a...)
+	os.Exit(2)
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"golang.org/x/sys/unix"
+)
+
+// upconn is one connection to a backend, owned by the loop that dialled
+// it and used only by that loop's clients: one exchange at a time, then
+// back on the loop's idle stack for its backend.
+type upconn struct {
+	l          *loop
+	fd         int
+	gen        uint32
+	be         int
+	rd, wr     bool
+	hup        bool
+	connecting bool
+	reused     bool
+	idle       bool // on the idle stack
+	dead       bool // closed (an idle stack may still hold it)
+	in         []byte
+	r, w       int
+	x          *exchange // the exchange using it
+}
+
+// getUp pops the most recently used idle connection to backend be, or
+// dials one. An idle connection needs no check before use: the backend
+// closing it (or sending anything unasked) raised an event that closed it.
+func (l *loop) getUp(be int) (*upconn, error) {
+	s := l.idle[be]
+	for n := len(s); n > 0; n = len(s) {
+		u := s[n-1]
+		s[n-1] = nil
+		s = s[:n-1]
+		if u.dead {
+			continue
+		}
+		l.idle[be] = s
+		u.idle = false
+		u.reused = true
+		return u, nil
+	}
+	l.idle[be] = s
+	return l.dial(be)
+}
+
+// dial starts a non-blocking connect to backend be; the connection is
+// usable once writable (the request waits in the exchange until then).
+func (l *loop) dial(be int) (*upconn, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	err = unix.Connect(fd, l.cfg.backends[be])
+	pad, gen := l.tag(kindUp)
+	u := &upconn{l: l, fd: fd, gen: gen, be: be}
+	switch err {
+	case nil:
+		u.wr = true
+	case unix.EINPROGRESS:
+		u.connecting = true
+	default:
+		rawClose(fd)
+		return nil, err
+	}
+	if fd >= len(l.ups) {
+		l.grow(fd)
+	}
+	l.ups[fd] = u
+	if err := l.register(fd, pad); err != nil {
+		l.ups[fd] = nil
+		rawClose(fd)
+		return nil, err
+	}
+	l.dials++
+	return u, nil
+}
+
+func (u *upconn) event(ev uint32) {
+	if u.idle {
+		// An idle connection has nothing to say: EOF, a reset or stray
+		// bytes all mean it cannot carry a request any more.
+		if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			u.close()
+		}
+		return
+	}
+	if u.connecting && ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+		u.connecting = false
+		if soerr, err := unix.GetsockoptInt(u.fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || soerr != 0 {
+			u.hup = true
+		}
+	}
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		u.rd = true
+	}
+	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		u.hup = true
+	}
+	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		u.wr = true
+	}
+	if u.x != nil {
+		u.x.c.drive()
+	}
+}
+
+// done ends the connection's part in exchange x: back to the idle stack
+// when the response ended cleanly and nothing follows it, else closed.
+func (u *upconn) done(x *exchange) {
+	u.x = nil
+	x.u = nil
+	l := u.l
+	if x.upClose || !x.reqDone || u.r < u.w || u.hup || len(l.idle[u.be]) >= l.cfg.maxIdle {
+		u.close()
+		return
+	}
+	if u.in != nil {
+		l.putBuf(u.in)
+		u.in, u.r, u.w = nil, 0, 0
+	}
+	u.idle = true
+	l.idle[u.be] = append(l.idle[u.be], u)
+}
+
+func (u *upconn) close() {
+	if u.dead {
+		return
+	}
+	u.dead = true
+	u.l.ups[u.fd] = nil
+	rawClose(u.fd)
+	if u.in != nil {
+		u.l.putBuf(u.in)
+		u.in = nil
+	}
+}
