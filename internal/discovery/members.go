@@ -63,6 +63,7 @@ type Members struct {
 	attach  chan attachment
 	cancel  context.CancelFunc
 	done    chan struct{}
+	settled chan struct{} // closed once every source has answered or failed
 
 	statusMu sync.Mutex
 	status   []Status // by source index
@@ -73,6 +74,7 @@ type Members struct {
 	draining map[*pool.Backend]drainEnd // backends no longer found
 	found    map[string]int             // address → weight last found, for backends Members added
 	applied  map[string]Fleet           // address → fleet state last applied
+	reported []bool                     // by source index: answered or failed once
 }
 
 type drainEnd struct {
@@ -101,6 +103,8 @@ func NewMembers(poolName string, sources []Source, o Options) *Members {
 		updates:  make(chan update),
 		attach:   make(chan attachment),
 		done:     make(chan struct{}),
+		settled:  make(chan struct{}),
+		reported: make([]bool, len(sources)),
 		status:   make([]Status, len(sources)),
 		sets:     make([]*Set, len(sources)),
 		draining: map[*pool.Backend]drainEnd{},
@@ -164,6 +168,10 @@ func (m *Members) Status() []Status {
 	return out
 }
 
+// Settled is closed once every source has answered or failed once: from
+// then on the pool holds what discovery can give it.
+func (m *Members) Settled() <-chan struct{} { return m.settled }
+
 // FleetWriter returns the first source that stores a fleet-wide state, or
 // nil.
 func (m *Members) FleetWriter() FleetWriter {
@@ -195,6 +203,7 @@ func (m *Members) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case u := <-m.updates:
+			m.report(u.src)
 			if u.err != nil {
 				m.failed(u.src, u.err)
 				continue
@@ -217,6 +226,21 @@ func (m *Members) run(ctx context.Context) {
 			m.finishDrains()
 		}
 	}
+}
+
+// report notes that source i reported, and closes settled when every
+// source has.
+func (m *Members) report(i int) {
+	if m.reported[i] {
+		return
+	}
+	m.reported[i] = true
+	for _, r := range m.reported {
+		if !r {
+			return
+		}
+	}
+	close(m.settled)
 }
 
 // reporter hands one source's reports to the loop.

@@ -339,3 +339,30 @@ func TestMembersCloseWaits(t *testing.T) {
 		// synctest.Test fails when a goroutine of the bubble is left.
 	})
 }
+
+// TestMembersSettled: Settled closes once every source has answered or
+// failed once.
+func TestMembersSettled(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dnsSrc, etcdSrc := newFake(pool.SourceDNS), newFake(pool.SourceEtcd)
+		m := discovery.NewMembers("web", []discovery.Source{dnsSrc, etcdSrc}, discovery.Options{})
+		m.Start(context.Background(), discovery.Target{Pool: staticPool()})
+		defer m.Close()
+		settled := func() bool {
+			select {
+			case <-m.Settled():
+				return true
+			default:
+				return false
+			}
+		}
+		dnsSrc.found(discovery.Set{})
+		if settled() {
+			t.Fatalf("settled with etcd silent")
+		}
+		etcdSrc.failed(errors.New("connection refused"))
+		if !settled() {
+			t.Errorf("not settled after both sources reported")
+		}
+	})
+}

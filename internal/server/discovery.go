@@ -77,6 +77,36 @@ func (s *Server) applyEntry(p *poolRT, b *pool.Backend) {
 	}
 }
 
+// discoverySettleTimeout bounds how long start-up waits for the first
+// answers of discovery before /readyz turns 200.
+const discoverySettleTimeout = 5 * time.Second
+
+// discoverySettled returns a channel per pool with discovery, closed once
+// its sources have answered or failed once. Called with s.mu held.
+func (s *Server) discoverySettled() []<-chan struct{} {
+	var out []<-chan struct{}
+	for _, d := range s.discovery {
+		out = append(out, d.members.Settled())
+	}
+	return out
+}
+
+// waitSettled waits until every channel is closed, d has passed or ctx
+// has ended.
+func waitSettled(ctx context.Context, chans []<-chan struct{}, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for _, c := range chans {
+		select {
+		case <-c:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
 // stopDiscovery stops every pool's discovery and waits for it.
 func (s *Server) stopDiscovery() {
 	s.mu.Lock()

@@ -277,9 +277,14 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, l := range bound {
 		s.logger.Info("listening", "listener", l.cfg.Name, "address", l.sock.Addr().String())
 	}
-	s.ready.Store(true)
+	settled := s.discoverySettled()
 	s.mu.Unlock()
 	s.logger.Info("admin listening", "address", adminLn.Addr().String())
+	// Ready once discovery has given its pools what it can (bounded: a
+	// registry that does not answer is reported, and the pool serves its
+	// static backends).
+	waitSettled(ctx, settled, discoverySettleTimeout)
+	s.ready.Store(true)
 	s.opts.Notify.Ready()
 
 	<-ctx.Done()
