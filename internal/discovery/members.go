@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -485,7 +487,8 @@ func (m *Members) applyFleet(fleet map[string]Fleet) bool {
 			delete(m.applied, addr) // removed: each instance keeps its state
 		}
 	}
-	for addr, f := range fleet {
+	for _, addr := range slices.Sorted(maps.Keys(fleet)) { // in a stable order: events are ordered
+		f := fleet[addr]
 		if m.applied[addr] == f {
 			continue
 		}

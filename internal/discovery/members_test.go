@@ -319,7 +319,7 @@ func TestMembersFleet(t *testing.T) {
 		if diff := cmp.Diff(want, members(p)); diff != "" {
 			t.Errorf("fleet weight cleared (-want +got):\n%s", diff)
 		}
-		wantEvents := []string{"added http://127.0.0.1:9001", "drained http://127.0.0.1:9001", "weight_changed http://127.0.0.1:9000",
+		wantEvents := []string{"added http://127.0.0.1:9001", "weight_changed http://127.0.0.1:9000", "drained http://127.0.0.1:9001",
 			"added http://127.0.0.1:9002", "disabled http://127.0.0.1:9002", "weight_changed http://127.0.0.1:9002",
 			"enabled http://127.0.0.1:9002", "weight_changed http://127.0.0.1:9002"} // 9001 was enabled already
 		if diff := cmp.Diff(wantEvents, kinds(ev)); diff != "" {
