@@ -346,10 +346,15 @@ func poolOf(name string, backends ...*demoBackend) config.Pool {
 }
 
 // checked returns a health check on /health every interval that needs one
-// pass to rise and one failure to fall.
+// pass to rise. A backend that does not answer is out at its first check
+// (the first decides at once), and one that stops answering at the first
+// request it refuses (passive mark-down, until a check passes). A backend
+// that answers is never taken out by checks that a loaded machine (the race
+// detector, parallel tests) answered late: falling takes a minute of failed
+// checks in a row, longer than any test here runs.
 func checked(interval time.Duration) *config.HealthCheck {
 	return &config.HealthCheck{Path: "/health", Interval: interval, Timeout: interval,
-		HealthyThreshold: 1, UnhealthyThreshold: 1}
+		HealthyThreshold: 1, UnhealthyThreshold: int(time.Minute/interval) + 1}
 }
 
 // oneListener returns a config with one listener "public" on 127.0.0.1:0

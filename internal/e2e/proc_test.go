@@ -161,13 +161,23 @@ func runConfig(t *testing.T, yaml string) (p *proc, file, addr, admin string) {
 // singlePoolYAML is a config with listener "public" on 127.0.0.1:0 in front
 // of one pool "web" over backends, admin on 127.0.0.1:0.
 func singlePoolYAML(backends ...*demoBackend) string {
+	urls := make([]string, len(backends))
+	for i, be := range backends {
+		urls[i] = be.URL()
+	}
+	return singlePoolYAMLAt(10*time.Second, urls...)
+}
+
+// singlePoolYAMLAt is singlePoolYAML for backends at urls, with the given
+// shutdown_timeout.
+func singlePoolYAMLAt(shutdownTimeout time.Duration, urls ...string) string {
 	var b strings.Builder
 	b.WriteString("listeners:\n  - name: public\n    address: \"127.0.0.1:0\"\n    pool: web\n")
 	b.WriteString("pools:\n  - name: web\n    backends:\n")
-	for _, be := range backends {
-		fmt.Fprintf(&b, "      - address: %q\n", be.URL())
+	for _, u := range urls {
+		fmt.Fprintf(&b, "      - address: %q\n", u)
 	}
-	b.WriteString("admin:\n  address: \"127.0.0.1:0\"\nshutdown_timeout: 10s\n")
+	fmt.Fprintf(&b, "admin:\n  address: \"127.0.0.1:0\"\nshutdown_timeout: %s\n", shutdownTimeout)
 	return b.String()
 }
 

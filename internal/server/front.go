@@ -262,7 +262,14 @@ func (f *front) serveH2(c, raw net.Conn) {
 		var once sync.Once
 		goAway := func() { once.Do(func() { f.o.Base.Shutdown(context.Background()) }) }
 		timer := time.AfterFunc(freshGrace, goAway)
-		defer timer.Stop()
+		defer func() {
+			// A timer that fired runs goAway on a goroutine of its own:
+			// wait for it (once.Do returns when it has), so that it is
+			// over when f's goroutines are.
+			if !timer.Stop() {
+				goAway()
+			}
+		}()
 		next := handler
 		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			goAway()

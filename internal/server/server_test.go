@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,7 +41,10 @@ func writeConfig(t *testing.T, path string, backends []string, extraRoute string
 	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "listeners:\n  - name: public\n    address: \"127.0.0.1:0\"\n    pool: web\n%s", extraRoute)
-	b.WriteString("pools:\n  - name: web\n    health_check: {path: /health, interval: 200ms, timeout: 100ms}\n    backends:\n")
+	// The backends are up: no check may fail because a loaded machine (the
+	// race detector, parallel packages) answered late. A backend's first
+	// check decides at once, so a short timeout would take it out.
+	b.WriteString("pools:\n  - name: web\n    health_check: {path: /health, interval: 10s, timeout: 10s}\n    backends:\n")
 	for _, a := range backends {
 		fmt.Fprintf(&b, "      - {address: %q}\n", a)
 	}
@@ -322,13 +327,36 @@ func TestReloadRetiresTunnelsOfRemovedBackends(t *testing.T) {
 	}
 }
 
+// heldBackend answers GET /health with 200, and /hold once release is
+// called, after sending its path to arrived; anything else gets 404.
+func heldBackend(t *testing.T) (url string, arrived <-chan string, release func()) {
+	t.Helper()
+	got, rel := make(chan string, 1), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/health":
+			io.WriteString(w, "ok")
+		case "/hold":
+			got <- r.URL.Path
+			select {
+			case <-rel:
+				io.WriteString(w, "released")
+			case <-r.Context().Done():
+			}
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, got, sync.OnceFunc(func() { close(rel) })
+}
+
 // TestReloadAppliesListenerLimits: changing a listener's limits on the same
 // address starts a new server generation on the same socket, and a request
 // in flight on the old generation completes.
 func TestReloadAppliesListenerLimits(t *testing.T) {
-	bctx, bcancel := context.WithCancel(context.Background())
-	a := startBackend(t, bctx)
-	t.Cleanup(bcancel)
+	a, arrived, release := heldBackend(t)
+	defer release() // before the server's shutdown waits for the request
 	path := filepath.Join(t.TempDir(), "sluice.yaml")
 	writeConfig(t, path, []string{a}, "")
 	srv, _ := runFile(t, path)
@@ -336,7 +364,7 @@ func TestReloadAppliesListenerLimits(t *testing.T) {
 
 	long := "/" + strings.Repeat("x", 500)
 	status := func(c net.Conn, path string) string {
-		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.SetDeadline(time.Now().Add(20 * time.Second))
 		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
@@ -355,15 +383,21 @@ func TestReloadAppliesListenerLimits(t *testing.T) {
 		t.Fatalf("before the reload: %q, want 404 from the backend", got)
 	}
 
-	// A request in flight on the old generation across the reload.
+	// A request in flight on the old generation across the reload: the
+	// backend holds it until the reload is over.
 	inflight := make(chan string, 1)
-	go func() { inflight <- status(old, "/delay/500ms") }()
-	eventually(t, "the slow request is in flight", func() bool {
-		return srv.Pools()[0].Backends()[0].InFlight.Load() == 1
-	})
+	go func() { inflight <- status(old, "/hold") }()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the request to /hold did not reach the backend within 10s")
+	}
 	raw, _ := os.ReadFile(path)
-	os.WriteFile(path, []byte(strings.Replace(string(raw), "    pool: web\n",
-		"    pool: web\n    limits: {max_uri_bytes: 100}\n", 1)), 0o644)
+	cfg := strings.Replace(string(raw), "    pool: web\n", "    pool: web\n    limits: {max_uri_bytes: 100}\n", 1)
+	// The old generation drains within shutdown_timeout: long enough that
+	// a loaded machine cannot make it cut the held request.
+	cfg = strings.Replace(cfg, "shutdown_timeout: 2s", "shutdown_timeout: 30s", 1)
+	os.WriteFile(path, []byte(cfg), 0o644)
 	if err := srv.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -375,6 +409,7 @@ func TestReloadAppliesListenerLimits(t *testing.T) {
 	if got := status(fresh, long); !strings.HasPrefix(got, "414") {
 		t.Errorf("new connection after the reload: %q, want 414", got)
 	}
+	release()
 	if got := <-inflight; !strings.HasPrefix(got, "200") {
 		t.Errorf("request in flight across the reload: %q, want 200", got)
 	}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/edge"
@@ -72,9 +73,15 @@ func newH1Conn(e *Engine, nc net.Conn) *h1conn {
 }
 
 // closeIfIdle closes c when it waits for a request (Shutdown): between
-// requests, or with fresh also before its first one.
+// requests, or with fresh also before its first one. A connection whose
+// next request has reached the kernel already is left to serve it (and
+// close after it): closing would drop that request, and the unread bytes
+// would make the kernel reset the connection.
 func (c *h1conn) closeIfIdle(fresh bool) {
 	if !fresh && !c.served.Load() {
+		return
+	}
+	if c.state.Load() != connIdle || readable(c.nc) {
 		return
 	}
 	if c.state.CompareAndSwap(connIdle, connClosed) {
@@ -97,16 +104,52 @@ func (c *h1conn) serve() {
 			return
 		}
 		c.served.Store(true)
-		if !c.handle() || c.e.shutting.Load() {
+		if !c.handle() {
 			return
+		}
+		if c.r < c.w {
+			// The next request is buffered already (pipelined): it is
+			// served, even when Shutdown has begun (then with
+			// "Connection: close").
+			continue
 		}
 		if !c.state.CompareAndSwap(connActive, connIdle) {
 			return
 		}
-		// Shutdown may have swept the idle connections just before this
-		// one turned idle.
-		if c.e.shutting.Load() && c.state.CompareAndSwap(connIdle, connClosed) {
+		// Shutdown closes the connections it finds idle; this one may
+		// have turned idle just after. It closes now unless the client
+		// has sent its next request already: the response just written
+		// said keep-alive, so that request was sent in good faith, and it
+		// is served (see closeIfIdle).
+		if c.e.shutting.Load() && !readable(c.nc) && c.state.CompareAndSwap(connIdle, connClosed) {
 			return
+		}
+	}
+}
+
+// readable reports whether bytes from the client wait in the kernel,
+// without taking them or blocking: it peeks at the TCP socket beneath nc
+// (through TLS too). It reports false when it cannot tell.
+func readable(nc net.Conn) bool {
+	for {
+		switch c := nc.(type) {
+		case *net.TCPConn:
+			rc, err := c.SyscallConn()
+			if err != nil {
+				return false
+			}
+			n := 0
+			if rc.Control(func(fd uintptr) {
+				var b [1]byte
+				n, _, _ = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			}) != nil {
+				return false
+			}
+			return n > 0
+		case interface{ NetConn() net.Conn }:
+			nc = c.NetConn()
+		default:
+			return false
 		}
 	}
 }

@@ -315,7 +315,9 @@ func (c *h1conn) fail(status int, msg string, closeConn bool) int {
 	if !closeConn && !q.websocket && !c.discardBody() {
 		closeConn = true
 	}
-	if q.websocket {
+	if q.websocket || c.e.shutting.Load() {
+		// Once Shutdown has begun, no answer keeps the connection, as in
+		// net/http.
 		closeConn = true
 	}
 	o := c.out[:0]
@@ -399,7 +401,7 @@ func (c *h1conn) answerChallenge(keyAuth string) int {
 // answerOptions answers "OPTIONS *" with 200 and no body.
 func (c *h1conn) answerOptions() int {
 	q := &c.req
-	closeConn := q.closeAfter || !c.discardBody()
+	closeConn := q.closeAfter || !c.discardBody() || c.e.shutting.Load()
 	o := append(c.out[:0], "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Request-Id: "...)
 	o = append(o, q.id...)
 	if closeConn {
