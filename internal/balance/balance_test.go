@@ -168,7 +168,7 @@ func BenchmarkPick(b *testing.B) {
 // against match what the policies do.
 func TestSpecs(t *testing.T) {
 	want := map[string]struct {
-		policy                          pool.Policy
+		policy                                pool.Policy
 		hashKey, balanceFactor, ramping, load bool
 	}{
 		"round_robin":     {RoundRobin{}, false, false, true, false},
