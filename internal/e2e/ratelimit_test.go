@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"sync/atomic"
@@ -207,5 +209,58 @@ func TestRateLimitSharedThroughRedis(t *testing.T) {
 	shared(1)
 	if got := through(fleet, "carol", 30); got != 10 {
 		t.Errorf("Redis back: %d of 30 requests through two instances allowed, want 10", got)
+	}
+}
+
+func TestRateLimitKeptAcrossReload(t *testing.T) {
+	be, _ := counted(t)
+	file := filepath.Join(t.TempDir(), "sluice.yaml")
+	write := func(rate, weight int) {
+		t.Helper()
+		yaml := withEngineYAML(fmt.Sprintf(`listeners:
+  - name: public
+    address: "127.0.0.1:0"
+    pool: web
+    rate_limit: {rate: %d, per: 1h}
+pools:
+  - name: web
+    backends: [{address: %q, weight: %d}]
+admin: {address: "127.0.0.1:0"}
+access_log: {format: "off"}
+shutdown_timeout: 5s
+`, rate, be.URL, weight))
+		if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(3, 1)
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startSluice(t, cfg)
+	c := newClient(t)
+	status := func() int { return get(t, c, s.URL("public")).Status }
+	for range 3 {
+		status()
+	}
+	if got := status(); got != 429 {
+		t.Fatalf("4th request of 3 per hour: %d, want 429", got)
+	}
+	reload := func() {
+		t.Helper()
+		if err := s.srv.Reload(); err != nil {
+			t.Fatalf("reload: %v", err)
+		}
+	}
+	write(3, 2) // the limit is as it was
+	reload()
+	if got := status(); got != 429 {
+		t.Errorf("after a reload that kept the limit: %d, want 429 (the bucket is kept)", got)
+	}
+	write(4, 2) // a new limit: new buckets
+	reload()
+	if got := status(); got != 200 {
+		t.Errorf("after a reload that changed the limit: %d, want 200 (a new bucket)", got)
 	}
 }
