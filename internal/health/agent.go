@@ -131,6 +131,38 @@ func (c *Checker) applyAgent(b *pool.Backend, st *state, line string, err error)
 	}
 }
 
+// InheritAgents takes over, from old, the checker of the same pool before a
+// reload that changed its health_check, what the backends' agents set, so
+// that a drain or weight an agent asked for stays its own to undo. old must
+// have stopped, and c not started.
+func (c *Checker) InheritAgents(old *Checker) {
+	c.states = make(map[*pool.Backend]*state, len(old.states))
+	for b, st := range old.states {
+		c.states[b] = &state{next: time.Now(), agent: st.agent}
+	}
+	c.settleAgents()
+}
+
+// settleAgents undoes what agents set when the pool has no agent any more:
+// their drains, disables, downs and weights; an operator's state stays.
+func (c *Checker) settleAgents() {
+	if c.agent != nil {
+		return
+	}
+	for b, st := range c.states {
+		ag := st.agent
+		st.agent = agentState{}
+		if ag.admin != pool.Enabled && b.AdminState() == ag.admin && c.pool.SetAdmin(b, pool.Enabled) {
+			c.events.Publish(events.Enabled, c.pool.Name, b.Address, "the pool has no agent any more: what its agent set is undone")
+		}
+		if c.pool.SetAgentWeight(b, 100) {
+			c.events.Publish(events.Weight, c.pool.Name, b.Address, "the pool has no agent any more: 100% of its weight")
+		}
+		// A backend its agent took down is left to its checks (which run
+		// at once for a checker that did not inherit them).
+	}
+}
+
 // agentWords is an agent's answer as a reason: its first line, trimmed,
 // at most 200 bytes.
 func agentWords(line string) string {

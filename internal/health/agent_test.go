@@ -166,3 +166,33 @@ func TestDialAgent(t *testing.T) {
 		})
 	}
 }
+
+func TestReloadWithoutAgentUndoesWhatItSet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, bs := newPool(t, 2)
+		fa := &fakeAgent{line: map[*pool.Backend]string{bs[0]: "drain 50%\n", bs[1]: "up\n"}}
+		ev := events.New(0, nil)
+		probe := (&fakeProbe{fail: map[*pool.Backend]bool{}}).probe
+		c := New(p, hc(), discard, Options{Prober: probe, Rand: func() uint64 { return 0 }, AgentPort: 9999, Agent: fa.ask, Events: ev})
+		stop := start(t, c)
+		synctest.Wait()
+		stop()
+		p.SetAdmin(bs[1], pool.Disabled) // an operator's
+		if bs[0].AdminState() != pool.Draining || bs[0].AgentWeight() != 50 {
+			t.Fatalf("agent's drain 50%%: %v at %d%%", bs[0].AdminState(), bs[0].AgentWeight())
+		}
+		last := ev.Last()
+		// The reload leaves the health check as it was and drops the agent.
+		next := New(p, hc(), discard, Options{Prober: probe, Events: ev})
+		next.Inherit(c)
+		if bs[0].AdminState() != pool.Enabled || bs[0].AgentWeight() != 100 {
+			t.Errorf("after a reload without an agent: %v at %d%%, want enabled at 100%%", bs[0].AdminState(), bs[0].AgentWeight())
+		}
+		if bs[1].AdminState() != pool.Disabled {
+			t.Errorf("the operator's disable became %v, want it kept", bs[1].AdminState())
+		}
+		if got := told(ev, last); len(got) != 2 {
+			t.Errorf("events %q, want enabled and weight for %s", got, bs[0].Address)
+		}
+	})
+}

@@ -142,7 +142,8 @@ func New(p *pool.Pool, hc *config.HealthCheck, logger *slog.Logger, o Options) *
 // pool before a reload, so that rise/fall counts and the check schedule go
 // on rather than restart (a fresh checker's first result decides at once).
 // old must have stopped, and c not started. A checker whose health_check
-// changed should not inherit.
+// changed should not inherit: it takes over only what agents set (see
+// InheritAgents).
 func (c *Checker) Inherit(old *Checker) {
 	c.states = make(map[*pool.Backend]*state, len(old.states))
 	for b, st := range old.states {
@@ -150,6 +151,7 @@ func (c *Checker) Inherit(old *Checker) {
 		cp.running = false
 		c.states[b] = &cp
 	}
+	c.settleAgents()
 }
 
 // Interval returns the active check interval (0 without active checks).

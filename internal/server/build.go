@@ -133,6 +133,8 @@ func (s *Server) activate(snap, prev *snapshot) {
 		if prev != nil {
 			if old := prev.byName[p.cfg.Name]; old != nil && reflect.DeepEqual(old.cfg.HealthCheck, p.cfg.HealthCheck) {
 				p.checker.Inherit(old.checker)
+			} else if old != nil {
+				p.checker.InheritAgents(old.checker)
 			}
 		}
 		s.startChecker(p)
