@@ -153,10 +153,10 @@ func (c *Checker) settleAgents() {
 		ag := st.agent
 		st.agent = agentState{}
 		if ag.admin != pool.Enabled && b.AdminState() == ag.admin && c.pool.SetAdmin(b, pool.Enabled) {
-			c.events.Publish(events.Enabled, c.pool.Name, b.Address, "the pool has no agent any more: what its agent set is undone")
+			c.events.Backend(events.Enabled, c.pool.Name, b, "the pool has no agent any more: what its agent set is undone")
 		}
 		if c.pool.SetAgentWeight(b, 100) {
-			c.events.Publish(events.Weight, c.pool.Name, b.Address, "the pool has no agent any more: 100% of its weight")
+			c.events.Backend(events.WeightChanged, c.pool.Name, b, "the pool has no agent any more: 100% of its weight")
 		}
 		// A backend its agent took down is left to its checks (which run
 		// at once for a checker that did not inherit them).
