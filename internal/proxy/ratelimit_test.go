@@ -50,7 +50,8 @@ func resolve(l *Listener, path, apiKey string) Limited {
 		h.Set("X-Api-Key", apiKey)
 	}
 	var info pool.PickInfo
-	t, lim := l.Resolve(context.Background(), "example.com", path, "", headerFields(h), client, &info)
+	r := Record{Info: &info}
+	t, lim := l.Resolve(context.Background(), &r, "example.com", path, "", headerFields(h), client)
 	if (t == nil) == !lim.Refused() {
 		panic("Resolve must return a target or a refusal")
 	}
@@ -112,10 +113,11 @@ func BenchmarkResolve(b *testing.B) {
 	h := headerFields(http.Header{"X-Api-Key": {"k"}})
 	run := func(b *testing.B, l *Listener) {
 		var info pool.PickInfo
+		var r Record
 		b.ReportAllocs()
 		for b.Loop() {
-			info = pool.PickInfo{}
-			l.Resolve(context.Background(), "example.com", "/", "", h, client, &info)
+			info, r = pool.PickInfo{}, Record{Info: &info}
+			l.Resolve(context.Background(), &r, "example.com", "/", "", h, client)
 		}
 	}
 	b.Run("none", func(b *testing.B) {
