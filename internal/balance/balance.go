@@ -62,6 +62,9 @@ type Spec struct {
 	// ramps a returning backend. The hash policies do not: ramping would move
 	// keys away from the backend and back.
 	SlowStart bool
+	// Load: the policy weighs the utilisation backends report
+	// (load_report; see pool.Backend.Utilization).
+	Load bool
 
 	build func(Spec, Options) pool.Policy
 }
@@ -69,8 +72,8 @@ type Spec struct {
 var specs = [...]Spec{
 	{Name: "round_robin", SlowStart: true, build: func(Spec, Options) pool.Policy { return RoundRobin{} }},
 	{Name: "random", SlowStart: true, build: func(_ Spec, o Options) pool.Policy { return Random{Rand: o.rand()} }},
-	{Name: "least_requests", SlowStart: true, build: func(_ Spec, o Options) pool.Policy { return LeastRequests{Rand: o.rand()} }},
-	{Name: "p2c", SlowStart: true, build: func(_ Spec, o Options) pool.Policy { return P2C{Rand: o.rand()} }},
+	{Name: "least_requests", SlowStart: true, Load: true, build: func(_ Spec, o Options) pool.Policy { return LeastRequests{Rand: o.rand()} }},
+	{Name: "p2c", SlowStart: true, Load: true, build: func(_ Spec, o Options) pool.Policy { return P2C{Rand: o.rand()} }},
 	{Name: "consistent_hash", HashKey: true, BalanceFactor: true, build: newHash},
 	{Name: "ip_hash", BalanceFactor: true, build: newHash},
 }

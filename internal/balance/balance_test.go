@@ -168,15 +168,15 @@ func BenchmarkPick(b *testing.B) {
 // against match what the policies do.
 func TestSpecs(t *testing.T) {
 	want := map[string]struct {
-		policy                          pool.Policy
-		hashKey, balanceFactor, ramping bool
+		policy                                pool.Policy
+		hashKey, balanceFactor, ramping, load bool
 	}{
-		"round_robin":     {RoundRobin{}, false, false, true},
-		"random":          {Random{}, false, false, true},
-		"least_requests":  {LeastRequests{}, false, false, true},
-		"p2c":             {P2C{}, false, false, true},
-		"consistent_hash": {&ConsistentHash{}, true, true, false},
-		"ip_hash":         {&ConsistentHash{}, false, true, false},
+		"round_robin":     {RoundRobin{}, false, false, true, false},
+		"random":          {Random{}, false, false, true, false},
+		"least_requests":  {LeastRequests{}, false, false, true, true},
+		"p2c":             {P2C{}, false, false, true, true},
+		"consistent_hash": {&ConsistentHash{}, true, true, false, false},
+		"ip_hash":         {&ConsistentHash{}, false, true, false, false},
 	}
 	names := Names(nil)
 	if len(names) != len(want) {
@@ -189,8 +189,8 @@ func TestSpecs(t *testing.T) {
 			t.Errorf("policy %q: in want %v, found by Lookup %v", name, ok, found)
 			continue
 		}
-		if s.Name != name || s.HashKey != w.hashKey || s.BalanceFactor != w.balanceFactor || s.SlowStart != w.ramping {
-			t.Errorf("Lookup(%q) = %+v, want HashKey %v, BalanceFactor %v, SlowStart %v", name, s, w.hashKey, w.balanceFactor, w.ramping)
+		if s.Name != name || s.HashKey != w.hashKey || s.BalanceFactor != w.balanceFactor || s.SlowStart != w.ramping || s.Load != w.load {
+			t.Errorf("Lookup(%q) = %+v, want HashKey %v, BalanceFactor %v, SlowStart %v, Load %v", name, s, w.hashKey, w.balanceFactor, w.ramping, w.load)
 		}
 		pol, err := New(name, Options{HashKey: "header:X-User"})
 		if err != nil {

@@ -10,8 +10,10 @@ import (
 
 // P2C is the power of two choices: each pick draws two distinct ready
 // backends at random by weight and sends the request to the one with the
-// lower score (in_flight+1) × latency / weight, where latency is the
-// backend's moving average of the time to response header.
+// lower score (in_flight+1) × latency × load / weight, where latency is
+// the backend's moving average of the time to response header and load is
+// 1/(1−u) for the utilisation u the backend reports itself (load_report; 1
+// without a report, see loadFactor).
 //
 // That average decays at read time toward the pool's mean with time
 // constant pool.LatencyDecay: a backend that was slow once and so stopped
@@ -73,11 +75,12 @@ func (p *p2cPicker) Pick(info *pool.PickInfo) *pool.Backend {
 	return bi // i is as random as j, so ties favour neither backend
 }
 
-// score is (in_flight+1) × decayed latency / weight of ready[k].
+// score is (in_flight+1) × decayed latency × loadFactor / weight of
+// ready[k].
 func (p *p2cPicker) score(k int, now time.Time, mean float64) float64 {
 	b := p.s.ready[k]
 	lat := decayed(b, now, mean)
-	return float64(b.InFlight.Load()+1) * max(lat, 1) / float64(p.s.weights[k])
+	return float64(b.InFlight.Load()+1) * max(lat, 1) * loadFactor(b, now) / float64(p.s.weights[k])
 }
 
 // decayed returns b's latency average in nanoseconds, moved toward mean by

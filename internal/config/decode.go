@@ -393,4 +393,8 @@ var blockNames = map[reflect.Type]string{
 	reflect.TypeFor[Admin]():            "in admin",
 	reflect.TypeFor[AccessLog]():        "in access_log",
 	reflect.TypeFor[Log]():              "in log",
+	reflect.TypeFor[RateLimit]():        "in rate_limit",
+	reflect.TypeFor[RateLimitStore]():   "in rate_limit_store",
+	reflect.TypeFor[RedisStore]():       "in rate_limit_store.redis",
+	reflect.TypeFor[LoadReport]():       "in load_report",
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,6 +42,11 @@ func (c *Config) ApplyDefaults() {
 				def(s, p+".tls.acme.directory", &a.Directory, LetsEncrypt)
 			}
 		}
+		rateLimitDefaults(s, p+".rate_limit", l.RateLimit, l.Name)
+		for j := range l.Routes {
+			rp := index(p+".routes", j)
+			rateLimitDefaults(s, rp+".rate_limit", l.Routes[j].RateLimit, l.Name+".routes["+strconv.Itoa(j)+"]")
+		}
 	}
 	for i := range c.Pools {
 		pl, p := &c.Pools[i], index("pools", i)
@@ -71,6 +77,9 @@ func (c *Config) ApplyDefaults() {
 			def(s, hp+".healthy_threshold", &hc.HealthyThreshold, 2)
 			def(s, hp+".unhealthy_threshold", &hc.UnhealthyThreshold, 3)
 		}
+		if lr := pl.LoadReport; lr != nil {
+			def(s, p+".load_report.header", &lr.Header, "endpoint-load-metrics")
+		}
 		if st := pl.Sticky; st != nil {
 			def(s, p+".sticky.cookie", &st.Cookie, "SLUICE_AFFINITY")
 		}
@@ -93,6 +102,10 @@ func (c *Config) ApplyDefaults() {
 		def(s, p+".timeouts.response_header", &t.ResponseHeader, 30*time.Second)
 		def(s, p+".timeouts.idle", &t.Idle, 90*time.Second)
 	}
+	if st := c.RateLimitStore; st != nil && st.Redis != nil {
+		def(s, "rate_limit_store.redis.prefix", &st.Redis.Prefix, "sluice:")
+		def(s, "rate_limit_store.redis.timeout", &st.Redis.Timeout, 100*time.Millisecond)
+	}
 	def(s, "admin.address", &c.Admin.Address, "127.0.0.1:9090")
 	def(s, "access_log.path", &c.AccessLog.Path, "stdout")
 	def(s, "access_log.format", &c.AccessLog.Format, "json")
@@ -109,6 +122,19 @@ func (c *Config) ApplyDefaults() {
 	def(s, "log.level", &c.Log.Level, "info")
 	def(s, "log.format", &c.Log.Format, "text")
 	def(s, "shutdown_timeout", &c.ShutdownTimeout, 30*time.Second)
+}
+
+// rateLimitDefaults fills a rate_limit block at p (nil: none); name is the
+// limit's default name.
+func rateLimitDefaults(s *source, p string, rl *RateLimit, name string) {
+	if rl == nil {
+		return
+	}
+	def(s, p+".key", &rl.Key, "client_ip")
+	def(s, p+".per", &rl.Per, time.Second)
+	def(s, p+".burst", &rl.Burst, rl.Rate)
+	def(s, p+".name", &rl.Name, name)
+	def(s, p+".max_keys", &rl.MaxKeys, 65536)
 }
 
 // def sets *v to d unless the key at path was given.

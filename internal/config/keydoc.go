@@ -33,7 +33,7 @@ const required = "— (required)"
 // (pools.health_check.interval; lists are looked through).
 func KeyDocs() map[string]KeyDoc {
 	docs := map[string]KeyDoc{}
-	for _, part := range []map[string]KeyDoc{topKeyDocs(), listenerKeyDocs(), poolKeyDocs()} {
+	for _, part := range []map[string]KeyDoc{topKeyDocs(), listenerKeyDocs(), poolKeyDocs(), fleetKeyDocs()} {
 		maps.Copy(docs, part)
 	}
 	return docs

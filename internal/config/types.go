@@ -24,6 +24,9 @@ type Config struct {
 	Log             Log           `yaml:"log"`
 	ShutdownDelay   time.Duration `yaml:"shutdown_delay"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// RateLimitStore shares rate limits among instances; nil: each
+	// instance counts alone.
+	RateLimitStore *RateLimitStore `yaml:"rate_limit_store"`
 
 	// Path is the file the config was read from ("" for a config built from
 	// flags). It is not a YAML key.
@@ -53,8 +56,9 @@ type Listener struct {
 	Timeouts       ListenerTimeouts `yaml:"timeouts"`
 	Limits         Limits           `yaml:"limits"`
 	Routes         []Route          `yaml:"routes"`
-	Pool           string           `yaml:"pool"`   // default pool; "" means 404 when no route matches
-	Engine         string           `yaml:"engine"` // "h1" (default): sluice's HTTP/1.1 engine | "std": net/http
+	Pool           string           `yaml:"pool"`       // default pool; "" means 404 when no route matches
+	Engine         string           `yaml:"engine"`     // "h1" (default): sluice's HTTP/1.1 engine | "std": net/http
+	RateLimit      *RateLimit       `yaml:"rate_limit"` // every request of the listener; nil: none
 
 	// TrustedPrefixes is TrustedProxies parsed; filled by Validate.
 	TrustedPrefixes []netip.Prefix `yaml:"-"`
@@ -135,6 +139,7 @@ type Route struct {
 	PathPrefix string            `yaml:"path_prefix"`
 	Headers    map[string]string `yaml:"headers"`
 	Pool       string            `yaml:"pool"`
+	RateLimit  *RateLimit        `yaml:"rate_limit"` // the requests this route matches; nil: none
 }
 
 // Pool is a set of backends that share a balancing policy and health checks.
@@ -156,6 +161,19 @@ type Pool struct {
 	SlowStart                time.Duration `yaml:"slow_start"`
 	UpstreamTLS              UpstreamTLS   `yaml:"upstream_tls"`
 	UpstreamHTTP2            bool          `yaml:"upstream_http2"` // HTTP/2 to backends: ALPN for https://, h2c for http://
+	LoadReport               *LoadReport   `yaml:"load_report"`    // backends report their own load; nil: off
+}
+
+// LoadReport lets backends report their own load: in a response field in
+// ORCA's text form, and on an agent port that speaks HAProxy's agent-check
+// protocol, polled with the health checks.
+type LoadReport struct {
+	// Header is the response field that carries an ORCA report
+	// (default endpoint-load-metrics); "" reads none. sluice removes it
+	// from the response the client gets.
+	Header string `yaml:"header"`
+	// AgentPort is the TCP port of each backend's agent; 0: no agent.
+	AgentPort int `yaml:"agent_port"`
 }
 
 // Backend is one upstream server as written in the file.
@@ -285,6 +303,35 @@ type UpstreamTLS struct {
 	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
 	CA                 string `yaml:"ca"`
 	ServerName         string `yaml:"server_name"`
+}
+
+// RateLimit is a token bucket per key: Burst tokens at most, refilled at
+// Rate per Per. Key is as hash_key (default client_ip); Burst defaults to
+// Rate, Per to 1s, MaxKeys to 65536. Name identifies the limit to clients
+// (RateLimit-Policy) and in the shared store; it defaults to the
+// listener's name, or "LISTENER.routes[N]" for a route's.
+type RateLimit struct {
+	Key     string        `yaml:"key"`
+	Rate    int64         `yaml:"rate"`
+	Per     time.Duration `yaml:"per"`
+	Burst   int64         `yaml:"burst"`
+	Name    string        `yaml:"name"`
+	MaxKeys int           `yaml:"max_keys"`
+}
+
+// RateLimitStore holds counts shared by every instance.
+type RateLimitStore struct {
+	Redis *RedisStore `yaml:"redis"`
+}
+
+// RedisStore is a Redis server that holds the shared counts. Every key
+// sluice writes starts with Prefix (default "sluice:"); Timeout (default
+// 100ms) bounds each call, after which the request is counted locally.
+type RedisStore struct {
+	Address      string        `yaml:"address"`
+	PasswordFile string        `yaml:"password_file"`
+	Prefix       string        `yaml:"prefix"`
+	Timeout      time.Duration `yaml:"timeout"`
 }
 
 // Admin configures the admin listener.

@@ -38,7 +38,8 @@ var notSupportedYet = []struct {
 // (a certificate expired or about to) for Warnings.
 func (c *Config) Validate() error {
 	c.warnings = nil
-	v := &validator{c: c, pools: map[string]string{}, usedBy: map[string]string{}, now: time.Now()}
+	v := &validator{c: c, pools: map[string]string{}, usedBy: map[string]string{}, now: time.Now(),
+		limitNames: map[string]string{}}
 	if len(c.Listeners) == 0 {
 		v.errorf("listeners", "no listeners: add at least one under listeners")
 	}
@@ -67,6 +68,7 @@ func (c *Config) Validate() error {
 		v.pool(index("pools", i), &c.Pools[i])
 	}
 	v.admin(&c.Admin)
+	v.rateLimitStore(c.RateLimitStore)
 	v.oneOf("access_log.format", "access_log.format", c.AccessLog.Format, "json", "combined", "off")
 	if c.AccessLog.Path == "" {
 		v.errorf("access_log.path", `access_log.path is empty: use stdout, stderr or a file path`)
@@ -92,6 +94,9 @@ type validator struct {
 	usedBy    map[string]string // pool name → the first http listener sending to it
 	poolsBad  bool              // a pool's name failed to decode
 	now       time.Time         // for certificate expiry warnings
+
+	limitNames map[string]string // rate_limit name → path of the first
+	limits     int               // rate_limit blocks seen
 }
 
 // Warnings returns what the last Validate found wrong but not fatal, one
@@ -185,6 +190,7 @@ func (v *validator) listener(p string, l *Listener, names, addrs map[string]stri
 	atLeast(v, p+".limits.max_headers", lim.MaxHeaders, 1, "")
 	atLeast(v, p+".limits.max_uri_bytes", lim.MaxURIBytes, 1, "")
 	atLeast(v, p+".limits.max_body_bytes", lim.MaxBodyBytes, 0, "no limit")
+	v.rateLimit(p+".rate_limit", l.RateLimit)
 	for i, r := range l.Routes {
 		v.route(index(p+".routes", i), &r, l.Name)
 	}
@@ -215,6 +221,7 @@ func (v *validator) route(p string, r *Route, listener string) {
 			v.errorf(p+".headers."+name, "%q is not a valid header name", name)
 		}
 	}
+	v.rateLimit(p+".rate_limit", r.RateLimit)
 }
 
 // poolRef checks a listener's or route's pool exists, and remembers an
@@ -272,6 +279,7 @@ func (v *validator) pool(p string, pl *Pool) {
 	if pl.HealthCheck != nil {
 		v.healthCheck(p+".health_check", pl.HealthCheck, pl)
 	}
+	v.loadReport(p, pl)
 	ph := &pl.PassiveHealth
 	atLeast(v, p+".passive_health.consecutive_failures", ph.ConsecutiveFailures, 1, "")
 	v.positive(p+".passive_health.ejection_time", ph.EjectionTime, "")

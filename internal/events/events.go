@@ -34,16 +34,18 @@ const (
 	DiscoveryError Kind = "discovery_error" // a discovery source could not be read
 
 	// Beyond the contract's kinds:
-	WeightChanged Kind = "weight_changed"       // an operator changed a backend's weight
-	StateStale    Kind = "state_stale"          // an admin.state_file entry names a pool or backend that no longer exists
-	CertObtained  Kind = "certificate_obtained" // ACME (tls.acme) issued a certificate, now serving
-	CertError     Kind = "certificate_error"    // obtaining one failed; the one in hand keeps serving
+	WeightChanged      Kind = "weight_changed"        // an operator or a backend's agent changed its weight
+	StateStale         Kind = "state_stale"           // an admin.state_file entry names a pool or backend that no longer exists
+	CertObtained       Kind = "certificate_obtained"  // ACME (tls.acme) issued a certificate, now serving
+	CertError          Kind = "certificate_error"     // obtaining one failed; the one in hand keeps serving
+	RateLimitStoreDown Kind = "rate_limit_store_down" // the shared rate limit store cannot be reached: each instance counts alone
+	RateLimitStoreUp   Kind = "rate_limit_store_up"   // the shared rate limit store answers: limits are shared
 )
 
 // level is how a kind is written to the process log.
 func (k Kind) level() slog.Level {
 	switch k {
-	case BackendDown, Ejected, ReloadFailed, DiscoveryError, StateStale:
+	case BackendDown, Ejected, ReloadFailed, DiscoveryError, StateStale, RateLimitStoreDown:
 		return slog.LevelWarn
 	case CertError:
 		return slog.LevelError

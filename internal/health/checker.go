@@ -32,6 +32,7 @@ type Checker struct {
 	pool   *pool.Pool
 	hc     *config.HealthCheck // nil: no active checks
 	probe  Prober
+	agent  AgentProber // nil: no agent
 	logger *slog.Logger
 	events *events.Log
 	rand   func() uint64
@@ -53,6 +54,14 @@ type Checker struct {
 type result struct {
 	b   *pool.Backend
 	err error
+	// The agent's answer, or why it could not be had; asked is false
+	// when the pool has no agent.
+	asked     bool
+	agentLine string
+	agentErr  error
+	// agentOnly: the backend is disabled by its agent, which alone was
+	// asked (a disabled backend is not checked).
+	agentOnly bool
 }
 
 // state is the loop's private view of one backend's check history.
@@ -63,6 +72,7 @@ type state struct {
 	checked  bool // at least one check finished
 	passes   int  // consecutive
 	failures int  // consecutive
+	agent    agentState
 }
 
 // Options tune a Checker; the zero value is fine.
@@ -80,8 +90,14 @@ type Options struct {
 	// HTTP checks (TLS with ALPN h2 for https://, h2c for http://). gRPC
 	// checks are HTTP/2 in any case.
 	UpstreamHTTP2 bool
+	// AgentPort, when not 0, is the port of each backend's agent
+	// (load_report.agent_port), asked with every active check.
+	AgentPort int
+	// Agent replaces the agent prober (tests); it needs AgentPort.
+	Agent AgentProber
 	// Events receives every decision (backend up or down, ejected,
-	// returned) with its reason, and writes it to the log; nil drops them.
+	// returned, and what agents ask) with its reason, and writes it to the
+	// log; nil drops them.
 	Events *events.Log
 }
 
@@ -113,6 +129,12 @@ func New(p *pool.Pool, hc *config.HealthCheck, logger *slog.Logger, o Options) *
 	if c.probe == nil && hc != nil {
 		c.probe = newProber(hc, o)
 	}
+	if o.AgentPort > 0 && hc != nil {
+		c.agent = o.Agent
+		if c.agent == nil {
+			c.agent = dialAgent(o.AgentPort)
+		}
+	}
 	return c
 }
 
@@ -120,7 +142,8 @@ func New(p *pool.Pool, hc *config.HealthCheck, logger *slog.Logger, o Options) *
 // pool before a reload, so that rise/fall counts and the check schedule go
 // on rather than restart (a fresh checker's first result decides at once).
 // old must have stopped, and c not started. A checker whose health_check
-// changed should not inherit.
+// changed should not inherit: it takes over only what agents set (see
+// InheritAgents).
 func (c *Checker) Inherit(old *Checker) {
 	c.states = make(map[*pool.Backend]*state, len(old.states))
 	for b, st := range old.states {
@@ -128,6 +151,7 @@ func (c *Checker) Inherit(old *Checker) {
 		cp.running = false
 		c.states[b] = &cp
 	}
+	c.settleAgents()
 }
 
 // Interval returns the active check interval (0 without active checks).
@@ -179,7 +203,10 @@ func (c *Checker) Run(ctx context.Context) {
 				st = &state{next: now} // first check at once
 				states[b] = st
 			}
-			if b.AdminState() == pool.Disabled {
+			// A disabled backend is not checked, unless its agent disabled
+			// it: then the agent is asked, so that it can bring it back.
+			agentOnly := b.AdminState() == pool.Disabled && c.agent != nil && st.agent.admin == pool.Disabled
+			if b.AdminState() == pool.Disabled && !agentOnly {
 				continue
 			}
 			if c.hc != nil {
@@ -189,11 +216,20 @@ func (c *Checker) Run(ctx context.Context) {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						cctx, cancel := context.WithTimeout(ctx, c.hc.Timeout)
-						err := timedOut(cctx, c.hc.Timeout, c.probe(cctx, b))
-						cancel()
+						r := result{b: b, agentOnly: agentOnly}
+						if !agentOnly {
+							cctx, cancel := context.WithTimeout(ctx, c.hc.Timeout)
+							r.err = timedOut(cctx, c.hc.Timeout, c.probe(cctx, b))
+							cancel()
+						}
+						if c.agent != nil {
+							actx, cancel := context.WithTimeout(ctx, c.hc.Timeout)
+							r.asked = true
+							r.agentLine, r.agentErr = c.agent(actx, b)
+							cancel()
+						}
 						select {
-						case c.results <- result{b, err}:
+						case c.results <- r:
 						case <-ctx.Done():
 						}
 					}()
@@ -228,7 +264,12 @@ func (c *Checker) Run(ctx context.Context) {
 		case r := <-c.results:
 			if st := states[r.b]; st != nil {
 				st.running = false
-				c.apply(r.b, st, r.err)
+				if !r.agentOnly {
+					c.apply(r.b, st, r.err)
+				}
+				if r.asked {
+					c.applyAgent(r.b, st, r.agentLine, r.agentErr)
+				}
 			}
 		}
 		if !timer.Stop() {
@@ -273,7 +314,7 @@ func (c *Checker) apply(b *pool.Backend, st *state, err error) {
 		// Nothing changes (a backend starts healthy), but its state now
 		// has a reason.
 		c.events.Backend(events.BackendUp, c.pool.Name, b, "the first health check passed")
-	case err == nil && h != pool.Healthy && (first || h == pool.Down || st.passes >= c.hc.HealthyThreshold):
+	case err == nil && h != pool.Healthy && !st.agent.down && (first || h == pool.Down || st.passes >= c.hc.HealthyThreshold):
 		if c.pool.SetHealth(b, pool.Healthy, time.Time{}) {
 			switch {
 			case h == pool.Down:

@@ -38,6 +38,8 @@ type Listener struct {
 	Stats *proxy.ListenerStats
 	// Protocols: requests by HTTP version, HTTP/3 and ACME.
 	Protocols Protocols
+	// RateLimited counts requests a rate limit refused (429).
+	RateLimited uint64
 }
 
 // Certificate is one certificate name a listener serves and when it expires.
@@ -70,6 +72,9 @@ type Source interface {
 	// TraceSpans returns how many spans were exported and how many failed
 	// to be (0, 0 when tracing was never on).
 	TraceSpans() (exported, failed uint64)
+	// RateLimitStore returns the failed calls to rate limit stores, whether
+	// one is configured, and whether it answers now.
+	RateLimitStore() (errors uint64, configured, up bool)
 }
 
 var (
@@ -135,6 +140,12 @@ var (
 	descTraceSpans = prometheus.NewDesc("sluice_trace_spans_total",
 		"Spans handed to the OTLP exporter, by result (exported, or failed: the collector refused them or could not be reached).",
 		[]string{"result"}, nil)
+	descRateLimited = prometheus.NewDesc("sluice_rate_limited_total",
+		"Requests refused with 429 by the listener's or a route's rate_limit.", []string{"listener"}, nil)
+	descStoreErrors = prometheus.NewDesc("sluice_rate_limit_store_errors_total",
+		"Calls to the shared rate limit store (Redis) that failed; the requests were counted locally.", nil, nil)
+	descStoreUp = prometheus.NewDesc("sluice_rate_limit_store_up",
+		"1 while the shared rate limit store answers and limits are shared, 0 while each instance counts alone (only with rate_limit_store).", nil, nil)
 	descAccessDropped = prometheus.NewDesc("sluice_access_log_dropped_total",
 		"Access log entries dropped because the writer fell behind (the request path never waits for it).", nil, nil)
 )
@@ -157,7 +168,8 @@ func NewHandler(src Source) http.Handler {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descDuration, descUp, descInFlight, descFailures,
 		descRetries, descQueued, descChecks, descEjections, descConns, descReloads, descLastReload, descDiscovery, descAccessDropped, descHandshakes, descCertExpiry, descH2Errors, descH2Floods, descBuild,
-		descBytesIn, descBytesOut, descListenerDuration, descListenerRequests, descQueueWait, descBudgetExhausted, descTraceSpans} {
+		descBytesIn, descBytesOut, descListenerDuration, descListenerRequests, descQueueWait, descBudgetExhausted, descTraceSpans,
+		descRateLimited, descStoreErrors, descStoreUp} {
 		ch <- d
 	}
 	for _, d := range protocolDescs {
@@ -188,6 +200,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(descCertExpiry, float64(ct.NotAfter.Unix()), l.Name, ct.Name)
 		}
 		counter(descH2Errors, l.HTTP2Errors, l.Name)
+		counter(descRateLimited, l.RateLimited, l.Name)
 		for reason, n := range l.HTTP2Floods {
 			counter(descH2Floods, n, l.Name, reason)
 		}
@@ -246,6 +259,15 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	exported, failed := c.src.TraceSpans()
 	counter(descTraceSpans, exported, "exported")
 	counter(descTraceSpans, failed, "failed")
+	storeErrors, store, storeUp := c.src.RateLimitStore()
+	counter(descStoreErrors, storeErrors)
+	if store {
+		up := 0.0
+		if storeUp {
+			up = 1
+		}
+		gauge(descStoreUp, up)
+	}
 	b := c.src.Build()
 	gauge(descBuild, 1, b.Version, b.Revision, b.GoVersion)
 }

@@ -40,6 +40,7 @@ func (s *source) Reloads() (uint64, uint64, bool) {
 func (s *source) DiscoveryErrors(fn func(pool, source string, n uint64)) { fn("web", "dns", 2) }
 func (s *source) AccessLogDropped() uint64                               { return 7 }
 func (s *source) TraceSpans() (uint64, uint64)                           { return 11, 2 }
+func (s *source) RateLimitStore() (uint64, bool, bool)                   { return 4, true, false }
 func (s *source) Build() Build {
 	return Build{Version: "v1.2.3", Revision: "abcdef123456", GoVersion: "go1.26.8"}
 }
@@ -68,7 +69,7 @@ func TestExposition(t *testing.T) {
 	ls.Observe(proxy.HTTP2, 200, 2*time.Millisecond)
 	ls.Observe(proxy.HTTP11, 503, time.Millisecond)
 	ls.Observe(proxy.HTTP11, 201, time.Millisecond)
-	src := &source{pools: []*pool.Pool{p}, lis: []Listener{{Name: "public", Active: 7, NoPool: noPool, Stats: ls}}}
+	src := &source{pools: []*pool.Pool{p}, lis: []Listener{{Name: "public", Active: 7, NoPool: noPool, Stats: ls, RateLimited: 9}}}
 
 	srv := httptest.NewServer(NewHandler(src))
 	defer srv.Close()
@@ -111,6 +112,9 @@ func TestExposition(t *testing.T) {
 		`sluice_listener_request_duration_seconds_count{code_class="4xx",listener="public"} 0`,
 		`sluice_trace_spans_total{result="exported"} 11`,
 		`sluice_trace_spans_total{result="failed"} 2`,
+		`sluice_rate_limited_total{listener="public"} 9`,
+		`sluice_rate_limit_store_errors_total 4`,
+		`sluice_rate_limit_store_up 0`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(text, want+"\n") && !strings.Contains(text, want+" ") {

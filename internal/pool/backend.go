@@ -10,6 +10,7 @@
 package pool
 
 import (
+	"math"
 	"net/url"
 	"strconv"
 	"sync/atomic"
@@ -112,6 +113,14 @@ type Backend struct {
 	// reason is why the backend is in its current state and since when
 	// (nil: nothing has happened to it yet). The admin API reads it.
 	reason atomic.Pointer[Reason]
+
+	// util (float64 bits) is the utilisation the backend last reported
+	// (load_report), and utilAt the UnixNano time it did (0: never).
+	util   atomic.Uint64
+	utilAt atomic.Int64
+	// agentPct is the percentage of its weight the backend's agent asks
+	// for (0: the agent said nothing, which is 100%).
+	agentPct atomic.Int32
 }
 
 // Reason says why a backend is in its current state: the reason of the
@@ -206,6 +215,42 @@ func (b *Backend) State() string {
 // Eligible reports whether new requests may be sent to b.
 func (b *Backend) Eligible() bool {
 	return b.AdminState() == Enabled && b.Health() == Healthy
+}
+
+// ReportLoad records the utilisation the backend reported itself (an ORCA
+// report or its agent): about 0 idle, 1 at capacity, more when overloaded.
+func (b *Backend) ReportLoad(util float64, now time.Time) {
+	b.util.Store(math.Float64bits(util))
+	b.utilAt.Store(now.UnixNano())
+}
+
+// Utilization returns the utilisation the backend last reported, decayed
+// toward 0 with time constant LatencyDecay, as latency averages are: a
+// backend that reported a high load and so got no more traffic (and sent
+// no more reports) is tried again, and its next report says how it is.
+// ok is false when the backend never reported one.
+func (b *Backend) Utilization(now time.Time) (util float64, ok bool) {
+	at := b.utilAt.Load()
+	if at == 0 {
+		return 0, false
+	}
+	u := math.Float64frombits(b.util.Load())
+	if age := now.UnixNano() - at; age > 0 {
+		u *= math.Exp(-float64(age) / float64(LatencyDecay))
+	}
+	return u, true
+}
+
+// Reported reports whether the backend ever reported its load.
+func (b *Backend) Reported() bool { return b.utilAt.Load() != 0 }
+
+// AgentWeight returns the percentage of its weight the backend's agent asks
+// for (100 when no agent said).
+func (b *Backend) AgentWeight() int {
+	if p := b.agentPct.Load(); p > 0 {
+		return int(p)
+	}
+	return 100
 }
 
 // DownUntil returns when a passively marked-down backend may come back on its

@@ -346,6 +346,17 @@ func (p *Pool) SetWeight(b *Backend, w int) {
 	}
 }
 
+// SetAgentWeight sets the percentage (1 to 100000) of b's weight that its
+// agent asks for, and rebuilds the picker. It reports whether it changed.
+func (p *Pool) SetAgentWeight(b *Backend, pct int) bool {
+	pct = min(max(pct, 1), 100_000)
+	return p.transition(b, func() (bool, bool) {
+		old := b.AgentWeight()
+		b.agentPct.Store(int32(pct))
+		return old != pct, false
+	})
+}
+
 func (p *Pool) rebuildLocked() {
 	all := *p.backends.Load()
 	ready := make([]*Backend, 0, len(all))
@@ -359,6 +370,9 @@ func (p *Pool) rebuildLocked() {
 	}
 	for _, b := range all {
 		w := b.Weight() * WeightScale
+		if pct := b.AgentWeight(); pct != 100 {
+			w = max(1, w*pct/100)
+		}
 		if since := b.upSince.Load(); p.slowStart > 0 && since != 0 && now-since < int64(p.slowStart) {
 			// Linear ramp from 10% to 100% of the weight over the window.
 			f := max(0.1, float64(now-since)/float64(p.slowStart))

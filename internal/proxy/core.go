@@ -19,6 +19,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -57,6 +58,9 @@ type Target struct {
 	HashKey HashKey
 	// Sticky is cookie affinity; nil means off.
 	Sticky *Sticky
+	// LoadHeader is the response field in which backends report their
+	// load (load_report.header), in canonical form; "" reads none.
+	LoadHeader string
 }
 
 // Listener is the immutable view of one listener that a request uses from
@@ -97,6 +101,14 @@ type Listener struct {
 	// this plain-HTTP listener, before routing; a token it does not know
 	// is routed as any request. Nil: none.
 	ACME HTTPChallenges
+	// RateLimit applies to every request of the listener; nil: none.
+	RateLimit *RateLimit
+	// RouteLimits[i] applies to the requests route i matches; nil entries
+	// and routes past its end have none.
+	RouteLimits []*RateLimit
+	// RateLimited counts requests refused by a rate limit, across the
+	// listener's generations; nil: not counted.
+	RateLimited *atomic.Uint64
 }
 
 // Verbose reports whether a request's strings (method, host, path, …) are

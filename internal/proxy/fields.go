@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"context"
 	"net/netip"
 	"strings"
 
+	"github.com/sluice-lb/sluice/internal/ratelimit"
 	"github.com/sluice-lb/sluice/internal/route"
 )
 
@@ -36,24 +38,47 @@ func SplitTarget(t string) (authority, path, query string) {
 	return authority, path, query
 }
 
-// Resolve is the part of a request's way shared by both codecs before any
-// backend is picked: the client address, the route, the hash key and the
-// affinity cookie, into r.Info (which the codec points at its PickInfo),
-// and the route and pool on r's span. It sets r.Target and returns it, or
-// nil when no route matches.
-func (l *Listener) Resolve(r *Record, host, path, rawQuery string, h Fields, peer netip.Addr) *Target {
+// Resolve is the part of a request's way shared by every codec before any
+// backend is picked: the client address, the listener's rate limit, the
+// route, the route's rate limit, the hash key and the affinity cookie, into
+// r.Info (which the codec points at its PickInfo), and the route and pool
+// on r's span. It sets r.Target and returns it, or nil when no route
+// matches or when a rate limit refuses the request: then lim says so, and
+// the codec answers 429 with lim's fields (see Limited). ctx bounds a rate
+// limit's call to a shared store.
+func (l *Listener) Resolve(ctx context.Context, r *Record, host, path, rawQuery string, h Fields, peer netip.Addr) (t *Target, lim Limited) {
 	info := r.Info
 	info.ClientIP = clientIP(peer, h, l.Trusted)
-	idx, ri := l.Routes.Lookup(host, path, h)
-	if idx < 0 || idx >= len(l.Targets) {
-		return nil
+	if rl := l.RateLimit; rl != nil {
+		if d := rl.allow(ctx, h, path, rawQuery, info.ClientIP); !d.Allowed {
+			return nil, l.refuse(rl, d)
+		}
 	}
-	t := l.Targets[idx]
+	idx, ri := l.Routes.Lookup(host, path, h)
+	if ri >= 0 && ri < len(l.RouteLimits) {
+		if rl := l.RouteLimits[ri]; rl != nil {
+			if d := rl.allow(ctx, h, path, rawQuery, info.ClientIP); !d.Allowed {
+				return nil, l.refuse(rl, d)
+			}
+		}
+	}
+	if idx < 0 || idx >= len(l.Targets) {
+		return nil, Limited{}
+	}
+	t = l.Targets[idx]
 	info.Key = t.HashKey.extract(h, path, rawQuery)
 	if t.Sticky != nil {
 		info.Preferred = t.Sticky.preferred(t.Pool, h)
 	}
 	r.Target = t
 	r.Trace.routed(l.Routes, ri, t.Pool.Name)
-	return t
+	return t, Limited{}
+}
+
+// refuse counts a request refused by rl.
+func (l *Listener) refuse(rl *RateLimit, d ratelimit.Decision) Limited {
+	if l.RateLimited != nil {
+		l.RateLimited.Add(1)
+	}
+	return Limited{Limit: rl.Limit, Decision: d}
 }

@@ -27,6 +27,8 @@ func StatusText(status int) string {
 		return "service unavailable: no healthy backend"
 	case http.StatusGatewayTimeout:
 		return "gateway timeout: the backend did not answer in time"
+	case http.StatusTooManyRequests:
+		return "too many requests: retry after the seconds Retry-After gives"
 	case 499:
 		return "client closed request"
 	}

@@ -48,7 +48,7 @@ func serve(l *Listener, h Fields, r *Record, info *pool.PickInfo) {
 	*r, *info = Record{}, pool.PickInfo{}
 	r.Start, r.Info, r.Method, r.Path, r.Host = time.Now(), info, "GET", "/items", "example.com"
 	l.StartTrace(r, h)
-	if t := l.Resolve(r, "example.com", "/items", "", h, netip.MustParseAddr("127.0.0.1")); t != nil {
+	if t, _ := l.Resolve(context.Background(), r, "example.com", "/items", "", h, netip.MustParseAddr("127.0.0.1")); t != nil {
 		r.Result = Forward(context.Background(), r, answer200{})
 		r.Status = r.Result.Status
 	}

@@ -35,6 +35,11 @@ import (
 // whose upstream settings did not change, with their idle connections.
 func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 	snap := &snapshot{byName: map[string]*poolRT{}}
+	var prevLimits *limits
+	if prev != nil {
+		prevLimits = prev.limits
+	}
+	snap.limits = s.buildLimits(cfg, prevLimits)
 	for _, pc := range cfg.Pools {
 		var old *poolRT
 		if prev != nil {
@@ -87,6 +92,7 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 			Passive:       pc.PassiveHealth,
 			UpstreamTLS:   pc.UpstreamTLS,
 			UpstreamHTTP2: pc.UpstreamHTTP2,
+			AgentPort:     agentPort(pc),
 			Events:        s.events,
 		})
 		retryAfter := "5"
@@ -99,7 +105,8 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 			checker:  ck,
 			upstream: up,
 			target: &proxy.Target{Pool: p, Health: ck, Retries: pc.Retries, Timeouts: pc.Timeouts,
-				Upstream: up, RetryAfter: retryAfter, HashKey: proxy.ParseHashKey(pc.HashKey)},
+				Upstream: up, RetryAfter: retryAfter, HashKey: proxy.ParseHashKey(pc.HashKey),
+				LoadHeader: loadHeader(pc)},
 		}
 		if st := pc.Sticky; st != nil {
 			key := s.stickyKey
@@ -132,6 +139,8 @@ func (s *Server) activate(snap, prev *snapshot) {
 		if prev != nil {
 			if old := prev.byName[p.cfg.Name]; old != nil && reflect.DeepEqual(old.cfg.HealthCheck, p.cfg.HealthCheck) {
 				p.checker.Inherit(old.checker)
+			} else if old != nil {
+				p.checker.InheritAgents(old.checker)
 			}
 		}
 		s.startChecker(p)
@@ -195,6 +204,8 @@ type listener struct {
 	h3         *http3.Server // this generation's (nil: no http3)
 	h3gen      *quicGen
 	h3done     chan struct{} // closed when h3 has stopped serving
+	// rateLimited counts requests a rate limit refused, across generations.
+	rateLimited *atomic.Uint64
 }
 
 // next returns a new generation of l with config lc on the same socket;
@@ -202,6 +213,7 @@ type listener struct {
 func (l *listener) next(lc config.Listener) *listener {
 	nl := &listener{cfg: lc, sock: l.sock, active: l.active, noPool: l.noPool, done: make(chan struct{}),
 		handshakes: l.handshakes, h2Errors: l.h2Errors, h2Floods: l.h2Floods, tlsState: l.tlsState,
+		rateLimited: l.rateLimited,
 	}
 	if lc.TLS == nil {
 		nl.tlsState.stopWatch()
@@ -267,10 +279,13 @@ func (s *Server) view(lc config.Listener, snap *snapshot, l *listener) *proxy.Li
 		Tracer:  snap.tracing.Tracer(),
 		Stats:   s.listenerStats(slot),
 		AltSvc:  l.altSvc(),
+
+		RateLimited: l.rateLimited,
 	}
 	if lc.TLS == nil {
 		v.ACME = s.challenges // HTTP-01 is answered on every plain-HTTP listener
 	}
+	snap.limits.views(lc, v)
 	if lt := l.tlsState; lt != nil && lc.TLS != nil {
 		v.Covers = lt.covers
 		if lc.TLS.ClientCA != "" {
@@ -301,7 +316,7 @@ func (s *Server) bindListeners(cfg *config.Config, snap *snapshot, existing map[
 		}
 		l := &listener{cfg: lc, sock: newSocket(ln), active: new(atomic.Int64), noPool: new(pool.Stats),
 			done: make(chan struct{}), handshakes: new(handshakeCounts), h2Errors: new(atomic.Uint64),
-			h2Floods: new(h2guard.Stats)}
+			h2Floods: new(h2guard.Stats), rateLimited: new(atomic.Uint64)}
 		err = l.prepareQUIC(s)
 		if err == nil {
 			err = l.prepareTLS(s)

@@ -70,6 +70,7 @@ func (s *Server) reloadLocked() (config.Changes, error) {
 		if tp != old.tracing {
 			s.flushTracing(tp)
 		}
+		s.retireStore(snap.limits, old.limits)
 		return config.Changes{}, err
 	}
 	// Swap: pools first, then each listener's view.
@@ -146,6 +147,8 @@ func (s *Server) reloadLocked() (config.Changes, error) {
 	}); n > 0 {
 		s.logger.Info("tunnels on removed backends close after the grace period", "tunnels", n, "grace", cfg.ShutdownTimeout)
 	}
+	// Requests under way may still ask the old store: they count alone.
+	s.retireStore(old.limits, snap.limits)
 	// The old pools' backends live on in the new pools or, when removed,
 	// until their requests in flight finish.
 	for _, p := range old.pools {

@@ -75,6 +75,9 @@ type Server struct {
 	// name no pool or backend of the running config.
 	state *state.Store
 	stale atomic.Pointer[[]state.Stale]
+	// storeErrors counts the failed calls of rate limit stores a reload
+	// or shutdown retired.
+	storeErrors atomic.Uint64
 
 	// mu serialises Reload, Run's start-up and shutdown, and admin changes
 	// of membership.
@@ -135,6 +138,7 @@ type snapshot struct {
 	byName map[string]*poolRT
 	// tracing is the tracing provider the views' requests use (nil: off).
 	tracing *tracing.Provider
+	limits  *limits
 }
 
 // poolRT is one pool with what runs beside it.
@@ -234,6 +238,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.mu.Unlock()
 		s.stopPools(snap.pools)
 		s.flushTracing(tp)
+		s.retireStore(snap.limits, nil)
 		s.cancel()
 		return err
 	}
@@ -243,6 +248,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.mu.Unlock()
 		s.stopPools(snap.pools)
 		s.flushTracing(tp)
+		s.retireStore(snap.limits, nil)
 		s.cancel()
 		return err
 	}
@@ -392,6 +398,7 @@ func (s *Server) shutdown() error {
 		for _, p := range snap.pools {
 			p.upstream.Close()
 		}
+		s.retireStore(snap.limits, nil)
 		// Every request has ended: its span is queued. Export what is.
 		s.flushTracing(snap.tracing)
 	}
@@ -447,7 +454,8 @@ func (s *Server) Listeners() []metrics.Listener {
 	out := make([]metrics.Listener, 0, len(s.listeners))
 	for _, l := range s.listeners {
 		ml := metrics.Listener{Name: l.cfg.Name, Active: l.active.Load(), NoPool: l.noPool,
-			HTTP2Errors: l.h2Errors.Load(), Stats: s.listenerStats(s.slot(l.cfg.Name))}
+			HTTP2Errors: l.h2Errors.Load(), Stats: s.listenerStats(s.slot(l.cfg.Name)),
+			RateLimited: l.rateLimited.Load()}
 		if l.cfg.H2C || l.cfg.TLS != nil {
 			ml.HTTP2Floods = map[string]uint64{}
 			for _, r := range h2guard.Reasons() {

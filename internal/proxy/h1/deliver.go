@@ -121,7 +121,7 @@ func (c *h1conn) appendResponseHead(o, head []byte, rh *edge.ResponseHead, mode 
 	}
 	o = append(o, bytes.TrimSuffix(sl, []byte{'\r'})...)
 	o = append(o, "\r\n"...)
-	o = c.appendResponseFields(o, head, rh.First, mode == outChunked, mode != outFixed && mode != outNone)
+	o = c.appendResponseFields(o, head, rh.First, mode == outChunked, mode != outFixed && mode != outNone, b)
 	o = append(o, "X-Request-Id: "...)
 	o = append(o, q.id...)
 	o = append(o, "\r\n"...)
@@ -153,17 +153,26 @@ func (c *h1conn) appendResponseHead(o, head []byte, rh *edge.ResponseHead, mode 
 // the client: all but hop-by-hop ones (except Trailer when the chunked body
 // and its trailers pass through as they are), those the response's
 // Connection names, X-Request-Id (sluice sets its own), Alt-Svc when
-// sluice advertises its own (HTTP/3) and, when the body
-// is re-framed, Content-Length. Repeated Content-Length fields (the parser
+// sluice advertises its own (HTTP/3), the pool's load field (read here for
+// b, see proxy.ObserveLoad) and, when the body is re-framed,
+// Content-Length. Repeated Content-Length fields (the parser
 // admits them only when they agree) go on as one.
-func (c *h1conn) appendResponseFields(o, head []byte, first int, keepTrailer, dropLength bool) []byte {
+func (c *h1conn) appendResponseFields(o, head []byte, first int, keepTrailer, dropLength bool, b *pool.Backend) []byte {
 	conn := &c.respConn
 	conn.collect(&rawFields{head: head, first: first})
-	sawLength := false
+	sawLength, sawLoad := false, false
+	load := c.req.t.LoadHeader
 	for f := range edge.Fields(head, first) {
 		nm := f.Name
 		if proxy.IsHop(bstr(nm)) && !(keepTrailer && equalFoldName(nm, "trailer")) || conn.has(bstr(nm)) ||
 			equalFoldName(nm, "x-request-id") || c.req.l.AltSvc != "" && equalFoldName(nm, "alt-svc") {
+			continue
+		}
+		if load != "" && equalFoldName(nm, load) {
+			if !sawLoad {
+				sawLoad = true
+				proxy.ObserveLoad(b, bstr(f.Value))
+			}
 			continue
 		}
 		if equalFoldName(nm, "content-length") {

@@ -224,6 +224,7 @@ func (c *h1conn) deliverH2(resp *http.Response, b *pool.Backend) proxy.Outcome {
 	if q.websocket || c.e.shutting.Load() || q.body.running {
 		q.closeAfter = true
 	}
+	q.t.TakeLoadHeader(b, resp.Header)
 	o := append(c.out[:0], "HTTP/1.1 "...)
 	o = strconv.AppendInt(o, int64(resp.StatusCode), 10)
 	o = append(o, ' ')

@@ -48,6 +48,8 @@ type h1req struct {
 
 	closeAfter bool // close the connection after this exchange
 	abort      bool // the response broke off: close without finishing it
+
+	limited proxy.Limited // a rate limit refused the request (429)
 }
 
 // handle serves the request whose head is at buf[r:]; it reports whether
@@ -185,7 +187,11 @@ func (c *h1conn) serveRequest(res *proxy.Result) int {
 	if max := l.Limits.MaxBodyBytes; max > 0 && q.head.ContentLength > max {
 		return c.fail(413, "request body too large", true)
 	}
-	t := l.Resolve(&q.rec, q.host, q.path, q.query, &q.raw, c.peer)
+	t, lim := l.Resolve(c.ctx, &q.rec, q.host, q.path, q.query, &q.raw, c.peer)
+	if lim.Refused() {
+		q.limited = lim
+		return c.fail(429, proxy.StatusText(429), false)
+	}
 	if t == nil {
 		return c.fail(404, "no route for this request", false)
 	}
@@ -334,6 +340,14 @@ func (c *h1conn) fail(status int, msg string, closeConn bool) int {
 	if q.l.AltSvc != "" {
 		o = append(o, "\r\nAlt-Svc: "...)
 		o = append(o, q.l.AltSvc...)
+	}
+	if status == 429 && q.limited.Refused() {
+		q.limited.EachField(func(name string, value []byte) {
+			o = append(o, "\r\n"...)
+			o = append(o, name...)
+			o = append(o, ": "...)
+			o = append(o, value...)
+		})
 	}
 	if closeConn {
 		o = append(o, "\r\nConnection: close"...)

@@ -33,7 +33,7 @@ func (c *h1conn) tunnel(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backen
 	head := uc.buf[uc.r : uc.r+n]
 	uc.r += n
 	o := append(c.out[:0], "HTTP/1.1 101 Switching Protocols\r\n"...)
-	o = c.appendResponseFields(o, head, rh.First, false, false)
+	o = c.appendResponseFields(o, head, rh.First, false, false, b)
 	o = append(o, "Connection: Upgrade\r\nUpgrade: websocket\r\nX-Request-Id: "...)
 	o = append(o, q.id...)
 	o = append(o, "\r\n\r\n"...)

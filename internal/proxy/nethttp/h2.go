@@ -102,7 +102,7 @@ func grpcStatus(status int) int {
 // failGRPC answers a gRPC call that sluice itself refuses or could not
 // forward: a trailers-only response (HTTP 200, grpc-status and
 // grpc-message in the header block), which every gRPC client reads as the
-// call's status.
+// call's status. The caller writes the header (WriteHeader 200).
 func (a *httpAttempt) failGRPC(status int, msg string) int {
 	hdr := a.w.Header()
 	clear(hdr)
@@ -110,7 +110,6 @@ func (a *httpAttempt) failGRPC(status int, msg string) int {
 	hdr.Set("Grpc-Status", strconv.Itoa(grpcStatus(status)))
 	hdr.Set("Grpc-Message", grpcEncode(msg))
 	hdr.Set("X-Request-Id", a.id)
-	a.w.WriteHeader(http.StatusOK)
 	return status
 }
 

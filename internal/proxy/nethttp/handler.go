@@ -81,6 +81,8 @@ type httpAttempt struct {
 	// connect time and time to the response head.
 	timed  bool
 	timing proxy.ConnTiming
+
+	limited proxy.Limited // a rate limit refused the request (429)
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -172,7 +174,11 @@ func (a *httpAttempt) serve(l *proxy.Listener, info *pool.PickInfo) (proxy.Resul
 	// holds a character Go prefers escaped.
 	_, escaped, _ := proxy.SplitTarget(r.RequestURI)
 	path := route.NormalizePath(escaped)
-	t := l.Resolve(&a.rec, r.Host, path, r.URL.RawQuery, stdFields(r.Header), peer)
+	t, lim := l.Resolve(r.Context(), &a.rec, r.Host, path, r.URL.RawQuery, stdFields(r.Header), peer)
+	if lim.Refused() {
+		a.limited = lim
+		return proxy.Result{}, a.fail(http.StatusTooManyRequests, proxy.StatusText(http.StatusTooManyRequests), false)
+	}
 	if t == nil {
 		return proxy.Result{}, a.fail(http.StatusNotFound, "no route for this request", false)
 	}
@@ -413,6 +419,7 @@ func (a *httpAttempt) deliver(resp *http.Response, b *pool.Backend) proxy.Outcom
 		a.w.Header().Set("Connection", "close")
 	}
 	removeHopHeaders(resp.Header)
+	a.t.TakeLoadHeader(b, resp.Header)
 	hdr := a.w.Header()
 	for k, vv := range resp.Header {
 		hdr[k] = vv
@@ -500,10 +507,14 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush bool) (n int64, rerr, 
 // plain-text body and no internals. closeConn ends the connection after it.
 func (a *httpAttempt) fail(status int, msg string, closeConn bool) int {
 	if a.grpc {
-		return a.failGRPC(status, msg)
+		status = a.failGRPC(status, msg)
+		a.rateLimitFields()
+		a.w.WriteHeader(http.StatusOK)
+		return status
 	}
 	hdr := a.w.Header()
 	clear(hdr)
+	a.rateLimitFields()
 	hdr.Set("Content-Type", "text/plain; charset=utf-8")
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("X-Request-Id", a.id)
@@ -520,6 +531,15 @@ func (a *httpAttempt) fail(status int, msg string, closeConn bool) int {
 	n, _ := io.WriteString(a.w, msg+"\n")
 	a.rec.Bytes = int64(n)
 	return status
+}
+
+// rateLimitFields sets the fields of a rate limit's 429, when that is the
+// answer.
+func (a *httpAttempt) rateLimitFields() {
+	if a.limited.Refused() {
+		hdr := a.w.Header()
+		a.limited.EachField(func(name string, value []byte) { hdr.Set(name, string(value)) })
+	}
 }
 
 // trackedBody wraps the client's request body on its way to a backend. It
