@@ -41,7 +41,7 @@ type Config struct {
 type Listener struct {
 	Name     string `yaml:"name"`
 	Address  string `yaml:"address"`
-	Protocol string `yaml:"protocol"` // "http" (default) | "tcp" (not supported yet)
+	Protocol string `yaml:"protocol"` // "http" (default) | "tcp": layer-4 balancing of raw connections
 	TLS      *TLS   `yaml:"tls"`      // nil: plain HTTP
 	H2C      bool   `yaml:"h2c"`      // HTTP/2 over cleartext; not with TLS
 	// HTTP3 also serves HTTP/3 over QUIC on the listener's port (UDP), and
@@ -129,11 +129,15 @@ type Limits struct {
 }
 
 // Route sends matching requests to a pool. All given conditions must match;
-// an empty condition matches everything.
+// an empty condition matches everything. On a protocol tcp listener a route
+// has SNI and Pool only (SNI: the server name of the client's TLS
+// ClientHello, exact or "*.example.com", read without terminating TLS); on
+// an http listener it has no SNI.
 type Route struct {
 	Host       string            `yaml:"host"`
 	PathPrefix string            `yaml:"path_prefix"`
 	Headers    map[string]string `yaml:"headers"`
+	SNI        string            `yaml:"sni"`
 	Pool       string            `yaml:"pool"`
 }
 
@@ -156,6 +160,9 @@ type Pool struct {
 	SlowStart                time.Duration `yaml:"slow_start"`
 	UpstreamTLS              UpstreamTLS   `yaml:"upstream_tls"`
 	UpstreamHTTP2            bool          `yaml:"upstream_http2"` // HTTP/2 to backends: ALPN for https://, h2c for http://
+	// SendProxyProtocol, "v1" or "v2", writes a PROXY header with the
+	// client's address first on each new backend connection; "": none.
+	SendProxyProtocol string `yaml:"send_proxy_protocol"`
 }
 
 // Backend is one upstream server as written in the file.

@@ -24,8 +24,6 @@ var notSupportedYet = []struct {
 	pool     func(*Pool) bool     // reports whether a pool uses the key
 	fix      string
 }{
-	{key: "protocol", what: `protocol "tcp"`, listener: func(l *Listener) bool { return l.Protocol == "tcp" }, fix: "use protocol http"},
-	{key: "proxy_protocol", what: "proxy_protocol", listener: func(l *Listener) bool { return l.ProxyProtocol }, fix: "remove it or set it to false"},
 	{key: "discovery", what: "discovery", pool: func(p *Pool) bool { return p.Discovery != nil }, fix: "list the backends under backends"},
 }
 
@@ -39,7 +37,7 @@ var notSupportedYet = []struct {
 // (a certificate expired or about to) for Warnings.
 func (c *Config) Validate() error {
 	c.warnings = nil
-	v := &validator{c: c, pools: map[string]string{}, usedBy: map[string]string{}, now: time.Now()}
+	v := &validator{c: c, pools: map[string]string{}, usedBy: map[string]string{}, tcpUsedBy: map[string]string{}, now: time.Now()}
 	if len(c.Listeners) == 0 {
 		v.errorf("listeners", "no listeners: add at least one under listeners")
 	}
@@ -91,6 +89,7 @@ type validator struct {
 	pools     map[string]string // pool name → path of its name
 	poolNames []string          // in file order, for suggestions
 	usedBy    map[string]string // pool name → the first http listener sending to it
+	tcpUsedBy map[string]string // pool name → the first tcp listener sending to it
 	poolsBad  bool              // a pool's name failed to decode
 	now       time.Time         // for certificate expiry warnings
 }
@@ -187,10 +186,13 @@ func (v *validator) listener(p string, l *Listener, names, addrs map[string]stri
 	atLeast(v, p+".limits.max_uri_bytes", lim.MaxURIBytes, 1, "")
 	atLeast(v, p+".limits.max_body_bytes", lim.MaxBodyBytes, 0, "no limit")
 	for i, r := range l.Routes {
-		v.route(index(p+".routes", i), &r, l.Name)
+		v.route(index(p+".routes", i), &r, l)
 	}
 	if l.Pool != "" {
-		v.poolRef(p+".pool", l.Pool, l.Name)
+		v.poolRef(p+".pool", l.Pool, l)
+	}
+	if l.Protocol == "tcp" {
+		v.tcpListener(p, l)
 	}
 	for _, ns := range notSupportedYet {
 		if ns.listener != nil && ns.listener(l) {
@@ -199,11 +201,18 @@ func (v *validator) listener(p string, l *Listener, names, addrs map[string]stri
 	}
 }
 
-func (v *validator) route(p string, r *Route, listener string) {
+func (v *validator) route(p string, r *Route, l *Listener) {
 	if r.Pool == "" {
 		v.errorf(p+".pool", "route needs a pool")
 	} else {
-		v.poolRef(p+".pool", r.Pool, listener)
+		v.poolRef(p+".pool", r.Pool, l)
+	}
+	if l.Protocol == "tcp" {
+		v.tcpRoute(p, r)
+		return
+	}
+	if r.SNI != "" {
+		v.errorf(p+".sni", "sni routes are for protocol tcp listeners, which read the server name without terminating TLS: use host on listener %q", l.Name)
 	}
 	if h := strings.TrimPrefix(r.Host, "*."); r.Host != "" && !validHost(h) {
 		v.errorf(p+".host", `route host %q is not a host name: write e.g. "api.example.com" or "*.example.com", without a port`, r.Host)
@@ -218,9 +227,9 @@ func (v *validator) route(p string, r *Route, listener string) {
 	}
 }
 
-// poolRef checks a listener's or route's pool exists, and remembers an
-// http listener sends to it.
-func (v *validator) poolRef(path, name, listener string) {
+// poolRef checks a listener's or route's pool exists, and remembers which
+// http or tcp listener sends to it.
+func (v *validator) poolRef(path, name string, l *Listener) {
 	if _, ok := v.pools[name]; !ok {
 		if v.poolsBad {
 			return // the pool may be the one that did not decode
@@ -228,8 +237,12 @@ func (v *validator) poolRef(path, name, listener string) {
 		v.errorf(path, "pool %q is not defined under pools%s", name, didYouMean(closest(name, v.poolNames)))
 		return
 	}
-	if _, ok := v.usedBy[name]; !ok {
-		v.usedBy[name] = listener
+	used := v.usedBy
+	if l.Protocol == "tcp" {
+		used = v.tcpUsedBy
+	}
+	if _, ok := used[name]; !ok {
+		used[name] = l.Name
 	}
 }
 
@@ -266,6 +279,13 @@ func (v *validator) pool(p string, pl *Pool) {
 		if l, ok := v.usedBy[pl.Name]; ok && u.Scheme == "tcp" {
 			v.errorf(bp+".address", "backend %q is tcp:// but http listener %q sends to pool %q: use http:// or https://", b.Address, l, pl.Name)
 		}
+		if l, ok := v.tcpUsedBy[pl.Name]; ok && u.Scheme != "tcp" {
+			v.errorf(bp+".address", "backend %q is %s:// but tcp listener %q sends to pool %q: use tcp://host:port", b.Address, u.Scheme, l, pl.Name)
+		}
+	}
+	v.sendProxy(p, pl)
+	if v.isTCPPool(pl) {
+		v.tcpPool(p, pl)
 	}
 	if pl.HealthCheck != nil {
 		v.healthCheck(p+".health_check", pl.HealthCheck, pl)
