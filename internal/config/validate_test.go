@@ -274,8 +274,6 @@ func TestNotSupportedYet(t *testing.T) {
 		yaml string
 		want string
 	}{
-		{"protocol", listener("protocol: tcp"), `t.yaml:4:15: protocol "tcp" is not supported yet: use protocol http`},
-		{"proxy_protocol", listener("proxy_protocol: true"), `t.yaml:4:21: proxy_protocol is not supported yet: remove it or set it to false`},
 		{"discovery", pool("discovery: {dns: {name: web.internal, port: 8080}}"), `t.yaml:5:5: discovery is not supported yet: list the backends under backends`},
 	}
 	tested := map[string]bool{}
