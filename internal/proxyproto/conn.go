@@ -69,18 +69,21 @@ func (e *AcceptError) Unwrap() error { return e.Err }
 
 var errUntrusted = errors.New("peer is not in trusted_proxies")
 
-// Accept reads the PROXY header that must open c, within deadline (zero:
-// none), and returns the connection to serve in its place: a *Conn
-// reporting the client the header named, or c itself when the header names
-// none (LOCAL, UNKNOWN). When trusted is not nil, a peer for which it
-// reports false is refused before anything is read. On error the caller
-// closes c. The read deadline is cleared on success.
+// Accept reads the PROXY header that must open c and returns the
+// connection to serve in its place: a *Conn reporting the client the header
+// named, or c itself when the header names none (LOCAL, UNKNOWN). When
+// trusted is not nil, a peer for which it reports false is refused before
+// anything is read. A deadline that is not zero bounds the read (and is
+// cleared after it); with zero, c's deadlines are the caller's to set. On
+// error the caller closes c.
 func Accept(c net.Conn, trusted func(netip.Addr) bool, deadline time.Time) (net.Conn, error) {
 	peer := addrOf(c.RemoteAddr()).Addr()
 	if trusted != nil && !trusted(peer) {
 		return nil, &AcceptError{Reason: ReasonUntrusted, Peer: peer, Err: errUntrusted}
 	}
-	c.SetReadDeadline(deadline)
+	if !deadline.IsZero() {
+		c.SetReadDeadline(deadline)
+	}
 	h, err := Read(c)
 	if err != nil {
 		reason := ReasonInvalid
@@ -89,7 +92,9 @@ func Accept(c net.Conn, trusted func(netip.Addr) bool, deadline time.Time) (net.
 		}
 		return nil, &AcceptError{Reason: reason, Peer: peer, Err: err}
 	}
-	c.SetReadDeadline(time.Time{})
+	if !deadline.IsZero() {
+		c.SetReadDeadline(time.Time{})
+	}
 	if h.Local {
 		return c, nil
 	}
