@@ -50,7 +50,16 @@ type Entry struct {
 	TLS string
 	// TraceID is the request's trace id in hex ("": tracing off).
 	TraceID string
+	// End says why a layer-4 connection (Proto ProtoTCP) ended: client,
+	// backend, idle, error, shutdown, or no_route, no_backend when it
+	// reached none. Such an entry has no method, path, status or request
+	// id; Host is the server name its ClientHello asked for, Bytes what
+	// went to the client and BytesIn what came from it.
+	End string
 }
+
+// ProtoTCP is the Proto of a layer-4 connection's entry.
+const ProtoTCP = "TCP"
 
 // Logger writes entries. A nil *Logger discards them, so callers need not
 // check whether the access log is on.
@@ -226,6 +235,10 @@ func appendJSON(b []byte, e *Entry) []byte {
 		b = append(b, `,"trace_id":`...)
 		b = appendString(b, e.TraceID)
 	}
+	if e.Proto == ProtoTCP {
+		b = append(b, `,"end":`...)
+		b = appendString(b, e.End)
+	}
 	return append(b, "}\n"...)
 }
 
@@ -244,6 +257,19 @@ func appendCombined(b []byte, e *Entry) []byte {
 	b = append(b, " - - ["...)
 	b = e.Time.AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
 	b = append(b, `] "`...)
+	if e.Proto == ProtoTCP {
+		// A connection: "- SNI TCP" in place of a request line.
+		b = append(b, "- "...)
+		b = appendEscaped(b, orDash(e.Host))
+		b = append(b, " TCP"...)
+		b = append(b, `" `...)
+		b = strconv.AppendInt(b, int64(e.Status), 10)
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, e.Bytes, 10)
+		b = append(b, ` "-" "-" - `...)
+		b = strconv.AppendFloat(b, e.Duration.Seconds(), 'f', 3, 64)
+		return append(b, '\n')
+	}
 	b = appendEscaped(b, e.Method)
 	b = append(b, ' ')
 	b = appendEscaped(b, e.Path)

@@ -15,6 +15,9 @@ func (v *validator) tcpListener(p string, l *Listener) {
 	if l.H2C {
 		v.errorf(p+".h2c", "h2c has no effect on a tcp listener, which relays bytes without reading HTTP: remove it")
 	}
+	if l.HTTP3 {
+		v.errorf(p+".http3", "http3 has no effect on a tcp listener, which relays TCP connections: remove it")
+	}
 	// Keys with a default are refused only when the file writes them.
 	for _, k := range []string{"engine", "timeouts.read", "timeouts.write", "limits.max_header_bytes",
 		"limits.max_headers", "limits.max_uri_bytes", "limits.max_body_bytes"} {

@@ -26,6 +26,7 @@ import (
 	"github.com/sluice-lb/sluice/internal/proxy"
 	"github.com/sluice-lb/sluice/internal/proxy/h1"
 	"github.com/sluice-lb/sluice/internal/proxy/nethttp"
+	"github.com/sluice-lb/sluice/internal/proxy/tcp"
 	"github.com/sluice-lb/sluice/internal/proxyproto"
 	"github.com/sluice-lb/sluice/internal/route"
 	"github.com/sluice-lb/sluice/internal/tlsterm"
@@ -185,6 +186,7 @@ type listener struct {
 	h2Errors   *atomic.Uint64
 	h2Floods   *h2guard.Stats // HTTP/2 connections closed for a flood, by reason
 	rejects    *proxy.Rejects // connections closed before a backend saw them, by reason
+	tcp        *tcp.Server    // the layer-4 server of a protocol tcp listener (also srv)
 	done       chan struct{}
 	// quic is the UDP side of a listener with http3, across generations
 	// (nil: no http3); quicLeaves: the next generation has none, so this
@@ -341,6 +343,10 @@ type httpServer interface {
 // serve starts the server of l: the HTTP/1.1 engine, or with engine std an
 // http.Server beneath the strict edge guard.
 func (l *listener) serve(s *Server) {
+	if l.cfg.Protocol == "tcp" {
+		l.serveTCP(s)
+		return
+	}
 	lim := l.cfg.Limits
 	l.gen = l.sock.generation()
 	var ln net.Listener = l.gen
