@@ -104,7 +104,7 @@ haproxy_cfg() { # $1=port $2=extra defaults line
   cat <<EOF
 global
     nbthread 1
-    maxconn 8000
+    maxconn 4000
     tune.bufsize 16384
 
 defaults
