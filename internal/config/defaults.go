@@ -1,6 +1,7 @@
 package config
 
 import (
+	"slices"
 	"strings"
 	"time"
 
@@ -75,7 +76,7 @@ func (c *Config) ApplyDefaults() {
 		r := &pl.Retries
 		def(s, p+".retries.num_retries", &r.NumRetries, 2)
 		if !s.given(p+".retries.retry_on", r.RetryOn != nil) {
-			r.RetryOn = []string{"connect_failure", "reset"}
+			r.RetryOn = slices.Clone(defaultRetryOn)
 		}
 		def(s, p+".retries.budget_percent", &r.BudgetPercent, 20)
 		def(s, p+".retries.backoff_base", &r.BackoffBase, 25*time.Millisecond)
@@ -104,6 +105,9 @@ func (c *Config) ApplyDefaults() {
 	def(s, "log.format", &c.Log.Format, "text")
 	def(s, "shutdown_timeout", &c.ShutdownTimeout, 30*time.Second)
 }
+
+// defaultRetryOn is retries.retry_on when the file leaves it out.
+var defaultRetryOn = []string{"connect_failure", "reset"}
 
 // def sets *v to d unless the key at path was given.
 func def[T comparable](s *source, path string, v *T, d T) {

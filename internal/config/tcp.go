@@ -1,7 +1,9 @@
 package config
 
 import (
+	"slices"
 	"strings"
+	"time"
 )
 
 // The rules of layer 4: a protocol tcp listener relays connections to pools
@@ -18,16 +20,23 @@ func (v *validator) tcpListener(p string, l *Listener) {
 	if l.HTTP3 {
 		v.errorf(p+".http3", "http3 has no effect on a tcp listener, which relays TCP connections: remove it")
 	}
-	// Keys with a default are refused only when the file writes them.
-	for _, k := range []string{"engine", "timeouts.read", "timeouts.write", "limits.max_header_bytes",
-		"limits.max_headers", "limits.max_uri_bytes", "limits.max_body_bytes"} {
-		if v.given(p + "." + k) {
-			v.errorf(p+"."+k, "%s has no effect on a tcp listener, which relays bytes without reading HTTP: remove it", k)
+	// A key at its default is fine (a full dump of the config writes
+	// them all); any other value would be ignored.
+	for _, k := range []struct {
+		key string
+		set bool
+	}{
+		{"engine", l.Engine != "h1" && l.Engine != ""},
+		{"timeouts.read", l.Timeouts.Read != 0},
+		{"timeouts.write", l.Timeouts.Write != 0},
+		{"limits.max_header_bytes", l.Limits.MaxHeaderBytes != 65536},
+		{"limits.max_headers", l.Limits.MaxHeaders != 100},
+		{"limits.max_uri_bytes", l.Limits.MaxURIBytes != 8192},
+		{"limits.max_body_bytes", l.Limits.MaxBodyBytes != 0},
+	} {
+		if k.set {
+			v.errorf(p+"."+k.key, "%s has no effect on a tcp listener, which relays bytes without reading HTTP: remove it", k.key)
 		}
-	}
-	if l.Engine != "h1" && l.Engine != "" && !v.given(p+".engine") {
-		// A config built in Go: no file to point at, the same rule.
-		v.errorf(p+".engine", "engine has no effect on a tcp listener, which relays bytes without reading HTTP: remove it")
 	}
 }
 
@@ -92,12 +101,15 @@ func (v *validator) tcpPool(p string, pl *Pool) {
 	if pl.HashKey != "client_ip" && validHashKey(pl.HashKey) {
 		v.errorf(p+".hash_key", "hash_key %q %s: use client_ip (the default), the only key a connection has", pl.HashKey, why)
 	}
-	for _, k := range []string{"timeouts.response_header", "timeouts.request"} {
-		if v.given(p + "." + k) {
-			v.errorf(p+"."+k, "%s %s: remove it (timeouts.connect and timeouts.idle apply)", k, why)
+	for _, k := range []struct {
+		key string
+		set bool
+	}{{"timeouts.response_header", pl.Timeouts.ResponseHeader != 30*time.Second}, {"timeouts.request", pl.Timeouts.Request != 0}} {
+		if k.set {
+			v.errorf(p+"."+k.key, "%s %s: remove it (timeouts.connect and timeouts.idle apply)", k.key, why)
 		}
 	}
-	if v.given(p + ".retries.retry_on") {
+	if !slices.Equal(pl.Retries.RetryOn, defaultRetryOn) {
 		for i, on := range pl.Retries.RetryOn {
 			if on != "connect_failure" {
 				v.errorf(index(p+".retries.retry_on", i), "retry_on %q %s: only connect_failure is retried, before any byte was relayed", on, why)
@@ -115,10 +127,4 @@ func (v *validator) sendProxy(p string, pl *Pool) {
 	if pl.UpstreamHTTP2 {
 		v.errorf(p+".send_proxy_protocol", "send_proxy_protocol cannot go with upstream_http2: a PROXY header names one client, and an HTTP/2 connection carries the requests of many; remove one of them")
 	}
-}
-
-// given reports whether the file wrote the key at path (false for a
-// config built in Go).
-func (v *validator) given(path string) bool {
-	return v.c.src.given(path, false)
 }
