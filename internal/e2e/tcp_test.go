@@ -436,3 +436,52 @@ func TestTCPTLSTermination(t *testing.T) {
 		t.Errorf("after close_notify and half-close: %q, %v; want the backend's bye", rest, err)
 	}
 }
+
+// TestTCPLimitsAndLeastConnections: max_connections_per_backend counts
+// open connections (a connection past it, with no queue, is closed before
+// any backend sees it, and the slot frees when one closes), and
+// least_requests sends new connections to the backend with the fewest open.
+func TestTCPLimitsAndLeastConnections(t *testing.T) {
+	t.Parallel()
+	t.Run("max_connections_per_backend", func(t *testing.T) {
+		t.Parallel()
+		a := startEcho(t, "a", echoOpts{})
+		p := tcpPool("db", a)
+		p.MaxConnectionsPerBackend, p.MaxQueue = 1, 0
+		s := startSluice(t, tcpConfig(p))
+		addr := s.Addr("l4")
+		first := dialEcho(t, addr, "")
+		assertClosedUnseen(t, addr, "", a)
+		if rest, err := first.finish(); err != nil || rest != "bye a\n" {
+			t.Fatalf("first connection ended with %q, %v", rest, err)
+		}
+		eventually(t, 5*time.Second, "the slot frees when the connection ends", func() bool {
+			return backendOf(t, s, "db", a.URL()).InFlight.Load() == 0
+		})
+		if g := dialEcho(t, addr, "").greet; g != "a" {
+			t.Errorf("after the first ended, a new connection greeted %q, want a", g)
+		}
+	})
+	t.Run("least_requests", func(t *testing.T) {
+		t.Parallel()
+		a, b := startEcho(t, "a", echoOpts{}), startEcho(t, "b", echoOpts{})
+		p := tcpPool("db", a, b)
+		p.Balance = "least_requests"
+		s := startSluice(t, tcpConfig(p))
+		addr := s.Addr("l4")
+		held := dialEcho(t, addr, "") // stays open
+		other := map[string]string{"a": "b", "b": "a"}[held.greet]
+		for i := range 5 {
+			c := dialEcho(t, addr, "")
+			if c.greet != other {
+				t.Errorf("connection %d went to %s, which holds an open connection; want %s", i, c.greet, other)
+			}
+			if rest, err := c.finish(); err != nil || rest != "bye "+other+"\n" {
+				t.Fatalf("connection %d ended with %q, %v", i, rest, err)
+			}
+			eventually(t, 5*time.Second, "the connection's slot frees", func() bool {
+				return backendOf(t, s, "db", "tcp://"+map[string]string{"a": a.Addr, "b": b.Addr}[other]).InFlight.Load() == 0
+			})
+		}
+	})
+}
