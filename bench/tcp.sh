@@ -206,7 +206,7 @@ measure() { # interleaved rounds of scenario $1 over every target
       awk -v s="$s" -v r="$r" -v n="$n" -v dt=$((t1 - t0)) -v clk="$CLK" -v l1="$l1" '
         { for (i=2;i<=NF;i++) { split($i, kv, "="); v[kv[1]]=kv[2] } }
         END { err = v["err_connect"]+v["err_read"]+v["err_write"]+v["err_timeout"]+v["err_status"]
-              printf "%s,%s,%s,%d,%d,%d,%.3f,%d,%.2f,%s\n", s, r, n, v["requests"], v["bytes"], v["duration_us"],
+              printf "%s,%s,%s,%d,%.0f,%.0f,%.3f,%d,%.2f,%s\n", s, r, n, v["requests"], v["bytes"], v["duration_us"],
                 v["p99_us"]/1000, err, dt/clk, l1 }' <<<"$line" | tee -a "$CSV" |
         awk -F, '{ cpu=$9; u=($1=="conn") ? $4 : $5/1048576; printf "  %-5s r=%s %-9s %10.0f %s/s  %10.0f %s per proxy CPU-s  p99 %s ms  errors %s  load %s\n",
           $1, $2, $3, u/($6/1e6), ($1=="conn"?"conn":"MiB"), (cpu>0?u/cpu:0), ($1=="conn"?"conn":"MiB"), $7, $8, $10 }'
