@@ -257,31 +257,26 @@ func appendCombined(b []byte, e *Entry) []byte {
 	b = append(b, " - - ["...)
 	b = e.Time.AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
 	b = append(b, `] "`...)
-	if e.Proto == ProtoTCP {
+	switch e.Proto {
+	case ProtoTCP:
 		// A connection: "- SNI TCP" in place of a request line.
 		b = append(b, "- "...)
 		b = appendEscaped(b, orDash(e.Host))
 		b = append(b, " TCP"...)
-		b = append(b, `" `...)
-		b = strconv.AppendInt(b, int64(e.Status), 10)
+	default:
+		b = appendEscaped(b, e.Method)
 		b = append(b, ' ')
-		b = strconv.AppendInt(b, e.Bytes, 10)
-		b = append(b, ` "-" "-" - `...)
-		b = strconv.AppendFloat(b, e.Duration.Seconds(), 'f', 3, 64)
-		return append(b, '\n')
-	}
-	b = appendEscaped(b, e.Method)
-	b = append(b, ' ')
-	b = appendEscaped(b, e.Path)
-	if e.Query != "" {
-		b = append(b, '?')
-		b = appendEscaped(b, e.Query)
-	}
-	b = append(b, ' ')
-	if e.Proto == "" {
-		b = append(b, "HTTP/1.1"...)
-	} else {
-		b = appendEscaped(b, e.Proto)
+		b = appendEscaped(b, e.Path)
+		if e.Query != "" {
+			b = append(b, '?')
+			b = appendEscaped(b, e.Query)
+		}
+		b = append(b, ' ')
+		if e.Proto == "" {
+			b = append(b, "HTTP/1.1"...)
+		} else {
+			b = appendEscaped(b, e.Proto)
+		}
 	}
 	b = append(b, `" `...)
 	b = strconv.AppendInt(b, int64(e.Status), 10)
@@ -317,6 +312,10 @@ func appendCombined(b []byte, e *Entry) []byte {
 	b = append(b, orDash(e.TLS)...)
 	b = append(b, " trace_id="...)
 	b = append(b, orDash(e.TraceID)...)
+	if e.Proto == ProtoTCP {
+		b = append(b, " end="...)
+		b = append(b, orDash(e.End)...)
+	}
 	return append(b, '\n')
 }
 
