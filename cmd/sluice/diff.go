@@ -127,12 +127,14 @@ func dialAddress(listen string) string {
 // writeDiff prints what changes from prev to next and what a reload would
 // do about it. The effects mirror server.Reload (reload.go and build.go;
 // change both together): a listener whose address changed is bound anew
-// and the old socket drains; one whose timeouts, limits, engine, h2c,
-// http3 or tls changed gets a new server on the same socket and its open
-// connections drain; anything else in a listener is swapped in place. A
-// backend kept (same pool, same address) keeps its health, counters and
-// connections; a pool whose timeouts, upstream_tls or upstream_http2
-// changed opens new backend connections.
+// and the old socket drains; one whose protocol, timeouts, limits, engine,
+// h2c, http3, proxy_protocol or tls changed gets a new server on the same
+// socket and its open connections drain, except a tcp listener that stays
+// tcp, which changes in place and keeps them; anything else in a listener
+// is swapped in place. A backend kept (same pool, same address) keeps its
+// health, counters and connections; a pool whose timeouts, upstream_tls,
+// upstream_http2 or send_proxy_protocol changed opens new backend
+// connections.
 func writeDiff(w io.Writer, prev, next *config.Config) {
 	fmt.Fprintf(w, "--- %s\n+++ %s\n", prev.Path, next.Path)
 	var effects []string
@@ -171,9 +173,11 @@ func writeDiff(w io.Writer, prev, next *config.Config) {
 		case old.Address != l.Address:
 			effects = append(effects, fmt.Sprintf("move listener %q from %s to %s: connections open on %s drain (up to %s)",
 				l.Name, old.Address, l.Address, old.Address, grace))
-		case old.Timeouts != l.Timeouts || old.Limits != l.Limits || old.Engine != l.Engine || old.H2C != l.H2C ||
-			old.HTTP3 != l.HTTP3 || !reflect.DeepEqual(old.TLS, l.TLS):
-			effects = append(effects, fmt.Sprintf("restart listener %q on the same socket (its timeouts, limits, engine, h2c, http3 or tls changed): "+
+		case old.Protocol == "tcp" && l.Protocol == "tcp":
+			// Changed in place: open connections stay (server/tcp.go).
+		case old.Protocol != l.Protocol || old.Timeouts != l.Timeouts || old.Limits != l.Limits || old.Engine != l.Engine ||
+			old.H2C != l.H2C || old.HTTP3 != l.HTTP3 || old.ProxyProtocol != l.ProxyProtocol || !reflect.DeepEqual(old.TLS, l.TLS):
+			effects = append(effects, fmt.Sprintf("restart listener %q on the same socket (its protocol, timeouts, limits, engine, h2c, http3, proxy_protocol or tls changed): "+
 				"new connections get the new settings, open ones drain (up to %s)", l.Name, grace))
 		}
 	}
@@ -218,8 +222,9 @@ func writeDiff(w io.Writer, prev, next *config.Config) {
 		lines = append(lines, fmt.Sprintf("~ pool %q", p.Name))
 		lines = append(lines, indent("    ", ch)...)
 		lines = append(lines, indent("    ", bs)...)
-		if old.Timeouts != p.Timeouts || old.UpstreamTLS != p.UpstreamTLS || old.UpstreamHTTP2 != p.UpstreamHTTP2 {
-			effects = append(effects, fmt.Sprintf("open new connections to the backends of pool %q (timeouts, upstream_tls or upstream_http2 changed): "+
+		if old.Timeouts != p.Timeouts || old.UpstreamTLS != p.UpstreamTLS || old.UpstreamHTTP2 != p.UpstreamHTTP2 ||
+			old.SendProxyProtocol != p.SendProxyProtocol {
+			effects = append(effects, fmt.Sprintf("open new connections to the backends of pool %q (timeouts, upstream_tls, upstream_http2 or send_proxy_protocol changed): "+
 				"idle ones close, busy ones finish their request", p.Name))
 		}
 	}

@@ -96,6 +96,19 @@ func TestDiffRestartsOnTimeoutsAndKeepsRoutesInPlace(t *testing.T) {
 	}
 }
 
+// TestDiffKeepsTCPConnections: a tcp listener that stays tcp changes in
+// place: its open connections stay.
+func TestDiffKeepsTCPConnections(t *testing.T) {
+	base := "listeners:\n  - name: l4\n    address: \"127.0.0.1:0\"\n    pool: db\n%s" +
+		"pools:\n  - name: db\n    backends: [{address: \"tcp://127.0.0.1:5432\"}]\n"
+	tcp := writeFile(t, "tcp.yaml", strings.Replace(base, "%s", "    protocol: tcp\n", 1))
+	idle := writeFile(t, "idle.yaml", strings.Replace(base, "%s", "    protocol: tcp\n    timeouts: {idle: 1h}\n    proxy_protocol: true\n", 1))
+	_, out, _ := sluice(t, "diff", "-config", idle, tcp)
+	if !strings.Contains(out, "timeouts.idle: 2m0s → 1h0m0s") || !strings.Contains(out, "apply every change in place") {
+		t.Errorf("new timeouts on a tcp listener: diff\n%s\nwant the change applied in place", out)
+	}
+}
+
 // TestDiffAgainstTheRunningInstance: without OLD, diff asks the sluice
 // serving at the file's admin.address (with its token) for its config;
 // the secrets it leaves out are not reported as changes.

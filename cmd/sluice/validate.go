@@ -126,7 +126,17 @@ func summarize(w io.Writer, cfg *config.Config) {
 }
 
 func listenerProto(l config.Listener) string {
+	s := listenerScheme(l)
+	if l.ProxyProtocol {
+		s += " behind PROXY headers"
+	}
+	return s
+}
+
+func listenerScheme(l config.Listener) string {
 	switch {
+	case l.Protocol == "tcp" && l.TLS != nil:
+		return fmt.Sprintf("tcp, TLS terminated (%d certificate%s)", len(l.TLS.Certificates), plural(len(l.TLS.Certificates)))
 	case l.TLS != nil:
 		return fmt.Sprintf("https (%d certificate%s)", len(l.TLS.Certificates), plural(len(l.TLS.Certificates)))
 	case l.H2C:
@@ -138,6 +148,9 @@ func listenerProto(l config.Listener) string {
 // routeMatch describes what a route matches, e.g. `api.example.com/v1*
 // [X-Canary: 1]`.
 func routeMatch(r config.Route) string {
+	if r.SNI != "" {
+		return "sni " + r.SNI
+	}
 	s := r.Host + r.PathPrefix
 	if s == "" {
 		s = "*"

@@ -50,7 +50,16 @@ type Entry struct {
 	TLS string
 	// TraceID is the request's trace id in hex ("": tracing off).
 	TraceID string
+	// End says why a layer-4 connection (Proto ProtoTCP) ended: client,
+	// backend, idle, error, shutdown, or no_route, no_backend when it
+	// reached none. Such an entry has no method, path, status or request
+	// id; Host is the server name its ClientHello asked for, Bytes what
+	// went to the client and BytesIn what came from it.
+	End string
 }
+
+// ProtoTCP is the Proto of a layer-4 connection's entry.
+const ProtoTCP = "TCP"
 
 // Logger writes entries. A nil *Logger discards them, so callers need not
 // check whether the access log is on.
@@ -226,6 +235,10 @@ func appendJSON(b []byte, e *Entry) []byte {
 		b = append(b, `,"trace_id":`...)
 		b = appendString(b, e.TraceID)
 	}
+	if e.Proto == ProtoTCP {
+		b = append(b, `,"end":`...)
+		b = appendString(b, e.End)
+	}
 	return append(b, "}\n"...)
 }
 
@@ -244,18 +257,26 @@ func appendCombined(b []byte, e *Entry) []byte {
 	b = append(b, " - - ["...)
 	b = e.Time.AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
 	b = append(b, `] "`...)
-	b = appendEscaped(b, e.Method)
-	b = append(b, ' ')
-	b = appendEscaped(b, e.Path)
-	if e.Query != "" {
-		b = append(b, '?')
-		b = appendEscaped(b, e.Query)
-	}
-	b = append(b, ' ')
-	if e.Proto == "" {
-		b = append(b, "HTTP/1.1"...)
-	} else {
-		b = appendEscaped(b, e.Proto)
+	switch e.Proto {
+	case ProtoTCP:
+		// A connection: "- SNI TCP" in place of a request line.
+		b = append(b, "- "...)
+		b = appendEscaped(b, orDash(e.Host))
+		b = append(b, " TCP"...)
+	default:
+		b = appendEscaped(b, e.Method)
+		b = append(b, ' ')
+		b = appendEscaped(b, e.Path)
+		if e.Query != "" {
+			b = append(b, '?')
+			b = appendEscaped(b, e.Query)
+		}
+		b = append(b, ' ')
+		if e.Proto == "" {
+			b = append(b, "HTTP/1.1"...)
+		} else {
+			b = appendEscaped(b, e.Proto)
+		}
 	}
 	b = append(b, `" `...)
 	b = strconv.AppendInt(b, int64(e.Status), 10)
@@ -291,6 +312,10 @@ func appendCombined(b []byte, e *Entry) []byte {
 	b = append(b, orDash(e.TLS)...)
 	b = append(b, " trace_id="...)
 	b = append(b, orDash(e.TraceID)...)
+	if e.Proto == ProtoTCP {
+		b = append(b, " end="...)
+		b = append(b, orDash(e.End)...)
+	}
 	return append(b, '\n')
 }
 

@@ -160,3 +160,27 @@ func TestReopenAfterRotation(t *testing.T) {
 		t.Errorf("new file = %q, want only the entry from after", cur)
 	}
 }
+
+// TestConnectionLine: a layer-4 connection's line has its bytes each way
+// and why it ended, in JSON and combined.
+func TestConnectionLine(t *testing.T) {
+	e := &Entry{Time: time.Unix(0, 0).UTC(), Listener: "l4", Client: "192.0.2.1:5000", Host: "db.example.com",
+		Proto: ProtoTCP, Pool: "db", Backend: "tcp://10.0.0.1:5432", Bytes: 300, BytesIn: 42, End: "client",
+		Duration: 1500 * time.Millisecond, Tries: 1}
+	js := string(appendJSON(nil, e))
+	for _, want := range []string{`"proto":"TCP"`, `"host":"db.example.com"`, `"bytes":300`, `"bytes_in":42`, `"end":"client"`} {
+		if !strings.Contains(js, want) {
+			t.Errorf("JSON line lacks %s: %s", want, js)
+		}
+	}
+	if js := string(appendJSON(nil, &Entry{Method: "GET", Path: "/"})); strings.Contains(js, `"end"`) {
+		t.Errorf("an HTTP line has an end: %s", js)
+	}
+	got := string(appendCombined(nil, e))
+	for _, want := range []string{`192.0.2.1:5000 - - [01/Jan/1970:00:00:00 +0000] "- db.example.com TCP" 0 300 `,
+		` pool="db" backend="tcp://10.0.0.1:5432" tries=1 `, ` bytes_in=42 `, ` end=client` + "\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("combined = %q, want it to hold %q", got, want)
+		}
+	}
+}

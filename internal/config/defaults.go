@@ -1,6 +1,7 @@
 package config
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -90,7 +91,7 @@ func (c *Config) ApplyDefaults() {
 		r := &pl.Retries
 		def(s, p+".retries.num_retries", &r.NumRetries, 2)
 		if !s.given(p+".retries.retry_on", r.RetryOn != nil) {
-			r.RetryOn = []string{"connect_failure", "reset"}
+			r.RetryOn = slices.Clone(defaultRetryOn)
 		}
 		def(s, p+".retries.budget_percent", &r.BudgetPercent, 20)
 		def(s, p+".retries.backoff_base", &r.BackoffBase, 25*time.Millisecond)
@@ -136,6 +137,9 @@ func rateLimitDefaults(s *source, p string, rl *RateLimit, name string) {
 	def(s, p+".name", &rl.Name, name)
 	def(s, p+".max_keys", &rl.MaxKeys, 65536)
 }
+
+// defaultRetryOn is retries.retry_on when the file leaves it out.
+var defaultRetryOn = []string{"connect_failure", "reset"}
 
 // def sets *v to d unless the key at path was given.
 func def[T comparable](s *source, path string, v *T, d T) {

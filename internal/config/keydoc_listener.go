@@ -17,8 +17,12 @@ func listenerKeyDocs() map[string]KeyDoc {
 				"`\"[::1]:8080\"`. Port 0 picks a free port. No two listeners may share an address.",
 		},
 		"listeners.protocol": {
-			Type:    "`http` | `tcp`",
-			Meaning: "`tcp` (layer-4 balancing of raw connections) is **not supported yet**.",
+			Type: "`http` | `tcp`",
+			Meaning: "`tcp` balances raw TCP connections (layer 4) over pools of `tcp://` backends: each " +
+				"connection is relayed byte for byte to one backend, routed by `sni` routes (the server " +
+				"name of the client's TLS ClientHello, read without terminating TLS), or with `tls` " +
+				"terminated first. HTTP-only keys (`h2c`, `engine`, `timeouts.read`/`write`, the header " +
+				"and body `limits`) are errors on it unless left at their defaults. See [tcp.md](tcp.md).",
 		},
 		"listeners.tls": {
 			Type: "[block](#tls)", Note: "(plain HTTP)",
@@ -38,12 +42,22 @@ func listenerKeyDocs() map[string]KeyDoc {
 				"with `tls`, which offers HTTP/2 through ALPN.",
 		},
 		"listeners.proxy_protocol": {
-			Meaning: "expect a PROXY v1/v2 header. `true` is **not supported yet**.",
+			Meaning: "every connection must open with a PROXY protocol v1 or v2 header (from a front load " +
+				"balancer such as HAProxy, an AWS NLB or another sluice), read within " +
+				"`timeouts.read_header` and before TLS; the client it names is then the client " +
+				"everywhere: `X-Forwarded-For`, the trusted-proxy decision, the access log, `client_ip` " +
+				"hash keys and rate limits. A v2 `LOCAL` header (or v1 `UNKNOWN`) keeps the peer's " +
+				"address. A connection without a valid header is closed without an answer, and so is " +
+				"one from a peer outside `trusted_proxies` when that list is set. Counted in " +
+				"`sluice_connections_rejected_total{listener,reason}`. See " +
+				"[tcp.md](tcp.md#the-proxy-protocol).",
 		},
 		"listeners.trusted_proxies": {
 			Type: "list of CIDRs or IPs",
 			Meaning: "peers whose `X-Forwarded-For` is kept and appended to; from any other peer it is " +
-				"replaced. `\"10.0.0.0/8\"`, `\"192.0.2.1\"`, `\"::1\"`.",
+				"replaced. `\"10.0.0.0/8\"`, `\"192.0.2.1\"`, `\"::1\"`. With `proxy_protocol`, also the " +
+				"only peers a PROXY header is accepted from (when the list is not empty), and the " +
+				"header's client is the peer the `X-Forwarded-For` rule looks at.",
 		},
 		"listeners.timeouts": {
 			Meaning: "client-side (downstream) timeouts, below.",
@@ -130,8 +144,10 @@ func listenerKeyDocs() map[string]KeyDoc {
 				"Checked when the config is loaded: sluice must be able to write it, or create it.",
 		},
 		"listeners.timeouts.read_header": {
-			Type:    "duration ≥ 0",
-			Meaning: "time to read a request's headers (slower clients get 408).",
+			Type: "duration ≥ 0",
+			Meaning: "time to read a request's headers (slower clients get 408). Also bounds the PROXY " +
+				"protocol header and the TLS handshake; on a tcp listener, what is read before the " +
+				"relay (PROXY header, TLS handshake or ClientHello).",
 		},
 		"listeners.timeouts.read": {
 			Type:    "duration ≥ 0",
@@ -142,8 +158,10 @@ func listenerKeyDocs() map[string]KeyDoc {
 			Meaning: "time to write a whole response.",
 		},
 		"listeners.timeouts.idle": {
-			Type:    "duration ≥ 0",
-			Meaning: "how long a keep-alive connection may wait for its next request.",
+			Type: "duration ≥ 0",
+			Meaning: "how long a keep-alive connection may wait for its next request. On a tcp listener: a " +
+				"relayed connection on which no byte moved either way for the shorter of this and its " +
+				"pool's `timeouts.idle` is closed.",
 		},
 		"listeners.limits.max_connections": {
 			Type: "integer ≥ 0", Note: "(no limit)",
@@ -178,6 +196,15 @@ func listenerKeyDocs() map[string]KeyDoc {
 		"listeners.routes.headers": {
 			Type:    "mapping name → value",
 			Meaning: "each header must be present with exactly this value.",
+		},
+		"listeners.routes.sni": {
+			Type: "server name",
+			Meaning: "on a `protocol: tcp` listener only, and the only condition there: the server name of the " +
+				"client's TLS ClientHello, case-insensitive; `\"*.example.com\"` matches any name below " +
+				"`example.com`. Read without terminating TLS (at most 16 KiB, within " +
+				"`timeouts.read_header`), then the connection, those bytes included, is relayed " +
+				"untouched. With `tls` on the listener, the name of the terminated handshake. A " +
+				"connection without a match goes to the listener's `pool`, or is closed.",
 		},
 		"listeners.routes.pool": {
 			Type: "pool name", Default: required,

@@ -54,7 +54,8 @@ func poolKeyDocs() map[string]KeyDoc {
 			Type: "integer ≥ 0", Note: "(no limit)",
 			Meaning: "requests in flight per backend (HAProxy's `maxconn`). A request whose backend is full " +
 				"goes to another eligible backend with a free slot; when all are full it waits in the " +
-				"pool's first-in-first-out queue.",
+				"pool's first-in-first-out queue. In a pool of `tcp://` backends: open relayed " +
+				"connections per backend.",
 		},
 		"pools.max_queue": {
 			Type: "integer ≥ 0",
@@ -83,6 +84,17 @@ func poolKeyDocs() map[string]KeyDoc {
 		"pools.upstream_http2": {
 			Meaning: "HTTP/2 to backends: over TLS (ALPN) for `https://` backends, prior knowledge (h2c) for " +
 				"`http://` ones. Needed by `health_check.type: grpc`.",
+		},
+		"pools.send_proxy_protocol": {
+			Type: "`\"\"` | `v1` | `v2`", Note: "(none)",
+			Meaning: "each new backend connection begins with a PROXY protocol header of that version naming " +
+				"the client (the one a PROXY header in named, when the listener has `proxy_protocol`) " +
+				"and the address it connected to. Such a connection carries only that client's " +
+				"requests: `engine: h1` keeps it for the client connection that opened it (HAProxy " +
+				"reuses a connection only for the same PROXY header), `engine: std` and HTTP/2 clients " +
+				"open one per request; tcp pools send it on each relayed connection. Health checks then " +
+				"begin with a header naming no client (v2 `LOCAL`, v1 `UNKNOWN`). Not with " +
+				"`upstream_http2`.",
 		},
 		"pools.backends.address": {
 			Type: "URL", Default: required,
@@ -228,7 +240,8 @@ func poolKeyDocs() map[string]KeyDoc {
 		"pools.retries.retry_on": {
 			Meaning: "what is retried: `connect_failure`, `reset` (connection reset before a response), " +
 				"`timeout`, and response statuses written as strings from `\"500\"` to `\"599\"` (`\"502\"`). " +
-				"`[]` retries nothing.",
+				"`[]` retries nothing. A pool of `tcp://` backends retries only a failed connect " +
+				"(before any byte was relayed): other values written there are errors.",
 		},
 		"pools.retries.budget_percent": {
 			Type: "integer 0–100",
@@ -257,8 +270,11 @@ func poolKeyDocs() map[string]KeyDoc {
 			Meaning: "the whole exchange, body included; over it → 504.",
 		},
 		"pools.timeouts.idle": {
-			Type:    "duration ≥ 0",
-			Meaning: "how long an idle backend connection is kept for reuse.",
+			Type: "duration ≥ 0",
+			Meaning: "how long an idle backend connection is kept for reuse. In a pool of `tcp://` backends: " +
+				"a relayed connection on which no byte moved either way for the shorter of this and the " +
+				"listener's `timeouts.idle` is closed (`0s` and `0s`: never). `response_header` and " +
+				"`request` have no meaning there and are errors unless left at their defaults.",
 		},
 		"pools.sticky.cookie": {
 			Type:    "cookie name",

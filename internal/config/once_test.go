@@ -54,7 +54,7 @@ func TestOneErrorPerProblem(t *testing.T) {
 		{"listener", "limits: {max_headers: \"100\"}", `t.yaml:4:27: max_headers must be a whole number, not "100"`},
 		{"listener", "engine: h2", `t.yaml:4:13: engine "h2" is not valid: use h1 or std (did you mean "h1"?)`},
 		{"listener", "protocol: udp", `t.yaml:4:15: protocol "udp" is not valid: use http or tcp`},
-		{"listener", "protocol: tcp", `t.yaml:4:15: protocol "tcp" is not supported yet: use protocol http`},
+		{"listener", "protocol: tcp", `t.yaml:7:26: backend "http://127.0.0.1:8081" is http:// but tcp listener ":8080" sends to pool "web": use tcp://host:port`},
 		{"listener", "tls: {acme: {domains: [example.com]}}", `t.yaml:4:11: tls.acme.storage is empty: give a directory for the account key and certificates, e.g. /var/lib/sluice/acme`},
 		{"listener", "tls: {}", `t.yaml:4:5: tls has no certificates: add certificates: [{cert: FILE, key: FILE}] (the first is the default)`},
 		{"listener", "tls: {certificates: []}", `t.yaml:4:11: tls has no certificates: add certificates: [{cert: FILE, key: FILE}] (the first is the default)`},

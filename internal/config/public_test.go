@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/json"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,7 +42,8 @@ func TestPublicJSONRoundTrips(t *testing.T) {
 					c.Pools[i].Sticky.Secret = ""
 				}
 			}
-			if diff := cmp.Diff(c, back, cmpopts.IgnoreUnexported(Config{}), cmpopts.EquateEmpty()); diff != "" {
+			if diff := cmp.Diff(c, back, cmpopts.IgnoreUnexported(Config{}), cmpopts.EquateEmpty(),
+				cmpopts.EquateComparable(netip.Prefix{})); diff != "" {
 				t.Errorf("read back (-want +got):\n%s", diff)
 			}
 		})

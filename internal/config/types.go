@@ -44,7 +44,7 @@ type Config struct {
 type Listener struct {
 	Name     string `yaml:"name"`
 	Address  string `yaml:"address"`
-	Protocol string `yaml:"protocol"` // "http" (default) | "tcp" (not supported yet)
+	Protocol string `yaml:"protocol"` // "http" (default) | "tcp": layer-4 balancing of raw connections
 	TLS      *TLS   `yaml:"tls"`      // nil: plain HTTP
 	H2C      bool   `yaml:"h2c"`      // HTTP/2 over cleartext; not with TLS
 	// HTTP3 also serves HTTP/3 over QUIC on the listener's port (UDP), and
@@ -133,11 +133,15 @@ type Limits struct {
 }
 
 // Route sends matching requests to a pool. All given conditions must match;
-// an empty condition matches everything.
+// an empty condition matches everything. On a protocol tcp listener a route
+// has SNI and Pool only (SNI: the server name of the client's TLS
+// ClientHello, exact or "*.example.com", read without terminating TLS); on
+// an http listener it has no SNI.
 type Route struct {
 	Host       string            `yaml:"host"`
 	PathPrefix string            `yaml:"path_prefix"`
 	Headers    map[string]string `yaml:"headers"`
+	SNI        string            `yaml:"sni"`
 	Pool       string            `yaml:"pool"`
 	RateLimit  *RateLimit        `yaml:"rate_limit"` // the requests this route matches; nil: none
 }
@@ -162,6 +166,9 @@ type Pool struct {
 	UpstreamTLS              UpstreamTLS   `yaml:"upstream_tls"`
 	UpstreamHTTP2            bool          `yaml:"upstream_http2"` // HTTP/2 to backends: ALPN for https://, h2c for http://
 	LoadReport               *LoadReport   `yaml:"load_report"`    // backends report their own load; nil: off
+	// SendProxyProtocol, "v1" or "v2", writes a PROXY header with the
+	// client's address first on each new backend connection; "": none.
+	SendProxyProtocol string `yaml:"send_proxy_protocol"`
 }
 
 // LoadReport lets backends report their own load: in a response field in

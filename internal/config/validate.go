@@ -23,10 +23,7 @@ var notSupportedYet = []struct {
 	listener func(*Listener) bool // reports whether a listener uses the key
 	pool     func(*Pool) bool     // reports whether a pool uses the key
 	fix      string
-}{
-	{key: "protocol", what: `protocol "tcp"`, listener: func(l *Listener) bool { return l.Protocol == "tcp" }, fix: "use protocol http"},
-	{key: "proxy_protocol", what: "proxy_protocol", listener: func(l *Listener) bool { return l.ProxyProtocol }, fix: "remove it or set it to false"},
-}
+}{}
 
 // Validate checks the whole config, after ApplyDefaults, and fills the
 // parsed forms: Listener.TrustedPrefixes, Backend.URL,
@@ -38,7 +35,7 @@ var notSupportedYet = []struct {
 // (a certificate expired or about to) for Warnings.
 func (c *Config) Validate() error {
 	c.warnings = nil
-	v := &validator{c: c, pools: map[string]string{}, usedBy: map[string]string{}, now: time.Now(),
+	v := &validator{c: c, pools: map[string]string{}, usedBy: map[string]string{}, tcpUsedBy: map[string]string{}, now: time.Now(),
 		limitNames: map[string]string{}}
 	if len(c.Listeners) == 0 {
 		v.errorf("listeners", "no listeners: add at least one under listeners")
@@ -92,6 +89,7 @@ type validator struct {
 	pools     map[string]string // pool name → path of its name
 	poolNames []string          // in file order, for suggestions
 	usedBy    map[string]string // pool name → the first http listener sending to it
+	tcpUsedBy map[string]string // pool name → the first tcp listener sending to it
 	poolsBad  bool              // a pool's name failed to decode
 	now       time.Time         // for certificate expiry warnings
 
@@ -192,10 +190,13 @@ func (v *validator) listener(p string, l *Listener, names, addrs map[string]stri
 	atLeast(v, p+".limits.max_body_bytes", lim.MaxBodyBytes, 0, "no limit")
 	v.rateLimit(p+".rate_limit", l.RateLimit)
 	for i, r := range l.Routes {
-		v.route(index(p+".routes", i), &r, l.Name)
+		v.route(index(p+".routes", i), &r, l)
 	}
 	if l.Pool != "" {
-		v.poolRef(p+".pool", l.Pool, l.Name)
+		v.poolRef(p+".pool", l.Pool, l)
+	}
+	if l.Protocol == "tcp" {
+		v.tcpListener(p, l)
 	}
 	for _, ns := range notSupportedYet {
 		if ns.listener != nil && ns.listener(l) {
@@ -204,11 +205,18 @@ func (v *validator) listener(p string, l *Listener, names, addrs map[string]stri
 	}
 }
 
-func (v *validator) route(p string, r *Route, listener string) {
+func (v *validator) route(p string, r *Route, l *Listener) {
 	if r.Pool == "" {
 		v.errorf(p+".pool", "route needs a pool")
 	} else {
-		v.poolRef(p+".pool", r.Pool, listener)
+		v.poolRef(p+".pool", r.Pool, l)
+	}
+	if l.Protocol == "tcp" {
+		v.tcpRoute(p, r)
+		return
+	}
+	if r.SNI != "" {
+		v.errorf(p+".sni", "sni routes are for protocol tcp listeners, which read the server name without terminating TLS: use host on listener %q", l.Name)
 	}
 	if h := strings.TrimPrefix(r.Host, "*."); r.Host != "" && !validHost(h) {
 		v.errorf(p+".host", `route host %q is not a host name: write e.g. "api.example.com" or "*.example.com", without a port`, r.Host)
@@ -224,9 +232,9 @@ func (v *validator) route(p string, r *Route, listener string) {
 	v.rateLimit(p+".rate_limit", r.RateLimit)
 }
 
-// poolRef checks a listener's or route's pool exists, and remembers an
-// http listener sends to it.
-func (v *validator) poolRef(path, name, listener string) {
+// poolRef checks a listener's or route's pool exists, and remembers which
+// http or tcp listener sends to it.
+func (v *validator) poolRef(path, name string, l *Listener) {
 	if _, ok := v.pools[name]; !ok {
 		if v.poolsBad {
 			return // the pool may be the one that did not decode
@@ -234,8 +242,12 @@ func (v *validator) poolRef(path, name, listener string) {
 		v.errorf(path, "pool %q is not defined under pools%s", name, didYouMean(closest(name, v.poolNames)))
 		return
 	}
-	if _, ok := v.usedBy[name]; !ok {
-		v.usedBy[name] = listener
+	used := v.usedBy
+	if l.Protocol == "tcp" {
+		used = v.tcpUsedBy
+	}
+	if _, ok := used[name]; !ok {
+		used[name] = l.Name
 	}
 }
 
@@ -272,6 +284,13 @@ func (v *validator) pool(p string, pl *Pool) {
 		if l, ok := v.usedBy[pl.Name]; ok && u.Scheme == "tcp" {
 			v.errorf(bp+".address", "backend %q is tcp:// but http listener %q sends to pool %q: use http:// or https://", b.Address, l, pl.Name)
 		}
+		if l, ok := v.tcpUsedBy[pl.Name]; ok && u.Scheme != "tcp" {
+			v.errorf(bp+".address", "backend %q is %s:// but tcp listener %q sends to pool %q: use tcp://host:port", b.Address, u.Scheme, l, pl.Name)
+		}
+	}
+	v.sendProxy(p, pl)
+	if v.isTCPPool(pl) {
+		v.tcpPool(p, pl)
 	}
 	if pl.Discovery != nil {
 		v.discovery(p+".discovery", pl)

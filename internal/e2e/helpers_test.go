@@ -39,10 +39,10 @@ import (
 // must pass every test.
 var testEngine = os.Getenv("SLUICE_E2E_ENGINE")
 
-// withEngine sets testEngine on the listeners of cfg that name none.
+// withEngine sets testEngine on the HTTP listeners of cfg that name none.
 func withEngine(cfg *config.Config) {
 	for i := range cfg.Listeners {
-		if cfg.Listeners[i].Engine == "" {
+		if cfg.Listeners[i].Engine == "" && cfg.Listeners[i].Protocol != "tcp" {
 			cfg.Listeners[i].Engine = testEngine
 		}
 	}

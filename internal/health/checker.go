@@ -99,6 +99,11 @@ type Options struct {
 	// returned, and what agents ask) with its reason, and writes it to the
 	// log; nil drops them.
 	Events *events.Log
+	// ProxyHeader, 1 or 2, makes every check connection begin with a PROXY
+	// protocol header of that version that names no client (v1 UNKNOWN, v2
+	// LOCAL), as the pool's traffic does (send_proxy_protocol), so that a
+	// backend requiring the header passes its checks; 0 sends none.
+	ProxyHeader int
 }
 
 // New returns a checker for p. hc nil means no active checks.

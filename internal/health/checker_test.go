@@ -213,7 +213,7 @@ func TestHTTPProber(t *testing.T) {
 	if err := probe(t.Context(), b); err == nil {
 		t.Errorf("probe of a closed server passed, want an error")
 	}
-	if err := probeTCP(t.Context(), b); err == nil {
+	if err := newProber(&config.HealthCheck{Type: "tcp"}, Options{})(t.Context(), b); err == nil {
 		t.Errorf("tcp probe of a closed server passed, want an error")
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/proxyproto"
 )
 
 // maxResponse bounds what a check reads of a response: its body, and over
@@ -24,15 +25,23 @@ const maxResponse = 64 << 10
 // newProber returns the prober hc asks for: TCP, gRPC (always HTTP/2), or
 // HTTP, over HTTP/2 when the pool speaks it to its backends.
 func newProber(hc *config.HealthCheck, o Options) Prober {
+	dial := dialer(o.ProxyHeader)
 	switch {
 	case hc.Type == "tcp":
-		return probeTCP
+		return func(ctx context.Context, b *pool.Backend) error {
+			c, err := dial(ctx, "tcp", b.Host)
+			if err != nil {
+				return err
+			}
+			return c.Close()
+		}
 	case hc.Type == "grpc":
-		return newH2Prober(hc, o.UpstreamTLS).probeGRPC
+		return newH2Prober(hc, o.UpstreamTLS, dial).probeGRPC
 	case o.UpstreamHTTP2:
-		return newH2Prober(hc, o.UpstreamTLS).probeHTTP
+		return newH2Prober(hc, o.UpstreamTLS, dial).probeHTTP
 	}
 	tr := &http.Transport{
+		DialContext: dial,
 		// A fresh connection per check, as HAProxy does: a check that reuses
 		// a connection proves less about the backend's listener.
 		DisableKeepAlives:  true,
@@ -73,30 +82,44 @@ func checkStatus(hc *config.HealthCheck, code int) error {
 	return nil
 }
 
-func probeTCP(ctx context.Context, b *pool.Backend) error {
+// dialer returns how checks connect: a plain dial, or with a PROXY header
+// version (1 or 2) one that writes a header naming no client first.
+func dialer(proxyHeader int) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", b.Host)
-	if err != nil {
-		return err
+	if proxyHeader == 0 {
+		return d.DialContext
 	}
-	return c.Close()
+	hdr := proxyproto.AppendLocal(nil, proxyHeader)
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := c.Write(hdr); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("writing the PROXY protocol header: %w", err)
+		}
+		return c, nil
+	}
 }
 
 // h2Prober checks backends over HTTP/2 (upstream_http2, and every gRPC
 // check): over TLS with ALPN h2 for https:// backends, by prior knowledge
 // (h2c) for http:// ones, on a fresh connection per check.
 type h2Prober struct {
-	hc  *config.HealthCheck
-	tls *tls.Config // NextProtos h2
-	tr  *http2.Transport
+	hc   *config.HealthCheck
+	tls  *tls.Config // NextProtos h2
+	tr   *http2.Transport
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
-func newH2Prober(hc *config.HealthCheck, utls config.UpstreamTLS) *h2Prober {
+func newH2Prober(hc *config.HealthCheck, utls config.UpstreamTLS, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *h2Prober {
 	cfg := utls.ClientConfig()
 	cfg.NextProtos = []string{"h2"}
 	return &h2Prober{
-		hc:  hc,
-		tls: cfg,
+		hc:   hc,
+		dial: dial,
+		tls:  cfg,
 		tr: &http2.Transport{
 			AllowHTTP:          true,
 			DisableCompression: true,
@@ -127,8 +150,7 @@ func (p *h2Prober) probeHTTP(ctx context.Context, b *pool.Backend) error {
 // bytes: more is cut off) and closes the connection. Its errors say when
 // the backend does not speak HTTP/2 and when the check timed out.
 func (p *h2Prober) roundTrip(ctx context.Context, b *pool.Backend, req *http.Request) (*http.Response, []byte, error) {
-	var d net.Dialer
-	raw, err := d.DialContext(ctx, "tcp", b.Host)
+	raw, err := p.dial(ctx, "tcp", b.Host)
 	if err != nil {
 		return nil, nil, p.failed(ctx, err)
 	}

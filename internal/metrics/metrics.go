@@ -40,6 +40,10 @@ type Listener struct {
 	Protocols Protocols
 	// RateLimited counts requests a rate limit refused (429).
 	RateLimited uint64
+	// Rejected counts connections closed before any backend saw them, by
+	// reason (a PROXY protocol header refused, no route or no backend on a
+	// tcp listener); nil on a listener that rejects none of these ways.
+	Rejected map[string]uint64
 }
 
 // Certificate is one certificate name a listener serves and when it expires.
@@ -122,10 +126,10 @@ var (
 		"Always 1; the labels say which sluice runs: its version, VCS revision and Go version.",
 		[]string{"version", "revision", "goversion"}, nil)
 	descBytesIn = prometheus.NewDesc("sluice_backend_bytes_in_total",
-		"Request body bytes read from clients and sent to the backend (counted for the backend that answered).",
+		"Request body bytes read from clients and sent to the backend (counted for the backend that answered); for a tcp:// backend, the bytes relayed to it.",
 		[]string{"pool", "backend"}, nil)
 	descBytesOut = prometheus.NewDesc("sluice_backend_bytes_out_total",
-		"Response body bytes from the backend sent to clients.", []string{"pool", "backend"}, nil)
+		"Response body bytes from the backend sent to clients; for a tcp:// backend, the bytes relayed from it.", []string{"pool", "backend"}, nil)
 	descListenerDuration = prometheus.NewDesc("sluice_listener_request_duration_seconds",
 		"Time from request start to the end of the response, by listener and status class (1xx to 5xx), every request included (those sluice answered itself too).",
 		[]string{"listener", "code_class"}, nil)
@@ -146,6 +150,12 @@ var (
 		"Calls to the shared rate limit store (Redis) that failed; the requests were counted locally.", nil, nil)
 	descStoreUp = prometheus.NewDesc("sluice_rate_limit_store_up",
 		"1 while the shared rate limit store answers and limits are shared, 0 while each instance counts alone (only with rate_limit_store).", nil, nil)
+	descRejected = prometheus.NewDesc("sluice_connections_rejected_total",
+		"Client connections closed before any backend saw them, by reason: proxy_invalid, proxy_untrusted, proxy_timeout (PROXY protocol header missing or malformed, from a peer outside trusted_proxies, too slow), no_route, no_backend (tcp listeners).",
+		[]string{"listener", "reason"}, nil)
+	descTCPConns = prometheus.NewDesc("sluice_backend_connections_total",
+		"Client connections relayed to a tcp:// backend (layer 4); their bytes count in sluice_backend_bytes_in_total and _out_total.",
+		[]string{"pool", "backend"}, nil)
 	descAccessDropped = prometheus.NewDesc("sluice_access_log_dropped_total",
 		"Access log entries dropped because the writer fell behind (the request path never waits for it).", nil, nil)
 )
@@ -169,7 +179,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descDuration, descUp, descInFlight, descFailures,
 		descRetries, descQueued, descChecks, descEjections, descConns, descReloads, descLastReload, descDiscovery, descAccessDropped, descHandshakes, descCertExpiry, descH2Errors, descH2Floods, descBuild,
 		descBytesIn, descBytesOut, descListenerDuration, descListenerRequests, descQueueWait, descBudgetExhausted, descTraceSpans,
-		descRateLimited, descStoreErrors, descStoreUp} {
+		descRateLimited, descStoreErrors, descStoreUp, descRejected, descTCPConns} {
 		ch <- d
 	}
 	for _, d := range protocolDescs {
@@ -203,6 +213,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descRateLimited, l.RateLimited, l.Name)
 		for reason, n := range l.HTTP2Floods {
 			counter(descH2Floods, n, l.Name, reason)
+		}
+		for reason, n := range l.Rejected {
+			counter(descRejected, n, l.Name, reason)
 		}
 		if l.NoPool != nil {
 			requests(l.NoPool, "", "")
@@ -242,6 +255,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			counter(descChecks, s.ChecksPassed.Load(), p.Name, b.Address, "success")
 			counter(descChecks, s.ChecksFailed.Load(), p.Name, b.Address, "failure")
 			counter(descEjections, s.Ejections.Load(), p.Name, b.Address)
+			if b.URL != nil && b.URL.Scheme == "tcp" {
+				counter(descTCPConns, s.Connections.Load(), p.Name, b.Address)
+			}
 		}
 	}
 	ok, failed, lastOK := c.src.Reloads()

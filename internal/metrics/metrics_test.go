@@ -149,3 +149,40 @@ func TestExemplars(t *testing.T) {
 		t.Errorf("OpenMetrics exposition lacks the exemplar %q:\n%s", want, body)
 	}
 }
+
+// TestLayer4Exposition: tcp:// backends get a connection counter (their
+// bytes are the backends' bytes in and out), http ones do not; a
+// listener's rejected connections show by reason.
+func TestLayer4Exposition(t *testing.T) {
+	tu, _ := url.Parse("tcp://127.0.0.1:5432")
+	hu, _ := url.Parse("http://127.0.0.1:8081")
+	tb, hb := pool.NewBackend("tcp://127.0.0.1:5432", tu, 1), pool.NewBackend("http://127.0.0.1:8081", hu, 1)
+	tb.Stats.Connections.Add(3)
+	tb.Stats.BytesIn.Add(100)
+	tb.Stats.BytesOut.Add(1 << 20)
+	src := &source{pools: []*pool.Pool{pool.New("db", roundRobinish{}, []*pool.Backend{tb}), pool.New("web", roundRobinish{}, []*pool.Backend{hb})},
+		lis: []Listener{{Name: "l4", Rejected: map[string]uint64{"proxy_invalid": 2, "no_backend": 1}}}}
+	srv := httptest.NewServer(NewHandler(src))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	text := string(body)
+	for _, want := range []string{
+		`sluice_backend_connections_total{backend="tcp://127.0.0.1:5432",pool="db"} 3`,
+		`sluice_backend_bytes_in_total{backend="tcp://127.0.0.1:5432",pool="db"} 100`,
+		`sluice_backend_bytes_out_total{backend="tcp://127.0.0.1:5432",pool="db"} 1.048576e+06`,
+		`sluice_connections_rejected_total{listener="l4",reason="proxy_invalid"} 2`,
+		`sluice_connections_rejected_total{listener="l4",reason="no_backend"} 1`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(text, `sluice_backend_connections_total{backend="http://127.0.0.1:8081"`) {
+		t.Errorf("an http backend has a layer-4 connection counter")
+	}
+}

@@ -36,6 +36,12 @@ type Stats struct {
 	// Duration is the time from request start to the end of the response.
 	Duration Histogram
 
+	// Connections counts the client connections a tcp listener relayed
+	// to the backend (connected); their bytes count in BytesIn (from
+	// clients) and BytesOut (to them) as they move, so a long connection
+	// shows while it lasts.
+	Connections atomic.Uint64
+
 	// ewmaNs is an exponentially weighted moving average of the duration to
 	// the response header, in nanoseconds, stored as float64 bits; ewmaAt is
 	// the UnixNano time of its last update (0: never). The two are separate

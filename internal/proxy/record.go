@@ -37,6 +37,8 @@ type Record struct {
 	// Client is the peer's address, host:port.
 	Client                                   string
 	ID, Method, Host, Path, Query, UserAgent string
+	// End says why a layer-4 connection ended (accesslog.Entry.End).
+	End string
 }
 
 // Version is an HTTP version a client speaks. The zero value is HTTP/1.1.
@@ -111,6 +113,25 @@ func (s *ListenerStats) Observe(v Version, status int, d time.Duration) *pool.Hi
 	h := &s.Duration[c]
 	h.Observe(d)
 	return h
+}
+
+// FinishConn hands a finished layer-4 connection (package tcp) to the
+// access log: r.Host is the server name of its ClientHello, Bytes and
+// BytesIn what went to the client and came from it, End why it ended. Its
+// backend's counters moved while it relayed.
+func (l *Listener) FinishConn(r *Record) {
+	if l.Access == nil {
+		return
+	}
+	e := accesslog.Entry{Time: r.Start, Listener: l.Name, Client: r.Client, Host: r.Host, Proto: accesslog.ProtoTCP,
+		Duration: time.Since(r.Start), Bytes: r.Bytes, BytesIn: r.BytesIn, End: r.End, Tries: r.Result.Tries}
+	if b := r.Result.Backend; b != nil {
+		e.Backend = b.Address
+	}
+	if r.Target != nil {
+		e.Pool = r.Target.Pool.Name
+	}
+	l.Access.Log(&e)
 }
 
 // Finish counts an answered request (on the backend that answered, else on

@@ -49,6 +49,12 @@ type Upstream struct {
 	// ALPN to https:// ones, by prior knowledge (h2c) to http:// ones. Set
 	// before the first request.
 	HTTP2 bool
+	// ProxyHeader, 1 or 2, makes every new backend connection begin with a
+	// PROXY protocol header of that version naming the client
+	// (send_proxy_protocol); 0 sends none. Such a connection carries only
+	// the requests of the client it names (see each codec). Set before the
+	// first request.
+	ProxyHeader int
 
 	mu     sync.Mutex // serialises making a pool and Close
 	closed bool

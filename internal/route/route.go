@@ -45,6 +45,11 @@ func Compile(routes []config.Route, defaultPool string, poolIndex func(string) i
 	for _, r := range routes {
 		c := compiled{prefix: r.PathPrefix, pool: poolIndex(r.Pool)}
 		h := strings.ToLower(r.Host)
+		if r.SNI != "" {
+			// A tcp listener's route: the server name is its host (the
+			// listener matches it with no path and no header).
+			h = strings.ToLower(r.SNI)
+		}
 		if strings.HasPrefix(h, "*.") {
 			c.wildcard, h = true, h[1:]
 		}
@@ -126,4 +131,21 @@ func stripPort(host string) string {
 		return host
 	}
 	return host[:i]
+}
+
+// MatchSNI returns the pool index for the server name of a TLS ClientHello
+// on a tcp listener, whose routes match sni alone: the first route naming
+// it (exactly, or by a "*." wildcard covering one or more labels), else the
+// default pool, else -1. An empty name (no TLS, or no server name sent)
+// goes to the default pool.
+func (t *Table) MatchSNI(name string) int {
+	if name != "" {
+		for i := range t.routes {
+			r := &t.routes[i]
+			if r.host != "" && matchHost(r, name) {
+				return r.pool
+			}
+		}
+	}
+	return t.def
 }

@@ -86,6 +86,39 @@ func TestMatch(t *testing.T) {
 	}
 }
 
+func TestMatchSNI(t *testing.T) {
+	pools := map[string]int{"db": 0, "wild": 1, "other": 2}
+	idx := func(n string) int { return pools[n] }
+	tbl := Compile([]config.Route{
+		{SNI: "db.example.com", Pool: "db"},
+		{SNI: "*.wild.test", Pool: "wild"},
+	}, "other", idx)
+	noDefault := Compile([]config.Route{{SNI: "db.example.com", Pool: "db"}}, "", idx)
+	tests := []struct {
+		name string
+		tbl  *Table
+		sni  string
+		want int
+	}{
+		{"exact", tbl, "db.example.com", 0},
+		{"any case", tbl, "DB.Example.COM", 0},
+		{"wildcard", tbl, "a.wild.test", 1},
+		{"wildcard, deeper", tbl, "a.b.wild.test", 1},
+		{"wildcard needs a label", tbl, "wild.test", 2},
+		{"no match: default", tbl, "x.example.com", 2},
+		{"no server name: default", tbl, "", 2},
+		{"no match, no default", noDefault, "x.example.com", -1},
+		{"no server name, no default", noDefault, "", -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.tbl.MatchSNI(tt.sni); got != tt.want {
+				t.Errorf("MatchSNI(%q) = %d, want %d", tt.sni, got, tt.want)
+			}
+		})
+	}
+}
+
 func FuzzNormalizePath(f *testing.F) {
 	for _, s := range []string{"/", "/a/../b", "//x/%2e%2E/y", "/%zz", "a"} {
 		f.Add(s)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"reflect"
 	"strconv"
 	"sync"
@@ -25,6 +26,8 @@ import (
 	"github.com/sluice-lb/sluice/internal/proxy"
 	"github.com/sluice-lb/sluice/internal/proxy/h1"
 	"github.com/sluice-lb/sluice/internal/proxy/nethttp"
+	"github.com/sluice-lb/sluice/internal/proxy/tcp"
+	"github.com/sluice-lb/sluice/internal/proxyproto"
 	"github.com/sluice-lb/sluice/internal/route"
 	"github.com/sluice-lb/sluice/internal/tlsterm"
 )
@@ -82,11 +85,12 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 		p.Limit.MaxQueue, p.Limit.Timeout = pc.MaxQueue, pc.QueueTimeout
 		var up *proxy.Upstream
 		if old != nil && old.cfg.Timeouts == pc.Timeouts && old.cfg.UpstreamTLS == pc.UpstreamTLS &&
-			old.cfg.UpstreamHTTP2 == pc.UpstreamHTTP2 {
+			old.cfg.UpstreamHTTP2 == pc.UpstreamHTTP2 && old.cfg.SendProxyProtocol == pc.SendProxyProtocol {
 			up = old.upstream
 		} else {
 			up = proxy.NewUpstream(pc.Timeouts, pc.UpstreamTLS.ClientConfig())
 			up.HTTP2 = pc.UpstreamHTTP2
+			up.ProxyHeader = proxyproto.Version(pc.SendProxyProtocol)
 		}
 		ck := health.New(p, pc.HealthCheck, s.logger, health.Options{
 			Passive:       pc.PassiveHealth,
@@ -94,6 +98,7 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 			UpstreamHTTP2: pc.UpstreamHTTP2,
 			AgentPort:     agentPort(pc),
 			Events:        s.events,
+			ProxyHeader:   proxyproto.Version(pc.SendProxyProtocol),
 		})
 		retryAfter := "5"
 		if iv := ck.Interval(); iv > 0 {
@@ -195,6 +200,8 @@ type listener struct {
 	handshakes *handshakeCounts
 	h2Errors   *atomic.Uint64
 	h2Floods   *h2guard.Stats // HTTP/2 connections closed for a flood, by reason
+	rejects    *proxy.Rejects // connections closed before a backend saw them, by reason
+	tcp        *tcp.Server    // the layer-4 server of a protocol tcp listener (also srv)
 	done       chan struct{}
 	// quic is the UDP side of a listener with http3, across generations
 	// (nil: no http3); quicLeaves: the next generation has none, so this
@@ -212,7 +219,7 @@ type listener struct {
 // prepareTLS gives it its TLS config.
 func (l *listener) next(lc config.Listener) *listener {
 	nl := &listener{cfg: lc, sock: l.sock, active: l.active, noPool: l.noPool, done: make(chan struct{}),
-		handshakes: l.handshakes, h2Errors: l.h2Errors, h2Floods: l.h2Floods, tlsState: l.tlsState,
+		handshakes: l.handshakes, h2Errors: l.h2Errors, h2Floods: l.h2Floods, rejects: l.rejects, tlsState: l.tlsState,
 		rateLimited: l.rateLimited,
 	}
 	if lc.TLS == nil {
@@ -316,7 +323,7 @@ func (s *Server) bindListeners(cfg *config.Config, snap *snapshot, existing map[
 		}
 		l := &listener{cfg: lc, sock: newSocket(ln), active: new(atomic.Int64), noPool: new(pool.Stats),
 			done: make(chan struct{}), handshakes: new(handshakeCounts), h2Errors: new(atomic.Uint64),
-			h2Floods: new(h2guard.Stats), rateLimited: new(atomic.Uint64)}
+			h2Floods: new(h2guard.Stats), rateLimited: new(atomic.Uint64), rejects: new(proxy.Rejects)}
 		err = l.prepareQUIC(s)
 		if err == nil {
 			err = l.prepareTLS(s)
@@ -357,6 +364,10 @@ type httpServer interface {
 // serve starts the server of l: the HTTP/1.1 engine, or with engine std an
 // http.Server beneath the strict edge guard.
 func (l *listener) serve(s *Server) {
+	if l.cfg.Protocol == "tcp" {
+		l.serveTCP(s)
+		return
+	}
 	lim := l.cfg.Limits
 	l.gen = l.sock.generation()
 	var ln net.Listener = l.gen
@@ -365,13 +376,14 @@ func (l *listener) serve(s *Server) {
 		// kernel's accept queue instead of being accepted.
 		ln = netutil.LimitListener(ln, n)
 	}
-	if l.tls != nil || l.cfg.H2C {
+	if l.tls != nil || l.cfg.H2C || l.cfg.ProxyProtocol {
 		h2, base := l.h2Server(s)
 		l.front = newFront(ln, frontOptions{TLS: l.tls, H2C: l.cfg.H2C, HandshakeTimeout: l.cfg.Timeouts.ReadHeader,
 			H2: h2, Base: base, Handshake: func(ok bool) { l.handshake(ok) },
 			H2Guard: &h2guard.Config{Stats: l.h2Floods,
 				Limits: h2guard.Limits{MaxHeaderBlockBytes: lim.MaxHeaderBytes}},
-			ConnState: func(d int64) { l.active.Add(d) }})
+			ConnState:     func(d int64) { l.active.Add(d) },
+			ProxyProtocol: l.cfg.ProxyProtocol, Trusted: l.trustedPeer, Rejected: l.rejects.Add})
 		ln = l.front
 	}
 	if l.quic != nil {
@@ -435,6 +447,13 @@ const (
 	h2StreamWindow = 1 << 20
 	h2ConnWindow   = 4 << 20
 )
+
+// trustedPeer reports whether peer may send a PROXY protocol header: it is
+// in the current trusted_proxies, or that list is empty.
+func (l *listener) trustedPeer(peer netip.Addr) bool {
+	t := l.view.Load().Trusted
+	return len(t) == 0 || proxy.IsTrusted(peer, t)
+}
 
 // handshake counts one TLS handshake of l.
 func (l *listener) handshake(ok bool) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"syscall"
 	"time"
@@ -13,12 +14,15 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/sluice-lb/sluice/internal/h2guard"
+	"github.com/sluice-lb/sluice/internal/proxy"
+	"github.com/sluice-lb/sluice/internal/proxyproto"
 	"github.com/sluice-lb/sluice/internal/tlsterm"
 )
 
 // front sits between a listener generation's socket and its HTTP/1 server
 // (the engine or net/http) when the listener speaks more than cleartext
-// HTTP/1: it terminates TLS, and hands each connection to its protocol. A
+// HTTP/1: it reads the PROXY protocol header (proxy_protocol), terminates
+// TLS, and hands each connection to its protocol. A
 // TLS connection whose client chose "h2" by ALPN, or (with h2c) a cleartext
 // connection that opens with the HTTP/2 preface, is served by the HTTP/2
 // server here; every other connection is returned by Accept to the HTTP/1
@@ -73,6 +77,14 @@ type frontOptions struct {
 	// H2Guard limits what an HTTP/2 client may flood the server with
 	// beyond what x/net bounds (see package h2guard).
 	H2Guard *h2guard.Config
+	// ProxyProtocol: every connection opens with a PROXY protocol header,
+	// read within HandshakeTimeout before anything else (before TLS);
+	// the connection then reports the client the header names. One
+	// without a valid header is closed, and so is one from a peer Trusted
+	// refuses (nil Trusted: any peer). Rejected is told each refusal.
+	ProxyProtocol bool
+	Trusted       func(netip.Addr) bool
+	Rejected      func(proxy.Reject)
 }
 
 func newFront(inner net.Listener, o frontOptions) *front {
@@ -81,6 +93,9 @@ func newFront(inner net.Listener, o frontOptions) *front {
 	}
 	if o.ConnState == nil {
 		o.ConnState = func(int64) {}
+	}
+	if o.Rejected == nil {
+		o.Rejected = func(proxy.Reject) {}
 	}
 	f := &front{inner: inner, o: o, conns: make(chan net.Conn), closed: make(chan struct{}),
 		settled: make(chan struct{}), dead: make(chan struct{}), h2s: map[net.Conn]struct{}{},
@@ -150,36 +165,52 @@ func (f *front) done(c net.Conn) {
 	f.mu.Unlock()
 }
 
-// dispatch terminates TLS on c, if the listener has it, and sends c to its
-// protocol.
-func (f *front) dispatch(c net.Conn) {
+// dispatch reads the PROXY header of raw and terminates TLS, if the
+// listener has them, and sends the connection to its protocol.
+func (f *front) dispatch(raw net.Conn) {
 	// The handshake's deadline, set under the lock that Close takes to
-	// shorten it.
+	// shorten it. It bounds the PROXY header and the TLS handshake
+	// together (read_header); a PROXY header is bounded even without one.
 	f.mu.Lock()
-	deadline := f.pending[c]
-	c.SetDeadline(deadline)
+	deadline := f.pending[raw]
+	if f.o.ProxyProtocol && deadline.IsZero() {
+		deadline = time.Now().Add(10 * time.Second)
+		f.pending[raw] = deadline
+	}
+	raw.SetDeadline(deadline)
 	f.mu.Unlock()
+	c := raw
+	if f.o.ProxyProtocol {
+		pc, err := proxyproto.Accept(raw, f.o.Trusted, time.Time{})
+		if err != nil {
+			f.o.Rejected(proxy.ProxyReject(err))
+			raw.Close()
+			f.done(raw)
+			return
+		}
+		c = pc
+	}
 	if f.o.TLS != nil {
 		tc := tls.Server(c, f.o.TLS)
 		err := tc.Handshake()
 		f.o.Handshake(err == nil)
 		if err != nil {
-			c.Close()
-			f.done(c)
+			raw.Close()
+			f.done(raw)
 			return
 		}
 		switch tc.ConnectionState().NegotiatedProtocol {
 		case "h2":
-			f.serveH2(tc, c)
+			f.serveH2(tc, raw)
 			return
 		case tlsterm.ALPNChallenge:
 			// A CA validating TLS-ALPN-01: the handshake was the answer
 			// (RFC 8737 §3); nothing is served on it.
 			tc.Close()
-			f.done(c)
+			f.done(raw)
 			return
 		}
-		f.hand(tc, c)
+		f.hand(tc, raw)
 		return
 	}
 	if f.o.H2C {
@@ -187,15 +218,15 @@ func (f *front) dispatch(c net.Conn) {
 			deadline = time.Now().Add(10 * time.Second) // read_header 0: still bounded
 		}
 		if isH2, ok := peekPreface(c, deadline); !ok {
-			c.Close()
-			f.done(c)
+			raw.Close()
+			f.done(raw)
 			return
 		} else if isH2 {
-			f.serveH2(c, c)
+			f.serveH2(c, raw)
 			return
 		}
 	}
-	f.hand(c, c)
+	f.hand(c, raw)
 }
 
 // hand gives an HTTP/1 connection to Accept: the HTTP/1 server takes it
@@ -311,8 +342,8 @@ const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 // connection reaches its server untouched and keeps its splice path. ok is
 // false when the client sent nothing in time or closed.
 func peekPreface(c net.Conn, deadline time.Time) (isH2, ok bool) {
-	tc, isTCP := c.(*net.TCPConn)
-	if !isTCP {
+	tc := proxyproto.TCP(c)
+	if tc == nil {
 		return false, true
 	}
 	rc, err := tc.SyscallConn()

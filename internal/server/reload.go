@@ -85,8 +85,12 @@ func (s *Server) reloadLocked() (config.Changes, error) {
 		if l == nil || l.cfg.Address != lc.Address {
 			continue
 		}
-		if l.cfg.Timeouts == lc.Timeouts && l.cfg.Limits == lc.Limits && l.cfg.Engine == lc.Engine &&
-			l.cfg.H2C == lc.H2C && l.cfg.HTTP3 == lc.HTTP3 && reflect.DeepEqual(l.cfg.TLS, lc.TLS) {
+		if l.cfg.Protocol == "tcp" && lc.Protocol == "tcp" {
+			s.reloadTCP(l, lc, snap)
+			continue
+		}
+		if l.cfg.Protocol == lc.Protocol && l.cfg.Timeouts == lc.Timeouts && l.cfg.Limits == lc.Limits && l.cfg.Engine == lc.Engine &&
+			l.cfg.H2C == lc.H2C && l.cfg.HTTP3 == lc.HTTP3 && l.cfg.ProxyProtocol == lc.ProxyProtocol && reflect.DeepEqual(l.cfg.TLS, lc.TLS) {
 			l.cfg = lc // routes and the like: the view is enough
 			if lc.TLS != nil {
 				// Every certificate file is read again, changed or not.

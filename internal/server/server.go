@@ -463,6 +463,10 @@ func (s *Server) Listeners() []metrics.Listener {
 			}
 		}
 		ml.Protocols = l.protocols()
+		if l.cfg.ProxyProtocol || l.cfg.Protocol == "tcp" {
+			ml.Rejected = map[string]uint64{}
+			l.rejects.Each(func(reason string, n uint64) { ml.Rejected[reason] = n })
+		}
 		if lt := l.tlsState; lt != nil {
 			ml.TLS = true
 			ml.HandshakesOK, ml.HandshakesFailed = l.handshakes.ok.Load(), l.handshakes.failed.Load()

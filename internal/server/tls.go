@@ -81,9 +81,26 @@ func (lt *listenerTLS) update(s *Server, lc config.Listener) error {
 // from the store at each handshake, so a reload or a change of the files
 // reaches new handshakes without a new generation.
 func (lt *listenerTLS) config(lc config.Listener) (*tls.Config, error) {
-	c, err := tlsterm.Config(lt.store, *lc.TLS, true)
+	c, err := tlsterm.Config(lt.store, *lc.TLS, lc.Protocol != "tcp")
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: %w", lc.Name, err)
+	}
+	if lc.Protocol == "tcp" {
+		// A relayed byte stream has no application protocol to name: a
+		// client offering ALPN gets none (refusing it would fail
+		// handshakes that name the backend's protocol), except a CA
+		// validating TLS-ALPN-01, which offers acme-tls/1 alone.
+		challenge := c.Clone()
+		challenge.NextProtos = []string{tlsterm.ALPNChallenge}
+		c.NextProtos = nil
+		if lc.TLS.ACME != nil {
+			c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+				if len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == tlsterm.ALPNChallenge {
+					return challenge, nil
+				}
+				return nil, nil
+			}
+		}
 	}
 	return c, nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/edge"
+	"github.com/sluice-lb/sluice/internal/proxyproto"
 )
 
 // Connection states, for graceful shutdown.
@@ -30,6 +31,11 @@ type h1conn struct {
 	state atomic.Int32
 	// up is the backend connection of the exchange in progress, for Close.
 	up atomic.Pointer[upConn]
+	// private is the idle backend connection kept for this client alone:
+	// one that began with a PROXY header naming this client
+	// (send_proxy_protocol) carries no other client's requests. It closes
+	// with the client connection.
+	private *upConn
 	// xfcc is the client certificate's forwarding value (see clientCert).
 	xfcc     string
 	xfccDone bool
@@ -60,7 +66,8 @@ type h1conn struct {
 
 func newH1Conn(e *Engine, nc net.Conn) *h1conn {
 	c := &h1conn{e: e, nc: nc, ctx: e.ctx}
-	c.tcp, _ = nc.(*net.TCPConn)
+	// The socket itself, also beneath a PROXY protocol header, for splice.
+	c.tcp = proxyproto.TCP(nc)
 	switch a := nc.RemoteAddr().(type) {
 	case *net.TCPAddr:
 		c.peer = a.AddrPort().Addr().Unmap()
@@ -96,6 +103,10 @@ func (c *h1conn) serve() {
 		}
 		c.state.Store(connClosed)
 		c.nc.Close()
+		if c.private != nil {
+			c.private.nc.Close()
+			c.private = nil
+		}
 		c.release()
 		c.e.forget(c)
 	}()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/proxy"
+	"github.com/sluice-lb/sluice/internal/proxyproto"
 )
 
 // Conns is the HTTP/1.1 engine's connection pool to the backends of one
@@ -31,8 +33,12 @@ type Conns struct {
 	timeouts config.PoolTimeouts
 	tls      *tls.Config
 	dialer   net.Dialer
-	hosts    sync.Map // *pool.Backend → *hostConns
-	closed   atomic.Bool
+	// proxyHeader is the PROXY protocol version each new connection
+	// begins with (0: none). Those connections are never shared: the
+	// client connection that made one keeps it (h1conn.private).
+	proxyHeader int
+	hosts       sync.Map // *pool.Backend → *hostConns
+	closed      atomic.Bool
 
 	sweepMu    sync.Mutex  // guards sweepTimer and orders it with Close
 	sweepTimer *time.Timer // the pending sweep (nil: none)
@@ -50,12 +56,17 @@ type hostConns struct {
 
 // upConn is one connection to a backend with its read buffer.
 type upConn struct {
-	nc     net.Conn
-	tcp    *net.TCPConn // nil with TLS (no splice)
-	raw    *net.TCPConn // the socket beneath, for the peek
-	fd     uintptr      // raw's descriptor
-	pool   *Conns
-	host   *hostConns
+	nc      net.Conn
+	tcp     *net.TCPConn // nil with TLS (no splice)
+	raw     *net.TCPConn // the socket beneath, for the peek
+	fd      uintptr      // raw's descriptor
+	pool    *Conns
+	host    *hostConns
+	backend *pool.Backend
+	// owner is the client connection that keeps this connection for
+	// itself when released (it began with that client's PROXY header);
+	// nil: the pool's idle stack takes it.
+	owner  *h1conn
 	buf    []byte
 	r, w   int
 	reused bool
@@ -73,7 +84,7 @@ func connsOf(u *proxy.Upstream) *Conns {
 }
 
 func newConns(u *proxy.Upstream) *Conns {
-	return &Conns{timeouts: u.Timeouts, tls: u.TLS,
+	return &Conns{timeouts: u.Timeouts, tls: u.TLS, proxyHeader: u.ProxyHeader,
 		dialer: net.Dialer{Timeout: u.Timeouts.Connect, KeepAlive: 30 * time.Second}}
 }
 
@@ -132,22 +143,80 @@ func (p *Conns) get(ctx context.Context, b *pool.Backend) (*upConn, error) {
 		h.idle[n-1] = nil
 		h.idle = h.idle[:n-1]
 		h.mu.Unlock()
-		if p.timeouts.Idle > 0 && now.Sub(c.idleAt) > p.timeouts.Idle || !c.silent() {
+		if !p.usable(c, now) {
 			c.nc.Close()
 			continue
 		}
 		c.reused = true
 		return c, nil
 	}
-	return p.dial(ctx, b)
+	return p.dial(ctx, b, nil)
 }
 
-func (p *Conns) dial(ctx context.Context, b *pool.Backend) (*upConn, error) {
+// usable reports whether an idle connection may carry the next request:
+// the pool is open, the connection was not idle too long, and it is
+// silent.
+func (p *Conns) usable(c *upConn, now time.Time) bool {
+	return !p.closed.Load() && !(p.timeouts.Idle > 0 && now.Sub(c.idleAt) > p.timeouts.Idle) && c.silent()
+}
+
+// private returns a connection to b for the requests of client connection
+// o alone, each beginning with a PROXY header naming o's client: the one o
+// keeps when it goes to b and is still usable, else a new one. As HAProxy
+// does, a connection is reused only for requests whose PROXY header would
+// be the same (same client address and port, same local address), which
+// here means the same client connection; it is closed with it.
+func (p *Conns) private(ctx context.Context, b *pool.Backend, o *h1conn) (*upConn, error) {
+	if c := o.private; c != nil {
+		o.private = nil
+		if c.pool == p && c.backend == b && p.usable(c, time.Now()) {
+			c.reused = true
+			return c, nil
+		}
+		c.nc.Close()
+	}
+	var hb [proxyproto.MaxV1]byte
+	hdr := proxyproto.Append(hb[:0], p.proxyHeader, proxyproto.AddrPort(o.nc.RemoteAddr()), proxyproto.AddrPort(o.nc.LocalAddr()))
+	c, err := p.dial(ctx, b, hdr)
+	if err != nil {
+		return nil, err
+	}
+	c.owner = o
+	return c, nil
+}
+
+// keep hands a released connection to the client connection that owns it,
+// in place of the one it kept before.
+func (p *Conns) keep(c *upConn) {
+	if p.closed.Load() || c.r != c.w {
+		c.nc.Close()
+		return
+	}
+	c.r, c.w = 0, 0
+	if len(c.buf) > upBufSize {
+		c.buf = make([]byte, upBufSize)
+	}
+	c.idleAt = time.Now()
+	if old := c.owner.private; old != nil {
+		old.nc.Close()
+	}
+	c.owner.private = c
+}
+
+// dial opens a connection to b; hdr, when not empty, is written first, as
+// soon as the connection is up (before any TLS handshake): a PROXY header.
+func (p *Conns) dial(ctx context.Context, b *pool.Backend, hdr []byte) (*upConn, error) {
 	nc, err := p.dialer.DialContext(ctx, "tcp", b.Host)
 	if err != nil {
 		return nil, &proxy.DialError{Err: err}
 	}
-	c := &upConn{nc: nc, pool: p, host: p.host(b), buf: make([]byte, upBufSize)}
+	if len(hdr) > 0 {
+		if _, err := nc.Write(hdr); err != nil {
+			nc.Close()
+			return nil, &proxy.DialError{Err: fmt.Errorf("writing the PROXY protocol header: %w", err)}
+		}
+	}
+	c := &upConn{nc: nc, pool: p, host: p.host(b), backend: b, buf: make([]byte, upBufSize)}
 	c.raw, _ = nc.(*net.TCPConn)
 	if c.raw != nil {
 		if rc, err := c.raw.SyscallConn(); err == nil {
@@ -185,7 +254,13 @@ func (p *Conns) dial(ctx context.Context, b *pool.Backend) (*upConn, error) {
 // release returns c to its pool once exactly one complete response was read
 // for the one request sent on it. A connection with bytes left over past
 // that response is closed instead.
-func (c *upConn) release() { c.pool.put(c) }
+func (c *upConn) release() {
+	if c.owner != nil {
+		c.pool.keep(c)
+		return
+	}
+	c.pool.put(c)
+}
 
 // put returns c to its backend's idle stack (or closes it).
 func (p *Conns) put(c *upConn) {

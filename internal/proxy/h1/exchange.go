@@ -30,7 +30,13 @@ func (c *h1conn) Send(ctx context.Context, b *pool.Backend, canRetry bool) proxy
 	conns := connsOf(q.t.Upstream)
 	for {
 		start := time.Now()
-		uc, err := conns.get(ctx, b)
+		var uc *upConn
+		var err error
+		if conns.proxyHeader != 0 {
+			uc, err = conns.private(ctx, b, c)
+		} else {
+			uc, err = conns.get(ctx, b)
+		}
 		if err != nil {
 			return proxy.Outcome{Class: proxy.ConnectFailure, Err: err, Connect: time.Since(start)}
 		}

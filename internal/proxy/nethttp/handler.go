@@ -328,6 +328,9 @@ func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) 
 	}
 	start := time.Now()
 	rctx := actx
+	if a.t.Upstream.ProxyHeader != 0 {
+		rctx = withClient(rctx, a.r)
+	}
 	if a.gate != nil {
 		rctx = a.gate.trace(actx)
 	}

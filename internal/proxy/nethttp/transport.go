@@ -2,13 +2,34 @@ package nethttp
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/proxy"
 	"github.com/sluice-lb/sluice/internal/proxy/h2client"
+	"github.com/sluice-lb/sluice/internal/proxyproto"
 )
+
+// client is what a PROXY header to a backend names: the client's address
+// and the address it connected to, after any PROXY header it came with.
+type client struct{ src, dst netip.AddrPort }
+
+type clientKey struct{}
+
+// withClient carries r's client to the transport's dialer.
+func withClient(ctx context.Context, r *http.Request) context.Context {
+	cl := client{}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		cl.src = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		cl.dst = proxyproto.AddrPort(a)
+	}
+	return context.WithValue(ctx, clientKey{}, cl)
+}
 
 // transportOf returns the net/http codec's connections of u, made on first
 // use.
@@ -50,9 +71,21 @@ func newTransport(u *proxy.Upstream) *transport {
 		if err != nil {
 			return nil, &proxy.DialError{Err: err}
 		}
+		if v := u.ProxyHeader; v != 0 {
+			cl, _ := ctx.Value(clientKey{}).(client)
+			if _, err := c.Write(proxyproto.Append(nil, v, cl.src, cl.dst)); err != nil {
+				c.Close()
+				return nil, &proxy.DialError{Err: fmt.Errorf("writing the PROXY protocol header: %w", err)}
+			}
+		}
 		return c, nil
 	}
 	return &transport{h1: &http.Transport{
+		// A connection that begins with a PROXY header names one client:
+		// http.Transport's pool cannot be keyed by client, so such
+		// connections carry one request each (the HTTP/1.1 engine keeps
+		// them per client connection instead).
+		DisableKeepAlives:      u.ProxyHeader != 0,
 		Proxy:                  nil,
 		DialContext:            dial,
 		TLSClientConfig:        tlsConfig,
