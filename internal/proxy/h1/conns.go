@@ -188,15 +188,9 @@ func (p *Conns) private(ctx context.Context, b *pool.Backend, o *h1conn) (*upCon
 // keep hands a released connection to the client connection that owns it,
 // in place of the one it kept before.
 func (p *Conns) keep(c *upConn) {
-	if p.closed.Load() || c.r != c.w {
-		c.nc.Close()
+	if !p.idle(c) {
 		return
 	}
-	c.r, c.w = 0, 0
-	if len(c.buf) > upBufSize {
-		c.buf = make([]byte, upBufSize)
-	}
-	c.idleAt = time.Now()
 	if old := c.owner.private; old != nil {
 		old.nc.Close()
 	}
@@ -262,11 +256,13 @@ func (c *upConn) release() {
 	c.pool.put(c)
 }
 
-// put returns c to its backend's idle stack (or closes it).
-func (p *Conns) put(c *upConn) {
+// idle readies a released connection to wait for its next request, or
+// closes it (and reports false) when the pool is closed or bytes of the
+// last exchange were left unread.
+func (p *Conns) idle(c *upConn) bool {
 	if p.closed.Load() || c.r != c.w {
 		c.nc.Close()
-		return
+		return false
 	}
 	c.r, c.w = 0, 0
 	if len(c.buf) > upBufSize {
@@ -276,6 +272,14 @@ func (p *Conns) put(c *upConn) {
 	}
 	// Deadlines stay as they were: the next exchange sets its own.
 	c.idleAt = time.Now()
+	return true
+}
+
+// put returns c to its backend's idle stack (or closes it).
+func (p *Conns) put(c *upConn) {
+	if !p.idle(c) {
+		return
+	}
 	h := c.host
 	h.mu.Lock()
 	if len(h.idle) >= maxIdlePerBackend || p.closed.Load() { // Close may have swept meanwhile
