@@ -82,8 +82,11 @@ var ErrStoreDown = errors.New("rate limit store unreachable: counting alone")
 // once (events.RateLimitStoreDown and events.RateLimitStoreUp), and every
 // failed call counts in Errors. It starts out, and is after Close, down.
 type Redis struct {
-	opts   RedisOptions
-	client *redis.Client
+	opts RedisOptions
+	// client is replaced by the loop each time the store goes down, so
+	// that connections left from before an outage (dead after a Redis
+	// restart) are never tried once it is back.
+	client atomic.Pointer[redis.Client]
 
 	up      atomic.Bool
 	fails   atomic.Int32  // failed calls in a row
@@ -109,7 +112,29 @@ func NewRedis(o RedisOptions) *Redis {
 	}
 	quietRedis.Do(func() { redis.SetLogger(debugLog{}) })
 	r := &Redis{opts: o, kick: make(chan struct{}, 1), done: make(chan struct{})}
-	r.client = redis.NewClient(&redis.Options{
+	r.client.Store(r.newClient())
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go r.loop(ctx)
+	return r
+}
+
+// go-redis writes a line for every failed dial through a logger that is
+// global to the process: while Redis is down, a line per request. The store
+// tells its transitions itself (events, counters), so the library's lines
+// go to the debug level of the default slog logger instead.
+var quietRedis sync.Once
+
+type debugLog struct{}
+
+func (debugLog) Printf(ctx context.Context, format string, v ...any) {
+	slog.Default().DebugContext(ctx, "redis client", "message", fmt.Sprintf(format, v...))
+}
+
+// newClient returns a client of Redis with no connection yet.
+func (r *Redis) newClient() *redis.Client {
+	o := r.opts
+	return redis.NewClient(&redis.Options{
 		Addr:     o.Address,
 		Password: o.Password,
 		Protocol: 2,
@@ -129,22 +154,6 @@ func NewRedis(o RedisOptions) *Redis {
 			Mode: maintnotifications.ModeDisabled,
 		},
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
-	go r.loop(ctx)
-	return r
-}
-
-// go-redis writes a line for every failed dial through a logger that is
-// global to the process: while Redis is down, a line per request. The store
-// tells its transitions itself (events, counters), so the library's lines
-// go to the debug level of the default slog logger instead.
-var quietRedis sync.Once
-
-type debugLog struct{}
-
-func (debugLog) Printf(ctx context.Context, format string, v ...any) {
-	slog.Default().DebugContext(ctx, "redis client", "message", fmt.Sprintf(format, v...))
 }
 
 // Take implements Store.
@@ -156,7 +165,7 @@ func (r *Redis) Take(ctx context.Context, key string, p ratelimit.Params) (ratel
 	burst := p.BurstOrRate()
 	cctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	defer cancel()
-	res, err := gcraScript.Run(cctx, r.client, []string{r.opts.Prefix + key}, interval, burst).Int64Slice()
+	res, err := gcraScript.Run(cctx, r.client.Load(), []string{r.opts.Prefix + key}, interval, burst).Int64Slice()
 	if err == nil && len(res) != 3 {
 		err = fmt.Errorf("rate limit script answered %d values, want 3", len(res))
 	}
@@ -210,6 +219,7 @@ func (r *Redis) loop(ctx context.Context) {
 	down := func(err error) {
 		if told != alone {
 			told = alone
+			r.client.Swap(r.newClient()).Close()
 			r.opts.Events.Publish(events.RateLimitStoreDown, "", "",
 				fmt.Sprintf("redis %s: %v: each instance counts alone until it answers", r.opts.Address, err))
 		}
@@ -224,7 +234,7 @@ func (r *Redis) loop(ctx context.Context) {
 				}
 			}
 			pctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
-			err := r.client.Ping(pctx).Err()
+			err := r.client.Load().Ping(pctx).Err()
 			cancel()
 			switch {
 			case ctx.Err() != nil:
@@ -267,5 +277,5 @@ func (r *Redis) Close() error {
 	r.up.Store(false)
 	r.cancel()
 	<-r.done
-	return r.client.Close()
+	return r.client.Load().Close()
 }
