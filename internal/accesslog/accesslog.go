@@ -51,8 +51,8 @@ type Entry struct {
 	// TraceID is the request's trace id in hex ("": tracing off).
 	TraceID string
 	// End says why a layer-4 connection (Proto ProtoTCP) ended: client,
-	// backend, idle, error, shutdown, or no_route, no_backend when it
-	// reached none. Such an entry has no method, path, status or request
+	// backend, idle, error, shutdown, or no_route, rate_limited,
+	// no_backend when it reached none. Such an entry has no method, path, status or request
 	// id; Host is the server name its ClientHello asked for, Bytes what
 	// went to the client and BytesIn what came from it.
 	End string

@@ -8,12 +8,14 @@ func fleetKeyDocs() map[string]KeyDoc {
 		"listeners.rate_limit": {
 			Type: "[block](#rate_limit)", Note: "(no limit)",
 			Meaning: "a token bucket per key for every request of the listener, matched by a route or " +
-				"not; over it → 429.",
+				"not; over it → 429. On a tcp listener it counts new connections by client (`key` " +
+				"`client_ip` only), and one over it is closed; see [tcp.md](tcp.md).",
 		},
 		"listeners.routes.rate_limit": {
 			Type: "[block](#rate_limit)", Note: "(no limit)",
 			Meaning: "a token bucket per key for the requests this route matches, applied after the " +
-				"listener's own; over it → 429.",
+				"listener's own; over it → 429. On a tcp listener, connections by client, as the " +
+				"listener's.",
 		},
 		"rate_limit_store": {
 			Type: "[block](#rate_limit_store)", Note: "(each instance counts alone)",

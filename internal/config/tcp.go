@@ -20,6 +20,7 @@ func (v *validator) tcpListener(p string, l *Listener) {
 	if l.HTTP3 {
 		v.errorf(p+".http3", "http3 has no effect on a tcp listener, which relays TCP connections: remove it")
 	}
+	v.tcpRateLimit(p+".rate_limit", l.RateLimit)
 	// A key at its default is fine (a full dump of the config writes
 	// them all); any other value would be ignored.
 	for _, k := range []struct {
@@ -40,8 +41,17 @@ func (v *validator) tcpListener(p string, l *Listener) {
 	}
 }
 
+// tcpRateLimit checks a rate_limit of a tcp listener or route: it counts
+// connections, by the client's address alone.
+func (v *validator) tcpRateLimit(p string, rl *RateLimit) {
+	if rl != nil && rl.Key != "client_ip" && validHashKey(rl.Key) {
+		v.errorf(p+".key", "rate_limit.key %q has no meaning on a tcp listener, which reads no request: use client_ip (the default), which counts connections by client", rl.Key)
+	}
+}
+
 // tcpRoute checks a route of a tcp listener: it matches on sni alone.
 func (v *validator) tcpRoute(p string, r *Route) {
+	v.tcpRateLimit(p+".rate_limit", r.RateLimit)
 	for _, k := range []struct {
 		key string
 		set bool

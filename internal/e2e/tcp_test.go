@@ -485,3 +485,20 @@ func TestTCPLimitsAndLeastConnections(t *testing.T) {
 		}
 	})
 }
+
+// TestTCPRateLimit: a tcp listener's rate_limit counts connections by
+// client: past the burst a connection is closed before any backend sees it.
+func TestTCPRateLimit(t *testing.T) {
+	t.Parallel()
+	a := startEcho(t, "a", echoOpts{})
+	cfg := tcpConfig(tcpPool("db", a))
+	cfg.Listeners[0].RateLimit = &config.RateLimit{Rate: 2, Per: time.Hour}
+	s := startSluice(t, cfg)
+	addr := s.Addr("l4")
+	for range 2 {
+		if g := dialEcho(t, addr, "").greet; g != "a" {
+			t.Fatalf("greeting %q, want a", g)
+		}
+	}
+	assertClosedUnseen(t, addr, "", a)
+}

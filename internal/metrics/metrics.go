@@ -151,7 +151,7 @@ var (
 	descStoreUp = prometheus.NewDesc("sluice_rate_limit_store_up",
 		"1 while the shared rate limit store answers and limits are shared, 0 while each instance counts alone (only with rate_limit_store).", nil, nil)
 	descRejected = prometheus.NewDesc("sluice_connections_rejected_total",
-		"Client connections closed before any backend saw them, by reason: proxy_invalid, proxy_untrusted, proxy_timeout (PROXY protocol header missing or malformed, from a peer outside trusted_proxies, too slow), no_route, no_backend (tcp listeners).",
+		"Client connections closed before any backend saw them, by reason: proxy_invalid, proxy_untrusted, proxy_timeout (PROXY protocol header missing or malformed, from a peer outside trusted_proxies, too slow), no_route, rate_limited, no_backend (tcp listeners).",
 		[]string{"listener", "reason"}, nil)
 	descTCPConns = prometheus.NewDesc("sluice_backend_connections_total",
 		"Client connections relayed to a tcp:// backend (layer 4); their bytes count in sluice_backend_bytes_in_total and _out_total.",

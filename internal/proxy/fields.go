@@ -75,6 +75,36 @@ func (l *Listener) Resolve(ctx context.Context, r *Record, host, path, rawQuery 
 	return t, Limited{}
 }
 
+// ResolveConn is Resolve for a layer-4 connection (package tcp) from
+// client, routed by the server name of its ClientHello: the listener's
+// rate limit, the route, the route's rate limit (both counting
+// connections by the client's address, the only key a connection has),
+// into r.Info. It sets r.Target and returns it, or nil when no route
+// matches or a rate limit refuses the connection (refused).
+func (l *Listener) ResolveConn(ctx context.Context, r *Record, sni string, client netip.Addr) (t *Target, refused bool) {
+	r.Info.ClientIP = client
+	if rl := l.RateLimit; rl != nil {
+		if d := rl.allow(ctx, nil, "", "", client); !d.Allowed {
+			l.refuse(rl, d)
+			return nil, true
+		}
+	}
+	idx, ri := l.Routes.LookupSNI(sni)
+	if ri >= 0 && ri < len(l.RouteLimits) {
+		if rl := l.RouteLimits[ri]; rl != nil {
+			if d := rl.allow(ctx, nil, "", "", client); !d.Allowed {
+				l.refuse(rl, d)
+				return nil, true
+			}
+		}
+	}
+	if idx < 0 || idx >= len(l.Targets) {
+		return nil, false
+	}
+	r.Target = l.Targets[idx]
+	return r.Target, false
+}
+
 // refuse counts a request refused by rl.
 func (l *Listener) refuse(rl *RateLimit, d ratelimit.Decision) Limited {
 	if l.RateLimited != nil {

@@ -10,7 +10,7 @@ import (
 // Reject says why a client connection was closed before any backend saw
 // it: its PROXY protocol header (missing or malformed, from a peer outside
 // trusted_proxies, or too slow to arrive), or, on a tcp listener, no route
-// for its server name or no backend to take it.
+// for its server name, a rate limit, or no backend to take it.
 type Reject uint8
 
 const (
@@ -19,10 +19,11 @@ const (
 	RejectProxyTimeout
 	RejectNoRoute
 	RejectNoBackend
+	RejectRateLimited
 	numRejects
 )
 
-var rejectNames = [numRejects]string{"proxy_invalid", "proxy_untrusted", "proxy_timeout", "no_route", "no_backend"}
+var rejectNames = [numRejects]string{"proxy_invalid", "proxy_untrusted", "proxy_timeout", "no_route", "no_backend", "rate_limited"}
 
 func (r Reject) String() string { return rejectNames[r] }
 

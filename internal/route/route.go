@@ -62,6 +62,9 @@ func Compile(routes []config.Route, defaultPool string, poolIndex func(string) i
 		for _, hm := range c.headers {
 			c.name += " " + hm.name + "=" + hm.value
 		}
+		if r.SNI != "" {
+			c.name = "sni " + strings.ToLower(r.SNI)
+		}
 		t.routes = append(t.routes, c)
 	}
 	return t
@@ -139,13 +142,20 @@ func stripPort(host string) string {
 // default pool, else -1. An empty name (no TLS, or no server name sent)
 // goes to the default pool.
 func (t *Table) MatchSNI(name string) int {
+	p, _ := t.LookupSNI(name)
+	return p
+}
+
+// LookupSNI is MatchSNI that also says which route matched (-1 for the
+// default pool, or no match), as Lookup does.
+func (t *Table) LookupSNI(name string) (pool, route int) {
 	if name != "" {
 		for i := range t.routes {
 			r := &t.routes[i]
 			if r.host != "" && matchHost(r, name) {
-				return r.pool
+				return r.pool, i
 			}
 		}
 	}
-	return t.def
+	return t.def, -1
 }

@@ -71,16 +71,20 @@ func (s *Server) serve(c *conn) {
 		rec.Host, a.peeked, _ = readHello(client, deadline, *bp)
 	}
 
-	idx := l.Routes.MatchSNI(rec.Host)
-	if idx < 0 || idx >= len(l.Targets) {
-		s.o.Rejects.Add(proxy.RejectNoRoute)
-		rec.End = "no_route"
+	var info pool.PickInfo
+	rec.Info = &info
+	t, refused := l.ResolveConn(s.ctx, &rec, rec.Host, proxyproto.AddrPort(client.RemoteAddr()).Addr())
+	if t == nil {
+		why, end := proxy.RejectNoRoute, "no_route"
+		if refused {
+			why, end = proxy.RejectRateLimited, "rate_limited"
+		}
+		s.o.Rejects.Add(why)
+		rec.End = end
 		l.FinishConn(&rec)
 		return
 	}
-	t := l.Targets[idx]
-	info := pool.PickInfo{ClientIP: proxyproto.AddrPort(client.RemoteAddr()).Addr()}
-	rec.Target, rec.Info, a.t = t, &info, t
+	a.t = t
 	rec.Result = proxy.Forward(s.ctx, &rec, a)
 	if rec.Result.Class != proxy.Done {
 		s.o.Rejects.Add(proxy.RejectNoBackend)
