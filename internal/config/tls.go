@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -189,4 +190,50 @@ func roughly(d time.Duration) string {
 		return "1 day"
 	}
 	return strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
+}
+
+// tls checks a listener's tls block: its files must be usable PEM, each
+// key must go with its certificate. A certificate out of its validity
+// dates is a warning, not an error.
+func (v *validator) tls(p string, t *TLS) {
+	if len(t.Certificates) == 0 && t.ACME == nil {
+		v.errorf(p+".certificates", "tls has no certificates: add certificates: [{cert: FILE, key: FILE}] (the first is the default)")
+	}
+	v.oneOf(p+".min_version", "tls.min_version", t.MinVersion, "1.2", "1.3")
+	if t.ClientCA != "" {
+		if _, err := loadCA(t.ClientCA); err != nil {
+			v.errorf(p+".client_ca", "tls.client_ca: %v: give a PEM file of the CA certificates that sign client certificates", err)
+		}
+	}
+	for i, c := range t.Certificates {
+		cp := index(p+".certificates", i)
+		certPEM, certErr := readPEMFile("cert", c.Cert)
+		keyPEM, keyErr := readPEMFile("key", c.Key)
+		v.certError(cp, certErr)
+		v.certError(cp, keyErr)
+		if certErr != nil || keyErr != nil {
+			continue
+		}
+		pair, err := c.KeyPair(certPEM, keyPEM)
+		if err != nil {
+			v.certError(cp, err)
+			continue
+		}
+		if w := CertWarning(c.Cert, pair.Leaf, v.now); w != "" {
+			v.warnf(cp+".cert", "%s", w)
+		}
+	}
+	if t.ACME != nil {
+		v.acme(p+".acme", t.ACME)
+	}
+}
+
+// certError reports a *CertError at the cert or key of the pair at p.
+func (v *validator) certError(p string, err error) {
+	var ce *CertError
+	if errors.As(err, &ce) {
+		v.errorf(p+"."+ce.Field, "%s", ce.Msg)
+	} else if err != nil {
+		v.errorf(p, "%v", err)
+	}
 }
