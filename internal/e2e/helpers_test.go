@@ -570,6 +570,13 @@ func rawConversation(t testing.TB, addr, raw string, n int, closeWait time.Durat
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
+	return converse(t, c, raw, n, closeWait)
+}
+
+// converse is rawConversation on a connection already open (plain or
+// TLS); it closes c.
+func converse(t testing.TB, c net.Conn, raw string, n int, closeWait time.Duration) []rawResult {
+	t.Helper()
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(c, raw); err != nil {

@@ -15,7 +15,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -1121,45 +1120,7 @@ func tlsRawConversation(t testing.TB, addr string, cfg *tls.Config, raw string, 
 	if err != nil {
 		t.Fatalf("TLS dial %s: %v", addr, err)
 	}
-	defer c.Close()
-	if _, err := io.WriteString(c, raw); err != nil {
-		t.Fatalf("write request: %v", err)
-	}
-	method := http.MethodGet
-	if strings.HasPrefix(raw, "HEAD ") {
-		method = http.MethodHead
-	}
-	br := bufio.NewReader(c)
-	results := make([]rawResult, n)
-	for i := range results {
-		resp, err := http.ReadResponse(br, &http.Request{Method: method})
-		if err != nil {
-			t.Fatalf("reading response %d of %d: %v", i+1, n, err)
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		line := resp.Proto + " " + resp.Status
-		if err != nil {
-			t.Fatalf("reading the body after %q: %v", line, err)
-		}
-		results[i] = rawResult{StatusLine: line, Status: resp.StatusCode, Header: resp.Header, Body: string(body)}
-	}
-	if closeWait == 0 {
-		return results
-	}
-	last := &results[n-1]
-	c.SetReadDeadline(time.Now().Add(closeWait))
-	m, err := br.Read(make([]byte, 1))
-	var ne net.Error
-	switch {
-	case m > 0:
-		t.Errorf("after %q the server sent more bytes", last.StatusLine)
-	case errors.As(err, &ne) && ne.Timeout():
-		last.Closed = false
-	case err != nil: // EOF, close_notify, reset
-		last.Closed = true
-	}
-	return results
+	return converse(t, c, raw, n, closeWait)
 }
 
 // TestTLSHostileRequestsAreRefusedBeforeAnyBackend runs the core's hostile
