@@ -19,14 +19,9 @@ unit:
 	SLUICE_E2E_ENGINE=std $(GO) test -race -count=1 -timeout 15m ./internal/e2e/
 
 # Each fuzz target runs for FUZZTIME on top of its seed corpus (which the
-# unit run already executes); a failure prints that run's own output (a
-# second run would not reproduce a rare finding).
+# unit run already executes); .ci/fuzz says how a failure is reported.
 fuzz:
-	@set -e; for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs grep -H '^func Fuzz' | sed -E 's|^\./([^:]*)/[^/:]*:func (Fuzz[A-Za-z0-9_]*).*|\1:\2|' | sort -u); do \
-		pkg=$${spec%%:*}; fn=$${spec##*:}; \
-		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
-		out=$$(mktemp); $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$pkg >$$out 2>&1 || { grep -v '^fuzz: elapsed' $$out; rm -f $$out; exit 1; }; rm -f $$out; \
-	done
+	GO=$(GO) FUZZTIME=$(FUZZTIME) .ci/fuzz
 
 # make build stamps the version (the latest tag, else "dev") and the commit
 # ("-dirty" when the tree has changes); `sluice version` prints them.
