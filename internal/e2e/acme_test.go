@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 // This file: automatic certificates (tls.acme) against Debian's pebble, an
@@ -46,7 +48,7 @@ func startPebble(t *testing.T, httpPort, tlsPort int) *pebbleCA {
 	leaf := ca.issue(t, leafOpts{names: []string{"localhost"}, ips: []net.IP{net.IPv4(127, 0, 0, 1)}, notAfter: time.Now().Add(time.Hour)})
 	files := leaf.write(t, dir, "pebble")
 	caFile := ca.write(t, dir, "pebble-ca")
-	ports := freePortRun(t, 4)
+	ports := testenv.Ports(t, 4)
 	acmeAddr, mgmtAddr := fmt.Sprintf("127.0.0.1:%d", ports), fmt.Sprintf("127.0.0.1:%d", ports+1)
 	dnsAddr, dnsMgmt := fmt.Sprintf("127.0.0.1:%d", ports+2), fmt.Sprintf("127.0.0.1:%d", ports+3)
 	conf, _ := json.Marshal(map[string]any{"pebble": map[string]any{
@@ -176,7 +178,7 @@ func servedCert(t *testing.T, addr, name string, roots *x509.CertPool) *x509.Cer
 func TestACMEPebble(t *testing.T) {
 	t.Parallel()
 	be := startBackend(t, "b1")
-	ports := freePortRun(t, 2)
+	ports := testenv.Ports(t, 2)
 	tlsAddr, httpAddr := fmt.Sprintf("127.0.0.1:%d", ports), fmt.Sprintf("127.0.0.1:%d", ports+1)
 	ca := startPebble(t, ports+1, ports)
 	dir := t.TempDir()

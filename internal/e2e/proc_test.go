@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 // proc is the sluice binary running as a child process.
@@ -468,42 +469,12 @@ func TestProcessCommandLine(t *testing.T) {
 	})
 }
 
-// freePortRun returns the first of n consecutive free ports on 127.0.0.1.
-func freePortRun(t *testing.T, n int) int {
-	t.Helper()
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if port+n-1 > 65535 {
-			continue
-		}
-		ok := true
-		for i := range n {
-			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port+i)))
-			if err != nil {
-				ok = false
-				break
-			}
-			l.Close()
-		}
-		if ok {
-			return port
-		}
-	}
-	t.Fatalf("found no %d consecutive free ports", n)
-	return 0
-}
-
 func TestProcessDemo(t *testing.T) {
 	t.Parallel()
 	var p *proc
 	var addr string
 	for attempt := 1; addr == ""; attempt++ {
-		port := freePortRun(t, 3)
+		port := testenv.Ports(t, 3)
 		p = startProc(t, "demo", "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-backend-port", strconv.Itoa(port))
 		m, exited := p.waitLogOrExit(listenerLine("demo"), 15*time.Second)
 		switch {

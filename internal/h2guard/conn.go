@@ -53,10 +53,14 @@ const (
 	errCodeEnhanceYourCalm = 0xb
 
 	// goAwayTimeout bounds the wait for, and the write of, the GOAWAY sent
-	// before closing.
-	goAwayTimeout = 250 * time.Millisecond
-	// lingerTimeout bounds the delayed close after a GOAWAY.
-	lingerTimeout = 250 * time.Millisecond
+	// before closing. It must outlast a busy machine's scheduling delay of
+	// the server's writer (which finishes a frame it began) and of a
+	// client that is slow to read; a shorter one closed without a GOAWAY
+	// on a loaded machine.
+	goAwayTimeout = time.Second
+	// lingerTimeout bounds the delayed close after a GOAWAY (Envoy's
+	// delayed_close_timeout default).
+	lingerTimeout = time.Second
 )
 
 type frameHeader struct {
@@ -75,9 +79,9 @@ type frameHeader struct {
 //
 // When a limit is exceeded, the Conn writes a GOAWAY (ENHANCE_YOUR_CALM,
 // the reason as debug data) as soon as the server's frame stream is at a
-// frame boundary with no write in progress (waiting up to 250 ms for it),
+// frame boundary with no write in progress (waiting up to 1 s for it),
 // shuts the write side and discards what the client still sends until it
-// closes (up to 250 ms, against the TCP RST that would destroy the GOAWAY),
+// closes (up to 1 s, against the TCP RST that would destroy the GOAWAY),
 // closes the connection, and returns an *Error from that Read and every
 // later one.
 //

@@ -19,8 +19,8 @@
 // When the client exceeds a limit the Conn writes a GOAWAY
 // (ENHANCE_YOUR_CALM, debug data "h2guard: <reason>") once no server write
 // is in progress and the server's stream is at a frame boundary (it waits
-// up to 250 ms for that, or closes without), shuts the write side and
-// drains the client for up to 250 ms (a delayed close, as Envoy's, so that
+// up to 1 s for that, or closes without), shuts the write side and
+// drains the client for up to 1 s (a delayed close, as Envoy's, so that
 // no TCP RST destroys the GOAWAY), closes the connection, counts the reason in Stats, calls OnClose and returns an
 // *Error (which unwraps to net.ErrClosed, so x/net logs nothing) from Read.
 // New returns a *TLSConn, which has ConnectionState, when the wrapped

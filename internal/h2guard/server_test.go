@@ -329,10 +329,10 @@ func (c *rawClient) expectGuardClose(s *h2Server, r Reason) {
 		c.t.Fatal("the server did not close the connection")
 	}
 	c.mu.Lock()
-	ga, debug := c.goAway, c.goDebug
+	ga, debug, rerr := c.goAway, c.goDebug, c.readErr
 	c.mu.Unlock()
 	if ga == nil || ga.ErrCode != http2.ErrCodeEnhanceYourCalm || debug != "h2guard: "+r.String() {
-		c.t.Fatalf("GOAWAY %v %q, want ENHANCE_YOUR_CALM for %v", ga, debug, r)
+		c.t.Fatalf("GOAWAY %v %q (the read ended with %v), want ENHANCE_YOUR_CALM for %v", ga, debug, rerr, r)
 	}
 	// OnClose runs after the close the client sees.
 	deadline := time.Now().Add(5 * time.Second)

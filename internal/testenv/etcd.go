@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -66,7 +65,9 @@ func startEtcd(t testing.TB, certs *Certs) *Etcd {
 		}
 		e.tls = &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}}
 	}
-	e.clientPort, e.peerPort = freePort(t), freePort(t)
+	// Killed and started again on the same ports: see Ports.
+	e.clientPort = Ports(t, 2)
+	e.peerPort = e.clientPort + 1
 	e.Start()
 	t.Cleanup(func() {
 		e.Kill()
@@ -168,17 +169,6 @@ func healthy(client string, tc *tls.Config) bool {
 	var b bytes.Buffer
 	b.ReadFrom(resp.Body)
 	return resp.StatusCode == 200 && bytes.Contains(b.Bytes(), []byte(`"true"`))
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 type lockedWriter struct {

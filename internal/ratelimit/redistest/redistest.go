@@ -11,9 +11,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 // Server is one redis-server process that a test can stop and start again
@@ -39,12 +42,8 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skip("redis-server is not on PATH: install Debian's redis-server package (apt-get install redis-server) to run this test")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	// Stopped and started again on the same port: see testenv.Ports.
+	addr := "127.0.0.1:" + strconv.Itoa(testenv.Ports(t, 1))
 	s := &Server{Addr: addr, t: t, bin: bin, dir: t.TempDir()}
 	s.Start()
 	t.Cleanup(s.Stop)

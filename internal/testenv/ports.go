@@ -1,0 +1,66 @@
+package testenv
+
+import (
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// Ports returns the first of n consecutive loopback TCP ports that were
+// free a moment ago, for a server a test must start on known ports (a
+// port in a config file, a server restarted on the same ports).
+//
+// They come from outside the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range): a port from ":0" is an ephemeral one,
+// and while its server is down (killed to be restarted, or not started
+// yet) any outgoing connection of a parallel test may take it as its
+// local port, so the start fails with "address already in use". A port
+// outside that range is only ever taken by an explicit bind.
+func Ports(t testing.TB, n int) int {
+	t.Helper()
+	lo, hi := 10000, ephemeralLow()-1
+	if hi-lo < 1000 {
+		// An unusual range: fall back to its upper side.
+		lo, hi = 61000, 65535
+	}
+	for range 200 {
+		first := lo + rand.IntN(hi-lo-n+2)
+		if bindable(first, n) {
+			return first
+		}
+	}
+	t.Fatalf("found no %d consecutive free loopback ports in %d-%d", n, lo, hi)
+	return 0
+}
+
+func bindable(first, n int) bool {
+	for p := first; p < first+n; p++ {
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			return false
+		}
+		ln.Close()
+	}
+	return true
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768
+// when it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 32768
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil || n < 1024 {
+		return 32768
+	}
+	return n
+}
