@@ -92,7 +92,7 @@ var (
 		"1 when the backend takes new requests (healthy and enabled), else 0.",
 		[]string{"pool", "backend"}, nil)
 	descAdminState = prometheus.NewDesc("sluice_backend_admin_state",
-		"1 for the state an operator set on the backend (admin API, admin.state_file, a fleet-wide change, its agent, or discovery draining it), 0 for the others; state is enabled, draining or disabled. sluice_backend_up == 0 on a backend whose enabled is 1 is an unexpected down.",
+		"1 for the backend's admin state (enabled, draining or disabled: set by the admin API, admin.state_file, a fleet-wide change, its agent, or discovery draining it), 0 for the other two. A backend down while enabled has failed; one draining or disabled was set aside.",
 		[]string{"pool", "backend", "state"}, nil)
 	descInFlight = prometheus.NewDesc("sluice_backend_in_flight",
 		"Requests being served by the backend now.", []string{"pool", "backend"}, nil)
