@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -156,6 +157,32 @@ func TestEventsStream(t *testing.T) {
 		if diff := cmp.Diff(e, m.Event); diff != "" {
 			t.Errorf("event (-published +received):\n%s", diff)
 		}
+	})
+	t.Run("every event has the contract's six fields, a reload's too", func(t *testing.T) {
+		s := openStream(t, srv.URL, "/api/v1/events", map[string]string{"Last-Event-ID": "2"})
+		for line := range s.lines {
+			data, ok := strings.CutPrefix(line, "data: ")
+			if !ok {
+				continue
+			}
+			var fields map[string]any
+			if err := json.Unmarshal([]byte(data), &fields); err != nil {
+				t.Fatalf("data %q: %v", data, err)
+			}
+			var keys []string
+			for k := range fields {
+				keys = append(keys, k)
+			}
+			slices.Sort(keys)
+			if diff := cmp.Diff([]string{"backend", "id", "kind", "pool", "reason", "time"}, keys); diff != "" {
+				t.Errorf("event %s: fields (-want +got):\n%s", data, diff)
+			}
+			if fields["pool"] != "" || fields["backend"] != "" {
+				t.Errorf("reload event %s: want pool and backend empty", data)
+			}
+			return
+		}
+		t.Fatal("stream ended before the reload event")
 	})
 	t.Run("bad ids are a 400 that says what to send", func(t *testing.T) {
 		for _, q := range []struct{ path, hdr string }{{"/api/v1/events", "x"}, {"/api/v1/events?last_event_id=-1", ""}} {

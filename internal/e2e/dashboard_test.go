@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,18 +17,26 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
+	"github.com/miekg/dns"
+
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 // TestDashboardInChromium drives the dashboard in headless Chromium against
 // the sluice binary with three backends behind an admin token: the page asks
 // for the token, shows the three healthy, shows one that stopped as
 // unhealthy with the reason, drains another from its button, lists the
-// events as they happen, and, once sluice has stopped, says that nothing it
-// shows is live any more. Screenshots (light, dark, phone, stale) go to the
+// events as they happen, shows the discovery status of a pool found by DNS
+// (what it watches, its members, when it last answered, its last error
+// while the DNS server fails and after it recovers), and, once sluice has
+// stopped, says that nothing it shows is live any more. Screenshots (light, dark, phone, stale) go to the
 // test's temp dir and, with SLUICE_SCREENSHOTS=DIR, to DIR as well.
 func TestDashboardInChromium(t *testing.T) {
 	chrome := needProgram(t, "chromium", "apt-get install chromium")
-	bs := startBackends(t, "one", "two", "three")
+	bs := startBackends(t, "one", "two", "three", "found")
+	dnsSrv := testenv.StartDNS(t)
+	dnsSrv.Set(t, "found.test", dns.TypeA, "found.test. 1 IN A 127.0.0.1")
+	_, foundPort, _ := net.SplitHostPort(bs[3].Addr)
 	dir := t.TempDir()
 	const token = "dashboard-test-token"
 	tokenFile := filepath.Join(dir, "token")
@@ -45,12 +54,15 @@ pools:
       - address: %q
       - address: %q
     health_check: {path: /health, interval: 500ms, timeout: 500ms, healthy_threshold: 1, unhealthy_threshold: 2}
+  - name: found
+    discovery:
+      dns: {name: found.test, type: A, port: %s, resolver: %q, refresh: 500ms}
 admin:
   address: "127.0.0.1:0"
   token_file: %q
 access_log: {format: "off"}
 shutdown_timeout: 5s
-`, bs[0].URL(), bs[1].URL(), bs[2].URL(), tokenFile)
+`, bs[0].URL(), bs[1].URL(), bs[2].URL(), foundPort, dnsSrv.Addr, tokenFile)
 	p, _, addr, admin := runConfig(t, yaml)
 
 	stopTraffic := traffic(t, "http://"+addr)
@@ -70,13 +82,31 @@ shutdown_timeout: 5s
 		r := row(b)
 		return fmt.Sprintf(`!!%s && %s.dataset.state === %q && %s.querySelector(".state").textContent === %q`, r, r, st, r, st)
 	}
-	for _, b := range bs {
+	for _, b := range bs[:3] {
 		pg.waitFor(b.Name+" healthy", stateIs(b, "healthy"))
 	}
 	pg.waitFor("the live indicator", `document.getElementById("live").classList.contains("on") && !document.body.classList.contains("stale")`)
 	pg.waitFor("a request rate in the chart", `document.querySelectorAll("#c-rate path").length > 0 && document.querySelectorAll("#c-lat path").length > 0`)
 	pg.waitFor("the listener with its bound address", `document.getElementById("listeners").textContent.includes(`+strconv.Quote(addr)+`)`)
 	pg.waitFor("the reload status", `document.getElementById("reloadstate").textContent === "config ok"`)
+
+	// The pool found by DNS says where its backends come from: the source,
+	// what it watches, how many it found and when it last answered.
+	disc := `document.querySelector('section[data-pool="found"] .disc li[data-source="dns"]')`
+	pg.waitFor("the DNS discovery status", fmt.Sprintf(`!!%[1]s && %[1]s.dataset.ok === "true" && %[1]s.textContent.includes("dns ok")
+		&& %[1]s.textContent.includes("A found.test at %[2]s") && %[1]s.textContent.includes("1 member") && /refreshed \d+s ago/.test(%[1]s.textContent)`, disc, dnsSrv.Addr))
+	pg.waitFor("the discovered backend, tagged dns", fmt.Sprintf(`(() => { const r = document.querySelector('tr[data-pool="found"][data-backend=%q]'); return !!r && r.querySelector(".tag").textContent === "dns"; })()`, bs[3].URL()))
+	// The DNS server fails: the status turns red with the error, the
+	// backend stays, and a discovery_error event appears.
+	dnsSrv.Fail(dns.RcodeServerFailure)
+	pg.waitFor("the DNS discovery failing", fmt.Sprintf(`!!%[1]s && %[1]s.dataset.ok === "false" && %[1]s.textContent.includes("dns failing")
+		&& /last error \d+s ago: .*SERVFAIL/.test(%[1]s.querySelector(".err.hot").textContent)`, disc))
+	pg.waitFor("its discovery_error event", `[...document.querySelectorAll('#events li[data-kind="discovery_error"]')].some((li) => li.textContent.includes("found"))`)
+	pg.waitFor("the discovered backend kept", fmt.Sprintf(`!!document.querySelector('tr[data-pool="found"][data-backend=%q]')`, bs[3].URL()))
+	// It answers again: ok, the last error kept but no longer red.
+	dnsSrv.Fail(dns.RcodeSuccess)
+	pg.waitFor("the DNS discovery answering again", fmt.Sprintf(`!!%[1]s && %[1]s.dataset.ok === "true" && %[1]s.textContent.includes("dns ok")
+		&& /SERVFAIL/.test(%[1]s.querySelector(".err").textContent) && !%[1]s.querySelector(".err.hot")`, disc))
 
 	// A backend that stops turns unhealthy, with the reason.
 	bs[0].Stop()

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +15,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/miekg/dns"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 // The operator kit in packaging/: a Grafana dashboard and Prometheus alert
@@ -248,13 +252,17 @@ func TestMetricNamesOfPromQL(t *testing.T) {
 	}
 }
 
-// exposedMetricNames runs sluice with a TLS listener and a plain one,
-// sends requests through both (a 200, a 500, one to a pool whose only
-// backend is dead), and returns the names /metrics then exposes: each
-// family's name and, for histograms and summaries, its series' names.
+// exposedMetricNames runs sluice with a TLS listener and a plain one and a
+// pool found by DNS, sends requests through both listeners (a 200, a 500,
+// one to a pool whose only backend is dead), and returns the names
+// /metrics then exposes: each family's name and, for histograms and
+// summaries, its series' names.
 func exposedMetricNames(t *testing.T) map[string]bool {
 	t.Helper()
 	be := startBackend(t, "kit")
+	dnsSrv := testenv.StartDNS(t)
+	dnsSrv.Set(t, "found.test", dns.TypeA, "found.test. 1 IN A 127.0.0.1")
+	_, bePort, _ := net.SplitHostPort(be.Addr)
 	ca := newTestCA(t, "kit CA")
 	dir := t.TempDir()
 	files := ca.issue(t, leafOpts{names: []string{"kit.test"}}).write(t, dir, "site")
@@ -279,11 +287,14 @@ pools:
     backends:
       - address: "http://%s"
     retries: {num_retries: 1}
+  - name: found
+    discovery:
+      dns: {name: found.test, type: A, port: %s, resolver: %q, refresh: 1s}
 admin:
   address: "127.0.0.1:0"
 access_log: {format: "off"}
 shutdown_timeout: 5s
-`, files.Cert, files.Key, be.URL(), deadAddr(t))
+`, files.Cert, files.Key, be.URL(), deadAddr(t), bePort, dnsSrv.Addr)
 	p, _, addr, admin := runConfig(t, yaml)
 	plain := p.waitLog(listenerLine("plain"), 15*time.Second)[1]
 	https := httpsClient(t, addr, clientTLS(ca, "kit.test"), false, true)
@@ -313,7 +324,8 @@ shutdown_timeout: 5s
 	// pass on an empty scrape.
 	var missing []string
 	for _, n := range []string{"sluice_requests_total", "sluice_request_duration_seconds", "sluice_certificate_expiry_seconds",
-		"sluice_tls_handshakes_total", "sluice_backend_up", "sluice_config_last_reload_successful"} {
+		"sluice_tls_handshakes_total", "sluice_backend_up", "sluice_backend_admin_state", "sluice_config_last_reload_successful",
+		"sluice_discovery_errors_total"} {
 		if !names[n] {
 			missing = append(missing, n)
 		}

@@ -53,14 +53,15 @@ func (k Kind) level() slog.Level {
 	return slog.LevelInfo
 }
 
-// Event is one decision. Pool and Backend are empty when the decision is
-// not about one (a reload).
+// Event is one decision. Pool and Backend are "" when the decision is not
+// about one (a reload); they are in the JSON all the same, as the contract
+// gives every event id, time, kind, pool, backend and reason.
 type Event struct {
 	ID      uint64    `json:"id"`
 	Time    time.Time `json:"time"`
 	Kind    Kind      `json:"kind"`
-	Pool    string    `json:"pool,omitempty"`
-	Backend string    `json:"backend,omitempty"`
+	Pool    string    `json:"pool"`
+	Backend string    `json:"backend"`
 	Reason  string    `json:"reason"`
 }
 

@@ -91,6 +91,9 @@ var (
 	descUp = prometheus.NewDesc("sluice_backend_up",
 		"1 when the backend takes new requests (healthy and enabled), else 0.",
 		[]string{"pool", "backend"}, nil)
+	descAdminState = prometheus.NewDesc("sluice_backend_admin_state",
+		"1 for the backend's admin state (enabled, draining or disabled: set by the admin API, admin.state_file, a fleet-wide change, its agent, or discovery draining it), 0 for the other two. A backend down while enabled has failed; one draining or disabled was set aside.",
+		[]string{"pool", "backend", "state"}, nil)
 	descInFlight = prometheus.NewDesc("sluice_backend_in_flight",
 		"Requests being served by the backend now.", []string{"pool", "backend"}, nil)
 	descFailures = prometheus.NewDesc("sluice_backend_failures_total",
@@ -176,7 +179,7 @@ func NewHandler(src Source) http.Handler {
 
 // Describe sends every metric description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRequests, descDuration, descUp, descInFlight, descFailures,
+	for _, d := range []*prometheus.Desc{descRequests, descDuration, descUp, descAdminState, descInFlight, descFailures,
 		descRetries, descQueued, descChecks, descEjections, descConns, descReloads, descLastReload, descDiscovery, descAccessDropped, descHandshakes, descCertExpiry, descH2Errors, descH2Floods, descBuild,
 		descBytesIn, descBytesOut, descListenerDuration, descListenerRequests, descQueueWait, descBudgetExhausted, descTraceSpans,
 		descRateLimited, descStoreErrors, descStoreUp, descRejected, descTCPConns} {
@@ -250,6 +253,16 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 				up = 1
 			}
 			gauge(descUp, up, p.Name, b.Address)
+			// Every state's series, so that a change is seen at once
+			// rather than as a series that goes stale.
+			admin := b.AdminState()
+			for _, a := range adminStates {
+				v := 0.0
+				if a == admin {
+					v = 1
+				}
+				gauge(descAdminState, v, p.Name, b.Address, a.String())
+			}
 			gauge(descInFlight, float64(b.InFlight.Load()), p.Name, b.Address)
 			counter(descFailures, s.Failures.Load(), p.Name, b.Address)
 			counter(descChecks, s.ChecksPassed.Load(), p.Name, b.Address, "success")
@@ -287,6 +300,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	b := c.src.Build()
 	gauge(descBuild, 1, b.Version, b.Revision, b.GoVersion)
 }
+
+// adminStates are the values of sluice_backend_admin_state's state label.
+var adminStates = [...]pool.Admin{pool.Enabled, pool.Draining, pool.Disabled}
 
 // codeClasses are the values of the code_class label, by status / 100 - 1.
 var codeClasses = [5]string{"1xx", "2xx", "3xx", "4xx", "5xx"}

@@ -186,3 +186,51 @@ func TestLayer4Exposition(t *testing.T) {
 		t.Errorf("an http backend has a layer-4 connection counter")
 	}
 }
+
+// TestAdminStateExposition: sluice_backend_up says whether a backend takes
+// requests, sluice_backend_admin_state why not when an operator decided
+// it: one series per state, 1 for the backend's, so that an alert can tell
+// a drained backend from a failed one.
+func TestAdminStateExposition(t *testing.T) {
+	var bs []*pool.Backend
+	for _, a := range []string{"http://127.0.0.1:8081", "http://127.0.0.1:8082", "http://127.0.0.1:8083", "http://127.0.0.1:8084"} {
+		u, _ := url.Parse(a)
+		bs = append(bs, pool.NewBackend(a, u, 1))
+	}
+	p := pool.New("web", roundRobinish{}, bs)
+	p.SetAdmin(bs[1], pool.Draining)
+	p.SetAdmin(bs[2], pool.Disabled)
+	p.SetHealth(bs[3], pool.Unhealthy, time.Time{})
+	srv := httptest.NewServer(NewHandler(&source{pools: []*pool.Pool{p}}))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	text := string(body)
+	for _, want := range []string{
+		`sluice_backend_up{backend="http://127.0.0.1:8081",pool="web"} 1`,
+		`sluice_backend_admin_state{backend="http://127.0.0.1:8081",pool="web",state="enabled"} 1`,
+		`sluice_backend_admin_state{backend="http://127.0.0.1:8081",pool="web",state="draining"} 0`,
+		`sluice_backend_admin_state{backend="http://127.0.0.1:8081",pool="web",state="disabled"} 0`,
+		`sluice_backend_up{backend="http://127.0.0.1:8082",pool="web"} 0`,
+		`sluice_backend_admin_state{backend="http://127.0.0.1:8082",pool="web",state="enabled"} 0`,
+		`sluice_backend_admin_state{backend="http://127.0.0.1:8082",pool="web",state="draining"} 1`,
+		`sluice_backend_up{backend="http://127.0.0.1:8083",pool="web"} 0`,
+		`sluice_backend_admin_state{backend="http://127.0.0.1:8083",pool="web",state="disabled"} 1`,
+		`sluice_backend_admin_state{backend="http://127.0.0.1:8083",pool="web",state="enabled"} 0`,
+		// Failed, not set aside: down, and still enabled.
+		`sluice_backend_up{backend="http://127.0.0.1:8084",pool="web"} 0`,
+		`sluice_backend_admin_state{backend="http://127.0.0.1:8084",pool="web",state="enabled"} 1`,
+		`sluice_backend_admin_state{backend="http://127.0.0.1:8084",pool="web",state="draining"} 0`,
+	} {
+		if !strings.Contains(text, want+"\n") {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("exposition:\n%s", text)
+	}
+}

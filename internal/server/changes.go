@@ -80,7 +80,7 @@ func (s *Server) AddBackend(poolName, address string, weight int) error {
 		return fmt.Errorf("weight %d out of range: use 1 to 1000", weight)
 	}
 	if p.pool.Find(address) != nil {
-		return fmt.Errorf("backend %q already in pool %q: %w", address, poolName, admin.ErrConflict)
+		return alreadyInPool(poolName, address)
 	}
 	if err := s.persist(poolName, address, func(e *state.Entry) {
 		*e = state.Entry{Pool: e.Pool, Address: e.Address, Updated: e.Updated, Added: true, Weight: weight}
@@ -93,11 +93,18 @@ func (s *Server) AddBackend(poolName, address string, weight int) error {
 		b.Source = pool.SourceConfig // back after a removal through the API
 	}
 	if !p.pool.Add(b) {
-		return fmt.Errorf("backend %q already in pool %q: %w", address, poolName, admin.ErrConflict)
+		return alreadyInPool(poolName, address)
 	}
 	s.events.Backend(events.Added, poolName, b, fmt.Sprintf("%s, weight %d", s.byAPI(), weight))
 	p.checker.Kick()
 	return nil
+}
+
+// alreadyInPool is AddBackend's conflict: the answer says what to call
+// instead.
+func alreadyInPool(poolName, address string) error {
+	return fmt.Errorf("backend %q is already in pool %q: change its weight (POST .../weight) or state (drain, enable, disable) instead, or remove it (DELETE) and add it once it has gone: %w",
+		address, poolName, admin.ErrConflict)
 }
 
 // RemoveBackend drains a backend, then removes it once its requests in
