@@ -46,7 +46,7 @@ func TestProcessUpgradeUnderLoad(t *testing.T) {
 	cfgFile := filepath.Join(dir, "sluice.yaml")
 	yaml := withEngineYAML(fmt.Sprintf("listeners:\n  - name: public\n    address: \"127.0.0.1:0\"\n    pool: web\n"+
 		"pools:\n  - name: web\n    backends:\n      - address: %q\n      - address: %q\n"+
-		"admin:\n  address: \"127.0.0.1:0\"\naccess_log: {format: off}\nshutdown_timeout: 10s\n", bs[0].URL(), bs[1].URL()))
+		"admin:\n  address: \"127.0.0.1:0\"\naccess_log: {format: off}\nshutdown_timeout: 90s\n", bs[0].URL(), bs[1].URL()))
 	if err := os.WriteFile(cfgFile, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,9 @@ func TestProcessUpgradeUnderLoad(t *testing.T) {
 	}
 	defer stop()
 	// A WebSocket on each old process keeps it draining until the test
-	// closes it (shutdown_timeout is 10s).
+	// closes it. shutdown_timeout (90s) must outlast the whole double
+	// upgrade on a loaded machine, or the old process rightly closes the
+	// WebSocket at its end; the test never waits for it.
 	wctx, wcancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer wcancel()
 	dialWS := func() *websocket.Conn {
