@@ -32,8 +32,10 @@ func (c *h1conn) deliver(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backe
 	head := uc.buf[uc.r : uc.r+n]
 	uc.r += n
 	mode := c.responseMode(rh)
-	if q.websocket || c.e.shutting.Load() {
-		q.closeAfter = true // no upgrade happened: the guard's rule, as in the net/http codec
+	if q.websocket || c.e.shutting.Load() || q.body.unsent() {
+		// No upgrade happened (the guard's rule, as in the net/http
+		// codec), or the client holds a body it was never asked for.
+		q.closeAfter = true
 	}
 	if q.body.running {
 		select {
@@ -75,7 +77,7 @@ func (c *h1conn) deliver(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backe
 		res.Err = rerr
 		q.abort = true
 		uc.nc.Close()
-	case rh.Close || mode == outChunkEncode || mode == outRaw || q.body.running || q.body.unsent:
+	case rh.Close || mode == outChunkEncode || mode == outRaw || q.body.running || q.body.unsent():
 		uc.nc.Close()
 	default:
 		uc.release()

@@ -100,7 +100,7 @@ func (c *h1conn) handle() bool {
 
 	q.rec.Status = c.serveRequest(&q.rec.Result)
 	c.finish()
-	if q.body.unsent && !q.abort {
+	if q.body.unsent() && !q.abort {
 		// The client may be sending the body it was never asked for: read
 		// it away for a moment so that closing does not reset the answer.
 		c.linger()

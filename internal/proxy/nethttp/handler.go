@@ -72,10 +72,9 @@ type httpAttempt struct {
 	body   *trackedBody
 	info   *pool.PickInfo
 	tls    bool
-	upType string        // "websocket" when the client asked to upgrade
-	grpc   bool          // a gRPC call: sluice's own failures are gRPC statuses
-	gate   *continueGate // Expect: 100-continue: the body waits for the backend
-	abort  bool          // the response was cut short: reset the client connection
+	upType string // "websocket" when the client asked to upgrade
+	grpc   bool   // a gRPC call: sluice's own failures are gRPC statuses
+	abort  bool   // the response was cut short: reset the client connection
 	rec    proxy.Record
 	// timed: the access log is on, so attempts measure their upstream
 	// connect time and time to the response head.
@@ -117,7 +116,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rec.Result, rec.Status = a.serve(l, &info)
 	if a.body != nil {
-		rec.BytesIn += a.body.sent.Load()
+		rec.BytesIn += a.body.sent()
 	}
 	l.Finish(rec)
 	if a.abort {
@@ -271,14 +270,25 @@ func (a *httpAttempt) buildOutbound(l *proxy.Listener, peer netip.Addr, path str
 		if r.ProtoMajor >= 2 && r.ContentLength > 0 {
 			body = &endCheckedBody{r: body, left: r.ContentLength}
 		}
-		if r.ProtoMajor == 1 && strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
-			a.gate = newContinueGate(body)
-			body = a.gate
-		}
-		a.body = &trackedBody{r: body, max: l.Limits.MaxBodyBytes, keep: a.idempotent()}
-		out.Body = a.body
+		out.Body = nil // each attempt reads it through its own (outFor)
+		a.body = &trackedBody{r: body, max: l.Limits.MaxBodyBytes, keep: a.idempotent(),
+			expect: r.ProtoMajor == 1 && strings.EqualFold(r.Header.Get("Expect"), "100-continue")}
 	}
 	a.out = out
+}
+
+// outFor returns the request of one attempt on b, with a URL and a body of
+// its own: the Transport may still read the previous attempt's after
+// RoundTrip returned.
+func (a *httpAttempt) outFor(ctx context.Context, b *pool.Backend, body *attemptBody) *http.Request {
+	out := a.out.WithContext(ctx)
+	u := *a.out.URL
+	u.Scheme, u.Host = b.URL.Scheme, b.Host
+	out.URL = &u
+	if body != nil {
+		out.Body = body
+	}
+	return out
 }
 
 // Replayable: an idempotent request (by method, or because it carries an
@@ -302,10 +312,6 @@ func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) 
 	var timer *time.Timer
 	if d := a.t.Timeouts.ResponseHeader; d > 0 {
 		timer = time.AfterFunc(d, func() { cancel(proxy.ErrHeaderTimeout) })
-	}
-	a.out.URL.Scheme, a.out.URL.Host = b.URL.Scheme, b.Host
-	if a.body != nil {
-		a.body.rewind() // a retry sends the body again from its first byte
 	}
 	if a.body != nil {
 		// http.Transport waits for its body writer, which may be blocked
@@ -331,18 +337,23 @@ func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) 
 	if a.t.Upstream.ProxyHeader != 0 {
 		rctx = withClient(rctx, a.r)
 	}
-	if a.gate != nil {
-		rctx = a.gate.trace(actx)
+	var body *attemptBody
+	if a.body != nil {
+		body = a.body.attempt() // from the body's first byte
+	}
+	gate := body.continueGate()
+	if gate != nil {
+		rctx = gate.trace(rctx)
 	}
 	if a.timed {
 		rctx = a.timing.Trace(rctx)
 	}
-	resp, err := tr.RoundTrip(a.out.WithContext(rctx))
+	resp, err := tr.RoundTrip(a.outFor(rctx, b, body))
 	if err == nil && a.timed {
 		a.timing.Headed()
 	}
-	if a.gate != nil {
-		a.gate.shut() // a final answer came first: the body stays with the client
+	if gate != nil {
+		gate.shut() // a final answer came first: the body stays with the client
 	}
 	if timer != nil && !timer.Stop() && err == nil {
 		// The timer fired just as the header arrived: the context is
@@ -380,8 +391,7 @@ func (a *httpAttempt) classify(err error, actx context.Context) proxy.Outcome {
 	if cause := context.Cause(actx); cause == proxy.ErrHeaderTimeout || cause == proxy.ErrRequestTimeout {
 		return proxy.Outcome{Class: proxy.Timeout, Err: cause}
 	}
-	if a.body != nil && a.body.err != nil {
-		berr := a.body.err
+	if berr := a.bodyErr(); berr != nil {
 		var ee interface{ StatusCode() int }
 		var ne net.Error
 		switch {
@@ -411,6 +421,14 @@ func (a *httpAttempt) classify(err error, actx context.Context) proxy.Outcome {
 		return proxy.Outcome{Class: proxy.ConnectFailure, Err: err}
 	}
 	return proxy.Outcome{Class: proxy.Reset, Err: err}
+}
+
+// bodyErr is the error reading the client's body, if any.
+func (a *httpAttempt) bodyErr() error {
+	if a.body == nil {
+		return nil
+	}
+	return a.body.readErr()
 }
 
 // deliver streams the backend's response to the client.
