@@ -43,7 +43,9 @@ func rbSum(req *http.Request, w *bufio.Writer) bool {
 	return true
 }
 
-func rbWant(body []byte) string { return fmt.Sprintf("len=%d sha256=%x", len(body), sha256.Sum256(body)) }
+func rbWant(body []byte) string {
+	return fmt.Sprintf("len=%d sha256=%x", len(body), sha256.Sum256(body))
+}
 
 func rbBody(n int) []byte {
 	b := make([]byte, n)
