@@ -33,16 +33,18 @@ func (c *Conn) LocalAddr() net.Addr { return c.local }
 // NetConn returns the connection beneath, as tls.Conn's NetConn does.
 func (c *Conn) NetConn() net.Conn { return c.Conn }
 
-// TCP returns the *net.TCPConn of c when c is one or a Conn over one, so
-// that a codec may splice(2) or peek at the socket; nil otherwise (TLS,
-// other wrappers).
+// TCP returns the *net.TCPConn of c when c is one, a Conn over one, or a
+// wrapper that leaves the socket's bytes alone and names it with a method
+// TCP() *net.TCPConn (netlimit.Conn), so that a codec may splice(2) or peek
+// at the socket; nil otherwise (TLS, wrappers that read ahead).
 func TCP(c net.Conn) *net.TCPConn {
 	switch v := c.(type) {
 	case *net.TCPConn:
 		return v
 	case *Conn:
-		tc, _ := v.Conn.(*net.TCPConn)
-		return tc
+		return TCP(v.Conn)
+	case interface{ TCP() *net.TCPConn }:
+		return v.TCP()
 	}
 	return nil
 }

@@ -15,13 +15,13 @@ import (
 
 	"github.com/quic-go/quic-go/http3"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/netutil"
 
 	"github.com/sluice-lb/sluice/internal/balance"
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/edge"
 	"github.com/sluice-lb/sluice/internal/h2guard"
 	"github.com/sluice-lb/sluice/internal/health"
+	"github.com/sluice-lb/sluice/internal/netlimit"
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/proxy"
 	"github.com/sluice-lb/sluice/internal/proxy/h1"
@@ -374,7 +374,7 @@ func (l *listener) serve(s *Server) {
 	if n := lim.MaxConnections; n > 0 {
 		// Like HAProxy's maxconn: past the limit, connections wait in the
 		// kernel's accept queue instead of being accepted.
-		ln = netutil.LimitListener(ln, n)
+		ln = netlimit.NewListener(ln, n)
 	}
 	if l.tls != nil || l.cfg.H2C || l.cfg.ProxyProtocol {
 		h2, base := l.h2Server(s)

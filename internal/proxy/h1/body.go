@@ -33,11 +33,7 @@ type h1body struct {
 	sent100  bool
 	// deferred: Expect: 100-continue and nothing of the body arrived; the
 	// backend decides whether the client sends it (see exchange).
-	deferred bool
-	// unsent: the backend answered a deferred body with a final response;
-	// the client never sent it, so neither connection can carry another
-	// request.
-	unsent    bool
+	deferred  bool
 	streaming bool // a writer took over the rest
 	running   bool // the writer has not reported yet
 	consumed  bool // the body was read to its end
@@ -57,7 +53,18 @@ func (b *h1body) init(h *edge.Head) {
 	}
 }
 
-func (b *h1body) replayable() bool { return b.kind == bodyNone || b.complete }
+// unsent reports a deferred body that no backend asked for: the client
+// never sent it (unless it does so unasked), so after a final answer
+// neither connection carries another request. A retry may still send it
+// (see replayable).
+func (b *h1body) unsent() bool { return b.deferred && !b.sent100 }
+
+// replayable reports whether another attempt can send the body whole: it
+// is held whole, or it is a deferred body the client was not told to send
+// yet (the next backend decides again).
+func (b *h1body) replayable() bool {
+	return b.kind == bodyNone || b.complete || b.deferred && !b.sent100 && !b.running
+}
 
 // sent returns the body bytes read from the client to pass on (content
 // bytes: a chunked body's framing is not counted). Call it once no writer

@@ -32,8 +32,10 @@ func (c *h1conn) deliver(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backe
 	head := uc.buf[uc.r : uc.r+n]
 	uc.r += n
 	mode := c.responseMode(rh)
-	if q.websocket || c.e.shutting.Load() {
-		q.closeAfter = true // no upgrade happened: the guard's rule, as in the net/http codec
+	if q.websocket || c.e.shutting.Load() || q.body.unsent() {
+		// No upgrade happened (the guard's rule, as in the net/http
+		// codec), or the client holds a body it was never asked for.
+		q.closeAfter = true
 	}
 	if q.body.running {
 		select {
@@ -75,7 +77,7 @@ func (c *h1conn) deliver(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backe
 		res.Err = rerr
 		q.abort = true
 		uc.nc.Close()
-	case rh.Close || mode == outChunkEncode || mode == outRaw || q.body.running || q.body.unsent:
+	case rh.Close || mode == outChunkEncode || mode == outRaw || q.body.running || q.body.unsent():
 		uc.nc.Close()
 	default:
 		uc.release()
@@ -137,16 +139,22 @@ func (c *h1conn) appendResponseHead(o, head []byte, rh *edge.ResponseHead, mode 
 			o = append(o, "\r\n"...)
 		}
 	}
-	if mode == outChunked || mode == outChunkEncode {
+	return q.appendHeadEnd(o, mode == outChunked || mode == outChunkEncode, q.closeAfter)
+}
+
+// appendHeadEnd ends a response head: Transfer-Encoding when the body is
+// chunked, the Connection field the client needs (close, or keep-alive for
+// HTTP/1.0) and the empty line.
+func (q *h1req) appendHeadEnd(o []byte, chunked, closeConn bool) []byte {
+	if chunked {
 		o = append(o, "Transfer-Encoding: chunked\r\n"...)
 	}
-	if q.closeAfter {
+	if closeConn {
 		o = append(o, "Connection: close\r\n"...)
 	} else if q.head.Minor == 0 {
 		o = append(o, "Connection: keep-alive\r\n"...)
 	}
-	o = append(o, "\r\n"...)
-	return o
+	return append(o, "\r\n"...)
 }
 
 // appendResponseFields appends the fields of a response head that go on to

@@ -75,7 +75,7 @@ func (c *h1conn) exchange(uc *upConn, b *pool.Backend, canRetry bool) (proxy.Out
 	uc.nc.SetDeadline(dl)
 	if err := c.writeRequest(uc, b); err != nil {
 		uc.nc.Close()
-		if uc.reused && !q.body.streaming && c.Replayable() {
+		if uc.reused && c.Replayable() {
 			return proxy.Outcome{}, true
 		}
 		c.endStream(uc, true)
@@ -91,11 +91,6 @@ func (c *h1conn) exchange(uc *upConn, b *pool.Backend, canRetry bool) (proxy.Out
 	}
 	q.header = time.Since(start)
 	b.Stats.ObserveLatency(q.header)
-	if q.body.deferred && !q.body.sent100 {
-		// The backend answered without asking for the body: the client
-		// never sends it, so neither connection carries another request.
-		q.body.unsent, q.closeAfter = true, true
-	}
 	if rh.Status == 101 {
 		return c.tunnel(uc, &rh, n, b), false
 	}
@@ -230,7 +225,7 @@ func (c *h1conn) writeRequest(uc *upConn, b *pool.Backend) error {
 // connection can be reused, or closes the connection.
 func (c *h1conn) discardResponse(uc *upConn, rh *edge.ResponseHead) {
 	switch {
-	case rh.Close || c.req.body.unsent || c.req.body.running || c.req.body.deferred:
+	case rh.Close || c.req.body.running || c.req.body.deferred:
 	case edge.NoBody(c.req.isHead, rh.Status):
 		uc.release()
 		return

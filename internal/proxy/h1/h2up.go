@@ -249,15 +249,7 @@ func (c *h1conn) deliverH2(resp *http.Response, b *pool.Backend) proxy.Outcome {
 			o = appendField(o, "Set-Cookie", v)
 		}
 	}
-	if chunked {
-		o = append(o, "Transfer-Encoding: chunked\r\n"...)
-	}
-	if q.closeAfter {
-		o = append(o, "Connection: close\r\n"...)
-	} else if q.head.Minor == 0 {
-		o = append(o, "Connection: keep-alive\r\n"...)
-	}
-	o = append(o, "\r\n"...)
+	o = q.appendHeadEnd(o, chunked, q.closeAfter)
 	c.out = o
 	res := proxy.Outcome{Class: proxy.Done, Status: resp.StatusCode}
 	if _, err := c.nc.Write(o); err != nil {

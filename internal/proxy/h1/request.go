@@ -100,7 +100,7 @@ func (c *h1conn) handle() bool {
 
 	q.rec.Status = c.serveRequest(&q.rec.Result)
 	c.finish()
-	if q.body.unsent && !q.abort {
+	if q.body.unsent() && !q.abort {
 		// The client may be sending the body it was never asked for: read
 		// it away for a moment so that closing does not reset the answer.
 		c.linger()
@@ -395,12 +395,7 @@ func (c *h1conn) answerChallenge(keyAuth string) int {
 	o = strconv.AppendInt(o, int64(len(keyAuth)), 10)
 	o = append(o, "\r\nX-Request-Id: "...)
 	o = append(o, q.id...)
-	if closeConn {
-		o = append(o, "\r\nConnection: close"...)
-	} else if q.head.Minor == 0 {
-		o = append(o, "\r\nConnection: keep-alive"...)
-	}
-	o = append(o, "\r\n\r\n"...)
+	o = q.appendHeadEnd(append(o, "\r\n"...), false, closeConn)
 	if !q.isHead {
 		o = append(o, keyAuth...)
 		q.rec.Bytes = int64(len(keyAuth))
@@ -418,12 +413,7 @@ func (c *h1conn) answerOptions() int {
 	closeConn := q.closeAfter || !c.discardBody() || c.e.shutting.Load()
 	o := append(c.out[:0], "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Request-Id: "...)
 	o = append(o, q.id...)
-	if closeConn {
-		o = append(o, "\r\nConnection: close"...)
-	} else if q.head.Minor == 0 {
-		o = append(o, "\r\nConnection: keep-alive"...)
-	}
-	o = append(o, "\r\n\r\n"...)
+	o = q.appendHeadEnd(append(o, "\r\n"...), false, closeConn)
 	c.out = o
 	if _, err := c.nc.Write(o); err != nil || closeConn {
 		q.closeAfter = true

@@ -1,45 +1,117 @@
 package nethttp
 
 import (
+	"errors"
 	"io"
-	"sync/atomic"
+	"sync"
 
 	"github.com/sluice-lb/sluice/internal/proxy"
 )
 
-// trackedBody wraps the client's request body on its way to a backend. It
-// remembers the first read error (which tells a client error from a backend
-// error), enforces max_body_bytes on bodies of unknown length, and, when
-// keep is set, keeps what it read (up to proxy.ReplayMax) so that rewind can serve
-// it again to the next backend. Close is a no-op: the server owns the
-// client's body, and a failed attempt must not close it.
+// trackedBody is the client's request body as the attempts of one request
+// share it. It remembers the first read error (which tells a client error
+// from a backend error), enforces max_body_bytes on bodies of unknown
+// length, and, when keep is set, keeps what it read (up to
+// proxy.ReplayMax) so that a retry can send it again.
+//
+// Each attempt reads it through an attemptBody of its own (see attempt):
+// http.Transport may go on reading an attempt's body on a goroutine of its
+// own after RoundTrip has returned (a backend that answered before reading
+// all of it), so nothing an attempt reads with is shared unguarded. One
+// attempt at a time reads from the client (rd), what the attempts share is
+// guarded by mu, and an attempt that a newer one replaced reads nothing
+// more: the client's bytes go to one backend, in order.
 type trackedBody struct {
-	r   io.ReadCloser
-	n   int64 // bytes read from the client so far
-	max int64
-	err error
-	// sent is n for the handler, which may read it while the Transport
-	// still reads the body on a goroutine of its own.
-	sent atomic.Int64
+	r      io.ReadCloser
+	max    int64
+	keep   bool
+	expect bool // Expect: 100-continue over HTTP/1.1: the backend decides
 
-	keep     bool
+	rd sync.Mutex // held by the attempt reading from the client
+
+	mu       sync.Mutex // guards what follows
+	n        int64      // bytes read from the client so far
+	err      error
 	kept     []byte // the first n bytes, while n ≤ proxy.ReplayMax
 	overflow bool   // more than proxy.ReplayMax was read: no replay
-	pos      int    // replay position in kept
+	// invited: the client's body was read from, so net/http's server has
+	// told the client "100 Continue"; the attempts after do not wait for
+	// the backend's.
+	invited bool
+	cur     *attemptBody // the attempt that may read
 }
 
-func (b *trackedBody) Read(p []byte) (int, error) {
-	if b.pos < len(b.kept) {
-		n := copy(p, b.kept[b.pos:])
-		b.pos += n
+// attemptBody is the body of one attempt. Only the goroutine that the
+// Transport reads it on touches pos.
+type attemptBody struct {
+	b    *trackedBody
+	pos  int64
+	gate *continueGate // nil: the body is not held back
+}
+
+var (
+	errSuperseded    = errors.New("a newer attempt took over the request body")
+	errReplayOverrun = errors.New("the request body went past the replay buffer while a retry began")
+)
+
+// attempt returns the body of the next attempt, which sends the client's
+// body from its first byte; the previous attempt's reads nothing more. The
+// body of an Expect: 100-continue request that the client has not been
+// told to send waits for this attempt's backend (see continueGate).
+func (b *trackedBody) attempt() *attemptBody {
+	v := &attemptBody{b: b}
+	b.mu.Lock()
+	b.cur = v
+	if b.expect && !b.invited {
+		v.gate = newContinueGate()
+	}
+	b.mu.Unlock()
+	return v
+}
+
+// continueGate is the gate the attempt's body waits behind (nil: none).
+func (v *attemptBody) continueGate() *continueGate {
+	if v == nil {
+		return nil
+	}
+	return v.gate
+}
+
+func (v *attemptBody) Read(p []byte) (int, error) {
+	if v.gate != nil && !v.gate.wait() {
+		// This attempt's backend answered without asking for the body: it
+		// stays with the client, and another attempt may still send it.
+		return 0, errContinueRefused
+	}
+	b := v.b
+	b.rd.Lock()
+	defer b.rd.Unlock()
+	b.mu.Lock()
+	switch {
+	case b.cur != v:
+		b.mu.Unlock()
+		return 0, errSuperseded
+	case v.pos < b.n && b.overflow:
+		b.mu.Unlock()
+		return 0, errReplayOverrun
+	case v.pos < b.n:
+		n := copy(p, b.kept[v.pos:])
+		v.pos += int64(n)
+		b.mu.Unlock()
 		return n, nil
+	case b.err != nil:
+		err := b.err
+		b.mu.Unlock()
+		return 0, err
 	}
-	if b.err != nil {
-		return 0, b.err
-	}
+	b.invited = true
+	b.mu.Unlock()
+
 	n, err := b.r.Read(p)
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.n += int64(n)
-	b.sent.Add(int64(n))
+	v.pos = b.n
 	if b.max > 0 && b.n > b.max {
 		b.err = proxy.ErrBodyTooLarge
 		return 0, b.err
@@ -47,7 +119,6 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 	if b.keep && !b.overflow {
 		if b.n <= proxy.ReplayMax {
 			b.kept = append(b.kept, p[:n]...)
-			b.pos = len(b.kept)
 		} else {
 			b.overflow, b.kept = true, nil
 		}
@@ -58,10 +129,27 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *trackedBody) Close() error { return nil }
+// Close is a no-op: the server owns the client's body, and a failed attempt
+// must not close it.
+func (v *attemptBody) Close() error { return nil }
 
-// replayable reports whether everything read so far can be served again.
-func (b *trackedBody) replayable() bool { return b.keep && !b.overflow && b.err == nil }
+// replayable reports whether everything read so far can be sent again.
+func (b *trackedBody) replayable() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.keep && !b.overflow && b.err == nil
+}
 
-// rewind makes the next Read start again from the first byte.
-func (b *trackedBody) rewind() { b.pos = 0 }
+// readErr is the first error reading the client's body (nil: none yet).
+func (b *trackedBody) readErr() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
+
+// sent is the bytes read from the client so far.
+func (b *trackedBody) sent() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.n
+}

@@ -93,7 +93,7 @@ func newTransport(u *proxy.Upstream) *transport {
 		MaxIdleConns:           0, // no global cap; per host below
 		MaxIdleConnsPerHost:    1024,
 		IdleConnTimeout:        t.Idle,
-		ExpectContinueTimeout:  time.Second,
+		ExpectContinueTimeout:  expectWait,
 		DisableCompression:     true,
 		ForceAttemptHTTP2:      false,
 		ReadBufferSize:         32 << 10,

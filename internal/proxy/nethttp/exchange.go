@@ -1,0 +1,258 @@
+package nethttp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/proxy"
+)
+
+// outFor returns the request of one attempt on b, with a URL and a body of
+// its own: the Transport may still read the previous attempt's after
+// RoundTrip returned.
+func (a *httpAttempt) outFor(ctx context.Context, b *pool.Backend, body *attemptBody) *http.Request {
+	out := a.out.WithContext(ctx)
+	u := *a.out.URL
+	u.Scheme, u.Host = b.URL.Scheme, b.Host
+	out.URL = &u
+	if body != nil {
+		out.Body = body
+	}
+	return out
+}
+
+// Send is one attempt on b through the pool's http.Transport.
+func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) (o proxy.Outcome) {
+	if a.timed {
+		defer a.timing.Fill(&o)
+	}
+	tr := roundTripper(a.t.Upstream)
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var timer *time.Timer
+	if d := a.t.Timeouts.ResponseHeader; d > 0 {
+		timer = time.AfterFunc(d, func() { cancel(proxy.ErrHeaderTimeout) })
+	}
+	if a.body != nil {
+		defer a.unblockBodyOnTimeout(actx)()
+	}
+	start := time.Now()
+	rctx := actx
+	if a.t.Upstream.ProxyHeader != 0 {
+		rctx = withClient(rctx, a.r)
+	}
+	var body *attemptBody
+	if a.body != nil {
+		body = a.body.attempt() // from the body's first byte
+	}
+	gate := body.continueGate()
+	if gate != nil {
+		rctx = gate.trace(rctx)
+	}
+	if a.timed {
+		rctx = a.timing.Trace(rctx)
+	}
+	resp, err := tr.RoundTrip(a.outFor(rctx, b, body))
+	if err == nil && a.timed {
+		a.timing.Headed()
+	}
+	if gate != nil {
+		gate.shut() // a final answer came first: the body stays with the client
+	}
+	if timer != nil && !timer.Stop() && err == nil {
+		// The timer fired just as the header arrived: the context is
+		// cancelled, so the body would break off mid-way. Count it as the
+		// timeout it is, before anything reaches the client.
+		resp.Body.Close()
+		return proxy.Outcome{Class: proxy.Timeout, Err: proxy.ErrHeaderTimeout}
+	}
+	if err != nil {
+		return a.classify(err, actx)
+	}
+	if resp.StatusCode < 100 || resp.StatusCode > 599 {
+		// net/http reads any three digits; a status outside 100–599 cannot
+		// be relayed (net/http's server would refuse to write it) and says
+		// the backend is not speaking HTTP as asked.
+		resp.Body.Close()
+		return proxy.Outcome{Class: proxy.Reset, Err: fmt.Errorf("backend answered with status %d, outside 100-599", resp.StatusCode)}
+	}
+	b.Stats.ObserveLatency(time.Since(start))
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return a.tunnel(resp, b)
+	}
+	retryAfter := proxy.ParseRetryAfter(resp.Header.Get("Retry-After"))
+	if a.t.RetryOnStatus(resp.StatusCode, retryAfter, a, canRetry) {
+		io.CopyN(io.Discard, resp.Body, 4<<10)
+		resp.Body.Close()
+		return proxy.Outcome{Class: proxy.RetryStatus, Status: resp.StatusCode, RetryAfter: retryAfter}
+	}
+	return a.deliver(resp, b)
+}
+
+// unblockBodyOnTimeout makes sluice's timeouts (actx's causes) end a read
+// of the client's body: http.Transport waits for its body writer, which may
+// be blocked reading a stalled client. The returned stop waits for the
+// callback if it started, so that it never touches the ResponseWriter
+// after the handler has returned (x/net's HTTP/2 writer is gone by then).
+func (a *httpAttempt) unblockBodyOnTimeout(actx context.Context) (stop func()) {
+	ran := make(chan struct{})
+	cancel := context.AfterFunc(actx, func() {
+		defer close(ran)
+		if c := context.Cause(actx); c == proxy.ErrHeaderTimeout || c == proxy.ErrRequestTimeout {
+			http.NewResponseController(a.w).SetReadDeadline(time.Now())
+		}
+	})
+	return func() {
+		if !cancel() {
+			<-ran
+		}
+	}
+}
+
+// classify turns a RoundTrip error into an proxy.Outcome.
+func (a *httpAttempt) classify(err error, actx context.Context) proxy.Outcome {
+	// sluice's own timeouts first: they may also have broken the body read.
+	if cause := context.Cause(actx); cause == proxy.ErrHeaderTimeout || cause == proxy.ErrRequestTimeout {
+		return proxy.Outcome{Class: proxy.Timeout, Err: cause}
+	}
+	if berr := a.bodyErr(); berr != nil {
+		var ee interface{ StatusCode() int }
+		var ne net.Error
+		switch {
+		case errors.Is(berr, proxy.ErrBodyTooLarge):
+			return proxy.Outcome{Class: proxy.ClientError, Status: http.StatusRequestEntityTooLarge, Err: berr}
+		case errors.As(berr, &ne) && ne.Timeout():
+			// The client sent its body too slowly (timeouts.read).
+			return proxy.Outcome{Class: proxy.ClientError, Status: http.StatusRequestTimeout, Err: berr}
+		case errors.As(berr, &ee):
+			return proxy.Outcome{Class: proxy.ClientError, Status: ee.StatusCode(), Err: berr}
+		}
+		if g := guardFrom(a.r.Context()); g != nil {
+			if s, _, ok := g.Rejection(); ok {
+				return proxy.Outcome{Class: proxy.ClientError, Status: s, Err: berr}
+			}
+		}
+		if errors.Is(berr, io.ErrUnexpectedEOF) || a.r.Context().Err() != nil {
+			return proxy.Outcome{Class: proxy.ClientGone, Err: berr}
+		}
+		return proxy.Outcome{Class: proxy.ClientError, Status: http.StatusBadRequest, Err: berr}
+	}
+	if a.r.Context().Err() != nil {
+		return proxy.Outcome{Class: proxy.ClientGone, Err: err}
+	}
+	var de *proxy.DialError
+	if errors.As(err, &de) {
+		return proxy.Outcome{Class: proxy.ConnectFailure, Err: err}
+	}
+	return proxy.Outcome{Class: proxy.Reset, Err: err}
+}
+
+// bodyErr is the error reading the client's body, if any.
+func (a *httpAttempt) bodyErr() error {
+	if a.body == nil {
+		return nil
+	}
+	return a.body.readErr()
+}
+
+// deliver streams the backend's response to the client.
+func (a *httpAttempt) deliver(resp *http.Response, b *pool.Backend) proxy.Outcome {
+	defer resp.Body.Close()
+	if a.upType != "" {
+		// The guard stopped parsing after the upgrade request; since no
+		// upgrade happened, this connection must not be reused.
+		a.w.Header().Set("Connection", "close")
+	}
+	removeHopHeaders(resp.Header)
+	a.t.TakeLoadHeader(b, resp.Header)
+	hdr := a.w.Header()
+	for k, vv := range resp.Header {
+		hdr[k] = vv
+	}
+	var announced []string
+	if n := len(resp.Trailer); n > 0 {
+		announced = make([]string, 0, n)
+		for k := range resp.Trailer {
+			announced = append(announced, k)
+		}
+		hdr["Trailer"] = announced
+		// Trailers need a chunked body towards an HTTP/1.1 client; an
+		// HTTP/2 backend may send Content-Length beside them.
+		delete(hdr, "Content-Length")
+	}
+	hdr.Set("X-Request-Id", a.id)
+	a.altSvc(hdr)
+	if st := a.t.Sticky; st != nil && a.info.Preferred != b {
+		if v := st.CookieValue(a.t.Pool, b, a.tls); v != "" {
+			hdr.Add("Set-Cookie", v)
+		}
+	}
+	a.w.WriteHeader(resp.StatusCode)
+	flush := resp.ContentLength == -1 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	n, rerr, werr := copyBody(a.w, resp.Body, flush)
+	a.rec.Bytes = n
+	o := proxy.Outcome{Class: proxy.Done, Status: resp.StatusCode}
+	switch {
+	case werr != nil:
+		o.Err = werr // the client went away; nothing more to do
+	case rerr != nil && a.grpc && a.r.ProtoMajor >= 2:
+		o.Err = rerr
+		grpcBroken(hdr, resp.Trailer, rerr)
+	case rerr != nil:
+		o.Err = rerr
+		a.abort = true
+	default:
+		// Trailers known when the header went out were announced; any the
+		// backend added later go out with net/http's TrailerPrefix.
+		for k, vv := range resp.Trailer {
+			if slices.Contains(announced, k) {
+				hdr[k] = vv
+			} else {
+				hdr[http.TrailerPrefix+k] = vv
+			}
+		}
+	}
+	return o
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyBody copies src to w, flushing after every write when flush is set
+// (streams, server-sent events). It reports read and write errors apart.
+func copyBody(w http.ResponseWriter, src io.Reader, flush bool) (n int64, rerr, werr error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	f, _ := w.(http.Flusher)
+	if !flush {
+		f = nil
+	}
+	for {
+		nr, err := src.Read(buf)
+		if nr > 0 {
+			nw, ew := w.Write(buf[:nr])
+			n += int64(nw)
+			if ew != nil {
+				return n, nil, ew
+			}
+			if f != nil {
+				f.Flush()
+			}
+		}
+		if err == io.EOF {
+			return n, nil, nil
+		}
+		if err != nil {
+			return n, err, nil
+		}
+	}
+}
