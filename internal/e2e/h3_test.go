@@ -13,13 +13,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -437,70 +435,4 @@ func TestHTTP3GOAWAY(t *testing.T) {
 			<-stopped
 		})
 	}
-}
-
-// TestProcessUpgradeHTTP3 upgrades a sluice serving HTTP/3 with SIGUSR2:
-// the new process takes the UDP socket over (it could not bind the port
-// while the old one holds it); the response the old process holds
-// through the upgrade ends complete, and new HTTP/3 connections are the
-// new process's once the old one has exited. (While the old process
-// drains, both read the one socket, and a new connection's packets may
-// reach the one that no longer accepts: see docs/http2.md.)
-func TestProcessUpgradeHTTP3(t *testing.T) {
-	t.Parallel()
-	needBinary(t)
-	dir := t.TempDir()
-	be := startBackend(t, "b1")
-	held := startHeldBackend(t)
-	ca := newTestCA(t, "e2e CA")
-	cert := ca.issue(t, leafOpts{names: []string{"a.test"}}).write(t, dir, "site")
-	cfgFile := filepath.Join(dir, "sluice.yaml")
-	writeFileAtomic(t, cfgFile, []byte(withEngineYAML(h3YAML(cert, be.URL(), held.URL, ""))))
-	pidfile := filepath.Join(dir, "sluice.pid")
-	logFile := filepath.Join(dir, "stderr")
-	p := startDetached(t, binary, logFile, nil, "run", "-config", cfgFile, "-pidfile", pidfile)
-	logs := func() string { b, _ := os.ReadFile(logFile); return string(b) }
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- the sluice processes' log ---\n%s", logs())
-		}
-	})
-	addr := waitFor(t, logs, listenerLine("public"))[1]
-	pid1 := waitPID(t, pidfile, 0)
-	fresh := func(what string) {
-		t.Helper()
-		c := newH3Client(t, addr, ca) // a new QUIC connection
-		resp, err := c.Get("https://a.test/")
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || resp.ProtoMajor != 3 {
-			t.Fatalf("%s: %s %d, want HTTP/3 200", what, resp.Proto, resp.StatusCode)
-		}
-		c.tr.Close()
-	}
-	fresh("before the upgrade")
-	// A request the old process holds through the upgrade keeps it
-	// draining for a while.
-	old := newH3Client(t, addr, ca)
-	resp, err := old.Get("https://a.test/held/upgrade")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	<-held.started
-
-	p.Process.Signal(syscall.SIGUSR2)
-	waitPID(t, pidfile, pid1)
-	waitFor(t, logs, regexp.MustCompile(`draining after the hand-over`))
-	held.release <- struct{}{}
-	if rest, err := io.ReadAll(resp.Body); string(rest) != "first\nsecond\n" || err != nil {
-		t.Errorf("the response the old process held through the upgrade: %q, %v", rest, err)
-	}
-	if err := p.Wait(); err != nil {
-		t.Fatalf("the old process after the upgrade: %v, want exit 0", err)
-	}
-	fresh("after the old process exited")
 }

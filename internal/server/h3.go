@@ -66,6 +66,7 @@ func (l *listener) prepareQUIC(s *Server) error {
 		pc.Close()
 		return fmt.Errorf("listener %q: http3: %w", l.cfg.Name, err)
 	}
+	q.logger = s.logger.With("listener", l.cfg.Name)
 	l.quic = q
 	return nil
 }
@@ -82,12 +83,8 @@ func (l *listener) altSvc() string {
 // serveH3 starts this generation's HTTP/3 server on l's QUIC socket.
 func (l *listener) serveH3(s *Server) {
 	lim, t := l.cfg.Limits, l.cfg.Timeouts
-	handshake := t.ReadHeader
-	if handshake <= 0 || handshake > 10*time.Second {
-		handshake = 10 * time.Second
-	}
 	l.quic.use(l.tls, &quic.Config{
-		HandshakeIdleTimeout:           handshake,
+		HandshakeIdleTimeout:           l.h3Handshake(),
 		MaxIdleTimeout:                 t.Idle, // 0: quic-go's 30 s
 		MaxIncomingStreams:             h3MaxStreams,
 		MaxIncomingUniStreams:          h3MaxUniStreams,
@@ -110,11 +107,24 @@ func (l *listener) serveH3(s *Server) {
 	}()
 }
 
+// h3Handshake is how long a QUIC handshake may take: timeouts.read_header,
+// at most 10 s.
+func (l *listener) h3Handshake() time.Duration {
+	if h := l.cfg.Timeouts.ReadHeader; h > 0 && h <= 10*time.Second {
+		return h
+	}
+	return 10 * time.Second
+}
+
 // shutdownH3 sends GOAWAY on this generation's HTTP/3 connections, waits
 // for their requests until ctx ends (then closes them), and, when the
 // socket goes too (the listener leaves, or drops http3), closes it.
 func (l *listener) shutdownH3(ctx context.Context, closeSocket bool) {
 	if closeSocket {
+		// After an upgrade the handshakes begun here finish here (the new
+		// process gets every new connection), and their connections get
+		// GOAWAY with the others.
+		l.quic.finishHandshakes(ctx, l.h3Handshake())
 		l.quic.stopAccepting()
 	}
 	l.h3gen.Close()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+
+	"github.com/sluice-lb/sluice/internal/quicshare"
 )
 
 // quicSocket is the UDP side of a listener with http3: one socket, its
@@ -28,10 +31,18 @@ import (
 // retryAbove handshakes in progress, new ones must first prove their
 // address with a Retry token (RFC 9000 §8.1.2), which costs one
 // authenticated packet and no state.
+//
+// A socket that an upgrade can hand over is read through quicshare, so
+// that during the drain the old process keeps only its own connections'
+// datagrams and the new one gets the rest (see package quicshare).
 type quicSocket struct {
-	pc net.PacketConn
-	tr *quic.Transport
-	ln *quic.Listener
+	pc    net.PacketConn
+	tr    *quic.Transport
+	ln    *quic.Listener
+	share *quicshare.Conn // nil: a socket no upgrade hands over
+	// logger says, at Close, what went over the upgrade's link (nil: no
+	// line).
+	logger *slog.Logger
 
 	tls  atomic.Pointer[tls.Config]  // the current generation's, ALPN h3
 	conf atomic.Pointer[quic.Config] // the current generation's
@@ -65,6 +76,10 @@ func newQUICSocket(pc net.PacketConn, active *atomic.Int64, retryAbove int64) (*
 		VerifySourceAddress: q.verifySource,
 		ConnContext:         q.connContext,
 	}
+	if s, ok := pc.(quicshare.Socket); ok {
+		q.share = quicshare.New(s)
+		q.pc, q.tr.Conn, q.tr.ConnectionIDGenerator = q.share, q.share, q.share.IDs()
+	}
 	base := &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		NextProtos: []string{http3.NextProtoH3},
@@ -77,6 +92,9 @@ func newQUICSocket(pc net.PacketConn, active *atomic.Int64, retryAbove int64) (*
 	})
 	if err != nil {
 		q.tr.Close()
+		if q.share != nil {
+			q.share.Close()
+		}
 		return nil, err
 	}
 	q.ln = ln
@@ -155,6 +173,33 @@ func (q *quicSocket) use(tlsConf *tls.Config, conf *quic.Config, maxConns int) {
 	q.maxConns.Store(int64(maxConns))
 }
 
+// handshakeWaitStep is how often finishHandshakes looks again.
+const handshakeWaitStep = 10 * time.Millisecond
+
+// finishHandshakes waits, while a new process takes this socket's new
+// connections (an upgrade), for the handshakes in progress here to
+// complete or fail, for at most max or until ctx ends: a connection
+// whose handshake completes is served, where stopAccepting would refuse
+// it. Without a new process it returns at once.
+func (q *quicSocket) finishHandshakes(ctx context.Context, max time.Duration) {
+	if q.share == nil || !q.share.Forwarding() {
+		return
+	}
+	deadline := time.NewTimer(max)
+	defer deadline.Stop()
+	tick := time.NewTicker(handshakeWaitStep)
+	defer tick.Stop()
+	for q.handshakes.Load() > 0 {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
 // stopAccepting refuses new connections (handshakes in progress get
 // CONNECTION_REFUSED); open ones go on.
 func (q *quicSocket) stopAccepting() {
@@ -170,6 +215,15 @@ func (q *quicSocket) Close() {
 		q.stopAccepting()
 		q.tr.Close()
 		q.pc.Close()
+		if q.share == nil || q.logger == nil {
+			return
+		}
+		if fwd, dropped, recv := q.share.Stats(); fwd+dropped > 0 {
+			q.logger.Info("http3: datagrams not this process's went to the new process during the drain",
+				"forwarded", fwd, "dropped", dropped)
+		} else if recv > 0 {
+			q.logger.Info("http3: datagrams came from the old process during its drain", "received", recv)
+		}
 	})
 }
 

@@ -60,6 +60,9 @@ type socket struct {
 	Kind    string `json:"kind"` // "listener" | "packet"
 	Network string `json:"network"`
 	Address string `json:"address"`
+	// Link is the descriptor of the new process's end of a link to the
+	// old one, beside a UDP socket (0: none; see Link).
+	Link int `json:"link,omitempty"`
 }
 
 // key names a socket by what the config asks for, not what was bound: a
@@ -81,6 +84,7 @@ type Upgrader struct {
 	mu        sync.Mutex
 	live      map[key][]syscall.Conn // open now, by key
 	inherited map[key][]*os.File     // from the parent, not claimed yet
+	links     map[*os.File]*os.File  // an inherited socket's link (see Link)
 	ready     *os.File               // to the parent (nil: none, or told)
 	upgrading bool
 	successor *os.File // the write end of handoff.Parent; kept open until exit
@@ -92,7 +96,7 @@ type Upgrader struct {
 // parent handed over, if any. The binary a later Upgrade starts is the one
 // this process was started as (os.Args[0], found as the shell found it).
 func New() (*Upgrader, error) {
-	u := &Upgrader{live: map[key][]syscall.Conn{}, inherited: map[key][]*os.File{}, args: os.Args[1:]}
+	u := &Upgrader{live: map[key][]syscall.Conn{}, inherited: map[key][]*os.File{}, links: map[*os.File]*os.File{}, args: os.Args[1:]}
 	var err error
 	if u.dir, err = os.Getwd(); err != nil {
 		return nil, fmt.Errorf("upgrade: %w", err)
@@ -129,7 +133,12 @@ func (u *Upgrader) inherit() error {
 	u.ready = os.NewFile(uintptr(h.Ready), "upgrade-ready")
 	for _, s := range h.Sockets {
 		k := key{s.Kind, s.Network, s.Address}
-		u.inherited[k] = append(u.inherited[k], os.NewFile(uintptr(s.FD), k.String()))
+		f := os.NewFile(uintptr(s.FD), k.String())
+		u.inherited[k] = append(u.inherited[k], f)
+		if s.Link > 2 {
+			syscall.CloseOnExec(s.Link)
+			u.links[f] = os.NewFile(uintptr(s.Link), "link:"+k.String())
+		}
 	}
 	u.hasParent = true
 	if h.Parent > 2 {
@@ -144,6 +153,13 @@ func fds(ss []socket) []int {
 		out[i] = s.FD
 	}
 	return out
+}
+
+// takeLink returns the link that came with inherited socket f (nil: none).
+func (u *Upgrader) takeLink(f *os.File) *os.File {
+	l := u.links[f]
+	delete(u.links, f)
+	return l
 }
 
 // Binary is the path Upgrade starts.
@@ -185,11 +201,16 @@ func (u *Upgrader) ListenPacket(network, address string) (net.PacketConn, error)
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	var pc net.PacketConn
+	var link *os.File
 	var err error
 	if f := u.take(k); f != nil {
+		link = u.takeLink(f)
 		pc, err = net.FilePacketConn(f)
 		f.Close()
 		if err != nil {
+			if link != nil {
+				link.Close()
+			}
 			return nil, fmt.Errorf("upgrade: inheriting %s: %w", k, err)
 		}
 	} else if pc, err = net.ListenPacket(network, address); err != nil {
@@ -200,12 +221,17 @@ func (u *Upgrader) ListenPacket(network, address string) (net.PacketConn, error)
 		pc.Close()
 		return nil, fmt.Errorf("upgrade: a %T cannot be handed over", pc)
 	}
-	u.live[k] = append(u.live[k], sc)
 	if uc, ok := pc.(*net.UDPConn); ok {
 		// As itself, so that QUIC finds the UDP socket's batched and
 		// ECN-aware calls (ReadMsgUDP and the like).
-		return &udpConn{UDPConn: uc, u: u, k: k}, nil
+		c := &udpConn{UDPConn: uc, u: u, k: k, parent: link}
+		u.live[k] = append(u.live[k], c)
+		return c, nil
 	}
+	if link != nil {
+		link.Close()
+	}
+	u.live[k] = append(u.live[k], sc)
 	return &packetConn{PacketConn: pc, u: u, k: k, sc: sc}, nil
 }
 
@@ -241,50 +267,6 @@ func (u *Upgrader) forget(k key, sc syscall.Conn) {
 	}
 }
 
-type listener struct {
-	net.Listener
-	u    *Upgrader
-	k    key
-	sc   syscall.Conn
-	once sync.Once
-}
-
-// SyscallConn gives the socket's descriptor, as *net.TCPListener does.
-func (l *listener) SyscallConn() (syscall.RawConn, error) { return l.sc.SyscallConn() }
-
-func (l *listener) Close() error {
-	l.once.Do(func() { l.u.forget(l.k, l.sc) })
-	return l.Listener.Close()
-}
-
-type packetConn struct {
-	net.PacketConn
-	u    *Upgrader
-	k    key
-	sc   syscall.Conn
-	once sync.Once
-}
-
-func (p *packetConn) SyscallConn() (syscall.RawConn, error) { return p.sc.SyscallConn() }
-
-func (p *packetConn) Close() error {
-	p.once.Do(func() { p.u.forget(p.k, p.sc) })
-	return p.PacketConn.Close()
-}
-
-// udpConn is a UDP socket Upgrade hands over while it is open.
-type udpConn struct {
-	*net.UDPConn
-	u    *Upgrader
-	k    key
-	once sync.Once
-}
-
-func (c *udpConn) Close() error {
-	c.once.Do(func() { c.u.forget(c.k, c.UDPConn) })
-	return c.UDPConn.Close()
-}
-
 // Ready tells the parent, if any, that this process serves: the parent's
 // Upgrade returns and it stops accepting. Inherited sockets nobody asked
 // for (a listener the new config dropped) are closed. Only the first call
@@ -293,6 +275,11 @@ func (u *Upgrader) Ready() error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	for k, fs := range u.inherited {
+		for _, f := range fs {
+			if l := u.takeLink(f); l != nil {
+				l.Close()
+			}
+		}
 		closeAll(fs)
 		delete(u.inherited, k)
 	}
@@ -337,7 +324,7 @@ func (u *Upgrader) Upgrade(ctx context.Context) (pid int, err error) {
 	// The process this one replaced may still be draining: that does not
 	// stop another upgrade (see Upgrade).
 	u.upgrading = true
-	files, h, err := u.dupLive()
+	files, h, links, err := u.dupLive()
 	u.mu.Unlock()
 	defer func() {
 		u.mu.Lock()
@@ -345,6 +332,14 @@ func (u *Upgrader) Upgrade(ctx context.Context) (pid int, err error) {
 		u.mu.Unlock()
 	}()
 	defer closeAll(files)
+	handedOver := false
+	defer func() {
+		if !handedOver {
+			for _, l := range links {
+				l.parent.Close()
+			}
+		}
+	}()
 	if err != nil {
 		return 0, err
 	}
@@ -366,11 +361,15 @@ func (u *Upgrader) Upgrade(ctx context.Context) (pid int, err error) {
 		}
 	}()
 	// The new process's descriptors: 0-2 as ours, 3 ready, 4 parent, 5…
-	// the sockets.
+	// the sockets, then the links.
 	child := append([]*os.File{os.Stdin, os.Stdout, os.Stderr, readyW, parentR}, files...)
 	h.Ready, h.Parent = 3, 4
 	for i := range h.Sockets {
 		h.Sockets[i].FD = 5 + i
+	}
+	for _, l := range links {
+		h.Sockets[l.socket].Link = len(child)
+		child = append(child, l.child)
 	}
 	env, err := json.Marshal(h)
 	if err != nil {
@@ -379,6 +378,9 @@ func (u *Upgrader) Upgrade(ctx context.Context) (pid int, err error) {
 	proc, err := start(u.path, u.args, u.dir, append(environ(), envVar+"="+string(env)), child)
 	readyW.Close()
 	parentR.Close()
+	for _, l := range links {
+		l.child.Close() // the new process has its copy
+	}
 	if err != nil {
 		return 0, fmt.Errorf("upgrade: starting %s: %w", u.path, err)
 	}
@@ -407,6 +409,10 @@ func (u *Upgrader) Upgrade(ctx context.Context) (pid int, err error) {
 			u.successor = parentW // closed by the kernel when this process exits
 			u.mu.Unlock()
 			keepParentW = true
+			handedOver = true
+			for _, l := range links {
+				l.conn.handOver(l.parent)
+			}
 			return proc.Pid, nil
 		}
 		err := <-exited // the pipe closed without a byte: it exited
@@ -421,8 +427,9 @@ func (u *Upgrader) Upgrade(ctx context.Context) (pid int, err error) {
 }
 
 // dupLive duplicates every open socket for the new process (sorted, so the
-// hand-over is the same from run to run).
-func (u *Upgrader) dupLive() ([]*os.File, handoff, error) {
+// hand-over is the same from run to run), with a link beside each UDP
+// socket.
+func (u *Upgrader) dupLive() ([]*os.File, handoff, []link, error) {
 	var h handoff
 	keys := make([]key, 0, len(u.live))
 	for k := range u.live {
@@ -430,18 +437,34 @@ func (u *Upgrader) dupLive() ([]*os.File, handoff, error) {
 	}
 	sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
 	var files []*os.File
+	var links []link
+	fail := func(k key, err error) ([]*os.File, handoff, []link, error) {
+		closeAll(files)
+		for _, l := range links {
+			l.parent.Close()
+			l.child.Close()
+		}
+		return nil, h, nil, fmt.Errorf("upgrade: %s: %w", k, err)
+	}
 	for _, k := range keys {
 		for _, sc := range u.live[k] {
 			f, err := dup(sc, k.String())
 			if err != nil {
-				closeAll(files)
-				return nil, h, fmt.Errorf("upgrade: %s: %w", k, err)
+				return fail(k, err)
 			}
 			files = append(files, f)
 			h.Sockets = append(h.Sockets, socket{Kind: k.kind, Network: k.network, Address: k.address})
+			if c, ok := sc.(*udpConn); ok {
+				fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
+				if err != nil {
+					return fail(k, fmt.Errorf("socketpair: %w", err))
+				}
+				links = append(links, link{conn: c, socket: len(h.Sockets) - 1,
+					parent: os.NewFile(uintptr(fds[0]), "link:"+k.String()), child: os.NewFile(uintptr(fds[1]), "link:"+k.String())})
+			}
 		}
 	}
-	return files, h, nil
+	return files, h, links, nil
 }
 
 // dup duplicates the descriptor of sc (close-on-exec) without touching its

@@ -69,6 +69,11 @@ func helper() int {
 		return 1
 	}
 	lines = append(lines, "tcp="+ln.Addr().String(), "tcp="+second.Addr().String(), "udp="+pc.LocalAddr().String())
+	// The link beside the UDP socket: say something on it.
+	if l := pc.(*udpConn).ParentLink(); l != nil {
+		_, err := l.Write([]byte("hello from the new process"))
+		lines = append(lines, fmt.Sprintf("link write: %v", err))
+	}
 	os.WriteFile(os.Getenv(reportEnv), []byte(strings.Join(lines, "\n")+"\n"), 0o644)
 	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "new") }))
 	if err := u.Ready(); err != nil {
@@ -107,7 +112,8 @@ func get(t *testing.T, addr string) string {
 // TestHandOver: the new process inherits the open TCP and UDP sockets (not
 // one that was closed; two under one address in the order asked for),
 // finds them still non-blocking, serves on the same address once ready,
-// and the old listener then closes at once.
+// and the old listener then closes at once; a link beside the UDP socket
+// joins the two processes.
 func TestHandOver(t *testing.T) {
 	u, err := New()
 	if err != nil {
@@ -132,6 +138,8 @@ func TestHandOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
+	links := make(chan *os.File, 1)
+	pc.(*udpConn).OnSuccessor(func(l *os.File) { links <- l })
 	gone, err := u.Listen("tcp", "127.0.0.1:1")
 	if err != nil {
 		gone, err = u.Listen("tcp", "[::1]:0")
@@ -156,9 +164,21 @@ func TestHandOver(t *testing.T) {
 
 	b, _ := os.ReadFile(report)
 	want := "listener:tcp:127.0.0.1:0 nonblock=true\nlistener:tcp:127.0.0.1:0 nonblock=true\npacket:udp:127.0.0.1:0 nonblock=true\n" +
-		"tcp=" + addr + "\ntcp=" + second.Addr().String() + "\nudp=" + pc.LocalAddr().String() + "\n"
+		"tcp=" + addr + "\ntcp=" + second.Addr().String() + "\nudp=" + pc.LocalAddr().String() + "\nlink write: <nil>\n"
 	if string(b) != want {
 		t.Errorf("the new process reports:\n%s\nwant:\n%s", b, want)
+	}
+	// The old process's end of the link, given once the new one is ready.
+	select {
+	case l := <-links:
+		msg := make([]byte, 64)
+		n, err := l.Read(msg)
+		l.Close()
+		if string(msg[:n]) != "hello from the new process" || err != nil {
+			t.Errorf("the link beside the UDP socket carried %q, %v", msg[:n], err)
+		}
+	default:
+		t.Error("no link beside the UDP socket after the upgrade")
 	}
 	if !nonBlocking(ln.(syscall.Conn)) {
 		t.Errorf("the old process's listener turned blocking")
