@@ -293,10 +293,6 @@ func (c *Conn) process() {
 				c.refuse(err)
 				return
 			}
-			if h.H2Preface && c.heads > 0 {
-				c.refuse(errPRI) // only as the first bytes of a connection
-				return
-			}
 			c.heads++
 			c.curOut, c.curGone = 0, false
 			c.emit(c.ps+h.Lead, n-h.Lead)
@@ -340,8 +336,6 @@ func (c *Conn) emit(from, n int) {
 func (c *Conn) begin(h *Head) {
 	c.upgrade = h.WebSocket
 	switch {
-	case h.H2Preface:
-		c.state = stPass
 	case h.Chunked:
 		c.ck.reset()
 		c.state = stChunked

@@ -135,7 +135,7 @@ func TestConnRefuses(t *testing.T) {
 		{name: "missing CRLF after chunk data, late", reads: []string{head, "5\r\nhelloX"}, wantOut: head + "5\r\nhello", status: 400},
 		{name: "URI too long, arriving slowly", reads: append([]string{"GET /"}, strings.Split(strings.Repeat("a", 9000), "")...), status: 414, synthetic: true},
 		{name: "head too large", reads: []string{"GET / HTTP/1.1\r\nX: " + strings.Repeat("a", 200)}, lim: Limits{MaxHeaderBytes: 100}, status: 431, synthetic: true},
-		{name: "preface not first", reads: []string{good + crlf("PRI * HTTP/2.0\n\nSM\n\n")}, lim: Limits{AllowH2Preface: true}, wantOut: good, status: 400, synthetic: true},
+		{name: "preface not first", reads: []string{good + crlf("PRI * HTTP/2.0\n\nSM\n\n")}, wantOut: good, status: 400, synthetic: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -215,16 +215,14 @@ func TestConnUpgradeOtherThanWebSocketIsStillParsed(t *testing.T) {
 	}
 }
 
-func TestConnH2Preface(t *testing.T) {
+// TestConnRefusesH2Preface: h2c with prior knowledge is told apart before
+// the guard; the preface reaching the guard is refused.
+func TestConnRefusesH2Preface(t *testing.T) {
 	in := crlf("PRI * HTTP/2.0\n\nSM\n\n") + "\x00\x00\x00\x04\x00\x00\x00\x00\x00"
-	c := NewConn(script(in), Limits{AllowH2Preface: true})
-	if out, err := readAll(c, 4096); err != nil || string(out) != in {
-		t.Errorf("allowed: got %q, %v; want it untouched", out, err)
-	}
-	c = NewConn(script(in), Limits{})
+	c := NewConn(script(in), Limits{})
 	out, _ := readAll(c, 4096)
 	if status, _, _ := c.Rejection(); status != 400 || string(out) != synthetic(c.RejectToken()) {
-		t.Errorf("not allowed: status %d, got %q", status, out)
+		t.Errorf("status %d, got %q; want 400", status, out)
 	}
 }
 

@@ -54,10 +54,6 @@ type Limits struct {
 	// MaxHeaders bounds the number of field lines of a head or of a trailer
 	// section (431 beyond); zero means 100.
 	MaxHeaders int
-	// AllowH2Preface lets the HTTP/2 connection preface ("PRI * HTTP/2.0")
-	// open a connection, which the guard then passes through untouched (for
-	// h2c with prior knowledge). When false, PRI is refused with 400.
-	AllowH2Preface bool
 }
 
 func (l Limits) resolved() Limits {

@@ -23,19 +23,19 @@ import (
 func FuzzGuard(f *testing.F) {
 	for _, tt := range headTests {
 		if len(tt.raw) < 1024 {
-			f.Add([]byte(crlf(tt.raw)), uint64(len(tt.raw)), tt.lim.AllowH2Preface)
+			f.Add([]byte(crlf(tt.raw)), uint64(len(tt.raw)))
 		}
 	}
-	f.Add([]byte(pipelined), uint64(1), false)
-	f.Add([]byte(crlf("POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5;a=\"b\"\nhello\n0\nX: y\n\n"+get)), uint64(7), false)
-	f.Add([]byte(crlf("POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5\nhelloX\n0\n\n")), uint64(3), false)
-	f.Add([]byte(crlf("\nPOST / HTTP/1.1\nHost: a\nContent-Length: 3\n\nabc\n"+get)), uint64(9), false)
-	f.Add([]byte(crlf("GET /ws HTTP/1.1\nHost: a\nConnection: upgrade\nUpgrade: websocket\n\n")+"\x81\x00GET"), uint64(2), false)
-	f.Add([]byte(crlf("PRI * HTTP/2.0\n\nSM\n\n")+"\x00\x00\x00\x04"), uint64(5), true)
+	f.Add([]byte(pipelined), uint64(1))
+	f.Add([]byte(crlf("POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5;a=\"b\"\nhello\n0\nX: y\n\n"+get)), uint64(7))
+	f.Add([]byte(crlf("POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5\nhelloX\n0\n\n")), uint64(3))
+	f.Add([]byte(crlf("\nPOST / HTTP/1.1\nHost: a\nContent-Length: 3\n\nabc\n"+get)), uint64(9))
+	f.Add([]byte(crlf("GET /ws HTTP/1.1\nHost: a\nConnection: upgrade\nUpgrade: websocket\n\n")+"\x81\x00GET"), uint64(2))
+	f.Add([]byte(crlf("PRI * HTTP/2.0\n\nSM\n\n")+"\x00\x00\x00\x04"), uint64(5))
 
-	f.Fuzz(func(t *testing.T, in []byte, seed uint64, allowH2 bool) {
+	f.Fuzz(func(t *testing.T, in []byte, seed uint64) {
 		// Small limits, so that the fuzzer reaches them.
-		lim := Limits{MaxURIBytes: 64, MaxHeaderBytes: 512, MaxHeaders: 8, AllowH2Preface: allowH2}
+		lim := Limits{MaxURIBytes: 64, MaxHeaderBytes: 512, MaxHeaders: 8}
 		var h Head
 		ParseRequestHead(in, lim, &h)
 
@@ -131,7 +131,7 @@ func sameFramingAsNetHTTP(t *testing.T, out []byte, lim Limits) {
 	for p := 0; p < len(out); {
 		var h Head
 		n, err := ParseRequestHead(out[p:], lim, &h)
-		if err != nil || n == 0 || h.H2Preface || h.WebSocket {
+		if err != nil || n == 0 || h.WebSocket {
 			break
 		}
 		end := p + n

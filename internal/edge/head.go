@@ -28,9 +28,6 @@ type Head struct {
 	// of exactly "websocket" (any case). Other upgrades (h2c) are not refused;
 	// the proxy drops them.
 	WebSocket bool
-	// H2Preface: the head is the HTTP/2 connection preface, accepted because
-	// Limits.AllowH2Preface is set; what follows is HTTP/2.
-	H2Preface bool
 	// Fields is the number of field lines.
 	Fields int
 	// Lead is the number of bytes of empty lines skipped before the request
@@ -195,12 +192,6 @@ func parseHead(b []byte, lead int, lim *Limits, h *Head) *Error {
 	if err := h.requestLine(reqLine, lim); err != nil {
 		return err
 	}
-	if h.H2Preface {
-		if next, _ := line(b, p); len(next) != 0 {
-			return errPRI // the preface has no fields
-		}
-		return nil
-	}
 	var f fieldState
 	for {
 		var l []byte
@@ -233,10 +224,8 @@ func (h *Head) requestLine(l []byte, lim *Limits) *Error {
 	}
 	major, minor := int(v[5]-'0'), int(v[7]-'0')
 	if string(h.Method) == "PRI" {
-		if lim.AllowH2Preface && major == 2 && minor == 0 && string(h.Target) == "*" {
-			h.H2Preface = true
-			return nil
-		}
+		// The HTTP/2 preface: h2c with prior knowledge is told apart
+		// before the guard (server's h2c detection), so here it is refused.
 		return errPRI
 	}
 	switch {

@@ -52,7 +52,6 @@ var headTests = []struct {
 	{name: "lenient query characters", raw: "GET /a?b={\"c\"}|d^e HTTP/1.1\nHost: a\n\n"},
 	{name: "websocket", raw: "GET /ws HTTP/1.1\nHost: a\nConnection: keep-alive, Upgrade\nUpgrade: websocket\n\n"},
 	{name: "h2c upgrade is not refused", raw: "GET / HTTP/1.1\nHost: a\nConnection: Upgrade, HTTP2-Settings\nUpgrade: h2c\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\n\n"},
-	{name: "preface allowed", raw: "PRI * HTTP/2.0\n\nSM\n\n", lim: Limits{AllowH2Preface: true}},
 	{name: "exactly max headers", raw: "GET / HTTP/1.1\nHost: a\n" + strings.Repeat("X: y\n", 99) + "\n"},
 	{name: "exactly max URI", raw: "GET /" + strings.Repeat("a", 8191) + " HTTP/1.1\nHost: a\n\n"},
 	{name: "small limits", raw: "GET /abc HTTP/1.1\nHost: a\n\n", lim: Limits{MaxURIBytes: 4, MaxHeaderBytes: 30, MaxHeaders: 1}},
@@ -95,8 +94,8 @@ var headTests = []struct {
 	{name: "TRACE", raw: "TRACE / HTTP/1.1\nHost: a\n\n", want: 405},
 	{name: "trace in lower case", raw: "trace / HTTP/1.1\nHost: a\n\n", want: 405},
 	{name: "preface refused by default", raw: "PRI * HTTP/2.0\n\nSM\n\n", want: 400},
-	{name: "PRI over HTTP/1.1", raw: "PRI * HTTP/1.1\nHost: a\n\n", lim: Limits{AllowH2Preface: true}, want: 400},
-	{name: "preface with fields", raw: "PRI * HTTP/2.0\nHost: a\n\n", lim: Limits{AllowH2Preface: true}, want: 400},
+	{name: "PRI over HTTP/1.1", raw: "PRI * HTTP/1.1\nHost: a\n\n", want: 400},
+	{name: "preface with fields", raw: "PRI * HTTP/2.0\nHost: a\n\n", want: 400},
 	{name: "asterisk with GET", raw: "GET * HTTP/1.1\nHost: a\n\n", want: 400},
 	{name: "authority-form with GET", raw: "GET a.example:80 HTTP/1.1\nHost: a.example\n\n", want: 400},
 	{name: "relative target", raw: "GET x/y HTTP/1.1\nHost: a\n\n", want: 400},
@@ -260,12 +259,6 @@ func TestParseRequestHeadFacts(t *testing.T) {
 			raw:  crlf("GET / HTTP/1.1\nHost: a\nConnection: upgrade\nUpgrade: h2c\n\n"),
 			want: Head{Method: []byte("GET"), Target: []byte("/"), Minor: 1, Host: []byte("a"), ContentLength: -1, Fields: 3},
 		},
-		{
-			name: "preface",
-			raw:  crlf("PRI * HTTP/2.0\n\nSM\n\n"),
-			lim:  Limits{AllowH2Preface: true},
-			want: Head{Method: []byte("PRI"), Target: []byte("*"), ContentLength: -1, H2Preface: true},
-		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -288,7 +281,7 @@ func describe(h *Head) string {
 	for _, f := range []struct {
 		name string
 		v    bool
-	}{{"abs", h.AbsoluteForm}, {"chunked", h.Chunked}, {"close", h.Close}, {"ws", h.WebSocket}, {"h2", h.H2Preface}} {
+	}{{"abs", h.AbsoluteForm}, {"chunked", h.Chunked}, {"close", h.Close}, {"ws", h.WebSocket}} {
 		b.WriteString(" " + f.name + "=" + yes(f.v))
 	}
 	b.WriteString(" minor=" + itoa(int64(h.Minor)) + " cl=" + itoa(h.ContentLength) + " fields=" + itoa(int64(h.Fields)) + " lead=" + itoa(int64(h.Lead)))

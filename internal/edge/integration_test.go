@@ -349,27 +349,3 @@ func TestServerKeepAliveIdleThenRequest(t *testing.T) {
 		}
 	}
 }
-
-func TestServerH2CPriorKnowledge(t *testing.T) {
-	s := startServer(t, Limits{AllowH2Preface: true}, func(srv *http.Server) {
-		srv.Protocols = new(http.Protocols)
-		srv.Protocols.SetHTTP1(true)
-		srv.Protocols.SetUnencryptedHTTP2(true)
-	})
-	var p http.Protocols
-	p.SetUnencryptedHTTP2(true)
-	tr := &http.Transport{Protocols: &p}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Timeout: 5 * time.Second, Transport: tr}
-	for range 2 {
-		resp, err := client.Post("http://"+s.addr+"/h2", "text/plain", strings.NewReader("hello"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.ProtoMajor != 2 || string(body) != "POST /h2 5\n" {
-			t.Errorf("got %s %q, want HTTP/2 and the echo", resp.Proto, body)
-		}
-	}
-}
