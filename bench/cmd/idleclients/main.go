@@ -27,6 +27,7 @@ func main() {
 	conc := flag.Int("c", 200, "connections being set up at once")
 	timeout := flag.Duration("timeout", 5*time.Second, "per-connection dial + request timeout")
 	path := flag.String("path", "/", "request path")
+	srcs := flag.Int("srcs", 1, "source addresses to spread the connections over: 127.0.0.1 … 127.0.0.N (each holds at most one ephemeral port range)")
 	flag.Parse()
 
 	host, _, err := net.SplitHostPort(*addr)
@@ -34,8 +35,8 @@ func main() {
 		fmt.Fprintf(os.Stderr, "idleclients: -addr must be a loopback ip:port, got %q\n", *addr)
 		os.Exit(2)
 	}
-	if *n < 1 || *conc < 1 {
-		fmt.Fprintln(os.Stderr, "idleclients: -n and -c must be >= 1")
+	if *n < 1 || *conc < 1 || *srcs < 1 || *srcs > 254 {
+		fmt.Fprintln(os.Stderr, "idleclients: -n and -c must be >= 1, -srcs 1..254")
 		os.Exit(2)
 	}
 	raiseNoFile(uint64(*n) + 64)
@@ -56,7 +57,7 @@ func main() {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			c, err := open(*addr, req, *timeout)
+			c, err := open(*addr, srcAddr(i, *srcs), req, *timeout)
 			if err != nil {
 				failed.Add(1)
 				lastErr.Store(err.Error())
@@ -90,10 +91,35 @@ func main() {
 	fmt.Printf("idleclients held=%s alive_at_end=%d\n", *hold, alive)
 }
 
-// open dials addr, sends req and reads one full response, leaving the
-// connection open for keep-alive.
-func open(addr string, req []byte, timeout time.Duration) (net.Conn, error) {
-	c, err := net.DialTimeout("tcp", addr, timeout)
+// srcAddr is the local address of connection i: 127.0.0.(1 + i mod srcs),
+// any port; nil (the kernel's choice) with one source address.
+func srcAddr(i, srcs int) *net.TCPAddr {
+	if srcs == 1 {
+		return nil
+	}
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%srcs))}
+}
+
+// open dials addr from src, sends req and reads one full response, leaving
+// the connection open for keep-alive.
+func open(addr string, src *net.TCPAddr, req []byte, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	if src != nil {
+		d.LocalAddr = src
+		// The port is chosen at connect(2), for the whole 4-tuple, not
+		// at bind(2): each source address has the full port range.
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -125,6 +151,9 @@ func open(addr string, req []byte, timeout time.Duration) (net.Conn, error) {
 	_ = c.SetDeadline(time.Time{})
 	return c, nil
 }
+
+// ipBindAddressNoPort is Linux's IP_BIND_ADDRESS_NO_PORT.
+const ipBindAddressNoPort = 24
 
 // raiseNoFile lifts the soft RLIMIT_NOFILE towards want (at most the hard limit).
 func raiseNoFile(want uint64) {

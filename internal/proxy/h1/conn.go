@@ -46,16 +46,27 @@ type h1conn struct {
 	// a connection still waiting for its first request gets a grace).
 	served atomic.Bool
 
+	// until ends the wait for the first byte of the next request: the
+	// first head's read_header limit from the accept, then the idle
+	// timeout from the end of each response (zero: no limit).
+	until time.Time
+
 	bp   *[]byte // the pooled read buffer (nil while idle)
 	buf  []byte
 	r, w int // unread bytes are buf[r:w]
 	ob   *[]byte
 	out  []byte // heads being written
 
-	// idle holds the first bytes of a request that arrive while the
-	// connection holds no read buffer (see readIdle).
-	idle [512]byte
+	// *exch is the request on its way, taken from a pool with the buffers
+	// (nil while idle).
+	*exch
+	// pk is the connection's state in the engine's parker (park.go).
+	pk parkState
+}
 
+// exch is the state of one request of a connection. It is pooled, so that
+// an idle connection holds only h1conn and its socket.
+type exch struct {
 	bodyc    chan bodyResult // the streaming body writer's result
 	iov      [3][]byte       // for vectored writes without allocating
 	respConn connTokens      // of the response being relayed
@@ -66,6 +77,9 @@ type h1conn struct {
 
 func newH1Conn(e *Engine, nc net.Conn) *h1conn {
 	c := &h1conn{e: e, nc: nc, ctx: e.ctx}
+	if d := e.o.Timeouts.ReadHeader; d > 0 {
+		c.until = time.Now().Add(d)
+	}
 	// The socket itself, also beneath a PROXY protocol header, for splice.
 	c.tcp = proxyproto.TCP(nc)
 	switch a := nc.RemoteAddr().(type) {
@@ -92,12 +106,29 @@ func (c *h1conn) closeIfIdle(fresh bool) {
 		return
 	}
 	if c.state.CompareAndSwap(connIdle, connClosed) {
-		c.nc.Close()
+		c.closeNow()
 	}
 }
 
+// closeNow closes the client connection, also when it is parked (then a
+// goroutine is started to finish it, as the parker would have).
+func (c *h1conn) closeNow() {
+	parked := c.e.unpark(c)
+	c.nc.Close()
+	if parked {
+		go c.serve()
+	}
+}
+
+// serve serves requests on c until it closes, or until it parks: then the
+// parker calls serve again, on a new goroutine, once the next request's
+// bytes arrive (or the wait's deadline passes, or Shutdown closes c).
 func (c *h1conn) serve() {
+	parked := false
 	defer func() {
+		if parked {
+			return // c is the parker's now: touch nothing
+		}
 		if v := recover(); v != nil {
 			c.e.o.Logger.Error("engine: panic serving a connection; it was closed", "panic", v, "client", c.peer.String())
 		}
@@ -109,9 +140,14 @@ func (c *h1conn) serve() {
 		}
 		c.release()
 		c.e.forget(c)
+		c.e.wg.Done()
 	}()
-	for first := true; ; first = false {
-		if !c.readHead(first) {
+	for {
+		switch c.readHead(!c.served.Load()) {
+		case headParked:
+			parked = true
+			return
+		case headClose:
 			return
 		}
 		c.served.Store(true)
@@ -134,6 +170,10 @@ func (c *h1conn) serve() {
 		// is served (see closeIfIdle).
 		if c.e.shutting.Load() && !readable(c.nc) && c.state.CompareAndSwap(connIdle, connClosed) {
 			return
+		}
+		c.until = time.Time{}
+		if d := c.e.o.Timeouts.Idle; d > 0 {
+			c.until = time.Now().Add(d)
 		}
 	}
 }
@@ -165,7 +205,8 @@ func readable(nc net.Conn) bool {
 	}
 }
 
-// acquire takes the read and write buffers for a request.
+// acquire takes the read and write buffers and the request state for a
+// request.
 func (c *h1conn) acquire() {
 	if c.bp == nil {
 		c.bp = readBufs.Get().(*[]byte)
@@ -175,10 +216,13 @@ func (c *h1conn) acquire() {
 		c.ob = readBufs.Get().(*[]byte)
 		c.out = (*c.ob)[:0]
 	}
+	if c.exch == nil {
+		c.exch = exchs.Get().(*exch)
+	}
 }
 
-// release gives the buffers back while the connection has nothing
-// buffered.
+// release gives the buffers and the request state back while the
+// connection has nothing buffered.
 func (c *h1conn) release() {
 	if c.bp != nil && c.r == c.w {
 		if cap(c.buf) == readBufSize {
@@ -194,25 +238,39 @@ func (c *h1conn) release() {
 		}
 		c.ob, c.out = nil, nil
 	}
+	if x := c.exch; x != nil && c.bp == nil {
+		c.exch = nil
+		if x.req.body.running {
+			return // its body writer may still use it (a panic): not reused
+		}
+		if x.req.body.hp != nil {
+			bodyBufs.Put(x.req.body.hp)
+		}
+		x.req = h1req{}
+		x.respConn = connTokens{}
+		exchs.Put(x)
+	}
 }
 
+// Results of readHead.
+const (
+	headReady  = iota // a request head is in c.req
+	headClose         // the connection is done (closed, refused or timed out)
+	headParked        // it waits in the parker, and this goroutine must leave it
+)
+
 // readHead reads and parses the next request head into c.req. It answers
-// refused heads and head timeouts itself and reports whether a request is
-// ready.
-func (c *h1conn) readHead(first bool) bool {
+// refused heads and head timeouts itself.
+func (c *h1conn) readHead(first bool) int {
 	to := &c.e.o.Timeouts
 	var headDeadline time.Time
-	if first && to.ReadHeader > 0 {
-		headDeadline = time.Now().Add(to.ReadHeader)
-	}
-	idleDeadline := time.Time{}
-	if !first && to.Idle > 0 {
-		idleDeadline = time.Now().Add(to.Idle)
+	if first {
+		headDeadline = c.until // read_header counts from the accept
 	}
 	for {
 		if c.r < c.w {
 			if !c.state.CompareAndSwap(connIdle, connActive) && c.state.Load() != connActive {
-				return false // Shutdown closed it
+				return headClose // Shutdown closed it
 			}
 			if headDeadline.IsZero() && to.ReadHeader > 0 {
 				headDeadline = time.Now().Add(to.ReadHeader)
@@ -222,29 +280,29 @@ func (c *h1conn) readHead(first bool) bool {
 				var ee *edge.Error
 				errors.As(err, &ee)
 				c.refuse(ee.Status, ee.Reason)
-				return false
+				return headClose
 			}
 			if n > 0 {
 				c.req.hlen = n
-				return true
+				return headReady
 			}
 			// Incomplete: read more. The buffer grows only when full
 			// (below), so a head that trickles in costs no more memory
 			// than its size.
-		}
-		// Wait for bytes: the idle timeout until the first one, then
-		// read_header from the first one.
-		if c.r == c.w && !first {
-			if c.readIdle(idleDeadline) {
-				continue
+		} else {
+			// Wait for the first bytes until c.until (the idle timeout,
+			// or read_header for the first request), then read_header
+			// from the first one.
+			if r := c.waitRequest(); r != headReady {
+				return r
 			}
-			return false
+			continue
 		}
 		c.acquire()
 		if c.w == len(c.buf) {
 			if !c.grow() {
 				c.refuse(431, "request header too large")
-				return false
+				return headClose
 			}
 		}
 		c.nc.SetReadDeadline(headDeadline)
@@ -254,28 +312,62 @@ func (c *h1conn) readHead(first bool) bool {
 			continue
 		}
 		if err != nil {
-			if isTimeout(err) && c.r < c.w && !c.e.shutting.Load() {
+			if isTimeout(err) && !c.e.shutting.Load() {
 				c.refuse(408, "request header timeout")
 			}
-			return false
+			return headClose
 		}
 	}
 }
 
+// parkAfter is how long a connection waits for its next request in its
+// own goroutine, holding its buffers, before it parks: a busy keep-alive
+// connection never parks, an idle one soon costs no goroutine.
+const parkAfter = 100 * time.Millisecond
+
+// waitRequest waits for the first bytes of a request (c holds none) until
+// c.until. For parkAfter it waits in this goroutine with its buffers;
+// then a connection over a plain socket parks (headParked: the goroutine
+// must leave c), and another (TLS) goes on waiting with no pooled buffer
+// but a small one of its own.
+func (c *h1conn) waitRequest() int {
+	c.acquire()
+	c.r, c.w = 0, 0
+	d := time.Now().Add(parkAfter)
+	last := !c.until.IsZero() && !c.until.After(d)
+	if last {
+		d = c.until
+	}
+	c.nc.SetReadDeadline(d)
+	n, err := c.nc.Read(c.buf)
+	c.w = n
+	if n > 0 {
+		return headReady
+	}
+	if last || !isTimeout(err) {
+		return headClose
+	}
+	if c.tcp != nil && c.park() {
+		return headParked
+	}
+	return c.readIdle()
+}
+
 // readIdle waits for the first bytes of the next request with no buffer
-// of the pool held: they arrive in c.idle and are copied to a read buffer
-// taken then. An idle keep-alive connection so costs its goroutine and
-// this struct, not buffers.
-func (c *h1conn) readIdle(deadline time.Time) bool {
+// of the pool held: they arrive in a small one and are copied to a read
+// buffer taken then.
+func (c *h1conn) readIdle() int {
 	c.release()
-	c.nc.SetReadDeadline(deadline)
-	n, _ := c.nc.Read(c.idle[:])
+	ib := idleBufs.Get().(*[idleBufSize]byte)
+	defer idleBufs.Put(ib)
+	c.nc.SetReadDeadline(c.until)
+	n, _ := c.nc.Read(ib[:])
 	if n == 0 {
-		return false
+		return headClose
 	}
 	c.acquire()
-	c.r, c.w = 0, copy(c.buf, c.idle[:n])
-	return true
+	c.r, c.w = 0, copy(c.buf, ib[:n])
+	return headReady
 }
 
 // grow makes room for more of a head: it moves the unread bytes to the

@@ -67,6 +67,7 @@ type upConn struct {
 	// itself when released (it began with that client's PROXY header);
 	// nil: the pool's idle stack takes it.
 	owner  *h1conn
+	bp     *[]byte // the pooled read buffer (nil while idle)
 	buf    []byte
 	r, w   int
 	reused bool
@@ -75,8 +76,20 @@ type upConn struct {
 }
 
 // upBufSize is an upstream connection's read buffer: a response head and a
-// small body arrive in one read.
+// small body arrive in one read. An idle connection gives it back to
+// upBufs.
 const upBufSize = 16 << 10
+
+var upBufs = sync.Pool{New: func() any { b := make([]byte, upBufSize); return &b }}
+
+// take readies an idle connection for its next exchange: it takes a read
+// buffer.
+func (c *upConn) take() *upConn {
+	c.reused = true
+	c.bp = upBufs.Get().(*[]byte)
+	c.buf = *c.bp
+	return c
+}
 
 // connsOf returns the engine's connections of u, made on first use.
 func connsOf(u *proxy.Upstream) *Conns {
@@ -147,8 +160,7 @@ func (p *Conns) get(ctx context.Context, b *pool.Backend) (*upConn, error) {
 			c.nc.Close()
 			continue
 		}
-		c.reused = true
-		return c, nil
+		return c.take(), nil
 	}
 	return p.dial(ctx, b, nil)
 }
@@ -170,8 +182,7 @@ func (p *Conns) private(ctx context.Context, b *pool.Backend, o *h1conn) (*upCon
 	if c := o.private; c != nil {
 		o.private = nil
 		if c.pool == p && c.backend == b && p.usable(c, time.Now()) {
-			c.reused = true
-			return c, nil
+			return c.take(), nil
 		}
 		c.nc.Close()
 	}
@@ -210,7 +221,8 @@ func (p *Conns) dial(ctx context.Context, b *pool.Backend, hdr []byte) (*upConn,
 			return nil, &proxy.DialError{Err: fmt.Errorf("writing the PROXY protocol header: %w", err)}
 		}
 	}
-	c := &upConn{nc: nc, pool: p, host: p.host(b), backend: b, buf: make([]byte, upBufSize)}
+	c := &upConn{nc: nc, pool: p, host: p.host(b), backend: b, bp: upBufs.Get().(*[]byte)}
+	c.buf = *c.bp
 	c.raw, _ = nc.(*net.TCPConn)
 	if c.raw != nil {
 		if rc, err := c.raw.SyscallConn(); err == nil {
@@ -265,11 +277,13 @@ func (p *Conns) idle(c *upConn) bool {
 		return false
 	}
 	c.r, c.w = 0, 0
-	if len(c.buf) > upBufSize {
-		// A large head grew the buffer: an idle connection keeps only the
-		// usual one.
-		c.buf = make([]byte, upBufSize)
+	// An idle connection holds no buffer (one a large head grew is
+	// dropped).
+	if cap(c.buf) == upBufSize {
+		*c.bp = c.buf[:upBufSize]
+		upBufs.Put(c.bp)
 	}
+	c.bp, c.buf = nil, nil
 	// Deadlines stay as they were: the next exchange sets its own.
 	c.idleAt = time.Now()
 	return true

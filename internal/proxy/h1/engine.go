@@ -47,6 +47,10 @@ type Engine struct {
 	// for a slot or a dial give up.
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	pkMu      sync.Mutex // guards pk and pkStopped
+	pk        *parker    // holds idle connections (park_linux.go); nil until one parks
+	pkStopped bool
 }
 
 // EngineOptions configure an Engine for one listener generation.
@@ -86,6 +90,7 @@ func (e *Engine) Serve(ln net.Listener) error {
 	e.mu.Lock()
 	e.ln = ln
 	e.mu.Unlock()
+	defer e.stopParker() // last: no connection is left to park
 	defer e.wg.Wait()
 	defer close(e.accepting) // before the wait: Shutdown waits for it first
 	if e.shutting.Load() {
@@ -120,10 +125,9 @@ func (e *Engine) Serve(ln net.Listener) error {
 		e.wg.Add(1)
 		e.mu.Unlock()
 		e.o.ConnState(1)
-		go func() {
-			defer e.wg.Done()
-			c.serve()
-		}()
+		// e.wg counts the connection until it closes (serve's end), also
+		// while it is parked without a goroutine.
+		go c.serve()
 	}
 }
 
@@ -211,7 +215,7 @@ func (e *Engine) Close() error {
 		e.ln.Close()
 	}
 	for c := range e.conns {
-		c.nc.Close()
+		c.closeNow()
 		if u := c.up.Load(); u != nil {
 			u.nc.Close()
 		}
@@ -226,7 +230,13 @@ func (e *Engine) Close() error {
 var (
 	readBufs = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
 	bodyBufs = sync.Pool{New: func() any { b := make([]byte, proxy.ReplayMax); return &b }}
+	exchs    = sync.Pool{New: func() any { return new(exch) }}
+	idleBufs = sync.Pool{New: func() any { return new([idleBufSize]byte) }}
 	copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 )
 
 const readBufSize = 4 << 10
+
+// idleBufSize is the buffer a connection that cannot park waits with
+// (readIdle).
+const idleBufSize = 512
