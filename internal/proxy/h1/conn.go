@@ -208,16 +208,33 @@ func readable(nc net.Conn) bool {
 // acquire takes the read and write buffers and the request state for a
 // request.
 func (c *h1conn) acquire() {
-	if c.bp == nil {
-		c.bp = readBufs.Get().(*[]byte)
-		c.buf = *c.bp
-	}
+	c.acquireIn()
 	if c.ob == nil {
 		c.ob = readBufs.Get().(*[]byte)
 		c.out = (*c.ob)[:0]
 	}
+}
+
+// acquireIn takes the read buffer and the request state: what reading a
+// head needs.
+func (c *h1conn) acquireIn() {
+	if c.bp == nil {
+		c.bp = readBufs.Get().(*[]byte)
+		c.buf = *c.bp
+	}
 	if c.exch == nil {
 		c.exch = exchs.Get().(*exch)
+	}
+}
+
+// releaseOut gives the write buffer back.
+func (c *h1conn) releaseOut() {
+	if c.ob != nil {
+		if cap(c.out) == readBufSize {
+			*c.ob = c.out[:readBufSize]
+			readBufs.Put(c.ob)
+		}
+		c.ob, c.out = nil, nil
 	}
 }
 
@@ -231,13 +248,7 @@ func (c *h1conn) release() {
 		}
 		c.bp, c.buf, c.r, c.w = nil, nil, 0, 0
 	}
-	if c.ob != nil {
-		if cap(c.out) == readBufSize {
-			*c.ob = c.out[:readBufSize]
-			readBufs.Put(c.ob)
-		}
-		c.ob, c.out = nil, nil
-	}
+	c.releaseOut()
 	if x := c.exch; x != nil && c.bp == nil {
 		c.exch = nil
 		if x.req.body.running {
@@ -284,6 +295,7 @@ func (c *h1conn) readHead(first bool) int {
 			}
 			if n > 0 {
 				c.req.hlen = n
+				c.acquire() // the write buffer
 				return headReady
 			}
 			// Incomplete: read more. The buffer grows only when full
@@ -331,7 +343,10 @@ const parkAfter = 100 * time.Millisecond
 // must leave c), and another (TLS) goes on waiting with no pooled buffer
 // but a small one of its own.
 func (c *h1conn) waitRequest() int {
-	c.acquire()
+	// The write buffer is not needed until a request came: one buffer
+	// less per waiting connection.
+	c.releaseOut()
+	c.acquireIn()
 	c.r, c.w = 0, 0
 	d := time.Now().Add(parkAfter)
 	last := !c.until.IsZero() && !c.until.After(d)

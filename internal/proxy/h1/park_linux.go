@@ -20,14 +20,13 @@ import (
 // goroutine stack. The sockets stay in the runtime's poller as well: the
 // parker only says when to read them.
 type parker struct {
-	e     *Engine
-	epfd  int
-	evfd  int // wakes the loop to stop
-	done  chan struct{}
-	mu    sync.Mutex // guards everything below and the parkState of parked connections
-	fds   map[int32]*h1conn
-	dl    deadlines
-	stop  bool
+	epfd int
+	evfd int // wakes the loop to stop
+	done chan struct{}
+	mu   sync.Mutex // guards everything below and the parkState of parked connections
+	fds  map[int32]*h1conn
+	dl   deadlines
+	stop bool
 	// waitFor is the deadline the loop waits for (zero: none).
 	waitFor time.Time
 }
@@ -65,7 +64,7 @@ func (e *Engine) parkerOf() *parker {
 		unix.Close(evfd)
 		return nil
 	}
-	p := &parker{e: e, epfd: epfd, evfd: evfd, done: make(chan struct{}), fds: map[int32]*h1conn{}}
+	p := &parker{epfd: epfd, evfd: evfd, done: make(chan struct{}), fds: map[int32]*h1conn{}}
 	go p.loop()
 	e.pk = p
 	return p
