@@ -23,7 +23,10 @@ import (
 // through as raw bytes (parsing only those the proxy needs), keeps its
 // upstream connections without helper goroutines (Conns), splices large
 // bodies in the kernel, and in the steady state allocates nothing per
-// request. One goroutine serves each client connection, as in net/http.
+// request. One goroutine serves each client connection while it is busy,
+// as in net/http; one idle for parkAfter parks (park_linux.go): its
+// goroutine leaves and it holds no buffer and no timer until its next
+// request arrives.
 //
 // Why by hand: no maintained Go library offers a strict RFC 9112 proxy
 // codec: fasthttp is a server/client pair with its own lenient parser and
