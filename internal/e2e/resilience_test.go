@@ -613,7 +613,15 @@ func slowloris(addr string, started *sync.WaitGroup, giveUp time.Duration) (o sl
 			continue
 		case errors.As(err, &ne) && ne.Timeout():
 			if _, err := conn.Write([]byte{'z'}); err != nil {
+				// The server has closed and reset the connection (its
+				// lingering close ended before this byte came). What it
+				// sent before is still in the socket: a loaded machine can
+				// let a read time out with the answer already there, so
+				// read it rather than lose it.
 				o.closed, o.after = true, time.Since(begin)
+				conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+				rest, _ := io.ReadAll(conn)
+				o.reply = append(o.reply, rest...)
 				return o
 			}
 		default: // EOF or reset
