@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 // The prototype runs as a child process (this test binary with
@@ -91,12 +93,7 @@ func pattern(n int) []byte {
 // its address.
 func startProto(t *testing.T, mode string, backends ...*testBackend) string {
 	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := "127.0.0.1:" + strconv.Itoa(testenv.Ports(t, 1))
 	var bs []string
 	for _, b := range backends {
 		bs = append(bs, b.ln.Addr().String())

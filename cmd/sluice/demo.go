@@ -20,14 +20,15 @@ var demoCommand = &command{
 	name:     "demo",
 	summary:  "run three demo backends and the balancer in one process",
 	synopsis: []string{"demo [-listen ADDR] [-admin ADDR] [-backends N] [-backend-port PORT]"},
-	about: `Starts N demo backends on 127.0.0.1 (consecutive ports from -backend-port) and the ` +
+	about: `Starts N demo backends on 127.0.0.1 (consecutive ports from -backend-port; 0 lets the ` +
+		`system pick a free port for each) and the ` +
 		`balancer on -listen: round robin, health checks every 2s on /health, the admin API and ` +
 		`dashboard on -admin. It prints what to try; Ctrl-C stops everything.`,
 	setup: func(fs *flag.FlagSet) action {
 		listen := fs.String("listen", ":8080", "accept clients on `ADDR`")
 		adminAddr := fs.String("admin", "127.0.0.1:9090", "serve the admin API and dashboard on `ADDR`")
 		n := fs.Int("backends", 3, "run `N` demo backends (1 to 100)")
-		port := fs.Int("backend-port", 8081, "`PORT` of the first backend; the others follow it")
+		port := fs.Int("backend-port", 8081, "`PORT` of the first backend; the others follow it (0: any free ports)")
 		return func(ctx context.Context, out streams, _ []string) error {
 			return runDemo(ctx, out, *listen, *adminAddr, *n, *port)
 		}
@@ -38,8 +39,8 @@ func runDemo(ctx context.Context, out streams, listen, adminAddr string, n, port
 	if n < 1 || n > 100 {
 		return usagef("-backends %d: use 1 to 100", n)
 	}
-	if port < 1 || port+n-1 > 65535 {
-		return usagef("-backend-port %d: the %d ports must lie in 1-65535", port, n)
+	if port < 0 || port+n-1 > 65535 {
+		return usagef("-backend-port %d: the %d ports must lie in 1-65535 (or 0 for any free ports)", port, n)
 	}
 
 	// Bind every backend first, so a port in use is reported before anything
@@ -47,8 +48,11 @@ func runDemo(ctx context.Context, out streams, listen, adminAddr string, n, port
 	var lns []net.Listener
 	var urls []string
 	for i := range n {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port+i))
-		ln, err := net.Listen("tcp", addr)
+		p := 0
+		if port > 0 {
+			p = port + i
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 		if err != nil {
 			for _, l := range lns {
 				l.Close()
@@ -56,7 +60,7 @@ func runDemo(ctx context.Context, out streams, listen, adminAddr string, n, port
 			return fmt.Errorf("demo backend: %w (is a demo already running? try -backend-port)", err)
 		}
 		lns = append(lns, ln)
-		urls = append(urls, "http://"+addr)
+		urls = append(urls, "http://"+ln.Addr().String())
 	}
 	cfg, err := quickConfig(quickOptions{listen: listen, backends: urls, balance: "round_robin",
 		healthPath: "/health", healthInterval: 2 * time.Second, admin: adminAddr})

@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 func TestDiff(t *testing.T) {
@@ -113,12 +116,7 @@ func TestDiffKeepsTCPConnections(t *testing.T) {
 // serving at the file's admin.address (with its token) for its config;
 // the secrets it leaves out are not reported as changes.
 func TestDiffAgainstTheRunningInstance(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	adminAddr := ln.Addr().String()
-	ln.Close()
+	adminAddr := "127.0.0.1:" + strconv.Itoa(testenv.Ports(t, 1))
 	token := writeFile(t, "token", "s3cret\n")
 	base := "listeners:\n  - name: public\n    address: \"127.0.0.1:0\"\n    pool: web\n" +
 		"pools:\n  - name: web\n    sticky: {secret: %s}\n    backends:\n      - address: \"http://127.0.0.1:8081\"\n%s" +

@@ -37,6 +37,7 @@ func (c *Config) ApplyDefaults() {
 		def(s, p+".limits.max_header_bytes", &l.Limits.MaxHeaderBytes, 65536)
 		def(s, p+".limits.max_headers", &l.Limits.MaxHeaders, 100)
 		def(s, p+".limits.max_uri_bytes", &l.Limits.MaxURIBytes, 8192)
+		def(s, p+".limits.max_concurrent_streams", &l.Limits.MaxConcurrentStreams, DefaultMaxConcurrentStreams)
 		if l.TLS != nil {
 			def(s, p+".tls.min_version", &l.TLS.MinVersion, "1.2")
 			if a := l.TLS.ACME; a != nil {

@@ -184,6 +184,11 @@ func listenerKeyDocs() map[string]KeyDoc {
 			Type: "integer ≥ 0", Note: "(no limit)",
 			Meaning: "request body size; larger → 413.",
 		},
+		"listeners.limits.max_concurrent_streams": {
+			Type: "integer 1 to 1048576",
+			Meaning: "requests one HTTP/2 or HTTP/3 connection may have open at once " +
+				"(SETTINGS_MAX_CONCURRENT_STREAMS); a stream over it is refused. Needs `tls` or `h2c`.",
+		},
 		"listeners.routes.host": {
 			Type: "host name", Note: "(any)",
 			Meaning: "the request's host, without port, case-insensitive. `\"*.example.com\"` matches any " +

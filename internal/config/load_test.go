@@ -51,7 +51,7 @@ func defaultListener(name, address, pool string) Listener {
 	return Listener{
 		Name: name, Address: address, Protocol: "http", Engine: "h1", Pool: pool,
 		Timeouts: ListenerTimeouts{ReadHeader: 10 * time.Second, Idle: 120 * time.Second},
-		Limits:   Limits{MaxHeaderBytes: 65536, MaxHeaders: 100, MaxURIBytes: 8192},
+		Limits:   Limits{MaxHeaderBytes: 65536, MaxHeaders: 100, MaxURIBytes: 8192, MaxConcurrentStreams: 250},
 	}
 }
 

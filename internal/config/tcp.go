@@ -34,6 +34,7 @@ func (v *validator) tcpListener(p string, l *Listener) {
 		{"limits.max_headers", l.Limits.MaxHeaders != 100},
 		{"limits.max_uri_bytes", l.Limits.MaxURIBytes != 8192},
 		{"limits.max_body_bytes", l.Limits.MaxBodyBytes != 0},
+		{"limits.max_concurrent_streams", l.Limits.MaxConcurrentStreams != DefaultMaxConcurrentStreams},
 	} {
 		if k.set {
 			v.errorf(p+"."+k.key, "%s has no effect on a tcp listener, which relays bytes without reading HTTP: remove it", k.key)

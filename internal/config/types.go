@@ -122,6 +122,10 @@ type ListenerTimeouts struct {
 	Idle       time.Duration `yaml:"idle"`
 }
 
+// DefaultMaxConcurrentStreams is limits.max_concurrent_streams when the
+// file leaves it out (Go's and Envoy's defaults are 250 and 100).
+const DefaultMaxConcurrentStreams = 250
+
 // Limits bound what a client may send. MaxConnections and MaxBodyBytes of 0
 // mean unlimited.
 type Limits struct {
@@ -130,6 +134,9 @@ type Limits struct {
 	MaxHeaders     int   `yaml:"max_headers"`
 	MaxURIBytes    int   `yaml:"max_uri_bytes"`
 	MaxBodyBytes   int64 `yaml:"max_body_bytes"`
+	// MaxConcurrentStreams bounds the requests one HTTP/2 or HTTP/3
+	// connection has open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
 }
 
 // Route sends matching requests to a pool. All given conditions must match;

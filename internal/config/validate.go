@@ -187,6 +187,11 @@ func (v *validator) listener(p string, l *Listener, names, addrs map[string]stri
 	atLeast(v, p+".limits.max_headers", lim.MaxHeaders, 1, "")
 	atLeast(v, p+".limits.max_uri_bytes", lim.MaxURIBytes, 1, "")
 	atLeast(v, p+".limits.max_body_bytes", lim.MaxBodyBytes, 0, "no limit")
+	v.inRange(p+".limits.max_concurrent_streams", lim.MaxConcurrentStreams, 1, 1<<20, "")
+	if l.Protocol != "tcp" && l.TLS == nil && !l.H2C && lim.MaxConcurrentStreams != DefaultMaxConcurrentStreams {
+		v.errorf(p+".limits.max_concurrent_streams", "max_concurrent_streams has no effect on a listener without tls or h2c, "+
+			"which serves HTTP/1.1 only: remove it, or add h2c: true")
+	}
 	v.rateLimit(p+".rate_limit", l.RateLimit)
 	for i, r := range l.Routes {
 		v.route(index(p+".routes", i), &r, l)

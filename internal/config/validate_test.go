@@ -209,6 +209,11 @@ func TestParseErrors(t *testing.T) {
 			`t.yaml:3:26: tracing.otlp_endpoint ":4317" is not the collector's host:port: write e.g. "127.0.0.1:4317" (no scheme, no path)`,
 			"t.yaml:3:49: sample_ratio -0.1 is out of range: use 0 (only requests whose parent is sampled) to 1 (every request)"}},
 		{"tracing with defaults", minimal + "tracing: {}\n", nil},
+		{"max_concurrent_streams", "listeners:\n  - {address: \":8080\", pool: web, h2c: true, limits: {max_concurrent_streams: 0}}\n" +
+			"  - {address: \":8081\", pool: web, limits: {max_concurrent_streams: 16}}\n" +
+			"  - {address: \":8082\", pool: web, h2c: true, limits: {max_concurrent_streams: 16}}\n" + pool1, []string{
+			"t.yaml:2:79: max_concurrent_streams 0 is out of range: use 1 to 1048576",
+			"t.yaml:3:68: max_concurrent_streams has no effect on a listener without tls or h2c, which serves HTTP/1.1 only: remove it, or add h2c: true"}},
 		{"admin address", minimal + "admin: {address: localhost}\n", []string{
 			`t.yaml:3:18: admin address "localhost" is not host:port: write e.g. ":8080" or "127.0.0.1:8080"`}},
 		{"state_file directory", minimal + "admin: {state_file: /nonexistent/sluice/state.json}\n", []string{

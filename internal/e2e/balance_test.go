@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/config"
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 // sequence sends n sequential GETs and returns the X-Backend of each; every
@@ -137,7 +138,7 @@ func TestKilledBackendCausesNoClientError(t *testing.T) {
 
 func TestAllBackendsDownGives503WithRetryAfter(t *testing.T) {
 	p := config.Pool{Name: "web", Balance: "round_robin", Backends: []config.Backend{
-		{Address: "http://" + deadAddr(t)}, {Address: "http://" + deadAddr(t)},
+		{Address: "http://" + testenv.DeadAddr(t)}, {Address: "http://" + testenv.DeadAddr(t)},
 	}}
 	p.HealthCheck = checked(500 * time.Millisecond)
 	s := startSluice(t, oneListener(p))

@@ -775,10 +775,15 @@ func TestH2Spec(t *testing.T) {
 	be := startBackend(t, "b1")
 	ca := newTestCA(t, "e2e CA")
 	site := ca.issue(t, leafOpts{names: []string{"localhost"}, ips: []net.IP{net.IPv4(127, 0, 0, 1)}}).write(t, t.TempDir(), "site")
+	// h2spec's 5.1.2 opens one stream more than the listener allows, each
+	// a request sluice proxies, all at once; with the default 250 a loaded
+	// machine could starve the refusal of the last past h2spec's wait for
+	// an answer (-o). The rules are the same at 16.
+	lim := config.Limits{MaxConcurrentStreams: 16}
 	cfg := &config.Config{
 		Listeners: []config.Listener{
-			{Name: "h2c", Address: "127.0.0.1:0", Pool: "web", H2C: true},
-			{Name: "tls", Address: "127.0.0.1:0", Pool: "web", TLS: &config.TLS{Certificates: []config.Certificate{site}}},
+			{Name: "h2c", Address: "127.0.0.1:0", Pool: "web", H2C: true, Limits: lim},
+			{Name: "tls", Address: "127.0.0.1:0", Pool: "web", TLS: &config.TLS{Certificates: []config.Certificate{site}}, Limits: lim},
 		},
 		Pools:           []config.Pool{poolOf("web", be)},
 		Admin:           config.Admin{Address: "127.0.0.1:0"},

@@ -311,19 +311,6 @@ func (b *demoBackend) Restart() {
 	b.serve(ln)
 }
 
-// deadAddr returns a 127.0.0.1 address nothing listens on (bound, then
-// closed).
-func deadAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // sluice is a sluice server running in the test process.
 type sluice struct {
 	t      testing.TB

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -129,10 +130,9 @@ func TestTLSHandshakeInFlightIsServed(t *testing.T) {
 			addr := s.Addr("public")
 			release := make(chan struct{})
 			result := slowTLSGet(t, addr, clientTLS(ca, "shop.example.com", proto), release)
-			// Not asserted: a moment for sluice's accept loop to take the
-			// connection (else the kernel closes it with the socket, and
-			// the client fails the same way).
-			time.Sleep(200 * time.Millisecond)
+			// sluice's accept loop must have taken the connection: one
+			// still in the kernel's accept queue is closed with the socket.
+			waitAccepted(t, addr)
 			stopped := make(chan struct{})
 			go func() {
 				defer close(stopped)
@@ -174,7 +174,7 @@ func TestTLSHandshakeInFlightIsServed(t *testing.T) {
 		s := startSluice(t, cfg)
 		release := make(chan struct{})
 		result := slowTLSGet(t, s.Addr("public"), clientTLS(ca, "shop.example.com", "http/1.1"), release)
-		time.Sleep(200 * time.Millisecond) // as above
+		waitAccepted(t, s.Addr("public")) // the old generation has it
 		if err := os.WriteFile(file, []byte(yaml("9s")), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -261,7 +261,7 @@ func TestProcessUpgradeLetsWorkInFlightFinish(t *testing.T) {
 	}
 	release := make(chan struct{})
 	result := slowTLSGet(t, secure, clientTLS(ca, "shop.example.com", "http/1.1"), release)
-	time.Sleep(200 * time.Millisecond) // for the old process to accept it; not asserted
+	waitAccepted(t, secure) // by the old process
 
 	p.Process.Signal(syscall.SIGUSR2)
 	pid2 := waitPID(t, pidfile, pid1)
@@ -316,4 +316,43 @@ func TestProcessUpgradeLetsWorkInFlightFinish(t *testing.T) {
 	if code := waitPIDExit(t, pid2, 30*time.Second); code != 0 {
 		t.Fatalf("the new process exited with %d after SIGTERM, want 0", code)
 	}
+}
+
+// waitAccepted waits until no connection to the listening socket(s) at
+// addr (127.0.0.1:port) waits in the kernel's accept queue: the server has
+// accepted every connection made to it so far. Linux shows the queue's
+// length as rx_queue of a LISTEN socket in /proc/net/tcp.
+func waitAccepted(t *testing.T, addr string) {
+	t.Helper()
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := fmt.Sprintf(":%04X", p)
+	eventually(t, 10*time.Second, "the server accepts the connection to "+addr, func() bool {
+		b, err := os.ReadFile("/proc/net/tcp")
+		if err != nil {
+			t.Fatalf("the accept queue of %s: %v", addr, err)
+		}
+		seen := false
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			// sl local_address rem_address st tx_queue:rx_queue ...
+			f := strings.Fields(line)
+			if len(f) < 5 || !strings.HasSuffix(f[1], local) || f[3] != "0A" {
+				continue
+			}
+			seen = true
+			if _, rx, _ := strings.Cut(f[4], ":"); strings.TrimLeft(rx, "0") != "" {
+				return false
+			}
+		}
+		if !seen {
+			t.Fatalf("no listening socket on %s in /proc/net/tcp", addr)
+		}
+		return true
+	})
 }

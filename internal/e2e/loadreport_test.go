@@ -13,9 +13,10 @@ import (
 )
 
 // reporting is a backend that reports util in ORCA's text form on every
-// response and names itself in X-Backend.
-func reporting(t *testing.T, name, util string) *httptest.Server {
+// response and names itself in X-Backend. It takes service to answer.
+func reporting(t *testing.T, name, util string, service time.Duration) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(service)
 		w.Header().Set("Endpoint-Load-Metrics", "TEXT cpu_utilization="+util+", mem_utilization=0.2")
 		w.Header().Set("X-Backend", name)
 		w.Write([]byte("ok\n"))
@@ -25,13 +26,19 @@ func reporting(t *testing.T, name, util string) *httptest.Server {
 }
 
 func TestLoadReportSteersP2C(t *testing.T) {
-	busy := reporting(t, "busy", "0.95")
-	calm1, calm2 := reporting(t, "calm1", "0.1"), reporting(t, "calm2", "0.1")
+	// p2c's score is latency × load: on a bare loopback the latency is
+	// tens of microseconds, and one stall of a loaded machine makes a calm
+	// backend's average more than 18 times the busy one's. A service time
+	// of 10ms, the same for all, keeps latencies comparable (a stall
+	// would have to last over a second to outweigh the load).
+	const service = 10 * time.Millisecond
+	busy := reporting(t, "busy", "0.95", service)
+	calm1, calm2 := reporting(t, "calm1", "0.1", service), reporting(t, "calm2", "0.1", service)
 	cfg := oneListener(config.Pool{Name: "web", Balance: "p2c", LoadReport: &config.LoadReport{},
 		Backends: []config.Backend{{Address: busy.URL}, {Address: calm1.URL}, {Address: calm2.URL}}})
 	s := startSluice(t, cfg)
 	c := newClient(t)
-	const n = 300
+	const n = 200
 	got := map[string]int{}
 	for range n {
 		r := get(t, c, s.URL("public"))
@@ -46,7 +53,7 @@ func TestLoadReportSteersP2C(t *testing.T) {
 	t.Logf("requests per backend: %v", got)
 	// Until it has reported, the busy backend is as good as any; after its
 	// first response it loses every comparison (1/(1-0.95) = 20 against
-	// 1/(1-0.1) ≈ 1.1), whatever the latencies on loopback.
+	// 1/(1-0.1) ≈ 1.1).
 	if got["busy"] > n/20 {
 		t.Errorf("requests per backend %v: the backend at 95%% got %d of %d, want at most %d", got, got["busy"], n, n/20)
 	}

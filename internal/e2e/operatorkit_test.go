@@ -294,7 +294,7 @@ admin:
   address: "127.0.0.1:0"
 access_log: {format: "off"}
 shutdown_timeout: 5s
-`, files.Cert, files.Key, be.URL(), deadAddr(t), bePort, dnsSrv.Addr)
+`, files.Cert, files.Key, be.URL(), testenv.DeadAddr(t), bePort, dnsSrv.Addr)
 	p, _, addr, admin := runConfig(t, yaml)
 	plain := p.waitLog(listenerLine("plain"), 15*time.Second)[1]
 	https := httpsClient(t, addr, clientTLS(ca, "kit.test"), false, true)

@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 // proc is the sluice binary running as a child process.
@@ -471,22 +469,10 @@ func TestProcessCommandLine(t *testing.T) {
 
 func TestProcessDemo(t *testing.T) {
 	t.Parallel()
-	var p *proc
-	var addr string
-	for attempt := 1; addr == ""; attempt++ {
-		port := testenv.Ports(t, 3)
-		p = startProc(t, "demo", "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-backend-port", strconv.Itoa(port))
-		m, exited := p.waitLogOrExit(listenerLine("demo"), 15*time.Second)
-		switch {
-		case m != nil:
-			addr = m[1]
-		case !exited:
-			t.Fatal("sluice demo did not log its listener within 15s")
-		case attempt == 3 || !strings.Contains(p.Stderr.String(), "demo backend:"):
-			t.Fatalf("sluice demo exited with code %d before serving", p.code)
-		}
-		// Otherwise a port of the run was taken meanwhile: try another run.
-	}
+	// -backend-port 0: the system picks each backend's port, so no other
+	// test can take one between its choice and its use.
+	p := startProc(t, "demo", "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-backend-port", "0")
+	addr := p.waitLog(listenerLine("demo"), 15*time.Second)[1]
 	c := newClient(t)
 	seen := map[string]bool{}
 	eventually(t, 15*time.Second, "the three demo backends all answer through the balancer", func() bool {

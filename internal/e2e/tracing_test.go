@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-lb/sluice/internal/testenv"
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -180,7 +181,7 @@ func TestTracingOTLP(t *testing.T) {
 			t.Parallel()
 			rcv := startOTLP(t, protocol)
 			be := startBackend(t, "b1")
-			dead := "http://" + deadAddr(t)
+			dead := "http://" + testenv.DeadAddr(t)
 			p, _, addr, _ := runConfig(t, tracingYAML(protocol, rcv.Addr, be.URL(), dead))
 			base := "http://" + addr
 			h1c, h2c := newClient(t), h2cClient(t)
@@ -403,7 +404,7 @@ func TestTracingReloadSwapsProvider(t *testing.T) {
 	t.Parallel()
 	rcv1, rcv2 := startOTLP(t, "grpc"), startOTLP(t, "http")
 	be := startBackend(t, "b1")
-	dead := "http://" + deadAddr(t)
+	dead := "http://" + testenv.DeadAddr(t)
 	v1 := tracingYAML("grpc", rcv1.Addr, be.URL(), dead)
 	v2 := tracingYAML("http", rcv2.Addr, be.URL(), dead)
 	v0 := v1[:strings.Index(v1, "tracing:\n")] + "shutdown_timeout: 10s\n"

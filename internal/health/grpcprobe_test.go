@@ -37,6 +37,7 @@ import (
 	"github.com/sluice-lb/sluice/internal/balance"
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 // countingListener counts accepted connections.
@@ -216,13 +217,7 @@ func TestGRPCProbeFailures(t *testing.T) {
 	}
 
 	t.Run("connection refused", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		wantErr(t, "closed port", probeOnce(t, p, hc, backend("http", addr)), "refused")
+		wantErr(t, "closed port", probeOnce(t, p, hc, backend("http", testenv.DeadAddr(t))), "refused")
 	})
 
 	t.Run("HTTP/1.1 only", func(t *testing.T) {

@@ -424,7 +424,7 @@ func (l *listener) h2Server(s *Server) (*http2.Server, *http.Server) {
 		ErrorLog:          slogLogger(s),
 	}
 	h2 := &http2.Server{
-		MaxConcurrentStreams:         h2MaxStreams,
+		MaxConcurrentStreams:         uint32(lim.MaxConcurrentStreams),
 		MaxUploadBufferPerStream:     h2StreamWindow,
 		MaxUploadBufferPerConnection: h2ConnWindow,
 		MaxReadFrameSize:             1 << 14,
@@ -439,11 +439,10 @@ func (l *listener) h2Server(s *Server) (*http2.Server, *http.Server) {
 	return h2, base
 }
 
-// HTTP/2 limits towards clients: streams at once per connection (Envoy and
-// Go default to 100-250), and the flow-control windows a client may fill
-// before sluice reads: one stream 1 MiB, one connection 4 MiB.
+// HTTP/2 limits towards clients (the streams at once per connection are
+// limits.max_concurrent_streams): the flow-control windows a client may
+// fill before sluice reads: one stream 1 MiB, one connection 4 MiB.
 const (
-	h2MaxStreams   = 250
 	h2StreamWindow = 1 << 20
 	h2ConnWindow   = 4 << 20
 )

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 )
@@ -19,10 +20,11 @@ func TestGentleShutdownServesFreshConnections(t *testing.T) {
 		gentle bool
 	}{{"net/http", false}, {"gentle", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			inner, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)
 			}
+			ln := &closeNotifier{Listener: inner, closed: make(chan struct{})}
 			accepted := make(chan struct{}, 1)
 			srv := &http.Server{
 				Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
@@ -51,7 +53,7 @@ func TestGentleShutdownServesFreshConnections(t *testing.T) {
 				defer cancel()
 				shut <- hs.Shutdown(ctx)
 			}()
-			time.Sleep(100 * time.Millisecond) // Shutdown has begun
+			<-ln.closed // Shutdown has begun (both close the listener first)
 			c.SetDeadline(time.Now().Add(5 * time.Second))
 			io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -66,4 +68,16 @@ func TestGentleShutdownServesFreshConnections(t *testing.T) {
 			<-served
 		})
 	}
+}
+
+// closeNotifier is a listener that tells when it is closed.
+type closeNotifier struct {
+	net.Listener
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (l *closeNotifier) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return l.Listener.Close()
 }

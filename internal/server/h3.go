@@ -22,12 +22,11 @@ import (
 // connections it serves.
 
 // HTTP/3 limits towards clients, as HTTP/2's: streams at once per
-// connection, and flow-control windows (a stream starts at 512 KiB and
+// connection (limits.max_concurrent_streams), and flow-control windows (a stream starts at 512 KiB and
 // may grow to 1 MiB, a connection to 4 MiB), so that one connection holds
 // at most 4 MiB of a client's unread data. Unidirectional streams: the
 // control and two QPACK streams, with room to spare.
 const (
-	h3MaxStreams    = h2MaxStreams
 	h3MaxUniStreams = 16
 	// h3AltSvcMaxAge is how long a client may remember the Alt-Svc
 	// (one day, as Caddy and nginx advertise).
@@ -86,7 +85,7 @@ func (l *listener) serveH3(s *Server) {
 	l.quic.use(l.tls, &quic.Config{
 		HandshakeIdleTimeout:           l.h3Handshake(),
 		MaxIdleTimeout:                 t.Idle, // 0: quic-go's 30 s
-		MaxIncomingStreams:             h3MaxStreams,
+		MaxIncomingStreams:             int64(lim.MaxConcurrentStreams),
 		MaxIncomingUniStreams:          h3MaxUniStreams,
 		InitialStreamReceiveWindow:     h2StreamWindow / 2,
 		MaxStreamReceiveWindow:         h2StreamWindow,
