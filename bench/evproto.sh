@@ -32,10 +32,8 @@
 # The file-descriptor limit is raised for this script's children only (ulimit -n).
 # Output: /tmp/bench/evproto/last/ (summary.md, per-scenario runs.csv and raw/, load.txt,
 # load-samples.txt, idle.tsv, perf/). Everything it starts is stopped at the end and on failure.
-set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
-SHARED=$(cd "${SHARED:-$ROOT/../shared/bench}" && pwd)
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-10}; RATE=${RATE:-4000}
 IDLE_N=${IDLE_N:-10000}; IDLE_HOLD=${IDLE_HOLD:-10}
 SCENARIOS=${SCENARIOS:-"small-c50 small-c256 kb64-c50 rate idle"}
@@ -49,24 +47,12 @@ NAMES=(haproxy1 sluice evproto evproto-g)
 ADDRS=(127.0.0.1:8181 127.0.0.1:8190 127.0.0.1:8194 127.0.0.1:8195)
 TARGETS=(); for i in "${!NAMES[@]}"; do TARGETS+=("${NAMES[$i]}=http://${ADDRS[$i]}/"); done
 STARTED="${NAMES[*]} evproto-rt backend-9101 backend-9102 backend-9103"
-log() { printf '\n== %s  %s\n' "$(date +%T)" "$*"; }
+STOP_MSG="bench: stopped the targets and backends"
 
 # ---- 0. prerequisites ---------------------------------------------------------
-missing=()
-for t in haproxy wrk hey curl; do command -v "$t" >/dev/null || missing+=("$t"); done
-[[ $PROFILE == 1 ]] && ! command -v perf >/dev/null && missing+=(linux-perf)
-if ((${#missing[@]})); then
-  ((EUID == 0)) || { echo "missing ${missing[*]}; run as root (apt-get) or install them" >&2; exit 1; }
-  log "installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-command -v go >/dev/null || { echo "go is needed" >&2; exit 1; }
-for p in "${BPORTS[@]}" 8181 8190 8194 8195 8196 19290; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-    echo "port $p is already in use: is another bench/evproto.sh running?" >&2; exit 1
-  fi
-done
+tools=(haproxy wrk hey curl); [[ $PROFILE == 1 ]] && tools+=(perf:linux-perf)
+require "${tools[@]}"
+ports_free "is another bench/evproto.sh running?" "${BPORTS[@]}" 8181 8190 8194 8195 8196 19290
 # idle clients: this script's children (HAProxy, which sizes its descriptors as 2 x maxconn + 14,
 # and the idle clients) may need more descriptors than the default; raised here only, up to what
 # the hard limit allows (a container may forbid raising that)
@@ -75,21 +61,7 @@ if (($(ulimit -n) < want)); then ulimit -Hn "$want" 2>/dev/null || true; ulimit 
 HAPROXY_MAXCONN=$(( ($(ulimit -n) - 20) / 2 )); ((HAPROXY_MAXCONN > IDLE_N + 100)) && HAPROXY_MAXCONN=$((IDLE_N + 100))
 ((HAPROXY_MAXCONN < 8000)) && HAPROXY_MAXCONN=8000
 
-# ---- cleanup: always stop what we started ---------------------------------------
-SAMPLER=""; BGPIDS=()
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  [[ -n $SAMPLER ]] && kill "$SAMPLER" 2>/dev/null
-  for p in "${BGPIDS[@]}"; do kill "$p" 2>/dev/null; done
-  # shellcheck disable=SC2086
-  "$SHARED/stop-peers.sh" $STARTED >/dev/null 2>&1 || true
-  echo "bench: stopped the targets and backends (exit $rc)"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+stop_on_exit
 
 rm -rf "$LAST"; mkdir -p "$LAST" "$BIN_DIR" "$RUN_DIR"
 
@@ -98,9 +70,8 @@ log "building sluice, the prototype and the bench tools"
 go build -o "$BIN_DIR/sluice" ./cmd/sluice
 go build -o "$BIN_DIR/evproto" ./bench/evproto
 go build -o "$BIN_DIR/idleclients" ./bench/cmd/idleclients
-(cd "$SHARED/backend" && go build -o "$BIN_DIR/backend" .)
-HEAD_REV=$(git rev-parse --short=12 HEAD)
-if git status --porcelain -- cmd internal bench/evproto go.mod go.sum | grep -v '_test\.go$' >/dev/null; then HEAD_REV+=" + uncommitted changes"; fi
+build_backend
+HEAD_REV=$(worktree_rev cmd internal bench/evproto go.mod go.sum)
 
 sed -e 's/127\.0\.0\.1:9001/127.0.0.1:9101/; s/127\.0\.0\.1:9002/127.0.0.1:9102/; s/127\.0\.0\.1:9003/127.0.0.1:9103/' \
   -e "s/^\\( *maxconn\\) 8000\$/\\1 $HAPROXY_MAXCONN/" "$SHARED/peers/haproxy.cfg" >"$LAST/haproxy.cfg"
@@ -126,8 +97,7 @@ EOF
 "$BIN_DIR/sluice" validate -config "$LAST/sluice.yaml"
 
 log "starting backends, haproxy1, sluice, evproto, evproto-g (unpinned)"
-echo unpinned >"$RUN_DIR/MODE"
-for p in "${BPORTS[@]}"; do "$SHARED/start-one.sh" "backend-$p" -- "$BIN_DIR/backend" -addr "127.0.0.1:$p"; done
+start_backends "${BPORTS[@]}"
 NBTHREAD=1 HAPROXY_PORT=8181 "$SHARED/start-one.sh" haproxy1 -- haproxy -db -f "$LAST/haproxy.cfg"
 "$SHARED/start-one.sh" sluice -- "$BIN_DIR/sluice" run -config "$LAST/sluice.yaml"
 "$SHARED/start-one.sh" evproto -- "$BIN_DIR/evproto" -mode loop -listen 127.0.0.1:8194 -backends "$BACKENDS"
@@ -135,16 +105,13 @@ NBTHREAD=1 HAPROXY_PORT=8181 "$SHARED/start-one.sh" haproxy1 -- haproxy -db -f "
 sleep 0.5
 urls=(); for a in "${ADDRS[@]}"; do urls+=("http://$a/" "http://$a/kb/64"); done
 "$SHARED/check.sh" "${urls[@]}"
-pidof_t() { cat "$RUN_DIR/$1.pid"; }
 
 # ---- load: recorded, not waited for ---------------------------------------------------
-others() { ps -eo pcpu=,comm= --sort=-pcpu | head -8 | awk '{printf "    %5s%%  %s\n", $1, $2}'; }
-( while :; do echo "$(date +%s) $(cut -d' ' -f1-3 /proc/loadavg)"; sleep 5; done >>"$LAST/load-samples.txt" ) & SAMPLER=$!
+sample_load %s
 { echo "# start: $(uptime)"; others; } | tee "$LAST/load.txt"
 : >"$LAST/scenario-times.txt"
 
 # ---- 2. scenarios -----------------------------------------------------------------------
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 CSVS=()
 for s in $SCENARIOS; do
   [[ $s == none ]] && continue
@@ -159,15 +126,9 @@ for s in $SCENARIOS; do
       log "$IDLE_N idle keep-alive clients per target, held ${IDLE_HOLD}s"
       : >"$LAST/idle.tsv"
       for i in "${!NAMES[@]}"; do
-        n=${NAMES[$i]}; pid=$(pidof_t "$n"); before=$(rss_kb "$pid"); peak=$before
-        timeout -k 5 $((IDLE_HOLD + 90)) "$BIN_DIR/idleclients" -addr "${ADDRS[$i]}" -n "$IDLE_N" -hold "${IDLE_HOLD}s" \
-          -c 500 -timeout 3s >"$LAST/idle-$n.txt" 2>&1 &
-        ic=$!; BGPIDS+=("$ic")
-        while kill -0 "$ic" 2>/dev/null; do kb=$(rss_kb "$pid"); ((kb > peak)) && peak=$kb; sleep 0.25; done
-        wait "$ic" || echo "idleclients for $n exited with an error (see $LAST/idle-$n.txt)" >&2
-        ok=$(sed -n 's/.* ok=\([0-9]*\).*/\1/p' "$LAST/idle-$n.txt" | head -1)
-        alive=$(sed -n 's/.* alive_at_end=\([0-9]*\).*/\1/p' "$LAST/idle-$n.txt" | head -1)
-        printf 'idle\t%s\t%s\t%s\t%s\t%s\t%s\n' "$IDLE_N" "$n" "$before" "$peak" "${ok:-0}" "${alive:-0}" | tee -a "$LAST/idle.tsv"
+        n=${NAMES[$i]}
+        idle_clients "$n" "${ADDRS[$i]}"
+        printf 'idle\t%s\t%s\t%s\t%s\t%s\t%s\n' "$IDLE_N" "$n" "$IDLE_BEFORE" "$IDLE_PEAK" "${IDLE_OK:-0}" "${IDLE_ALIVE:-0}" | tee -a "$LAST/idle.tsv"
         sleep 3
       done ;;
     *) echo "unknown scenario $s (small-c50 small-c256 kb64-c50 rate idle)" >&2; exit 2 ;;
@@ -179,8 +140,7 @@ done
 
 # ---- 3. optional profile ------------------------------------------------------------------
 if [[ $PROFILE == 1 ]]; then
-  mkdir -p "$LAST/perf"
-  awk -v header=1 -f "$ROOT/bench/perfsplit.awk" </dev/null >"$LAST/perf/split.md"
+  profile_begin
   echo "| target | requests | syscalls/req | read | write, writev | recvfrom, sendto | epoll_wait, epoll_pwait | epoll_ctl | futex | nanosleep | tgkill, rt_sigreturn | context switches/req | CPU µs/req (task-clock) |" >"$LAST/perf/stat.md"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" >>"$LAST/perf/stat.md"
   SC=syscalls:sys_enter_
@@ -203,35 +163,25 @@ if [[ $PROFILE == 1 ]]; then
     timeout -k 5 $((PROFILE_SECS + 30)) wrk -t2 -c50 -d$((PROFILE_SECS + 4))s "http://${PADDRS[$i]}/" >/dev/null 2>&1 &
     lp=$!; BGPIDS+=("$lp")
     sleep 2
-    perf record -e cpu-clock -F 999 -g -p "$pid" -o "$base.data" -- sleep "$PROFILE_SECS" >/dev/null 2>&1 || true
-    wait "$lp" || true
-    perf report -i "$base.data" --no-children --sort dso,sym -g none --stdio 2>/dev/null >"$base.self.txt" || true
-    perf report -i "$base.data" --children --sort sym -g none --stdio 2>/dev/null >"$base.children.txt" || true
-    awk -v label=small-c50 -v target="$n" -f "$ROOT/bench/perfsplit.awk" "$base.self.txt" >>"$LAST/perf/split.md"
-    rm -f "$base.data"
+    profile "$n" "$base" small-c50 "$lp"
     sleep 1
   done
 fi
-kill "$SAMPLER" 2>/dev/null; SAMPLER=""
+stop_sampler
 # their counters (requests, dials, retries per loop) go to their logs when they stop
 "$SHARED/stop-peers.sh" evproto evproto-g evproto-rt >/dev/null 2>&1 || true
 grep -h '^evproto: stopping' "$RUN_DIR"/evproto*.log >"$LAST/evproto-counters.txt" 2>/dev/null || true
 
 # ---- 4. summary -----------------------------------------------------------------------------
 log "summary"
-loadstats() { # 1-minute load samples between $1 and $2 (epoch s): median, min, max
-  awk -v a="$1" -v b="$2" '$1 >= a && $1 <= b { v[++n] = $2 } END { if (!n) { print "-"; exit }
-    for (i = 2; i <= n; i++) { x = v[i]; j = i - 1; while (j > 0 && v[j] > x) { v[j+1] = v[j]; j-- } v[j+1] = x }
-    printf "median %s, min %s, max %s", v[int((n+1)/2)], v[1], v[n] }' "$LAST/load-samples.txt"
-}
 {
   echo "# Issue 15: event-driven prototype vs sluice's engine vs HAProxy — $(date -u +%FT%TZ)"
   echo
-  echo "\`bench/evproto.sh\` with ROUNDS=$ROUNDS DURATION=${DURATION}s RATE=$RATE IDLE_N=$IDLE_N IDLE_HOLD=${IDLE_HOLD}s SCENARIOS=\"$SCENARIOS\"; sluice and evproto at $HEAD_REV; $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r); $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy", $3}'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), $(go version | awk '{print $3}')."
+  echo "\`bench/evproto.sh\` with ROUNDS=$ROUNDS DURATION=${DURATION}s RATE=$RATE IDLE_N=$IDLE_N IDLE_HOLD=${IDLE_HOLD}s SCENARIOS=\"$SCENARIOS\"; sluice and evproto at $HEAD_REV; $(machine); $(haproxy_version), $(wrk_version), $(go_version)."
   echo
   echo "Machine load (1-minute average, sampled every 5 s, this benchmark included):"
   echo
-  while read -r s a b; do echo "* $s: $(loadstats "$a" "$b")"; done <"$LAST/scenario-times.txt"
+  while read -r s a b; do echo "* $s: $(load_stats "$a" "$b")"; done <"$LAST/scenario-times.txt"
   echo
   echo "Requests per proxy CPU-second (utime+stime from /proc/PID/stat around each run), per-round ratios (bench/evproto.awk):"
   echo
@@ -257,13 +207,7 @@ loadstats() { # 1-minute load samples between $1 and $2 (epoch s): median, min, 
     cat "$LAST/perf/split.md"
   fi
   echo
-  echo "<details><summary>summarize.awk and cpusplit.awk tables (shared harness)</summary>"
-  echo
-  ((${#CSVS[@]})) && awk -F, -v base=haproxy1 -v ref=haproxy1 -f "$SHARED/summarize.awk" "${CSVS[@]}"
-  echo
-  ((${#CSVS[@]})) && awk -F, -f "$SHARED/cpusplit.awk" "${CSVS[@]}"
-  echo
-  echo "</details>"
+  shared_tables "${CSVS[@]}"
 } >"$LAST/summary.md"
 echo
 cat "$LAST/summary.md"

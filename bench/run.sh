@@ -27,10 +27,8 @@
 #   d) IDLE_N idle keep-alive clients per proxy (peak RSS)
 # Output: /tmp/bench/last/ (summary.md, per-scenario runs.csv, raw/), the chart.
 # Everything it starts is stopped at the end and on failure.
-set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
-SHARED=$(cd "${SHARED:-$ROOT/../shared/bench}" && pwd)
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-10}; IDLE_N=${IDLE_N:-10000}; IDLE_HOLD=${IDLE_HOLD:-10}
 if [[ ${QUICK:-0} == 1 ]]; then ROUNDS=1; DURATION=5; IDLE_HOLD=5; fi
 CHART=${CHART:-$ROOT/docs/benchmarks.png}
@@ -42,62 +40,32 @@ NAMES=(haproxy1 nginx1 sluice sluice-std)
 TARGETS=(haproxy1=http://127.0.0.1:8081/ nginx1=http://127.0.0.1:8083/ sluice=http://127.0.0.1:8090/ sluice-std=http://127.0.0.1:8091/)
 ADDRS=(127.0.0.1:8081 127.0.0.1:8083 127.0.0.1:8090 127.0.0.1:8091)
 STARTED="sluice sluice-std haproxy1 nginx1 backend-9001 backend-9002 backend-9003"
+STOP_MSG="bench: stopped sluice, peers and backends"
 if [[ -n $BASELINE ]]; then
-  BASE_REV=$(git rev-parse --verify --quiet "$BASELINE^{commit}") || { echo "BASELINE=$BASELINE is not a commit of this repository" >&2; exit 1; }
+  BASE_REV=$(commit_of BASELINE "$BASELINE")
   # last, so that the chart keeps its colours for the other four
   NAMES+=(sluice-base); TARGETS+=(sluice-base=http://127.0.0.1:8092/); ADDRS+=(127.0.0.1:8092)
   STARTED="sluice-base $STARTED"
 fi
-log() { printf '\n== %s  %s\n' "$(date +%T)" "$*"; }
 
 # ---- 0. prerequisites -------------------------------------------------------
-missing=()
-for t in haproxy nginx wrk; do command -v "$t" >/dev/null || missing+=("$t"); done
-command -v curl >/dev/null || missing+=(curl)
-if ((${#missing[@]})); then
-  ((EUID == 0)) || { echo "missing ${missing[*]}; run as root (apt-get) or install them" >&2; exit 1; }
-  log "installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-command -v go >/dev/null || { echo "go is needed" >&2; exit 1; }
-for p in 9001 9002 9003 8081 8083 8090 8091 8092 19190 19191 19192; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-    echo "port $p is already in use: is another benchmark running? (../shared/bench/stop-peers.sh)" >&2; exit 1
-  fi
-done
-
-# ---- cleanup: always stop what we started ---------------------------------
-SAMPLER=""; BGPIDS=()
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  [[ -n $SAMPLER ]] && kill "$SAMPLER" 2>/dev/null
-  for p in "${BGPIDS[@]}"; do kill "$p" 2>/dev/null; done
-  # shellcheck disable=SC2086
-  "$SHARED/stop-peers.sh" $STARTED >/dev/null 2>&1 || true
-  [[ -n $BASE_REV ]] && rm -rf "$BASE_SRC"
-  echo "bench: stopped sluice, peers and backends (exit $rc)"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+require haproxy nginx wrk curl
+ports_free "is another benchmark running? (../shared/bench/stop-peers.sh)" \
+  9001 9002 9003 8081 8083 8090 8091 8092 19190 19191 19192
+[[ -n $BASE_REV ]] && CLEANUP_RM=("$BASE_SRC")
+stop_on_exit
 
 rm -rf "$LAST"; mkdir -p "$LAST" "$BIN_DIR" "$RUN_DIR"
 
 # ---- 1. build, start, check -------------------------------------------------
 log "building sluice and the bench tools"
 go build -o "$BIN_DIR/sluice" ./cmd/sluice
-HEAD_REV=$(git rev-parse --short=12 HEAD)
-if git status --porcelain -- cmd internal go.mod go.sum | grep -v '_test\.go$' >/dev/null; then HEAD_REV+=" + uncommitted changes"; fi
+HEAD_REV=$(worktree_rev cmd internal go.mod go.sum)
 go build -o "$BIN_DIR/idleclients" ./bench/cmd/idleclients
 go build -o "$BIN_DIR/chart" ./bench/cmd/chart
 if [[ -n $BASE_REV ]]; then
   log "building sluice-base at $BASELINE (${BASE_REV:0:12}) from git archive in $BASE_SRC"
-  rm -rf "$BASE_SRC"; mkdir -p "$BASE_SRC"
-  git archive "$BASE_REV" | tar -x -C "$BASE_SRC"
-  (cd "$BASE_SRC" && go build -o "$BIN_DIR/sluice-base" ./cmd/sluice)
+  build_sluice_at "$BASE_REV" "$BASE_SRC" "$BIN_DIR/sluice-base"
 fi
 
 cat >"$LAST/sluice.yaml" <<'EOF'
@@ -137,15 +105,7 @@ urls=(); for a in "${ADDRS[@]}"; do urls+=("http://$a/"); done
 for a in "${ADDRS[@]}"; do urls+=("http://$a/kb/64"); done
 "$SHARED/check.sh" "${urls[@]}"
 
-# ---- RSS sampling -------------------------------------------------------------
-pidof_t() { cat "$RUN_DIR/$1.pid"; }
-rss_tree() { # VmRSS in kB of PID and all its descendants (nginx master + workers)
-  local pid=$1 kb c
-  kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
-  kb=${kb:-0}
-  for c in $(cat /proc/"$pid"/task/*/children 2>/dev/null || true); do kb=$((kb + $(rss_tree "$c"))); done
-  echo "$kb"
-}
+# ---- RSS sampling (rss_tree: bench/lib.sh) ---------------------------------------
 # background sampler for the wrk scenarios: "epoch target kB" every 0.5 s
 sampler() {
   while :; do
@@ -196,24 +156,14 @@ awk -F, -v OFS=, 'FNR == 1 { if (NR == 1) print; n = split(FILENAME, d, "/"); r 
 peak_rss fail 50 "$t0" "$(date +%s.%N)"
 awk -F, -v base=direct -v ref=haproxy1 -f "$SHARED/summarize.awk" "$LAST/fail/runs.csv" | tee "$LAST/fail/summary.md"
 
-kill "$SAMPLER" 2>/dev/null; SAMPLER=""
+stop_sampler
 
 log "(d) $IDLE_N idle keep-alive clients, held ${IDLE_HOLD}s"
 : >"$LAST/idle.tsv"
 for i in "${!NAMES[@]}"; do
-  n=${NAMES[$i]}; pid=$(pidof_t "$n"); before=$(rss_tree "$pid"); peak=$before
-  timeout -k 5 $((IDLE_HOLD + 90)) "$BIN_DIR/idleclients" -addr "${ADDRS[$i]}" -n "$IDLE_N" -hold "${IDLE_HOLD}s" \
-    -c 500 -timeout 3s >"$LAST/idle-$n.txt" 2>&1 &
-  ic=$!; BGPIDS+=("$ic")
-  while kill -0 "$ic" 2>/dev/null; do
-    kb=$(rss_tree "$pid"); ((kb > peak)) && peak=$kb
-    sleep 0.25
-  done
-  wait "$ic" || echo "idleclients for $n exited with an error (see $LAST/idle-$n.txt)" >&2
-  ok=$(sed -n 's/.* ok=\([0-9]*\).*/\1/p' "$LAST/idle-$n.txt" | head -1)
-  failed=$(sed -n 's/.* failed=\([0-9]*\).*/\1/p' "$LAST/idle-$n.txt" | head -1)
-  alive=$(sed -n 's/.* alive_at_end=\([0-9]*\).*/\1/p' "$LAST/idle-$n.txt" | head -1)
-  printf 'idle\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$IDLE_N" "$n" "$before" "$peak" "${ok:-0}" "${failed:-$IDLE_N}" "${alive:-0}" | tee -a "$LAST/idle.tsv"
+  n=${NAMES[$i]}
+  idle_clients "$n" "${ADDRS[$i]}"
+  printf 'idle\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$IDLE_N" "$n" "$IDLE_BEFORE" "$IDLE_PEAK" "${IDLE_OK:-0}" "${IDLE_FAILED:-$IDLE_N}" "${IDLE_ALIVE:-0}" | tee -a "$LAST/idle.tsv"
   cat "$LAST/idle-$n.txt"
   sleep 2
 done

@@ -34,10 +34,8 @@
 #          relayed per proxy CPU-second and MiB/s; the bytes-moving path (splice for sluice)
 # Output: /tmp/bench/tcp/last/ (summary.md, runs.csv, raw/, load.txt, syscalls/).
 # Everything it starts is stopped at the end and on failure.
-set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
-SHARED=$(cd "${SHARED:-$ROOT/../shared/bench}" && pwd)
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-5}; DURATION=${DURATION:-10}; CONNS=${CONNS:-50}; BULK_CONNS=${BULK_CONNS:-4}
 BULK_PATH=${BULK_PATH:-/kb/1024}; THREADS=${THREADS:-2}
 LOAD_MAX=${LOAD_MAX:-1.5}; LOAD_WAIT=${LOAD_WAIT:-300}
@@ -51,54 +49,26 @@ export RUN_DIR=$TOP/run BIN_DIR=$TOP/bin
 NAMES=(haproxy1 haproxy1s sluice)
 ADDRS=(127.0.0.1:8581 127.0.0.1:8582 127.0.0.1:8590)
 STARTED="sluice haproxy1 haproxy1s backend-9001 backend-9002 backend-9003"
-log() { printf '\n== %s  %s\n' "$(date +%T)" "$*"; }
+STOP_MSG="bench/tcp.sh: stopped sluice, haproxy1, haproxy1s and the backends"
 for s in $SCENARIOS; do
   case $s in conn|bulk) ;; *) echo "unknown scenario $s" >&2; exit 2;; esac
 done
-REV_FULL=$(git rev-parse --verify --quiet "$REV^{commit}") || { echo "REV=$REV is not a commit of this repository" >&2; exit 1; }
+REV_FULL=$(commit_of REV "$REV")
 
 # ---- 0. prerequisites -------------------------------------------------------
-missing=()
-for t in haproxy wrk curl; do command -v "$t" >/dev/null || missing+=("$t"); done
-[[ $SYSCALLS == 1 ]] && ! command -v strace >/dev/null && missing+=(strace)
-if ((${#missing[@]})); then
-  ((EUID == 0)) || { echo "missing ${missing[*]}; run as root (apt-get) or install them" >&2; exit 1; }
-  log "installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-command -v go >/dev/null || { echo "go is needed" >&2; exit 1; }
-for p in 9001 9002 9003 8581 8582 8590 19190; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-    echo "port $p is already in use: is another benchmark running? (bench/run.sh, bench/tls.sh, ../shared/bench/stop-peers.sh)" >&2; exit 1
-  fi
-done
-
-# ---- cleanup: always stop what we started ---------------------------------
-BGPIDS=(); LOADSAMPLER=""
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  [[ -n $LOADSAMPLER ]] && kill "$LOADSAMPLER" 2>/dev/null
-  for p in "${BGPIDS[@]}"; do kill "$p" 2>/dev/null; done
-  # shellcheck disable=SC2086
-  "$SHARED/stop-peers.sh" $STARTED >/dev/null 2>&1 || true
-  rm -rf "$SRC"
-  echo "bench/tcp.sh: stopped sluice, haproxy1, haproxy1s and the backends (exit $rc)"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+tools=(haproxy wrk curl); [[ $SYSCALLS == 1 ]] && tools+=(strace)
+require "${tools[@]}"
+ports_free "is another benchmark running? (bench/run.sh, bench/tls.sh, ../shared/bench/stop-peers.sh)" \
+  9001 9002 9003 8581 8582 8590 19190
+CLEANUP_RM=("$SRC")
+stop_on_exit
 
 rm -rf "$LAST"; mkdir -p "$LAST/raw" "$LAST/syscalls" "$BIN_DIR" "$RUN_DIR"
 
 # ---- 1. build, configs, start, check ------------------------------------------
 log "building sluice at $REV (${REV_FULL:0:12}) from git archive in $SRC, and the shared backend"
-rm -rf "$SRC"; mkdir -p "$SRC"
-git archive "$REV_FULL" | tar -x -C "$SRC"
-(cd "$SRC" && go build -o "$BIN_DIR/sluice" ./cmd/sluice)
-(cd "$SHARED/backend" && go build -o "$BIN_DIR/backend" .)
+build_sluice_at "$REV_FULL" "$SRC" "$BIN_DIR/sluice"
+build_backend
 
 haproxy_cfg() { # $1=port $2=extra defaults line
   cat <<EOF
@@ -149,38 +119,20 @@ EOF
 "$BIN_DIR/sluice" validate -config "$LAST/sluice.yaml"
 
 log "starting backends, haproxy1, haproxy1s and sluice, unpinned"
-echo unpinned >"$RUN_DIR/MODE"
-for p in 9001 9002 9003; do "$SHARED/start-one.sh" "backend-$p" -- "$BIN_DIR/backend" -addr "127.0.0.1:$p"; done
+start_backends 9001 9002 9003
 "$SHARED/start-one.sh" haproxy1 -- haproxy -db -f "$LAST/haproxy1.cfg"
 "$SHARED/start-one.sh" haproxy1s -- haproxy -db -f "$LAST/haproxy1s.cfg"
 "$SHARED/start-one.sh" sluice -- "$BIN_DIR/sluice" run -config "$LAST/sluice.yaml"
 sleep 1
 
 for a in "${ADDRS[@]}"; do # 6 new connections, 6 × 200, all 3 backends (round robin per connection)
-  codes="" backends=""
-  for _ in 1 2 3 4 5 6; do
-    out=$(curl -s -m 5 -o /dev/null -D - "http://$a/" | tr -d '\r')
-    codes+="$(awk 'NR==1{print $2}' <<<"$out") "
-    backends+="$(awk -F': ' 'tolower($1)=="x-backend"{print $2}' <<<"$out")"$'\n'
-  done
-  nb=$(grep -c . <<<"$(sort -u <<<"$backends")")
-  echo "check http://$a/: codes $codes distinct backends $nb"
-  [[ $codes == "200 200 200 200 200 200 " && $nb == 3 ]] || { echo "check failed: $a" >&2; exit 1; }
+  check_http --http1.1 "http://$a/"
   size=$(curl -s -m 10 -o /dev/null -w '%{size_download}' "http://$a$BULK_PATH")
   [[ $size -gt 0 ]] || { echo "check failed: $a$BULK_PATH returned nothing" >&2; exit 1; }
 done
 
-# ---- 2. measurement helpers (as ../shared/bench/run.sh and bench/tls.sh) -------
-CLK=$(getconf CLK_TCK)
-pidof_t() { cat "$RUN_DIR/$1.pid"; }
-tree_ticks() {
-  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v roots="$1" '
-    { pid=$1; s=$0; sub(/^.*\) /, "", s); split(s, f, " "); pp[pid]=f[2]; t[pid]=f[12]+f[13] }
-    END { n=split(roots, r, ","); for (i=1;i<=n;i++) if (r[i] in pp) in_t[r[i]]=1
-          do { ch=0; for (p in pp) if (!(p in in_t) && (pp[p] in in_t)) { in_t[p]=1; ch=1 } } while (ch)
-          s=0; for (p in in_t) s+=t[p]; print s }'
-}
-load1() { cut -d' ' -f1 /proc/loadavg; }
+# ---- 2. measurement helpers (bench/lib.sh's, as ../shared/bench/run.sh measures) -------
+target_of() { echo "${ADDRS[$2]}"; }
 load_run() { # $1=scenario $2=address $3=seconds $4=raw output
   local wrk=(wrk -t"$THREADS" --timeout 5s --latency -s "$SHARED/report.lua")
   case $1 in
@@ -190,52 +142,32 @@ load_run() { # $1=scenario $2=address $3=seconds $4=raw output
 }
 CSV=$LAST/runs.csv
 echo "scenario,round,name,requests,bytes,duration_us,p99_ms,errors,proxy_cpu_s,load1" >"$CSV"
-measure() { # interleaved rounds of scenario $1 over every target
-  local s=$1 i r n raw t0 t1 line l1
-  if ((WARMUP > 0)); then
-    for i in "${!NAMES[@]}"; do load_run "$s" "${ADDRS[$i]}" "$WARMUP" "$LAST/raw/warmup-$s-${NAMES[$i]}.txt"; sleep "$GAP"; done
-  fi
-  for r in $(seq "$ROUNDS"); do
-    for i in "${!NAMES[@]}"; do
-      n=${NAMES[$i]}; raw=$LAST/raw/$s-r$r-$n.txt; l1=$(load1)
-      t0=$(tree_ticks "$(pidof_t "$n")")
-      load_run "$s" "${ADDRS[$i]}" "$DURATION" "$raw"
-      t1=$(tree_ticks "$(pidof_t "$n")")
-      line=$(grep '^BENCHLINE' "$raw" || true)
-      if [[ -z $line ]]; then echo "!! $s r=$r $n: no result (see $raw)" >&2; tail -3 "$raw" >&2; continue; fi
-      awk -v s="$s" -v r="$r" -v n="$n" -v dt=$((t1 - t0)) -v clk="$CLK" -v l1="$l1" '
-        { for (i=2;i<=NF;i++) { split($i, kv, "="); v[kv[1]]=kv[2] } }
-        END { err = v["err_connect"]+v["err_read"]+v["err_write"]+v["err_timeout"]+v["err_status"]
-              printf "%s,%s,%s,%d,%.0f,%.0f,%.3f,%d,%.2f,%s\n", s, r, n, v["requests"], v["bytes"], v["duration_us"],
-                v["p99_us"]/1000, err, dt/clk, l1 }' <<<"$line" | tee -a "$CSV" |
-        awk -F, '{ cpu=$9; u=($1=="conn") ? $4 : $5/1048576; printf "  %-5s r=%s %-9s %10.0f %s/s  %10.0f %s per proxy CPU-s  p99 %s ms  errors %s  load %s\n",
-          $1, $2, $3, u/($6/1e6), ($1=="conn"?"conn":"MiB"), (cpu>0?u/cpu:0), ($1=="conn"?"conn":"MiB"), $7, $8, $10 }'
-      sleep "$GAP"
-    done
-  done
+measure_one() { # one measured run: $1=scenario $2=round $3=target index; a row of runs.csv
+  local s=$1 r=$2 i=$3 n raw t0 t1 line l1
+  n=${NAMES[$i]}; raw=$LAST/raw/$s-r$r-$n.txt; l1=$(load1)
+  t0=$(tree_ticks "$(pidof_t "$n")")
+  load_run "$s" "${ADDRS[$i]}" "$DURATION" "$raw"
+  t1=$(tree_ticks "$(pidof_t "$n")")
+  line=$(grep '^BENCHLINE' "$raw" || true)
+  if [[ -z $line ]]; then echo "!! $s r=$r $n: no result (see $raw)" >&2; tail -3 "$raw" >&2; return; fi
+  awk -v s="$s" -v r="$r" -v n="$n" -v dt=$((t1 - t0)) -v clk="$CLK" -v l1="$l1" '
+    { for (i=2;i<=NF;i++) { split($i, kv, "="); v[kv[1]]=kv[2] } }
+    END { err = v["err_connect"]+v["err_read"]+v["err_write"]+v["err_timeout"]+v["err_status"]
+          printf "%s,%s,%s,%d,%.0f,%.0f,%.3f,%d,%.2f,%s\n", s, r, n, v["requests"], v["bytes"], v["duration_us"],
+            v["p99_us"]/1000, err, dt/clk, l1 }' <<<"$line" | tee -a "$CSV" |
+    awk -F, '{ cpu=$9; u=($1=="conn") ? $4 : $5/1048576; printf "  %-5s r=%s %-9s %10.0f %s/s  %10.0f %s per proxy CPU-s  p99 %s ms  errors %s  load %s\n",
+      $1, $2, $3, u/($6/1e6), ($1=="conn"?"conn":"MiB"), (cpu>0?u/cpu:0), ($1=="conn"?"conn":"MiB"), $7, $8, $10 }'
 }
 
 # ---- 3. wait for a quiet machine, then the scenarios --------------------------
-others() { # the busiest other processes right now (a 1 s sample)
-  top -b -n 2 -d 1 -w 200 2>/dev/null | awk '/^top -/ { k++ } k == 2 && $1 ~ /^[0-9]+$/ && $9 > 5 { print "    " $9 "% " $12 }' | head -6
-}
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-{ echo "# load before measuring: $(uptime)"; others; } | tee "$LAST/load.txt"
-waited=0
-while awk -v l="$(load1)" -v m="$LOAD_MAX" 'BEGIN { exit !(l >= m) }'; do
-  if ((waited >= LOAD_WAIT)); then log "1-minute load $(load1) is still >= $LOAD_MAX after ${waited}s: measuring anyway (noted)"; break; fi
-  ((waited == 0)) && log "waiting up to ${LOAD_WAIT}s for the 1-minute load ($(load1)) to fall below $LOAD_MAX"
-  sleep 15; waited=$((waited + 15))
-done
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-{ echo "# load at the start of the measurements (after ${waited}s of waiting): $(uptime)"; others; } | tee -a "$LAST/load.txt"
-( while :; do echo "$(date +%T) $(cut -d' ' -f1-3 /proc/loadavg)"; sleep 5; done >>"$LAST/load-samples.txt" ) & LOADSAMPLER=$!
+wait_quiet
+sample_load %T
 for s in $SCENARIOS; do
   log "$s: $ROUNDS interleaved rounds of ${DURATION}s, load $(load1)"
   { echo "# $s start: $(uptime)"; others; } >>"$LAST/load.txt"
-  measure "$s"
+  interleave measure_one "$s"
 done
-kill "$LOADSAMPLER" 2>/dev/null; LOADSAMPLER=""
+stop_sampler
 
 # ---- 4. which system calls move the bytes ---------------------------------------
 if [[ $SYSCALLS == 1 ]]; then
@@ -253,9 +185,9 @@ log "summary"
 {
   echo "# sluice's layer-4 path vs HAProxy mode tcp — $(date -u +%FT%TZ)"
   echo
-  echo "\`bench/tcp.sh\` with ROUNDS=$ROUNDS DURATION=${DURATION}s CONNS=$CONNS BULK_CONNS=$BULK_CONNS BULK_PATH=$BULK_PATH$([[ ${QUICK:-0} == 1 ]] && echo " (QUICK=1)"); sluice $(git rev-parse --short=12 "$REV_FULL") (REV=$REV, built from git archive); $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r); $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy", $3}'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), $(go version | awk '{print $3}')."
+  echo "\`bench/tcp.sh\` with ROUNDS=$ROUNDS DURATION=${DURATION}s CONNS=$CONNS BULK_CONNS=$BULK_CONNS BULK_PATH=$BULK_PATH$([[ ${QUICK:-0} == 1 ]] && echo " (QUICK=1)"); sluice $(git rev-parse --short=12 "$REV_FULL") (REV=$REV, built from git archive); $(machine); $(haproxy_version), $(wrk_version), $(go_version)."
   echo
-  echo "Load (1-, 5-, 15-minute averages): $LOAD_BEFORE before; $LOAD_START when measuring began, after ${waited} s of waiting for the 1-minute load to fall below $LOAD_MAX (at most $LOAD_WAIT s); while measuring, the 1-minute load sampled every 5 s: $(awk '{print $2}' "$LAST/load-samples.txt" 2>/dev/null | sort -n | awk '{a[NR]=$1} END { if (NR) printf "median %s, min %s, max %s", a[int((NR+1)/2)], a[1], a[NR] }')."
+  echo "Load (1-, 5-, 15-minute averages): $LOAD_BEFORE before; $LOAD_START when measuring began, after ${waited} s of waiting for the 1-minute load to fall below $LOAD_MAX (at most $LOAD_WAIT s); while measuring, the 1-minute load sampled every 5 s: $(load_stats)."
   echo
   awk -F, -v tgt=sluice -f "$ROOT/bench/tcp.awk" "$CSV"
   if [[ $SYSCALLS == 1 ]]; then

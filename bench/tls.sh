@@ -39,10 +39,8 @@
 #   h2c         HTTP/2 over cleartext, prior knowledge (h2load -m STREAMS)
 # Output: /tmp/bench/tls/last/ (summary.md, runs.csv, raw/, load.txt, tls-params.txt, perf/).
 # Everything it starts is stopped at the end and on failure.
-set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
-SHARED=$(cd "${SHARED:-$ROOT/../shared/bench}" && pwd)
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-5}; DURATION=${DURATION:-10}; CONNS=${CONNS:-50}; STREAMS=${STREAMS:-10}; THREADS=${THREADS:-2}
 LOAD_MAX=${LOAD_MAX:-1.5}; LOAD_WAIT=${LOAD_WAIT:-300}
 if [[ ${QUICK:-0} == 1 ]]; then ROUNDS=1; DURATION=5; LOAD_WAIT=0; fi
@@ -56,57 +54,27 @@ NAMES=(haproxy1 sluice)
 TLS_ADDRS=(127.0.0.1:8481 127.0.0.1:8490)
 H2C_ADDRS=(127.0.0.1:8081 127.0.0.1:8090)
 STARTED="sluice haproxy1 backend-9001 backend-9002 backend-9003"
-log() { printf '\n== %s  %s\n' "$(date +%T)" "$*"; }
+STOP_MSG="bench/tls.sh: stopped sluice, haproxy1 and the backends"
 for s in $SCENARIOS; do
   case $s in http-ka|https-ka|tls-full|tls-resume|h2-tls|h2c) ;; *) echo "unknown scenario $s" >&2; exit 2;; esac
 done
-REV_FULL=$(git rev-parse --verify --quiet "$REV^{commit}") || { echo "REV=$REV is not a commit of this repository" >&2; exit 1; }
+REV_FULL=$(commit_of REV "$REV")
 
 # ---- 0. prerequisites -------------------------------------------------------
-missing=()
-for t in haproxy wrk h2load openssl curl; do
-  command -v "$t" >/dev/null || case $t in h2load) missing+=(nghttp2-client);; *) missing+=("$t");; esac
-done
-if [[ $PROFILE == 1 ]] && ! command -v perf >/dev/null; then missing+=(linux-perf); fi
-if ((${#missing[@]})); then
-  ((EUID == 0)) || { echo "missing ${missing[*]}; run as root (apt-get) or install them" >&2; exit 1; }
-  log "installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-command -v go >/dev/null || { echo "go is needed" >&2; exit 1; }
-for p in 9001 9002 9003 8081 8481 8090 8490 19190; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-    echo "port $p is already in use: is another benchmark running? (bench/run.sh, ../shared/bench/stop-peers.sh)" >&2; exit 1
-  fi
-done
-
-# ---- cleanup: always stop what we started ---------------------------------
-BGPIDS=(); LOADSAMPLER=""
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  [[ -n $LOADSAMPLER ]] && kill "$LOADSAMPLER" 2>/dev/null
-  for p in "${BGPIDS[@]}"; do kill "$p" 2>/dev/null; done
-  # shellcheck disable=SC2086
-  "$SHARED/stop-peers.sh" $STARTED >/dev/null 2>&1 || true
-  rm -rf "$SRC"
-  echo "bench/tls.sh: stopped sluice, haproxy1 and the backends (exit $rc)"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+tools=(haproxy wrk h2load:nghttp2-client openssl curl); [[ $PROFILE == 1 ]] && tools+=(perf:linux-perf)
+require "${tools[@]}"
+ports_free "is another benchmark running? (bench/run.sh, ../shared/bench/stop-peers.sh)" \
+  9001 9002 9003 8081 8481 8090 8490 19190
+CLEANUP_RM=("$SRC")
+stop_on_exit
 
 rm -rf "$LAST"; mkdir -p "$LAST/raw" "$BIN_DIR" "$RUN_DIR"
 
 # ---- 1. build, certificate, configs, start, check ---------------------------
 log "building sluice at $REV (${REV_FULL:0:12}) from git archive in $SRC, and the bench tools"
-rm -rf "$SRC"; mkdir -p "$SRC"
-git archive "$REV_FULL" | tar -x -C "$SRC"
-(cd "$SRC" && go build -o "$BIN_DIR/sluice" ./cmd/sluice)
+build_sluice_at "$REV_FULL" "$SRC" "$BIN_DIR/sluice"
 go build -o "$BIN_DIR/tlsload" ./bench/cmd/tlsload
-(cd "$SHARED/backend" && go build -o "$BIN_DIR/backend" .)
+build_backend
 
 log "ECDSA P-256 certificate for 127.0.0.1 in $LAST"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
@@ -147,26 +115,13 @@ EOF
 "$BIN_DIR/sluice" validate -config "$LAST/sluice.yaml"
 
 log "starting backends (as ../shared/bench/start-peers.sh does), haproxy1 and sluice, unpinned"
-echo unpinned >"$RUN_DIR/MODE"
-for p in 9001 9002 9003; do "$SHARED/start-one.sh" "backend-$p" -- "$BIN_DIR/backend" -addr "127.0.0.1:$p"; done
+start_backends 9001 9002 9003
 NBTHREAD=1 HAPROXY_PORT=8081 "$SHARED/start-one.sh" haproxy1 -- haproxy -db -f "$LAST/haproxy.cfg"
 "$SHARED/start-one.sh" sluice -- "$BIN_DIR/sluice" run -config "$LAST/sluice.yaml"
 sleep 1
 
-check() { # $1=curl protocol option $2=URL $3=expected HTTP version: 6 x 200, all 3 backends
-  local codes="" backends="" ver="" out nb
-  for _ in 1 2 3 4 5 6; do
-    out=$(curl -sk -m 5 "$1" -o /dev/null -D - -w 'VERSION %{http_version}\n' "$2" | tr -d '\r')
-    codes+="$(awk 'NR==1{print $2}' <<<"$out") "
-    backends+="$(awk -F': ' 'tolower($1)=="x-backend"{print $2}' <<<"$out")"$'\n'
-    ver=$(awk '$1=="VERSION"{print $2}' <<<"$out")
-  done
-  nb=$(grep -c . <<<"$(sort -u <<<"$backends")")
-  echo "check $2 $1: codes $codes HTTP/$ver, distinct backends $nb"
-  [[ $codes == "200 200 200 200 200 200 " && $ver == "$3" && $nb == 3 ]] || { echo "check failed: $2 $1" >&2; exit 1; }
-}
-for a in "${TLS_ADDRS[@]}"; do check --http1.1 "https://$a/" 1.1; check --http2 "https://$a/" 2; done
-for a in "${H2C_ADDRS[@]}"; do check --http2-prior-knowledge "http://$a/" 2; check --http1.1 "http://$a/" 1.1; done
+for a in "${TLS_ADDRS[@]}"; do check_http --http1.1 "https://$a/" 1.1; check_http --http2 "https://$a/" 2; done
+for a in "${H2C_ADDRS[@]}"; do check_http --http2-prior-knowledge "http://$a/" 2; check_http --http1.1 "http://$a/" 1.1; done
 : >"$LAST/tls-params.txt"
 for i in "${!NAMES[@]}"; do
   { echo "${NAMES[$i]} ${TLS_ADDRS[$i]}:"
@@ -177,21 +132,9 @@ done
 cat "$LAST/tls-params.txt"
 
 # ---- 2. measurement helpers ---------------------------------------------------
-CLK=$(getconf CLK_TCK)
 BACKEND_PIDS=$(cat "$RUN_DIR"/backend-900[123].pid | paste -sd, -)
-pidof_t() { cat "$RUN_DIR/$1.pid"; }
-# utime+stime clock ticks of the given PIDs (comma list) and all their descendants
-# (as ../shared/bench/run.sh computes it)
-tree_ticks() {
-  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v roots="$1" '
-    { pid=$1; s=$0; sub(/^.*\) /, "", s); split(s, f, " "); pp[pid]=f[2]; t[pid]=f[12]+f[13] }
-    END { n=split(roots, r, ","); for (i=1;i<=n;i++) if (r[i] in pp) in_t[r[i]]=1
-          do { ch=0; for (p in pp) if (!(p in in_t) && (pp[p] in in_t)) { in_t[p]=1; ch=1 } } while (ch)
-          s=0; for (p in in_t) s+=t[p]; print s }'
-}
 cpu_busy_idle() { awk '/^cpu /{idle=$5+$6; tot=0; for(i=2;i<=NF;i++) tot+=$i; print tot, idle, $9}' /proc/stat; }
-load1() { cut -d' ' -f1 /proc/loadavg; }
-url_of() { # $1=scenario $2=target index
+target_of() { # $1=scenario $2=target index
   case $1 in h2c|http-ka) echo "http://${H2C_ADDRS[$2]}/";; *) echo "https://${TLS_ADDRS[$2]}/";; esac
 }
 # h2load prints no percentiles: compute them from its --log-file (start µs, status, duration µs
@@ -224,62 +167,37 @@ load_run() {
 }
 CSV=$LAST/runs.csv
 echo "label,conns,round,name,rps,p50_ms,p90_ms,p99_ms,max_ms,requests,errors,proxy_cpu_s,req_per_cpu_s,wrk_cpu_s,backend_cpu_s,busy_pct,url,mean_ms,steal_pct,load1" >"$CSV"
-# interleaved rounds of one or more scenarios (each round: every scenario given, each target),
-# rows as ../shared/bench/run.sh writes them (+ load1)
-measure() {
-  local s i r n u raw t0 t1 b0 b1 tot0 idle0 st0 tot1 idle1 st1 wt line l1
-  if ((WARMUP > 0)); then
-    for s in "$@"; do
-      for i in "${!NAMES[@]}"; do load_run "$s" "$(url_of "$s" "$i")" "$WARMUP" "$LAST/raw/warmup-$s-${NAMES[$i]}.txt" 3>/dev/null; sleep "$GAP"; done
-    done
-  fi
-  for r in $(seq "$ROUNDS"); do
-   for s in "$@"; do
-    for i in "${!NAMES[@]}"; do
-      n=${NAMES[$i]}; u=$(url_of "$s" "$i"); raw=$LAST/raw/$s-r$r-$n.txt; l1=$(load1)
-      t0=$(tree_ticks "$(pidof_t "$n")"); b0=$(tree_ticks "$BACKEND_PIDS"); read -r tot0 idle0 st0 < <(cpu_busy_idle)
-      wt=$(load_run "$s" "$u" "$DURATION" "$raw" 3>&1)
-      t1=$(tree_ticks "$(pidof_t "$n")"); b1=$(tree_ticks "$BACKEND_PIDS"); read -r tot1 idle1 st1 < <(cpu_busy_idle)
-      line=$(grep '^BENCHLINE' "$raw" || true)
-      if [[ -z $line ]]; then echo "!! $s r=$r $n: no result (see $raw)" >&2; tail -3 "$raw" >&2; continue; fi
-      awk -v label="$s" -v c="$CONNS" -v r="$r" -v n="$n" -v u="$u" -v l1="$l1" \
-          -v dt=$((t1 - t0)) -v db=$((b1 - b0)) -v clk="$CLK" -v wt="$wt" \
-          -v dtot=$((tot1 - tot0)) -v didle=$((idle1 - idle0)) -v dst=$((st1 - st0)) '
-        { for (i=2;i<=NF;i++) { split($i, kv, "="); v[kv[1]]=kv[2] } }
-        END {
-          rps = v["requests"] / (v["duration_us"]/1e6)
-          err = v["err_connect"]+v["err_read"]+v["err_write"]+v["err_timeout"]+v["err_status"]
-          split(wt, w, " ")
-          cpu = sprintf("%.2f", dt/clk); rpc = (dt>0) ? sprintf("%.0f", v["requests"]/(dt/clk)) : "NA"
-          busy = (dtot>0) ? sprintf("%.0f", 100*(dtot-didle)/dtot) : "NA"
-          steal = (dtot>0) ? sprintf("%.1f", 100*dst/dtot) : "NA"
-          printf "%s,%s,%s,%s,%.0f,%s,%s,%s,%.3f,%d,%d,%s,%s,%.2f,%.2f,%s,%s,%.3f,%s,%s\n", label, c, r, n, rps,
-            ms(v["p50_us"]), ms(v["p90_us"]), ms(v["p99_us"]), v["max_us"]/1000, v["requests"], err,
-            cpu, rpc, w[1]+w[2], db/clk, busy, u, v["mean_us"]/1000, steal, l1 }
-        function ms(x) { return (x < 0) ? "NA" : sprintf("%.3f", x/1000) }' <<<"$line" | tee -a "$CSV" |
-        awk -F, '{printf "  %-10s r=%s %-9s %8s req/s  p50 %7s ms  p99 %7s ms  err %s  proxy-cpu %s s  req/cpu-s %s  busy %s%%  steal %s%%  load %s\n", $1,$3,$4,$5,$6,$8,$11,$12,$13,$16,$19,$20}'
-      sleep "$GAP"
-    done
-   done
-  done
+# one measured run ($1=scenario $2=round $3=target index; interleave runs them in rounds), its
+# row as ../shared/bench/run.sh writes them (+ load1)
+measure_one() {
+  local s=$1 r=$2 i=$3 n u raw t0 t1 b0 b1 tot0 idle0 st0 tot1 idle1 st1 wt line l1
+  n=${NAMES[$i]}; u=$(target_of "$s" "$i"); raw=$LAST/raw/$s-r$r-$n.txt; l1=$(load1)
+  t0=$(tree_ticks "$(pidof_t "$n")"); b0=$(tree_ticks "$BACKEND_PIDS"); read -r tot0 idle0 st0 < <(cpu_busy_idle)
+  wt=$(load_run "$s" "$u" "$DURATION" "$raw" 3>&1)
+  t1=$(tree_ticks "$(pidof_t "$n")"); b1=$(tree_ticks "$BACKEND_PIDS"); read -r tot1 idle1 st1 < <(cpu_busy_idle)
+  line=$(grep '^BENCHLINE' "$raw" || true)
+  if [[ -z $line ]]; then echo "!! $s r=$r $n: no result (see $raw)" >&2; tail -3 "$raw" >&2; return; fi
+  awk -v label="$s" -v c="$CONNS" -v r="$r" -v n="$n" -v u="$u" -v l1="$l1" \
+      -v dt=$((t1 - t0)) -v db=$((b1 - b0)) -v clk="$CLK" -v wt="$wt" \
+      -v dtot=$((tot1 - tot0)) -v didle=$((idle1 - idle0)) -v dst=$((st1 - st0)) '
+    { for (i=2;i<=NF;i++) { split($i, kv, "="); v[kv[1]]=kv[2] } }
+    END {
+      rps = v["requests"] / (v["duration_us"]/1e6)
+      err = v["err_connect"]+v["err_read"]+v["err_write"]+v["err_timeout"]+v["err_status"]
+      split(wt, w, " ")
+      cpu = sprintf("%.2f", dt/clk); rpc = (dt>0) ? sprintf("%.0f", v["requests"]/(dt/clk)) : "NA"
+      busy = (dtot>0) ? sprintf("%.0f", 100*(dtot-didle)/dtot) : "NA"
+      steal = (dtot>0) ? sprintf("%.1f", 100*dst/dtot) : "NA"
+      printf "%s,%s,%s,%s,%.0f,%s,%s,%s,%.3f,%d,%d,%s,%s,%.2f,%.2f,%s,%s,%.3f,%s,%s\n", label, c, r, n, rps,
+        ms(v["p50_us"]), ms(v["p90_us"]), ms(v["p99_us"]), v["max_us"]/1000, v["requests"], err,
+        cpu, rpc, w[1]+w[2], db/clk, busy, u, v["mean_us"]/1000, steal, l1 }
+    function ms(x) { return (x < 0) ? "NA" : sprintf("%.3f", x/1000) }' <<<"$line" | tee -a "$CSV" |
+    awk -F, '{printf "  %-10s r=%s %-9s %8s req/s  p50 %7s ms  p99 %7s ms  err %s  proxy-cpu %s s  req/cpu-s %s  busy %s%%  steal %s%%  load %s\n", $1,$3,$4,$5,$6,$8,$11,$12,$13,$16,$19,$20}'
 }
 
 # ---- 3. wait for a quiet machine, then the scenarios --------------------------
-others() { # the busiest other processes right now (a 1 s sample)
-  top -b -n 2 -d 1 -w 200 2>/dev/null | awk '/^top -/ { k++ } k == 2 && $1 ~ /^[0-9]+$/ && $9 > 5 { print "    " $9 "% " $12 }' | head -6
-}
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-{ echo "# load before measuring: $(uptime)"; others; } | tee "$LAST/load.txt"
-waited=0
-while awk -v l="$(load1)" -v m="$LOAD_MAX" 'BEGIN { exit !(l >= m) }'; do
-  if ((waited >= LOAD_WAIT)); then log "1-minute load $(load1) is still >= $LOAD_MAX after ${waited}s: measuring anyway (noted)"; break; fi
-  ((waited == 0)) && log "waiting up to ${LOAD_WAIT}s for the 1-minute load ($(load1)) to fall below $LOAD_MAX"
-  sleep 15; waited=$((waited + 15))
-done
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-{ echo "# load at the start of the measurements (after ${waited}s of waiting): $(uptime)"; others; } | tee -a "$LAST/load.txt"
-# every 5 s: time, 1-minute load, and whether one of our load runs was going
-( while :; do echo "$(date +%T) $(cut -d' ' -f1-3 /proc/loadavg)"; sleep 5; done >>"$LAST/load-samples.txt" ) & LOADSAMPLER=$!
+wait_quiet
+sample_load %T
 
 # http-ka and https-ka, when both are asked for, share their rounds (http-ka, https-ka, http-ka,
 # ...) so that TLS's own cost per request is a difference of runs a minute apart
@@ -291,45 +209,39 @@ for s in $SCENARIOS; do
   fi
   log "(${group[*]}) c=$CONNS$([[ $s == h2* ]] && echo " m=$STREAMS"), $ROUNDS interleaved rounds of ${DURATION}s, load $(load1)"
   { echo "# ${group[*]} start: $(uptime)"; others; } >>"$LAST/load.txt"
-  measure "${group[@]}"
+  interleave measure_one "${group[@]}"
 done
 { echo "# end of the measurements: $(uptime)"; } | tee -a "$LAST/load.txt"
 
 # ---- 4. optional profile --------------------------------------------------------
 if [[ $PROFILE == 1 ]]; then
-  mkdir -p "$LAST/perf"
-  awk -v header=1 -f "$ROOT/bench/perfsplit.awk" </dev/null >"$LAST/perf/split.md"
+  profile_begin
   for s in $SCENARIOS; do
     for i in "${!NAMES[@]}"; do
       n=${NAMES[$i]}; base=$LAST/perf/$s-$n
       log "profile: $s on $n, ${PROFILE_SECS}s of perf record under load"
-      load_run "$s" "$(url_of "$s" "$i")" $((PROFILE_SECS + 4)) "$base.load.txt" 3>/dev/null &
+      load_run "$s" "$(target_of "$s" "$i")" $((PROFILE_SECS + 4)) "$base.load.txt" 3>/dev/null &
       lp=$!; BGPIDS+=("$lp")
       sleep 2
-      perf record -e cpu-clock -F 999 -g -p "$(pidof_t "$n")" -o "$base.data" -- sleep "$PROFILE_SECS" >/dev/null 2>&1 || true
-      wait "$lp" || true
-      perf report -i "$base.data" --no-children --sort dso,sym -g none --stdio 2>/dev/null >"$base.self.txt" || true
-      perf report -i "$base.data" --children --sort sym -g none --stdio 2>/dev/null >"$base.children.txt" || true
-      awk -v label="$s" -v target="$n" -f "$ROOT/bench/perfsplit.awk" "$base.self.txt" >>"$LAST/perf/split.md"
-      rm -f "$base.data"
+      profile "$n" "$base" "$s" "$lp"
       sleep "$GAP"
     done
   done
 fi
-kill "$LOADSAMPLER" 2>/dev/null; LOADSAMPLER=""
+stop_sampler
 
 # ---- 5. summary -------------------------------------------------------------
 log "summary"
 {
   echo "# sluice vs HAProxy over TLS and HTTP/2 — $(date -u +%FT%TZ)"
   echo
-  echo "\`bench/tls.sh\` with ROUNDS=$ROUNDS DURATION=${DURATION}s CONNS=$CONNS STREAMS=$STREAMS$([[ ${QUICK:-0} == 1 ]] && echo " (QUICK=1)"); sluice $(git rev-parse --short=12 "$REV_FULL") (REV=$REV, built from git archive); $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r); $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy", $3}') with $(haproxy -vv 2>/dev/null | awk -F': ' '/^Running on OpenSSL version/ {print $2}'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), $(h2load --version 2>/dev/null | head -1), $(go version | awk '{print $3}')."
+  echo "\`bench/tls.sh\` with ROUNDS=$ROUNDS DURATION=${DURATION}s CONNS=$CONNS STREAMS=$STREAMS$([[ ${QUICK:-0} == 1 ]] && echo " (QUICK=1)"); sluice $(git rev-parse --short=12 "$REV_FULL") (REV=$REV, built from git archive); $(machine); $(haproxy_version) with $(haproxy -vv 2>/dev/null | awk -F': ' '/^Running on OpenSSL version/ {print $2}'), $(wrk_version), $(h2load --version 2>/dev/null | head -1), $(go_version)."
   echo
   echo "TLS parameters negotiated (openssl s_client):"
   echo
   sed 's/^/    /' "$LAST/tls-params.txt"
   echo
-  echo "Load (1-, 5-, 15-minute averages): $LOAD_BEFORE before; $LOAD_START when measuring began, after ${waited} s of waiting for the 1-minute load to fall below $LOAD_MAX (at most $LOAD_WAIT s); while measuring (this benchmark included), the 1-minute load sampled every 5 s: $(awk '{print $2}' "$LAST/load-samples.txt" 2>/dev/null | sort -n | awk '{a[NR]=$1} END { if (NR) printf "median %s, min %s, max %s", a[int((NR+1)/2)], a[1], a[NR] }'). The busiest other processes at each scenario's start: $LAST/load.txt."
+  echo "Load (1-, 5-, 15-minute averages): $LOAD_BEFORE before; $LOAD_START when measuring began, after ${waited} s of waiting for the 1-minute load to fall below $LOAD_MAX (at most $LOAD_WAIT s); while measuring (this benchmark included), the 1-minute load sampled every 5 s: $(load_stats). The busiest other processes at each scenario's start: $LAST/load.txt."
   echo
   echo "Requests per proxy CPU-second, sluice ÷ haproxy1 in the same round (bench/tls.awk):"
   echo
@@ -341,13 +253,7 @@ log "summary"
     cat "$LAST/perf/split.md"
   fi
   echo
-  echo "<details><summary>summarize.awk and cpusplit.awk tables (shared harness)</summary>"
-  echo
-  awk -F, -v base=haproxy1 -v ref=haproxy1 -f "$SHARED/summarize.awk" "$CSV"
-  echo
-  awk -F, -f "$SHARED/cpusplit.awk" "$CSV"
-  echo
-  echo "</details>"
+  shared_tables "$CSV"
 } >"$LAST/summary.md"
 echo
 cat "$LAST/summary.md"
