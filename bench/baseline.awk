@@ -1,20 +1,12 @@
 # baseline.awk — requests per proxy CPU-second per round, as a ratio to haproxy1 in the same
 # round, for a BASELINE run of bench/run.sh (sluice against sluice-base).  Used by bench/run.sh:
-#   awk -F, -v ref=haproxy1 -f bench/baseline.awk small-c50/runs.csv ... fail/runs.csv
+#   awk -F, -v ref=haproxy1 -f bench/stats.awk -f bench/baseline.awk small-c50/runs.csv ... fail/runs.csv
 # For each scenario and target: the median req per proxy CPU-s, the per-round ratios to `ref`
 # (median, min–max, spread = (max−min)/median, as summarize.awk), and for sluice the per-round
 # ratio sluice / sluice-base (the same round, so machine drift cancels).
-function med(a, n,    i, j, x, b) {
-  if (n == 0) return "NA"
-  for (i = 1; i <= n; i++) b[i] = a[i]
-  for (i = 2; i <= n; i++) { x = b[i]; j = i - 1; while (j > 0 && b[j] > x) { b[j+1] = b[j]; j-- } b[j+1] = x }
-  return (n % 2) ? b[(n+1)/2] : (b[n/2] + b[n/2+1]) / 2
-}
-function range(a, n,    i, lo, hi, m) {
+function range(a, n) {
   if (n == 0) return "- | - | -"
-  lo = hi = a[1]; for (i = 2; i <= n; i++) { if (a[i] < lo) lo = a[i]; if (a[i] > hi) hi = a[i] }
-  m = med(a, n)
-  return sprintf("%.2f | %.2f–%.2f | %s", m, lo, hi, (n > 1 && m > 0) ? sprintf("%.0f%%", 100 * (hi - lo) / m) : "-")
+  return sprintf("%.2f | %.2f–%.2f | %s", med(a, n), lo(a, n), hi(a, n), spread(a, n))
 }
 function scen(label, conns) {
   if (label == "small") return "100 B, c=" conns

@@ -1,19 +1,11 @@
 # evproto.awk — the table of bench/evproto.sh (issue 15): per scenario and target, requests per
 # proxy CPU-second, as ratios to haproxy1 and to sluice in the same round, and p99.
-#   awk -F, -v ref=haproxy1 -v eng=sluice -f bench/evproto.awk A/runs.csv B/runs.csv ...
+#   awk -F, -v ref=haproxy1 -v eng=sluice -f bench/stats.awk -f bench/evproto.awk A/runs.csv B/runs.csv ...
 # Ratios are per round (the same round of the interleaving, so drift of the machine cancels),
 # then the median over rounds, with min–max and spread = (max−min)/median.
-function med(a, n,    i, j, x, b) {
-  if (n == 0) return "NA"
-  for (i = 1; i <= n; i++) b[i] = a[i]
-  for (i = 2; i <= n; i++) { x = b[i]; j = i - 1; while (j > 0 && b[j] > x) { b[j+1] = b[j]; j-- } b[j+1] = x }
-  return (n % 2) ? b[(n+1)/2] : (b[n/2] + b[n/2+1]) / 2
-}
-function range(a, n,    i, lo, hi, m) {
+function range(a, n) {
   if (n == 0) return "–"
-  lo = hi = a[1]; for (i = 2; i <= n; i++) { if (a[i] < lo) lo = a[i]; if (a[i] > hi) hi = a[i] }
-  m = med(a, n)
-  return sprintf("%.2f (%.2f–%.2f, %s)", m, lo, hi, (n > 1 && m > 0) ? sprintf("%.0f%%", 100 * (hi - lo) / m) : "-")
+  return sprintf("%.2f (%.2f–%.2f, %s)", med(a, n), lo(a, n), hi(a, n), spread(a, n))
 }
 function scen(label, conns) {
   if (label == "small") return "100 B, c=" conns

@@ -185,7 +185,7 @@ log "summary"
   echo
   echo "Requests per proxy CPU-second (utime+stime from /proc/PID/stat around each run), per-round ratios (bench/evproto.awk):"
   echo
-  ((${#CSVS[@]})) && awk -F, -v ref=haproxy1 -v eng=sluice -f "$ROOT/bench/evproto.awk" "${CSVS[@]}"
+  ((${#CSVS[@]})) && awk -F, -v ref=haproxy1 -v eng=sluice -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/evproto.awk" "${CSVS[@]}"
   if [[ -s $LAST/idle.tsv ]]; then
     echo
     echo "Idle keep-alive clients (bench/cmd/idleclients): RSS before, peak while held, and per held connection:"

@@ -186,7 +186,7 @@ log "summary"
     echo
     echo "Requests per proxy CPU-second, per round against haproxy1 and sluice against sluice-base (bench/baseline.awk):"
     echo
-    awk -F, -v ref=haproxy1 -f "$ROOT/bench/baseline.awk" \
+    awk -F, -v ref=haproxy1 -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/baseline.awk" \
       "$LAST/small-c50/runs.csv" "$LAST/small-c256/runs.csv" "$LAST/kb64-c50/runs.csv" "$LAST/fail/runs.csv"
   fi
   echo

@@ -2,17 +2,8 @@
 # CPU-second (conn: connections, each one request; bulk: MiB relayed), the rate (per second of
 # wall time), p99 and errors, medians over the rounds; then tgt (sluice) ÷ each other target per
 # round, its median, min–max and spread ((max−min)/median).
-#   awk -F, -v tgt=sluice -f bench/tcp.awk runs.csv
+#   awk -F, -v tgt=sluice -f bench/stats.awk -f bench/tcp.awk runs.csv
 # runs.csv: scenario,round,name,requests,bytes,duration_us,p99_ms,errors,proxy_cpu_s,load1
-function med(a, n,    i, j, x, b) {
-  if (n == 0) return "NA"
-  for (i = 1; i <= n; i++) b[i] = a[i]
-  for (i = 2; i <= n; i++) { x = b[i]; j = i - 1; while (j > 0 && b[j] > x) { b[j+1] = b[j]; j-- } b[j+1] = x }
-  return (n % 2) ? b[(n+1)/2] : (b[n/2] + b[n/2+1]) / 2
-}
-function lo(a, n,    i, m) { m = a[1]; for (i = 2; i <= n; i++) if (a[i] < m) m = a[i]; return m }
-function hi(a, n,    i, m) { m = a[1]; for (i = 2; i <= n; i++) if (a[i] > m) m = a[i]; return m }
-function spread(a, n,    m) { if (n < 2) return "-"; m = med(a, n); return (m > 0) ? sprintf("%.0f%%", 100 * (hi(a, n) - lo(a, n)) / m) : "-" }
 function unit(s) { return (s == "conn") ? "connections" : "MiB" }
 $1 == "scenario" { next }
 {

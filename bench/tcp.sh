@@ -189,7 +189,7 @@ log "summary"
   echo
   echo "Load (1-, 5-, 15-minute averages): $LOAD_BEFORE before; $LOAD_START when measuring began, after ${waited} s of waiting for the 1-minute load to fall below $LOAD_MAX (at most $LOAD_WAIT s); while measuring, the 1-minute load sampled every 5 s: $(load_stats)."
   echo
-  awk -F, -v tgt=sluice -f "$ROOT/bench/tcp.awk" "$CSV"
+  awk -F, -v tgt=sluice -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/tcp.awk" "$CSV"
   if [[ $SYSCALLS == 1 ]]; then
     echo
     echo "System calls of sluice during 3 s of each load (strace -c -f; the calls that move bytes and handle connections):"

@@ -4,17 +4,8 @@
 # errors, and the 1-minute load average at the start of the runs. With both http-ka and https-ka,
 # a second table: what TLS itself costs each proxy per keep-alive request, its median proxy
 # µs/req in https-ka minus that in http-ka (and the same difference round by round).
-#   awk -F, -v ref=haproxy1 -v tgt=sluice -f bench/tls.awk runs.csv
+#   awk -F, -v ref=haproxy1 -v tgt=sluice -f bench/stats.awk -f bench/tls.awk runs.csv
 # runs.csv has the columns of ../shared/bench/run.sh plus load1 (column 20).
-function med(a, n,    i, j, x, b) {
-  if (n == 0) return "NA"
-  for (i = 1; i <= n; i++) b[i] = a[i]
-  for (i = 2; i <= n; i++) { x = b[i]; j = i - 1; while (j > 0 && b[j] > x) { b[j+1] = b[j]; j-- } b[j+1] = x }
-  return (n % 2) ? b[(n+1)/2] : (b[n/2] + b[n/2+1]) / 2
-}
-function lo(a, n,    i, m) { m = a[1]; for (i = 2; i <= n; i++) if (a[i] < m) m = a[i]; return m }
-function hi(a, n,    i, m) { m = a[1]; for (i = 2; i <= n; i++) if (a[i] > m) m = a[i]; return m }
-function spread(a, n,    m) { if (n < 2) return "-"; m = med(a, n); return (m > 0) ? sprintf("%.0f%%", 100 * (hi(a, n) - lo(a, n)) / m) : "-" }
 function f(x, fmt) { return (x == "NA" || x == "") ? "-" : sprintf(fmt, x) }
 function scen(l) {
   if (l == "http-ka") return "plain HTTP/1.1 keep-alive, no TLS (wrk; reference)"

@@ -245,7 +245,7 @@ log "summary"
   echo
   echo "Requests per proxy CPU-second, sluice ÷ haproxy1 in the same round (bench/tls.awk):"
   echo
-  awk -F, -v ref=haproxy1 -v tgt=sluice -v streams="$STREAMS" -f "$ROOT/bench/tls.awk" "$CSV"
+  awk -F, -v ref=haproxy1 -v tgt=sluice -v streams="$STREAMS" -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/tls.awk" "$CSV"
   if [[ -s $LAST/perf/split.md ]]; then
     echo
     echo "Where each proxy's CPU goes (perf record -e cpu-clock, self time, % of the process's samples; bench/perfsplit.awk):"
