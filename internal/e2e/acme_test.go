@@ -199,10 +199,7 @@ func TestACMEPebble(t *testing.T) {
 			t.Errorf("served %v", cert.DNSNames)
 		}
 		fetch(t, "alpn.example.com")
-		p.signal(syscall.SIGTERM)
-		if code := p.wait(15 * time.Second); code != 0 {
-			t.Fatalf("exit code %d", code)
-		}
+		p.stop(syscall.SIGTERM)
 	})
 
 	storage := filepath.Join(dir, "http")
@@ -227,10 +224,7 @@ func TestACMEPebble(t *testing.T) {
 		if err != nil || fi.Mode().Perm() != 0o700 {
 			t.Errorf("storage %s: %v, mode %v; want a 0700 directory", storage, err, fi.Mode().Perm())
 		}
-		p.signal(syscall.SIGTERM)
-		if code := p.wait(15 * time.Second); code != 0 {
-			t.Fatalf("exit code %d", code)
-		}
+		p.stop(syscall.SIGTERM)
 	})
 	if serial == "" {
 		t.FailNow()

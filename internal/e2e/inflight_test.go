@@ -214,33 +214,17 @@ func wsEcho(ctx context.Context, c *websocket.Conn, msg string) error {
 // process exits 0.
 func TestProcessUpgradeLetsWorkInFlightFinish(t *testing.T) {
 	needBinary(t)
-	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0); errno != 0 {
-		t.Skipf("prctl(PR_SET_CHILD_SUBREAPER): %v", errno)
-	}
+	becomeSubreaper(t)
 	dir := t.TempDir()
 	ca := newTestCA(t, "sluice e2e CA")
 	cert := ca.issue(t, leafOpts{names: []string{"shop.example.com"}}).write(t, dir, "shop")
 	b := startBackend(t, "b1")
-	cfgFile := filepath.Join(dir, "sluice.yaml")
-	yaml := withEngineYAML(fmt.Sprintf("listeners:\n  - name: public\n    address: \"127.0.0.1:0\"\n    pool: web\n"+
+	p := startUpgradable(t, dir, binary, fmt.Sprintf("listeners:\n  - name: public\n    address: \"127.0.0.1:0\"\n    pool: web\n"+
 		"  - name: secure\n    address: \"127.0.0.1:0\"\n    pool: web\n    tls: {certificates: [{cert: %q, key: %q}]}\n"+
 		"pools:\n  - name: web\n    backends: [{address: %q}]\n"+
 		"admin: {address: \"127.0.0.1:0\"}\naccess_log: {format: off}\nshutdown_timeout: 5s\n", cert.Cert, cert.Key, b.URL()))
-	if err := os.WriteFile(cfgFile, []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	pidfile := filepath.Join(dir, "sluice.pid")
-	logFile := filepath.Join(dir, "stderr")
-	p := startDetached(t, binary, logFile, nil, "run", "-config", cfgFile, "-pidfile", pidfile)
-	logs := func() string { b, _ := os.ReadFile(logFile); return string(b) }
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- the sluice processes' log ---\n%s", logs())
-		}
-	})
-	public := waitFor(t, logs, listenerLine("public"))[1]
-	secure := waitFor(t, logs, listenerLine("secure"))[1]
-	pid1 := waitPID(t, pidfile, 0)
+	public, secure := p.addr("public"), p.addr("secure")
+	pid1 := p.pid(0)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -264,7 +248,7 @@ func TestProcessUpgradeLetsWorkInFlightFinish(t *testing.T) {
 	waitAccepted(t, secure) // by the old process
 
 	p.Process.Signal(syscall.SIGUSR2)
-	pid2 := waitPID(t, pidfile, pid1)
+	pid2 := p.pid(pid1)
 	waitStopsListening(t, pid1, secure)
 	close(release)
 	if err := <-result; err != nil {
@@ -286,22 +270,13 @@ func TestProcessUpgradeLetsWorkInFlightFinish(t *testing.T) {
 	if err := syscall.Kill(pid1, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, logs, regexp.MustCompile(`msg="reload ignored: this process is shutting down"`))
+	p.waitLog(regexp.MustCompile(`msg="reload ignored: this process is shutting down"`))
 	_, _, err := closedBySluice.Read(ctx)
 	if code := websocket.CloseStatus(err); code != websocket.StatusGoingAway {
 		t.Errorf("the WebSocket left open ended with %v (close status %d), want a close frame with %d (going away) at shutdown_timeout",
 			err, code, websocket.StatusGoingAway)
 	}
-	waitDone := make(chan error, 1)
-	go func() { waitDone <- p.Wait() }()
-	select {
-	case err := <-waitDone:
-		if err != nil {
-			t.Fatalf("the old process: %v, want exit 0", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the old process did not exit within 30s of the upgrade")
-	}
+	p.firstExits("the old process after the upgrade")
 
 	// The new process serves both listeners.
 	if err := wsEcho(ctx, dial(), "new"); err != nil {

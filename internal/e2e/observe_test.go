@@ -11,7 +11,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // scrape reads the admin address's /metrics into series → value (series
@@ -173,10 +172,7 @@ func TestAccessLogFields(t *testing.T) {
 				t.Fatalf("status %d", r.Status)
 			}
 			r2 := get(t, h2cClient(t), "http://"+addr+"/bytes/77")
-			p.signal(syscall.SIGTERM)
-			if code := p.wait(20 * time.Second); code != 0 {
-				t.Fatalf("exit %d", code)
-			}
+			p.stop(syscall.SIGTERM)
 			lines := strings.Split(strings.TrimSpace(p.Stdout.String()), "\n")
 			if len(lines) != 2 {
 				t.Fatalf("access log has %d lines, want 2:\n%s", len(lines), p.Stdout)

@@ -97,6 +97,16 @@ func (p *proc) signal(sig os.Signal) {
 	}
 }
 
+// stop sends sig and fails the test unless the process then exits 0
+// (within 20s).
+func (p *proc) stop(sig os.Signal) {
+	p.t.Helper()
+	p.signal(sig)
+	if code := p.wait(20 * time.Second); code != 0 {
+		p.t.Fatalf("sluice exited %d after %v, want 0", code, sig)
+	}
+}
+
 // waitLog waits until stderr has a line matching re and returns its
 // submatches; it fails when the process exits first.
 func (p *proc) waitLog(re *regexp.Regexp, timeout time.Duration) []string {
@@ -299,10 +309,7 @@ func TestProcessSIGHUPWithABrokenFileKeepsServing(t *testing.T) {
 	if got := reloadOK(c, admin); got != "1" {
 		t.Fatalf("after a good reload sluice_config_last_reload_successful is %q, want 1", got)
 	}
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(20 * time.Second); code != 0 {
-		t.Fatalf("exit code %d after SIGTERM, want 0", code)
-	}
+	p.stop(syscall.SIGTERM)
 }
 
 // inFlight sums in_flight over every backend of every pool in admin's
@@ -460,10 +467,7 @@ func TestProcessCommandLine(t *testing.T) {
 		if r.Status != 200 || r.Header.Get("X-Backend") != "solo" || !strings.HasPrefix(r.Body, "Hello from solo") {
 			t.Fatalf("status %d, X-Backend %q, body %q; want 200 from solo", r.Status, r.Header.Get("X-Backend"), r.Body)
 		}
-		p.signal(syscall.SIGTERM)
-		if code := p.wait(15 * time.Second); code != 0 {
-			t.Fatalf("exit code %d after SIGTERM, want 0", code)
-		}
+		p.stop(syscall.SIGTERM)
 	})
 }
 
@@ -482,10 +486,7 @@ func TestProcessDemo(t *testing.T) {
 		}
 		return len(seen) == 3
 	})
-	p.signal(syscall.SIGINT)
-	if code := p.wait(20 * time.Second); code != 0 {
-		t.Fatalf("exit code %d after SIGINT, want 0", code)
-	}
+	p.stop(syscall.SIGINT)
 }
 
 func TestProcessQuickForm(t *testing.T) {
@@ -495,8 +496,5 @@ func TestProcessQuickForm(t *testing.T) {
 		"-backend", bs[0].URL(), "-backend", bs[1].URL(), "-health-path", "/health", "-health-interval", "500ms")
 	addr := p.waitLog(listenerLine("default"), 15*time.Second)[1]
 	waitBackends(t, newClient(t), "http://"+addr+"/", "q1", "q2")
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(20 * time.Second); code != 0 {
-		t.Fatalf("exit code %d after SIGTERM, want 0", code)
-	}
+	p.stop(syscall.SIGTERM)
 }

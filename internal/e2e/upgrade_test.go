@@ -33,36 +33,19 @@ import (
 // serving process as it was.
 func TestProcessUpgradeUnderLoad(t *testing.T) {
 	needBinary(t)
-	// Descendants whose parent exits (the process an upgrade started, when
-	// the one before it is gone) become this test's children, so that
-	// their exit codes can be read.
-	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0); errno != 0 {
-		t.Skipf("prctl(PR_SET_CHILD_SUBREAPER): %v", errno)
-	}
+	becomeSubreaper(t)
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "sluice")
 	copyFile(t, binary, bin, 0o755) // replaced on disk below: not the suite's
 	bs := startBackends(t, "u1", "u2")
-	cfgFile := filepath.Join(dir, "sluice.yaml")
-	yaml := withEngineYAML(fmt.Sprintf("listeners:\n  - name: public\n    address: \"127.0.0.1:0\"\n    pool: web\n"+
-		"pools:\n  - name: web\n    backends:\n      - address: %q\n      - address: %q\n"+
-		"admin:\n  address: \"127.0.0.1:0\"\naccess_log: {format: off}\nshutdown_timeout: 90s\n", bs[0].URL(), bs[1].URL()))
-	if err := os.WriteFile(cfgFile, []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	pidfile := filepath.Join(dir, "sluice.pid")
 	sd := listenNotify(t, filepath.Join(dir, "notify"))
-
-	logFile := filepath.Join(dir, "stderr")
-	p := startDetached(t, bin, logFile, []string{"NOTIFY_SOCKET=" + sd.path}, "run", "-config", cfgFile, "-pidfile", pidfile)
-	logs := func() string { b, _ := os.ReadFile(logFile); return string(b) }
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- the sluice processes' log ---\n%s", logs())
-		}
-	})
-	addr := waitFor(t, logs, listenerLine("public"))[1]
-	pid1 := waitPID(t, pidfile, 0)
+	p := startUpgradable(t, dir, bin, fmt.Sprintf("listeners:\n  - name: public\n    address: \"127.0.0.1:0\"\n    pool: web\n"+
+		"pools:\n  - name: web\n    backends:\n      - address: %q\n      - address: %q\n"+
+		"admin:\n  address: \"127.0.0.1:0\"\naccess_log: {format: off}\nshutdown_timeout: 90s\n", bs[0].URL(), bs[1].URL()),
+		"NOTIFY_SOCKET="+sd.path)
+	cfgFile, pidfile, logs := p.cfgFile, p.pidFile, p.logs
+	addr := p.addr("public")
+	pid1 := p.pid(0)
 	if pid1 != p.Process.Pid {
 		t.Fatalf("pid file holds %d, want %d", pid1, p.Process.Pid)
 	}
@@ -162,16 +145,7 @@ func TestProcessUpgradeUnderLoad(t *testing.T) {
 		t.Errorf("the WebSocket of the first process after two upgrades: %v", err)
 	}
 	held1.Close(websocket.StatusNormalClosure, "")
-	waitDone := make(chan error, 1)
-	go func() { waitDone <- p.Wait() }()
-	select {
-	case err := <-waitDone:
-		if err != nil {
-			t.Fatalf("the first process after the upgrades: %v, want exit 0", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the first process did not exit within 30s of the upgrades")
-	}
+	p.firstExits("the first process after the upgrades")
 	if err := wsEcho(wctx, held2, "still served by pid2"); err != nil {
 		t.Errorf("the WebSocket of the second process after its upgrade: %v", err)
 	}
