@@ -10,14 +10,15 @@ import (
 	"testing"
 
 	"github.com/sluice-lb/sluice/internal/config"
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 // oneCert returns a Store and tls block with one ECDSA certificate for
 // site.test that CA a signed.
-func oneCert(t *testing.T, a *ca) (*Store, config.TLS) {
+func oneCert(t *testing.T, a *testenv.CA) (*Store, config.TLS) {
 	t.Helper()
-	certPEM, keyPEM, _ := a.issue(t, leaf{subject: pkix.Name{CommonName: "site"}, dns: []string{"site.test"}})
-	cfg := config.TLS{Certificates: []config.Certificate{writePair(t, t.TempDir(), "site", certPEM, keyPEM)}}
+	is := a.Issue(t, testenv.Leaf{Subject: pkix.Name{CommonName: "site"}, Names: []string{"site.test"}})
+	cfg := config.TLS{Certificates: []config.Certificate{writePair(t, t.TempDir(), "site", is)}}
 	s, err := NewStore(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -28,7 +29,7 @@ func oneCert(t *testing.T, a *ca) (*Store, config.TLS) {
 // TestConfigHandshakes checks which clients the listener's tls.Config
 // accepts: versions, suites, curves and ALPN.
 func TestConfigHandshakes(t *testing.T) {
-	a := newCA(t, "Test CA")
+	a := testenv.NewCA(t, "Test CA")
 	s, cfg := oneCert(t, a)
 	tls13 := cfg
 	tls13.MinVersion = "1.3"
@@ -71,7 +72,7 @@ func TestConfigHandshakes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cc := tt.client.Clone()
-			cc.ServerName, cc.RootCAs = "site.test", poolOf(a)
+			cc.ServerName, cc.RootCAs = "site.test", a.Pool
 			c, err := dial(t, servers[tt.server], cc)
 			if tt.wantErr {
 				if err == nil {
@@ -92,7 +93,7 @@ func TestConfigHandshakes(t *testing.T) {
 }
 
 func TestConfigFields(t *testing.T) {
-	a := newCA(t, "Test CA")
+	a := testenv.NewCA(t, "Test CA")
 	s, cfg := oneCert(t, a)
 	conf, err := Config(s, cfg, true)
 	if err != nil {
@@ -126,10 +127,10 @@ func TestConfigFields(t *testing.T) {
 // TestMutualTLS checks a listener with client_ca accepts only clients
 // with a certificate that CA signed, and exposes the verified one.
 func TestMutualTLS(t *testing.T) {
-	serverCA, clientCA, otherCA := newCA(t, "Server CA"), newCA(t, "Client CA"), newCA(t, "Other CA")
+	serverCA, clientCA, otherCA := testenv.NewCA(t, "Server CA"), testenv.NewCA(t, "Client CA"), testenv.NewCA(t, "Other CA")
 	s, cfg := oneCert(t, serverCA)
 	cfg.ClientCA = filepath.Join(t.TempDir(), "clients.pem")
-	writeFile(t, cfg.ClientCA, clientCA.pem())
+	testenv.WriteFileAtomic(t, cfg.ClientCA, clientCA.PEM)
 	conf, err := Config(s, cfg, true)
 	if err != nil {
 		t.Fatal(err)
@@ -139,13 +140,8 @@ func TestMutualTLS(t *testing.T) {
 	}
 	srv := serve(t, conf)
 
-	clientCert := func(a *ca) []tls.Certificate {
-		certPEM, keyPEM, _ := a.issue(t, leaf{subject: pkix.Name{CommonName: "alice", Organization: []string{"Example, Inc."}}, client: true})
-		pair, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return []tls.Certificate{pair}
+	clientCert := func(a *testenv.CA) []tls.Certificate {
+		return []tls.Certificate{a.Issue(t, testenv.Leaf{Subject: pkix.Name{CommonName: "alice", Organization: []string{"Example, Inc."}}, Client: true}).Pair}
 	}
 	good := clientCert(clientCA)
 	tests := []struct {
@@ -162,7 +158,7 @@ func TestMutualTLS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cc := &tls.Config{ServerName: "site.test", RootCAs: poolOf(serverCA), Certificates: tt.certs, MaxVersion: tt.version}
+			cc := &tls.Config{ServerName: "site.test", RootCAs: serverCA.Pool, Certificates: tt.certs, MaxVersion: tt.version}
 			c, dialErr := dial(t, srv, cc)
 			// In TLS 1.3 the client finishes first; the server's verdict
 			// reaches it at its first read.

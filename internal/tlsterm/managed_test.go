@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/sluice-lb/sluice/internal/config"
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 // TestManaged checks certificates from ACME beside files: SNI picks among
@@ -14,17 +15,11 @@ import (
 // a Store with none fails the handshake; a client offering only
 // acme-tls/1 gets the challenge certificate.
 func TestManaged(t *testing.T) {
-	a := newCA(t, "Test CA")
+	a := testenv.NewCA(t, "Test CA")
 	pair := func(names ...string) *tls.Certificate {
-		certPEM, keyPEM, _ := a.issue(t, leaf{subject: pkix.Name{CommonName: names[0]}, dns: names})
-		c, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &c
+		return &a.Issue(t, testenv.Leaf{Subject: pkix.Name{CommonName: names[0]}, Names: names}).Pair
 	}
-	certPEM, keyPEM, _ := a.issue(t, leaf{subject: pkix.Name{CommonName: "file"}, dns: []string{"file.test", "both.test"}})
-	files := writePair(t, t.TempDir(), "file", certPEM, keyPEM)
+	files := writePair(t, t.TempDir(), "file", a.Issue(t, testenv.Leaf{Subject: pkix.Name{CommonName: "file"}, Names: []string{"file.test", "both.test"}}))
 	acme := &config.ACME{Domains: []string{"acme.test"}}
 
 	hello := func(name string, protos ...string) *tls.ClientHelloInfo {

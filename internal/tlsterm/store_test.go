@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sluice-lb/sluice/internal/config"
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 // sniStore is a Store of five certificates: the default, an exact name
@@ -20,18 +21,17 @@ import (
 func sniStore(t testing.TB) (*Store, config.TLS) {
 	t.Helper()
 	dir := t.TempDir()
-	a := newCA(t, "Test CA")
-	pair := func(base string, l leaf) config.Certificate {
-		certPEM, keyPEM, _ := a.issue(t, l)
-		return writePair(t, dir, base, certPEM, keyPEM)
+	a := testenv.NewCA(t, "Test CA")
+	pair := func(base string, l testenv.Leaf) config.Certificate {
+		return writePair(t, dir, base, a.Issue(t, l))
 	}
 	cfg := config.TLS{Certificates: []config.Certificate{
-		pair("default", leaf{subject: pkix.Name{CommonName: "default"}, dns: []string{"default.test", "www.default.test"}}),
-		pair("exact", leaf{subject: pkix.Name{CommonName: "exact"}, dns: []string{"Exact.Example.com"}, key: rsaKey()}),
-		pair("wild", leaf{subject: pkix.Name{CommonName: "wild"}, dns: []string{"*.example.com"}}),
-		pair("cn", leaf{subject: pkix.Name{CommonName: "cn.example.org"}}),
-		pair("dual-ec", leaf{subject: pkix.Name{CommonName: "dual-ec"}, dns: []string{"dual.example.net"}}),
-		pair("dual-rsa", leaf{subject: pkix.Name{CommonName: "dual-rsa"}, dns: []string{"dual.example.net"}, key: rsaKey()}),
+		pair("default", testenv.Leaf{Subject: pkix.Name{CommonName: "default"}, Names: []string{"default.test", "www.default.test"}}),
+		pair("exact", testenv.Leaf{Subject: pkix.Name{CommonName: "exact"}, Names: []string{"Exact.Example.com"}, RSA: true}),
+		pair("wild", testenv.Leaf{Subject: pkix.Name{CommonName: "wild"}, Names: []string{"*.example.com"}}),
+		pair("cn", testenv.Leaf{Subject: pkix.Name{CommonName: "cn.example.org"}}),
+		pair("dual-ec", testenv.Leaf{Subject: pkix.Name{CommonName: "dual-ec"}, Names: []string{"dual.example.net"}}),
+		pair("dual-rsa", testenv.Leaf{Subject: pkix.Name{CommonName: "dual-rsa"}, Names: []string{"dual.example.net"}, RSA: true}),
 	}}
 	s, err := NewStore(cfg)
 	if err != nil {
@@ -112,12 +112,13 @@ func TestSNIHandshake(t *testing.T) {
 // failed reload keeps the old set.
 func TestReload(t *testing.T) {
 	dir := t.TempDir()
-	a := newCA(t, "Test CA")
-	issue := func() ([]byte, []byte, int64) {
-		return a.issue(t, leaf{subject: pkix.Name{CommonName: "site"}, dns: []string{"site.test"}})
+	a := testenv.NewCA(t, "Test CA")
+	issue := func() *testenv.Issued {
+		return a.Issue(t, testenv.Leaf{Subject: pkix.Name{CommonName: "site"}, Names: []string{"site.test"}})
 	}
-	certA, keyA, serialA := issue()
-	cfg := config.TLS{Certificates: []config.Certificate{writePair(t, dir, "site", certA, keyA)}}
+	isA := issue()
+	serialA := serialOf(isA)
+	cfg := config.TLS{Certificates: []config.Certificate{writePair(t, dir, "site", isA)}}
 	s, err := NewStore(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -127,18 +128,19 @@ func TestReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := serve(t, conf)
-	client := &tls.Config{ServerName: "site.test", RootCAs: poolOf(a)}
+	client := &tls.Config{ServerName: "site.test", RootCAs: a.Pool}
 
 	old, err := dial(t, srv, client)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := servedSerial(old); got != serialA {
-		t.Fatalf("first connection got serial %d, want %d", got, serialA)
+		t.Fatalf("first connection got serial %s, want %s", got, serialA)
 	}
 
-	certB, keyB, serialB := issue()
-	writePair(t, dir, "site", certB, keyB)
+	isB := issue()
+	serialB := serialOf(isB)
+	writePair(t, dir, "site", isB)
 	if err := s.Reload(); err != nil {
 		t.Fatalf("Reload: %v", err)
 	}
@@ -147,18 +149,17 @@ func TestReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := servedSerial(fresh); got != serialB {
-		t.Errorf("connection after the reload got serial %d, want %d", got, serialB)
+		t.Errorf("connection after the reload got serial %s, want %s", got, serialB)
 	}
 	if err := echo(t, old, "still here"); err != nil {
 		t.Errorf("connection opened before the reload: %v", err)
 	}
 	if got := servedSerial(old); got != serialA {
-		t.Errorf("connection opened before the reload now has serial %d, want %d", got, serialA)
+		t.Errorf("connection opened before the reload now has serial %s, want %s", got, serialA)
 	}
 
 	// A key that does not go with its certificate: the old set stays.
-	certC, _, _ := issue()
-	writeFile(t, cfg.Certificates[0].Cert, certC)
+	testenv.WriteFileAtomic(t, cfg.Certificates[0].Cert, issue().CertPEM)
 	err = s.Reload()
 	if err == nil || !strings.Contains(err.Error(), "does not go with") {
 		t.Errorf("Reload with a mismatched key = %v, want a key error", err)
@@ -168,7 +169,7 @@ func TestReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := servedSerial(after); got != serialB {
-		t.Errorf("after a failed reload got serial %d, want %d (kept)", got, serialB)
+		t.Errorf("after a failed reload got serial %s, want %s (kept)", got, serialB)
 	}
 }
 
@@ -177,12 +178,13 @@ func TestReload(t *testing.T) {
 // ends.
 func TestWatch(t *testing.T) {
 	dir := t.TempDir()
-	a := newCA(t, "Test CA")
-	issue := func() ([]byte, []byte, int64) {
-		return a.issue(t, leaf{subject: pkix.Name{CommonName: "site"}, dns: []string{"site.test"}})
+	a := testenv.NewCA(t, "Test CA")
+	issue := func() *testenv.Issued {
+		return a.Issue(t, testenv.Leaf{Subject: pkix.Name{CommonName: "site"}, Names: []string{"site.test"}})
 	}
-	certA, keyA, serialA := issue()
-	cfg := config.TLS{Certificates: []config.Certificate{writePair(t, dir, "site", certA, keyA)}}
+	isA := issue()
+	serialA := serialOf(isA)
+	cfg := config.TLS{Certificates: []config.Certificate{writePair(t, dir, "site", isA)}}
 	s, err := NewStore(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +194,7 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := serve(t, conf)
-	client := &tls.Config{ServerName: "site.test", RootCAs: poolOf(a)}
+	client := &tls.Config{ServerName: "site.test", RootCAs: a.Pool}
 
 	changed := make(chan error, 10)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -226,8 +228,9 @@ func TestWatch(t *testing.T) {
 	}
 	quiet("unchanged files")
 
-	certB, keyB, serialB := issue()
-	writePair(t, dir, "site", certB, keyB)
+	isB := issue()
+	serialB := serialOf(isB)
+	writePair(t, dir, "site", isB)
 	// The cert and the key are replaced one after the other; a poll
 	// between the two may see a mismatch first.
 	err = next()
@@ -239,13 +242,13 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := servedSerial(fresh); got != serialB {
-		t.Errorf("after the change got serial %d, want %d", got, serialB)
+		t.Errorf("after the change got serial %s, want %s", got, serialB)
 	}
 	if err := echo(t, old, "ping"); err != nil || servedSerial(old) != serialA {
-		t.Errorf("connection opened before the change: %v, serial %d, want working with %d", err, servedSerial(old), serialA)
+		t.Errorf("connection opened before the change: %v, serial %s, want working with %s", err, servedSerial(old), serialA)
 	}
 
-	writeFile(t, cfg.Certificates[0].Key, []byte("garbage\n"))
+	testenv.WriteFileAtomic(t, cfg.Certificates[0].Key, []byte("garbage\n"))
 	if err := next(); err == nil || !strings.Contains(err.Error(), "holds no PEM private key") {
 		t.Errorf("Watch reported %v for a broken key, want its error", err)
 	}
@@ -264,9 +267,8 @@ func TestWatch(t *testing.T) {
 
 func TestNewStoreErrors(t *testing.T) {
 	dir := t.TempDir()
-	a := newCA(t, "Test CA")
-	certPEM, keyPEM, _ := a.issue(t, leaf{dns: []string{"a.test"}})
-	good := writePair(t, dir, "good", certPEM, keyPEM)
+	a := testenv.NewCA(t, "Test CA")
+	good := writePair(t, dir, "good", a.Issue(t, testenv.Leaf{Names: []string{"a.test"}}))
 	tests := []struct {
 		name string
 		cfg  config.TLS
@@ -293,9 +295,8 @@ func TestNewStoreErrors(t *testing.T) {
 func TestUpdate(t *testing.T) {
 	s, _ := sniStore(t)
 	dir := t.TempDir()
-	a := newCA(t, "Other CA")
-	certPEM, keyPEM, _ := a.issue(t, leaf{subject: pkix.Name{CommonName: "other"}, dns: []string{"other.test"}})
-	other := writePair(t, dir, "other", certPEM, keyPEM)
+	a := testenv.NewCA(t, "Other CA")
+	other := writePair(t, dir, "other", a.Issue(t, testenv.Leaf{Subject: pkix.Name{CommonName: "other"}, Names: []string{"other.test"}}))
 	if err := s.Update(config.TLS{Certificates: []config.Certificate{{Cert: other.Cert, Key: dir + "/nope.key"}}}); err == nil {
 		t.Error("Update with a missing key succeeded")
 	}
@@ -312,18 +313,17 @@ func TestUpdate(t *testing.T) {
 
 func TestExpiry(t *testing.T) {
 	dir := t.TempDir()
-	a := newCA(t, "Test CA")
+	a := testenv.NewCA(t, "Test CA")
 	now := time.Now().Truncate(time.Second)
-	pair := func(base string, l leaf) config.Certificate {
-		certPEM, keyPEM, _ := a.issue(t, l)
-		return writePair(t, dir, base, certPEM, keyPEM)
+	pair := func(base string, l testenv.Leaf) config.Certificate {
+		return writePair(t, dir, base, a.Issue(t, l))
 	}
 	in := func(d time.Duration) time.Time { return now.Add(d) }
 	cfg := config.TLS{Certificates: []config.Certificate{
-		pair("year", leaf{dns: []string{"year.test", "www.year.test"}, notAfter: in(365 * 24 * time.Hour)}),
-		pair("soon", leaf{dns: []string{"soon.test"}, notAfter: in(3*24*time.Hour + time.Hour)}),
-		pair("expired", leaf{subject: pkix.Name{CommonName: "old.test"}, notAfter: in(-time.Hour)}),
-		pair("year-rsa", leaf{dns: []string{"year.test"}, notAfter: in(200 * 24 * time.Hour), key: rsaKey()}),
+		pair("year", testenv.Leaf{Names: []string{"year.test", "www.year.test"}, NotAfter: in(365 * 24 * time.Hour)}),
+		pair("soon", testenv.Leaf{Names: []string{"soon.test"}, NotAfter: in(3*24*time.Hour + time.Hour)}),
+		pair("expired", testenv.Leaf{Subject: pkix.Name{CommonName: "old.test"}, NotAfter: in(-time.Hour)}),
+		pair("year-rsa", testenv.Leaf{Names: []string{"year.test"}, NotAfter: in(200 * 24 * time.Hour), RSA: true}),
 	}}
 	s, err := NewStore(cfg)
 	if err != nil {
