@@ -504,21 +504,9 @@ func (h *handler) setState(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown action %q: use drain, enable, disable or weight", action))
 		return
 	}
-	scope := h.scope(w, r)
-	if scope == "" {
-		return
-	}
-	var err error
-	if scope == "fleet" {
-		err = h.fleet.SetFleetState(poolName, address, st)
-	} else {
-		err = h.rt.SetBackendState(poolName, address, st)
-	}
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	h.writeChanged(w, http.StatusOK, poolName, address, scope)
+	h.change(w, r, poolName, address,
+		func() error { return h.fleet.SetFleetState(poolName, address, st) },
+		func() error { return h.rt.SetBackendState(poolName, address, st) })
 }
 
 func (h *handler) setWeight(w http.ResponseWriter, r *http.Request) {
@@ -534,17 +522,24 @@ func (h *handler) setWeight(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `"weight" is required: send `+example)
 		return
 	}
+	h.change(w, r, poolName, address,
+		func() error { return h.fleet.SetFleetWeight(poolName, address, *req.Weight) },
+		func() error { return h.rt.SetBackendWeight(poolName, address, *req.Weight) })
+}
+
+// change makes a state or weight change of a backend in the scope ?scope=
+// asks for, fleet (every instance) or local (this one), and answers with
+// the backend as it now is.
+func (h *handler) change(w http.ResponseWriter, r *http.Request, poolName, address string, fleet, local func() error) {
 	scope := h.scope(w, r)
 	if scope == "" {
 		return
 	}
-	var err error
+	apply := local
 	if scope == "fleet" {
-		err = h.fleet.SetFleetWeight(poolName, address, *req.Weight)
-	} else {
-		err = h.rt.SetBackendWeight(poolName, address, *req.Weight)
+		apply = fleet
 	}
-	if err != nil {
+	if err := apply(); err != nil {
 		writeErr(w, err)
 		return
 	}
