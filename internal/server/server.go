@@ -233,8 +233,7 @@ func (s *Server) Run(ctx context.Context) error {
 	snap := s.buildSnapshot(s.cfg, nil)
 	snap.tracing = tp
 	s.plainHTTP.Store(hasPlainHTTP(s.cfg))
-	adminLn, err := s.listen("", s.cfg.Admin.Address)
-	if err != nil {
+	abort := func(err error) error { // undo what the start did so far
 		s.mu.Unlock()
 		s.stopPools(snap.pools)
 		s.flushTracing(tp)
@@ -242,15 +241,14 @@ func (s *Server) Run(ctx context.Context) error {
 		s.cancel()
 		return err
 	}
+	adminLn, err := s.listen("", s.cfg.Admin.Address)
+	if err != nil {
+		return abort(err)
+	}
 	bound, err := s.bindListeners(s.cfg, snap, nil)
 	if err != nil {
 		adminLn.Close()
-		s.mu.Unlock()
-		s.stopPools(snap.pools)
-		s.flushTracing(tp)
-		s.retireStore(snap.limits, nil)
-		s.cancel()
-		return err
+		return abort(err)
 	}
 	s.snap.Store(snap)
 	s.activate(snap, nil)
