@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -40,19 +38,10 @@ func TestProcessUpgradeHTTP3(t *testing.T) {
 	held := startHeldBackend(t)
 	ca := newTestCA(t, "e2e CA")
 	cert := ca.issue(t, leafOpts{names: []string{"a.test"}}).write(t, dir, "site")
-	cfgFile := filepath.Join(dir, "sluice.yaml")
-	writeFileAtomic(t, cfgFile, []byte(withEngineYAML(h3YAML(cert, b1.URL(), held.URL, ""))))
-	pidfile := filepath.Join(dir, "sluice.pid")
-	logFile := filepath.Join(dir, "stderr")
-	p := startDetached(t, binary, logFile, nil, "run", "-config", cfgFile, "-pidfile", pidfile)
-	logs := func() string { b, _ := os.ReadFile(logFile); return string(b) }
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- the sluice processes' log ---\n%s", logs())
-		}
-	})
-	addr := waitFor(t, logs, listenerLine("public"))[1]
-	pid1 := waitPID(t, pidfile, 0)
+	p := startUpgradable(t, dir, binary, h3YAML(cert, b1.URL(), held.URL, ""))
+	cfgFile, pidfile, logs := p.cfgFile, p.pidFile, p.logs
+	addr := p.addr("public")
+	pid1 := p.pid(0)
 	tlsConf := &tls.Config{RootCAs: ca.pool, ServerName: "a.test"}
 	if got, err := h3Fresh(addr, tlsConf); err != nil || got != "b1" {
 		t.Fatalf("before the upgrade: %q, %v; want a response from b1", got, err)
