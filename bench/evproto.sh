@@ -56,9 +56,7 @@ ports_free "is another bench/evproto.sh running?" "${BPORTS[@]}" 8181 8190 8194 
 # idle clients: this script's children (HAProxy, which sizes its descriptors as 2 x maxconn + 14,
 # and the idle clients) may need more descriptors than the default; raised here only, up to what
 # the hard limit allows (a container may forbid raising that)
-want=$((IDLE_N * 2 + 1024))
-if (($(ulimit -n) < want)); then ulimit -Hn "$want" 2>/dev/null || true; ulimit -n "$want" 2>/dev/null || ulimit -n "$(ulimit -Hn)"; fi
-HAPROXY_MAXCONN=$(( ($(ulimit -n) - 20) / 2 )); ((HAPROXY_MAXCONN > IDLE_N + 100)) && HAPROXY_MAXCONN=$((IDLE_N + 100))
+idle_fds
 ((HAPROXY_MAXCONN < 8000)) && HAPROXY_MAXCONN=8000
 
 stop_on_exit
@@ -73,10 +71,7 @@ go build -o "$BIN_DIR/idleclients" ./bench/cmd/idleclients
 build_backend
 HEAD_REV=$(worktree_rev cmd internal bench/evproto go.mod go.sum)
 
-sed -e 's/127\.0\.0\.1:9001/127.0.0.1:9101/; s/127\.0\.0\.1:9002/127.0.0.1:9102/; s/127\.0\.0\.1:9003/127.0.0.1:9103/' \
-  -e "s/^\\( *maxconn\\) 8000\$/\\1 $HAPROXY_MAXCONN/" "$SHARED/peers/haproxy.cfg" >"$LAST/haproxy.cfg"
-grep -q "maxconn $HAPROXY_MAXCONN\$" "$LAST/haproxy.cfg" && grep -q '127.0.0.1:9103' "$LAST/haproxy.cfg" ||
-  { echo "could not adapt $SHARED/peers/haproxy.cfg (maxconn / backend ports)" >&2; exit 1; }
+haproxy_cfg_at 9101 9102 9103 "$HAPROXY_MAXCONN" "$LAST/haproxy.cfg"
 cat >"$LAST/sluice.yaml" <<'EOF'
 listeners:
   - name: bench

@@ -23,10 +23,8 @@
 # clients held, and for sluice the Go runtime's view at the middle of the hold from its
 # /metrics (stack in use, heap in use, goroutines).
 # Output: /tmp/bench/idle/last/ (idle.tsv, summary.md, per-run client output).
-set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
-SHARED=$(cd "${SHARED:-$ROOT/../shared/bench}" && pwd)
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-3}; IDLE_N=${IDLE_N:-10000}; IDLE_HOLD=${IDLE_HOLD:-10}; PER_PROC=${PER_PROC:-15000}
 SRCS=${SRCS:-$(( (IDLE_N + 19999) / 20000 ))}
 BASELINE=${BASELINE:-}; BASE_REV=""
@@ -37,53 +35,26 @@ NAMES=(haproxy1 sluice)
 ADDRS=(127.0.0.1:8281 127.0.0.1:8290)
 ADMINS=("" 127.0.0.1:19390)
 if [[ -n $BASELINE ]]; then
-  BASE_REV=$(git rev-parse --verify --quiet "$BASELINE^{commit}") || { echo "BASELINE=$BASELINE is not a commit of this repository" >&2; exit 1; }
+  BASE_REV=$(commit_of BASELINE "$BASELINE")
   NAMES+=(sluice-base); ADDRS+=(127.0.0.1:8292); ADMINS+=(127.0.0.1:19392)
 fi
 STARTED="${NAMES[*]} backend-9201 backend-9202 backend-9203"
-log() { printf '\n== %s  %s\n' "$(date +%T)" "$*"; }
+STOP_MSG="bench: stopped the targets and backends"
 
 command -v haproxy >/dev/null || { echo "haproxy is needed (apt-get install haproxy)" >&2; exit 1; }
-for p in 9201 9202 9203 8281 8290 8292 19390 19392; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-    echo "port $p is already in use: is another bench/idle.sh running?" >&2; exit 1
-  fi
-done
-want=$((IDLE_N * 2 + 1024))
-if (($(ulimit -n) < want)); then ulimit -Hn "$want" 2>/dev/null || true; ulimit -n "$want" 2>/dev/null || ulimit -n "$(ulimit -Hn)"; fi
-HAPROXY_MAXCONN=$(( ($(ulimit -n) - 20) / 2 )); ((HAPROXY_MAXCONN > IDLE_N + 100)) && HAPROXY_MAXCONN=$((IDLE_N + 100))
-
-BGPIDS=()
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  for p in "${BGPIDS[@]}"; do kill "$p" 2>/dev/null; done
-  # shellcheck disable=SC2086
-  "$SHARED/stop-peers.sh" $STARTED >/dev/null 2>&1 || true
-  [[ -n $BASE_REV ]] && rm -rf "$BASE/base-src"
-  echo "bench: stopped the targets and backends (exit $rc)"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+ports_free "is another bench/idle.sh running?" 9201 9202 9203 8281 8290 8292 19390 19392
+idle_fds
+[[ -n $BASE_REV ]] && CLEANUP_RM=("$BASE/base-src")
+stop_on_exit
 rm -rf "$LAST"; mkdir -p "$LAST" "$BIN_DIR" "$RUN_DIR"
 
 log "building sluice and the bench tools"
 go build -o "$BIN_DIR/sluice" ./cmd/sluice
 go build -o "$BIN_DIR/idleclients" ./bench/cmd/idleclients
-(cd "$SHARED/backend" && go build -o "$BIN_DIR/backend" .)
-HEAD_REV=$(git rev-parse --short=12 HEAD)
-if git status --porcelain -- cmd internal go.mod go.sum | grep -v '_test\.go$' >/dev/null; then HEAD_REV+=" + uncommitted changes"; fi
-if [[ -n $BASE_REV ]]; then
-  rm -rf "$BASE/base-src"; mkdir -p "$BASE/base-src"
-  git archive "$BASE_REV" | tar -x -C "$BASE/base-src"
-  (cd "$BASE/base-src" && go build -o "$BIN_DIR/sluice-base" ./cmd/sluice)
-fi
-sed -e 's/127\.0\.0\.1:9001/127.0.0.1:9201/; s/127\.0\.0\.1:9002/127.0.0.1:9202/; s/127\.0\.0\.1:9003/127.0.0.1:9203/' \
-  -e "s/^\\( *maxconn\\) 8000\$/\\1 $HAPROXY_MAXCONN/" "$SHARED/peers/haproxy.cfg" >"$LAST/haproxy.cfg"
-grep -q "maxconn $HAPROXY_MAXCONN\$" "$LAST/haproxy.cfg" && grep -q '127.0.0.1:9203' "$LAST/haproxy.cfg" ||
-  { echo "could not adapt $SHARED/peers/haproxy.cfg (maxconn / backend ports)" >&2; exit 1; }
+build_backend
+HEAD_REV=$(worktree_rev cmd internal go.mod go.sum)
+[[ -n $BASE_REV ]] && build_sluice_at "$BASE_REV" "$BASE/base-src" "$BIN_DIR/sluice-base"
+haproxy_cfg_at 9201 9202 9203 "$HAPROXY_MAXCONN" "$LAST/haproxy.cfg"
 sluice_cfg() { # $1=listen port $2=admin port
   cat <<EOF
 listeners:
@@ -108,7 +79,7 @@ sluice_cfg 8290 19390 >"$LAST/sluice.yaml"
 [[ -n $BASE_REV ]] && sluice_cfg 8292 19392 >"$LAST/sluice-base.yaml"
 
 log "starting the backends"
-for p in 9201 9202 9203; do "$SHARED/start-one.sh" "backend-$p" -- "$BIN_DIR/backend" -addr "127.0.0.1:$p"; done
+start_backends 9201 9202 9203
 start_target() { # $1=name $2=address: a fresh process, answering
   case $1 in
     haproxy1) HAPROXY_PORT=8281 NBTHREAD=1 "$SHARED/start-one.sh" haproxy1 -- haproxy -db -f "$LAST/haproxy.cfg" ;;
@@ -118,7 +89,6 @@ start_target() { # $1=name $2=address: a fresh process, answering
   echo "$1 ($2) does not answer" >&2; exit 1
 }
 
-rss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 gostat() { # $1=admin: "stack_KiB heap_inuse_KiB goroutines" from /metrics
   curl -fs -m 2 "http://$1/metrics" | awk '
     $1 == "go_memstats_stack_inuse_bytes" { s = $2 } $1 == "go_memstats_heap_inuse_bytes" { h = $2 }
@@ -130,7 +100,7 @@ log "$ROUNDS rounds of $IDLE_N idle clients held ${IDLE_HOLD}s ($procs client pr
 for r in $(seq "$ROUNDS"); do
   for i in "${!NAMES[@]}"; do
     n=${NAMES[$i]}; start_target "$n" "${ADDRS[$i]}"; sleep 1
-    pid=$(cat "$RUN_DIR/$n.pid"); before=$(rss "$pid"); peak=$before
+    pid=$(pidof_t "$n"); before=$(rss_tree "$pid"); peak=$before
     ics=()
     for k in $(seq 0 $((procs - 1))); do
       cnt=$(( k < procs - 1 ? PER_PROC : IDLE_N - PER_PROC * (procs - 1) ))
@@ -140,7 +110,7 @@ for r in $(seq "$ROUNDS"); do
     done
     gs="- - -"; t=0
     while kill -0 "${ics[0]}" 2>/dev/null; do
-      kb=$(rss "$pid"); ((kb > peak)) && peak=$kb
+      kb=$(rss_tree "$pid"); ((kb > peak)) && peak=$kb
       # the Go runtime's view once every client process is holding, half way through the hold
       if [[ -n ${ADMINS[$i]} && $gs == "- - -" ]] && grep -q 'idleclients addr' "$LAST"/idle-r$r-$n-*.txt 2>/dev/null; then
         [[ $t == 0 ]] && t=$(date +%s.%N)
@@ -162,7 +132,7 @@ done
 {
   echo "# idle keep-alive clients — $(date -u +%FT%TZ)"
   echo
-  echo "\`bench/idle.sh\` with ROUNDS=$ROUNDS IDLE_N=$IDLE_N IDLE_HOLD=${IDLE_HOLD}s; sluice = $HEAD_REV$([[ -n $BASE_REV ]] && echo ", sluice-base = $BASELINE (${BASE_REV:0:12})"); $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)); $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy", $3}') maxconn $HAPROXY_MAXCONN; $(go version | awk '{print $3}'); load $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo "\`bench/idle.sh\` with ROUNDS=$ROUNDS IDLE_N=$IDLE_N IDLE_HOLD=${IDLE_HOLD}s; sluice = $HEAD_REV$([[ -n $BASE_REV ]] && echo ", sluice-base = $BASELINE (${BASE_REV:0:12})"); $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)); $(haproxy_version) maxconn $HAPROXY_MAXCONN; $(go_version); load $(cut -d' ' -f1-3 /proc/loadavg)."
   echo
   awk -F'\t' -f bench/idle.awk "$LAST/idle.tsv"
 } | tee "$LAST/summary.md"

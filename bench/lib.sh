@@ -94,6 +94,25 @@ start_backends() {
 }
 pidof_t() { cat "$RUN_DIR/$1.pid"; }
 
+# idle_fds: raises the descriptor limit of this script's children for IDLE_N idle clients
+# (2 × IDLE_N + 1024), up to what the hard limit allows (a container may forbid raising that),
+# and sets HAPROXY_MAXCONN to what HAProxy can then hold (it sizes its descriptors as
+# 2 × maxconn + 14), at most IDLE_N + 100
+idle_fds() {
+  local want=$((IDLE_N * 2 + 1024))
+  if (($(ulimit -n) < want)); then ulimit -Hn "$want" 2>/dev/null || true; ulimit -n "$want" 2>/dev/null || ulimit -n "$(ulimit -Hn)"; fi
+  HAPROXY_MAXCONN=$(( ($(ulimit -n) - 20) / 2 )); ((HAPROXY_MAXCONN > IDLE_N + 100)) && HAPROXY_MAXCONN=$((IDLE_N + 100))
+  return 0
+}
+# haproxy_cfg_at PORT1 PORT2 PORT3 MAXCONN OUT: the shared peers/haproxy.cfg with its backends on
+# the three loopback ports and maxconn MAXCONN, into OUT
+haproxy_cfg_at() {
+  sed -e "s/127\.0\.0\.1:9001/127.0.0.1:$1/; s/127\.0\.0\.1:9002/127.0.0.1:$2/; s/127\.0\.0\.1:9003/127.0.0.1:$3/" \
+    -e "s/^\\( *maxconn\\) 8000\$/\\1 $4/" "$SHARED/peers/haproxy.cfg" >"$5"
+  grep -q "maxconn $4\$" "$5" && grep -q "127.0.0.1:$3" "$5" ||
+    { echo "could not adapt $SHARED/peers/haproxy.cfg (maxconn / backend ports)" >&2; exit 1; }
+}
+
 # check_http CURL_OPTION URL [VERSION]: six requests, each a 200, from all three backends (their
 # X-Backend header), over HTTP VERSION when given; exits otherwise
 check_http() {
