@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -99,15 +98,7 @@ func slowTLSGet(t *testing.T, addr string, cfg *tls.Config, release <-chan struc
 					return fmt.Errorf("reading the response: %w", err)
 				}
 			}
-			defer resp.Body.Close()
-			body, err := io.ReadAll(resp.Body)
-			if err != nil {
-				return fmt.Errorf("reading the body: %w", err)
-			}
-			if resp.StatusCode != 200 || !strings.HasPrefix(string(body), "Hello from") {
-				return fmt.Errorf("status %d, body %.80q", resp.StatusCode, body)
-			}
-			return nil
+			return helloOK(resp)
 		}()
 	}()
 	<-sc.sent

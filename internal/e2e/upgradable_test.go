@@ -1,10 +1,14 @@
 package e2e
 
 import (
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -77,6 +81,20 @@ func (u *upgradable) firstExits(what string) {
 	case <-time.After(30 * time.Second):
 		u.t.Fatalf("%s did not exit within 30s", what)
 	}
+}
+
+// helloOK reads and closes resp's body: nil for a 200 from a demo backend
+// ("Hello from ..."), else what came instead.
+func helloOK(resp *http.Response) error {
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("reading the body: %w", err)
+	}
+	if resp.StatusCode != 200 || !strings.HasPrefix(string(body), "Hello from") {
+		return fmt.Errorf("status %d, body %.80q", resp.StatusCode, body)
+	}
+	return nil
 }
 
 // becomeSubreaper makes this test process the subreaper of its

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -263,15 +262,7 @@ func getOK(c *http.Client, url string) error {
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("reading the body: %w", err)
-	}
-	if resp.StatusCode != 200 || !strings.HasPrefix(string(body), "Hello from") {
-		return fmt.Errorf("status %d, body %.80q", resp.StatusCode, body)
-	}
-	return nil
+	return helloOK(resp)
 }
 
 func copyFile(t *testing.T, from, to string, mode os.FileMode) {
