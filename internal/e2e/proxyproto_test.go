@@ -97,6 +97,36 @@ func TestProxyProtocolIn(t *testing.T) {
 			t.Errorf("%s: X-Forwarded-For %q, want %q", tt.name, got, tt.wantXFF)
 		}
 	}
+	// Expect: 100-continue: the backend decides (its 100 Continue reaches
+	// the client, which then sends the body), and the request still names
+	// the header's client (the net/http codec once lost it on this path).
+	func() {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "PROXY TCP4 203.0.113.9 198.51.100.1 40000 80\r\nPOST /echo HTTP/1.1\r\nHost: proxied.test\r\n"+
+			"Expect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\n")
+		br := bufio.NewReader(c)
+		interim, err := http.ReadResponse(br, nil)
+		if err != nil || interim.StatusCode != 100 {
+			t.Fatalf("Expect after a PROXY header: %v, %v; want 100 Continue before the body", interim, err)
+		}
+		io.WriteString(c, "hello")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("Expect after a PROXY header, the final response: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		e := parseEcho(t, string(body))
+		if resp.StatusCode != 200 || e.Headers.Get("X-Forwarded-For") != "203.0.113.9" || e.BodyBytes != 5 {
+			t.Errorf("Expect after a PROXY header: status %d, X-Forwarded-For %q, %d body bytes; want 200, 203.0.113.9, 5",
+				resp.StatusCode, e.Headers.Get("X-Forwarded-For"), e.BodyBytes)
+		}
+	}()
 	// Over TLS: the header, then the handshake.
 	resp, body := proxiedGET(t, s.Addr("tls"), "PROXY TCP4 203.0.113.8 198.51.100.1 40000 443\r\n", "/echo", "",
 		clientTLS(ca, "proxied.test", "http/1.1"))
