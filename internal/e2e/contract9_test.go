@@ -329,14 +329,7 @@ func TestContract9ExpectContinueBackendAccepts(t *testing.T) {
 		if w.Flush() != nil {
 			return false
 		}
-		h := sha256.New()
-		n, err := io.Copy(h, req.Body)
-		if err != nil {
-			return false
-		}
-		body := fmt.Sprintf("len=%d sha256=%x", n, h.Sum(nil))
-		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
-		return true
+		return rbSum(req, w)
 	})
 	s := startSluice(t, oneListener(poolAt("web", be.URL())))
 
