@@ -206,6 +206,22 @@ func TestPortInUseNamesTheFlag(t *testing.T) {
 	}
 }
 
+func TestDemoBackendList(t *testing.T) {
+	for _, tt := range []struct {
+		in   []string
+		want string
+	}{
+		{[]string{"http://127.0.0.1:8081"}, "http://127.0.0.1:8081"},
+		{[]string{"http://127.0.0.1:8081", "http://127.0.0.1:8082", "http://127.0.0.1:8083"}, "http://127.0.0.1:8081 … http://127.0.0.1:8083"},
+		{[]string{"http://127.0.0.1:33635", "http://127.0.0.1:40137", "http://127.0.0.1:44463"},
+			"http://127.0.0.1:33635 http://127.0.0.1:40137 http://127.0.0.1:44463"},
+	} {
+		if got := backendList(tt.in); got != tt.want {
+			t.Errorf("backendList(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
 func TestDemoBannerAligned(t *testing.T) {
 	var b bytes.Buffer
 	printTour(&b, ":8080", "127.0.0.1:9090", []string{"http://127.0.0.1:8081", "http://127.0.0.1:8082", "http://127.0.0.1:8083"})

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,7 +102,7 @@ func printTour(w io.Writer, listen, adminAddr string, backends []string) {
 		len(backends), plural(len(backends)))
 	columns(w, "  ", [][]string{
 		{"balancer", lb},
-		{"backends", strings.Join(uniq(backends[0], backends[len(backends)-1]), " … ")},
+		{"backends", backendList(backends)},
 		{"dashboard", adm + "/"},
 	})
 	fmt.Fprintln(w, "\nTry:")
@@ -115,12 +116,25 @@ func printTour(w io.Writer, listen, adminAddr string, backends []string) {
 	fmt.Fprint(w, "\nCtrl-C stops everything.\n\n")
 }
 
-// uniq returns a and b, or a alone when they are equal.
-func uniq(a, b string) []string {
-	if a == b {
-		return []string{a}
+// backendList names the demo's backends: the first and the last when
+// their ports run on one after another (the default 8081 … 8083), else
+// every one (ports the system chose, -backend-port 0).
+func backendList(backends []string) string {
+	if len(backends) == 1 {
+		return backends[0]
 	}
-	return []string{a, b}
+	run := true
+	for i := 1; i < len(backends) && run; i++ {
+		a, errA := url.Parse(backends[i-1])
+		b, errB := url.Parse(backends[i])
+		pa, _ := strconv.Atoi(a.Port())
+		pb, _ := strconv.Atoi(b.Port())
+		run = errA == nil && errB == nil && a.Hostname() == b.Hostname() && pb == pa+1
+	}
+	if run {
+		return backends[0] + " … " + backends[len(backends)-1]
+	}
+	return strings.Join(backends, " ")
 }
 
 // hostForURL turns a listen address into something to put in a URL: an
