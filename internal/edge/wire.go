@@ -88,6 +88,10 @@ func (c *Chunked) Data() int64 { return c.k.data }
 // Skip accounts for n ≤ DataLeft() bytes of chunk data copied without Feed.
 func (c *Chunked) Skip(n int) { c.k.consumeData(n) }
 
+// InTrailer reports whether the bytes fed from now on belong to the trailer
+// section (after the last chunk, its final empty line included).
+func (c *Chunked) InTrailer() bool { return c.k.state >= ckTrailer && c.k.state < ckDone }
+
 // ResponseHead is one parsed response head from a backend.
 type ResponseHead struct {
 	// Minor is the minor version of HTTP/1.x.

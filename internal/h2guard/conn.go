@@ -98,6 +98,7 @@ type Conn struct {
 
 	// Read side, owned by the goroutine calling Read.
 	err     *Error
+	rb      readBuf
 	preface int8 // preface bytes still to check; -1: not HTTP/2, pass through
 	hdrN    uint8
 	needPad bool
@@ -167,6 +168,7 @@ func New(nc net.Conn, cfg *Config) net.Conn {
 	}
 	c := new(Conn)
 	c.init(nc, cfg)
+	c.rb.on = true
 	return c
 }
 
@@ -207,7 +209,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
-	n, err := c.Conn.Read(p)
+	n, err := c.read(p)
 	if n > 0 && c.preface >= 0 {
 		c.nowOK = false
 		if r := c.scan(p[:n]); r != None {

@@ -682,3 +682,40 @@ func TestChunkingInvariance(t *testing.T) {
 		}
 	}
 }
+
+// TestReadBufPassesBytesAndErrors: over cleartext, small reads are served
+// from the buffer in order, a large read goes straight to the connection,
+// and an error that came with buffered bytes is returned once they are read.
+func TestReadBufPassesBytesAndErrors(t *testing.T) {
+	a, b := net.Pipe()
+	c := New(a, nil).(*Conn)
+	if !c.rb.on {
+		t.Fatal("a cleartext Conn reads without the buffer")
+	}
+	var in []byte
+	in = append(in, clientPreface...)
+	in = append(in, 0, 0, 8, fPing, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8)
+	in = append(in, 0, 0, 0, fSettings, 0, 0, 0, 0, 0)
+	go func() {
+		b.Write(in)
+		b.Close()
+	}()
+	var got []byte
+	for _, n := range []int{9, 9, 6, 9, 8, 9, 9} {
+		p := make([]byte, n)
+		k, err := io.ReadFull(c, p)
+		got = append(got, p[:k]...)
+		if err != nil {
+			break
+		}
+	}
+	if !bytes.Equal(got, in) {
+		t.Fatalf("read %q, want %q", got, in)
+	}
+	if c.rb.b != nil {
+		t.Error("the drained buffer was kept")
+	}
+	if _, err := c.Read(make([]byte, 9)); err != io.EOF {
+		t.Errorf("after the bytes: %v, want EOF", err)
+	}
+}

@@ -10,8 +10,10 @@
 //	c := h2guard.New(tlsConn, &h2guard.Config{Limits: lim, Stats: stats, OnClose: logIt})
 //	h2srv.ServeConn(c, &http2.ServeConnOpts{...})
 //
-// Its Read passes the client's bytes through unchanged (no copy, no
-// allocation) while it follows the frame stream: the 24-byte preface, then
+// Its Read passes the client's bytes through unchanged (no allocation; over
+// cleartext small reads go through a pooled buffer, see readBuf, so that
+// x/net's two reads per frame are not two system calls) while it follows
+// the frame stream: the 24-byte preface, then
 // each 9-byte frame header (split across Reads or not), the Pad Length byte
 // of padded DATA and HEADERS frames, and the payload lengths it skips. Its
 // Write passes the server's bytes through and counts the server's DATA and

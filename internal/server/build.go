@@ -417,7 +417,7 @@ func (l *listener) h2Server(s *Server) (*http2.Server, *http.Server) {
 	lim := l.cfg.Limits
 	t := l.cfg.Timeouts
 	base := &http.Server{
-		Handler:           nethttp.NewHandler(&l.view, s.ids, s.logger, &s.tunnels),
+		Handler:           l.streamHandler(s),
 		ReadHeaderTimeout: t.ReadHeader,
 		IdleTimeout:       t.Idle,
 		MaxHeaderBytes:    lim.MaxHeaderBytes, // SETTINGS_MAX_HEADER_LIST_SIZE
@@ -437,6 +437,17 @@ func (l *listener) h2Server(s *Server) (*http2.Server, *http.Server) {
 		panic(err) // only a TLSConfig on base can make it fail, and base has none
 	}
 	return h2, base
+}
+
+// streamHandler is the net/http codec's handler for l's HTTP/2 and HTTP/3
+// streams: with engine h1 their requests reach HTTP/1.1 backends over the
+// engine's connections (h1.Streams), with engine std through http.Transport.
+func (l *listener) streamHandler(s *Server) *nethttp.Handler {
+	h := nethttp.NewHandler(&l.view, s.ids, s.logger, &s.tunnels)
+	if l.cfg.Engine != "std" {
+		h.UseEngine(h1.Streams{})
+	}
+	return h
 }
 
 // HTTP/2 limits towards clients (the streams at once per connection are

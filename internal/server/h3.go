@@ -11,7 +11,6 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/sluice-lb/sluice/internal/metrics"
-	"github.com/sluice-lb/sluice/internal/proxy/nethttp"
 )
 
 // HTTP/3 is served the way HTTP/2 is: quic-go's http3.Server in front of
@@ -94,7 +93,7 @@ func (l *listener) serveH3(s *Server) {
 		Allow0RTT:                      false, // replayable early data: never
 	}, lim.MaxConnections)
 	l.h3 = &http3.Server{
-		Handler:        nethttp.NewHandler(&l.view, s.ids, s.logger, &s.tunnels),
+		Handler:        l.streamHandler(s),
 		MaxHeaderBytes: lim.MaxHeaderBytes,
 		IdleTimeout:    t.Idle,
 	}

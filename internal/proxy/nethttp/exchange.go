@@ -35,7 +35,6 @@ func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) 
 	if a.timed {
 		defer a.timing.Fill(&o)
 	}
-	tr := roundTripper(a.t.Upstream)
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var timer *time.Timer
@@ -61,7 +60,13 @@ func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) 
 	if a.timed {
 		rctx = a.timing.Trace(rctx)
 	}
-	resp, err := tr.RoundTrip(a.outFor(rctx, b, body))
+	var resp *http.Response
+	var err error
+	if out := a.outFor(rctx, b, body); a.viaEngine(out) {
+		resp, err = a.h.engine.RoundTrip(a.t.Upstream, out, b, a.Replayable())
+	} else {
+		resp, err = roundTripper(a.t.Upstream).RoundTrip(out)
+	}
 	if err == nil && a.timed {
 		a.timing.Headed()
 	}
@@ -96,6 +101,14 @@ func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) 
 		return proxy.Outcome{Class: proxy.RetryStatus, Status: resp.StatusCode, RetryAfter: retryAfter}
 	}
 	return a.deliver(resp, b)
+}
+
+// viaEngine reports whether out goes to its backend over the HTTP/1.1
+// engine's connections (Engine) rather than http.Transport: a request of an
+// HTTP/2 or HTTP/3 stream whose body is held whole, without trailers, to a
+// pool that the engine takes.
+func (a *httpAttempt) viaEngine(out *http.Request) bool {
+	return a.held && a.h.engine != nil && len(out.Trailer) == 0 && a.h.engine.Takes(a.t.Upstream)
 }
 
 // unblockBodyOnTimeout makes sluice's timeouts (actx's causes) end a read
@@ -226,8 +239,11 @@ func (a *httpAttempt) deliver(resp *http.Response, b *pool.Backend) proxy.Outcom
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// copyBody copies src to w, flushing after every write when flush is set
-// (streams, server-sent events). It reports read and write errors apart.
+// copyBody copies src to w, flushing when flush is set (streams,
+// server-sent events) before a read that may wait: not after the last
+// bytes (the handler's return sends them with the end of the stream), nor
+// while src has more already buffered (see buffered). It reports read and
+// write errors apart.
 func copyBody(w http.ResponseWriter, src io.Reader, flush bool) (n int64, rerr, werr error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -244,7 +260,7 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush bool) (n int64, rerr, 
 			if ew != nil {
 				return n, nil, ew
 			}
-			if f != nil {
+			if f != nil && err == nil && !buffered(src) {
 				f.Flush()
 			}
 		}
@@ -255,4 +271,11 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush bool) (n int64, rerr, 
 			return n, err, nil
 		}
 	}
+}
+
+// buffered reports whether src can return more bytes without waiting for
+// its backend (h1's response bodies say so; others are asked to flush).
+func buffered(src io.Reader) bool {
+	b, ok := src.(interface{ Buffered() bool })
+	return ok && b.Buffered()
 }

@@ -212,10 +212,14 @@ func capGRPCTimeout(h http.Header, limit time.Duration) {
 // stream whose DATA disagree with it, or that the client resets, is then
 // refused with nothing forwarded, as the HTTP/1.1 engine does with small
 // bodies. A body without content-length (gRPC, a stream) or a longer one
-// streams. It returns the status to answer with, or 0.
-func prefetchH2Body(r *http.Request, maxBody int64) int {
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength < 0 || r.ContentLength > proxy.ReplayMax {
-		return 0 // (content-length 0 with the stream still open is waited out: DATA would break it)
+// streams. It returns the status to answer with, or 0, and whether the
+// body is now held whole (or there is none).
+func prefetchH2Body(r *http.Request, maxBody int64) (int, bool) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return 0, true
+	}
+	if r.ContentLength < 0 || r.ContentLength > proxy.ReplayMax {
+		return 0, false // (content-length 0 with the stream still open is waited out: DATA would break it)
 	}
 	buf := make([]byte, 0, min(max(r.ContentLength, 512), proxy.ReplayMax+1))
 	for len(buf) <= proxy.ReplayMax {
@@ -225,27 +229,27 @@ func prefetchH2Body(r *http.Request, maxBody int64) int {
 		n, err := r.Body.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if maxBody > 0 && int64(len(buf)) > maxBody {
-			return http.StatusRequestEntityTooLarge
+			return http.StatusRequestEntityTooLarge, false
 		}
 		if err == io.EOF {
 			if r.ContentLength >= 0 && int64(len(buf)) != r.ContentLength {
-				return http.StatusBadRequest
+				return http.StatusBadRequest, false
 			}
 			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(buf)), int64(len(buf))
-			return 0
+			return 0, true
 		}
 		if err != nil {
 			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
-				return http.StatusRequestTimeout
+				return http.StatusRequestTimeout, false
 			}
-			return http.StatusBadRequest
+			return http.StatusBadRequest, false
 		}
 	}
 	r.Body = struct {
 		io.Reader
 		io.Closer
 	}{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
-	return 0
+	return 0, false
 }
 
 // errH2BodyLength: an HTTP/2 client sent DATA past its content-length.

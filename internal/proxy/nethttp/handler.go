@@ -48,6 +48,23 @@ type Handler struct {
 	ids     *proxy.RequestIDs
 	logger  *slog.Logger
 	tunnels *proxy.Tunnels
+	engine  Engine // nil: every request goes through http.Transport
+}
+
+// Engine is the HTTP/1.1 engine's upstream side (package h1's Streams):
+// requests of HTTP/2 and HTTP/3 streams whose body is held whole reach the
+// HTTP/1.1 backends of the pools it takes over its connections, on the
+// handler's goroutine, instead of through http.Transport.
+type Engine interface {
+	Takes(u *proxy.Upstream) bool
+	RoundTrip(u *proxy.Upstream, req *http.Request, b *pool.Backend, replay bool) (*http.Response, error)
+}
+
+// UseEngine makes h send the requests e takes through e; it returns h.
+// Call it before h serves.
+func (h *Handler) UseEngine(e Engine) *Handler {
+	h.engine = e
+	return h
 }
 
 // NewHandler returns the handler for the listener whose current view cur
@@ -69,8 +86,11 @@ type httpAttempt struct {
 	tls    bool
 	upType string // "websocket" when the client asked to upgrade
 	grpc   bool   // a gRPC call: sluice's own failures are gRPC statuses
-	abort  bool   // the response was cut short: reset the client connection
-	rec    proxy.Record
+	// held: an HTTP/2 or HTTP/3 request whose body, if any, is read whole
+	// (prefetchH2Body): the engine's connections can carry it.
+	held  bool
+	abort bool // the response was cut short: reset the client connection
+	rec   proxy.Record
 	// timed: the access log is on, so attempts measure their upstream
 	// connect time and time to the response head.
 	timed  bool
@@ -152,9 +172,11 @@ func (a *httpAttempt) serve(l *proxy.Listener, info *pool.PickInfo) (proxy.Resul
 		if status, reason := checkH2(l, r); status != 0 {
 			return proxy.Result{}, a.fail(status, reason, true)
 		}
-		if status := prefetchH2Body(r, l.Limits.MaxBodyBytes); status != 0 {
+		status, held := prefetchH2Body(r, l.Limits.MaxBodyBytes)
+		if status != 0 {
 			return proxy.Result{}, a.fail(status, proxy.StatusText(status), true)
 		}
+		a.held = held
 	}
 	if max := l.Limits.MaxBodyBytes; max > 0 && r.ContentLength > max {
 		return proxy.Result{}, a.fail(http.StatusRequestEntityTooLarge, "request body too large", true)
