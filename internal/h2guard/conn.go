@@ -184,7 +184,7 @@ func From(nc net.Conn) *Conn {
 }
 
 func (c *Conn) init(nc net.Conn, cfg *Config) {
-	c.Conn = nc
+	c.Conn = newBatchConn(nc)
 	c.lim = cfg.Limits.resolve()
 	c.stats = cfg.Stats
 	c.onClose = cfg.OnClose
