@@ -17,8 +17,10 @@
 // each 9-byte frame header (split across Reads or not), the Pad Length byte
 // of padded DATA and HEADERS frames, and the payload lengths it skips. Its
 // Write passes the server's bytes through and counts the server's DATA and
-// HEADERS frames, which earn the client PING and WINDOW_UPDATE allowances.
-// When the client exceeds a limit the Conn writes a GOAWAY
+// HEADERS frames, which earn the client PING and WINDOW_UPDATE allowances;
+// beneath it the bytes are batched (batchConn: one writer goroutine per
+// connection sends, in one write, all that x/net flushed while its previous
+// send was in progress; Close sends what waits, for at most 1 s). When the client exceeds a limit the Conn writes a GOAWAY
 // (ENHANCE_YOUR_CALM, debug data "h2guard: <reason>") once no server write
 // is in progress and the server's stream is at a frame boundary (it waits
 // up to 1 s for that, or closes without), shuts the write side and
