@@ -18,7 +18,8 @@ import (
 // together in the next. Nothing waits for a timer: the first bytes go out at
 // once, later ones as soon as the connection takes them.
 //
-// Back-pressure is kept: Write blocks while maxPending bytes wait. Errors
+// Back-pressure is kept: Write blocks while maxPending bytes wait besides
+// the batch being sent. Errors
 // come back from the Write after the one whose bytes failed (as from a
 // socket's buffer). CloseWrite and Close send what waits first (Close for at
 // most closeDrain, or until an earlier write deadline).
@@ -97,6 +98,7 @@ func (b *batchConn) run() {
 		buf := b.pending
 		b.pending = nil
 		b.writing = true
+		b.cond.Broadcast() // a Write waiting for room may queue the next batch
 		b.mu.Unlock()
 		_, err := b.Conn.Write(buf)
 		b.mu.Lock()
