@@ -82,7 +82,9 @@ func listenerKeyDocs() map[string]KeyDoc {
 				"and `http.Transport` beneath the same strict request guard: the reference behaviour. " +
 				"Either way TLS is terminated first and HTTP/1.1 over TLS runs on the chosen engine, " +
 				"while HTTP/2 from clients (ALPN or h2c) is served by golang.org/x/net/http2 over the " +
-				"net/http codec's handler; `Upgrade: h2c` is answered with `engine: h1` only (prior " +
+				"net/http codec's handler (with `h1`, its requests with a body of at most 64 KiB reach " +
+				"HTTP/1.1 backends over the engine's connections, the others through `http.Transport`; " +
+				"see [http2.md](http2.md)); `Upgrade: h2c` is answered with `engine: h1` only (prior " +
 				"knowledge works with both). Both pass the same end-to-end, hostile-input and " +
 				"differential tests; routing, balancing, retries, health, metrics and logs are shared. " +
 				"See [How the engines differ](#how-the-engines-differ).",
