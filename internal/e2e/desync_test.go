@@ -328,14 +328,24 @@ func TestDesyncBytesAfterResponseBody(t *testing.T) {
 		for _, ex := range extras {
 			for _, dl := range delays {
 				t.Run(sz.name+" body, "+ex.name+" "+dl.name, func(t *testing.T) {
-					testBytesAfterBody(t, sz.n, ex.bytes, dl.d)
+					testBytesAfterBody(t, sz.n, ex.bytes, dl.d, false)
 				})
 			}
 		}
 	}
+	// The same from HTTP/2 clients (h2c), whose requests reach HTTP/1.1
+	// backends through the engine's connections with engine h1 (h1.Streams)
+	// and through http.Transport with engine std.
+	for _, sz := range []int{10, 1 << 20} {
+		for _, dl := range delays {
+			t.Run(fmt.Sprintf("HTTP/2 client, %d-byte body, response %s", sz, dl.name), func(t *testing.T) {
+				testBytesAfterBody(t, sz, desyncStray, dl.d, true)
+			})
+		}
+	}
 }
 
-func testBytesAfterBody(t *testing.T, size int, extra string, delay time.Duration) {
+func testBytesAfterBody(t *testing.T, size int, extra string, delay time.Duration, h2 bool) {
 	extraWritten := make(chan struct{}, 1)
 	var first atomic.Bool
 	sb := startScriptBackend(t, func(bc *scriptConn, req *http.Request) {
@@ -352,9 +362,14 @@ func testBytesAfterBody(t *testing.T, size int, extra string, delay time.Duratio
 		bc.write(extra)
 		extraWritten <- struct{}{}
 	})
-	s := startSluice(t, oneListener(poolAt("web", sb.URL)))
-	base := s.URL("public")
+	cfg := oneListener(poolAt("web", sb.URL))
 	c := freshClient(t)
+	if h2 {
+		cfg.Listeners[0].H2C = true
+		c = h2cClient(t)
+	}
+	s := startSluice(t, cfg)
+	base := s.URL("public")
 
 	expectOwnAnswer(t, c, base, "/r1", size)
 	waitSignal(t, extraWritten, "the bytes after the body")
