@@ -193,6 +193,7 @@ func TestStreamsFraming(t *testing.T) {
 // framing, or sent on an idle connection, make the connection unusable; the
 // next request gets its own response on a new connection.
 func TestStreamsStrayBytesNeverReachAnotherRequest(t *testing.T) {
+	strayWritten := make(chan struct{}, 1)
 	rb := newStreamBackend(t, func(c net.Conn, r *http.Request, _ []byte) {
 		own := "own " + r.URL.Path
 		switch r.URL.Path {
@@ -202,6 +203,7 @@ func TestStreamsStrayBytesNeverReachAnotherRequest(t *testing.T) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(own))+"\r\n\r\n"+own)
 			time.Sleep(50 * time.Millisecond)
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
+			strayWritten <- struct{}{} // over loopback: in the proxy's socket buffer now
 		default:
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(own))+"\r\n\r\n"+own)
 		}
@@ -210,7 +212,7 @@ func TestStreamsStrayBytesNeverReachAnotherRequest(t *testing.T) {
 	ctx := context.Background()
 	for i, path := range []string{"/past", "/a", "/later", "/b", "/c"} {
 		if path == "/b" {
-			time.Sleep(200 * time.Millisecond) // the stray response is in by now
+			<-strayWritten
 		}
 		_, body, err := roundTrip(t, u, b, streamReq(t, ctx, "GET", path, nil), true)
 		if err != nil || string(body) != "own "+path {
