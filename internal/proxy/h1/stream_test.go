@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,51 +24,29 @@ import (
 // net/http's parser and answers each with what answer writes, raw: the
 // tests below control every byte a response holds, and past it.
 type streamBackend struct {
-	ln    net.Listener
-	conns atomic.Int64
-	reqs  chan *http.Request // each request, its body read into Body
-	wg    sync.WaitGroup
+	*rawBackend
+	reqs chan *http.Request // each request, its body read into Body
 }
 
 func newStreamBackend(t *testing.T, answer func(c net.Conn, r *http.Request, body []byte)) *streamBackend {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rb := &streamBackend{ln: ln, reqs: make(chan *http.Request, 64)}
-	rb.wg.Add(1)
-	go func() {
-		defer rb.wg.Done()
+	sb := &streamBackend{reqs: make(chan *http.Request, 64)}
+	sb.rawBackend = newRawBackend(t, func(c net.Conn, br *bufio.Reader) {
 		for {
-			c, err := ln.Accept()
+			r, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			rb.conns.Add(1)
-			rb.wg.Add(1)
-			go func() {
-				defer rb.wg.Done()
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					body, _ := io.ReadAll(r.Body)
-					r.Body = io.NopCloser(bytes.NewReader(body))
-					select {
-					case rb.reqs <- r:
-					default:
-					}
-					answer(c, r, body)
-				}
-			}()
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			select {
+			case sb.reqs <- r:
+			default:
+			}
+			answer(c, r, body)
 		}
-	}()
-	t.Cleanup(func() { ln.Close(); rb.wg.Wait() })
-	return rb
+	})
+	return sb
 }
 
 // streamFixture is an upstream with one backend, rb.
