@@ -71,15 +71,7 @@ func TestExposition(t *testing.T) {
 	ls.Observe(proxy.HTTP11, 201, time.Millisecond)
 	src := &source{pools: []*pool.Pool{p}, lis: []Listener{{Name: "public", Active: 7, NoPool: noPool, Stats: ls, RateLimited: 9}}}
 
-	srv := httptest.NewServer(NewHandler(src))
-	defer srv.Close()
-	resp, err := http.Get(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	text := string(body)
+	text := scrape(t, src, "")
 	for _, want := range []string{
 		`sluice_requests_total{backend="http://127.0.0.1:8081",code="200",listener="public",pool="web"} 2`,
 		`sluice_requests_total{backend="http://127.0.0.1:8081",code="502",listener="internal",pool="web"} 1`,
@@ -134,16 +126,7 @@ func TestExemplars(t *testing.T) {
 	p := pool.New("web", roundRobinish{}, []*pool.Backend{b})
 	b.Stats.Observe(0, 200, 30*time.Millisecond)
 	b.Stats.Duration.Exemplify(&pool.Exemplar{TraceID: [16]byte{0x4b, 0xf9, 15: 1}, Value: 30 * time.Millisecond, At: time.Unix(1700000000, 0)})
-	srv := httptest.NewServer(NewHandler(&source{pools: []*pool.Pool{p}}))
-	defer srv.Close()
-	req, _ := http.NewRequest("GET", srv.URL, nil)
-	req.Header.Set("Accept", "application/openmetrics-text; version=1.0.0")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	body := scrape(t, &source{pools: []*pool.Pool{p}}, "application/openmetrics-text; version=1.0.0")
 	want := `sluice_request_duration_seconds_bucket{backend="http://127.0.0.1:8081",pool="web",le="0.05"} 1 # {trace_id="4bf90000000000000000000000000001"} 0.03 1.7e+09`
 	if !strings.Contains(string(body), want) {
 		t.Errorf("OpenMetrics exposition lacks the exemplar %q:\n%s", want, body)
@@ -162,15 +145,7 @@ func TestLayer4Exposition(t *testing.T) {
 	tb.Stats.BytesOut.Add(1 << 20)
 	src := &source{pools: []*pool.Pool{pool.New("db", roundRobinish{}, []*pool.Backend{tb}), pool.New("web", roundRobinish{}, []*pool.Backend{hb})},
 		lis: []Listener{{Name: "l4", Rejected: map[string]uint64{"proxy_invalid": 2, "no_backend": 1}}}}
-	srv := httptest.NewServer(NewHandler(src))
-	defer srv.Close()
-	resp, err := http.Get(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	text := string(body)
+	text := scrape(t, src, "")
 	for _, want := range []string{
 		`sluice_backend_connections_total{backend="tcp://127.0.0.1:5432",pool="db"} 3`,
 		`sluice_backend_bytes_in_total{backend="tcp://127.0.0.1:5432",pool="db"} 100`,
@@ -201,15 +176,7 @@ func TestAdminStateExposition(t *testing.T) {
 	p.SetAdmin(bs[1], pool.Draining)
 	p.SetAdmin(bs[2], pool.Disabled)
 	p.SetHealth(bs[3], pool.Unhealthy, time.Time{})
-	srv := httptest.NewServer(NewHandler(&source{pools: []*pool.Pool{p}}))
-	defer srv.Close()
-	resp, err := http.Get(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	text := string(body)
+	text := scrape(t, &source{pools: []*pool.Pool{p}}, "")
 	for _, want := range []string{
 		`sluice_backend_up{backend="http://127.0.0.1:8081",pool="web"} 1`,
 		`sluice_backend_admin_state{backend="http://127.0.0.1:8081",pool="web",state="enabled"} 1`,
@@ -233,4 +200,26 @@ func TestAdminStateExposition(t *testing.T) {
 	if t.Failed() {
 		t.Logf("exposition:\n%s", text)
 	}
+}
+
+// scrape returns what the handler over src exposes, asked with accept
+// (none when empty).
+func scrape(t *testing.T, src *source, accept string) string {
+	t.Helper()
+	srv := httptest.NewServer(NewHandler(src))
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", srv.URL, nil)
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
 }
