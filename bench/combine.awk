@@ -1,6 +1,7 @@
 # combine.awk — one summary table from the shared summarize.awk output plus
-# bench/run.sh's own RSS / idle-connection lines.  Used by bench/run.sh:
-#   awk -v ref=haproxy1 -v chart=OUT.tsv -f bench/combine.awk summarize-tables.md rss.tsv idle.tsv
+# bench/run.sh's own RSS / idle-connection lines.  Used by bench/run.sh (after bench/stats.awk,
+# for the scenario names; rate = the offered req/s of the fixed-rate scenario):
+#   awk -v ref=haproxy1 -v rate=4000 -v chart=OUT.tsv -f bench/stats.awk -f bench/combine.awk summarize-tables.md rss.tsv idle.tsv
 # Inputs (told apart by their shape):
 #   summarize.awk markdown rows  | label | conns | target | req/s | spread | p50 | p99 | mean | x base | x ref | x ref spread | cpu-s | req/cpu-s | busy | steal | errors |
 #   rss.tsv   rss<TAB>label<TAB>conns<TAB>target<TAB>peak_kB
@@ -8,12 +9,6 @@
 # Writes the chart TSV (PANEL, TARGET, VALUE) to `chart` when given.
 function mib(kb) { return (kb == "" || kb == "-") ? "-" : sprintf("%.1f", kb / 1024) }
 function ratio(a, b) { return (a == "" || a == "-" || b == "" || b == "-" || b + 0 == 0) ? "-" : sprintf("%.2f", a / b) }
-function scen(label, conns) {
-  if (label == "small") return "100 B, c=" conns
-  if (label == "kb64") return "64 KiB, c=" conns
-  if (label == "fail") return "backend failure, c=" conns
-  return label ", c=" conns
-}
 BEGIN { FS = "\t" }
 /^\| / && $0 !~ /^\| label/ {
   n = split($0, f, "|"); for (i = 1; i <= n; i++) gsub(/^ +| +$/, "", f[i])
@@ -34,7 +29,7 @@ END {
     k = keys[o]; split(k, kk, SUBSEP)
     for (j = 1; j <= ntg[k]; j++) {
       t = tg[k, j]
-      printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", scen(kk[1], kk[2]), t, rps[k, t], xr[k, t],
+      printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", scenario(kk[1], kk[2], rate), t, rps[k, t], xr[k, t],
         p50[k, t], p99[k, t], rpc[k, t], ratio(rpc[k, t], rpc[k, ref]), mib(peak[k, t]), ratio(peak[k, t], peak[k, ref]), err[k, t]
       if (kk[1] == "small") {
         pa = pa sprintf("req/s, 100 B responses, c=%s\t%s\t%s\n", kk[2], t, rps[k, t])
@@ -42,6 +37,8 @@ END {
       }
       if (kk[1] == "kb64")
         pb = pb sprintf("requests per proxy CPU-second, 64 KiB responses, c=%s\t%s\t%s\n", kk[2], t, rpc[k, t])
+      if (kk[1] == "rate")
+        pb = pb sprintf("requests per proxy CPU-second, 100 B responses, %s req/s offered, c=%s\t%s\t%s\n", rate, kk[2], t, rpc[k, t])
     }
     if (chart != "") { printf "%s%s", pa, pb > chart }
     pa = pb = ""

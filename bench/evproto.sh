@@ -178,9 +178,9 @@ log "summary"
   echo
   while read -r s a b; do echo "* $s: $(load_stats "$a" "$b")"; done <"$LAST/scenario-times.txt"
   echo
-  echo "Requests per proxy CPU-second (utime+stime from /proc/PID/stat around each run), per-round ratios (bench/evproto.awk):"
+  echo "Requests per proxy CPU-second (utime+stime from /proc/PID/stat around each run), per-round ratios (bench/rounds.awk):"
   echo
-  ((${#CSVS[@]})) && awk -F, -v ref=haproxy1 -v eng=sluice -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/evproto.awk" "${CSVS[@]}"
+  ((${#CSVS[@]})) && awk -F, -v ref=haproxy1 -v eng=sluice -v rate="$RATE" -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/rounds.awk" "${CSVS[@]}"
   if [[ -s $LAST/idle.tsv ]]; then
     echo
     echo "Idle keep-alive clients (bench/cmd/idleclients): RSS before, peak while held, and per held connection:"

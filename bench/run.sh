@@ -4,8 +4,11 @@
 #
 # Run from the repository root:   bench/run.sh
 # Environment:
-#   ROUNDS [3]       interleaved rounds per wrk scenario
-#   DURATION [10]    seconds per measured wrk run
+#   ROUNDS [3]       interleaved rounds per wrk/hey scenario
+#   DURATION [10]    seconds per measured wrk/hey run
+#   RATE [4000]      req/s offered in total in the fixed-rate run of (a): hey -c 50 -q RATE/50
+#                    (hey's -q is per worker); a target that achieves less than 95 % of it in a
+#                    round is named in the summary, and its ratios are marked as unequal loads
 #   QUICK=1          smoke run: ROUNDS=1, DURATION=5, IDLE_HOLD=5
 #   IDLE_N [10000]   idle keep-alive client connections (scenario d)
 #   IDLE_HOLD [10]   seconds the idle connections are held
@@ -21,7 +24,10 @@
 # `engine: std`, the net/http codec), so the engine is compared with both;
 # with BASELINE also sluice-base (that revision's sluice, default engine).
 # Scenarios:
-#   a) 100 B responses, c=50 and c=256    b) 64 KiB responses, c=50
+#   a) 100 B responses: wrk (saturated) at c=50 and c=256, then hey at a fixed RATE req/s
+#      offered over 50 connections: every target under the same load, so CPU per request and
+#      p99 compare equal work
+#   b) 64 KiB responses, c=50
 #   c) c=50 while backend 127.0.0.1:9002 is killed ~2 s into each run and
 #      restarted 2 s later (errors per target)
 #   d) IDLE_N idle keep-alive clients per proxy (peak RSS)
@@ -30,6 +36,8 @@
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-10}; IDLE_N=${IDLE_N:-10000}; IDLE_HOLD=${IDLE_HOLD:-10}
+RATE=${RATE:-4000}; RATE_CONNS=50
+[[ $RATE =~ ^[1-9][0-9]*$ ]] || { echo "RATE=$RATE: give the offered load as a whole number of req/s, e.g. RATE=4000" >&2; exit 2; }
 if [[ ${QUICK:-0} == 1 ]]; then ROUNDS=1; DURATION=5; IDLE_HOLD=5; fi
 CHART=${CHART:-$ROOT/docs/benchmarks.png}
 FAIL_AT=${FAIL_AT:-2}; FAIL_DOWN=${FAIL_DOWN:-2}
@@ -49,7 +57,7 @@ if [[ -n $BASELINE ]]; then
 fi
 
 # ---- 0. prerequisites -------------------------------------------------------
-require haproxy nginx wrk curl
+require haproxy nginx wrk hey curl
 ports_free "is another benchmark running? (../shared/bench/stop-peers.sh)" \
   9001 9002 9003 8081 8083 8090 8091 8092 19190 19191 19192
 [[ -n $BASE_REV ]] && CLEANUP_RM=("$BASE_SRC")
@@ -120,16 +128,18 @@ peak_rss() { # $1=label $2=conns $3=t0 $4=t1 -> rss.tsv lines
   awk -v l="$1" -v c="$2" -v t0="$3" -v t1="$4" '$1 >= t0 && $1 <= t1 && $3 > m[$2] { m[$2] = $3 }
     END { for (n in m) printf "rss\t%s\t%s\t%s\t%s\n", l, c, n, m[n] }' "$LAST/rss-samples.txt" >>"$LAST/rss.tsv"
 }
-wrk_scenario() { # $1=label $2=conns $3=out-dir, extra env from the caller
+load_scenario() { # $1=label $2=conns $3=out-dir, extra env (URL_PATH, TOOL, RATE) from the caller
   local t0 t1; t0=$(date +%s.%N)
   LABEL=$1 CONNS=$2 ROUNDS=$ROUNDS DURATION=$DURATION OUT=$LAST/$3 "$SHARED/run.sh" "${TARGETS[@]}"
   t1=$(date +%s.%N); peak_rss "$1" "$2" "$t0" "$t1"
 }
 
 # ---- 2. scenarios ---------------------------------------------------------
-log "(a) 100 B responses, c=50"; wrk_scenario small 50 small-c50
-log "(a) 100 B responses, c=256"; wrk_scenario small 256 small-c256
-log "(b) 64 KiB responses, c=50"; URL_PATH=/kb/64 wrk_scenario kb64 50 kb64-c50
+log "(a) 100 B responses, c=50"; load_scenario small 50 small-c50
+log "(a) 100 B responses, c=256"; load_scenario small 256 small-c256
+log "(a) 100 B responses, $RATE req/s offered over $RATE_CONNS connections (hey)"
+TOOL=hey RATE=$RATE load_scenario rate "$RATE_CONNS" rate-c$RATE_CONNS
+log "(b) 64 KiB responses, c=50"; URL_PATH=/kb/64 load_scenario kb64 50 kb64-c50
 
 log "(c) backend failure: 9002 killed ${FAIL_AT}s into each c=50 run, restarted ${FAIL_DOWN}s later"
 mkdir -p "$LAST/fail"
@@ -170,33 +180,33 @@ done
 
 # ---- 3. summary -------------------------------------------------------------
 log "summary"
+# the load scenarios in the order of the tables (the failure run last)
+SUMMARIES=(); CSVS=()
+for d in small-c50 small-c256 "rate-c$RATE_CONNS" kb64-c50 fail; do SUMMARIES+=("$LAST/$d/summary.md"); CSVS+=("$LAST/$d/runs.csv"); done
 {
   echo "# sluice benchmark — $(date -u +%FT%TZ)"
   echo
-  echo "\`bench/run.sh\` with ROUNDS=$ROUNDS DURATION=${DURATION}s IDLE_N=$IDLE_N IDLE_HOLD=${IDLE_HOLD}s$([[ ${QUICK:-0} == 1 ]] && echo " (QUICK=1)"); $(nproc) CPUs; $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy", $3}'), $(nginx -v 2>&1 | sed 's/.*nginx\//nginx /'), $(go version | awk '{print $3}')."
+  echo "\`bench/run.sh\` with ROUNDS=$ROUNDS DURATION=${DURATION}s RATE=$RATE IDLE_N=$IDLE_N IDLE_HOLD=${IDLE_HOLD}s$([[ ${QUICK:-0} == 1 ]] && echo " (QUICK=1)"); $(nproc) CPUs; $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy", $3}'), $(nginx -v 2>&1 | sed 's/.*nginx\//nginx /'), $(go version | awk '{print $3}')."
   if [[ -n $BASE_REV ]]; then
     echo
     echo "sluice = $HEAD_REV (the working tree), sluice-base = BASELINE=$BASELINE (${BASE_REV:0:12}), the same config and engine."
   fi
   echo
-  awk -v ref=haproxy1 -v chart="$LAST/chart.tsv" -f "$ROOT/bench/combine.awk" \
-    "$LAST/small-c50/summary.md" "$LAST/small-c256/summary.md" "$LAST/kb64-c50/summary.md" "$LAST/fail/summary.md" \
-    "$LAST/rss.tsv" "$LAST/idle.tsv"
-  if [[ -n $BASE_REV ]]; then
-    echo
-    echo "Requests per proxy CPU-second, per round against haproxy1 and sluice against sluice-base (bench/baseline.awk):"
-    echo
-    awk -F, -v ref=haproxy1 -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/baseline.awk" \
-      "$LAST/small-c50/runs.csv" "$LAST/small-c256/runs.csv" "$LAST/kb64-c50/runs.csv" "$LAST/fail/runs.csv"
-  fi
+  awk -v ref=haproxy1 -v rate="$RATE" -v chart="$LAST/chart.tsv" -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/combine.awk" \
+    "${SUMMARIES[@]}" "$LAST/rss.tsv" "$LAST/idle.tsv"
+  echo
+  echo "Per round against haproxy1 (bench/rounds.awk): requests per proxy CPU-second and p99 as ratios to haproxy1 in the same round$([[ -n $BASE_REV ]] && echo ", and requests per CPU-second to sluice-base's"), then sluice ÷ haproxy1 round by round; median, min–max and spread = (max−min)/median over the rounds; the fixed rate's achieved req/s beside the offered $RATE:"
+  echo
+  awk -F, -v ref=haproxy1 -v tgt=sluice -v eng="${BASE_REV:+sluice-base}" -v rate="$RATE" \
+    -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/rounds.awk" "${CSVS[@]}"
   echo
   echo "<details><summary>summarize.awk tables (shared harness)</summary>"
   echo
-  awk -F, -v base=direct -v ref=haproxy1 -f "$SHARED/summarize.awk" "$LAST/small-c50/runs.csv" "$LAST/small-c256/runs.csv" "$LAST/kb64-c50/runs.csv" "$LAST/fail/runs.csv"
+  awk -F, -v base=direct -v ref=haproxy1 -f "$SHARED/summarize.awk" "${CSVS[@]}"
   echo
   echo "CPU µs per request (cpusplit.awk):"
   echo
-  awk -F, -f "$SHARED/cpusplit.awk" "$LAST/small-c50/runs.csv" "$LAST/small-c256/runs.csv" "$LAST/kb64-c50/runs.csv"
+  awk -F, -f "$SHARED/cpusplit.awk" "${CSVS[@]:0:4}"
   echo
   echo "</details>"
 } >"$LAST/summary.md"
