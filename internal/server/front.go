@@ -16,6 +16,7 @@ import (
 	"github.com/sluice-lb/sluice/internal/h2guard"
 	"github.com/sluice-lb/sluice/internal/proxy"
 	"github.com/sluice-lb/sluice/internal/proxyproto"
+	"github.com/sluice-lb/sluice/internal/rawio"
 	"github.com/sluice-lb/sluice/internal/tlsterm"
 )
 
@@ -190,6 +191,9 @@ func (f *front) dispatch(raw net.Conn) {
 		}
 		c = pc
 	}
+	// From here on, reads and writes are raw system calls on the socket
+	// (see rawio): beneath TLS, for HTTP/2 and for the HTTP/1.1 engine.
+	c = rawio.New(c, proxyproto.TCP(c))
 	if f.o.TLS != nil {
 		tc := tls.Server(c, f.o.TLS)
 		err := tc.Handshake()

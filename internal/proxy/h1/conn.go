@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluice-lb/sluice/internal/edge"
 	"github.com/sluice-lb/sluice/internal/proxyproto"
+	"github.com/sluice-lb/sluice/internal/rawio"
 )
 
 // Connection states, for graceful shutdown.
@@ -82,6 +83,9 @@ func newH1Conn(e *Engine, nc net.Conn) *h1conn {
 	}
 	// The socket itself, also beneath a PROXY protocol header, for splice.
 	c.tcp = proxyproto.TCP(nc)
+	// Reads and writes are raw system calls where the bytes are the
+	// socket's (see rawio).
+	c.nc = rawio.New(nc, c.tcp)
 	switch a := nc.RemoteAddr().(type) {
 	case *net.TCPAddr:
 		c.peer = a.AddrPort().Addr().Unmap()

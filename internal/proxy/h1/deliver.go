@@ -3,12 +3,12 @@ package h1
 import (
 	"bytes"
 	"io"
-	"net"
 	"strconv"
 
 	"github.com/sluice-lb/sluice/internal/edge"
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/proxy"
+	"github.com/sluice-lb/sluice/internal/rawio"
 )
 
 // Response framing towards the client.
@@ -209,8 +209,7 @@ func (c *h1conn) copyFixed(uc *upConn, n int64) (rerr, werr error) {
 		_, werr = c.nc.Write(c.out)
 	} else {
 		c.iov[0], c.iov[1] = c.out, body
-		bufs := net.Buffers(c.iov[:])
-		_, werr = bufs.WriteTo(c.nc)
+		_, werr = rawio.WriteBuffers(c.nc, c.iov[:])
 		c.iov[0], c.iov[1] = nil, nil
 	}
 	q.rec.Bytes = have
@@ -337,8 +336,7 @@ func (c *h1conn) copyUntilClose(uc *upConn, encode bool) (rerr, werr error) {
 				h := strconv.AppendInt(size[:0], int64(len(piece)), 16)
 				h = append(h, '\r', '\n')
 				c.iov[0], c.iov[1], c.iov[2] = h, piece, crlf
-				bufs := net.Buffers(c.iov[:3])
-				_, werr = bufs.WriteTo(c.nc)
+				_, werr = rawio.WriteBuffers(c.nc, c.iov[:3])
 				c.iov[0], c.iov[1], c.iov[2] = nil, nil, nil
 			} else {
 				_, werr = c.nc.Write(piece)
