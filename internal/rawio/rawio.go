@@ -32,6 +32,8 @@ type Conn struct {
 	net.Conn
 	tcp *net.TCPConn
 	rc  syscall.RawConn
+	// pooled: it came from Get.
+	pooled bool
 
 	rmu sync.Mutex // one reader at a time: the fields below are its
 	rb  []byte
@@ -65,6 +67,38 @@ func New(nc net.Conn, tcp *net.TCPConn) net.Conn {
 	c.rf = c.read
 	c.wf = c.write
 	return c
+}
+
+// pool keeps the Conns of Get: a connection that waits long between
+// requests gives its Conn back (Put) and takes another for the next.
+var pool = sync.Pool{New: func() any { return new(Conn) }}
+
+// Get is New with a Conn from a pool. Give it back with Put once nothing
+// uses it any more.
+func Get(nc net.Conn, tcp *net.TCPConn) net.Conn {
+	if tcp == nil || !supported {
+		return nc
+	}
+	rc, err := tcp.SyscallConn()
+	if err != nil {
+		return nc
+	}
+	c := pool.Get().(*Conn)
+	c.Conn, c.tcp, c.rc, c.pooled = nc, tcp, rc, true
+	if c.rf == nil {
+		c.rf = c.read
+		c.wf = c.write
+	}
+	return c
+}
+
+// Put gives back a Conn that Get returned; it leaves anything else alone.
+// The caller must not use nc afterwards.
+func Put(nc net.Conn) {
+	if c, ok := nc.(*Conn); ok && c.pooled {
+		c.Conn, c.tcp, c.rc = nil, nil, nil
+		pool.Put(c)
+	}
 }
 
 // NetConn returns the wrapped connection, as tls.Conn's NetConn does.

@@ -245,3 +245,33 @@ func TestNewLeavesOthersAlone(t *testing.T) {
 		t.Fatal("NetConn is not the wrapped connection")
 	}
 }
+
+func TestGetPut(t *testing.T) {
+	c, peer := pair(t)
+	g := Get(c.Conn, c.TCP())
+	gc, ok := g.(*Conn)
+	if !ok || gc == c {
+		t.Fatal("Get did not make a Conn of its own")
+	}
+	if _, err := g.Write([]byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 2)
+	if _, err := io.ReadFull(peer, b); err != nil || string(b) != "hi" {
+		t.Fatalf("peer read %q, %v", b, err)
+	}
+	Put(g)
+	if gc.Conn != nil || gc.tcp != nil || gc.rc != nil {
+		t.Fatal("Put kept the connection")
+	}
+	Put(c) // from New: left alone
+	if c.Conn == nil {
+		t.Fatal("Put emptied a Conn that New made")
+	}
+	a, z := net.Pipe()
+	defer a.Close()
+	defer z.Close()
+	if Get(a, nil) != a {
+		t.Fatal("Get wrapped a connection without a socket")
+	}
+}

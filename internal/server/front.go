@@ -191,11 +191,11 @@ func (f *front) dispatch(raw net.Conn) {
 		}
 		c = pc
 	}
-	// From here on, reads and writes are raw system calls on the socket
-	// (see rawio): beneath TLS, for HTTP/2 and for the HTTP/1.1 engine.
-	c = rawio.New(c, proxyproto.TCP(c))
 	if f.o.TLS != nil {
-		tc := tls.Server(c, f.o.TLS)
+		// Beneath TLS, reads and writes are raw system calls on the
+		// socket (see rawio); the HTTP/1.1 engine makes its own over a
+		// plain one.
+		tc := tls.Server(rawio.New(c, proxyproto.TCP(c)), f.o.TLS)
 		err := tc.Handshake()
 		f.o.Handshake(err == nil)
 		if err != nil {
@@ -226,7 +226,7 @@ func (f *front) dispatch(raw net.Conn) {
 			f.done(raw)
 			return
 		} else if isH2 {
-			f.serveH2(c, raw)
+			f.serveH2(rawio.New(c, proxyproto.TCP(c)), raw)
 			return
 		}
 	}
