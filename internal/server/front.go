@@ -16,6 +16,7 @@ import (
 	"github.com/sluice-lb/sluice/internal/h2guard"
 	"github.com/sluice-lb/sluice/internal/proxy"
 	"github.com/sluice-lb/sluice/internal/proxyproto"
+	"github.com/sluice-lb/sluice/internal/rawio"
 	"github.com/sluice-lb/sluice/internal/tlsterm"
 )
 
@@ -191,7 +192,10 @@ func (f *front) dispatch(raw net.Conn) {
 		c = pc
 	}
 	if f.o.TLS != nil {
-		tc := tls.Server(c, f.o.TLS)
+		// Beneath TLS, reads and writes are raw system calls on the
+		// socket (see rawio); the HTTP/1.1 engine makes its own over a
+		// plain one.
+		tc := tls.Server(rawio.New(c, proxyproto.TCP(c)), f.o.TLS)
 		err := tc.Handshake()
 		f.o.Handshake(err == nil)
 		if err != nil {
@@ -222,7 +226,7 @@ func (f *front) dispatch(raw net.Conn) {
 			f.done(raw)
 			return
 		} else if isH2 {
-			f.serveH2(c, raw)
+			f.serveH2(rawio.New(c, proxyproto.TCP(c)), raw)
 			return
 		}
 	}

@@ -112,7 +112,7 @@ func (c *h1conn) continue100() {
 	b := &c.req.body
 	if !b.sent100 {
 		b.sent100 = true
-		c.nc.Write(continueLine)
+		c.rw.Write(continueLine)
 	}
 }
 
@@ -189,7 +189,7 @@ func (c *h1conn) prepareFixed() error {
 	hb := (*b.hp)[:b.length]
 	copy(hb, c.buf[c.r:c.w])
 	c.r = c.w
-	if _, err := io.ReadFull(c.nc, hb[avail:]); err != nil {
+	if _, err := io.ReadFull(c.rw, hb[avail:]); err != nil {
 		return err
 	}
 	b.held = hb
@@ -218,7 +218,7 @@ func (c *h1conn) prepareChunked() error {
 	hb := append((*b.hp)[:0], c.buf[c.r:c.w]...)
 	c.r = c.w
 	for len(hb) < cap(hb) {
-		m, rerr := c.nc.Read(hb[len(hb):cap(hb)])
+		m, rerr := c.rw.Read(hb[len(hb):cap(hb)])
 		if m > 0 {
 			k, done, ferr := b.ck.Feed(hb[len(hb) : len(hb)+m])
 			if ferr != nil {
@@ -293,7 +293,7 @@ func (c *h1conn) streamBody(uc *upConn) {
 			}
 			want = int(min(int64(want), b.left))
 		}
-		m, rerr := c.nc.Read(buf[:want])
+		m, rerr := c.rw.Read(buf[:want])
 		if m > 0 {
 			chunk := buf[:m]
 			done := false
@@ -396,7 +396,7 @@ func (c *h1conn) discardBody() bool {
 		c.r += int(have)
 		left -= have
 		if left > 0 {
-			if _, err := io.CopyN(io.Discard, c.nc, left); err != nil {
+			if _, err := io.CopyN(io.Discard, c.rw, left); err != nil {
 				return false
 			}
 		}
@@ -419,7 +419,7 @@ func (c *h1conn) discardBody() bool {
 				return false
 			}
 			c.r, c.w = 0, 0
-			n, err := c.nc.Read(c.buf)
+			n, err := c.rw.Read(c.buf)
 			c.w = n
 			if err != nil && n == 0 {
 				return false

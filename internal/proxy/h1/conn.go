@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluice-lb/sluice/internal/edge"
 	"github.com/sluice-lb/sluice/internal/proxyproto"
+	"github.com/sluice-lb/sluice/internal/rawio"
 )
 
 // Connection states, for graceful shutdown.
@@ -23,9 +24,15 @@ const (
 
 // h1conn is one client connection of the engine and the request on it.
 type h1conn struct {
-	e     *Engine
-	nc    net.Conn
-	tcp   *net.TCPConn
+	e   *Engine
+	nc  net.Conn
+	tcp *net.TCPConn
+	// rw is what requests and responses are read from and written to
+	// while c is served: nc, or over a plain socket a rawio.Conn (raw
+	// system calls, see rawio); nil while c is parked. Everything else
+	// (deadlines, Close, tunnels, h2c and HTTP/2 backends, whose readers
+	// may outlive a request) uses nc.
+	rw    net.Conn
 	peer  netip.Addr
 	ctx   context.Context // the engine's: requests derive theirs from it
 	state atomic.Int32
@@ -82,6 +89,7 @@ func newH1Conn(e *Engine, nc net.Conn) *h1conn {
 	}
 	// The socket itself, also beneath a PROXY protocol header, for splice.
 	c.tcp = proxyproto.TCP(nc)
+	c.rw = rawio.Get(nc, c.tcp)
 	switch a := nc.RemoteAddr().(type) {
 	case *net.TCPAddr:
 		c.peer = a.AddrPort().Addr().Unmap()
@@ -124,6 +132,9 @@ func (c *h1conn) closeNow() {
 // parker calls serve again, on a new goroutine, once the next request's
 // bytes arrive (or the wait's deadline passes, or Shutdown closes c).
 func (c *h1conn) serve() {
+	if c.rw == nil {
+		c.rw = rawio.Get(c.nc, c.tcp) // unparked
+	}
 	parked := false
 	defer func() {
 		if parked {
@@ -318,7 +329,7 @@ func (c *h1conn) readHead(first bool) int {
 			}
 		}
 		c.nc.SetReadDeadline(headDeadline)
-		n, err := c.nc.Read(c.buf[c.w:])
+		n, err := c.rw.Read(c.buf[c.w:])
 		c.w += n
 		if n > 0 {
 			continue
@@ -354,7 +365,7 @@ func (c *h1conn) waitRequest() int {
 		d = c.until
 	}
 	c.nc.SetReadDeadline(d)
-	n, err := c.nc.Read(c.buf)
+	n, err := c.rw.Read(c.buf)
 	c.w = n
 	if n > 0 {
 		return headReady
@@ -376,7 +387,7 @@ func (c *h1conn) readIdle() int {
 	ib := idleBufs.Get().(*[idleBufSize]byte)
 	defer idleBufs.Put(ib)
 	c.nc.SetReadDeadline(c.until)
-	n, _ := c.nc.Read(ib[:])
+	n, _ := c.rw.Read(ib[:])
 	if n == 0 {
 		return headClose
 	}
@@ -435,7 +446,7 @@ func (c *h1conn) linger() {
 	c.nc.SetReadDeadline(time.Now().Add(lingerTime))
 	c.acquire()
 	for total := 0; total < 256<<10; {
-		n, err := c.nc.Read(c.buf)
+		n, err := c.rw.Read(c.buf)
 		total += n
 		if err != nil {
 			return

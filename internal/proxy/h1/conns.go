@@ -17,6 +17,7 @@ import (
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/proxy"
 	"github.com/sluice-lb/sluice/internal/proxyproto"
+	"github.com/sluice-lb/sluice/internal/rawio"
 )
 
 // Conns is the HTTP/1.1 engine's connection pool to the backends of one
@@ -238,7 +239,7 @@ func (p *Conns) dial(ctx context.Context, b *pool.Backend, hdr []byte) (*upConn,
 			cfg = cfg.Clone()
 			cfg.ServerName = b.URL.Hostname()
 		}
-		tc := tls.Client(nc, cfg)
+		tc := tls.Client(rawio.New(nc, c.raw), cfg)
 		hctx := ctx
 		if d := p.timeouts.Connect; d > 0 { // 0: no limit, as for the dial
 			var cancel context.CancelFunc
@@ -253,6 +254,7 @@ func (p *Conns) dial(ctx context.Context, b *pool.Backend, hdr []byte) (*upConn,
 		c.nc = tc
 	} else {
 		c.tcp, _ = nc.(*net.TCPConn)
+		c.nc = rawio.New(nc, c.tcp)
 	}
 	return c, nil
 }

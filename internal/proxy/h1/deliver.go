@@ -3,12 +3,12 @@ package h1
 import (
 	"bytes"
 	"io"
-	"net"
 	"strconv"
 
 	"github.com/sluice-lb/sluice/internal/edge"
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/proxy"
+	"github.com/sluice-lb/sluice/internal/rawio"
 )
 
 // Response framing towards the client.
@@ -60,7 +60,7 @@ func (c *h1conn) deliver(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backe
 	var rerr, werr error
 	switch mode {
 	case outNone:
-		_, werr = c.nc.Write(c.out)
+		_, werr = c.rw.Write(c.out)
 	case outFixed:
 		rerr, werr = c.copyFixed(uc, rh.ContentLength)
 	case outChunked, outDechunk:
@@ -206,11 +206,10 @@ func (c *h1conn) copyFixed(uc *upConn, n int64) (rerr, werr error) {
 	uc.r += int(have)
 	if len(c.out)+len(body) <= cap(c.out) {
 		c.out = append(c.out, body...)
-		_, werr = c.nc.Write(c.out)
+		_, werr = c.rw.Write(c.out)
 	} else {
 		c.iov[0], c.iov[1] = c.out, body
-		bufs := net.Buffers(c.iov[:])
-		_, werr = bufs.WriteTo(c.nc)
+		_, werr = rawio.WriteBuffers(c.rw, c.iov[:])
 		c.iov[0], c.iov[1] = nil, nil
 	}
 	q.rec.Bytes = have
@@ -240,7 +239,7 @@ func (c *h1conn) copyFixed(uc *upConn, n int64) (rerr, werr error) {
 		m, err := uc.nc.Read(uc.buf[:min(int64(len(uc.buf)), left)])
 		if m > 0 {
 			left -= int64(m)
-			if _, werr = c.nc.Write(uc.buf[:m]); werr != nil {
+			if _, werr = c.rw.Write(uc.buf[:m]); werr != nil {
 				return nil, werr
 			}
 			q.rec.Bytes += int64(m)
@@ -295,13 +294,13 @@ func (c *h1conn) copyChunked(uc *upConn, dechunk bool) (rerr, werr error) {
 				piece = nil
 			}
 			if len(pending) > 0 {
-				if _, werr = c.nc.Write(pending); werr != nil {
+				if _, werr = c.rw.Write(pending); werr != nil {
 					return nil, werr
 				}
 				pending = nil
 			}
 			if len(piece) > 0 {
-				if _, werr = c.nc.Write(piece); werr != nil {
+				if _, werr = c.rw.Write(piece); werr != nil {
 					return nil, werr
 				}
 			}
@@ -326,7 +325,7 @@ func (c *h1conn) copyChunked(uc *upConn, dechunk bool) (rerr, werr error) {
 // backend closes, chunk-encoded for an HTTP/1.1 client.
 func (c *h1conn) copyUntilClose(uc *upConn, encode bool) (rerr, werr error) {
 	q := &c.req
-	if _, werr = c.nc.Write(c.out); werr != nil {
+	if _, werr = c.rw.Write(c.out); werr != nil {
 		return nil, werr
 	}
 	var size [20]byte
@@ -337,11 +336,10 @@ func (c *h1conn) copyUntilClose(uc *upConn, encode bool) (rerr, werr error) {
 				h := strconv.AppendInt(size[:0], int64(len(piece)), 16)
 				h = append(h, '\r', '\n')
 				c.iov[0], c.iov[1], c.iov[2] = h, piece, crlf
-				bufs := net.Buffers(c.iov[:3])
-				_, werr = bufs.WriteTo(c.nc)
+				_, werr = rawio.WriteBuffers(c.rw, c.iov[:3])
 				c.iov[0], c.iov[1], c.iov[2] = nil, nil, nil
 			} else {
-				_, werr = c.nc.Write(piece)
+				_, werr = c.rw.Write(piece)
 			}
 			if werr != nil {
 				return nil, werr
@@ -354,7 +352,7 @@ func (c *h1conn) copyUntilClose(uc *upConn, encode bool) (rerr, werr error) {
 				return err, nil
 			}
 			if encode {
-				_, werr = c.nc.Write([]byte("0\r\n\r\n"))
+				_, werr = c.rw.Write([]byte("0\r\n\r\n"))
 			}
 			return nil, werr
 		}

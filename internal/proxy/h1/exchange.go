@@ -2,13 +2,13 @@ package h1
 
 import (
 	"context"
-	"net"
 	"slices"
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/edge"
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/proxy"
+	"github.com/sluice-lb/sluice/internal/rawio"
 )
 
 // Send implements proxy.Attempt: one exchange with b over a pooled
@@ -215,8 +215,7 @@ func (c *h1conn) writeRequest(uc *upConn, b *pool.Backend) error {
 		return err
 	}
 	c.iov[0], c.iov[1] = head, body
-	bufs := net.Buffers(c.iov[:])
-	_, err := bufs.WriteTo(uc.nc)
+	_, err := rawio.WriteBuffers(uc.nc, c.iov[:])
 	c.iov[0], c.iov[1] = nil, nil
 	return err
 }

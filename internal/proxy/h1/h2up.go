@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -18,6 +17,7 @@ import (
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/proxy"
 	"github.com/sluice-lb/sluice/internal/proxy/h2client"
+	"github.com/sluice-lb/sluice/internal/rawio"
 )
 
 // sendH2 is one attempt on b for a pool with upstream_http2: the request
@@ -284,8 +284,7 @@ func (c *h1conn) copyH2Body(resp *http.Response, chunked bool) (rerr, werr error
 				h := strconv.AppendInt(size[:0], int64(n), 16)
 				h = append(h, '\r', '\n')
 				c.iov[0], c.iov[1], c.iov[2] = h, buf[:n], crlf
-				bufs := net.Buffers(c.iov[:3])
-				_, werr = bufs.WriteTo(c.nc)
+				_, werr = rawio.WriteBuffers(c.nc, c.iov[:3])
 				c.iov[0], c.iov[1], c.iov[2] = nil, nil, nil
 			} else {
 				_, werr = c.nc.Write(buf[:n])

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-lb/sluice/internal/rawio"
 	"golang.org/x/sys/unix"
 )
 
@@ -104,6 +105,19 @@ func (c *h1conn) park() bool {
 		return false
 	}
 	c.release()
+	// The raw reader and writer is not kept while parked (serve takes
+	// another): this goroutine drops it, and another may serve c as soon
+	// as it is in the epoll instance.
+	rw := c.rw
+	c.rw = nil
+	parked := false
+	defer func() {
+		if parked {
+			rawio.Put(rw) // nothing reads or writes an idle connection
+		} else {
+			c.rw = rw // still this goroutine's
+		}
+	}()
 	// No timer stays armed while parked: the read deadline passed, and
 	// the last response's write deadline goes.
 	c.nc.SetDeadline(time.Time{})
@@ -124,6 +138,7 @@ func (c *h1conn) park() bool {
 	}
 	c.pk.inEpoll, c.pk.parked, c.pk.idx = true, true, -1
 	p.fds[c.pk.fd] = c
+	parked = true
 	if !c.until.IsZero() {
 		heap.Push(&p.dl, c)
 		if c.pk.idx == 0 && (p.waitFor.IsZero() || c.until.Before(p.waitFor)) {

@@ -363,7 +363,7 @@ func (c *h1conn) fail(status int, msg string, closeConn bool) int {
 		q.rec.Bytes = int64(len(msg) + 1)
 	}
 	c.out = o
-	if _, err := c.nc.Write(o); err != nil {
+	if _, err := c.rw.Write(o); err != nil {
 		closeConn = true
 	}
 	if closeConn {
@@ -401,7 +401,7 @@ func (c *h1conn) answerChallenge(keyAuth string) int {
 		q.rec.Bytes = int64(len(keyAuth))
 	}
 	c.out = o
-	if _, err := c.nc.Write(o); err != nil || closeConn {
+	if _, err := c.rw.Write(o); err != nil || closeConn {
 		q.closeAfter = true
 	}
 	return 200
@@ -415,7 +415,7 @@ func (c *h1conn) answerOptions() int {
 	o = append(o, q.id...)
 	o = q.appendHeadEnd(append(o, "\r\n"...), false, closeConn)
 	c.out = o
-	if _, err := c.nc.Write(o); err != nil || closeConn {
+	if _, err := c.rw.Write(o); err != nil || closeConn {
 		q.closeAfter = true
 	}
 	return 200
