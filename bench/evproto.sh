@@ -136,31 +136,11 @@ done
 # ---- 3. optional profile ------------------------------------------------------------------
 if [[ $PROFILE == 1 ]]; then
   profile_begin
-  echo "| target | requests | syscalls/req | read | write, writev | recvfrom, sendto | epoll_wait, epoll_pwait | epoll_ctl | futex | nanosleep | tgkill, rt_sigreturn | context switches/req | CPU µs/req (task-clock) |" >"$LAST/perf/stat.md"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" >>"$LAST/perf/stat.md"
-  SC=syscalls:sys_enter_
-  EV=raw_syscalls:sys_enter,${SC}read,${SC}write,${SC}writev,${SC}recvfrom,${SC}sendto,${SC}epoll_wait,${SC}epoll_pwait,${SC}epoll_ctl,${SC}futex,${SC}nanosleep,${SC}tgkill,${SC}rt_sigreturn,context-switches,task-clock
+  perfstat_begin
   "$SHARED/start-one.sh" evproto-rt -- "$BIN_DIR/evproto" -mode loop -wait runtime -listen 127.0.0.1:8196 -backends "$BACKENDS"
   "$SHARED/check.sh" http://127.0.0.1:8196/
   PNAMES=("${NAMES[@]}" evproto-rt); PADDRS=("${ADDRS[@]}" 127.0.0.1:8196)
-  for i in "${!PNAMES[@]}"; do
-    n=${PNAMES[$i]}; base=$LAST/perf/$n; pid=$(pidof_t "$n")
-    log "profile: $n, perf stat over wrk c=50 for ${PROFILE_SECS}s, then perf record"
-    perf stat -x, -e "$EV" -p "$pid" -o "$base.stat" -- \
-      wrk -t2 -c50 -d"${PROFILE_SECS}"s "http://${PADDRS[$i]}/" >"$base.wrk.txt" 2>&1 || true
-    awk -F, -v n="$n" -v reqs="$(awk '/requests in/ {print $1}' "$base.wrk.txt")" '
-      $3 ~ /^(raw_syscalls|syscalls):sys_enter/ || $3 == "context-switches" || $3 == "task-clock" { e = $3; sub(/^.*sys_enter_?/, "", e); c[e == "" ? $3 : e] = $1 + 0 }
-      function r(x) { return sprintf("%.2f", x / reqs) }
-      END { if (reqs > 0) printf "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.3f | %.1f |\n", n, reqs, r(c["raw_syscalls:sys_enter"]),
-        r(c["read"]), r(c["write"] + c["writev"]), r(c["recvfrom"] + c["sendto"]), r(c["epoll_wait"] + c["epoll_pwait"]), r(c["epoll_ctl"]),
-        r(c["futex"]), r(c["nanosleep"]), r(c["tgkill"] + c["rt_sigreturn"]), c["context-switches"] / reqs, c["task-clock"] * 1000 / reqs }' "$base.stat" >>"$LAST/perf/stat.md"
-    sleep 1
-    timeout -k 5 $((PROFILE_SECS + 30)) wrk -t2 -c50 -d$((PROFILE_SECS + 4))s "http://${PADDRS[$i]}/" >/dev/null 2>&1 &
-    lp=$!; BGPIDS+=("$lp")
-    sleep 2
-    profile "$n" "$base" small-c50 "$lp"
-    sleep 1
-  done
+  for i in "${!PNAMES[@]}"; do profile_target "${PNAMES[$i]}" "${PADDRS[$i]}"; done
 fi
 stop_sampler
 # their counters (requests, dials, retries per loop) go to their logs when they stop

@@ -211,6 +211,42 @@ profile() {
   rm -f "$base.data"
 }
 
+# perfstat_begin: the table perfstat appends to, $LAST/perf/stat.md
+perfstat_begin() {
+  mkdir -p "$LAST/perf"
+  echo "| target | requests | syscalls/req | read | write, writev | recvfrom, sendto | epoll_wait, epoll_pwait | epoll_ctl | futex | nanosleep | tgkill, rt_sigreturn | context switches/req | CPU µs/req (task-clock) |" >"$LAST/perf/stat.md"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" >>"$LAST/perf/stat.md"
+}
+# perfstat TARGET ADDR BASE: `perf stat` of TARGET's system calls by kind, context switches
+# and CPU over a wrk c=50 run of PROFILE_SECS seconds against ADDR (raw output BASE.stat and
+# BASE.wrk.txt), per request, appended to $LAST/perf/stat.md
+perfstat() {
+  local sc=syscalls:sys_enter_ base=$3
+  local ev=raw_syscalls:sys_enter,${sc}read,${sc}write,${sc}writev,${sc}recvfrom,${sc}sendto,${sc}epoll_wait,${sc}epoll_pwait,${sc}epoll_ctl,${sc}futex,${sc}nanosleep,${sc}tgkill,${sc}rt_sigreturn,context-switches,task-clock
+  perf stat -x, -e "$ev" -p "$(pidof_t "$1")" -o "$base.stat" -- \
+    wrk -t2 -c50 -d"${PROFILE_SECS}"s "http://$2/" >"$base.wrk.txt" 2>&1 || true
+  awk -F, -v n="$1" -v reqs="$(awk '/requests in/ {print $1}' "$base.wrk.txt")" '
+    $3 ~ /^(raw_syscalls|syscalls):sys_enter/ || $3 == "context-switches" || $3 == "task-clock" { e = $3; sub(/^.*sys_enter_?/, "", e); c[e == "" ? $3 : e] = $1 + 0 }
+    function r(x) { return sprintf("%.2f", x / reqs) }
+    END { if (reqs > 0) printf "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.3f | %.1f |\n", n, reqs, r(c["raw_syscalls:sys_enter"]),
+      r(c["read"]), r(c["write"] + c["writev"]), r(c["recvfrom"] + c["sendto"]), r(c["epoll_wait"] + c["epoll_pwait"]), r(c["epoll_ctl"]),
+      r(c["futex"]), r(c["nanosleep"]), r(c["tgkill"] + c["rt_sigreturn"]), c["context-switches"] / reqs, c["task-clock"] * 1000 / reqs }' "$base.stat" >>"$LAST/perf/stat.md"
+}
+
+# profile_target TARGET ADDR: perfstat, then perf record (profile) under a wrk c=50 load, of
+# one running target; needs profile_begin and perfstat_begin first
+profile_target() {
+  local base=$LAST/perf/$1 lp
+  log "profile: $1, perf stat over wrk c=50 for ${PROFILE_SECS}s, then perf record"
+  perfstat "$1" "$2" "$base"
+  sleep 1
+  timeout -k 5 $((PROFILE_SECS + 30)) wrk -t2 -c50 -d$((PROFILE_SECS + 4))s "http://$2/" >/dev/null 2>&1 &
+  lp=$!; BGPIDS+=("$lp")
+  sleep 2
+  profile "$1" "$base" small-c50 "$lp"
+  sleep 1
+}
+
 # ---- the machine's load ------------------------------------------------------------
 load1() { cut -d' ' -f1 /proc/loadavg; }
 others() { # the busiest other processes right now (a 1 s sample)

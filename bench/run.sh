@@ -14,6 +14,9 @@
 #   IDLE_HOLD [10]   seconds the idle connections are held
 #   SHARED [../shared/bench]   the shared harness
 #   CHART [docs/benchmarks.png]  where the PNG goes
+#   PROFILE=1        afterwards, per target but nginx1: `perf stat` (system calls by kind, context switches,
+#                    CPU per request) over a wrk c=50 run of PROFILE_SECS [8] s, then
+#                    `perf record -e cpu-clock -g` under the same load (bench/perfsplit.awk)
 #   BASELINE []      a git revision (e.g. 0b8fec8): also build sluice at that
 #                    revision (git archive into /tmp/bench/base, binary
 #                    /tmp/bench/bin/sluice-base) and run it as the extra target
@@ -38,6 +41,7 @@ source "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-10}; IDLE_N=${IDLE_N:-10000}; IDLE_HOLD=${IDLE_HOLD:-10}
 RATE=${RATE:-4000}; RATE_CONNS=50
 [[ $RATE =~ ^[1-9][0-9]*$ ]] || { echo "RATE=$RATE: give the offered load as a whole number of req/s, e.g. RATE=4000" >&2; exit 2; }
+PROFILE=${PROFILE:-0}; PROFILE_SECS=${PROFILE_SECS:-8}
 if [[ ${QUICK:-0} == 1 ]]; then ROUNDS=1; DURATION=5; IDLE_HOLD=5; fi
 CHART=${CHART:-$ROOT/docs/benchmarks.png}
 FAIL_AT=${FAIL_AT:-2}; FAIL_DOWN=${FAIL_DOWN:-2}
@@ -58,6 +62,7 @@ fi
 
 # ---- 0. prerequisites -------------------------------------------------------
 require haproxy nginx wrk hey curl
+[[ $PROFILE == 1 ]] && require perf:linux-perf
 ports_free "is another benchmark running? (../shared/bench/stop-peers.sh)" \
   9001 9002 9003 8081 8083 8090 8091 8092 19190 19191 19192
 [[ -n $BASE_REV ]] && CLEANUP_RM=("$BASE_SRC")
@@ -178,6 +183,16 @@ for i in "${!NAMES[@]}"; do
   sleep 2
 done
 
+if [[ $PROFILE == 1 ]]; then
+  log "(e) profiles: perf stat and perf record of each target under wrk c=50"
+  profile_begin
+  perfstat_begin
+  for i in "${!NAMES[@]}"; do
+    # nginx serves from a worker process that its PID file does not name: left out
+    [[ ${NAMES[$i]} == nginx1 ]] || profile_target "${NAMES[$i]}" "${ADDRS[$i]}"
+  done
+fi
+
 # ---- 3. summary -------------------------------------------------------------
 log "summary"
 # the load scenarios in the order of the tables (the failure run last)
@@ -200,6 +215,16 @@ for d in small-c50 small-c256 "rate-c$RATE_CONNS" kb64-c50 fail; do SUMMARIES+=(
   awk -F, -v ref=haproxy1 -v tgt=sluice -v eng="${BASE_REV:+sluice-base}" -v rate="$RATE" \
     -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/rounds.awk" "${CSVS[@]}"
   echo
+  if [[ -s $LAST/perf/stat.md ]]; then
+    echo "System calls and context switches per request (perf stat on the proxy over a ${PROFILE_SECS} s wrk c=50 run, one target after another):"
+    echo
+    cat "$LAST/perf/stat.md"
+    echo
+    echo "Where each proxy's CPU goes (perf record -e cpu-clock, self time, % of the process's samples; bench/perfsplit.awk):"
+    echo
+    cat "$LAST/perf/split.md"
+    echo
+  fi
   echo "<details><summary>summarize.awk tables (shared harness)</summary>"
   echo
   awk -F, -v base=direct -v ref=haproxy1 -f "$SHARED/summarize.awk" "${CSVS[@]}"
