@@ -47,6 +47,16 @@ type Conn struct {
 	wn  int64
 	we  syscall.Errno
 	wf  func(uintptr) bool
+
+	// SendChecked's, under both locks.
+	xb     [][]byte
+	xrb    []byte
+	xw     int64
+	xn     int
+	xe     syscall.Errno
+	xsent  bool // the check found nothing and bufs are written
+	xstray bool
+	xf     func(uintptr) bool
 }
 
 // New returns nc with raw reads and writes on tcp, the socket beneath it
@@ -64,9 +74,13 @@ func New(nc net.Conn, tcp *net.TCPConn) net.Conn {
 		return nc
 	}
 	c := &Conn{Conn: nc, tcp: tcp, rc: rc}
-	c.rf = c.read
-	c.wf = c.write
+	c.bind()
 	return c
+}
+
+// bind makes the functions RawConn calls, once per Conn.
+func (c *Conn) bind() {
+	c.rf, c.wf, c.xf = c.read, c.write, c.sendStep
 }
 
 // pool keeps the Conns of Get: a connection that waits long between
@@ -86,8 +100,7 @@ func Get(nc net.Conn, tcp *net.TCPConn) net.Conn {
 	c := pool.Get().(*Conn)
 	c.Conn, c.tcp, c.rc, c.pooled = nc, tcp, rc, true
 	if c.rf == nil {
-		c.rf = c.read
-		c.wf = c.write
+		c.bind()
 	}
 	return c
 }
@@ -179,25 +192,9 @@ func (c *Conn) writeLocked(bufs [][]byte) (int64, error) {
 }
 
 func (c *Conn) write(fd uintptr) bool {
-	var iov [8]syscall.Iovec
 	for {
-		// Skip what was written, then gather what is left.
-		skip := c.wn
-		k := 0
-		for _, b := range c.wv {
-			if skip >= int64(len(b)) {
-				skip -= int64(len(b))
-				continue
-			}
-			if k == len(iov) {
-				break
-			}
-			b = b[skip:]
-			skip = 0
-			iov[k].Base = &b[0]
-			iov[k].SetLen(len(b))
-			k++
-		}
+		var iov [8]syscall.Iovec
+		k := gather(&iov, c.wv, c.wn)
 		if k == 0 {
 			return true // all written
 		}
@@ -213,6 +210,27 @@ func (c *Conn) write(fd uintptr) bool {
 			return true
 		}
 	}
+}
+
+// gather fills iov with what is left of bufs once skip bytes are written,
+// as far as iov goes, and returns how many it filled (0: nothing left).
+func gather(iov *[8]syscall.Iovec, bufs [][]byte, skip int64) int {
+	k := 0
+	for _, b := range bufs {
+		if skip >= int64(len(b)) {
+			skip -= int64(len(b))
+			continue
+		}
+		if k == len(iov) {
+			break
+		}
+		b = b[skip:]
+		skip = 0
+		iov[k].Base = &b[0]
+		iov[k].SetLen(len(b))
+		k++
+	}
+	return k
 }
 
 func opError(op string, errno syscall.Errno) error {

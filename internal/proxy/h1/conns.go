@@ -72,8 +72,11 @@ type upConn struct {
 	buf    []byte
 	r, w   int
 	reused bool
-	idleAt time.Time
-	lr     io.LimitedReader // reused by splice copies
+	// unchecked: reused without silent's check, which its next send
+	// makes (sendChecked).
+	unchecked bool
+	idleAt    time.Time
+	lr        io.LimitedReader // reused by splice copies
 }
 
 // upBufSize is an upstream connection's read buffer: a response head and a
@@ -142,8 +145,11 @@ func (p *Conns) host(b *pool.Backend) *hostConns {
 }
 
 // get returns an idle connection to b that is still open and silent, or
-// dials one. A dial failure is a *proxy.DialError.
-func (p *Conns) get(ctx context.Context, b *pool.Backend) (*upConn, error) {
+// dials one. A dial failure is a *proxy.DialError. With fold, the silence
+// of a connection over a plain socket is left to the exchange: it is
+// marked unchecked, and sendChecked checks it as it sends (one system call
+// fewer than silent).
+func (p *Conns) get(ctx context.Context, b *pool.Backend, fold bool) (*upConn, error) {
 	h := p.host(b)
 	now := time.Now()
 	for {
@@ -157,6 +163,16 @@ func (p *Conns) get(ctx context.Context, b *pool.Backend) (*upConn, error) {
 		h.idle[n-1] = nil
 		h.idle = h.idle[:n-1]
 		h.mu.Unlock()
+		if fold {
+			if _, plain := c.nc.(*rawio.Conn); plain {
+				if !p.open(c, now) {
+					c.nc.Close()
+					continue
+				}
+				c.unchecked = true
+				return c.take(), nil
+			}
+		}
 		if !p.usable(c, now) {
 			c.nc.Close()
 			continue
@@ -170,7 +186,12 @@ func (p *Conns) get(ctx context.Context, b *pool.Backend) (*upConn, error) {
 // the pool is open, the connection was not idle too long, and it is
 // silent.
 func (p *Conns) usable(c *upConn, now time.Time) bool {
-	return !p.closed.Load() && !(p.timeouts.Idle > 0 && now.Sub(c.idleAt) > p.timeouts.Idle) && c.silent()
+	return p.open(c, now) && c.silent()
+}
+
+// open reports whether the pool is open and c was not idle too long.
+func (p *Conns) open(c *upConn, now time.Time) bool {
+	return !p.closed.Load() && !(p.timeouts.Idle > 0 && now.Sub(c.idleAt) > p.timeouts.Idle)
 }
 
 // private returns a connection to b for the requests of client connection

@@ -35,7 +35,9 @@ func (c *h1conn) Send(ctx context.Context, b *pool.Backend, canRetry bool) proxy
 		if conns.proxyHeader != 0 {
 			uc, err = conns.private(ctx, b, c)
 		} else {
-			uc, err = conns.get(ctx, b)
+			// The silence check of a reused connection goes with the send
+			// when the request is sent whole at once.
+			uc, err = conns.get(ctx, b, !q.body.streaming)
 		}
 		if err != nil {
 			return proxy.Outcome{Class: proxy.ConnectFailure, Err: err, Connect: time.Since(start)}
@@ -73,7 +75,19 @@ func (c *h1conn) exchange(uc *upConn, b *pool.Backend, canRetry bool) (proxy.Out
 		}
 	}
 	uc.nc.SetDeadline(dl)
-	if err := c.writeRequest(uc, b); err != nil {
+	var err error
+	if uc.unchecked {
+		var stray bool
+		if stray, err = c.sendChecked(uc, b); stray {
+			// The backend spoke unasked or closed it: nothing was sent,
+			// the next connection is tried.
+			uc.nc.Close()
+			return proxy.Outcome{}, true
+		}
+	} else {
+		err = c.writeRequest(uc, b)
+	}
+	if err != nil {
 		uc.nc.Close()
 		if uc.reused && c.Replayable() {
 			return proxy.Outcome{}, true
@@ -186,9 +200,35 @@ func (c *h1conn) readResponseHead(uc *upConn, rh *edge.ResponseHead, dl time.Tim
 	}
 }
 
-// writeRequest writes the outbound head and, when the body is held whole,
-// the body with it in one system call.
-func (c *h1conn) writeRequest(uc *upConn, b *pool.Backend) error {
+// sendChecked sends the request, held whole, on uc, a reused connection
+// over a plain socket that silent did not check: rawio's SendChecked
+// checks it (stray: it is not silent, and nothing was sent), writes the
+// request and reads the first bytes of the response into uc's buffer.
+func (c *h1conn) sendChecked(uc *upConn, b *pool.Backend) (stray bool, err error) {
+	uc.unchecked = false
+	c.iov[0] = c.outboundHead(b)
+	bufs := c.iov[:1]
+	if body := c.req.body.held; len(body) > 0 {
+		c.iov[1] = body
+		bufs = c.iov[:2]
+	}
+	rc := uc.nc.(*rawio.Conn)
+	written, n, stray, err := rc.SendChecked(bufs, uc.buf[uc.w:])
+	if err == nil && !stray && written < int64(len(c.iov[0])+len(c.iov[1])) {
+		// The socket took part of it: the rest as any write.
+		for i, p := range bufs {
+			k := min(written, int64(len(p)))
+			bufs[i], written = p[k:], written-k
+		}
+		_, err = rc.WriteBuffers(bufs)
+	}
+	c.iov[0], c.iov[1] = nil, nil
+	uc.w += n
+	return stray, err
+}
+
+// outboundHead returns the head of the request as it goes to b.
+func (c *h1conn) outboundHead(b *pool.Backend) []byte {
 	q := &c.req
 	head := c.out[:q.outHead]
 	if at := q.body.hostAt; at >= 0 {
@@ -200,6 +240,14 @@ func (c *h1conn) writeRequest(uc *upConn, b *pool.Backend) error {
 		h = append(h, "\r\n"...)
 		head = append(h, head[at:]...)
 	}
+	return head
+}
+
+// writeRequest writes the outbound head and, when the body is held whole,
+// the body with it in one system call.
+func (c *h1conn) writeRequest(uc *upConn, b *pool.Backend) error {
+	q := &c.req
+	head := c.outboundHead(b)
 	body := q.body.held
 	if len(body) == 0 {
 		_, err := uc.nc.Write(head)

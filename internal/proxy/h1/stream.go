@@ -76,7 +76,7 @@ func (Streams) RoundTrip(u *proxy.Upstream, req *http.Request, b *pool.Backend, 
 		if trace != nil && trace.GetConn != nil {
 			trace.GetConn(b.Host)
 		}
-		uc, err := p.get(ctx, b)
+		uc, err := p.get(ctx, b, false)
 		if err != nil {
 			return nil, err
 		}

@@ -1,0 +1,138 @@
+package rawio
+
+import (
+	"errors"
+	"io"
+	"os"
+	"testing"
+	"time"
+)
+
+// expectNothing fails unless nothing arrives at the peer for a while.
+func expectNothing(t *testing.T, peer interface {
+	SetReadDeadline(time.Time) error
+	Read([]byte) (int, error)
+}) {
+	t.Helper()
+	peer.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	b := make([]byte, 64)
+	if n, err := peer.Read(b); n > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the peer got %q, %v; want nothing", b[:n], err)
+	}
+	peer.SetReadDeadline(time.Time{})
+}
+
+func TestSendCheckedSendsAndReads(t *testing.T) {
+	c, peer := pair(t)
+	go func() {
+		b := make([]byte, 8)
+		if _, err := io.ReadFull(peer, b); err != nil || string(b) != "GET / x\n" {
+			peer.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond) // the answer comes late: SendChecked waits for it
+		peer.Write([]byte("answer"))
+	}()
+	rb := make([]byte, 64)
+	written, n, stray, err := c.SendChecked([][]byte{[]byte("GET / "), []byte("x\n")}, rb)
+	if err != nil || stray || written != 8 {
+		t.Fatalf("SendChecked: written %d, stray %v, %v", written, stray, err)
+	}
+	if string(rb[:n]) != "answer" {
+		t.Fatalf("read %q, %v", rb[:n], err)
+	}
+}
+
+func TestSendCheckedStray(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		do   func(peer interface{ Write([]byte) (int, error) }, close func())
+	}{
+		{"bytes", func(p interface{ Write([]byte) (int, error) }, _ func()) { p.Write([]byte("HTTP/1.1 200 OK\r\n\r\n")) }},
+		{"eof", func(_ interface{ Write([]byte) (int, error) }, close func()) { close() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, peer := pair(t)
+			tc.do(peer, func() { peer.CloseWrite() })
+			time.Sleep(20 * time.Millisecond) // it has arrived
+			written, n, stray, err := c.SendChecked([][]byte{[]byte("GET / HTTP/1.1\r\n\r\n")}, make([]byte, 64))
+			if !stray || written != 0 || n != 0 || err != nil {
+				t.Fatalf("SendChecked on a connection that is not silent: written %d, n %d, stray %v, %v; want stray and nothing written", written, n, stray, err)
+			}
+			if tc.name == "bytes" {
+				expectNothing(t, peer)
+			}
+		})
+	}
+}
+
+// TestSendCheckedStopsWhenFull: a request larger than the socket takes at
+// once is written in part; the caller writes the rest.
+func TestSendCheckedStopsWhenFull(t *testing.T) {
+	c, peer := pair(t)
+	big := make([]byte, 32<<20)
+	got := make(chan int64, 1)
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		n, _ := io.Copy(io.Discard, peer)
+		got <- n
+	}()
+	written, n, stray, err := c.SendChecked([][]byte{[]byte("head"), big}, make([]byte, 64))
+	if err != nil || stray || n != 0 || written <= 0 || written >= int64(len(big))+4 {
+		t.Fatalf("SendChecked of 32 MiB: written %d, n %d, stray %v, %v; want part written", written, n, stray, err)
+	}
+	rest := big[written-4:]
+	if _, err := c.Write(rest); err != nil {
+		t.Fatal(err)
+	}
+	c.TCP().CloseWrite()
+	if g := <-got; g != int64(len(big))+4 {
+		t.Fatalf("the peer got %d bytes, want %d", g, len(big)+4)
+	}
+}
+
+// TestSendCheckedReadFails: a failed read after a complete write is left
+// to the caller's next read, which meets it.
+func TestSendCheckedReadFails(t *testing.T) {
+	c, peer := pair(t)
+	c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	written, n, stray, err := c.SendChecked([][]byte{[]byte("ping")}, make([]byte, 64))
+	if err != nil || stray || n != 0 || written != 4 {
+		t.Fatalf("SendChecked past the read deadline: written %d, n %d, stray %v, %v", written, n, stray, err)
+	}
+	if _, err := c.Read(make([]byte, 8)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the next read: %v, want the deadline", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	go func() {
+		io.ReadFull(peer, make([]byte, 8))
+		peer.CloseWrite()
+	}()
+	written, n, stray, err = c.SendChecked([][]byte{[]byte("ping")}, make([]byte, 64))
+	if err != nil || stray || n != 0 || written != 4 {
+		t.Fatalf("SendChecked answered by an EOF: written %d, n %d, stray %v, %v", written, n, stray, err)
+	}
+	if _, err := c.Read(make([]byte, 8)); err != io.EOF {
+		t.Fatalf("the next read: %v, want EOF", err)
+	}
+}
+
+func TestSendCheckedAllocatesNothing(t *testing.T) {
+	c, peer := pair(t)
+	go io.Copy(peer, peer) // echo
+	bufs := [][]byte{[]byte("0123"), []byte("4567")}
+	rb := make([]byte, 64)
+	allocs := testing.AllocsPerRun(200, func() {
+		_, n, _, _ := c.SendChecked(bufs, rb)
+		for n < 8 {
+			m, err := c.Read(rb[n:])
+			if err != nil {
+				break
+			}
+			n += m
+		}
+	})
+	if allocs > 0 {
+		t.Fatalf("%v allocations per SendChecked, want 0", allocs)
+	}
+}
