@@ -379,7 +379,9 @@ func (p *Conns) sweep() {
 // unusable. One system call per reuse. What it cannot see: bytes still on
 // their way when it looks (HTTP/1.1 pairs responses with requests by order
 // alone, so no proxy can), and, over TLS, part of a record that crypto/tls
-// already read from the socket but cannot decrypt yet.
+// already read from the socket but cannot decrypt yet. A plain connection
+// carrying a request held whole is checked by sendChecked instead, with
+// no system call of its own.
 func (c *upConn) silent() bool {
 	if c.raw == nil || c.fd == 0 {
 		return false
