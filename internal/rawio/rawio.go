@@ -144,16 +144,22 @@ func (c *Conn) Read(b []byte) (int, error) {
 }
 
 func (c *Conn) read(fd uintptr) bool {
+	n, errno := readNow(fd, c.rb)
+	if errno == syscall.EAGAIN {
+		return false // wait in the poller, then again
+	}
+	c.rn, c.re = n, errno
+	return true
+}
+
+// readNow reads once into b (again after an interruption); EAGAIN says
+// there is nothing yet.
+func readNow(fd uintptr, b []byte) (int, syscall.Errno) {
 	for {
-		n, errno := rawRead(fd, c.rb)
-		switch errno {
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return false // wait in the poller, then again
+		n, errno := rawRead(fd, b)
+		if errno != syscall.EINTR {
+			return n, errno
 		}
-		c.rn, c.re = n, errno
-		return true
 	}
 }
 
@@ -192,22 +198,30 @@ func (c *Conn) writeLocked(bufs [][]byte) (int64, error) {
 }
 
 func (c *Conn) write(fd uintptr) bool {
+	errno := writeNow(fd, c.wv, &c.wn)
+	if errno == syscall.EAGAIN {
+		return false // wait until writable, then the rest
+	}
+	c.we = errno
+	return true
+}
+
+// writeNow writes what is left of bufs past *done, counting in *done,
+// until all is written (0), the socket is full (EAGAIN) or an error.
+func writeNow(fd uintptr, bufs [][]byte, done *int64) syscall.Errno {
 	for {
 		var iov [8]syscall.Iovec
-		k := gather(&iov, c.wv, c.wn)
+		k := gather(&iov, bufs, *done)
 		if k == 0 {
-			return true // all written
+			return 0
 		}
 		n, errno := rawWritev(fd, iov[:k])
 		switch errno {
 		case 0:
-			c.wn += int64(n)
+			*done += int64(n)
 		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return false // wait until writable, then the rest
 		default:
-			c.we = errno
-			return true
+			return errno
 		}
 	}
 }

@@ -41,49 +41,26 @@ func (c *Conn) SendChecked(bufs [][]byte, rb []byte) (written int64, n int, stra
 func (c *Conn) sendStep(fd uintptr) bool {
 	if !c.xsent {
 		// The check: the read a wait begins with.
-		for {
-			_, errno := rawRead(fd, c.xrb)
-			if errno == syscall.EINTR {
-				continue
-			}
-			if errno != syscall.EAGAIN {
-				c.xstray = true // bytes, an EOF or an error
-				return true
-			}
-			break
+		if _, errno := readNow(fd, c.xrb); errno != syscall.EAGAIN {
+			c.xstray = true // bytes, an EOF or an error
+			return true
 		}
-		// The write, all of it or stop.
-		for {
-			var iov [8]syscall.Iovec
-			k := gather(&iov, c.xb, c.xw)
-			if k == 0 {
-				break
-			}
-			n, errno := rawWritev(fd, iov[:k])
-			switch errno {
-			case 0:
-				c.xw += int64(n)
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return true // the caller writes the rest
-			default:
+		// The write, all of it or stop: the caller writes the rest.
+		if errno := writeNow(fd, c.xb, &c.xw); errno != 0 {
+			if errno != syscall.EAGAIN {
 				c.xe = errno
-				return true
 			}
+			return true
 		}
 		c.xsent = true
 		return false // wait for the answer
 	}
-	for {
-		n, errno := rawRead(fd, c.xrb)
-		switch errno {
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return false
-		case 0:
-			c.xn = n // 0: an EOF, met again by the caller's next read
-		}
-		return true // an error is met again by the caller's next read
+	n, errno := readNow(fd, c.xrb)
+	if errno == syscall.EAGAIN {
+		return false
 	}
+	if errno == 0 {
+		c.xn = n // 0: an EOF, met again by the caller's next read
+	}
+	return true // an error is met again by the caller's next read
 }
