@@ -48,7 +48,7 @@ type Conn struct {
 	we  syscall.Errno
 	wf  func(uintptr) bool
 
-	// SendChecked's, under both locks.
+	// Send's, under both locks.
 	xb     [][]byte
 	xrb    []byte
 	xw     int64
@@ -56,6 +56,7 @@ type Conn struct {
 	xe     syscall.Errno
 	xsent  bool // the check found nothing and bufs are written
 	xstray bool
+	xcheck bool
 	xf     func(uintptr) bool
 }
 

@@ -22,28 +22,55 @@ func expectNothing(t *testing.T, peer interface {
 	peer.SetReadDeadline(time.Time{})
 }
 
-func TestSendCheckedSendsAndReads(t *testing.T) {
-	c, peer := pair(t)
-	go func() {
-		b := make([]byte, 8)
-		if _, err := io.ReadFull(peer, b); err != nil || string(b) != "GET / x\n" {
-			peer.Close()
-			return
+func TestSendSendsAndReads(t *testing.T) {
+	for _, check := range []bool{true, false} {
+		c, peer := pair(t)
+		go func() {
+			b := make([]byte, 8)
+			if _, err := io.ReadFull(peer, b); err != nil || string(b) != "GET / x\n" {
+				peer.Close()
+				return
+			}
+			time.Sleep(20 * time.Millisecond) // the answer comes late: Send waits for it
+			peer.Write([]byte("answer"))
+		}()
+		rb := make([]byte, 64)
+		written, n, stray, err := c.Send([][]byte{[]byte("GET / "), []byte("x\n")}, rb, check)
+		if err != nil || stray || written != 8 || string(rb[:n]) != "answer" {
+			t.Fatalf("Send (check %v): written %d, read %q, stray %v, %v", check, written, rb[:n], stray, err)
 		}
-		time.Sleep(20 * time.Millisecond) // the answer comes late: SendChecked waits for it
-		peer.Write([]byte("answer"))
-	}()
-	rb := make([]byte, 64)
-	written, n, stray, err := c.SendChecked([][]byte{[]byte("GET / "), []byte("x\n")}, rb)
-	if err != nil || stray || written != 8 {
-		t.Fatalf("SendChecked: written %d, stray %v, %v", written, stray, err)
-	}
-	if string(rb[:n]) != "answer" {
-		t.Fatalf("read %q, %v", rb[:n], err)
 	}
 }
 
-func TestSendCheckedStray(t *testing.T) {
+// TestSendUncheckedWrites: without check, bytes already there do not stop
+// the write; they are read as the answer's first.
+func TestSendUncheckedWrites(t *testing.T) {
+	c, peer := pair(t)
+	peer.Write([]byte("early "))
+	time.Sleep(20 * time.Millisecond)
+	go func() {
+		io.ReadFull(peer, make([]byte, 4))
+		peer.Write([]byte("answer"))
+	}()
+	rb := make([]byte, 64)
+	written, n, stray, err := c.Send([][]byte{[]byte("ping")}, rb, false)
+	if err != nil || stray || written != 4 {
+		t.Fatalf("Send without check: written %d, stray %v, %v", written, stray, err)
+	}
+	got := string(rb[:n])
+	for len(got) < len("early answer") {
+		m, err := c.Read(rb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += string(rb[:m])
+	}
+	if got != "early answer" {
+		t.Fatalf("read %q", got)
+	}
+}
+
+func TestSendStray(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		do   func(peer interface{ Write([]byte) (int, error) }, close func())
@@ -55,9 +82,9 @@ func TestSendCheckedStray(t *testing.T) {
 			c, peer := pair(t)
 			tc.do(peer, func() { peer.CloseWrite() })
 			time.Sleep(20 * time.Millisecond) // it has arrived
-			written, n, stray, err := c.SendChecked([][]byte{[]byte("GET / HTTP/1.1\r\n\r\n")}, make([]byte, 64))
+			written, n, stray, err := c.Send([][]byte{[]byte("GET / HTTP/1.1\r\n\r\n")}, make([]byte, 64), true)
 			if !stray || written != 0 || n != 0 || err != nil {
-				t.Fatalf("SendChecked on a connection that is not silent: written %d, n %d, stray %v, %v; want stray and nothing written", written, n, stray, err)
+				t.Fatalf("Send on a connection that is not silent: written %d, n %d, stray %v, %v; want stray and nothing written", written, n, stray, err)
 			}
 			if tc.name == "bytes" {
 				expectNothing(t, peer)
@@ -66,9 +93,9 @@ func TestSendCheckedStray(t *testing.T) {
 	}
 }
 
-// TestSendCheckedStopsWhenFull: a request larger than the socket takes at
+// TestSendStopsWhenFull: a request larger than the socket takes at
 // once is written in part; the caller writes the rest.
-func TestSendCheckedStopsWhenFull(t *testing.T) {
+func TestSendStopsWhenFull(t *testing.T) {
 	c, peer := pair(t)
 	big := make([]byte, 32<<20)
 	got := make(chan int64, 1)
@@ -77,9 +104,9 @@ func TestSendCheckedStopsWhenFull(t *testing.T) {
 		n, _ := io.Copy(io.Discard, peer)
 		got <- n
 	}()
-	written, n, stray, err := c.SendChecked([][]byte{[]byte("head"), big}, make([]byte, 64))
+	written, n, stray, err := c.Send([][]byte{[]byte("head"), big}, make([]byte, 64), true)
 	if err != nil || stray || n != 0 || written <= 0 || written >= int64(len(big))+4 {
-		t.Fatalf("SendChecked of 32 MiB: written %d, n %d, stray %v, %v; want part written", written, n, stray, err)
+		t.Fatalf("Send of 32 MiB: written %d, n %d, stray %v, %v; want part written", written, n, stray, err)
 	}
 	rest := big[written-4:]
 	if _, err := c.Write(rest); err != nil {
@@ -91,14 +118,14 @@ func TestSendCheckedStopsWhenFull(t *testing.T) {
 	}
 }
 
-// TestSendCheckedReadFails: a failed read after a complete write is left
+// TestSendReadFails: a failed read after a complete write is left
 // to the caller's next read, which meets it.
-func TestSendCheckedReadFails(t *testing.T) {
+func TestSendReadFails(t *testing.T) {
 	c, peer := pair(t)
 	c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
-	written, n, stray, err := c.SendChecked([][]byte{[]byte("ping")}, make([]byte, 64))
+	written, n, stray, err := c.Send([][]byte{[]byte("ping")}, make([]byte, 64), true)
 	if err != nil || stray || n != 0 || written != 4 {
-		t.Fatalf("SendChecked past the read deadline: written %d, n %d, stray %v, %v", written, n, stray, err)
+		t.Fatalf("Send past the read deadline: written %d, n %d, stray %v, %v", written, n, stray, err)
 	}
 	if _, err := c.Read(make([]byte, 8)); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("the next read: %v, want the deadline", err)
@@ -108,22 +135,22 @@ func TestSendCheckedReadFails(t *testing.T) {
 		io.ReadFull(peer, make([]byte, 8))
 		peer.CloseWrite()
 	}()
-	written, n, stray, err = c.SendChecked([][]byte{[]byte("ping")}, make([]byte, 64))
+	written, n, stray, err = c.Send([][]byte{[]byte("ping")}, make([]byte, 64), true)
 	if err != nil || stray || n != 0 || written != 4 {
-		t.Fatalf("SendChecked answered by an EOF: written %d, n %d, stray %v, %v", written, n, stray, err)
+		t.Fatalf("Send answered by an EOF: written %d, n %d, stray %v, %v", written, n, stray, err)
 	}
 	if _, err := c.Read(make([]byte, 8)); err != io.EOF {
 		t.Fatalf("the next read: %v, want EOF", err)
 	}
 }
 
-func TestSendCheckedAllocatesNothing(t *testing.T) {
+func TestSendAllocatesNothing(t *testing.T) {
 	c, peer := pair(t)
 	go io.Copy(peer, peer) // echo
 	bufs := [][]byte{[]byte("0123"), []byte("4567")}
 	rb := make([]byte, 64)
 	allocs := testing.AllocsPerRun(200, func() {
-		_, n, _, _ := c.SendChecked(bufs, rb)
+		_, n, _, _ := c.Send(bufs, rb, true)
 		for n < 8 {
 			m, err := c.Read(rb[n:])
 			if err != nil {
@@ -133,6 +160,6 @@ func TestSendCheckedAllocatesNothing(t *testing.T) {
 		}
 	})
 	if allocs > 0 {
-		t.Fatalf("%v allocations per SendChecked, want 0", allocs)
+		t.Fatalf("%v allocations per Send, want 0", allocs)
 	}
 }

@@ -73,7 +73,7 @@ type upConn struct {
 	r, w   int
 	reused bool
 	// unchecked: reused without silent's check, which its next send
-	// makes (sendChecked).
+	// makes (send).
 	unchecked bool
 	idleAt    time.Time
 	lr        io.LimitedReader // reused by splice copies
@@ -147,7 +147,7 @@ func (p *Conns) host(b *pool.Backend) *hostConns {
 // get returns an idle connection to b that is still open and silent, or
 // dials one. A dial failure is a *proxy.DialError. With fold, the silence
 // of a connection over a plain socket is left to the exchange: it is
-// marked unchecked, and sendChecked checks it as it sends (one system call
+// marked unchecked, and send checks it as it sends (one system call
 // fewer than silent).
 func (p *Conns) get(ctx context.Context, b *pool.Backend, fold bool) (*upConn, error) {
 	h := p.host(b)
@@ -380,7 +380,7 @@ func (p *Conns) sweep() {
 // their way when it looks (HTTP/1.1 pairs responses with requests by order
 // alone, so no proxy can), and, over TLS, part of a record that crypto/tls
 // already read from the socket but cannot decrypt yet. A plain connection
-// carrying a request held whole is checked by sendChecked instead, with
+// carrying a request held whole is checked by send instead, with
 // no system call of its own.
 func (c *upConn) silent() bool {
 	if c.raw == nil || c.fd == 0 {

@@ -76,9 +76,9 @@ func (c *h1conn) exchange(uc *upConn, b *pool.Backend, canRetry bool) (proxy.Out
 	}
 	uc.nc.SetDeadline(dl)
 	var err error
-	if uc.unchecked {
+	if rc, plain := uc.nc.(*rawio.Conn); plain && !q.body.streaming {
 		var stray bool
-		if stray, err = c.sendChecked(uc, b); stray {
+		if stray, err = c.send(uc, rc, b); stray {
 			// The backend spoke unasked or closed it: nothing was sent,
 			// the next connection is tried.
 			uc.nc.Close()
@@ -200,11 +200,13 @@ func (c *h1conn) readResponseHead(uc *upConn, rh *edge.ResponseHead, dl time.Tim
 	}
 }
 
-// sendChecked sends the request, held whole, on uc, a reused connection
-// over a plain socket that silent did not check: rawio's SendChecked
-// checks it (stray: it is not silent, and nothing was sent), writes the
-// request and reads the first bytes of the response into uc's buffer.
-func (c *h1conn) sendChecked(uc *upConn, b *pool.Backend) (stray bool, err error) {
+// send sends the request, held whole, on uc, a connection over a plain
+// socket, with rawio's Send: it writes the request and reads the first
+// bytes of the response into uc's buffer with no read that could only
+// find nothing; on a reused connection that silent did not check
+// (unchecked), it checks it first (stray: not silent, nothing sent).
+func (c *h1conn) send(uc *upConn, rc *rawio.Conn, b *pool.Backend) (stray bool, err error) {
+	check := uc.unchecked
 	uc.unchecked = false
 	c.iov[0] = c.outboundHead(b)
 	bufs := c.iov[:1]
@@ -212,8 +214,7 @@ func (c *h1conn) sendChecked(uc *upConn, b *pool.Backend) (stray bool, err error
 		c.iov[1] = body
 		bufs = c.iov[:2]
 	}
-	rc := uc.nc.(*rawio.Conn)
-	written, n, stray, err := rc.SendChecked(bufs, uc.buf[uc.w:])
+	written, n, stray, err := rc.Send(bufs, uc.buf[uc.w:], check)
 	if err == nil && !stray && written < int64(len(c.iov[0])+len(c.iov[1])) {
 		// The socket took part of it: the rest as any write.
 		for i, p := range bufs {
