@@ -16,6 +16,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/sluice-lb/sluice/internal/proxy"
+	"github.com/sluice-lb/sluice/internal/rawio"
 )
 
 // Client reaches one pool's backends over HTTP/2.
@@ -65,7 +66,10 @@ func newClient(u *proxy.Upstream) *Client {
 		if err != nil {
 			return nil, &proxy.DialError{Err: err}
 		}
-		return c, nil
+		// Reads and writes (beneath TLS too) are raw system calls on the
+		// socket, as the engine's (see rawio).
+		tc, _ := c.(*net.TCPConn)
+		return rawio.New(c, tc), nil
 	}
 	cfg := u.TLS
 	if cfg == nil {
