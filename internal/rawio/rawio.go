@@ -252,12 +252,43 @@ func opError(op string, errno syscall.Errno) error {
 	return &net.OpError{Op: op, Net: "tcp", Err: os.NewSyscallError(op, errno)}
 }
 
-// WriteBuffers writes bufs to w: in one writev on a *Conn, else as
-// net.Buffers does.
+// WriteBuffers writes bufs to w: in one writev on a *Conn or a
+// *net.TCPConn; to any other writer (a *tls.Conn above all, which makes a
+// record and a system call of every Write) in one Write of their bytes
+// gathered into a pooled buffer when they come to at most gatherMax
+// bytes, else one Write per buffer as net.Buffers does.
 func WriteBuffers(w io.Writer, bufs [][]byte) (int64, error) {
-	if c, ok := w.(*Conn); ok {
+	switch c := w.(type) {
+	case *Conn:
 		return c.WriteBuffers(bufs)
+	case *net.TCPConn:
+		nb := net.Buffers(bufs)
+		return nb.WriteTo(c)
 	}
-	nb := net.Buffers(bufs)
-	return nb.WriteTo(w)
+	total := 0
+	for _, b := range bufs {
+		total += len(b)
+	}
+	if len(bufs) < 2 || total > gatherMax {
+		nb := net.Buffers(bufs)
+		return nb.WriteTo(w)
+	}
+	bp := gatherBufs.Get().(*[]byte)
+	g := (*bp)[:0]
+	for _, b := range bufs {
+		g = append(g, b...)
+	}
+	n, err := w.Write(g)
+	*bp = g[:0]
+	gatherBufs.Put(bp)
+	return int64(n), err
 }
+
+// gatherMax is the most WriteBuffers gathers into one Write: the largest
+// plaintext of a TLS record, so that a head and a body that fit one record
+// go out as one record in one system call instead of a record and a system
+// call each.
+const gatherMax = 16 << 10
+
+// gatherBufs holds WriteBuffers' gathering buffers.
+var gatherBufs = sync.Pool{New: func() any { b := make([]byte, 0, gatherMax); return &b }}

@@ -275,3 +275,46 @@ func TestGetPut(t *testing.T) {
 		t.Fatal("Get wrapped a connection without a socket")
 	}
 }
+
+// writeLog records each Write it is given, as a *tls.Conn would make a
+// record of each.
+type writeLog struct{ writes [][]byte }
+
+func (w *writeLog) Write(p []byte) (int, error) {
+	w.writes = append(w.writes, append([]byte(nil), p...))
+	return len(p), nil
+}
+
+func TestWriteBuffersGathersForOtherWriters(t *testing.T) {
+	head := bytes.Repeat([]byte("h"), 200)
+	small := bytes.Repeat([]byte("b"), 8<<10)
+	large := bytes.Repeat([]byte("L"), gatherMax)
+	for _, tc := range []struct {
+		name   string
+		bufs   [][]byte
+		writes int
+	}{
+		{"head and body in one record", [][]byte{head, small}, 1},
+		{"chunk size, data, CRLF", [][]byte{[]byte("2000\r\n"), small, []byte("\r\n")}, 1},
+		{"one buffer", [][]byte{small}, 1},
+		{"more than a record: one write per buffer", [][]byte{head, large}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var w writeLog
+			var want []byte
+			for _, b := range tc.bufs {
+				want = append(want, b...)
+			}
+			n, err := WriteBuffers(&w, append([][]byte(nil), tc.bufs...))
+			if err != nil || n != int64(len(want)) {
+				t.Fatalf("WriteBuffers = %d, %v; want %d, nil", n, err, len(want))
+			}
+			if len(w.writes) != tc.writes {
+				t.Fatalf("%d writes, want %d", len(w.writes), tc.writes)
+			}
+			if got := bytes.Join(w.writes, nil); !bytes.Equal(got, want) {
+				t.Fatalf("wrote %d bytes that differ from the buffers' %d", len(got), len(want))
+			}
+		})
+	}
+}
