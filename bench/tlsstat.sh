@@ -12,7 +12,8 @@
 #   PASSES [2]        passes over the targets (haproxy1, NAME..., haproxy1, NAME..., ...)
 #   N [40000]         requests measured per load (after WARM [10000] unmeasured ones)
 #   LOADS ["h1 h1-tls h2-tls h2c"]   h1: HTTP/1.1 keep-alive (h2load --h1 -m1) cleartext,
-#                     h1-tls: the same over TLS, h2-tls / h2c: HTTP/2 with -m STREAMS [10]
+#                     h1-tls: the same over TLS, h2-tls / h2c: HTTP/2 with -m STREAMS [10];
+#                     LOAD:PATH requests PATH instead of URLPATH (e.g. h1-tls:/kb/8)
 #   CONNS [50]        h2load -c
 #   URLPATH [/]       the path requested (the backends serve /kb/N: N KiB bodies)
 #   SHARED [../shared/bench]   the shared harness (backend, start-one.sh, stop-peers.sh)
@@ -46,9 +47,10 @@ grep -q ':8882 ssl' "$TOP/haproxy.cfg" && grep -q ':8890"' "$TOP/sluice.yaml" &&
 EV=raw_syscalls:sys_enter,syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendto,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,syscalls:sys_enter_nanosleep,context-switches,task-clock
 CSV=$TOP/stat.csv
 echo "pass,target,load,syscalls,write,writev,sendto,read,recvfrom,epoll,futex,nanosleep,cs,cpu_us,load1" >"$CSV"
-url() { # $1=load $2=target
-  local t=8890 c=8891; [[ $2 == haproxy1 ]] && t=8882 c=8881
-  case $1 in
+url() { # $1=load[:path] $2=target
+  local t=8890 c=8891 URLPATH=$URLPATH; [[ $2 == haproxy1 ]] && t=8882 c=8881
+  [[ $1 == *:* ]] && URLPATH=${1#*:}
+  case ${1%%:*} in
     h1) echo "--h1 -m1 http://127.0.0.1:$c$URLPATH";;
     h1-tls) echo "--h1 -m1 https://127.0.0.1:$t$URLPATH";;
     h2-tls) echo "-m$STREAMS https://127.0.0.1:$t$URLPATH";;
