@@ -77,6 +77,7 @@ type upConn struct {
 	unchecked bool
 	idleAt    time.Time
 	lr        io.LimitedReader // reused by splice copies
+	msg       [1][]byte        // a stream's request for send, without allocating
 }
 
 // upBufSize is an upstream connection's read buffer: a response head and a
@@ -434,3 +435,27 @@ func (c *upConn) fill(max int) error {
 }
 
 var errRespHeadTooLarge = errors.New("backend response head too large")
+
+// send sends a request held whole, bufs, on c over a plain socket with
+// rawio's Send, and reads the first bytes of the response into c's buffer
+// with no read that could only find nothing; an unchecked connection is
+// checked first (stray: not silent, nothing sent). bufs may be changed.
+func (c *upConn) send(rc *rawio.Conn, bufs [][]byte) (stray bool, err error) {
+	check := c.unchecked
+	c.unchecked = false
+	total := 0
+	for _, p := range bufs {
+		total += len(p)
+	}
+	written, n, stray, err := rc.Send(bufs, c.buf[c.w:], check)
+	if err == nil && !stray && written < int64(total) {
+		// The socket took part of it: the rest as any write.
+		for i, p := range bufs {
+			k := min(written, int64(len(p)))
+			bufs[i], written = p[k:], written-k
+		}
+		_, err = rc.WriteBuffers(bufs)
+	}
+	c.w += n
+	return stray, err
+}

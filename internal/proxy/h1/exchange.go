@@ -206,25 +206,14 @@ func (c *h1conn) readResponseHead(uc *upConn, rh *edge.ResponseHead, dl time.Tim
 // find nothing; on a reused connection that silent did not check
 // (unchecked), it checks it first (stray: not silent, nothing sent).
 func (c *h1conn) send(uc *upConn, rc *rawio.Conn, b *pool.Backend) (stray bool, err error) {
-	check := uc.unchecked
-	uc.unchecked = false
 	c.iov[0] = c.outboundHead(b)
 	bufs := c.iov[:1]
 	if body := c.req.body.held; len(body) > 0 {
 		c.iov[1] = body
 		bufs = c.iov[:2]
 	}
-	written, n, stray, err := rc.Send(bufs, uc.buf[uc.w:], check)
-	if err == nil && !stray && written < int64(len(c.iov[0])+len(c.iov[1])) {
-		// The socket took part of it: the rest as any write.
-		for i, p := range bufs {
-			k := min(written, int64(len(p)))
-			bufs[i], written = p[k:], written-k
-		}
-		_, err = rc.WriteBuffers(bufs)
-	}
+	stray, err = uc.send(rc, bufs)
 	c.iov[0], c.iov[1] = nil, nil
-	uc.w += n
 	return stray, err
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/sluice-lb/sluice/internal/edge"
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/proxy"
+	"github.com/sluice-lb/sluice/internal/rawio"
 )
 
 // Streams carries the requests of the net/http codec's HTTP/2 and HTTP/3
@@ -39,6 +40,10 @@ func (Streams) Takes(u *proxy.Upstream) bool { return !u.HTTP2 && u.ProxyHeader 
 
 // streamBufs holds request heads (and held bodies) being written.
 var streamBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// errStray: a reused connection was not silent when its request was to be
+// sent (nothing was sent); RoundTrip tries another.
+var errStray = errors.New("backend connection not silent before the request")
 
 // errStreamUpgrade: the backend switched protocols for a request that did
 // not ask (requests of HTTP/2 and HTTP/3 streams cannot).
@@ -76,7 +81,8 @@ func (Streams) RoundTrip(u *proxy.Upstream, req *http.Request, b *pool.Backend, 
 		if trace != nil && trace.GetConn != nil {
 			trace.GetConn(b.Host)
 		}
-		uc, err := p.get(ctx, b, false)
+		// A reused connection's silence is checked as the request is sent.
+		uc, err := p.get(ctx, b, true)
 		if err != nil {
 			return nil, err
 		}
@@ -84,7 +90,7 @@ func (Streams) RoundTrip(u *proxy.Upstream, req *http.Request, b *pool.Backend, 
 			trace.GotConn(httptrace.GotConnInfo{Reused: uc.reused})
 		}
 		resp, stale, err := streamExchange(ctx, uc, req, msg)
-		if stale && replay && ctx.Err() == nil {
+		if stale && (replay || err == errStray) && ctx.Err() == nil {
 			continue
 		}
 		return resp, err
@@ -107,7 +113,22 @@ func streamExchange(ctx context.Context, uc *upConn, req *http.Request, msg []by
 		}
 		return nil, false, err
 	}
-	if _, err := uc.nc.Write(msg); err != nil {
+	var err error
+	if rc, plain := uc.nc.(*rawio.Conn); plain {
+		var stray bool
+		uc.msg[0] = msg
+		stray, err = uc.send(rc, uc.msg[:])
+		uc.msg[0] = nil
+		if stray {
+			// The backend spoke unasked or closed it: nothing was sent,
+			// another connection is tried.
+			r, _, _ := fail(nil)
+			return r, true, errStray
+		}
+	} else {
+		_, err = uc.nc.Write(msg)
+	}
+	if err != nil {
 		r, _, err := fail(err)
 		return r, uc.reused, err
 	}

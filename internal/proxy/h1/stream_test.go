@@ -191,7 +191,10 @@ func TestStreamsStrayBytesNeverReachAnotherRequest(t *testing.T) {
 		if path == "/b" {
 			<-strayWritten
 		}
-		_, body, err := roundTrip(t, u, b, streamReq(t, ctx, "GET", path, nil), true)
+		// /b may not be sent twice, and still goes to another connection:
+		// the one with stray bytes is found out before anything is sent.
+		replay := path != "/b"
+		_, body, err := roundTrip(t, u, b, streamReq(t, ctx, "GET", path, nil), replay)
 		if err != nil || string(body) != "own "+path {
 			t.Fatalf("request %d (%s): %v, body %q", i, path, err, body)
 		}
