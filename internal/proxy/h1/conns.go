@@ -238,18 +238,27 @@ func (p *Conns) keep(c *upConn) {
 // request does, and a goroutine keeps the stack it grew to, so the client
 // connection's goroutine would hold 8 KiB or more instead of 4 KiB for as
 // long as it lives; the dialing goroutine's stack goes when it ends. A dial
-// is rare next to the requests on the connection it opens.
+// is rare next to the requests on the connection it opens. A panic there
+// goes on in the caller, as if it had dialed itself (serve recovers it).
 func (p *Conns) dial(ctx context.Context, b *pool.Backend, hdr []byte) (*upConn, error) {
 	type result struct {
-		c   *upConn
-		err error
+		c     *upConn
+		err   error
+		panic any
 	}
 	done := make(chan result, 1)
 	go func() {
-		c, err := p.connect(ctx, b, hdr)
-		done <- result{c, err}
+		var r result
+		defer func() {
+			r.panic = recover()
+			done <- r
+		}()
+		r.c, r.err = p.connect(ctx, b, hdr)
 	}()
 	r := <-done
+	if r.panic != nil {
+		panic(r.panic)
+	}
 	return r.c, r.err
 }
 
