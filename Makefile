@@ -26,7 +26,7 @@ fuzz:
 # make build stamps the version (the latest tag, else "dev") and the commit
 # ("-dirty" when the tree has changes); `sluice version` prints them. It
 # builds without cgo: a static binary, which neither loads nor maps libc and
-# the dynamic loader (2 MiB less resident memory; sluice calls no C, and
+# the dynamic loader (1-2 MiB less resident memory; sluice calls no C, and
 # Go's own DNS resolver is the one it uses on Linux anyway).
 VERSION ?= $(shell git describe --tags --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
