@@ -24,12 +24,15 @@ fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) .ci/fuzz
 
 # make build stamps the version (the latest tag, else "dev") and the commit
-# ("-dirty" when the tree has changes); `sluice version` prints them.
+# ("-dirty" when the tree has changes); `sluice version` prints them. It
+# builds without cgo: a static binary, which neither loads nor maps libc and
+# the dynamic loader (1-2 MiB less resident memory; sluice calls no C, and
+# Go's own DNS resolver is the one it uses on Linux anyway).
 VERSION ?= $(shell git describe --tags --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 
 build:
-	$(GO) build -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o bin/sluice ./cmd/sluice
+	CGO_ENABLED=0 $(GO) build -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o bin/sluice ./cmd/sluice
 
 # The manual page and the completion scripts, generated from the same flag
 # definitions as -h. Install: bin/sluice.1 to /usr/local/share/man/man1/,

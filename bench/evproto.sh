@@ -65,7 +65,7 @@ rm -rf "$LAST"; mkdir -p "$LAST" "$BIN_DIR" "$RUN_DIR"
 
 # ---- 1. build, configure, start, check ------------------------------------------
 log "building sluice, the prototype and the bench tools"
-go build -o "$BIN_DIR/sluice" ./cmd/sluice
+build_sluice -o "$BIN_DIR/sluice" ./cmd/sluice
 go build -o "$BIN_DIR/evproto" ./bench/evproto
 go build -o "$BIN_DIR/idleclients" ./bench/cmd/idleclients
 build_backend

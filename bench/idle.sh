@@ -12,6 +12,8 @@
 #                    ephemeral port range each: automatic is one per 20,000 clients)
 #   PER_PROC [15000] clients per idleclients process (each needs a descriptor per client)
 #   BASELINE []      a git revision: also build sluice there and run it as sluice-base
+#   BASE_CGO [0]     1: build sluice-base with cgo (a plain `go build`); sluice is built as
+#                    `make build` does (CGO_ENABLED=0)
 #   SHARED [../shared/bench]
 # Targets: haproxy1 (the shared peers/haproxy.cfg, its own backend ports, maxconn raised to
 # IDLE_N+100 or as far as the descriptor limit allows: 2 × maxconn + 14), sluice :8290 (admin
@@ -49,7 +51,7 @@ stop_on_exit
 rm -rf "$LAST"; mkdir -p "$LAST" "$BIN_DIR" "$RUN_DIR"
 
 log "building sluice and the bench tools"
-go build -o "$BIN_DIR/sluice" ./cmd/sluice
+build_sluice -o "$BIN_DIR/sluice" ./cmd/sluice
 go build -o "$BIN_DIR/idleclients" ./bench/cmd/idleclients
 build_backend
 HEAD_REV=$(worktree_rev cmd internal go.mod go.sum)

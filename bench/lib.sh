@@ -70,12 +70,16 @@ stop_on_exit() {
 stop_sampler() { [[ -n $SAMPLER ]] && kill "$SAMPLER" 2>/dev/null; SAMPLER=""; }
 
 # ---- build and start ------------------------------------------------------------------
+# build_sluice ARGS...: `go build` of sluice as `make build` does it (CGO_ENABLED=0: a static
+# binary, as shipped), so that the memory measured is the shipped binary's
+build_sluice() { CGO_ENABLED=0 go build "$@"; }
 # build_sluice_at COMMIT DIR BINARY: sluice as it is at COMMIT, from `git archive` into DIR
-# (emptied first; the caller lists DIR in CLEANUP_RM), never from the working tree.
+# (emptied first; the caller lists DIR in CLEANUP_RM), never from the working tree; with
+# BASE_CGO=1 linked against libc (cgo), as a plain `go build` did before `make build` went static.
 build_sluice_at() {
   rm -rf "$2"; mkdir -p "$2"
   git archive "$1" | tar -x -C "$2"
-  (cd "$2" && go build -o "$3" ./cmd/sluice)
+  (cd "$2" && if [[ ${BASE_CGO:-0} == 1 ]]; then go build -o "$3" ./cmd/sluice; else build_sluice -o "$3" ./cmd/sluice; fi)
 }
 # worktree_rev PATH...: HEAD's short commit, "+ uncommitted changes" when non-test files under
 # the PATHs differ from it (for what is built from the working tree)

@@ -72,7 +72,7 @@ rm -rf "$LAST"; mkdir -p "$LAST" "$BIN_DIR" "$RUN_DIR"
 
 # ---- 1. build, start, check -------------------------------------------------
 log "building sluice and the bench tools"
-go build -o "$BIN_DIR/sluice" ./cmd/sluice
+build_sluice -o "$BIN_DIR/sluice" ./cmd/sluice
 HEAD_REV=$(worktree_rev cmd internal go.mod go.sum)
 go build -o "$BIN_DIR/idleclients" ./bench/cmd/idleclients
 go build -o "$BIN_DIR/chart" ./bench/cmd/chart

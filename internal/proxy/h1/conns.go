@@ -233,7 +233,38 @@ func (p *Conns) keep(c *upConn) {
 
 // dial opens a connection to b; hdr, when not empty, is written first, as
 // soon as the connection is up (before any TLS handshake): a PROXY header.
+//
+// The work runs on a goroutine of its own, which dial waits for: connecting
+// (and a TLS handshake more so) needs a deeper stack than proxying a
+// request does, and a goroutine keeps the stack it grew to, so the client
+// connection's goroutine would hold 8 KiB or more instead of 4 KiB for as
+// long as it lives; the dialing goroutine's stack goes when it ends. A dial
+// is rare next to the requests on the connection it opens. A panic there
+// goes on in the caller, as if it had dialed itself (serve recovers it).
 func (p *Conns) dial(ctx context.Context, b *pool.Backend, hdr []byte) (*upConn, error) {
+	type result struct {
+		c     *upConn
+		err   error
+		panic any
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		defer func() {
+			r.panic = recover()
+			done <- r
+		}()
+		r.c, r.err = p.connect(ctx, b, hdr)
+	}()
+	r := <-done
+	if r.panic != nil {
+		panic(r.panic)
+	}
+	return r.c, r.err
+}
+
+// connect is dial's work, on dial's goroutine.
+func (p *Conns) connect(ctx context.Context, b *pool.Backend, hdr []byte) (*upConn, error) {
 	nc, err := p.dialer.DialContext(ctx, "tcp", b.Host)
 	if err != nil {
 		return nil, &proxy.DialError{Err: err}
