@@ -104,6 +104,8 @@ func buildBinary(dir string) (string, error) {
 	bin := filepath.Join(dir, "sluice")
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/sluice")
 	cmd.Dir = filepath.Dir(gomod)
+	// As make build ships it: static, without cgo.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/sluice: %w\n%s", err, out)
 	}
