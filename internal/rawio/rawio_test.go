@@ -134,13 +134,15 @@ func TestWriteDeadlineAndReset(t *testing.T) {
 	// Nobody reads: the write waits until its deadline.
 	c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
 	n, err := c.Write(make([]byte, 64<<20))
-	if !errors.Is(err, os.ErrDeadlineExceeded) || n == 0 || n == 64<<20 {
-		t.Fatalf("write past the deadline: %d, %v; want part written and os.ErrDeadlineExceeded", n, err)
+	// How much went out before the deadline depends on the machine's
+	// load (nothing, when the deadline passed before the first write).
+	if !errors.Is(err, os.ErrDeadlineExceeded) || n == 64<<20 {
+		t.Fatalf("write past the deadline: %d, %v; want less than all written and os.ErrDeadlineExceeded", n, err)
 	}
 	c.SetWriteDeadline(time.Time{})
 	peer.SetLinger(0)
 	peer.Close() // a reset
-	for range 100 {
+	for range 2000 {
 		if _, err = c.Write([]byte("x")); err != nil {
 			break
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -81,7 +82,7 @@ func TestSendStray(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, peer := pair(t)
 			tc.do(peer, func() { peer.CloseWrite() })
-			time.Sleep(20 * time.Millisecond) // it has arrived
+			arrived(t, c)
 			written, n, stray, err := c.Send([][]byte{[]byte("GET / HTTP/1.1\r\n\r\n")}, make([]byte, 64), true)
 			if !stray || written != 0 || n != 0 || err != nil {
 				t.Fatalf("Send on a connection that is not silent: written %d, n %d, stray %v, %v; want stray and nothing written", written, n, stray, err)
@@ -99,12 +100,14 @@ func TestSendStopsWhenFull(t *testing.T) {
 	c, peer := pair(t)
 	big := make([]byte, 32<<20)
 	got := make(chan int64, 1)
+	sent := make(chan struct{})
 	go func() {
-		time.Sleep(50 * time.Millisecond)
+		<-sent // the peer reads nothing until Send has stopped
 		n, _ := io.Copy(io.Discard, peer)
 		got <- n
 	}()
 	written, n, stray, err := c.Send([][]byte{[]byte("head"), big}, make([]byte, 64), true)
+	close(sent)
 	if err != nil || stray || n != 0 || written <= 0 || written >= int64(len(big))+4 {
 		t.Fatalf("Send of 32 MiB: written %d, n %d, stray %v, %v; want part written", written, n, stray, err)
 	}
@@ -122,7 +125,7 @@ func TestSendStopsWhenFull(t *testing.T) {
 // to the caller's next read, which meets it.
 func TestSendReadFails(t *testing.T) {
 	c, peer := pair(t)
-	c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	written, n, stray, err := c.Send([][]byte{[]byte("ping")}, make([]byte, 64), true)
 	if err != nil || stray || n != 0 || written != 4 {
 		t.Fatalf("Send past the read deadline: written %d, n %d, stray %v, %v", written, n, stray, err)
@@ -162,4 +165,26 @@ func TestSendAllocatesNothing(t *testing.T) {
 	if allocs > 0 {
 		t.Fatalf("%v allocations per Send, want 0", allocs)
 	}
+}
+
+// arrived waits until what the peer sent (bytes or an EOF) has reached c's
+// socket, without taking it.
+func arrived(t *testing.T, c *Conn) {
+	t.Helper()
+	rc, err := c.TCP().SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		ready := false
+		rc.Control(func(fd uintptr) {
+			var b [1]byte
+			n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			ready = n > 0 || (n == 0 && err == nil)
+		})
+		if ready {
+			return
+		}
+	}
+	t.Fatal("the peer's bytes never arrived")
 }
