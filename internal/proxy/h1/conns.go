@@ -72,6 +72,9 @@ type upConn struct {
 	buf    []byte
 	r, w   int
 	reused bool
+	// big: the last response did not fit a small buffer, so the next
+	// exchange takes a large one (takeBuf).
+	big bool
 	// unchecked: reused without silent's check, which its next send
 	// makes (send).
 	unchecked bool
@@ -80,9 +83,14 @@ type upConn struct {
 	msg       [1][]byte        // a stream's request for send, without allocating
 }
 
-// upBufSize is an upstream connection's read buffer: a response head and a
-// small body arrive in one read. An idle connection gives it back to
-// upBufs.
+// An upstream connection's read buffer is sized by its responses: small
+// (readBufSize, from readBufs, shared with the client connections) while
+// they fit it, large (upBufSize) once one did not, until one fits again.
+// A request in flight with a small answer so holds 4 KiB, not 16: during a
+// burst of new clients those buffers are most of the engine's memory. A
+// connection whose responses are large reads a head and a body of up to
+// 16 KiB in one read, as before; the first large response on a connection
+// pays one read more. An idle connection holds no buffer.
 const upBufSize = 16 << 10
 
 var upBufs = sync.Pool{New: func() any { b := make([]byte, upBufSize); return &b }}
@@ -91,10 +99,50 @@ var upBufs = sync.Pool{New: func() any { b := make([]byte, upBufSize); return &b
 // buffer.
 func (c *upConn) take() *upConn {
 	c.reused = true
-	c.bp = upBufs.Get().(*[]byte)
-	c.buf = *c.bp
+	c.takeBuf()
 	return c
 }
+
+// takeBuf gives c a pooled read buffer sized by its last response.
+func (c *upConn) takeBuf() {
+	if c.big {
+		c.bp = upBufs.Get().(*[]byte)
+	} else {
+		c.bp = readBufs.Get().(*[]byte)
+	}
+	c.buf = *c.bp
+}
+
+// dropBuf gives c's read buffer back to its pool (one a large head grew
+// past upBufSize is dropped).
+func (c *upConn) dropBuf() {
+	switch cap(c.buf) {
+	case upBufSize:
+		*c.bp = c.buf[:upBufSize]
+		upBufs.Put(c.bp)
+	case readBufSize:
+		*c.bp = c.buf[:readBufSize]
+		readBufs.Put(c.bp)
+	}
+	c.bp, c.buf = nil, nil
+}
+
+// grow moves what c's small buffer holds into a large one: the response
+// is larger than the small one. Its next exchanges take large buffers too.
+func (c *upConn) grow() {
+	c.big = true
+	if cap(c.buf) != readBufSize {
+		return
+	}
+	bp := upBufs.Get().(*[]byte)
+	n := copy(*bp, c.buf[c.r:c.w])
+	c.dropBuf()
+	c.bp, c.buf, c.r, c.w = bp, *bp, 0, n
+}
+
+// sized records the size of a response whose length its head gave (the
+// head and the body), which sizes the buffer of c's next exchange.
+func (c *upConn) sized(n int64) { c.big = n > readBufSize }
 
 // connsOf returns the engine's connections of u, made on first use.
 func connsOf(u *proxy.Upstream) *Conns {
@@ -275,8 +323,8 @@ func (p *Conns) connect(ctx context.Context, b *pool.Backend, hdr []byte) (*upCo
 			return nil, &proxy.DialError{Err: fmt.Errorf("writing the PROXY protocol header: %w", err)}
 		}
 	}
-	c := &upConn{nc: nc, pool: p, host: p.host(b), backend: b, bp: upBufs.Get().(*[]byte)}
-	c.buf = *c.bp
+	c := &upConn{nc: nc, pool: p, host: p.host(b), backend: b}
+	c.takeBuf()
 	c.raw, _ = nc.(*net.TCPConn)
 	if c.raw != nil {
 		if rc, err := c.raw.SyscallConn(); err == nil {
@@ -332,13 +380,8 @@ func (p *Conns) idle(c *upConn) bool {
 		return false
 	}
 	c.r, c.w = 0, 0
-	// An idle connection holds no buffer (one a large head grew is
-	// dropped).
-	if cap(c.buf) == upBufSize {
-		*c.bp = c.buf[:upBufSize]
-		upBufs.Put(c.bp)
-	}
-	c.bp, c.buf = nil, nil
+	// An idle connection holds no buffer.
+	c.dropBuf()
 	// Deadlines stay as they were: the next exchange sets its own.
 	c.idleAt = time.Now()
 	return true
@@ -447,12 +490,16 @@ func (c *upConn) fill(max int) error {
 		c.r = 0
 	}
 	if c.w == len(c.buf) {
-		if len(c.buf) >= max {
+		switch {
+		case len(c.buf) >= max:
 			return errRespHeadTooLarge
+		case cap(c.buf) == readBufSize:
+			c.grow()
+		default:
+			nb := make([]byte, min(2*len(c.buf), max))
+			copy(nb, c.buf[:c.w])
+			c.buf = nb
 		}
-		nb := make([]byte, min(2*len(c.buf), max))
-		copy(nb, c.buf[:c.w])
-		c.buf = nb
 	}
 	n, err := c.nc.Read(c.buf[c.w:])
 	c.w += n
@@ -466,6 +513,18 @@ func (c *upConn) fill(max int) error {
 }
 
 var errRespHeadTooLarge = errors.New("backend response head too large")
+
+// refill reads the next piece of a body into c's buffer, which the caller
+// has consumed: a small buffer that the last read filled is exchanged for a
+// large one first (the body is larger than it).
+func (c *upConn) refill() error {
+	if c.w == len(c.buf) && cap(c.buf) == readBufSize {
+		c.r = c.w
+		c.grow()
+	}
+	c.r, c.w = 0, 0
+	return c.fill(len(c.buf))
+}
 
 // send sends a request held whole, bufs, on c over a plain socket with
 // rawio's Send, and reads the first bytes of the response into c's buffer

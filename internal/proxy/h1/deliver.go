@@ -50,6 +50,12 @@ func (c *h1conn) deliver(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backe
 	}
 
 	c.out = c.appendResponseHead(c.out[:0], head, rh, mode, b)
+	switch mode {
+	case outNone:
+		uc.sized(int64(n))
+	case outFixed:
+		uc.sized(int64(n) + rh.ContentLength)
+	}
 
 	if mode != outNone && (mode != outFixed || int64(uc.w-uc.r) < rh.ContentLength) {
 		// More of the body is to be read: only the request timeout
@@ -235,6 +241,9 @@ func (c *h1conn) copyFixed(uc *upConn, n int64) (rerr, werr error) {
 		return nil, nil // bytes still buffered past the body are not the client's
 	}
 	uc.r, uc.w = 0, 0
+	if left > int64(len(uc.buf)) {
+		uc.grow()
+	}
 	for left > 0 {
 		m, err := uc.nc.Read(uc.buf[:min(int64(len(uc.buf)), left)])
 		if m > 0 {
@@ -310,8 +319,7 @@ func (c *h1conn) copyChunked(uc *upConn, dechunk bool) (rerr, werr error) {
 			return nil, nil
 		}
 		if uc.r == uc.w {
-			uc.r, uc.w = 0, 0
-			if err := uc.fill(len(uc.buf)); err != nil {
+			if err := uc.refill(); err != nil {
 				if err == io.EOF {
 					err = io.ErrUnexpectedEOF
 				}
@@ -346,8 +354,7 @@ func (c *h1conn) copyUntilClose(uc *upConn, encode bool) (rerr, werr error) {
 			}
 			q.rec.Bytes += int64(len(piece))
 		}
-		uc.r, uc.w = 0, 0
-		if err := uc.fill(len(uc.buf)); err != nil {
+		if err := uc.refill(); err != nil {
 			if err != io.EOF {
 				return err, nil
 			}

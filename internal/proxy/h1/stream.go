@@ -164,6 +164,7 @@ func streamExchange(ctx context.Context, uc *upConn, req *http.Request, msg []by
 		uc.r += n
 		switch {
 		case edge.NoBody(isHead, rh.Status):
+			uc.sized(int64(n))
 			resp.ContentLength = 0
 			if isHead && rh.ContentLength > 0 {
 				resp.ContentLength = rh.ContentLength
@@ -177,6 +178,7 @@ func streamExchange(ctx context.Context, uc *upConn, req *http.Request, msg []by
 			resp.Trailer = announcedTrailers(resp.Header)
 			resp.Body = body
 		case rh.ContentLength >= 0:
+			uc.sized(int64(n) + rh.ContentLength)
 			resp.ContentLength = rh.ContentLength
 			body.mode, body.left = outFixed, rh.ContentLength
 			resp.Body = body

@@ -117,8 +117,7 @@ func (b *streamBody) readChunked(p []byte) (int, error) {
 		if n > 0 {
 			return n, nil
 		}
-		uc.r, uc.w = 0, 0
-		if err := uc.fill(len(uc.buf)); err != nil {
+		if err := uc.refill(); err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
