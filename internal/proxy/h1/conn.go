@@ -52,6 +52,9 @@ type h1conn struct {
 	// served: a request was answered on c (Shutdown closes it when idle;
 	// a connection still waiting for its first request gets a grace).
 	served atomic.Bool
+	// again: the client sent a second request on c, so c waits parkAfter
+	// for the next one before it parks, not parkSoon (waitRequest).
+	again bool
 
 	// until ends the wait for the first byte of the next request: the
 	// first head's read_header limit from the accept, then the idle
@@ -161,6 +164,7 @@ func (c *h1conn) serve() {
 		case headClose:
 			return
 		}
+		c.again = c.served.Load()
 		c.served.Store(true)
 		if !c.handle() {
 			return
@@ -345,21 +349,37 @@ func (c *h1conn) readHead(first bool) int {
 
 // parkAfter is how long a connection waits for its next request in its
 // own goroutine, holding its buffers, before it parks: a busy keep-alive
-// connection never parks, an idle one soon costs no goroutine.
-const parkAfter = 100 * time.Millisecond
+// connection never parks, an idle one soon costs no goroutine. After a
+// connection's first response the wait is parkSoon: a client that sends
+// one request and keeps its connection open so holds a goroutine and
+// buffers for 2 ms, not 100 (when thousands connect at once, those waits
+// were most of the engine's memory), and a busy one parks at most once,
+// before its second request.
+const (
+	parkAfter = 100 * time.Millisecond
+	parkSoon  = 2 * time.Millisecond
+)
+
+// parkWait is how long c waits for its next request before it parks.
+func (c *h1conn) parkWait() time.Duration {
+	if c.again {
+		return parkAfter
+	}
+	return parkSoon
+}
 
 // waitRequest waits for the first bytes of a request (c holds none) until
-// c.until. For parkAfter it waits in this goroutine with its buffers;
-// then a connection over a plain socket parks (headParked: the goroutine
-// must leave c), and another (TLS) goes on waiting with no pooled buffer
-// but a small one of its own.
+// c.until. For parkSoon or parkAfter (see there) it waits in this
+// goroutine with its buffers; then a connection over a plain socket parks
+// (headParked: the goroutine must leave c), and another (TLS) goes on
+// waiting with no pooled buffer but a small one of its own.
 func (c *h1conn) waitRequest() int {
 	// The write buffer is not needed until a request came: one buffer
 	// less per waiting connection.
 	c.releaseOut()
 	c.acquireIn()
 	c.r, c.w = 0, 0
-	d := time.Now().Add(parkAfter)
+	d := time.Now().Add(c.parkWait())
 	last := !c.until.IsZero() && !c.until.After(d)
 	if last {
 		d = c.until

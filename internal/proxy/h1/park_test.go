@@ -113,3 +113,36 @@ func TestShutdownClosesParkedConnections(t *testing.T) {
 		t.Fatalf("%d connections still parked after Shutdown", n)
 	}
 }
+
+// TestParkWaitAfterFirstAndLaterResponses: after its first response a
+// connection waits parkSoon in its goroutine before it parks, after a
+// later one parkAfter (read while parked: the parker's lock orders it
+// with the goroutine that parked it).
+func TestParkWaitAfterFirstAndLaterResponses(t *testing.T) {
+	env := startEngine(t, defaultSetup(), okBackend(t))
+	wait := func() time.Duration {
+		p := env.engine.parkerOf()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if len(p.fds) != 1 {
+			t.Fatalf("%d parked connections, want 1", len(p.fds))
+		}
+		for _, c := range p.fds {
+			return c.parkWait()
+		}
+		return 0
+	}
+	c := dialClient(t, env.addr)
+	getOK(t, c)
+	waitFor(t, "the connection to park", func() bool { return env.engine.parked() == 1 })
+	if got := wait(); got != parkSoon {
+		t.Errorf("after the first response: waits %v, want parkSoon (%v)", got, parkSoon)
+	}
+	for range 2 {
+		getOK(t, c)
+		waitFor(t, "the connection to park again", func() bool { return env.engine.parked() == 1 })
+		if got := wait(); got != parkAfter {
+			t.Errorf("after a later response: waits %v, want parkAfter (%v)", got, parkAfter)
+		}
+	}
+}
