@@ -1,19 +1,12 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 const richYAML = `listeners:
@@ -74,22 +67,10 @@ func TestValidateSummary(t *testing.T) {
 // TestValidateWarnsOfExpiredCertificate: a certificate past its NotAfter is
 // served (a warning, exit 0), and validate says so.
 func TestValidateWarnsOfExpiredCertificate(t *testing.T) {
-	dir := t.TempDir()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "old.example.com"},
-		DNSNames: []string{"old.example.com"}, NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalPKCS8PrivateKey(key)
-	os.WriteFile(filepath.Join(dir, "c.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(filepath.Join(dir, "k.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
+	certFile, keyFile := testenv.NewCA(t, "Test CA").Issue(t, testenv.Leaf{Names: []string{"old.example.com"},
+		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)}).Write(t, t.TempDir(), "c")
 	cfg := strings.Replace(validYAML, "    pool: web\n", fmt.Sprintf("    pool: web\n    tls: {certificates: [{cert: %q, key: %q}]}\n",
-		filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")), 1)
+		certFile, keyFile), 1)
 	code, stdout, stderr := sluice(t, "validate", "-v", "-config", writeFile(t, "tls.yaml", cfg))
 	if code != 0 || !strings.Contains(stderr, "warning: ") || !strings.Contains(stdout, "https (1 certificate)") {
 		t.Fatalf("exit %d, stdout:\n%s\nstderr:\n%s\nwant 0, a warning and an https listener", code, stdout, stderr)

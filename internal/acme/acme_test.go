@@ -2,13 +2,9 @@ package acme
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +16,7 @@ import (
 
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/events"
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 func TestRenewAt(t *testing.T) {
@@ -80,20 +77,15 @@ func TestChallenges(t *testing.T) {
 	}
 }
 
-// selfSigned returns a certificate for names valid from nb to na.
-func selfSigned(t *testing.T, nb, na time.Time, names ...string) (chain [][]byte, key *ecdsa.PrivateKey) {
+// stored saves, as st's certificate for the first of names, one issued
+// for names by a CA made for the test, valid from nb to na, and returns it.
+func stored(t *testing.T, st storage, nb, na time.Time, names ...string) *x509.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
+	is := testenv.NewCA(t, "Test CA").Issue(t, testenv.Leaf{Names: names, NotBefore: nb, NotAfter: na})
+	if err := st.save(names[0], [][]byte{is.Cert.Raw}, is.Pair.PrivateKey.(crypto.Signer)); err != nil {
 		t.Fatal(err)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(7),
-		Subject: pkix.Name{CommonName: names[0]}, DNSNames: names, NotBefore: nb, NotAfter: na},
-		&x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ca"}}, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return [][]byte{der}, key
+	return is.Cert
 }
 
 // TestStoredCertificateKeepsServingWhenRenewalFails: a stored certificate
@@ -107,10 +99,7 @@ func TestStoredCertificateKeepsServingWhenRenewalFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Valid, but past its renewal time: a week of a 90-day life is left.
-	chain, key := selfSigned(t, time.Now().Add(-83*24*time.Hour), time.Now().Add(7*24*time.Hour), "a.example.com")
-	if err := st.save("a.example.com", chain, key); err != nil {
-		t.Fatal(err)
-	}
+	leaf := stored(t, st, time.Now().Add(-83*24*time.Hour), time.Now().Add(7*24*time.Hour), "a.example.com")
 	for _, p := range []string{cfg.Storage, st.dir} {
 		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o700 {
 			t.Errorf("%s: %v, want a 0700 directory", p, err)
@@ -128,7 +117,7 @@ func TestStoredCertificateKeepsServingWhenRenewalFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	mu.Lock()
-	if len(published) != 1 || published[0].Leaf.SerialNumber.Int64() != 7 {
+	if len(published) != 1 || !published[0].Leaf.Equal(leaf) {
 		t.Fatalf("New published %d certificates, want the stored one", len(published))
 	}
 	mu.Unlock()
@@ -161,10 +150,7 @@ func TestStoredCertificateForOtherDomains(t *testing.T) {
 	dir := t.TempDir()
 	cfg := config.ACME{Domains: []string{"a.example.com", "b.example.com"}, Directory: "https://127.0.0.1:1/dir", Storage: dir}
 	st, _ := newStorage(cfg.Storage, cfg.Directory)
-	chain, key := selfSigned(t, time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour), "a.example.com")
-	if err := st.save("a.example.com", chain, key); err != nil {
-		t.Fatal(err)
-	}
+	stored(t, st, time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour), "a.example.com")
 	n := 0
 	if _, err := New(Options{Config: cfg, Challenges: NewChallenges(), Publish: func(*tls.Certificate) { n++ }}); err != nil {
 		t.Fatal(err)

@@ -1,85 +1,41 @@
 package config
 
 import (
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
-
-// writeCert writes a self-signed certificate for name, valid from
-// notBefore to notAfter, as dir/base.pem and its key as dir/base.key.
-func writeCert(t *testing.T, dir, base, name string, key crypto.Signer, notBefore, notAfter time.Time) {
-	t.Helper()
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name},
-		NotBefore:    notBefore,
-		NotAfter:     notAfter,
-		IsCA:         true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(dir, base+".pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	writeFile(t, filepath.Join(dir, base+".key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}))
-}
-
-func writeFile(t *testing.T, path string, data []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func ecKey(t *testing.T) crypto.Signer {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
 
 // tlsFiles makes, in a fresh working directory, the files the tls tests
 // name: ec (ECDSA P-256) and rsa (RSA 2048) pairs valid for a year,
-// expired, soon (3 days left) and future (valid from tomorrow) pairs, and
-// garbage.pem, which holds no PEM.
+// expired, soon (3 days left) and future (valid from tomorrow) pairs, each
+// for its own name and issued by a CA made for the test (whose certificate
+// is not written), and garbage.pem, which holds no PEM.
 func tlsFiles(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
 	now := time.Now()
 	year := now.AddDate(1, 0, 0)
-	writeCert(t, dir, "ec", "a.example.com", ecKey(t), now.Add(-time.Hour), year)
-	rk, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
+	ca := testenv.NewCA(t, "Test CA")
+	for base, l := range map[string]testenv.Leaf{
+		"ec":      {Names: []string{"a.example.com"}, NotBefore: now.Add(-time.Hour), NotAfter: year},
+		"rsa":     {Names: []string{"b.example.com"}, RSA: true, NotBefore: now.Add(-time.Hour), NotAfter: year},
+		"expired": {Names: []string{"old.example.com"}, NotBefore: now.AddDate(-1, 0, 0), NotAfter: now.Add(-24 * time.Hour)},
+		"soon":    {Names: []string{"soon.example.com"}, NotBefore: now.AddDate(-1, 0, 0), NotAfter: now.Add(3*24*time.Hour + time.Hour)},
+		"future":  {Names: []string{"new.example.com"}, NotBefore: now.Add(24 * time.Hour), NotAfter: year},
+	} {
+		ca.Issue(t, l).Write(t, dir, base)
 	}
-	writeCert(t, dir, "rsa", "b.example.com", rk, now.Add(-time.Hour), year)
-	writeCert(t, dir, "expired", "old.example.com", ecKey(t), now.AddDate(-1, 0, 0), now.Add(-24*time.Hour))
-	writeCert(t, dir, "soon", "soon.example.com", ecKey(t), now.AddDate(-1, 0, 0), now.Add(3*24*time.Hour+time.Hour))
-	writeCert(t, dir, "future", "new.example.com", ecKey(t), now.Add(24*time.Hour), year)
-	writeFile(t, filepath.Join(dir, "garbage.pem"), []byte("not PEM at all\n"))
+	testenv.WriteFileAtomic(t, filepath.Join(dir, "garbage.pem"), []byte("not PEM at all\n"))
 }
 
 // tlsListener is a valid config whose only listener has the tls block

@@ -3,14 +3,9 @@ package h2guard
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"runtime"
@@ -21,6 +16,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 // h2Server serves HTTP/2 with x/net's http2.Server on a loopback listener,
@@ -653,24 +650,12 @@ func TestServerXNetAlone(t *testing.T) {
 }
 
 func TestServerTLS(t *testing.T) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: []string{"h2.test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
+	ca := testenv.NewCA(t, "Test CA")
 	s := startServerTLS(t, true, Limits{}, &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+		Certificates: []tls.Certificate{ca.Issue(t, testenv.Leaf{Names: []string{"h2.test"}}).Pair},
 		NextProtos:   []string{"h2"}, MinVersion: tls.VersionTLS12,
 	})
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	tr := &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "h2.test"}}
+	tr := &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool, ServerName: "h2.test"}}
 	defer tr.CloseIdleConnections()
 	cl := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	for range 20 {

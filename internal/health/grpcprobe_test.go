@@ -3,9 +3,6 @@ package health
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -13,7 +10,6 @@ import (
 	"errors"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -82,37 +78,6 @@ func startGRPC(t *testing.T, cert *tls.Certificate) *grpcBackend {
 	t.Cleanup(srv.Stop)
 	u := &url.URL{Scheme: scheme, Host: ln.Addr().String()}
 	return &grpcBackend{health: hs, ln: cl, b: pool.NewBackend(u.String(), u, 1)}
-}
-
-// newCert makes a self-signed ECDSA certificate for 127.0.0.1 and
-// localhost, and writes it as a CA file for upstream_tls.ca.
-func newCert(t *testing.T) (tls.Certificate, string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "health-test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, ca
 }
 
 // writeCA writes a PEM certificate as an upstream_tls.ca file.
@@ -191,11 +156,12 @@ func TestGRPCProbe(t *testing.T) {
 }
 
 func TestGRPCProbeTLS(t *testing.T) {
-	cert, ca := newCert(t)
-	g := startGRPC(t, &cert)
+	ca := testenv.NewCA(t, "Test CA")
+	is := ca.Issue(t, testenv.Leaf{Subject: pkix.Name{CommonName: "health-test"}, Names: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	g := startGRPC(t, &is.Pair)
 	g.health.SetServingStatus("shop.v1.Cart", healthpb.HealthCheckResponse_SERVING)
 	hc := grpcHC("shop.v1.Cart")
-	p := newProber(hc, Options{UpstreamHTTP2: true, UpstreamTLS: config.UpstreamTLS{CA: ca}})
+	p := newProber(hc, Options{UpstreamHTTP2: true, UpstreamTLS: config.UpstreamTLS{CA: ca.Write(t, t.TempDir(), "ca")}})
 	if err := probeOnce(t, p, hc, g.b); err != nil {
 		t.Fatalf("TLS, SERVING: %v", err)
 	}

@@ -2,20 +2,11 @@ package server
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -24,34 +15,8 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/sluice-lb/sluice/internal/config"
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
-
-// selfSignedFiles writes a self-signed certificate for name and its key,
-// and returns them as a tls block's entry and a pool that trusts it.
-func selfSignedFiles(t *testing.T, name string) (config.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pkcs8, _ := x509.MarshalPKCS8PrivateKey(key)
-	dir := t.TempDir()
-	c := config.Certificate{Cert: filepath.Join(dir, "c.pem"), Key: filepath.Join(dir, "c.key")}
-	os.WriteFile(c.Cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(c.Key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), 0o600)
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return c, pool
-}
 
 // blackhole is a client socket that sends but never delivers what comes
 // back: a QUIC client on it sends its Initial (and repeats it) and never
@@ -79,7 +44,9 @@ func (b *blackhole) Close() error {
 // real client still gets through (its quic-go answers the Retry).
 func TestQUICRetryUnderInitialFlood(t *testing.T) {
 	be := startBackend(t, t.Context())
-	cert, pool := selfSignedFiles(t, "a.test")
+	ca := testenv.NewCA(t, "Test CA")
+	certFile, keyFile := ca.Issue(t, testenv.Leaf{Names: []string{"a.test"}}).Write(t, t.TempDir(), "a")
+	cert, pool := config.Certificate{Cert: certFile, Key: keyFile}, ca.Pool
 	cfg := &config.Config{
 		Listeners: []config.Listener{{Name: "public", Address: "127.0.0.1:0", Pool: "web", HTTP3: true,
 			TLS: &config.TLS{Certificates: []config.Certificate{cert}}}},

@@ -56,12 +56,13 @@ func NewCA(t testing.TB, cn string) *CA {
 
 // Leaf describes a certificate that a CA issues.
 type Leaf struct {
-	Names    []string  // DNS names
-	IPs      []net.IP  // IP addresses
-	Subject  pkix.Name // CommonName defaults to Names[0]
-	RSA      bool      // an RSA 2048 key (the same for every such certificate: making one is slow) instead of a new ECDSA P-256 key
-	Client   bool      // for client authentication instead of server
-	NotAfter time.Time // default: 24h from now; kept to the second
+	Names     []string  // DNS names
+	IPs       []net.IP  // IP addresses
+	Subject   pkix.Name // CommonName defaults to Names[0]
+	RSA       bool      // an RSA 2048 key (the same for every such certificate: making one is slow) instead of a new ECDSA P-256 key
+	Client    bool      // for client authentication instead of server
+	NotBefore time.Time // default: an hour ago; kept to the second (a not-yet-valid certificate sets it)
+	NotAfter  time.Time // default: 24h from now; kept to the second (an expired certificate sets it)
 }
 
 // Issued is a certificate a CA issued, with its key.
@@ -85,6 +86,9 @@ func (ca *CA) Issue(t testing.TB, l Leaf) *Issued {
 	if subj.CommonName == "" && len(l.Names) > 0 {
 		subj.CommonName = l.Names[0]
 	}
+	if l.NotBefore.IsZero() {
+		l.NotBefore = time.Now().Add(-time.Hour)
+	}
 	if l.NotAfter.IsZero() {
 		l.NotAfter = time.Now().Add(24 * time.Hour)
 	}
@@ -97,7 +101,7 @@ func (ca *CA) Issue(t testing.TB, l Leaf) *Issued {
 		Subject:      subj,
 		DNSNames:     l.Names,
 		IPAddresses:  l.IPs,
-		NotBefore:    time.Now().Add(-time.Hour),
+		NotBefore:    l.NotBefore.Truncate(time.Second),
 		NotAfter:     l.NotAfter.Truncate(time.Second),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{usage},

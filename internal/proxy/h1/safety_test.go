@@ -2,13 +2,8 @@ package h1
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"crypto/x509/pkix"
-	"math/big"
 	"net"
 	"net/http"
 	"strconv"
@@ -17,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 // The engine's side of the response-safety contract (proxy.Attempt) on
@@ -44,26 +41,9 @@ func wantOwn(t *testing.T, c *testClient, paths ...string) {
 	}
 }
 
-// selfSigned returns a server certificate for 127.0.0.1.
-func selfSigned(t *testing.T) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "backend"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
 func TestEngineStrayBytesOverTLSBackend(t *testing.T) {
-	cert := selfSigned(t)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	cert := testenv.NewCA(t, "Test CA").Issue(t, testenv.Leaf{Subject: pkix.Name{CommonName: "backend"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert.Pair}})
 	if err != nil {
 		t.Fatal(err)
 	}
