@@ -134,7 +134,7 @@ done
 {
   echo "# idle keep-alive clients — $(date -u +%FT%TZ)"
   echo
-  echo "\`bench/idle.sh\` with ROUNDS=$ROUNDS IDLE_N=$IDLE_N IDLE_HOLD=${IDLE_HOLD}s; sluice = $HEAD_REV$([[ -n $BASE_REV ]] && echo ", sluice-base = $BASELINE (${BASE_REV:0:12})"); $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)); $(haproxy_version) maxconn $HAPROXY_MAXCONN; $(go_version); load $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo "\`bench/idle.sh\` with ROUNDS=$ROUNDS IDLE_N=$IDLE_N IDLE_HOLD=${IDLE_HOLD}s; sluice = $HEAD_REV$([[ -n $BASE_REV ]] && echo ", sluice-base = $BASELINE (${BASE_REV:0:12})"); $(machine); $(haproxy_version) maxconn $HAPROXY_MAXCONN; $(go_version); load $(cut -d' ' -f1-3 /proc/loadavg)."
   echo
   awk -F'\t' -f bench/idle.awk "$LAST/idle.tsv"
 } | tee "$LAST/summary.md"

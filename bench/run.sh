@@ -140,6 +140,7 @@ load_scenario() { # $1=label $2=conns $3=out-dir, extra env (URL_PATH, TOOL, RAT
 }
 
 # ---- 2. scenarios ---------------------------------------------------------
+STARTED_AT=$(date -u +%FT%TZ); LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 log "(a) 100 B responses, c=50"; load_scenario small 50 small-c50
 log "(a) 100 B responses, c=256"; load_scenario small 256 small-c256
 log "(a) 100 B responses, $RATE req/s offered over $RATE_CONNS connections (hey)"
@@ -201,7 +202,9 @@ for d in small-c50 small-c256 "rate-c$RATE_CONNS" kb64-c50 fail; do SUMMARIES+=(
 {
   echo "# sluice benchmark — $(date -u +%FT%TZ)"
   echo
-  echo "\`bench/run.sh\` with ROUNDS=$ROUNDS DURATION=${DURATION}s RATE=$RATE IDLE_N=$IDLE_N IDLE_HOLD=${IDLE_HOLD}s$([[ ${QUICK:-0} == 1 ]] && echo " (QUICK=1)"); $(nproc) CPUs; $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy", $3}'), $(nginx -v 2>&1 | sed 's/.*nginx\//nginx /'), $(go version | awk '{print $3}')."
+  echo "\`bench/run.sh\` with ROUNDS=$ROUNDS DURATION=${DURATION}s RATE=$RATE IDLE_N=$IDLE_N IDLE_HOLD=${IDLE_HOLD}s$([[ ${QUICK:-0} == 1 ]] && echo " (QUICK=1)"); $(machine); $(haproxy_version), $(nginx -v 2>&1 | sed 's/.*nginx\//nginx /'), $(go_version)."
+  echo
+  echo "Measured from $STARTED_AT to $(date -u +%FT%TZ); 1-, 5- and 15-minute load $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (this benchmark included)."
   if [[ -n $BASE_REV ]]; then
     echo
     echo "sluice = $HEAD_REV (the working tree), sluice-base = BASELINE=$BASELINE (${BASE_REV:0:12}), the same config and engine."
