@@ -746,30 +746,43 @@ func h2specFailures(out string) []string {
 	return ids
 }
 
-// h2specAllowed returns, for "tls" and "h2c", the h2spec test ids that
+// h2specAllowed returns, for each listener of TestH2Spec ("tls", "h2c",
+// and with engine std "tls-std", "h2c-std"), the h2spec test ids that
 // docs/http2.md lists as expected failures, each on a line
-// "- `ID` (LISTENERS): why", where LISTENERS names TLS, h2c or both.
+// "- `ID` (LISTENERS): why", where LISTENERS names TLS, h2c or both, and
+// "engine std" when the failure is x/net's server's alone or "both
+// servers" when it is both servers'.
 func h2specAllowed(t *testing.T) map[string]map[string]bool {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "http2.md"))
 	if err != nil {
 		t.Fatalf("docs/http2.md: %v", err)
 	}
-	allowed := map[string]map[string]bool{"tls": {}, "h2c": {}}
+	allowed := map[string]map[string]bool{"tls": {}, "h2c": {}, "tls-std": {}, "h2c-std": {}}
 	re := regexp.MustCompile("(?m)^- `((?:generic|http2|hpack)/[0-9.]+/[0-9]+)` \\(([^)]*)\\)")
 	for _, m := range re.FindAllStringSubmatch(string(b), -1) {
-		if strings.Contains(m[2], "TLS") {
-			allowed["tls"][m[1]] = true
+		suffixes := []string{""}
+		switch {
+		case strings.Contains(m[2], "both servers"):
+			suffixes = []string{"", "-std"}
+		case strings.Contains(m[2], "engine std"):
+			suffixes = []string{"-std"}
 		}
-		if strings.Contains(m[2], "h2c") {
-			allowed["h2c"][m[1]] = true
+		for _, suffix := range suffixes {
+			if strings.Contains(m[2], "TLS") {
+				allowed["tls"+suffix][m[1]] = true
+			}
+			if strings.Contains(m[2], "h2c") {
+				allowed["h2c"+suffix][m[1]] = true
+			}
 		}
 	}
 	return allowed
 }
 
-// TestH2Spec runs h2spec against a TLS listener and an h2c listener:
-// every test passes, or its failure is listed in docs/http2.md.
+// TestH2Spec runs h2spec against a TLS listener and an h2c listener of
+// each HTTP/2 server (sluice's, and x/net's with engine std): every test
+// passes, or its failure is listed in docs/http2.md.
 func TestH2Spec(t *testing.T) {
 	bin := h2specBinary(t)
 	be := startBackend(t, "b1")
@@ -784,6 +797,8 @@ func TestH2Spec(t *testing.T) {
 		Listeners: []config.Listener{
 			{Name: "h2c", Address: "127.0.0.1:0", Pool: "web", H2C: true, Limits: lim},
 			{Name: "tls", Address: "127.0.0.1:0", Pool: "web", TLS: &config.TLS{Certificates: []config.Certificate{site}}, Limits: lim},
+			{Name: "h2c-std", Address: "127.0.0.1:0", Pool: "web", H2C: true, Limits: lim, Engine: "std"},
+			{Name: "tls-std", Address: "127.0.0.1:0", Pool: "web", TLS: &config.TLS{Certificates: []config.Certificate{site}}, Limits: lim, Engine: "std"},
 		},
 		Pools:           []config.Pool{poolOf("web", be)},
 		Admin:           config.Admin{Address: "127.0.0.1:0"},
@@ -794,7 +809,7 @@ func TestH2Spec(t *testing.T) {
 	for _, tc := range []struct {
 		listener string
 		args     []string
-	}{{"tls", []string{"-t", "-k"}}, {"h2c", nil}} {
+	}{{"tls", []string{"-t", "-k"}}, {"h2c", nil}, {"tls-std", []string{"-t", "-k"}}, {"h2c-std", nil}} {
 		t.Run(tc.listener, func(t *testing.T) {
 			_, port, _ := net.SplitHostPort(s.Addr(tc.listener))
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

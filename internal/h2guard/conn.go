@@ -24,6 +24,10 @@ type Config struct {
 	// client preface (http2.ServeConnOpts.SawClientPreface): the first byte
 	// read is a frame header's.
 	PrefaceRead bool
+	// Unbatched passes the server's writes straight to the connection: for
+	// a server that gathers its frames into one write itself (package
+	// h2's). Without it they are batched (see batchConn).
+	Unbatched bool
 }
 
 // HTTP/2 wire constants (RFC 9113 §4.1, §6).
@@ -184,7 +188,11 @@ func From(nc net.Conn) *Conn {
 }
 
 func (c *Conn) init(nc net.Conn, cfg *Config) {
-	c.Conn = newBatchConn(nc)
+	if cfg.Unbatched {
+		c.Conn = nc
+	} else {
+		c.Conn = newBatchConn(nc)
+	}
 	c.lim = cfg.Limits.resolve()
 	c.stats = cfg.Stats
 	c.onClose = cfg.OnClose

@@ -25,6 +25,7 @@ import (
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/proxy"
 	"github.com/sluice-lb/sluice/internal/proxy/h1"
+	"github.com/sluice-lb/sluice/internal/proxy/h2"
 	"github.com/sluice-lb/sluice/internal/proxy/nethttp"
 	"github.com/sluice-lb/sluice/internal/proxy/tcp"
 	"github.com/sluice-lb/sluice/internal/proxyproto"
@@ -377,10 +378,9 @@ func (l *listener) serve(s *Server) {
 		ln = netlimit.NewListener(ln, n)
 	}
 	if l.tls != nil || l.cfg.H2C || l.cfg.ProxyProtocol {
-		h2, base := l.h2Server(s)
 		l.front = newFront(ln, frontOptions{TLS: l.tls, H2C: l.cfg.H2C, HandshakeTimeout: l.cfg.Timeouts.ReadHeader,
-			H2: h2, Base: base, Handshake: func(ok bool) { l.handshake(ok) },
-			H2Guard: &h2guard.Config{Stats: l.h2Floods,
+			H2: l.h2Server(s), Handshake: func(ok bool) { l.handshake(ok) },
+			H2Guard: &h2guard.Config{Stats: l.h2Floods, Unbatched: l.cfg.Engine != "std",
 				Limits: h2guard.Limits{MaxHeaderBlockBytes: lim.MaxHeaderBytes}},
 			ConnState:     func(d int64) { l.active.Add(d) },
 			ProxyProtocol: l.cfg.ProxyProtocol, Trusted: l.trustedPeer, Rejected: l.rejects.Add})
@@ -410,12 +410,38 @@ func (l *listener) serve(s *Server) {
 	}()
 }
 
+// h2Serving serves a listener's HTTP/2 connections: sluice's own server
+// (package h2), or with engine std golang.org/x/net/http2's.
+type h2Serving interface {
+	// serve serves c with h until the connection ends; upgrade is the
+	// HTTP/1.1 request that switched it to h2c, with its HTTP2-Settings
+	// payload, or nil.
+	serve(c net.Conn, h http.Handler, upgrade *http.Request, settings []byte)
+	// goAway sends GOAWAY on every connection served so far.
+	goAway()
+	// handler is the listener's handler for HTTP/2 streams.
+	handler() http.Handler
+}
+
 // h2Server is the HTTP/2 server of l: the net/http codec's handler behind
+// sluice's HTTP/2 server (package h2), or with engine std behind
 // golang.org/x/net/http2, with bounded streams, windows and header lists.
-// base carries the timeouts and limits, and its Shutdown sends GOAWAY.
-func (l *listener) h2Server(s *Server) (*http2.Server, *http.Server) {
+func (l *listener) h2Server(s *Server) h2Serving {
 	lim := l.cfg.Limits
 	t := l.cfg.Timeouts
+	if l.cfg.Engine != "std" {
+		return &ownH2{h: l.streamHandler(s), srv: &h2.Server{
+			MaxConcurrentStreams: uint32(lim.MaxConcurrentStreams),
+			StreamWindow:         h2StreamWindow,
+			ConnWindow:           h2ConnWindow,
+			MaxHeaderListSize:    uint32(lim.MaxHeaderBytes),
+			PrefaceTimeout:       t.ReadHeader,
+			IdleTimeout:          t.Idle,
+			WriteTimeout:         t.Write,
+			CountError:           func(string) { l.h2Errors.Add(1) },
+			Logger:               s.logger,
+		}}
+	}
 	base := &http.Server{
 		Handler:           l.streamHandler(s),
 		ReadHeaderTimeout: t.ReadHeader,
@@ -423,7 +449,7 @@ func (l *listener) h2Server(s *Server) (*http2.Server, *http.Server) {
 		MaxHeaderBytes:    lim.MaxHeaderBytes, // SETTINGS_MAX_HEADER_LIST_SIZE
 		ErrorLog:          slogLogger(s),
 	}
-	h2 := &http2.Server{
+	srv := &http2.Server{
 		MaxConcurrentStreams:         uint32(lim.MaxConcurrentStreams),
 		MaxUploadBufferPerStream:     h2StreamWindow,
 		MaxUploadBufferPerConnection: h2ConnWindow,
@@ -433,11 +459,36 @@ func (l *listener) h2Server(s *Server) (*http2.Server, *http.Server) {
 		MaxEncoderHeaderTableSize:    4096,
 		CountError:                   func(string) { l.h2Errors.Add(1) },
 	}
-	if err := http2.ConfigureServer(base, h2); err != nil {
+	if err := http2.ConfigureServer(base, srv); err != nil {
 		panic(err) // only a TLSConfig on base can make it fail, and base has none
 	}
-	return h2, base
+	return &stdH2{srv: srv, base: base}
 }
+
+// ownH2 is sluice's HTTP/2 server.
+type ownH2 struct {
+	srv *h2.Server
+	h   http.Handler
+}
+
+func (o *ownH2) serve(c net.Conn, h http.Handler, upgrade *http.Request, settings []byte) {
+	o.srv.ServeConn(c, h2.ServeConnOpts{Handler: h, UpgradeRequest: upgrade, Settings: settings})
+}
+func (o *ownH2) goAway()               { o.srv.Shutdown() }
+func (o *ownH2) handler() http.Handler { return o.h }
+
+// stdH2 is x/net's HTTP/2 server; ConfigureServer has been called on base,
+// so that base.Shutdown sends GOAWAY.
+type stdH2 struct {
+	srv  *http2.Server
+	base *http.Server
+}
+
+func (x *stdH2) serve(c net.Conn, h http.Handler, upgrade *http.Request, settings []byte) {
+	x.srv.ServeConn(c, &http2.ServeConnOpts{Handler: h, BaseConfig: x.base, UpgradeRequest: upgrade, Settings: settings})
+}
+func (x *stdH2) goAway()               { x.base.Shutdown(context.Background()) }
+func (x *stdH2) handler() http.Handler { return x.base.Handler }
 
 // streamHandler is the net/http codec's handler for l's HTTP/2 and HTTP/3
 // streams: with engine h1 their requests reach HTTP/1.1 backends over the

@@ -11,8 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/sluice-lb/sluice/internal/h2guard"
 	"github.com/sluice-lb/sluice/internal/proxy"
 	"github.com/sluice-lb/sluice/internal/proxyproto"
@@ -67,10 +65,8 @@ type frontOptions struct {
 	// HandshakeTimeout bounds the TLS handshake and the preface peek
 	// (timeouts.read_header).
 	HandshakeTimeout time.Duration
-	// H2 serves HTTP/2 connections with Base's handler; ConfigureServer
-	// has been called on Base, so that Base.Shutdown sends GOAWAY.
-	H2   *http2.Server
-	Base *http.Server
+	// H2 serves the HTTP/2 connections.
+	H2 h2Serving
 	// Handshake is told each TLS handshake's result.
 	Handshake func(ok bool)
 	// ConnState is told +1 and -1 around each HTTP/2 connection.
@@ -289,13 +285,13 @@ func (f *front) serveH2(c, raw net.Conn) {
 		f.mu.Unlock()
 		f.o.ConnState(-1)
 	}()
-	handler := f.o.Base.Handler
+	handler := f.o.H2.handler()
 	if late {
-		// Base.Shutdown sends GOAWAY on every connection of the HTTP/2
-		// server that has not had one, this one included once ServeConn
-		// has registered it, which it has when a request arrives.
+		// goAway sends GOAWAY on every connection of the HTTP/2 server
+		// that has not had one, this one included once it is served,
+		// which it is when a request arrives.
 		var once sync.Once
-		goAway := func() { once.Do(func() { f.o.Base.Shutdown(context.Background()) }) }
+		goAway := func() { once.Do(f.o.H2.goAway) }
 		timer := time.AfterFunc(freshGrace, goAway)
 		defer func() {
 			// A timer that fired runs goAway on a goroutine of its own:
@@ -311,7 +307,7 @@ func (f *front) serveH2(c, raw net.Conn) {
 			next.ServeHTTP(w, r)
 		})
 	}
-	f.o.H2.ServeConn(h2guard.New(c, f.o.H2Guard), &http2.ServeConnOpts{Handler: handler, BaseConfig: f.o.Base})
+	f.o.H2.serve(h2guard.New(c, f.o.H2Guard), handler, nil, nil)
 }
 
 // serveUpgraded serves a connection that switched to HTTP/2 with
@@ -334,8 +330,7 @@ func (f *front) serveUpgraded(c net.Conn, r *http.Request, settings []byte) {
 		delete(f.h2s, c)
 		f.mu.Unlock()
 	}()
-	f.o.H2.ServeConn(h2guard.New(c, f.o.H2Guard), &http2.ServeConnOpts{Handler: f.o.Base.Handler,
-		BaseConfig: f.o.Base, UpgradeRequest: r, Settings: settings})
+	f.o.H2.serve(h2guard.New(c, f.o.H2Guard), f.o.H2.handler(), r, settings)
 }
 
 // h2Preface is what an HTTP/2 client sends first (RFC 9113 §3.4).
@@ -421,7 +416,7 @@ func (f *front) Addr() net.Addr { return f.inner.Addr() }
 // every goroutine of f have ended, or ctx ends (then it closes them).
 func (f *front) shutdown(ctx context.Context) error {
 	f.Close()
-	f.o.Base.Shutdown(ctx) // GOAWAY through ConfigureServer's shutdown hook
+	f.o.H2.goAway()
 	done := make(chan struct{})
 	go func() { // ends with the last of f's goroutines, which closeAll bounds
 		f.wg.Wait()

@@ -1,0 +1,44 @@
+// Package h2 is sluice's own HTTP/2 server: it serves the HTTP/2
+// connections of TLS (ALPN "h2") and h2c listeners with an http.Handler (the
+// net/http codec's, package nethttp), in place of golang.org/x/net/http2's
+// Server, which engine "std" keeps.
+//
+// # Why it is written by hand
+//
+// x/net's server was measured at three times HAProxy's CPU per HTTP/2
+// request (docs/benchmarks.md, "HTTP/2: the performance pass"), and the
+// cost is in its design, which takes no hook: every frame goes from a
+// reader goroutine to a serve loop and back through a gate channel; a
+// handler's HEADERS and DATA each go to the serve loop and wait for it;
+// every flush starts a goroutine (writeFrameAsync). Here the connection's
+// goroutine reads and acts on each frame itself, and a handler encodes and
+// queues its own frames under the connection's lock, then writes them,
+// together with whatever other streams queued meanwhile, in one write (the
+// first writer writes for all). A response whose handler ends before it
+// flushes goes out as one HEADERS and one DATA frame in one write. The
+// frame parsing and HPACK are x/net's (http2.Framer with ReadMetaHeaders,
+// and hpack), which check frame sizes, padding, CONTINUATION order, field
+// names and values and pseudo-header order; the protocol's state machine,
+// flow control and request checks follow x/net's server (server.go of
+// v0.62.0), and h2spec runs against it in CI (docs/http2.md).
+//
+// # What it guarantees
+//
+//   - Requests are checked before a handler sees them, as RFC 9113 §8
+//     asks and x/net does: connection-specific fields, a TE other than
+//     "trailers", :protocol, missing or empty pseudo-header fields, an
+//     invalid :authority or one that disagrees with Host, and a DATA total
+//     that disagrees with content-length are stream errors
+//     (PROTOCOL_ERROR); nothing reaches the handler, or its body reader
+//     fails before the last byte.
+//   - Flow control both ways: a client may send at most StreamWindow per
+//     stream and ConnWindow per connection before the handler reads, and
+//     a handler's DATA waits for the client's windows.
+//   - At most MaxConcurrentStreams handlers run per connection; a stream
+//     past the limit is refused (REFUSED_STREAM) and may be retried.
+//   - Every goroutine it starts (one per stream) has ended when ServeConn
+//     returns.
+//
+// The flood defences (rapid reset, CONTINUATION, PING, SETTINGS and empty
+// frames) are package h2guard's, beneath this server on the connection.
+package h2

@@ -1,0 +1,790 @@
+package h2
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// Server serves HTTP/2 connections. Set its fields before the first
+// ServeConn; one Server serves all the connections of a listener
+// generation.
+type Server struct {
+	// MaxConcurrentStreams bounds the handlers running at once per
+	// connection (SETTINGS_MAX_CONCURRENT_STREAMS); 0 means 250.
+	MaxConcurrentStreams uint32
+	// StreamWindow and ConnWindow are how many request body bytes a client
+	// may send on one stream and on the connection before handlers read
+	// them; 0 means 1 MiB and 4 MiB.
+	StreamWindow, ConnWindow int32
+	// MaxHeaderListSize is SETTINGS_MAX_HEADER_LIST_SIZE; a request over
+	// it gets 431. 0 means 1 MiB.
+	MaxHeaderListSize uint32
+	// PrefaceTimeout bounds the wait for the client's preface and first
+	// SETTINGS; 0 means 10 s.
+	PrefaceTimeout time.Duration
+	// IdleTimeout closes (GOAWAY) a connection without streams for that
+	// long; 0 means never.
+	IdleTimeout time.Duration
+	// WriteTimeout bounds each write to the client; 0 means none.
+	WriteTimeout time.Duration
+	// CountError is told the name of each protocol error a client caused;
+	// nil counts nothing.
+	CountError func(name string)
+	// Logger gets the handlers' panics; nil discards them.
+	Logger *slog.Logger
+
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+}
+
+// ServeConnOpts are the per-connection arguments of ServeConn.
+type ServeConnOpts struct {
+	Handler http.Handler
+	// Context is the parent of every request's context; nil means
+	// context.Background.
+	Context context.Context
+	// SawClientPreface: the caller has read the client's preface.
+	SawClientPreface bool
+	// UpgradeRequest is the HTTP/1.1 request that switched the connection
+	// to HTTP/2 ("Upgrade: h2c"): it is stream 1, already ended by the
+	// client. Settings is its HTTP2-Settings payload (decoded).
+	UpgradeRequest *http.Request
+	Settings       []byte
+}
+
+// Defaults of the Server's fields.
+const (
+	defaultMaxStreams     = 250
+	defaultStreamWindow   = 1 << 20
+	defaultConnWindow     = 4 << 20
+	defaultMaxHeaderList  = 1 << 20
+	defaultPrefaceTimeout = 10 * time.Second
+
+	// initialWindow is RFC 9113's initial window (§6.9.2).
+	initialWindow = 65535
+	// maxFrameSize is the largest frame sluice reads (its
+	// SETTINGS_MAX_FRAME_SIZE, the protocol's minimum).
+	maxFrameSize = 16384
+	// lingerTimeout bounds how long a connection that was sent GOAWAY
+	// keeps reading (and discarding) what the client still sends, so that
+	// no TCP reset destroys the GOAWAY; x/net's goAwayTimeout.
+	lingerTimeout = time.Second
+	// maxPending bounds the frames queued while a write is in progress
+	// before a handler waits for it; maxControlPending closes a connection
+	// whose control frames (answers to the client's frames) pile up
+	// because it does not read.
+	maxPending        = 64 << 10
+	maxControlPending = 1 << 20
+)
+
+// Shutdown sends GOAWAY on every connection: each ends once its streams
+// have; streams that arrive later are ignored. Connections served after
+// Shutdown are not told by it: call it again.
+func (s *Server) Shutdown() {
+	s.mu.Lock()
+	cs := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		cs = append(cs, c)
+	}
+	s.mu.Unlock()
+	for _, c := range cs {
+		c.mu.Lock()
+		c.goAwayLocked(http2.ErrCodeNo, "")
+		c.kickLocked()
+		c.mu.Unlock()
+	}
+}
+
+// ServeConn serves HTTP/2 on nc until the connection ends, and closes it.
+// It returns once every handler it started has returned.
+func (s *Server) ServeConn(nc net.Conn, o ServeConnOpts) {
+	c := s.newConn(nc, o)
+	s.mu.Lock()
+	if s.conns == nil {
+		s.conns = map[*conn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+	c.serve(o)
+}
+
+func (s *Server) newConn(nc net.Conn, o ServeConnOpts) *conn {
+	c := &conn{srv: s, nc: nc, handler: o.Handler, remoteAddr: nc.RemoteAddr().String(),
+		streams: map[uint32]*stream{}, sendWin: initialWindow, peerWindow: initialWindow,
+		peerMaxFrame: maxFrameSize}
+	c.maxStreams = s.MaxConcurrentStreams
+	if c.maxStreams == 0 {
+		c.maxStreams = defaultMaxStreams
+	}
+	c.streamWindow, c.connWindow = s.StreamWindow, s.ConnWindow
+	if c.streamWindow <= 0 {
+		c.streamWindow = defaultStreamWindow
+	}
+	if c.connWindow <= 0 {
+		c.connWindow = defaultConnWindow
+	}
+	c.recvWin = c.connWindow
+	c.maxHeaderList = s.MaxHeaderListSize
+	if c.maxHeaderList == 0 {
+		c.maxHeaderList = defaultMaxHeaderList
+	}
+	if cs, ok := nc.(interface{ ConnectionState() tls.ConnectionState }); ok {
+		st := cs.ConnectionState()
+		c.tls = &st
+	}
+	parent := o.Context
+	if parent == nil {
+		parent = context.Background()
+	}
+	c.ctx, c.cancel = context.WithCancel(parent)
+	c.drained.L = &c.mu
+	c.enc = hpack.NewEncoder(&c.hbuf)
+	c.fr = http2.NewFramer(io.Discard, nc)
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.fr.MaxHeaderListSize = c.maxHeaderList
+	c.fr.SetMaxReadFrameSize(maxFrameSize)
+	c.fr.SetReuseFrames()
+	return c
+}
+
+// conn is one HTTP/2 connection. Its goroutine (serve) reads every frame
+// and acts on it; handlers run on a goroutine per stream. Everything shared
+// between them is under mu.
+type conn struct {
+	srv        *Server
+	nc         net.Conn
+	fr         *http2.Framer // reads only, on the serve goroutine
+	handler    http.Handler
+	remoteAddr string
+	tls        *tls.ConnectionState
+	ctx        context.Context
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup // handlers
+
+	// Fixed at the start.
+	maxStreams    uint32
+	streamWindow  int32
+	connWindow    int32
+	maxHeaderList uint32
+
+	// Owned by the serve goroutine.
+	sawSettings bool
+
+	mu      sync.Mutex
+	drained sync.Cond // a write ended (flushing false), or the connection died
+	out     []byte    // frames queued for the client
+	spare   []byte
+	// flushing: a goroutine is writing (it writes what is queued until
+	// nothing is).
+	flushing bool
+	wdl      time.Time // the write deadline set, when WriteTimeout is
+	dead     bool      // closed: writes fail, streams are reset
+	deadErr  error
+	enc      *hpack.Encoder
+	hbuf     bytes.Buffer // the header block being encoded
+	streams  map[uint32]*stream
+	maxID    uint32 // the highest stream the client opened
+	// sendWin is the connection's window for sluice's DATA; peerWindow
+	// and peerMaxFrame are the client's SETTINGS.
+	sendWin      int32
+	peerWindow   int32
+	peerMaxFrame uint32
+	// recvWin is what the client may still send on the connection;
+	// unacked is what handlers have read (or sluice discarded) and not yet
+	// given back with WINDOW_UPDATE.
+	recvWin int32
+	unacked int32
+	// goAway: GOAWAY was sent with goAwayCode; new streams are ignored.
+	goAway     bool
+	goAwayCode http2.ErrCode
+	lingering  bool
+	idleSince  time.Time // when the last stream ended (zero: streams open)
+	idleTimer  *time.Timer
+}
+
+var errClientGone = errors.New("http2: client connection lost")
+
+// serve runs the connection: preface, SETTINGS, then one frame at a time.
+func (c *conn) serve(o ServeConnOpts) {
+	defer func() {
+		c.mu.Lock()
+		c.dieLocked(errClientGone)
+		c.mu.Unlock()
+		c.nc.Close()
+		c.wg.Wait()
+		c.cancel()
+		c.mu.Lock()
+		if c.idleTimer != nil {
+			c.idleTimer.Stop()
+		}
+		c.mu.Unlock()
+	}()
+	pt := c.srv.PrefaceTimeout
+	if pt <= 0 {
+		pt = defaultPrefaceTimeout
+	}
+	c.nc.SetReadDeadline(time.Now().Add(pt))
+	c.mu.Lock()
+	c.writeSettingsLocked()
+	c.mu.Unlock()
+	if !o.SawClientPreface {
+		var buf [len(http2.ClientPreface)]byte
+		if _, err := io.ReadFull(c.nc, buf[:]); err != nil || string(buf[:]) != http2.ClientPreface {
+			c.count("bad_preface")
+			return
+		}
+	}
+	if o.UpgradeRequest != nil {
+		if err := c.upgrade(o.UpgradeRequest, o.Settings); err != nil {
+			c.connError(err)
+			return
+		}
+	}
+	if d := c.srv.IdleTimeout; d > 0 {
+		c.mu.Lock()
+		if len(c.streams) == 0 {
+			c.idleSince = time.Now()
+		}
+		c.idleTimer = time.AfterFunc(d, c.onIdle)
+		c.mu.Unlock()
+	}
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			if !c.readError(err) {
+				return
+			}
+			continue
+		}
+		if err := c.process(f); err != nil && !c.handleError(err) {
+			return
+		}
+	}
+}
+
+// readError handles an error from ReadFrame; it reports whether to read on.
+func (c *conn) readError(err error) bool {
+	switch err := err.(type) {
+	case http2.StreamError:
+		// A malformed header block: the HPACK state is intact.
+		c.mu.Lock()
+		if err.StreamID > c.maxID && err.StreamID%2 == 1 {
+			c.maxID = err.StreamID
+		}
+		c.mu.Unlock()
+		return c.handleError(err)
+	case http2.ConnectionError:
+		return c.handleError(err)
+	}
+	if err == http2.ErrFrameTooLarge {
+		c.count("frame_too_large")
+		return c.handleError(http2.ConnectionError(http2.ErrCodeFrameSize))
+	}
+	return false
+}
+
+// handleError answers a protocol error; it reports whether to read on.
+func (c *conn) handleError(err error) bool {
+	switch err := err.(type) {
+	case http2.StreamError:
+		c.mu.Lock()
+		if st := c.streams[err.StreamID]; st != nil && !st.reset {
+			c.resetLocked(st, err.Code, err)
+		} else {
+			c.writeRSTLocked(err.StreamID, err.Code)
+		}
+		c.flushLocked()
+		c.mu.Unlock()
+		return true
+	case http2.ConnectionError:
+		c.connError(err)
+		return true // read on until the client closes or lingerTimeout
+	}
+	return false
+}
+
+// connError sends GOAWAY with the error's code and lingers.
+func (c *conn) connError(err error) {
+	code := http2.ErrCodeProtocol
+	var ce http2.ConnectionError
+	if errors.As(err, &ce) {
+		code = http2.ErrCode(ce)
+	}
+	c.mu.Lock()
+	c.goAwayLocked(code, "")
+	c.flushLocked()
+	c.mu.Unlock()
+}
+
+func (c *conn) count(name string) {
+	if f := c.srv.CountError; f != nil {
+		f(name)
+	}
+}
+
+// streamErr counts a stream error and returns it.
+func (c *conn) streamErr(name string, id uint32, code http2.ErrCode) error {
+	c.count(name)
+	return http2.StreamError{StreamID: id, Code: code}
+}
+
+func (c *conn) connErr(name string, code http2.ErrCode) error {
+	c.count(name)
+	return http2.ConnectionError(code)
+}
+
+// process acts on one frame from the client.
+func (c *conn) process(f http2.Frame) error {
+	if !c.sawSettings {
+		if _, ok := f.(*http2.SettingsFrame); !ok {
+			return c.connErr("first_settings", http2.ErrCodeProtocol)
+		}
+		c.sawSettings = true
+		c.nc.SetReadDeadline(time.Time{})
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.goAway && (c.goAwayCode != http2.ErrCodeNo || f.Header().StreamID > c.maxID) {
+		// After GOAWAY: new streams are ignored, and after an error
+		// everything; DATA still gives its flow-control credit back.
+		if d, ok := f.(*http2.DataFrame); ok {
+			if d.Length > uint32(c.recvWin) {
+				return c.connErr("data_flow", http2.ErrCodeFlowControl)
+			}
+			c.recvWin -= int32(d.Length)
+			c.giveBackLocked(int32(d.Length))
+		}
+		return nil
+	}
+	var err error
+	switch f := f.(type) {
+	case *http2.SettingsFrame:
+		err = c.settingsLocked(f)
+	case *http2.MetaHeadersFrame:
+		err = c.headersLocked(f)
+	case *http2.DataFrame:
+		err = c.dataLocked(f)
+	case *http2.WindowUpdateFrame:
+		err = c.windowUpdateLocked(f)
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			c.out = appendFrameHeader(c.out, 8, http2.FramePing, http2.FlagPingAck, 0)
+			c.out = append(c.out, f.Data[:]...)
+		}
+	case *http2.RSTStreamFrame:
+		if c.idleLocked(f.StreamID) {
+			return c.connErr("reset_idle_stream", http2.ErrCodeProtocol)
+		}
+		if st := c.streams[f.StreamID]; st != nil && !st.reset {
+			st.reset, st.peerReset = true, true
+			st.abortLocked(errStreamReset{f.ErrCode})
+		}
+	case *http2.PriorityFrame:
+		if f.StreamDep == f.StreamID {
+			return c.streamErr("priority", f.StreamID, http2.ErrCodeProtocol)
+		}
+	case *http2.GoAwayFrame:
+		c.goAwayLocked(http2.ErrCodeNo, "")
+	case *http2.PushPromiseFrame:
+		return c.connErr("push_promise", http2.ErrCodeProtocol)
+	}
+	if err == nil {
+		if len(c.out) > maxControlPending {
+			return c.connErr("control_backlog", http2.ErrCodeEnhanceYourCalm)
+		}
+		c.flushLocked()
+	}
+	return err
+}
+
+// idleLocked reports whether stream id is idle: never opened.
+func (c *conn) idleLocked(id uint32) bool {
+	return id%2 == 1 && id > c.maxID
+}
+
+func (c *conn) settingsLocked(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	if f.NumSettings() > 100 {
+		return c.connErr("settings_big", http2.ErrCodeProtocol)
+	}
+	err := f.ForeachSetting(c.settingLocked)
+	if err != nil {
+		return err
+	}
+	c.out = appendFrameHeader(c.out, 0, http2.FrameSettings, http2.FlagSettingsAck, 0)
+	return nil
+}
+
+func (c *conn) settingLocked(s http2.Setting) error {
+	if err := s.Valid(); err != nil {
+		c.count("bad_setting")
+		return err
+	}
+	switch s.ID {
+	case http2.SettingHeaderTableSize:
+		c.enc.SetMaxDynamicTableSize(min(s.Val, 4096))
+	case http2.SettingInitialWindowSize:
+		// Applies to every stream's window, as a change (§6.9.2).
+		delta := int32(s.Val) - c.peerWindow
+		for _, st := range c.streams {
+			if w := int64(st.sendWin) + int64(delta); w > 1<<31-1 {
+				return c.connErr("setting_win_size", http2.ErrCodeFlowControl)
+			}
+			st.sendWin += delta
+		}
+		c.peerWindow = int32(s.Val)
+		c.wakeWritersLocked()
+	case http2.SettingMaxFrameSize:
+		c.peerMaxFrame = s.Val
+	case http2.SettingNoRFC7540Priorities:
+		if s.Val > 1 {
+			return c.connErr("bad_setting", http2.ErrCodeProtocol)
+		}
+	}
+	return nil
+}
+
+func (c *conn) windowUpdateLocked(f *http2.WindowUpdateFrame) error {
+	inc := int64(f.Increment)
+	if f.StreamID == 0 {
+		if int64(c.sendWin)+inc > 1<<31-1 {
+			return c.connErr("bad_flow", http2.ErrCodeFlowControl)
+		}
+		c.sendWin += int32(inc)
+		c.wakeWritersLocked()
+		return nil
+	}
+	if c.idleLocked(f.StreamID) {
+		return c.connErr("stream_idle", http2.ErrCodeProtocol)
+	}
+	st := c.streams[f.StreamID]
+	if st == nil || st.reset {
+		return nil // a closed stream: allowed (§5.1)
+	}
+	if int64(st.sendWin)+inc > 1<<31-1 {
+		return c.streamErr("bad_flow", f.StreamID, http2.ErrCodeFlowControl)
+	}
+	st.sendWin += int32(inc)
+	st.cond.Broadcast()
+	return nil
+}
+
+// wakeWritersLocked wakes the handlers that may wait for a window.
+func (c *conn) wakeWritersLocked() {
+	for _, st := range c.streams {
+		st.cond.Broadcast()
+	}
+}
+
+func (c *conn) dataLocked(f *http2.DataFrame) error {
+	id := f.StreamID
+	if c.idleLocked(id) {
+		return c.connErr("data_on_idle", http2.ErrCodeProtocol)
+	}
+	// The client's flow control is enforced whatever becomes of the data.
+	if f.Length > uint32(c.recvWin) {
+		return c.connErr("flow_on_data_length", http2.ErrCodeFlowControl)
+	}
+	c.recvWin -= int32(f.Length)
+	st := c.streams[id]
+	if st == nil || st.remoteDone || st.reset {
+		c.giveBackLocked(int32(f.Length))
+		if st != nil && st.reset && !st.peerReset {
+			return nil // sluice's reset is on its way already
+		}
+		return c.streamErr("closed", id, http2.ErrCodeStreamClosed)
+	}
+	if f.Length > uint32(st.recvWin) {
+		return c.connErr("flow_on_data_length", http2.ErrCodeFlowControl)
+	}
+	st.recvWin -= int32(f.Length)
+	data := f.Data()
+	// Padding is given back now; the data when the handler reads it.
+	st.unacked += int32(f.Length) - int32(len(data))
+	c.unacked += int32(f.Length) - int32(len(data))
+	st.received += int64(len(data))
+	if st.declared >= 0 && st.received > st.declared {
+		c.giveBackLocked(int32(len(data)))
+		st.abortLocked(errBodyLength)
+		return c.streamErr("send_too_much", id, http2.ErrCodeProtocol)
+	}
+	if st.bodyClosed {
+		c.giveBackLocked(int32(len(data)))
+	} else if len(data) > 0 {
+		st.body = append(st.body, data...)
+		st.cond.Broadcast()
+	}
+	if f.StreamEnded() {
+		return st.endLocked()
+	}
+	c.ackLocked(st)
+	return nil
+}
+
+// headersLocked opens a stream, or takes a stream's trailers.
+func (c *conn) headersLocked(f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	if id%2 != 1 {
+		return c.connErr("headers_even", http2.ErrCodeProtocol)
+	}
+	if st := c.streams[id]; st != nil {
+		if st.peerReset {
+			return c.streamErr("headers_after_reset", id, http2.ErrCodeStreamClosed)
+		}
+		if st.reset {
+			return nil
+		}
+		if st.remoteDone && st.localDone {
+			// Closed both ways, its handler not yet gone (§5.1).
+			return c.connErr("headers_closed", http2.ErrCodeStreamClosed)
+		}
+		if st.remoteDone {
+			return c.streamErr("headers_half_closed", id, http2.ErrCodeStreamClosed)
+		}
+		return c.trailersLocked(st, f)
+	}
+	if id <= c.maxID {
+		return c.connErr("stream_went_down", http2.ErrCodeProtocol)
+	}
+	c.maxID = id
+	if f.HasPriority() && f.Priority.StreamDep == id {
+		return c.streamErr("priority", id, http2.ErrCodeProtocol)
+	}
+	if uint32(len(c.streams)) >= c.maxStreams {
+		return c.streamErr("over_max_streams", id, http2.ErrCodeRefusedStream)
+	}
+	if f.Truncated {
+		// The header list is over SETTINGS_MAX_HEADER_LIST_SIZE: 431, as
+		// x/net answers.
+		c.count("header_list_too_long")
+		c.writeStatusLocked(id, http.StatusRequestHeaderFieldsTooLarge, "request header fields too large\n")
+		if !f.StreamEnded() {
+			c.writeRSTLocked(id, http2.ErrCodeNo)
+		}
+		return nil
+	}
+	req, st, err := c.newRequestLocked(f)
+	if err != nil {
+		return err
+	}
+	c.startLocked(st, req)
+	return nil
+}
+
+func (c *conn) trailersLocked(st *stream, f *http2.MetaHeadersFrame) error {
+	if !f.StreamEnded() {
+		return c.streamErr("trailers_not_ended", st.id, http2.ErrCodeProtocol)
+	}
+	if len(f.PseudoFields()) > 0 {
+		return c.streamErr("trailers_pseudo", st.id, http2.ErrCodeProtocol)
+	}
+	for _, hf := range f.RegularFields() {
+		key := http.CanonicalHeaderKey(hf.Name)
+		if !httpguts.ValidTrailerHeader(key) {
+			return c.streamErr("trailers_bogus", st.id, http2.ErrCodeProtocol)
+		}
+		if st.trailer != nil {
+			st.trailer[key] = append(st.trailer[key], hf.Value)
+		}
+	}
+	return st.endLocked()
+}
+
+// startLocked registers st and runs its handler.
+func (c *conn) startLocked(st *stream, req *http.Request) {
+	c.streams[st.id] = st
+	c.idleSince = time.Time{}
+	c.wg.Add(1)
+	go c.runHandler(st, req)
+}
+
+// runHandler serves one stream's request, then ends the stream.
+func (c *conn) runHandler(st *stream, req *http.Request) {
+	defer c.wg.Done()
+	w := &st.rw
+	ok := false
+	defer func() {
+		if !ok {
+			e := recover()
+			if e != nil && e != http.ErrAbortHandler && c.srv.Logger != nil {
+				c.srv.Logger.Error("http2 handler panicked", "stream", st.id, "panic", e)
+			}
+			c.mu.Lock()
+			if !st.reset {
+				st.reset = true
+				c.writeRSTLocked(st.id, http2.ErrCodeInternal)
+			}
+			c.closeStreamLocked(st)
+			c.flushLocked()
+			c.mu.Unlock()
+		}
+	}()
+	c.handler.ServeHTTP(w, req)
+	w.finish()
+	ok = true
+	c.mu.Lock()
+	c.closeStreamLocked(st)
+	c.flushLocked()
+	c.mu.Unlock()
+}
+
+// closeStreamLocked ends st after its handler returned: a client still
+// sending is told to stop (RST_STREAM NO_ERROR, §8.1), and the credit of
+// what it sent and nobody read goes back.
+func (c *conn) closeStreamLocked(st *stream) {
+	if !st.remoteDone && !st.reset {
+		st.reset = true
+		c.writeRSTLocked(st.id, http2.ErrCodeNo)
+	}
+	c.giveBackLocked(int32(len(st.body) - st.off))
+	st.body, st.off = nil, 0
+	st.abortLocked(errStreamClosed)
+	st.stopTimerLocked()
+	st.cancel()
+	delete(c.streams, st.id)
+	if len(c.streams) == 0 {
+		c.idleSince = time.Now()
+		if c.goAway {
+			c.lingerLocked()
+		}
+	}
+}
+
+// giveBackLocked returns n bytes of connection credit that no handler will
+// read (discarded, padding, closed streams).
+func (c *conn) giveBackLocked(n int32) {
+	c.unacked += n
+	c.ackLocked(nil)
+}
+
+// ackLocked sends the WINDOW_UPDATEs that are due: a quarter of a window
+// read at least (fewer, larger updates; the client still has three
+// quarters to send meanwhile).
+func (c *conn) ackLocked(st *stream) {
+	if c.unacked >= c.connWindow/4 {
+		c.out = appendWindowUpdate(c.out, 0, uint32(c.unacked))
+		c.recvWin += c.unacked
+		c.unacked = 0
+	}
+	if st != nil && !st.remoteDone && !st.reset && st.unacked >= c.streamWindow/4 {
+		c.out = appendWindowUpdate(c.out, st.id, uint32(st.unacked))
+		st.recvWin += st.unacked
+		st.unacked = 0
+	}
+}
+
+// resetLocked ends st with a stream error: RST_STREAM, and the handler's
+// reads and writes fail from now on.
+func (c *conn) resetLocked(st *stream, code http2.ErrCode, err error) {
+	if st.reset {
+		return
+	}
+	st.reset = true
+	c.writeRSTLocked(st.id, code)
+	st.abortLocked(err)
+}
+
+// kickLocked has what is queued written on a goroutine of its own, for
+// callers that must not wait for a client that does not read (Shutdown,
+// the idle timer). The goroutine is one of the connection's: serve waits
+// for it.
+func (c *conn) kickLocked() {
+	if c.dead || c.flushing || len(c.out) == 0 {
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.mu.Lock()
+		c.flushLocked()
+		c.mu.Unlock()
+	}()
+}
+
+// goAwayLocked queues GOAWAY once (an error after a graceful one is sent
+// too); no stream after maxID is served. A connection with no stream left
+// then lingers and closes.
+func (c *conn) goAwayLocked(code http2.ErrCode, debug string) {
+	if c.dead || c.goAway && (c.goAwayCode != http2.ErrCodeNo || code == http2.ErrCodeNo) {
+		return
+	}
+	c.goAway, c.goAwayCode = true, code
+	c.out = appendFrameHeader(c.out, 8+len(debug), http2.FrameGoAway, 0, 0)
+	c.out = append(c.out, byte(c.maxID>>24), byte(c.maxID>>16), byte(c.maxID>>8), byte(c.maxID),
+		byte(code>>24), byte(code>>16), byte(code>>8), byte(code))
+	c.out = append(c.out, debug...)
+	if code != http2.ErrCodeNo {
+		for _, st := range c.streams {
+			st.abortLocked(errClientGone)
+		}
+	}
+	if code != http2.ErrCodeNo || len(c.streams) == 0 {
+		c.lingerLocked()
+	}
+}
+
+// lingerLocked ends the connection after GOAWAY went out: the serve
+// goroutine reads on, discarding, until the client closes or
+// lingerTimeout passes.
+func (c *conn) lingerLocked() {
+	if c.lingering {
+		return
+	}
+	c.lingering = true
+	c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+}
+
+// onIdle runs from the idle timer: a connection without streams for
+// IdleTimeout is sent GOAWAY; otherwise the timer waits again.
+func (c *conn) onIdle() {
+	d := c.srv.IdleTimeout
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead || c.lingering {
+		return
+	}
+	if !c.idleSince.IsZero() {
+		if left := d - time.Since(c.idleSince); left <= 0 {
+			c.goAwayLocked(http2.ErrCodeNo, "")
+			c.kickLocked()
+			return
+		} else {
+			c.idleTimer.Reset(left)
+			return
+		}
+	}
+	c.idleTimer.Reset(d)
+}
+
+// dieLocked marks the connection closed: handlers waiting to write or read
+// give up.
+func (c *conn) dieLocked(err error) {
+	if c.dead {
+		return
+	}
+	c.dead, c.deadErr = true, err
+	for _, st := range c.streams {
+		st.abortLocked(err)
+	}
+	c.drained.Broadcast()
+	c.cancel()
+}

@@ -1,0 +1,192 @@
+package h2
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// testServer serves h on a loopback listener with srv; Close waits for
+// every connection's ServeConn to return.
+type testServer struct {
+	ln  net.Listener
+	srv *Server
+	wg  sync.WaitGroup
+}
+
+func startServer(t *testing.T, srv *Server, h http.Handler) *testServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{ln: ln, srv: srv}
+	ts.wg.Add(1)
+	go func() {
+		defer ts.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			ts.wg.Add(1)
+			go func() {
+				defer ts.wg.Done()
+				srv.ServeConn(c, ServeConnOpts{Handler: h})
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		done := make(chan struct{})
+		go func() { ts.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("ServeConn did not return within 10 s of its client closing")
+		}
+	})
+	return ts
+}
+
+// rawClient speaks HTTP/2 frames to the server.
+type rawClient struct {
+	t   *testing.T
+	nc  net.Conn
+	fr  *http2.Framer
+	enc *hpack.Encoder
+	buf bytes.Buffer
+}
+
+func dial(t *testing.T, ts *testServer, settings ...http2.Setting) *rawClient {
+	t.Helper()
+	nc, err := net.Dial("tcp", ts.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	c := &rawClient{t: t, nc: nc, fr: http2.NewFramer(nc, nc)}
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.enc = hpack.NewEncoder(&c.buf)
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(nc, http2.ClientPreface)
+	c.fr.WriteSettings(settings...)
+	return c
+}
+
+func (c *rawClient) headers(id uint32, end bool, fields ...string) {
+	c.t.Helper()
+	c.buf.Reset()
+	for i := 0; i+1 < len(fields); i += 2 {
+		c.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	}
+	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.buf.Bytes(),
+		EndStream: end, EndHeaders: true}); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func get(path string) []string {
+	return []string{":method", "GET", ":scheme", "http", ":authority", "example.com", ":path", path}
+}
+
+// next returns the next frame that is not SETTINGS, WINDOW_UPDATE or PING.
+func (c *rawClient) next() http2.Frame {
+	c.t.Helper()
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			c.t.Fatalf("reading a frame: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				c.fr.WriteSettingsAck()
+			}
+			continue
+		case *http2.WindowUpdateFrame, *http2.PingFrame:
+			continue
+		}
+		return f
+	}
+}
+
+// response reads stream id's response: status, fields and body.
+func (c *rawClient) response(id uint32) (status string, h http.Header, body string) {
+	c.t.Helper()
+	h = http.Header{}
+	var b strings.Builder
+	for {
+		switch f := c.next().(type) {
+		case *http2.MetaHeadersFrame:
+			if f.StreamID != id {
+				c.t.Fatalf("HEADERS on stream %d, want %d", f.StreamID, id)
+			}
+			for _, hf := range f.Fields {
+				if hf.Name == ":status" {
+					status = hf.Value
+				} else {
+					h.Add(hf.Name, hf.Value)
+				}
+			}
+			if f.StreamEnded() {
+				return status, h, b.String()
+			}
+		case *http2.DataFrame:
+			b.Write(f.Data())
+			if f.StreamEnded() {
+				return status, h, b.String()
+			}
+		case *http2.RSTStreamFrame:
+			c.t.Fatalf("stream %d reset: %v", f.StreamID, f.ErrCode)
+		case *http2.GoAwayFrame:
+			c.t.Fatalf("GOAWAY %v", f.ErrCode)
+		}
+	}
+}
+
+func TestServesAResponseInOneWrite(t *testing.T) {
+	ts := startServer(t, &Server{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "hello "+r.URL.Path)
+	}))
+	c := dial(t, ts)
+	c.headers(1, true, get("/a")...)
+	status, h, body := c.response(1)
+	if status != "200" || body != "hello /a" || h.Get("content-length") != "8" || h.Get("content-type") != "text/plain" {
+		t.Fatalf("got %s %v %q", status, h, body)
+	}
+}
+
+// A handler that waits for a window the client never opens must end when
+// the client goes away, and ServeConn must return.
+func TestHandlerWaitingForWindowEndsWhenClientCloses(t *testing.T) {
+	started := make(chan struct{})
+	ended := make(chan error, 1)
+	ts := startServer(t, &Server{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		_, err := w.Write(make([]byte, 100<<10))
+		ended <- err
+	}))
+	c := dial(t, ts, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	c.headers(1, true, get("/")...)
+	<-started
+	time.Sleep(50 * time.Millisecond)
+	c.nc.Close()
+	select {
+	case err := <-ended:
+		if err == nil {
+			t.Fatal("the write succeeded with no window")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler still waits for a window after its client closed")
+	}
+}

@@ -1,0 +1,334 @@
+package h2
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2"
+)
+
+// stream is one request and its response. Its fields are under c.mu but
+// rw's own, which only the handler's goroutine touches.
+type stream struct {
+	c    *conn
+	id   uint32
+	cond sync.Cond // body bytes, windows, an end: L is &c.mu
+
+	// remoteDone: the client ended its side (END_STREAM); localDone:
+	// sluice queued its END_STREAM.
+	remoteDone, localDone bool
+	// reset: RST_STREAM was sent or received; the stream takes no more.
+	reset bool
+	// peerReset: the client reset it; its later frames are errors.
+	peerReset bool
+	// err fails the handler's reads and writes (set by abortLocked).
+	err error
+
+	// The request body: body[off:] waits for the handler.
+	body       []byte
+	off        int
+	eof        bool // everything arrived: after body, io.EOF
+	bodyClosed bool // the handler closed the body: DATA is discarded
+	declared   int64
+	received   int64
+	recvWin    int32 // what the client may still send on the stream
+	unacked    int32 // read, not yet given back
+	trailer    http.Header
+	continue_  bool // Expect: 100-continue, not answered yet
+	timer      *time.Timer
+	timedOut   bool
+
+	// sendWin is the client's window for sluice's DATA on the stream.
+	sendWin int32
+
+	cancel context.CancelFunc
+	rw     responseWriter
+}
+
+// Errors a handler's reads and writes return.
+var (
+	errStreamClosed = errors.New("http2: stream closed")
+	errBodyLength   = errors.New("http2: request body disagrees with its content-length")
+)
+
+type errStreamReset struct{ code http2.ErrCode }
+
+func (e errStreamReset) Error() string { return "http2: client reset the stream: " + e.code.String() }
+
+// abortLocked makes the handler's reads and writes fail with err from now
+// on (keeping the first error).
+func (st *stream) abortLocked(err error) {
+	if st.err == nil {
+		st.err = err
+	}
+	st.cancel()
+	st.cond.Broadcast()
+}
+
+// endLocked takes the client's END_STREAM.
+func (st *stream) endLocked() error {
+	if st.declared >= 0 && st.received != st.declared {
+		st.abortLocked(errBodyLength)
+		return st.c.streamErr("content_length", st.id, http2.ErrCodeProtocol)
+	}
+	st.remoteDone, st.eof = true, true
+	st.cond.Broadcast()
+	return nil
+}
+
+func (st *stream) stopTimerLocked() {
+	if st.timer != nil {
+		st.timer.Stop()
+	}
+}
+
+// connHeaders are the fields RFC 9113 §8.2.2 forbids in HTTP/2.
+var connHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade"}
+
+// newRequestLocked checks the request that f opens (RFC 9113 §8.3, as
+// x/net's newWriterAndRequest and httpcommon.NewServerRequest) and builds
+// it; an error is the stream error to answer with.
+func (c *conn) newRequestLocked(f *http2.MetaHeadersFrame) (*http.Request, *stream, error) {
+	id := f.StreamID
+	var method, scheme, authority, path string
+	for _, hf := range f.PseudoFields() {
+		switch hf.Name {
+		case ":method":
+			method = hf.Value
+		case ":scheme":
+			scheme = hf.Value
+		case ":authority":
+			authority = hf.Value
+		case ":path":
+			path = hf.Value
+		case ":protocol":
+			// Extended CONNECT (RFC 8441) is not offered.
+			return nil, nil, c.streamErr("bad_connect", id, http2.ErrCodeProtocol)
+		}
+	}
+	if method == "CONNECT" {
+		if path != "" || scheme != "" || authority == "" {
+			return nil, nil, c.streamErr("bad_connect", id, http2.ErrCodeProtocol)
+		}
+	} else if method == "" || path == "" || scheme != "https" && scheme != "http" {
+		return nil, nil, c.streamErr("bad_path_method", id, http2.ErrCodeProtocol)
+	}
+	regular := f.RegularFields()
+	header := make(http.Header, len(regular))
+	for _, hf := range regular {
+		k := canonicalKey(hf.Name)
+		header[k] = append(header[k], hf.Value)
+	}
+	for _, k := range connHeaders {
+		if _, ok := header[k]; ok {
+			return nil, nil, c.streamErr("connection_specific", id, http2.ErrCodeProtocol)
+		}
+	}
+	if te := header["Te"]; len(te) > 0 && (len(te) > 1 || te[0] != "trailers" && te[0] != "") {
+		return nil, nil, c.streamErr("bad_te", id, http2.ErrCodeProtocol)
+	}
+	st := &stream{c: c, id: id, declared: -1, recvWin: c.streamWindow, sendWin: c.peerWindow}
+	st.cond.L = &c.mu
+	if httpguts.HeaderValuesContainsToken(header["Expect"], "100-continue") {
+		delete(header, "Expect")
+		st.continue_ = !f.StreamEnded()
+	}
+	if cookies := header["Cookie"]; len(cookies) > 1 {
+		header["Cookie"] = []string{strings.Join(cookies, "; ")}
+	}
+	var trailer http.Header
+	for _, v := range header["Trailer"] {
+		for _, key := range strings.Split(v, ",") {
+			key = textproto.CanonicalMIMEHeaderKey(textproto.TrimString(key))
+			switch key {
+			case "Transfer-Encoding", "Trailer", "Content-Length":
+			default:
+				if trailer == nil {
+					trailer = http.Header{}
+				}
+				trailer[key] = nil
+			}
+		}
+	}
+	delete(header, "Trailer")
+	if hosts := header["Host"]; len(hosts) == 1 {
+		if authority == "" {
+			authority = hosts[0]
+		} else if hosts[0] != authority {
+			return nil, nil, c.streamErr("authority_host_mismatch", id, http2.ErrCodeProtocol)
+		}
+		delete(header, "Host")
+	} else if len(hosts) > 1 {
+		return nil, nil, c.streamErr("multiple_host_headers", id, http2.ErrCodeProtocol)
+	}
+	if strings.IndexByte(authority, '@') >= 0 || authority != "" && !httpguts.ValidHostHeader(authority) {
+		return nil, nil, c.streamErr("invalid_authority", id, http2.ErrCodeProtocol)
+	}
+	var u *url.URL
+	requestURI := path
+	if method == "CONNECT" {
+		u, requestURI = &url.URL{Host: authority}, authority
+	} else {
+		if path[0] != '/' && path != "*" {
+			return nil, nil, c.streamErr("bad_path", id, http2.ErrCodeProtocol)
+		}
+		var err error
+		if u, err = url.ParseRequestURI(path); err != nil {
+			return nil, nil, c.streamErr("bad_path", id, http2.ErrCodeProtocol)
+		}
+	}
+	req := &http.Request{Method: method, URL: u, RemoteAddr: c.remoteAddr, Header: header,
+		RequestURI: requestURI, Proto: "HTTP/2.0", ProtoMajor: 2, Host: authority, Trailer: trailer}
+	if scheme == "https" {
+		req.TLS = c.tls
+	}
+	if f.StreamEnded() {
+		st.remoteDone, st.eof = true, true
+		req.Body = http.NoBody
+	} else {
+		req.Body = body{st}
+		req.ContentLength = -1
+		if vv, ok := header["Content-Length"]; ok {
+			req.ContentLength = 0
+			if n, err := strconv.ParseUint(vv[0], 10, 63); err == nil {
+				req.ContentLength = int64(n)
+				st.declared = int64(n)
+			}
+		}
+	}
+	st.trailer = trailer
+	return c.withStream(st, req), st, nil
+}
+
+// withStream gives req the stream's context and st its writer.
+func (c *conn) withStream(st *stream, req *http.Request) *http.Request {
+	ctx, cancel := context.WithCancel(c.ctx)
+	st.cancel = cancel
+	req = req.WithContext(ctx)
+	st.rw = responseWriter{st: st, req: req, header: http.Header{}}
+	return req
+}
+
+// upgrade starts stream 1 from the HTTP/1.1 request that asked for h2c,
+// with the client's SETTINGS from its HTTP2-Settings field.
+func (c *conn) upgrade(r *http.Request, settings []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(settings)%6 != 0 {
+		return c.connErr("upgrade_settings", http2.ErrCodeProtocol)
+	}
+	for i := 0; i < len(settings); i += 6 {
+		s := http2.Setting{ID: http2.SettingID(uint16(settings[i])<<8 | uint16(settings[i+1])),
+			Val: uint32(settings[i+2])<<24 | uint32(settings[i+3])<<16 | uint32(settings[i+4])<<8 | uint32(settings[i+5])}
+		if err := c.settingLocked(s); err != nil {
+			return err
+		}
+	}
+	c.maxID = 1
+	st := &stream{c: c, id: 1, declared: -1, recvWin: c.streamWindow, sendWin: c.peerWindow,
+		remoteDone: true, eof: true}
+	st.cond.L = &c.mu
+	req := r.Clone(context.Background())
+	req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/2.0", 2, 0
+	req.RemoteAddr = c.remoteAddr
+	if req.Body == nil {
+		req.Body = http.NoBody
+	}
+	c.startLocked(st, c.withStream(st, req))
+	return nil
+}
+
+// body is a request's body as the handler reads it.
+type body struct{ st *stream }
+
+func (b body) Read(p []byte) (int, error) { return b.st.read(p) }
+
+// Close discards what is left: the client's further DATA is dropped (its
+// credit given back).
+func (b body) Close() error {
+	st := b.st
+	c := st.c
+	c.mu.Lock()
+	if !st.bodyClosed {
+		st.bodyClosed = true
+		c.giveBackLocked(int32(len(st.body) - st.off))
+		st.body, st.off = nil, 0
+		c.flushLocked()
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+func (st *stream) read(p []byte) (int, error) {
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st.continue_ {
+		st.continue_ = false
+		if st.err == nil && !c.dead {
+			c.writeStatusLocked(st.id, http.StatusContinue, "")
+			c.flushLocked()
+		}
+	}
+	for st.off == len(st.body) {
+		switch {
+		case st.bodyClosed:
+			return 0, http.ErrBodyReadAfterClose
+		case st.eof && st.err == nil:
+			return 0, io.EOF
+		case st.timedOut:
+			return 0, fmt.Errorf("http2: request body: %w", os.ErrDeadlineExceeded)
+		case st.err != nil:
+			return 0, st.err
+		}
+		if len(p) == 0 {
+			return 0, nil
+		}
+		st.cond.Wait()
+	}
+	n := copy(p, st.body[st.off:])
+	st.off += n
+	if st.off == len(st.body) {
+		st.body, st.off = st.body[:0], 0
+	}
+	st.unacked += int32(n)
+	c.unacked += int32(n)
+	c.ackLocked(st)
+	c.flushLocked()
+	return n, nil
+}
+
+// setReadDeadline makes body reads fail from t on (the zero time: never).
+func (st *stream) setReadDeadline(t time.Time) {
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st.stopTimerLocked()
+	st.timedOut = false
+	if t.IsZero() {
+		return
+	}
+	d := time.Until(t)
+	if d <= 0 {
+		st.timedOut = true
+		st.cond.Broadcast()
+		return
+	}
+	st.timer = time.AfterFunc(d, func() {
+		c.mu.Lock()
+		st.timedOut = true
+		st.cond.Broadcast()
+		c.mu.Unlock()
+	})
+}
