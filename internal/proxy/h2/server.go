@@ -2,7 +2,6 @@ package h2
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -52,9 +51,6 @@ type Server struct {
 // ServeConnOpts are the per-connection arguments of ServeConn.
 type ServeConnOpts struct {
 	Handler http.Handler
-	// Context is the parent of every request's context; nil means
-	// context.Background.
-	Context context.Context
 	// SawClientPreface: the caller has read the client's preface.
 	SawClientPreface bool
 	// UpgradeRequest is the HTTP/1.1 request that switched the connection
@@ -87,6 +83,9 @@ const (
 	// because it does not read.
 	maxPending        = 64 << 10
 	maxControlPending = 1 << 20
+	// keepSpare is the largest write buffer a connection keeps between
+	// writes (an idle connection keeps at most that).
+	keepSpare = 32 << 10
 )
 
 // Shutdown sends GOAWAY on every connection: each ends once its streams
@@ -140,6 +139,9 @@ func (s *Server) newConn(nc net.Conn, o ServeConnOpts) *conn {
 	if c.connWindow <= 0 {
 		c.connWindow = defaultConnWindow
 	}
+	// Never below the protocol's initial window: a client may use that
+	// much before it has read sluice's SETTINGS.
+	c.streamWindow, c.connWindow = max(c.streamWindow, initialWindow), max(c.connWindow, initialWindow)
 	c.recvWin = c.connWindow
 	c.maxHeaderList = s.MaxHeaderListSize
 	if c.maxHeaderList == 0 {
@@ -149,13 +151,14 @@ func (s *Server) newConn(nc net.Conn, o ServeConnOpts) *conn {
 		st := cs.ConnectionState()
 		c.tls = &st
 	}
-	parent := o.Context
-	if parent == nil {
-		parent = context.Background()
-	}
-	c.ctx, c.cancel = context.WithCancel(parent)
 	c.drained.L = &c.mu
+	c.jobs = make(chan job, maxIdleWorkers)
+	// No dynamic table: each header block stands alone, so responses can
+	// be encoded as their handlers produce them and queued in any order
+	// (HPACK's dynamic table would tie the two orders together). The
+	// static table and Huffman coding still apply.
 	c.enc = hpack.NewEncoder(&c.hbuf)
+	c.enc.SetMaxDynamicTableSizeLimit(0)
 	c.fr = http2.NewFramer(io.Discard, nc)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.MaxHeaderListSize = c.maxHeaderList
@@ -174,9 +177,9 @@ type conn struct {
 	handler    http.Handler
 	remoteAddr string
 	tls        *tls.ConnectionState
-	ctx        context.Context
-	cancel     context.CancelFunc
-	wg         sync.WaitGroup // handlers
+	wg         sync.WaitGroup // workers (see work)
+	// jobs hands streams to idle workers; it holds one per idle worker.
+	jobs chan job
 
 	// Fixed at the start.
 	maxStreams    uint32
@@ -189,8 +192,10 @@ type conn struct {
 
 	mu      sync.Mutex
 	drained sync.Cond // a write ended (flushing false), or the connection died
-	out     []byte    // frames queued for the client
-	spare   []byte
+	// idleWorkers wait on jobs.
+	idleWorkers int
+	out         []byte // frames queued for the client
+	spare       []byte
 	// flushing: a goroutine is writing (it writes what is queued until
 	// nothing is).
 	flushing bool
@@ -211,6 +216,12 @@ type conn struct {
 	// given back with WINDOW_UPDATE.
 	recvWin int32
 	unacked int32
+	// active counts the streams open or half-closed (settleLocked).
+	active int
+	// resets are the last streams sluice reset: frames the client had in
+	// flight for them are ignored, not answered (RFC 9113 §5.1).
+	resets  [8]uint32
+	resetAt int
 	// goAway: GOAWAY was sent with goAwayCode; new streams are ignored.
 	goAway     bool
 	goAwayCode http2.ErrCode
@@ -229,7 +240,6 @@ func (c *conn) serve(o ServeConnOpts) {
 		c.mu.Unlock()
 		c.nc.Close()
 		c.wg.Wait()
-		c.cancel()
 		c.mu.Lock()
 		if c.idleTimer != nil {
 			c.idleTimer.Stop()
@@ -273,7 +283,7 @@ func (c *conn) serve(o ServeConnOpts) {
 			}
 			continue
 		}
-		if err := c.process(f); err != nil && !c.handleError(err) {
+		if err := c.process(f); err != nil {
 			return
 		}
 	}
@@ -302,35 +312,40 @@ func (c *conn) readError(err error) bool {
 
 // handleError answers a protocol error; it reports whether to read on.
 func (c *conn) handleError(err error) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.handleErrorLocked(err)
+}
+
+// handleErrorLocked is handleError with c.mu held: a stream error resets
+// the stream in the same critical section that found it, so that its
+// handler cannot end the stream in between.
+func (c *conn) handleErrorLocked(err error) bool {
 	switch err := err.(type) {
 	case http2.StreamError:
-		c.mu.Lock()
 		if st := c.streams[err.StreamID]; st != nil && !st.reset {
 			c.resetLocked(st, err.Code, err)
 		} else {
 			c.writeRSTLocked(err.StreamID, err.Code)
 		}
 		c.flushLocked()
-		c.mu.Unlock()
 		return true
 	case http2.ConnectionError:
-		c.connError(err)
+		c.goAwayLocked(http2.ErrCode(err), "")
+		c.flushLocked()
 		return true // read on until the client closes or lingerTimeout
 	}
 	return false
 }
 
-// connError sends GOAWAY with the error's code and lingers.
+// connError sends GOAWAY with the error's code (PROTOCOL_ERROR for one
+// that is not a ConnectionError) and lingers.
 func (c *conn) connError(err error) {
-	code := http2.ErrCodeProtocol
 	var ce http2.ConnectionError
-	if errors.As(err, &ce) {
-		code = http2.ErrCode(ce)
+	if !errors.As(err, &ce) {
+		ce = http2.ConnectionError(http2.ErrCodeProtocol)
 	}
-	c.mu.Lock()
-	c.goAwayLocked(code, "")
-	c.flushLocked()
-	c.mu.Unlock()
+	c.handleError(ce)
 }
 
 func (c *conn) count(name string) {
@@ -354,13 +369,29 @@ func (c *conn) connErr(name string, code http2.ErrCode) error {
 func (c *conn) process(f http2.Frame) error {
 	if !c.sawSettings {
 		if _, ok := f.(*http2.SettingsFrame); !ok {
-			return c.connErr("first_settings", http2.ErrCodeProtocol)
+			c.handleError(c.connErr("first_settings", http2.ErrCodeProtocol))
+			return nil
 		}
 		c.sawSettings = true
-		c.nc.SetReadDeadline(time.Time{})
+		c.mu.Lock()
+		if !c.lingering { // a GOAWAY may have come first (Shutdown)
+			c.nc.SetReadDeadline(time.Time{})
+		}
+		c.mu.Unlock()
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.processLocked(f); err != nil {
+		if !c.handleErrorLocked(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+// processLocked acts on f; an error is the stream or connection error to
+// answer with.
+func (c *conn) processLocked(f http2.Frame) error {
 	if c.goAway && (c.goAwayCode != http2.ErrCodeNo || f.Header().StreamID > c.maxID) {
 		// After GOAWAY: new streams are ignored, and after an error
 		// everything; DATA still gives its flow-control credit back.
@@ -394,6 +425,7 @@ func (c *conn) process(f http2.Frame) error {
 		}
 		if st := c.streams[f.StreamID]; st != nil && !st.reset {
 			st.reset, st.peerReset = true, true
+			c.settleLocked(st)
 			st.abortLocked(errStreamReset{f.ErrCode})
 		}
 	case *http2.PriorityFrame:
@@ -441,7 +473,7 @@ func (c *conn) settingLocked(s http2.Setting) error {
 	}
 	switch s.ID {
 	case http2.SettingHeaderTableSize:
-		c.enc.SetMaxDynamicTableSize(min(s.Val, 4096))
+		// sluice's encoder uses no dynamic table (newConn): any size will do.
 	case http2.SettingInitialWindowSize:
 		// Applies to every stream's window, as a change (§6.9.2).
 		delta := int32(s.Val) - c.peerWindow
@@ -506,6 +538,10 @@ func (c *conn) dataLocked(f *http2.DataFrame) error {
 	}
 	c.recvWin -= int32(f.Length)
 	st := c.streams[id]
+	if st == nil && c.resetRecently(id) {
+		c.giveBackLocked(int32(f.Length))
+		return nil // in flight when sluice reset it: ignored (§5.1)
+	}
 	if st == nil || st.remoteDone || st.reset {
 		c.giveBackLocked(int32(f.Length))
 		if st != nil && st.reset && !st.peerReset {
@@ -563,13 +599,16 @@ func (c *conn) headersLocked(f *http2.MetaHeadersFrame) error {
 		return c.trailersLocked(st, f)
 	}
 	if id <= c.maxID {
+		if c.resetRecently(id) {
+			return nil // trailers in flight when sluice reset the stream
+		}
 		return c.connErr("stream_went_down", http2.ErrCodeProtocol)
 	}
 	c.maxID = id
 	if f.HasPriority() && f.Priority.StreamDep == id {
 		return c.streamErr("priority", id, http2.ErrCodeProtocol)
 	}
-	if uint32(len(c.streams)) >= c.maxStreams {
+	if uint32(c.active) >= c.maxStreams {
 		return c.streamErr("over_max_streams", id, http2.ErrCodeRefusedStream)
 	}
 	if f.Truncated {
@@ -602,24 +641,82 @@ func (c *conn) trailersLocked(st *stream, f *http2.MetaHeadersFrame) error {
 		if !httpguts.ValidTrailerHeader(key) {
 			return c.streamErr("trailers_bogus", st.id, http2.ErrCodeProtocol)
 		}
-		if st.trailer != nil {
-			st.trailer[key] = append(st.trailer[key], hf.Value)
+		if st.trailerIn == nil {
+			st.trailerIn = http.Header{}
 		}
+		st.trailerIn[key] = append(st.trailerIn[key], hf.Value)
 	}
 	return st.endLocked()
 }
 
-// startLocked registers st and runs its handler.
+// startLocked registers st and runs its handler: on a goroutine of the
+// connection's that waits for a stream, or a new one.
 func (c *conn) startLocked(st *stream, req *http.Request) {
 	c.streams[st.id] = st
+	c.active++
+	st.counted = true
+	c.settleLocked(st)
 	c.idleSince = time.Time{}
+	if c.idleWorkers > 0 {
+		c.idleWorkers--
+		c.jobs <- job{st, req}
+		return
+	}
 	c.wg.Add(1)
-	go c.runHandler(st, req)
+	go c.work(job{st, req})
+}
+
+// settleLocked stops counting st against MAX_CONCURRENT_STREAMS once it
+// is closed (reset, or ended both ways), which may be before its handler
+// has returned.
+func (c *conn) settleLocked(st *stream) {
+	if st.counted && (st.reset || st.localDone && st.remoteDone) {
+		st.counted = false
+		c.active--
+	}
+}
+
+// job is a stream for a worker; the zero job tells an idle one to end.
+type job struct {
+	st  *stream
+	req *http.Request
+}
+
+// maxIdleWorkers bounds the goroutines a connection keeps waiting for its
+// next stream. A handler's goroutine grows its stack to about 16 KiB on
+// the way to a backend and back; one that serves the next stream as well
+// does not grow it again (a new goroutine per stream spent a tenth of the
+// server's CPU copying stacks). A connection with no stream keeps none.
+const maxIdleWorkers = 16
+
+// work runs handlers: j's, then those it is given while the connection has
+// streams.
+func (c *conn) work(j job) {
+	defer c.wg.Done()
+	for {
+		c.runHandler(j.st, j.req)
+		c.mu.Lock()
+		if c.dead || len(c.streams) == 0 || c.idleWorkers >= maxIdleWorkers {
+			c.mu.Unlock()
+			return
+		}
+		c.idleWorkers++
+		c.mu.Unlock()
+		if j = <-c.jobs; j.st == nil {
+			return
+		}
+	}
+}
+
+// dismissLocked ends the idle workers.
+func (c *conn) dismissLocked() {
+	for ; c.idleWorkers > 0; c.idleWorkers-- {
+		c.jobs <- job{}
+	}
 }
 
 // runHandler serves one stream's request, then ends the stream.
 func (c *conn) runHandler(st *stream, req *http.Request) {
-	defer c.wg.Done()
 	w := &st.rw
 	ok := false
 	defer func() {
@@ -659,9 +756,11 @@ func (c *conn) closeStreamLocked(st *stream) {
 	st.body, st.off = nil, 0
 	st.abortLocked(errStreamClosed)
 	st.stopTimerLocked()
-	st.cancel()
+	st.reset = true
+	c.settleLocked(st)
 	delete(c.streams, st.id)
 	if len(c.streams) == 0 {
+		c.dismissLocked()
 		c.idleSince = time.Now()
 		if c.goAway {
 			c.lingerLocked()
@@ -699,6 +798,7 @@ func (c *conn) resetLocked(st *stream, code http2.ErrCode, err error) {
 		return
 	}
 	st.reset = true
+	c.settleLocked(st)
 	c.writeRSTLocked(st.id, code)
 	st.abortLocked(err)
 }
@@ -785,6 +885,6 @@ func (c *conn) dieLocked(err error) {
 	for _, st := range c.streams {
 		st.abortLocked(err)
 	}
+	c.dismissLocked()
 	c.drained.Broadcast()
-	c.cancel()
 }

@@ -32,6 +32,8 @@ type stream struct {
 	reset bool
 	// peerReset: the client reset it; its later frames are errors.
 	peerReset bool
+	// counted against MAX_CONCURRENT_STREAMS (see settleLocked)
+	counted bool
 	// err fails the handler's reads and writes (set by abortLocked).
 	err error
 
@@ -44,16 +46,28 @@ type stream struct {
 	received   int64
 	recvWin    int32 // what the client may still send on the stream
 	unacked    int32 // read, not yet given back
+	// trailer is the request's Trailer, which the handler owns: the
+	// client's trailers wait in trailerIn and are copied into it on the
+	// handler's side, by the read that returns io.EOF (as x/net does).
 	trailer    http.Header
+	trailerIn  http.Header
 	continue_  bool // Expect: 100-continue, not answered yet
+	headerSent bool // the response's HEADERS is queued: no 100 after it
 	timer      *time.Timer
 	timedOut   bool
 
 	// sendWin is the client's window for sluice's DATA on the stream.
 	sendWin int32
 
-	cancel context.CancelFunc
-	rw     responseWriter
+	// The request's context (streamCtx): ended, its Done channel (made
+	// when asked for) and the functions to run when it ends.
+	ended    bool
+	done     chan struct{}
+	after    []afterFunc
+	afterBuf [2]afterFunc
+	seq      uint64
+
+	rw responseWriter
 }
 
 // Errors a handler's reads and writes return.
@@ -72,7 +86,7 @@ func (st *stream) abortLocked(err error) {
 	if st.err == nil {
 		st.err = err
 	}
-	st.cancel()
+	st.endCtxLocked()
 	st.cond.Broadcast()
 }
 
@@ -83,6 +97,7 @@ func (st *stream) endLocked() error {
 		return st.c.streamErr("content_length", st.id, http2.ErrCodeProtocol)
 	}
 	st.remoteDone, st.eof = true, true
+	st.c.settleLocked(st)
 	st.cond.Broadcast()
 	return nil
 }
@@ -126,9 +141,17 @@ func (c *conn) newRequestLocked(f *http2.MetaHeadersFrame) (*http.Request, *stre
 	}
 	regular := f.RegularFields()
 	header := make(http.Header, len(regular))
-	for _, hf := range regular {
+	// One backing array for the values: a field's slice is a one-element
+	// window of it (a repeated field's append copies out).
+	vals := make([]string, len(regular))
+	for i, hf := range regular {
 		k := canonicalKey(hf.Name)
-		header[k] = append(header[k], hf.Value)
+		if vv, ok := header[k]; ok {
+			header[k] = append(vv, hf.Value)
+		} else {
+			vals[i] = hf.Value
+			header[k] = vals[i : i+1 : i+1]
+		}
 	}
 	for _, k := range connHeaders {
 		if _, ok := header[k]; ok {
@@ -193,19 +216,26 @@ func (c *conn) newRequestLocked(f *http2.MetaHeadersFrame) (*http.Request, *stre
 	if scheme == "https" {
 		req.TLS = c.tls
 	}
+	// content-length: one valid value (repeated fields must agree), and
+	// 0 when the stream has ended (RFC 9113 §8.1.1).
+	if vv, ok := header["Content-Length"]; ok {
+		n, err := strconv.ParseUint(vv[0], 10, 63)
+		for _, v := range vv[1:] {
+			if v != vv[0] {
+				err = errBodyLength
+			}
+		}
+		if err != nil || f.StreamEnded() && n != 0 {
+			return nil, nil, c.streamErr("content_length", id, http2.ErrCodeProtocol)
+		}
+		st.declared = int64(n)
+	}
 	if f.StreamEnded() {
 		st.remoteDone, st.eof = true, true
 		req.Body = http.NoBody
 	} else {
 		req.Body = body{st}
-		req.ContentLength = -1
-		if vv, ok := header["Content-Length"]; ok {
-			req.ContentLength = 0
-			if n, err := strconv.ParseUint(vv[0], 10, 63); err == nil {
-				req.ContentLength = int64(n)
-				st.declared = int64(n)
-			}
-		}
+		req.ContentLength = st.declared
 	}
 	st.trailer = trailer
 	return c.withStream(st, req), st, nil
@@ -213,9 +243,7 @@ func (c *conn) newRequestLocked(f *http2.MetaHeadersFrame) (*http.Request, *stre
 
 // withStream gives req the stream's context and st its writer.
 func (c *conn) withStream(st *stream, req *http.Request) *http.Request {
-	ctx, cancel := context.WithCancel(c.ctx)
-	st.cancel = cancel
-	req = req.WithContext(ctx)
+	req = req.WithContext(streamCtx{st})
 	st.rw = responseWriter{st: st, req: req, header: http.Header{}}
 	return req
 }
@@ -276,7 +304,7 @@ func (st *stream) read(p []byte) (int, error) {
 	defer c.mu.Unlock()
 	if st.continue_ {
 		st.continue_ = false
-		if st.err == nil && !c.dead {
+		if st.err == nil && !c.dead && !st.headerSent {
 			c.writeStatusLocked(st.id, http.StatusContinue, "")
 			c.flushLocked()
 		}
@@ -286,6 +314,12 @@ func (st *stream) read(p []byte) (int, error) {
 		case st.bodyClosed:
 			return 0, http.ErrBodyReadAfterClose
 		case st.eof && st.err == nil:
+			if st.trailer != nil { // declared: undeclared ones are dropped, as by x/net
+				for k, vv := range st.trailerIn {
+					st.trailer[k] = vv
+				}
+			}
+			st.trailerIn = nil
 			return 0, io.EOF
 		case st.timedOut:
 			return 0, fmt.Errorf("http2: request body: %w", os.ErrDeadlineExceeded)

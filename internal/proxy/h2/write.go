@@ -2,6 +2,7 @@ package h2
 
 import (
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -20,9 +21,10 @@ type responseWriter struct {
 
 	status      int
 	wroteHeader bool // the final status is set
-	sentHeader  bool // its HEADERS frame is queued
+	sentHeader  bool // its HEADERS frame is queued (hdr holds it until then)
 	ended       bool // END_STREAM is queued
 	buf         []byte
+	hdr         []byte   // the encoded header block, until it is queued
 	declared    []string // trailer names announced in the Trailer field
 	cl          int64    // the content-length the handler set, or -1
 	written     int64
@@ -61,6 +63,17 @@ func (w *responseWriter) WriteHeader(code int) {
 			}
 		}
 	}
+	// The fields as they are now are the response's (later changes are
+	// trailers or nothing, as net/http has it): the block is encoded now
+	// and queued with the body's first bytes or the stream's end, so that
+	// a response without a body (gRPC's trailers-only) is one HEADERS
+	// frame with END_STREAM. Encoding uses no dynamic table (see
+	// newConn), so a block may be encoded before another stream's that
+	// goes out first.
+	c := w.st.c
+	c.mu.Lock()
+	w.hdr = append(w.hdr[:0], c.encodeLocked(w.status, w.header, false)...)
+	c.mu.Unlock()
 }
 
 // bodyAllowed reports whether the status may have content (RFC 9110 §6.4.1).
@@ -120,6 +133,13 @@ func (w *responseWriter) finish() error {
 		return nil
 	}
 	if !w.wroteHeader {
+		// The whole body is known: say how long it is, unless trailers
+		// are declared.
+		if _, ok := w.header["Trailer"]; !ok && w.req.Method != http.MethodHead {
+			if _, ok := w.header["Content-Length"]; !ok {
+				w.header["Content-Length"] = []string{strconv.Itoa(len(w.buf))}
+			}
+		}
 		w.WriteHeader(http.StatusOK)
 	}
 	var trailers http.Header
@@ -139,17 +159,13 @@ func (w *responseWriter) finish() error {
 			trailers[http.CanonicalHeaderKey(k[len(http.TrailerPrefix):])] = vv
 		}
 	}
-	if !w.sentHeader && w.cl < 0 && len(w.declared) == 0 && trailers == nil && w.bodyAllowed() &&
-		(w.req.Method != http.MethodHead || len(w.buf) > 0) {
-		w.header["Content-Length"] = []string{strconv.Itoa(len(w.buf))}
-	}
 	return w.send(true, trailers, true)
 }
 
-// send queues the header (if not yet), the body held and, with end, the
-// end of the stream (in the trailers' HEADERS when there are any), then
-// writes what is queued unless another write is under way (which writes
-// it). flush asks for the header to go out even without body bytes.
+// send queues the body held and, with end, the end of the stream (in the
+// trailers' HEADERS when there are any), then writes what is queued
+// unless another write is under way (which writes it). flush asks for a
+// write even without body bytes (the header).
 func (w *responseWriter) send(end bool, trailers http.Header, flush bool) error {
 	st := w.st
 	c := st.c
@@ -161,10 +177,12 @@ func (w *responseWriter) send(end bool, trailers http.Header, flush bool) error 
 		}
 		if !w.sentHeader {
 			w.sentHeader = true
+			st.headerSent = true
 			endNow := end && len(w.buf) == 0 && trailers == nil
-			c.writeHeadersLocked(st.id, c.encodeLocked(w.status, w.header, false), endNow)
+			c.writeHeadersLocked(st.id, w.hdr, endNow)
 			if endNow {
 				st.localDone = true
+				c.settleLocked(st)
 				w.ended = true
 				c.flushLocked()
 				c.mu.Unlock()
@@ -197,6 +215,7 @@ func (w *responseWriter) send(end bool, trailers http.Header, flush bool) error 
 			}
 			c.writeHeadersLocked(st.id, c.encodeLocked(0, trailers, true), true)
 			st.localDone = true
+			c.settleLocked(st)
 			c.flushLocked()
 		}
 	}
@@ -247,6 +266,7 @@ func (c *conn) sendData(st *stream, p []byte, end bool) error {
 		if end && n == len(p) {
 			flags = http2.FlagDataEndStream
 			st.localDone = true
+			c.settleLocked(st)
 		}
 		c.out = appendFrameHeader(c.out, n, http2.FrameData, flags, st.id)
 		c.out = append(c.out, p[:n]...)
@@ -257,8 +277,29 @@ func (c *conn) sendData(st *stream, p []byte, end bool) error {
 			break
 		}
 	}
-	c.flushLocked()
+	if end {
+		c.flushSoonLocked()
+	} else {
+		c.flushLocked()
+	}
 	return nil
+}
+
+// flushSoonLocked writes what is queued at the end of a response: when
+// other streams of the connection are open, it first yields the processor
+// once (runtime.Gosched), so that their handlers which are ready to run
+// (their backends answered in the same poll) queue their frames too, and
+// one write carries them all, as an event loop writes once per wake-up.
+// No timer: the write waits only for goroutines that were runnable.
+// Measured with h2load -c50 -m10: writes to the client per response 1.0
+// before, 0.23 after (bench/tlsstat.sh).
+func (c *conn) flushSoonLocked() {
+	if c.active > 0 && !c.flushing {
+		c.mu.Unlock()
+		runtime.Gosched()
+		c.mu.Lock()
+	}
+	c.flushLocked()
 }
 
 // informational sends a 1xx response (100 Continue, 103 Early Hints) with
@@ -329,6 +370,8 @@ func (c *conn) writeHeadersLocked(id uint32, block []byte, end bool) {
 }
 
 func (c *conn) writeRSTLocked(id uint32, code http2.ErrCode) {
+	c.resets[c.resetAt%len(c.resets)] = id
+	c.resetAt++
 	c.out = appendFrameHeader(c.out, 4, http2.FrameRSTStream, 0, id)
 	c.out = append(c.out, byte(code>>24), byte(code>>16), byte(code>>8), byte(code))
 }
@@ -369,7 +412,7 @@ func (c *conn) flushLocked() {
 		_, err := c.nc.Write(buf)
 		c.mu.Lock()
 		c.flushing = false
-		if cap(buf) <= 4*maxPending {
+		if cap(buf) <= keepSpare {
 			c.spare = buf[:0]
 		}
 		c.drained.Broadcast()
@@ -378,6 +421,16 @@ func (c *conn) flushLocked() {
 			c.nc.Close()
 		}
 	}
+}
+
+// resetRecently reports whether sluice reset stream id lately.
+func (c *conn) resetRecently(id uint32) bool {
+	for _, r := range c.resets {
+		if r == id && id != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func hpackField(name, value string) hpack.HeaderField {
@@ -403,7 +456,12 @@ func lowerKey(k string) (string, bool) {
 	if !httpguts.ValidHeaderFieldName(k) {
 		return "", false
 	}
-	return strings.ToLower(k), true
+	lower := strings.ToLower(k)
+	switch lower {
+	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+		return "", false
+	}
+	return lower, true
 }
 
 // commonLower maps common canonical keys to their HTTP/2 names, and the
