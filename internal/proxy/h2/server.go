@@ -252,7 +252,8 @@ func (c *conn) serve(o ServeConnOpts) {
 	}
 	c.nc.SetReadDeadline(time.Now().Add(pt))
 	c.mu.Lock()
-	c.writeSettingsLocked()
+	c.writeSettingsLocked() // the server's preface goes out at once
+	c.flushLocked()
 	c.mu.Unlock()
 	if !o.SawClientPreface {
 		var buf [len(http2.ClientPreface)]byte
