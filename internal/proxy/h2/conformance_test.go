@@ -32,40 +32,8 @@ const testWait = 5 * time.Second
 // startServerConns is startServer, and also tells served each time a
 // ServeConn returns.
 func startServerConns(t *testing.T, srv *Server, h http.Handler) (*testServer, <-chan struct{}) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	served := make(chan struct{}, 64)
-	ts := &testServer{ln: ln, srv: srv}
-	ts.wg.Add(1)
-	go func() {
-		defer ts.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			ts.wg.Add(1)
-			go func() {
-				defer ts.wg.Done()
-				srv.ServeConn(c, ServeConnOpts{Handler: h})
-				served <- struct{}{}
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		done := make(chan struct{})
-		go func() { ts.wg.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Errorf("ServeConn did not return within 10 s of its client closing")
-		}
-	})
-	return ts, served
+	return serveOn(t, srv, h, served), served
 }
 
 // waitServed waits for a ServeConn to return.

@@ -23,6 +23,12 @@ type testServer struct {
 }
 
 func startServer(t *testing.T, srv *Server, h http.Handler) *testServer {
+	return serveOn(t, srv, h, nil)
+}
+
+// serveOn is startServer that also sends on served (when not nil) each
+// time a ServeConn returns.
+func serveOn(t *testing.T, srv *Server, h http.Handler, served chan<- struct{}) *testServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -41,6 +47,9 @@ func startServer(t *testing.T, srv *Server, h http.Handler) *testServer {
 			go func() {
 				defer ts.wg.Done()
 				srv.ServeConn(c, ServeConnOpts{Handler: h})
+				if served != nil {
+					served <- struct{}{}
+				}
 			}()
 		}
 	}()
