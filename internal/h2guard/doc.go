@@ -4,11 +4,16 @@
 // settings and other control-frame floods and empty-frame floods that
 // golang.org/x/net/http2's Server lacks or has only in part.
 //
-// A Conn sits between the client's connection (after TLS) and
-// http2.Server.ServeConn:
+// A Conn sits between the client's connection (after TLS) and the HTTP/2
+// server: sluice's own (package h2, which batches its writes itself:
+// Config.Unbatched) or x/net's http2.Server.ServeConn:
 //
 //	c := h2guard.New(tlsConn, &h2guard.Config{Limits: lim, Stats: stats, OnClose: logIt})
 //	h2srv.ServeConn(c, &http2.ServeConnOpts{...})
+//
+// The audit below is of x/net's server, which the defences were written
+// against; package h2 follows x/net's rules (its doc says where it differs)
+// and runs beneath the same Conn.
 //
 // Its Read passes the client's bytes through unchanged (no allocation; over
 // cleartext small reads go through a pooled buffer, see readBuf, so that

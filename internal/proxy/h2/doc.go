@@ -39,6 +39,14 @@
 //   - Every goroutine it starts (one per stream) has ended when ServeConn
 //     returns.
 //
+// Where it differs from x/net's server: a malformed request is a stream
+// error (x/net answers 400 to some), a SETTINGS frame that repeats a
+// setting is applied in order (x/net closes the connection), frames that
+// were in flight for a stream sluice reset are ignored (RFC 9113 §5.1),
+// and response headers are encoded without HPACK's dynamic table (each
+// block stands alone, so handlers encode as they finish and the blocks may
+// go out in any order).
+//
 // The flood defences (rapid reset, CONTINUATION, PING, SETTINGS and empty
 // frames) are package h2guard's, beneath this server on the connection.
 package h2
