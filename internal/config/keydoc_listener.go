@@ -81,8 +81,9 @@ func listenerKeyDocs() map[string]KeyDoc {
 				"kernel; it spends about half the CPU per request of `std`. `std` is Go's net/http server " +
 				"and `http.Transport` beneath the same strict request guard: the reference behaviour. " +
 				"Either way TLS is terminated first and HTTP/1.1 over TLS runs on the chosen engine, " +
-				"while HTTP/2 from clients (ALPN or h2c) is served by golang.org/x/net/http2 over the " +
-				"net/http codec's handler (with `h1`, its requests with a body of at most 64 KiB reach " +
+				"while HTTP/2 from clients (ALPN or h2c) is served over the net/http codec's handler by " +
+				"sluice's own HTTP/2 server with `h1` and by golang.org/x/net/http2's with `std` (with " +
+				"`h1`, its requests with a body of at most 64 KiB reach " +
 				"HTTP/1.1 backends over the engine's connections, the others through `http.Transport`; " +
 				"see [http2.md](http2.md)); `Upgrade: h2c` is answered with `engine: h1` only (prior " +
 				"knowledge works with both). Both pass the same end-to-end, hostile-input and " +
