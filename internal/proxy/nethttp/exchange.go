@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -21,9 +22,15 @@ import (
 // RoundTrip returned.
 func (a *httpAttempt) outFor(ctx context.Context, b *pool.Backend, body *attemptBody) *http.Request {
 	out := a.out.WithContext(ctx)
-	u := *a.out.URL
+	// The first attempt's URL is kept in a; a later one gets its own.
+	u := &a.firstURL
+	if a.attempts > 0 {
+		u = new(url.URL)
+	}
+	a.attempts++
+	*u = *a.out.URL
 	u.Scheme, u.Host = b.URL.Scheme, b.Host
-	out.URL = &u
+	out.URL = u
 	if body != nil {
 		out.Body = body
 	}
@@ -202,7 +209,7 @@ func (a *httpAttempt) deliver(resp *http.Response, b *pool.Backend) proxy.Outcom
 		// HTTP/2 backend may send Content-Length beside them.
 		delete(hdr, "Content-Length")
 	}
-	hdr.Set("X-Request-Id", a.id)
+	hdr["X-Request-Id"] = a.one(a.id) // Set, without its allocation
 	a.altSvc(hdr)
 	if st := a.t.Sticky; st != nil && a.info.Preferred != b {
 		if v := st.CookieValue(a.t.Pool, b, a.tls); v != "" {

@@ -97,6 +97,63 @@ type httpAttempt struct {
 	timing proxy.ConnTiming
 
 	limited proxy.Limited // a rate limit refused the request (429)
+
+	// Storage of the request's own that would otherwise be allocated apart
+	// (this struct is allocated once per request anyway): the pick, the
+	// outbound request and its URL, the first attempt's URL, and the values
+	// of the header fields sluice sets (see vals).
+	pick     pool.PickInfo
+	outReq   http.Request
+	outURL   url.URL
+	firstURL url.URL
+	attempts int // outFor calls so far
+	valBuf   [8]string
+	valUsed  int
+}
+
+// vals returns a slice of n strings (len and cap n) for header values:
+// from valBuf while it has room, else newly allocated. The cap keeps an
+// append to one field's values from writing over the next field's.
+func (a *httpAttempt) vals(n int) []string {
+	if a.valUsed+n > len(a.valBuf) {
+		return make([]string, n)
+	}
+	v := a.valBuf[a.valUsed : a.valUsed+n : a.valUsed+n]
+	a.valUsed += n
+	return v
+}
+
+// one is a header value list of just v, as http.Header.Set would store it.
+// Only for names already canonical (constants): Set's canonicalization is
+// then a no-op, so h[name] = a.one(v) is h.Set(name, v).
+func (a *httpAttempt) one(v string) []string {
+	s := a.vals(1)
+	s[0] = v
+	return s
+}
+
+// cloneHeader is h.Clone() with the values copied into a.vals.
+func (a *httpAttempt) cloneHeader(h http.Header) http.Header {
+	if h == nil {
+		return nil
+	}
+	nv := 0
+	for _, vv := range h {
+		nv += len(vv)
+	}
+	sv := a.vals(nv)
+	h2 := make(http.Header, len(h))
+	for k, vv := range h {
+		if vv == nil {
+			// Preserve nil values (as Clone does).
+			h2[k] = nil
+			continue
+		}
+		n := copy(sv, vv)
+		h2[k] = sv[:n:n]
+		sv = sv[n:]
+	}
+	return h2
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -108,9 +165,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		a.id = h.ids.Next()
 	}
-	var info pool.PickInfo
 	rec := &a.rec
-	rec.Info = &info
+	rec.Info = &a.pick
 	switch {
 	case r.ProtoMajor >= 3:
 		rec.Version = proxy.HTTP3
@@ -129,7 +185,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		l.StartTrace(rec, stdFields(r.Header))
 	}
-	rec.Result, rec.Status = a.serve(l, &info)
+	rec.Result, rec.Status = a.serve(l, &a.pick)
 	if a.body != nil {
 		rec.BytesIn += a.body.sent()
 	}
@@ -235,9 +291,9 @@ func (a *httpAttempt) serve(l *proxy.Listener, info *pool.PickInfo) (proxy.Resul
 // was sent.
 func (a *httpAttempt) buildOutbound(l *proxy.Listener, peer netip.Addr, path string) {
 	r := a.r
-	out := new(http.Request)
+	out := &a.outReq
 	*out = *r
-	out.Header = r.Header.Clone()
+	out.Header = a.cloneHeader(r.Header)
 	if out.Header == nil {
 		out.Header = http.Header{}
 	}
@@ -254,8 +310,8 @@ func (a *httpAttempt) buildOutbound(l *proxy.Listener, peer netip.Addr, path str
 	if cs := tlsState(r); cs != nil && l.ClientCert != nil {
 		fw.ClientCert = l.ClientCert(cs)
 	}
-	setForwarded(out.Header, &fw)
-	out.Header.Set("X-Request-Id", a.id)
+	setForwarded(out.Header, &fw, a.one)
+	out.Header["X-Request-Id"] = a.one(a.id) // Set, without its allocation
 	if tr := &a.rec.Trace; tr.On() {
 		// sluice's span is the backend's parent.
 		for name := range out.Header {
@@ -275,7 +331,8 @@ func (a *httpAttempt) buildOutbound(l *proxy.Listener, peer netip.Addr, path str
 		out.Header["User-Agent"] = nil // do not let Go add its own
 	}
 	// Opaque makes http.Transport send the path exactly as given.
-	out.URL = &url.URL{Scheme: "http", Opaque: path, RawQuery: r.URL.RawQuery}
+	a.outURL = url.URL{Scheme: "http", Opaque: path, RawQuery: r.URL.RawQuery}
+	out.URL = &a.outURL
 	out.RequestURI = ""
 	out.Close = false
 	out.Trailer = r.Trailer

@@ -36,22 +36,25 @@ func upgradeType(h http.Header) string {
 }
 
 // setForwarded applies the core's forwarding decision f to an outbound
-// header map from which hop-by-hop fields are already removed.
-func setForwarded(out http.Header, f *proxy.Forwarding) {
-	xff := string(f.AppendFor(nil, stdFields(out)))
+// header map from which hop-by-hop fields are already removed. one makes
+// the value list of a field (the request's preallocated ones); the names
+// are canonical constants, so each assignment is out.Set's.
+func setForwarded(out http.Header, f *proxy.Forwarding, one func(string) []string) {
+	var buf [64]byte // an address and then some: the string is the only allocation
+	xff := string(f.AppendFor(buf[:0], stdFields(out)))
 	for name := range out {
 		if f.Drops(name) {
 			delete(out, name)
 		}
 	}
-	out.Set("X-Forwarded-For", xff)
+	out["X-Forwarded-For"] = one(xff)
 	if !f.KeepProto {
-		out.Set("X-Forwarded-Proto", f.Proto)
+		out["X-Forwarded-Proto"] = one(f.Proto)
 	}
 	if !f.KeepHost && f.Host != "" {
-		out.Set("X-Forwarded-Host", f.Host)
+		out["X-Forwarded-Host"] = one(f.Host)
 	}
 	if f.ClientCert != "" {
-		out.Set("X-Forwarded-Client-Cert", f.ClientCert)
+		out["X-Forwarded-Client-Cert"] = one(f.ClientCert)
 	}
 }

@@ -25,7 +25,7 @@ func TestRemoveHopHeaders(t *testing.T) {
 	removeHopHeaders(h)
 	// sluice then sets its own X-Forwarded-For: the client's Connection
 	// header cannot remove what sluice adds, because removal comes first.
-	setForwarded(h, forwarding(h, "127.0.0.1", false, "example.com", false))
+	setForwarded(h, forwarding(h, "127.0.0.1", false, "example.com", false), newOne)
 	want := http.Header{
 		"Accept":            {"*/*"},
 		"X-Forwarded-For":   {"127.0.0.1"},
@@ -57,7 +57,7 @@ func TestSetForwarded(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			setForwarded(tt.in, forwarding(tt.in, "10.0.0.1", tt.trusted, "h", tt.tls))
+			setForwarded(tt.in, forwarding(tt.in, "10.0.0.1", tt.trusted, "h", tt.tls), newOne)
 			if diff := cmp.Diff(tt.want, tt.in); diff != "" {
 				t.Errorf("headers (-want +got):\n%s", diff)
 			}
@@ -74,3 +74,6 @@ func forwarding(h http.Header, peer string, trusted bool, host string, tls bool)
 	f := l.NewForwarding(netip.MustParseAddr(peer), host, stdFields(h))
 	return &f
 }
+
+// newOne is http.Header.Set's value list.
+func newOne(v string) []string { return []string{v} }
