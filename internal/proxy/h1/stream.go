@@ -157,9 +157,12 @@ func streamExchange(ctx context.Context, uc *upConn, req *http.Request, msg []by
 			uc.r += n // interim responses are dropped, as http.Transport does
 			continue
 		}
-		resp := &http.Response{StatusCode: rh.Status, Proto: "HTTP/1." + strconv.Itoa(rh.Minor),
+		// The response and its body in one allocation.
+		rb := &respBody{}
+		resp, body := &rb.resp, &rb.body
+		*resp = http.Response{StatusCode: rh.Status, Proto: protoName(rh.Minor),
 			ProtoMajor: 1, ProtoMinor: rh.Minor, Close: rh.Close, Request: req}
-		body := &streamBody{uc: uc, stop: stop, keep: !rh.Close, resp: resp}
+		*body = streamBody{uc: uc, stop: stop, keep: !rh.Close, resp: resp}
 		resp.Header = streamHeader(uc.buf[uc.r:uc.r+n], rh.First)
 		uc.r += n
 		switch {
@@ -244,6 +247,24 @@ func appendStreamRequest(o []byte, req *http.Request) ([]byte, error) {
 		o = append(o, "Content-Length: 0\r\n"...)
 	}
 	return append(o, "\r\n"...), nil
+}
+
+// respBody is a response with its body (see streamExchange).
+type respBody struct {
+	resp http.Response
+	body streamBody
+}
+
+// protoName is "HTTP/1." + strconv.Itoa(minor), without allocating for the
+// two versions there are.
+func protoName(minor int) string {
+	switch minor {
+	case 1:
+		return "HTTP/1.1"
+	case 0:
+		return "HTTP/1.0"
+	}
+	return "HTTP/1." + strconv.Itoa(minor)
 }
 
 // streamHeader returns the fields of a response head (from first) as an
