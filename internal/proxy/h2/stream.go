@@ -68,6 +68,10 @@ type stream struct {
 	seq      uint64
 
 	rw responseWriter
+
+	// valBuf backs the values of the request's header fields when there
+	// are no more (newRequestLocked).
+	valBuf [8]string
 }
 
 // Errors a handler's reads and writes return.
@@ -139,11 +143,18 @@ func (c *conn) newRequestLocked(f *http2.MetaHeadersFrame) (*http.Request, *stre
 	} else if method == "" || path == "" || scheme != "https" && scheme != "http" {
 		return nil, nil, c.streamErr("bad_path_method", id, http2.ErrCodeProtocol)
 	}
+	st := &stream{c: c, id: id, declared: -1, recvWin: c.streamWindow, sendWin: c.peerWindow}
 	regular := f.RegularFields()
 	header := make(http.Header, len(regular))
 	// One backing array for the values: a field's slice is a one-element
-	// window of it (a repeated field's append copies out).
-	vals := make([]string, len(regular))
+	// window of it (a repeated field's append copies out). The stream's
+	// own array when they fit.
+	var vals []string
+	if len(regular) <= len(st.valBuf) {
+		vals = st.valBuf[:len(regular)]
+	} else {
+		vals = make([]string, len(regular))
+	}
 	for i, hf := range regular {
 		k := canonicalKey(hf.Name)
 		if vv, ok := header[k]; ok {
@@ -161,7 +172,6 @@ func (c *conn) newRequestLocked(f *http2.MetaHeadersFrame) (*http.Request, *stre
 	if te := header["Te"]; len(te) > 0 && (len(te) > 1 || te[0] != "trailers" && te[0] != "") {
 		return nil, nil, c.streamErr("bad_te", id, http2.ErrCodeProtocol)
 	}
-	st := &stream{c: c, id: id, declared: -1, recvWin: c.streamWindow, sendWin: c.peerWindow}
 	st.cond.L = &c.mu
 	if httpguts.HeaderValuesContainsToken(header["Expect"], "100-continue") {
 		delete(header, "Expect")
@@ -243,9 +253,12 @@ func (c *conn) newRequestLocked(f *http2.MetaHeadersFrame) (*http.Request, *stre
 
 // withStream gives req the stream's context and st its writer.
 func (c *conn) withStream(st *stream, req *http.Request) *http.Request {
-	req = req.WithContext(streamCtx{st})
-	st.rw = responseWriter{st: st, req: req, header: http.Header{}}
-	return req
+	// r2, not req reassigned: escape analysis would then make the caller's
+	// request (newRequestLocked's) escape too, one allocation more.
+	r2 := req.WithContext(streamCtx{st})
+	st.rw = responseWriter{st: st, req: r2, header: http.Header{},
+		buf: st.rw.bodyBuf[:0], hdr: st.rw.hdrBuf[:0]}
+	return r2
 }
 
 // upgrade starts stream 1 from the HTTP/1.1 request that asked for h2c,

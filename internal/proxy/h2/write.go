@@ -28,6 +28,12 @@ type responseWriter struct {
 	declared    []string // trailer names announced in the Trailer field
 	cl          int64    // the content-length the handler set, or -1
 	written     int64
+
+	// The first backing arrays of buf and hdr (withStream): a small
+	// response needs no allocation of its own for them. What they hold is
+	// copied into the connection's output (sendData, writeHeadersLocked).
+	bodyBuf [512]byte
+	hdrBuf  [256]byte
 }
 
 // bufSize is how much body a response holds before it sends a DATA frame
