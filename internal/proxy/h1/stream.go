@@ -163,7 +163,7 @@ func streamExchange(ctx context.Context, uc *upConn, req *http.Request, msg []by
 		*resp = http.Response{StatusCode: rh.Status, Proto: protoName(rh.Minor),
 			ProtoMajor: 1, ProtoMinor: rh.Minor, Close: rh.Close, Request: req}
 		*body = streamBody{uc: uc, stop: stop, keep: !rh.Close, resp: resp}
-		resp.Header = streamHeader(uc.buf[uc.r:uc.r+n], rh.First)
+		resp.Header = streamHeader(uc.buf[uc.r:uc.r+n], rh.First, rb.vals[:])
 		uc.r += n
 		switch {
 		case edge.NoBody(isHead, rh.Status):
@@ -253,6 +253,7 @@ func appendStreamRequest(o []byte, req *http.Request) ([]byte, error) {
 type respBody struct {
 	resp http.Response
 	body streamBody
+	vals [8]string // the header's values, when there are no more
 }
 
 // protoName is "HTTP/1." + strconv.Itoa(minor), without allocating for the
@@ -269,8 +270,8 @@ func protoName(minor int) string {
 
 // streamHeader returns the fields of a response head (from first) as an
 // http.Header, with two allocations for the names and values (one string
-// and one slice) besides the map.
-func streamHeader(head []byte, first int) http.Header {
+// and one slice) besides the map; the slice is vbuf when the values fit.
+func streamHeader(head []byte, first int, vbuf []string) http.Header {
 	n := 0
 	for range edge.Fields(head, first) {
 		n++
@@ -280,7 +281,12 @@ func streamHeader(head []byte, first int) http.Header {
 		return h
 	}
 	s := string(head)
-	vals := make([]string, n)
+	var vals []string
+	if n <= len(vbuf) {
+		vals = vbuf[:n]
+	} else {
+		vals = make([]string, n)
+	}
 	i := 0
 	for f := range edge.Fields(head, first) {
 		name := sub(s, head, f.Name)
