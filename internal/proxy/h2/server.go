@@ -204,8 +204,11 @@ type conn struct {
 	deadErr  error
 	enc      *hpack.Encoder
 	hbuf     bytes.Buffer // the header block being encoded
-	streams  map[uint32]*stream
-	maxID    uint32 // the highest stream the client opened
+	// lower remembers the HTTP/2 names of the connection's uncommon
+	// response keys (lowerKeyLocked), at most maxLowerKeys of them.
+	lower   map[string]string
+	streams map[uint32]*stream
+	maxID   uint32 // the highest stream the client opened
 	// sendWin is the connection's window for sluice's DATA; peerWindow
 	// and peerMaxFrame are the client's SETTINGS.
 	sendWin      int32

@@ -338,7 +338,7 @@ func (c *conn) encodeLocked(status int, h http.Header, trailers bool) []byte {
 		if !trailers && strings.HasPrefix(k, http.TrailerPrefix) {
 			continue
 		}
-		name, ok := lowerKey(k)
+		name, ok := c.lowerKeyLocked(k)
 		if !ok {
 			continue
 		}
@@ -468,6 +468,31 @@ func lowerKey(k string) (string, bool) {
 		return "", false
 	}
 	return lower, true
+}
+
+// maxLowerKeys bounds a connection's cache of lowered keys.
+const maxLowerKeys = 32
+
+// lowerKeyLocked is lowerKey, without allocating again for a key that
+// the connection's responses used before and commonLower does not hold (a
+// backend's own X- fields, which every response of it carries).
+func (c *conn) lowerKeyLocked(k string) (string, bool) {
+	if v, ok := commonLower[k]; ok {
+		return v, v != ""
+	}
+	if v, ok := c.lower[k]; ok {
+		return v, true
+	}
+	lower, ok := lowerKey(k)
+	if ok && len(c.lower) < maxLowerKeys {
+		if c.lower == nil {
+			c.lower = make(map[string]string)
+		}
+		// A copy of k: k may be part of a larger string (a backend's
+		// whole response head) that the cache must not keep.
+		c.lower[strings.Clone(k)] = lower
+	}
+	return lower, ok
 }
 
 // commonLower maps common canonical keys to their HTTP/2 names, and the
