@@ -81,6 +81,10 @@ type upConn struct {
 	idleAt    time.Time
 	lr        io.LimitedReader // reused by splice copies
 	msg       [1][]byte        // a stream's request for send, without allocating
+	// expire moves the deadline to the past, ending a blocked read or
+	// write (streamExchange's context.AfterFunc): made once per
+	// connection rather than once per exchange.
+	expire func()
 }
 
 // An upstream connection's read buffer is sized by its responses: small
@@ -324,6 +328,7 @@ func (p *Conns) connect(ctx context.Context, b *pool.Backend, hdr []byte) (*upCo
 		}
 	}
 	c := &upConn{nc: nc, pool: p, host: p.host(b), backend: b}
+	c.expire = func() { c.nc.SetDeadline(time.Unix(1, 0)) }
 	c.takeBuf()
 	c.raw, _ = nc.(*net.TCPConn)
 	if c.raw != nil {

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"golang.org/x/net/http/httpguts"
 
@@ -104,7 +103,7 @@ func streamExchange(ctx context.Context, uc *upConn, req *http.Request, msg []by
 	uc.nc.SetDeadline(dl) // and none left from the connection's last exchange
 	// The context ends a blocked read or write (sluice's timeouts, the
 	// client resetting its stream) by moving the deadline to the past.
-	stop := context.AfterFunc(ctx, func() { uc.nc.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, uc.expire) // uc.nc.SetDeadline(time.Unix(1, 0))
 	fail := func(err error) (*http.Response, bool, error) {
 		stop()
 		uc.nc.Close()
