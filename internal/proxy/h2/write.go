@@ -488,9 +488,10 @@ func (c *conn) lowerKeyLocked(k string) (string, bool) {
 		if c.lower == nil {
 			c.lower = make(map[string]string)
 		}
-		// A copy of k: k may be part of a larger string (a backend's
-		// whole response head) that the cache must not keep.
-		c.lower[strings.Clone(k)] = lower
+		// Copies: k (and lower, when k had no upper case) may be part of
+		// a larger string (a backend's whole response head) that the
+		// cache must not keep.
+		c.lower[strings.Clone(k)] = strings.Clone(lower)
 	}
 	return lower, ok
 }
