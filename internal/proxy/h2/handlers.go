@@ -1,0 +1,130 @@
+package h2
+
+import (
+	"net/http"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// The goroutines that run the handlers of a connection's streams, and the
+// end of a stream.
+
+// startLocked registers st and runs its handler: on a goroutine of the
+// connection's that waits for a stream, or a new one.
+func (c *conn) startLocked(st *stream, req *http.Request) {
+	c.streams[st.id] = st
+	c.active++
+	st.counted = true
+	c.settleLocked(st)
+	c.idleSince = time.Time{}
+	if c.idleWorkers > 0 {
+		c.idleWorkers--
+		c.jobs <- job{st, req}
+		return
+	}
+	c.wg.Add(1)
+	go c.work(job{st, req})
+}
+
+// settleLocked stops counting st against MAX_CONCURRENT_STREAMS once it
+// is closed (reset, or ended both ways), which may be before its handler
+// has returned.
+func (c *conn) settleLocked(st *stream) {
+	if st.counted && (st.reset || st.localDone && st.remoteDone) {
+		st.counted = false
+		c.active--
+	}
+}
+
+// job is a stream for a worker; the zero job tells an idle one to end.
+type job struct {
+	st  *stream
+	req *http.Request
+}
+
+// maxIdleWorkers bounds the goroutines a connection keeps waiting for its
+// next stream. A handler's goroutine grows its stack to about 16 KiB on
+// the way to a backend and back; one that serves the next stream as well
+// does not grow it again (a new goroutine per stream spent a tenth of the
+// server's CPU copying stacks). A connection with no stream keeps none.
+const maxIdleWorkers = 16
+
+// work runs handlers: j's, then those it is given while the connection has
+// streams.
+func (c *conn) work(j job) {
+	defer c.wg.Done()
+	for {
+		c.runHandler(j.st, j.req)
+		c.mu.Lock()
+		if c.dead || len(c.streams) == 0 || c.idleWorkers >= maxIdleWorkers {
+			c.mu.Unlock()
+			return
+		}
+		c.idleWorkers++
+		c.mu.Unlock()
+		if j = <-c.jobs; j.st == nil {
+			return
+		}
+	}
+}
+
+// dismissLocked ends the idle workers.
+func (c *conn) dismissLocked() {
+	for ; c.idleWorkers > 0; c.idleWorkers-- {
+		c.jobs <- job{}
+	}
+}
+
+// runHandler serves one stream's request, then ends the stream.
+func (c *conn) runHandler(st *stream, req *http.Request) {
+	w := &st.rw
+	ok := false
+	defer func() {
+		if !ok {
+			e := recover()
+			if e != nil && e != http.ErrAbortHandler && c.srv.Logger != nil {
+				c.srv.Logger.Error("http2 handler panicked", "stream", st.id, "panic", e)
+			}
+			c.mu.Lock()
+			if !st.reset {
+				st.reset = true
+				c.writeRSTLocked(st.id, http2.ErrCodeInternal)
+			}
+			c.closeStreamLocked(st)
+			c.flushLocked()
+			c.mu.Unlock()
+		}
+	}()
+	c.handler.ServeHTTP(w, req)
+	w.finish()
+	ok = true
+	c.mu.Lock()
+	c.closeStreamLocked(st)
+	c.flushLocked()
+	c.mu.Unlock()
+}
+
+// closeStreamLocked ends st after its handler returned: a client still
+// sending is told to stop (RST_STREAM NO_ERROR, §8.1), and the credit of
+// what it sent and nobody read goes back.
+func (c *conn) closeStreamLocked(st *stream) {
+	if !st.remoteDone && !st.reset {
+		st.reset = true
+		c.writeRSTLocked(st.id, http2.ErrCodeNo)
+	}
+	c.giveBackLocked(int32(len(st.body) - st.off))
+	st.body, st.off = nil, 0
+	st.abortLocked(errStreamClosed)
+	st.stopTimerLocked()
+	st.reset = true
+	c.settleLocked(st)
+	delete(c.streams, st.id)
+	if len(c.streams) == 0 {
+		c.dismissLocked()
+		c.idleSince = time.Now()
+		if c.goAway {
+			c.lingerLocked()
+		}
+	}
+}
