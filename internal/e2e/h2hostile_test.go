@@ -795,8 +795,9 @@ func TestH2Spec(t *testing.T) {
 	lim := config.Limits{MaxConcurrentStreams: 16}
 	cfg := &config.Config{
 		Listeners: []config.Listener{
-			{Name: "h2c", Address: "127.0.0.1:0", Pool: "web", H2C: true, Limits: lim},
-			{Name: "tls", Address: "127.0.0.1:0", Pool: "web", TLS: &config.TLS{Certificates: []config.Certificate{site}}, Limits: lim},
+			// Engines named, so that SLUICE_E2E_ENGINE=std runs the same four.
+			{Name: "h2c", Address: "127.0.0.1:0", Pool: "web", H2C: true, Limits: lim, Engine: "h1"},
+			{Name: "tls", Address: "127.0.0.1:0", Pool: "web", TLS: &config.TLS{Certificates: []config.Certificate{site}}, Limits: lim, Engine: "h1"},
 			{Name: "h2c-std", Address: "127.0.0.1:0", Pool: "web", H2C: true, Limits: lim, Engine: "std"},
 			{Name: "tls-std", Address: "127.0.0.1:0", Pool: "web", TLS: &config.TLS{Certificates: []config.Certificate{site}}, Limits: lim, Engine: "std"},
 		},
