@@ -32,7 +32,9 @@ func (c *Conn) fail(r Reason) {
 				linger := false
 				if !sent && c.writeGoAway(r, deadline) {
 					if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+						c.lingering.Store(true)
 						linger = cw.CloseWrite() == nil
+						c.lingering.Store(linger)
 					}
 				}
 				if !linger {
@@ -55,6 +57,18 @@ func (c *Conn) fail(r Reason) {
 	if c.onClose != nil {
 		c.onClose(c, r)
 	}
+}
+
+// Close closes the connection, unless fail is lingering on it: then fail
+// closes it when the linger ends. The server's own close comes early there
+// (its next write fails once the write side is shut), and a close with the
+// client's flood unread sends a TCP RST, which destroys the GOAWAY in the
+// client's receive buffer.
+func (c *Conn) Close() error {
+	if c.lingering.Load() {
+		return nil
+	}
+	return c.Conn.Close()
 }
 
 // linger discards what the client sends until it closes or deadline.

@@ -139,6 +139,7 @@ type Conn struct {
 	outData    atomic.Uint64
 	outHeaders atomic.Uint64
 	goaway     atomic.Bool
+	lingering  atomic.Bool // fail owns the close (close.go)
 }
 
 // TLSConn is the Conn New returns for a connection with a ConnectionState
