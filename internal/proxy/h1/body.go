@@ -321,6 +321,9 @@ func (c *h1conn) streamBody(uc *upConn) {
 				uc.nc.Close()
 				return
 			}
+			if done || b.kind == bodyFixed && b.left == 0 {
+				c.bodyIn.Store(true)
+			}
 			if _, err := uc.nc.Write(chunk); err != nil {
 				res.back = err
 				return
@@ -359,10 +362,14 @@ func (c *h1conn) endStream(uc *upConn, stop bool) bodyResult {
 			return r
 		default:
 		}
-		c.stopping.Store(true)
-		c.nc.SetReadDeadline(time.Unix(1, 0))
-		uc.nc.Close()
-		c.req.closeAfter = true
+		if c.bodyIn.Load() {
+			uc.nc.Close() // only the write to the backend is left
+		} else {
+			c.stopping.Store(true)
+			c.nc.SetReadDeadline(time.Unix(1, 0))
+			uc.nc.Close()
+			c.req.closeAfter = true
+		}
 	}
 	r := <-c.bodyc
 	b.running = false

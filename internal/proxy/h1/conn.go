@@ -82,7 +82,11 @@ type exch struct {
 	respConn connTokens      // of the response being relayed
 	// stopping is set while endStream stops the body writer.
 	stopping atomic.Bool
-	req      h1req
+	// bodyIn is set by the body writer once it has read the client's body
+	// to its end: the client connection can carry another request even
+	// if the writer is still sending the last bytes to the backend.
+	bodyIn atomic.Bool
+	req    h1req
 }
 
 func newH1Conn(e *Engine, nc net.Conn) *h1conn {

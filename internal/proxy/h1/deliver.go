@@ -45,7 +45,12 @@ func (c *h1conn) deliver(uc *upConn, rh *edge.ResponseHead, n int, b *pool.Backe
 				q.closeAfter = true
 			}
 		default:
-			q.closeAfter = true // the backend answered before the body ended
+			// The backend answered before the writer reported: the
+			// connection can go on only if the client's body was read
+			// to its end (the writer may still be sending its last bytes).
+			if !c.bodyIn.Load() {
+				q.closeAfter = true
+			}
 		}
 	}
 

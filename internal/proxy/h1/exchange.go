@@ -131,6 +131,7 @@ func (c *h1conn) startBody(uc *upConn) {
 		c.nc.SetReadDeadline(c.bodyDeadline())
 	}
 	q.body.running = true
+	c.bodyIn.Store(false)
 	go c.streamBody(uc)
 }
 
