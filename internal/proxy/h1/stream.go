@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 
@@ -52,15 +53,18 @@ var errStreamUpgrade = errors.New("backend answered 101 Switching Protocols to a
 // read from resp.Body (which must be closed). req.URL gives the target
 // (Opaque and RawQuery), req.Host the Host field, req.Header the other
 // fields as they go; a body must have req.ContentLength bytes, which are
-// read before anything is sent. req's context ends the exchange (the body
-// included) when it is done. A reused connection that fails before any
+// read before anything is sent. ctx (not req's) ends the exchange (the
+// body included) when it is done; a timeout at its deadline is
+// proxy.ErrRequestTimeout unless ctx has a cause of its own. header, when
+// positive, bounds the wait for the response head from the time the
+// request is sent (timeouts.response_header): proxy.ErrHeaderTimeout. A
+// reused connection that fails before any
 // response byte is replaced by a new one, the request sent again, when
 // replay is set. Errors dialling are *proxy.DialError. resp.Status is not
 // set; resp.Trailer holds the trailers the head announced, with values once
 // the body has been read to its end.
-func (Streams) RoundTrip(u *proxy.Upstream, req *http.Request, b *pool.Backend, replay bool) (*http.Response, error) {
+func (Streams) RoundTrip(ctx context.Context, u *proxy.Upstream, req *http.Request, b *pool.Backend, replay bool, header time.Duration) (*http.Response, error) {
 	p := connsOf(u)
-	ctx := req.Context()
 	bp := streamBufs.Get().(*[]byte)
 	defer streamBufs.Put(bp)
 	msg, err := appendStreamRequest((*bp)[:0], req)
@@ -88,7 +92,7 @@ func (Streams) RoundTrip(u *proxy.Upstream, req *http.Request, b *pool.Backend, 
 		if trace != nil && trace.GotConn != nil {
 			trace.GotConn(httptrace.GotConnInfo{Reused: uc.reused})
 		}
-		resp, stale, err := streamExchange(ctx, uc, req, msg)
+		resp, stale, err := streamExchange(ctx, uc, req, msg, header)
 		if stale && (replay || err == errStray) && ctx.Err() == nil {
 			continue
 		}
@@ -98,17 +102,31 @@ func (Streams) RoundTrip(u *proxy.Upstream, req *http.Request, b *pool.Backend, 
 
 // streamExchange writes msg on uc and reads the response head; stale reports a
 // reused connection that failed before any byte came back.
-func streamExchange(ctx context.Context, uc *upConn, req *http.Request, msg []byte) (*http.Response, bool, error) {
+func streamExchange(ctx context.Context, uc *upConn, req *http.Request, msg []byte, header time.Duration) (*http.Response, bool, error) {
 	dl, _ := ctx.Deadline()
-	uc.nc.SetDeadline(dl) // and none left from the connection's last exchange
-	// The context ends a blocked read or write (sluice's timeouts, the
-	// client resetting its stream) by moving the deadline to the past.
-	stop := context.AfterFunc(ctx, uc.expire) // uc.nc.SetDeadline(time.Unix(1, 0))
+	hdl := dl // the head's deadline
+	if header > 0 {
+		if h := time.Now().Add(header); dl.IsZero() || h.Before(dl) {
+			hdl = h
+		}
+	}
+	uc.nc.SetDeadline(hdl) // and none left from the connection's last exchange
+	// The context ends a blocked read or write (the client resetting its
+	// stream, a deadline's timer) by moving the deadline to the past.
+	stop := afterFunc(ctx, uc.expire) // uc.nc.SetDeadline(time.Unix(1, 0))
 	fail := func(err error) (*http.Response, bool, error) {
 		stop()
 		uc.nc.Close()
-		if cerr := context.Cause(ctx); cerr != nil && isTimeout(err) {
-			err = cerr
+		if isTimeout(err) {
+			now := time.Now()
+			switch cerr := context.Cause(ctx); {
+			case cerr != nil:
+				err = cerr
+			case !dl.IsZero() && !now.Before(dl):
+				err = proxy.ErrRequestTimeout
+			case hdl != dl && !now.Before(hdl):
+				err = proxy.ErrHeaderTimeout
+			}
 		}
 		return nil, false, err
 	}
@@ -193,8 +211,26 @@ func streamExchange(ctx context.Context, uc *upConn, req *http.Request, msg []by
 			body.mode, body.keep = outRaw, false
 			resp.Body = body
 		}
+		if hdl != dl && resp.Body != http.NoBody && (body.mode != outFixed || int64(uc.w-uc.r) < body.left) {
+			// More of the body is to be read, bounded by ctx alone; a
+			// stream that ended meanwhile moved the deadline to the past,
+			// and still does.
+			uc.nc.SetDeadline(dl)
+			if ctx.Err() != nil {
+				uc.expire()
+			}
+		}
 		return resp, false, nil
 	}
+}
+
+// afterFunc is context.AfterFunc, without its allocations for a context
+// that registers functions itself (the HTTP/2 server's streams).
+func afterFunc(ctx context.Context, f func()) (stop func() bool) {
+	if af, ok := ctx.(interface{ AfterFunc(func()) func() bool }); ok {
+		return af.AfterFunc(f)
+	}
+	return context.AfterFunc(ctx, f)
 }
 
 // appendStreamRequest appends req's HTTP/1.1 request head to o, as

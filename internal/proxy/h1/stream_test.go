@@ -71,7 +71,7 @@ func streamReq(t *testing.T, ctx context.Context, method, target string, body []
 
 func roundTrip(t *testing.T, u *proxy.Upstream, b *pool.Backend, r *http.Request, replay bool) (*http.Response, []byte, error) {
 	t.Helper()
-	resp, err := Streams{}.RoundTrip(u, r, b, replay)
+	resp, err := Streams{}.RoundTrip(r.Context(), u, r, b, replay, 0)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -238,6 +238,47 @@ func TestStreamsStaleConnection(t *testing.T) {
 	}
 }
 
+// TestStreamsTimeouts: the header bound ends a wait for the head
+// (proxy.ErrHeaderTimeout) but not the body's read; the context's deadline
+// ends either (proxy.ErrRequestTimeout).
+func TestStreamsTimeouts(t *testing.T) {
+	release := make(chan struct{})
+	rb := newStreamBackend(t, func(c net.Conn, r *http.Request, _ []byte) {
+		switch r.URL.Path {
+		case "/slow-head":
+			<-release
+		case "/slow-body":
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+			time.Sleep(300 * time.Millisecond)
+			io.WriteString(c, "cd")
+		}
+	})
+	defer close(release)
+	u, b := streamFixture(t, rb)
+	bg := context.Background()
+
+	_, err := Streams{}.RoundTrip(bg, u, streamReq(t, bg, "GET", "/slow-head", nil), b, true, 50*time.Millisecond)
+	if err != proxy.ErrHeaderTimeout {
+		t.Errorf("slow head with a 50ms header bound: %v, want %v", err, proxy.ErrHeaderTimeout)
+	}
+	resp, err := Streams{}.RoundTrip(bg, u, streamReq(t, bg, "GET", "/slow-body", nil), b, true, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(body) != "abcd" {
+		t.Errorf("a body slower than the header bound: %q, %v; want it whole", body, err)
+	}
+
+	ctx, cancel := context.WithTimeout(bg, 50*time.Millisecond)
+	defer cancel()
+	_, err = Streams{}.RoundTrip(ctx, u, streamReq(t, ctx, "GET", "/slow-head", nil), b, true, time.Minute)
+	if err != proxy.ErrRequestTimeout && !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("slow head past the context's deadline: %v, want %v", err, proxy.ErrRequestTimeout)
+	}
+}
+
 // TestStreamsContextEndsBody: the request's context ends an exchange
 // blocked on the backend, the body's read included, and the connection is
 // not reused.
@@ -257,13 +298,13 @@ func TestStreamsContextEndsBody(t *testing.T) {
 
 	ctx, cancel := context.WithCancelCause(context.Background())
 	time.AfterFunc(50*time.Millisecond, func() { cancel(proxy.ErrHeaderTimeout) })
-	_, err := Streams{}.RoundTrip(u, streamReq(t, ctx, "GET", "/slow-head", nil), b, true)
+	_, err := Streams{}.RoundTrip(ctx, u, streamReq(t, ctx, "GET", "/slow-head", nil), b, true, 0)
 	if !errors.Is(err, proxy.ErrHeaderTimeout) {
 		t.Errorf("slow head: %v, want the context's cause", err)
 	}
 
 	ctx, cancel2 := context.WithCancel(context.Background())
-	resp, err := Streams{}.RoundTrip(u, streamReq(t, ctx, "GET", "/slow-body", nil), b, true)
+	resp, err := Streams{}.RoundTrip(ctx, u, streamReq(t, ctx, "GET", "/slow-body", nil), b, true, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

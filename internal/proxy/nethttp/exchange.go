@@ -37,10 +37,14 @@ func (a *httpAttempt) outFor(ctx context.Context, b *pool.Backend, body *attempt
 	return out
 }
 
-// Send is one attempt on b through the pool's http.Transport.
+// Send is one attempt on b, over the engine's connections or through the
+// pool's http.Transport.
 func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) (o proxy.Outcome) {
 	if a.timed {
 		defer a.timing.Fill(&o)
+	}
+	if a.viaEngine() {
+		return a.sendEngine(ctx, b, canRetry)
 	}
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -52,28 +56,9 @@ func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) 
 		defer a.unblockBodyOnTimeout(actx)()
 	}
 	start := time.Now()
-	rctx := actx
-	if a.t.Upstream.ProxyHeader != 0 {
-		rctx = withClient(rctx, a.r)
-	}
-	var body *attemptBody
-	if a.body != nil {
-		body = a.body.attempt() // from the body's first byte
-	}
-	gate := body.continueGate()
-	if gate != nil {
-		rctx = gate.trace(rctx)
-	}
-	if a.timed {
-		rctx = a.timing.Trace(rctx)
-	}
-	var resp *http.Response
-	var err error
-	if out := a.outFor(rctx, b, body); a.viaEngine(out) {
-		resp, err = a.h.engine.RoundTrip(a.t.Upstream, out, b, a.Replayable())
-	} else {
-		resp, err = roundTripper(a.t.Upstream).RoundTrip(out)
-	}
+	body := a.attemptBody()
+	rctx, gate := a.traced(actx, body)
+	resp, err := roundTripper(a.t.Upstream).RoundTrip(a.outFor(rctx, b, body))
 	if err == nil && a.timed {
 		a.timing.Headed()
 	}
@@ -90,6 +75,60 @@ func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) 
 	if err != nil {
 		return a.classify(err, actx)
 	}
+	return a.answer(resp, b, start, canRetry)
+}
+
+// sendEngine is Send over the engine's connections. The engine bounds the
+// wait for the response head itself (a read deadline), so the attempt
+// needs no context or timer of its own: the request's context ends it.
+func (a *httpAttempt) sendEngine(ctx context.Context, b *pool.Backend, canRetry bool) proxy.Outcome {
+	start := time.Now()
+	body := a.attemptBody()
+	rctx, gate := a.traced(ctx, body)
+	if body != nil {
+		a.out.Body = body // read whole before RoundTrip returns
+	}
+	resp, err := a.h.engine.RoundTrip(rctx, a.t.Upstream, a.out, b, a.Replayable(), a.t.Timeouts.ResponseHeader)
+	if err == nil && a.timed {
+		a.timing.Headed()
+	}
+	if gate != nil {
+		gate.shut()
+	}
+	if err != nil {
+		return a.classify(err, nil)
+	}
+	return a.answer(resp, b, start, canRetry)
+}
+
+// attemptBody is the body of the next attempt, from the body's first byte,
+// or nil.
+func (a *httpAttempt) attemptBody() *attemptBody {
+	if a.body == nil {
+		return nil
+	}
+	return a.body.attempt()
+}
+
+// traced is ctx with what an attempt's round trip reports to: the client
+// (for a PROXY header), the body's 100-continue gate, the timing.
+func (a *httpAttempt) traced(ctx context.Context, body *attemptBody) (context.Context, *continueGate) {
+	if a.t.Upstream.ProxyHeader != 0 {
+		ctx = withClient(ctx, a.r)
+	}
+	gate := body.continueGate()
+	if gate != nil {
+		ctx = gate.trace(ctx)
+	}
+	if a.timed {
+		ctx = a.timing.Trace(ctx)
+	}
+	return ctx, gate
+}
+
+// answer handles the response of an attempt that began at start: a retry
+// on its status, an upgrade, or its delivery to the client.
+func (a *httpAttempt) answer(resp *http.Response, b *pool.Backend, start time.Time, canRetry bool) proxy.Outcome {
 	if resp.StatusCode < 100 || resp.StatusCode > 599 {
 		// net/http reads any three digits; a status outside 100–599 cannot
 		// be relayed (net/http's server would refuse to write it) and says
@@ -114,8 +153,8 @@ func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) 
 // engine's connections (Engine) rather than http.Transport: a request of an
 // HTTP/2 or HTTP/3 stream whose body is held whole, without trailers, to a
 // pool that the engine takes.
-func (a *httpAttempt) viaEngine(out *http.Request) bool {
-	return a.held && a.h.engine != nil && len(out.Trailer) == 0 && a.h.engine.Takes(a.t.Upstream)
+func (a *httpAttempt) viaEngine() bool {
+	return a.held && a.h.engine != nil && len(a.out.Trailer) == 0 && a.h.engine.Takes(a.t.Upstream)
 }
 
 // unblockBodyOnTimeout makes sluice's timeouts (actx's causes) end a read
@@ -138,11 +177,18 @@ func (a *httpAttempt) unblockBodyOnTimeout(actx context.Context) (stop func()) {
 	}
 }
 
-// classify turns a RoundTrip error into an proxy.Outcome.
+// classify turns a RoundTrip error into an proxy.Outcome. actx is the
+// attempt's context through http.Transport (nil for the engine, which
+// returns sluice's timeouts as its errors).
 func (a *httpAttempt) classify(err error, actx context.Context) proxy.Outcome {
 	// sluice's own timeouts first: they may also have broken the body read.
-	if cause := context.Cause(actx); cause == proxy.ErrHeaderTimeout || cause == proxy.ErrRequestTimeout {
-		return proxy.Outcome{Class: proxy.Timeout, Err: cause}
+	if err == proxy.ErrHeaderTimeout || err == proxy.ErrRequestTimeout {
+		return proxy.Outcome{Class: proxy.Timeout, Err: err}
+	}
+	if actx != nil {
+		if cause := context.Cause(actx); cause == proxy.ErrHeaderTimeout || cause == proxy.ErrRequestTimeout {
+			return proxy.Outcome{Class: proxy.Timeout, Err: cause}
+		}
 	}
 	if berr := a.bodyErr(); berr != nil {
 		var ee interface{ StatusCode() int }

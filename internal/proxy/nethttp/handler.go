@@ -57,7 +57,7 @@ type Handler struct {
 // handler's goroutine, instead of through http.Transport.
 type Engine interface {
 	Takes(u *proxy.Upstream) bool
-	RoundTrip(u *proxy.Upstream, req *http.Request, b *pool.Backend, replay bool) (*http.Response, error)
+	RoundTrip(ctx context.Context, u *proxy.Upstream, req *http.Request, b *pool.Backend, replay bool, header time.Duration) (*http.Response, error)
 }
 
 // UseEngine makes h send the requests e takes through e; it returns h.
