@@ -47,17 +47,22 @@ type job struct {
 // next stream. A handler's goroutine grows its stack to about 16 KiB on
 // the way to a backend and back; one that serves the next stream as well
 // does not grow it again (a new goroutine per stream spent a tenth of the
-// server's CPU copying stacks). A connection with no stream keeps none.
+// server's CPU copying stacks).
 const maxIdleWorkers = 16
 
-// work runs handlers: j's, then those it is given while the connection has
-// streams.
+// workerLinger is how long a connection without streams keeps its idle
+// workers: a client that waits for its answers before it asks again (all
+// streams end between its batches) finds them there, and an idle
+// connection holds none for longer.
+const workerLinger = time.Second
+
+// work runs handlers: j's, then those it is given until it is dismissed.
 func (c *conn) work(j job) {
 	defer c.wg.Done()
 	for {
 		c.runHandler(j.st, j.req)
 		c.mu.Lock()
-		if c.dead || len(c.streams) == 0 || c.idleWorkers >= maxIdleWorkers {
+		if c.dead || c.idleWorkers >= maxIdleWorkers {
 			c.mu.Unlock()
 			return
 		}
@@ -74,6 +79,37 @@ func (c *conn) dismissLocked() {
 	for ; c.idleWorkers > 0; c.idleWorkers-- {
 		c.jobs <- job{}
 	}
+}
+
+// lingerWorkersLocked arms the timer that dismisses the idle workers once
+// the connection has had no stream for workerLinger (from idleSince). A
+// timer already armed checks again when it runs.
+func (c *conn) lingerWorkersLocked() {
+	if c.armed || c.dead {
+		return
+	}
+	c.armed = true
+	if c.workerTimer == nil {
+		c.workerTimer = time.AfterFunc(workerLinger, c.onWorkersIdle)
+	} else {
+		c.workerTimer.Reset(workerLinger)
+	}
+}
+
+// onWorkersIdle runs from workerTimer.
+func (c *conn) onWorkersIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.armed = false
+	if c.dead || len(c.streams) > 0 {
+		return // the stream count's next fall to zero arms it again
+	}
+	if left := workerLinger - time.Since(c.idleSince); left > 0 {
+		c.armed = true
+		c.workerTimer.Reset(left)
+		return
+	}
+	c.dismissLocked()
 }
 
 // runHandler serves one stream's request, then ends the stream.
@@ -121,8 +157,8 @@ func (c *conn) closeStreamLocked(st *stream) {
 	c.settleLocked(st)
 	delete(c.streams, st.id)
 	if len(c.streams) == 0 {
-		c.dismissLocked()
 		c.idleSince = time.Now()
+		c.lingerWorkersLocked()
 		if c.goAway {
 			c.lingerLocked()
 		}

@@ -191,8 +191,11 @@ type conn struct {
 
 	mu      sync.Mutex
 	drained sync.Cond // a write ended (flushing false), or the connection died
-	// idleWorkers wait on jobs.
+	// idleWorkers wait on jobs; workerTimer dismisses them once the
+	// connection has had no stream for workerLinger (armed: it will run).
 	idleWorkers int
+	workerTimer *time.Timer
+	armed       bool
 	out         []byte // frames queued for the client
 	spare       []byte
 	// flushing: a goroutine is writing (it writes what is queued until
@@ -245,6 +248,9 @@ func (c *conn) serve(o ServeConnOpts) {
 		c.mu.Lock()
 		if c.idleTimer != nil {
 			c.idleTimer.Stop()
+		}
+		if c.workerTimer != nil {
+			c.workerTimer.Stop()
 		}
 		c.mu.Unlock()
 	}()

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -197,5 +198,62 @@ func TestHandlerWaitingForWindowEndsWhenClientCloses(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the handler still waits for a window after its client closed")
+	}
+}
+
+// workers counts the goroutines waiting in or running conn.work.
+func workers() int {
+	buf := make([]byte, 1<<20)
+	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "h2.(*conn).work(")
+}
+
+// TestIdleWorkersLeave: the goroutines that ran a connection's streams stay
+// for the next ones while the connection has no stream, for workerLinger,
+// and then end though the connection stays open.
+func TestIdleWorkersLeave(t *testing.T) {
+	const n = 4
+	var started sync.WaitGroup
+	started.Add(n)
+	release := make(chan struct{})
+	ts := startServer(t, &Server{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/wait" {
+			started.Done()
+			<-release
+		}
+		io.WriteString(w, "ok")
+	}))
+	c := dial(t, ts)
+	for i := range n {
+		c.headers(uint32(1+2*i), true, get("/wait")...)
+	}
+	started.Wait() // n handlers at once: n workers
+	close(release)
+	for range n {
+		if f, ok := c.next().(*http2.MetaHeadersFrame); !ok || f.StreamEnded() {
+			t.Fatalf("got %v, want a response head with a body to follow", f)
+		}
+		if f, ok := c.next().(*http2.DataFrame); !ok || !f.StreamEnded() {
+			t.Fatalf("got %v, want the body", f)
+		}
+	}
+	// A later request is served (by a waiting worker or a new one).
+	c.headers(uint32(1+2*n), true, get("/")...)
+	if status, _, body := c.response(uint32(1 + 2*n)); status != "200" || body != "ok" {
+		t.Fatalf("got %s %q", status, body)
+	}
+	if w := workers(); w == 0 || w > n {
+		t.Fatalf("%d workers right after the streams ended, want 1 to %d", w, n)
+	}
+	deadline := time.Now().Add(workerLinger + 5*time.Second)
+	for workers() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d workers still there %v after the last stream ended", workers(), workerLinger+5*time.Second)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The connection still serves.
+	c.headers(uint32(3+2*n), true, get("/")...)
+	if status, _, body := c.response(uint32(3 + 2*n)); status != "200" || body != "ok" {
+		t.Fatalf("after the workers left: %s %q", status, body)
 	}
 }
