@@ -68,11 +68,34 @@ func (c *conn) work(j job) {
 		}
 		c.idleWorkers++
 		c.mu.Unlock()
-		if j = <-c.jobs; j.st == nil {
+		if j = c.awaitJob(); j.st == nil {
 			return
 		}
 	}
 }
+
+// stackKeep is how much of its stack an idle worker keeps in use. The
+// garbage collector halves the stack of a goroutine that uses less than a
+// quarter of it; a worker waiting at the bottom of the 16 KiB its streams
+// grow was halved at every collection and grew again, copying its stack,
+// on its next stream (measured: 5 % of the CPU of an HTTP/2 load of 500
+// concurrent streams). Waiting 4 KiB deep keeps a 16 KiB stack whole.
+const stackKeep = 4 << 10
+
+// awaitJob receives the worker's next job, waiting stackKeep deep.
+//
+//go:noinline
+func (c *conn) awaitJob() job {
+	var keep [stackKeep]byte
+	holdStack(&keep)
+	return <-c.jobs
+}
+
+// holdStack keeps its argument on the caller's stack (its address is
+// taken, and it does not escape).
+//
+//go:noinline
+func holdStack(*[stackKeep]byte) {}
 
 // dismissLocked ends the idle workers.
 func (c *conn) dismissLocked() {
