@@ -16,9 +16,11 @@
 // together with whatever other streams queued meanwhile, in one write (the
 // first writer writes for all). A response whose handler ends before it
 // flushes goes out as one HEADERS and one DATA frame in one write. The
-// frame parsing and HPACK are x/net's (http2.Framer with ReadMetaHeaders,
-// and hpack), which check frame sizes, padding, CONTINUATION order, field
-// names and values and pseudo-header order; the protocol's state machine,
+// frame parsing and HPACK are x/net's (http2.Framer and hpack), which
+// check frame sizes, padding and CONTINUATION order; a header block is
+// decoded by meta.go with the checks of the Framer's ReadMetaHeaders
+// (field names and values, pseudo-header order, the header list size)
+// without its allocations per block; the protocol's state machine,
 // flow control and request checks follow x/net's server (server.go of
 // v0.62.0), and h2spec runs against it in CI (docs/http2.md).
 //
@@ -36,8 +38,10 @@
 //     a handler's DATA waits for the client's windows.
 //   - At most MaxConcurrentStreams handlers run per connection; a stream
 //     past the limit is refused (REFUSED_STREAM) and may be retried.
-//   - Every goroutine it starts (one per stream) has ended when ServeConn
-//     returns.
+//   - Every goroutine it starts has ended when ServeConn returns. A
+//     stream's handler runs on one of the connection's goroutines, which
+//     serve its next streams and are kept for a second after its last
+//     stream ends (handlers.go).
 //
 // Where it differs from x/net's server: a malformed request is a stream
 // error (x/net answers 400 to some), a SETTINGS frame that repeats a

@@ -159,10 +159,10 @@ func (s *Server) newConn(nc net.Conn, o ServeConnOpts) *conn {
 	c.enc = hpack.NewEncoder(&c.hbuf)
 	c.enc.SetMaxDynamicTableSizeLimit(0)
 	c.fr = http2.NewFramer(io.Discard, nc)
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.MaxHeaderListSize = c.maxHeaderList
 	c.fr.SetMaxReadFrameSize(maxFrameSize)
 	c.fr.SetReuseFrames()
+	c.meta = newMetaReader(c.fr, c.maxHeaderList)
 	return c
 }
 
@@ -173,6 +173,7 @@ type conn struct {
 	srv        *Server
 	nc         net.Conn
 	fr         *http2.Framer // reads only, on the serve goroutine
+	meta       *metaReader   // decodes header blocks, on the serve goroutine
 	handler    http.Handler
 	remoteAddr string
 	tls        *tls.ConnectionState
@@ -285,7 +286,7 @@ func (c *conn) serve(o ServeConnOpts) {
 		c.mu.Unlock()
 	}
 	for {
-		f, err := c.fr.ReadFrame()
+		f, err := c.readFrame()
 		if err != nil {
 			if !c.readError(err) {
 				return
@@ -296,6 +297,20 @@ func (c *conn) serve(o ServeConnOpts) {
 			return
 		}
 	}
+}
+
+// readFrame reads the next frame; a header block comes whole, as a
+// MetaHeadersFrame.
+func (c *conn) readFrame() (http2.Frame, error) {
+	f, err := c.fr.ReadFrame()
+	if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
+		mh, err := c.meta.read(hf)
+		if err != nil {
+			return nil, err
+		}
+		return mh, nil
+	}
+	return f, err
 }
 
 // readError handles an error from ReadFrame; it reports whether to read on.
