@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -238,23 +239,33 @@ func TestStreamsStaleConnection(t *testing.T) {
 	}
 }
 
-// TestStreamsTimeouts: the header bound ends a wait for the head
-// (proxy.ErrHeaderTimeout) but not the body's read; the context's deadline
-// ends either (proxy.ErrRequestTimeout).
-func TestStreamsTimeouts(t *testing.T) {
+// slowStreamBackend is a backend that answers /slow-head only when the
+// test ends, and /slow-body with a head of Content-Length n and two bytes
+// of the body at once, then calls rest (with the channel closed when the
+// test ends).
+func slowStreamBackend(t *testing.T, n int, rest func(c net.Conn, release <-chan struct{})) (*proxy.Upstream, *pool.Backend) {
 	release := make(chan struct{})
 	rb := newStreamBackend(t, func(c net.Conn, r *http.Request, _ []byte) {
 		switch r.URL.Path {
 		case "/slow-head":
 			<-release
 		case "/slow-body":
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
-			time.Sleep(300 * time.Millisecond)
-			io.WriteString(c, "cd")
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\nab", n)
+			rest(c, release)
 		}
 	})
-	defer close(release)
-	u, b := streamFixture(t, rb)
+	t.Cleanup(func() { close(release) })
+	return streamFixture(t, rb)
+}
+
+// TestStreamsTimeouts: the header bound ends a wait for the head
+// (proxy.ErrHeaderTimeout) but not the body's read; the context's deadline
+// ends either (proxy.ErrRequestTimeout).
+func TestStreamsTimeouts(t *testing.T) {
+	u, b := slowStreamBackend(t, 4, func(c net.Conn, _ <-chan struct{}) {
+		time.Sleep(300 * time.Millisecond)
+		io.WriteString(c, "cd")
+	})
 	bg := context.Background()
 
 	_, err := Streams{}.RoundTrip(bg, u, streamReq(t, bg, "GET", "/slow-head", nil), b, true, 50*time.Millisecond)
@@ -283,18 +294,7 @@ func TestStreamsTimeouts(t *testing.T) {
 // blocked on the backend, the body's read included, and the connection is
 // not reused.
 func TestStreamsContextEndsBody(t *testing.T) {
-	release := make(chan struct{})
-	rb := newStreamBackend(t, func(c net.Conn, r *http.Request, _ []byte) {
-		switch r.URL.Path {
-		case "/slow-head":
-			<-release
-		case "/slow-body":
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")
-			<-release
-		}
-	})
-	defer close(release)
-	u, b := streamFixture(t, rb)
+	u, b := slowStreamBackend(t, 10, func(_ net.Conn, release <-chan struct{}) { <-release })
 
 	ctx, cancel := context.WithCancelCause(context.Background())
 	time.AfterFunc(50*time.Millisecond, func() { cancel(proxy.ErrHeaderTimeout) })
