@@ -85,6 +85,7 @@ func (a *httpAttempt) sendEngine(ctx context.Context, b *pool.Backend, canRetry 
 	start := time.Now()
 	body := a.attemptBody()
 	rctx, gate := a.traced(ctx, body)
+	rctx = keepAfterFunc(rctx, ctx)
 	if body != nil {
 		a.out.Body = body // read whole before RoundTrip returns
 	}
@@ -99,6 +100,32 @@ func (a *httpAttempt) sendEngine(ctx context.Context, b *pool.Backend, canRetry 
 		return a.classify(err, nil)
 	}
 	return a.answer(resp, b, start, canRetry)
+}
+
+// afterFuncer is a context that runs functions when it is done without a
+// goroutine per function (the HTTP/2 server's streams; context.AfterFunc
+// uses it).
+type afterFuncer interface {
+	AfterFunc(func()) func() bool
+}
+
+// withAfterFunc is a context with values over an afterFuncer that is
+// still one: context.AfterFunc on a value context over a parent that is
+// not a cancelCtx starts a goroutine per call.
+type withAfterFunc struct {
+	context.Context
+	af afterFuncer
+}
+
+func (c withAfterFunc) AfterFunc(f func()) func() bool { return c.af.AfterFunc(f) }
+
+// keepAfterFunc returns rctx, a context with values over ctx, as an
+// afterFuncer when ctx is one.
+func keepAfterFunc(rctx, ctx context.Context) context.Context {
+	if af, ok := ctx.(afterFuncer); ok && rctx != ctx {
+		return withAfterFunc{rctx, af}
+	}
+	return rctx
 }
 
 // attemptBody is the body of the next attempt, from the body's first byte,
