@@ -257,3 +257,46 @@ func TestIdleWorkersLeave(t *testing.T) {
 		t.Fatalf("after the workers left: %s %q", status, body)
 	}
 }
+
+// TestEmptyEndWithNegativeWindow: a client that shrinks its initial window
+// below what a stream already received leaves that stream's window
+// negative (RFC 9113 §6.9.2); the empty DATA frame that ends the stream
+// needs no window and goes out whole. A frame sized by the negative window
+// broke the connection's framing.
+func TestEmptyEndWithNegativeWindow(t *testing.T) {
+	proceed := make(chan struct{})
+	ts := startServer(t, &Server{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello")
+		w.(http.Flusher).Flush()
+		<-proceed
+	}))
+	c := dial(t, ts)
+	c.headers(1, true, get("/")...)
+	if f, ok := c.next().(*http2.MetaHeadersFrame); !ok {
+		t.Fatalf("got %v, want the response head", f)
+	}
+	if f, ok := c.next().(*http2.DataFrame); !ok || string(f.Data()) != "hello" {
+		t.Fatalf("got %v, want the 5 bytes flushed", f)
+	}
+	c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	for acked := false; !acked; {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s, ok := f.(*http2.SettingsFrame); ok && s.IsAck() {
+			acked = true // the stream's window is now -5
+		}
+	}
+	close(proceed)
+	f, ok := c.next().(*http2.DataFrame)
+	if !ok || len(f.Data()) != 0 || !f.StreamEnded() {
+		t.Fatalf("got %v, want an empty DATA frame that ends the stream", f)
+	}
+	// The framing holds: the connection still serves.
+	c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65535})
+	c.headers(3, true, get("/")...)
+	if status, _, body := c.response(3); status != "200" || body != "hello" {
+		t.Fatalf("the next stream: %s %q", status, body)
+	}
+}

@@ -253,8 +253,17 @@ func (c *conn) sendData(st *stream, p []byte, end bool) error {
 			if err := st.failedLocked(); err != nil {
 				return err
 			}
+			if c.flushing && len(c.out) >= maxPending && !c.dead {
+				// Back-pressure first, and the windows read after it:
+				// other streams may use the connection's meanwhile (a
+				// size taken before this wait overdrew it, and an empty
+				// frame's then negative size broke the framing).
+				c.drained.Wait()
+				continue
+			}
 			n = min(len(p), int(st.sendWin), int(c.sendWin), int(c.peerMaxFrame))
 			if n > 0 || len(p) == 0 {
+				n = max(n, 0) // an empty frame needs no window
 				break
 			}
 			if len(c.out) > 0 && !c.flushing {
@@ -264,9 +273,6 @@ func (c *conn) sendData(st *stream, p []byte, end bool) error {
 				continue
 			}
 			st.cond.Wait()
-		}
-		for c.flushing && len(c.out) >= maxPending && !c.dead {
-			c.drained.Wait()
 		}
 		var flags http2.Flags
 		if end && n == len(p) {
