@@ -167,8 +167,8 @@ func (s *Server) newConn(nc net.Conn, o ServeConnOpts) *conn {
 }
 
 // conn is one HTTP/2 connection. Its goroutine (serve) reads every frame
-// and acts on it; handlers run on a goroutine per stream. Everything shared
-// between them is under mu.
+// and acts on it; handlers run on the connection's workers, one stream at
+// a time each (handlers.go). Everything shared between them is under mu.
 type conn struct {
 	srv        *Server
 	nc         net.Conn
