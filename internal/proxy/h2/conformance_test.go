@@ -58,6 +58,16 @@ func recv[T any](t *testing.T, ch <-chan T, what string) T {
 	}
 }
 
+// hold is a handler's pause: it says it started, then waits for release
+// (at most testWait).
+func hold(started chan<- struct{}, release <-chan struct{}) {
+	started <- struct{}{}
+	select {
+	case <-release:
+	case <-time.After(testWait):
+	}
+}
+
 // frame is a frame read from the server, copied out of the Framer's
 // buffers so that it can be kept.
 type frame struct {
@@ -840,11 +850,7 @@ func TestConformanceRequestTrailersNotWrittenBeforeEOF(t *testing.T) {
 	started := make(chan struct{}, 1)
 	sent := make(chan struct{})
 	ts := startServer(t, &Server{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		started <- struct{}{}
-		select {
-		case <-sent:
-		case <-time.After(testWait):
-		}
+		hold(started, sent)
 		clone := r.Clone(r.Context()) // reads r.Trailer
 		before := clone.Trailer.Get("X-Checksum")
 		io.ReadAll(r.Body)
@@ -1257,11 +1263,7 @@ func TestConformanceShutdown(t *testing.T) {
 			io.WriteString(w, "new")
 			return
 		}
-		started <- struct{}{}
-		select {
-		case <-release:
-		case <-time.After(testWait):
-		}
+		hold(started, release)
 		io.WriteString(w, "done")
 	}))
 	p := newPeer(t, ts)
@@ -1340,11 +1342,7 @@ func TestConformanceIdleTimeout(t *testing.T) {
 	release := make(chan struct{})
 	ts, served := startServerConns(t, &Server{IdleTimeout: 100 * time.Millisecond}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
-			started <- struct{}{}
-			select {
-			case <-release:
-			case <-time.After(testWait):
-			}
+			hold(started, release)
 		}
 		io.WriteString(w, "ok")
 	}))
