@@ -6,9 +6,20 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 )
+
+// given holds every port Ports has returned in this test process. A range
+// is free only until its server binds it, so without this a second call
+// (another server of the same test, or a parallel test) could be given a
+// port the first caller has not bound yet: TestACMEPebble's pebble once got
+// sluice's listener port this way.
+var given struct {
+	sync.Mutex
+	ports map[int]bool
+}
 
 // Ports returns the first of n consecutive loopback TCP ports that were
 // free a moment ago, for a server a test must start on known ports (a
@@ -27,14 +38,32 @@ func Ports(t testing.TB, n int) int {
 		// An unusual range: fall back to its upper side.
 		lo, hi = 61000, 65535
 	}
+	given.Lock()
+	defer given.Unlock()
 	for range 200 {
 		first := lo + rand.IntN(hi-lo-n+2)
-		if bindable(first, n) {
+		if !taken(first, n) && bindable(first, n) {
+			if given.ports == nil {
+				given.ports = map[int]bool{}
+			}
+			for p := first; p < first+n; p++ {
+				given.ports[p] = true
+			}
 			return first
 		}
 	}
 	t.Fatalf("found no %d consecutive free loopback ports in %d-%d", n, lo, hi)
 	return 0
+}
+
+// taken reports whether any of the n ports from first was given before.
+func taken(first, n int) bool {
+	for p := first; p < first+n; p++ {
+		if given.ports[p] {
+			return true
+		}
+	}
+	return false
 }
 
 func bindable(first, n int) bool {
