@@ -10,7 +10,8 @@
 #   RATE [4000]       total req/s of the fixed-rate scenario (hey, c=50)
 #   IDLE_N [10000]    idle keep-alive clients (scenario idle)
 #   IDLE_HOLD [10]    seconds they are held
-#   SCENARIOS ["small-c50 small-c256 kb64-c50 rate idle"]; "none" with PROFILE=1: the profile only
+#   STREAMS [10]      h2load -m in the h2c scenario: concurrent streams per connection
+#   SCENARIOS ["small-c50 small-c256 kb64-c50 rate idle h2c"]; "none" with PROFILE=1: the profile only
 #   PROFILE=1         afterwards, per target: `perf stat` (system calls by kind, context switches, CPU)
 #                     over a wrk c=50 run of PROFILE_SECS [8] s, and `perf record -e cpu-clock -g`
 #                     under the same load (CPU by category: bench/perfsplit.awk; top symbols)
@@ -19,8 +20,10 @@
 #   haproxy1   HAProxy, the shared peers/haproxy.cfg with the backend ports below and maxconn
 #              raised from 8000 to IDLE_N+100 (so that it holds all the idle clients), or as
 #              far as the descriptor limit allows (2 x maxconn + 14), nbthread 1, :8181
-#   sluice     sluice built from the working tree, default engine (h1), :8190 (admin :19290)
-#   evproto    the prototype, GOMAXPROCS event loops (-mode loop), :8194
+#   sluice     sluice built from the working tree, default engine (h1), :8190 (admin :19290);
+#              h2c (prior knowledge) on :8191
+#   evproto    the prototype, GOMAXPROCS event loops (-mode loop), :8194; h2c on :8197
+#              (-h2c-listen); HAProxy takes h2c on :8181 by preface detection
 #   evproto-g  the prototype's control, one goroutine per connection (-mode goroutine), :8195
 #   evproto-rt (PROFILE=1 only) the prototype with -wait runtime: its loops wait in epoll_wait
 #              through the scheduler (unix.EpollWait) instead of keeping their P, :8196
@@ -29,6 +32,8 @@
 #   small-c50, small-c256  wrk -t2, 100 B responses     kb64-c50  wrk -t2, 64 KiB responses
 #   rate       hey, RATE req/s over 50 connections (equal load: CPU per request, p99)
 #   idle       IDLE_N idle keep-alive clients per target (bench/cmd/idleclients): peak RSS
+#   h2c        HTTP/2 over cleartext, prior knowledge, 100 B responses: h2load -c50 -m STREAMS
+#              (haproxy1, sluice, evproto; the shared harness's TOOL=h2load: no p99)
 # The file-descriptor limit is raised for this script's children only (ulimit -n).
 # Output: /tmp/bench/evproto/last/ (summary.md, per-scenario runs.csv and raw/, load.txt,
 # load-samples.txt, idle.tsv, perf/). Everything it starts is stopped at the end and on failure.
@@ -36,7 +41,7 @@
 source "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-10}; RATE=${RATE:-4000}
 IDLE_N=${IDLE_N:-10000}; IDLE_HOLD=${IDLE_HOLD:-10}
-SCENARIOS=${SCENARIOS:-"small-c50 small-c256 kb64-c50 rate idle"}
+SCENARIOS=${SCENARIOS:-"small-c50 small-c256 kb64-c50 rate idle h2c"}; STREAMS=${STREAMS:-10}
 PROFILE=${PROFILE:-0}; PROFILE_SECS=${PROFILE_SECS:-8}
 BASE=/tmp/bench/evproto
 export RUN_DIR=$BASE/run BIN_DIR=$BASE/bin
@@ -46,13 +51,14 @@ BACKENDS=127.0.0.1:9101,127.0.0.1:9102,127.0.0.1:9103
 NAMES=(haproxy1 sluice evproto evproto-g)
 ADDRS=(127.0.0.1:8181 127.0.0.1:8190 127.0.0.1:8194 127.0.0.1:8195)
 TARGETS=(); for i in "${!NAMES[@]}"; do TARGETS+=("${NAMES[$i]}=http://${ADDRS[$i]}/"); done
+H2TARGETS=(haproxy1=http://127.0.0.1:8181/ sluice=http://127.0.0.1:8191/ evproto=http://127.0.0.1:8197/)
 STARTED="${NAMES[*]} evproto-rt backend-9101 backend-9102 backend-9103"
 STOP_MSG="bench: stopped the targets and backends"
 
 # ---- 0. prerequisites ---------------------------------------------------------
-tools=(haproxy wrk hey curl); [[ $PROFILE == 1 ]] && tools+=(perf:linux-perf)
+tools=(haproxy wrk hey curl h2load:nghttp2-client); [[ $PROFILE == 1 ]] && tools+=(perf:linux-perf)
 require "${tools[@]}"
-ports_free "is another bench/evproto.sh running?" "${BPORTS[@]}" 8181 8190 8194 8195 8196 19290
+ports_free "is another bench/evproto.sh running?" "${BPORTS[@]}" 8181 8190 8191 8194 8195 8196 8197 19290
 # idle clients: this script's children (HAProxy, which sizes its descriptors as 2 x maxconn + 14,
 # and the idle clients) may need more descriptors than the default; raised here only, up to what
 # the hard limit allows (a container may forbid raising that)
@@ -77,6 +83,10 @@ listeners:
   - name: bench
     address: "127.0.0.1:8190"
     pool: web
+  - name: h2c
+    address: "127.0.0.1:8191"
+    pool: web
+    h2c: true
 pools:
   - name: web
     balance: round_robin
@@ -95,11 +105,14 @@ log "starting backends, haproxy1, sluice, evproto, evproto-g (unpinned)"
 start_backends "${BPORTS[@]}"
 NBTHREAD=1 HAPROXY_PORT=8181 "$SHARED/start-one.sh" haproxy1 -- haproxy -db -f "$LAST/haproxy.cfg"
 "$SHARED/start-one.sh" sluice -- "$BIN_DIR/sluice" run -config "$LAST/sluice.yaml"
-"$SHARED/start-one.sh" evproto -- "$BIN_DIR/evproto" -mode loop -listen 127.0.0.1:8194 -backends "$BACKENDS"
+"$SHARED/start-one.sh" evproto -- "$BIN_DIR/evproto" -mode loop -listen 127.0.0.1:8194 -h2c-listen 127.0.0.1:8197 -backends "$BACKENDS"
 "$SHARED/start-one.sh" evproto-g -- "$BIN_DIR/evproto" -mode goroutine -listen 127.0.0.1:8195 -backends "$BACKENDS"
 sleep 0.5
 urls=(); for a in "${ADDRS[@]}"; do urls+=("http://$a/" "http://$a/kb/64"); done
 "$SHARED/check.sh" "${urls[@]}"
+for t in "${H2TARGETS[@]}"; do
+  curl -sf --http2-prior-knowledge -o /dev/null "${t#*=}" || { echo "bench: ${t%%=*} does not answer h2c at ${t#*=}" >&2; exit 1; }
+done
 
 # ---- load: recorded, not waited for ---------------------------------------------------
 sample_load %s
@@ -116,6 +129,7 @@ for s in $SCENARIOS; do
     small-c50)  log "100 B, wrk c=50";  LABEL=small CONNS=50 ROUNDS=$ROUNDS DURATION=$DURATION OUT=$LAST/$s "$SHARED/run.sh" "${TARGETS[@]}" ;;
     small-c256) log "100 B, wrk c=256"; LABEL=small CONNS=256 ROUNDS=$ROUNDS DURATION=$DURATION OUT=$LAST/$s "$SHARED/run.sh" "${TARGETS[@]}" ;;
     kb64-c50)   log "64 KiB, wrk c=50"; URL_PATH=/kb/64 LABEL=kb64 CONNS=50 ROUNDS=$ROUNDS DURATION=$DURATION OUT=$LAST/$s "$SHARED/run.sh" "${TARGETS[@]}" ;;
+    h2c)        log "HTTP/2 over cleartext, h2load c=50 m=$STREAMS"; TOOL=h2load STREAMS=$STREAMS LABEL=h2c CONNS=50 ROUNDS=$ROUNDS DURATION=$DURATION OUT=$LAST/$s "$SHARED/run.sh" "${H2TARGETS[@]}" ;;
     rate)       log "100 B, hey at $RATE req/s, c=50"; TOOL=hey RATE=$RATE LABEL=rate CONNS=50 ROUNDS=$ROUNDS DURATION=$DURATION OUT=$LAST/$s "$SHARED/run.sh" "${TARGETS[@]}" ;;
     idle)
       log "$IDLE_N idle keep-alive clients per target, held ${IDLE_HOLD}s"
@@ -126,7 +140,7 @@ for s in $SCENARIOS; do
         printf 'idle\t%s\t%s\t%s\t%s\t%s\t%s\n' "$IDLE_N" "$n" "$IDLE_BEFORE" "$IDLE_PEAK" "${IDLE_OK:-0}" "${IDLE_ALIVE:-0}" | tee -a "$LAST/idle.tsv"
         sleep 3
       done ;;
-    *) echo "unknown scenario $s (small-c50 small-c256 kb64-c50 rate idle)" >&2; exit 2 ;;
+    *) echo "unknown scenario $s (small-c50 small-c256 kb64-c50 rate idle h2c)" >&2; exit 2 ;;
   esac
   [[ -f $LAST/$s/runs.csv ]] && CSVS+=("$LAST/$s/runs.csv")
   echo "$s $t0 $(date +%s)" >>"$LAST/scenario-times.txt"
@@ -152,7 +166,7 @@ log "summary"
 {
   echo "# Issue 15: event-driven prototype vs sluice's engine vs HAProxy — $(date -u +%FT%TZ)"
   echo
-  echo "\`bench/evproto.sh\` with ROUNDS=$ROUNDS DURATION=${DURATION}s RATE=$RATE IDLE_N=$IDLE_N IDLE_HOLD=${IDLE_HOLD}s SCENARIOS=\"$SCENARIOS\"; sluice and evproto at $HEAD_REV; $(machine); $(haproxy_version), $(wrk_version), $(go_version)."
+  echo "\`bench/evproto.sh\` with ROUNDS=$ROUNDS DURATION=${DURATION}s RATE=$RATE STREAMS=$STREAMS IDLE_N=$IDLE_N IDLE_HOLD=${IDLE_HOLD}s SCENARIOS=\"$SCENARIOS\"; sluice and evproto at $HEAD_REV; $(machine); $(haproxy_version), $(wrk_version), $(go_version)."
   echo
   echo "Machine load (1-minute average, sampled every 5 s, this benchmark included):"
   echo

@@ -94,11 +94,19 @@ func pattern(n int) []byte {
 func startProto(t *testing.T, mode string, backends ...*testBackend) string {
 	t.Helper()
 	addr := "127.0.0.1:" + strconv.Itoa(testenv.Ports(t, 1))
+	return runProto(t, addr, []string{"-mode", mode, "-listen", addr}, backends)
+}
+
+// runProto runs the prototype with args in front of backends and waits
+// until addr accepts connections.
+func runProto(t *testing.T, addr string, args []string, backends []*testBackend) string {
+	t.Helper()
 	var bs []string
 	for _, b := range backends {
 		bs = append(bs, b.ln.Addr().String())
 	}
-	cmd := exec.Command(os.Args[0], "-mode", mode, "-listen", addr, "-backends", strings.Join(bs, ","), "-timeout", "5s")
+	args = append(args, "-backends", strings.Join(bs, ","), "-timeout", "5s")
+	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "EVPROTO_MAIN=1")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

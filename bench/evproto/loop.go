@@ -15,9 +15,13 @@ import (
 // in the same batch as the close of its descriptor never reaches the
 // object that reused the number.
 const (
-	kindListen = 0
-	kindClient = 1
-	kindUp     = 2
+	kindListen   = 0
+	kindClient   = 1
+	kindUp       = 2
+	kindH2Listen = 3 // the -h2c-listen socket (h2.go)
+	kindH2       = 4 // an HTTP/2 client connection (h2.go)
+	kindBits     = 3
+	kindMask     = 1<<kindBits - 1
 )
 
 // Every connection is registered once, edge-triggered, for both directions:
@@ -45,12 +49,19 @@ type loop struct {
 	xs      []*exchange
 	now     int64 // nanoseconds, read once per wake-up
 	wheel   wheel
+	// HTTP/2 (h2.go): the listening socket (-1: none), the connections by
+	// descriptor, those with frames to write at the end of this wake-up,
+	// and a free list of streams.
+	h2fd  int
+	h2s   []*h2client
+	dirty []*h2client
+	sts   []*h2stream
 
 	requests, accepted, dials, retries uint64
 }
 
 func newLoop(id int, cfg *config) (*loop, error) {
-	l := &loop{id: id, cfg: cfg, events: make([]unix.EpollEvent, 256), idle: make([][]*upconn, len(cfg.backends))}
+	l := &loop{id: id, cfg: cfg, events: make([]unix.EpollEvent, 256), idle: make([][]*upconn, len(cfg.backends)), h2fd: -1}
 	var err error
 	if l.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
@@ -63,6 +74,15 @@ func newLoop(id int, cfg *config) (*loop, error) {
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(l.lfd), Pad: kindListen}
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.lfd, &ev); err != nil {
 		return nil, fmt.Errorf("epoll_ctl listener: %w", err)
+	}
+	if cfg.h2listen != nil {
+		if l.h2fd, err = listenReusePort(cfg.h2listen); err != nil {
+			return nil, err
+		}
+		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(l.h2fd), Pad: kindH2Listen}
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.h2fd, &ev); err != nil {
+			return nil, fmt.Errorf("epoll_ctl h2c listener: %w", err)
+		}
 	}
 	l.now = time.Now().UnixNano()
 	l.wheel.cur = l.now / 1e9
@@ -89,7 +109,7 @@ func listenReusePort(sa *unix.SockaddrInet4) (int, error) {
 
 func (l *loop) tag(kind int32) (int32, uint32) {
 	l.gen++
-	return int32(l.gen<<2) | kind, l.gen
+	return int32(l.gen<<kindBits) | kind, l.gen
 }
 
 // register adds fd to the loop's epoll set, edge-triggered, once.
@@ -123,8 +143,8 @@ func (l *loop) run() {
 		for i := 0; i < n; i++ {
 			ev := &l.events[i]
 			fd := int(ev.Fd)
-			gen := uint32(ev.Pad) >> 2
-			switch ev.Pad & 3 {
+			gen := uint32(ev.Pad) >> kindBits
+			switch ev.Pad & kindMask {
 			case kindListen:
 				l.accept()
 			case kindClient:
@@ -135,8 +155,17 @@ func (l *loop) run() {
 				if u := l.ups[fd]; u != nil && u.gen == gen {
 					u.event(ev.Events)
 				}
+			case kindH2Listen:
+				l.acceptH2()
+			case kindH2:
+				if c := l.h2s[fd]; c != nil && c.gen == gen {
+					c.event(ev.Events)
+				}
 			}
 		}
+		// HTTP/2 connections write once per wake-up: the frames of every
+		// stream whose response came in this batch go in one write.
+		l.flushH2()
 		if l.now/1e9 > l.wheel.cur {
 			l.expire()
 		}
@@ -184,6 +213,9 @@ func (l *loop) grow(fd int) {
 	us := make([]*upconn, n)
 	copy(us, l.ups)
 	l.ups = us
+	hs := make([]*h2client, n)
+	copy(hs, l.h2s)
+	l.h2s = hs
 }
 
 // Buffers: a loop's own free lists, so taking and giving back one is a

@@ -21,8 +21,12 @@
 // I/O (sluice's engine's model, less its features), so that a difference
 // can be put down to the I/O model rather than to the work done.
 //
+// With -h2c-listen the same loops also serve HTTP/2 over cleartext (prior
+// knowledge) on a second socket: issue 10's question put to this design
+// (h2.go, which says what it does and leaves out).
+//
 // What it leaves out (it answers 501 or 502 where that shows): TLS,
-// HTTP/2, upgrades (WebSocket, h2c), HTTP/1.0 clients, OPTIONS *, routing
+// HTTP/2 beyond h2.go, upgrades (WebSocket, h2c), HTTP/1.0 clients, OPTIONS *, routing
 // beyond one round-robin pool, health checks, retries beyond one re-send of
 // a bodiless idempotent request whose reused connection failed before any
 // response byte, per-phase timeouts (one timeout covers idle, head, body
@@ -50,6 +54,7 @@ import (
 
 type config struct {
 	listen   *unix.SockaddrInet4
+	h2listen *unix.SockaddrInet4 // HTTP/2 over cleartext, prior knowledge (h2.go); nil: none
 	backends []unix.Sockaddr
 	addrs    []string
 	timeout  int64 // nanoseconds
@@ -63,6 +68,7 @@ type config struct {
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:8094", "loopback address to listen on")
+	h2listen := flag.String("h2c-listen", "", "loopback address to serve HTTP/2 over cleartext (prior knowledge) on, -mode loop only (empty: none)")
 	backends := flag.String("backends", "127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9003", "comma-separated backend addresses (round robin)")
 	mode := flag.String("mode", "loop", "loop (event loops) or goroutine (one goroutine per connection, the control)")
 	loops := flag.Int("loops", 0, "event loops (0: GOMAXPROCS)")
@@ -77,6 +83,14 @@ func main() {
 	var err error
 	if cfg.listen, err = loopbackAddr(*listen); err != nil {
 		fatal("-listen: %v", err)
+	}
+	if *h2listen != "" {
+		if *mode != "loop" {
+			fatal("-h2c-listen needs -mode loop")
+		}
+		if cfg.h2listen, err = loopbackAddr(*h2listen); err != nil {
+			fatal("-h2c-listen: %v", err)
+		}
 	}
 	for _, a := range strings.Split(*backends, ",") {
 		sa, err := loopbackAddr(strings.TrimSpace(a))

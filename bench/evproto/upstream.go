@@ -21,6 +21,7 @@ type upconn struct {
 	in         []byte
 	r, w       int
 	x          *exchange // the exchange using it
+	s          *h2stream // or the HTTP/2 stream using it (h2.go)
 }
 
 // getUp pops the most recently used idle connection to backend be, or
@@ -103,6 +104,8 @@ func (u *upconn) event(ev uint32) {
 	}
 	if u.x != nil {
 		u.x.c.drive()
+	} else if u.s != nil {
+		u.s.c.upEvent(u.s)
 	}
 }
 
@@ -111,8 +114,15 @@ func (u *upconn) event(ev uint32) {
 func (u *upconn) done(x *exchange) {
 	u.x = nil
 	x.u = nil
+	u.release(!x.upClose && x.reqDone)
+}
+
+// release ends the connection's part in an exchange or a stream: back to
+// the idle stack when reuse is allowed and nothing follows the response,
+// else closed.
+func (u *upconn) release(reuse bool) {
 	l := u.l
-	if x.upClose || !x.reqDone || u.r < u.w || u.hup || len(l.idle[u.be]) >= l.cfg.maxIdle {
+	if !reuse || u.r < u.w || u.hup || len(l.idle[u.be]) >= l.cfg.maxIdle {
 		u.close()
 		return
 	}
