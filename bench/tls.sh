@@ -19,6 +19,10 @@
 #   PROFILE=1        afterwards, `perf record -e cpu-clock -g` each proxy for PROFILE_SECS [8] s
 #                    under each scenario's load; CPU by category (bench/perfsplit.awk) in the
 #                    summary, reports in perf/ (installs linux-perf when missing, as root)
+#   EVPROTO=1        a third target in the HTTP/2 scenarios (h2-tls, h2c): bench/evproto, the
+#                    event-loop prototype, built from the working tree, HTTP/2 over TLS on
+#                    127.0.0.1:8499 (-h2-tls-listen) and h2c on 127.0.0.1:8097 (-h2c-listen);
+#                    the summary adds evproto ÷ haproxy1 and evproto ÷ sluice
 #   SHARED [../shared/bench]   the shared harness (its backend, haproxy.cfg, report.lua, awk)
 # Targets, one process each, CPU = utime+stime of its process tree from /proc/PID/stat:
 #   haproxy1  HAProxy `nbthread 1`: the shared peers/haproxy.cfg (127.0.0.1:8081: HTTP/1.1, and
@@ -55,6 +59,11 @@ TLS_ADDRS=(127.0.0.1:8481 127.0.0.1:8490)
 H2C_ADDRS=(127.0.0.1:8081 127.0.0.1:8090)
 STARTED="sluice haproxy1 backend-9001 backend-9002 backend-9003"
 STOP_MSG="bench/tls.sh: stopped sluice, haproxy1 and the backends"
+EVPROTO=${EVPROTO:-0}
+if [[ $EVPROTO == 1 ]]; then
+  NAMES+=(evproto); TLS_ADDRS+=(127.0.0.1:8499); H2C_ADDRS+=(127.0.0.1:8097)
+  STARTED+=" evproto"; STOP_MSG="bench/tls.sh: stopped sluice, haproxy1, evproto and the backends"
+fi
 for s in $SCENARIOS; do
   case $s in http-ka|https-ka|tls-full|tls-resume|h2-tls|h2c) ;; *) echo "unknown scenario $s" >&2; exit 2;; esac
 done
@@ -64,7 +73,7 @@ REV_FULL=$(commit_of REV "$REV")
 tools=(haproxy wrk h2load:nghttp2-client openssl curl); [[ $PROFILE == 1 ]] && tools+=(perf:linux-perf)
 require "${tools[@]}"
 ports_free "is another benchmark running? (bench/run.sh, ../shared/bench/stop-peers.sh)" \
-  9001 9002 9003 8081 8481 8090 8490 19190
+  9001 9002 9003 8081 8481 8090 8490 19190 8097 8499
 CLEANUP_RM=("$SRC")
 stop_on_exit
 
@@ -74,6 +83,7 @@ rm -rf "$LAST"; mkdir -p "$LAST/raw" "$BIN_DIR" "$RUN_DIR"
 log "building sluice at $REV (${REV_FULL:0:12}) from git archive in $SRC, and the bench tools"
 build_sluice_at "$REV_FULL" "$SRC" "$BIN_DIR/sluice"
 go build -o "$BIN_DIR/tlsload" ./bench/cmd/tlsload
+[[ $EVPROTO == 1 ]] && go build -o "$BIN_DIR/evproto" ./bench/evproto
 build_backend
 
 log "ECDSA P-256 certificate for 127.0.0.1 in $LAST"
@@ -118,10 +128,16 @@ log "starting backends (as ../shared/bench/start-peers.sh does), haproxy1 and sl
 start_backends 9001 9002 9003
 NBTHREAD=1 HAPROXY_PORT=8081 "$SHARED/start-one.sh" haproxy1 -- haproxy -db -f "$LAST/haproxy.cfg"
 "$SHARED/start-one.sh" sluice -- "$BIN_DIR/sluice" run -config "$LAST/sluice.yaml"
+[[ $EVPROTO == 1 ]] && "$SHARED/start-one.sh" evproto -- "$BIN_DIR/evproto" -mode loop -listen 127.0.0.1:8098 \
+  -h2c-listen 127.0.0.1:8097 -h2-tls-listen 127.0.0.1:8499 -cert "$LAST/cert.pem" -key "$LAST/key.pem" \
+  -backends 127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9003
 sleep 1
 
-for a in "${TLS_ADDRS[@]}"; do check_http --http1.1 "https://$a/" 1.1; check_http --http2 "https://$a/" 2; done
-for a in "${H2C_ADDRS[@]}"; do check_http --http2-prior-knowledge "http://$a/" 2; check_http --http1.1 "http://$a/" 1.1; done
+# (evproto serves HTTP/2 only on these listeners)
+for i in "${!NAMES[@]}"; do
+  a=${TLS_ADDRS[$i]}; [[ ${NAMES[$i]} == evproto ]] || check_http --http1.1 "https://$a/" 1.1; check_http --http2 "https://$a/" 2
+  a=${H2C_ADDRS[$i]}; check_http --http2-prior-knowledge "http://$a/" 2; [[ ${NAMES[$i]} == evproto ]] || check_http --http1.1 "http://$a/" 1.1
+done
 : >"$LAST/tls-params.txt"
 for i in "${!NAMES[@]}"; do
   { echo "${NAMES[$i]} ${TLS_ADDRS[$i]}:"
@@ -134,7 +150,8 @@ cat "$LAST/tls-params.txt"
 # ---- 2. measurement helpers ---------------------------------------------------
 BACKEND_PIDS=$(cat "$RUN_DIR"/backend-900[123].pid | paste -sd, -)
 cpu_busy_idle() { awk '/^cpu /{idle=$5+$6; tot=0; for(i=2;i<=NF;i++) tot+=$i; print tot, idle, $9}' /proc/stat; }
-target_of() { # $1=scenario $2=target index
+target_of() { # $1=scenario $2=target index; nothing when the target does not serve the scenario
+  [[ ${NAMES[$2]} == evproto && $1 != h2* ]] && return
   case $1 in h2c|http-ka) echo "http://${H2C_ADDRS[$2]}/";; *) echo "https://${TLS_ADDRS[$2]}/";; esac
 }
 # h2load prints no percentiles: compute them from its --log-file (start µs, status, duration µs
@@ -155,6 +172,7 @@ h2load_line() {
 load_run() {
   local TIMEFORMAT='%U %S' s=$1 u=$2 d=$3 raw=$4
   local wrk=(wrk -t"$THREADS" -c"$CONNS" -d"$d"s --timeout 5s --latency -s "$SHARED/report.lua")
+  [[ -n $u ]] || return 0
   case $s in
     http-ka|https-ka) { time timeout -k 5 $((d + 30)) "${wrk[@]}" "$u" >"$raw" 2>&1 || true; } 2>&3 ;;
     tls-resume) { time timeout -k 5 $((d + 30)) "${wrk[@]}" -H 'Connection: close' "$u" >"$raw" 2>&1 || true; } 2>&3 ;;
@@ -172,6 +190,7 @@ echo "label,conns,round,name,rps,p50_ms,p90_ms,p99_ms,max_ms,requests,errors,pro
 measure_one() {
   local s=$1 r=$2 i=$3 n u raw t0 t1 b0 b1 tot0 idle0 st0 tot1 idle1 st1 wt line l1
   n=${NAMES[$i]}; u=$(target_of "$s" "$i"); raw=$LAST/raw/$s-r$r-$n.txt; l1=$(load1)
+  [[ -n $u ]] || return 0
   t0=$(tree_ticks "$(pidof_t "$n")"); b0=$(tree_ticks "$BACKEND_PIDS"); read -r tot0 idle0 st0 < <(cpu_busy_idle)
   wt=$(load_run "$s" "$u" "$DURATION" "$raw" 3>&1)
   t1=$(tree_ticks "$(pidof_t "$n")"); b1=$(tree_ticks "$BACKEND_PIDS"); read -r tot1 idle1 st1 < <(cpu_busy_idle)
@@ -219,6 +238,7 @@ if [[ $PROFILE == 1 ]]; then
   for s in $SCENARIOS; do
     for i in "${!NAMES[@]}"; do
       n=${NAMES[$i]}; base=$LAST/perf/$s-$n
+      [[ -n $(target_of "$s" "$i") ]] || continue
       log "profile: $s on $n, ${PROFILE_SECS}s of perf record under load"
       load_run "$s" "$(target_of "$s" "$i")" $((PROFILE_SECS + 4)) "$base.load.txt" 3>/dev/null &
       lp=$!; BGPIDS+=("$lp")
@@ -246,6 +266,15 @@ log "summary"
   echo "Requests per proxy CPU-second, sluice ÷ haproxy1 in the same round (bench/tls.awk):"
   echo
   awk -F, -v ref=haproxy1 -v tgt=sluice -v streams="$STREAMS" -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/tls.awk" "$CSV"
+  if [[ $EVPROTO == 1 ]]; then
+    for ref in haproxy1 sluice; do
+      echo
+      echo "The event-loop prototype (bench/evproto), evproto ÷ $ref in the same round, HTTP/2 scenarios:"
+      echo
+      awk -F, '$1 == "label" || $1 ~ /^h2/' "$CSV" |
+        awk -F, -v ref="$ref" -v tgt=evproto -v streams="$STREAMS" -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/tls.awk"
+    done
+  fi
   if [[ -s $LAST/perf/split.md ]]; then
     echo
     echo "Where each proxy's CPU goes (perf record -e cpu-clock, self time, % of the process's samples; bench/perfsplit.awk):"

@@ -27,6 +27,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/binary"
 	"net/netip"
 	"strconv"
@@ -64,6 +65,8 @@ type h2client struct {
 	out      []byte
 	off      int
 	peer     netip.Addr
+	tc       *tls.Conn // over TLS (tls.go): records in and out; nil in cleartext
+	tio      *tlsIO
 	dec      *hpack.Decoder
 	enc      *hpack.Encoder
 	hbuf     bytes.Buffer
@@ -115,32 +118,41 @@ func (l *loop) acceptH2() {
 			return
 		}
 		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-		pad, gen := l.tag(kindH2)
-		c := &h2client{l: l, fd: fd, gen: gen, wr: true, in: make([]byte, 2*(h2MaxFrame+9)),
-			streams: map[uint32]*h2stream{}, sendWin: h2InitWin, initWin: h2InitWin, maxFrame: h2MaxFrame,
-			intern: map[string]string{}}
+		var peer netip.Addr
 		if a, ok := sa.(*unix.SockaddrInet4); ok {
-			c.peer = netip.AddrFrom4(a.Addr)
+			peer = netip.AddrFrom4(a.Addr)
 		}
-		c.dec = hpack.NewDecoder(4096, func(f hpack.HeaderField) { c.fields = append(c.fields, f) })
-		c.dec.SetMaxStringLength(16 << 10)
-		c.enc = hpack.NewEncoder(&c.hbuf)
-		if fd >= len(l.h2s) {
-			l.grow(fd)
+		if l.newH2(fd, peer) != nil {
+			l.accepted++
 		}
-		l.h2s[fd] = c
-		if err := l.register(fd, pad); err != nil {
-			l.h2s[fd] = nil
-			unix.Close(fd)
-			continue
-		}
-		l.accepted++
-		// The server's preface: SETTINGS.
-		c.out = appendFrameHeader(c.out, 12, http2.FrameSettings, 0, 0)
-		c.out = appendSetting(c.out, http2.SettingMaxConcurrentStreams, h2MaxStreams)
-		c.out = appendSetting(c.out, http2.SettingMaxHeaderListSize, h2MaxBlock)
-		c.markDirty()
 	}
+}
+
+// newH2 registers the HTTP/2 connection on fd and queues the server's
+// preface; nil when it cannot (then fd is closed).
+func (l *loop) newH2(fd int, peer netip.Addr) *h2client {
+	pad, gen := l.tag(kindH2)
+	c := &h2client{l: l, fd: fd, gen: gen, wr: true, peer: peer, in: make([]byte, 2*(h2MaxFrame+9)),
+		streams: map[uint32]*h2stream{}, sendWin: h2InitWin, initWin: h2InitWin, maxFrame: h2MaxFrame,
+		intern: map[string]string{}}
+	c.dec = hpack.NewDecoder(4096, func(f hpack.HeaderField) { c.fields = append(c.fields, f) })
+	c.dec.SetMaxStringLength(16 << 10)
+	c.enc = hpack.NewEncoder(&c.hbuf)
+	if fd >= len(l.h2s) {
+		l.grow(fd)
+	}
+	l.h2s[fd] = c
+	if err := l.register(fd, pad); err != nil {
+		l.h2s[fd] = nil
+		unix.Close(fd)
+		return nil
+	}
+	// The server's preface: SETTINGS.
+	c.out = appendFrameHeader(c.out, 12, http2.FrameSettings, 0, 0)
+	c.out = appendSetting(c.out, http2.SettingMaxConcurrentStreams, h2MaxStreams)
+	c.out = appendSetting(c.out, http2.SettingMaxHeaderListSize, h2MaxBlock)
+	c.markDirty()
+	return c
 }
 
 func (c *h2client) markDirty() {
@@ -163,6 +175,10 @@ func (l *loop) flushH2() {
 }
 
 func (c *h2client) flush() {
+	if c.tc != nil {
+		c.flushTLS()
+		return
+	}
 	if c.off < len(c.out) && c.wr {
 		n, e := rawWrite(c.fd, c.out[c.off:])
 		if e != 0 && e != unix.EAGAIN {
@@ -186,6 +202,41 @@ func (c *h2client) flush() {
 	}
 }
 
+// flushTLS encrypts what is queued, in one Write (records of up to 16 KiB),
+// and writes the records.
+func (c *h2client) flushTLS() {
+	t := c.tio
+	if c.off < len(c.out) {
+		c.tc.Write(c.out[c.off:]) // appends to t.out: it cannot fail
+		c.out, c.off = c.out[:0], 0
+	}
+	if t.off < len(t.out) && c.wr {
+		n, e := rawWrite(c.fd, t.out[t.off:])
+		if e != 0 && e != unix.EAGAIN {
+			c.close()
+			return
+		}
+		if t.off += n; t.off < len(t.out) {
+			c.wr = false
+			return
+		}
+	}
+	if t.off == len(t.out) {
+		t.out, t.off = t.out[:0], 0
+		if cap(t.out) > 256<<10 {
+			t.out = nil
+		}
+		if c.closeEnd {
+			c.close()
+		}
+	}
+}
+
+// pending reports whether bytes wait for the client's socket.
+func (c *h2client) pending() bool {
+	return c.off < len(c.out) || c.tio != nil && c.tio.off < len(c.tio.out)
+}
+
 func (c *h2client) event(ev uint32) {
 	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		c.rd = true
@@ -195,9 +246,14 @@ func (c *h2client) event(ev uint32) {
 	}
 	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		c.wr = true
-		if c.off < len(c.out) {
+		if c.pending() {
 			c.markDirty()
 		}
+	}
+	if c.tc != nil {
+		c.readTLS()
+		c.markDirty()
+		return
 	}
 	for !c.closed && !c.closeEnd {
 		c.parse()
@@ -223,6 +279,30 @@ func (c *h2client) event(ev uint32) {
 		c.w += n
 	}
 	c.markDirty()
+}
+
+// readTLS decrypts what the client sent and handles its frames: Read
+// until the socket has nothing more (the temporary errWouldBlock).
+func (c *h2client) readTLS() {
+	for !c.closed && !c.closeEnd {
+		c.parse()
+		if c.closed || c.closeEnd {
+			return
+		}
+		if c.r > 0 {
+			c.w = copy(c.in, c.in[c.r:c.w])
+			c.r = 0
+		}
+		n, err := c.tc.Read(c.in[c.w:])
+		c.w += n
+		if n > 0 {
+			continue
+		}
+		if err != errWouldBlock {
+			c.close()
+		}
+		return
+	}
 }
 
 // upEvent moves stream st on after an event of its backend connection.

@@ -262,3 +262,54 @@ func TestH2cFlowControlAndRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestH2OverTLS: HTTP/2 over TLS with the records on the loops: many
+// concurrent streams on a few connections, each answered whole; a client
+// that does not offer h2 is closed.
+func TestH2OverTLS(t *testing.T) {
+	ca := testenv.NewCA(t, "evproto test CA")
+	certFile, keyFile := ca.Issue(t, testenv.Leaf{IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}).Write(t, t.TempDir(), "leaf")
+	b := startBackend(t, 0)
+	p := testenv.Ports(t, 2)
+	h1 := "127.0.0.1:" + strconv.Itoa(p)
+	addr := "127.0.0.1:" + strconv.Itoa(p+1)
+	runProto(t, h1, []string{"-mode", "loop", "-listen", h1, "-h2-tls-listen", addr, "-cert", certFile, "-key", keyFile}, []*testBackend{b})
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}}}
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			path := fmt.Sprintf("/?n=%d", i)
+			want := bytes.Repeat([]byte("x"), 100)
+			if i%10 == 0 {
+				path, want = "/kb/64", pattern(64<<10)
+			}
+			resp, err := c.Get("https://" + addr + path)
+			if err != nil {
+				errs <- err
+				return
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != 200 || resp.ProtoMajor != 2 || !bytes.Equal(body, want) {
+				errs <- fmt.Errorf("GET %s: %s %d, %d bytes, %v", path, resp.Proto, resp.StatusCode, len(body), err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	tc, err := tls.Dial("tcp4", addr, &tls.Config{RootCAs: ca.Pool, NextProtos: []string{"http/1.1"}})
+	if err == nil {
+		tc.SetDeadline(time.Now().Add(2 * time.Second))
+		io.WriteString(tc, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		if n, err := tc.Read(make([]byte, 100)); err == nil {
+			t.Errorf("a client without h2 was answered (%d bytes)", n)
+		}
+		tc.Close()
+	}
+}

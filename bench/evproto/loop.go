@@ -20,6 +20,8 @@ const (
 	kindUp       = 2
 	kindH2Listen = 3 // the -h2c-listen socket (h2.go)
 	kindH2       = 4 // an HTTP/2 client connection (h2.go)
+	kindTLS      = 5 // the -h2-tls-listen socket (tls.go)
+	kindWake     = 6 // handshakes done: connections to adopt (tls.go)
 	kindBits     = 3
 	kindMask     = 1<<kindBits - 1
 )
@@ -56,6 +58,7 @@ type loop struct {
 	h2s   []*h2client
 	dirty []*h2client
 	sts   []*h2stream
+	tls   *tlsState // HTTP/2 over TLS (tls.go); nil: none
 
 	requests, accepted, dials, retries uint64
 }
@@ -86,6 +89,25 @@ func newLoop(id int, cfg *config) (*loop, error) {
 	}
 	l.now = time.Now().UnixNano()
 	l.wheel.cur = l.now / 1e9
+	if cfg.tlsCfg != nil {
+		s := &tlsState{cfg: cfg.tlsCfg}
+		if s.lfd, err = listenReusePort(cfg.tlsListen); err != nil {
+			return nil, err
+		}
+		if s.evfd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+			return nil, fmt.Errorf("eventfd: %w", err)
+		}
+		for _, x := range []struct {
+			fd   int
+			kind int32
+		}{{s.lfd, kindTLS}, {s.evfd, kindWake}} {
+			ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(x.fd), Pad: x.kind}
+			if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, x.fd, &ev); err != nil {
+				return nil, fmt.Errorf("epoll_ctl TLS: %w", err)
+			}
+		}
+		l.tls = s
+	}
 	return l, nil
 }
 
@@ -157,6 +179,10 @@ func (l *loop) run() {
 				}
 			case kindH2Listen:
 				l.acceptH2()
+			case kindTLS:
+				l.acceptTLS()
+			case kindWake:
+				l.adopt()
 			case kindH2:
 				if c := l.h2s[fd]; c != nil && c.gen == gen {
 					c.event(ev.Events)

@@ -23,10 +23,12 @@
 //
 // With -h2c-listen the same loops also serve HTTP/2 over cleartext (prior
 // knowledge) on a second socket: issue 10's question put to this design
-// (h2.go, which says what it does and leaves out).
+// (h2.go, which says what it does and leaves out); with -h2-tls-listen,
+// HTTP/2 over TLS, records on the loops and handshakes on goroutines
+// (tls.go).
 //
-// What it leaves out (it answers 501 or 502 where that shows): TLS,
-// HTTP/2 beyond h2.go, upgrades (WebSocket, h2c), HTTP/1.0 clients, OPTIONS *, routing
+// What it leaves out (it answers 501 or 502 where that shows): TLS beyond
+// tls.go, HTTP/2 beyond h2.go, upgrades (WebSocket, h2c), HTTP/1.0 clients, OPTIONS *, routing
 // beyond one round-robin pool, health checks, retries beyond one re-send of
 // a bodiless idempotent request whose reused connection failed before any
 // response byte, per-phase timeouts (one timeout covers idle, head, body
@@ -37,6 +39,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -55,19 +58,25 @@ import (
 type config struct {
 	listen   *unix.SockaddrInet4
 	h2listen *unix.SockaddrInet4 // HTTP/2 over cleartext, prior knowledge (h2.go); nil: none
-	backends []unix.Sockaddr
-	addrs    []string
-	timeout  int64 // nanoseconds
-	bufSize  int
-	outSize  int
-	maxIdle  int
-	rawWait  bool
-	lim      edge.Limits
-	ids      *proxy.RequestIDs
+	// HTTP/2 over TLS (tls.go); nil: none
+	tlsListen *unix.SockaddrInet4
+	tlsCfg    *tls.Config
+	backends  []unix.Sockaddr
+	addrs     []string
+	timeout   int64 // nanoseconds
+	bufSize   int
+	outSize   int
+	maxIdle   int
+	rawWait   bool
+	lim       edge.Limits
+	ids       *proxy.RequestIDs
 }
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:8094", "loopback address to listen on")
+	tlsListen := flag.String("h2-tls-listen", "", "loopback address to serve HTTP/2 over TLS (ALPN h2) on, -mode loop only; needs -cert and -key (empty: none)")
+	certFile := flag.String("cert", "", "certificate (PEM) for -h2-tls-listen")
+	keyFile := flag.String("key", "", "private key (PEM) for -h2-tls-listen")
 	h2listen := flag.String("h2c-listen", "", "loopback address to serve HTTP/2 over cleartext (prior knowledge) on, -mode loop only (empty: none)")
 	backends := flag.String("backends", "127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9003", "comma-separated backend addresses (round robin)")
 	mode := flag.String("mode", "loop", "loop (event loops) or goroutine (one goroutine per connection, the control)")
@@ -91,6 +100,22 @@ func main() {
 		if cfg.h2listen, err = loopbackAddr(*h2listen); err != nil {
 			fatal("-h2c-listen: %v", err)
 		}
+	}
+	if *tlsListen != "" {
+		if *mode != "loop" {
+			fatal("-h2-tls-listen needs -mode loop")
+		}
+		if cfg.tlsListen, err = loopbackAddr(*tlsListen); err != nil {
+			fatal("-h2-tls-listen: %v", err)
+		}
+		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			fatal("-cert, -key: %v", err)
+		}
+		// As sluice's TLS listeners are configured (internal/tlsterm) with
+		// its defaults: TLS 1.2 and 1.3, X25519 then P-256, ALPN h2.
+		cfg.tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+			CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256}, NextProtos: []string{"h2"}}
 	}
 	for _, a := range strings.Split(*backends, ",") {
 		sa, err := loopbackAddr(strings.TrimSpace(a))
