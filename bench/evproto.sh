@@ -25,6 +25,9 @@
 #   evproto    the prototype, GOMAXPROCS event loops (-mode loop), :8194; h2c on :8197
 #              (-h2c-listen); HAProxy takes h2c on :8181 by preface detection
 #   evproto-g  the prototype's control, one goroutine per connection (-mode goroutine), :8195
+#   evproto-core  the prototype with -core: each request through sluice's core (routing, the
+#              pool's pick and slot, passive health, latency histograms, the listener's counters,
+#              with sluice's own packages), :8198, h2c on :8199
 #   evproto-rt (PROFILE=1 only) the prototype with -wait runtime: its loops wait in epoll_wait
 #              through the scheduler (unix.EpollWait) instead of keeping their P, :8196
 #   backends   the shared backend on 127.0.0.1:9101-9103 (/ = 100 B, /kb/64 = 64 KiB)
@@ -48,17 +51,18 @@ export RUN_DIR=$BASE/run BIN_DIR=$BASE/bin
 LAST=$BASE/last
 BPORTS=(9101 9102 9103)
 BACKENDS=127.0.0.1:9101,127.0.0.1:9102,127.0.0.1:9103
-NAMES=(haproxy1 sluice evproto evproto-g)
-ADDRS=(127.0.0.1:8181 127.0.0.1:8190 127.0.0.1:8194 127.0.0.1:8195)
+NAMES=(haproxy1 sluice evproto evproto-g evproto-core)
+ADDRS=(127.0.0.1:8181 127.0.0.1:8190 127.0.0.1:8194 127.0.0.1:8195 127.0.0.1:8198)
 TARGETS=(); for i in "${!NAMES[@]}"; do TARGETS+=("${NAMES[$i]}=http://${ADDRS[$i]}/"); done
-H2TARGETS=(haproxy1=http://127.0.0.1:8181/ sluice=http://127.0.0.1:8191/ evproto=http://127.0.0.1:8197/)
+H2TARGETS=(haproxy1=http://127.0.0.1:8181/ sluice=http://127.0.0.1:8191/ evproto=http://127.0.0.1:8197/
+  evproto-core=http://127.0.0.1:8199/)
 STARTED="${NAMES[*]} evproto-rt backend-9101 backend-9102 backend-9103"
 STOP_MSG="bench: stopped the targets and backends"
 
 # ---- 0. prerequisites ---------------------------------------------------------
 tools=(haproxy wrk hey curl h2load:nghttp2-client); [[ $PROFILE == 1 ]] && tools+=(perf:linux-perf)
 require "${tools[@]}"
-ports_free "is another bench/evproto.sh running?" "${BPORTS[@]}" 8181 8190 8191 8194 8195 8196 8197 19290
+ports_free "is another bench/evproto.sh running?" "${BPORTS[@]}" 8181 8190 8191 8194 8195 8196 8197 8198 8199 19290
 # idle clients: this script's children (HAProxy, which sizes its descriptors as 2 x maxconn + 14,
 # and the idle clients) may need more descriptors than the default; raised here only, up to what
 # the hard limit allows (a container may forbid raising that)
@@ -101,12 +105,13 @@ log: {level: warn}
 EOF
 "$BIN_DIR/sluice" validate -config "$LAST/sluice.yaml"
 
-log "starting backends, haproxy1, sluice, evproto, evproto-g (unpinned)"
+log "starting backends, haproxy1, sluice, evproto, evproto-g, evproto-core (unpinned)"
 start_backends "${BPORTS[@]}"
 NBTHREAD=1 HAPROXY_PORT=8181 "$SHARED/start-one.sh" haproxy1 -- haproxy -db -f "$LAST/haproxy.cfg"
 "$SHARED/start-one.sh" sluice -- "$BIN_DIR/sluice" run -config "$LAST/sluice.yaml"
 "$SHARED/start-one.sh" evproto -- "$BIN_DIR/evproto" -mode loop -listen 127.0.0.1:8194 -h2c-listen 127.0.0.1:8197 -backends "$BACKENDS"
 "$SHARED/start-one.sh" evproto-g -- "$BIN_DIR/evproto" -mode goroutine -listen 127.0.0.1:8195 -backends "$BACKENDS"
+"$SHARED/start-one.sh" evproto-core -- "$BIN_DIR/evproto" -mode loop -core -listen 127.0.0.1:8198 -h2c-listen 127.0.0.1:8199 -backends "$BACKENDS"
 sleep 0.5
 urls=(); for a in "${ADDRS[@]}"; do urls+=("http://$a/" "http://$a/kb/64"); done
 "$SHARED/check.sh" "${urls[@]}"
@@ -158,7 +163,7 @@ if [[ $PROFILE == 1 ]]; then
 fi
 stop_sampler
 # their counters (requests, dials, retries per loop) go to their logs when they stop
-"$SHARED/stop-peers.sh" evproto evproto-g evproto-rt >/dev/null 2>&1 || true
+"$SHARED/stop-peers.sh" evproto evproto-g evproto-core evproto-rt >/dev/null 2>&1 || true
 grep -h '^evproto: stopping' "$RUN_DIR"/evproto*.log >"$LAST/evproto-counters.txt" 2>/dev/null || true
 
 # ---- 4. summary -----------------------------------------------------------------------------

@@ -219,10 +219,28 @@ func (c *client) refuse(status int, reason string) {
 	}
 }
 
+// account ends x's part in the core (-core): the status the client got,
+// 499 when it left before its answer.
+func (x *exchange) account(l *loop) {
+	if !x.cored {
+		return
+	}
+	x.cored = false
+	status := 499
+	switch {
+	case x.failed != 0:
+		status = x.failed
+	case x.gotHead:
+		status = x.rh.Status
+	}
+	l.cfg.core.finish(&x.cr, status, x.bytes)
+}
+
 // endExchange ends the exchange whose response was relayed whole.
 func (c *client) endExchange() {
 	x := c.x
 	l := c.l
+	x.account(l)
 	if x.u != nil {
 		x.u.done(x)
 	}
@@ -245,6 +263,7 @@ func (c *client) close() {
 	c.l.clients[c.fd] = nil
 	rawClose(c.fd)
 	if x := c.x; x != nil {
+		x.account(c.l)
 		if x.u != nil {
 			x.u.x = nil
 			x.u.close()

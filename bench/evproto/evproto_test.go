@@ -67,6 +67,10 @@ func startBackend(t *testing.T, idle time.Duration) *testBackend {
 			w.(http.Flusher).Flush()
 		}
 	})
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(300 * time.Millisecond)
+		w.Write([]byte("slow"))
+	})
 	mux.HandleFunc("/empty", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) })
 	mux.HandleFunc("/untilclose", func(w http.ResponseWriter, r *http.Request) {
 		conn, bw, _ := w.(http.Hijacker).Hijack()

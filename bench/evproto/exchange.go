@@ -3,6 +3,8 @@ package main
 import (
 	"strconv"
 
+	"github.com/sluice-lb/sluice/internal/proxy"
+
 	"github.com/sluice-lb/sluice/internal/edge"
 	"golang.org/x/sys/unix"
 )
@@ -50,6 +52,13 @@ type exchange struct {
 
 	id  []byte
 	idb [64]byte
+
+	// -core (core.go): the request's part in sluice's core
+	host, path, query string // as the core sees them (they alias the client's buffer)
+	cored             bool   // cr holds a request to account for
+	cr                coreReq
+	bytes             int64 // body bytes relayed to the client
+	failed            int   // the status of the prototype's own answer (fail)
 }
 
 func (l *loop) newExchange(c *client) *exchange {
@@ -107,6 +116,12 @@ func (c *client) start(x *exchange, n int) bool {
 	}
 	x.ob = appendOutbound(l.getOut(), h, hb, c.peer, x, l.cfg)
 	x.headLen = len(x.ob)
+	be, refused := -1, 0
+	if k := l.cfg.core; k != nil {
+		be, refused = k.begin(&x.cr, proxy.HTTP11, x.host, x.path, x.query, headFields{hb, edge.FirstField(hb, h.Lead)}, c.peer)
+		x.cored = true
+	}
+	x.host, x.path, x.query = "", "", ""
 	c.r += n
 	if !x.moveBody() {
 		l.freeExchange(x)
@@ -116,8 +131,16 @@ func (c *client) start(x *exchange, n int) bool {
 	c.releaseIn()
 	c.x = x
 	c.deadline = l.now + l.cfg.timeout
-	x.be = l.rr % len(l.cfg.backends)
-	l.rr++
+	if x.cored {
+		if be < 0 {
+			x.fail(refused, "refused by the core")
+			return true
+		}
+		x.be = be
+	} else {
+		x.be = l.rr % len(l.cfg.backends)
+		l.rr++
+	}
 	u, err := l.getUp(x.be)
 	if err != nil {
 		x.fail(503, "no connection to the backend: "+err.Error())
@@ -254,6 +277,7 @@ func (x *exchange) upFailed() {
 // fail answers the client with an error of the prototype's own and ends
 // the exchange (and, after the answer, the connection).
 func (x *exchange) fail(status int, msg string) {
+	x.failed = status
 	if x.gotHead {
 		x.c.close()
 		return
@@ -393,6 +417,9 @@ func (x *exchange) parseHead() bool {
 	}
 	c.out = appendResponseHead(c.out, head, rh, x.id, x.mode, x.closeAfter)
 	x.gotHead = true
+	if x.cored {
+		c.l.cfg.core.header(&x.cr)
+	}
 	if x.mode == bodyNone || x.mode == bodyFixed && x.rleft == 0 {
 		x.respDone = true
 	}
@@ -421,6 +448,7 @@ func (x *exchange) relay() {
 		x.respDone = done
 	}
 	u.r += m
+	x.bytes += int64(m)
 	c.deadline = c.l.now + c.l.cfg.timeout // progress: the one timeout starts again
 	if c.off < len(c.out) && len(c.out)+m <= cap(c.out) {
 		c.out = append(c.out, avail[:m]...) // with the head, in one write

@@ -109,6 +109,11 @@ type h2stream struct {
 	pend     []byte // response body waiting for window
 	idv      []byte
 	idb      [64]byte
+	// -core (core.go)
+	cored  bool
+	cr     coreReq
+	bytes  int64
+	status int // the prototype's own answer (fail)
 }
 
 func (l *loop) acceptH2() {
@@ -565,10 +570,16 @@ func (c *h2client) start(id uint32) {
 		st.idv = l.cfg.ids.AppendNext(st.idb[:0])
 	}
 	_, escaped, query := proxy.SplitTarget(path)
+	npath := route.NormalizePath(escaped)
+	be, refused := -1, 0
+	if k := l.cfg.core; k != nil {
+		be, refused = k.begin(&st.cr, proxy.HTTP2, authority, npath, query, h2Fields(c.fields), c.peer)
+		st.cored = true
+	}
 	o := l.getOut()
 	o = append(o, method...)
 	o = append(o, ' ')
-	o = append(o, route.NormalizePath(escaped)...)
+	o = append(o, npath...)
 	if query != "" {
 		o = append(o, '?')
 		o = append(o, query...)
@@ -609,8 +620,16 @@ func (c *h2client) start(id uint32) {
 	o = append(o, "\r\n\r\n"...)
 	st.ob = o
 	c.streams[id] = st
-	st.be = l.rr % len(l.cfg.backends)
-	l.rr++
+	if st.cored {
+		if be < 0 {
+			st.fail(refused)
+			return
+		}
+		st.be = be
+	} else {
+		st.be = l.rr % len(l.cfg.backends)
+		l.rr++
+	}
 	u, err := l.getUp(st.be)
 	if err != nil {
 		st.fail(503)
@@ -801,6 +820,9 @@ func (st *h2stream) parseHead() bool {
 	c.enc.WriteField(hpack.HeaderField{Name: "x-request-id", Value: bstr(st.idv), Sensitive: true})
 	c.writeHeaders(st.id, c.hbuf.Bytes(), st.respDone)
 	st.headSent = true
+	if st.cored {
+		c.l.cfg.core.header(&st.cr)
+	}
 	st.ended = st.respDone
 	return true
 }
@@ -843,6 +865,7 @@ func (st *h2stream) relay() {
 		}
 	}
 	u.r += m
+	st.bytes += int64(m)
 	st.send(avail[:m])
 }
 
@@ -907,6 +930,16 @@ func (st *h2stream) tryEnd() {
 // when the response ended cleanly, else it is closed.
 func (st *h2stream) end(clean bool) {
 	c, l := st.c, st.c.l
+	if st.cored {
+		status := 499 // the client reset the stream or left
+		switch {
+		case st.status != 0:
+			status = st.status
+		case st.headSent:
+			status = st.rh.Status
+		}
+		l.cfg.core.finish(&st.cr, status, st.bytes)
+	}
 	if u := st.u; u != nil {
 		u.s, st.u = nil, nil
 		u.release(clean && !st.upClose && st.ooff == len(st.ob))
@@ -948,7 +981,7 @@ func (st *h2stream) upFailed() {
 // fail answers the stream with an error status of the prototype's own.
 func (st *h2stream) fail(status int) {
 	c, id := st.c, st.id
-	st.upClose = true
+	st.upClose, st.status = true, status
 	st.end(false)
 	c.answer(id, status)
 }

@@ -313,3 +313,60 @@ func TestH2OverTLS(t *testing.T) {
 		tc.Close()
 	}
 }
+
+// TestCoreSlots: with -core, requests take and give back a slot of the
+// pool's per-backend cap (-core-max 1) on both protocols, also when the
+// client goes away first, and a request that finds the one slot taken is
+// refused (503): the product's pool is in the path.
+func TestCoreSlots(t *testing.T) {
+	b := startBackend(t, 0)
+	p := testenv.Ports(t, 2)
+	h1 := "127.0.0.1:" + strconv.Itoa(p)
+	h2 := "127.0.0.1:" + strconv.Itoa(p+1)
+	runProto(t, h1, []string{"-mode", "loop", "-core", "-core-max", "1", "-listen", h1, "-h2c-listen", h2}, []*testBackend{b})
+	c1, c2 := httpClient(), h2Client(h2)
+	for i := 0; i < 20; i++ {
+		if resp, body := get(t, c1, "http://"+h1+"/"); resp.StatusCode != 200 || len(body) != 100 {
+			t.Fatalf("HTTP/1.1 request %d: %d, %d bytes (a slot not given back?)", i, resp.StatusCode, len(body))
+		}
+		if resp, body := get(t, c2, "http://"+h2+"/"); resp.StatusCode != 200 || len(body) != 100 {
+			t.Fatalf("HTTP/2 request %d: %d, %d bytes (a slot not given back?)", i, resp.StatusCode, len(body))
+		}
+	}
+	// One slot: a request while a slow one holds it is refused.
+	slow := make(chan int, 1)
+	go func() {
+		resp, err := c1.Get("http://" + h1 + "/slow")
+		if err != nil {
+			slow <- 0
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		slow <- resp.StatusCode
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if resp, _ := get(t, c2, "http://"+h2+"/"); resp.StatusCode != 503 {
+		t.Errorf("a request while the one slot is taken: %d, want 503", resp.StatusCode)
+	}
+	if st := <-slow; st != 200 {
+		t.Errorf("the slow request: %d, want 200", st)
+	}
+	// Clients that leave before their answer give their slot back.
+	nc, err := net.Dial("tcp4", h1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(nc, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(50 * time.Millisecond)
+	nc.Close()
+	r := dialRawH2(t, h2)
+	r.headers(1, "/slow", true)
+	r.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+	// The HTTP/1.1 exchange ends when the slow answer comes (the
+	// prototype does not watch a client that waits for its answer).
+	time.Sleep(400 * time.Millisecond)
+	if resp, _ := get(t, c1, "http://"+h1+"/"); resp.StatusCode != 200 {
+		t.Errorf("after clients left mid-request: %d, want 200 (their slots given back)", resp.StatusCode)
+	}
+}

@@ -98,9 +98,10 @@ func appendOutbound(o []byte, h *edge.Head, hb []byte, peer netip.Addr, x *excha
 	if h.AbsoluteForm {
 		host = authority
 	}
+	x.host, x.path, x.query = host, route.NormalizePath(escaped), query // for -core
 	o = append(o, h.Method...)
 	o = append(o, ' ')
-	o = append(o, route.NormalizePath(escaped)...)
+	o = append(o, x.path...)
 	if query != "" {
 		o = append(o, '?')
 		o = append(o, query...)

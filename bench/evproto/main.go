@@ -25,7 +25,9 @@
 // knowledge) on a second socket: issue 10's question put to this design
 // (h2.go, which says what it does and leaves out); with -h2-tls-listen,
 // HTTP/2 over TLS, records on the loops and handshakes on goroutines
-// (tls.go).
+// (tls.go). With -core each request also goes through the per-request work
+// of sluice's core, with sluice's own packages (core.go): what the product's
+// features cost on a loop.
 //
 // What it leaves out (it answers 501 or 502 where that shows): TLS beyond
 // tls.go, HTTP/2 beyond h2.go, upgrades (WebSocket, h2c), HTTP/1.0 clients, OPTIONS *, routing
@@ -69,6 +71,7 @@ type config struct {
 	maxIdle   int
 	rawWait   bool
 	lim       edge.Limits
+	core      *core // -core: sluice's per-request work (core.go); nil: none
 	ids       *proxy.RequestIDs
 }
 
@@ -84,6 +87,8 @@ func main() {
 	timeout := flag.Duration("timeout", 60*time.Second, "the one timeout: idle keep-alive, request, response")
 	bufSize := flag.Int("bufsize", 16<<10, "read buffer size per connection in use")
 	maxIdle := flag.Int("max-idle", 256, "idle connections kept per backend and loop")
+	coreMax := flag.Int("core-max", 0, "with -core: requests in flight per backend (the pool's max_connections; 0: no cap)")
+	withCore := flag.Bool("core", false, "run each request through sluice's core (routing, pick and slot, passive health, counters: core.go), -mode loop")
 	wait := flag.String("wait", "raw", "how a loop waits in epoll_wait: raw (keeping its P) or runtime (a blocking system call the scheduler knows of)")
 	flag.Parse()
 
@@ -131,6 +136,12 @@ func main() {
 	case "runtime":
 	default:
 		fatal("-wait must be raw or runtime")
+	}
+	if *withCore {
+		if *mode != "loop" {
+			fatal("-core needs -mode loop")
+		}
+		cfg.core = newCore(cfg.addrs, int64(*coreMax))
 	}
 	if cfg.bufSize < 4096 {
 		fatal("-bufsize must be at least 4096")
