@@ -29,15 +29,7 @@ type client struct {
 }
 
 func (c *client) event(ev uint32) {
-	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		c.rd = true
-	}
-	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		c.hup = true
-	}
-	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		c.wr = true
-	}
+	readiness(ev, &c.rd, &c.hup, &c.wr)
 	c.drive()
 }
 
@@ -226,14 +218,7 @@ func (x *exchange) account(l *loop) {
 		return
 	}
 	x.cored = false
-	status := 499
-	switch {
-	case x.failed != 0:
-		status = x.failed
-	case x.gotHead:
-		status = x.rh.Status
-	}
-	l.cfg.core.finish(&x.cr, status, x.bytes)
+	l.cfg.core.finish(&x.cr, answered(x.failed, x.gotHead, &x.rh), x.bytes)
 }
 
 // endExchange ends the exchange whose response was relayed whole.

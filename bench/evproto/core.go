@@ -112,6 +112,19 @@ func (k *core) finish(q *coreReq, status int, bytes int64) {
 	k.view.Finish(&q.rec)
 }
 
+// answered is the status a client got: the prototype's own (failed, when
+// not 0), the backend's once its head was relayed, else 499 (the client
+// left, or reset its stream, first).
+func answered(failed int, relayed bool, rh *edge.ResponseHead) int {
+	switch {
+	case failed != 0:
+		return failed
+	case relayed:
+		return rh.Status
+	}
+	return 499
+}
+
 // headFields reads an HTTP/1.1 head's fields (proxy.Fields).
 type headFields struct {
 	head  []byte

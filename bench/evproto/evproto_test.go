@@ -135,6 +135,38 @@ func runProto(t *testing.T, addr string, args []string, backends []*testBackend)
 	return ""
 }
 
+// seenBy sends req and returns the response and the header of the request
+// as one of backends saw it.
+func seenBy(t *testing.T, c *http.Client, req *http.Request, backends ...*testBackend) (*http.Response, http.Header) {
+	t.Helper()
+	for _, b := range backends {
+		for len(b.last) > 0 {
+			<-b.last
+		}
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	deadline := time.After(2 * time.Second)
+	for {
+		for _, b := range backends {
+			select {
+			case h := <-b.last:
+				return resp, h
+			default:
+			}
+		}
+		select {
+		case <-deadline:
+			t.Fatal("no backend saw the request")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
 func httpClient() *http.Client {
 	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 }
@@ -177,25 +209,7 @@ func TestKeepAliveRoundRobinAndHeads(t *testing.T) {
 			req.Header.Set("X-Secret", "1")
 			req.Header.Set("X-Forwarded-For", "6.6.6.6")
 			req.Header.Set("X-Keep", "yes")
-			for _, b := range []*testBackend{b1, b2, b3} {
-				for len(b.last) > 0 {
-					<-b.last
-				}
-			}
-			resp, err := c.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			var h http.Header
-			select {
-			case h = <-b1.last:
-			case h = <-b2.last:
-			case h = <-b3.last:
-			case <-time.After(2 * time.Second):
-				t.Fatal("no backend saw the request")
-			}
+			_, h := seenBy(t, c, req, b1, b2, b3)
 			if h.Get("X-Secret") != "" || h.Get("X-Keep") != "yes" || h.Get("X-Forwarded-For") != "127.0.0.1" ||
 				h.Get("X-Forwarded-Proto") != "http" || h.Get("X-Request-Id") == "" {
 				t.Errorf("backend saw %v", h)

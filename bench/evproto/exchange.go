@@ -192,21 +192,11 @@ func (x *exchange) pumpRequest() {
 			return
 		}
 		if x.ooff < len(x.ob) {
-			if !u.wr {
+			switch u.send(x.ob, &x.ooff) {
+			case ioWait:
 				return
-			}
-			n, e := rawWrite(u.fd, x.ob[x.ooff:])
-			if e == unix.EAGAIN {
-				u.wr = false
-				return
-			}
-			if e != 0 {
+			case ioFailed:
 				x.upFailed()
-				return
-			}
-			x.ooff += n
-			if x.ooff < len(x.ob) {
-				u.wr = false
 				return
 			}
 			continue
@@ -304,7 +294,7 @@ func (x *exchange) fail(status int, msg string) {
 // pumpResponse reads the response from the backend and relays it to the
 // client, reading no more while the client has not taken what it got.
 func (x *exchange) pumpResponse() {
-	c, l := x.c, x.c.l
+	c := x.c
 	for !x.respDone {
 		u := x.u
 		if u == nil {
@@ -330,30 +320,16 @@ func (x *exchange) pumpResponse() {
 			return // the client is slow: leave the rest in the backend's socket
 		}
 	read:
-		if c.closed || u.connecting || !u.rd {
+		if c.closed {
 			return
 		}
-		if u.in == nil {
-			u.in = l.getBuf()
-		}
-		if u.r == u.w {
-			u.r, u.w = 0, 0
-		}
-		if u.w == len(u.in) {
-			if u.r == 0 {
-				x.fail(502, "response head larger than the prototype's buffer")
-				return
-			}
-			u.w = copy(u.in, u.in[u.r:u.w])
-			u.r = 0
-		}
-		n, e := rawRead(u.fd, u.in[u.w:])
-		if e == unix.EAGAIN {
-			u.rd = false
+		switch u.fill() {
+		case ioWait:
 			return
-		}
-		if e != 0 || n == 0 {
-			u.hup = true
+		case ioTooLong:
+			x.fail(502, "response head larger than the prototype's buffer")
+			return
+		case ioFailed:
 			if x.gotHead && x.mode == bodyClose {
 				x.respDone, x.closeAfter, x.upClose = true, true, true
 				return
@@ -362,10 +338,6 @@ func (x *exchange) pumpResponse() {
 			return
 		}
 		x.gotByte = true
-		if n < len(u.in)-u.w && !u.hup {
-			u.rd = false
-		}
-		u.w += n
 	}
 }
 

@@ -118,14 +118,9 @@ type h2stream struct {
 
 func (l *loop) acceptH2() {
 	for {
-		fd, sa, err := unix.Accept4(l.h2fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-		if err != nil {
+		fd, peer, ok := l.acceptOne(l.h2fd)
+		if !ok {
 			return
-		}
-		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-		var peer netip.Addr
-		if a, ok := sa.(*unix.SockaddrInet4); ok {
-			peer = netip.AddrFrom4(a.Addr)
 		}
 		if l.newH2(fd, peer) != nil {
 			l.accepted++
@@ -179,57 +174,39 @@ func (l *loop) flushH2() {
 	l.dirty = l.dirty[:0]
 }
 
+// flush writes what the connection has queued for the client.
 func (c *h2client) flush() {
-	if c.tc != nil {
-		c.flushTLS()
+	if c.tc == nil {
+		c.writeOut(&c.out, &c.off)
 		return
 	}
-	if c.off < len(c.out) && c.wr {
-		n, e := rawWrite(c.fd, c.out[c.off:])
+	// Over TLS: what is queued is encrypted in one Write (records of up
+	// to 16 KiB), which appends to c.tio.out and cannot fail.
+	if c.off < len(c.out) {
+		c.tc.Write(c.out[c.off:])
+		c.out, c.off = c.out[:0], 0
+	}
+	c.writeOut(&c.tio.out, &c.tio.off)
+}
+
+// writeOut writes (*b)[*off:] to the client; once all is written it empties
+// *b (dropping a large one), and closes the connection when it was to end.
+func (c *h2client) writeOut(b *[]byte, off *int) {
+	if *off < len(*b) && c.wr {
+		n, e := rawWrite(c.fd, (*b)[*off:])
 		if e != 0 && e != unix.EAGAIN {
 			c.close()
 			return
 		}
-		c.off += n
-		if c.off < len(c.out) {
+		if *off += n; *off < len(*b) {
 			c.wr = false // EPOLLOUT brings it back
 			return
 		}
 	}
-	if c.off == len(c.out) {
-		c.out, c.off = c.out[:0], 0
-		if cap(c.out) > 256<<10 {
-			c.out = nil
-		}
-		if c.closeEnd {
-			c.close()
-		}
-	}
-}
-
-// flushTLS encrypts what is queued, in one Write (records of up to 16 KiB),
-// and writes the records.
-func (c *h2client) flushTLS() {
-	t := c.tio
-	if c.off < len(c.out) {
-		c.tc.Write(c.out[c.off:]) // appends to t.out: it cannot fail
-		c.out, c.off = c.out[:0], 0
-	}
-	if t.off < len(t.out) && c.wr {
-		n, e := rawWrite(c.fd, t.out[t.off:])
-		if e != 0 && e != unix.EAGAIN {
-			c.close()
-			return
-		}
-		if t.off += n; t.off < len(t.out) {
-			c.wr = false
-			return
-		}
-	}
-	if t.off == len(t.out) {
-		t.out, t.off = t.out[:0], 0
-		if cap(t.out) > 256<<10 {
-			t.out = nil
+	if *off == len(*b) {
+		*b, *off = (*b)[:0], 0
+		if cap(*b) > 256<<10 {
+			*b = nil
 		}
 		if c.closeEnd {
 			c.close()
@@ -243,17 +220,9 @@ func (c *h2client) pending() bool {
 }
 
 func (c *h2client) event(ev uint32) {
-	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		c.rd = true
-	}
-	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		c.hup = true
-	}
-	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		c.wr = true
-		if c.pending() {
-			c.markDirty()
-		}
+	readiness(ev, &c.rd, &c.hup, &c.wr)
+	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 && c.pending() {
+		c.markDirty()
 	}
 	if c.tc != nil {
 		c.readTLS()
@@ -672,21 +641,11 @@ func (st *h2stream) pump() {
 			return
 		}
 		if st.ooff < len(st.ob) {
-			if !u.wr {
+			switch u.send(st.ob, &st.ooff) {
+			case ioWait:
 				return
-			}
-			n, e := rawWrite(u.fd, st.ob[st.ooff:])
-			if e == unix.EAGAIN {
-				u.wr = false
-				return
-			}
-			if e != 0 {
+			case ioFailed:
 				st.upFailed()
-				continue
-			}
-			if st.ooff += n; st.ooff < len(st.ob) {
-				u.wr = false
-				return
 			}
 			continue
 		}
@@ -717,31 +676,13 @@ func (st *h2stream) pump() {
 
 // readUp reads from the backend; false when nothing more can be read now.
 func (st *h2stream) readUp() bool {
-	u, l := st.u, st.c.l
-	if !u.rd {
+	switch st.u.fill() {
+	case ioWait:
 		return false
-	}
-	if u.in == nil {
-		u.in = l.getBuf()
-	}
-	if u.r == u.w {
-		u.r, u.w = 0, 0
-	}
-	if u.w == len(u.in) {
-		if u.r == 0 {
-			st.fail(502) // a head larger than the buffer
-			return false
-		}
-		u.w = copy(u.in, u.in[u.r:u.w])
-		u.r = 0
-	}
-	n, e := rawRead(u.fd, u.in[u.w:])
-	if e == unix.EAGAIN {
-		u.rd = false
+	case ioTooLong:
+		st.fail(502) // a head larger than the buffer
 		return false
-	}
-	if e != 0 || n == 0 {
-		u.hup = true
+	case ioFailed:
 		if st.headSent && st.mode == bodyClose {
 			st.respDone, st.upClose = true, true
 			return true
@@ -750,10 +691,6 @@ func (st *h2stream) readUp() bool {
 		return true
 	}
 	st.gotByte = true
-	if n < len(u.in)-u.w && !u.hup {
-		u.rd = false
-	}
-	u.w += n
 	return true
 }
 
@@ -931,14 +868,7 @@ func (st *h2stream) tryEnd() {
 func (st *h2stream) end(clean bool) {
 	c, l := st.c, st.c.l
 	if st.cored {
-		status := 499 // the client reset the stream or left
-		switch {
-		case st.status != 0:
-			status = st.status
-		case st.headSent:
-			status = st.rh.Status
-		}
-		l.cfg.core.finish(&st.cr, status, st.bytes)
+		l.cfg.core.finish(&st.cr, answered(st.status, st.headSent, &st.rh), st.bytes)
 	}
 	if u := st.u; u != nil {
 		u.s, st.u = nil, nil

@@ -85,31 +85,13 @@ func TestH2cStreams(t *testing.T) {
 		t.Errorf("responses by backend: %v, want both", by)
 	}
 
-	for len(b1.last) > 0 {
-		<-b1.last
-	}
-	for len(b2.last) > 0 {
-		<-b2.last
-	}
 	req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
 	req.Header.Set("X-Forwarded-For", "6.6.6.6")
 	req.Header.Set("Forwarded", "for=6.6.6.6")
 	req.Header.Add("Cookie", "a=1")
 	req.Header.Add("Cookie", "b=2")
 	req.Header.Set("X-Request-Id", "client-id-1")
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	var h http.Header
-	select {
-	case h = <-b1.last:
-	case h = <-b2.last:
-	case <-time.After(2 * time.Second):
-		t.Fatal("no request reached a backend")
-	}
+	resp, h := seenBy(t, c, req, b1, b2)
 	if got := h.Get("X-Forwarded-For"); got != "127.0.0.1" {
 		t.Errorf("X-Forwarded-For at the backend = %q, want 127.0.0.1 (the client's dropped)", got)
 	}

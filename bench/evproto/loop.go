@@ -198,24 +198,36 @@ func (l *loop) run() {
 	}
 }
 
+// acceptOne accepts a connection on the listening socket lfd: its
+// descriptor (non-blocking, TCP_NODELAY) and the client's address; false
+// when none is waiting.
+func (l *loop) acceptOne(lfd int) (int, netip.Addr, bool) {
+	fd, sa, err := unix.Accept4(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+	if err != nil {
+		if err != unix.EAGAIN && err != unix.ECONNABORTED && err != unix.EINTR {
+			fmt.Fprintf(os.Stderr, "evproto: loop %d: accept: %v\n", l.id, err)
+		}
+		return -1, netip.Addr{}, false
+	}
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	var peer netip.Addr
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		peer = netip.AddrFrom4(a.Addr)
+	case *unix.SockaddrInet6:
+		peer = netip.AddrFrom16(a.Addr).Unmap()
+	}
+	return fd, peer, true
+}
+
 func (l *loop) accept() {
 	for {
-		fd, sa, err := unix.Accept4(l.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-		if err != nil {
-			if err != unix.EAGAIN && err != unix.ECONNABORTED && err != unix.EINTR {
-				fmt.Fprintf(os.Stderr, "evproto: loop %d: accept: %v\n", l.id, err)
-			}
+		fd, peer, ok := l.acceptOne(l.lfd)
+		if !ok {
 			return
 		}
-		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 		pad, gen := l.tag(kindClient)
-		c := &client{l: l, fd: fd, gen: gen, wr: true, deadline: l.now + l.cfg.timeout}
-		switch a := sa.(type) {
-		case *unix.SockaddrInet4:
-			c.peer = netip.AddrFrom4(a.Addr)
-		case *unix.SockaddrInet6:
-			c.peer = netip.AddrFrom16(a.Addr).Unmap()
-		}
+		c := &client{l: l, fd: fd, gen: gen, wr: true, deadline: l.now + l.cfg.timeout, peer: peer}
 		if fd >= len(l.clients) {
 			l.grow(fd)
 		}

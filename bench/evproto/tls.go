@@ -153,14 +153,9 @@ type tlsState struct {
 
 func (l *loop) acceptTLS() {
 	for {
-		fd, sa, err := unix.Accept4(l.tls.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-		if err != nil {
+		fd, peer, ok := l.acceptOne(l.tls.lfd)
+		if !ok {
 			return
-		}
-		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-		var peer netip.Addr
-		if a, ok := sa.(*unix.SockaddrInet4); ok {
-			peer = netip.AddrFrom4(a.Addr)
 		}
 		l.accepted++
 		t := &tlsIO{fd: fd, blocking: true, deadline: time.Now().Add(handshakeTimeout)}

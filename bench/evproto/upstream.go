@@ -93,15 +93,7 @@ func (u *upconn) event(ev uint32) {
 			u.hup = true
 		}
 	}
-	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		u.rd = true
-	}
-	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		u.hup = true
-	}
-	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		u.wr = true
-	}
+	readiness(ev, &u.rd, &u.hup, &u.wr)
 	if u.x != nil {
 		u.x.c.drive()
 	} else if u.s != nil {
@@ -144,5 +136,81 @@ func (u *upconn) close() {
 	if u.in != nil {
 		u.l.putBuf(u.in)
 		u.in = nil
+	}
+}
+
+// Results of upconn.send and upconn.fill.
+const (
+	ioDone    = iota // all written / bytes read into u.in
+	ioWait           // the socket is not ready: wait for its event
+	ioFailed         // the connection failed (fill: or the backend closed it)
+	ioTooLong        // fill: u.in is full of one unparsed head
+)
+
+// send writes b[*off:] to the backend, moving *off on.
+func (u *upconn) send(b []byte, off *int) int {
+	if !u.wr {
+		return ioWait
+	}
+	n, e := rawWrite(u.fd, b[*off:])
+	if e == unix.EAGAIN {
+		u.wr = false
+		return ioWait
+	}
+	if e != 0 {
+		return ioFailed
+	}
+	if *off += n; *off < len(b) {
+		u.wr = false
+		return ioWait
+	}
+	return ioDone
+}
+
+// fill reads what the backend sent into u.in (taken from the loop's free
+// list when missing, compacted when full).
+func (u *upconn) fill() int {
+	if u.connecting || !u.rd {
+		return ioWait
+	}
+	if u.in == nil {
+		u.in = u.l.getBuf()
+	}
+	if u.r == u.w {
+		u.r, u.w = 0, 0
+	}
+	if u.w == len(u.in) {
+		if u.r == 0 {
+			return ioTooLong
+		}
+		u.w = copy(u.in, u.in[u.r:u.w])
+		u.r = 0
+	}
+	n, e := rawRead(u.fd, u.in[u.w:])
+	if e == unix.EAGAIN {
+		u.rd = false
+		return ioWait
+	}
+	if e != 0 || n == 0 {
+		u.hup = true
+		return ioFailed
+	}
+	if n < len(u.in)-u.w && !u.hup {
+		u.rd = false // drained: the next byte brings a new edge
+	}
+	u.w += n
+	return ioDone
+}
+
+// readiness notes what an edge-triggered event says of a socket.
+func readiness(ev uint32, rd, hup, wr *bool) {
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		*rd = true
+	}
+	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		*hup = true
+	}
+	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		*wr = true
 	}
 }
