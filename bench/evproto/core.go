@@ -7,11 +7,12 @@ package main
 // histogram at the response head, passive health, and the listener's
 // counters and histograms (proxy.Listener.Finish), so that the prototype's
 // figures include what the product's features cost per request on a loop,
-// not only the I/O model. It takes one attempt: a loop cannot block in the
-// pool's queue, so a full backend is a 503 here, where the product would
-// keep the request in a wait list; retries beyond the HTTP/1.1 path's one
-// re-send are left out as before. Every pool object is safe for use by
-// several loops at once, as it is by the engine's goroutines.
+// not only the I/O model. The attempt loop is the core's own, as steps that
+// never block (proxy.Attempts: Next, Done, Result), of which the prototype
+// takes the first attempt: a full pool is a 503 here, where the product
+// would keep the request in a wait list, and retries beyond the HTTP/1.1
+// path's one re-send are left out as before. Every pool object is safe for
+// use by several loops at once, as it is by the engine's goroutines.
 
 import (
 	"context"
@@ -58,21 +59,27 @@ func newCore(addrs []string, perBackend int64) *core {
 	return k
 }
 
-// coreReq is one request's part in the core: its record and pick.
+// coreReq is one request's part in the core: its record and attempts.
 type coreReq struct {
-	rec  proxy.Record
-	info pool.PickInfo
-	t    *proxy.Target
-	b    *pool.Backend
-	head time.Duration
+	rec    proxy.Record
+	info   pool.PickInfo
+	x      proxy.Attempts
+	b      *pool.Backend // the backend of the attempt under way
+	head   time.Duration
+	replay replay
 }
+
+// replay says whether a request may be sent again (proxy.Replayer).
+type replay bool
+
+func (r replay) Replayable() bool { return bool(r) }
 
 // begin resolves the request and takes a slot on the picked backend: its
 // index in cfg.backends, or -1 and the status the client gets.
-func (k *core) begin(q *coreReq, v proxy.Version, host, path, query string, h proxy.Fields, peer netip.Addr) (int, int) {
+func (k *core) begin(q *coreReq, v proxy.Version, replayable bool, host, path, query string, h proxy.Fields, peer netip.Addr) (int, int) {
 	q.rec = proxy.Record{Start: time.Now(), Info: &q.info, Version: v}
 	q.info = pool.PickInfo{}
-	q.t, q.b, q.head = nil, nil, 0
+	q.b, q.head, q.replay = nil, 0, replay(replayable)
 	t, lim := k.view.Resolve(context.Background(), &q.rec, host, path, query, h, peer)
 	if lim.Refused() {
 		return -1, 429
@@ -80,14 +87,12 @@ func (k *core) begin(q *coreReq, v proxy.Version, host, path, query string, h pr
 	if t == nil {
 		return -1, 404
 	}
-	p := t.Pool
-	p.Budget.Request()
-	b := p.Pick(&q.info)
-	if b == nil || !p.Limit.TryAcquire(b) {
-		return -1, 503
+	q.x.Start(&q.rec, q.replay)
+	b, _ := q.x.Next()
+	if b == nil {
+		return -1, 503 // full (the product would wait), or nothing eligible
 	}
-	q.info.MarkTried(b)
-	q.t, q.b = t, b
+	q.b = b
 	return k.index[b], 0
 }
 
@@ -103,9 +108,12 @@ func (k *core) header(q *coreReq) {
 // listener's counters.
 func (k *core) finish(q *coreReq, status int, bytes int64) {
 	if b := q.b; b != nil {
-		q.t.Pool.Limit.Release(b)
-		q.t.Health.Observe(b, pool.StatusFailure(status))
-		q.rec.Result = proxy.Result{Outcome: proxy.Outcome{Class: proxy.Done, Status: status, Header: q.head}, Backend: b, Tries: 1}
+		o := proxy.Outcome{Class: proxy.Done, Status: status, Header: q.head}
+		if status == 499 {
+			o.Class = proxy.ClientGone
+		}
+		q.x.Done(context.Background(), b, o) // the prototype's attempt is its last
+		q.rec.Result = q.x.Result()
 		q.b = nil
 	}
 	q.rec.Status, q.rec.Bytes = status, bytes

@@ -118,7 +118,7 @@ func (c *client) start(x *exchange, n int) bool {
 	x.headLen = len(x.ob)
 	be, refused := -1, 0
 	if k := l.cfg.core; k != nil {
-		be, refused = k.begin(&x.cr, proxy.HTTP11, x.host, x.path, x.query, headFields{hb, edge.FirstField(hb, h.Lead)}, c.peer)
+		be, refused = k.begin(&x.cr, proxy.HTTP11, x.retryable, x.host, x.path, x.query, headFields{hb, edge.FirstField(hb, h.Lead)}, c.peer)
 		x.cored = true
 	}
 	x.host, x.path, x.query = "", "", ""

@@ -542,7 +542,7 @@ func (c *h2client) start(id uint32) {
 	npath := route.NormalizePath(escaped)
 	be, refused := -1, 0
 	if k := l.cfg.core; k != nil {
-		be, refused = k.begin(&st.cr, proxy.HTTP2, authority, npath, query, h2Fields(c.fields), c.peer)
+		be, refused = k.begin(&st.cr, proxy.HTTP2, st.retry, authority, npath, query, h2Fields(c.fields), c.peer)
 		st.cored = true
 	}
 	o := l.getOut()

@@ -195,6 +195,11 @@ type Attempt interface {
 	// Send tries the request on b. When canRetry is false this is the last
 	// try, so the codec must deliver whatever the backend answers.
 	Send(ctx context.Context, b *pool.Backend, canRetry bool) Outcome
+	Replayer
+}
+
+// Replayer is what the retry rules ask of a request.
+type Replayer interface {
 	// Replayable reports whether the request may be sent again after it
 	// may have reached a backend (idempotent method, replayable body).
 	Replayable() bool
@@ -213,75 +218,143 @@ type Result struct {
 // from Resolve): pick a backend not yet tried, send, account, and retry
 // within the pool's retry policy and retry budget; each retry is an event on
 // the request's span. When Result.Class is not Done, the codec answers the
-// client with StatusFor.
+// client with StatusFor. It blocks: in the pool's queue for a slot, in the
+// codec's Send and in the backoff between tries; it runs the steps of
+// Attempts.
 func Forward(ctx context.Context, r *Record, a Attempt) Result {
-	t, info := r.Target, r.Info
-	maxTries := min(1+t.Retries.NumRetries, pool.MaxTries)
-	t.Pool.Budget.Request()
-	var res Result
-	for try := 0; try < maxTries; try++ {
-		b, err := acquire(ctx, t.Pool, info)
+	var x Attempts
+	x.Start(r, a)
+	for x.tries < x.max {
+		b, err := acquire(ctx, r.Target.Pool, r.Info)
 		if err != nil {
 			switch ctx.Err() {
 			case context.DeadlineExceeded: // the request timeout, while queued
-				res.Outcome = Outcome{Class: Timeout, Err: context.Cause(ctx)}
+				x.res.Outcome = Outcome{Class: Timeout, Err: context.Cause(ctx)}
 			case context.Canceled:
-				res.Outcome = Outcome{Class: ClientGone, Err: err}
+				x.res.Outcome = Outcome{Class: ClientGone, Err: err}
 			default:
-				res.Outcome = Outcome{Class: Saturated, Err: err}
+				x.res.Outcome = Outcome{Class: Saturated, Err: err}
 			}
-			return res
+			return x.res
 		}
 		if b == nil {
 			break
 		}
-		info.MarkTried(b)
-		res.Backend, res.Tries = b, try+1
-		res.Outcome = a.Send(ctx, b, try+1 < maxTries)
-		t.Pool.Limit.Release(b)
-		if res.Class == ConnectFailure || res.Class == Reset {
-			// The sockets' deadlines may pass before the context's timer
-			// fires: the deadline itself decides.
-			if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
-				// The request's own deadline cut the attempt short (a dial
-				// or a write gave up): the client gets a 504, as for any
-				// request that ran out of time.
-				res.Outcome = Outcome{Class: Timeout, Err: ErrRequestTimeout}
-			}
-		}
-		switch res.Class {
-		case Done, RetryStatus:
-			t.Health.Observe(b, pool.StatusFailure(res.Status))
-		case ConnectFailure:
-			b.Stats.Failures.Add(1)
-			t.Health.ConnectFailed(b, res.Err)
-			t.Health.Observe(b, pool.FailConnect)
-		case Reset:
-			b.Stats.Failures.Add(1)
-			t.Health.Observe(b, pool.FailReset)
-		case Timeout:
-			b.Stats.Failures.Add(1)
-			t.Health.Observe(b, pool.FailTimeout)
-		}
-		switch res.Class {
-		case Done, ClientError, ClientGone:
-			return res
-		}
-		// A RetryStatus outcome already took its budget (see RetryOnStatus).
-		if try+1 >= maxTries || ctx.Err() != nil || !t.retryable(res.Outcome, a) ||
-			res.Class != RetryStatus && !t.Pool.Budget.Allow() {
-			return res
-		}
-		t.Pool.Retries.Add(1)
-		r.Trace.retry(b, try+1, res.Outcome)
-		if res.Class != ConnectFailure && !t.backoff(ctx, try, res.RetryAfter) {
-			return res
+		x.begin(b)
+		again, backoff := x.Done(ctx, b, a.Send(ctx, b, x.CanRetry()))
+		if !again || !sleep(ctx, backoff) {
+			return x.res
 		}
 	}
-	if res.Backend == nil {
-		res.Outcome = Outcome{Class: ConnectFailure, Status: 503}
+	return x.Result()
+}
+
+// Attempts is the attempt loop of one request as steps that never block,
+// which Forward runs for the codecs that block on their sockets; a codec on
+// an event loop runs them between readiness events, and waits for a pool
+// slot and out the backoff in its own way. Start it before use.
+type Attempts struct {
+	r     *Record
+	a     Replayer
+	tries int // attempts begun
+	max   int
+	res   Result
+}
+
+// Start begins the attempts for r (r.Target and r.Info from Resolve).
+func (x *Attempts) Start(r *Record, a Replayer) {
+	t := r.Target
+	*x = Attempts{r: r, a: a, max: min(1+t.Retries.NumRetries, pool.MaxTries)}
+	t.Pool.Budget.Request()
+}
+
+// Next picks the backend for the next attempt and takes a slot on it,
+// without waiting. It returns nil when no attempt can begin now: with full,
+// every candidate is at its cap or requests are queued before this one
+// (wait for a slot, as pool.Limit.Wait does, and call Next again); else no
+// backend is left to try, and Result is final.
+func (x *Attempts) Next() (b *pool.Backend, full bool) {
+	if x.tries >= x.max {
+		return nil, false
 	}
-	return res
+	b, got := tryAcquire(x.r.Target.Pool, x.r.Info)
+	if b == nil {
+		return nil, false
+	}
+	if !got {
+		return nil, true
+	}
+	x.begin(b)
+	return b, false
+}
+
+// begin counts an attempt on b, whose slot is taken.
+func (x *Attempts) begin(b *pool.Backend) {
+	x.r.Info.MarkTried(b)
+	x.tries++
+	x.res.Backend, x.res.Tries = b, x.tries
+}
+
+// CanRetry reports whether another attempt may follow the one begun: when
+// not, the codec delivers whatever the backend answers.
+func (x *Attempts) CanRetry() bool { return x.tries < x.max }
+
+// Done accounts for the attempt on b that ended with o (its slot, passive
+// health, failure counts) and decides what follows: another attempt
+// (again), after backoff (0: at once), or none, and Result is final.
+func (x *Attempts) Done(ctx context.Context, b *pool.Backend, o Outcome) (again bool, backoff time.Duration) {
+	t := x.r.Target
+	x.res.Outcome = o
+	t.Pool.Limit.Release(b)
+	res := &x.res
+	if res.Class == ConnectFailure || res.Class == Reset {
+		// The sockets' deadlines may pass before the context's timer
+		// fires: the deadline itself decides.
+		if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+			// The request's own deadline cut the attempt short (a dial
+			// or a write gave up): the client gets a 504, as for any
+			// request that ran out of time.
+			res.Outcome = Outcome{Class: Timeout, Err: ErrRequestTimeout}
+		}
+	}
+	switch res.Class {
+	case Done, RetryStatus:
+		t.Health.Observe(b, pool.StatusFailure(res.Status))
+	case ConnectFailure:
+		b.Stats.Failures.Add(1)
+		t.Health.ConnectFailed(b, res.Err)
+		t.Health.Observe(b, pool.FailConnect)
+	case Reset:
+		b.Stats.Failures.Add(1)
+		t.Health.Observe(b, pool.FailReset)
+	case Timeout:
+		b.Stats.Failures.Add(1)
+		t.Health.Observe(b, pool.FailTimeout)
+	}
+	switch res.Class {
+	case Done, ClientError, ClientGone:
+		return false, 0
+	}
+	// A RetryStatus outcome already took its budget (see RetryOnStatus).
+	if x.tries >= x.max || ctx.Err() != nil || !t.retryable(res.Outcome, x.a) ||
+		res.Class != RetryStatus && !t.Pool.Budget.Allow() {
+		return false, 0
+	}
+	t.Pool.Retries.Add(1)
+	x.r.Trace.retry(b, x.tries, res.Outcome)
+	if res.Class == ConnectFailure {
+		return true, 0
+	}
+	return true, t.backoff(x.tries-1, res.RetryAfter)
+}
+
+// Result is what the attempts decided; when no backend was eligible, a 503
+// (StatusFor).
+func (x *Attempts) Result() Result {
+	if x.res.Backend == nil {
+		x.res.Outcome = Outcome{Class: ConnectFailure, Status: 503}
+	}
+	return x.res
 }
 
 // retryable applies retry_on and the idempotency rule: only a connect
@@ -289,7 +362,7 @@ func Forward(ctx context.Context, r *Record, a Attempt) Result {
 // backend may have acted on the request, so it is retried only when the
 // attempt says it is replayable (idempotent, body replayable). A POST is
 // never delivered twice because of sluice.
-func (t *Target) retryable(o Outcome, a Attempt) bool {
+func (t *Target) retryable(o Outcome, a Replayer) bool {
 	r := &t.Retries
 	switch o.Class {
 	case ConnectFailure:
@@ -309,7 +382,7 @@ func (t *Target) retryable(o Outcome, a Attempt) bool {
 // again, this was not the last try (canRetry), the backend did not ask for
 // more than MaxRetryAfter (Retry-After), and the retry budget has room,
 // which it takes. When it says no, the codec delivers the response.
-func (t *Target) RetryOnStatus(status int, retryAfter time.Duration, a Attempt, canRetry bool) bool {
+func (t *Target) RetryOnStatus(status int, retryAfter time.Duration, a Replayer, canRetry bool) bool {
 	return canRetry && slices.Contains(t.Retries.OnStatus, status) && retryAfter <= MaxRetryAfter &&
 		a.Replayable() && t.Pool.Budget.Allow()
 }
@@ -318,20 +391,27 @@ func (t *Target) RetryOnStatus(status int, retryAfter time.Duration, a Attempt, 
 // a backend asking for longer gets its answer delivered instead.
 const MaxRetryAfter = time.Second
 
-// backoff waits before retry number try+1: the backend's Retry-After when
-// it gave one, else full jitter over backoff_base×2^try capped at
-// backoff_max. It reports false when ctx ended first.
-func (t *Target) backoff(ctx context.Context, try int, retryAfter time.Duration) bool {
-	d := retryAfter
-	if d == 0 {
-		ceil := t.Retries.BackoffMax
-		if base := t.Retries.BackoffBase; base > 0 && try < 16 {
-			ceil = min(ceil, base<<try)
-		}
-		if ceil <= 0 {
-			return true
-		}
-		d = time.Duration(rand.Int64N(int64(ceil)) + 1)
+// backoff is the wait before retry number try+1: the backend's Retry-After
+// when it gave one, else full jitter over backoff_base×2^try capped at
+// backoff_max (0: none).
+func (t *Target) backoff(try int, retryAfter time.Duration) time.Duration {
+	if retryAfter > 0 {
+		return retryAfter
+	}
+	ceil := t.Retries.BackoffMax
+	if base := t.Retries.BackoffBase; base > 0 && try < 16 {
+		ceil = min(ceil, base<<try)
+	}
+	if ceil <= 0 {
+		return 0
+	}
+	return time.Duration(rand.Int64N(int64(ceil)) + 1)
+}
+
+// sleep waits d; false when ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return true
 	}
 	timer := time.NewTimer(d)
 	defer timer.Stop()
@@ -376,20 +456,9 @@ func acquire(ctx context.Context, p *pool.Pool, info *pool.PickInfo) (*pool.Back
 		}
 	}()
 	for {
-		b := p.Pick(info)
-		if b == nil {
-			return nil, nil
-		}
-		// Requests already queued go first: a newcomer does not barge in.
-		if l.Queued() == 0 && l.TryAcquire(b) {
+		b, got := tryAcquire(p, info)
+		if b == nil || got {
 			return b, nil
-		}
-		if l.Queued() == 0 {
-			for _, c := range p.Candidates() {
-				if c != b && c.Eligible() && !info.Tried(c) && l.TryAcquire(c) {
-					return c, nil
-				}
-			}
 		}
 		again := !deadline.IsZero()
 		if !again {
@@ -408,4 +477,27 @@ func acquire(ctx context.Context, p *pool.Pool, info *pool.PickInfo) (*pool.Back
 			}
 		}
 	}
+}
+
+// tryAcquire is acquire without the wait: the picked backend (nil: none is
+// eligible), and got when a slot was taken on it or, the picked one being
+// full, on another untried candidate, which it returns instead.
+func tryAcquire(p *pool.Pool, info *pool.PickInfo) (b *pool.Backend, got bool) {
+	l := &p.Limit
+	b = p.Pick(info)
+	if b == nil {
+		return nil, false
+	}
+	// Requests already queued go first: a newcomer does not barge in.
+	if l.Queued() == 0 && l.TryAcquire(b) {
+		return b, true
+	}
+	if l.Queued() == 0 {
+		for _, c := range p.Candidates() {
+			if c != b && c.Eligible() && !info.Tried(c) && l.TryAcquire(c) {
+				return c, true
+			}
+		}
+	}
+	return b, false
 }

@@ -172,3 +172,77 @@ func TestRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// TestAttemptsSteps: the steps a codec on an event loop runs (Next, Done,
+// Result) decide what Forward decides for the same outcomes, and Next says
+// that the pool is full instead of waiting for a slot.
+func TestAttemptsSteps(t *testing.T) {
+	ctx := context.Background()
+	r := config.Retries{NumRetries: 2, OnConnectFailure: true, OnReset: true}
+	for _, outcomes := range [][3]Class{
+		{ConnectFailure, ConnectFailure, ConnectFailure},
+		{ConnectFailure, Done, Reset},
+		{Reset, Reset, Done}, // not replayable: one try
+	} {
+		var got [2]Result
+		var sent [2]int
+		for i, drive := range []string{"Forward", "steps"} {
+			tg, bs, _ := target(3, r)
+			a := &scripted{outcomes: map[*pool.Backend]Class{bs[0]: outcomes[0], bs[1]: outcomes[1], bs[2]: outcomes[2]}}
+			rec := record(tg)
+			if drive == "Forward" {
+				got[i] = Forward(ctx, rec, a)
+			} else {
+				var x Attempts
+				x.Start(rec, a)
+				for {
+					b, full := x.Next()
+					if full {
+						t.Fatalf("%v: Next says full with no cap", outcomes)
+					}
+					if b == nil {
+						break
+					}
+					again, backoff := x.Done(ctx, b, a.Send(ctx, b, x.CanRetry()))
+					if again && backoff != 0 {
+						t.Errorf("%v: backoff %v before retrying a connect failure, want none", outcomes, backoff)
+					}
+					if !again {
+						break
+					}
+				}
+				got[i] = x.Result()
+			}
+			sent[i] = len(a.sent)
+			for _, b := range bs {
+				if n := b.InFlight.Load(); n != 0 {
+					t.Errorf("%v, %s: %d slots still taken on %s", outcomes, drive, n, b.Address)
+				}
+			}
+		}
+		if got[0].Class != got[1].Class || got[0].Status != got[1].Status || got[0].Tries != got[1].Tries || sent[0] != sent[1] {
+			t.Errorf("%v: Forward gave %v, %d tries, %d sent; the steps %v, %d tries, %d sent",
+				outcomes, got[0].Class, got[0].Tries, sent[0], got[1].Class, got[1].Tries, sent[1])
+		}
+	}
+
+	tg, bs, _ := target(1, r)
+	tg.Pool.Limit.PerBackend = 1
+	tg.Pool.Limit.TryAcquire(bs[0]) // another request holds the one slot
+	var x Attempts
+	x.Start(record(tg), &scripted{})
+	if b, full := x.Next(); b != nil || !full {
+		t.Fatalf("Next with the one slot taken: %v, full %v; want nil, full", b, full)
+	}
+	tg.Pool.Limit.Release(bs[0])
+	b, full := x.Next()
+	if b != bs[0] || full {
+		t.Fatalf("Next once the slot is free: %v, full %v; want the backend", b, full)
+	}
+	if again, _ := x.Done(ctx, b, Outcome{Class: Done, Status: 200}); again {
+		t.Error("Done after a delivered response says to try again")
+	}
+	if res := x.Result(); res.Class != Done || res.Status != 200 || res.Tries != 1 || bs[0].InFlight.Load() != 0 {
+		t.Errorf("Result %+v, in flight %d; want Done 200 after 1 try, no slot taken", res, bs[0].InFlight.Load())
+	}
+}
