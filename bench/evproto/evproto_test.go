@@ -33,6 +33,10 @@ type testBackend struct {
 	ln   net.Listener
 	srv  *http.Server
 	last chan http.Header
+	// /slow: a request there is announced on started and answered once
+	// release is closed (or after 5 s)
+	started chan struct{}
+	release chan struct{}
 }
 
 func startBackend(t *testing.T, idle time.Duration) *testBackend {
@@ -41,7 +45,7 @@ func startBackend(t *testing.T, idle time.Duration) *testBackend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &testBackend{ln: ln, last: make(chan http.Header, 100)}
+	b := &testBackend{ln: ln, last: make(chan http.Header, 100), started: make(chan struct{}, 10), release: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -68,7 +72,11 @@ func startBackend(t *testing.T, idle time.Duration) *testBackend {
 		}
 	})
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(300 * time.Millisecond)
+		b.started <- struct{}{}
+		select {
+		case <-b.release:
+		case <-time.After(5 * time.Second):
+		}
 		w.Write([]byte("slow"))
 	})
 	mux.HandleFunc("/empty", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) })

@@ -369,14 +369,18 @@ func (c *h2client) interned(b []byte) string {
 	return s
 }
 
-var statusStrings [600]string
+// statusStrings holds the :status values, made once before any loop
+// runs (the loops only read it).
+var statusStrings = func() (s [600]string) {
+	for i := 100; i < len(s); i++ {
+		s[i] = strconv.Itoa(i)
+	}
+	return s
+}()
 
 func statusString(code int) string {
-	if code < 0 || code >= len(statusStrings) {
+	if code < 100 || code >= len(statusStrings) {
 		return strconv.Itoa(code)
-	}
-	if statusStrings[code] == "" {
-		statusStrings[code] = strconv.Itoa(code) // only the loops write it, the same value
 	}
 	return statusStrings[code]
 }
