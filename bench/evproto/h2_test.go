@@ -296,6 +296,14 @@ func TestH2OverTLS(t *testing.T) {
 	}
 }
 
+// let answers the request waiting at b's /slow.
+func let(b *testBackend) {
+	select {
+	case b.release <- struct{}{}:
+	case <-time.After(5 * time.Second):
+	}
+}
+
 // TestCoreSlots: with -core, requests take and give back a slot of the
 // pool's per-backend cap (-core-max 1) on both protocols, also when the
 // client goes away first, and a request that finds the one slot taken is
@@ -327,39 +335,55 @@ func TestCoreSlots(t *testing.T) {
 		resp.Body.Close()
 		slow <- resp.StatusCode
 	}()
-	<-b.started // the slow request holds the slot
+	select { // the slow request holds the slot
+	case <-b.started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the slow request did not reach the backend")
+	}
 	if resp, _ := get(t, c2, "http://"+h2+"/"); resp.StatusCode != 503 {
 		t.Errorf("a request while the one slot is taken: %d, want 503", resp.StatusCode)
 	}
-	b.release <- struct{}{}
+	let(b)
 	if st := <-slow; st != 200 {
 		t.Errorf("the slow request: %d, want 200", st)
 	}
 	// Clients that leave before their answer give their slot back: the
 	// HTTP/2 one at once (RST_STREAM), the HTTP/1.1 one when its answer
 	// comes (the prototype does not watch a client that waits).
+	// freed waits (up to 5 s) until a request gets 200 again.
+	freed := func(what string) {
+		t.Helper()
+		status := 0
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			resp, _ := get(t, c1, "http://"+h1+"/")
+			if status = resp.StatusCode; status == 200 {
+				return
+			}
+		}
+		t.Fatalf("after %s: %d, want 200 (its slot given back)", what, status)
+	}
+	arrived := func() {
+		t.Helper()
+		select {
+		case <-b.started:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the slow request did not reach the backend")
+		}
+	}
 	nc, err := net.Dial("tcp4", h1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	io.WriteString(nc, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-	<-b.started
+	arrived()
 	nc.(*net.TCPConn).SetLinger(0) // a reset: the answer cannot be written
 	nc.Close()
-	b.release <- struct{}{}
+	let(b)
+	freed("an HTTP/1.1 client left mid-request")
 	r := dialRawH2(t, h2)
 	r.headers(1, "/slow", true)
-	<-b.started
+	arrived()
 	r.fr.WriteRSTStream(1, http2.ErrCodeCancel)
-	b.release <- struct{}{}
-	status := 0
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		resp, _ := get(t, c1, "http://"+h1+"/")
-		if status = resp.StatusCode; status == 200 {
-			break
-		}
-	}
-	if status != 200 {
-		t.Errorf("after clients left mid-request: %d, want 200 (their slots given back)", status)
-	}
+	let(b)
+	freed("an HTTP/2 client reset its stream")
 }
