@@ -5,32 +5,49 @@ import (
 	"strconv"
 
 	"github.com/sluice-lb/sluice/internal/edge"
+	"github.com/sluice-lb/sluice/internal/loop"
 	"golang.org/x/sys/unix"
 )
 
 // client is one client connection. While it waits for a request it holds
-// no buffer and no exchange: this struct, its wheel entry and its socket
+// no buffer and no exchange: this struct, its timer and its socket
 // are what an idle keep-alive connection costs.
 type client struct {
-	l        *loop
-	fd       int
-	gen      uint32
-	rd, wr   bool // may read / may write without EAGAIN (edge-triggered)
-	hup      bool // the client shut down its side: reads end in EOF
-	closed   bool
-	closeEnd bool // close once the output is written
-	in       []byte
-	r, w     int // request bytes read and not yet consumed: in[r:w]
-	out      []byte
-	off      int // bytes waiting for the client: out[off:]
-	x        *exchange
-	peer     netip.Addr
-	deadline int64
+	l          *worker
+	fd         int
+	loop.Ready // what the socket's events said (edge-triggered)
+	closed     bool
+	closeEnd   bool // close once the output is written
+	in         []byte
+	r, w       int // request bytes read and not yet consumed: in[r:w]
+	out        []byte
+	off        int // bytes waiting for the client: out[off:]
+	x          *exchange
+	peer       netip.Addr
+	deadline   int64      // moved on by activity; the timer catches up lazily
+	timer      loop.Timer // one per connection, armed at accept
 }
 
-func (c *client) event(ev uint32) {
-	readiness(ev, &c.rd, &c.hup, &c.wr)
+func (c *client) Event(ev loop.Events) {
+	c.Note(ev)
 	c.drive()
+}
+
+// Fail closes the connection after a panic on the loop.
+func (c *client) Fail() { c.close() }
+
+// Expire closes a connection idle or stuck for longer than the timeout;
+// one that moved on since the timer was armed is armed again at its new
+// deadline.
+func (c *client) Expire(now int64) {
+	if c.closed {
+		return
+	}
+	if c.deadline > now {
+		c.l.ev.SetTimer(&c.timer, c, c.deadline)
+		return
+	}
+	c.close()
 }
 
 // drive moves the connection on as far as its sockets allow: written
@@ -99,16 +116,16 @@ func (c *client) nextRequest() bool {
 				}
 			}
 		}
-		if !c.rd {
+		if !c.Rd {
 			c.releaseIn()
 			return false
 		}
 		if c.in == nil {
-			c.in = l.getBuf()
+			c.in = l.bufs.Get()
 		}
-		n, e := rawRead(c.fd, c.in[c.w:])
+		n, e := loop.Read(c.fd, c.in[c.w:])
 		if e == unix.EAGAIN {
-			c.rd = false
+			c.Rd = false
 			c.releaseIn()
 			return false
 		}
@@ -116,8 +133,8 @@ func (c *client) nextRequest() bool {
 			c.close()
 			return false
 		}
-		if n < len(c.in)-c.w && !c.hup {
-			c.rd = false // drained: the next byte brings a new edge
+		if n < len(c.in)-c.w && !c.Hup {
+			c.Rd = false // drained: the next byte brings a new edge
 		}
 		c.w += n
 	}
@@ -137,22 +154,22 @@ func (c *client) growIn() bool {
 	}
 	nb := make([]byte, min(4*len(c.in), max))
 	copy(nb, c.in[:c.w])
-	c.l.putBuf(c.in)
+	c.l.bufs.Put(c.in)
 	c.in = nb
 	return true
 }
 
 func (c *client) releaseIn() {
 	if c.in != nil && c.r == c.w {
-		c.l.putBuf(c.in)
+		c.l.bufs.Put(c.in)
 		c.in, c.r, c.w = nil, 0, 0
 	}
 }
 
 // send queues b for the client, writing at once when nothing waits.
 func (c *client) send(b []byte) {
-	if c.off == len(c.out) && c.wr {
-		n, e := rawWrite(c.fd, b)
+	if c.off == len(c.out) && c.Wr {
+		n, e := loop.Write(c.fd, b)
 		if e != 0 && e != unix.EAGAIN {
 			c.close()
 			return
@@ -160,11 +177,11 @@ func (c *client) send(b []byte) {
 		if n == len(b) {
 			return
 		}
-		c.wr = false
+		c.Wr = false
 		b = b[n:]
 	}
 	if c.out == nil {
-		c.out = c.l.getOut()
+		c.out = c.l.outs.Get()[:0]
 	}
 	if c.off > 0 && c.off == len(c.out) {
 		c.out, c.off = c.out[:0], 0
@@ -174,20 +191,20 @@ func (c *client) send(b []byte) {
 
 // flush writes what waits for the client; true when all is written.
 func (c *client) flush() bool {
-	if !c.wr {
+	if !c.Wr {
 		return false
 	}
-	n, e := rawWrite(c.fd, c.out[c.off:])
+	n, e := loop.Write(c.fd, c.out[c.off:])
 	if e != 0 && e != unix.EAGAIN {
 		c.close()
 		return false
 	}
 	c.off += n
 	if c.off < len(c.out) {
-		c.wr = false
+		c.Wr = false
 		return false
 	}
-	c.l.putOut(c.out)
+	c.l.outs.Put(c.out)
 	c.out, c.off = nil, 0
 	return true
 }
@@ -213,7 +230,7 @@ func (c *client) refuse(status int, reason string) {
 
 // account ends x's part in the core (-core): the status the client got,
 // 499 when it left before its answer.
-func (x *exchange) account(l *loop) {
+func (x *exchange) account(l *worker) {
 	if !x.cored {
 		return
 	}
@@ -234,7 +251,7 @@ func (c *client) endExchange() {
 	}
 	c.x = nil
 	l.freeExchange(x)
-	c.deadline = l.now + l.cfg.timeout
+	c.deadline = l.ev.Now() + l.cfg.timeout
 	l.requests++
 }
 
@@ -245,8 +262,8 @@ func (c *client) close() {
 		return
 	}
 	c.closed = true
-	c.l.clients[c.fd] = nil
-	rawClose(c.fd)
+	c.timer.Stop()
+	c.l.ev.CloseFD(c.fd)
 	if x := c.x; x != nil {
 		x.account(c.l)
 		if x.u != nil {
@@ -261,7 +278,7 @@ func (c *client) close() {
 		c.releaseIn()
 	}
 	if c.out != nil {
-		c.l.putOut(c.out)
+		c.l.outs.Put(c.out)
 		c.out, c.off = nil, 0
 	}
 }

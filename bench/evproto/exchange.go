@@ -6,6 +6,7 @@ import (
 	"github.com/sluice-lb/sluice/internal/proxy"
 
 	"github.com/sluice-lb/sluice/internal/edge"
+	"github.com/sluice-lb/sluice/internal/loop"
 	"golang.org/x/sys/unix"
 )
 
@@ -61,7 +62,7 @@ type exchange struct {
 	failed            int   // the status of the prototype's own answer (fail)
 }
 
-func (l *loop) newExchange(c *client) *exchange {
+func (l *worker) newExchange(c *client) *exchange {
 	var x *exchange
 	if n := len(l.xs); n > 0 {
 		x = l.xs[n-1]
@@ -73,9 +74,9 @@ func (l *loop) newExchange(c *client) *exchange {
 	return x
 }
 
-func (l *loop) freeExchange(x *exchange) {
+func (l *worker) freeExchange(x *exchange) {
 	if x.ob != nil {
-		l.putOut(x.ob)
+		l.outs.Put(x.ob)
 	}
 	*x = exchange{}
 	l.xs = append(l.xs, x)
@@ -114,7 +115,7 @@ func (c *client) start(x *exchange, n int) bool {
 	case "GET", "HEAD", "OPTIONS", "PUT", "DELETE":
 		x.retryable = x.body == bodyNone
 	}
-	x.ob = appendOutbound(l.getOut(), h, hb, c.peer, x, l.cfg)
+	x.ob = appendOutbound(l.outs.Get()[:0], h, hb, c.peer, x, l.cfg)
 	x.headLen = len(x.ob)
 	be, refused := -1, 0
 	if k := l.cfg.core; k != nil {
@@ -130,7 +131,7 @@ func (c *client) start(x *exchange, n int) bool {
 	}
 	c.releaseIn()
 	c.x = x
-	c.deadline = l.now + l.cfg.timeout
+	c.deadline = l.ev.Now() + l.cfg.timeout
 	if x.cored {
 		if be < 0 {
 			x.fail(refused, "refused by the core")
@@ -206,15 +207,15 @@ func (x *exchange) pumpRequest() {
 			return
 		}
 		if c.r == c.w {
-			if !c.rd {
+			if !c.Rd {
 				return
 			}
 			if c.in == nil {
-				c.in = c.l.getBuf()
+				c.in = c.l.bufs.Get()
 			}
-			n, e := rawRead(c.fd, c.in[c.w:])
+			n, e := loop.Read(c.fd, c.in[c.w:])
 			if e == unix.EAGAIN {
-				c.rd = false
+				c.Rd = false
 				c.releaseIn()
 				return
 			}
@@ -222,13 +223,13 @@ func (x *exchange) pumpRequest() {
 				c.close() // the client left in the middle of its body
 				return
 			}
-			if n < len(c.in)-c.w && !c.hup {
-				c.rd = false
+			if n < len(c.in)-c.w && !c.Hup {
+				c.Rd = false
 			}
 			c.w += n
 		}
 		x.ob, x.ooff, x.headLen = x.ob[:0], 0, 0
-		c.deadline = c.l.now + c.l.cfg.timeout
+		c.deadline = c.l.ev.Now() + c.l.cfg.timeout
 		if !x.moveBody() {
 			c.close()
 			return
@@ -358,7 +359,7 @@ func (x *exchange) parseHead() bool {
 	head := u.in[u.r : u.r+n]
 	u.r += n
 	if c.out == nil {
-		c.out = c.l.getOut()
+		c.out = c.l.outs.Get()[:0]
 	}
 	if rh.Status < 200 {
 		if rh.Status == 101 {
@@ -421,7 +422,7 @@ func (x *exchange) relay() {
 	}
 	u.r += m
 	x.bytes += int64(m)
-	c.deadline = c.l.now + c.l.cfg.timeout // progress: the one timeout starts again
+	c.deadline = c.l.ev.Now() + c.l.cfg.timeout // progress: the one timeout starts again
 	if c.off < len(c.out) && len(c.out)+m <= cap(c.out) {
 		c.out = append(c.out, avail[:m]...) // with the head, in one write
 	} else {

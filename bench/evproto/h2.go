@@ -31,6 +31,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 
+	"github.com/sluice-lb/sluice/internal/loop"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"golang.org/x/sys/unix"
@@ -45,13 +46,11 @@ const (
 
 // h2client is one HTTP/2 connection from a client.
 type h2client struct {
-	l        *loop
-	fd       int
-	gen      uint32
-	rd, wr   bool
-	hup      bool
+	l  *worker
+	fd int
+	loop.Ready
 	closed   bool
-	dirty    bool // in l.dirty: has frames to write
+	dirty    bool // deferred to the end of the wake-up: has frames to write
 	closeEnd bool // close once out is written (GOAWAY sent)
 	preface  bool
 	in       []byte
@@ -80,35 +79,38 @@ type h2client struct {
 	intern map[string]string
 }
 
-func (l *loop) acceptH2() {
+// h2Listener accepts HTTP/2 connections (prior knowledge) on -h2c-listen.
+type h2Listener struct {
+	l   *worker
+	lfd int
+}
+
+func (h h2Listener) Event(loop.Events) {
 	for {
-		fd, peer, ok := l.acceptOne(l.h2fd)
+		fd, peer, ok := h.l.accept(h.lfd)
 		if !ok {
 			return
 		}
-		if l.newH2(fd, peer) != nil {
-			l.accepted++
+		if h.l.newH2(fd, peer) != nil {
+			h.l.accepted++
 		}
 	}
 }
 
+func (h2Listener) Fail() {}
+
 // newH2 registers the HTTP/2 connection on fd and queues the server's
 // preface; nil when it cannot (then fd is closed).
-func (l *loop) newH2(fd int, peer netip.Addr) *h2client {
-	pad, gen := l.tag(kindH2)
-	c := &h2client{l: l, fd: fd, gen: gen, wr: true, peer: peer, in: make([]byte, 2*(h2MaxFrame+9)),
+func (l *worker) newH2(fd int, peer netip.Addr) *h2client {
+	c := &h2client{l: l, fd: fd, peer: peer, in: make([]byte, 2*(h2MaxFrame+9)),
 		streams: map[uint32]*h2stream{}, sendWin: h2InitWin, initWin: h2InitWin, maxFrame: h2MaxFrame,
 		intern: map[string]string{}}
 	c.dec = hpack.NewDecoder(4096, func(f hpack.HeaderField) { c.fields = append(c.fields, f) })
 	c.dec.SetMaxStringLength(16 << 10)
 	c.enc = hpack.NewEncoder(&c.hbuf)
-	if fd >= len(l.h2s) {
-		l.grow(fd)
-	}
-	l.h2s[fd] = c
-	if err := l.register(fd, pad); err != nil {
-		l.h2s[fd] = nil
-		unix.Close(fd)
+	c.Wr = true
+	if err := l.ev.Add(fd, c); err != nil {
+		l.ev.CloseFD(fd)
 		return nil
 	}
 	// The server's preface: SETTINGS.
@@ -119,27 +121,21 @@ func (l *loop) newH2(fd int, peer netip.Addr) *h2client {
 	return c
 }
 
+// markDirty has the connection write at the end of this wake-up: the
+// frames of every stream whose response came in the batch go in one write.
 func (c *h2client) markDirty() {
 	if !c.dirty && !c.closed {
 		c.dirty = true
-		c.l.dirty = append(c.l.dirty, c)
+		c.l.ev.Defer(c)
 	}
 }
 
-// flushH2 writes what the loop's HTTP/2 connections have queued.
-func (l *loop) flushH2() {
-	for i, c := range l.dirty {
-		l.dirty[i] = nil
-		c.dirty = false
-		if !c.closed {
-			c.flush()
-		}
+// Flush writes what the connection has queued for the client (Defer).
+func (c *h2client) Flush() {
+	c.dirty = false
+	if c.closed {
+		return
 	}
-	l.dirty = l.dirty[:0]
-}
-
-// flush writes what the connection has queued for the client.
-func (c *h2client) flush() {
 	if c.tc == nil {
 		c.writeOut(&c.out, &c.off)
 		return
@@ -156,14 +152,14 @@ func (c *h2client) flush() {
 // writeOut writes (*b)[*off:] to the client; once all is written it empties
 // *b (dropping a large one), and closes the connection when it was to end.
 func (c *h2client) writeOut(b *[]byte, off *int) {
-	if *off < len(*b) && c.wr {
-		n, e := rawWrite(c.fd, (*b)[*off:])
+	if *off < len(*b) && c.Wr {
+		n, e := loop.Write(c.fd, (*b)[*off:])
 		if e != 0 && e != unix.EAGAIN {
 			c.close()
 			return
 		}
 		if *off += n; *off < len(*b) {
-			c.wr = false // EPOLLOUT brings it back
+			c.Wr = false // EPOLLOUT brings it back
 			return
 		}
 	}
@@ -183,9 +179,12 @@ func (c *h2client) pending() bool {
 	return c.off < len(c.out) || c.tio != nil && c.tio.off < len(c.tio.out)
 }
 
-func (c *h2client) event(ev uint32) {
-	readiness(ev, &c.rd, &c.hup, &c.wr)
-	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 && c.pending() {
+// Fail closes the connection after a panic on the loop.
+func (c *h2client) Fail() { c.close() }
+
+func (c *h2client) Event(ev loop.Events) {
+	c.Note(ev)
+	if ev&(loop.Out|loop.Hup|loop.Err) != 0 && c.pending() {
 		c.markDirty()
 	}
 	if c.tc != nil {
@@ -195,24 +194,24 @@ func (c *h2client) event(ev uint32) {
 	}
 	for !c.closed && !c.closeEnd {
 		c.parse()
-		if c.closed || c.closeEnd || !c.rd {
+		if c.closed || c.closeEnd || !c.Rd {
 			break
 		}
 		if c.r > 0 {
 			c.w = copy(c.in, c.in[c.r:c.w])
 			c.r = 0
 		}
-		n, e := rawRead(c.fd, c.in[c.w:])
+		n, e := loop.Read(c.fd, c.in[c.w:])
 		if e == unix.EAGAIN {
-			c.rd = false
+			c.Rd = false
 			break
 		}
 		if e != 0 || n == 0 {
 			c.close()
 			return
 		}
-		if n < len(c.in)-c.w && !c.hup {
-			c.rd = false
+		if n < len(c.in)-c.w && !c.Hup {
+			c.Rd = false
 		}
 		c.w += n
 	}
@@ -471,8 +470,7 @@ func (c *h2client) close() {
 		st.end(false)
 	}
 	c.closed = true
-	c.l.h2s[c.fd] = nil
-	rawClose(c.fd)
+	c.l.ev.CloseFD(c.fd)
 }
 
 func appendFrameHeader(b []byte, n int, typ http2.FrameType, fl http2.Flags, id uint32) []byte {

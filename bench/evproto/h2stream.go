@@ -136,7 +136,7 @@ func (c *h2client) start(id uint32) {
 		be, refused = k.begin(&st.cr, proxy.HTTP2, st.retry, authority, npath, query, h2Fields(c.fields), c.peer)
 		st.cored = true
 	}
-	o := l.getOut()
+	o := l.outs.Get()[:0]
 	o = append(o, method...)
 	o = append(o, ' ')
 	o = append(o, npath...)
@@ -214,7 +214,7 @@ func validLowerName(s string) bool {
 	return true
 }
 
-func (l *loop) newStream() *h2stream {
+func (l *worker) newStream() *h2stream {
 	if n := len(l.sts); n > 0 {
 		st := l.sts[n-1]
 		l.sts = l.sts[:n-1]
@@ -471,7 +471,7 @@ func (st *h2stream) end(clean bool) {
 	}
 	delete(c.streams, st.id)
 	if st.ob != nil {
-		l.putOut(st.ob)
+		l.outs.Put(st.ob)
 	}
 	*st = h2stream{}
 	l.sts = append(l.sts, st)

@@ -11,8 +11,9 @@
 // parser (internal/edge) and forwarded on the loop, with no goroutine per
 // connection or request; each loop owns its backend connections (a LIFO
 // idle stack per backend) and uses them only for its own clients; one
-// lazily re-armed timer per connection in a per-loop one-second wheel. A
-// loop waits in epoll_wait without telling the scheduler (-wait raw, see
+// lazily re-armed timer per connection on its loop's wheel. The loops are
+// sluice's own (internal/loop), which came out of this prototype. A loop
+// waits in epoll_wait without telling the scheduler (-wait raw, see
 // rawEpollWait); -wait runtime waits through it, as any Go program's
 // blocking system call does, to measure what that costs.
 //
@@ -41,6 +42,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"flag"
 	"fmt"
@@ -53,17 +55,17 @@ import (
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/edge"
+	"github.com/sluice-lb/sluice/internal/loop"
 	"github.com/sluice-lb/sluice/internal/proxy"
-	"golang.org/x/sys/unix"
 )
 
 type config struct {
-	listen   *unix.SockaddrInet4
-	h2listen *unix.SockaddrInet4 // HTTP/2 over cleartext, prior knowledge (h2.go); nil: none
+	listen   netip.AddrPort
+	h2listen netip.AddrPort // HTTP/2 over cleartext, prior knowledge (h2.go); zero: none
 	// HTTP/2 over TLS (tls.go); nil: none
-	tlsListen *unix.SockaddrInet4
+	tlsListen netip.AddrPort
 	tlsCfg    *tls.Config
-	backends  []unix.Sockaddr
+	backends  []netip.AddrPort
 	addrs     []string
 	timeout   int64 // nanoseconds
 	bufSize   int
@@ -148,24 +150,34 @@ func main() {
 	}
 
 	var stats func() string
+	stop := func() {}
 	switch *mode {
 	case "loop":
 		n := *loops
 		if n <= 0 {
 			n = runtime.GOMAXPROCS(0)
 		}
-		ls := make([]*loop, n)
+		g, err := loop.NewGroup(n, loop.Config{RawWait: cfg.rawWait})
+		if err != nil {
+			fatal("%v", err)
+		}
+		ls := make([]*worker, n)
 		for i := range ls {
-			if ls[i], err = newLoop(i, cfg); err != nil {
+			if ls[i], err = newWorker(g.Loops[i], i, cfg); err != nil {
 				fatal("loop %d: %v", i, err)
 			}
 		}
-		for _, l := range ls {
-			go l.run()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- g.Run(ctx) }()
+		stop = func() {
+			cancel()
+			if err := <-done; err != nil {
+				fmt.Fprintf(os.Stderr, "evproto: %v\n", err)
+			}
+			g.Close()
 		}
-		// The counters are read without synchronisation, for a line on
-		// exit only.
-		stats = func() string {
+		stats = func() string { // after stop: the loops have returned
 			var b strings.Builder
 			for _, l := range ls {
 				fmt.Fprintf(&b, " loop%d: accepted=%d requests=%d dials=%d retries=%d", l.id, l.accepted, l.requests, l.dials, l.retries)
@@ -186,18 +198,19 @@ func main() {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	<-sig
-	fmt.Fprintf(os.Stderr, "evproto: stopping;%s\n", stats())
+	stop()
+	fmt.Fprintf(os.Stderr, "evproto: stopped;%s\n", stats())
 }
 
-func loopbackAddr(s string) (*unix.SockaddrInet4, error) {
+func loopbackAddr(s string) (netip.AddrPort, error) {
 	ap, err := netip.ParseAddrPort(s)
 	if err != nil {
-		return nil, err
+		return ap, err
 	}
-	if !ap.Addr().Is4() || !ap.Addr().IsLoopback() {
-		return nil, fmt.Errorf("%s: only IPv4 loopback addresses", s)
+	if !ap.Addr().IsLoopback() {
+		return ap, fmt.Errorf("%s: only loopback addresses", s)
 	}
-	return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}, nil
+	return ap, nil
 }
 
 func fatal(format string, a ...any) {

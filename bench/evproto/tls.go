@@ -9,7 +9,7 @@ package main
 // writes out. The handshake cannot be resumed that way (a failed handshake
 // is final), so it runs on a goroutine of its own, with blocking reads and
 // writes (poll(2)), once per connection; the goroutine then hands the
-// connection to its loop (hand, woken through an eventfd) and ends, and
+// connection to its loop (posted to it: loop.Loop.Post) and ends, and
 // from then on every record is read, decrypted, encrypted and written on
 // the loop.
 //
@@ -23,9 +23,9 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"sync"
 	"time"
 
+	"github.com/sluice-lb/sluice/internal/loop"
 	"golang.org/x/sys/unix"
 )
 
@@ -60,12 +60,12 @@ func (t *tlsIO) Read(p []byte) (int, error) {
 		return t.blockingIO(p, false)
 	}
 	c := t.c
-	if !c.rd {
+	if !c.Rd {
 		return 0, errWouldBlock
 	}
-	n, e := rawRead(t.fd, p)
+	n, e := loop.Read(t.fd, p)
 	if e == unix.EAGAIN {
-		c.rd = false
+		c.Rd = false
 		return 0, errWouldBlock
 	}
 	if e != 0 {
@@ -74,8 +74,8 @@ func (t *tlsIO) Read(p []byte) (int, error) {
 	if n == 0 {
 		return 0, io.EOF
 	}
-	if n < len(p) && !c.hup {
-		c.rd = false // drained: the next byte brings a new edge
+	if n < len(p) && !c.Hup {
+		c.Rd = false // drained: the next byte brings a new edge
 	}
 	return n, nil
 }
@@ -135,68 +135,49 @@ func (t *tlsIO) SetDeadline(time.Time) error      { return nil }
 func (t *tlsIO) SetReadDeadline(time.Time) error  { return nil }
 func (t *tlsIO) SetWriteDeadline(time.Time) error { return nil }
 
-// handed is a connection whose handshake is done, waiting for its loop.
-type handed struct {
-	t    *tlsIO
-	tc   *tls.Conn
-	peer netip.Addr
+// tlsListener accepts connections on -h2-tls-listen and starts their
+// handshakes.
+type tlsListener struct {
+	l   *worker
+	lfd int
+	cfg *tls.Config
 }
 
-// tlsState is a loop's part of HTTP/2 over TLS.
-type tlsState struct {
-	cfg   *tls.Config
-	lfd   int // the -h2-tls-listen socket
-	evfd  int // written by a handshake's goroutine to wake the loop
-	mu    sync.Mutex
-	ready []handed
-}
-
-func (l *loop) acceptTLS() {
+func (h tlsListener) Event(loop.Events) {
 	for {
-		fd, peer, ok := l.acceptOne(l.tls.lfd)
+		fd, peer, ok := h.l.accept(h.lfd)
 		if !ok {
 			return
 		}
-		l.accepted++
+		h.l.accepted++
 		t := &tlsIO{fd: fd, blocking: true, deadline: time.Now().Add(handshakeTimeout)}
-		tc := tls.Server(t, l.tls.cfg)
-		go l.handshake(handed{t, tc, peer})
+		go h.l.handshake(t, tls.Server(t, h.cfg), peer)
 	}
 }
 
-// handshake runs the TLS handshake of h on its own goroutine, then hands
-// the connection to the loop.
-func (l *loop) handshake(h handed) {
-	if err := h.tc.Handshake(); err != nil || h.tc.ConnectionState().NegotiatedProtocol != "h2" {
-		unix.Close(h.t.fd)
+func (tlsListener) Fail() {}
+
+// handshake runs the TLS handshake on its own goroutine, then hands the
+// connection to the loop.
+func (l *worker) handshake(t *tlsIO, tc *tls.Conn, peer netip.Addr) {
+	if err := tc.Handshake(); err != nil || tc.ConnectionState().NegotiatedProtocol != "h2" {
+		unix.Close(t.fd)
 		return
 	}
-	s := l.tls
-	s.mu.Lock()
-	s.ready = append(s.ready, h)
-	s.mu.Unlock()
-	one := [8]byte{1}
-	unix.Write(s.evfd, one[:])
+	if !l.ev.Post(func() { l.adopt(t, tc, peer) }) {
+		unix.Close(t.fd) // the loop has closed
+	}
 }
 
-// adopt takes the connections whose handshakes are done onto the loop.
-func (l *loop) adopt() {
-	s := l.tls
-	var b [8]byte
-	rawRead(s.evfd, b[:])
-	s.mu.Lock()
-	ready := s.ready
-	s.ready = nil
-	s.mu.Unlock()
-	for _, h := range ready {
-		h.t.blocking = false // ordered after the handshake by s.mu
-		c := l.newH2(h.t.fd, h.peer)
-		if c == nil {
-			continue
-		}
-		c.tc, c.tio = h.tc, h.t
-		h.t.c = c
-		c.rd = true // the client's first frames may have come with its Finished
-		c.event(0)
+// adopt takes a connection whose handshake is done onto the loop.
+func (l *worker) adopt(t *tlsIO, tc *tls.Conn, peer netip.Addr) {
+	t.blocking = false // ordered after the handshake by Post's lock
+	c := l.newH2(t.fd, peer)
+	if c == nil {
+		return
 	}
+	c.tc, c.tio = tc, t
+	t.c = c
+	c.Rd = true // the client's first frames may have come with its Finished
+	c.Event(0)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/sluice-lb/sluice/internal/loop"
 	"golang.org/x/sys/unix"
 )
 
@@ -8,12 +9,10 @@ import (
 // it and used only by that loop's clients: one exchange at a time, then
 // back on the loop's idle stack for its backend.
 type upconn struct {
-	l          *loop
-	fd         int
-	gen        uint32
-	be         int
-	rd, wr     bool
-	hup        bool
+	l  *worker
+	fd int
+	be int
+	loop.Ready
 	connecting bool
 	reused     bool
 	idle       bool // on the idle stack
@@ -27,7 +26,7 @@ type upconn struct {
 // getUp pops the most recently used idle connection to backend be, or
 // dials one. An idle connection needs no check before use: the backend
 // closing it (or sending anything unasked) raised an event that closed it.
-func (l *loop) getUp(be int) (*upconn, error) {
+func (l *worker) getUp(be int) (*upconn, error) {
 	s := l.idle[be]
 	for n := len(s); n > 0; n = len(s) {
 		u := s[n-1]
@@ -47,58 +46,53 @@ func (l *loop) getUp(be int) (*upconn, error) {
 
 // dial starts a non-blocking connect to backend be; the connection is
 // usable once writable (the request waits in the exchange until then).
-func (l *loop) dial(be int) (*upconn, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+func (l *worker) dial(be int) (*upconn, error) {
+	fd, connected, err := loop.Dial(l.cfg.backends[be])
 	if err != nil {
 		return nil, err
 	}
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	err = unix.Connect(fd, l.cfg.backends[be])
-	pad, gen := l.tag(kindUp)
-	u := &upconn{l: l, fd: fd, gen: gen, be: be}
-	switch err {
-	case nil:
-		u.wr = true
-	case unix.EINPROGRESS:
-		u.connecting = true
-	default:
-		rawClose(fd)
-		return nil, err
-	}
-	if fd >= len(l.ups) {
-		l.grow(fd)
-	}
-	l.ups[fd] = u
-	if err := l.register(fd, pad); err != nil {
-		l.ups[fd] = nil
-		rawClose(fd)
+	u := &upconn{l: l, fd: fd, be: be, connecting: !connected}
+	u.Wr = connected
+	if err := l.ev.Add(fd, u); err != nil {
+		l.ev.CloseFD(fd)
 		return nil, err
 	}
 	l.dials++
 	return u, nil
 }
 
-func (u *upconn) event(ev uint32) {
+func (u *upconn) Event(ev loop.Events) {
 	if u.idle {
 		// An idle connection has nothing to say: EOF, a reset or stray
 		// bytes all mean it cannot carry a request any more.
-		if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		if ev&(loop.In|loop.RdHup|loop.Hup|loop.Err) != 0 {
 			u.close()
 		}
 		return
 	}
-	if u.connecting && ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+	if u.connecting && ev&(loop.Out|loop.Err|loop.Hup) != 0 {
 		u.connecting = false
-		if soerr, err := unix.GetsockoptInt(u.fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || soerr != 0 {
-			u.hup = true
+		if loop.SockError(u.fd) != nil {
+			u.Hup = true
 		}
 	}
-	readiness(ev, &u.rd, &u.hup, &u.wr)
+	u.Note(ev)
 	if u.x != nil {
 		u.x.c.drive()
 	} else if u.s != nil {
 		u.s.c.upEvent(u.s)
 	}
+}
+
+// Fail closes the connection and the client using it after a panic on the
+// loop.
+func (u *upconn) Fail() {
+	if u.x != nil {
+		u.x.c.close()
+	} else if u.s != nil {
+		u.s.c.close()
+	}
+	u.close()
 }
 
 // done ends the connection's part in exchange x: back to the idle stack
@@ -114,12 +108,12 @@ func (u *upconn) done(x *exchange) {
 // else closed.
 func (u *upconn) release(reuse bool) {
 	l := u.l
-	if !reuse || u.r < u.w || u.hup || len(l.idle[u.be]) >= l.cfg.maxIdle {
+	if !reuse || u.r < u.w || u.Hup || len(l.idle[u.be]) >= l.cfg.maxIdle {
 		u.close()
 		return
 	}
 	if u.in != nil {
-		l.putBuf(u.in)
+		l.bufs.Put(u.in)
 		u.in, u.r, u.w = nil, 0, 0
 	}
 	u.idle = true
@@ -131,10 +125,9 @@ func (u *upconn) close() {
 		return
 	}
 	u.dead = true
-	u.l.ups[u.fd] = nil
-	rawClose(u.fd)
+	u.l.ev.CloseFD(u.fd)
 	if u.in != nil {
-		u.l.putBuf(u.in)
+		u.l.bufs.Put(u.in)
 		u.in = nil
 	}
 }
@@ -149,19 +142,19 @@ const (
 
 // send writes b[*off:] to the backend, moving *off on.
 func (u *upconn) send(b []byte, off *int) int {
-	if !u.wr {
+	if !u.Wr {
 		return ioWait
 	}
-	n, e := rawWrite(u.fd, b[*off:])
+	n, e := loop.Write(u.fd, b[*off:])
 	if e == unix.EAGAIN {
-		u.wr = false
+		u.Wr = false
 		return ioWait
 	}
 	if e != 0 {
 		return ioFailed
 	}
 	if *off += n; *off < len(b) {
-		u.wr = false
+		u.Wr = false
 		return ioWait
 	}
 	return ioDone
@@ -170,11 +163,11 @@ func (u *upconn) send(b []byte, off *int) int {
 // fill reads what the backend sent into u.in (taken from the loop's free
 // list when missing, compacted when full).
 func (u *upconn) fill() int {
-	if u.connecting || !u.rd {
+	if u.connecting || !u.Rd {
 		return ioWait
 	}
 	if u.in == nil {
-		u.in = u.l.getBuf()
+		u.in = u.l.bufs.Get()
 	}
 	if u.r == u.w {
 		u.r, u.w = 0, 0
@@ -186,31 +179,18 @@ func (u *upconn) fill() int {
 		u.w = copy(u.in, u.in[u.r:u.w])
 		u.r = 0
 	}
-	n, e := rawRead(u.fd, u.in[u.w:])
+	n, e := loop.Read(u.fd, u.in[u.w:])
 	if e == unix.EAGAIN {
-		u.rd = false
+		u.Rd = false
 		return ioWait
 	}
 	if e != 0 || n == 0 {
-		u.hup = true
+		u.Hup = true
 		return ioFailed
 	}
-	if n < len(u.in)-u.w && !u.hup {
-		u.rd = false // drained: the next byte brings a new edge
+	if n < len(u.in)-u.w && !u.Hup {
+		u.Rd = false // drained: the next byte brings a new edge
 	}
 	u.w += n
 	return ioDone
-}
-
-// readiness notes what an edge-triggered event says of a socket.
-func readiness(ev uint32, rd, hup, wr *bool) {
-	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		*rd = true
-	}
-	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		*hup = true
-	}
-	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		*wr = true
-	}
 }

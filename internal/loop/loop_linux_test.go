@@ -1,0 +1,488 @@
+package loop
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// echoServer is a listener and its connections on one loop: each
+// connection writes back what it reads, keeping what the socket would not
+// take until it is writable again.
+type echoServer struct {
+	l        *Loop
+	lfd      int
+	bufs     Bufs
+	accepted int
+	open     map[*echoConn]bool
+	panicOn  string // a connection that reads this panics
+}
+
+func (s *echoServer) Event(Events) {
+	for {
+		fd, _, err := Accept(s.lfd)
+		if err != nil {
+			return
+		}
+		c := &echoConn{s: s, fd: fd}
+		if err := s.l.Add(fd, c); err != nil {
+			closeFD(fd)
+			continue
+		}
+		s.accepted++
+		s.open[c] = true
+	}
+}
+
+func (s *echoServer) Fail() {}
+
+type echoConn struct {
+	s      *echoServer
+	fd     int
+	ready  Ready
+	out    []byte
+	closed bool
+}
+
+func (c *echoConn) Event(ev Events) {
+	c.ready.Note(ev)
+	for !c.closed {
+		if len(c.out) > 0 {
+			if !c.ready.Wr {
+				return
+			}
+			n, e := Write(c.fd, c.out)
+			if e == unix.EAGAIN {
+				c.ready.Wr = false
+				return
+			}
+			if e != 0 {
+				c.close()
+				return
+			}
+			c.out = c.out[n:]
+			continue
+		}
+		if !c.ready.Rd {
+			return
+		}
+		buf := c.s.bufs.Get()
+		n, e := Read(c.fd, buf)
+		if e == unix.EAGAIN {
+			c.ready.Rd = false
+			c.s.bufs.Put(buf)
+			return
+		}
+		if e != 0 || n == 0 {
+			c.s.bufs.Put(buf)
+			c.close()
+			return
+		}
+		if c.s.panicOn != "" && bytes.Contains(buf[:n], []byte(c.s.panicOn)) {
+			panic("echo: told to panic")
+		}
+		c.out = append(c.out[:0:0], buf[:n]...)
+		c.s.bufs.Put(buf)
+	}
+}
+
+func (c *echoConn) Fail() { c.close() }
+
+func (c *echoConn) close() {
+	if !c.closed {
+		c.closed = true
+		delete(c.s.open, c)
+		c.s.l.CloseFD(c.fd)
+	}
+}
+
+// startEcho runs an echo server on a new loop until the test ends.
+func startEcho(t *testing.T, cfg Config) (*echoServer, string) {
+	t.Helper()
+	l, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lfd, err := Listen(netip.MustParseAddrPort("127.0.0.1:0"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(lfd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &echoServer{l: l, lfd: lfd, bufs: Bufs{Size: 4096}, open: map[*echoConn]bool{}}
+	if err := l.AddListener(lfd, s, false); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("Run did not return within 5 s of its context ending")
+		}
+		l.Close()
+	})
+	return s, addrPort(sa).String()
+}
+
+// onLoop runs fn on s's loop and waits for it.
+func onLoop(t *testing.T, l *Loop, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	if !l.Post(func() { fn(); close(done) }) {
+		t.Fatal("Post refused")
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a posted function did not run within 5 s")
+	}
+}
+
+// TestEchoManyClients: 32 clients at once, each sending 100 messages of up
+// to 64 KiB and reading each back whole, over edge-triggered sockets that
+// fill (the echo keeps what the socket will not take and waits for Out).
+func TestEchoManyClients(t *testing.T) {
+	for _, raw := range []bool{false, true} {
+		t.Run(fmt.Sprintf("raw=%v", raw), func(t *testing.T) {
+			s, addr := startEcho(t, Config{RawWait: raw})
+			var wg sync.WaitGroup
+			errs := make(chan error, 32)
+			for i := 0; i < 32; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c, err := net.Dial("tcp", addr)
+					if err != nil {
+						errs <- err
+						return
+					}
+					defer c.Close()
+					c.SetDeadline(time.Now().Add(20 * time.Second))
+					for j := 0; j < 100; j++ {
+						msg := bytes.Repeat([]byte{byte('a' + (i+j)%26)}, 1+(i*j*997)%(64<<10))
+						go c.Write(msg)
+						got := make([]byte, len(msg))
+						if _, err := io.ReadFull(c, got); err != nil {
+							errs <- fmt.Errorf("client %d message %d: %w", i, j, err)
+							return
+						}
+						if !bytes.Equal(got, msg) {
+							errs <- fmt.Errorf("client %d message %d: echo differs", i, j)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				var open, accepted int
+				onLoop(t, s.l, func() { open, accepted = len(s.open), s.accepted })
+				if accepted != 32 {
+					t.Fatalf("accepted %d connections, want 32", accepted)
+				}
+				if open == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d connections still open 5 s after their clients closed", open)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// TestPanicEndsOnlyItsConnection: a connection whose handler panics is
+// failed (its Fail closes it: the client sees EOF), the panic is logged, and
+// the loop goes on serving the others.
+func TestPanicEndsOnlyItsConnection(t *testing.T) {
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
+	s, addr := startEcho(t, Config{Log: log})
+	onLoop(t, s.l, func() { s.panicOn = "PANIC" })
+	good, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	bad, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	bad.SetDeadline(time.Now().Add(5 * time.Second))
+	bad.Write([]byte("PANIC"))
+	if n, err := bad.Read(make([]byte, 10)); err != io.EOF {
+		t.Fatalf("the panicking connection read %d, %v; want EOF", n, err)
+	}
+	good.SetDeadline(time.Now().Add(5 * time.Second))
+	good.Write([]byte("still here"))
+	got := make([]byte, 10)
+	if _, err := io.ReadFull(good, got); err != nil || string(got) != "still here" {
+		t.Fatalf("the other connection read %q, %v", got, err)
+	}
+	var open int
+	onLoop(t, s.l, func() { open = len(s.open) })
+	if open != 1 {
+		t.Fatalf("%d connections open, want 1 (the failed one closed, the other serving)", open)
+	}
+	mu.Lock()
+	out := logs.String()
+	mu.Unlock()
+	if !strings.Contains(out, "echo: told to panic") || !strings.Contains(out, "recovered a panic") {
+		t.Fatalf("the panic was not logged: %q", out)
+	}
+	// A panic in a posted function is logged and the loop goes on.
+	done := make(chan struct{})
+	s.l.Post(func() { panic("posted panic") })
+	s.l.Post(func() { close(done) })
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the loop stopped after a posted function panicked")
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
+}
+
+// TestPostFromManyGoroutines: every posted function runs, on the loop
+// (the counter has no lock: the race detector sees any other goroutine).
+func TestPostFromManyGoroutines(t *testing.T) {
+	s, _ := startEcho(t, Config{})
+	n := 0
+	var wg sync.WaitGroup
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 1000; i++ {
+				s.l.Post(func() { n++ })
+			}
+		}()
+	}
+	wg.Wait()
+	var got int
+	onLoop(t, s.l, func() { got = n })
+	if got != 16000 {
+		t.Fatalf("%d posted functions ran, want 16000", got)
+	}
+}
+
+// countingTimer counts its expiries and re-arms while told to.
+type countingTimer struct {
+	l     *Loop
+	t     Timer
+	at    []int64
+	when  []int64
+	every int64
+	left  int
+	done  chan struct{}
+}
+
+func (c *countingTimer) Expire(now int64) {
+	c.at = append(c.at, now)
+	if c.left--; c.left > 0 {
+		w := now + c.every
+		c.when = append(c.when, w)
+		c.l.SetTimer(&c.t, c, w)
+		return
+	}
+	close(c.done)
+}
+
+// TestTimersOnALoop: a timer re-armed from its own expiry fires ten
+// times, each at or after its deadline, while the loop otherwise sleeps.
+func TestTimersOnALoop(t *testing.T) {
+	s, _ := startEcho(t, Config{})
+	c := &countingTimer{l: s.l, every: int64(30 * time.Millisecond), left: 10, done: make(chan struct{})}
+	s.l.Post(func() {
+		w := s.l.Now() + c.every
+		c.when = append(c.when, w)
+		s.l.SetTimer(&c.t, c, w)
+	})
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ten 30 ms timers did not fire within 10 s")
+	}
+	onLoop(t, s.l, func() {
+		for i, at := range c.at {
+			if at < c.when[i] {
+				t.Errorf("expiry %d at %d, before its deadline %d", i, at, c.when[i])
+			}
+		}
+	})
+}
+
+// stale answers any event by recording it.
+type stale struct{ got int }
+
+func (s *stale) Event(Events) { s.got++ }
+func (s *stale) Fail()        {}
+
+// TestStaleEventNotDelivered: an event read in the same batch as the close
+// of its descriptor never reaches the handler that registered the reused
+// number since (the generation in the event no longer matches).
+func TestStaleEventNotDelivered(t *testing.T) {
+	l, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[1])
+	old := &stale{}
+	if err := l.Add(fds[0], old); err != nil {
+		t.Fatal(err)
+	}
+	unix.Write(fds[1], []byte("x"))
+	n, err := unix.EpollWait(l.epfd, l.events, 1000)
+	if err != nil || n != 1 {
+		t.Fatalf("epoll_wait: %d, %v", n, err)
+	}
+	batch := append([]unix.EpollEvent(nil), l.events[:n]...)
+	// In the same batch: the descriptor is closed and its number reused.
+	l.CloseFD(fds[0])
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pair[1])
+	if pair[0] != fds[0] {
+		t.Skipf("the descriptor number was not reused (%d, then %d)", fds[0], pair[0])
+	}
+	fresh := &stale{}
+	if err := l.Add(pair[0], fresh); err != nil {
+		t.Fatal(err)
+	}
+	l.dispatch(batch)
+	if old.got != 0 || fresh.got != 0 {
+		t.Fatalf("the stale event reached a handler (old %d, new %d)", old.got, fresh.got)
+	}
+	// The new registration's own events do arrive.
+	unix.Write(pair[1], []byte("y"))
+	if n, err = unix.EpollWait(l.epfd, l.events, 1000); err != nil || n != 1 {
+		t.Fatalf("epoll_wait: %d, %v", n, err)
+	}
+	l.dispatch(l.events[:n])
+	if fresh.got != 1 {
+		t.Fatalf("the new registration got %d events, want 1", fresh.got)
+	}
+}
+
+// TestGroupRunAndClose: a group's Run returns once its context ends, Close
+// closes what was still registered (the client sees EOF), and Post fails
+// afterwards.
+func TestGroupRunAndClose(t *testing.T) {
+	g, err := NewGroup(3, Config{RawWait: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var peers []int
+	for _, l := range g.Loops {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Add(fds[0], &stale{}); err != nil {
+			t.Fatal(err)
+		}
+		peers = append(peers, fds[1])
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	for _, l := range g.Loops {
+		onLoop(t, l, func() {})
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Group.Run did not return within 5 s of its context ending")
+	}
+	g.Close()
+	for i, p := range peers {
+		unix.SetNonblock(p, false)
+		if n, err := unix.Read(p, make([]byte, 1)); n != 0 || err != nil {
+			t.Errorf("loop %d: its connection's peer read %d, %v after Close; want EOF", i, n, err)
+		}
+		unix.Close(p)
+	}
+	if g.Loops[0].Post(func() {}) {
+		t.Fatal("Post succeeded on a closed loop")
+	}
+}
+
+func TestDialAndSockError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap := netip.MustParseAddrPort(ln.Addr().String())
+	fd, _, err := Dial(ap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	unix.Poll(pfd, 5000)
+	if err := SockError(fd); err != nil {
+		t.Fatalf("connect to a listener: %v", err)
+	}
+	closeFD(fd)
+	ln.Close()
+	fd, connected, err := Dial(ap) // nobody listens now
+	if err == nil {
+		pfd[0].Fd = int32(fd)
+		unix.Poll(pfd, 5000)
+		err = SockError(fd)
+		closeFD(fd)
+	}
+	if err == nil || connected {
+		t.Fatal("connect to a closed port succeeded")
+	}
+	if !errors.Is(err, unix.ECONNREFUSED) {
+		t.Fatalf("connect to a closed port: %v, want ECONNREFUSED", err)
+	}
+}
