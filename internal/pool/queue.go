@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,10 @@ var (
 // Limit caps the requests in flight on each backend of a pool and queues the
 // requests that find every backend full, first in, first out (HAProxy's
 // maxconn, maxqueue and timeout queue). The zero value is no limit.
+//
+// One queue holds every waiting request, whether its goroutine blocks in
+// Wait or an event loop waits for a callback (Enqueue), so both kinds keep
+// one first-in-first-out order.
 type Limit struct {
 	// PerBackend is the cap on requests in flight per backend (0: none).
 	PerBackend int64
@@ -25,9 +30,18 @@ type Limit struct {
 	// Timeout is how long a request may wait for a slot.
 	Timeout time.Duration
 
-	waiting atomic.Int64
-	mu      sync.Mutex // guards queue
-	queue   []chan struct{}
+	waiting atomic.Int64 // len(queue), read without mu
+	mu      sync.Mutex   // guards queue and the Waiters in it
+	queue   []*Waiter
+}
+
+// Waiter is one request's place in a Limit's queue. A caller embeds it in
+// its own per-request state, so that queueing allocates nothing beyond the
+// queue's own growth. The zero value is ready for Enqueue; a Waiter may be
+// queued again once woken or cancelled, but not copied while queued.
+type Waiter struct {
+	wake   func() // what Enqueue was given; nil once taken by the wake-up
+	queued bool   // in l.queue
 }
 
 // TryAcquire takes a slot on b when it has one free (always, without a
@@ -59,25 +73,72 @@ func (l *Limit) Release(b *Backend) {
 // Queued reports how many requests are waiting for a slot.
 func (l *Limit) Queued() int64 { return l.waiting.Load() }
 
+// Enqueue puts w in the queue without blocking, for a caller that cannot
+// block a goroutine (an event loop): at the back, or at the front when again
+// is set (a waiter that was woken but lost the slot to a quicker request,
+// keeping first-in-first-out order). Unless again, it fails with
+// ErrQueueFull when MaxQueue requests wait already.
+//
+// wake is called once, when w is first in line and a slot was released: from
+// the goroutine that released it (or that passed the wake-up on, see
+// Cancel), with no lock of l held, so that it may call l's methods or take
+// locks of its own; it must not block. The woken caller then tries for a
+// slot (TryAcquire) and, when a quicker request took it, calls Enqueue again
+// with again set. The caller bounds the wait itself: when its deadline
+// passes or its client goes away first, it calls Cancel.
+func (l *Limit) Enqueue(w *Waiter, again bool, wake func()) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if w.queued {
+		panic("pool: Enqueue of a Waiter already in the queue")
+	}
+	if !again && len(l.queue) >= l.MaxQueue {
+		return ErrQueueFull
+	}
+	w.wake, w.queued = wake, true
+	if again {
+		l.queue = slices.Insert(l.queue, 0, w)
+	} else {
+		l.queue = append(l.queue, w)
+	}
+	l.waiting.Store(int64(len(l.queue)))
+	return nil
+}
+
+// Cancel takes w out of the queue when its wait ends without a slot (its
+// deadline passed, its client went away) and reports whether it was still
+// queued. When w was woken already (false: wake has run or is about to), the
+// slot its wake-up announced is not lost: the wake-up passes on to the next
+// in line, and the caller ignores its own. Call it only for a w that is
+// queued or whose wake-up the caller has not acted on.
+func (l *Limit) Cancel(w *Waiter) bool {
+	l.mu.Lock()
+	if w.queued {
+		if i := slices.Index(l.queue, w); i >= 0 {
+			l.queue = slices.Delete(l.queue, i, i+1)
+			l.waiting.Store(int64(len(l.queue)))
+		}
+		w.wake, w.queued = nil, false
+		l.mu.Unlock()
+		return true
+	}
+	l.mu.Unlock()
+	// Signalled while giving up: pass the slot on to the next in line.
+	l.signal()
+	return false
+}
+
 // Wait queues the caller until a slot is released somewhere in the pool,
 // deadline passes (ErrQueueTimeout) or ctx ends (its error). A nil error
 // means "try again". A waiter that was woken but lost the slot waits again
-// at the front (again = true), keeping first-in-first-out order.
+// at the front (again = true), keeping first-in-first-out order. It is
+// Enqueue with a wake-up on a channel, and Cancel when the wait ends first.
 func (l *Limit) Wait(ctx context.Context, deadline time.Time, again bool) error {
+	w := new(Waiter)
 	ch := make(chan struct{}, 1)
-	l.mu.Lock()
-	if !again && len(l.queue) >= l.MaxQueue {
-		l.mu.Unlock()
-		return ErrQueueFull
+	if err := l.Enqueue(w, again, func() { ch <- struct{}{} }); err != nil {
+		return err
 	}
-	if again {
-		l.queue = append([]chan struct{}{ch}, l.queue...)
-	} else {
-		l.queue = append(l.queue, ch)
-	}
-	l.waiting.Add(1)
-	l.mu.Unlock()
-
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	var err error
@@ -89,29 +150,24 @@ func (l *Limit) Wait(ctx context.Context, deadline time.Time, again bool) error 
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
-	l.mu.Lock()
-	for i, c := range l.queue {
-		if c == ch {
-			l.queue = append(l.queue[:i], l.queue[i+1:]...)
-			l.waiting.Add(-1)
-			l.mu.Unlock()
-			return err
-		}
-	}
-	l.mu.Unlock()
-	// Signalled while giving up: pass the slot on to the next in line.
-	l.signal()
+	l.Cancel(w)
 	return err
 }
 
+// signal wakes the longest-waiting request, if any. The waiter leaves the
+// queue under mu but its wake runs after mu is released: a callback may call
+// l's methods (take the slot, queue again) or take locks of its own.
 func (l *Limit) signal() {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if len(l.queue) == 0 {
+		l.mu.Unlock()
 		return
 	}
-	ch := l.queue[0]
-	l.queue = l.queue[1:]
-	l.waiting.Add(-1)
-	ch <- struct{}{}
+	w := l.queue[0]
+	l.queue = slices.Delete(l.queue, 0, 1)
+	l.waiting.Store(int64(len(l.queue)))
+	wake := w.wake
+	w.wake, w.queued = nil, false
+	l.mu.Unlock()
+	wake()
 }

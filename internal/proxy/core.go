@@ -227,15 +227,7 @@ func Forward(ctx context.Context, r *Record, a Attempt) Result {
 	for x.tries < x.max {
 		b, err := acquire(ctx, r.Target.Pool, r.Info)
 		if err != nil {
-			switch ctx.Err() {
-			case context.DeadlineExceeded: // the request timeout, while queued
-				x.res.Outcome = Outcome{Class: Timeout, Err: context.Cause(ctx)}
-			case context.Canceled:
-				x.res.Outcome = Outcome{Class: ClientGone, Err: err}
-			default:
-				x.res.Outcome = Outcome{Class: Saturated, Err: err}
-			}
-			return x.res
+			return x.unqueued(ctx, err)
 		}
 		if b == nil {
 			break
@@ -251,14 +243,22 @@ func Forward(ctx context.Context, r *Record, a Attempt) Result {
 
 // Attempts is the attempt loop of one request as steps that never block,
 // which Forward runs for the codecs that block on their sockets; a codec on
-// an event loop runs them between readiness events, and waits for a pool
-// slot and out the backoff in its own way. Start it before use.
+// an event loop runs them between readiness events, and waits out the
+// backoff in its own way. It waits for a pool slot in the pool's one queue,
+// in the same order as the requests Forward queues, but is woken by a
+// callback (Queue, Woken, GiveUp). Start it before use.
 type Attempts struct {
 	r     *Record
 	a     Replayer
 	tries int // attempts begun
 	max   int
 	res   Result
+
+	// The wait for a slot, from Next reporting full to its end.
+	picked *pool.Backend // the backend Next picked but found full
+	w      *pool.Waiter  // the request's place in the queue; nil: not queued
+	since  time.Time     // when the wait began; zero: no wait under way
+	ended  bool          // the wait ended the attempts (res is final)
 }
 
 // Start begins the attempts for r (r.Target and r.Info from Resolve).
@@ -271,21 +271,104 @@ func (x *Attempts) Start(r *Record, a Replayer) {
 // Next picks the backend for the next attempt and takes a slot on it,
 // without waiting. It returns nil when no attempt can begin now: with full,
 // every candidate is at its cap or requests are queued before this one
-// (wait for a slot, as pool.Limit.Wait does, and call Next again); else no
-// backend is left to try, and Result is final.
+// (wait for a slot with Queue, then Woken); else no backend is left to try,
+// and Result is final.
 func (x *Attempts) Next() (b *pool.Backend, full bool) {
 	if x.tries >= x.max {
 		return nil, false
 	}
 	b, got := tryAcquire(x.r.Target.Pool, x.r.Info)
+	if b != nil && !got {
+		x.picked = b
+		return nil, true
+	}
+	x.waited()
 	if b == nil {
 		return nil, false
 	}
-	if !got {
-		return nil, true
-	}
 	x.begin(b)
 	return b, false
+}
+
+// Queue puts the request in the pool's queue after Next (or Woken) reported
+// full, as Forward waits in pool.Limit.Wait: w, kept in the request's own
+// state, is its place, and wake is called once, when it is first in line and
+// a slot was released, from the goroutine that released it and with no lock
+// held (see pool.Limit.Enqueue); the codec then calls Woken, on its loop.
+// The first Queue of an attempt begins the wait and joins the back of the
+// queue; one after a wake-up that lost the slot keeps the request's turn at
+// the front. The wait may last until deadline (the pool's queue_timeout):
+// when that passes first, or the client goes away, call GiveUp. With an
+// error (pool.ErrQueueFull) nothing was queued: call GiveUp.
+func (x *Attempts) Queue(w *pool.Waiter, wake func()) (deadline time.Time, err error) {
+	l := &x.r.Target.Pool.Limit
+	again := !x.since.IsZero()
+	if !again {
+		x.since = time.Now()
+	}
+	if err := l.Enqueue(w, again, wake); err != nil {
+		return time.Time{}, err
+	}
+	x.w = w
+	return x.since.Add(l.Timeout), nil
+}
+
+// Woken takes the slot a wake-up announced and begins the attempt on it,
+// as Forward does once Wait returns: on the backend picked before the wait,
+// else on any eligible candidate not yet tried. When a quicker request took
+// the slot it picks again as Next does, and says the same: b, the attempt
+// begun; full, call Queue again (the request keeps its turn); neither, no
+// backend is left to try, and Result is final.
+func (x *Attempts) Woken() (b *pool.Backend, full bool) {
+	x.w = nil
+	if c := woken(x.r.Target.Pool, x.r.Info, x.picked); c != nil {
+		x.waited()
+		x.begin(c)
+		return c, false
+	}
+	return x.Next()
+}
+
+// GiveUp ends the wait for a slot without one: Queue refused it
+// (pool.ErrQueueFull), its deadline passed (pool.ErrQueueTimeout), or ctx
+// ended (its error). The request leaves the queue; when it had been woken
+// meanwhile the wake-up passes on to the next in line, and the codec
+// ignores its own wake when it comes. Result is final, as Forward decides
+// it, from ctx as Done reads it: a 504 when ctx's deadline passed (the
+// request timeout), 499 when ctx was cancelled (the client went away), else
+// 503 with err (StatusFor).
+func (x *Attempts) GiveUp(ctx context.Context, err error) Result {
+	if w := x.w; w != nil {
+		x.w = nil
+		x.r.Target.Pool.Limit.Cancel(w)
+	}
+	x.waited()
+	return x.unqueued(ctx, err)
+}
+
+// waited ends the wait under way, if any, counting it in the pool's
+// QueueWait, whether or not it got a slot (as acquire does).
+func (x *Attempts) waited() {
+	if !x.since.IsZero() {
+		x.r.Target.Pool.QueueWait.Observe(time.Since(x.since))
+		x.since = time.Time{}
+	}
+}
+
+// unqueued makes Result final for a wait for a slot that failed with err:
+// a 504 when it was the request timeout, 499 when the client went away (as
+// ctx says), else 503 (the queue was full or no slot freed in time).
+func (x *Attempts) unqueued(ctx context.Context, err error) Result {
+	switch ctx.Err() {
+	case context.DeadlineExceeded: // the request timeout, while queued
+		x.res.Outcome = Outcome{Class: Timeout, Err: context.Cause(ctx)}
+	case context.Canceled:
+		x.res.Outcome = Outcome{Class: ClientGone, Err: err}
+	default:
+		x.res.Outcome = Outcome{Class: Saturated, Err: err}
+	}
+	x.ended = true
+	return x.res
 }
 
 // begin counts an attempt on b, whose slot is taken.
@@ -351,7 +434,7 @@ func (x *Attempts) Done(ctx context.Context, b *pool.Backend, o Outcome) (again 
 // Result is what the attempts decided; when no backend was eligible, a 503
 // (StatusFor).
 func (x *Attempts) Result() Result {
-	if x.res.Backend == nil {
+	if x.res.Backend == nil && !x.ended {
 		x.res.Outcome = Outcome{Class: ConnectFailure, Status: 503}
 	}
 	return x.res
@@ -467,16 +550,28 @@ func acquire(ctx context.Context, p *pool.Pool, info *pool.PickInfo) (*pool.Back
 		if err := l.Wait(ctx, deadline, again); err != nil {
 			return nil, err
 		}
-		// Woken by a released slot: take it without queueing again.
-		if l.TryAcquire(b) {
-			return b, nil
-		}
-		for _, c := range p.Candidates() {
-			if c.Eligible() && !info.Tried(c) && l.TryAcquire(c) {
-				return c, nil
-			}
+		if c := woken(p, info, b); c != nil {
+			return c, nil
 		}
 	}
+}
+
+// woken takes the slot that a wake-up in the queue announced, without
+// queueing again: on b, the backend picked before the wait, else on any
+// eligible candidate not yet tried. Nil: a quicker request took it; pick
+// again and wait at the front. Forward (acquire) and the loops (Woken)
+// share it, so both take a slot after a wait alike.
+func woken(p *pool.Pool, info *pool.PickInfo, b *pool.Backend) *pool.Backend {
+	l := &p.Limit
+	if l.TryAcquire(b) {
+		return b
+	}
+	for _, c := range p.Candidates() {
+		if c.Eligible() && !info.Tried(c) && l.TryAcquire(c) {
+			return c
+		}
+	}
+	return nil
 }
 
 // tryAcquire is acquire without the wait: the picked backend (nil: none is

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -244,5 +245,321 @@ func TestAttemptsSteps(t *testing.T) {
 	}
 	if res := x.Result(); res.Class != Done || res.Status != 200 || res.Tries != 1 || bs[0].InFlight.Load() != 0 {
 		t.Errorf("Result %+v, in flight %d; want Done 200 after 1 try, no slot taken", res, bs[0].InFlight.Load())
+	}
+}
+
+// loopReq is a request as a codec on an event loop keeps it: its attempts
+// and its place in the pool's queue in one struct, and the loop's inbox, on
+// which a wake-up from another goroutine is posted.
+type loopReq struct {
+	x     Attempts
+	w     pool.Waiter
+	inbox chan struct{}
+}
+
+func newLoopReq() *loopReq { return &loopReq{inbox: make(chan struct{}, 1)} }
+
+// wake is the callback the queue calls: it posts to the loop, never blocks.
+func (q *loopReq) wake() { q.inbox <- struct{}{} }
+
+// woken reports whether a wake-up was posted, taking it.
+func (q *loopReq) woken() bool {
+	select {
+	case <-q.inbox:
+		return true
+	default:
+		return false
+	}
+}
+
+// drive runs the attempts for r as a loop codec does, with timers of its
+// own for the queue's deadline and the backoff: Next; when full, Queue and,
+// once woken, Woken; GiveUp when the deadline passes or ctx ends first.
+func (q *loopReq) drive(ctx context.Context, r *Record, a *scripted) Result {
+	x := &q.x
+	x.Start(r, a)
+	b, full := x.Next()
+	for {
+		for full {
+			deadline, err := x.Queue(&q.w, q.wake)
+			if err != nil {
+				return x.GiveUp(ctx, err)
+			}
+			timer := time.NewTimer(time.Until(deadline))
+			select {
+			case <-q.inbox:
+				timer.Stop()
+				b, full = x.Woken()
+			case <-timer.C:
+				return x.GiveUp(ctx, pool.ErrQueueTimeout)
+			case <-ctx.Done():
+				timer.Stop()
+				return x.GiveUp(ctx, ctx.Err())
+			}
+		}
+		if b == nil {
+			return x.Result()
+		}
+		again, backoff := x.Done(ctx, b, a.Send(ctx, b, x.CanRetry()))
+		if !again || !sleep(ctx, backoff) {
+			return x.Result()
+		}
+		b, full = x.Next()
+	}
+}
+
+// TestAttemptsQueue: a request that waits for a slot as a loop codec does
+// (Queue, a wake callback, Woken, GiveUp) ends as Forward ends it, blocked
+// in the queue, for the same pool: the same result, backends, queue wait
+// (QueueWait) and slots. Every backend has one slot, held by other requests
+// that release them 100ms apart (fake time) as release lists.
+func TestAttemptsQueue(t *testing.T) {
+	type end struct {
+		res      Result
+		backend  int // index of res.Backend; -1: nil
+		sent     []int
+		waits    uint64
+		waited   float64 // seconds
+		queued   int64
+		inFlight []int64
+	}
+	tests := []struct {
+		name     string
+		backends int
+		maxQueue int
+		fail     map[int]Class
+		release  []int         // holders that release, in order
+		timeout  time.Duration // the request timeout (0: none)
+		gone     time.Duration // when the client goes away (0: never)
+		want     Class
+	}{
+		{"woken by a release", 1, 4, nil, []int{0}, 0, 0, Done},
+		{"woken by a release on another backend", 2, 4, nil, []int{1}, 0, 0, Done},
+		{"connect failure, waits again for the other backend", 2, 4, map[int]Class{0: ConnectFailure}, []int{0, 1}, 0, 0, Done},
+		{"queue full", 1, 0, nil, nil, 0, 0, Saturated},
+		{"queue timeout", 1, 4, nil, nil, 0, 0, Saturated},
+		{"queue full on the retry", 2, 0, map[int]Class{0: ConnectFailure}, nil, 0, 0, Saturated},
+		{"request timeout while queued", 1, 4, nil, nil, 50 * time.Millisecond, 0, Timeout},
+		{"client gone while queued", 1, 4, nil, nil, 0, 50 * time.Millisecond, ClientGone},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var ends [2]end
+			for i, drive := range []string{"Forward", "loop"} {
+				synctest.Test(t, func(t *testing.T) {
+					tg, bs, _ := target(tt.backends, config.Retries{NumRetries: 2, OnConnectFailure: true})
+					l := &tg.Pool.Limit
+					l.PerBackend, l.MaxQueue, l.Timeout = 1, tt.maxQueue, time.Second
+					for _, b := range bs {
+						l.TryAcquire(b) // another request holds the one slot
+					}
+					if tt.name == "queue full on the retry" {
+						l.Release(bs[0]) // the first try finds a slot
+					}
+					ctx := context.Background()
+					if tt.timeout > 0 {
+						var cancel context.CancelFunc
+						ctx, cancel = context.WithTimeoutCause(ctx, tt.timeout, ErrRequestTimeout)
+						defer cancel()
+					}
+					if tt.gone > 0 {
+						var cancel context.CancelFunc
+						ctx, cancel = context.WithCancel(ctx)
+						time.AfterFunc(tt.gone, cancel)
+					}
+					released := make(chan struct{})
+					go func() {
+						defer close(released)
+						for _, i := range tt.release {
+							time.Sleep(100 * time.Millisecond)
+							l.Release(bs[i])
+						}
+					}()
+					a := &scripted{outcomes: map[*pool.Backend]Class{}}
+					for i, c := range tt.fail {
+						a.outcomes[bs[i]] = c
+					}
+					var res Result
+					if drive == "Forward" {
+						res = Forward(ctx, record(tg), a)
+					} else {
+						res = newLoopReq().drive(ctx, record(tg), a)
+					}
+					<-released
+					e := &ends[i]
+					e.res, e.backend = res, slices.Index(bs, res.Backend)
+					for _, b := range a.sent {
+						e.sent = append(e.sent, slices.Index(bs, b))
+					}
+					_, e.waits, e.waited = tg.Pool.QueueWait.Snapshot()
+					e.queued = l.Queued()
+					for _, b := range bs {
+						e.inFlight = append(e.inFlight, b.InFlight.Load())
+					}
+				})
+			}
+			f, lp := ends[0], ends[1]
+			if f.res.Class != tt.want {
+				t.Errorf("Forward: class %v, want %v", f.res.Class, tt.want)
+			}
+			if f.res.Class != lp.res.Class || StatusFor(f.res) != StatusFor(lp.res) || f.res.Tries != lp.res.Tries ||
+				f.backend != lp.backend || !errors.Is(lp.res.Err, f.res.Err) {
+				t.Errorf("Forward: %v %d after %d tries on %d (%v); loop: %v %d after %d tries on %d (%v)",
+					f.res.Class, StatusFor(f.res), f.res.Tries, f.backend, f.res.Err,
+					lp.res.Class, StatusFor(lp.res), lp.res.Tries, lp.backend, lp.res.Err)
+			}
+			if !slices.Equal(f.sent, lp.sent) {
+				t.Errorf("sent to %v by Forward, %v by the loop", f.sent, lp.sent)
+			}
+			if f.waits == 0 || f.waits != lp.waits || f.waited != lp.waited {
+				t.Errorf("QueueWait: Forward %d waits, %vs; loop %d waits, %vs", f.waits, f.waited, lp.waits, lp.waited)
+			}
+			if f.queued != 0 || lp.queued != 0 || !slices.Equal(f.inFlight, lp.inFlight) {
+				t.Errorf("after: Forward %d queued, in flight %v; loop %d queued, in flight %v",
+					f.queued, f.inFlight, lp.queued, lp.inFlight)
+			}
+		})
+	}
+}
+
+// TestAttemptsQueueOrder: a loop request that is woken but loses the slot
+// to a quicker request keeps its turn (Woken says full, Queue puts it at
+// the front); one that gives up after being woken passes the wake-up on, so
+// the next in line gets the slot.
+func TestAttemptsQueueOrder(t *testing.T) {
+	ctx := context.Background()
+	tg, bs, _ := target(1, config.Retries{})
+	l := &tg.Pool.Limit
+	l.PerBackend, l.MaxQueue, l.Timeout = 1, 4, 10*time.Second
+	l.TryAcquire(bs[0]) // another request holds the one slot
+	q := [3]*loopReq{newLoopReq(), newLoopReq(), newLoopReq()}
+	for i, r := range q {
+		r.x.Start(record(tg), &scripted{})
+		if b, full := r.x.Next(); b != nil || !full {
+			t.Fatalf("%d: Next with the slot taken: %v, full %v", i, b, full)
+		}
+		if _, err := r.x.Queue(&r.w, r.wake); err != nil {
+			t.Fatalf("%d: Queue: %v", i, err)
+		}
+	}
+	if n := l.Queued(); n != 3 {
+		t.Fatalf("queued = %d, want 3", n)
+	}
+
+	l.Release(bs[0])
+	if !q[0].woken() || q[1].woken() || q[2].woken() {
+		t.Fatal("the release did not wake the first in line alone")
+	}
+	l.TryAcquire(bs[0]) // a quicker request takes the slot first
+	if b, full := q[0].x.Woken(); b != nil || !full {
+		t.Fatalf("Woken with the slot taken: %v, full %v; want nil, full", b, full)
+	}
+	if _, err := q[0].x.Queue(&q[0].w, q[0].wake); err != nil {
+		t.Fatalf("Queue again: %v", err)
+	}
+	l.Release(bs[0]) // the quicker request is done
+	if !q[0].woken() || q[1].woken() {
+		t.Fatal("the request that lost the slot lost its turn too")
+	}
+	// Its queue deadline passes before the loop runs the wake-up: the
+	// wake-up is passed on to the next in line.
+	res := q[0].x.GiveUp(ctx, pool.ErrQueueTimeout)
+	if res.Class != Saturated || StatusFor(res) != 503 || res.Backend != nil || q[0].x.Result() != res {
+		t.Errorf("GiveUp: %+v, Result %+v; want Saturated, 503, no backend", res, q[0].x.Result())
+	}
+	if !q[1].woken() || q[2].woken() {
+		t.Fatal("the wake-up of a request that gave up was not passed on to the next in line")
+	}
+	b, full := q[1].x.Woken()
+	if b != bs[0] || full {
+		t.Fatalf("Woken after the wake-up passed on: %v, full %v; want the backend (the slot is not lost)", b, full)
+	}
+	// The last one gives up before its turn: it leaves the queue, and
+	// the slot's release wakes nobody.
+	if res := q[2].x.GiveUp(ctx, pool.ErrQueueTimeout); res.Class != Saturated || !errors.Is(res.Err, pool.ErrQueueTimeout) {
+		t.Errorf("GiveUp at the queue deadline: %+v, want Saturated, ErrQueueTimeout", res)
+	}
+	if again, _ := q[1].x.Done(ctx, b, Outcome{Class: Done, Status: 200}); again {
+		t.Fatal("Done after a delivered response says to try again")
+	}
+	if q[2].woken() {
+		t.Error("a request that gave up before its turn was woken")
+	}
+	if res := q[1].x.Result(); res.Class != Done || res.Status != 200 || res.Tries != 1 {
+		t.Errorf("Result %+v, want Done 200 after 1 try", res)
+	}
+	if _, n, _ := tg.Pool.QueueWait.Snapshot(); n != 3 || l.Queued() != 0 || bs[0].InFlight.Load() != 0 {
+		t.Errorf("QueueWait %d waits, %d queued, %d in flight; want 3, 0, 0", n, l.Queued(), bs[0].InFlight.Load())
+	}
+}
+
+// TestAttemptsQueueNoBackend: a request woken when no backend is left to
+// try (a quicker request took the slot, the pool went down meanwhile) ends
+// as Forward ends it, with a 503 and no backend, its wait counted.
+func TestAttemptsQueueNoBackend(t *testing.T) {
+	tg, bs, _ := target(1, config.Retries{})
+	l := &tg.Pool.Limit
+	l.PerBackend, l.MaxQueue, l.Timeout = 1, 4, 10*time.Second
+	l.TryAcquire(bs[0]) // another request holds the one slot
+	q := newLoopReq()
+	q.x.Start(record(tg), &scripted{})
+	if _, full := q.x.Next(); !full {
+		t.Fatal("Next with the slot taken is not full")
+	}
+	if _, err := q.x.Queue(&q.w, q.wake); err != nil {
+		t.Fatal(err)
+	}
+	l.Release(bs[0])
+	l.TryAcquire(bs[0]) // a quicker request takes the slot
+	tg.Pool.SetHealth(bs[0], pool.Unhealthy, time.Time{})
+	if !q.woken() {
+		t.Fatal("the release woke nobody")
+	}
+	if b, full := q.x.Woken(); b != nil || full {
+		t.Fatalf("Woken with no backend left: %v, full %v; want nil, not full", b, full)
+	}
+	res := q.x.Result()
+	if res.Class != ConnectFailure || StatusFor(res) != 503 || res.Backend != nil {
+		t.Errorf("Result %+v, want a 503 with no backend", res)
+	}
+	if _, n, _ := tg.Pool.QueueWait.Snapshot(); n != 1 || l.Queued() != 0 {
+		t.Errorf("QueueWait %d waits, %d queued; want 1, 0", n, l.Queued())
+	}
+}
+
+// TestAttemptsAllocs: the steps allocate nothing when the request does not
+// wait, nor when it waits in a queue that has room already.
+func TestAttemptsAllocs(t *testing.T) {
+	ctx := context.Background()
+	tg, bs, _ := target(1, config.Retries{})
+	l := &tg.Pool.Limit
+	l.PerBackend, l.MaxQueue, l.Timeout = 1, 4, 10*time.Second
+	rec, a, q := record(tg), &scripted{}, newLoopReq()
+	wake := q.wake
+	if n := testing.AllocsPerRun(100, func() {
+		*rec.Info = pool.PickInfo{}
+		q.x.Start(rec, a)
+		b, _ := q.x.Next()
+		q.x.Done(ctx, b, Outcome{Class: Done, Status: 200})
+		q.x.Result()
+	}); n != 0 {
+		t.Errorf("%v allocations without a wait, want 0", n)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		*rec.Info = pool.PickInfo{}
+		l.TryAcquire(bs[0]) // another request holds the one slot
+		q.x.Start(rec, a)
+		if _, full := q.x.Next(); !full {
+			t.Fatal("Next with the slot taken is not full")
+		}
+		if _, err := q.x.Queue(&q.w, wake); err != nil {
+			t.Fatal(err)
+		}
+		l.Release(bs[0])
+		<-q.inbox
+		b, _ := q.x.Woken()
+		q.x.Done(ctx, b, Outcome{Class: Done, Status: 200})
+	}); n != 0 {
+		t.Errorf("%v allocations with a wait, want 0", n)
 	}
 }
