@@ -22,6 +22,14 @@ var (
 // One queue holds every waiting request, whether its goroutine blocks in
 // Wait or an event loop waits for a callback (Enqueue), so both kinds keep
 // one first-in-first-out order.
+//
+// A request queues only once it found no slot free (TryAcquire failed on
+// every backend it could take), and a Release wakes someone only when a
+// request is queued: a slot released between the two would wake nobody, and
+// the request would wait, with the slot free, until a later Release or its
+// deadline. So the request looks again once queued (the free argument of
+// Enqueue and Wait), and when a slot is free it wakes the first in line, as
+// that Release would have.
 type Limit struct {
 	// PerBackend is the cap on requests in flight per backend (0: none).
 	PerBackend int64
@@ -62,6 +70,12 @@ func (l *Limit) TryAcquire(b *Backend) bool {
 	}
 }
 
+// Free reports whether b has a slot free now (always, without a cap),
+// taking none.
+func (l *Limit) Free(b *Backend) bool {
+	return l.PerBackend <= 0 || b.InFlight.Load() < l.PerBackend
+}
+
 // Release frees b's slot and hands it to the longest-waiting request.
 func (l *Limit) Release(b *Backend) {
 	b.InFlight.Add(-1)
@@ -81,18 +95,29 @@ func (l *Limit) Queued() int64 { return l.waiting.Load() }
 //
 // wake is called once, when w is first in line and a slot was released: from
 // the goroutine that released it (or that passed the wake-up on, see
-// Cancel), with no lock of l held, so that it may call l's methods or take
-// locks of its own; it must not block. The woken caller then tries for a
-// slot (TryAcquire) and, when a quicker request took it, calls Enqueue again
-// with again set. The caller bounds the wait itself: when its deadline
-// passes or its client goes away first, it calls Cancel.
-func (l *Limit) Enqueue(w *Waiter, again bool, wake func()) error {
+// Cancel, or that queued a request, see free), with no lock of l held, so
+// that it may call l's methods or take locks of its own; it must not block.
+// The woken caller then tries for a slot (TryAcquire) and, when a quicker
+// request took it, calls Enqueue again with again set. The caller bounds the
+// wait itself: when its deadline passes or its client goes away first, it
+// calls Cancel.
+//
+// free reports whether a slot that the caller could take is free now,
+// taking none (nil: never asked). The caller queues after finding no slot
+// free; a Release between that and w joining the queue may have found
+// nobody to wake. So, once w is queued, Enqueue asks free, and when a slot
+// is free it wakes the first in line, as the Release would have: w itself
+// when it is first, and then wake is called before Enqueue returns. A wake-up
+// that turns out to be spare (the slot was the one a Release had announced
+// already) costs the woken request a try and a place at the front.
+func (l *Limit) Enqueue(w *Waiter, again bool, wake func(), free func() bool) error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if w.queued {
+		l.mu.Unlock()
 		panic("pool: Enqueue of a Waiter already in the queue")
 	}
 	if !again && len(l.queue) >= l.MaxQueue {
+		l.mu.Unlock()
 		return ErrQueueFull
 	}
 	w.wake, w.queued = wake, true
@@ -102,6 +127,14 @@ func (l *Limit) Enqueue(w *Waiter, again bool, wake func()) error {
 		l.queue = append(l.queue, w)
 	}
 	l.waiting.Store(int64(len(l.queue)))
+	l.mu.Unlock()
+	// Release frees the slot before it reads waiting, and w was counted in
+	// waiting before free reads the slots (both atomic, so in one order):
+	// either that Release sees w queued and wakes the first in line, or free
+	// sees its slot free.
+	if free != nil && free() {
+		l.signal()
+	}
 	return nil
 }
 
@@ -131,12 +164,14 @@ func (l *Limit) Cancel(w *Waiter) bool {
 // Wait queues the caller until a slot is released somewhere in the pool,
 // deadline passes (ErrQueueTimeout) or ctx ends (its error). A nil error
 // means "try again". A waiter that was woken but lost the slot waits again
-// at the front (again = true), keeping first-in-first-out order. It is
-// Enqueue with a wake-up on a channel, and Cancel when the wait ends first.
-func (l *Limit) Wait(ctx context.Context, deadline time.Time, again bool) error {
+// at the front (again = true), keeping first-in-first-out order. free is as
+// for Enqueue: once queued, a slot it reports free wakes the first in line
+// (the caller itself, when first: Wait returns at once). It is Enqueue with
+// a wake-up on a channel, and Cancel when the wait ends first.
+func (l *Limit) Wait(ctx context.Context, deadline time.Time, again bool, free func() bool) error {
 	w := new(Waiter)
 	ch := make(chan struct{}, 1)
-	if err := l.Enqueue(w, again, func() { ch <- struct{}{} }); err != nil {
+	if err := l.Enqueue(w, again, func() { ch <- struct{}{} }, free); err != nil {
 		return err
 	}
 	t := time.NewTimer(time.Until(deadline))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,14 +28,14 @@ func TestLimitQueue(t *testing.T) {
 		order := make(chan int, 2)
 		for i := range 2 {
 			go func() {
-				if err := l.Wait(context.Background(), time.Now().Add(l.Timeout), false); err != nil {
+				if err := l.Wait(context.Background(), time.Now().Add(l.Timeout), false, nil); err != nil {
 					t.Errorf("waiter %d: %v", i, err)
 				}
 				order <- i
 			}()
 			synctest.Wait() // queue in a known order
 		}
-		if err := l.Wait(context.Background(), time.Now().Add(l.Timeout), false); !errors.Is(err, ErrQueueFull) {
+		if err := l.Wait(context.Background(), time.Now().Add(l.Timeout), false, nil); !errors.Is(err, ErrQueueFull) {
 			t.Fatalf("third waiter: err = %v, want ErrQueueFull", err)
 		}
 		for want := range 2 {
@@ -48,7 +49,7 @@ func TestLimitQueue(t *testing.T) {
 		}
 		// Nobody releases: the wait ends at the queue timeout.
 		start := time.Now()
-		if err := l.Wait(context.Background(), time.Now().Add(l.Timeout), false); !errors.Is(err, ErrQueueTimeout) {
+		if err := l.Wait(context.Background(), time.Now().Add(l.Timeout), false, nil); !errors.Is(err, ErrQueueTimeout) {
 			t.Fatalf("err = %v, want ErrQueueTimeout", err)
 		}
 		if d := time.Since(start); d != 10*time.Second {
@@ -88,7 +89,7 @@ func TestLimitQueueMixed(t *testing.T) {
 		order := make(chan int, 8)
 		wait := func(i int, again bool) {
 			go func() {
-				if err := l.Wait(context.Background(), time.Now().Add(l.Timeout), again); err != nil {
+				if err := l.Wait(context.Background(), time.Now().Add(l.Timeout), again, nil); err != nil {
 					t.Errorf("waiter %d: %v", i, err)
 				}
 				order <- i
@@ -97,7 +98,7 @@ func TestLimitQueueMixed(t *testing.T) {
 		}
 		var ws [5]Waiter
 		enqueue := func(i int, again bool) error {
-			return l.Enqueue(&ws[i], again, func() { order <- i })
+			return l.Enqueue(&ws[i], again, func() { order <- i }, nil)
 		}
 		// 0 and 2 block in Wait, 1 and 3 wait for wake.
 		wait(0, false)
@@ -112,7 +113,7 @@ func TestLimitQueueMixed(t *testing.T) {
 		if err := enqueue(4, false); !errors.Is(err, ErrQueueFull) {
 			t.Fatalf("fifth waiter: err = %v, want ErrQueueFull", err)
 		}
-		if err := l.Wait(context.Background(), time.Now().Add(l.Timeout), false); !errors.Is(err, ErrQueueFull) {
+		if err := l.Wait(context.Background(), time.Now().Add(l.Timeout), false, nil); !errors.Is(err, ErrQueueFull) {
 			t.Fatalf("fifth waiter in Wait: err = %v, want ErrQueueFull", err)
 		}
 		wantQueued(t, l, 4)
@@ -142,7 +143,7 @@ func TestLimitQueueMixed(t *testing.T) {
 		wait(0, true)
 		wantQueued(t, l, 5)
 		var late Waiter
-		if err := l.Enqueue(&late, false, nil); !errors.Is(err, ErrQueueFull) {
+		if err := l.Enqueue(&late, false, nil, nil); !errors.Is(err, ErrQueueFull) {
 			t.Fatalf("newcomer with 5 queued of 4: err = %v, want ErrQueueFull", err)
 		}
 		for i, want := range []int{0, 1, 2, 3, 4} {
@@ -167,7 +168,7 @@ func TestLimitCancel(t *testing.T) {
 	var woke [3]int
 	var ws [3]Waiter
 	for i := range ws {
-		if err := l.Enqueue(&ws[i], false, func() { woke[i]++ }); err != nil {
+		if err := l.Enqueue(&ws[i], false, func() { woke[i]++ }, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -194,7 +195,7 @@ func TestLimitCancel(t *testing.T) {
 		t.Fatal("the slot passed on to 2 is gone")
 	}
 	// A Waiter may queue again after Cancel.
-	if err := l.Enqueue(&ws[1], false, func() { woke[1]++ }); err != nil {
+	if err := l.Enqueue(&ws[1], false, func() { woke[1]++ }, nil); err != nil {
 		t.Fatal(err)
 	}
 	l.Release(b)
@@ -225,7 +226,7 @@ func TestLimitWakeCallsLimit(t *testing.T) {
 		if !l.TryAcquire(b) {
 			t.Error("c: the released slot is gone")
 		}
-		if err := l.Enqueue(&e, false, wakeE); err != nil {
+		if err := l.Enqueue(&e, false, wakeE, nil); err != nil {
 			t.Error(err)
 		}
 		l.Release(b) // wakes d
@@ -242,7 +243,7 @@ func TestLimitWakeCallsLimit(t *testing.T) {
 		w    *Waiter
 		wake func()
 	}{{&a, woken}, {&c, wakeC}, {&d, wakeD}} {
-		if err := l.Enqueue(w.w, false, w.wake); err != nil {
+		if err := l.Enqueue(w.w, false, w.wake, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -254,7 +255,7 @@ func TestLimitWakeCallsLimit(t *testing.T) {
 		if l.TryAcquire(b) {
 			t.Error("a took a slot over PerBackend 1")
 		}
-		if err := l.Enqueue(&a, true, wakeA); err != nil {
+		if err := l.Enqueue(&a, true, wakeA, nil); err != nil {
 			t.Error(err)
 		}
 		l.Release(b) // a, then c, d and e from within the callbacks
@@ -276,12 +277,16 @@ func TestLimitWakeCallsLimit(t *testing.T) {
 // TestLimitQueueConcurrent: requests in Wait and requests woken by a
 // callback, some giving up at once, take turns on two slots from many
 // goroutines (run it with -race): never more than two in flight, every
-// request gets its slot in the end, and the queue ends empty.
+// request gets its slot in the end, and the queue ends empty. No wait runs
+// out: a slot released between a request finding none and its queueing is
+// found by free (were both slots left idle so, every goroutine of the
+// bubble would stop and the fake clock run to the deadline).
 func TestLimitQueueConcurrent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		u := &url.URL{Scheme: "http", Host: "127.0.0.1:1"}
 		b := NewBackend(u.String(), u, 1)
 		l := &Limit{PerBackend: 2, MaxQueue: 16, Timeout: time.Second}
+		free := func() bool { return l.Free(b) }
 		const workers, rounds = 8, 200
 		var held atomic.Int64
 		use := func() {
@@ -299,27 +304,27 @@ func TestLimitQueueConcurrent(t *testing.T) {
 				wake := func() { ch <- struct{}{} }
 				for r := range rounds {
 					again := false
+					quit := r%3 == 0 // gives up its first wait at once
 					for !l.TryAcquire(b) {
 						if i%2 == 0 {
-							// Blocked in Wait; a slot released before it
-							// queued wakes nobody: it times out and tries
-							// again.
-							again = l.Wait(context.Background(), time.Now().Add(l.Timeout), again) == nil
+							// Blocked in Wait.
+							if err := l.Wait(context.Background(), time.Now().Add(l.Timeout), again, free); err != nil {
+								t.Errorf("Wait: %v, with a slot left idle", err)
+								return
+							}
+							again = true
 							continue
 						}
-						if err := l.Enqueue(&w, again, wake); err != nil {
+						if err := l.Enqueue(&w, again, wake, free); err != nil {
 							t.Errorf("Enqueue: %v", err)
 							return
 						}
-						// Slot freed before it queued, or giving up at
-						// once: leave the queue; a wake-up that came
-						// meanwhile has passed on, so drop our own.
-						if got := l.TryAcquire(b); got || r%3 == 0 {
+						if quit {
+							// Leaves the queue; a wake-up that came
+							// meanwhile has passed on, so drop our own.
+							quit = false
 							if !l.Cancel(&w) {
 								<-ch
-							}
-							if got {
-								break
 							}
 							again = false
 							continue
@@ -332,6 +337,115 @@ func TestLimitQueueConcurrent(t *testing.T) {
 			})
 		}
 		wg.Wait()
+		wantQueued(t, l, 0)
+		if n := b.InFlight.Load(); n != 0 {
+			t.Errorf("in flight = %d, want 0", n)
+		}
+	})
+}
+
+// TestLimitQueueFreed: a slot released after a request found none free but
+// before it queued wakes nobody, as nobody is queued yet. Once queued, the
+// request asks free: a slot being free, the first in line is woken, as the
+// release would have woken it: the request itself when it is first (at
+// once, from within Enqueue, and Wait returns), else the one queued before
+// it. A spare wake-up (two requests find the one slot freed) costs the
+// loser a try and a place at the front.
+func TestLimitQueueFreed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		l, b := full(t, 4)
+		free := func() bool { return l.Free(b) }
+
+		// Blocked in Wait.
+		if l.TryAcquire(b) {
+			t.Fatal("a slot over PerBackend 1")
+		}
+		l.Release(b) // nobody queued: nobody woken
+		start := time.Now()
+		if err := l.Wait(ctx, start.Add(l.Timeout), false, free); err != nil {
+			t.Fatalf("Wait with the slot freed as it queued: %v", err)
+		}
+		if d := time.Since(start); d != 0 {
+			t.Errorf("waited %v with the slot free, want 0", d)
+		}
+		wantQueued(t, l, 0)
+		if !l.TryAcquire(b) {
+			t.Fatal("the slot that woke the waiter is gone")
+		}
+		// Without free (nil), the same wait runs to the deadline.
+		l.Release(b)
+		if err := l.Wait(ctx, time.Now().Add(l.Timeout), false, nil); !errors.Is(err, ErrQueueTimeout) {
+			t.Fatalf("Wait without free: %v, want ErrQueueTimeout", err)
+		}
+		if !l.TryAcquire(b) {
+			t.Fatal("the slot is gone")
+		}
+
+		// Waiting for a callback: the wake-up comes from within Enqueue.
+		var ws [3]Waiter
+		var woke []int
+		enqueue := func(i int, again bool, free func() bool) {
+			t.Helper()
+			if err := l.Enqueue(&ws[i], again, func() { woke = append(woke, i) }, free); err != nil {
+				t.Fatal(err)
+			}
+		}
+		l.Release(b)
+		enqueue(0, false, free)
+		if !slices.Equal(woke, []int{0}) {
+			t.Fatalf("woken %v, want 0 from within its Enqueue", woke)
+		}
+		wantQueued(t, l, 0)
+		if !l.TryAcquire(b) {
+			t.Fatal("the slot is gone")
+		}
+
+		// 1 queued without asking (nil) after the slot was freed: the next
+		// to queue, 2, wakes 1, the first in line, and waits itself.
+		woke = nil
+		l.Release(b)
+		enqueue(1, false, nil)
+		enqueue(2, false, free)
+		if !slices.Equal(woke, []int{1}) {
+			t.Fatalf("woken %v, want 1 (first in line), not 2", woke)
+		}
+		wantQueued(t, l, 1)
+		if !l.TryAcquire(b) {
+			t.Fatal("the slot is gone")
+		}
+		l.Release(b) // 1 is done: wakes 2
+		if !slices.Equal(woke, []int{1, 2}) {
+			t.Fatalf("woken %v, want 1 then 2", woke)
+		}
+		wantQueued(t, l, 0)
+		if !l.TryAcquire(b) {
+			t.Fatal("the slot is gone")
+		}
+
+		// The slot freed with nobody queued, two requests queue: both are
+		// woken (the second queues before the first took the slot); the one
+		// that loses waits again at the front, finds no slot and stays
+		// queued.
+		l.Release(b) // 2 is done
+		woke = nil
+		enqueue(0, false, free)
+		enqueue(1, false, free)
+		if !slices.Equal(woke, []int{0, 1}) {
+			t.Fatalf("woken %v, want 0 and 1", woke)
+		}
+		if !l.TryAcquire(b) || l.TryAcquire(b) {
+			t.Fatal("not exactly one slot for two wake-ups")
+		}
+		enqueue(1, true, free)
+		if !slices.Equal(woke, []int{0, 1}) {
+			t.Fatalf("woken %v, want 1 queued again and not woken", woke)
+		}
+		wantQueued(t, l, 1)
+		l.Release(b)
+		if !slices.Equal(woke, []int{0, 1, 1}) {
+			t.Fatalf("woken %v, want 1 woken by the release", woke)
+		}
 		wantQueued(t, l, 0)
 		if n := b.InFlight.Load(); n != 0 {
 			t.Errorf("in flight = %d, want 0", n)

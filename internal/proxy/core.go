@@ -295,6 +295,10 @@ func (x *Attempts) Next() (b *pool.Backend, full bool) {
 // state, is its place, and wake is called once, when it is first in line and
 // a slot was released, from the goroutine that released it and with no lock
 // held (see pool.Limit.Enqueue); the codec then calls Woken, on its loop.
+// When a slot was released as the request joined the queue (after Next found
+// none), wake may be called from within Queue, before it returns: the codec
+// handles it as any other wake-up, once Queue returned (it posts it to its
+// loop; it does not call Woken from within wake).
 // The first Queue of an attempt begins the wait and joins the back of the
 // queue; one after a wake-up that lost the slot keeps the request's turn at
 // the front. The wait may last until deadline (the pool's queue_timeout):
@@ -306,11 +310,18 @@ func (x *Attempts) Queue(w *pool.Waiter, wake func()) (deadline time.Time, err e
 	if !again {
 		x.since = time.Now()
 	}
-	if err := l.Enqueue(w, again, wake); err != nil {
+	x.w = w // before Enqueue, which may call wake
+	if err := l.Enqueue(w, again, wake, x.free); err != nil {
+		x.w = nil
 		return time.Time{}, err
 	}
-	x.w = w
 	return x.since.Add(l.Timeout), nil
+}
+
+// free reports whether Woken would find a slot now (see slot); Queue gives
+// it to the pool's queue, which asks it once the request is queued.
+func (x *Attempts) free() bool {
+	return slot(x.r.Target.Pool, x.r.Info, x.picked, false) != nil
 }
 
 // Woken takes the slot a wake-up announced and begins the attempt on it,
@@ -528,30 +539,38 @@ func StatusFor(r Result) int {
 
 // acquire picks a backend for the next attempt and takes a slot on it. When
 // the picked backend is full it takes any untried candidate (an eligible
-// backend of the serving priority level) with a free slot, and when all are full it queues for one. It returns nil, nil
-// when no backend is eligible.
+// backend of the serving priority level) with a free slot, and when all are
+// full it queues for one (waitSlot). It returns nil, nil when no backend is
+// eligible.
 func acquire(ctx context.Context, p *pool.Pool, info *pool.PickInfo) (*pool.Backend, error) {
+	b, got := tryAcquire(p, info)
+	if b == nil || got {
+		return b, nil
+	}
+	return waitSlot(ctx, p, info, b)
+}
+
+// waitSlot is acquire once tryAcquire found every candidate full (b, the
+// backend it picked): it waits in the pool's queue, until queue_timeout,
+// takes the slot a wake-up announces (woken), and when a quicker request
+// took it picks again and waits at the front. The wait, whether or not it
+// got a slot, counts in the pool's QueueWait.
+func waitSlot(ctx context.Context, p *pool.Pool, info *pool.PickInfo, b *pool.Backend) (*pool.Backend, error) {
 	l := &p.Limit
-	var deadline time.Time // of the wait in the queue, set when it begins
-	defer func() {
-		if !deadline.IsZero() {
-			p.QueueWait.Observe(time.Since(deadline.Add(-l.Timeout)))
-		}
-	}()
-	for {
-		b, got := tryAcquire(p, info)
-		if b == nil || got {
-			return b, nil
-		}
-		again := !deadline.IsZero()
-		if !again {
-			deadline = time.Now().Add(l.Timeout)
-		}
-		if err := l.Wait(ctx, deadline, again); err != nil {
+	start := time.Now()
+	defer func() { p.QueueWait.Observe(time.Since(start)) }()
+	deadline := start.Add(l.Timeout)
+	for again := false; ; again = true {
+		free := func() bool { return slot(p, info, b, false) != nil }
+		if err := l.Wait(ctx, deadline, again, free); err != nil {
 			return nil, err
 		}
 		if c := woken(p, info, b); c != nil {
 			return c, nil
+		}
+		var got bool
+		if b, got = tryAcquire(p, info); b == nil || got {
+			return b, nil
 		}
 	}
 }
@@ -562,12 +581,28 @@ func acquire(ctx context.Context, p *pool.Pool, info *pool.PickInfo) (*pool.Back
 // again and wait at the front. Forward (acquire) and the loops (Woken)
 // share it, so both take a slot after a wait alike.
 func woken(p *pool.Pool, info *pool.PickInfo, b *pool.Backend) *pool.Backend {
+	return slot(p, info, b, true)
+}
+
+// slot finds a slot for a request that waits in the queue, as woken takes
+// it: on b, the backend picked before the wait, else on an eligible
+// candidate not yet tried. With take it takes it; without, it only says
+// which backend has one free, for the queue to ask once the request joined
+// it (pool.Limit.Enqueue's free), so that a slot freed meanwhile is not
+// left idle while the request waits. Nil: none free.
+func slot(p *pool.Pool, info *pool.PickInfo, b *pool.Backend, take bool) *pool.Backend {
 	l := &p.Limit
-	if l.TryAcquire(b) {
+	has := func(c *pool.Backend) bool {
+		if take {
+			return l.TryAcquire(c)
+		}
+		return l.Free(c)
+	}
+	if has(b) {
 		return b
 	}
 	for _, c := range p.Candidates() {
-		if c.Eligible() && !info.Tried(c) && l.TryAcquire(c) {
+		if c.Eligible() && !info.Tried(c) && has(c) {
 			return c
 		}
 	}

@@ -563,3 +563,225 @@ func TestAttemptsAllocs(t *testing.T) {
 		t.Errorf("%v allocations with a wait, want 0", n)
 	}
 }
+
+// await waits for q's wake-up until deadline, on the fake clock; false: the
+// deadline passed first.
+func (q *loopReq) await(deadline time.Time) bool {
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-q.inbox:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// TestAttemptsQueueFreed: a slot released after Next found every backend
+// full but before the request joined the queue wakes nobody, as nobody is
+// queued yet; Queue finds it free once the request is queued and wakes the
+// first in line (here the request itself), so that the request does not
+// wait until queue_timeout with the slot idle, nor the requests that queue
+// behind it. The same holds for a request that queues again after a
+// wake-up that lost the slot, and for two requests that find two slots
+// freed so.
+func TestAttemptsQueueFreed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		tg, bs, _ := target(2, config.Retries{})
+		l := &tg.Pool.Limit
+		l.PerBackend, l.MaxQueue, l.Timeout = 1, 4, time.Second
+		for _, b := range bs {
+			l.TryAcquire(b) // other requests hold both slots
+		}
+		start := time.Now()
+		var q [5]*loopReq
+		next := func(i int) {
+			t.Helper()
+			q[i] = newLoopReq()
+			q[i].x.Start(record(tg), &scripted{})
+			if b, full := q[i].x.Next(); b != nil || !full {
+				t.Fatalf("%d: Next with both slots taken: %v, full %v; want nil, full", i, b, full)
+			}
+		}
+		queue := func(i int) time.Time {
+			t.Helper()
+			deadline, err := q[i].x.Queue(&q[i].w, q[i].wake)
+			if err != nil {
+				t.Fatalf("%d: Queue: %v", i, err)
+			}
+			return deadline
+		}
+		woken := func(i int, deadline time.Time) *pool.Backend {
+			t.Helper()
+			if !q[i].await(deadline) {
+				t.Fatalf("%d: not woken within queue_timeout (%v queued), with a slot free: %d, %d in flight",
+					i, l.Queued(), bs[0].InFlight.Load(), bs[1].InFlight.Load())
+			}
+			b, full := q[i].x.Woken()
+			if b == nil || full {
+				t.Fatalf("%d: Woken: %v, full %v; want a backend", i, b, full)
+			}
+			return b
+		}
+		done := func(i int, b *pool.Backend) {
+			t.Helper()
+			if again, _ := q[i].x.Done(ctx, b, Outcome{Class: Done, Status: 200}); again {
+				t.Fatalf("%d: Done after a delivered response says to try again", i)
+			}
+		}
+
+		// 0 finds both full, then the holder of 1 releases its slot.
+		next(0)
+		l.Release(bs[1])
+		b0 := woken(0, queue(0))
+		if b0 != bs[1] {
+			t.Fatalf("0 got %s, want the freed %s", b0.Address, bs[1].Address)
+		}
+		// A later request queues behind 0 and gets 0's slot when it is done.
+		next(1)
+		dl := queue(1)
+		if n := l.Queued(); n != 1 {
+			t.Fatalf("queued = %d, want 1", n)
+		}
+		done(0, b0)
+		b1 := woken(1, dl)
+
+		// 2 is woken by a release, a quicker request takes the slot, and
+		// releases it after 2 found it taken but before 2 queued again.
+		next(2)
+		dl = queue(2)
+		l.Release(bs[0])
+		if !q[2].await(dl) {
+			t.Fatal("2: the release woke nobody")
+		}
+		l.TryAcquire(bs[0]) // the quicker request
+		if b, full := q[2].x.Woken(); b != nil || !full {
+			t.Fatalf("2: Woken with the slot taken: %v, full %v; want nil, full", b, full)
+		}
+		l.Release(bs[0])
+		b2 := woken(2, queue(2))
+
+		// Both slots are released after 3 and 4 found them taken: both are
+		// woken as they queue, and each gets one.
+		next(3)
+		next(4)
+		done(1, b1)
+		done(2, b2)
+		dl3, dl4 := queue(3), queue(4)
+		b3, b4 := woken(3, dl3), woken(4, dl4)
+		if b3 == b4 {
+			t.Fatalf("3 and 4 both got %s", b3.Address)
+		}
+		done(3, b3)
+		done(4, b4)
+
+		if d := time.Since(start); d != 0 {
+			t.Errorf("waited %v on the fake clock, want 0 (no wait ran out)", d)
+		}
+		for i, r := range q {
+			if res := r.x.Result(); res.Class != Done || res.Tries != 1 {
+				t.Errorf("%d: %+v, want Done after 1 try", i, res)
+			}
+		}
+		if _, n, _ := tg.Pool.QueueWait.Snapshot(); n != 5 || l.Queued() != 0 {
+			t.Errorf("QueueWait %d waits, %d queued; want 5, 0", n, l.Queued())
+		}
+		for _, b := range bs {
+			if n := b.InFlight.Load(); n != 0 {
+				t.Errorf("%d in flight on %s, want 0", n, b.Address)
+			}
+		}
+	})
+}
+
+// TestForwardQueueFreed: as TestAttemptsQueueFreed for Forward, blocked in
+// the queue: a slot released after tryAcquire found every backend full but
+// before the request joined the queue (waitSlot, where acquire goes on) is
+// taken at once, not after queue_timeout; a request that then queues behind
+// it gets its slot when it is done; two requests that find two slots freed
+// so get one each.
+func TestForwardQueueFreed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		tg, bs, _ := target(2, config.Retries{})
+		p, l := tg.Pool, &tg.Pool.Limit
+		l.PerBackend, l.MaxQueue, l.Timeout = 1, 4, time.Second
+		for _, b := range bs {
+			l.TryAcquire(b) // other requests hold both slots
+		}
+		start := time.Now()
+		// full is a request for which tryAcquire found both backends full:
+		// acquire goes on with waitSlot(ctx, p, info, b).
+		type request struct {
+			info *pool.PickInfo
+			b    *pool.Backend
+		}
+		full := func() request {
+			t.Helper()
+			r := request{info: &pool.PickInfo{}}
+			var got bool
+			if r.b, got = tryAcquire(p, r.info); r.b == nil || got {
+				t.Fatalf("tryAcquire with both slots taken: %v, got %v; want a backend, not got", r.b != nil, got)
+			}
+			return r
+		}
+		wait := func(r request) (*pool.Backend, error) { return waitSlot(ctx, p, r.info, r.b) }
+		check := func(b *pool.Backend, err error) *pool.Backend {
+			t.Helper()
+			if err != nil {
+				t.Fatalf("waitSlot with a slot free: %v (%d queued, %d, %d in flight)",
+					err, l.Queued(), bs[0].InFlight.Load(), bs[1].InFlight.Load())
+			}
+			return b
+		}
+
+		// The request finds both full, then the holder of 1 releases.
+		r := full()
+		l.Release(bs[1])
+		b := check(wait(r))
+		if b != bs[1] {
+			t.Fatalf("got %s, want the freed %s", b.Address, bs[1].Address)
+		}
+		// A later request queues behind it and gets its slot when it is
+		// done.
+		res := make(chan Result)
+		go func() { res <- Forward(ctx, record(tg), &scripted{}) }()
+		synctest.Wait()
+		if n := l.Queued(); n != 1 {
+			t.Fatalf("queued = %d, want 1", n)
+		}
+		l.Release(b)
+		if r := <-res; r.Class != Done || r.Backend != bs[1] {
+			t.Errorf("Forward behind it: %v on %v, want Done on %s", r.Class, r.Backend, bs[1].Address)
+		}
+
+		// Both slots are released after two requests found them taken.
+		l.TryAcquire(bs[1]) // another request takes the slot Forward left
+		r1, r2 := full(), full()
+		l.Release(bs[0])
+		l.Release(bs[1])
+		type slot struct {
+			b   *pool.Backend
+			err error
+		}
+		got := make(chan slot)
+		for _, r := range []request{r1, r2} {
+			go func() {
+				b, err := wait(r)
+				got <- slot{b, err}
+			}()
+		}
+		s1, s2 := <-got, <-got
+		if b1, b2 := check(s1.b, s1.err), check(s2.b, s2.err); b1 == b2 {
+			t.Errorf("both got %s", b1.Address)
+		}
+
+		if d := time.Since(start); d != 0 {
+			t.Errorf("waited %v on the fake clock, want 0 (no wait ran out)", d)
+		}
+		if _, n, _ := p.QueueWait.Snapshot(); n != 4 || l.Queued() != 0 {
+			t.Errorf("QueueWait %d waits, %d queued; want 4, 0", n, l.Queued())
+		}
+	})
+}
