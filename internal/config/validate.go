@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -158,7 +159,24 @@ func (v *validator) listener(p string, l *Listener, names, addrs map[string]stri
 	if l.Protocol != "tcp" {
 		v.oneOf(p+".protocol", "protocol", l.Protocol, "http", "tcp")
 	}
-	v.oneOf(p+".engine", "engine", l.Engine, "h1", "std")
+	v.oneOf(p+".engine", "engine", l.Engine, "h1", "std", "loop")
+	if l.Engine == "loop" {
+		// The loops serve plain HTTP/1.1 connections as they were
+		// accepted; what comes before the HTTP/1.1 bytes (TLS, a PROXY
+		// header, HTTP/2 detection) is not on them yet.
+		for _, x := range []struct {
+			set  bool
+			key  string
+			what string
+		}{{l.TLS != nil, "tls", "TLS"}, {l.H2C, "h2c", "h2c"}, {l.ProxyProtocol, "proxy_protocol", "the PROXY protocol"}} {
+			if x.set {
+				v.errorf(p+"."+x.key, "engine: loop serves plain HTTP/1.1 listeners only, not %s yet: use engine: h1 on this listener", x.what)
+			}
+		}
+		if runtime.GOOS != "linux" {
+			v.errorf(p+".engine", "engine: loop needs Linux (epoll); this system is %s: use engine: h1", runtime.GOOS)
+		}
+	}
 	if l.TLS != nil {
 		v.tls(p+".tls", l.TLS)
 		if l.H2C {

@@ -124,13 +124,16 @@ func startPebble(t *testing.T, httpPort, tlsPort int) *pebbleCA {
 // certificate comes from ACME for domains, stored in storage, and, when
 // httpAddr is not "", a plain-HTTP listener "plain" there.
 func acmeYAML(p *pebbleCA, tlsAddr, httpAddr, storage, backend string, domains ...string) string {
-	engine := "" // the suite's, as withEngineYAML would (fixed addresses here)
+	engine, plainEngine := "", "" // the suite's, as withEngineYAML would (fixed addresses here)
 	if testEngine != "" {
-		engine = "\n    engine: " + testEngine
+		plainEngine = "\n    engine: " + testEngine
+		if testEngine != "loop" { // plain listeners only
+			engine = plainEngine
+		}
 	}
 	plain := ""
 	if httpAddr != "" {
-		plain = fmt.Sprintf("  - name: plain\n    address: %q\n    pool: web%s\n", httpAddr, engine)
+		plain = fmt.Sprintf("  - name: plain\n    address: %q\n    pool: web%s\n", httpAddr, plainEngine)
 	}
 	return fmt.Sprintf(`listeners:
   - name: public

@@ -35,17 +35,27 @@ import (
 
 // testEngine is the engine every listener of the suite runs on: the
 // default ("" leaves each config as it is) or, with SLUICE_E2E_ENGINE=std
-// (make test runs the suite once more so), the net/http codec. Both engines
-// must pass every test.
+// or loop (make test runs the suite once more with each), the net/http
+// codec or the engine on event loops. Every engine must pass every test;
+// loop only serves plain HTTP/1.1 listeners, so those with tls, h2c or
+// proxy_protocol keep the default (loopable).
 var testEngine = os.Getenv("SLUICE_E2E_ENGINE")
 
 // withEngine sets testEngine on the HTTP listeners of cfg that name none.
 func withEngine(cfg *config.Config) {
 	for i := range cfg.Listeners {
-		if cfg.Listeners[i].Engine == "" && cfg.Listeners[i].Protocol != "tcp" {
-			cfg.Listeners[i].Engine = testEngine
+		l := &cfg.Listeners[i]
+		if l.Engine == "" && l.Protocol != "tcp" && (testEngine != "loop" || l.TLS == nil && !l.H2C && !l.ProxyProtocol) {
+			l.Engine = testEngine
 		}
 	}
+}
+
+// loopable reports whether the YAML of one listener (its address line to
+// the next listener) leaves it to engine: loop.
+func loopable(listener string) bool {
+	return !strings.Contains(listener, "tls:") && !strings.Contains(listener, "h2c: true") &&
+		!strings.Contains(listener, "proxy_protocol: true") && !strings.Contains(listener, "protocol: tcp")
 }
 
 // listenerAddr matches the address line of a listener in the suite's YAML.
@@ -61,7 +71,32 @@ func withEngineYAML(yaml string) string {
 	if i < 0 {
 		return yaml
 	}
-	return listenerAddr.ReplaceAllString(yaml[:i], "${0}${1}engine: "+testEngine+"\n") + yaml[i:]
+	head := yaml[:i]
+	var b strings.Builder
+	last := 0
+	ms := listenerAddr.FindAllStringSubmatchIndex(head, -1)
+	for k, m := range ms {
+		end := len(head)
+		if k+1 < len(ms) {
+			end = ms[k+1][0]
+		}
+		if n := strings.Index(head[m[1]:end], "\n  - "); n >= 0 {
+			end = m[1] + n
+		}
+		b.WriteString(head[last:m[1]])
+		// Listener items start before their address line too: look back to
+		// the item's dash.
+		start := strings.LastIndex(head[:m[0]], "\n  - ")
+		if start < 0 {
+			start = 0
+		}
+		if testEngine != "loop" || loopable(head[start:end]) {
+			b.WriteString(head[m[2]:m[3]] + "engine: " + testEngine + "\n")
+		}
+		last = m[1]
+	}
+	b.WriteString(head[last:])
+	return b.String() + yaml[i:]
 }
 
 // binary is the sluice binary TestMain builds for the process-style tests;

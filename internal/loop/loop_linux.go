@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -49,14 +50,15 @@ type Flusher interface {
 type Config struct {
 	// ID names the loop in its log lines.
 	ID int
-	// RawWait makes the loop wait in epoll_pwait without telling the Go
-	// scheduler, so that it keeps its P: sysmon then sees a running
+	// RawWait makes a busy loop wait in epoll_pwait without telling the
+	// Go scheduler, so that it keeps its P: sysmon then sees a running
 	// goroutine instead of retaking the P from a system call every 20 µs
 	// and handing it off, which cost 17 % of the prototype's CPU per
-	// request (docs/benchmarks.md). sysmon still preempts the loop every
-	// 10 ms (its signal ends the wait with EINTR), which lets other
-	// goroutines and a stop of the world in. Use it only with at most
-	// GOMAXPROCS-1 raw loops when anything else must run promptly.
+	// request (docs/benchmarks.md). So that other goroutines still run
+	// promptly, a raw wait lasts at most rawSpin, a busy loop yields its P
+	// (runtime.Gosched) every millisecond, and once a raw wait finds
+	// nothing the next one goes through the scheduler: an idle loop holds
+	// no P.
 	RawWait bool
 	// Events is how many events one wake-up takes (0: 256).
 	Events int
@@ -234,15 +236,21 @@ func (l *Loop) Run(ctx context.Context) error {
 		l.wake()
 	})
 	defer stop()
+	busy := false
+	var yielded int64
 	for !l.stopping.Load() {
 		msec := l.wheel.timeout(l.now)
 		var n int
 		var err error
-		if l.cfg.RawWait {
+		if busy {
+			if msec < 0 || msec > rawSpin {
+				msec = rawSpin
+			}
 			n, err = rawEpollWait(l.epfd, l.events, msec)
 		} else {
 			n, err = unix.EpollWait(l.epfd, l.events, msec)
 		}
+		busy = l.cfg.RawWait && n > 0
 		if err != nil {
 			if err != unix.EINTR {
 				return fmt.Errorf("loop %d: epoll_wait: %w", l.cfg.ID, err)
@@ -255,9 +263,20 @@ func (l *Loop) Run(ctx context.Context) error {
 			l.wheel.advance(l.now, l.fire)
 		}
 		l.flush()
+		if busy && l.now-yielded >= yieldEvery {
+			yielded = l.now
+			runtime.Gosched()
+		}
 	}
 	return nil
 }
+
+// rawSpin bounds a raw wait (Config.RawWait), in milliseconds; a busy loop
+// yields its P at most every yieldEvery nanoseconds.
+const (
+	rawSpin    = 1
+	yieldEvery = 1_000_000
+)
 
 // dispatch hands each event to the handler registered for it.
 func (l *Loop) dispatch(evs []unix.EpollEvent) {

@@ -152,3 +152,16 @@ func SockError(fd int) error {
 	}
 	return nil
 }
+
+// Peek reports whether fd has a byte to read, without taking it or
+// waiting: n is 1 when it has, 0 at EOF; the Errno is EAGAIN when nothing
+// waits. A raw recvfrom with no address, which allocates nothing.
+func Peek(fd int) (int, unix.Errno) {
+	var b [1]byte
+	r, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1,
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), 0
+}

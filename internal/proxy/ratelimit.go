@@ -78,3 +78,18 @@ func appendName(dst []byte, name string) []byte {
 func seconds(d time.Duration) int64 {
 	return max(1, int64((d+time.Second-1)/time.Second))
 }
+
+// SharedLimits reports whether a rate limit of l asks a store shared by
+// the fleet (Redis) for each request: Resolve may then wait on the network,
+// which a codec on an event loop must not.
+func (l *Listener) SharedLimits() bool {
+	if l.RateLimit != nil && l.RateLimit.Limit.Shared() {
+		return true
+	}
+	for _, rl := range l.RouteLimits {
+		if rl != nil && rl.Limit.Shared() {
+			return true
+		}
+	}
+	return false
+}

@@ -115,3 +115,7 @@ func (l *Limit) Allow(ctx context.Context, k Key) Decision {
 
 // now is the limit's clock in nanoseconds since it was made.
 func (l *Limit) now() int64 { return int64(l.opts.Now().Sub(l.epoch)) }
+
+// Shared reports whether the limit asks a store shared by the fleet, which
+// may wait on the network.
+func (l *Limit) Shared() bool { return l.opts.Store != nil }

@@ -400,6 +400,9 @@ func (l *listener) serve(s *Server) {
 		if l.cfg.H2C {
 			o.H2C = l.front.serveUpgraded
 		}
+		if l.cfg.Engine == "loop" {
+			o.Loops = s.eventLoops()
+		}
 		l.srv = h1.NewEngine(o)
 	}
 	go func() {

@@ -29,6 +29,7 @@ import (
 	"github.com/sluice-lb/sluice/internal/metrics"
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/proxy"
+	"github.com/sluice-lb/sluice/internal/proxy/h1"
 	"github.com/sluice-lb/sluice/internal/state"
 	"github.com/sluice-lb/sluice/internal/tracing"
 )
@@ -124,6 +125,11 @@ type Server struct {
 	// listener past which new ones need a Retry (quicRetryAbove; tests
 	// lower it).
 	quicRetryAbove int64
+	// loops serve the listeners with engine: loop, made with the first
+	// of them (eventLoops) and stopped once every listener has shut down.
+	loopsMu   sync.Mutex
+	loops     *h1.Loops
+	loopsStop func()
 	// discovery runs each pool's discovery, by pool name; discErrors
 	// counts each pool's failed look-ups by source, across restarts of
 	// its discovery. Both guarded by mu.
@@ -387,6 +393,7 @@ func (s *Server) shutdown() error {
 		s.tunnels.CloseAll(min(5*time.Second, cfg.ShutdownTimeout))
 	}
 	wg.Wait()
+	s.stopLoops() // after the listeners: no connection is left on them
 	s.endStreams()
 	s.admin.Shutdown(ctx)
 	s.cancel()
@@ -524,4 +531,47 @@ func hasPlainHTTP(cfg *config.Config) bool {
 		}
 	}
 	return false
+}
+
+// eventLoops returns the event loops of engine: loop listeners, made and
+// started the first time one asks; nil when they cannot be made (the
+// listener's connections are then served by goroutines, and the reason is
+// logged).
+func (s *Server) eventLoops() *h1.Loops {
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	if s.loops != nil {
+		return s.loops
+	}
+	ls, err := h1.NewLoops(0, s.logger)
+	if err != nil {
+		s.logger.Error("engine: loop: the event loops could not be made; goroutines serve these listeners", "error", err)
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := ls.Run(ctx); err != nil {
+			s.logger.Error("engine: loop: the event loops stopped", "error", err)
+		}
+	}()
+	s.loops = ls
+	s.loopsStop = func() {
+		cancel()
+		<-done
+		ls.Close()
+	}
+	return ls
+}
+
+// stopLoops stops the event loops, if any, once no listener uses them.
+func (s *Server) stopLoops() {
+	s.loopsMu.Lock()
+	stop := s.loopsStop
+	s.loops, s.loopsStop = nil, nil
+	s.loopsMu.Unlock()
+	if stop != nil {
+		stop()
+	}
 }

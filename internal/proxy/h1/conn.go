@@ -32,8 +32,14 @@ type h1conn struct {
 	// system calls, see rawio); nil while c is parked. Everything else
 	// (deadlines, Close, tunnels, h2c and HTTP/2 backends, whose readers
 	// may outlive a request) uses nc.
-	rw    net.Conn
-	peer  netip.Addr
+	rw   net.Conn
+	peer netip.Addr
+	// raddr is the client's address and port for a connection served on
+	// an event loop, where nc is nil (loop_linux.go).
+	raddr netip.AddrPort
+	// lc is the connection's state on its event loop while one serves it
+	// (nil: a goroutine does). Shutdown and Close read it.
+	lc    atomic.Pointer[lconn]
 	ctx   context.Context // the engine's: requests derive theirs from it
 	state atomic.Int32
 	// up is the backend connection of the exchange in progress, for Close.
@@ -117,6 +123,10 @@ func (c *h1conn) closeIfIdle(fresh bool) {
 	if !fresh && !c.served.Load() {
 		return
 	}
+	if lc := c.lc.Load(); lc != nil {
+		lc.post(func() { lc.closeIfIdle(fresh) })
+		return
+	}
 	if c.state.Load() != connIdle || readable(c.nc) {
 		return
 	}
@@ -135,10 +145,31 @@ func (c *h1conn) closeNow() {
 	}
 }
 
+// remoteAddr is the client's address as the access log shows it.
+func (c *h1conn) remoteAddr() string {
+	if c.nc != nil {
+		return c.nc.RemoteAddr().String()
+	}
+	return c.raddr.String()
+}
+
+// Where serveFrom begins: the next request's head, or a request an event
+// loop began and handed over (loop_linux.go) before begin, before routing,
+// or routed.
+const (
+	fromHead = iota
+	fromBegin
+	fromRoute
+	fromForward
+)
+
 // serve serves requests on c until it closes, or until it parks: then the
 // parker calls serve again, on a new goroutine, once the next request's
 // bytes arrive (or the wait's deadline passes, or Shutdown closes c).
-func (c *h1conn) serve() {
+func (c *h1conn) serve() { c.serveFrom(fromHead) }
+
+// serveFrom is serve, beginning with the request at stage from.
+func (c *h1conn) serveFrom(from int) {
 	if c.rw == nil {
 		c.rw = rawio.Get(c.nc, c.tcp) // unparked
 	}
@@ -161,16 +192,32 @@ func (c *h1conn) serve() {
 		c.e.wg.Done()
 	}()
 	for {
-		switch c.readHead(!c.served.Load()) {
-		case headParked:
-			parked = true
-			return
-		case headClose:
-			return
+		var more bool
+		switch from {
+		case fromBegin:
+			more = c.handle()
+		case fromRoute, fromForward:
+			q := &c.req
+			if from == fromRoute {
+				q.rec.Status = c.serveRequest(&q.rec.Result)
+			} else {
+				q.rec.Status = c.forward(&q.rec.Result)
+			}
+			more = c.end()
+		default:
+			switch c.readHead(!c.served.Load()) {
+			case headParked:
+				parked = true
+				return
+			case headClose:
+				return
+			}
+			c.again = c.served.Load()
+			c.served.Store(true)
+			more = c.handle()
 		}
-		c.again = c.served.Load()
-		c.served.Store(true)
-		if !c.handle() {
+		from = fromHead
+		if !more {
 			return
 		}
 		if c.r < c.w {

@@ -72,6 +72,10 @@ type EngineOptions struct {
 	// H2C, when set, takes connections that switch to HTTP/2 with
 	// "Upgrade: h2c" (a listener with h2c); nil: the upgrade is ignored.
 	H2C H2CUpgrade
+	// Loops, when set, serve the listener's plain connections on event
+	// loops (engine: loop, loop_linux.go); nil: a goroutine per connection
+	// while it is busy.
+	Loops *Loops
 }
 
 // NewEngine returns an engine; Serve runs it.
@@ -115,9 +119,16 @@ func (e *Engine) Serve(ln net.Listener) error {
 		}
 		backoff = 0
 		c := newH1Conn(e, nc)
+		var lc *lconn // the connection on a loop; nil: on a goroutine
+		if e.o.Loops != nil {
+			lc = e.o.Loops.take(c)
+		}
 		e.mu.Lock()
 		if e.closed {
 			e.mu.Unlock()
+			if lc != nil {
+				lc.discard()
+			}
 			nc.Close()
 			continue
 		}
@@ -129,7 +140,11 @@ func (e *Engine) Serve(ln net.Listener) error {
 		e.mu.Unlock()
 		e.o.ConnState(1)
 		// e.wg counts the connection until it closes (serve's end), also
-		// while it is parked without a goroutine.
+		// while it is parked without a goroutine or served on a loop.
+		if lc != nil {
+			lc.enter()
+			continue
+		}
 		go c.serve()
 	}
 }
@@ -218,6 +233,10 @@ func (e *Engine) Close() error {
 		e.ln.Close()
 	}
 	for c := range e.conns {
+		if lc := c.lc.Load(); lc != nil {
+			lc.post(lc.abort)
+			continue
+		}
 		c.closeNow()
 		if u := c.up.Load(); u != nil {
 			u.nc.Close()

@@ -25,7 +25,7 @@ func TestEngineMaxConnectionsKeepsTheSocket(t *testing.T) {
 		// client connection.
 		env.engine.mu.Lock()
 		for c := range env.engine.conns {
-			if c.tcp == nil {
+			if c.tcp == nil && c.lc.Load() == nil { // on a loop, the engine holds its descriptor
 				sockets <- "a client connection (" + c.nc.RemoteAddr().String() + ") without its TCP socket"
 			}
 		}
@@ -50,7 +50,7 @@ func TestEngineMaxConnectionsKeepsTheSocket(t *testing.T) {
 	}
 	env.engine.mu.Lock()
 	for c := range env.engine.conns {
-		if c.tcp == nil {
+		if c.tcp == nil && c.lc.Load() == nil {
 			t.Errorf("client connection %s: the engine has no TCP socket (no splice, no lingering close)", c.nc.RemoteAddr())
 		}
 	}

@@ -46,6 +46,7 @@ func getOK(t *testing.T, c *testClient) {
 // for longer than parkAfter is held by the parker without a goroutine, and
 // its next request is served as before; so is a fresh connection's first.
 func TestParkedConnectionServesItsNextRequest(t *testing.T) {
+	skipOnLoops(t, "parking is the goroutine engine's (on a loop an idle connection has no goroutine to park)")
 	env := startEngine(t, defaultSetup(), okBackend(t))
 	c := dialClient(t, env.addr)
 	getOK(t, c)
@@ -73,6 +74,7 @@ func TestParkedConnectionServesItsNextRequest(t *testing.T) {
 // request, read_header close a parked connection (without an answer: no
 // byte of a request came), and the engine forgets it.
 func TestParkedConnectionTimesOut(t *testing.T) {
+	skipOnLoops(t, "parking is the goroutine engine's (on a loop an idle connection has no goroutine to park)")
 	s := defaultSetup()
 	s.Listener.Idle = 300 * time.Millisecond
 	s.Listener.ReadHeader = 400 * time.Millisecond
@@ -90,6 +92,7 @@ func TestParkedConnectionTimesOut(t *testing.T) {
 // connection at once, and serves a fresh parked connection that sends its
 // first request during the grace.
 func TestShutdownClosesParkedConnections(t *testing.T) {
+	skipOnLoops(t, "parking is the goroutine engine's (on a loop an idle connection has no goroutine to park)")
 	env := startEngine(t, defaultSetup(), okBackend(t))
 	c := dialClient(t, env.addr)
 	getOK(t, c)
@@ -119,6 +122,7 @@ func TestShutdownClosesParkedConnections(t *testing.T) {
 // later one parkAfter (read while parked: the parker's lock orders it
 // with the goroutine that parked it).
 func TestParkWaitAfterFirstAndLaterResponses(t *testing.T) {
+	skipOnLoops(t, "parking is the goroutine engine's (on a loop an idle connection has no goroutine to park)")
 	env := startEngine(t, defaultSetup(), okBackend(t))
 	wait := func() time.Duration {
 		p := env.engine.parkerOf()

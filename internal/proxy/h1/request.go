@@ -55,6 +55,19 @@ type h1req struct {
 // handle serves the request whose head is at buf[r:]; it reports whether
 // the connection may carry another.
 func (c *h1conn) handle() bool {
+	if !c.begin() {
+		return false // the connection was HTTP/2's, and is over
+	}
+	c.req.rec.Status = c.serveRequest(&c.req.rec.Result)
+	return c.end()
+}
+
+// begin readies the request state for the head at buf[r:]: what the
+// proxy reads from its fields, its routing strings, its record and span.
+// It reports false when the request switched the connection to HTTP/2
+// (Upgrade: h2c), which then belongs to the HTTP/2 server. It does no I/O
+// on the client connection otherwise, so that the event loops run it too.
+func (c *h1conn) begin() bool {
 	q := &c.req
 	if q.body.hp != nil {
 		bodyBufs.Put(q.body.hp) // the previous request's body buffer
@@ -70,7 +83,7 @@ func (c *h1conn) handle() bool {
 	l := q.l
 	hb := c.buf[c.r : c.r+q.hlen]
 	q.raw = rawFields{head: hb, first: edge.FirstField(hb, q.head.Lead)}
-	if to := c.e.o.Timeouts.Write; to > 0 {
+	if to := c.e.o.Timeouts.Write; to > 0 && c.nc != nil { // on a loop, its timer
 		c.nc.SetWriteDeadline(q.rec.Start.Add(to))
 	}
 	c.scanFields()
@@ -80,7 +93,7 @@ func (c *h1conn) handle() bool {
 	q.websocket = q.head.WebSocket
 	q.body.init(&q.head)
 	if q.hasConn && c.upgradeH2C() {
-		return false // the connection was HTTP/2's, and is over
+		return false
 	}
 
 	q.host = bstr(q.head.Host)
@@ -101,8 +114,13 @@ func (c *h1conn) handle() bool {
 		r.UserAgent = strings.Clone(q.raw.Get("User-Agent"))
 		l.StartTrace(r, hopless{q})
 	}
+	return true
+}
 
-	q.rec.Status = c.serveRequest(&q.rec.Result)
+// end finishes the request once it was answered and reports whether the
+// connection may carry another.
+func (c *h1conn) end() bool {
+	q := &c.req
 	c.finish()
 	if q.body.unsent() && !q.abort {
 		// The client may be sending the body it was never asked for: read
@@ -191,15 +209,42 @@ func (c *h1conn) serveRequest(res *proxy.Result) int {
 	if max := l.Limits.MaxBodyBytes; max > 0 && q.head.ContentLength > max {
 		return c.fail(413, "request body too large", true)
 	}
-	t, lim := l.Resolve(c.ctx, &q.rec, q.host, q.path, q.query, &q.raw, c.peer)
+	if status := c.resolve(c.ctx); status != 0 {
+		return c.fail(status, refusal(status), false)
+	}
+	return c.forward(res)
+}
+
+// refusal is the answer's text for a status of resolve.
+func refusal(status int) string {
+	if status == 404 {
+		return "no route for this request"
+	}
+	return proxy.StatusText(status)
+}
+
+// resolve routes the request (the listener's and the route's rate limits,
+// the route, the pool) into q.t; it returns the status that refuses it
+// instead (429 or 404), or 0.
+func (c *h1conn) resolve(ctx context.Context) int {
+	q := &c.req
+	t, lim := q.l.Resolve(ctx, &q.rec, q.host, q.path, q.query, &q.raw, c.peer)
 	if lim.Refused() {
 		q.limited = lim
-		return c.fail(429, proxy.StatusText(429), false)
+		return 429
 	}
 	if t == nil {
-		return c.fail(404, "no route for this request", false)
+		return 404
 	}
 	q.t = t
+	return 0
+}
+
+// forward forwards the routed request to its pool and returns the status
+// the client got.
+func (c *h1conn) forward(res *proxy.Result) int {
+	q := &c.req
+	t := q.t
 	ctx := c.ctx
 	if t.Timeouts.Request > 0 {
 		// The deadline holds from here on: in the queue for a slot, while
@@ -321,10 +366,19 @@ func (c *h1conn) buildOutbound() {
 // fail answers the client with a status sluice produced itself, as the
 // net/http codec's fail does. closeConn ends the connection after it.
 func (c *h1conn) fail(status int, msg string, closeConn bool) int {
-	q := &c.req
-	if !closeConn && !q.websocket && !c.discardBody() {
+	if !closeConn && !c.req.websocket && !c.discardBody() {
 		closeConn = true
 	}
+	if _, err := c.rw.Write(c.failAnswer(status, msg, closeConn)); err != nil {
+		c.req.closeAfter = true
+	}
+	return status
+}
+
+// failAnswer writes fail's answer into c.out and returns it; the
+// connection closes after it when closeConn, or once Shutdown has begun.
+func (c *h1conn) failAnswer(status int, msg string, closeConn bool) []byte {
+	q := &c.req
 	if q.websocket || c.e.shutting.Load() {
 		// Once Shutdown has begun, no answer keeps the connection, as in
 		// net/http.
@@ -367,13 +421,10 @@ func (c *h1conn) fail(status int, msg string, closeConn bool) int {
 		q.rec.Bytes = int64(len(msg) + 1)
 	}
 	c.out = o
-	if _, err := c.rw.Write(o); err != nil {
-		closeConn = true
-	}
 	if closeConn {
 		q.closeAfter = true
 	}
-	return status
+	return o
 }
 
 // challenge returns the key authorization when the request asks for an
@@ -432,7 +483,7 @@ func (c *h1conn) finish() {
 	r.BytesIn = q.body.sent() + q.tunnelIn
 	if q.l.Access != nil {
 		r.ID = string(q.id)
-		r.Client = c.nc.RemoteAddr().String()
+		r.Client = c.remoteAddr()
 		r.TLSVersion = c.tlsVersion()
 	}
 	q.l.Finish(r)

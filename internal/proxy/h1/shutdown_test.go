@@ -107,7 +107,7 @@ func TestShutdownServesTheRequestSentBeforeItCloses(t *testing.T) {
 					env.engine.mu.Lock()
 					defer env.engine.mu.Unlock()
 					for hc := range env.engine.conns {
-						if readable(hc.nc) {
+						if readable(hc.nc) || loopReadable(hc) {
 							return true
 						}
 					}

@@ -1,0 +1,735 @@
+package h1
+
+// The engine on event loops (`engine: loop`): the design issue 15 chose by
+// measurement (bench/evproto, docs/benchmarks.md). A connection is served
+// on one of the process's event loops (internal/loop) with no goroutine of
+// its own: requests are parsed, routed and forwarded on the loop, over
+// backend connections that loop owns, and the response is relayed as the
+// sockets allow. The request path is the engine's own: the same h1conn and
+// request state, begin, resolve, buildOutbound, responseMode,
+// appendResponseHead, failAnswer and end, and the core's steps
+// (proxy.Attempts) instead of proxy.Forward.
+//
+// The loop serves the common exchange: an HTTP/1.1 request without a body
+// to a plain HTTP/1.1 backend, answered with no body, a Content-Length
+// one, a chunked one or one that ends with the connection. Anything else is
+// handed over, at the point the loop reached, to a goroutine that serves
+// the connection as the goroutine engine does from then on (handOver): a
+// request with a body or Expect, an upgrade, HTTP/1.0, OPTIONS *, an ACME
+// challenge, a listener whose rate limits ask a shared store, and a pool
+// that speaks HTTP/2, TLS or the PROXY protocol to its backends or names
+// a backend by host name. So every feature of the engine works on a loop
+// listener, and the ones the loop serves itself cost no goroutine wake-up.
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluice-lb/sluice/internal/edge"
+	"github.com/sluice-lb/sluice/internal/loop"
+	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/proxy"
+	"golang.org/x/sys/unix"
+)
+
+// Loops are the event loops that serve the connections of `engine: loop`
+// listeners, one per CPU, shared by every such listener and generation.
+// Run them on a goroutine of their own; Close after Run returns.
+type Loops struct {
+	g    *loop.Group
+	ws   []*lworker
+	next atomic.Uint32
+	log  *slog.Logger
+}
+
+// NewLoops makes n loops (0: GOMAXPROCS).
+func NewLoops(n int, log *slog.Logger) (*Loops, error) {
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	g, err := loop.NewGroup(n, loop.Config{RawWait: true, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	ls := &Loops{g: g, log: log}
+	for _, l := range g.Loops {
+		ls.ws = append(ls.ws, &lworker{ev: l, idle: map[*pool.Backend][]*lup{}, addrs: map[*pool.Backend]netip.AddrPort{},
+			ups: map[*proxy.Target]bool{}, bufs: loop.Bufs{Size: upBufSize, Max: 1024}})
+	}
+	return ls, nil
+}
+
+// Run serves until ctx ends.
+func (ls *Loops) Run(ctx context.Context) error { return ls.g.Run(ctx) }
+
+// Close closes what the loops still hold; call it after Run returned.
+func (ls *Loops) Close() { ls.g.Close() }
+
+// lworker is one loop's part of the engine: its backend connections.
+type lworker struct {
+	ev *loop.Loop
+	// idle holds the loop's idle connections per backend, most recently
+	// used last.
+	idle map[*pool.Backend][]*lup
+	// addrs caches each backend's address as the loop dials it (invalid:
+	// a host name, which the loop does not resolve).
+	addrs map[*pool.Backend]netip.AddrPort
+	// ups caches whether the loop can serve a target's pool itself.
+	ups  map[*proxy.Target]bool
+	bufs loop.Bufs // backend connections' read buffers (upBufSize)
+}
+
+// take readies c, just accepted over a plain TCP socket, to be served on a
+// loop (enter, once c is the engine's); nil when it cannot be (then a
+// goroutine serves it). The socket is duplicated and the original closed,
+// which takes it out of Go's own poller; the accepted net.Conn (with its
+// max_connections slot) is closed when the connection ends.
+func (ls *Loops) take(c *h1conn) *lconn {
+	if c.tcp == nil {
+		return nil
+	}
+	rc, err := c.tcp.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	fd := -1
+	rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
+	if fd < 0 || err != nil {
+		return nil
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil
+	}
+	if ap, ok := c.nc.RemoteAddr().(*net.TCPAddr); ok {
+		c.raddr = ap.AddrPort()
+	}
+	c.tcp.Close()
+	orig := c.nc
+	c.nc, c.tcp, c.rw = nil, nil, nil
+	w := ls.ws[ls.next.Add(1)%uint32(len(ls.ws))]
+	lc := &lconn{c: c, w: w, fd: fd, orig: orig}
+	lc.ctx.lc = lc
+	c.lc.Store(lc)
+	return lc
+}
+
+// enter hands the connection to its loop, once it is the engine's.
+func (lc *lconn) enter() {
+	if !lc.w.ev.Post(lc.adopt) {
+		c := lc.c
+		lc.discard()
+		c.e.forget(c)
+		c.lc.Store(nil)
+		c.e.wg.Done()
+	}
+}
+
+// discard closes a connection that never reached its loop.
+func (lc *lconn) discard() {
+	unix.Close(lc.fd)
+	lc.orig.Close()
+}
+
+// Phases of a connection on a loop.
+const (
+	lIdle     = iota // waiting for (the rest of) a request head
+	lQueued          // waiting for a slot in the pool's queue
+	lBackoff         // waiting out the backoff before the next attempt
+	lExchange        // an attempt on a backend connection
+	lAnswered        // the answer is queued: writing it out
+	lLinger          // refused: reading what the client still sends, then close
+)
+
+// lconn is a client connection served on a loop.
+type lconn struct {
+	c    *h1conn
+	w    *lworker
+	fd   int
+	orig net.Conn
+	loop.Ready
+	phase  int
+	closed bool
+	gone   bool // the client's socket failed or closed both ways
+	off    int  // c.out[off:] waits for the client's socket
+	// timer is the connection's one timer, set to the earliest of the
+	// deadlines below (nanoseconds on the loop's clock; 0: none).
+	timer   loop.Timer
+	headBy  int64 // the head (or the first byte of the next one) by then
+	writeBy int64 // the answer written by then (timeouts.write)
+	reqBy   int64 // the pool's request timeout
+	stepBy  int64 // the phase's own: connect, response head, queue, backoff
+	waitAt  int64 // when the wait for the next request began (0: not waiting)
+	ctx     lctx
+	att     proxy.Attempts
+	waiter  pool.Waiter
+	queued  bool   // waiter is in the pool's queue
+	wake    func() // posts the queue's wake-up to the loop (made once)
+	x       lexch
+}
+
+// adopt registers the connection on its loop (posted by take).
+func (lc *lconn) adopt() {
+	c := lc.c
+	lc.Wr = true
+	if err := lc.w.ev.Add(lc.fd, lc); err != nil {
+		unix.Close(lc.fd)
+		lc.orig.Close()
+		c.e.forget(c)
+		c.lc.Store(nil)
+		c.e.wg.Done()
+		return
+	}
+	if !c.until.IsZero() {
+		lc.headBy = c.until.UnixNano()
+	}
+	lc.waitAt = lc.w.ev.Now()
+	lc.rearm()
+	// The client may have sent its request with the handshake's last ACK:
+	// the first read does not wait for an event.
+	lc.Rd = true
+	lc.drive()
+}
+
+// Event is the client socket's readiness.
+func (lc *lconn) Event(ev loop.Events) {
+	lc.Note(ev)
+	if ev&(loop.Hup|loop.Err) != 0 {
+		lc.gone = true
+	}
+	lc.drive()
+}
+
+// Fail closes the connection after a panic on the loop.
+func (lc *lconn) Fail() { lc.abort() }
+
+// drive moves the connection on as far as its sockets allow.
+func (lc *lconn) drive() {
+	for !lc.closed {
+		// c.out holds the answer once one is queued; before, it holds the
+		// request's outbound head (and pump writes the answer as it goes).
+		if (lc.phase == lAnswered || lc.phase == lLinger) && lc.off < len(lc.c.out) && !lc.flush() {
+			return
+		}
+		switch lc.phase {
+		case lIdle:
+			if !lc.readHead() {
+				return
+			}
+		case lAnswered:
+			// Written out.
+			if !lc.endRequest() {
+				return
+			}
+		case lExchange:
+			if !lc.pump() {
+				return
+			}
+		case lLinger:
+			lc.linger()
+			return
+		default:
+			if lc.gone {
+				lc.clientGone()
+				continue
+			}
+			return
+		}
+	}
+}
+
+// readHead reads and parses the next request head and starts the request;
+// false when it needs more bytes (or the connection ended).
+func (lc *lconn) readHead() bool {
+	c := lc.c
+	for {
+		if c.r < c.w {
+			if lc.waitAt != 0 {
+				// The first byte of a request: read_header counts from here
+				// (from the accept for the first one).
+				if to := c.e.o.Timeouts.ReadHeader; to > 0 && (c.served.Load() || lc.headBy == 0) {
+					lc.headBy = lc.w.ev.Now() + int64(to)
+				} else if c.served.Load() {
+					lc.headBy = 0
+				}
+				lc.waitAt = 0
+				lc.rearm()
+			}
+			if !c.state.CompareAndSwap(connIdle, connActive) && c.state.Load() != connActive {
+				lc.close() // Shutdown closed it
+				return false
+			}
+			n, err := edge.ParseRequestHead(c.buf[c.r:c.w], c.e.lim, &c.req.head)
+			if err != nil {
+				var ee *edge.Error
+				errors.As(err, &ee)
+				lc.refuse(ee.Status, ee.Reason)
+				return true
+			}
+			if n > 0 {
+				c.req.hlen = n
+				c.acquire()
+				c.again = c.served.Load()
+				c.served.Store(true)
+				lc.start()
+				return true
+			}
+			if c.w == len(c.buf) && !c.grow() {
+				lc.refuse(431, "request header too large")
+				return true
+			}
+		}
+		if !lc.Rd {
+			if c.r == c.w {
+				c.release() // an idle connection holds no buffer
+			}
+			return false
+		}
+		c.acquireIn()
+		if c.r == c.w {
+			c.r, c.w = 0, 0
+		}
+		n, e := loop.Read(lc.fd, c.buf[c.w:])
+		if e == unix.EAGAIN {
+			lc.Rd = false
+			continue
+		}
+		if e != 0 || n == 0 {
+			lc.close()
+			return false
+		}
+		if n < len(c.buf)-c.w && !lc.Hup {
+			lc.Rd = false // drained: the next byte brings a new edge
+		}
+		c.w += n
+	}
+}
+
+// start serves the request whose head was parsed: on the loop, or handed
+// over where the loop does not serve it.
+func (lc *lconn) start() {
+	c := lc.c
+	q := &c.req
+	hb := c.buf[c.r : c.r+q.hlen]
+	if raw := (rawFields{head: hb, first: edge.FirstField(hb, q.head.Lead)}); q.head.Minor == 0 || raw.Get("Upgrade") != "" {
+		lc.handOver(fromBegin)
+		return
+	}
+	c.begin()
+	l := q.l
+	if q.body.kind != bodyNone || q.expect || q.expectOther || string(q.head.Target) == "*" ||
+		l.ACME != nil && c.isChallenge() || l.SharedLimits() {
+		lc.handOver(fromRoute)
+		return
+	}
+	if to := c.e.o.Timeouts.Write; to > 0 {
+		lc.writeBy = q.rec.Start.UnixNano() + int64(to)
+	}
+	lc.headBy = 0
+	lc.rearm()
+	c.consumeHead()
+	if status := c.resolve(&lc.ctx); status != 0 {
+		lc.answer(status, c.failAnswer(status, refusal(status), false))
+		return
+	}
+	if !lc.w.serves(q.t) {
+		lc.handOver(fromForward)
+		return
+	}
+	if d := q.t.Timeouts.Request; d > 0 {
+		q.deadline = q.rec.Start.Add(d)
+		lc.reqBy = q.deadline.UnixNano()
+		lc.rearm()
+	}
+	c.buildOutbound()
+	lc.att.Start(&q.rec, c)
+	lc.attempt(false)
+}
+
+// isChallenge reports an ACME HTTP-01 challenge request.
+func (c *h1conn) isChallenge() bool {
+	_, ok := c.challenge()
+	return ok
+}
+
+// serves reports whether the loop serves t's pool itself: HTTP/1.1 in the
+// clear, no PROXY header, every backend named by address.
+func (w *lworker) serves(t *proxy.Target) bool {
+	if ok, known := w.ups[t]; known {
+		return ok
+	}
+	ok := !t.Upstream.HTTP2 && t.Upstream.ProxyHeader == 0
+	for _, b := range t.Pool.Candidates() {
+		if ok && !w.addr(b).IsValid() {
+			ok = false
+		}
+	}
+	if len(w.ups) > 4096 {
+		clear(w.ups) // targets of old reloads
+	}
+	w.ups[t] = ok
+	return ok
+}
+
+// addr is b's address as the loop dials it (invalid: it cannot).
+func (w *lworker) addr(b *pool.Backend) netip.AddrPort {
+	if ap, ok := w.addrs[b]; ok {
+		return ap
+	}
+	var ap netip.AddrPort
+	if b.URL == nil || b.URL.Scheme == "http" {
+		ap, _ = netip.ParseAddrPort(b.Host)
+	}
+	if len(w.addrs) > 4096 {
+		clear(w.addrs)
+	}
+	w.addrs[b] = ap
+	return ap
+}
+
+// handOver hands the connection to a goroutine that serves the request
+// from stage from on, and the connection after it, as the goroutine engine
+// does.
+func (lc *lconn) handOver(from int) {
+	c := lc.c
+	w := lc.w
+	lc.closed = true
+	lc.timer.Stop()
+	if err := w.ev.Detach(lc.fd); err != nil {
+		lc.fail(err)
+		return
+	}
+	f := os.NewFile(uintptr(lc.fd), "")
+	nc, err := net.FileConn(f) // a duplicate, in Go's poller
+	f.Close()
+	if err != nil {
+		lc.orig.Close()
+		lc.finishClosed()
+		return
+	}
+	tcp, _ := nc.(*net.TCPConn)
+	c.nc = handed{nc, lc.orig}
+	c.tcp = tcp
+	c.rw = nil // serve takes one
+	if lc.off > 0 {
+		// Never: an answer is written before the next request starts.
+		c.out = c.out[lc.off:]
+	}
+	c.lc.Store(nil)
+	go c.serveFrom(from)
+}
+
+// handed is a connection handed over by a loop: closing it also closes
+// the connection it was accepted as (its max_connections slot).
+type handed struct {
+	net.Conn
+	orig net.Conn
+}
+
+func (h handed) Close() error {
+	err := h.Conn.Close()
+	h.orig.Close()
+	return err
+}
+
+func (h handed) NetConn() net.Conn { return h.Conn }
+
+func (h handed) TCP() *net.TCPConn { t, _ := h.Conn.(*net.TCPConn); return t }
+
+// answer queues an answer sluice made itself (o, in c.out) with status,
+// and ends the request once it is written.
+func (lc *lconn) answer(status int, o []byte) {
+	c := lc.c
+	c.out = o
+	lc.off = 0
+	c.req.rec.Status = status
+	lc.phase = lAnswered
+}
+
+// refuse answers a request the engine will not serve, then lingers and
+// closes, as h1conn.refuse does.
+func (lc *lconn) refuse(status int, reason string) {
+	c := lc.c
+	c.acquire()
+	q := &c.req
+	*q = h1req{l: c.e.o.View.Load()}
+	q.rec.Start = time.Now()
+	q.id = c.e.o.IDs.AppendNext(q.idb[:0])
+	c.out = c.failAnswer(status, reason, true)
+	q.rec.Status = status
+	c.finish()
+	lc.off = 0
+	q.closeAfter = true
+	lc.phase = lLinger
+	lc.headBy = lc.w.ev.Now() + int64(lingerTime)
+	lc.rearm()
+}
+
+// linger writes the refusal out, half-closes and reads what the client
+// still sends for lingerTime (or 256 KiB), so that its unread bytes do not
+// make the kernel reset the connection before the answer is read.
+func (lc *lconn) linger() {
+	c := lc.c
+	if lc.off < len(c.out) {
+		return // flush waits for the socket
+	}
+	if lc.off > 0 {
+		unix.Shutdown(lc.fd, unix.SHUT_WR)
+		lc.off = 0
+		c.out = c.out[:0]
+		c.r, c.w = 0, 0
+	}
+	for lc.Rd {
+		n, e := loop.Read(lc.fd, c.buf)
+		if e == unix.EAGAIN {
+			lc.Rd = false
+			return
+		}
+		c.w += n
+		if e != 0 || n == 0 || c.w > 256<<10 {
+			lc.close()
+			return
+		}
+		if n < len(c.buf) && !lc.Hup {
+			lc.Rd = false
+		}
+	}
+}
+
+// endRequest ends the request whose answer was written out: the core's
+// counters and access log, then the next request or the connection's end.
+// It reports whether to go on driving.
+func (lc *lconn) endRequest() bool {
+	c := lc.c
+	q := &c.req
+	c.finish()
+	lc.writeBy, lc.reqBy, lc.stepBy = 0, 0, 0
+	if q.abort || q.closeAfter || lc.gone {
+		lc.close()
+		return false
+	}
+	if c.r == c.w {
+		c.r, c.w = 0, 0
+	}
+	c.releaseOut()
+	c.out, lc.off = nil, 0
+	lc.phase = lIdle
+	if c.r < c.w {
+		return true // pipelined: served, even once Shutdown has begun
+	}
+	if !c.state.CompareAndSwap(connActive, connIdle) {
+		lc.close()
+		return false
+	}
+	if c.e.shutting.Load() && !lc.readable() && c.state.CompareAndSwap(connIdle, connClosed) {
+		lc.close()
+		return false
+	}
+	lc.headBy = 0
+	if d := c.e.o.Timeouts.Idle; d > 0 {
+		lc.headBy = lc.w.ev.Now() + int64(d)
+	}
+	lc.waitAt = lc.w.ev.Now()
+	lc.rearm()
+	return true
+}
+
+// readable reports whether bytes from the client wait in the kernel.
+func (lc *lconn) readable() bool {
+	n, _ := loop.Peek(lc.fd)
+	return n > 0
+}
+
+// flush writes what waits for the client; true when all is written.
+func (lc *lconn) flush() bool {
+	c := lc.c
+	for lc.off < len(c.out) {
+		if !lc.Wr {
+			return false
+		}
+		n, e := loop.Write(lc.fd, c.out[lc.off:])
+		if e == unix.EAGAIN {
+			lc.Wr = false
+			return false
+		}
+		if e != 0 {
+			lc.gone = true
+			c.req.closeAfter = true
+			lc.off = len(c.out)
+			return lc.phase != lExchange
+		}
+		lc.off += n
+	}
+	return true
+}
+
+// send queues b for the client after what waits, writing at once when
+// nothing does.
+func (lc *lconn) send(b []byte) {
+	c := lc.c
+	if lc.off == len(c.out) {
+		c.out, lc.off = c.out[:0], 0
+		for len(b) > 0 && lc.Wr {
+			n, e := loop.Write(lc.fd, b)
+			if e == unix.EAGAIN {
+				lc.Wr = false
+				break
+			}
+			if e != 0 {
+				lc.gone = true
+				c.req.closeAfter = true
+				return
+			}
+			b = b[n:]
+		}
+	}
+	c.out = append(c.out, b...)
+}
+
+// rearm sets the timer to the earliest deadline.
+func (lc *lconn) rearm() {
+	at := int64(0)
+	for _, d := range [...]int64{lc.headBy, lc.writeBy, lc.reqBy, lc.stepBy} {
+		if d != 0 && (at == 0 || d < at) {
+			at = d
+		}
+	}
+	if at == 0 {
+		lc.timer.Stop()
+		return
+	}
+	lc.w.ev.SetTimer(&lc.timer, lc, at)
+}
+
+// Expire handles the deadline that passed.
+func (lc *lconn) Expire(now int64) {
+	if lc.closed {
+		return
+	}
+	c := lc.c
+	switch {
+	case lc.writeBy != 0 && now >= lc.writeBy && lc.off < len(c.out):
+		lc.abort() // the client does not read its answer
+		return
+	case lc.phase == lIdle && lc.headBy != 0 && now >= lc.headBy:
+		if c.r < c.w && !c.e.shutting.Load() {
+			lc.refuse(408, "request header timeout")
+			lc.drive()
+			return
+		}
+		lc.close()
+		return
+	case lc.phase == lLinger && now >= lc.headBy:
+		lc.close()
+		return
+	case lc.reqBy != 0 && now >= lc.reqBy:
+		lc.timeout(proxy.ErrRequestTimeout)
+		lc.drive()
+		return
+	case lc.stepBy != 0 && now >= lc.stepBy:
+		lc.stepExpired()
+		lc.drive()
+		return
+	}
+	lc.rearm()
+}
+
+// abort closes the connection at once, ending what is in progress.
+func (lc *lconn) abort() {
+	if lc.closed {
+		return
+	}
+	if lc.phase == lExchange || lc.phase == lQueued || lc.phase == lBackoff {
+		lc.gone = true
+		lc.clientGone()
+	}
+	lc.close()
+}
+
+// close closes the connection: the exchange's backend connection, if one
+// is in use, and the socket.
+func (lc *lconn) close() {
+	if lc.closed {
+		return
+	}
+	lc.closed = true
+	lc.timer.Stop()
+	if u := lc.x.u; u != nil {
+		lc.x.u = nil
+		u.lc = nil
+		u.close()
+	}
+	if lc.queued {
+		lc.queued = false
+		lc.att.GiveUp(&lc.ctx, context.Canceled)
+	}
+	lc.w.ev.CloseFD(lc.fd)
+	lc.orig.Close()
+	lc.finishClosed()
+}
+
+// finishClosed ends the connection's bookkeeping once its socket is
+// closed.
+func (lc *lconn) finishClosed() {
+	c := lc.c
+	c.state.Store(connClosed)
+	c.r = c.w
+	c.release()
+	c.e.forget(c) // first: Close no longer finds it
+	c.lc.Store(nil)
+	c.e.wg.Done()
+}
+
+// fail closes a connection the loop could not hand over.
+func (lc *lconn) fail(err error) {
+	lc.c.e.o.Logger.Error("engine: a loop could not hand a connection over; it was closed", "error", err)
+	lc.closed = false
+	lc.close()
+}
+
+// closeIfIdle and closeNow are Shutdown's and Close's, run on the loop.
+func (lc *lconn) closeIfIdle(fresh bool) {
+	c := lc.c
+	if lc.closed || !fresh && !c.served.Load() || lc.phase != lIdle || c.r < c.w || lc.readable() {
+		return
+	}
+	if c.state.CompareAndSwap(connIdle, connClosed) {
+		lc.close()
+	}
+}
+
+// lctx is a request's context on a loop, for the core's calls that take
+// one: its deadline is the pool's request timeout, and it is cancelled
+// when the client goes. It has no Done channel: nothing on a loop waits.
+type lctx struct{ lc *lconn }
+
+func (x *lctx) Deadline() (time.Time, bool) {
+	d := x.lc.c.req.deadline
+	return d, !d.IsZero()
+}
+
+func (x *lctx) Done() <-chan struct{} { return nil }
+
+func (x *lctx) Err() error {
+	if x.lc.gone {
+		return context.Canceled
+	}
+	if d := x.lc.c.req.deadline; !d.IsZero() && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+func (x *lctx) Value(any) any { return nil }
+
+var _ context.Context = (*lctx)(nil)
+
+// post runs fn on the connection's loop (Shutdown's and Close's work).
+func (lc *lconn) post(fn func()) { lc.w.ev.Post(fn) }

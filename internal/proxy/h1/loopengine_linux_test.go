@@ -1,0 +1,61 @@
+package h1
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// TestLoopClientGoneFreesItsPlace: on a loop, a client that goes away
+// while its request waits in the pool's queue leaves the queue, and one
+// that goes away while its request waits for the backend's answer gives
+// the backend's slot back at once (the backend connection is closed): the
+// goroutine engine notices either only when it writes the answer.
+func TestLoopClientGoneFreesItsPlace(t *testing.T) {
+	arrived := make(chan struct{}, 4)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			arrived <- struct{}{}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			case <-time.After(10 * time.Second):
+			}
+		}
+		io.WriteString(w, "ok "+r.URL.Path)
+	})
+	s := defaultSetup()
+	s.OnLoops = true
+	s.PerBackend, s.MaxQueue, s.QueueTimeout = 1, 10, 5*time.Second
+	env := startEngine(t, s, srv.URL)
+	lim := &env.pool.Limit
+	b := env.backend[0]
+
+	reset := func(c *testClient) {
+		c.nc.(*net.TCPConn).SetLinger(0) // a reset: the client is gone both ways
+		c.nc.Close()
+	}
+	a := dialClient(t, env.addr)
+	a.write("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	recv(t, arrived, "the slow request to reach the backend")
+	waiting := dialClient(t, env.addr)
+	waiting.write("GET /queued HTTP/1.1\r\nHost: x\r\n\r\n")
+	waitFor(t, "the second request to queue", func() bool { return lim.Queued() == 1 })
+	reset(waiting)
+	waitFor(t, "the queue to empty once its client went", func() bool { return lim.Queued() == 0 })
+	if got := b.InFlight.Load(); got != 1 {
+		t.Fatalf("%d requests in flight on the backend, want 1 (the slow one)", got)
+	}
+	reset(a)
+	waitFor(t, "the slot to come back once the slow request's client went", func() bool { return b.InFlight.Load() == 0 })
+
+	c := dialClient(t, env.addr)
+	if resp, body := c.get("/after"); resp.StatusCode != 200 || string(body) != "ok /after" {
+		t.Fatalf("a request after both left: %d %q, want 200 \"ok /after\"", resp.StatusCode, body)
+	}
+}

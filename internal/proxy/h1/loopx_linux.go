@@ -1,0 +1,527 @@
+package h1
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/sluice-lb/sluice/internal/edge"
+	"github.com/sluice-lb/sluice/internal/loop"
+	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/proxy"
+	"golang.org/x/sys/unix"
+)
+
+// lexch is one attempt of a request on a loop: its backend connection and
+// the response as it is relayed.
+type lexch struct {
+	u         *lup
+	b         *pool.Backend
+	start     int64 // when the attempt began (loop clock)
+	connected bool  // the connection is up (connect measured)
+	connect   time.Duration
+	ooff      int // bytes of the outbound head written
+	sent      bool
+	gotByte   bool // a response byte came
+	gotHead   bool // the final response head went to the client
+	rh        edge.ResponseHead
+	mode      int
+	left      int64 // outFixed: body bytes still to relay
+	ck        edge.Chunked
+}
+
+var (
+	errUnexpected  = errors.New("backend switched protocols for a request that did not ask it to")
+	errClientGone  = errors.New("the client went away")
+	errHeadTooLong = errors.New("response head larger than the backend read buffer")
+)
+
+// attempt begins the next attempt: on a backend with a free slot, or in
+// the pool's queue; woken: a queue wake-up came.
+func (lc *lconn) attempt(woken bool) {
+	var b *pool.Backend
+	var full bool
+	if woken {
+		b, full = lc.att.Woken()
+	} else {
+		b, full = lc.att.Next()
+	}
+	if full {
+		if lc.wake == nil {
+			woke := lc.woke
+			lc.wake = func() { lc.w.ev.Post(woke) }
+		}
+		dl, err := lc.att.Queue(&lc.waiter, lc.wake)
+		if err != nil {
+			lc.forwarded(lc.att.GiveUp(&lc.ctx, err))
+			return
+		}
+		lc.queued = true
+		lc.phase = lQueued
+		lc.stepBy = dl.UnixNano()
+		lc.rearm()
+		return
+	}
+	if b == nil {
+		lc.forwarded(lc.att.Result())
+		return
+	}
+	lc.exchange(b)
+}
+
+// woke runs on the loop when the pool's queue woke the request.
+func (lc *lconn) woke() {
+	if lc.closed || !lc.queued {
+		return // it gave up meanwhile, and the wake-up went on
+	}
+	lc.queued = false
+	lc.stepBy = 0
+	lc.attempt(true)
+	lc.drive()
+}
+
+// exchange begins the attempt on b over an idle connection or a new one.
+func (lc *lconn) exchange(b *pool.Backend) {
+	x := &lc.x
+	t := lc.c.req.t
+	now := lc.w.ev.Now()
+	*x = lexch{b: b, start: now}
+	lc.c.req.header = 0
+	lc.phase = lExchange
+	if !lc.connect() {
+		return
+	}
+	if x.u.connecting {
+		if d := t.Timeouts.Connect; d > 0 {
+			lc.stepBy = now + int64(d)
+		}
+	} else {
+		lc.connected()
+	}
+	lc.rearm()
+}
+
+// connect gives the attempt a connection to its backend: an idle one, or
+// a new one being dialled. False when the dial failed (the attempt is
+// done).
+func (lc *lconn) connect() bool {
+	x := &lc.x
+	u, err := lc.w.get(x.b, lc.c.req.t)
+	if err != nil {
+		lc.attemptDone(proxy.Outcome{Class: proxy.ConnectFailure, Err: &proxy.DialError{Err: err}})
+		return false
+	}
+	x.u, u.lc = u, lc
+	x.ooff, x.sent, x.gotByte = 0, false, false
+	return true
+}
+
+// connected notes that the attempt's connection is up: the response head
+// is due by response_header from the attempt's start.
+func (lc *lconn) connected() {
+	x := &lc.x
+	x.connected = true
+	if !x.u.reused {
+		x.connect = time.Duration(lc.w.ev.Now() - x.start)
+	}
+	lc.stepBy = 0
+	if d := lc.c.req.t.Timeouts.ResponseHeader; d > 0 {
+		lc.stepBy = x.start + int64(d)
+	}
+	lc.rearm()
+}
+
+// again replaces a reused connection that turned out closed or stray
+// before any response byte, for a replayable request: not an attempt of
+// its own, as in the goroutine engine (Send).
+func (lc *lconn) again(u *lup) bool {
+	x := &lc.x
+	if !u.reused || x.gotByte || !lc.c.Replayable() {
+		return false
+	}
+	x.u, u.lc = nil, nil
+	u.close()
+	if lc.connect() && x.u.connecting {
+		if d := lc.c.req.t.Timeouts.Connect; d > 0 {
+			lc.stepBy = lc.w.ev.Now() + int64(d)
+			lc.rearm()
+		}
+		x.connected = false
+	}
+	return true
+}
+
+// pump moves the exchange on: connect, send the request, read the
+// response head, relay the body. It reports whether the phase changed (go
+// on driving); false: wait for an event.
+func (lc *lconn) pump() bool {
+	x := &lc.x
+	c := lc.c
+	q := &c.req
+	for {
+		u := x.u
+		if lc.gone {
+			lc.clientGone()
+			return true
+		}
+		if u.connecting {
+			return false
+		}
+		if u.failed && !x.connected {
+			x.u, u.lc = nil, nil
+			u.close()
+			lc.attemptDone(proxy.Outcome{Class: proxy.ConnectFailure, Err: &proxy.DialError{Err: u.err}})
+			return true
+		}
+		if !x.connected {
+			lc.connected()
+		}
+		if !x.sent {
+			if x.ooff == 0 && u.reused && !u.silent() {
+				if lc.again(u) {
+					continue
+				}
+				return lc.upFailed(errStray)
+			}
+			head := c.out[:q.outHead]
+			n, e := loop.Write(u.fd, head[x.ooff:])
+			switch {
+			case e == unix.EAGAIN:
+				u.Wr = false
+				return false
+			case e != 0:
+				if x.ooff == 0 && lc.again(u) {
+					continue
+				}
+				return lc.upFailed(e)
+			}
+			if x.ooff += n; x.ooff < len(head) {
+				u.Wr = false
+				return false
+			}
+			x.sent = true
+		}
+		if x.gotHead {
+			// Relay no more while the client has not taken what it got.
+			if lc.off < len(c.out) && !lc.flush() {
+				if lc.gone {
+					continue
+				}
+				return false
+			}
+			if lc.relay() {
+				return true
+			}
+		} else if u.r < u.wr {
+			n, err := edge.ParseResponseHead(u.buf[u.r:u.wr], &x.rh)
+			if err != nil {
+				return lc.upFailed(err)
+			}
+			if n > 0 {
+				if lc.head(n) {
+					return true
+				}
+				continue
+			}
+		}
+		switch u.fill() {
+		case fillWait:
+			return false
+		case fillFull:
+			return lc.upFailed(errHeadTooLong)
+		case fillEOF:
+			if x.gotHead && x.mode == outChunkEncode {
+				lc.send([]byte("0\r\n\r\n"))
+				x.u, u.lc = nil, nil
+				u.close()
+				lc.delivered(nil)
+				return true
+			}
+			if !x.gotByte && lc.again(u) {
+				continue
+			}
+			err := error(io.ErrUnexpectedEOF)
+			if u.err != nil {
+				err = u.err
+			}
+			return lc.upFailed(err)
+		}
+		x.gotByte = true
+	}
+}
+
+// head handles the response head of n bytes at u.buf[u.r:]: an interim
+// one is dropped, a retryable status ends the attempt, and the final head
+// goes to the client. It reports whether the attempt ended.
+func (lc *lconn) head(n int) bool {
+	x := &lc.x
+	u := x.u
+	c := lc.c
+	q := &c.req
+	rh := &x.rh
+	if rh.Status < 200 && rh.Status != 101 {
+		u.r += n // interim responses are dropped, as net/http's Transport does
+		return false
+	}
+	q.header = time.Duration(lc.w.ev.Now() - x.start)
+	x.b.Stats.ObserveLatency(q.header)
+	lc.stepBy = 0 // response_header is met
+	lc.rearm()
+	if rh.Status == 101 {
+		return lc.upFailed(fmt.Errorf("%w (%q)", errUnexpected, rh.Upgrade))
+	}
+	t := q.t
+	if canRetry := lc.att.CanRetry(); canRetry && slices.Contains(t.Retries.OnStatus, rh.Status) {
+		ra, _ := (&rawFields{head: u.buf[u.r : u.r+n], first: rh.First}).Value("Retry-After", 0)
+		retryAfter := proxy.ParseRetryAfter(ra)
+		if t.RetryOnStatus(rh.Status, retryAfter, c, canRetry) {
+			u.r += n
+			x.u, u.lc = nil, nil
+			switch {
+			case rh.Close:
+				u.close()
+			case edge.NoBody(q.isHead, rh.Status):
+				u.release()
+			case !rh.Chunked && rh.ContentLength >= 0 && rh.ContentLength <= int64(u.wr-u.r):
+				u.r += int(rh.ContentLength)
+				u.release()
+			default:
+				u.close()
+			}
+			lc.attemptDone(proxy.Outcome{Class: proxy.RetryStatus, Status: rh.Status, RetryAfter: retryAfter})
+			return true
+		}
+	}
+	head := u.buf[u.r : u.r+n]
+	u.r += n
+	x.mode = c.responseMode(rh)
+	if c.e.shutting.Load() {
+		q.closeAfter = true // once Shutdown has begun, no answer keeps the connection
+	}
+	c.out = c.appendResponseHead(c.out[:0], head, rh, x.mode, x.b)
+	lc.off = 0
+	x.gotHead = true
+	switch x.mode {
+	case outFixed:
+		x.left = rh.ContentLength
+	case outChunked:
+		x.ck = edge.NewChunked(edge.Limits{MaxHeaderBytes: edge.MaxResponseHeaderBytes, MaxHeaders: 1000})
+	}
+	return lc.relay()
+}
+
+// relay passes on the response body bytes at u.buf[u.r:u.wr]; it reports
+// whether the response ended (the attempt is done).
+func (lc *lconn) relay() bool {
+	x := &lc.x
+	u := x.u
+	q := &lc.c.req
+	avail := u.buf[u.r:u.wr]
+	m := len(avail)
+	done := false
+	switch x.mode {
+	case outNone:
+		m, done = 0, true
+	case outFixed:
+		m = int(min(int64(m), x.left))
+		x.left -= int64(m)
+		done = x.left == 0
+	case outChunked:
+		n, d, err := x.ck.Feed(avail)
+		if err != nil {
+			return lc.bodyFailed(err)
+		}
+		m, done = n, d
+	case outChunkEncode:
+		if m > 0 {
+			var size [20]byte
+			h := strconv.AppendInt(size[:0], int64(m), 16)
+			lc.send(append(h, '\r', '\n'))
+		}
+	}
+	if m > 0 {
+		lc.send(avail[:m])
+		if x.mode == outChunkEncode {
+			lc.send(crlf)
+		}
+		u.r += m
+		q.rec.Bytes += int64(m)
+	}
+	if u.r == u.wr {
+		u.r, u.wr = 0, 0
+	}
+	if !done {
+		return false
+	}
+	x.u, u.lc = nil, nil
+	if x.rh.Close || u.r < u.wr {
+		// Bytes past the response's framing are no one's: the
+		// connection goes.
+		u.close()
+	} else {
+		u.release()
+	}
+	lc.delivered(nil)
+	return true
+}
+
+// delivered ends an attempt whose response went to the client (whole, or
+// broken off by err).
+func (lc *lconn) delivered(err error) {
+	o := proxy.Outcome{Class: proxy.Done, Status: lc.x.rh.Status, Err: err}
+	if err != nil {
+		lc.c.req.abort = true
+	}
+	lc.attemptDone(o)
+}
+
+// bodyFailed ends an attempt whose response body broke off after its head
+// went to the client: the client's connection ends unfinished.
+func (lc *lconn) bodyFailed(err error) bool {
+	x := &lc.x
+	if u := x.u; u != nil {
+		x.u, u.lc = nil, nil
+		u.close()
+	}
+	lc.delivered(err)
+	return true
+}
+
+// upFailed ends an attempt whose backend connection failed: before the
+// response head, a Reset; after it, the client's connection ends.
+func (lc *lconn) upFailed(err error) bool {
+	x := &lc.x
+	if x.gotHead {
+		return lc.bodyFailed(err)
+	}
+	if u := x.u; u != nil {
+		x.u, u.lc = nil, nil
+		u.close()
+	}
+	lc.attemptDone(proxy.Outcome{Class: proxy.Reset, Err: err})
+	return true
+}
+
+// attemptDone accounts for the attempt's outcome and goes on as the core
+// decides: another attempt (now or after a backoff), or the answer.
+func (lc *lconn) attemptDone(o proxy.Outcome) {
+	x := &lc.x
+	o.Connect, o.Header = x.connect, lc.c.req.header
+	lc.stepBy = 0
+	again, backoff := lc.att.Done(&lc.ctx, x.b, o)
+	if !again {
+		lc.forwarded(lc.att.Result())
+		return
+	}
+	if backoff > 0 {
+		lc.phase = lBackoff
+		lc.stepBy = lc.w.ev.Now() + int64(backoff)
+		lc.rearm()
+		return
+	}
+	lc.attempt(false)
+}
+
+// forwarded ends the core's part with res: the response went to the
+// client, or sluice answers for the backend.
+func (lc *lconn) forwarded(res proxy.Result) {
+	c := lc.c
+	q := &c.req
+	q.rec.Result = res
+	lc.stepBy, lc.reqBy = 0, 0
+	lc.rearm()
+	lc.phase = lAnswered
+	if res.Class == proxy.Done {
+		q.rec.Status = res.Status
+		return
+	}
+	status, gone, closeConn := proxy.Failed(res, q.t, c.e.o.Logger, bstr(q.id))
+	q.rec.Status = status
+	if gone {
+		q.closeAfter = true
+		c.out, lc.off = c.out[:0], 0
+		return
+	}
+	lc.answer(status, c.failAnswer(status, proxy.StatusText(status), closeConn))
+}
+
+// stepExpired handles the phase's own deadline: the queue's timeout, the
+// end of a backoff, the connect or response_header timeout.
+func (lc *lconn) stepExpired() {
+	lc.stepBy = 0
+	switch lc.phase {
+	case lQueued:
+		lc.queued = false
+		lc.forwarded(lc.att.GiveUp(&lc.ctx, pool.ErrQueueTimeout))
+	case lBackoff:
+		lc.attempt(false)
+	case lExchange:
+		x := &lc.x
+		if x.gotHead {
+			return
+		}
+		if u := x.u; u != nil {
+			x.u, u.lc = nil, nil
+			u.close()
+			if u.connecting {
+				lc.attemptDone(proxy.Outcome{Class: proxy.ConnectFailure,
+					Err: &proxy.DialError{Err: fmt.Errorf("dial tcp %s: %w", x.b.Host, context.DeadlineExceeded)}})
+				return
+			}
+		}
+		lc.attemptDone(proxy.Outcome{Class: proxy.Timeout, Err: proxy.ErrHeaderTimeout})
+	}
+}
+
+// timeout handles the pool's request timeout (err) in whatever phase the
+// request is.
+func (lc *lconn) timeout(err error) {
+	lc.reqBy = 0
+	switch lc.phase {
+	case lQueued:
+		lc.queued = false
+		lc.forwarded(lc.att.GiveUp(&lc.ctx, err))
+	case lBackoff:
+		lc.forwarded(lc.att.Result())
+	case lExchange:
+		x := &lc.x
+		if x.gotHead {
+			lc.bodyFailed(err)
+			return
+		}
+		if u := x.u; u != nil {
+			x.u, u.lc = nil, nil
+			u.close()
+		}
+		lc.attemptDone(proxy.Outcome{Class: proxy.Timeout, Err: err})
+	}
+}
+
+// clientGone ends what the request waits for once its client went away:
+// its place in the queue, its backoff, or its exchange (the backend
+// connection is closed, as the response has no one to go to).
+func (lc *lconn) clientGone() {
+	switch lc.phase {
+	case lQueued:
+		lc.queued = false
+		lc.forwarded(lc.att.GiveUp(&lc.ctx, errClientGone))
+	case lBackoff:
+		lc.forwarded(lc.att.Result())
+	case lExchange:
+		x := &lc.x
+		if u := x.u; u != nil {
+			x.u, u.lc = nil, nil
+			u.close()
+		}
+		if x.gotHead {
+			lc.delivered(errClientGone)
+			return
+		}
+		lc.attemptDone(proxy.Outcome{Class: proxy.ClientGone, Err: errClientGone})
+	}
+	lc.c.req.closeAfter = true
+}
