@@ -17,6 +17,8 @@
 #   PROFILE=1        afterwards, per target but nginx1: `perf stat` (system calls by kind, context switches,
 #                    CPU per request) over a wrk c=50 run of PROFILE_SECS [8] s, then
 #                    `perf record -e cpu-clock -g` under the same load (bench/perfsplit.awk)
+#   LOOP=1           also run sluice-loop: the same config as sluice with `engine: loop` (its
+#                    HTTP/1.1 engine on event loops, internal/loop), 127.0.0.1:8093, admin :19193
 #   BASELINE []      a git revision (e.g. 0b8fec8): also build sluice at that
 #                    revision (git archive into /tmp/bench/base, binary
 #                    /tmp/bench/bin/sluice-base) and run it as the extra target
@@ -53,6 +55,10 @@ TARGETS=(haproxy1=http://127.0.0.1:8081/ nginx1=http://127.0.0.1:8083/ sluice=ht
 ADDRS=(127.0.0.1:8081 127.0.0.1:8083 127.0.0.1:8090 127.0.0.1:8091)
 STARTED="sluice sluice-std haproxy1 nginx1 backend-9001 backend-9002 backend-9003"
 STOP_MSG="bench: stopped sluice, peers and backends"
+if [[ ${LOOP:-0} == 1 ]]; then
+  NAMES+=(sluice-loop); TARGETS+=(sluice-loop=http://127.0.0.1:8093/); ADDRS+=(127.0.0.1:8093)
+  STARTED="sluice-loop $STARTED"
+fi
 if [[ -n $BASELINE ]]; then
   BASE_REV=$(commit_of BASELINE "$BASELINE")
   # last, so that the chart keeps its colours for the other four
@@ -64,7 +70,7 @@ fi
 require haproxy nginx wrk hey curl
 [[ $PROFILE == 1 ]] && require perf:linux-perf
 ports_free "is another benchmark running? (../shared/bench/stop-peers.sh)" \
-  9001 9002 9003 8081 8083 8090 8091 8092 19190 19191 19192
+  9001 9002 9003 8081 8083 8090 8091 8092 8093 19190 19191 19192 19193
 [[ -n $BASE_REV ]] && CLEANUP_RM=("$BASE_SRC")
 stop_on_exit
 
@@ -103,6 +109,10 @@ sed -e 's/127.0.0.1:8090/127.0.0.1:8091/' -e 's/127.0.0.1:19190/127.0.0.1:19191/
 "$BIN_DIR/sluice" validate -config "$LAST/sluice.yaml"
 "$BIN_DIR/sluice" validate -config "$LAST/sluice-std.yaml"
 grep -q 'engine: std' "$LAST/sluice-std.yaml"
+sed -e 's/127.0.0.1:8090/127.0.0.1:8093/' -e 's/127.0.0.1:19190/127.0.0.1:19193/' \
+  -e 's/^    pool: web$/    pool: web\n    engine: loop/' "$LAST/sluice.yaml" >"$LAST/sluice-loop.yaml"
+"$BIN_DIR/sluice" validate -config "$LAST/sluice-loop.yaml"
+grep -q 'engine: loop' "$LAST/sluice-loop.yaml"
 if [[ -n $BASE_REV ]]; then
   sed -e 's/127.0.0.1:8090/127.0.0.1:8092/' -e 's/127.0.0.1:19190/127.0.0.1:19192/' "$LAST/sluice.yaml" >"$LAST/sluice-base.yaml"
   "$BIN_DIR/sluice-base" validate -config "$LAST/sluice-base.yaml"
@@ -112,6 +122,7 @@ log "starting backends + haproxy1 + nginx1 (unpinned) and sluice"
 PEERS="haproxy1 nginx1" "$SHARED/start-peers.sh" unpinned
 "$SHARED/start-one.sh" sluice -- "$BIN_DIR/sluice" run -config "$LAST/sluice.yaml"
 "$SHARED/start-one.sh" sluice-std -- "$BIN_DIR/sluice" run -config "$LAST/sluice-std.yaml"
+[[ ${LOOP:-0} == 1 ]] && "$SHARED/start-one.sh" sluice-loop -- "$BIN_DIR/sluice" run -config "$LAST/sluice-loop.yaml"
 [[ -n $BASE_REV ]] && "$SHARED/start-one.sh" sluice-base -- "$BIN_DIR/sluice-base" run -config "$LAST/sluice-base.yaml"
 sleep 0.5
 urls=(); for a in "${ADDRS[@]}"; do urls+=("http://$a/"); done
