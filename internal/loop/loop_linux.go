@@ -82,8 +82,8 @@ type Loop struct {
 	defers []Flusher
 
 	mu       sync.Mutex // guards inbox and closed
-	inbox    []func()
-	spare    []func()
+	inbox    []posted
+	spare    []posted
 	closed   bool
 	stopping atomic.Bool
 }
@@ -186,15 +186,26 @@ func (l *Loop) SetTimer(t *Timer, e Expirer, when int64) { l.wheel.set(t, e, whe
 // The caller keeps f from being deferred twice in one wake-up.
 func (l *Loop) Defer(f Flusher) { l.defers = append(l.defers, f) }
 
+// posted is work for the loop from another goroutine, and the handler it
+// is for (nil: none), which a panic in it ends.
+type posted struct {
+	h  Handler
+	fn func()
+}
+
 // Post runs fn on the loop, soon; it may be called from any goroutine.
 // False when the loop is closed (fn will not run).
-func (l *Loop) Post(fn func()) bool {
+func (l *Loop) Post(fn func()) bool { return l.PostTo(nil, fn) }
+
+// PostTo is Post for work on h's behalf: a panic in fn ends h (Fail), as
+// one in its Event does.
+func (l *Loop) PostTo(h Handler, fn func()) bool {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
 		return false
 	}
-	l.inbox = append(l.inbox, fn)
+	l.inbox = append(l.inbox, posted{h, fn})
 	first := len(l.inbox) == 1
 	l.mu.Unlock()
 	if first {
@@ -219,9 +230,9 @@ func (h inboxHandler) Event(Events) {
 	fns := l.inbox
 	l.inbox = l.spare[:0]
 	l.mu.Unlock()
-	for i, fn := range fns {
-		fns[i] = nil
-		l.safely(nil, fn)
+	for i, p := range fns {
+		fns[i] = posted{}
+		l.safely(p.h, p.fn)
 	}
 	l.spare = fns[:0]
 }

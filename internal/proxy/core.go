@@ -259,6 +259,16 @@ type Attempts struct {
 	w      *pool.Waiter  // the request's place in the queue; nil: not queued
 	since  time.Time     // when the wait began; zero: no wait under way
 	ended  bool          // the wait ended the attempts (res is final)
+	late   bool          // GiveUp found the request woken: its wake is on its way
+}
+
+// WakeComing reports, once, that the last GiveUp found the request woken
+// already: its wake callback runs (or ran) all the same, and the codec must
+// ignore it, also when the same Waiter has queued again since.
+func (x *Attempts) WakeComing() bool {
+	late := x.late
+	x.late = false
+	return late
 }
 
 // Start begins the attempts for r (r.Target and r.Info from Resolve).
@@ -351,7 +361,7 @@ func (x *Attempts) Woken() (b *pool.Backend, full bool) {
 func (x *Attempts) GiveUp(ctx context.Context, err error) Result {
 	if w := x.w; w != nil {
 		x.w = nil
-		x.r.Target.Pool.Limit.Cancel(w)
+		x.late = !x.r.Target.Pool.Limit.Cancel(w)
 	}
 	x.waited()
 	return x.unqueued(ctx, err)

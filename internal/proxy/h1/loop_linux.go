@@ -31,6 +31,7 @@ import (
 	"runtime"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/sluice-lb/sluice/internal/edge"
 	"github.com/sluice-lb/sluice/internal/loop"
@@ -61,7 +62,7 @@ func NewLoops(n int, log *slog.Logger) (*Loops, error) {
 	ls := &Loops{g: g, log: log}
 	for _, l := range g.Loops {
 		ls.ws = append(ls.ws, &lworker{ev: l, idle: map[*pool.Backend][]*lup{}, addrs: map[*pool.Backend]netip.AddrPort{},
-			ups: map[*proxy.Target]bool{}, bufs: loop.Bufs{Size: upBufSize, Max: 1024}})
+			ups: map[*proxy.Target]served{}, bufs: loop.Bufs{Size: upBufSize, Max: 1024}})
 	}
 	return ls, nil
 }
@@ -82,7 +83,7 @@ type lworker struct {
 	// a host name, which the loop does not resolve).
 	addrs map[*pool.Backend]netip.AddrPort
 	// ups caches whether the loop can serve a target's pool itself.
-	ups  map[*proxy.Target]bool
+	ups  map[*proxy.Target]served
 	bufs loop.Bufs // backend connections' read buffers (upBufSize)
 }
 
@@ -123,7 +124,7 @@ func (ls *Loops) take(c *h1conn) *lconn {
 
 // enter hands the connection to its loop, once it is the engine's.
 func (lc *lconn) enter() {
-	if !lc.w.ev.Post(lc.adopt) {
+	if !lc.w.ev.PostTo(lc, lc.adopt) {
 		c := lc.c
 		lc.discard()
 		c.e.forget(c)
@@ -158,7 +159,10 @@ type lconn struct {
 	phase  int
 	closed bool
 	gone   bool // the client's socket failed or closed both ways
-	off    int  // c.out[off:] waits for the client's socket
+	// late: timeouts.write passed with the answer not begun; the first
+	// write the socket does not take whole then ends the connection.
+	late bool
+	off  int // c.out[off:] waits for the client's socket (see pending)
 	// timer is the connection's one timer, set to the earliest of the
 	// deadlines below (nanoseconds on the loop's clock; 0: none).
 	timer   loop.Timer
@@ -171,6 +175,7 @@ type lconn struct {
 	att     proxy.Attempts
 	waiter  pool.Waiter
 	queued  bool   // waiter is in the pool's queue
+	stale   int    // wake-ups still to come for waits given up (Attempts.WakeComing)
 	wake    func() // posts the queue's wake-up to the loop (made once)
 	x       lexch
 }
@@ -362,20 +367,30 @@ func (c *h1conn) isChallenge() bool {
 // serves reports whether the loop serves t's pool itself: HTTP/1.1 in the
 // clear, no PROXY header, every backend named by address.
 func (w *lworker) serves(t *proxy.Target) bool {
-	if ok, known := w.ups[t]; known {
-		return ok
+	bs := t.Pool.Backends() // a new slice whenever the membership changes
+	d := served{unsafe.SliceData(bs), len(bs), false}
+	if got, known := w.ups[t]; known && got.data == d.data && got.n == d.n {
+		return got.ok
 	}
-	ok := !t.Upstream.HTTP2 && t.Upstream.ProxyHeader == 0
-	for _, b := range t.Pool.Candidates() {
-		if ok && !w.addr(b).IsValid() {
-			ok = false
+	d.ok = !t.Upstream.HTTP2 && t.Upstream.ProxyHeader == 0
+	for _, b := range bs {
+		if d.ok && !w.addr(b).IsValid() {
+			d.ok = false
 		}
 	}
 	if len(w.ups) > 4096 {
 		clear(w.ups) // targets of old reloads
 	}
-	w.ups[t] = ok
-	return ok
+	w.ups[t] = d
+	return d.ok
+}
+
+// served is what serves decided for a target's pool, and the backends it
+// decided for.
+type served struct {
+	data **pool.Backend
+	n    int
+	ok   bool
 }
 
 // addr is b's address as the loop dials it (invalid: it cannot).
@@ -418,6 +433,9 @@ func (lc *lconn) handOver(from int) {
 	c.nc = handed{nc, lc.orig}
 	c.tcp = tcp
 	c.rw = nil // serve takes one
+	if to := c.e.o.Timeouts.Write; to > 0 && from != fromBegin {
+		c.nc.SetWriteDeadline(c.req.rec.Start.Add(to)) // begin ran on the loop, without it
+	}
 	if lc.off > 0 {
 		// Never: an answer is written before the next request starts.
 		c.out = c.out[lc.off:]
@@ -510,7 +528,7 @@ func (lc *lconn) endRequest() bool {
 	c := lc.c
 	q := &c.req
 	c.finish()
-	lc.writeBy, lc.reqBy, lc.stepBy = 0, 0, 0
+	lc.writeBy, lc.reqBy, lc.stepBy, lc.late = 0, 0, 0, false
 	if q.abort || q.closeAfter || lc.gone {
 		lc.close()
 		return false
@@ -522,7 +540,10 @@ func (lc *lconn) endRequest() bool {
 	c.out, lc.off = nil, 0
 	lc.phase = lIdle
 	if c.r < c.w {
-		return true // pipelined: served, even once Shutdown has begun
+		// Pipelined: served, even once Shutdown has begun; read_header
+		// counts from now.
+		lc.waitAt = lc.w.ev.Now()
+		return true
 	}
 	if !c.state.CompareAndSwap(connActive, connIdle) {
 		lc.close()
@@ -550,6 +571,9 @@ func (lc *lconn) readable() bool {
 // flush writes what waits for the client; true when all is written.
 func (lc *lconn) flush() bool {
 	c := lc.c
+	if lc.off < len(c.out) && lc.tooLate() {
+		return lc.phase != lExchange
+	}
 	for lc.off < len(c.out) {
 		if !lc.Wr {
 			return false
@@ -557,6 +581,9 @@ func (lc *lconn) flush() bool {
 		n, e := loop.Write(lc.fd, c.out[lc.off:])
 		if e == unix.EAGAIN {
 			lc.Wr = false
+			if lc.tooLate() {
+				return lc.phase != lExchange
+			}
 			return false
 		}
 		if e != 0 {
@@ -570,16 +597,34 @@ func (lc *lconn) flush() bool {
 	return true
 }
 
+// tooLate ends a connection that writes its answer once timeouts.write
+// has passed: as the goroutine engine's write deadline fails the write.
+func (lc *lconn) tooLate() bool {
+	if lc.late {
+		lc.gone = true
+		lc.c.req.closeAfter = true
+		lc.c.req.abort = true
+		lc.off = len(lc.c.out)
+	}
+	return lc.late
+}
+
 // send queues b for the client after what waits, writing at once when
 // nothing does.
 func (lc *lconn) send(b []byte) {
 	c := lc.c
+	if lc.tooLate() {
+		return
+	}
 	if lc.off == len(c.out) {
 		c.out, lc.off = c.out[:0], 0
 		for len(b) > 0 && lc.Wr {
 			n, e := loop.Write(lc.fd, b)
 			if e == unix.EAGAIN {
 				lc.Wr = false
+				if lc.tooLate() {
+					return
+				}
 				break
 			}
 			if e != 0 {
@@ -591,6 +636,21 @@ func (lc *lconn) send(b []byte) {
 		}
 	}
 	c.out = append(c.out, b...)
+}
+
+// pending reports whether bytes of the answer wait for the client's
+// socket (before the answer, c.out holds the request's outbound head).
+func (lc *lconn) pending() bool {
+	switch lc.phase {
+	case lAnswered, lLinger:
+	case lExchange:
+		if !lc.x.gotHead {
+			return false
+		}
+	default:
+		return false
+	}
+	return lc.off < len(lc.c.out)
 }
 
 // rearm sets the timer to the earliest deadline.
@@ -615,9 +675,13 @@ func (lc *lconn) Expire(now int64) {
 	}
 	c := lc.c
 	switch {
-	case lc.writeBy != 0 && now >= lc.writeBy && lc.off < len(c.out):
-		lc.abort() // the client does not read its answer
-		return
+	case lc.writeBy != 0 && now >= lc.writeBy:
+		lc.writeBy = 0
+		if lc.pending() || lc.phase == lExchange && lc.x.gotHead {
+			lc.abort() // the answer was not written within timeouts.write
+			return
+		}
+		lc.late = true // and the first write of the answer fails, as past a deadline
 	case lc.phase == lIdle && lc.headBy != 0 && now >= lc.headBy:
 		if c.r < c.w && !c.e.shutting.Load() {
 			lc.refuse(408, "request header timeout")
@@ -646,9 +710,14 @@ func (lc *lconn) abort() {
 	if lc.closed {
 		return
 	}
+	inRequest := lc.phase != lIdle && lc.phase != lLinger
 	if lc.phase == lExchange || lc.phase == lQueued || lc.phase == lBackoff {
 		lc.gone = true
 		lc.clientGone()
+	}
+	if inRequest {
+		lc.c.req.abort = true
+		lc.c.finish() // counted and logged, as every request is
 	}
 	lc.close()
 }
@@ -667,8 +736,7 @@ func (lc *lconn) close() {
 		u.close()
 	}
 	if lc.queued {
-		lc.queued = false
-		lc.att.GiveUp(&lc.ctx, context.Canceled)
+		lc.giveUp(context.Canceled)
 	}
 	lc.w.ev.CloseFD(lc.fd)
 	lc.orig.Close()
@@ -732,4 +800,4 @@ func (x *lctx) Value(any) any { return nil }
 var _ context.Context = (*lctx)(nil)
 
 // post runs fn on the connection's loop (Shutdown's and Close's work).
-func (lc *lconn) post(fn func()) { lc.w.ev.Post(fn) }
+func (lc *lconn) post(fn func()) { lc.w.ev.PostTo(lc, fn) }

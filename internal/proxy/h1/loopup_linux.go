@@ -3,6 +3,7 @@ package h1
 import (
 	"errors"
 
+	"github.com/sluice-lb/sluice/internal/edge"
 	"github.com/sluice-lb/sluice/internal/loop"
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/proxy"
@@ -145,10 +146,20 @@ func (u *lup) fill() int {
 	}
 	if u.wr == len(u.buf) {
 		if u.r == 0 {
-			return fillFull
+			// One head fills the buffer: a bigger one, up to what the
+			// goroutine engine reads for a head.
+			max := edge.MaxResponseHeaderBytes + upBufSize
+			if len(u.buf) >= max {
+				return fillFull
+			}
+			nb := make([]byte, min(4*len(u.buf), max))
+			copy(nb, u.buf[:u.wr])
+			u.w.bufs.Put(u.buf)
+			u.buf = nb
+		} else {
+			u.wr = copy(u.buf, u.buf[u.r:u.wr])
+			u.r = 0
 		}
-		u.wr = copy(u.buf, u.buf[u.r:u.wr])
-		u.r = 0
 	}
 	n, e := loop.Read(u.fd, u.buf[u.wr:])
 	if e == unix.EAGAIN {

@@ -53,11 +53,11 @@ func (lc *lconn) attempt(woken bool) {
 	if full {
 		if lc.wake == nil {
 			woke := lc.woke
-			lc.wake = func() { lc.w.ev.Post(woke) }
+			lc.wake = func() { lc.w.ev.PostTo(lc, woke) }
 		}
 		dl, err := lc.att.Queue(&lc.waiter, lc.wake)
 		if err != nil {
-			lc.forwarded(lc.att.GiveUp(&lc.ctx, err))
+			lc.forwarded(lc.giveUp(err))
 			return
 		}
 		lc.queued = true
@@ -73,10 +73,25 @@ func (lc *lconn) attempt(woken bool) {
 	lc.exchange(b)
 }
 
+// giveUp ends the request's wait in the pool's queue with err, noting a
+// wake-up that is on its way all the same.
+func (lc *lconn) giveUp(err error) proxy.Result {
+	lc.queued = false
+	res := lc.att.GiveUp(&lc.ctx, err)
+	if lc.att.WakeComing() {
+		lc.stale++
+	}
+	return res
+}
+
 // woke runs on the loop when the pool's queue woke the request.
 func (lc *lconn) woke() {
+	if lc.stale > 0 {
+		lc.stale-- // for a wait given up: the wake-up went on to the next in line
+		return
+	}
 	if lc.closed || !lc.queued {
-		return // it gave up meanwhile, and the wake-up went on
+		return
 	}
 	lc.queued = false
 	lc.stepBy = 0
@@ -137,11 +152,13 @@ func (lc *lconn) connected() {
 
 // again replaces a reused connection that turned out closed or stray
 // before any response byte, for a replayable request: not an attempt of
-// its own, as in the goroutine engine (Send).
+// its own, as in the goroutine engine (Send). False when it may not (the
+// caller fails the attempt); true, and the caller returns to drive, which
+// goes on with the new connection (or with what a failed dial led to).
 func (lc *lconn) again(u *lup) bool {
 	x := &lc.x
-	if !u.reused || x.gotByte || !lc.c.Replayable() {
-		return false
+	if !u.reused || x.gotByte || (x.ooff > 0 || x.sent) && !lc.c.Replayable() {
+		return false // bytes of the request may have reached the backend
 	}
 	x.u, u.lc = nil, nil
 	u.close()
@@ -183,7 +200,7 @@ func (lc *lconn) pump() bool {
 		if !x.sent {
 			if x.ooff == 0 && u.reused && !u.silent() {
 				if lc.again(u) {
-					continue
+					return true
 				}
 				return lc.upFailed(errStray)
 			}
@@ -195,7 +212,7 @@ func (lc *lconn) pump() bool {
 				return false
 			case e != 0:
 				if x.ooff == 0 && lc.again(u) {
-					continue
+					return true
 				}
 				return lc.upFailed(e)
 			}
@@ -242,7 +259,7 @@ func (lc *lconn) pump() bool {
 				return true
 			}
 			if !x.gotByte && lc.again(u) {
-				continue
+				return true
 			}
 			err := error(io.ErrUnexpectedEOF)
 			if u.err != nil {
@@ -455,8 +472,7 @@ func (lc *lconn) stepExpired() {
 	lc.stepBy = 0
 	switch lc.phase {
 	case lQueued:
-		lc.queued = false
-		lc.forwarded(lc.att.GiveUp(&lc.ctx, pool.ErrQueueTimeout))
+		lc.forwarded(lc.giveUp(pool.ErrQueueTimeout))
 	case lBackoff:
 		lc.attempt(false)
 	case lExchange:
@@ -483,8 +499,7 @@ func (lc *lconn) timeout(err error) {
 	lc.reqBy = 0
 	switch lc.phase {
 	case lQueued:
-		lc.queued = false
-		lc.forwarded(lc.att.GiveUp(&lc.ctx, err))
+		lc.forwarded(lc.giveUp(err))
 	case lBackoff:
 		lc.forwarded(lc.att.Result())
 	case lExchange:
@@ -507,8 +522,7 @@ func (lc *lconn) timeout(err error) {
 func (lc *lconn) clientGone() {
 	switch lc.phase {
 	case lQueued:
-		lc.queued = false
-		lc.forwarded(lc.att.GiveUp(&lc.ctx, errClientGone))
+		lc.forwarded(lc.giveUp(errClientGone))
 	case lBackoff:
 		lc.forwarded(lc.att.Result())
 	case lExchange:
