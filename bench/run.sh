@@ -18,7 +18,7 @@
 #                    CPU per request) over a wrk c=50 run of PROFILE_SECS [8] s, then
 #                    `perf record -e cpu-clock -g` under the same load (bench/perfsplit.awk)
 #   LOOP=1           also run sluice-loop: the same config as sluice with `engine: loop` (its
-#                    HTTP/1.1 engine on event loops, internal/loop), 127.0.0.1:8093, admin :19193
+#                    HTTP/1.1 engine on event loops, internal/loop), 127.0.0.1:8094, admin :19194
 #   BASELINE []      a git revision (e.g. 0b8fec8): also build sluice at that
 #                    revision (git archive into /tmp/bench/base, binary
 #                    /tmp/bench/bin/sluice-base) and run it as the extra target
@@ -56,7 +56,7 @@ ADDRS=(127.0.0.1:8081 127.0.0.1:8083 127.0.0.1:8090 127.0.0.1:8091)
 STARTED="sluice sluice-std haproxy1 nginx1 backend-9001 backend-9002 backend-9003"
 STOP_MSG="bench: stopped sluice, peers and backends"
 if [[ ${LOOP:-0} == 1 ]]; then
-  NAMES+=(sluice-loop); TARGETS+=(sluice-loop=http://127.0.0.1:8093/); ADDRS+=(127.0.0.1:8093)
+  NAMES+=(sluice-loop); TARGETS+=(sluice-loop=http://127.0.0.1:8094/); ADDRS+=(127.0.0.1:8094)
   STARTED="sluice-loop $STARTED"
 fi
 if [[ -n $BASELINE ]]; then
@@ -70,7 +70,7 @@ fi
 require haproxy nginx wrk hey curl
 [[ $PROFILE == 1 ]] && require perf:linux-perf
 ports_free "is another benchmark running? (../shared/bench/stop-peers.sh)" \
-  9001 9002 9003 8081 8083 8090 8091 8092 8093 19190 19191 19192 19193
+  9001 9002 9003 8081 8083 8090 8091 8092 8094 19190 19191 19192 19194
 [[ -n $BASE_REV ]] && CLEANUP_RM=("$BASE_SRC")
 stop_on_exit
 
@@ -109,7 +109,7 @@ sed -e 's/127.0.0.1:8090/127.0.0.1:8091/' -e 's/127.0.0.1:19190/127.0.0.1:19191/
 "$BIN_DIR/sluice" validate -config "$LAST/sluice.yaml"
 "$BIN_DIR/sluice" validate -config "$LAST/sluice-std.yaml"
 grep -q 'engine: std' "$LAST/sluice-std.yaml"
-sed -e 's/127.0.0.1:8090/127.0.0.1:8093/' -e 's/127.0.0.1:19190/127.0.0.1:19193/' \
+sed -e 's/127.0.0.1:8090/127.0.0.1:8094/' -e 's/127.0.0.1:19190/127.0.0.1:19194/' \
   -e 's/^    pool: web$/    pool: web\n    engine: loop/' "$LAST/sluice.yaml" >"$LAST/sluice-loop.yaml"
 "$BIN_DIR/sluice" validate -config "$LAST/sluice-loop.yaml"
 grep -q 'engine: loop' "$LAST/sluice-loop.yaml"
