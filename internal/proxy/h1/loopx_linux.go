@@ -539,3 +539,29 @@ func (lc *lconn) clientGone() {
 	}
 	lc.c.req.closeAfter = true
 }
+
+// lctx is a request's context on a loop, for the core's calls that take
+// one: its deadline is the pool's request timeout, and it is cancelled
+// when the client goes. It has no Done channel: nothing on a loop waits.
+type lctx struct{ lc *lconn }
+
+func (x *lctx) Deadline() (time.Time, bool) {
+	d := x.lc.c.req.deadline
+	return d, !d.IsZero()
+}
+
+func (x *lctx) Done() <-chan struct{} { return nil }
+
+func (x *lctx) Err() error {
+	if x.lc.gone {
+		return context.Canceled
+	}
+	if d := x.lc.c.req.deadline; !d.IsZero() && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+func (x *lctx) Value(any) any { return nil }
+
+var _ context.Context = (*lctx)(nil)

@@ -1,0 +1,219 @@
+package h1
+
+// The event loops of engine: loop and what each keeps (its backend
+// connections, what it decided about pools), taking a connection onto a
+// loop, and handing one over to a goroutine. The connection on its loop is
+// loop_linux.go; one attempt, loopx_linux.go; backend connections,
+// loopup_linux.go.
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/sluice-lb/sluice/internal/loop"
+	"github.com/sluice-lb/sluice/internal/pool"
+	"github.com/sluice-lb/sluice/internal/proxy"
+	"golang.org/x/sys/unix"
+)
+
+// Loops are the event loops that serve the connections of `engine: loop`
+// listeners, one per CPU, shared by every such listener and generation.
+// Run them on a goroutine of their own; Close after Run returns.
+type Loops struct {
+	g    *loop.Group
+	ws   []*lworker
+	next atomic.Uint32
+	log  *slog.Logger
+}
+
+// NewLoops makes n loops (0: GOMAXPROCS).
+func NewLoops(n int, log *slog.Logger) (*Loops, error) {
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	g, err := loop.NewGroup(n, loop.Config{RawWait: true, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	ls := &Loops{g: g, log: log}
+	for _, l := range g.Loops {
+		ls.ws = append(ls.ws, &lworker{ev: l, idle: map[*pool.Backend][]*lup{}, addrs: map[*pool.Backend]netip.AddrPort{},
+			ups: map[*proxy.Target]served{}, bufs: loop.Bufs{Size: upBufSize, Max: 1024}})
+	}
+	return ls, nil
+}
+
+// Run serves until ctx ends.
+func (ls *Loops) Run(ctx context.Context) error { return ls.g.Run(ctx) }
+
+// Close closes what the loops still hold; call it after Run returned.
+func (ls *Loops) Close() { ls.g.Close() }
+
+// lworker is one loop's part of the engine: its backend connections.
+type lworker struct {
+	ev *loop.Loop
+	// idle holds the loop's idle connections per backend, most recently
+	// used last.
+	idle map[*pool.Backend][]*lup
+	// addrs caches each backend's address as the loop dials it (invalid:
+	// a host name, which the loop does not resolve).
+	addrs map[*pool.Backend]netip.AddrPort
+	// ups caches whether the loop can serve a target's pool itself.
+	ups  map[*proxy.Target]served
+	bufs loop.Bufs // backend connections' read buffers (upBufSize)
+}
+
+// take readies c, just accepted over a plain TCP socket, to be served on a
+// loop (enter, once c is the engine's); nil when it cannot be (then a
+// goroutine serves it). The socket is duplicated and the original closed,
+// which takes it out of Go's own poller; the accepted net.Conn (with its
+// max_connections slot) is closed when the connection ends.
+func (ls *Loops) take(c *h1conn) *lconn {
+	if c.tcp == nil {
+		return nil
+	}
+	rc, err := c.tcp.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	fd := -1
+	rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
+	if fd < 0 || err != nil {
+		return nil
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil
+	}
+	if ap, ok := c.nc.RemoteAddr().(*net.TCPAddr); ok {
+		c.raddr = ap.AddrPort()
+	}
+	c.tcp.Close()
+	orig := c.nc
+	c.nc, c.tcp, c.rw = nil, nil, nil
+	w := ls.ws[ls.next.Add(1)%uint32(len(ls.ws))]
+	lc := &lconn{c: c, w: w, fd: fd, orig: orig}
+	lc.ctx.lc = lc
+	c.lc.Store(lc)
+	return lc
+}
+
+// enter hands the connection to its loop, once it is the engine's.
+func (lc *lconn) enter() {
+	if !lc.w.ev.PostTo(lc, lc.adopt) {
+		c := lc.c
+		lc.discard()
+		c.e.forget(c)
+		c.lc.Store(nil)
+		c.e.wg.Done()
+	}
+}
+
+// discard closes a connection that never reached its loop.
+func (lc *lconn) discard() {
+	unix.Close(lc.fd)
+	lc.orig.Close()
+}
+
+// serves reports whether the loop serves t's pool itself: HTTP/1.1 in the
+// clear, no PROXY header, every backend named by address.
+func (w *lworker) serves(t *proxy.Target) bool {
+	bs := t.Pool.Backends() // a new slice whenever the membership changes
+	d := served{unsafe.SliceData(bs), len(bs), false}
+	if got, known := w.ups[t]; known && got.data == d.data && got.n == d.n {
+		return got.ok
+	}
+	d.ok = !t.Upstream.HTTP2 && t.Upstream.ProxyHeader == 0
+	for _, b := range bs {
+		if d.ok && !w.addr(b).IsValid() {
+			d.ok = false
+		}
+	}
+	if len(w.ups) > 4096 {
+		clear(w.ups) // targets of old reloads
+	}
+	w.ups[t] = d
+	return d.ok
+}
+
+// served is what serves decided for a target's pool, and the backends it
+// decided for.
+type served struct {
+	data **pool.Backend
+	n    int
+	ok   bool
+}
+
+// addr is b's address as the loop dials it (invalid: it cannot).
+func (w *lworker) addr(b *pool.Backend) netip.AddrPort {
+	if ap, ok := w.addrs[b]; ok {
+		return ap
+	}
+	var ap netip.AddrPort
+	if b.URL == nil || b.URL.Scheme == "http" {
+		ap, _ = netip.ParseAddrPort(b.Host)
+	}
+	if len(w.addrs) > 4096 {
+		clear(w.addrs)
+	}
+	w.addrs[b] = ap
+	return ap
+}
+
+// handOver hands the connection to a goroutine that serves the request
+// from stage from on, and the connection after it, as the goroutine engine
+// does.
+func (lc *lconn) handOver(from int) {
+	c := lc.c
+	w := lc.w
+	lc.closed = true
+	lc.timer.Stop()
+	if err := w.ev.Detach(lc.fd); err != nil {
+		lc.fail(err)
+		return
+	}
+	f := os.NewFile(uintptr(lc.fd), "")
+	nc, err := net.FileConn(f) // a duplicate, in Go's poller
+	f.Close()
+	if err != nil {
+		lc.orig.Close()
+		lc.finishClosed()
+		return
+	}
+	tcp, _ := nc.(*net.TCPConn)
+	c.nc = handed{nc, lc.orig}
+	c.tcp = tcp
+	c.rw = nil // serve takes one
+	if to := c.e.o.Timeouts.Write; to > 0 && from != fromBegin {
+		c.nc.SetWriteDeadline(c.req.rec.Start.Add(to)) // begin ran on the loop, without it
+	}
+	if lc.off > 0 {
+		// Never: an answer is written before the next request starts.
+		c.out = c.out[lc.off:]
+	}
+	c.lc.Store(nil)
+	go c.serveFrom(from)
+}
+
+// handed is a connection handed over by a loop: closing it also closes
+// the connection it was accepted as (its max_connections slot).
+type handed struct {
+	net.Conn
+	orig net.Conn
+}
+
+func (h handed) Close() error {
+	err := h.Conn.Close()
+	h.orig.Close()
+	return err
+}
+
+func (h handed) NetConn() net.Conn { return h.Conn }
+
+func (h handed) TCP() *net.TCPConn { t, _ := h.Conn.(*net.TCPConn); return t }
