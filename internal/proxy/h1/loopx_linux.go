@@ -399,11 +399,7 @@ func (lc *lconn) delivered(err error) {
 // bodyFailed ends an attempt whose response body broke off after its head
 // went to the client: the client's connection ends unfinished.
 func (lc *lconn) bodyFailed(err error) bool {
-	x := &lc.x
-	if u := x.u; u != nil {
-		x.u, u.lc = nil, nil
-		u.close()
-	}
+	lc.dropUp()
 	lc.delivered(err)
 	return true
 }
@@ -415,10 +411,7 @@ func (lc *lconn) upFailed(err error) bool {
 	if x.gotHead {
 		return lc.bodyFailed(err)
 	}
-	if u := x.u; u != nil {
-		x.u, u.lc = nil, nil
-		u.close()
-	}
+	lc.dropUp()
 	lc.attemptDone(proxy.Outcome{Class: proxy.Reset, Err: err})
 	return true
 }
@@ -480,9 +473,7 @@ func (lc *lconn) stepExpired() {
 		if x.gotHead {
 			return
 		}
-		if u := x.u; u != nil {
-			x.u, u.lc = nil, nil
-			u.close()
+		if u := lc.dropUp(); u != nil {
 			if u.connecting {
 				lc.attemptDone(proxy.Outcome{Class: proxy.ConnectFailure,
 					Err: &proxy.DialError{Err: fmt.Errorf("dial tcp %s: %w", x.b.Host, context.DeadlineExceeded)}})
@@ -497,47 +488,45 @@ func (lc *lconn) stepExpired() {
 // request is.
 func (lc *lconn) timeout(err error) {
 	lc.reqBy = 0
-	switch lc.phase {
-	case lQueued:
-		lc.forwarded(lc.giveUp(err))
-	case lBackoff:
-		lc.forwarded(lc.att.Result())
-	case lExchange:
-		x := &lc.x
-		if x.gotHead {
-			lc.bodyFailed(err)
-			return
-		}
-		if u := x.u; u != nil {
-			x.u, u.lc = nil, nil
-			u.close()
-		}
-		lc.attemptDone(proxy.Outcome{Class: proxy.Timeout, Err: err})
-	}
+	lc.cut(proxy.Timeout, err)
 }
 
 // clientGone ends what the request waits for once its client went away:
 // its place in the queue, its backoff, or its exchange (the backend
 // connection is closed, as the response has no one to go to).
 func (lc *lconn) clientGone() {
+	lc.cut(proxy.ClientGone, errClientGone)
+	lc.c.req.closeAfter = true
+}
+
+// cut ends the request's wait, whatever it is, for a reason of class: the
+// queue is left, a backoff ends with the last attempt's outcome, an
+// exchange ends (broken off, if its response had begun).
+func (lc *lconn) cut(class proxy.Class, err error) {
 	switch lc.phase {
 	case lQueued:
-		lc.forwarded(lc.giveUp(errClientGone))
+		lc.forwarded(lc.giveUp(err))
 	case lBackoff:
 		lc.forwarded(lc.att.Result())
 	case lExchange:
-		x := &lc.x
-		if u := x.u; u != nil {
-			x.u, u.lc = nil, nil
-			u.close()
-		}
-		if x.gotHead {
-			lc.delivered(errClientGone)
+		if lc.x.gotHead {
+			lc.bodyFailed(err)
 			return
 		}
-		lc.attemptDone(proxy.Outcome{Class: proxy.ClientGone, Err: errClientGone})
+		lc.dropUp()
+		lc.attemptDone(proxy.Outcome{Class: class, Err: err})
 	}
-	lc.c.req.closeAfter = true
+}
+
+// dropUp closes the attempt's backend connection, if it has one, and
+// returns it.
+func (lc *lconn) dropUp() *lup {
+	u := lc.x.u
+	if u != nil {
+		lc.x.u, u.lc = nil, nil
+		u.close()
+	}
+	return u
 }
 
 // lctx is a request's context on a loop, for the core's calls that take
