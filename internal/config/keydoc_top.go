@@ -31,6 +31,15 @@ func topKeyDocs() map[string]KeyDoc {
 				"before it; on SIGTERM they get a close frame at once. See " +
 				"[operations.md](operations.md#upgrade).",
 		},
+		"event_loops": {
+			Type: "int 0–1024", Note: "0 (one per CPU)",
+			Meaning: "how many event loops serve the listeners with `engine: loop`, shared by all of them " +
+				"(HAProxy's `nbthread`, Envoy's `--concurrency`). Each loop is one busy thread at most, and each " +
+				"client connection stays on the loop that accepted it. Fewer loops than CPUs leave CPUs to the " +
+				"rest of the machine, and cost less per request under light load (more events per wake-up); " +
+				"more use every CPU under heavy load. Read at start: a reload that changes it says so and " +
+				"keeps the loops running, and the next restart or upgrade (SIGUSR2) applies it.",
+		},
 		"admin.address": {
 			Type:    "`host:port`",
 			Meaning: "where the admin API, `/metrics` and the dashboard listen.",

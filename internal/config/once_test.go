@@ -112,6 +112,7 @@ func TestOneErrorPerProblem(t *testing.T) {
 		{"pool", "health_check: {service: web.v1.Web}", `t.yaml:7:29: health_check.service has no effect with type "http": remove it, or set type: grpc`},
 		{"pool", "upstream_tls: {ca: /nonexistent/ca.pem}", `t.yaml:7:24: upstream_tls.ca: stat /nonexistent/ca.pem: no such file or directory`},
 		// The top level.
+		{"top", "event_loops: 2000", `t.yaml:7:14: event_loops 2000 is out of range: use 0 (one per CPU) to 1024`},
 		{"top", "shutdown_delay: -1s", `t.yaml:7:17: shutdown_delay must be 0s or more, got -1s`},
 		{"top", "shutdown_timeout: 1m30", `t.yaml:7:19: shutdown_timeout: bad duration "1m30": write a Go duration such as "500ms", "10s" or "1m30s"`},
 		{"top", "log: {level: verbose}", `t.yaml:7:14: log.level "verbose" is not valid: use debug, info, warn or error`},

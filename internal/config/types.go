@@ -24,6 +24,9 @@ type Config struct {
 	Log             Log           `yaml:"log"`
 	ShutdownDelay   time.Duration `yaml:"shutdown_delay"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// EventLoops is how many event loops serve `engine: loop` listeners;
+	// 0: one per CPU (GOMAXPROCS).
+	EventLoops int `yaml:"event_loops"`
 	// RateLimitStore shares rate limits among instances; nil: each
 	// instance counts alone.
 	RateLimitStore *RateLimitStore `yaml:"rate_limit_store"`

@@ -77,6 +77,7 @@ func (c *Config) Validate() error {
 	v.oneOf("log.format", "log.format", c.Log.Format, "text", "json")
 	atLeast(v, "shutdown_delay", c.ShutdownDelay, 0, "")
 	atLeast(v, "shutdown_timeout", c.ShutdownTimeout, 0, "")
+	v.inRange("event_loops", c.EventLoops, 0, 1024, "one per CPU")
 	if len(v.errs) == 0 {
 		return nil
 	}

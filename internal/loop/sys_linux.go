@@ -31,6 +31,28 @@ func Write(fd int, p []byte) (int, unix.Errno) {
 	return int(r), 0
 }
 
+// Writev writes a, b and c to fd, in that order, in one system call;
+// empty ones are left out.
+func Writev(fd int, a, b, c []byte) (int, unix.Errno) {
+	var iov [3]unix.Iovec
+	n := 0
+	for _, p := range [3][]byte{a, b, c} {
+		if len(p) > 0 {
+			iov[n].Base = unsafe.SliceData(p)
+			iov[n].SetLen(len(p))
+			n++
+		}
+	}
+	if n == 0 {
+		return 0, 0
+	}
+	r, _, e := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), 0
+}
+
 func closeFD(fd int) { unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0) }
 
 // rawEpollWait is epoll_pwait as a raw system call (Config.RawWait).

@@ -54,6 +54,10 @@ func (s *Server) reloadLocked() (config.Changes, error) {
 	if err := s.state.Reload(); err != nil {
 		return config.Changes{}, err
 	}
+	if cfg.EventLoops != s.cfg.EventLoops && !s.wantLoops(cfg.EventLoops) {
+		s.logger.Warn("event_loops changes take effect at the next restart or upgrade; the running loops keep serving",
+			"event_loops", s.cfg.EventLoops, "new", cfg.EventLoops)
+	}
 	if cfg.Admin != s.cfg.Admin || cfg.AccessLog != s.cfg.AccessLog {
 		s.logger.Warn("admin and access_log changes take effect at the next restart (a reload reopens the access log file, for log rotation)")
 	}

@@ -130,6 +130,7 @@ type Server struct {
 	loopsMu   sync.Mutex
 	loops     *h1.Loops
 	loopsStop func()
+	loopsN    int // event_loops, as the loops will be made (wantLoops)
 	// discovery runs each pool's discovery, by pool name; discErrors
 	// counts each pool's failed look-ups by source, across restarts of
 	// its discovery. Both guarded by mu.
@@ -167,7 +168,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	if o.Notify == nil {
 		o.Notify = nopNotifier{}
 	}
-	s := &Server{logger: o.Logger, opts: o, ids: proxy.NewRequestIDs(), cfg: cfg, listeners: map[string]*listener{},
+	s := &Server{logger: o.Logger, opts: o, ids: proxy.NewRequestIDs(), cfg: cfg, loopsN: cfg.EventLoops, listeners: map[string]*listener{},
 		removing: map[*pool.Backend]bool{}, events: events.New(0, o.Logger),
 		challenges: acme.NewChallenges(), quicRetryAbove: quicRetryAbove}
 	s.discovery, s.discErrors = map[string]*poolDiscovery{}, map[string]map[pool.Source]*atomic.Uint64{}
@@ -543,7 +544,7 @@ func (s *Server) eventLoops() *h1.Loops {
 	if s.loops != nil {
 		return s.loops
 	}
-	ls, err := h1.NewLoops(0, s.logger)
+	ls, err := h1.NewLoops(s.loopsN, s.logger)
 	if err != nil {
 		s.logger.Error("engine: loop: the event loops could not be made; goroutines serve these listeners", "error", err)
 		return nil
@@ -563,6 +564,18 @@ func (s *Server) eventLoops() *h1.Loops {
 		ls.Close()
 	}
 	return ls
+}
+
+// wantLoops sets event_loops for the loops still to be made, and reports
+// whether it applies: false once they are made.
+func (s *Server) wantLoops(n int) bool {
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	if s.loops != nil {
+		return false
+	}
+	s.loopsN = n
+	return true
 }
 
 // stopLoops stops the event loops, if any, once no listener uses them.

@@ -414,3 +414,55 @@ func TestReloadAppliesListenerLimits(t *testing.T) {
 		t.Errorf("request in flight across the reload: %q, want 200", got)
 	}
 }
+
+// event_loops sets how many loops serve engine: loop listeners. It is read
+// when the loops are made, with the first such listener (at start or at a
+// reload); a reload that changes it afterwards keeps the loops running.
+func TestEventLoops(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("server: engine: loop needs Linux")
+	}
+	a := startBackend(t, t.Context())
+	path := filepath.Join(t.TempDir(), "sluice.yaml")
+	writeConfig(t, path, []string{a}, "")
+	raw, _ := os.ReadFile(path)
+	write := func(loops int, engine string) {
+		cfg := strings.Replace(string(raw), "    pool: web\n", "    pool: web\n    engine: "+engine+"\n", 1)
+		os.WriteFile(path, []byte(cfg+fmt.Sprintf("event_loops: %d\n", loops)), 0o644)
+	}
+	get := func(srv *Server) {
+		t.Helper()
+		resp, err := http.Get("http://" + srv.Addr("public").String() + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	loops := func(srv *Server) int {
+		srv.loopsMu.Lock()
+		defer srv.loopsMu.Unlock()
+		return srv.loops.Len()
+	}
+	write(2, "h1")
+	srv, _ := runFile(t, path)
+	write(3, "loop") // the first loop listener comes with a reload
+	if err := srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	get(srv)
+	if n := loops(srv); n != 3 {
+		t.Fatalf("%d loops after a reload to event_loops: 3 made them, want 3", n)
+	}
+	write(1, "loop")
+	if err := srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	get(srv)
+	if n := loops(srv); n != 3 {
+		t.Fatalf("%d loops after a reload to event_loops: 1 with loops running, want the 3 running", n)
+	}
+}

@@ -364,11 +364,14 @@ func (c *h1conn) copyUntilClose(uc *upConn, encode bool) (rerr, werr error) {
 				return err, nil
 			}
 			if encode {
-				_, werr = c.rw.Write([]byte("0\r\n\r\n"))
+				_, werr = c.rw.Write(lastChunk)
 			}
 			return nil, werr
 		}
 	}
 }
 
-var crlf = []byte("\r\n")
+var (
+	crlf      = []byte("\r\n")
+	lastChunk = []byte("0\r\n\r\n") // a chunked body's end, without trailers
+)

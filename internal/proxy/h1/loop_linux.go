@@ -407,33 +407,42 @@ func (lc *lconn) tooLate() bool {
 	return lc.late
 }
 
-// send queues b for the client after what waits, writing at once when
-// nothing does.
-func (lc *lconn) send(b []byte) {
+// send queues b, then tail, for the client after what waits, writing
+// what the socket takes at once, in one system call: so a response's body
+// goes with its head, and is copied into c.out only when the client does
+// not take it (then relay reads no more until it has).
+func (lc *lconn) send(b, tail []byte) {
 	c := lc.c
 	if lc.tooLate() {
 		return
 	}
-	if lc.off == len(c.out) {
-		c.out, lc.off = c.out[:0], 0
-		for len(b) > 0 && lc.Wr {
-			n, e := loop.Write(lc.fd, b)
-			if e == unix.EAGAIN {
-				lc.Wr = false
-				if lc.tooLate() {
-					return
-				}
-				break
-			}
-			if e != 0 {
-				lc.gone = true
-				c.req.closeAfter = true
+	for lc.Wr && len(b)+len(tail) > 0 {
+		n, e := loop.Writev(lc.fd, c.out[lc.off:], b, tail)
+		if e == unix.EAGAIN {
+			lc.Wr = false
+			if lc.tooLate() {
 				return
 			}
-			b = b[n:]
+			break
 		}
+		if e != 0 {
+			lc.gone = true
+			c.req.closeAfter = true
+			lc.off = len(c.out)
+			return
+		}
+		k := min(n, len(c.out)-lc.off)
+		lc.off += k
+		n -= k
+		k = min(n, len(b))
+		b = b[k:]
+		tail = tail[n-k:]
+	}
+	if lc.off == len(c.out) {
+		c.out, lc.off = c.out[:0], 0
 	}
 	c.out = append(c.out, b...)
+	c.out = append(c.out, tail...)
 }
 
 // pending reports whether bytes of the answer wait for the client's
@@ -532,6 +541,10 @@ func (lc *lconn) close() {
 		lc.x.u = nil
 		u.lc = nil
 		u.close()
+	}
+	if p := lc.x.pipe; p != nil {
+		lc.x.pipe = nil
+		lc.w.pipes.Put(p) // closed, unless empty
 	}
 	if lc.queued {
 		lc.giveUp(context.Canceled)

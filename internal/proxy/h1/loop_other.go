@@ -20,6 +20,7 @@ func NewLoops(int, *slog.Logger) (*Loops, error) {
 
 func (*Loops) Run(context.Context) error { return nil }
 func (*Loops) Close()                    {}
+func (*Loops) Len() int                  { return 0 }
 func (*Loops) take(*h1conn) *lconn       { return nil }
 
 type lconn struct{}

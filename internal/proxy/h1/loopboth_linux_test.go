@@ -4,10 +4,14 @@ package h1
 // engine ("h1", the reference) and on the loops ("loop"): both must agree.
 
 import (
+	"bufio"
+	"bytes"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -133,3 +137,90 @@ func TestBothEnginesServesCacheStale(t *testing.T) {
 // response on a loop as long as the client keeps up: a backend that streams
 // for 1.5 s is relayed whole past a 300 ms write timeout; the goroutine
 // engine cuts it.
+
+// Large fixed-length bodies go by splice on both engines. A backend that
+// stops short ends the client's connection short, with only the backend's
+// bytes in it; a client that leaves mid-body ends the backend's connection;
+// and neither leaves pipes open.
+func TestBothEnginesSpliceBrokenOff(t *testing.T) {
+	bothEngines(t, func(t *testing.T, onLoops bool) {
+		const size = 4 << 20
+		body := randomBytes(size, 7)
+		cut := make(chan error, 1)
+		rb := newRawBackend(t, func(c net.Conn, br *bufio.Reader) {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(size)+"\r\n\r\n")
+			if r.URL.Path == "/short" {
+				c.Write(body[:size/3]) // and the connection closes
+				return
+			}
+			for off := 0; off < size; off += 16 << 10 {
+				if _, err := c.Write(body[off : off+16<<10]); err != nil {
+					cut <- err
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			cut <- nil
+		})
+		s := defaultSetup()
+		s.OnLoops = onLoops
+		env := startEngine(t, s, rb.URL)
+		settled := func() {
+			waitFor(t, "every connection to close", func() bool {
+				env.engine.mu.Lock()
+				n := len(env.engine.conns)
+				env.engine.mu.Unlock()
+				rb.mu.Lock()
+				defer rb.mu.Unlock()
+				return n == 0 && len(rb.open) == 0
+			})
+		}
+		openFDs := func() int {
+			des, err := os.ReadDir("/proc/self/fd")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(des)
+		}
+		base := 0
+		for i := range 12 {
+			c := dialClient(t, env.addr)
+			c.write("GET /short HTTP/1.1\r\nHost: x\r\n\r\n")
+			resp, err := http.ReadResponse(c.br, nil)
+			if err != nil {
+				t.Fatalf("short body: %v", err)
+			}
+			got, err := io.ReadAll(resp.Body)
+			if err == nil || len(got) >= size || !bytes.Equal(got, body[:len(got)]) {
+				t.Fatalf("a body cut at %d of %d bytes by the backend: read %d bytes, error %v; want fewer bytes, all the backend's, and an error", size/3, size, len(got), err)
+			}
+			c.nc.Close()
+
+			c = dialClient(t, env.addr)
+			c.write("GET /long HTTP/1.1\r\nHost: x\r\n\r\n")
+			if _, err := http.ReadResponse(c.br, nil); err != nil {
+				t.Fatalf("long body: %v", err)
+			}
+			if _, err := io.ReadFull(c.br, make([]byte, 256<<10)); err != nil {
+				t.Fatalf("long body: %v", err)
+			}
+			c.nc.Close() // with bytes unread: a reset
+			if err := recv(t, cut, "the backend's writes to fail once the client left"); err == nil {
+				t.Fatalf("the backend wrote the whole body after its client left")
+			}
+			settled()
+			if i == 1 {
+				runtime.GC() // Go's pipe pool closes the pipes it drops
+				base = openFDs()
+			}
+		}
+		runtime.GC()
+		if n := openFDs(); n > base+8 {
+			t.Errorf("%d descriptors open after 10 more broken-off bodies, %d before: pipes or sockets leak", n, base)
+		}
+	})
+}

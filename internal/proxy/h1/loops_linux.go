@@ -49,11 +49,19 @@ func NewLoops(n int, log *slog.Logger) (*Loops, error) {
 	return ls, nil
 }
 
+// Len reports how many loops there are.
+func (ls *Loops) Len() int { return len(ls.ws) }
+
 // Run serves until ctx ends.
 func (ls *Loops) Run(ctx context.Context) error { return ls.g.Run(ctx) }
 
 // Close closes what the loops still hold; call it after Run returned.
-func (ls *Loops) Close() { ls.g.Close() }
+func (ls *Loops) Close() {
+	ls.g.Close()
+	for _, w := range ls.ws {
+		w.pipes.Close()
+	}
+}
 
 // lworker is one loop's part of the engine: its backend connections.
 type lworker struct {
@@ -65,8 +73,9 @@ type lworker struct {
 	// a host name, which the loop does not resolve).
 	addrs map[*pool.Backend]netip.AddrPort
 	// ups caches whether the loop can serve a target's pool itself.
-	ups  map[*proxy.Target]served
-	bufs loop.Bufs // backend connections' read buffers (upBufSize)
+	ups   map[*proxy.Target]served
+	bufs  loop.Bufs  // backend connections' read buffers (upBufSize)
+	pipes loop.Pipes // for large bodies, moved by splice
 }
 
 // take readies c, just accepted over a plain TCP socket, to be served on a

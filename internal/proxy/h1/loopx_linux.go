@@ -32,6 +32,7 @@ type lexch struct {
 	mode      int
 	left      int64 // outFixed: body bytes still to relay
 	ck        edge.Chunked
+	pipe      *loop.Pipe // outFixed past spliceMin: the rest goes by splice
 }
 
 var (
@@ -223,6 +224,15 @@ func (lc *lconn) pump() bool {
 			x.sent = true
 		}
 		if x.gotHead {
+			if x.pipe != nil {
+				if lc.splice() {
+					return true
+				}
+				if lc.gone {
+					continue
+				}
+				return false
+			}
 			// Relay no more while the client has not taken what it got.
 			if lc.off < len(c.out) && !lc.flush() {
 				if lc.gone {
@@ -252,7 +262,7 @@ func (lc *lconn) pump() bool {
 			return lc.upFailed(errHeadTooLong)
 		case fillEOF:
 			if x.gotHead && x.mode == outChunkEncode {
-				lc.send([]byte("0\r\n\r\n"))
+				lc.send(lastChunk, nil)
 				x.u, u.lc = nil, nil
 				u.close()
 				lc.delivered(nil)
@@ -353,17 +363,15 @@ func (lc *lconn) relay() bool {
 			return lc.bodyFailed(err)
 		}
 		m, done = n, d
-	case outChunkEncode:
-		if m > 0 {
-			var size [20]byte
-			h := strconv.AppendInt(size[:0], int64(m), 16)
-			lc.send(append(h, '\r', '\n'))
-		}
 	}
 	if m > 0 {
-		lc.send(avail[:m])
 		if x.mode == outChunkEncode {
-			lc.send(crlf)
+			// The size line waits in c.out to go with the data.
+			lc.c.out = strconv.AppendInt(lc.c.out, int64(m), 16)
+			lc.c.out = append(lc.c.out, '\r', '\n')
+			lc.send(avail[:m], crlf)
+		} else {
+			lc.send(avail[:m], nil)
 		}
 		u.r += m
 		q.rec.Bytes += int64(m)
@@ -372,6 +380,14 @@ func (lc *lconn) relay() bool {
 		u.r, u.wr = 0, 0
 	}
 	if !done {
+		if x.mode == outFixed && x.left >= spliceMin && u.r == u.wr && lc.off == len(lc.c.out) {
+			// The rest of a large body goes by splice, as on the
+			// goroutine engine (copyFixed), once the client took what
+			// went before it; the buffer is not needed meanwhile.
+			if x.pipe = lc.w.pipes.Get(); x.pipe != nil {
+				u.dropBuf()
+			}
+		}
 		return false
 	}
 	x.u, u.lc = nil, nil
@@ -386,9 +402,68 @@ func (lc *lconn) relay() bool {
 	return true
 }
 
+// splice moves the rest of a fixed-length body from the backend to the
+// client through the exchange's pipe, as the two sockets allow: the pipe is
+// emptied into the client before it is filled again, so it holds at most
+// one fill. It reports whether the response ended (the attempt is done);
+// false: wait for an event, or the client is gone (lc.gone).
+func (lc *lconn) splice() bool {
+	x := &lc.x
+	u, p := x.u, x.pipe
+	q := &lc.c.req
+	for {
+		if p.N > 0 {
+			if !lc.Wr {
+				return false
+			}
+			n, e := p.Drain(lc.fd)
+			switch {
+			case e == unix.EAGAIN:
+				lc.Wr = false
+				lc.tooLate()
+				return false
+			case e != 0:
+				lc.gone = true
+				q.closeAfter = true
+				return false
+			}
+			q.rec.Bytes += int64(n)
+			continue
+		}
+		if x.left == 0 {
+			x.u, u.lc = nil, nil
+			if x.rh.Close {
+				u.close()
+			} else {
+				u.release()
+			}
+			lc.delivered(nil)
+			return true
+		}
+		if !u.Rd {
+			return false
+		}
+		n, e := p.Fill(u.fd, int(min(x.left, 1<<20)))
+		switch {
+		case e == unix.EAGAIN:
+			u.Rd = false
+			return false
+		case e != 0:
+			return lc.bodyFailed(e)
+		case n == 0:
+			return lc.bodyFailed(io.ErrUnexpectedEOF)
+		}
+		x.left -= int64(n)
+	}
+}
+
 // delivered ends an attempt whose response went to the client (whole, or
 // broken off by err).
 func (lc *lconn) delivered(err error) {
+	if p := lc.x.pipe; p != nil {
+		lc.x.pipe = nil
+		lc.w.pipes.Put(p)
+	}
 	o := proxy.Outcome{Class: proxy.Done, Status: lc.x.rh.Status, Err: err}
 	if err != nil {
 		lc.c.req.abort = true
