@@ -47,7 +47,7 @@ func (l *worker) getUp(be int) (*upconn, error) {
 // dial starts a non-blocking connect to backend be; the connection is
 // usable once writable (the request waits in the exchange until then).
 func (l *worker) dial(be int) (*upconn, error) {
-	fd, connected, err := loop.Dial(l.cfg.backends[be])
+	fd, connected, err := loop.Dial(l.cfg.backends[be], 0)
 	if err != nil {
 		return nil, err
 	}

@@ -461,7 +461,7 @@ func TestDialAndSockError(t *testing.T) {
 		t.Fatal(err)
 	}
 	ap := netip.MustParseAddrPort(ln.Addr().String())
-	fd, _, err := Dial(ap)
+	fd, _, err := Dial(ap, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,9 +470,14 @@ func TestDialAndSockError(t *testing.T) {
 	if err := SockError(fd); err != nil {
 		t.Fatalf("connect to a listener: %v", err)
 	}
+	ka, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE)
+	idle, _ := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE)
+	if ka != 1 || idle != 30 {
+		t.Errorf("keep-alive %d, idle %d s; want on, 30 s", ka, idle)
+	}
 	closeFD(fd)
 	ln.Close()
-	fd, connected, err := Dial(ap) // nobody listens now
+	fd, connected, err := Dial(ap, 0) // nobody listens now
 	if err == nil {
 		pfd[0].Fd = int32(fd)
 		unix.Poll(pfd, 5000)

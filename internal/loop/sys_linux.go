@@ -3,6 +3,7 @@ package loop
 import (
 	"fmt"
 	"net/netip"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -142,16 +143,23 @@ func Listen(ap netip.AddrPort, reusePort bool) (int, error) {
 	return fd, nil
 }
 
-// Dial starts a non-blocking connect to ap (TCP_NODELAY). connected is
-// false while the connect is in progress: the socket is usable once it is
-// writable, and SockError then says whether it failed.
-func Dial(ap netip.AddrPort) (fd int, connected bool, err error) {
+// Dial starts a non-blocking connect to ap (TCP_NODELAY, and TCP
+// keep-alive probes every keepAlive once idle that long, as Go's dialer
+// sets them; 0: none). connected is false while the connect is in
+// progress: the socket is usable once it is writable, and SockError then
+// says whether it failed.
+func Dial(ap netip.AddrPort, keepAlive time.Duration) (fd int, connected bool, err error) {
 	sa, family := sockaddr(ap)
 	fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, false, fmt.Errorf("socket: %w", err)
 	}
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if secs := int(keepAlive / time.Second); secs > 0 {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, secs)
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, secs)
+	}
 	switch err := unix.Connect(fd, sa); err {
 	case nil:
 		return fd, true, nil

@@ -23,6 +23,9 @@ const (
 	// CodecH2Client is the HTTP/2 client to backends that every codec
 	// shares (package h2client).
 	CodecH2Client
+	// CodecLoop is the HTTP/1.1 engine's connections on its event loops
+	// (package h1, engine: loop).
+	CodecLoop
 	numCodecs
 )
 

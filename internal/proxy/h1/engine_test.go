@@ -29,6 +29,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/sluice-lb/sluice/internal/accesslog"
 	"github.com/sluice-lb/sluice/internal/balance"
 	"github.com/sluice-lb/sluice/internal/config"
 	"github.com/sluice-lb/sluice/internal/edge"
@@ -80,6 +81,10 @@ type engineSetup struct {
 	PerBackend   int64
 	MaxQueue     int
 	QueueTimeout time.Duration
+	// Listen is the engine's listening address ("": 127.0.0.1:0).
+	Listen string
+	// Access is the access log (nil: off).
+	Access *accesslog.Logger
 }
 
 // loopEngine runs these tests with the engine's connections served on
@@ -138,7 +143,7 @@ func startEngine(tb testing.TB, s engineSetup, backends ...string) *engineEnv {
 	view := &atomic.Pointer[proxy.Listener]{}
 	view.Store(&proxy.Listener{Name: "test", Routes: route.Compile(nil, "web", func(string) int { return 0 }),
 		Targets: []*proxy.Target{tg}, NoPool: &pool.Stats{}, Limits: s.Limits, Trusted: s.Trusted,
-		Stats: &proxy.ListenerStats{}, Tracer: s.Tracer})
+		Stats: &proxy.ListenerStats{}, Tracer: s.Tracer, Access: s.Access})
 	ids := proxy.NewRequestIDs()
 	tunnels := &proxy.Tunnels{}
 	var loops *Loops
@@ -161,7 +166,11 @@ func startEngine(tb testing.TB, s engineSetup, backends ...string) *engineEnv {
 	}
 	e := NewEngine(EngineOptions{View: view, IDs: ids, Logger: logger, Tunnels: tunnels,
 		Timeouts: s.Listener, Limits: s.Limits, Loops: loops})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	listen := s.Listen
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		tb.Fatal(err)
 	}

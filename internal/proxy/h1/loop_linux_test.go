@@ -17,12 +17,7 @@ func (ls *Loops) idle(b *pool.Backend) int {
 		wg.Add(1)
 		if !w.ev.Post(func() {
 			defer wg.Done()
-			k := 0
-			for _, u := range w.idle[b] {
-				if !u.dead {
-					k++
-				}
-			}
+			k := len(w.idle[b]) // closed ones leave at once (unidle)
 			mu.Lock()
 			n += k
 			mu.Unlock()

@@ -6,6 +6,7 @@ package h1
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -14,9 +15,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/sluice-lb/sluice/internal/accesslog"
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/proxy"
 )
@@ -223,4 +226,103 @@ func TestBothEnginesSpliceBrokenOff(t *testing.T) {
 			t.Errorf("%d descriptors open after 10 more broken-off bodies, %d before: pipes or sockets leak", n, base)
 		}
 	})
+}
+
+// A reload that retires a pool (Upstream.Close) closes its idle backend
+// connections on both engines, on every loop, and a connection in use then
+// is closed when its exchange ends instead of being kept.
+func TestBothEnginesUpstreamCloseClosesIdle(t *testing.T) {
+	bothEngines(t, func(t *testing.T, onLoops bool) {
+		rb := newRawBackend(t, eachRequest(func(r *http.Request, _ []byte) (string, bool) {
+			if r.URL.Path == "/slow" {
+				time.Sleep(300 * time.Millisecond)
+			}
+			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+		}))
+		s := defaultSetup()
+		s.OnLoops = onLoops
+		env := startEngine(t, s, rb.URL)
+		open := func() int {
+			rb.mu.Lock()
+			defer rb.mu.Unlock()
+			return len(rb.open)
+		}
+		for range 4 {
+			if resp, _ := dialClient(t, env.addr).get("/"); resp.StatusCode != 200 {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+		}
+		if n := env.idleUpstream(env.backend[0]); n == 0 {
+			t.Fatalf("no idle backend connection after four requests")
+		}
+		slow := make(chan int, 1)
+		go func() {
+			c := dialClient(t, env.addr)
+			c.write("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+			resp, _ := c.read("GET")
+			slow <- resp.StatusCode
+		}()
+		waitFor(t, "the slow request to reach the backend", func() bool { return rb.conns.Load() >= 1 && open() >= 1 })
+		time.Sleep(50 * time.Millisecond)
+		env.target.Upstream.Close()
+		if code := recv(t, slow, "the slow answer"); code != 200 {
+			t.Fatalf("a request in flight across Upstream.Close: %d, want 200", code)
+		}
+		waitFor(t, "every backend connection to close after Upstream.Close", func() bool { return open() == 0 })
+		if n := env.idleUpstream(env.backend[0]); n != 0 {
+			t.Fatalf("%d idle connections kept after Upstream.Close", n)
+		}
+	})
+}
+
+// An IPv4 client of a dual-stack listener is named by its IPv4 address in
+// X-Forwarded-For and in the access log on both engines, not as an
+// IPv4-mapped IPv6 one.
+func TestBothEnginesMappedClientAddress(t *testing.T) {
+	if ln, err := net.Listen("tcp", "[::]:0"); err != nil {
+		t.Skipf("h1: no dual-stack listener here: %v", err)
+	} else {
+		ln.Close()
+	}
+	bothEngines(t, func(t *testing.T, onLoops bool) {
+		srv, seen := recordingServer(t)
+		var logged syncBuffer
+		s := defaultSetup()
+		s.OnLoops = onLoops
+		s.Listen = "[::]:0"
+		s.Access = accesslog.New(&logged, "json")
+		ctx, cancel := context.WithCancel(context.Background())
+		go s.Access.Run(ctx)
+		t.Cleanup(func() { cancel(); s.Access.Wait() })
+		env := startEngine(t, s, srv.URL)
+		_, port, _ := net.SplitHostPort(env.addr)
+		if resp, _ := dialClient(t, "127.0.0.1:"+port).get("/"); resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		if got := recv(t, seen, "the request").Header.Get("X-Forwarded-For"); got != "127.0.0.1" {
+			t.Fatalf("X-Forwarded-For %q for an IPv4 client of a dual-stack listener, want 127.0.0.1", got)
+		}
+		waitFor(t, "the access log entry", func() bool { return strings.Contains(logged.String(), `"client":"`) })
+		if got := logged.String(); !strings.Contains(got, `"client":"127.0.0.1"`) {
+			t.Fatalf("access log %s: want the client as 127.0.0.1", got)
+		}
+	})
+}
+
+// syncBuffer is a bytes.Buffer for one writer and one reader goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

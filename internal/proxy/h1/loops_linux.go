@@ -43,7 +43,7 @@ func NewLoops(n int, log *slog.Logger) (*Loops, error) {
 	}
 	ls := &Loops{g: g, log: log}
 	for _, l := range g.Loops {
-		ls.ws = append(ls.ws, &lworker{ev: l, idle: map[*pool.Backend][]*lup{}, addrs: map[*pool.Backend]netip.AddrPort{},
+		ls.ws = append(ls.ws, &lworker{ls: ls, ev: l, idle: map[*pool.Backend][]*lup{}, addrs: map[*pool.Backend]netip.AddrPort{},
 			ups: map[*proxy.Target]served{}, bufs: loop.Bufs{Size: upBufSize, Max: 1024}})
 	}
 	return ls, nil
@@ -65,6 +65,7 @@ func (ls *Loops) Close() {
 
 // lworker is one loop's part of the engine: its backend connections.
 type lworker struct {
+	ls *Loops
 	ev *loop.Loop
 	// idle holds the loop's idle connections per backend, most recently
 	// used last.
@@ -101,7 +102,8 @@ func (ls *Loops) take(c *h1conn) *lconn {
 		return nil
 	}
 	if ap, ok := c.nc.RemoteAddr().(*net.TCPAddr); ok {
-		c.raddr = ap.AddrPort()
+		a := ap.AddrPort()
+		c.raddr = netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) // an IPv4 client as net.TCPAddr prints it
 	}
 	c.tcp.Close()
 	orig := c.nc

@@ -2,6 +2,9 @@ package h1
 
 import (
 	"errors"
+	"slices"
+	"sync/atomic"
+	"time"
 
 	"github.com/sluice-lb/sluice/internal/edge"
 	"github.com/sluice-lb/sluice/internal/loop"
@@ -22,6 +25,7 @@ type lup struct {
 	loop.Ready
 	b          *pool.Backend
 	up         *proxy.Upstream // whose pool it belongs to (a reload makes another)
+	pc         *loopConns      // up's connections on the loops
 	connecting bool
 	failed     bool  // the connect failed (err)
 	err        error // why the connection failed
@@ -37,35 +41,32 @@ type lup struct {
 
 // get returns an idle connection to b for t's pool, or dials one.
 func (w *lworker) get(b *pool.Backend, t *proxy.Target) (*lup, error) {
-	s := w.idle[b]
-	for n := len(s); n > 0; n = len(s) {
+	for {
+		s := w.idle[b]
+		n := len(s)
+		if n == 0 {
+			delete(w.idle, b) // a backend gone from the pool leaves nothing behind
+			break
+		}
 		u := s[n-1]
 		s[n-1] = nil
-		s = s[:n-1]
-		if u.dead {
-			continue
-		}
+		w.idle[b] = s[:n-1] // kept empty: the next release appends without allocating
+		u.idle = false
 		if u.up != t.Upstream {
 			u.close() // a connection of the pool before a reload
 			continue
 		}
-		w.idle[b] = s
-		u.idle = false
 		u.reused = true
 		u.timer.Stop()
 		return u, nil
 	}
-	if len(s) == 0 {
-		delete(w.idle, b)
-	} else {
-		w.idle[b] = s
-	}
 	ap := w.addr(b)
-	fd, connected, err := loop.Dial(ap)
+	fd, connected, err := loop.Dial(ap, dialKeepAlive)
 	if err != nil {
 		return nil, err
 	}
-	u := &lup{w: w, fd: fd, b: b, up: t.Upstream, connecting: !connected}
+	pc := proxy.ConnsOf(t.Upstream, proxy.CodecLoop, w.ls.conns)
+	u := &lup{w: w, fd: fd, b: b, up: t.Upstream, pc: pc, connecting: !connected}
 	u.Wr = connected
 	if err := w.ev.Add(fd, u); err != nil {
 		w.ev.CloseFD(fd)
@@ -183,7 +184,7 @@ func (u *lup) fill() int {
 // one response was read for its one request (or closes it).
 func (u *lup) release() {
 	w := u.w
-	if u.r < u.wr || u.Hup || u.failed || len(w.idle[u.b]) >= maxIdlePerBackend {
+	if u.r < u.wr || u.Hup || u.failed || len(w.idle[u.b]) >= maxIdlePerBackend || u.pc.closed.Load() {
 		u.close()
 		return
 	}
@@ -208,7 +209,70 @@ func (u *lup) close() {
 		return
 	}
 	u.dead = true
+	if u.idle {
+		u.w.unidle(u)
+	}
 	u.timer.Stop()
 	u.w.ev.CloseFD(u.fd)
 	u.dropBuf()
 }
+
+// unidle takes u, which is closing, off its backend's idle stack, so that
+// the stack holds live connections only (its length is what
+// maxIdlePerBackend bounds).
+func (w *lworker) unidle(u *lup) {
+	u.idle = false
+	s := w.idle[u.b]
+	i := slices.Index(s, u)
+	if i < 0 {
+		return
+	}
+	w.idle[u.b] = slices.Delete(s, i, i+1)
+}
+
+// closeIdle closes the loop's idle connections of up's pool.
+func (w *lworker) closeIdle(up *proxy.Upstream) {
+	var old []*lup
+	for b, s := range w.idle {
+		if len(s) == 0 {
+			delete(w.idle, b)
+		}
+		for _, u := range s {
+			if u.up == up {
+				old = append(old, u)
+			}
+		}
+	}
+	for _, u := range old {
+		u.close()
+	}
+}
+
+// loopConns is one Upstream's connections on the loops, in its CodecLoop
+// slot: a reload that retires the pool (Close) closes its idle connections
+// on every loop, as the goroutine engine's pool does, and keeps none that
+// are in use when their exchange ends.
+type loopConns struct {
+	ls     *Loops
+	up     *proxy.Upstream
+	closed atomic.Bool
+}
+
+func (ls *Loops) conns(up *proxy.Upstream) *loopConns { return &loopConns{ls: ls, up: up} }
+
+// CloseIdleConnections closes the idle connections on every loop.
+func (p *loopConns) CloseIdleConnections() {
+	for _, w := range p.ls.ws {
+		w.ev.Post(func() { w.closeIdle(p.up) })
+	}
+}
+
+// Close closes the idle connections and keeps none from now on.
+func (p *loopConns) Close() {
+	p.closed.Store(true)
+	p.CloseIdleConnections()
+}
+
+// dialKeepAlive is the TCP keep-alive of backend connections, as the
+// goroutine engine's dialer sets it.
+const dialKeepAlive = 30 * time.Second

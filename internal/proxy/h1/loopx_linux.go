@@ -22,6 +22,7 @@ type lexch struct {
 	u         *lup
 	b         *pool.Backend
 	start     int64 // when the attempt began (loop clock)
+	upAt      int64 // when its connection was up: response_header counts from then
 	connected bool  // the connection is up (connect measured)
 	connect   time.Duration
 	ooff      int // bytes of the outbound head written
@@ -137,16 +138,18 @@ func (lc *lconn) connect() bool {
 }
 
 // connected notes that the attempt's connection is up: the response head
-// is due by response_header from the attempt's start.
+// is due by response_header from now, as on the goroutine engine (the
+// connect has its own timeout).
 func (lc *lconn) connected() {
 	x := &lc.x
 	x.connected = true
+	x.upAt = lc.w.ev.Now()
 	if !x.u.reused {
-		x.connect = time.Duration(lc.w.ev.Now() - x.start)
+		x.connect = time.Duration(x.upAt - x.start)
 	}
 	lc.stepBy = 0
 	if d := lc.c.req.t.Timeouts.ResponseHeader; d > 0 {
-		lc.stepBy = x.start + int64(d)
+		lc.stepBy = x.upAt + int64(d)
 	}
 	lc.rearm()
 }
@@ -294,7 +297,7 @@ func (lc *lconn) head(n int) bool {
 		u.r += n // interim responses are dropped, as net/http's Transport does
 		return false
 	}
-	q.header = time.Duration(lc.w.ev.Now() - x.start)
+	q.header = time.Duration(lc.w.ev.Now() - x.upAt)
 	x.b.Stats.ObserveLatency(q.header)
 	lc.stepBy = 0 // response_header is met
 	lc.rearm()
