@@ -17,15 +17,18 @@
 #   PROFILE=1        afterwards, per target but nginx1: `perf stat` (system calls by kind, context switches,
 #                    CPU per request) over a wrk c=50 run of PROFILE_SECS [8] s, then
 #                    `perf record -e cpu-clock -g` under the same load (bench/perfsplit.awk)
-#   LOOP=1           also run sluice-loop: the same config as sluice with `engine: loop` (its
-#                    HTTP/1.1 engine on event loops, internal/loop), 127.0.0.1:8094, admin :19194
+#   H1=1             also run sluice-h1: the same config as sluice with `engine: h1` (the
+#                    goroutine engine; sluice's default is `engine: loop`, its HTTP/1.1 engine
+#                    on event loops, one per CPU), 127.0.0.1:8094, admin :19194
+#   ONE_LOOP=1       also run sluice-1loop: the same config with `event_loops: 1` (one loop,
+#                    as haproxy1 has one thread), 127.0.0.1:8095, admin :19195
 #   BASELINE []      a git revision (e.g. 0b8fec8): also build sluice at that
 #                    revision (git archive into /tmp/bench/base, binary
 #                    /tmp/bench/bin/sluice-base) and run it as the extra target
 #                    sluice-base (127.0.0.1:8092, admin :19192, the same config
 #                    as sluice) in every scenario, interleaved with the others
 # Targets, interleaved by ../shared/bench/run.sh: haproxy1, nginx1, sluice (its
-# HTTP/1.1 engine, the default) and sluice-std (the same config with
+# defaults: the HTTP/1.1 engine on event loops) and sluice-std (the same config with
 # `engine: std`, the net/http codec), so the engine is compared with both;
 # with BASELINE also sluice-base (that revision's sluice, default engine).
 # Scenarios:
@@ -55,9 +58,13 @@ TARGETS=(haproxy1=http://127.0.0.1:8081/ nginx1=http://127.0.0.1:8083/ sluice=ht
 ADDRS=(127.0.0.1:8081 127.0.0.1:8083 127.0.0.1:8090 127.0.0.1:8091)
 STARTED="sluice sluice-std haproxy1 nginx1 backend-9001 backend-9002 backend-9003"
 STOP_MSG="bench: stopped sluice, peers and backends"
-if [[ ${LOOP:-0} == 1 ]]; then
-  NAMES+=(sluice-loop); TARGETS+=(sluice-loop=http://127.0.0.1:8094/); ADDRS+=(127.0.0.1:8094)
-  STARTED="sluice-loop $STARTED"
+if [[ ${H1:-0} == 1 ]]; then
+  NAMES+=(sluice-h1); TARGETS+=(sluice-h1=http://127.0.0.1:8094/); ADDRS+=(127.0.0.1:8094)
+  STARTED="sluice-h1 $STARTED"
+fi
+if [[ ${ONE_LOOP:-0} == 1 ]]; then
+  NAMES+=(sluice-1loop); TARGETS+=(sluice-1loop=http://127.0.0.1:8095/); ADDRS+=(127.0.0.1:8095)
+  STARTED="sluice-1loop $STARTED"
 fi
 if [[ -n $BASELINE ]]; then
   BASE_REV=$(commit_of BASELINE "$BASELINE")
@@ -70,7 +77,7 @@ fi
 require haproxy nginx wrk hey curl
 [[ $PROFILE == 1 ]] && require perf:linux-perf
 ports_free "is another benchmark running? (../shared/bench/stop-peers.sh)" \
-  9001 9002 9003 8081 8083 8090 8091 8092 8094 19190 19191 19192 19194
+  9001 9002 9003 8081 8083 8090 8091 8092 8094 8095 19190 19191 19192 19194 19195
 [[ -n $BASE_REV ]] && CLEANUP_RM=("$BASE_SRC")
 stop_on_exit
 
@@ -110,9 +117,12 @@ sed -e 's/127.0.0.1:8090/127.0.0.1:8091/' -e 's/127.0.0.1:19190/127.0.0.1:19191/
 "$BIN_DIR/sluice" validate -config "$LAST/sluice-std.yaml"
 grep -q 'engine: std' "$LAST/sluice-std.yaml"
 sed -e 's/127.0.0.1:8090/127.0.0.1:8094/' -e 's/127.0.0.1:19190/127.0.0.1:19194/' \
-  -e 's/^    pool: web$/    pool: web\n    engine: loop/' "$LAST/sluice.yaml" >"$LAST/sluice-loop.yaml"
-"$BIN_DIR/sluice" validate -config "$LAST/sluice-loop.yaml"
-grep -q 'engine: loop' "$LAST/sluice-loop.yaml"
+  -e 's/^    pool: web$/    pool: web\n    engine: h1/' "$LAST/sluice.yaml" >"$LAST/sluice-h1.yaml"
+"$BIN_DIR/sluice" validate -config "$LAST/sluice-h1.yaml"
+grep -q 'engine: h1' "$LAST/sluice-h1.yaml"
+sed -e 's/127.0.0.1:8090/127.0.0.1:8095/' -e 's/127.0.0.1:19190/127.0.0.1:19195/' "$LAST/sluice.yaml" >"$LAST/sluice-1loop.yaml"
+echo "event_loops: 1" >>"$LAST/sluice-1loop.yaml"
+"$BIN_DIR/sluice" validate -config "$LAST/sluice-1loop.yaml"
 if [[ -n $BASE_REV ]]; then
   sed -e 's/127.0.0.1:8090/127.0.0.1:8092/' -e 's/127.0.0.1:19190/127.0.0.1:19192/' "$LAST/sluice.yaml" >"$LAST/sluice-base.yaml"
   "$BIN_DIR/sluice-base" validate -config "$LAST/sluice-base.yaml"
@@ -122,7 +132,8 @@ log "starting backends + haproxy1 + nginx1 (unpinned) and sluice"
 PEERS="haproxy1 nginx1" "$SHARED/start-peers.sh" unpinned
 "$SHARED/start-one.sh" sluice -- "$BIN_DIR/sluice" run -config "$LAST/sluice.yaml"
 "$SHARED/start-one.sh" sluice-std -- "$BIN_DIR/sluice" run -config "$LAST/sluice-std.yaml"
-[[ ${LOOP:-0} == 1 ]] && "$SHARED/start-one.sh" sluice-loop -- "$BIN_DIR/sluice" run -config "$LAST/sluice-loop.yaml"
+[[ ${H1:-0} == 1 ]] && "$SHARED/start-one.sh" sluice-h1 -- "$BIN_DIR/sluice" run -config "$LAST/sluice-h1.yaml"
+[[ ${ONE_LOOP:-0} == 1 ]] && "$SHARED/start-one.sh" sluice-1loop -- "$BIN_DIR/sluice" run -config "$LAST/sluice-1loop.yaml"
 [[ -n $BASE_REV ]] && "$SHARED/start-one.sh" sluice-base -- "$BIN_DIR/sluice-base" run -config "$LAST/sluice-base.yaml"
 sleep 0.5
 urls=(); for a in "${ADDRS[@]}"; do urls+=("http://$a/"); done

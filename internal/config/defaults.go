@@ -1,6 +1,7 @@
 package config
 
 import (
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,7 +32,7 @@ func (c *Config) ApplyDefaults() {
 			l.Name = l.Address
 		}
 		def(s, p+".protocol", &l.Protocol, "http")
-		def(s, p+".engine", &l.Engine, "h1")
+		def(s, p+".engine", &l.Engine, defaultEngine(l))
 		def(s, p+".timeouts.read_header", &l.Timeouts.ReadHeader, 10*time.Second)
 		def(s, p+".timeouts.idle", &l.Timeouts.Idle, 120*time.Second)
 		def(s, p+".limits.max_header_bytes", &l.Limits.MaxHeaderBytes, 65536)
@@ -159,4 +160,14 @@ func allTCP(bs []Backend) bool {
 		}
 	}
 	return len(bs) > 0
+}
+
+// defaultEngine is the engine of a listener that names none: the event
+// loops wherever they serve (plain HTTP/1.1 on Linux), else the goroutine
+// engine. Issue 15 chose the loops by measurement (docs/benchmarks.md).
+func defaultEngine(l *Listener) string {
+	if runtime.GOOS == "linux" && l.Protocol == "http" && l.TLS == nil && !l.H2C && !l.ProxyProtocol {
+		return "loop"
+	}
+	return "h1"
 }

@@ -74,7 +74,7 @@ func listenerKeyDocs() map[string]KeyDoc {
 			Meaning: "where requests go when no route matches; with `\"\"` they get 404.",
 		},
 		"listeners.engine": {
-			Type: "`h1` | `std` | `loop`",
+			Type: "`h1` | `std` | `loop`", Default: "`loop` where it serves, else `h1`",
 			Meaning: "the HTTP/1.x codec beneath the shared core. `h1` is sluice's own HTTP/1.1 engine: strict " +
 				"RFC 9112 parsing straight from its buffers, header fields passed through as raw bytes, " +
 				"its own upstream connection pool without helper goroutines, large bodies spliced in the " +
@@ -88,8 +88,9 @@ func listenerKeyDocs() map[string]KeyDoc {
 				"see [http2.md](http2.md)); `Upgrade: h2c` is answered with `engine: h1` only (prior " +
 				"knowledge works with both). Both pass the same end-to-end, hostile-input and " +
 				"differential tests; routing, balancing, retries, health, metrics and logs are shared. " +
-				"`loop` (Linux, plain HTTP/1.1 listeners without `tls`, `h2c` or `proxy_protocol`; opt-in) " +
-				"is the `h1` engine on event loops: one per CPU, shared by every such listener, with no " +
+				"`loop` (Linux, plain HTTP/1.1 listeners without `tls`, `h2c` or `proxy_protocol`; the " +
+				"default there) is the `h1` engine on event loops: `event_loops` of them (one per CPU), " +
+				"shared by every such listener, with no " +
 				"goroutine per connection; requests without a body to plain HTTP/1.1 backends named by " +
 				"address are parsed, forwarded and answered on the loop, over backend connections each loop " +
 				"owns, and anything else (a request body, an upgrade, HTTP/1.0, a pool with HTTP/2, TLS or " +

@@ -32,7 +32,7 @@ func topKeyDocs() map[string]KeyDoc {
 				"[operations.md](operations.md#upgrade).",
 		},
 		"event_loops": {
-			Type: "int 0–1024", Note: "0 (one per CPU)",
+			Type: "int 0–1024", Note: "(one per CPU)",
 			Meaning: "how many event loops serve the listeners with `engine: loop`, shared by all of them " +
 				"(HAProxy's `nbthread`, Envoy's `--concurrency`). Each loop is one busy thread at most, and each " +
 				"client connection stays on the loop that accepted it. Fewer loops than CPUs leave CPUs to the " +

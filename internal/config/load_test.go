@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -46,10 +47,13 @@ func defaultPool(name string, backends ...string) Pool {
 	return p
 }
 
-// defaultListener is a listener on address with defaults applied.
+// plainEngine is the default engine of a plain HTTP/1.1 listener.
+var plainEngine = map[bool]string{true: "loop", false: "h1"}[runtime.GOOS == "linux"]
+
+// defaultListener is a plain HTTP listener on address with defaults applied.
 func defaultListener(name, address, pool string) Listener {
 	return Listener{
-		Name: name, Address: address, Protocol: "http", Engine: "h1", Pool: pool,
+		Name: name, Address: address, Protocol: "http", Engine: plainEngine, Pool: pool,
 		Timeouts: ListenerTimeouts{ReadHeader: 10 * time.Second, Idle: 120 * time.Second},
 		Limits:   Limits{MaxHeaderBytes: 65536, MaxHeaders: 100, MaxURIBytes: 8192, MaxConcurrentStreams: 250},
 	}
@@ -403,5 +407,39 @@ func TestTracingDefaults(t *testing.T) {
 	c, err := Parse("t.yaml", []byte(minimal))
 	if err != nil || c.Tracing != nil {
 		t.Errorf("without a tracing block: tracing = %+v (err %v), want nil (off)", c.Tracing, err)
+	}
+}
+
+// A listener that names no engine gets the event loops where they serve
+// (plain HTTP/1.1 on Linux) and the goroutine engine elsewhere; one that
+// names one keeps it.
+func TestDefaultEngine(t *testing.T) {
+	for _, tt := range []struct {
+		listener string
+		want     string
+	}{
+		{"", plainEngine},
+		{"engine: h1", "h1"},
+		{"engine: std", "std"},
+		{"h2c: true", "h1"},
+		{"proxy_protocol: true", "h1"},
+		{"protocol: tcp", "h1"},
+	} {
+		yaml := "listeners:\n  - name: a\n    address: \"127.0.0.1:8080\"\n    pool: web\n"
+		if tt.listener != "" {
+			yaml += "    " + tt.listener + "\n"
+		}
+		proto := "http"
+		if tt.listener == "protocol: tcp" {
+			proto = "tcp"
+		}
+		yaml += "pools:\n  - name: web\n    backends:\n      - {address: \"" + proto + "://127.0.0.1:9000\"}\n"
+		c, err := Parse("t.yaml", []byte(yaml))
+		if err != nil {
+			t.Fatalf("%q: %v", tt.listener, err)
+		}
+		if got := c.Listeners[0].Engine; got != tt.want {
+			t.Errorf("%q: engine %q, want %q", tt.listener, got, tt.want)
+		}
 	}
 }

@@ -34,11 +34,12 @@ import (
 )
 
 // testEngine is the engine every listener of the suite runs on: the
-// default ("" leaves each config as it is) or, with SLUICE_E2E_ENGINE=std
-// or loop (make test runs the suite once more with each), the net/http
-// codec or the engine on event loops. Every engine must pass every test;
-// loop only serves plain HTTP/1.1 listeners, so those with tls, h2c or
-// proxy_protocol keep the default (loopable).
+// default ("" leaves each config as it is: loop on plain HTTP/1.1
+// listeners, h1 on the others) or, with SLUICE_E2E_ENGINE=std, h1 or loop
+// (make test runs the suite once more with std and with h1), that engine.
+// Every engine must pass every test; loop only serves plain HTTP/1.1
+// listeners, so those with tls, h2c or proxy_protocol keep the default
+// (loopable).
 var testEngine = os.Getenv("SLUICE_E2E_ENGINE")
 
 // withEngine sets testEngine on the HTTP listeners of cfg that name none.
