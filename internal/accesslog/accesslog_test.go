@@ -1,29 +1,20 @@
 package accesslog
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
+type syncBuf = testenv.Buffer
 
 func TestJSONLine(t *testing.T) {
 	var out syncBuf
@@ -36,7 +27,7 @@ func TestJSONLine(t *testing.T) {
 	cancel()
 	l.Wait()
 	var got map[string]any
-	line := out.b.String()
+	line := out.String()
 	if err := json.Unmarshal([]byte(line), &got); err != nil {
 		t.Fatalf("line %q is not JSON: %v", line, err)
 	}

@@ -15,13 +15,13 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/accesslog"
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/proxy"
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 func bothEngines(t *testing.T, f func(t *testing.T, onLoops bool)) {
@@ -286,7 +286,7 @@ func TestBothEnginesMappedClientAddress(t *testing.T) {
 	}
 	bothEngines(t, func(t *testing.T, onLoops bool) {
 		srv, seen := recordingServer(t)
-		var logged syncBuffer
+		var logged testenv.Buffer
 		s := defaultSetup()
 		s.OnLoops = onLoops
 		s.Listen = "[::]:0"
@@ -307,22 +307,4 @@ func TestBothEnginesMappedClientAddress(t *testing.T) {
 			t.Fatalf("access log %s: want the client as 127.0.0.1", got)
 		}
 	})
-}
-
-// syncBuffer is a bytes.Buffer for one writer and one reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
