@@ -373,7 +373,7 @@ func bfConfig(plan bfPlan, addr string) *config.Config {
 
 func bfEngineName() string {
 	if testEngine == "" {
-		return "h1 (default)"
+		return "the default (loop on Linux)"
 	}
 	return testEngine
 }
