@@ -37,8 +37,9 @@ func topKeyDocs() map[string]KeyDoc {
 				"(HAProxy's `nbthread`, Envoy's `--concurrency`). Each loop is one busy thread at most, and each " +
 				"client connection stays on the loop that accepted it. Fewer loops than CPUs leave CPUs to the " +
 				"rest of the machine, and cost less per request under light load (more events per wake-up); " +
-				"more use every CPU under heavy load. Read at start: a reload that changes it says so and " +
-				"keeps the loops running, and the next restart or upgrade (SIGUSR2) applies it.",
+				"more use every CPU under heavy load. Read when the loops are made (at start, or at the " +
+				"reload that brings the first `engine: loop` listener); once they run, a reload that " +
+				"changes it says so and keeps them, and the next restart or upgrade (SIGUSR2) applies it.",
 		},
 		"admin.address": {
 			Type:    "`host:port`",

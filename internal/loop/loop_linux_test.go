@@ -472,8 +472,10 @@ func TestDialAndSockError(t *testing.T) {
 	}
 	ka, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE)
 	idle, _ := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE)
-	if ka != 1 || idle != 30 {
-		t.Errorf("keep-alive %d, idle %d s; want on, 30 s", ka, idle)
+	intvl, _ := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL)
+	cnt, _ := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT)
+	if ka != 1 || idle != 30 || intvl != 15 || cnt != 9 {
+		t.Errorf("keep-alive %d, idle %d s, interval %d s, count %d; want on, 30 s, 15 s, 9 (Go's dialer)", ka, idle, intvl, cnt)
 	}
 	closeFD(fd)
 	ln.Close()

@@ -80,6 +80,9 @@ func (ps *Pipes) Put(p *Pipe) {
 	p.close()
 }
 
+// Free reports how many pipes wait in the list.
+func (ps *Pipes) Free() int { return len(ps.free) }
+
 // Close closes the pipes in the list.
 func (ps *Pipes) Close() {
 	for _, p := range ps.free {

@@ -144,8 +144,8 @@ func Listen(ap netip.AddrPort, reusePort bool) (int, error) {
 }
 
 // Dial starts a non-blocking connect to ap (TCP_NODELAY, and TCP
-// keep-alive probes every keepAlive once idle that long, as Go's dialer
-// sets them; 0: none). connected is false while the connect is in
+// keep-alive once idle for keepAlive, then a probe every 15 s, 9 of them,
+// as Go's dialer sets it; 0: none). connected is false while the connect is in
 // progress: the socket is usable once it is writable, and SockError then
 // says whether it failed.
 func Dial(ap netip.AddrPort, keepAlive time.Duration) (fd int, connected bool, err error) {
@@ -158,7 +158,8 @@ func Dial(ap netip.AddrPort, keepAlive time.Duration) (fd int, connected bool, e
 	if secs := int(keepAlive / time.Second); secs > 0 {
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
 		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, secs)
-		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, secs)
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 15)
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 9)
 	}
 	switch err := unix.Connect(fd, sa); err {
 	case nil:

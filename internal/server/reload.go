@@ -54,10 +54,6 @@ func (s *Server) reloadLocked() (config.Changes, error) {
 	if err := s.state.Reload(); err != nil {
 		return config.Changes{}, err
 	}
-	if cfg.EventLoops != s.cfg.EventLoops && !s.wantLoops(cfg.EventLoops) {
-		s.logger.Warn("event_loops changes take effect at the next restart or upgrade; the running loops keep serving",
-			"event_loops", s.cfg.EventLoops, "new", cfg.EventLoops)
-	}
 	if cfg.Admin != s.cfg.Admin || cfg.AccessLog != s.cfg.AccessLog {
 		s.logger.Warn("admin and access_log changes take effect at the next restart (a reload reopens the access log file, for log rotation)")
 	}
@@ -76,6 +72,13 @@ func (s *Server) reloadLocked() (config.Changes, error) {
 		}
 		s.retireStore(snap.limits, old.limits)
 		return config.Changes{}, err
+	}
+	// From here the reload cannot fail: the loops still to be made take
+	// the new event_loops; running ones keep theirs.
+	if cfg.EventLoops != s.cfg.EventLoops && !s.wantLoops(cfg.EventLoops) {
+		s.logger.Warn("event_loops changes take effect at the next restart or upgrade; the running loops keep serving",
+			"event_loops", s.cfg.EventLoops, "new", cfg.EventLoops)
+		cfg.EventLoops = s.cfg.EventLoops
 	}
 	// Swap: pools first, then each listener's view.
 	s.plainHTTP.Store(hasPlainHTTP(cfg))

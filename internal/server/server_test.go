@@ -417,18 +417,29 @@ func TestReloadAppliesListenerLimits(t *testing.T) {
 
 // event_loops sets how many loops serve engine: loop listeners. It is read
 // when the loops are made, with the first such listener (at start or at a
-// reload); a reload that changes it afterwards keeps the loops running.
+// reload that succeeds); a reload that changes it afterwards keeps the
+// loops running.
 func TestEventLoops(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("server: engine: loop needs Linux")
 	}
 	a := startBackend(t, t.Context())
-	path := filepath.Join(t.TempDir(), "sluice.yaml")
-	writeConfig(t, path, []string{a}, "")
-	raw, _ := os.ReadFile(path)
-	write := func(loops int, engine string) {
-		cfg := strings.Replace(string(raw), "    pool: web\n", "    pool: web\n    engine: "+engine+"\n", 1)
-		os.WriteFile(path, []byte(cfg+fmt.Sprintf("event_loops: %d\n", loops)), 0o644)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	start := func() (*Server, func(loops int, engine, extra string)) {
+		path := filepath.Join(t.TempDir(), "sluice.yaml")
+		writeConfig(t, path, []string{a}, "")
+		raw, _ := os.ReadFile(path)
+		write := func(loops int, engine, extra string) {
+			cfg := strings.Replace(string(raw), "    pool: web\n", "    pool: web\n    engine: "+engine+"\n"+extra, 1)
+			os.WriteFile(path, []byte(cfg+fmt.Sprintf("event_loops: %d\n", loops)), 0o644)
+		}
+		write(2, "h1", "")
+		srv, _ := runFile(t, path)
+		return srv, write
 	}
 	get := func(srv *Server) {
 		t.Helper()
@@ -445,11 +456,15 @@ func TestEventLoops(t *testing.T) {
 	loops := func(srv *Server) int {
 		srv.loopsMu.Lock()
 		defer srv.loopsMu.Unlock()
+		if srv.loops == nil {
+			return 0
+		}
 		return srv.loops.Len()
 	}
-	write(2, "h1")
-	srv, _ := runFile(t, path)
-	write(3, "loop") // the first loop listener comes with a reload
+
+	// The first loop listener comes with a reload that sets event_loops.
+	srv, write := start()
+	write(3, "loop", "")
 	if err := srv.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -457,12 +472,28 @@ func TestEventLoops(t *testing.T) {
 	if n := loops(srv); n != 3 {
 		t.Fatalf("%d loops after a reload to event_loops: 3 made them, want 3", n)
 	}
-	write(1, "loop")
+	write(1, "loop", "")
 	if err := srv.Reload(); err != nil {
 		t.Fatal(err)
 	}
 	get(srv)
 	if n := loops(srv); n != 3 {
 		t.Fatalf("%d loops after a reload to event_loops: 1 with loops running, want the 3 running", n)
+	}
+
+	// A reload that fails sets nothing: the next one makes the loops with
+	// the value that was kept.
+	srv, write = start()
+	write(64, "loop", "  - name: busy\n    address: \""+taken.Addr().String()+"\"\n    pool: web\n")
+	if err := srv.Reload(); err == nil {
+		t.Fatal("a reload with a listener on a taken address succeeded")
+	}
+	write(2, "loop", "")
+	if err := srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	get(srv)
+	if n := loops(srv); n != 2 {
+		t.Fatalf("%d loops after a failed reload to event_loops: 64 and a good one to 2, want 2", n)
 	}
 }

@@ -39,3 +39,18 @@ func loopReadable(c *h1conn) bool {
 	n, _ := loop.Peek(lc.fd)
 	return n > 0
 }
+
+// freePipes reports how many empty pipes the loops keep.
+func (ls *Loops) freePipes() int {
+	n := make(chan int, len(ls.ws))
+	for _, w := range ls.ws {
+		if !w.ev.Post(func() { n <- w.pipes.Free() }) {
+			n <- 0
+		}
+	}
+	total := 0
+	for range ls.ws {
+		total += <-n
+	}
+	return total
+}

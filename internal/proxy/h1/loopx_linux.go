@@ -248,6 +248,9 @@ func (lc *lconn) pump() bool {
 			if lc.relay() {
 				return true
 			}
+			if x.pipe != nil {
+				continue // the rest goes by splice, not through buf
+			}
 		} else if u.r < u.wr {
 			n, err := edge.ParseResponseHead(u.buf[u.r:u.wr], &x.rh)
 			if err != nil {
