@@ -67,13 +67,50 @@ type lconn struct {
 	stepBy  int64 // the phase's own: connect, response head, queue, backoff
 	waitAt  int64 // when the wait for the next request began (0: not waiting)
 	ctx     lctx
-	att     proxy.Attempts
 	waiter  pool.Waiter
 	queued  bool   // waiter is in the pool's queue
 	stale   int    // wake-ups still to come for waits given up (Attempts.WakeComing)
 	wake    func() // posts the queue's wake-up to the loop (made once)
-	x       lexch
+	// r is the request forwarded on the loop, from its first attempt to
+	// its end (nil otherwise: an idle connection does not hold one).
+	r *lreq
 }
+
+// lreq is what a request forwarded on a loop needs beyond its connection:
+// the core's attempts and the exchange in progress (424 bytes that an idle
+// connection does without). Each loop keeps the spare ones (lworker.reqs).
+type lreq struct {
+	att proxy.Attempts
+	x   lexch
+}
+
+// getReq gives lc a request state for the request it forwards.
+func (lc *lconn) getReq() {
+	w := lc.w
+	if n := len(w.reqs); n > 0 {
+		lc.r = w.reqs[n-1]
+		w.reqs[n-1] = nil
+		w.reqs = w.reqs[:n-1]
+		return
+	}
+	lc.r = &lreq{}
+}
+
+// putReq gives the request state back once the request is over.
+func (lc *lconn) putReq() {
+	r := lc.r
+	if r == nil {
+		return
+	}
+	lc.r = nil
+	*r = lreq{} // nothing of the request stays reachable
+	if len(lc.w.reqs) < maxSpareReqs {
+		lc.w.reqs = append(lc.w.reqs, r)
+	}
+}
+
+// maxSpareReqs bounds a loop's spare request states.
+const maxSpareReqs = 1024
 
 // adopt registers the connection on its loop (posted by take).
 func (lc *lconn) adopt() {
@@ -249,7 +286,8 @@ func (lc *lconn) start() {
 		lc.rearm()
 	}
 	c.buildOutbound()
-	lc.att.Start(&q.rec, c)
+	lc.getReq()
+	lc.r.att.Start(&q.rec, c)
 	lc.attempt(false)
 }
 
@@ -326,6 +364,7 @@ func (lc *lconn) endRequest() bool {
 	c := lc.c
 	q := &c.req
 	c.finish()
+	lc.putReq()
 	lc.writeBy, lc.reqBy, lc.stepBy, lc.late = 0, 0, 0, false
 	if q.abort || q.closeAfter || lc.gone {
 		lc.close()
@@ -451,7 +490,7 @@ func (lc *lconn) pending() bool {
 	switch lc.phase {
 	case lAnswered, lLinger:
 	case lExchange:
-		if !lc.x.gotHead {
+		if !lc.r.x.gotHead {
 			return false
 		}
 	default:
@@ -484,7 +523,7 @@ func (lc *lconn) Expire(now int64) {
 	switch {
 	case lc.writeBy != 0 && now >= lc.writeBy:
 		lc.writeBy = 0
-		if lc.pending() || lc.phase == lExchange && lc.x.gotHead {
+		if lc.pending() || lc.phase == lExchange && lc.r.x.gotHead {
 			lc.abort() // the answer was not written within timeouts.write
 			return
 		}
@@ -537,17 +576,20 @@ func (lc *lconn) close() {
 	}
 	lc.closed = true
 	lc.timer.Stop()
-	if u := lc.x.u; u != nil {
-		lc.x.u = nil
-		u.lc = nil
-		u.close()
-	}
-	if p := lc.x.pipe; p != nil {
-		lc.x.pipe = nil
-		lc.w.pipes.Put(p) // closed, unless empty
-	}
-	if lc.queued {
-		lc.giveUp(context.Canceled)
+	if r := lc.r; r != nil {
+		if u := r.x.u; u != nil {
+			r.x.u = nil
+			u.lc = nil
+			u.close()
+		}
+		if p := r.x.pipe; p != nil {
+			r.x.pipe = nil
+			lc.w.pipes.Put(p) // closed, unless empty
+		}
+		if lc.queued {
+			lc.giveUp(context.Canceled)
+		}
+		lc.putReq()
 	}
 	lc.w.ev.CloseFD(lc.fd)
 	lc.orig.Close()

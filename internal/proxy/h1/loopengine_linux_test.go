@@ -59,3 +59,40 @@ func TestLoopClientGoneFreesItsPlace(t *testing.T) {
 		t.Fatalf("a request after both left: %d %q, want 200 \"ok /after\"", resp.StatusCode, body)
 	}
 }
+
+// An idle connection on a loop holds no request state: it takes one for a
+// request it forwards and gives it back at the request's end, and the
+// loop reuses it for the next.
+func TestLoopIdleHoldsNoRequest(t *testing.T) {
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	s := defaultSetup()
+	s.OnLoops = true
+	env := startEngine(t, s, srv.URL)
+	c := dialClient(t, env.addr)
+	for range 3 {
+		if resp, _ := c.get("/"); resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	env.engine.mu.Lock()
+	var lc *lconn
+	for hc := range env.engine.conns {
+		lc = hc.lc.Load()
+	}
+	env.engine.mu.Unlock()
+	if lc == nil {
+		t.Fatal("the connection is not on a loop")
+	}
+	type seen struct{ held, spare int }
+	got := make(chan seen, 1)
+	lc.w.ev.Post(func() {
+		held := 0
+		if lc.r != nil {
+			held = 1
+		}
+		got <- seen{held, len(lc.w.reqs)}
+	})
+	if s := recv(t, got, "the loop's answer"); s.held != 0 || s.spare != 1 {
+		t.Fatalf("after three requests on an idle connection: it holds %d request states, its loop keeps %d spare; want 0 and 1", s.held, s.spare)
+	}
+}

@@ -20,7 +20,7 @@ import (
 // one is dropped, a retryable status ends the attempt, and the final head
 // goes to the client. It reports whether the attempt ended.
 func (lc *lconn) head(n int) bool {
-	x := &lc.x
+	x := &lc.r.x
 	u := x.u
 	c := lc.c
 	q := &c.req
@@ -37,7 +37,7 @@ func (lc *lconn) head(n int) bool {
 		return lc.upFailed(fmt.Errorf("%w (%q)", errUnexpected, rh.Upgrade))
 	}
 	t := q.t
-	if canRetry := lc.att.CanRetry(); canRetry && slices.Contains(t.Retries.OnStatus, rh.Status) {
+	if canRetry := lc.r.att.CanRetry(); canRetry && slices.Contains(t.Retries.OnStatus, rh.Status) {
 		ra, _ := (&rawFields{head: u.buf[u.r : u.r+n], first: rh.First}).Value("Retry-After", 0)
 		retryAfter := proxy.ParseRetryAfter(ra)
 		if t.RetryOnStatus(rh.Status, retryAfter, c, canRetry) {
@@ -79,7 +79,7 @@ func (lc *lconn) head(n int) bool {
 // relay passes on the response body bytes at u.buf[u.r:u.wr]; it reports
 // whether the response ended (the attempt is done).
 func (lc *lconn) relay() bool {
-	x := &lc.x
+	x := &lc.r.x
 	u := x.u
 	q := &lc.c.req
 	avail := u.buf[u.r:u.wr]
@@ -143,7 +143,7 @@ func (lc *lconn) relay() bool {
 // one fill. It reports whether the response ended (the attempt is done);
 // false: wait for an event, or the client is gone (lc.gone).
 func (lc *lconn) splice() bool {
-	x := &lc.x
+	x := &lc.r.x
 	u, p := x.u, x.pipe
 	q := &lc.c.req
 	for {
@@ -195,11 +195,11 @@ func (lc *lconn) splice() bool {
 // delivered ends an attempt whose response went to the client (whole, or
 // broken off by err).
 func (lc *lconn) delivered(err error) {
-	if p := lc.x.pipe; p != nil {
-		lc.x.pipe = nil
+	if p := lc.r.x.pipe; p != nil {
+		lc.r.x.pipe = nil
 		lc.w.pipes.Put(p)
 	}
-	o := proxy.Outcome{Class: proxy.Done, Status: lc.x.rh.Status, Err: err}
+	o := proxy.Outcome{Class: proxy.Done, Status: lc.r.x.rh.Status, Err: err}
 	if err != nil {
 		lc.c.req.abort = true
 	}
@@ -217,7 +217,7 @@ func (lc *lconn) bodyFailed(err error) bool {
 // upFailed ends an attempt whose backend connection failed: before the
 // response head, a Reset; after it, the client's connection ends.
 func (lc *lconn) upFailed(err error) bool {
-	x := &lc.x
+	x := &lc.r.x
 	if x.gotHead {
 		return lc.bodyFailed(err)
 	}

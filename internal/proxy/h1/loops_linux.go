@@ -77,6 +77,7 @@ type lworker struct {
 	ups   map[*proxy.Target]served
 	bufs  loop.Bufs  // backend connections' read buffers (upBufSize)
 	pipes loop.Pipes // for large bodies, moved by splice
+	reqs  []*lreq    // spare request states (lconn.getReq)
 }
 
 // take readies c, just accepted over a plain TCP socket, to be served on a

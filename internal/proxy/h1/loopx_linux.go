@@ -50,16 +50,16 @@ func (lc *lconn) attempt(woken bool) {
 	var b *pool.Backend
 	var full bool
 	if woken {
-		b, full = lc.att.Woken()
+		b, full = lc.r.att.Woken()
 	} else {
-		b, full = lc.att.Next()
+		b, full = lc.r.att.Next()
 	}
 	if full {
 		if lc.wake == nil {
 			woke := lc.woke
 			lc.wake = func() { lc.w.ev.PostTo(lc, woke) }
 		}
-		dl, err := lc.att.Queue(&lc.waiter, lc.wake)
+		dl, err := lc.r.att.Queue(&lc.waiter, lc.wake)
 		if err != nil {
 			lc.forwarded(lc.giveUp(err))
 			return
@@ -71,7 +71,7 @@ func (lc *lconn) attempt(woken bool) {
 		return
 	}
 	if b == nil {
-		lc.forwarded(lc.att.Result())
+		lc.forwarded(lc.r.att.Result())
 		return
 	}
 	lc.exchange(b)
@@ -81,8 +81,8 @@ func (lc *lconn) attempt(woken bool) {
 // wake-up that is on its way all the same.
 func (lc *lconn) giveUp(err error) proxy.Result {
 	lc.queued = false
-	res := lc.att.GiveUp(&lc.ctx, err)
-	if lc.att.WakeComing() {
+	res := lc.r.att.GiveUp(&lc.ctx, err)
+	if lc.r.att.WakeComing() {
 		lc.stale++
 	}
 	return res
@@ -105,7 +105,7 @@ func (lc *lconn) woke() {
 
 // exchange begins the attempt on b over an idle connection or a new one.
 func (lc *lconn) exchange(b *pool.Backend) {
-	x := &lc.x
+	x := &lc.r.x
 	t := lc.c.req.t
 	now := lc.w.ev.Now()
 	*x = lexch{b: b, start: now}
@@ -128,7 +128,7 @@ func (lc *lconn) exchange(b *pool.Backend) {
 // a new one being dialled. False when the dial failed (the attempt is
 // done).
 func (lc *lconn) connect() bool {
-	x := &lc.x
+	x := &lc.r.x
 	u, err := lc.w.get(x.b, lc.c.req.t)
 	if err != nil {
 		lc.attemptDone(proxy.Outcome{Class: proxy.ConnectFailure, Err: &proxy.DialError{Err: err}})
@@ -143,7 +143,7 @@ func (lc *lconn) connect() bool {
 // is due by response_header from now, as on the goroutine engine (the
 // connect has its own timeout).
 func (lc *lconn) connected() {
-	x := &lc.x
+	x := &lc.r.x
 	x.connected = true
 	x.upAt = lc.w.ev.Now()
 	if !x.u.reused {
@@ -162,7 +162,7 @@ func (lc *lconn) connected() {
 // caller fails the attempt); true, and the caller returns to drive, which
 // goes on with the new connection (or with what a failed dial led to).
 func (lc *lconn) again(u *lup) bool {
-	x := &lc.x
+	x := &lc.r.x
 	if !u.reused || x.gotByte || (x.ooff > 0 || x.sent) && !lc.c.Replayable() {
 		return false // bytes of the request may have reached the backend
 	}
@@ -182,7 +182,7 @@ func (lc *lconn) again(u *lup) bool {
 // response head, relay the body. It reports whether the phase changed (go
 // on driving); false: wait for an event.
 func (lc *lconn) pump() bool {
-	x := &lc.x
+	x := &lc.r.x
 	c := lc.c
 	q := &c.req
 	for {
@@ -292,12 +292,12 @@ func (lc *lconn) pump() bool {
 // attemptDone accounts for the attempt's outcome and goes on as the core
 // decides: another attempt (now or after a backoff), or the answer.
 func (lc *lconn) attemptDone(o proxy.Outcome) {
-	x := &lc.x
+	x := &lc.r.x
 	o.Connect, o.Header = x.connect, lc.c.req.header
 	lc.stepBy = 0
-	again, backoff := lc.att.Done(&lc.ctx, x.b, o)
+	again, backoff := lc.r.att.Done(&lc.ctx, x.b, o)
 	if !again {
-		lc.forwarded(lc.att.Result())
+		lc.forwarded(lc.r.att.Result())
 		return
 	}
 	if backoff > 0 {
@@ -342,7 +342,7 @@ func (lc *lconn) stepExpired() {
 	case lBackoff:
 		lc.attempt(false)
 	case lExchange:
-		x := &lc.x
+		x := &lc.r.x
 		if x.gotHead {
 			return
 		}
@@ -380,9 +380,9 @@ func (lc *lconn) cut(class proxy.Class, err error) {
 	case lQueued:
 		lc.forwarded(lc.giveUp(err))
 	case lBackoff:
-		lc.forwarded(lc.att.Result())
+		lc.forwarded(lc.r.att.Result())
 	case lExchange:
-		if lc.x.gotHead {
+		if lc.r.x.gotHead {
 			lc.bodyFailed(err)
 			return
 		}
@@ -394,9 +394,9 @@ func (lc *lconn) cut(class proxy.Class, err error) {
 // dropUp closes the attempt's backend connection, if it has one, and
 // returns it.
 func (lc *lconn) dropUp() *lup {
-	u := lc.x.u
+	u := lc.r.x.u
 	if u != nil {
-		lc.x.u, u.lc = nil, nil
+		lc.r.x.u, u.lc = nil, nil
 		u.close()
 	}
 	return u
