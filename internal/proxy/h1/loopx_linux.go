@@ -18,6 +18,42 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// lreq is what a request forwarded on a loop needs beyond its connection:
+// the core's attempts and the exchange in progress (424 bytes that an idle
+// connection does without). Each loop keeps the spare ones (lworker.reqs).
+type lreq struct {
+	att proxy.Attempts
+	x   lexch
+}
+
+// getReq gives lc a request state for the request it forwards.
+func (lc *lconn) getReq() {
+	w := lc.w
+	if n := len(w.reqs); n > 0 {
+		lc.r = w.reqs[n-1]
+		w.reqs[n-1] = nil
+		w.reqs = w.reqs[:n-1]
+		return
+	}
+	lc.r = &lreq{}
+}
+
+// putReq gives the request state back once the request is over.
+func (lc *lconn) putReq() {
+	r := lc.r
+	if r == nil {
+		return
+	}
+	lc.r = nil
+	*r = lreq{} // nothing of the request stays reachable
+	if len(lc.w.reqs) < maxSpareReqs {
+		lc.w.reqs = append(lc.w.reqs, r)
+	}
+}
+
+// maxSpareReqs bounds a loop's spare request states.
+const maxSpareReqs = 1024
+
 // lexch is one attempt of a request on a loop: its backend connection and
 // the response as it is relayed.
 type lexch struct {
