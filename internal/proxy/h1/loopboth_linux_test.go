@@ -292,8 +292,9 @@ func TestBothEnginesUpstreamCloseClosesIdle(t *testing.T) {
 }
 
 // An IPv4 client of a dual-stack listener is named by its IPv4 address in
-// X-Forwarded-For and in the access log on both engines, not as an
-// IPv4-mapped IPv6 one.
+// X-Forwarded-For and in the access log on both engines (its address and
+// port for a request refused before routing), not as an IPv4-mapped IPv6
+// one.
 func TestBothEnginesMappedClientAddress(t *testing.T) {
 	if ln, err := net.Listen("tcp", "[::]:0"); err != nil {
 		t.Skipf("h1: no dual-stack listener here: %v", err)
@@ -321,6 +322,17 @@ func TestBothEnginesMappedClientAddress(t *testing.T) {
 		waitFor(t, "the access log entry", func() bool { return strings.Contains(logged.String(), `"client":"`) })
 		if got := logged.String(); !strings.Contains(got, `"client":"127.0.0.1"`) {
 			t.Fatalf("access log %s: want the client as 127.0.0.1", got)
+		}
+		// A request refused before routing is logged with the peer's
+		// address and port.
+		bad := dialClient(t, "127.0.0.1:"+port)
+		bad.write("GET / HTTP/1.1\r\nHost: x\r\nBad Field\r\n\r\n")
+		if resp, _ := bad.read("GET"); resp.StatusCode != 400 {
+			t.Fatalf("a malformed field: status %d, want 400", resp.StatusCode)
+		}
+		waitFor(t, "the refusal's access log entry", func() bool { return strings.Count(logged.String(), `"client":"`) == 2 })
+		if got := logged.String(); !strings.Contains(got, `"client":"127.0.0.1:`) {
+			t.Fatalf("access log %s: want the refused client as 127.0.0.1:port", got)
 		}
 	})
 }
