@@ -11,12 +11,13 @@ type Group struct {
 	Loops []*Loop
 }
 
-// NewGroup creates n loops with cfg (their IDs 0 to n-1).
+// NewGroup creates n loops with cfg (their IDs 0 to n-1, Loops n).
 func NewGroup(n int, cfg Config) (*Group, error) {
 	g := &Group{}
 	for i := 0; i < n; i++ {
 		c := cfg
 		c.ID = i
+		c.Loops = n
 		l, err := New(c)
 		if err != nil {
 			g.Close()

@@ -2,12 +2,15 @@ package loop
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -60,6 +63,10 @@ type Config struct {
 	// nothing the next one goes through the scheduler: an idle loop holds
 	// no P.
 	RawWait bool
+	// Loops is how many loops the process runs (NewGroup sets it): when
+	// there are as many as Ps, a quiet loop parks rather than blocks
+	// (park).
+	Loops int
 	// Events is how many events one wake-up takes (0: 256).
 	Events int
 	// Log receives panics recovered on the loop (nil: slog.Default()).
@@ -70,16 +77,24 @@ type Config struct {
 // be called on the loop's own goroutine (from a Handler, an Expirer, a
 // Flusher or a posted function), or before Run starts.
 type Loop struct {
-	cfg    Config
-	log    *slog.Logger
-	epfd   int
-	evfd   int // the inbox's eventfd
-	events []unix.EpollEvent
-	fds    []entry // by descriptor
-	gen    uint32
-	now    int64
-	wheel  wheel
-	defers []Flusher
+	cfg  Config
+	log  *slog.Logger
+	epfd int
+	evfd int // the inbox's eventfd
+	// park is a second epoll instance, in Go's poller as an *os.File
+	// (parkc its raw access), that holds epfd only while the loop parks.
+	park      *os.File
+	parkc     syscall.RawConn
+	parkfd    int
+	parkIn    bool  // epfd has been added to parkfd (re-armed with MOD)
+	parkUntil int64 // the deadline set on park; 0: none
+	parks     int   // how many times the loop parked (for tests)
+	events    []unix.EpollEvent
+	fds       []entry // by descriptor
+	gen       uint32
+	now       int64
+	wheel     wheel
+	defers    []Flusher
 
 	mu       sync.Mutex // guards inbox and closed
 	inbox    []posted
@@ -111,13 +126,28 @@ func New(cfg Config) (*Loop, error) {
 	if l.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("loop %d: epoll_create1: %w", cfg.ID, err)
 	}
+	// An epoll descriptor is pollable: readable while it has events.
+	// Non-blocking (which epoll_wait ignores), os.NewFile puts parkfd in
+	// Go's poller.
+	if l.parkfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err == nil {
+		if err = unix.SetNonblock(l.parkfd, true); err == nil {
+			l.park = os.NewFile(uintptr(l.parkfd), "epoll")
+			l.parkc, err = l.park.SyscallConn()
+		} else {
+			unix.Close(l.parkfd)
+		}
+	}
+	if err != nil {
+		l.closeEpoll()
+		return nil, fmt.Errorf("loop %d: epoll descriptor: %w", cfg.ID, err)
+	}
 	if l.evfd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
-		unix.Close(l.epfd)
+		l.closeEpoll()
 		return nil, fmt.Errorf("loop %d: eventfd: %w", cfg.ID, err)
 	}
 	if err := l.add(l.evfd, inboxHandler{l}, unix.EPOLLIN); err != nil {
 		unix.Close(l.evfd)
-		unix.Close(l.epfd)
+		l.closeEpoll()
 		return nil, fmt.Errorf("loop %d: %w", cfg.ID, err)
 	}
 	l.now = time.Now().UnixNano()
@@ -258,6 +288,8 @@ func (l *Loop) Run(ctx context.Context) error {
 				msec = rawSpin
 			}
 			n, err = rawEpollWait(l.epfd, l.events, msec)
+		} else if msec != 0 && l.cfg.Loops >= runtime.GOMAXPROCS(0) {
+			n, err = l.parkWait(msec)
 		} else {
 			n, err = unix.EpollWait(l.epfd, l.events, msec)
 		}
@@ -280,6 +312,79 @@ func (l *Loop) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// parkWait waits up to msec milliseconds (-1: without end) for events,
+// its goroutine parked on Go's poller rather than blocked in epoll_wait,
+// for a quiet loop when the loops are as many as the Ps. A goroutine
+// blocked in a system call holds its P; sysmon leaves it so while another
+// P is idle, but when every P is so held it retakes one after 20 µs and
+// then polls every 20 µs for a while, which cost two loops on two Ps 7 %
+// of their CPU at a light, bursty load. Parked, the goroutine holds no P
+// and sysmon sleeps. With fewer loops than Ps the plain blocking wait is
+// cheaper: the loop's thread wakes straight from epoll_wait, where a
+// parked goroutine is woken through another thread (docs/benchmarks.md,
+// "The quiet wait").
+//
+// epfd is not in Go's poller itself: every first event of a busy loop's
+// wake-up would then wake the poller's thread too. It is armed in parkfd,
+// one-shot, only for the park.
+func (l *Loop) parkWait(msec int) (n int, err error) {
+	until := int64(0)
+	if msec > 0 {
+		until = l.now + int64(msec)*int64(time.Millisecond)
+	}
+	if until != l.parkUntil {
+		var d time.Time
+		if until != 0 {
+			d = time.Unix(0, until)
+		}
+		if err := l.park.SetReadDeadline(d); err != nil {
+			return 0, err
+		}
+		l.parkUntil = until
+	}
+	l.parks++
+	armed := false
+	rerr := l.parkc.Read(func(uintptr) bool {
+		if n, err = rawEpollWait(l.epfd, l.events, 0); n > 0 || err != nil || armed {
+			return n > 0 || err != nil
+		}
+		// Arming looks at epfd's readiness: events that came after the
+		// wait above make parkfd readable at once.
+		op := unix.EPOLL_CTL_ADD
+		if l.parkIn {
+			op = unix.EPOLL_CTL_MOD
+		}
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: int32(l.epfd)}
+		if err = unix.EpollCtl(l.parkfd, op, l.epfd, &ev); err != nil {
+			return true
+		}
+		l.parkIn, armed = true, true
+		return false
+	})
+	if armed {
+		// Take the fired one-shot event off parkfd's ready list, so that
+		// parkfd reads as empty until the next park arms it.
+		var drop [1]unix.EpollEvent
+		rawEpollWait(l.parkfd, drop[:], 0)
+	}
+	if errors.Is(rerr, os.ErrDeadlineExceeded) {
+		l.parkUntil = -1 // set it again, even to the same time
+		return 0, nil
+	}
+	if rerr != nil {
+		return 0, rerr
+	}
+	return n, err
+}
+
+// closeEpoll closes the epoll descriptors.
+func (l *Loop) closeEpoll() {
+	if l.park != nil {
+		l.park.Close()
+	}
+	unix.Close(l.epfd)
 }
 
 // rawSpin bounds a raw wait (Config.RawWait), in milliseconds; a busy loop
@@ -371,5 +476,5 @@ func (l *Loop) Close() {
 		}
 	}
 	unix.Close(l.evfd)
-	unix.Close(l.epfd)
+	l.closeEpoll()
 }

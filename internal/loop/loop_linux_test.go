@@ -107,6 +107,31 @@ func (c *echoConn) close() {
 	}
 }
 
+// waits are the ways a loop waits for events: blocked in epoll_wait
+// through the scheduler, raw while busy, and parked on Go's poller (as
+// many loops as Ps).
+var waits = []waitCase{
+	{"blocking", Config{}},
+	{"raw", Config{RawWait: true}},
+	{"parked", Config{RawWait: true, Loops: 1 << 20}},
+}
+
+type waitCase struct {
+	name string
+	cfg  Config
+}
+
+// checkParked fails the test if loop l, configured as w, never parked,
+// or parked when it should not have.
+func checkParked(t *testing.T, l *Loop, w waitCase) {
+	t.Helper()
+	var parks int
+	onLoop(t, l, func() { parks = l.parks })
+	if parked := w.cfg.Loops > 0; parked != (parks > 0) {
+		t.Errorf("the loop parked %d times, want parks %v", parks, parked)
+	}
+}
+
 // startEcho runs an echo server on a new loop until the test ends.
 func startEcho(t *testing.T, cfg Config) (*echoServer, string) {
 	t.Helper()
@@ -162,9 +187,10 @@ func onLoop(t *testing.T, l *Loop, fn func()) {
 // to 64 KiB and reading each back whole, over edge-triggered sockets that
 // fill (the echo keeps what the socket will not take and waits for Out).
 func TestEchoManyClients(t *testing.T) {
-	for _, raw := range []bool{false, true} {
-		t.Run(fmt.Sprintf("raw=%v", raw), func(t *testing.T) {
-			s, addr := startEcho(t, Config{RawWait: raw})
+	for _, w := range waits {
+		t.Run(w.name, func(t *testing.T) {
+			s, addr := startEcho(t, w.cfg)
+			defer checkParked(t, s.l, w)
 			var wg sync.WaitGroup
 			errs := make(chan error, 32)
 			for i := 0; i < 32; i++ {
@@ -283,7 +309,13 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 // TestPostFromManyGoroutines: every posted function runs, on the loop
 // (the counter has no lock: the race detector sees any other goroutine).
 func TestPostFromManyGoroutines(t *testing.T) {
-	s, _ := startEcho(t, Config{})
+	for _, w := range waits {
+		t.Run(w.name, func(t *testing.T) { testPostFromManyGoroutines(t, w.cfg) })
+	}
+}
+
+func testPostFromManyGoroutines(t *testing.T, cfg Config) {
+	s, _ := startEcho(t, cfg)
 	n := 0
 	var wg sync.WaitGroup
 	for g := 0; g < 16; g++ {
@@ -292,6 +324,9 @@ func TestPostFromManyGoroutines(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < 1000; i++ {
 				s.l.Post(func() { n++ })
+				if i%100 == 0 {
+					time.Sleep(time.Millisecond) // let the loop go quiet
+				}
 			}
 		}()
 	}
@@ -328,7 +363,17 @@ func (c *countingTimer) Expire(now int64) {
 // TestTimersOnALoop: a timer re-armed from its own expiry fires ten
 // times, each at or after its deadline, while the loop otherwise sleeps.
 func TestTimersOnALoop(t *testing.T) {
-	s, _ := startEcho(t, Config{})
+	for _, w := range waits {
+		t.Run(w.name, func(t *testing.T) {
+			s, _ := startEcho(t, w.cfg)
+			testTimers(t, s.l)
+			checkParked(t, s.l, w)
+		})
+	}
+}
+
+func testTimers(t *testing.T, l *Loop) {
+	s := struct{ l *Loop }{l}
 	c := &countingTimer{l: s.l, every: int64(30 * time.Millisecond), left: 10, done: make(chan struct{})}
 	s.l.Post(func() {
 		w := s.l.Now() + c.every
