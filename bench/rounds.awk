@@ -1,12 +1,13 @@
 # rounds.awk — the per-round tables of bench/run.sh and bench/evproto.sh, from the shared
 # harness's runs.csv files:
-#   awk -F, -v ref=haproxy1 [-v eng=sluice-base] [-v tgt=sluice] [-v rate=4000] [-v reach=0.95] \
+#   awk -F, -v ref=haproxy1 [-v eng=sluice-base] [-v tgt=sluice] [-v rate=4000] [-v reach=0.95] [-v pairs=1] \
 #     -f bench/stats.awk -f bench/rounds.awk A/runs.csv B/runs.csv ...
 # Ratios are per round (the same round of the interleaving, so drift of the machine cancels),
 # then the median over rounds, with min–max and spread = (max−min)/median.
 # First table, per scenario and target: achieved req/s, requests per proxy CPU-second, proxy
 # µs/req, p99, and the per-round ratios of requests per CPU-second and of p99 to `ref` (and of
 # requests per CPU-second to `eng` when given).
+# (Not with pairs=1, which prints only the second.)
 # Second table (when `tgt` is given): tgt ÷ ref per scenario, every round's ratio of requests per
 # CPU-second and of p99 with their median, min–max and spread.
 # The fixed-rate scenario (label "rate", `rate` req/s offered): a round in which a target achieved
@@ -43,6 +44,7 @@ function ratios(k, t, o, p,    i, r) {
 }
 function mark(s) { return (unequal && s != "–") ? s " †" : s }
 END {
+  if (pairs) { table2(); exit }
   printf "| scenario | target | rounds | req/s: median (min–max)%s | req per proxy CPU-s (median) | proxy µs/req | req per CPU-s x %s per round: median (min–max, spread) |%s p99 ms (median) | p99 x %s per round: median (min–max, spread) | errors |\n",
     (rate > 0) ? ", share of the offered rate" : "", ref, (eng != "") ? " req per CPU-s x " eng " per round |" : "", ref
   printf "|---|---|---:|---:|---:|---:|---|%s---:|---|---:|\n", (eng != "") ? "---|" : ""
@@ -72,8 +74,11 @@ END {
     print ""
     printf "† A ratio that uses a round in which a target achieved less than %.0f %% of the offered %d req/s: it compares unequal loads (lower RATE, or read it as a saturated run).\n", 100 * reach, rate
   }
-  if (tgt == "") exit
   print ""
+  table2()
+}
+function table2(    o, k, kk, i, r, n1, n2, load) {
+  if (tgt == "") return
   print "| scenario | rounds | req per CPU-s " tgt " ÷ " ref ", every round | median | min–max | spread | p99 " tgt " ÷ " ref ", every round | median | min–max | spread | load |"
   print "|---|---:|---|---:|---:|---:|---|---:|---:|---:|---|"
   for (o = 1; o <= nk; o++) {

@@ -22,6 +22,9 @@
 #                    on event loops, one per CPU), 127.0.0.1:8094, admin :19194
 #   ONE_LOOP=1       also run sluice-1loop: the same config with `event_loops: 1` (one loop,
 #                    as haproxy1 has one thread), 127.0.0.1:8095, admin :19195
+#   HAP2=1           also run haproxy2 (HAProxy nbthread 2, from the shared harness, 127.0.0.1:8082),
+#                    beside which sluice's default (one loop per CPU, 2 here) is like for like;
+#                    the summary adds sluice ÷ haproxy2 round by round
 #   BASELINE []      a git revision (e.g. 0b8fec8): also build sluice at that
 #                    revision (git archive into /tmp/bench/base, binary
 #                    /tmp/bench/bin/sluice-base) and run it as the extra target
@@ -61,6 +64,10 @@ STOP_MSG="bench: stopped sluice, peers and backends"
 if [[ ${H1:-0} == 1 ]]; then
   NAMES+=(sluice-h1); TARGETS+=(sluice-h1=http://127.0.0.1:8094/); ADDRS+=(127.0.0.1:8094)
   STARTED="sluice-h1 $STARTED"
+fi
+if [[ ${HAP2:-0} == 1 ]]; then
+  NAMES+=(haproxy2); TARGETS+=(haproxy2=http://127.0.0.1:8082/); ADDRS+=(127.0.0.1:8082)
+  STARTED="haproxy2 $STARTED"
 fi
 if [[ ${ONE_LOOP:-0} == 1 ]]; then
   NAMES+=(sluice-1loop); TARGETS+=(sluice-1loop=http://127.0.0.1:8095/); ADDRS+=(127.0.0.1:8095)
@@ -129,7 +136,7 @@ if [[ -n $BASE_REV ]]; then
 fi
 
 log "starting backends + haproxy1 + nginx1 (unpinned) and sluice"
-PEERS="haproxy1 nginx1" "$SHARED/start-peers.sh" unpinned
+PEERS="haproxy1 nginx1$([[ ${HAP2:-0} == 1 ]] && echo " haproxy2")" "$SHARED/start-peers.sh" unpinned
 "$SHARED/start-one.sh" sluice -- "$BIN_DIR/sluice" run -config "$LAST/sluice.yaml"
 "$SHARED/start-one.sh" sluice-std -- "$BIN_DIR/sluice" run -config "$LAST/sluice-std.yaml"
 [[ ${H1:-0} == 1 ]] && "$SHARED/start-one.sh" sluice-h1 -- "$BIN_DIR/sluice" run -config "$LAST/sluice-h1.yaml"
@@ -240,6 +247,20 @@ for d in small-c50 small-c256 "rate-c$RATE_CONNS" kb64-c50 fail; do SUMMARIES+=(
   awk -F, -v ref=haproxy1 -v tgt=sluice -v eng="${BASE_REV:+sluice-base}" -v rate="$RATE" \
     -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/rounds.awk" "${CSVS[@]}"
   echo
+  if [[ ${ONE_LOOP:-0} == 1 ]]; then
+    echo "One thread each: sluice-1loop (\`event_loops: 1\`) ÷ haproxy1, round by round:"
+    echo
+    awk -F, -v ref=haproxy1 -v tgt=sluice-1loop -v rate="$RATE" -v pairs=1 \
+      -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/rounds.awk" "${CSVS[@]}"
+    echo
+  fi
+  if [[ ${HAP2:-0} == 1 ]]; then
+    echo "One thread per CPU each: sluice (its default, one loop per CPU) ÷ haproxy2 (\`nbthread 2\`), round by round:"
+    echo
+    awk -F, -v ref=haproxy2 -v tgt=sluice -v rate="$RATE" -v pairs=1 \
+      -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/rounds.awk" "${CSVS[@]}"
+    echo
+  fi
   if [[ -s $LAST/perf/stat.md ]]; then
     echo "System calls and context switches per request (perf stat on the proxy over a ${PROFILE_SECS} s wrk c=50 run, one target after another):"
     echo
