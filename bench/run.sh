@@ -41,7 +41,8 @@
 #   b) 64 KiB responses, c=50
 #   c) c=50 while backend 127.0.0.1:9002 is killed ~2 s into each run and
 #      restarted 2 s later (errors per target)
-#   d) IDLE_N idle keep-alive clients per proxy (peak RSS)
+#   d) IDLE_N idle keep-alive clients per proxy (peak RSS); HAProxy is started again for it with
+#      maxconn raised from the shared config's 8000 as far as the descriptor limit allows
 # Output: /tmp/bench/last/ (summary.md, per-scenario runs.csv, raw/), the chart.
 # Everything it starts is stopped at the end and on failure.
 # shellcheck source=bench/lib.sh
@@ -204,6 +205,18 @@ awk -F, -v base=direct -v ref=haproxy1 -f "$SHARED/summarize.awk" "$LAST/fail/ru
 stop_sampler
 
 log "(d) $IDLE_N idle keep-alive clients, held ${IDLE_HOLD}s"
+# The shared config caps HAProxy at maxconn 8000: for the idle clients each HAProxy is started
+# again with maxconn raised as far as the descriptor limit allows (idle_fds), as bench/idle.sh does
+idle_fds
+haproxy_cfg_at 9001 9002 9003 "$HAPROXY_MAXCONN" "$LAST/haproxy-idle.cfg"
+for n in "${NAMES[@]}"; do
+  [[ $n =~ ^haproxy([12])$ ]] || continue
+  th=${BASH_REMATCH[1]}; pid=$(pidof_t "$n"); kill "$pid"
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  NBTHREAD=$th HAPROXY_PORT=$((8080 + th)) \
+    "$SHARED/start-one.sh" "$n" -- haproxy -db -f "$LAST/haproxy-idle.cfg"
+done
+log "HAProxy maxconn $HAPROXY_MAXCONN for the idle clients (descriptor limit $(ulimit -n))"
 : >"$LAST/idle.tsv"
 for i in "${!NAMES[@]}"; do
   n=${NAMES[$i]}
