@@ -43,7 +43,7 @@ func TestProcessUpgradeHTTP3(t *testing.T) {
 	addr := p.addr("public")
 	pid1 := p.pid(0)
 	tlsConf := &tls.Config{RootCAs: ca.pool, ServerName: "a.test"}
-	if got, err := h3Fresh(addr, tlsConf); err != nil || got != "b1" {
+	if got, err := h3Fresh(addr, tlsConf, nil); err != nil || got != "b1" {
 		t.Fatalf("before the upgrade: %q, %v; want a response from b1", got, err)
 	}
 
@@ -92,7 +92,12 @@ func TestProcessUpgradeHTTP3(t *testing.T) {
 
 	// The load: new QUIC connections, one request each, and one client
 	// that keeps its connection; each request notes whether it began
-	// before the upgrade (0), during it (1) or after the hand-over (2).
+	// before the upgrade (0), during it (1) or after the hand-over (2). A
+	// fresh request's phase is read once its connection is up: read
+	// before the dial, a dial that the loaded machine delays past the
+	// hand-over would count as begun before it (the old process must
+	// serve a connection whose handshake it finished, not one that only
+	// a goroutine meant to open).
 	var phase atomic.Int32
 	type outcome struct {
 		phase   int32
@@ -129,9 +134,10 @@ func TestProcessUpgradeHTTP3(t *testing.T) {
 					return
 				default:
 				}
-				ph := phase.Load()
-				be, err := h3Fresh(addr, tlsConf)
-				note(ph, true, be, err)
+				var ph atomic.Int32 // the dial may run on the transport's goroutine
+				ph.Store(phase.Load())
+				be, err := h3Fresh(addr, tlsConf, func() { ph.Store(phase.Load()) })
+				note(ph.Load(), true, be, err)
 			}
 		}()
 	}
@@ -237,17 +243,22 @@ func TestProcessUpgradeHTTP3(t *testing.T) {
 	if fwd, _ := strconv.Atoi(m[1]); fwd == 0 || m[2] != "0" {
 		t.Errorf("the old process forwarded %s datagrams and dropped %s, want some and none", m[1], m[2])
 	}
-	if got, err := h3Fresh(addr, tlsConf); err != nil || got != "b2" {
+	if got, err := h3Fresh(addr, tlsConf, nil); err != nil || got != "b2" {
 		t.Errorf("after the old process exited: %q, %v; want a response from b2", got, err)
 	}
 }
 
 // h3Fresh sends one GET on a new QUIC connection and returns the backend
-// that answered.
-func h3Fresh(addr string, tlsConf *tls.Config) (string, error) {
+// that answered; up, when not nil, is called once the connection's
+// handshake is done.
+func h3Fresh(addr string, tlsConf *tls.Config, up func()) (string, error) {
 	tr := &http3.Transport{TLSClientConfig: tlsConf,
 		Dial: func(ctx context.Context, _ string, tc *tls.Config, qc *quic.Config) (*quic.Conn, error) {
-			return quic.DialAddr(ctx, addr, tc, qc)
+			c, err := quic.DialAddr(ctx, addr, tc, qc)
+			if err == nil && up != nil {
+				up()
+			}
+			return c, err
 		}}
 	defer tr.Close()
 	return h3Get(&http.Client{Transport: tr, Timeout: 15 * time.Second})

@@ -86,9 +86,10 @@ type Loop struct {
 	park      *os.File
 	parkc     syscall.RawConn
 	parkfd    int
-	parkIn    bool  // epfd has been added to parkfd (re-armed with MOD)
 	parkUntil int64 // the deadline set on park; 0: none
 	parks     int   // how many times the loop parked (for tests)
+	procs     int   // GOMAXPROCS, read at procsAt (it may change)
+	procsAt   int64
 	events    []unix.EpollEvent
 	fds       []entry // by descriptor
 	gen       uint32
@@ -288,7 +289,7 @@ func (l *Loop) Run(ctx context.Context) error {
 				msec = rawSpin
 			}
 			n, err = rawEpollWait(l.epfd, l.events, msec)
-		} else if msec != 0 && l.cfg.Loops >= runtime.GOMAXPROCS(0) {
+		} else if msec != 0 && l.cfg.Loops >= l.gomaxprocs() {
 			n, err = l.parkWait(msec)
 		} else {
 			n, err = unix.EpollWait(l.epfd, l.events, msec)
@@ -327,9 +328,12 @@ func (l *Loop) Run(ctx context.Context) error {
 // "The quiet wait").
 //
 // epfd is not in Go's poller itself: every first event of a busy loop's
-// wake-up would then wake the poller's thread too. It is armed in parkfd,
-// one-shot, only for the park.
+// wake-up would then wake the poller's thread too. It is in parkfd only
+// for the park.
 func (l *Loop) parkWait(msec int) (n int, err error) {
+	if n, err = rawEpollWait(l.epfd, l.events, 0); n > 0 || err != nil {
+		return n, err
+	}
 	until := int64(0)
 	if msec > 0 {
 		until = l.now + int64(msec)*int64(time.Millisecond)
@@ -347,36 +351,43 @@ func (l *Loop) parkWait(msec int) (n int, err error) {
 	l.parks++
 	armed := false
 	rerr := l.parkc.Read(func(uintptr) bool {
-		if n, err = rawEpollWait(l.epfd, l.events, 0); n > 0 || err != nil || armed {
+		if armed {
+			n, err = rawEpollWait(l.epfd, l.events, 0)
 			return n > 0 || err != nil
 		}
-		// Arming looks at epfd's readiness: events that came after the
+		// Adding looks at epfd's readiness: events that came since the
 		// wait above make parkfd readable at once.
-		op := unix.EPOLL_CTL_ADD
-		if l.parkIn {
-			op = unix.EPOLL_CTL_MOD
-		}
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: int32(l.epfd)}
-		if err = unix.EpollCtl(l.parkfd, op, l.epfd, &ev); err != nil {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(l.epfd)}
+		if err = unix.EpollCtl(l.parkfd, unix.EPOLL_CTL_ADD, l.epfd, &ev); err != nil {
 			return true
 		}
-		l.parkIn, armed = true, true
+		armed = true
 		return false
 	})
 	if armed {
-		// Take the fired one-shot event off parkfd's ready list, so that
-		// parkfd reads as empty until the next park arms it.
-		var drop [1]unix.EpollEvent
-		rawEpollWait(l.parkfd, drop[:], 0)
+		// Out again, off parkfd's ready list too: while the loop runs,
+		// its events must not wake the poller's thread.
+		if derr := unix.EpollCtl(l.parkfd, unix.EPOLL_CTL_DEL, l.epfd, nil); derr != nil && err == nil && rerr == nil {
+			err = derr
+		}
 	}
 	if errors.Is(rerr, os.ErrDeadlineExceeded) {
 		l.parkUntil = -1 // set it again, even to the same time
-		return 0, nil
+		return 0, err
 	}
 	if rerr != nil {
 		return 0, rerr
 	}
 	return n, err
+}
+
+// gomaxprocs is GOMAXPROCS, read at most once a second (it takes the
+// scheduler's lock).
+func (l *Loop) gomaxprocs() int {
+	if l.procs == 0 || l.now-l.procsAt >= int64(time.Second) {
+		l.procs, l.procsAt = runtime.GOMAXPROCS(0), l.now
+	}
+	return l.procs
 }
 
 // closeEpoll closes the epoll descriptors.

@@ -538,3 +538,83 @@ func TestDialAndSockError(t *testing.T) {
 		t.Fatalf("connect to a closed port: %v, want ECONNREFUSED", err)
 	}
 }
+
+// parkProbe, woken by its socket, reports whether its loop's epfd was
+// still in parkfd then: a loop that runs must leave it out, or each of its
+// events would wake Go's poller as well.
+type parkProbe struct {
+	l   *Loop
+	fd  int
+	got chan error
+}
+
+func (p *parkProbe) Event(Events) {
+	var b [16]byte
+	if n, _ := unix.Read(p.fd, b[:]); n <= 0 {
+		return
+	}
+	var ev unix.EpollEvent
+	err := unix.EpollCtl(p.l.parkfd, unix.EPOLL_CTL_MOD, p.l.epfd, &ev)
+	p.got <- err
+}
+
+func (p *parkProbe) Fail() {}
+
+// TestParkLeavesNothingArmed: a parked loop woken by a socket has taken
+// its epoll descriptor out of parkfd before it serves the event.
+func TestParkLeavesNothingArmed(t *testing.T) {
+	l, err := New(Config{RawWait: true, Loops: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(sp[1])
+	p := &parkProbe{l: l, fd: sp[0], got: make(chan error, 8)}
+	if err := l.Add(sp[0], p); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		l.Close()
+	}()
+	for i := 0; i < 3; i++ {
+		// Wait for the loop to park again (a raw wait first finds nothing).
+		before := -1
+		onLoop(t, l, func() { before = l.parks })
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			var now int
+			time.Sleep(5 * time.Millisecond)
+			onLoop(t, l, func() { now = l.parks })
+			if now > before+1 || time.Now().After(deadline) {
+				break
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+		if _, err := unix.Write(sp[1], []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-p.got:
+			if err != unix.ENOENT {
+				t.Fatalf("wake-up %d: epfd in parkfd while the loop serves its events (EPOLL_CTL_MOD: %v, want ENOENT)", i, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("wake-up %d: the parked loop did not serve its socket within 5 s", i)
+		}
+	}
+	var parks int
+	onLoop(t, l, func() { parks = l.parks })
+	if parks == 0 {
+		t.Error("the loop never parked")
+	}
+}
