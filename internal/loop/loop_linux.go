@@ -65,7 +65,7 @@ type Config struct {
 	RawWait bool
 	// Loops is how many loops the process runs (NewGroup sets it): when
 	// there are as many as Ps, a quiet loop parks rather than blocks
-	// (park).
+	// (parkWait).
 	Loops int
 	// Events is how many events one wake-up takes (0: 256).
 	Events int
