@@ -3,6 +3,7 @@
 package netlimit
 
 import (
+	"io"
 	"net"
 	"sync"
 )
@@ -69,6 +70,28 @@ func (c *Conn) Close() error {
 
 // TCP returns the socket.
 func (c *Conn) TCP() *net.TCPConn { return c.TCPConn }
+
+// Slot takes the connection's slot from it, for a caller that serves a
+// duplicate of the socket and closes this one: closing what Slot returns
+// frees the slot (once), and closing c no longer does. What it returns
+// holds neither c nor its socket, so they can be collected while the
+// duplicate lives (an idle connection on an event loop).
+func (c *Conn) Slot() io.Closer {
+	s := &slot{l: c.l}
+	c.once.Do(func() {})
+	return s
+}
+
+// slot is a listener's slot apart from its connection (Conn.Slot).
+type slot struct {
+	l    *Listener
+	once sync.Once
+}
+
+func (s *slot) Close() error {
+	s.once.Do(s.l.release)
+	return nil
+}
 
 // NetConn returns the socket, as tls.Conn's NetConn does.
 func (c *Conn) NetConn() net.Conn { return c.TCPConn }

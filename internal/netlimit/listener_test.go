@@ -89,3 +89,52 @@ func TestListenerBoundsOpenConnections(t *testing.T) {
 	b.Close()
 	third.Close()
 }
+
+// TestSlotOutlivesItsConnection: a slot taken from a connection (Slot)
+// is freed by closing the slot (once, however often), not the connection.
+func TestSlotOutlivesItsConnection(t *testing.T) {
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := NewListener(tl, 1)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	accept := func(what string, want bool) net.Conn {
+		t.Helper()
+		select {
+		case c := <-accepted:
+			if !want {
+				t.Fatalf("%s: a connection (%s) was accepted while the slot was held", what, c.RemoteAddr())
+			}
+			return c
+		case <-time.After(map[bool]time.Duration{true: 5 * time.Second, false: 200 * time.Millisecond}[want]):
+			if want {
+				t.Fatalf("%s: not accepted within 5s", what)
+			}
+			return nil
+		}
+	}
+	dial(t, ln.Addr().String())
+	dial(t, ln.Addr().String())
+	dial(t, ln.Addr().String())
+	c := accept("first", true)
+	slot := c.(*Conn).Slot()
+	c.Close()
+	accept("after the connection closed, its slot taken", false)
+	slot.Close()
+	second := accept("after the slot closed", true)
+	slot.Close() // a second Close frees nothing more
+	accept("after the slot closed twice", false)
+	second.Close()
+	accept("after the second connection closed", true).Close()
+}

@@ -24,7 +24,7 @@ package h1
 import (
 	"context"
 	"errors"
-	"net"
+	"io"
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/edge"
@@ -49,7 +49,7 @@ type lconn struct {
 	c    *h1conn
 	w    *lworker
 	fd   int
-	orig net.Conn
+	slot io.Closer // the accepted connection's max_connections slot
 	loop.Ready
 	phase  int
 	closed bool
@@ -82,7 +82,7 @@ func (lc *lconn) adopt() {
 	lc.Wr = true
 	if err := lc.w.ev.Add(lc.fd, lc); err != nil {
 		unix.Close(lc.fd)
-		lc.orig.Close()
+		lc.slot.Close()
 		c.e.forget(c)
 		c.lc.Store(nil)
 		c.e.wg.Done()
@@ -556,7 +556,7 @@ func (lc *lconn) close() {
 		lc.putReq()
 	}
 	lc.w.ev.CloseFD(lc.fd)
-	lc.orig.Close()
+	lc.slot.Close()
 	lc.finishClosed()
 }
 
