@@ -92,24 +92,26 @@ func TestProcessUpgradeHTTP3(t *testing.T) {
 
 	// The load: new QUIC connections, one request each, and one client
 	// that keeps its connection; each request notes whether it began
-	// before the upgrade (0), during it (1) or after the hand-over (2). A
-	// fresh request's phase is read once its connection is up: read
-	// before the dial, a dial that the loaded machine delays past the
-	// hand-over would count as begun before it (the old process must
-	// serve a connection whose handshake it finished, not one that only
-	// a goroutine meant to open).
+	// before the upgrade (0), during it (1) or after the hand-over (2),
+	// and a fresh one also the phase once its connection was up. Its
+	// handshake is the old process's if it began before the hand-over
+	// (phase 0 or 1 at the dial) and the new one's if it began after
+	// (2); a handshake that the loaded machine draws out may span the
+	// phases, so a connection up in phase 0 must reach b1 and one dialled
+	// in phase 2 must reach b2.
 	var phase atomic.Int32
 	type outcome struct {
-		phase   int32
-		fresh   bool // on a new connection
+		phase   int32 // at the request's start (the dial's, when fresh)
+		up      int32 // once its connection was up
+		fresh   bool  // on a new connection
 		backend string
 		err     error
 	}
 	var mu sync.Mutex
 	var outcomes []outcome
-	note := func(ph int32, fresh bool, be string, err error) {
+	note := func(ph, up int32, fresh bool, be string, err error) {
 		mu.Lock()
-		outcomes = append(outcomes, outcome{ph, fresh, be, err})
+		outcomes = append(outcomes, outcome{ph, up, fresh, be, err})
 		mu.Unlock()
 	}
 	countAfter := func() (n int) {
@@ -134,10 +136,11 @@ func TestProcessUpgradeHTTP3(t *testing.T) {
 					return
 				default:
 				}
-				var ph atomic.Int32 // the dial may run on the transport's goroutine
-				ph.Store(phase.Load())
-				be, err := h3Fresh(addr, tlsConf, func() { ph.Store(phase.Load()) })
-				note(ph.Load(), true, be, err)
+				ph := phase.Load()
+				var up atomic.Int32 // the dial may run on the transport's goroutine
+				up.Store(ph)
+				be, err := h3Fresh(addr, tlsConf, func() { up.Store(phase.Load()) })
+				note(ph, up.Load(), true, be, err)
 			}
 		}()
 	}
@@ -158,7 +161,7 @@ func TestProcessUpgradeHTTP3(t *testing.T) {
 			}
 			ph := phase.Load()
 			be, err := h3Get(c)
-			note(ph, false, be, err)
+			note(ph, ph, false, be, err)
 			time.Sleep(5 * time.Millisecond) // a bounded load
 		}
 	}()
@@ -211,18 +214,19 @@ func TestProcessUpgradeHTTP3(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
-	// The tally: nothing failed; a request begun before the upgrade got
-	// b1, one on a new connection begun after the hand-over b2 (the kept
-	// connection is the old process's until its GOAWAY: either).
+	// The tally: nothing failed; a request on a connection up before the
+	// upgrade got b1, one on a new connection dialled after the hand-over
+	// b2 (the kept connection is the old process's until its GOAWAY:
+	// either).
 	var failed []string
 	count := map[string]int{}
 	for _, o := range outcomes {
-		key := fmt.Sprintf("phase %d fresh=%v %s", o.phase, o.fresh, o.backend)
+		key := fmt.Sprintf("phase %d (up %d) fresh=%v %s", o.phase, o.up, o.fresh, o.backend)
 		switch {
 		case o.err != nil:
 			failed = append(failed, fmt.Sprintf("phase %d fresh=%v: %v", o.phase, o.fresh, o.err))
 			continue
-		case o.phase == 0 && o.backend != "b1", o.phase == 2 && o.fresh && o.backend != "b2", o.backend != "b1" && o.backend != "b2":
+		case o.up == 0 && o.backend != "b1", o.phase == 2 && o.fresh && o.backend != "b2", o.backend != "b1" && o.backend != "b2":
 			failed = append(failed, "a request begun in "+key)
 		}
 		count[key]++

@@ -88,14 +88,20 @@ type Loop struct {
 	parkfd    int
 	parkUntil int64 // the deadline set on park; 0: none
 	parks     int   // how many times the loop parked (for tests)
-	procs     int   // GOMAXPROCS, read at procsAt (it may change)
-	procsAt   int64
-	events    []unix.EpollEvent
-	fds       []entry // by descriptor
-	gen       uint32
-	now       int64
-	wheel     wheel
-	defers    []Flusher
+	// parkFn is parkCheck, bound once: a closure made per park would be
+	// allocated per park. armed, pn and perr are its state.
+	parkFn  func(uintptr) bool
+	armed   bool
+	pn      int
+	perr    error
+	procs   int // GOMAXPROCS, read at procsAt (it may change)
+	procsAt int64
+	events  []unix.EpollEvent
+	fds     []entry // by descriptor
+	gen     uint32
+	now     int64
+	wheel   wheel
+	defers  []Flusher
 
 	mu       sync.Mutex // guards inbox and closed
 	inbox    []posted
@@ -151,6 +157,7 @@ func New(cfg Config) (*Loop, error) {
 		l.closeEpoll()
 		return nil, fmt.Errorf("loop %d: %w", cfg.ID, err)
 	}
+	l.parkFn = l.parkCheck
 	l.now = time.Now().UnixNano()
 	l.wheel.cur = l.now / Tick
 	return l, nil
@@ -349,22 +356,11 @@ func (l *Loop) parkWait(msec int) (n int, err error) {
 		l.parkUntil = until
 	}
 	l.parks++
-	armed := false
-	rerr := l.parkc.Read(func(uintptr) bool {
-		if armed {
-			n, err = rawEpollWait(l.epfd, l.events, 0)
-			return n > 0 || err != nil
-		}
-		// Adding looks at epfd's readiness: events that came since the
-		// wait above make parkfd readable at once.
-		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(l.epfd)}
-		if err = unix.EpollCtl(l.parkfd, unix.EPOLL_CTL_ADD, l.epfd, &ev); err != nil {
-			return true
-		}
-		armed = true
-		return false
-	})
-	if armed {
+	l.armed, l.pn, l.perr = false, 0, nil
+	rerr := l.parkc.Read(l.parkFn)
+	n, err = l.pn, l.perr
+	l.perr = nil
+	if l.armed {
 		// Out again, off parkfd's ready list too: while the loop runs,
 		// its events must not wake the poller's thread.
 		if derr := unix.EpollCtl(l.parkfd, unix.EPOLL_CTL_DEL, l.epfd, nil); derr != nil && err == nil && rerr == nil {
@@ -379,6 +375,24 @@ func (l *Loop) parkWait(msec int) (n int, err error) {
 		return 0, rerr
 	}
 	return n, err
+}
+
+// parkCheck is parkWait's test of readiness, called by the poller: the
+// first call adds epfd to parkfd, the others (after a wake-up) take its
+// events.
+func (l *Loop) parkCheck(uintptr) bool {
+	if l.armed {
+		l.pn, l.perr = rawEpollWait(l.epfd, l.events, 0)
+		return l.pn > 0 || l.perr != nil
+	}
+	// Adding looks at epfd's readiness: events that came since the wait
+	// before the park make parkfd readable at once.
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(l.epfd)}
+	if l.perr = unix.EpollCtl(l.parkfd, unix.EPOLL_CTL_ADD, l.epfd, &ev); l.perr != nil {
+		return true
+	}
+	l.armed = true
+	return false
 }
 
 // gomaxprocs is GOMAXPROCS, read at most once a second (it takes the

@@ -618,3 +618,28 @@ func TestParkLeavesNothingArmed(t *testing.T) {
 		t.Error("the loop never parked")
 	}
 }
+
+// TestParkAllocatesNothing: a park allocates nothing: a loop parks up to
+// once per quiet spell, which under light load is about once per request.
+func TestParkAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector's instrumentation allocates")
+	}
+	l, err := New(Config{Loops: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	allocs := testing.AllocsPerRun(20, func() {
+		l.now = time.Now().UnixNano()
+		if n, err := l.parkWait(1); n != 0 || err != nil {
+			t.Fatalf("a park with nothing to wait for: %d events, %v", n, err)
+		}
+	})
+	if allocs > 0 {
+		t.Errorf("%.1f allocations per park, want none", allocs)
+	}
+	if l.parks == 0 {
+		t.Error("parkWait never parked")
+	}
+}
