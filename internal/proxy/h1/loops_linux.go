@@ -110,9 +110,14 @@ func (ls *Loops) take(c *h1conn) *lconn {
 		a := ap.AddrPort()
 		c.raddr = netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) // an IPv4 client as net.TCPAddr prints it
 	}
-	var slot io.Closer = noSlot{}
-	if s, ok := c.nc.(interface{ Slot() io.Closer }); ok {
-		slot = s.Slot()
+	var slot io.Closer
+	switch nc := c.nc.(type) {
+	case interface{ Slot() io.Closer }:
+		slot = nc.Slot()
+	case *net.TCPConn:
+		slot = noSlot{} // nothing beyond the socket
+	default:
+		slot = nc // a wrapper of another kind: closing it frees what it holds
 	}
 	c.tcp.Close()
 	c.nc, c.tcp, c.rw = nil, nil, nil
