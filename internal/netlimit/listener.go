@@ -75,10 +75,15 @@ func (c *Conn) TCP() *net.TCPConn { return c.TCPConn }
 // duplicate of the socket and closes this one: closing what Slot returns
 // frees the slot (once), and closing c no longer does. What it returns
 // holds neither c nor its socket, so they can be collected while the
-// duplicate lives (an idle connection on an event loop).
+// duplicate lives (an idle connection on an event loop). Taken from a
+// connection already closed, it frees nothing.
 func (c *Conn) Slot() io.Closer {
 	s := &slot{l: c.l}
-	c.once.Do(func() {})
+	taken := false
+	c.once.Do(func() { taken = true })
+	if !taken {
+		s.once.Do(func() {}) // c's Close freed it already
+	}
 	return s
 }
 
