@@ -163,10 +163,11 @@ func allTCP(bs []Backend) bool {
 }
 
 // defaultEngine is the engine of a listener that names none: the event
-// loops wherever they serve (plain HTTP/1.1 on Linux), else the goroutine
-// engine. Issue 15 chose the loops by measurement (docs/benchmarks.md).
+// loops wherever they serve (HTTP/1.1 in the clear or over TLS, on Linux),
+// else the goroutine engine. Issue 15 chose the loops by measurement
+// (docs/benchmarks.md).
 func defaultEngine(l *Listener) string {
-	if runtime.GOOS == "linux" && l.Protocol == "http" && l.TLS == nil && !l.H2C && !l.ProxyProtocol {
+	if runtime.GOOS == "linux" && l.Protocol == "http" && !l.ProxyProtocol {
 		return "loop"
 	}
 	return "h1"

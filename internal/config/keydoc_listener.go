@@ -88,14 +88,15 @@ func listenerKeyDocs() map[string]KeyDoc {
 				"see [http2.md](http2.md)); `Upgrade: h2c` is answered with `engine: h1` only (prior " +
 				"knowledge works with both). Both pass the same end-to-end, hostile-input and " +
 				"differential tests; routing, balancing, retries, health, metrics and logs are shared. " +
-				"`loop` (Linux, plain HTTP/1.1 listeners without `tls`, `h2c` or `proxy_protocol`; the " +
-				"default there) is the `h1` engine on event loops: `event_loops` of them (one per CPU), " +
-				"shared by every such listener, with no " +
-				"goroutine per connection; requests without a body to plain HTTP/1.1 backends named by " +
-				"address are parsed, forwarded and answered on the loop, over backend connections each loop " +
-				"owns, and anything else (a request body, an upgrade, HTTP/1.0, a pool with HTTP/2, TLS or " +
-				"the PROXY protocol to its backends, a shared rate limit) is handed to a goroutine that " +
-				"serves the connection as `h1` does from then on. " +
+				"`loop` (Linux, HTTP listeners without `proxy_protocol`; the default there) is the `h1` " +
+				"engine on event loops: `event_loops` of them (one per CPU), shared by every such listener, " +
+				"with no goroutine per connection; HTTP/1.1 requests without a body to plain HTTP/1.1 " +
+				"backends named by address are parsed, forwarded and answered on the loop, over TLS too " +
+				"(the handshake runs on a goroutine, the records on the loop), over backend connections " +
+				"each loop owns, and anything else (a request body, an upgrade, HTTP/1.0, a pool with " +
+				"HTTP/2, TLS or the PROXY protocol to its backends, a shared rate limit) is handed to a " +
+				"goroutine that serves the connection as `h1` does from then on; HTTP/2 connections (ALPN " +
+				"or h2c) are served by sluice's HTTP/2 server as with `h1`. " +
 				"See [How the engines differ](#how-the-engines-differ).",
 		},
 		"listeners.tls.certificates": {

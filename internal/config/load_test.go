@@ -421,7 +421,7 @@ func TestDefaultEngine(t *testing.T) {
 		{"", plainEngine},
 		{"engine: h1", "h1"},
 		{"engine: std", "std"},
-		{"h2c: true", "h1"},
+		{"h2c: true", plainEngine},
 		{"proxy_protocol: true", "h1"},
 		{"protocol: tcp", "h1"},
 	} {

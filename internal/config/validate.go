@@ -162,17 +162,11 @@ func (v *validator) listener(p string, l *Listener, names, addrs map[string]stri
 	}
 	v.oneOf(p+".engine", "engine", l.Engine, "h1", "std", "loop")
 	if l.Engine == "loop" {
-		// The loops serve plain HTTP/1.1 connections as they were
-		// accepted; what comes before the HTTP/1.1 bytes (TLS, a PROXY
-		// header, HTTP/2 detection) is not on them yet.
-		for _, x := range []struct {
-			set  bool
-			key  string
-			what string
-		}{{l.TLS != nil, "tls", "TLS"}, {l.H2C, "h2c", "h2c"}, {l.ProxyProtocol, "proxy_protocol", "the PROXY protocol"}} {
-			if x.set {
-				v.errorf(p+"."+x.key, "engine: loop serves plain HTTP/1.1 listeners only, not %s yet: use engine: h1 on this listener", x.what)
-			}
+		// The loops serve HTTP/1.1 connections, in the clear or over TLS
+		// past its handshake (HTTP/2 goes to sluice's HTTP/2 server, as
+		// on engine: h1); a PROXY header is not read on them yet.
+		if l.ProxyProtocol {
+			v.errorf(p+".proxy_protocol", "engine: loop does not read the PROXY protocol yet: use engine: h1 on this listener")
 		}
 		if runtime.GOOS != "linux" {
 			v.errorf(p+".engine", "engine: loop needs Linux (epoll); this system is %s: use engine: h1", runtime.GOOS)

@@ -36,16 +36,15 @@ import (
 // default ("" leaves each config as it is: loop on plain HTTP/1.1
 // listeners, h1 on the others) or, with SLUICE_E2E_ENGINE=std, h1 or loop
 // (make test runs the suite once more with std and with h1), that engine.
-// Every engine must pass every test; loop only serves plain HTTP/1.1
-// listeners, so those with tls, h2c or proxy_protocol keep the default
-// (loopable).
+// Every engine must pass every test; loop does not read the PROXY
+// protocol, so listeners with proxy_protocol keep the default (loopable).
 var testEngine = os.Getenv("SLUICE_E2E_ENGINE")
 
 // withEngine sets testEngine on the HTTP listeners of cfg that name none.
 func withEngine(cfg *config.Config) {
 	for i := range cfg.Listeners {
 		l := &cfg.Listeners[i]
-		if l.Engine == "" && l.Protocol != "tcp" && (testEngine != "loop" || l.TLS == nil && !l.H2C && !l.ProxyProtocol) {
+		if l.Engine == "" && l.Protocol != "tcp" && (testEngine != "loop" || !l.ProxyProtocol) {
 			l.Engine = testEngine
 		}
 	}
@@ -54,8 +53,7 @@ func withEngine(cfg *config.Config) {
 // loopable reports whether the YAML of one listener (its address line to
 // the next listener) leaves it to engine: loop.
 func loopable(listener string) bool {
-	return !strings.Contains(listener, "tls:") && !strings.Contains(listener, "h2c: true") &&
-		!strings.Contains(listener, "proxy_protocol: true") && !strings.Contains(listener, "protocol: tcp")
+	return !strings.Contains(listener, "proxy_protocol: true") && !strings.Contains(listener, "protocol: tcp")
 }
 
 // listenerAddr matches the address line of a listener in the suite's YAML.

@@ -378,7 +378,11 @@ func (l *listener) serve(s *Server) {
 		ln = netlimit.NewListener(ln, n)
 	}
 	if l.tls != nil || l.cfg.H2C || l.cfg.ProxyProtocol {
-		l.front = newFront(ln, frontOptions{TLS: l.tls, H2C: l.cfg.H2C, HandshakeTimeout: l.cfg.Timeouts.ReadHeader,
+		var base func(net.Conn) net.Conn
+		if l.cfg.Engine == "loop" {
+			base = h1.LoopTLS
+		}
+		l.front = newFront(ln, frontOptions{TLS: l.tls, TLSBase: base, H2C: l.cfg.H2C, HandshakeTimeout: l.cfg.Timeouts.ReadHeader,
 			H2: l.h2Server(s), Handshake: func(ok bool) { l.handshake(ok) },
 			H2Guard: &h2guard.Config{Stats: l.h2Floods, Unbatched: l.cfg.Engine != "std",
 				Limits: h2guard.Limits{MaxHeaderBlockBytes: lim.MaxHeaderBytes}},

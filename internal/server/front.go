@@ -60,6 +60,10 @@ type front struct {
 type frontOptions struct {
 	// TLS terminates TLS when set; NextProtos decides whether h2 is offered.
 	TLS *tls.Config
+	// TLSBase, when set, is what TLS runs over: the accepted connection
+	// (with raw reads and writes) wrapped so that an event loop can take
+	// it over after the handshake (h1.LoopTLS).
+	TLSBase func(net.Conn) net.Conn
 	// H2C accepts HTTP/2 over cleartext by prior knowledge.
 	H2C bool
 	// HandshakeTimeout bounds the TLS handshake and the preface peek
@@ -191,7 +195,11 @@ func (f *front) dispatch(raw net.Conn) {
 		// Beneath TLS, reads and writes are raw system calls on the
 		// socket (see rawio); the HTTP/1.1 engine makes its own over a
 		// plain one.
-		tc := tls.Server(rawio.New(c, proxyproto.TCP(c)), f.o.TLS)
+		base := rawio.New(c, proxyproto.TCP(c))
+		if f.o.TLSBase != nil {
+			base = f.o.TLSBase(base)
+		}
+		tc := tls.Server(base, f.o.TLS)
 		err := tc.Handshake()
 		f.o.Handshake(err == nil)
 		if err != nil {

@@ -85,12 +85,30 @@ type engineSetup struct {
 	Listen string
 	// Access is the access log (nil: off).
 	Access *accesslog.Logger
+	// TLS terminates TLS on the listener, whatever overTLS says.
+	TLS bool
 }
 
 // loopEngine runs these tests with the engine's connections served on
 // event loops (engine: loop): SLUICE_H1_ENGINE=loop, as make test does in
 // a second pass.
 var loopEngine = os.Getenv("SLUICE_H1_ENGINE") == "loop"
+
+// overTLS runs these tests over TLS: the engine's listener terminates TLS
+// as a TLS listener's front does (the handshake on a goroutine, over
+// LoopTLS, so that a loop can take the connection), and every client
+// connection is TLS: SLUICE_H1_TLS=1, as make test does in a third pass
+// (with SLUICE_H1_ENGINE=loop).
+var overTLS = os.Getenv("SLUICE_H1_TLS") == "1"
+
+// skipOverTLS skips a test that needs the client's raw TCP socket (a
+// reset, a half-close, a byte count on the wire) when overTLS is set.
+func skipOverTLS(t *testing.T, why string) {
+	t.Helper()
+	if overTLS {
+		t.Skip("SLUICE_H1_TLS: " + why)
+	}
+}
 
 // skipOnLoops skips a test of the goroutine engine's own mechanics when
 // the engine runs on loops (loopEngine), saying why.
@@ -143,7 +161,7 @@ func startEngine(tb testing.TB, s engineSetup, backends ...string) *engineEnv {
 	view := &atomic.Pointer[proxy.Listener]{}
 	view.Store(&proxy.Listener{Name: "test", Routes: route.Compile(nil, "web", func(string) int { return 0 }),
 		Targets: []*proxy.Target{tg}, NoPool: &pool.Stats{}, Limits: s.Limits, Trusted: s.Trusted,
-		Stats: &proxy.ListenerStats{}, Tracer: s.Tracer, Access: s.Access})
+		Stats: &proxy.ListenerStats{}, Tracer: s.Tracer, Access: s.Access, TLS: overTLS || s.TLS})
 	ids := proxy.NewRequestIDs()
 	tunnels := &proxy.Tunnels{}
 	var loops *Loops
@@ -178,6 +196,9 @@ func startEngine(tb testing.TB, s engineSetup, backends ...string) *engineEnv {
 	env := &engineEnv{addr: ln.Addr().String(), engine: e, target: tg, pool: p, backend: bs, served: served, loops: loops}
 	if s.Wrap != nil {
 		ln = s.Wrap(ln)
+	}
+	if overTLS || s.TLS {
+		ln = newTLSListener(tb, ln)
 	}
 	go func() { served <- e.Serve(ln) }()
 	if s.WithStd {
@@ -356,10 +377,13 @@ type testClient struct {
 
 func dialClient(tb testing.TB, addr string) *testClient {
 	tb.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	return dialClientTLS(tb, addr, overTLS)
+}
+
+// dialClientTLS is dialClient over TLS or not, as tls says.
+func dialClientTLS(tb testing.TB, addr string, tls bool) *testClient {
+	tb.Helper()
+	nc := dialEngine(tb, addr, tls)
 	nc.SetDeadline(ioDeadline(tb))
 	tb.Cleanup(func() { nc.Close() })
 	return &testClient{tb: tb, nc: nc, br: bufio.NewReader(nc)}
@@ -916,7 +940,7 @@ func TestEngineStaleUpstreamPOST(t *testing.T) {
 	b := env.backend[0]
 	for k, addr := range []string{strings.TrimPrefix(env.stdURL, "http://"), env.addr} {
 		codec := []string{"net/http codec", "engine"}[k]
-		c := dialClient(t, addr)
+		c := dialClientTLS(t, addr, overTLS && k == 1)
 		if resp, body := c.get("/"); resp.StatusCode != 200 {
 			t.Fatalf("%s: GET: %d %q", codec, resp.StatusCode, body)
 		}
@@ -1200,6 +1224,9 @@ func TestEngineForwardingHeaders(t *testing.T) {
 				}
 				h.Set("X-Request-Id", "*")
 			}
+			if overTLS && tt.want.Get("X-Forwarded-Proto") == "http" {
+				tt.want.Set("X-Forwarded-Proto", "https") // sluice's own, over TLS
+			}
 			if diff := cmp.Diff(tt.want, h); diff != "" {
 				t.Errorf("backend header (-want +got):\n%s", diff)
 			}
@@ -1239,7 +1266,7 @@ func TestEngineHeadersMatchStd(t *testing.T) {
 		for i, req := range reqs {
 			var got [2]seenRequest
 			for k, addr := range []string{env.addr, strings.TrimPrefix(env.stdURL, "http://")} {
-				c := dialClient(t, addr)
+				c := dialClientTLS(t, addr, overTLS && k == 0)
 				c.write(req)
 				method := req[:strings.IndexByte(req, ' ')]
 				if resp, body := c.read(method); resp.StatusCode != 200 {
@@ -1530,12 +1557,15 @@ func (c *benchClient) roundTrip() error {
 const benchRequest = "GET /api/items?id=42 HTTP/1.1\r\nHost: bench.example\r\nUser-Agent: bench/1.0\r\n" +
 	"Accept: */*\r\nAccept-Encoding: gzip\r\n\r\n"
 
+// newBenchClient connects to the engine at addr (over TLS with overTLS).
 func newBenchClient(tb testing.TB, addr, request string) *benchClient {
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { nc.Close() })
+	return newBenchClientTLS(tb, addr, request, overTLS)
+}
+
+// newBenchClientTLS is newBenchClient over TLS or not, as tls says.
+func newBenchClientTLS(tb testing.TB, addr, request string, tls bool) *benchClient {
+	nc := dialEngine(tb, addr, tls)
+	nc.SetDeadline(time.Time{})
 	return &benchClient{nc: nc, buf: make([]byte, 16<<10), req: []byte(request)}
 }
 
@@ -1561,13 +1591,35 @@ func BenchmarkStdProxy(b *testing.B) {
 	s := defaultSetup()
 	s.WithStd = true
 	env := startEngine(b, s, rb.URL)
-	runBenchClient(b, newBenchClient(b, strings.TrimPrefix(env.stdURL, "http://"), benchRequest))
+	runBenchClient(b, newBenchClientTLS(b, strings.TrimPrefix(env.stdURL, "http://"), benchRequest, false))
 }
 
 func benchProxy(b *testing.B, request, response string) {
 	rb := benchBackend(b, response)
 	env := startEngine(b, defaultSetup(), rb.URL)
 	runBenchClient(b, newBenchClient(b, env.addr, request))
+}
+
+// BenchmarkEngineProxyTLS is BenchmarkEngineProxy over TLS (1.3, X25519,
+// ECDSA P-256), on the loops where they run (linux), beside the
+// goroutine engine.
+func BenchmarkEngineProxyTLS(b *testing.B) {
+	for _, onLoops := range []bool{false, true} {
+		b.Run([]string{"goroutine", "loop"}[btoi(onLoops)], func(b *testing.B) {
+			rb := benchBackend(b, benchResponse)
+			s := defaultSetup()
+			s.TLS, s.OnLoops = true, onLoops
+			env := startEngine(b, s, rb.URL)
+			runBenchClient(b, newBenchClientTLS(b, env.addr, benchRequest, true))
+		})
+	}
+}
+
+func btoi(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
 }
 
 func runBenchClient(b *testing.B, c *benchClient) {

@@ -50,6 +50,7 @@ type lconn struct {
 	w    *lworker
 	fd   int
 	slot io.Closer // the accepted connection's max_connections slot
+	tb   *tlsBase  // beneath the connection's TLS (nil: plain)
 	loop.Ready
 	phase  int
 	closed bool
@@ -116,7 +117,7 @@ func (lc *lconn) drive() {
 	for !lc.closed {
 		// c.out holds the answer once one is queued; before, it holds the
 		// request's outbound head (and pump writes the answer as it goes).
-		if (lc.phase == lAnswered || lc.phase == lLinger) && lc.off < len(lc.c.out) && !lc.flush() {
+		if (lc.phase == lAnswered || lc.phase == lLinger) && lc.waiting() && !lc.flush() {
 			return
 		}
 		switch lc.phase {
@@ -197,7 +198,7 @@ func (lc *lconn) readHead() bool {
 		if c.r == c.w {
 			c.r, c.w = 0, 0
 		}
-		n, e := loop.Read(lc.fd, c.buf[c.w:])
+		n, e := lc.read(c.buf[c.w:])
 		if e == unix.EAGAIN {
 			lc.Rd = false
 			continue
@@ -206,8 +207,8 @@ func (lc *lconn) readHead() bool {
 			lc.close()
 			return false
 		}
-		if n < len(c.buf)-c.w && !lc.Hup {
-			lc.Rd = false // drained: the next byte brings a new edge
+		if lc.drained(n, len(c.buf)-c.w) {
+			lc.Rd = false // the next byte brings a new edge
 		}
 		c.w += n
 	}
@@ -295,7 +296,7 @@ func (lc *lconn) refuse(status int, reason string) {
 // make the kernel reset the connection before the answer is read.
 func (lc *lconn) linger() {
 	c := lc.c
-	if lc.off < len(c.out) {
+	if lc.waiting() {
 		return // flush waits for the socket
 	}
 	if lc.off > 0 {
@@ -372,7 +373,20 @@ func (lc *lconn) readable() bool {
 // flush writes what waits for the client; true when all is written.
 func (lc *lconn) flush() bool {
 	c := lc.c
-	if lc.off < len(c.out) && lc.tooLate() {
+	if lc.waiting() && lc.tooLate() {
+		return lc.phase != lExchange
+	}
+	if lc.tb != nil {
+		lc.encrypt()
+		switch lc.flushTLS() {
+		case 0:
+			return true
+		case unix.EAGAIN:
+			if lc.tooLate() {
+				return lc.phase != lExchange
+			}
+			return false
+		}
 		return lc.phase != lExchange
 	}
 	for lc.off < len(c.out) {
@@ -406,6 +420,9 @@ func (lc *lconn) tooLate() bool {
 		lc.c.req.closeAfter = true
 		lc.c.req.abort = true
 		lc.off = len(lc.c.out)
+		if lc.tb != nil {
+			lc.tb.out, lc.tb.off = lc.tb.out[:0], 0
+		}
 	}
 	return lc.late
 }
@@ -417,6 +434,17 @@ func (lc *lconn) tooLate() bool {
 func (lc *lconn) send(b, tail []byte) {
 	c := lc.c
 	if lc.tooLate() {
+		return
+	}
+	if lc.tb != nil {
+		// Over TLS, what waits and b and tail go in one record where they
+		// fit: copied together, then sealed.
+		if lc.off == len(c.out) {
+			c.out, lc.off = c.out[:0], 0
+		}
+		c.out = append(append(c.out, b...), tail...)
+		lc.encrypt()
+		lc.flushTLS()
 		return
 	}
 	for lc.Wr && len(b)+len(tail) > 0 {
@@ -460,7 +488,7 @@ func (lc *lconn) pending() bool {
 	default:
 		return false
 	}
-	return lc.off < len(lc.c.out)
+	return lc.waiting()
 }
 
 // rearm sets the timer to the earliest deadline.
@@ -555,6 +583,7 @@ func (lc *lconn) close() {
 		}
 		lc.putReq()
 	}
+	lc.closeTLS()
 	lc.w.ev.CloseFD(lc.fd)
 	lc.slot.Close()
 	lc.finishClosed()

@@ -143,6 +143,7 @@ func TestBothEnginesServesCacheStale(t *testing.T) {
 // neither leaves pipes open, and a pipe that still held bytes is not used
 // again (the whole bodies after each are checked byte for byte).
 func TestBothEnginesSpliceBrokenOff(t *testing.T) {
+	skipOverTLS(t, "nothing goes by splice beneath TLS")
 	bothEngines(t, func(t *testing.T, onLoops bool) {
 		const size = 4 << 20
 		body := randomBytes(size, 7)
@@ -364,10 +365,7 @@ func TestBothEnginesSpliceSlowClient(t *testing.T) {
 			return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
 		}}
 		for i := range 3 {
-			nc, err := d.Dial("tcp", env.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
+			nc := dialEngineWith(t, &d, env.addr, overTLS)
 			nc.SetDeadline(ioDeadline(t))
 			io.WriteString(nc, "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
 			time.Sleep(50 * time.Millisecond) // the engine writes what the client's window takes

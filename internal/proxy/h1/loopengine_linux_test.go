@@ -2,7 +2,6 @@ package h1
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -37,7 +36,7 @@ func TestLoopClientGoneFreesItsPlace(t *testing.T) {
 	b := env.backend[0]
 
 	reset := func(c *testClient) {
-		c.nc.(*net.TCPConn).SetLinger(0) // a reset: the client is gone both ways
+		tcpOf(c.nc).SetLinger(0) // a reset: the client is gone both ways
 		c.nc.Close()
 	}
 	a := dialClient(t, env.addr)

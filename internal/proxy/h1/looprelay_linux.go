@@ -115,7 +115,7 @@ func (lc *lconn) relay() bool {
 		u.r, u.wr = 0, 0
 	}
 	if !done {
-		if x.mode == outFixed && x.left >= spliceMin && u.r == u.wr && lc.off == len(lc.c.out) {
+		if x.mode == outFixed && x.left >= spliceMin && u.r == u.wr && lc.off == len(lc.c.out) && lc.tb == nil {
 			// The rest of a large body goes by splice, as on the
 			// goroutine engine (copyFixed), once the client took what
 			// went before it; the buffer is not needed meanwhile.

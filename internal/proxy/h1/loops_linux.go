@@ -20,6 +20,7 @@ import (
 	"github.com/sluice-lb/sluice/internal/loop"
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/proxy"
+	"github.com/sluice-lb/sluice/internal/rawio"
 	"golang.org/x/sys/unix"
 )
 
@@ -90,10 +91,15 @@ type lworker struct {
 // closed *net.TCPConn and its netFD would cost an idle connection about a
 // tenth of its memory.
 func (ls *Loops) take(c *h1conn) *lconn {
-	if c.tcp == nil {
-		return nil
+	tcp, acc := c.tcp, c.nc
+	var tb *tlsBase
+	if tcp == nil {
+		// Over TLS, past its handshake (looptls_linux.go).
+		if tb, tcp, acc = takeTLS(c.nc); tb == nil {
+			return nil
+		}
 	}
-	rc, err := c.tcp.SyscallConn()
+	rc, err := tcp.SyscallConn()
 	if err != nil {
 		return nil
 	}
@@ -111,7 +117,7 @@ func (ls *Loops) take(c *h1conn) *lconn {
 		c.raddr = netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) // an IPv4 client as net.TCPAddr prints it
 	}
 	var slot io.Closer
-	switch nc := c.nc.(type) {
+	switch nc := acc.(type) {
 	case interface{ Slot() io.Closer }:
 		slot = nc.Slot()
 	case *net.TCPConn:
@@ -119,10 +125,17 @@ func (ls *Loops) take(c *h1conn) *lconn {
 	default:
 		slot = nc // a wrapper of another kind: closing it frees what it holds
 	}
-	c.tcp.Close()
+	tcp.Close()
 	c.nc, c.tcp, c.rw = nil, nil, nil
+	if tb != nil {
+		// The TLS connection stays, for its state (version, client
+		// certificate); beneath it, the loop's socket.
+		c.nc = tb.tc
+		tb.Conn = closedConn{tb.Conn.LocalAddr(), tb.Conn.RemoteAddr()}
+		tb.fd = fd
+	}
 	w := ls.ws[ls.next.Add(1)%uint32(len(ls.ws))]
-	lc := &lconn{c: c, w: w, fd: fd, slot: slot}
+	lc := &lconn{c: c, w: w, fd: fd, slot: slot, tb: tb}
 	lc.ctx.lc = lc
 	c.lc.Store(lc)
 	return lc
@@ -211,8 +224,15 @@ func (lc *lconn) handOver(from int) {
 		return
 	}
 	tcp, _ := nc.(*net.TCPConn)
-	c.nc = handed{nc, lc.slot}
-	c.tcp = tcp
+	if b := lc.tb; b != nil {
+		// Records the loop queued and did not write go first (tlsBase.Write).
+		b.fd = -1
+		b.Conn = rawio.New(handed{nc, lc.slot}, tcp)
+		c.nc, c.tcp = b.tc, nil
+	} else {
+		c.nc = handed{nc, lc.slot}
+		c.tcp = tcp
+	}
 	c.rw = nil // serve takes one
 	if to := c.e.o.Timeouts.Write; to > 0 && from != fromBegin {
 		c.nc.SetWriteDeadline(c.req.rec.Start.Add(to)) // begin ran on the loop, without it

@@ -275,7 +275,7 @@ func (lc *lconn) pump() bool {
 				return false
 			}
 			// Relay no more while the client has not taken what it got.
-			if lc.off < len(c.out) && !lc.flush() {
+			if lc.waiting() && !lc.flush() {
 				if lc.gone {
 					continue
 				}

@@ -47,6 +47,7 @@ func getOK(t *testing.T, c *testClient) {
 // its next request is served as before; so is a fresh connection's first.
 func TestParkedConnectionServesItsNextRequest(t *testing.T) {
 	skipOnLoops(t, "parking is the goroutine engine's (on a loop an idle connection has no goroutine to park)")
+	skipOverTLS(t, "the goroutine engine parks plain connections only")
 	env := startEngine(t, defaultSetup(), okBackend(t))
 	c := dialClient(t, env.addr)
 	getOK(t, c)
@@ -75,6 +76,7 @@ func TestParkedConnectionServesItsNextRequest(t *testing.T) {
 // byte of a request came), and the engine forgets it.
 func TestParkedConnectionTimesOut(t *testing.T) {
 	skipOnLoops(t, "parking is the goroutine engine's (on a loop an idle connection has no goroutine to park)")
+	skipOverTLS(t, "the goroutine engine parks plain connections only")
 	s := defaultSetup()
 	s.Listener.Idle = 300 * time.Millisecond
 	s.Listener.ReadHeader = 400 * time.Millisecond
@@ -93,6 +95,7 @@ func TestParkedConnectionTimesOut(t *testing.T) {
 // first request during the grace.
 func TestShutdownClosesParkedConnections(t *testing.T) {
 	skipOnLoops(t, "parking is the goroutine engine's (on a loop an idle connection has no goroutine to park)")
+	skipOverTLS(t, "the goroutine engine parks plain connections only")
 	env := startEngine(t, defaultSetup(), okBackend(t))
 	c := dialClient(t, env.addr)
 	getOK(t, c)
@@ -123,6 +126,7 @@ func TestShutdownClosesParkedConnections(t *testing.T) {
 // with the goroutine that parked it).
 func TestParkWaitAfterFirstAndLaterResponses(t *testing.T) {
 	skipOnLoops(t, "parking is the goroutine engine's (on a loop an idle connection has no goroutine to park)")
+	skipOverTLS(t, "the goroutine engine parks plain connections only")
 	env := startEngine(t, defaultSetup(), okBackend(t))
 	wait := func() time.Duration {
 		p := env.engine.parkerOf()

@@ -1,0 +1,287 @@
+package h1
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestLoopTLSWouldBlockKeepsTheRecord pins what TLS on the loops leans on
+// in crypto/tls: a read that finds the socket empty in the middle of a
+// record (tlsBase's wouldBlock, Temporary) leaves the connection usable,
+// and the next read, once the rest has come, returns the record whole.
+// Were crypto/tls to make the error sticky, every TLS connection on a loop
+// would break at its first split record.
+func TestLoopTLSWouldBlockKeepsTheRecord(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(ioDeadline(t))
+	sc := recv(t, accepted, "the accept")
+	if sc == nil {
+		t.Fatal("accept failed")
+	}
+	defer sc.Close()
+	sc.SetDeadline(ioDeadline(t))
+
+	base := LoopTLS(sc).(*tlsBase)
+	server := tls.Server(base, serverTLS(t))
+	held := &holdingConn{Conn: raw}
+	client := tls.Client(held, clientTLS(t))
+	hs := make(chan error, 1)
+	go func() { hs <- server.Handshake() }()
+	if err := client.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := recv(t, hs, "the server's handshake"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The server side goes onto a non-blocking duplicate, as take does.
+	rc, err := sc.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := -1
+	rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		t.Fatal(err)
+	}
+	base.fd = fd
+
+	// One record, sealed by the client and held, then written to the
+	// socket in three parts.
+	held.hold(true)
+	msg := "GET /split HTTP/1.1\r\nHost: x\r\n\r\n"
+	if _, err := io.WriteString(client, msg); err != nil {
+		t.Fatal(err)
+	}
+	sealed := held.take()
+	if len(sealed) < 10 {
+		t.Fatalf("a sealed record of %d bytes", len(sealed))
+	}
+	buf := make([]byte, 1024)
+	for _, part := range [][]byte{sealed[:3], sealed[3 : len(sealed)-1], sealed[len(sealed)-1:]} {
+		if _, err := raw.Write(part); err != nil {
+			t.Fatal(err)
+		}
+		// Until the whole record has come, every read would block.
+		var n int
+		var err error
+		for range 100 {
+			n, err = server.Read(buf)
+			if n > 0 || !errors.As(err, new(wouldBlock)) {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if &part[0] != &sealed[len(sealed)-1] {
+			if n != 0 || !errors.As(err, new(wouldBlock)) {
+				t.Fatalf("a read with part of a record: %d bytes, %v; want 0 and wouldBlock", n, err)
+			}
+			continue
+		}
+		if err != nil || string(buf[:n]) != msg {
+			t.Fatalf("the read once the record is whole: %q, %v; want %q", buf[:n], err, msg)
+		}
+	}
+}
+
+// holdingConn keeps what is written to it, instead of sending it, while
+// told to hold.
+type holdingConn struct {
+	net.Conn
+	mu      sync.Mutex
+	holding bool
+	buf     []byte
+}
+
+func (c *holdingConn) hold(on bool) {
+	c.mu.Lock()
+	c.holding = on
+	c.mu.Unlock()
+}
+
+func (c *holdingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.holding {
+		return c.Conn.Write(p)
+	}
+	c.buf = append(c.buf, p...)
+	return len(p), nil
+}
+
+func (c *holdingConn) take() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := c.buf
+	c.buf = nil
+	return b
+}
+
+// loopTLSConn returns the engine's one client connection on a loop, and
+// whether it is TLS there.
+func loopTLSConn(t *testing.T, env *engineEnv) (on, overTLS bool) {
+	t.Helper()
+	env.engine.mu.Lock()
+	var lc *lconn
+	for hc := range env.engine.conns {
+		lc = hc.lc.Load()
+	}
+	env.engine.mu.Unlock()
+	if lc == nil {
+		return false, false
+	}
+	got := make(chan bool, 1)
+	lc.w.ev.Post(func() { got <- lc.tb != nil })
+	return true, recv(t, got, "the loop's answer")
+}
+
+// TestLoopTLS: an HTTP/1.1 connection over TLS is served on a loop past
+// its handshake: a head that comes a byte per record, two requests
+// pipelined in one record, a response larger than the socket's buffers,
+// a request with a body (handed over to a goroutine, with the TLS
+// connection, midway), and after a "Connection: close" answer the loop's
+// close_notify (TLS 1.2, where an alert is a record of its own type).
+func TestLoopTLS(t *testing.T) {
+	big := randomBytes(3<<20, 5)
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/big":
+			w.Header().Set("Content-Length", strconv.Itoa(len(big))) // fixed: what splice would take
+			w.Write(big)
+		case "/chunked":
+			w.Write(big[:100<<10])
+			w.(http.Flusher).Flush()
+			w.Write(big[100<<10:])
+		case "/echo":
+			b, _ := io.ReadAll(r.Body)
+			w.Write(b)
+		default:
+			io.WriteString(w, "ok "+r.URL.Path+" "+r.Header.Get("X-Forwarded-Proto"))
+		}
+	})
+	s := defaultSetup()
+	s.TLS, s.OnLoops = true, true
+	env := startEngine(t, s, srv.URL)
+	c := dialClientTLS(t, env.addr, true)
+
+	// A byte per record: each Write of a tls.Conn is a record of its own.
+	head := "GET /bytes HTTP/1.1\r\nHost: x\r\n\r\n"
+	for i := range len(head) {
+		c.write(head[i : i+1])
+	}
+	if resp, body := c.read("GET"); resp.StatusCode != 200 || string(body) != "ok /bytes https" {
+		t.Fatalf("a head a byte per record: %d %q, want 200 \"ok /bytes https\"", resp.StatusCode, body)
+	}
+	if on, tlsOn := loopTLSConn(t, env); !on || !tlsOn {
+		t.Fatalf("the connection is on a loop: %v, with its TLS: %v; want both", on, tlsOn)
+	}
+
+	c.write("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+	for _, p := range []string{"/a", "/b"} {
+		if resp, body := c.read("GET"); resp.StatusCode != 200 || string(body) != "ok "+p+" https" {
+			t.Fatalf("pipelined %s: %d %q", p, resp.StatusCode, body)
+		}
+	}
+
+	c.write("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(20 * time.Millisecond) // the loop fills the socket and waits for it
+	if resp, body := c.read("GET"); resp.StatusCode != 200 || string(body) != string(big) {
+		t.Fatalf("a %d-byte response: %d, %d bytes", len(big), resp.StatusCode, len(body))
+	}
+
+	c.write("GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body := c.read("GET"); resp.StatusCode != 200 || string(body) != string(big) || len(resp.TransferEncoding) == 0 {
+		t.Fatalf("a chunked %d-byte response: %d, %d bytes, %v", len(big), resp.StatusCode, len(body), resp.TransferEncoding)
+	}
+
+	c.write("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+	if resp, body := c.read("POST"); resp.StatusCode != 200 || string(body) != "hello" {
+		t.Fatalf("a request with a body: %d %q", resp.StatusCode, body)
+	}
+	if resp, body := c.get("/after"); resp.StatusCode != 200 || string(body) != "ok /after https" {
+		t.Fatalf("a request after the hand-over: %d %q", resp.StatusCode, body)
+	}
+
+	// close_notify before the socket closes.
+	raw, err := net.DialTimeout("tcp", env.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(ioDeadline(t))
+	tap := &tapConn{Conn: raw}
+	cfg := clientTLS(t).Clone()
+	cfg.MaxVersion = tls.VersionTLS12
+	tc := tls.Client(tap, cfg)
+	if _, err := io.WriteString(tc, "GET /close HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(b) != "ok /close https" {
+		t.Fatalf("Connection: close: %d %q", resp.StatusCode, b)
+	}
+	if _, err := tc.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("a read after the answer: %v, want EOF", err)
+	}
+	if typ := tap.lastRecord(); typ != 21 {
+		t.Fatalf("the last record from the engine is of type %d, want 21 (an alert: close_notify)", typ)
+	}
+}
+
+// tapConn notes the type of each TLS record read through it.
+type tapConn struct {
+	net.Conn
+	in   []byte
+	last byte
+}
+
+func (c *tapConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.in = append(c.in, p[:n]...)
+	for len(c.in) >= 5 {
+		l := 5 + (int(c.in[3])<<8 | int(c.in[4]))
+		if len(c.in) < l {
+			break
+		}
+		c.last = c.in[0]
+		c.in = c.in[l:]
+	}
+	return n, err
+}
+
+func (c *tapConn) lastRecord() byte { return c.last }
