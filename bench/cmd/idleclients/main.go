@@ -8,6 +8,7 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -27,6 +28,7 @@ func main() {
 	conc := flag.Int("c", 200, "connections being set up at once")
 	timeout := flag.Duration("timeout", 5*time.Second, "per-connection dial + request timeout")
 	path := flag.String("path", "/", "request path")
+	overTLS := flag.Bool("tls", false, "speak TLS (HTTP/1.1 by ALPN; the server's certificate is not checked: a loopback benchmark)")
 	srcs := flag.Int("srcs", 1, "source addresses to spread the connections over: 127.0.0.1 … 127.0.0.N (each holds at most one ephemeral port range)")
 	flag.Parse()
 
@@ -57,7 +59,7 @@ func main() {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			c, err := open(*addr, srcAddr(i, *srcs), req, *timeout)
+			c, err := open(*addr, srcAddr(i, *srcs), req, *timeout, *overTLS)
 			if err != nil {
 				failed.Add(1)
 				lastErr.Store(err.Error())
@@ -102,7 +104,7 @@ func srcAddr(i, srcs int) *net.TCPAddr {
 
 // open dials addr from src, sends req and reads one full response, leaving
 // the connection open for keep-alive.
-func open(addr string, src *net.TCPAddr, req []byte, timeout time.Duration) (net.Conn, error) {
+func open(addr string, src *net.TCPAddr, req []byte, timeout time.Duration, overTLS bool) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
 	if src != nil {
 		d.LocalAddr = src
@@ -124,6 +126,9 @@ func open(addr string, src *net.TCPAddr, req []byte, timeout time.Duration) (net
 		return nil, err
 	}
 	_ = c.SetDeadline(time.Now().Add(timeout))
+	if overTLS {
+		c = tls.Client(c, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	}
 	if _, err := c.Write(req); err != nil {
 		c.Close()
 		return nil, err

@@ -80,6 +80,9 @@ type lworker struct {
 	bufs  loop.Bufs  // backend connections' read buffers (upBufSize)
 	pipes loop.Pipes // for large bodies, moved by splice
 	reqs  []*lreq    // spare request states (lconn.getReq)
+	// tlsOut is the spare buffer for a TLS connection's records while
+	// they are written out (lconn.borrow).
+	tlsOut []byte
 }
 
 // take readies c, just accepted over a plain TCP socket, to be served on a

@@ -152,8 +152,18 @@ func (lc *lconn) drained(n, room int) bool {
 func (lc *lconn) encrypt() {
 	c := lc.c
 	if lc.off < len(c.out) {
+		lc.borrow()
 		lc.tb.tc.Write(c.out[lc.off:]) // queued in tb.out: never fails on a loop
 		lc.off = len(c.out)
+	}
+}
+
+// borrow gives the connection's records the loop's spare buffer when they
+// have none: an idle connection holds no buffer for them (flushTLS gives
+// it back once the records are out).
+func (lc *lconn) borrow() {
+	if b := lc.tb; b.out == nil {
+		b.out, lc.w.tlsOut = lc.w.tlsOut[:0], nil
 	}
 }
 
@@ -179,12 +189,10 @@ func (lc *lconn) flushTLS() unix.Errno {
 		}
 		b.off += n
 	}
-	if cap(b.out) > 64<<10 {
-		b.out = nil // what a large answer grew is not kept by an idle connection
-	} else {
-		b.out = b.out[:0]
+	if lc.w.tlsOut == nil && cap(b.out) <= 64<<10 {
+		lc.w.tlsOut = b.out[:0] // back to the loop; what a large answer grew is not kept
 	}
-	b.off = 0
+	b.out, b.off = nil, 0
 	return 0
 }
 
@@ -195,16 +203,23 @@ func (lc *lconn) waiting() bool {
 }
 
 // closeTLS ends TLS before the socket closes: close_notify, if the socket
-// takes it at once.
+// takes it at once, after an answer written whole. A connection cut off
+// (an answer broken off or not written out, the client gone) gets none, so
+// that its client does not take what it got for the whole answer.
 func (lc *lconn) closeTLS() {
 	b := lc.tb
 	if b == nil {
 		return
 	}
-	if !lc.gone {
-		b.out, b.off = b.out[:0], 0
+	c := lc.c
+	cut := lc.gone || c.exch != nil && c.req.abort // no request state: idle
+	if !cut && b.off == len(b.out) && lc.off == len(c.out) {
+		lc.borrow()
 		b.tc.CloseWrite() // queues close_notify in b.out
 		loop.Write(lc.fd, b.out)
+	}
+	if lc.w.tlsOut == nil && cap(b.out) <= 64<<10 {
+		lc.w.tlsOut = b.out[:0]
 	}
 	b.out, b.off = nil, 0
 }

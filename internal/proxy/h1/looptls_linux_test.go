@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -234,32 +235,39 @@ func TestLoopTLS(t *testing.T) {
 		t.Fatalf("a request after the hand-over: %d %q", resp.StatusCode, body)
 	}
 
-	// close_notify before the socket closes.
-	raw, err := net.DialTimeout("tcp", env.addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	raw.SetDeadline(ioDeadline(t))
-	tap := &tapConn{Conn: raw}
-	cfg := clientTLS(t).Clone()
-	cfg.MaxVersion = tls.VersionTLS12
-	tc := tls.Client(tap, cfg)
-	if _, err := io.WriteString(tc, "GET /close HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(b) != "ok /close https" {
-		t.Fatalf("Connection: close: %d %q", resp.StatusCode, b)
-	}
-	if _, err := tc.Read(make([]byte, 1)); err != io.EOF {
-		t.Fatalf("a read after the answer: %v, want EOF", err)
-	}
-	if typ := tap.lastRecord(); typ != 21 {
-		t.Fatalf("the last record from the engine is of type %d, want 21 (an alert: close_notify)", typ)
+	// close_notify before the socket closes: after an answer with
+	// "Connection: close", and when the idle timeout closes a connection.
+	s.Listener.Idle = 300 * time.Millisecond
+	idleEnv := startEngine(t, s, srv.URL)
+	for _, req := range []string{"GET /close HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "GET /idle HTTP/1.1\r\nHost: x\r\n\r\n"} {
+		raw, err := net.DialTimeout("tcp", idleEnv.addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer raw.Close()
+		raw.SetDeadline(ioDeadline(t))
+		tap := &tapConn{Conn: raw}
+		cfg := clientTLS(t).Clone()
+		cfg.MaxVersion = tls.VersionTLS12
+		tc := tls.Client(tap, cfg)
+		if _, err := io.WriteString(tc, req); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(tc)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := strings.Fields(req)[1]
+		if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(b) != "ok "+path+" https" {
+			t.Fatalf("GET %s: %d %q", path, resp.StatusCode, b)
+		}
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Fatalf("GET %s: a read after the answer: %v, want EOF", path, err)
+		}
+		if typ := tap.lastRecord(); typ != 21 {
+			t.Fatalf("GET %s: the last record from the engine is of type %d, want 21 (an alert: close_notify)", path, typ)
+		}
 	}
 }
 
