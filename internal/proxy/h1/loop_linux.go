@@ -188,6 +188,13 @@ func (lc *lconn) readHead() bool {
 				return true
 			}
 		}
+		if lc.tb != nil && lc.tb.off < len(lc.tb.out) && lc.flushTLS() != 0 {
+			// Records crypto/tls made in answer to the client's (a
+			// KeyUpdate) wait for its socket: read nothing more until it
+			// takes them, so that a client that does not read cannot
+			// make them pile up. The socket's next room brings an event.
+			return false
+		}
 		if !lc.Rd {
 			if c.r == c.w {
 				c.release() // an idle connection holds no buffer
@@ -300,6 +307,13 @@ func (lc *lconn) linger() {
 		return // flush waits for the socket
 	}
 	if lc.off > 0 {
+		if lc.tb != nil {
+			// close_notify before the write side closes (best effort: the
+			// refusal is out, the socket takes a short record).
+			lc.notify()
+			loop.Write(lc.fd, lc.tb.out[lc.tb.off:])
+			lc.tb.out, lc.tb.off = lc.tb.out[:0], 0
+		}
 		unix.Shutdown(lc.fd, unix.SHUT_WR)
 		lc.off = 0
 		c.out = c.out[:0]
@@ -341,6 +355,9 @@ func (lc *lconn) endRequest() bool {
 	c.releaseOut()
 	c.out, lc.off = nil, 0
 	lc.phase = lIdle
+	if c.r == c.w && c.e.shutting.Load() {
+		lc.pull()
+	}
 	if c.r < c.w {
 		// Pipelined: served, even once Shutdown has begun; read_header
 		// counts from now.
@@ -364,10 +381,45 @@ func (lc *lconn) endRequest() bool {
 	return true
 }
 
-// readable reports whether bytes from the client wait in the kernel.
+// readable reports whether bytes from the client wait in the kernel, or
+// over TLS part of a record in crypto/tls (the rest is on its way). Records
+// crypto/tls read ahead whole are not in either: pull takes them first.
 func (lc *lconn) readable() bool {
 	n, _ := loop.Peek(lc.fd)
-	return n > 0
+	return n > 0 || lc.tb != nil && lc.tb.partial()
+}
+
+// pull reads into c.buf what crypto/tls may have read ahead of the last
+// request (whole records it returns a read at a time), before Shutdown
+// decides that the connection has nothing more to serve; true when a read
+// brought bytes. Only over TLS, and only while no read has found the
+// socket empty since (lc.Rd).
+func (lc *lconn) pull() bool {
+	c := lc.c
+	if lc.tb == nil || !lc.Rd {
+		return false
+	}
+	c.acquireIn()
+	if c.r == c.w {
+		c.r, c.w = 0, 0
+	}
+	got := false
+	for lc.Rd && c.w < len(c.buf) {
+		n, e := lc.read(c.buf[c.w:])
+		if e == unix.EAGAIN {
+			lc.Rd = false
+			break
+		}
+		if e != 0 || n == 0 {
+			break // the next read finds the end again
+		}
+		c.w += n
+		got = true
+	}
+	if !got && c.r == c.w {
+		c.release()
+	}
+	return got
 }
 
 // flush writes what waits for the client; true when all is written.
@@ -444,6 +496,7 @@ func (lc *lconn) send(b, tail []byte) {
 		}
 		c.out = append(append(c.out, b...), tail...)
 		lc.encrypt()
+		c.out, lc.off = c.out[:0], 0 // sealed: c.out holds nothing of a long body
 		lc.flushTLS()
 		return
 	}
@@ -611,7 +664,10 @@ func (lc *lconn) fail(err error) {
 // closeIfIdle and closeNow are Shutdown's and Close's, run on the loop.
 func (lc *lconn) closeIfIdle(fresh bool) {
 	c := lc.c
-	if lc.closed || !fresh && !c.served.Load() || lc.phase != lIdle || c.r < c.w || lc.readable() {
+	if lc.closed || !fresh && !c.served.Load() || lc.phase != lIdle || c.r < c.w || lc.pull() || lc.readable() {
+		if c.r < c.w && lc.phase == lIdle {
+			lc.drive() // pulled: a request to serve
+		}
 		return
 	}
 	if c.state.CompareAndSwap(connIdle, connClosed) {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/sluice-lb/sluice/internal/loop"
 	"github.com/sluice-lb/sluice/internal/proxyproto"
+	"github.com/sluice-lb/sluice/internal/rawio"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,6 +44,15 @@ type tlsBase struct {
 	fd  int
 	out []byte // records for the client, on a loop: out[off:] wait for the socket
 	off int
+	// The records read from the socket on a loop, followed by their
+	// lengths: hn bytes of a record's header are in hdr, or left bytes of
+	// its body are still to come. Either way crypto/tls holds part of a
+	// record (see partial).
+	hdr  [5]byte
+	hn   int
+	left int
+	// notified: close_notify went out (or was queued).
+	notified bool
 }
 
 // NetConn is the wrapped connection (readable peeks at its socket).
@@ -69,14 +79,39 @@ func (b *tlsBase) Read(p []byte) (int, error) {
 	case n == 0:
 		return 0, io.EOF
 	}
+	b.follow(p[:n])
 	return n, nil
 }
+
+// follow follows the record lengths through p, the next bytes read.
+func (b *tlsBase) follow(p []byte) {
+	for len(p) > 0 {
+		if b.left > 0 {
+			k := min(b.left, len(p))
+			b.left -= k
+			p = p[k:]
+			continue
+		}
+		k := copy(b.hdr[b.hn:], p)
+		b.hn += k
+		p = p[k:]
+		if b.hn == len(b.hdr) {
+			b.left, b.hn = int(b.hdr[3])<<8|int(b.hdr[4]), 0
+		}
+	}
+}
+
+// partial reports whether crypto/tls holds part of a record: its rest is
+// on its way.
+func (b *tlsBase) partial() bool { return b.hn > 0 || b.left > 0 }
 
 func (b *tlsBase) Write(p []byte) (int, error) {
 	if b.fd < 0 {
 		if b.off < len(b.out) {
 			// Records a loop queued before it handed the connection over.
-			if _, err := b.Conn.Write(b.out[b.off:]); err != nil {
+			n, err := b.Conn.Write(b.out[b.off:])
+			b.off += n
+			if err != nil {
 				return 0, err
 			}
 			b.out, b.off = nil, 0
@@ -106,10 +141,11 @@ func takeTLS(nc net.Conn) (*tlsBase, *net.TCPConn, net.Conn) {
 	}
 	b.tc = tc
 	// The accepted connection, beneath the raw reads and writes: it holds
-	// the max_connections slot.
+	// the max_connections slot (another connection beneath is kept whole:
+	// closing it frees what it holds).
 	acc := b.Conn
-	if u, ok := acc.(interface{ NetConn() net.Conn }); ok {
-		acc = u.NetConn()
+	if r, ok := acc.(*rawio.Conn); ok {
+		acc = r.NetConn()
 	}
 	return b, tcp, acc
 }
@@ -123,20 +159,22 @@ func (lc *lconn) read(p []byte) (int, unix.Errno) {
 	}
 	n, err := b.tc.Read(p)
 	if len(b.out) > b.off {
-		lc.flushTLS() // an answer to a post-handshake message (KeyUpdate)
+		lc.flushTLS() // an answer to a post-handshake message (KeyUpdate), or an alert
 	}
+	_, again := err.(wouldBlock)
 	switch {
-	case n > 0:
-		return n, 0 // an error comes again with the next read
-	case err == nil:
+	case err == nil && n > 0, again && n > 0, err == io.EOF && n > 0:
+		return n, 0 // the end comes again with the next read
+	case err == nil, again:
 		return 0, unix.EAGAIN
 	case err == io.EOF:
 		return 0, 0
 	}
-	if _, ok := err.(wouldBlock); ok {
-		return 0, unix.EAGAIN
-	}
-	return 0, unix.EIO // a bad record or the socket's error: the connection ends
+	// A bad record (crypto/tls sent its alert and writes nothing more) or
+	// the socket's error: the connection ends, and what came with the
+	// error is not served.
+	lc.gone = true
+	return 0, unix.EIO
 }
 
 // drained reports whether a read that filled n of the room bytes
@@ -153,7 +191,11 @@ func (lc *lconn) encrypt() {
 	c := lc.c
 	if lc.off < len(c.out) {
 		lc.borrow()
-		lc.tb.tc.Write(c.out[lc.off:]) // queued in tb.out: never fails on a loop
+		if _, err := lc.tb.tc.Write(c.out[lc.off:]); err != nil {
+			// crypto/tls writes nothing after a fatal alert: the answer is lost.
+			lc.gone = true
+			c.req.closeAfter, c.req.abort = true, true
+		}
 		lc.off = len(c.out)
 	}
 }
@@ -214,14 +256,22 @@ func (lc *lconn) closeTLS() {
 	c := lc.c
 	cut := lc.gone || c.exch != nil && c.req.abort // no request state: idle
 	if !cut && b.off == len(b.out) && lc.off == len(c.out) {
-		lc.borrow()
-		b.tc.CloseWrite() // queues close_notify in b.out
-		loop.Write(lc.fd, b.out)
+		lc.notify()
+		loop.Write(lc.fd, b.out[b.off:])
 	}
 	if lc.w.tlsOut == nil && cap(b.out) <= 64<<10 {
 		lc.w.tlsOut = b.out[:0]
 	}
 	b.out, b.off = nil, 0
+}
+
+// notify queues close_notify, once.
+func (lc *lconn) notify() {
+	if b := lc.tb; !b.notified {
+		b.notified = true
+		lc.borrow()
+		b.tc.CloseWrite()
+	}
 }
 
 // closedConn stands beneath a tls.Conn on a loop for the socket the loop

@@ -236,10 +236,12 @@ func TestLoopTLS(t *testing.T) {
 	}
 
 	// close_notify before the socket closes: after an answer with
-	// "Connection: close", and when the idle timeout closes a connection.
+	// "Connection: close", when the idle timeout closes a connection, and
+	// after a refusal (before the write side is shut).
 	s.Listener.Idle = 300 * time.Millisecond
 	idleEnv := startEngine(t, s, srv.URL)
-	for _, req := range []string{"GET /close HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "GET /idle HTTP/1.1\r\nHost: x\r\n\r\n"} {
+	for _, req := range []string{"GET /close HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "GET /idle HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /refused HTTP/1.1\r\nHost: x\r\nBad Field\r\n\r\n"} {
 		raw, err := net.DialTimeout("tcp", idleEnv.addr, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -259,7 +261,8 @@ func TestLoopTLS(t *testing.T) {
 			t.Fatal(err)
 		}
 		path := strings.Fields(req)[1]
-		if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(b) != "ok "+path+" https" {
+		b, _ := io.ReadAll(resp.Body)
+		if path == "/refused" && resp.StatusCode != 400 || path != "/refused" && (resp.StatusCode != 200 || string(b) != "ok "+path+" https") {
 			t.Fatalf("GET %s: %d %q", path, resp.StatusCode, b)
 		}
 		if _, err := br.ReadByte(); err != io.EOF {

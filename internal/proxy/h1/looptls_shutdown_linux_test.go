@@ -1,0 +1,91 @@
+package h1
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// TestLoopTLSShutdownServesReadAhead: two pipelined requests, each in its
+// own TLS record, reach the loop in one segment. crypto/tls reads both
+// records but returns only the first; when Shutdown begins during the first
+// request, the second, sent in good faith, is served (the loop pulls what
+// crypto/tls read ahead before it decides the connection is done). The
+// goroutine engine over TLS still drops it (see docs/config.md, engine:
+// loop), so only the loop is tested here.
+func TestLoopTLSShutdownServesReadAhead(t *testing.T) {
+	for _, onLoops := range []bool{true} {
+		t.Run("loop", func(t *testing.T) {
+			gate := make(chan struct{})
+			be, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/slow" {
+					io.WriteString(w, "next")
+					return
+				}
+				w.Header().Set("Content-Length", "10")
+				io.WriteString(w, "first")
+				http.NewResponseController(w).Flush()
+				select {
+				case <-gate:
+				case <-r.Context().Done():
+					return
+				}
+				io.WriteString(w, "-done")
+			})
+			s := defaultSetup()
+			s.TLS, s.OnLoops = true, onLoops
+			env := startEngine(t, s, be.URL)
+
+			raw, err := net.DialTimeout("tcp", env.addr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			raw.SetDeadline(ioDeadline(t))
+			held := &holdingConn{Conn: raw}
+			tc := tls.Client(held, clientTLS(t))
+			if err := tc.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond) // the engine took it (onto its loop)
+			held.hold(true)
+			io.WriteString(tc, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+			io.WriteString(tc, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+			both := held.take()
+			held.hold(false)
+			if _, err := raw.Write(both); err != nil { // two records, one write
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(tc)
+			c := &testClient{tb: t, nc: tc, br: br}
+			if head := parseHead(t, c.rawHead(), "GET"); head.StatusCode != 200 || head.Close {
+				t.Fatalf("head of the first response: %d, close %v", head.StatusCode, head.Close)
+			}
+			shut := make(chan error, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				shut <- env.engine.Shutdown(ctx)
+			}()
+			waitFor(t, "Shutdown to begin", env.engine.shutting.Load)
+			close(gate)
+			first := make([]byte, 10)
+			if _, err := io.ReadFull(br, first); err != nil || string(first) != "first-done" {
+				t.Fatalf("body of the first response: %q, %v", first, err)
+			}
+			resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+			if err != nil {
+				t.Errorf("the second pipelined request (its own record, read by crypto/tls with the first) was dropped: %v", err)
+			} else {
+				b, _ := io.ReadAll(resp.Body)
+				t.Logf("second: %d %q", resp.StatusCode, b)
+			}
+			recv(t, shut, "Shutdown to return")
+		})
+	}
+}
