@@ -23,6 +23,9 @@
 #                    event-loop prototype, built from the working tree, HTTP/2 over TLS on
 #                    127.0.0.1:8499 (-h2-tls-listen) and h2c on 127.0.0.1:8097 (-h2c-listen);
 #                    the summary adds evproto ÷ haproxy1 and evproto ÷ sluice
+#   H1=1             a third target: the same sluice with `engine: h1` (the goroutine engine)
+#                    on its TLS and h2c listeners (127.0.0.1:8491, 127.0.0.1:8091; admin 19191),
+#                    in every scenario; the summary adds sluice ÷ sluice-h1
 #   SHARED [../shared/bench]   the shared harness (its backend, haproxy.cfg, report.lua, awk)
 # Targets, one process each, CPU = utime+stime of its process tree from /proc/PID/stat:
 #   haproxy1  HAProxy `nbthread 1`: the shared peers/haproxy.cfg (127.0.0.1:8081: HTTP/1.1, and
@@ -64,6 +67,11 @@ if [[ $EVPROTO == 1 ]]; then
   NAMES+=(evproto); TLS_ADDRS+=(127.0.0.1:8499); H2C_ADDRS+=(127.0.0.1:8097)
   STARTED+=" evproto"; STOP_MSG="bench/tls.sh: stopped sluice, haproxy1, evproto and the backends"
 fi
+H1=${H1:-0}
+if [[ $H1 == 1 ]]; then
+  NAMES+=(sluice-h1); TLS_ADDRS+=(127.0.0.1:8491); H2C_ADDRS+=(127.0.0.1:8091)
+  STARTED+=" sluice-h1"; STOP_MSG="bench/tls.sh: stopped the proxies and the backends"
+fi
 for s in $SCENARIOS; do
   case $s in http-ka|https-ka|tls-full|tls-resume|h2-tls|h2c) ;; *) echo "unknown scenario $s" >&2; exit 2;; esac
 done
@@ -73,7 +81,7 @@ REV_FULL=$(commit_of REV "$REV")
 tools=(haproxy wrk h2load:nghttp2-client openssl curl); [[ $PROFILE == 1 ]] && tools+=(perf:linux-perf)
 require "${tools[@]}"
 ports_free "is another benchmark running? (bench/run.sh, ../shared/bench/stop-peers.sh)" \
-  9001 9002 9003 8081 8481 8090 8490 19190 8097 8499
+  9001 9002 9003 8081 8481 8090 8490 19190 8097 8499 8091 8491 19191
 CLEANUP_RM=("$SRC")
 stop_on_exit
 
@@ -124,10 +132,15 @@ log: {level: warn}
 EOF
 "$BIN_DIR/sluice" validate -config "$LAST/sluice.yaml"
 
+sed -e 's/127.0.0.1:8490/127.0.0.1:8491/; s/127.0.0.1:8090/127.0.0.1:8091/; s/127.0.0.1:19190/127.0.0.1:19191/' \
+  -e 's/^    pool: web$/&\n    engine: h1/' "$LAST/sluice.yaml" >"$LAST/sluice-h1.yaml"
+"$BIN_DIR/sluice" validate -config "$LAST/sluice-h1.yaml"
+
 log "starting backends (as ../shared/bench/start-peers.sh does), haproxy1 and sluice, unpinned"
 start_backends 9001 9002 9003
 NBTHREAD=1 HAPROXY_PORT=8081 "$SHARED/start-one.sh" haproxy1 -- haproxy -db -f "$LAST/haproxy.cfg"
 "$SHARED/start-one.sh" sluice -- "$BIN_DIR/sluice" run -config "$LAST/sluice.yaml"
+[[ $H1 == 1 ]] && "$SHARED/start-one.sh" sluice-h1 -- "$BIN_DIR/sluice" run -config "$LAST/sluice-h1.yaml"
 [[ $EVPROTO == 1 ]] && "$SHARED/start-one.sh" evproto -- "$BIN_DIR/evproto" -mode loop -listen 127.0.0.1:8098 \
   -h2c-listen 127.0.0.1:8097 -h2-tls-listen 127.0.0.1:8499 -cert "$LAST/cert.pem" -key "$LAST/key.pem" \
   -backends 127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9003
@@ -274,6 +287,12 @@ log "summary"
       awk -F, '$1 == "label" || $1 ~ /^h2/' "$CSV" |
         awk -F, -v ref="$ref" -v tgt=evproto -v streams="$STREAMS" -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/tls.awk"
     done
+  fi
+  if [[ $H1 == 1 ]]; then
+    echo
+    echo "sluice on its event loops (engine: loop, the default) ÷ sluice on the goroutine engine (engine: h1), same binary, same round:"
+    echo
+    awk -F, -v ref=sluice-h1 -v tgt=sluice -v streams="$STREAMS" -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/tls.awk" "$CSV"
   fi
   if [[ -s $LAST/perf/split.md ]]; then
     echo
