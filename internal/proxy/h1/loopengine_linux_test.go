@@ -73,12 +73,7 @@ func TestLoopIdleHoldsNoRequest(t *testing.T) {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
 	}
-	env.engine.mu.Lock()
-	var lc *lconn
-	for hc := range env.engine.conns {
-		lc = hc.lc.Load()
-	}
-	env.engine.mu.Unlock()
+	lc := onLoop(env)
 	if lc == nil {
 		t.Fatal("the connection is not on a loop")
 	}
@@ -94,4 +89,16 @@ func TestLoopIdleHoldsNoRequest(t *testing.T) {
 	if s := recv(t, got, "the loop's answer"); s.held != 0 || s.spare != 1 {
 		t.Fatalf("after three requests on an idle connection: it holds %d request states, its loop keeps %d spare; want 0 and 1", s.held, s.spare)
 	}
+}
+
+// onLoop returns the loop state of the engine's one client connection
+// (nil: it is not on a loop).
+func onLoop(env *engineEnv) *lconn {
+	env.engine.mu.Lock()
+	defer env.engine.mu.Unlock()
+	var lc *lconn
+	for hc := range env.engine.conns {
+		lc = hc.lc.Load()
+	}
+	return lc
 }

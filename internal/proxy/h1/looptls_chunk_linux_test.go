@@ -46,12 +46,7 @@ func TestLoopChunkEncodedHoldsNoBody(t *testing.T) {
 			if _, err := io.ReadFull(resp.Body, got); err != nil {
 				t.Fatal(err)
 			}
-			env.engine.mu.Lock()
-			var lc *lconn
-			for hc := range env.engine.conns {
-				lc = hc.lc.Load()
-			}
-			env.engine.mu.Unlock()
+			lc := onLoop(env)
 			if lc == nil {
 				t.Fatal("not on a loop")
 			}

@@ -154,12 +154,7 @@ func (c *holdingConn) take() []byte {
 // whether it is TLS there.
 func loopTLSConn(t *testing.T, env *engineEnv) (on, overTLS bool) {
 	t.Helper()
-	env.engine.mu.Lock()
-	var lc *lconn
-	for hc := range env.engine.conns {
-		lc = hc.lc.Load()
-	}
-	env.engine.mu.Unlock()
+	lc := onLoop(env)
 	if lc == nil {
 		return false, false
 	}
@@ -296,3 +291,26 @@ func (c *tapConn) Read(p []byte) (int, error) {
 }
 
 func (c *tapConn) lastRecord() byte { return c.last }
+
+// dialHeld connects to the engine at addr (over TLS, its handshake done,
+// when overTLS is set) through a holdingConn, so that a test can hold what
+// the client writes and send it in pieces of its choosing on raw.
+func dialHeld(t *testing.T, addr string, overTLS bool) (raw net.Conn, held *holdingConn, nc net.Conn) {
+	t.Helper()
+	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	raw.SetDeadline(ioDeadline(t))
+	held = &holdingConn{Conn: raw}
+	nc = held
+	if overTLS {
+		tc := tls.Client(held, clientTLS(t))
+		if err := tc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		nc = tc
+	}
+	return raw, held, nc
+}

@@ -3,9 +3,7 @@ package h1
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"io"
-	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -27,21 +25,7 @@ func TestLoopShutdownServesABegunRequest(t *testing.T) {
 			s := defaultSetup()
 			s.TLS, s.OnLoops = useTLS, true
 			env := startEngine(t, s, be.URL)
-			raw, err := net.DialTimeout("tcp", env.addr, 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer raw.Close()
-			raw.SetDeadline(ioDeadline(t))
-			held := &holdingConn{Conn: raw}
-			var nc net.Conn = held
-			if useTLS {
-				tc := tls.Client(held, clientTLS(t))
-				if err := tc.Handshake(); err != nil {
-					t.Fatal(err)
-				}
-				nc = tc
-			}
+			raw, held, nc := dialHeld(t, env.addr, useTLS)
 			br := bufio.NewReader(nc)
 			io.WriteString(nc, "GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
 			resp, err := http.ReadResponse(br, nil)

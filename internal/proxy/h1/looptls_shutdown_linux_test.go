@@ -3,9 +3,7 @@ package h1
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"io"
-	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -41,17 +39,7 @@ func TestLoopTLSShutdownServesReadAhead(t *testing.T) {
 			s.TLS, s.OnLoops = true, onLoops
 			env := startEngine(t, s, be.URL)
 
-			raw, err := net.DialTimeout("tcp", env.addr, 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer raw.Close()
-			raw.SetDeadline(ioDeadline(t))
-			held := &holdingConn{Conn: raw}
-			tc := tls.Client(held, clientTLS(t))
-			if err := tc.Handshake(); err != nil {
-				t.Fatal(err)
-			}
+			raw, held, tc := dialHeld(t, env.addr, true)
 			time.Sleep(50 * time.Millisecond) // the engine took it (onto its loop)
 			held.hold(true)
 			io.WriteString(tc, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
