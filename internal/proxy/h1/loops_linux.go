@@ -3,7 +3,8 @@ package h1
 // The event loops of engine: loop and what each keeps (its backend
 // connections, what it decided about pools), taking a connection onto a
 // loop, and handing one over to a goroutine. The connection on its loop is
-// loop_linux.go; one attempt, loopx_linux.go; backend connections,
+// loop_linux.go (its socket's writes, loopio_linux.go; TLS,
+// looptls_linux.go); one attempt, loopx_linux.go; backend connections,
 // loopup_linux.go.
 
 import (
