@@ -122,10 +122,11 @@ func (b *tlsBase) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// takeTLS readies a TLS connection past its handshake for a loop: the
-// socket beneath it (to duplicate), and its base, which switches to the
-// loop once the duplicate is made (onLoop). nil when c is not one a loop
-// can take: TLS not made over LoopTLS, or no TCP socket beneath.
+// takeTLS readies a TLS connection past its handshake for a loop: its
+// base (which take switches to the loop by setting its fd), the socket
+// beneath (to duplicate) and the accepted connection (for its slot). nil
+// when nc is not one a loop can take: TLS not made over LoopTLS, or no TCP
+// socket beneath.
 func takeTLS(nc net.Conn) (*tlsBase, *net.TCPConn, net.Conn) {
 	tc, ok := nc.(*tls.Conn)
 	if !ok {
@@ -225,7 +226,9 @@ func (lc *lconn) flushTLS() unix.Errno {
 		}
 		if e != 0 {
 			lc.gone = true
-			lc.c.req.closeAfter = true
+			if lc.c.exch != nil { // an idle connection (a KeyUpdate's answer) has no request
+				lc.c.req.closeAfter = true
+			}
 			b.out, b.off = b.out[:0], 0
 			return e
 		}
