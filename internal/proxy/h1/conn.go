@@ -2,6 +2,7 @@ package h1
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/netip"
@@ -220,6 +221,9 @@ func (c *h1conn) serveFrom(from int) {
 		if !more {
 			return
 		}
+		if c.r == c.w && c.e.shutting.Load() {
+			c.pullTLS()
+		}
 		if c.r < c.w {
 			// The next request is buffered already (pipelined): it is
 			// served, even when Shutdown has begun (then with
@@ -242,6 +246,26 @@ func (c *h1conn) serveFrom(from int) {
 			c.until = time.Now().Add(d)
 		}
 	}
+}
+
+// pullTLS reads, without waiting, what crypto/tls holds of the client's
+// next request: whole records it read ahead with the last one, which
+// readable cannot see beneath it. Shutdown then serves that request, sent
+// in good faith, instead of closing the connection as idle. A read past
+// its deadline is temporary to crypto/tls: it keeps what it has.
+func (c *h1conn) pullTLS() {
+	tc, ok := c.nc.(*tls.Conn)
+	if !ok {
+		return
+	}
+	c.acquireIn()
+	if c.r == c.w {
+		c.r, c.w = 0, 0
+	}
+	tc.SetReadDeadline(time.Unix(1, 0))
+	n, _ := tc.Read(c.buf[c.w:])
+	tc.SetReadDeadline(time.Time{})
+	c.w += n
 }
 
 // readable reports whether bytes from the client wait in the kernel,

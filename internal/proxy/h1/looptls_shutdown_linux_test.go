@@ -9,16 +9,15 @@ import (
 	"time"
 )
 
-// TestLoopTLSShutdownServesReadAhead: two pipelined requests, each in its
+// TestShutdownServesTLSReadAhead: two pipelined requests, each in its
 // own TLS record, reach the loop in one segment. crypto/tls reads both
 // records but returns only the first; when Shutdown begins during the first
 // request, the second, sent in good faith, is served (the loop pulls what
-// crypto/tls read ahead before it decides the connection is done). The
-// goroutine engine over TLS still drops it (see docs/config.md, engine:
-// loop), so only the loop is tested here.
-func TestLoopTLSShutdownServesReadAhead(t *testing.T) {
-	for _, onLoops := range []bool{true} {
-		t.Run("loop", func(t *testing.T) {
+// crypto/tls read ahead before it decides the connection is done), on the
+// loop and on the goroutine engine (pullTLS).
+func TestShutdownServesTLSReadAhead(t *testing.T) {
+	for _, onLoops := range []bool{true, false} {
+		t.Run(map[bool]string{true: "loop", false: "goroutine"}[onLoops], func(t *testing.T) {
 			gate := make(chan struct{})
 			be, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 				if r.URL.Path != "/slow" {
