@@ -188,12 +188,17 @@ func (lc *lconn) readHead() bool {
 				return true
 			}
 		}
-		if lc.tb != nil && lc.tb.off < len(lc.tb.out) && lc.flushTLS() != 0 {
+		if lc.tb != nil && lc.tb.off < len(lc.tb.out) {
 			// Records crypto/tls made in answer to the client's (a
 			// KeyUpdate) wait for its socket: read nothing more until it
 			// takes them, so that a client that does not read cannot
 			// make them pile up. The socket's next room brings an event.
-			return false
+			if e := lc.flushTLS(); e != 0 {
+				if e != unix.EAGAIN {
+					lc.close()
+				}
+				return false
+			}
 		}
 		if !lc.Rd {
 			if c.r == c.w {
@@ -307,12 +312,15 @@ func (lc *lconn) linger() {
 		return // flush waits for the socket
 	}
 	if lc.off > 0 {
-		if lc.tb != nil {
+		if b := lc.tb; b != nil && !lc.gone {
 			// close_notify before the write side closes (best effort: the
 			// refusal is out, the socket takes a short record).
 			lc.notify()
-			loop.Write(lc.fd, lc.tb.out[lc.tb.off:])
-			lc.tb.out, lc.tb.off = lc.tb.out[:0], 0
+			loop.Write(lc.fd, b.out[b.off:])
+			if lc.w.tlsOut == nil && cap(b.out) <= 64<<10 {
+				lc.w.tlsOut = b.out[:0]
+			}
+			b.out, b.off = nil, 0
 		}
 		unix.Shutdown(lc.fd, unix.SHUT_WR)
 		lc.off = 0
@@ -355,8 +363,9 @@ func (lc *lconn) endRequest() bool {
 	c.releaseOut()
 	c.out, lc.off = nil, 0
 	lc.phase = lIdle
-	if c.r == c.w && c.e.shutting.Load() {
-		lc.pull()
+	if c.r == c.w && c.e.shutting.Load() && !lc.pull() && lc.gone {
+		lc.close() // the read found the end, or a bad record
+		return false
 	}
 	if c.r < c.w {
 		// Pipelined: served, even once Shutdown has begun; read_header
@@ -501,10 +510,18 @@ func (lc *lconn) fail(err error) {
 // closeIfIdle and closeNow are Shutdown's and Close's, run on the loop.
 func (lc *lconn) closeIfIdle(fresh bool) {
 	c := lc.c
-	if lc.closed || !fresh && !c.served.Load() || lc.phase != lIdle || c.r < c.w || lc.pull() || lc.readable() {
-		if c.r < c.w && lc.phase == lIdle {
-			lc.drive() // pulled: a request to serve
-		}
+	if lc.closed || !fresh && !c.served.Load() || lc.phase != lIdle || c.r < c.w {
+		return
+	}
+	if lc.pull() {
+		lc.drive() // a request crypto/tls had read ahead: served
+		return
+	}
+	if lc.gone {
+		lc.close() // the read found the end, or a bad record
+		return
+	}
+	if lc.readable() {
 		return
 	}
 	if c.state.CompareAndSwap(connIdle, connClosed) {

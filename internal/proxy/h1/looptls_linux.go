@@ -68,7 +68,11 @@ func (wouldBlock) Temporary() bool { return true }
 
 func (b *tlsBase) Read(p []byte) (int, error) {
 	if b.fd < 0 {
-		return b.Conn.Read(p)
+		// Followed from the first byte: the handshake's last read may
+		// hold the beginning of the first request's record.
+		n, err := b.Conn.Read(p)
+		b.follow(p[:n])
+		return n, err
 	}
 	n, e := loop.Read(b.fd, p)
 	switch {
@@ -165,7 +169,7 @@ func (lc *lconn) read(p []byte) (int, unix.Errno) {
 	_, again := err.(wouldBlock)
 	switch {
 	case err == nil && n > 0, again && n > 0, err == io.EOF && n > 0:
-		return n, 0 // the end comes again with the next read
+		return n, 0 // an empty socket or the end: the next read says so again
 	case err == nil, again:
 		return 0, unix.EAGAIN
 	case err == io.EOF:

@@ -23,61 +23,12 @@ import (
 // Were crypto/tls to make the error sticky, every TLS connection on a loop
 // would break at its first split record.
 func TestLoopTLSWouldBlockKeepsTheRecord(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	p := newTLSPair(t, nil)
+	raw, held, client, server := p.raw, p.held, p.client, p.server
+	if err := p.handshake(); err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			close(accepted)
-			return
-		}
-		accepted <- c
-	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	raw.SetDeadline(ioDeadline(t))
-	sc := recv(t, accepted, "the accept")
-	if sc == nil {
-		t.Fatal("accept failed")
-	}
-	defer sc.Close()
-	sc.SetDeadline(ioDeadline(t))
-
-	base := LoopTLS(sc).(*tlsBase)
-	server := tls.Server(base, serverTLS(t))
-	held := &holdingConn{Conn: raw}
-	client := tls.Client(held, clientTLS(t))
-	hs := make(chan error, 1)
-	go func() { hs <- server.Handshake() }()
-	if err := client.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	if err := recv(t, hs, "the server's handshake"); err != nil {
-		t.Fatal(err)
-	}
-
-	// The server side goes onto a non-blocking duplicate, as take does.
-	rc, err := sc.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	fd := -1
-	rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	if err := unix.SetNonblock(fd, true); err != nil {
-		t.Fatal(err)
-	}
-	base.fd = fd
+	p.toLoop()
 
 	// One record, sealed by the client and held, then written to the
 	// socket in three parts.
@@ -313,4 +264,159 @@ func dialHeld(t *testing.T, addr string, overTLS bool) (raw net.Conn, held *hold
 		nc = tc
 	}
 	return raw, held, nc
+}
+
+// tlsPair is a TLS connection over loopback: the client through a
+// holdingConn, the server over LoopTLS as a TLS listener's front makes it,
+// with its reads passed through gate when one is given.
+type tlsPair struct {
+	t      *testing.T
+	raw    net.Conn // the client's socket
+	held   *holdingConn
+	client *tls.Conn
+	sc     net.Conn // the server's socket
+	base   *tlsBase
+	server *tls.Conn
+}
+
+func newTLSPair(t *testing.T, gate func(net.Conn) net.Conn) *tlsPair {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	raw.SetDeadline(ioDeadline(t))
+	sc := recv(t, accepted, "the accept")
+	if sc == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { sc.Close() })
+	sc.SetDeadline(ioDeadline(t))
+	under := sc
+	if gate != nil {
+		under = gate(sc)
+	}
+	base := LoopTLS(under).(*tlsBase)
+	held := &holdingConn{Conn: raw}
+	return &tlsPair{t: t, raw: raw, held: held, client: tls.Client(held, clientTLS(t)), sc: sc, base: base,
+		server: tls.Server(base, serverTLS(t))}
+}
+
+// handshake runs both sides' handshakes; the server's error.
+func (p *tlsPair) handshake() error {
+	p.t.Helper()
+	hs := make(chan error, 1)
+	go func() { hs <- p.server.Handshake() }()
+	if err := p.client.Handshake(); err != nil {
+		p.t.Fatal(err)
+	}
+	return recv(p.t, hs, "the server's handshake")
+}
+
+// toLoop moves the server side onto a non-blocking duplicate of its
+// socket, as take does.
+func (p *tlsPair) toLoop() {
+	t := p.t
+	t.Helper()
+	rc, err := p.sc.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := -1
+	rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.SetNonblock(fd, true); err != nil {
+		t.Fatal(err)
+	}
+	p.base.fd = fd
+}
+
+// gatedConn holds its reads after its first write until open is closed:
+// the server's handshake, its flight sent, reads the client's Finished
+// only then.
+type gatedConn struct {
+	net.Conn
+	open  chan struct{}
+	wrote bool // read and written by the handshake's goroutine only
+}
+
+func (g *gatedConn) Write(p []byte) (int, error) {
+	g.wrote = true
+	return g.Conn.Write(p)
+}
+
+func (g *gatedConn) Read(p []byte) (int, error) {
+	if g.wrote {
+		<-g.open
+	}
+	return g.Conn.Read(p)
+}
+
+// TestLoopTLSFollowsRecordsFromTheHandshake: the handshake's last read can
+// take the beginning of the first request's record with the client's
+// Finished (a client that writes both at once, a server that reads late).
+// tlsBase follows the record lengths from the first byte, so that once on
+// the loop it knows that the rest of that record is not a new record's
+// header: with the request whole, it says that crypto/tls holds no part
+// of a record (Shutdown would otherwise keep the connection, or close one
+// with half a request).
+func TestLoopTLSFollowsRecordsFromTheHandshake(t *testing.T) {
+	open := make(chan struct{})
+	var g *gatedConn
+	p := newTLSPair(t, func(c net.Conn) net.Conn { g = &gatedConn{Conn: c, open: open}; return g })
+	hs := make(chan error, 1)
+	go func() { hs <- p.server.Handshake() }()
+	if err := p.client.Handshake(); err != nil { // TLS 1.3: the client is done once its Finished is out
+		t.Fatal(err)
+	}
+	p.held.hold(true)
+	req := "GET / HTTP/1.1\r\nHost: x\r\nCookie: " + strings.Repeat("c", 8000) + "\r\n\r\n"
+	io.WriteString(p.client, req)
+	sealed := p.held.take()
+	p.held.hold(false)
+	p.raw.Write(sealed[:100]) // with the Finished, before the server reads it
+	time.Sleep(20 * time.Millisecond)
+	close(open)
+	if err := recv(t, hs, "the server's handshake"); err != nil {
+		t.Fatal(err)
+	}
+	p.toLoop()
+	p.raw.Write(sealed[100:])
+	var got []byte
+	buf := make([]byte, 16<<10)
+	for end := time.Now().Add(5 * time.Second); len(got) < len(req) && time.Now().Before(end); {
+		n, err := p.server.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil && !errors.As(err, new(wouldBlock)) {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if string(got) != req {
+		t.Fatalf("read %d bytes of the %d-byte request", len(got), len(req))
+	}
+	if p.base.partial() {
+		t.Fatalf("with the request whole, tlsBase says crypto/tls holds part of a record (%d header bytes, %d body bytes to come)",
+			p.base.hn, p.base.left)
+	}
 }
