@@ -317,10 +317,7 @@ func (lc *lconn) linger() {
 			// refusal is out, the socket takes a short record).
 			lc.notify()
 			loop.Write(lc.fd, b.out[b.off:])
-			if lc.w.tlsOut == nil && cap(b.out) <= 64<<10 {
-				lc.w.tlsOut = b.out[:0]
-			}
-			b.out, b.off = nil, 0
+			lc.giveBack()
 		}
 		unix.Shutdown(lc.fd, unix.SHUT_WR)
 		lc.off = 0

@@ -238,11 +238,18 @@ func (lc *lconn) flushTLS() unix.Errno {
 		}
 		b.off += n
 	}
+	lc.giveBack()
+	return 0
+}
+
+// giveBack gives the records' buffer back to the loop, empty (what a large
+// answer grew is not kept).
+func (lc *lconn) giveBack() {
+	b := lc.tb
 	if lc.w.tlsOut == nil && cap(b.out) <= 64<<10 {
-		lc.w.tlsOut = b.out[:0] // back to the loop; what a large answer grew is not kept
+		lc.w.tlsOut = b.out[:0]
 	}
 	b.out, b.off = nil, 0
-	return 0
 }
 
 // waiting reports whether bytes of the answer wait for the client's
@@ -266,10 +273,7 @@ func (lc *lconn) closeTLS() {
 		lc.notify()
 		loop.Write(lc.fd, b.out[b.off:])
 	}
-	if lc.w.tlsOut == nil && cap(b.out) <= 64<<10 {
-		lc.w.tlsOut = b.out[:0]
-	}
-	b.out, b.off = nil, 0
+	lc.giveBack()
 }
 
 // notify queues close_notify, once.
