@@ -18,22 +18,7 @@ import (
 func TestShutdownServesTLSReadAhead(t *testing.T) {
 	for _, onLoops := range []bool{true, false} {
 		t.Run(map[bool]string{true: "loop", false: "goroutine"}[onLoops], func(t *testing.T) {
-			gate := make(chan struct{})
-			be, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
-				if r.URL.Path != "/slow" {
-					io.WriteString(w, "next")
-					return
-				}
-				w.Header().Set("Content-Length", "10")
-				io.WriteString(w, "first")
-				http.NewResponseController(w).Flush()
-				select {
-				case <-gate:
-				case <-r.Context().Done():
-					return
-				}
-				io.WriteString(w, "-done")
-			})
+			be, gate := slowFirstBackend(t)
 			s := defaultSetup()
 			s.TLS, s.OnLoops = true, onLoops
 			env := startEngine(t, s, be.URL)

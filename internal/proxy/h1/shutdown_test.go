@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 )
@@ -71,22 +72,7 @@ func TestShutdownServesTheRequestSentBeforeItCloses(t *testing.T) {
 		{"pipelined", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			gate := make(chan struct{})
-			be, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
-				if r.URL.Path != "/slow" {
-					io.WriteString(w, "next")
-					return
-				}
-				w.Header().Set("Content-Length", "10")
-				io.WriteString(w, "first")
-				http.NewResponseController(w).Flush()
-				select {
-				case <-gate:
-				case <-r.Context().Done():
-					return
-				}
-				io.WriteString(w, "-done")
-			})
+			be, gate := slowFirstBackend(t)
 			env := startEngine(t, defaultSetup(), be.URL)
 			c := dialClient(t, env.addr)
 			slow := "GET /slow HTTP/1.1\r\nHost: test.example\r\n\r\n"
@@ -141,4 +127,27 @@ func TestShutdownServesTheRequestSentBeforeItCloses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// slowFirstBackend answers /slow with the head and "first" of a 10-byte
+// body, and the rest ("-done") once gate is closed; any other path with
+// "next".
+func slowFirstBackend(t *testing.T) (*httptest.Server, chan struct{}) {
+	gate := make(chan struct{})
+	be, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/slow" {
+			io.WriteString(w, "next")
+			return
+		}
+		w.Header().Set("Content-Length", "10")
+		io.WriteString(w, "first")
+		http.NewResponseController(w).Flush()
+		select {
+		case <-gate:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "-done")
+	})
+	return be, gate
 }
