@@ -16,12 +16,14 @@ vet:
 # HTTP/1.1 listeners without proxy_protocol, h1 on the others) with
 # everything else, then the net/http codec (engine: std), then the
 # goroutine engine everywhere (engine: h1), beside the engine's own tests
-# on event loops, in the clear and over TLS.
+# on event loops, in the clear and over TLS, and the HTTP/2 server's on
+# event loops.
 unit:
 	$(GO) test -race -count=1 -timeout 15m ./...
 	SLUICE_E2E_ENGINE=std $(GO) test -race -count=1 -timeout 15m ./internal/e2e/
 	SLUICE_E2E_ENGINE=h1 SLUICE_H1_ENGINE=loop $(GO) test -race -count=1 -timeout 15m ./internal/e2e/ ./internal/proxy/h1/
 	SLUICE_H1_ENGINE=loop SLUICE_H1_TLS=1 $(GO) test -race -count=1 -timeout 15m ./internal/proxy/h1/
+	SLUICE_H2_LOOP=1 $(GO) test -race -count=1 -timeout 15m ./internal/proxy/h2/
 
 # Each fuzz target runs for FUZZTIME on top of its seed corpus (which the
 # unit run already executes); .ci/fuzz says how a failure is reported.

@@ -747,7 +747,8 @@ func h2specFailures(out string) []string {
 }
 
 // h2specAllowed returns, for each listener of TestH2Spec ("tls", "h2c",
-// and with engine std "tls-std", "h2c-std"), the h2spec test ids that
+// with engine std "tls-std", "h2c-std", on the event loops "tls-loop",
+// "h2c-loop"), the h2spec test ids that
 // docs/http2.md lists as expected failures, each on a line
 // "- `ID` (LISTENERS): why", where LISTENERS names TLS, h2c or both, and
 // "engine std" when the failure is x/net's server's alone or "both
@@ -777,11 +778,14 @@ func h2specAllowed(t *testing.T) map[string]map[string]bool {
 			}
 		}
 	}
+	// The same server on the event loops.
+	allowed["tls-loop"], allowed["h2c-loop"] = allowed["tls"], allowed["h2c"]
 	return allowed
 }
 
 // TestH2Spec runs h2spec against a TLS listener and an h2c listener of
-// each HTTP/2 server (sluice's, and x/net's with engine std): every test
+// each HTTP/2 server (sluice's on goroutines and on the event loops, and
+// x/net's with engine std): every test
 // passes, or its failure is listed in docs/http2.md.
 func TestH2Spec(t *testing.T) {
 	bin := h2specBinary(t)
@@ -800,6 +804,9 @@ func TestH2Spec(t *testing.T) {
 			{Name: "tls", Address: "127.0.0.1:0", Pool: "web", TLS: &config.TLS{Certificates: []config.Certificate{site}}, Limits: lim, Engine: "h1"},
 			{Name: "h2c-std", Address: "127.0.0.1:0", Pool: "web", H2C: true, Limits: lim, Engine: "std"},
 			{Name: "tls-std", Address: "127.0.0.1:0", Pool: "web", TLS: &config.TLS{Certificates: []config.Certificate{site}}, Limits: lim, Engine: "std"},
+			// sluice's server on the event loops (ServeLoop).
+			{Name: "h2c-loop", Address: "127.0.0.1:0", Pool: "web", H2C: true, Limits: lim, Engine: "loop"},
+			{Name: "tls-loop", Address: "127.0.0.1:0", Pool: "web", TLS: &config.TLS{Certificates: []config.Certificate{site}}, Limits: lim, Engine: "loop"},
 		},
 		Pools:           []config.Pool{poolOf("web", be)},
 		Admin:           config.Admin{Address: "127.0.0.1:0"},
@@ -810,7 +817,8 @@ func TestH2Spec(t *testing.T) {
 	for _, tc := range []struct {
 		listener string
 		args     []string
-	}{{"tls", []string{"-t", "-k"}}, {"h2c", nil}, {"tls-std", []string{"-t", "-k"}}, {"h2c-std", nil}} {
+	}{{"tls", []string{"-t", "-k"}}, {"h2c", nil}, {"tls-std", []string{"-t", "-k"}}, {"h2c-std", nil},
+		{"tls-loop", []string{"-t", "-k"}}, {"h2c-loop", nil}} {
 		t.Run(tc.listener, func(t *testing.T) {
 			_, port, _ := net.SplitHostPort(s.Addr(tc.listener))
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

@@ -420,10 +420,10 @@ func (l *listener) serve(s *Server) {
 // h2Serving serves a listener's HTTP/2 connections: sluice's own server
 // (package h2), or with engine std golang.org/x/net/http2's.
 type h2Serving interface {
-	// serve serves c with h until the connection ends; upgrade is the
-	// HTTP/1.1 request that switched it to h2c, with its HTTP2-Settings
-	// payload, or nil.
-	serve(c net.Conn, h http.Handler, upgrade *http.Request, settings []byte)
+	// serve serves c with h until the connection ends, with the flood
+	// guard g configures; upgrade is the HTTP/1.1 request that switched
+	// it to h2c, with its HTTP2-Settings payload, or nil.
+	serve(c net.Conn, g *h2guard.Config, h http.Handler, upgrade *http.Request, settings []byte)
 	// goAway sends GOAWAY on every connection served so far.
 	goAway()
 	// handler is the listener's handler for HTTP/2 streams.
@@ -437,7 +437,11 @@ func (l *listener) h2Server(s *Server) h2Serving {
 	lim := l.cfg.Limits
 	t := l.cfg.Timeouts
 	if l.cfg.Engine != "std" {
-		return &ownH2{h: l.streamHandler(s), srv: &h2.Server{
+		var loops *h1.Loops
+		if l.cfg.Engine == "loop" {
+			loops = s.eventLoops()
+		}
+		return &ownH2{h: l.streamHandler(s), loops: loops, srv: &h2.Server{
 			MaxConcurrentStreams: uint32(lim.MaxConcurrentStreams),
 			StreamWindow:         h2StreamWindow,
 			ConnWindow:           h2ConnWindow,
@@ -472,14 +476,20 @@ func (l *listener) h2Server(s *Server) h2Serving {
 	return &stdH2{srv: srv, base: base}
 }
 
-// ownH2 is sluice's HTTP/2 server.
+// ownH2 is sluice's HTTP/2 server, on the event loops when the listener
+// has them (a connection that switched with "Upgrade: h2c" stays on its
+// goroutine).
 type ownH2 struct {
-	srv *h2.Server
-	h   http.Handler
+	srv   *h2.Server
+	h     http.Handler
+	loops *h1.Loops
 }
 
-func (o *ownH2) serve(c net.Conn, h http.Handler, upgrade *http.Request, settings []byte) {
-	o.srv.ServeConn(c, h2.ServeConnOpts{Handler: h, UpgradeRequest: upgrade, Settings: settings})
+func (o *ownH2) serve(c net.Conn, g *h2guard.Config, h http.Handler, upgrade *http.Request, settings []byte) {
+	if upgrade == nil && o.loops != nil && o.serveLoop(c, g, h) {
+		return
+	}
+	o.srv.ServeConn(h2guard.New(c, g), h2.ServeConnOpts{Handler: h, UpgradeRequest: upgrade, Settings: settings})
 }
 func (o *ownH2) goAway()               { o.srv.Shutdown() }
 func (o *ownH2) handler() http.Handler { return o.h }
@@ -491,8 +501,8 @@ type stdH2 struct {
 	base *http.Server
 }
 
-func (x *stdH2) serve(c net.Conn, h http.Handler, upgrade *http.Request, settings []byte) {
-	x.srv.ServeConn(c, &http2.ServeConnOpts{Handler: h, BaseConfig: x.base, UpgradeRequest: upgrade, Settings: settings})
+func (x *stdH2) serve(c net.Conn, g *h2guard.Config, h http.Handler, upgrade *http.Request, settings []byte) {
+	x.srv.ServeConn(h2guard.New(c, g), &http2.ServeConnOpts{Handler: h, BaseConfig: x.base, UpgradeRequest: upgrade, Settings: settings})
 }
 func (x *stdH2) goAway()               { x.base.Shutdown(context.Background()) }
 func (x *stdH2) handler() http.Handler { return x.base.Handler }

@@ -315,7 +315,7 @@ func (f *front) serveH2(c, raw net.Conn) {
 			next.ServeHTTP(w, r)
 		})
 	}
-	f.o.H2.serve(h2guard.New(c, f.o.H2Guard), handler, nil, nil)
+	f.o.H2.serve(c, f.o.H2Guard, handler, nil, nil)
 }
 
 // serveUpgraded serves a connection that switched to HTTP/2 with
@@ -338,7 +338,7 @@ func (f *front) serveUpgraded(c net.Conn, r *http.Request, settings []byte) {
 		delete(f.h2s, c)
 		f.mu.Unlock()
 	}()
-	f.o.H2.serve(h2guard.New(c, f.o.H2Guard), f.o.H2.handler(), r, settings)
+	f.o.H2.serve(c, f.o.H2Guard, f.o.H2.handler(), r, settings)
 }
 
 // h2Preface is what an HTTP/2 client sends first (RFC 9113 §3.4).

@@ -95,54 +95,80 @@ type lworker struct {
 // closed *net.TCPConn and its netFD would cost an idle connection about a
 // tenth of its memory.
 func (ls *Loops) take(c *h1conn) *lconn {
-	tcp, acc := c.tcp, c.nc
+	s, ok := takeSocket(c.nc, c.tcp)
+	if !ok {
+		return nil
+	}
+	c.raddr = s.raddr
+	c.nc, c.tcp, c.rw = nil, nil, nil
+	if s.tb != nil {
+		// The TLS connection stays, for its state (version, client
+		// certificate); beneath it, the loop's socket.
+		c.nc = s.tb.tc
+	}
+	w := ls.pick()
+	lc := &lconn{c: c, w: w, fd: s.fd, slot: s.slot, tb: s.tb}
+	lc.ctx.lc = lc
+	c.lc.Store(lc)
+	return lc
+}
+
+// pick chooses the loop of a connection taken: each in turn.
+func (ls *Loops) pick() *lworker { return ls.ws[ls.next.Add(1)%uint32(len(ls.ws))] }
+
+// taken is a client socket taken off Go's poller for a loop.
+type taken struct {
+	fd    int       // the socket's duplicate, non-blocking
+	slot  io.Closer // the accepted connection's max_connections slot
+	tb    *tlsBase  // over TLS: the base beneath crypto/tls, switched to fd
+	raddr netip.AddrPort
+}
+
+// takeSocket takes nc, whose TCP socket is tcp (nil: over TLS, past its
+// handshake, looptls_linux.go), off Go's poller: the socket is duplicated
+// and the original closed. False when it cannot be (nc stays whole).
+func takeSocket(nc net.Conn, tcp *net.TCPConn) (taken, bool) {
+	acc := nc
 	var tb *tlsBase
 	if tcp == nil {
-		// Over TLS, past its handshake (looptls_linux.go).
-		if tb, tcp, acc = takeTLS(c.nc); tb == nil {
-			return nil
+		if tb, tcp, acc = takeTLS(nc); tb == nil {
+			return taken{}, false
 		}
+	} else if r, ok := acc.(*rawio.Conn); ok {
+		acc = r.NetConn()
 	}
 	rc, err := tcp.SyscallConn()
 	if err != nil {
-		return nil
+		return taken{}, false
 	}
 	fd := -1
 	rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
 	if fd < 0 || err != nil {
-		return nil
+		return taken{}, false
 	}
 	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)
-		return nil
+		return taken{}, false
 	}
-	if ap, ok := c.nc.RemoteAddr().(*net.TCPAddr); ok {
+	t := taken{fd: fd, tb: tb}
+	if ap, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 		a := ap.AddrPort()
-		c.raddr = netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) // an IPv4 client as net.TCPAddr prints it
+		t.raddr = netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) // an IPv4 client as net.TCPAddr prints it
 	}
-	var slot io.Closer
 	switch nc := acc.(type) {
 	case interface{ Slot() io.Closer }:
-		slot = nc.Slot()
+		t.slot = nc.Slot()
 	case *net.TCPConn:
-		slot = noSlot{} // nothing beyond the socket
+		t.slot = noSlot{} // nothing beyond the socket
 	default:
-		slot = nc // a wrapper of another kind: closing it frees what it holds
+		t.slot = nc // a wrapper of another kind: closing it frees what it holds
 	}
 	tcp.Close()
-	c.nc, c.tcp, c.rw = nil, nil, nil
 	if tb != nil {
-		// The TLS connection stays, for its state (version, client
-		// certificate); beneath it, the loop's socket.
-		c.nc = tb.tc
 		tb.Conn = closedConn{tb.Conn.LocalAddr(), tb.Conn.RemoteAddr()}
 		tb.fd = fd
 	}
-	w := ls.ws[ls.next.Add(1)%uint32(len(ls.ws))]
-	lc := &lconn{c: c, w: w, fd: fd, slot: slot, tb: tb}
-	lc.ctx.lc = lc
-	c.lc.Store(lc)
-	return lc
+	return t, true
 }
 
 // enter hands the connection to its loop, once it is the engine's.

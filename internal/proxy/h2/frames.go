@@ -22,7 +22,7 @@ func (c *conn) process(f http2.Frame) error {
 		c.sawSettings = true
 		c.mu.Lock()
 		if !c.lingering { // a GOAWAY may have come first (Shutdown)
-			c.nc.SetReadDeadline(time.Time{})
+			c.setReadDeadlineLocked(time.Time{})
 		}
 		c.mu.Unlock()
 	}
@@ -85,7 +85,7 @@ func (c *conn) processLocked(f http2.Frame) error {
 		return c.connErr("push_promise", http2.ErrCodeProtocol)
 	}
 	if err == nil {
-		if len(c.out) > maxControlPending {
+		if c.pendingLocked() > maxControlPending {
 			return c.connErr("control_backlog", http2.ErrCodeEnhanceYourCalm)
 		}
 		c.flushLocked()

@@ -109,22 +109,40 @@ func (s *Server) Shutdown() {
 // It returns once every handler it started has returned.
 func (s *Server) ServeConn(nc net.Conn, o ServeConnOpts) {
 	c := s.newConn(nc, o)
+	defer s.track(c)()
+	c.serve(o)
+}
+
+// track adds c to the connections Shutdown tells; the function it returns
+// takes it out.
+func (s *Server) track(c *conn) func() {
 	s.mu.Lock()
 	if s.conns == nil {
 		s.conns = map[*conn]struct{}{}
 	}
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
-	defer func() {
+	return func() {
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
-	}()
-	c.serve(o)
+	}
 }
 
 func (s *Server) newConn(nc net.Conn, o ServeConnOpts) *conn {
-	c := &conn{srv: s, nc: nc, handler: o.Handler, remoteAddr: nc.RemoteAddr().String(),
+	var st *tls.ConnectionState
+	if cs, ok := nc.(interface{ ConnectionState() tls.ConnectionState }); ok {
+		cst := cs.ConnectionState()
+		st = &cst
+	}
+	c := s.newConnFrom(nc.RemoteAddr().String(), st, nc, o)
+	c.nc = nc
+	return c
+}
+
+// newConnFrom makes a connection whose frames are read from src.
+func (s *Server) newConnFrom(remoteAddr string, st *tls.ConnectionState, src io.Reader, o ServeConnOpts) *conn {
+	c := &conn{srv: s, handler: o.Handler, remoteAddr: remoteAddr, tls: st,
 		streams: map[uint32]*stream{}, sendWin: initialWindow, peerWindow: initialWindow,
 		peerMaxFrame: maxFrameSize}
 	c.maxStreams = s.MaxConcurrentStreams
@@ -146,10 +164,6 @@ func (s *Server) newConn(nc net.Conn, o ServeConnOpts) *conn {
 	if c.maxHeaderList == 0 {
 		c.maxHeaderList = defaultMaxHeaderList
 	}
-	if cs, ok := nc.(interface{ ConnectionState() tls.ConnectionState }); ok {
-		st := cs.ConnectionState()
-		c.tls = &st
-	}
 	c.drained.L = &c.mu
 	c.jobs = make(chan job, maxIdleWorkers)
 	// No dynamic table: each header block stands alone, so responses can
@@ -158,7 +172,7 @@ func (s *Server) newConn(nc net.Conn, o ServeConnOpts) *conn {
 	// static table and Huffman coding still apply.
 	c.enc = hpack.NewEncoder(&c.hbuf)
 	c.enc.SetMaxDynamicTableSizeLimit(0)
-	c.fr = http2.NewFramer(io.Discard, nc)
+	c.fr = http2.NewFramer(io.Discard, src)
 	c.fr.MaxHeaderListSize = c.maxHeaderList
 	c.fr.SetMaxReadFrameSize(maxFrameSize)
 	c.fr.SetReuseFrames()
@@ -171,7 +185,8 @@ func (s *Server) newConn(nc net.Conn, o ServeConnOpts) *conn {
 // a time each (handlers.go). Everything shared between them is under mu.
 type conn struct {
 	srv        *Server
-	nc         net.Conn
+	nc         net.Conn      // nil on a loop (lw)
+	lw         *lwire        // the connection's I/O on an event loop (nil: nc, serve's goroutine)
 	fr         *http2.Framer // reads only, on the serve goroutine
 	meta       *metaReader   // decodes header blocks, on the serve goroutine
 	handler    http.Handler
@@ -245,21 +260,9 @@ func (c *conn) serve(o ServeConnOpts) {
 		c.dieLocked(errClientGone)
 		c.mu.Unlock()
 		c.nc.Close()
-		c.wg.Wait()
-		c.mu.Lock()
-		if c.idleTimer != nil {
-			c.idleTimer.Stop()
-		}
-		if c.workerTimer != nil {
-			c.workerTimer.Stop()
-		}
-		c.mu.Unlock()
+		c.ended()
 	}()
-	pt := c.srv.PrefaceTimeout
-	if pt <= 0 {
-		pt = defaultPrefaceTimeout
-	}
-	c.nc.SetReadDeadline(time.Now().Add(pt))
+	c.nc.SetReadDeadline(time.Now().Add(c.prefaceTimeout()))
 	c.mu.Lock()
 	c.writeSettingsLocked() // the server's preface goes out at once
 	c.flushLocked()
@@ -277,14 +280,9 @@ func (c *conn) serve(o ServeConnOpts) {
 			return
 		}
 	}
-	if d := c.srv.IdleTimeout; d > 0 {
-		c.mu.Lock()
-		if len(c.streams) == 0 {
-			c.idleSince = time.Now()
-		}
-		c.idleTimer = time.AfterFunc(d, c.onIdle)
-		c.mu.Unlock()
-	}
+	c.mu.Lock()
+	c.startIdleLocked()
+	c.mu.Unlock()
 	for {
 		f, err := c.readFrame()
 		if err != nil {
@@ -297,6 +295,49 @@ func (c *conn) serve(o ServeConnOpts) {
 			return
 		}
 	}
+}
+
+// prefaceTimeout bounds the wait for the client's preface and first
+// SETTINGS.
+func (c *conn) prefaceTimeout() time.Duration {
+	if pt := c.srv.PrefaceTimeout; pt > 0 {
+		return pt
+	}
+	return defaultPrefaceTimeout
+}
+
+// startIdleLocked starts the idle timer, if there is an IdleTimeout.
+func (c *conn) startIdleLocked() {
+	if d := c.srv.IdleTimeout; d > 0 {
+		if len(c.streams) == 0 {
+			c.idleSince = time.Now()
+		}
+		c.idleTimer = time.AfterFunc(d, c.onIdle)
+	}
+}
+
+// ended waits for the connection's goroutines once it is closed, and
+// stops its timers.
+func (c *conn) ended() {
+	c.wg.Wait()
+	c.mu.Lock()
+	if c.idleTimer != nil {
+		c.idleTimer.Stop()
+	}
+	if c.workerTimer != nil {
+		c.workerTimer.Stop()
+	}
+	c.mu.Unlock()
+}
+
+// setReadDeadlineLocked bounds the wait for what the client sends next
+// (zero: no bound); past it the connection ends.
+func (c *conn) setReadDeadlineLocked(t time.Time) {
+	if c.lw != nil {
+		c.lw.setReadDeadlineLocked(t)
+		return
+	}
+	c.nc.SetReadDeadline(t)
 }
 
 // readFrame reads the next frame; a header block comes whole, as a
@@ -409,6 +450,10 @@ func (c *conn) kickLocked() {
 	if c.dead || c.flushing || len(c.out) == 0 {
 		return
 	}
+	if c.lw != nil {
+		c.flushLocked() // a write on a loop does not wait
+		return
+	}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -448,7 +493,7 @@ func (c *conn) lingerLocked() {
 		return
 	}
 	c.lingering = true
-	c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+	c.setReadDeadlineLocked(time.Now().Add(lingerTimeout))
 }
 
 // onIdle runs from the idle timer: a connection without streams for

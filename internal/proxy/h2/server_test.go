@@ -47,7 +47,7 @@ func serveOn(t *testing.T, srv *Server, h http.Handler, served chan<- struct{}) 
 			ts.wg.Add(1)
 			go func() {
 				defer ts.wg.Done()
-				srv.ServeConn(c, ServeConnOpts{Handler: h})
+				serveConn(t, srv, c, ServeConnOpts{Handler: h})
 				if served != nil {
 					served <- struct{}{}
 				}

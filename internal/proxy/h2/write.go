@@ -253,7 +253,7 @@ func (c *conn) sendData(st *stream, p []byte, end bool) error {
 			if err := st.failedLocked(); err != nil {
 				return err
 			}
-			if c.flushing && len(c.out) >= maxPending && !c.dead {
+			if c.backedUpLocked() && !c.dead {
 				// Back-pressure first, and the windows read after it:
 				// other streams may use the connection's meanwhile (a
 				// size taken before this wait overdrew it, and an empty
@@ -409,6 +409,10 @@ func (c *conn) writeSettingsLocked() {
 // flushLocked writes what is queued, unless a write is under way (whose
 // goroutine writes it next). It unlocks c.mu while it writes.
 func (c *conn) flushLocked() {
+	if c.lw != nil {
+		c.lw.flushLocked()
+		return
+	}
 	for !c.flushing && len(c.out) > 0 && !c.dead {
 		c.flushing = true
 		buf := c.out
@@ -433,6 +437,24 @@ func (c *conn) flushLocked() {
 			c.nc.Close()
 		}
 	}
+}
+
+// pendingLocked is how many bytes wait to be written to the client.
+func (c *conn) pendingLocked() int {
+	if c.lw != nil {
+		return len(c.out) + c.lw.sk.Queued()
+	}
+	return len(c.out)
+}
+
+// backedUpLocked reports whether a handler must wait for the client to
+// take what is queued (drained) before it queues more: maxPending waits
+// while a write is under way, or on a loop while the socket takes no more.
+func (c *conn) backedUpLocked() bool {
+	if c.lw != nil {
+		return c.lw.blocked && c.pendingLocked() >= maxPending
+	}
+	return c.flushing && len(c.out) >= maxPending
 }
 
 // resetRecently reports whether sluice reset stream id lately.

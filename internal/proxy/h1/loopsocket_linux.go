@@ -1,0 +1,185 @@
+package h1
+
+// A client connection taken onto a loop for another codec: HTTP/2 (package
+// h2) serves its connections on the same loops as HTTP/1.1, over the same
+// non-blocking socket and TLS records (looptls_linux.go).
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+	"os"
+
+	"github.com/sluice-lb/sluice/internal/loop"
+	"github.com/sluice-lb/sluice/internal/proxyproto"
+	"golang.org/x/sys/unix"
+)
+
+// ErrWouldBlock is Socket.Read's error when nothing (more) has arrived:
+// wait for the socket's next event.
+var ErrWouldBlock error = wouldBlock{}
+
+// Socket is a client connection on a loop, past its TLS handshake if it
+// has one: reads are non-blocking, and what is written waits in the
+// socket's queue until Send writes it out as the socket takes it. Read
+// and Close run on the socket's loop; the others may run on any goroutine
+// under the caller's own lock, which must also order them with Read over
+// TLS (crypto/tls may answer a record it reads).
+type Socket struct {
+	l  *loop.Loop
+	t  taken
+	tc *tls.Conn
+	// out[off:] waits for the socket; over TLS the records, in t.tb.
+	out    []byte
+	off    int
+	added  bool // registered on the loop
+	closed bool // the descriptor is closed; nothing reads or writes it any more
+}
+
+// TakeSocket takes nc, an accepted connection (over TLS made with LoopTLS,
+// past its handshake), onto one of the loops; nil when it cannot be (nc
+// is untouched, and a goroutine serves it).
+func (ls *Loops) TakeSocket(nc net.Conn) *Socket {
+	var tcp *net.TCPConn
+	if _, ok := nc.(*tls.Conn); !ok {
+		if tcp = proxyproto.TCP(nc); tcp == nil {
+			return nil
+		}
+	}
+	t, ok := takeSocket(nc, tcp)
+	if !ok {
+		return nil
+	}
+	s := &Socket{l: ls.pick().ev, t: t}
+	if t.tb != nil {
+		s.tc = t.tb.tc
+	}
+	return s
+}
+
+// Loop is the loop the socket is served on; FD its descriptor there.
+func (s *Socket) Loop() *loop.Loop { return s.l }
+func (s *Socket) FD() int          { return s.t.fd }
+
+// Add registers the socket with h on its loop (call it there).
+func (s *Socket) Add(h loop.Handler) error {
+	if err := s.l.Add(s.t.fd, h); err != nil {
+		return err
+	}
+	s.added = true
+	return nil
+}
+
+// RemoteAddr is the client's address.
+func (s *Socket) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(s.t.raddr) }
+
+// ConnectionState is the TLS state; false in the clear.
+func (s *Socket) ConnectionState() (tls.ConnectionState, bool) {
+	if s.tc == nil {
+		return tls.ConnectionState{}, false
+	}
+	return s.tc.ConnectionState(), true
+}
+
+// Read reads what the client sent (decrypted over TLS): ErrWouldBlock when
+// nothing more has arrived, io.EOF when the client closed.
+func (s *Socket) Read(p []byte) (int, error) {
+	if s.closed {
+		return 0, net.ErrClosed
+	}
+	if s.tc != nil {
+		n, err := s.tc.Read(p)
+		if err == io.EOF && n > 0 {
+			err = nil // the next read says so again
+		}
+		return n, err
+	}
+	n, e := loop.Read(s.t.fd, p)
+	switch {
+	case e == unix.EAGAIN:
+		return 0, ErrWouldBlock
+	case e != 0:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", e)}
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// Queue queues p for the client (sealed into records over TLS); it never
+// blocks. An error: crypto/tls will write nothing more.
+func (s *Socket) Queue(p []byte) error {
+	if s.closed {
+		return net.ErrClosed
+	}
+	if s.tc != nil {
+		_, err := s.tc.Write(p)
+		return err
+	}
+	if s.off == len(s.out) {
+		s.out, s.off = s.out[:0], 0
+	}
+	s.out = append(s.out, p...)
+	return nil
+}
+
+// Queued is how many bytes wait for the socket.
+func (s *Socket) Queued() int {
+	if b := s.t.tb; b != nil {
+		return len(b.out) - b.off
+	}
+	return len(s.out) - s.off
+}
+
+// Send writes what is queued as the socket takes it: true when nothing is
+// left; false (and nil) when the socket takes no more for now (its next
+// writable event says when to call again).
+func (s *Socket) Send() (bool, error) {
+	if s.closed {
+		return false, net.ErrClosed
+	}
+	out, off := &s.out, &s.off
+	if b := s.t.tb; b != nil {
+		out, off = &b.out, &b.off
+	}
+	for *off < len(*out) {
+		n, e := loop.Write(s.t.fd, (*out)[*off:])
+		if e == unix.EAGAIN {
+			return false, nil
+		}
+		if e != 0 {
+			return false, &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", e)}
+		}
+		*off += n
+	}
+	if cap(*out) > 64<<10 {
+		*out = nil // what a burst grew is not kept
+	}
+	*out, *off = (*out)[:0], 0
+	return true, nil
+}
+
+// Close closes the socket (on its loop, once Add was called): over TLS after
+// close_notify, if the socket takes it at once and nothing else waits.
+// The max_connections slot is freed.
+func (s *Socket) Close() {
+	if s.closed {
+		return
+	}
+	if s.tc != nil && s.Queued() == 0 {
+		s.t.tb.notified = true
+		s.tc.CloseWrite()
+		s.Send()
+	}
+	s.closed = true
+	if s.added {
+		s.l.CloseFD(s.t.fd)
+	} else {
+		unix.Close(s.t.fd)
+	}
+	s.t.slot.Close()
+	s.out = nil
+	if b := s.t.tb; b != nil {
+		b.out = nil
+	}
+}

@@ -1,0 +1,438 @@
+package h2
+
+// HTTP/2 connections on the event loops (package loop): the connection's
+// frames are read and acted on by its loop, and what the server writes
+// goes out as the socket takes it, with no goroutine reading or writing
+// the connection. The protocol is the same server's (frames.go, the same
+// state under c.mu); streams run on the connection's workers as before
+// (handlers.go), whose writes never wait for the socket: they queue and
+// write what it takes at once, and the loop writes the rest when the
+// socket has room (back-pressure: a handler waits, as it waits for a write
+// under way on a goroutine, once maxPending bytes are queued). The flood
+// defences are h2guard's, given the bytes as the loop reads them
+// (h2guard.NewScanner).
+//
+// A frame is read only once it is whole in the connection's buffer, and a
+// header block once it is whole with its CONTINUATION frames, so that the
+// Framer (which reads with io.ReadFull) never meets the end of what
+// arrived in the middle of one. The buffer grows for a block up to the
+// header list size and a frame more; a block larger than that ends the
+// connection (GOAWAY ENHANCE_YOUR_CALM), where a goroutine's server
+// answered 431 to a block that came in pieces.
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+	"time"
+
+	"github.com/sluice-lb/sluice/internal/h2guard"
+	"github.com/sluice-lb/sluice/internal/loop"
+	"golang.org/x/net/http2"
+)
+
+// Socket is a client connection's socket on a loop (package h1's
+// Loops.TakeSocket): non-blocking reads, and writes that queue until Send.
+type Socket interface {
+	Loop() *loop.Loop
+	// Add registers the socket with h on its loop.
+	Add(h loop.Handler) error
+	// Read reads what arrived; an error that says Timeout when nothing
+	// more has, io.EOF when the client closed.
+	Read(p []byte) (int, error)
+	// Queue queues p; Send writes what is queued as the socket takes it
+	// (false: it takes no more until its next writable event).
+	Queue(p []byte) error
+	Queued() int
+	Send() (bool, error)
+	// Close closes the socket, on the loop.
+	Close()
+	RemoteAddr() net.Addr
+	ConnectionState() (tls.ConnectionState, bool)
+}
+
+const (
+	// loopBufSize is a connection's first read buffer: a frame of the
+	// largest size sluice reads and its header.
+	loopBufSize = maxFrameSize + 9
+	// loopBufSlack is what the buffer may hold beyond a header list of
+	// the largest size: the frames' headers and one frame more.
+	loopBufSlack = 64 << 10
+)
+
+// lwire is an HTTP/2 connection's I/O on a loop. Its fields are the loop's
+// except those marked: under c.mu.
+type lwire struct {
+	c  *conn
+	sk Socket
+	l  *loop.Loop
+	g  *h2guard.Conn // nil: no guard
+	// buf[r:w] is what the client sent and the server has not read.
+	buf  []byte
+	r, w int
+	// preface is how many bytes of the client's preface are still to
+	// check (0: checked).
+	preface int
+	// drop: the guard ended the connection; what the client sends is
+	// discarded until it closes or the linger ends.
+	drop bool
+	// Under c.mu.
+	inEvent bool // the loop is in the connection's event: it writes at its end
+	blocked bool // the socket took not all: its next writable event goes on
+	// readBy and writeBy are the read and write deadlines (zero: none),
+	// checked by timer when it fires.
+	readBy, writeBy time.Time
+	timer           *time.Timer
+	closed          bool
+	ending          bool // end once the event is over
+	ended           chan struct{}
+}
+
+// ServeLoop serves HTTP/2 on sk's loop until the connection ends, and
+// returns once every handler it started has returned. g, which may be nil,
+// is the connection's flood guard. o.UpgradeRequest is not supported here
+// (serve such a connection with ServeConn).
+func (s *Server) ServeLoop(sk Socket, g *h2guard.Conn, o ServeConnOpts) {
+	var st *tls.ConnectionState
+	if cs, ok := sk.ConnectionState(); ok {
+		st = &cs
+	}
+	w := &lwire{sk: sk, l: sk.Loop(), g: g, buf: make([]byte, loopBufSize), ended: make(chan struct{})}
+	if !o.SawClientPreface {
+		w.preface = len(http2.ClientPreface)
+	}
+	c := s.newConnFrom(sk.RemoteAddr().String(), st, w, o)
+	c.lw, w.c = w, c
+	defer s.track(c)()
+	c.mu.Lock()
+	c.writeSettingsLocked() // written when the loop adopts the connection
+	c.setReadDeadlineLocked(time.Now().Add(c.prefaceTimeout()))
+	c.startIdleLocked()
+	c.mu.Unlock()
+	if !w.l.PostTo(w, w.adopt) {
+		w.end() // the loops are closing
+	}
+	<-w.ended
+	c.ended()
+}
+
+// adopt registers the connection on its loop and serves what it has.
+func (w *lwire) adopt() {
+	if err := w.sk.Add(w); err != nil {
+		w.end()
+		return
+	}
+	w.Event(loop.In | loop.Out)
+}
+
+// Event is the socket's readiness: what is queued goes out as it takes
+// it, and what the client sent is read and acted on.
+func (w *lwire) Event(ev loop.Events) {
+	c := w.c
+	c.mu.Lock()
+	if w.closed {
+		c.mu.Unlock()
+		return
+	}
+	w.inEvent = true
+	if ev&(loop.Out|loop.Hup|loop.Err) != 0 {
+		w.blocked = false
+	}
+	c.mu.Unlock()
+	w.readAll()
+	c.mu.Lock()
+	w.inEvent = false
+	w.flushLocked()
+	end := w.ending || c.dead
+	c.mu.Unlock()
+	if end {
+		w.end()
+	}
+}
+
+// Fail ends the connection after a panic on the loop.
+func (w *lwire) Fail() { w.end() }
+
+// readAll reads what the socket has and acts on each whole frame.
+func (w *lwire) readAll() {
+	c := w.c
+	for !w.ending {
+		if w.w == len(w.buf) && !w.grow() {
+			return
+		}
+		c.mu.Lock() // over TLS a read may write (an answer to a KeyUpdate)
+		if c.dead {
+			c.mu.Unlock()
+			return
+		}
+		n, err := w.sk.Read(w.buf[w.w:])
+		c.mu.Unlock()
+		if n > 0 {
+			if w.drop {
+				continue
+			}
+			if w.g != nil {
+				if r := w.g.Scan(w.buf[w.w : w.w+n]); r != h2guard.None {
+					w.flood(r)
+					continue
+				}
+			}
+			w.w += n
+			w.frames()
+		}
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				return // nothing more for now
+			}
+			w.ending = true // the client closed, or the socket failed
+			return
+		}
+	}
+}
+
+// grow makes room in the buffer: what is unread moves to its start, or the
+// buffer grows for a header block. False when the block is too large: the
+// connection ends.
+func (w *lwire) grow() bool {
+	if w.r > 0 {
+		n := copy(w.buf, w.buf[w.r:w.w])
+		w.r, w.w = 0, n
+		return true
+	}
+	limit := int(w.c.maxHeaderList) + loopBufSlack
+	if len(w.buf) >= limit {
+		c := w.c
+		c.count("header_block_too_large")
+		c.handleError(http2.ConnectionError(http2.ErrCodeEnhanceYourCalm))
+		w.drop = true
+		w.r, w.w = 0, 0
+		return true
+	}
+	b := make([]byte, min(2*len(w.buf), limit))
+	copy(b, w.buf[:w.w])
+	w.buf = b
+	return true
+}
+
+// frames acts on the whole frames in the buffer.
+func (w *lwire) frames() {
+	c := w.c
+	for !w.ending && !w.drop {
+		if w.preface > 0 {
+			got := w.buf[w.r:w.w]
+			off := len(http2.ClientPreface) - w.preface
+			k := min(len(got), w.preface)
+			if string(got[:k]) != http2.ClientPreface[off:off+k] {
+				c.count("bad_preface")
+				w.ending = true
+				return
+			}
+			w.r += k
+			w.preface -= k
+			if w.preface > 0 {
+				break
+			}
+			continue
+		}
+		if !w.whole() {
+			break
+		}
+		f, err := c.readFrame()
+		if err != nil {
+			if !c.readError(err) {
+				w.ending = true
+				return
+			}
+			continue
+		}
+		if err := c.process(f); err != nil {
+			w.ending = true
+			return
+		}
+	}
+	if w.drop || w.r == w.w {
+		w.r, w.w = 0, 0
+	}
+}
+
+// whole reports whether the buffer holds the next frame whole, and for a
+// HEADERS frame that does not end its block, the CONTINUATION frames up to
+// the one that does (or up to a frame that is not one: the Framer refuses
+// it). A frame over the largest size needs only its header: the Framer
+// refuses it.
+func (w *lwire) whole() bool {
+	b := w.buf[w.r:w.w]
+	first := true
+	for {
+		if len(b) < 9 {
+			return false
+		}
+		n := int(b[0])<<16 | int(b[1])<<8 | int(b[2])
+		typ, flags := http2.FrameType(b[3]), http2.Flags(b[4])
+		if n > maxFrameSize {
+			return true
+		}
+		if len(b) < 9+n {
+			return false
+		}
+		if !first && typ != http2.FrameContinuation {
+			return true
+		}
+		if first && typ != http2.FrameHeaders && typ != http2.FramePushPromise {
+			return true
+		}
+		if flags&http2.FlagHeadersEndHeaders != 0 { // the same bit for the three
+			return true
+		}
+		b = b[9+n:]
+		first = false
+	}
+}
+
+// Read gives the Framer the buffer's bytes (whole frames: see whole).
+func (w *lwire) Read(p []byte) (int, error) {
+	if w.r == w.w {
+		return 0, io.ErrUnexpectedEOF
+	}
+	n := copy(p, w.buf[w.r:w.w])
+	w.r += n
+	return n, nil
+}
+
+// flood ends a connection whose client exceeded a limit of the guard's:
+// GOAWAY with ENHANCE_YOUR_CALM, and what it sends is discarded until it
+// closes or the linger ends.
+func (w *lwire) flood(r h2guard.Reason) {
+	c := w.c
+	w.drop = true
+	w.r, w.w = 0, 0
+	w.g.Closed(r)
+	c.mu.Lock()
+	c.goAwayLocked(http2.ErrCodeEnhanceYourCalm, h2guard.GoAwayDebug(r))
+	c.lingerLocked()
+	c.flushLocked()
+	c.mu.Unlock()
+}
+
+// flushLocked queues what the server wrote and, but in the loop's own
+// event (whose end writes once for all of it), writes what the socket
+// takes at once.
+func (w *lwire) flushLocked() {
+	c := w.c
+	if c.dead || w.closed {
+		c.out = c.out[:0]
+		return
+	}
+	if len(c.out) > 0 {
+		if w.g != nil {
+			w.g.ScanOut(c.out)
+		}
+		err := w.sk.Queue(c.out)
+		c.out = c.out[:0]
+		if err != nil {
+			w.failLocked(err)
+			return
+		}
+	}
+	if !w.inEvent {
+		w.sendLocked()
+	}
+}
+
+// sendLocked writes what is queued as the socket takes it.
+func (w *lwire) sendLocked() {
+	c := w.c
+	if w.blocked || w.closed || w.sk.Queued() == 0 {
+		return
+	}
+	done, err := w.sk.Send()
+	if err != nil {
+		w.failLocked(err)
+		return
+	}
+	if !done {
+		w.blocked = true
+		if wt := c.srv.WriteTimeout; wt > 0 && w.writeBy.IsZero() {
+			w.writeBy = time.Now().Add(wt)
+			w.armLocked()
+		}
+	} else {
+		w.writeBy = time.Time{}
+	}
+	c.drained.Broadcast()
+}
+
+// failLocked ends the connection after its socket failed: the loop closes
+// it.
+func (w *lwire) failLocked(err error) {
+	c := w.c
+	c.dieLocked(err)
+	if !w.inEvent { // else the event's end sees c.dead
+		w.l.PostTo(w, w.end)
+	}
+}
+
+// setReadDeadlineLocked sets the read deadline: past it, the connection
+// ends (as a goroutine's read past its deadline ends it).
+func (w *lwire) setReadDeadlineLocked(t time.Time) {
+	w.readBy = t
+	w.armLocked()
+}
+
+// armLocked arms the timer for the earlier deadline.
+func (w *lwire) armLocked() {
+	next := w.readBy
+	if !w.writeBy.IsZero() && (next.IsZero() || w.writeBy.Before(next)) {
+		next = w.writeBy
+	}
+	if next.IsZero() || w.closed {
+		return // a timer that fires finds nothing due
+	}
+	d := time.Until(next)
+	if w.timer == nil {
+		w.timer = time.AfterFunc(d, w.fired)
+		return
+	}
+	w.timer.Reset(d)
+}
+
+// fired runs on the timer's goroutine: the loop ends the connection if a
+// deadline has passed.
+func (w *lwire) fired() {
+	w.l.PostTo(w, w.expire)
+}
+
+func (w *lwire) expire() {
+	c := w.c
+	c.mu.Lock()
+	now := time.Now()
+	due := !w.readBy.IsZero() && !now.Before(w.readBy) ||
+		!w.writeBy.IsZero() && w.blocked && !now.Before(w.writeBy)
+	if !due {
+		w.armLocked()
+	}
+	c.mu.Unlock()
+	if due {
+		w.end()
+	}
+}
+
+// end closes the connection: its handlers' writes and reads fail from now
+// on, and ServeLoop returns once they have returned.
+func (w *lwire) end() {
+	c := w.c
+	c.mu.Lock()
+	if w.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.dieLocked(errClientGone)
+	w.closed = true
+	w.sk.Close()
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	w.buf = nil
+	c.mu.Unlock()
+	close(w.ended)
+}

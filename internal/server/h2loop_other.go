@@ -1,0 +1,13 @@
+//go:build !linux
+
+package server
+
+import (
+	"net"
+	"net/http"
+
+	"github.com/sluice-lb/sluice/internal/h2guard"
+)
+
+// serveLoop: without event loops (Linux only), goroutines serve HTTP/2.
+func (o *ownH2) serveLoop(net.Conn, *h2guard.Config, http.Handler) bool { return false }
