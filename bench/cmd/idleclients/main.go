@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
 func main() {
@@ -29,6 +31,7 @@ func main() {
 	timeout := flag.Duration("timeout", 5*time.Second, "per-connection dial + request timeout")
 	path := flag.String("path", "/", "request path")
 	overTLS := flag.Bool("tls", false, "speak TLS (HTTP/1.1 by ALPN; the server's certificate is not checked: a loopback benchmark)")
+	h2 := flag.Bool("h2", false, "speak HTTP/2: over TLS by ALPN with -tls, else h2c with prior knowledge")
 	srcs := flag.Int("srcs", 1, "source addresses to spread the connections over: 127.0.0.1 … 127.0.0.N (each holds at most one ephemeral port range)")
 	flag.Parse()
 
@@ -59,7 +62,7 @@ func main() {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			c, err := open(*addr, srcAddr(i, *srcs), req, *timeout, *overTLS)
+			c, err := open(*addr, srcAddr(i, *srcs), req, *timeout, *overTLS, *h2, *path)
 			if err != nil {
 				failed.Add(1)
 				lastErr.Store(err.Error())
@@ -104,7 +107,7 @@ func srcAddr(i, srcs int) *net.TCPAddr {
 
 // open dials addr from src, sends req and reads one full response, leaving
 // the connection open for keep-alive.
-func open(addr string, src *net.TCPAddr, req []byte, timeout time.Duration, overTLS bool) (net.Conn, error) {
+func open(addr string, src *net.TCPAddr, req []byte, timeout time.Duration, overTLS, h2 bool, path string) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
 	if src != nil {
 		d.LocalAddr = src
@@ -126,6 +129,9 @@ func open(addr string, src *net.TCPAddr, req []byte, timeout time.Duration, over
 		return nil, err
 	}
 	_ = c.SetDeadline(time.Now().Add(timeout))
+	if h2 {
+		return openH2(c, addr, path, overTLS)
+	}
 	if overTLS {
 		c = tls.Client(c, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
 	}
@@ -155,6 +161,57 @@ func open(addr string, src *net.TCPAddr, req []byte, timeout time.Duration, over
 	}
 	_ = c.SetDeadline(time.Time{})
 	return c, nil
+}
+
+// openH2 makes one HTTP/2 request on c and leaves the connection open,
+// idle. Its client's reader goroutine keeps reading it: the hold's end
+// sees the connection alive while the client has not seen it close.
+func openH2(c net.Conn, addr, path string, overTLS bool) (net.Conn, error) {
+	scheme := "http"
+	if overTLS {
+		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+		if err := tc.Handshake(); err != nil || tc.ConnectionState().NegotiatedProtocol != "h2" {
+			c.Close()
+			return nil, fmt.Errorf("no h2 by ALPN (%v)", err)
+		}
+		c, scheme = tc, "https"
+	}
+	cc, err := (&http2.Transport{AllowHTTP: true}).NewClientConn(c)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	req, _ := http.NewRequest("GET", scheme+"://"+addr+path, nil)
+	resp, err := cc.RoundTrip(req)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("status %d", resp.StatusCode)
+	}
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Time{})
+	return h2Held{c, cc}, nil
+}
+
+// h2Held is an idle HTTP/2 connection: alive while its client conn can
+// take a request (its reader goroutine owns reads).
+type h2Held struct {
+	net.Conn
+	cc *http2.ClientConn
+}
+
+func (h h2Held) Read([]byte) (int, error) {
+	if h.cc.CanTakeNewRequest() {
+		return 0, os.ErrDeadlineExceeded
+	}
+	return 0, io.EOF
 }
 
 // ipBindAddressNoPort is Linux's IP_BIND_ADDRESS_NO_PORT.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 
 	"github.com/sluice-lb/sluice/internal/loop"
 	"github.com/sluice-lb/sluice/internal/proxyproto"
@@ -113,14 +114,33 @@ func (s *Socket) Queue(p []byte) error {
 		return net.ErrClosed
 	}
 	if s.tc != nil {
+		if b := s.t.tb; b.out == nil {
+			b.out = getSockBuf()
+		}
 		_, err := s.tc.Write(p)
 		return err
 	}
-	if s.off == len(s.out) {
-		s.out, s.off = s.out[:0], 0
+	if s.out == nil {
+		s.out = getSockBuf()
 	}
 	s.out = append(s.out, p...)
 	return nil
+}
+
+// sockBufs are the buffers of what waits for a Socket: a connection holds
+// one only while bytes wait (an idle one holds none).
+var sockBufs = sync.Pool{New: func() any { b := make([]byte, 0, sockBufSize); return &b }}
+
+const sockBufSize = 16 << 10
+
+func getSockBuf() []byte { return (*sockBufs.Get().(*[]byte))[:0] }
+
+// putSockBuf gives b back, unless a burst grew it.
+func putSockBuf(b []byte) {
+	if cap(b) <= 4*sockBufSize {
+		b = b[:0]
+		sockBufs.Put(&b)
+	}
 }
 
 // Queued is how many bytes wait for the socket.
@@ -152,10 +172,8 @@ func (s *Socket) Send() (bool, error) {
 		}
 		*off += n
 	}
-	if cap(*out) > 64<<10 {
-		*out = nil // what a burst grew is not kept
-	}
-	*out, *off = (*out)[:0], 0
+	putSockBuf(*out)
+	*out, *off = nil, 0
 	return true, nil
 }
 

@@ -24,6 +24,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/h2guard"
@@ -60,6 +61,9 @@ const (
 	loopBufSlack = 64 << 10
 )
 
+// loopBufs are the connections' read buffers of loopBufSize.
+var loopBufs = sync.Pool{New: func() any { b := make([]byte, loopBufSize); return &b }}
+
 // lwire is an HTTP/2 connection's I/O on a loop. Its fields are the loop's
 // except those marked: under c.mu.
 type lwire struct {
@@ -67,7 +71,8 @@ type lwire struct {
 	sk Socket
 	l  *loop.Loop
 	g  *h2guard.Conn // nil: no guard
-	// buf[r:w] is what the client sent and the server has not read.
+	// buf[r:w] is what the client sent and the server has not read; nil
+	// between events when empty (loopBufs).
 	buf  []byte
 	r, w int
 	// preface is how many bytes of the client's preface are still to
@@ -97,7 +102,7 @@ func (s *Server) ServeLoop(sk Socket, g *h2guard.Conn, o ServeConnOpts) {
 	if cs, ok := sk.ConnectionState(); ok {
 		st = &cs
 	}
-	w := &lwire{sk: sk, l: sk.Loop(), g: g, buf: make([]byte, loopBufSize), ended: make(chan struct{})}
+	w := &lwire{sk: sk, l: sk.Loop(), g: g, ended: make(chan struct{})}
 	if !o.SawClientPreface {
 		w.preface = len(http2.ClientPreface)
 	}
@@ -139,7 +144,18 @@ func (w *lwire) Event(ev loop.Events) {
 		w.blocked = false
 	}
 	c.mu.Unlock()
+	if w.buf == nil {
+		w.buf = *loopBufs.Get().(*[]byte)
+	}
 	w.readAll()
+	if w.r == w.w && w.buf != nil {
+		// An idle connection holds no read buffer (one grown for a large
+		// header block is not kept).
+		if b := w.buf; len(b) == loopBufSize {
+			loopBufs.Put(&b)
+		}
+		w.buf, w.r, w.w = nil, 0, 0
+	}
 	c.mu.Lock()
 	w.inEvent = false
 	w.flushLocked()
