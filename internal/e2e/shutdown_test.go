@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -84,5 +85,61 @@ func TestShutdownClosesWebSocketsWithACloseFrame(t *testing.T) {
 	case <-stopped:
 	case <-time.After(15 * time.Second):
 		t.Fatal("Run did not return within 15s")
+	}
+}
+
+// An HTTP/2 connection still busy when shutdown_timeout ends is closed,
+// whichever server serves it (on an event loop: engine loop, the default;
+// on its goroutine: engine h1), and Run returns: the client's request
+// fails rather than hanging.
+func TestShutdownTimeoutClosesHTTP2Connections(t *testing.T) {
+	for _, engine := range []string{"loop", "h1"} {
+		t.Run(engine, func(t *testing.T) {
+			release := make(chan struct{})
+			t.Cleanup(func() { close(release) })
+			entered := make(chan struct{}, 1)
+			be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				entered <- struct{}{}
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+			}))
+			t.Cleanup(be.Close)
+			cfg := oneListener(poolAt("web", be.URL))
+			cfg.Listeners[0].H2C = true
+			cfg.Listeners[0].Engine = engine
+			cfg.ShutdownTimeout = 300 * time.Millisecond
+			s := startSluice(t, cfg)
+			failed := make(chan error, 1)
+			go func() {
+				// No timeout of the client's own: the shutdown must end it.
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				req, _ := http.NewRequestWithContext(ctx, "GET", s.URL("public")+"/slow", nil)
+				c := h2cClient(t)
+				c.Timeout = 0
+				resp, err := c.Do(req)
+				if err == nil {
+					_, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
+				}
+				failed <- err
+			}()
+			select {
+			case <-entered:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the request did not reach the backend")
+			}
+			s.Stop() // fails the test if Run does not return within 20 s
+			select {
+			case err := <-failed:
+				if err == nil {
+					t.Fatal("the request succeeded, want it cut off by the shutdown")
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the client still waits 10 s after Run returned")
+			}
+		})
 	}
 }

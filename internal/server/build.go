@@ -422,8 +422,9 @@ func (l *listener) serve(s *Server) {
 type h2Serving interface {
 	// serve serves c with h until the connection ends, with the flood
 	// guard g configures; upgrade is the HTTP/1.1 request that switched
-	// it to h2c, with its HTTP2-Settings payload, or nil.
-	serve(c net.Conn, g *h2guard.Config, h http.Handler, upgrade *http.Request, settings []byte)
+	// it to h2c, with its HTTP2-Settings payload, or nil. hold, when not
+	// nil, lets it take c onto an event loop (front.closer).
+	serve(c net.Conn, g *h2guard.Config, h http.Handler, upgrade *http.Request, settings []byte, hold func(take func() func()) bool)
 	// goAway sends GOAWAY on every connection served so far.
 	goAway()
 	// handler is the listener's handler for HTTP/2 streams.
@@ -485,8 +486,8 @@ type ownH2 struct {
 	loops *h1.Loops
 }
 
-func (o *ownH2) serve(c net.Conn, g *h2guard.Config, h http.Handler, upgrade *http.Request, settings []byte) {
-	if upgrade == nil && o.loops != nil && o.serveLoop(c, g, h) {
+func (o *ownH2) serve(c net.Conn, g *h2guard.Config, h http.Handler, upgrade *http.Request, settings []byte, hold func(take func() func()) bool) {
+	if upgrade == nil && o.loops != nil && hold != nil && o.serveLoop(c, g, h, hold) {
 		return
 	}
 	o.srv.ServeConn(h2guard.New(c, g), h2.ServeConnOpts{Handler: h, UpgradeRequest: upgrade, Settings: settings})
@@ -501,7 +502,7 @@ type stdH2 struct {
 	base *http.Server
 }
 
-func (x *stdH2) serve(c net.Conn, g *h2guard.Config, h http.Handler, upgrade *http.Request, settings []byte) {
+func (x *stdH2) serve(c net.Conn, g *h2guard.Config, h http.Handler, upgrade *http.Request, settings []byte, _ func(func() func()) bool) {
 	x.srv.ServeConn(h2guard.New(c, g), &http2.ServeConnOpts{Handler: h, BaseConfig: x.base, UpgradeRequest: upgrade, Settings: settings})
 }
 func (x *stdH2) goAway()               { x.base.Shutdown(context.Background()) }

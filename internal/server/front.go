@@ -48,7 +48,7 @@ type front struct {
 	wg      sync.WaitGroup // the accept loop and the per-connection goroutines
 
 	mu      sync.Mutex // guards h2s, pending, handing, looping and isSettled
-	h2s     map[net.Conn]struct{}
+	h2s     map[net.Conn]func() // each HTTP/2 connection, and how closeAll closes it
 	pending map[net.Conn]time.Time // in their handshake, with its deadline
 	handing int                    // past their handshake, on their way to Accept
 	looping bool                   // the accept loop runs
@@ -99,7 +99,7 @@ func newFront(inner net.Listener, o frontOptions) *front {
 		o.Rejected = func(proxy.Reject) {}
 	}
 	f := &front{inner: inner, o: o, conns: make(chan net.Conn), closed: make(chan struct{}),
-		settled: make(chan struct{}), dead: make(chan struct{}), h2s: map[net.Conn]struct{}{},
+		settled: make(chan struct{}), dead: make(chan struct{}), h2s: map[net.Conn]func(){},
 		pending: map[net.Conn]time.Time{}, looping: true}
 	f.wg.Add(1)
 	go func() {
@@ -281,7 +281,7 @@ func (f *front) serveH2(c, raw net.Conn) {
 		late = true
 	default:
 	}
-	f.h2s[c] = struct{}{}
+	f.h2s[c] = func() { c.Close() }
 	delete(f.pending, raw) // Close leaves its deadline alone from now on
 	f.settleLocked()
 	f.mu.Unlock()
@@ -315,7 +315,28 @@ func (f *front) serveH2(c, raw net.Conn) {
 			next.ServeHTTP(w, r)
 		})
 	}
-	f.o.H2.serve(c, f.o.H2Guard, handler, nil, nil)
+	f.o.H2.serve(c, f.o.H2Guard, handler, nil, nil, f.closer(c))
+}
+
+// closer returns what lets the HTTP/2 server take c off Go's poller (onto
+// an event loop) and say how closeAll closes it from then on: take runs
+// under f.mu, so that closeAll meets c either before it was taken or
+// after, with the closer take returned (nil: not taken). False, and take
+// not run, when closeAll has run (c is closed).
+func (f *front) closer(c net.Conn) func(take func() func()) bool {
+	return func(take func() func()) bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		select {
+		case <-f.dead:
+			return false
+		default:
+		}
+		if cl := take(); cl != nil {
+			f.h2s[c] = cl
+		}
+		return true
+	}
 }
 
 // serveUpgraded serves a connection that switched to HTTP/2 with
@@ -331,14 +352,14 @@ func (f *front) serveUpgraded(c net.Conn, r *http.Request, settings []byte) {
 	}
 	f.wg.Add(1)
 	defer f.wg.Done()
-	f.h2s[c] = struct{}{}
+	f.h2s[c] = func() { c.Close() }
 	f.mu.Unlock()
 	defer func() {
 		f.mu.Lock()
 		delete(f.h2s, c)
 		f.mu.Unlock()
 	}()
-	f.o.H2.serve(c, f.o.H2Guard, f.o.H2.handler(), r, settings)
+	f.o.H2.serve(c, f.o.H2Guard, f.o.H2.handler(), r, settings, nil)
 }
 
 // h2Preface is what an HTTP/2 client sends first (RFC 9113 §3.4).
@@ -446,8 +467,8 @@ func (f *front) closeAll() {
 	f.Close()
 	f.dying.Do(func() { close(f.dead) })
 	f.mu.Lock()
-	for c := range f.h2s {
-		c.Close()
+	for _, closeIt := range f.h2s {
+		closeIt()
 	}
 	for c := range f.pending {
 		c.Close()

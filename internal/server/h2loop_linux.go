@@ -9,12 +9,24 @@ import (
 )
 
 // serveLoop serves c on one of the event loops until the connection ends;
-// false when no loop can take it (then nothing of c was touched).
-func (o *ownH2) serveLoop(c net.Conn, g *h2guard.Config, h http.Handler) bool {
-	sk := o.loops.TakeSocket(c)
-	if sk == nil {
+// false when no loop can take it (then nothing of c was touched). hold
+// takes c onto its loop where the front's closeAll will find it
+// (front.closer).
+func (o *ownH2) serveLoop(c net.Conn, g *h2guard.Config, h http.Handler, hold func(take func() func()) bool) bool {
+	var lc *h2.LoopConn
+	if !hold(func() func() {
+		sk := o.loops.TakeSocket(c)
+		if sk == nil {
+			return nil
+		}
+		lc = o.srv.NewLoopConn(sk, h2guard.NewScanner(g), h2.ServeConnOpts{Handler: h})
+		return lc.Close
+	}) {
+		return true // closed by the front's closeAll
+	}
+	if lc == nil {
 		return false
 	}
-	o.srv.ServeLoop(sk, h2guard.NewScanner(g), h2.ServeConnOpts{Handler: h})
+	lc.Serve()
 	return true
 }

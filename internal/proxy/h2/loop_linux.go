@@ -94,10 +94,19 @@ type lwire struct {
 }
 
 // ServeLoop serves HTTP/2 on sk's loop until the connection ends, and
-// returns once every handler it started has returned. g, which may be nil,
-// is the connection's flood guard. o.UpgradeRequest is not supported here
-// (serve such a connection with ServeConn).
+// returns once every handler it started has returned: NewLoopConn, then
+// its Serve.
 func (s *Server) ServeLoop(sk Socket, g *h2guard.Conn, o ServeConnOpts) {
+	s.NewLoopConn(sk, g, o).Serve()
+}
+
+// LoopConn is an HTTP/2 connection to serve on a loop.
+type LoopConn struct{ w *lwire }
+
+// NewLoopConn readies sk to be served on its loop. g, which may be nil, is
+// the connection's flood guard. o.UpgradeRequest is not supported here
+// (serve such a connection with ServeConn).
+func (s *Server) NewLoopConn(sk Socket, g *h2guard.Conn, o ServeConnOpts) *LoopConn {
 	var st *tls.ConnectionState
 	if cs, ok := sk.ConnectionState(); ok {
 		st = &cs
@@ -108,7 +117,15 @@ func (s *Server) ServeLoop(sk Socket, g *h2guard.Conn, o ServeConnOpts) {
 	}
 	c := s.newConnFrom(sk.RemoteAddr().String(), st, w, o)
 	c.lw, w.c = w, c
-	defer s.track(c)()
+	return &LoopConn{w}
+}
+
+// Serve serves the connection until it ends, and returns once every
+// handler it started has returned.
+func (lc *LoopConn) Serve() {
+	w := lc.w
+	c := w.c
+	defer c.srv.track(c)()
 	c.mu.Lock()
 	c.writeSettingsLocked() // written when the loop adopts the connection
 	c.setReadDeadlineLocked(time.Now().Add(c.prefaceTimeout()))
@@ -121,8 +138,23 @@ func (s *Server) ServeLoop(sk Socket, g *h2guard.Conn, o ServeConnOpts) {
 	c.ended()
 }
 
+// Close ends the connection at once, from any goroutine (as closing its
+// net.Conn ends one that ServeConn serves); before Serve, too.
+func (lc *LoopConn) Close() {
+	w := lc.w
+	if !w.l.PostTo(w, w.end) {
+		w.end() // the loops are closing: nothing runs on them any more
+	}
+}
+
 // adopt registers the connection on its loop and serves what it has.
 func (w *lwire) adopt() {
+	w.c.mu.Lock()
+	closed := w.closed // by Close: the descriptor is no longer the socket's
+	w.c.mu.Unlock()
+	if closed {
+		return
+	}
 	if err := w.sk.Add(w); err != nil {
 		w.end()
 		return
