@@ -47,8 +47,8 @@ type front struct {
 	dying   sync.Once      // closes dead
 	wg      sync.WaitGroup // the accept loop and the per-connection goroutines
 
-	mu      sync.Mutex // guards h2s, pending, handing, looping and isSettled
-	h2s     map[net.Conn]func() // each HTTP/2 connection, and how closeAll closes it
+	mu      sync.Mutex             // guards h2s, pending, handing, looping and isSettled
+	h2s     map[net.Conn]func()    // each HTTP/2 connection, and how closeAll closes it
 	pending map[net.Conn]time.Time // in their handshake, with its deadline
 	handing int                    // past their handshake, on their way to Accept
 	looping bool                   // the accept loop runs
