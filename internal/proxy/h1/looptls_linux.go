@@ -66,6 +66,10 @@ func (wouldBlock) Error() string   { return "read would block" }
 func (wouldBlock) Timeout() bool   { return true }
 func (wouldBlock) Temporary() bool { return true }
 
+// WouldBlock tells it from a socket's own errors, some of which say
+// Timeout too (ETIMEDOUT).
+func (wouldBlock) WouldBlock() bool { return true }
+
 func (b *tlsBase) Read(p []byte) (int, error) {
 	if b.fd < 0 {
 		// Followed from the first byte: the handshake's last read may

@@ -38,8 +38,8 @@ type Socket interface {
 	Loop() *loop.Loop
 	// Add registers the socket with h on its loop.
 	Add(h loop.Handler) error
-	// Read reads what arrived; an error that says Timeout when nothing
-	// more has, io.EOF when the client closed.
+	// Read reads what arrived; an error with a WouldBlock method that
+	// says true when nothing more has, io.EOF when the client closed.
 	Read(p []byte) (int, error)
 	// Queue queues p; Send writes what is queued as the socket takes it
 	// (false: it takes no more until its next writable event).
@@ -163,23 +163,16 @@ func (w *lwire) adopt() {
 }
 
 // Event is the socket's readiness: what is queued goes out as it takes
-// it, and what the client sent is read and acted on.
+// it, and what the client sent is read and acted on (at most maxEventReads
+// reads: a connection that has more goes on after the loop's other work).
 func (w *lwire) Event(ev loop.Events) {
-	c := w.c
-	c.mu.Lock()
-	if w.closed {
-		c.mu.Unlock()
+	if !w.begin(ev) {
 		return
 	}
-	w.inEvent = true
-	if ev&(loop.Out|loop.Hup|loop.Err) != 0 {
-		w.blocked = false
-	}
-	c.mu.Unlock()
 	if w.buf == nil {
 		w.buf = *loopBufs.Get().(*[]byte)
 	}
-	w.readAll()
+	more := w.readAll()
 	if w.r == w.w && w.buf != nil {
 		// An idle connection holds no read buffer (one grown for a large
 		// header block is not kept).
@@ -188,33 +181,66 @@ func (w *lwire) Event(ev loop.Events) {
 		}
 		w.buf, w.r, w.w = nil, 0, 0
 	}
-	c.mu.Lock()
-	w.inEvent = false
-	w.flushLocked()
-	end := w.ending || c.dead
-	c.mu.Unlock()
-	if end {
+	if w.finish() {
+		w.end()
+		return
+	}
+	if more && !w.l.PostTo(w, w.resume) {
 		w.end()
 	}
 }
 
+// begin starts an event: false when the connection is closed.
+func (w *lwire) begin(ev loop.Events) bool {
+	c := w.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if w.closed {
+		return false
+	}
+	w.inEvent = true
+	if ev&(loop.Out|loop.Hup|loop.Err) != 0 {
+		w.blocked = false
+	}
+	return true
+}
+
+// finish ends an event: what it queued goes out. True when the
+// connection is to end.
+func (w *lwire) finish() bool {
+	c := w.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w.inEvent = false
+	w.flushLocked()
+	return w.ending || c.dead
+}
+
+// resume goes on reading a connection whose event stopped at
+// maxEventReads (an edge-triggered socket brings no new event for what it
+// still holds).
+func (w *lwire) resume() { w.Event(loop.In) }
+
+// maxEventReads bounds the reads of one event, so that a client that
+// keeps its socket full cannot hold its loop (and the other connections
+// on it, and the timers posted to it).
+const maxEventReads = 16
+
 // Fail ends the connection after a panic on the loop.
 func (w *lwire) Fail() { w.end() }
 
-// readAll reads what the socket has and acts on each whole frame.
-func (w *lwire) readAll() {
+// readAll reads what the socket has and acts on each whole frame; true
+// when it stopped at maxEventReads with more perhaps to read.
+func (w *lwire) readAll() bool {
 	c := w.c
-	for !w.ending {
+	for i := 0; !w.ending; i++ {
+		if i == maxEventReads {
+			return true
+		}
 		if w.w == len(w.buf) && !w.grow() {
-			return
+			return false
 		}
-		c.mu.Lock() // over TLS a read may write (an answer to a KeyUpdate)
-		if c.dead {
-			c.mu.Unlock()
-			return
-		}
-		n, err := w.sk.Read(w.buf[w.w:])
-		c.mu.Unlock()
+		n, err := w.read()
 		if n > 0 {
 			if w.drop {
 				continue
@@ -229,13 +255,30 @@ func (w *lwire) readAll() {
 			w.frames()
 		}
 		if err != nil {
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				return // nothing more for now
+			if wb, ok := err.(interface{ WouldBlock() bool }); ok && wb.WouldBlock() {
+				return false // nothing more for now
 			}
-			w.ending = true // the client closed, or the socket failed
-			return
+			// The client closed, or the socket failed.
+			if w.preface > 0 {
+				c.count("bad_preface")
+			}
+			w.ending = true
+			return false
 		}
 	}
+	return false
+}
+
+// read reads from the socket into the buffer, under c.mu: over TLS a read
+// may write (crypto/tls answering a KeyUpdate).
+func (w *lwire) read() (int, error) {
+	c := w.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead {
+		return 0, net.ErrClosed
+	}
+	return w.sk.Read(w.buf[w.w:])
 }
 
 // grow makes room in the buffer: what is unread moves to its start, or the
@@ -356,10 +399,10 @@ func (w *lwire) flood(r h2guard.Reason) {
 	w.r, w.w = 0, 0
 	w.g.Closed(r)
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.goAwayLocked(http2.ErrCodeEnhanceYourCalm, h2guard.GoAwayDebug(r))
 	c.lingerLocked()
 	c.flushLocked()
-	c.mu.Unlock()
 }
 
 // flushLocked queues what the server wrote and, but in the loop's own
@@ -390,7 +433,8 @@ func (w *lwire) flushLocked() {
 // sendLocked writes what is queued as the socket takes it.
 func (w *lwire) sendLocked() {
 	c := w.c
-	if w.blocked || w.closed || w.sk.Queued() == 0 {
+	before := w.sk.Queued()
+	if w.blocked || w.closed || before == 0 {
 		return
 	}
 	done, err := w.sk.Send()
@@ -400,9 +444,15 @@ func (w *lwire) sendLocked() {
 	}
 	if !done {
 		w.blocked = true
-		if wt := c.srv.WriteTimeout; wt > 0 && w.writeBy.IsZero() {
-			w.writeBy = time.Now().Add(wt)
-			w.armLocked()
+		if wt := c.srv.WriteTimeout; wt > 0 {
+			// Each write bounded, as a goroutine's write deadline bounds
+			// it: the deadline moves on while the client takes bytes (set
+			// lazily, at most once a second).
+			now := time.Now()
+			if w.writeBy.IsZero() || w.sk.Queued() < before && w.writeBy.Sub(now) < wt-time.Second {
+				w.writeBy = now.Add(wt)
+				w.armLocked()
+			}
 		}
 	} else {
 		w.writeBy = time.Time{}
@@ -447,22 +497,32 @@ func (w *lwire) armLocked() {
 // fired runs on the timer's goroutine: the loop ends the connection if a
 // deadline has passed.
 func (w *lwire) fired() {
-	w.l.PostTo(w, w.expire)
+	if !w.l.PostTo(w, w.expire) {
+		w.end() // the loops are closed: nothing runs on them any more
+	}
 }
 
 func (w *lwire) expire() {
+	if w.due() {
+		w.end()
+	}
+}
+
+// due reports whether a deadline has passed (and rearms the timer if
+// not).
+func (w *lwire) due() bool {
 	c := w.c
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	now := time.Now()
 	due := !w.readBy.IsZero() && !now.Before(w.readBy) ||
 		!w.writeBy.IsZero() && w.blocked && !now.Before(w.writeBy)
 	if !due {
 		w.armLocked()
+	} else if w.preface > 0 {
+		c.count("bad_preface") // as a goroutine's read of it past its deadline
 	}
-	c.mu.Unlock()
-	if due {
-		w.end()
-	}
+	return due
 }
 
 // end closes the connection: its handlers' writes and reads fail from now

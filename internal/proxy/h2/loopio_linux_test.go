@@ -2,19 +2,24 @@ package h2
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/h2guard"
+	"github.com/sluice-lb/sluice/internal/proxy/h1"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"golang.org/x/sys/unix"
 )
 
 // What only a connection served on a loop (ServeLoop) does: whole frames
@@ -30,6 +35,13 @@ func startLoopServer(t *testing.T, srv *Server, h http.Handler, g *h2guard.Confi
 	if err != nil {
 		t.Fatalf("event loops: %v", err)
 	}
+	return startLoopServerOn(t, ls, srv, h, g, nil)
+}
+
+// startLoopServerOn is startLoopServer on ls, with wrap (when not nil)
+// given each socket before it is served.
+func startLoopServerOn(t *testing.T, ls *h1.Loops, srv *Server, h http.Handler, g *h2guard.Config, wrap func(*h1.Socket) Socket) *testServer {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +68,11 @@ func startLoopServer(t *testing.T, srv *Server, h http.Handler, g *h2guard.Confi
 				if g != nil {
 					sc = h2guard.NewScanner(g)
 				}
-				srv.ServeLoop(sk, sc, ServeConnOpts{Handler: h})
+				var s Socket = sk
+				if wrap != nil {
+					s = wrap(sk)
+				}
+				srv.ServeLoop(s, sc, ServeConnOpts{Handler: h})
 			}()
 		}
 	}()
@@ -336,4 +352,132 @@ func TestLoopFloodGoAway(t *testing.T) {
 	if n := stats.Closed(h2guard.PingFlood); n != 1 {
 		t.Fatalf("ping floods counted: %d, want 1", n)
 	}
+}
+
+// failing is a socket whose reads fail, once told to, with an error of
+// the socket's own that also says Timeout (ETIMEDOUT: a client gone
+// without a word, found by keep-alive probes or retransmissions).
+type failing struct {
+	*h1.Socket
+	fail atomic.Bool
+}
+
+func (s *failing) Read(p []byte) (int, error) {
+	if s.fail.Load() {
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", unix.ETIMEDOUT)}
+	}
+	return s.Socket.Read(p)
+}
+
+// A read that fails ends the connection, even with an error that says
+// Timeout: only "nothing more for now" waits for the next event.
+func TestLoopReadErrorEndsConnection(t *testing.T) {
+	ls, err := testLoops()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sockets := make(chan *failing, 1)
+	served := make(chan struct{})
+	ts := startLoopServerOn(t, ls, &Server{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(served)
+		<-r.Context().Done() // a stream open: nothing else ends the connection
+	}), nil, func(sk *h1.Socket) Socket {
+		s := &failing{Socket: sk}
+		sockets <- s
+		return s
+	})
+	c := dial(t, ts)
+	c.headers(1, true, get("/")...)
+	<-served
+	(<-sockets).fail.Store(true)
+	c.fr.WritePing(false, [8]byte{}) // an event: the read that fails
+	readUntilClosed(t, c, 5*time.Second)
+}
+
+// WriteTimeout bounds a write that makes no progress, as a goroutine's
+// write deadline does: a client that reads steadily, if slower than the
+// handler writes, gets the whole answer however long it takes.
+func TestLoopWriteTimeoutMovesOnWithProgress(t *testing.T) {
+	const size = 6 << 20
+	ls, err := testLoops()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	ts := startLoopServerOn(t, ls, &Server{WriteTimeout: 1500 * time.Millisecond}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 32<<10)
+		var err error
+		for n := 0; n < size && err == nil; n += len(chunk) {
+			_, err = w.Write(chunk)
+		}
+		done <- err
+	}), nil, func(sk *h1.Socket) Socket {
+		unix.SetsockoptInt(sk.FD(), unix.SOL_SOCKET, unix.SO_SNDBUF, 16<<10) // a writable edge frees little
+		return sk
+	})
+	c := dial(t, ts, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	c.nc.SetDeadline(time.Now().Add(30 * time.Second))
+	c.nc.(*net.TCPConn).SetReadBuffer(16 << 10)
+	c.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	c.headers(1, true, get("/")...)
+	start := time.Now()
+	n := 0
+	for n < size {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("after %d of %d bytes in %v: %v", n, size, time.Since(start), err)
+		}
+		switch f := f.(type) {
+		case *http2.DataFrame:
+			n += len(f.Data())
+			time.Sleep(6 * time.Millisecond) // steady, slower than the handler
+		case *http2.GoAwayFrame:
+			t.Fatalf("GOAWAY %v after %d bytes", f.ErrCode, n)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the handler: %v", err)
+	}
+	if d := time.Since(start); d < 1500*time.Millisecond {
+		t.Logf("read in %v, within the write timeout: the test proved nothing this time", d)
+	}
+}
+
+// A client that keeps sending after a GOAWAY (here: a frame over the
+// largest size) cannot hold its loop: the connection ends when its linger
+// does, and another connection on the same loop is served meanwhile.
+func TestLoopClientThatKeepsSendingDoesNotHoldItsLoop(t *testing.T) {
+	ls, err := h1.NewLoops(1, nil) // one loop: both connections on it
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { ls.Run(ctx); close(ran) }()
+	t.Cleanup(func() { cancel(); <-ran; ls.Close() })
+	ts := startLoopServerOn(t, ls, &Server{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}), nil, nil)
+	c := dial(t, ts)
+	c.nc.SetDeadline(time.Now().Add(30 * time.Second))
+	c.fr.WriteRawFrame(http2.FramePing, 0, 0, make([]byte, maxFrameSize+1))
+	var stop atomic.Bool
+	defer stop.Store(true)
+	blast := make([]byte, 1<<20)
+	for range 4 {
+		go func() {
+			for !stop.Load() {
+				if _, err := c.nc.Write(blast); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+	other := dial(t, ts)
+	other.headers(1, true, get("/")...)
+	if status, _, body := other.response(1); status != "200" || body != "ok" {
+		t.Fatalf("the other connection: %s %q", status, body)
+	}
+	readUntilClosed(t, c, 5*time.Second) // linger is 1 s
 }

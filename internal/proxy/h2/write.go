@@ -449,10 +449,12 @@ func (c *conn) pendingLocked() int {
 
 // backedUpLocked reports whether a handler must wait for the client to
 // take what is queued (drained) before it queues more: maxPending waits
-// while a write is under way, or on a loop while the socket takes no more.
+// while a write is under way, or on a loop while the socket takes no more
+// (or the loop's event holds the writes back).
 func (c *conn) backedUpLocked() bool {
 	if c.lw != nil {
-		return c.lw.blocked && c.pendingLocked() >= maxPending
+		// In the loop's event nothing is written until its end.
+		return (c.lw.blocked || c.lw.inEvent) && c.pendingLocked() >= maxPending
 	}
 	return c.flushing && len(c.out) >= maxPending
 }
