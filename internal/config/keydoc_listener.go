@@ -96,7 +96,8 @@ func listenerKeyDocs() map[string]KeyDoc {
 				"each loop owns, and anything else (a request body, an upgrade, HTTP/1.0, a pool with " +
 				"HTTP/2, TLS or the PROXY protocol to its backends, a shared rate limit) is handed to a " +
 				"goroutine that serves the connection as `h1` does from then on; HTTP/2 connections (ALPN " +
-				"or h2c) are served by sluice's HTTP/2 server as with `h1`. " +
+				"or h2c prior knowledge) are served by sluice's HTTP/2 server as with `h1`, their frames read " +
+				"and written on the loops (the streams run on the server's goroutines, as with `h1`). " +
 				"See [How the engines differ](#how-the-engines-differ).",
 		},
 		"listeners.tls.certificates": {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -184,5 +185,72 @@ func TestH2CUpgrade(t *testing.T) {
 	}
 	if status != "200" {
 		t.Errorf("stream 1 (the upgraded request): status %s, want 200", status)
+	}
+}
+
+// TestIdleHTTP2ConnectionsHoldNoGoroutine: on the event loops (engine:
+// loop, the default) an idle HTTP/2 connection has no goroutine of its own
+// (its memory is its state, not a stack); on engine h1 it has one.
+func TestIdleHTTP2ConnectionsHoldNoGoroutine(t *testing.T) {
+	const n = 40
+	for _, tc := range []struct {
+		engine string
+		most   int // goroutines the n idle connections may add
+	}{{"loop", n / 4}, {"h1", 2 * n}} {
+		t.Run(tc.engine, func(t *testing.T) {
+			be := startBackend(t, "b1")
+			cfg := oneListener(poolOf("web", be))
+			cfg.Listeners[0].H2C = true
+			cfg.Listeners[0].Engine = tc.engine
+			s := startSluice(t, cfg)
+			before := runtime.NumGoroutine()
+			for i := range n {
+				// A raw client: no goroutine of its own in this process.
+				nc, err := net.Dial("tcp", s.Addr("public"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { nc.Close() })
+				nc.SetDeadline(time.Now().Add(10 * time.Second))
+				fr := http2.NewFramer(nc, nc)
+				fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+				io.WriteString(nc, http2.ClientPreface)
+				fr.WriteSettings()
+				var hb strings.Builder
+				enc := hpack.NewEncoder(&hb)
+				for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/"}} {
+					enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+				}
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte(hb.String()), EndStream: true, EndHeaders: true})
+				for done := false; !done; {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						t.Fatalf("connection %d: %v", i, err)
+					}
+					switch f := f.(type) {
+					case *http2.SettingsFrame:
+						if !f.IsAck() {
+							fr.WriteSettingsAck()
+						}
+					case *http2.DataFrame:
+						done = f.StreamEnded()
+					case *http2.MetaHeadersFrame:
+						done = f.StreamEnded()
+					}
+				}
+			}
+			// A stream's goroutine stays a second after its last stream
+			// (workerLinger); then only what the connections hold is left.
+			if tc.engine == "loop" {
+				eventually(t, 10*time.Second, "the idle connections hold no goroutines", func() bool {
+					return runtime.NumGoroutine()-before <= tc.most
+				})
+				return
+			}
+			time.Sleep(2 * time.Second)
+			if added := runtime.NumGoroutine() - before; added < n/2 || added > tc.most {
+				t.Fatalf("%d idle connections added %d goroutines on engine h1, want one each", n, added)
+			}
+		})
 	}
 }

@@ -423,8 +423,11 @@ type h2Serving interface {
 	// serve serves c with h until the connection ends, with the flood
 	// guard g configures; upgrade is the HTTP/1.1 request that switched
 	// it to h2c, with its HTTP2-Settings payload, or nil. hold, when not
-	// nil, lets it take c onto an event loop (front.closer).
-	serve(c net.Conn, g *h2guard.Config, h http.Handler, upgrade *http.Request, settings []byte, hold func(take func() func()) bool)
+	// nil, lets it take c onto an event loop (front.closer), where it is
+	// served with no goroutine waiting for it: then serve returns true at
+	// once and calls ended when the connection is over.
+	serve(c net.Conn, g *h2guard.Config, h http.Handler, upgrade *http.Request, settings []byte,
+		hold func(take func() func()) bool, ended func()) bool
 	// goAway sends GOAWAY on every connection served so far.
 	goAway()
 	// handler is the listener's handler for HTTP/2 streams.
@@ -486,11 +489,15 @@ type ownH2 struct {
 	loops *h1.Loops
 }
 
-func (o *ownH2) serve(c net.Conn, g *h2guard.Config, h http.Handler, upgrade *http.Request, settings []byte, hold func(take func() func()) bool) {
-	if upgrade == nil && o.loops != nil && hold != nil && o.serveLoop(c, g, h, hold) {
-		return
+func (o *ownH2) serve(c net.Conn, g *h2guard.Config, h http.Handler, upgrade *http.Request, settings []byte,
+	hold func(take func() func()) bool, ended func()) bool {
+	if upgrade == nil && o.loops != nil && hold != nil {
+		if served, detached := o.serveLoop(c, g, h, hold, ended); served {
+			return detached
+		}
 	}
 	o.srv.ServeConn(h2guard.New(c, g), h2.ServeConnOpts{Handler: h, UpgradeRequest: upgrade, Settings: settings})
+	return false
 }
 func (o *ownH2) goAway()               { o.srv.Shutdown() }
 func (o *ownH2) handler() http.Handler { return o.h }
@@ -502,8 +509,10 @@ type stdH2 struct {
 	base *http.Server
 }
 
-func (x *stdH2) serve(c net.Conn, g *h2guard.Config, h http.Handler, upgrade *http.Request, settings []byte, _ func(func() func()) bool) {
+func (x *stdH2) serve(c net.Conn, g *h2guard.Config, h http.Handler, upgrade *http.Request, settings []byte,
+	_ func(func() func()) bool, _ func()) bool {
 	x.srv.ServeConn(h2guard.New(c, g), &http2.ServeConnOpts{Handler: h, BaseConfig: x.base, UpgradeRequest: upgrade, Settings: settings})
+	return false
 }
 func (x *stdH2) goAway()               { x.base.Shutdown(context.Background()) }
 func (x *stdH2) handler() http.Handler { return x.base.Handler }

@@ -260,7 +260,8 @@ func (f *front) hand(c, raw net.Conn) {
 	}
 }
 
-// serveH2 serves one HTTP/2 connection until it ends. One whose handshake
+// serveH2 serves one HTTP/2 connection until it ends (or, on an event
+// loop, until the loop has it). One whose handshake
 // ended after Close is served too, and told GOAWAY once its first request
 // has arrived (or after freshGrace): shutdown's GOAWAY went out before it
 // was served. raw is the accepted connection beneath c.
@@ -287,12 +288,17 @@ func (f *front) serveH2(c, raw net.Conn) {
 	f.mu.Unlock()
 	c.SetDeadline(time.Time{})
 	f.o.ConnState(1)
-	defer func() {
+	var stopLate func()
+	ended := func() {
+		if stopLate != nil {
+			stopLate()
+		}
 		f.mu.Lock()
 		delete(f.h2s, c)
 		f.mu.Unlock()
 		f.o.ConnState(-1)
-	}()
+		f.wg.Done()
+	}
 	handler := f.o.H2.handler()
 	if late {
 		// goAway sends GOAWAY on every connection of the HTTP/2 server
@@ -301,21 +307,27 @@ func (f *front) serveH2(c, raw net.Conn) {
 		var once sync.Once
 		goAway := func() { once.Do(f.o.H2.goAway) }
 		timer := time.AfterFunc(freshGrace, goAway)
-		defer func() {
+		stopLate = func() {
 			// A timer that fired runs goAway on a goroutine of its own:
 			// wait for it (once.Do returns when it has), so that it is
 			// over when f's goroutines are.
 			if !timer.Stop() {
 				goAway()
 			}
-		}()
+		}
 		next := handler
 		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			goAway()
 			next.ServeHTTP(w, r)
 		})
 	}
-	f.o.H2.serve(c, f.o.H2Guard, handler, nil, nil, f.closer(c))
+	// The connection counts in f.wg until ended, which runs here or, for
+	// one served on an event loop (with no goroutine of its own while
+	// idle), once the loop is done with it.
+	f.wg.Add(1)
+	if !f.o.H2.serve(c, f.o.H2Guard, handler, nil, nil, f.closer(c), ended) {
+		ended()
+	}
 }
 
 // closer returns what lets the HTTP/2 server take c off Go's poller (onto
@@ -359,7 +371,7 @@ func (f *front) serveUpgraded(c net.Conn, r *http.Request, settings []byte) {
 		delete(f.h2s, c)
 		f.mu.Unlock()
 	}()
-	f.o.H2.serve(c, f.o.H2Guard, f.o.H2.handler(), r, settings, nil)
+	f.o.H2.serve(c, f.o.H2Guard, f.o.H2.handler(), r, settings, nil, nil)
 }
 
 // h2Preface is what an HTTP/2 client sends first (RFC 9113 §3.4).

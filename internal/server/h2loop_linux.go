@@ -8,11 +8,12 @@ import (
 	"github.com/sluice-lb/sluice/internal/proxy/h2"
 )
 
-// serveLoop serves c on one of the event loops until the connection ends;
-// false when no loop can take it (then nothing of c was touched). hold
-// takes c onto its loop where the front's closeAll will find it
-// (front.closer).
-func (o *ownH2) serveLoop(c net.Conn, g *h2guard.Config, h http.Handler, hold func(take func() func()) bool) bool {
+// serveLoop serves c on one of the event loops, with no goroutine waiting
+// for it: ended is called once the connection is over (detached). served
+// is false when no loop can take it (then nothing of c was touched); true
+// and not detached when the front's closeAll had closed c already. hold
+// takes c onto its loop where closeAll will find it (front.closer).
+func (o *ownH2) serveLoop(c net.Conn, g *h2guard.Config, h http.Handler, hold func(take func() func()) bool, ended func()) (served, detached bool) {
 	var lc *h2.LoopConn
 	if !hold(func() func() {
 		sk := o.loops.TakeSocket(c)
@@ -22,11 +23,11 @@ func (o *ownH2) serveLoop(c net.Conn, g *h2guard.Config, h http.Handler, hold fu
 		lc = o.srv.NewLoopConn(sk, h2guard.NewScanner(g), h2.ServeConnOpts{Handler: h})
 		return lc.Close
 	}) {
-		return true // closed by the front's closeAll
+		return true, false
 	}
 	if lc == nil {
-		return false
+		return false, false
 	}
-	lc.Serve()
-	return true
+	lc.Start(ended)
+	return true, true
 }

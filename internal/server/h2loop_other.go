@@ -10,6 +10,6 @@ import (
 )
 
 // serveLoop: without event loops (Linux only), goroutines serve HTTP/2.
-func (o *ownH2) serveLoop(net.Conn, *h2guard.Config, http.Handler, func(func() func()) bool) bool {
-	return false
+func (o *ownH2) serveLoop(net.Conn, *h2guard.Config, http.Handler, func(func() func()) bool, func()) (served, detached bool) {
+	return false, false
 }

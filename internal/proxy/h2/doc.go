@@ -53,4 +53,10 @@
 //
 // The flood defences (rapid reset, CONTINUATION, PING, SETTINGS and empty
 // frames) are package h2guard's, beneath this server on the connection.
+//
+// On Linux a connection may instead be served on an event loop
+// (ServeLoop, NewLoopConn: loop_linux.go), over a socket package h1's
+// loops took (h1.Loops.TakeSocket): the loop reads and acts on the frames,
+// with h2guard given the bytes as they are read, and nothing waits for
+// the socket to write. The streams still run on the connection's workers.
 package h2

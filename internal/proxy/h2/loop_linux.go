@@ -89,8 +89,8 @@ type lwire struct {
 	readBy, writeBy time.Time
 	timer           *time.Timer
 	closed          bool
-	ending          bool // end once the event is over
-	ended           chan struct{}
+	ending          bool   // end once the event is over
+	onEnd           func() // once closed, after the handlers (LoopConn.Start; under c.mu)
 }
 
 // ServeLoop serves HTTP/2 on sk's loop until the connection ends, and
@@ -111,7 +111,7 @@ func (s *Server) NewLoopConn(sk Socket, g *h2guard.Conn, o ServeConnOpts) *LoopC
 	if cs, ok := sk.ConnectionState(); ok {
 		st = &cs
 	}
-	w := &lwire{sk: sk, l: sk.Loop(), g: g, ended: make(chan struct{})}
+	w := &lwire{sk: sk, l: sk.Loop(), g: g}
 	if !o.SawClientPreface {
 		w.preface = len(http2.ClientPreface)
 	}
@@ -123,10 +123,31 @@ func (s *Server) NewLoopConn(sk Socket, g *h2guard.Conn, o ServeConnOpts) *LoopC
 // Serve serves the connection until it ends, and returns once every
 // handler it started has returned.
 func (lc *LoopConn) Serve() {
+	done := make(chan struct{})
+	lc.Start(func() { close(done) })
+	<-done
+}
+
+// Start serves the connection on its loop and returns at once: no
+// goroutine waits for it. ended is called, on a goroutine of the
+// connection's, once it is over and every handler it started has
+// returned.
+func (lc *LoopConn) Start(ended func()) {
 	w := lc.w
 	c := w.c
-	defer c.srv.track(c)()
+	untrack := c.srv.track(c)
+	onEnd := func() {
+		c.ended()
+		untrack()
+		ended()
+	}
 	c.mu.Lock()
+	if w.closed { // by Close, before Start
+		c.mu.Unlock()
+		onEnd()
+		return
+	}
+	w.onEnd = onEnd
 	c.writeSettingsLocked() // written when the loop adopts the connection
 	c.setReadDeadlineLocked(time.Now().Add(c.prefaceTimeout()))
 	c.startIdleLocked()
@@ -134,8 +155,6 @@ func (lc *LoopConn) Serve() {
 	if !w.l.PostTo(w, w.adopt) {
 		w.end() // the loops are closing
 	}
-	<-w.ended
-	c.ended()
 }
 
 // Close ends the connection at once, from any goroutine (as closing its
@@ -526,7 +545,8 @@ func (w *lwire) due() bool {
 }
 
 // end closes the connection: its handlers' writes and reads fail from now
-// on, and ServeLoop returns once they have returned.
+// on, and once they have returned, a goroutine of the connection's says
+// it is over (onEnd).
 func (w *lwire) end() {
 	c := w.c
 	c.mu.Lock()
@@ -541,6 +561,9 @@ func (w *lwire) end() {
 		w.timer.Stop()
 	}
 	w.buf = nil
+	onEnd := w.onEnd
 	c.mu.Unlock()
-	close(w.ended)
+	if onEnd != nil { // nil: Close came before Start, which sees it
+		go onEnd() // waits for the handlers, which the loop must not
+	}
 }
