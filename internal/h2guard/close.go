@@ -86,8 +86,7 @@ func (c *Conn) linger(deadline time.Time) {
 
 func (c *Conn) writeGoAway(r Reason, deadline time.Time) bool {
 	var buf [frameHeaderLen + 8 + 48]byte
-	n := copy(buf[frameHeaderLen+8:], "h2guard: ")
-	n += copy(buf[frameHeaderLen+8+n:], r.String())
+	n := copy(buf[frameHeaderLen+8:], GoAwayDebug(r))
 	length := 8 + n
 	buf[0], buf[1], buf[2] = 0, byte(length>>8), byte(length)
 	buf[3] = fGoAway

@@ -194,6 +194,11 @@ func (c *Conn) init(nc net.Conn, cfg *Config) {
 	} else {
 		c.Conn = newBatchConn(nc)
 	}
+	c.count(cfg)
+}
+
+// count readies the counting of a connection's frames by cfg's limits.
+func (c *Conn) count(cfg *Config) {
 	c.lim = cfg.Limits.resolve()
 	c.stats = cfg.Stats
 	c.onClose = cfg.OnClose

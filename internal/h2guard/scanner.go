@@ -1,7 +1,5 @@
 package h2guard
 
-import "time"
-
 // The guard without a connection of its own, for a server that reads and
 // writes the socket itself on an event loop (package h2's loop mode): it
 // is given the client's bytes as they are read (Scan) and the server's as
@@ -16,16 +14,7 @@ func NewScanner(cfg *Config) *Conn {
 		cfg = &Config{}
 	}
 	c := new(Conn)
-	c.lim = cfg.Limits.resolve()
-	c.stats = cfg.Stats
-	c.onClose = cfg.OnClose
-	c.born = time.Now()
-	if !cfg.PrefaceRead {
-		c.preface = int8(prefaceLen)
-	}
-	if c.stats != nil {
-		c.stats.Conns.Add(1)
-	}
+	c.count(cfg)
 	return c
 }
 

@@ -42,51 +42,23 @@ func startLoopServer(t *testing.T, srv *Server, h http.Handler, g *h2guard.Confi
 // given each socket before it is served.
 func startLoopServerOn(t *testing.T, ls *h1.Loops, srv *Server, h http.Handler, g *h2guard.Config, wrap func(*h1.Socket) Socket) *testServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := &testServer{ln: ln, srv: srv}
-	ts.wg.Add(1)
-	go func() {
-		defer ts.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			ts.wg.Add(1)
-			go func() {
-				defer ts.wg.Done()
-				sk := ls.TakeSocket(c)
-				if sk == nil {
-					t.Errorf("the loops did not take a %T", c)
-					c.Close()
-					return
-				}
-				var sc *h2guard.Conn
-				if g != nil {
-					sc = h2guard.NewScanner(g)
-				}
-				var s Socket = sk
-				if wrap != nil {
-					s = wrap(sk)
-				}
-				srv.ServeLoop(s, sc, ServeConnOpts{Handler: h})
-			}()
+	return serveWith(t, srv, func(c net.Conn) {
+		sk := ls.TakeSocket(c)
+		if sk == nil {
+			t.Errorf("the loops did not take a %T", c)
+			c.Close()
+			return
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		done := make(chan struct{})
-		go func() { ts.wg.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Errorf("ServeLoop did not return within 10 s of its client closing")
+		var sc *h2guard.Conn
+		if g != nil {
+			sc = h2guard.NewScanner(g)
 		}
+		var s Socket = sk
+		if wrap != nil {
+			s = wrap(sk)
+		}
+		srv.ServeLoop(s, sc, ServeConnOpts{Handler: h})
 	})
-	return ts
 }
 
 // goAway is a GOAWAY frame as a test keeps it.
