@@ -256,8 +256,8 @@ func (w *lwire) readAll() bool {
 		if i == maxEventReads {
 			return true
 		}
-		if w.w == len(w.buf) && !w.grow() {
-			return false
+		if w.w == len(w.buf) {
+			w.grow()
 		}
 		n, err := w.read()
 		if n > 0 {
@@ -301,13 +301,13 @@ func (w *lwire) read() (int, error) {
 }
 
 // grow makes room in the buffer: what is unread moves to its start, or the
-// buffer grows for a header block. False when the block is too large: the
-// connection ends.
-func (w *lwire) grow() bool {
+// buffer grows for a header block; one too large for the buffer's bound
+// ends the connection (GOAWAY, then what the client sends is discarded).
+func (w *lwire) grow() {
 	if w.r > 0 {
 		n := copy(w.buf, w.buf[w.r:w.w])
 		w.r, w.w = 0, n
-		return true
+		return
 	}
 	limit := int(w.c.maxHeaderList) + loopBufSlack
 	if len(w.buf) >= limit {
@@ -316,12 +316,11 @@ func (w *lwire) grow() bool {
 		c.handleError(http2.ConnectionError(http2.ErrCodeEnhanceYourCalm))
 		w.drop = true
 		w.r, w.w = 0, 0
-		return true
+		return
 	}
 	b := make([]byte, min(2*len(w.buf), limit))
 	copy(b, w.buf[:w.w])
 	w.buf = b
-	return true
 }
 
 // frames acts on the whole frames in the buffer.
