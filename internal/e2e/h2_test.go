@@ -204,6 +204,7 @@ func TestIdleHTTP2ConnectionsHoldNoGoroutine(t *testing.T) {
 			cfg.Listeners[0].Engine = tc.engine
 			s := startSluice(t, cfg)
 			before := runtime.NumGoroutine()
+			var frs []*http2.Framer
 			for i := range n {
 				// A raw client: no goroutine of its own in this process.
 				nc, err := net.Dial("tcp", s.Addr("public"))
@@ -211,7 +212,7 @@ func TestIdleHTTP2ConnectionsHoldNoGoroutine(t *testing.T) {
 					t.Fatal(err)
 				}
 				t.Cleanup(func() { nc.Close() })
-				nc.SetDeadline(time.Now().Add(10 * time.Second))
+				nc.SetDeadline(time.Now().Add(30 * time.Second))
 				fr := http2.NewFramer(nc, nc)
 				fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 				io.WriteString(nc, http2.ClientPreface)
@@ -238,7 +239,24 @@ func TestIdleHTTP2ConnectionsHoldNoGoroutine(t *testing.T) {
 						done = f.StreamEnded()
 					}
 				}
+				frs = append(frs, fr)
 			}
+			defer func() {
+				// Every connection is still open and served: a PING is
+				// answered on each.
+				for i, fr := range frs {
+					fr.WritePing(false, [8]byte{byte(i)})
+					for {
+						f, err := fr.ReadFrame()
+						if err != nil {
+							t.Fatalf("connection %d, idle: %v", i, err)
+						}
+						if p, ok := f.(*http2.PingFrame); ok && p.IsAck() {
+							break
+						}
+					}
+				}
+			}()
 			// A stream's goroutine stays a second after its last stream
 			// (workerLinger); then only what the connections hold is left.
 			if tc.engine == "loop" {

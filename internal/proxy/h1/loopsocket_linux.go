@@ -35,6 +35,9 @@ type Socket struct {
 	off    int
 	added  bool // registered on the loop
 	closed bool // the descriptor is closed; nothing reads or writes it any more
+	// bufp is the pooled buffer out (or, over TLS, the records) was
+	// given, kept to give it back without a new pointer.
+	bufp *[]byte
 }
 
 // TakeSocket takes nc, an accepted connection (over TLS made with LoopTLS,
@@ -113,18 +116,31 @@ func (s *Socket) Queue(p []byte) error {
 	if s.closed {
 		return net.ErrClosed
 	}
+	out, off := s.queue()
+	if *out == nil {
+		s.bufp = sockBufs.Get().(*[]byte)
+		*out = (*s.bufp)[:0]
+	} else if *off >= sockBufSize || *off > 0 && *off >= len(*out)/2 {
+		// What was written goes: the buffer holds what waits, not all
+		// that a slow client was sent.
+		n := copy(*out, (*out)[*off:])
+		*out, *off = (*out)[:n], 0
+	}
 	if s.tc != nil {
-		if b := s.t.tb; b.out == nil {
-			b.out = getSockBuf()
-		}
 		_, err := s.tc.Write(p)
 		return err
 	}
-	if s.out == nil {
-		s.out = getSockBuf()
-	}
 	s.out = append(s.out, p...)
 	return nil
+}
+
+// queue is where what waits for the socket is: out[off:], or over TLS the
+// records in the base beneath crypto/tls.
+func (s *Socket) queue() (out *[]byte, off *int) {
+	if b := s.t.tb; b != nil {
+		return &b.out, &b.off
+	}
+	return &s.out, &s.off
 }
 
 // sockBufs are the buffers of what waits for a Socket: a connection holds
@@ -133,14 +149,15 @@ var sockBufs = sync.Pool{New: func() any { b := make([]byte, 0, sockBufSize); re
 
 const sockBufSize = 16 << 10
 
-func getSockBuf() []byte { return (*sockBufs.Get().(*[]byte))[:0] }
-
-// putSockBuf gives b back, unless a burst grew it.
-func putSockBuf(b []byte) {
-	if cap(b) <= 4*sockBufSize {
-		b = b[:0]
-		sockBufs.Put(&b)
+// release gives the queue's buffer back, empty, unless a burst grew it.
+func (s *Socket) release() {
+	out, off := s.queue()
+	if p := s.bufp; p != nil && cap(*out) <= 4*sockBufSize {
+		*p = (*out)[:0]
+		sockBufs.Put(p)
 	}
+	s.bufp = nil
+	*out, *off = nil, 0
 }
 
 // Queued is how many bytes wait for the socket.
@@ -158,10 +175,7 @@ func (s *Socket) Send() (bool, error) {
 	if s.closed {
 		return false, net.ErrClosed
 	}
-	out, off := &s.out, &s.off
-	if b := s.t.tb; b != nil {
-		out, off = &b.out, &b.off
-	}
+	out, off := s.queue()
 	for *off < len(*out) {
 		n, e := loop.Write(s.t.fd, (*out)[*off:])
 		if e == unix.EAGAIN {
@@ -172,8 +186,7 @@ func (s *Socket) Send() (bool, error) {
 		}
 		*off += n
 	}
-	putSockBuf(*out)
-	*out, *off = nil, 0
+	s.release()
 	return true, nil
 }
 
@@ -196,8 +209,5 @@ func (s *Socket) Close() {
 		unix.Close(s.t.fd)
 	}
 	s.t.slot.Close()
-	s.out = nil
-	if b := s.t.tb; b != nil {
-		b.out = nil
-	}
+	s.release()
 }

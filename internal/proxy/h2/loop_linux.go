@@ -89,8 +89,10 @@ type lwire struct {
 	readBy, writeBy time.Time
 	timer           *time.Timer
 	closed          bool
-	ending          bool   // end once the event is over
-	onEnd           func() // once closed, after the handlers (LoopConn.Start; under c.mu)
+	ending          bool    // end once the event is over
+	onEnd           func()  // once closed, after the handlers (LoopConn.Start; under c.mu)
+	untrack         func()  // takes the connection out of the server's (Shutdown's)
+	bufp            *[]byte // buf's pooled pointer (loopBufs)
 }
 
 // ServeLoop serves HTTP/2 on sk's loop until the connection ends, and
@@ -117,6 +119,12 @@ func (s *Server) NewLoopConn(sk Socket, g *h2guard.Conn, o ServeConnOpts) *LoopC
 	}
 	c := s.newConnFrom(sk.RemoteAddr().String(), st, w, o)
 	c.lw, w.c = w, c
+	c.mu.Lock()
+	c.writeSettingsLocked() // first: a Shutdown's GOAWAY goes after it
+	c.mu.Unlock()
+	// Shutdown tells it from now on (a front that decides under its lock
+	// whether it was too late for a Shutdown makes it here).
+	w.untrack = s.track(c)
 	return &LoopConn{w}
 }
 
@@ -130,25 +138,23 @@ func (lc *LoopConn) Serve() {
 
 // Start serves the connection on its loop and returns at once: no
 // goroutine waits for it. ended is called, on a goroutine of the
-// connection's, once it is over and every handler it started has
-// returned.
+// connection's (or before Start returns, when Close came first), once it
+// is over and every handler it started has returned.
 func (lc *LoopConn) Start(ended func()) {
 	w := lc.w
 	c := w.c
-	untrack := c.srv.track(c)
 	onEnd := func() {
 		c.ended()
-		untrack()
+		w.untrack()
 		ended()
 	}
 	c.mu.Lock()
-	if w.closed { // by Close, before Start
+	if w.closed { // by Close, before Start: ended runs here
 		c.mu.Unlock()
 		onEnd()
 		return
 	}
 	w.onEnd = onEnd
-	c.writeSettingsLocked() // written when the loop adopts the connection
 	c.setReadDeadlineLocked(time.Now().Add(c.prefaceTimeout()))
 	c.startIdleLocked()
 	c.mu.Unlock()
@@ -189,16 +195,17 @@ func (w *lwire) Event(ev loop.Events) {
 		return
 	}
 	if w.buf == nil {
-		w.buf = *loopBufs.Get().(*[]byte)
+		w.bufp = loopBufs.Get().(*[]byte)
+		w.buf = *w.bufp
 	}
 	more := w.readAll()
 	if w.r == w.w && w.buf != nil {
 		// An idle connection holds no read buffer (one grown for a large
 		// header block is not kept).
-		if b := w.buf; len(b) == loopBufSize {
-			loopBufs.Put(&b)
+		if len(w.buf) == loopBufSize {
+			loopBufs.Put(w.bufp)
 		}
-		w.buf, w.r, w.w = nil, 0, 0
+		w.buf, w.bufp, w.r, w.w = nil, nil, 0, 0
 	}
 	if w.finish() {
 		w.end()
@@ -277,8 +284,9 @@ func (w *lwire) readAll() bool {
 			if wb, ok := err.(interface{ WouldBlock() bool }); ok && wb.WouldBlock() {
 				return false // nothing more for now
 			}
-			// The client closed, or the socket failed.
-			if w.preface > 0 {
+			// The client closed, or the socket failed (or a handler's
+			// write did: c.dead).
+			if w.preface > 0 && err != net.ErrClosed {
 				c.count("bad_preface")
 			}
 			w.ending = true
@@ -532,6 +540,9 @@ func (w *lwire) due() bool {
 	c := w.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if w.closed {
+		return false // a timer that fired as the connection ended
+	}
 	now := time.Now()
 	due := !w.readBy.IsZero() && !now.Before(w.readBy) ||
 		!w.writeBy.IsZero() && w.blocked && !now.Before(w.writeBy)
@@ -547,22 +558,26 @@ func (w *lwire) due() bool {
 // on, and once they have returned, a goroutine of the connection's says
 // it is over (onEnd).
 func (w *lwire) end() {
+	if onEnd := w.close(); onEnd != nil { // nil: Close came before Start, which sees it
+		go onEnd() // waits for the handlers, which the loop must not
+	}
+}
+
+// close closes the socket, once; it returns what says the connection is
+// over, the first time.
+func (w *lwire) close() func() {
 	c := w.c
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if w.closed {
-		c.mu.Unlock()
-		return
+		return nil
 	}
 	c.dieLocked(errClientGone)
 	w.closed = true
-	w.sk.Close()
 	if w.timer != nil {
 		w.timer.Stop()
 	}
 	w.buf = nil
-	onEnd := w.onEnd
-	c.mu.Unlock()
-	if onEnd != nil { // nil: Close came before Start, which sees it
-		go onEnd() // waits for the handlers, which the loop must not
-	}
+	w.sk.Close()
+	return w.onEnd
 }
