@@ -155,7 +155,9 @@ func (lc *LoopConn) Start(ended func()) {
 		return
 	}
 	w.onEnd = onEnd
-	c.setReadDeadlineLocked(time.Now().Add(c.prefaceTimeout()))
+	if !c.lingering { // a Shutdown since NewLoopConn set the linger's
+		c.setReadDeadlineLocked(time.Now().Add(c.prefaceTimeout()))
+	}
 	c.startIdleLocked()
 	c.mu.Unlock()
 	if !w.l.PostTo(w, w.adopt) {
@@ -491,8 +493,8 @@ func (w *lwire) sendLocked() {
 func (w *lwire) failLocked(err error) {
 	c := w.c
 	c.dieLocked(err)
-	if !w.inEvent { // else the event's end sees c.dead
-		w.l.PostTo(w, w.end)
+	if !w.inEvent && !w.l.PostTo(w, w.end) { // in the event, its end sees c.dead
+		go w.end() // the loops are closed; end takes c.mu, held here
 	}
 }
 
