@@ -158,7 +158,9 @@ func (lc *LoopConn) Start(ended func()) {
 	if !c.lingering { // a Shutdown since NewLoopConn set the linger's
 		c.setReadDeadlineLocked(time.Now().Add(c.prefaceTimeout()))
 	}
-	c.startIdleLocked()
+	if w.preface == 0 {
+		c.startIdleLocked() // else once the preface is read, as serve does
+	}
 	c.mu.Unlock()
 	if !w.l.PostTo(w, w.adopt) {
 		w.end() // the loops are closing
@@ -351,6 +353,9 @@ func (w *lwire) frames() {
 			if w.preface > 0 {
 				break
 			}
+			c.mu.Lock()
+			c.startIdleLocked()
+			c.mu.Unlock()
 			continue
 		}
 		if !w.whole() {
