@@ -96,12 +96,25 @@ func New(size int, logger *slog.Logger) *Log {
 // Publish records a decision, writes it to the process log once and wakes
 // every subscriber. It returns the event as recorded.
 func (l *Log) Publish(kind Kind, pool, backend, reason string) Event {
+	return l.publish(kind, pool, backend, reason, nil)
+}
+
+// publish is Publish, with first (when not nil) told the event before any
+// subscriber can see it.
+func (l *Log) publish(kind Kind, pool, backend, reason string, first func(Event)) Event {
 	if l == nil {
-		return Event{Time: time.Now(), Kind: kind, Pool: pool, Backend: backend, Reason: reason}
+		e := Event{Time: time.Now(), Kind: kind, Pool: pool, Backend: backend, Reason: reason}
+		if first != nil {
+			first(e)
+		}
+		return e
 	}
 	l.mu.Lock()
 	l.last++
 	e := Event{ID: l.last, Time: l.now(), Kind: kind, Pool: pool, Backend: backend, Reason: reason}
+	if first != nil {
+		first(e)
+	}
 	l.ring[(e.ID-1)%uint64(len(l.ring))] = e
 	for ch := range l.subs {
 		select {
@@ -124,12 +137,11 @@ func (l *Log) Publish(kind Kind, pool, backend, reason string) Event {
 }
 
 // Backend publishes a decision about backend b of pool poolName and makes
-// its reason the one b shows (pool.Backend.Reason) from the event's time.
-// A nil Log still sets b's reason.
+// its reason the one b shows (pool.Backend.Reason) from the event's time,
+// before a subscriber can see the event (one that then asks the admin API
+// finds the event's reason). A nil Log still sets b's reason.
 func (l *Log) Backend(kind Kind, poolName string, b *pool.Backend, reason string) Event {
-	e := l.Publish(kind, poolName, b.Address, reason)
-	b.SetReason(e.Reason, e.Time)
-	return e
+	return l.publish(kind, poolName, b.Address, reason, func(e Event) { b.SetReason(e.Reason, e.Time) })
 }
 
 // Since returns the events after id that the ring still holds, oldest

@@ -2,9 +2,15 @@ package events
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/sluice-lb/sluice/internal/pool"
 )
 
 func TestRingAndSince(t *testing.T) {
@@ -63,4 +69,50 @@ func TestNilLog(t *testing.T) {
 	}
 	_, cancel := l.Subscribe()
 	cancel()
+}
+
+// A subscriber woken by a backend's event finds the event's reason on the
+// backend already (the admin API shows it with the state the event
+// announced).
+func TestBackendReasonBeforeSubscribersSeeIt(t *testing.T) {
+	// The event's log line is written after subscribers are woken: a slow
+	// one (a busy stderr) gives them time to look.
+	l := New(4096, slog.New(slowHandler{slog.DiscardHandler}))
+	u, _ := url.Parse("http://127.0.0.1:1")
+	b := pool.NewBackend("http://127.0.0.1:1", u, 1)
+	wake, cancel := l.Subscribe()
+	defer cancel()
+	const n = 200
+	go func() {
+		for i := 1; i <= n; i++ {
+			l.Backend(BackendDown, "web", b, strconv.Itoa(i))
+		}
+	}()
+	var last uint64
+	for seen := 0; seen < n; {
+		select {
+		case <-wake:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("woken for %d events of %d", seen, n)
+		}
+		evs, _ := l.Since(last)
+		for _, e := range evs {
+			last = e.ID
+			seen++
+			want, _ := strconv.Atoi(e.Reason)
+			if got, _ := strconv.Atoi(b.Reason().Text); got < want {
+				t.Fatalf("woken for event %d, the backend's reason is still %d's", want, got)
+			}
+		}
+	}
+}
+
+// slowHandler takes its time over each log line.
+type slowHandler struct{ slog.Handler }
+
+func (slowHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h slowHandler) Handle(ctx context.Context, r slog.Record) error {
+	time.Sleep(200 * time.Microsecond)
+	return h.Handler.Handle(ctx, r)
 }
