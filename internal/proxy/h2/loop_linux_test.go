@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/sluice-lb/sluice/internal/h2guard"
 	"github.com/sluice-lb/sluice/internal/proxy/h1"
 )
 
@@ -36,11 +37,26 @@ func serveConn(t testing.TB, srv *Server, c net.Conn, o ServeConnOpts) {
 		c.Close()
 		return
 	}
+	serveOnLoop(t, ls, srv, c, nil, nil, o)
+}
+
+// serveOnLoop serves c with srv on one of ls's loops, with the flood guard
+// g configures (when not nil) and wrap (when not nil) given the socket
+// first.
+func serveOnLoop(t testing.TB, ls *h1.Loops, srv *Server, c net.Conn, g *h2guard.Config, wrap func(*h1.Socket) Socket, o ServeConnOpts) {
 	sk := ls.TakeSocket(c)
 	if sk == nil {
 		t.Errorf("the loops did not take a %T", c)
 		c.Close()
 		return
 	}
-	srv.ServeLoop(sk, nil, o)
+	var sc *h2guard.Conn
+	if g != nil {
+		sc = h2guard.NewScanner(g)
+	}
+	var s Socket = sk
+	if wrap != nil {
+		s = wrap(sk)
+	}
+	srv.ServeLoop(s, sc, o)
 }

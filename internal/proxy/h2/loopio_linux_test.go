@@ -43,21 +43,7 @@ func startLoopServer(t *testing.T, srv *Server, h http.Handler, g *h2guard.Confi
 func startLoopServerOn(t *testing.T, ls *h1.Loops, srv *Server, h http.Handler, g *h2guard.Config, wrap func(*h1.Socket) Socket) *testServer {
 	t.Helper()
 	return serveWith(t, srv, func(c net.Conn) {
-		sk := ls.TakeSocket(c)
-		if sk == nil {
-			t.Errorf("the loops did not take a %T", c)
-			c.Close()
-			return
-		}
-		var sc *h2guard.Conn
-		if g != nil {
-			sc = h2guard.NewScanner(g)
-		}
-		var s Socket = sk
-		if wrap != nil {
-			s = wrap(sk)
-		}
-		srv.ServeLoop(s, sc, ServeConnOpts{Handler: h})
+		serveOnLoop(t, ls, srv, c, g, wrap, ServeConnOpts{Handler: h})
 	})
 }
 
