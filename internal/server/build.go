@@ -375,13 +375,15 @@ func (l *listener) serve(s *Server) {
 		// kernel's accept queue instead of being accepted.
 		ln = netlimit.NewListener(ln, n)
 	}
+	var h2s h2Serving
 	if l.tls != nil || l.cfg.H2C || l.cfg.ProxyProtocol {
 		var base func(net.Conn) net.Conn
 		if l.cfg.Engine == "loop" {
 			base = h1.LoopTLS
 		}
+		h2s = l.h2Server(s)
 		l.front = newFront(ln, frontOptions{TLS: l.tls, TLSBase: base, H2C: l.cfg.H2C, HandshakeTimeout: l.cfg.Timeouts.ReadHeader,
-			H2: l.h2Server(s), Handshake: func(ok bool) { l.handshake(ok) },
+			H2: h2s, Handshake: func(ok bool) { l.handshake(ok) },
 			H2Guard: &h2guard.Config{Stats: l.h2Floods, Unbatched: l.cfg.Engine != "std",
 				Limits: h2guard.Limits{MaxHeaderBlockBytes: lim.MaxHeaderBytes}},
 			ConnState:     func(d int64) { l.active.Add(d) },
@@ -405,7 +407,11 @@ func (l *listener) serve(s *Server) {
 		if l.cfg.Engine == "loop" {
 			o.Loops = s.eventLoops()
 		}
-		l.srv = h1.NewEngine(o)
+		e := h1.NewEngine(o)
+		if own, ok := h2s.(*ownH2); ok && own.loops != nil {
+			forwardOnLoops(own.srv, e)
+		}
+		l.srv = e
 	}
 	go func() {
 		defer close(l.done)

@@ -5,8 +5,25 @@ import (
 	"net/http"
 
 	"github.com/sluice-lb/sluice/internal/h2guard"
+	"github.com/sluice-lb/sluice/internal/proxy/h1"
 	"github.com/sluice-lb/sluice/internal/proxy/h2"
 )
+
+// forwardOnLoops has srv's connections on the event loops forward the
+// streams that the loops can forward themselves through e, the listener's
+// engine (h1.Engine.ForwardStream), with no goroutine per stream.
+func forwardOnLoops(srv *h2.Server, e *h1.Engine) { srv.Forward = loopStreams{e} }
+
+// loopStreams is h2.LoopForwarder over the listener's engine.
+type loopStreams struct{ e *h1.Engine }
+
+func (f loopStreams) Forward(sk h2.Socket, head []byte, out h2.StreamOut) (h2.LoopStream, bool) {
+	s, ok := sk.(*h1.Socket)
+	if !ok {
+		return nil, false
+	}
+	return f.e.ForwardStream(s, head, out)
+}
 
 // serveLoop serves c on one of the event loops, with no goroutine waiting
 // for it: ended is called once the connection is over (detached). served

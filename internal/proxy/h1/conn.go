@@ -59,6 +59,9 @@ type h1conn struct {
 	// served: a request was answered on c (Shutdown closes it when idle;
 	// a connection still waiting for its first request gets a grace).
 	served atomic.Bool
+	// h2: c is an HTTP/2 stream's request forwarded on a loop
+	// (loopstream_linux.go), not a connection.
+	h2 bool
 	// again: the client sent a second request on c, so c waits parkAfter
 	// for the next one before it parks, not parkSoon (waitRequest).
 	again bool

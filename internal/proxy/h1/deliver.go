@@ -107,6 +107,10 @@ func (c *h1conn) responseMode(rh *edge.ResponseHead) int {
 	switch {
 	case edge.NoBody(q.isHead, rh.Status):
 		return outNone
+	case c.h2 && rh.Chunked:
+		return outDechunk // an HTTP/2 stream's DATA frames carry the content
+	case c.h2 && rh.ContentLength < 0:
+		return outRaw // its END_STREAM ends it
 	case rh.Chunked && q.head.Minor == 1:
 		return outChunked
 	case rh.Chunked:
@@ -134,7 +138,18 @@ func (c *h1conn) appendResponseHead(o, head []byte, rh *edge.ResponseHead, mode 
 	}
 	o = append(o, bytes.TrimSuffix(sl, []byte{'\r'})...)
 	o = append(o, "\r\n"...)
-	o = c.appendResponseFields(o, head, rh.First, mode == outChunked, mode != outFixed && mode != outNone, b)
+	o = c.appendClientFields(o, head, rh, mode, b)
+	return q.appendHeadEnd(o, mode == outChunked || mode == outChunkEncode, q.closeAfter)
+}
+
+// appendClientFields appends the fields of the head the client gets, but
+// its framing and Connection fields: the backend's as appendResponseFields
+// passes them, then sluice's own (X-Request-Id, Alt-Svc, the affinity
+// cookie). Also an HTTP/2 stream's fields (loopstream_linux.go), whose
+// chunked body's trailers go on as trailers.
+func (c *h1conn) appendClientFields(o, head []byte, rh *edge.ResponseHead, mode int, b *pool.Backend) []byte {
+	q := &c.req
+	o = c.appendResponseFields(o, head, rh.First, mode == outChunked || c.h2 && mode == outDechunk, mode != outFixed && mode != outNone, b)
 	o = append(o, "X-Request-Id: "...)
 	o = append(o, q.id...)
 	o = append(o, "\r\n"...)
@@ -150,7 +165,7 @@ func (c *h1conn) appendResponseHead(o, head []byte, rh *edge.ResponseHead, mode 
 			o = append(o, "\r\n"...)
 		}
 	}
-	return q.appendHeadEnd(o, mode == outChunked || mode == outChunkEncode, q.closeAfter)
+	return o
 }
 
 // appendHeadEnd ends a response head: Transfer-Encoding when the body is

@@ -75,6 +75,11 @@ type lconn struct {
 	// r is the request forwarded on the loop, from its first attempt to
 	// its end (nil otherwise: an idle connection does not hold one).
 	r *lreq
+	// hs is where the response goes when lc is an HTTP/2 stream's request
+	// (loopstream_linux.go), which has no socket (fd -1) of its own; sv is
+	// the listener's view it was checked under, until it starts.
+	hs StreamOut
+	sv *proxy.Listener
 }
 
 // adopt registers the connection on its loop (posted by take).
@@ -250,7 +255,7 @@ func (lc *lconn) start() {
 	lc.rearm()
 	c.consumeHead()
 	if status := c.resolve(&lc.ctx); status != 0 {
-		lc.answer(status, c.failAnswer(status, refusal(status), false))
+		lc.answerFail(status, refusal(status), false)
 		return
 	}
 	if !lc.w.serves(q.t) {
@@ -350,6 +355,10 @@ func (lc *lconn) endRequest() bool {
 	c.finish()
 	lc.putReq()
 	lc.writeBy, lc.reqBy, lc.stepBy, lc.late = 0, 0, 0, false
+	if lc.hs != nil {
+		lc.close() // a stream's one request
+		return false
+	}
 	if q.abort || q.closeAfter || lc.gone {
 		lc.close()
 		return false
@@ -478,6 +487,10 @@ func (lc *lconn) close() {
 			lc.giveUp(context.Canceled)
 		}
 		lc.putReq()
+	}
+	if lc.hs != nil {
+		lc.endStream()
+		return
 	}
 	lc.closeTLS()
 	lc.w.ev.CloseFD(lc.fd)

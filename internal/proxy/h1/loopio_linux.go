@@ -54,6 +54,9 @@ func (lc *lconn) pull() bool {
 // flush writes what waits for the client; true when all is written.
 func (lc *lconn) flush() bool {
 	c := lc.c
+	if lc.hs != nil {
+		return !lc.hs.Held() // the stream writes as the client takes it: Resume
+	}
 	if lc.waiting() && lc.tooLate() {
 		return lc.phase != lExchange
 	}

@@ -64,13 +64,17 @@ func (lc *lconn) head(n int) bool {
 	if c.e.shutting.Load() {
 		q.closeAfter = true // once Shutdown has begun, no answer keeps the connection
 	}
-	c.out = c.appendResponseHead(c.out[:0], head, rh, x.mode, x.b)
-	lc.off = 0
+	if lc.hs != nil {
+		lc.hs.Head(rh.Status, c.appendClientFields(c.out[:0], head, rh, x.mode, x.b), x.mode == outNone)
+	} else {
+		c.out = c.appendResponseHead(c.out[:0], head, rh, x.mode, x.b)
+		lc.off = 0
+	}
 	x.gotHead = true
 	switch x.mode {
 	case outFixed:
 		x.left = rh.ContentLength
-	case outChunked:
+	case outChunked, outDechunk:
 		x.ck = edge.NewChunked(edge.Limits{MaxHeaderBytes: edge.MaxResponseHeaderBytes, MaxHeaders: 1000})
 	}
 	return lc.relay()
@@ -79,6 +83,9 @@ func (lc *lconn) head(n int) bool {
 // relay passes on the response body bytes at u.buf[u.r:u.wr]; it reports
 // whether the response ended (the attempt is done).
 func (lc *lconn) relay() bool {
+	if lc.hs != nil {
+		return lc.relayStream()
+	}
 	x := &lc.r.x
 	u := x.u
 	q := &lc.c.req
@@ -202,6 +209,9 @@ func (lc *lconn) delivered(err error) {
 	o := proxy.Outcome{Class: proxy.Done, Status: lc.r.x.rh.Status, Err: err}
 	if err != nil {
 		lc.c.req.abort = true
+		if lc.hs != nil {
+			lc.hs.Reset()
+		}
 	}
 	lc.attemptDone(o)
 }

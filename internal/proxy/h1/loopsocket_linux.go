@@ -28,6 +28,7 @@ var ErrWouldBlock error = wouldBlock{}
 // TLS (crypto/tls may answer a record it reads).
 type Socket struct {
 	l  *loop.Loop
+	w  *lworker // the loop's part of the engine (its backend connections)
 	t  taken
 	tc *tls.Conn
 	// out[off:] waits for the socket; over TLS the records, in t.tb.
@@ -54,7 +55,8 @@ func (ls *Loops) TakeSocket(nc net.Conn) *Socket {
 	if !ok {
 		return nil
 	}
-	s := &Socket{l: ls.pick().ev, t: t}
+	w := ls.pick()
+	s := &Socket{l: w.ev, w: w, t: t}
 	if t.tb != nil {
 		s.tc = t.tb.tc
 	}

@@ -259,6 +259,9 @@ func (lc *lconn) giveBack() {
 // waiting reports whether bytes of the answer wait for the client's
 // socket: c.out[off:], and over TLS the sealed records.
 func (lc *lconn) waiting() bool {
+	if lc.hs != nil {
+		return lc.hs.Held() // the stream's windows, its connection's socket
+	}
 	return lc.off < len(lc.c.out) || lc.tb != nil && lc.tb.off < len(lc.tb.out)
 }
 

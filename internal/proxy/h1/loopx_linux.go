@@ -72,6 +72,7 @@ type lexch struct {
 	left      int64 // outFixed: body bytes still to relay
 	ck        edge.Chunked
 	pipe      *loop.Pipe // outFixed past spliceMin: the rest goes by splice
+	tr        []byte     // an HTTP/2 stream's: the chunked body's trailer section so far
 }
 
 var (
@@ -305,8 +306,12 @@ func (lc *lconn) pump() bool {
 		case fillFull:
 			return lc.upFailed(errHeadTooLong)
 		case fillEOF:
-			if x.gotHead && x.mode == outChunkEncode {
-				lc.send(lastChunk, nil)
+			if x.gotHead && (x.mode == outChunkEncode || x.mode == outRaw) {
+				if lc.hs != nil {
+					lc.hs.Data(nil, true)
+				} else {
+					lc.send(lastChunk, nil)
+				}
 				x.u, u.lc = nil, nil
 				u.close()
 				lc.delivered(nil)
@@ -363,9 +368,12 @@ func (lc *lconn) forwarded(res proxy.Result) {
 	if gone {
 		q.closeAfter = true
 		c.out, lc.off = c.out[:0], 0
+		if lc.hs != nil {
+			lc.hs.Reset() // the client reset the stream: nothing more goes
+		}
 		return
 	}
-	lc.answer(status, c.failAnswer(status, proxy.StatusText(status), closeConn))
+	lc.answerFail(status, proxy.StatusText(status), closeConn)
 }
 
 // stepExpired handles the phase's own deadline: the queue's timeout, the

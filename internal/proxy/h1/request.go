@@ -67,7 +67,10 @@ func (c *h1conn) handle() bool {
 // It reports false when the request switched the connection to HTTP/2
 // (Upgrade: h2c), which then belongs to the HTTP/2 server. It does no I/O
 // on the client connection otherwise, so that the event loops run it too.
-func (c *h1conn) begin() bool {
+func (c *h1conn) begin() bool { return c.beginIn(c.e.o.View.Load()) }
+
+// beginIn is begin under the listener's view l.
+func (c *h1conn) beginIn(l *proxy.Listener) bool {
 	q := &c.req
 	if q.body.hp != nil {
 		bodyBufs.Put(q.body.hp) // the previous request's body buffer
@@ -79,8 +82,7 @@ func (c *h1conn) begin() bool {
 	*q = h1req{}
 	q.head, q.hlen = head, hlen
 	q.rec.Start = time.Now()
-	q.l = c.e.o.View.Load()
-	l := q.l
+	q.l = l
 	hb := c.buf[c.r : c.r+q.hlen]
 	q.raw = rawFields{head: hb, first: edge.FirstField(hb, q.head.Lead)}
 	if to := c.e.o.Timeouts.Write; to > 0 && c.nc != nil { // on a loop, its timer
@@ -106,6 +108,8 @@ func (c *h1conn) begin() bool {
 	q.rec.Info = &q.info
 	if q.head.Minor == 0 {
 		q.rec.Version = proxy.HTTP10
+	} else if c.h2 {
+		q.rec.Version = proxy.HTTP2 // a stream's request, in HTTP/1.1 form
 	}
 	if l.Verbose() {
 		// Copies: the strings of the head alias the read buffer.
@@ -389,30 +393,14 @@ func (c *h1conn) failAnswer(status int, msg string, closeConn bool) []byte {
 	o = strconv.AppendInt(o, int64(status), 10)
 	o = append(o, ' ')
 	o = append(o, proxy.ReasonPhrase(status)...)
-	o = append(o, "\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nX-Request-Id: "...)
-	o = append(o, q.id...)
-	if status == 503 && q.t != nil {
-		o = append(o, "\r\nRetry-After: "...)
-		o = append(o, q.t.RetryAfter...)
-	}
-	if q.l.AltSvc != "" {
-		o = append(o, "\r\nAlt-Svc: "...)
-		o = append(o, q.l.AltSvc...)
-	}
-	if status == 429 && q.limited.Refused() {
-		q.limited.EachField(func(name string, value []byte) {
-			o = append(o, "\r\n"...)
-			o = append(o, name...)
-			o = append(o, ": "...)
-			o = append(o, value...)
-		})
-	}
+	o = append(o, "\r\n"...)
+	o = c.appendFailFields(o, status)
 	if closeConn {
-		o = append(o, "\r\nConnection: close"...)
+		o = append(o, "Connection: close\r\n"...)
 	} else if q.head.Minor == 0 {
-		o = append(o, "\r\nConnection: keep-alive"...)
+		o = append(o, "Connection: keep-alive\r\n"...)
 	}
-	o = append(o, "\r\nContent-Length: "...)
+	o = append(o, "Content-Length: "...)
 	o = strconv.AppendInt(o, int64(len(msg)+1), 10)
 	o = append(o, "\r\n\r\n"...)
 	if !q.isHead {
@@ -423,6 +411,36 @@ func (c *h1conn) failAnswer(status int, msg string, closeConn bool) []byte {
 	c.out = o
 	if closeConn {
 		q.closeAfter = true
+	}
+	return o
+}
+
+// appendFailFields appends the fields of an answer sluice makes itself
+// (fail's), a "Name: value\r\n" line each, but its framing and Connection
+// fields: also the fields of an HTTP/2 stream's such answer
+// (loopstream_linux.go).
+func (c *h1conn) appendFailFields(o []byte, status int) []byte {
+	q := &c.req
+	o = append(o, "Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nX-Request-Id: "...)
+	o = append(o, q.id...)
+	o = append(o, "\r\n"...)
+	if status == 503 && q.t != nil {
+		o = append(o, "Retry-After: "...)
+		o = append(o, q.t.RetryAfter...)
+		o = append(o, "\r\n"...)
+	}
+	if q.l.AltSvc != "" {
+		o = append(o, "Alt-Svc: "...)
+		o = append(o, q.l.AltSvc...)
+		o = append(o, "\r\n"...)
+	}
+	if status == 429 && q.limited.Refused() {
+		q.limited.EachField(func(name string, value []byte) {
+			o = append(o, name...)
+			o = append(o, ": "...)
+			o = append(o, value...)
+			o = append(o, "\r\n"...)
+		})
 	}
 	return o
 }

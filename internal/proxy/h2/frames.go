@@ -74,6 +74,9 @@ func (c *conn) processLocked(f http2.Frame) error {
 			st.reset, st.peerReset = true, true
 			c.settleLocked(st)
 			st.abortLocked(errStreamReset{f.ErrCode})
+			if st.lo != nil {
+				c.closeStreamLocked(st) // no handler will
+			}
 		}
 	case *http2.PriorityFrame:
 		if f.StreamDep == f.StreamID {
@@ -164,13 +167,20 @@ func (c *conn) windowUpdateLocked(f *http2.WindowUpdateFrame) error {
 	}
 	st.sendWin += int32(inc)
 	st.cond.Broadcast()
+	if st.lo != nil {
+		c.pushLocked(st)
+	}
 	return nil
 }
 
-// wakeWritersLocked wakes the handlers that may wait for a window.
+// wakeWritersLocked wakes the handlers that may wait for a window, and
+// frames what the streams forwarded on the loop hold.
 func (c *conn) wakeWritersLocked() {
 	for _, st := range c.streams {
 		st.cond.Broadcast()
+		if st.lo != nil {
+			c.pushLocked(st)
+		}
 	}
 }
 
@@ -267,6 +277,11 @@ func (c *conn) headersLocked(f *http2.MetaHeadersFrame) error {
 			c.writeRSTLocked(id, http2.ErrCodeNo)
 		}
 		return nil
+	}
+	if c.lw != nil {
+		if ok, err := c.lw.forwardLocked(f); ok || err != nil {
+			return err
+		}
 	}
 	req, st, err := c.newRequestLocked(f)
 	if err != nil {

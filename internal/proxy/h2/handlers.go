@@ -13,11 +13,7 @@ import (
 // startLocked registers st and runs its handler: on a goroutine of the
 // connection's that waits for a stream, or a new one.
 func (c *conn) startLocked(st *stream, req *http.Request) {
-	c.streams[st.id] = st
-	c.active++
-	st.counted = true
-	c.settleLocked(st)
-	c.idleSince = time.Time{}
+	c.registerLocked(st)
 	if c.idleWorkers > 0 {
 		c.idleWorkers--
 		c.jobs <- job{st, req}
@@ -25,6 +21,15 @@ func (c *conn) startLocked(st *stream, req *http.Request) {
 	}
 	c.wg.Add(1)
 	go c.work(job{st, req})
+}
+
+// registerLocked counts st as a stream of the connection's.
+func (c *conn) registerLocked(st *stream) {
+	c.streams[st.id] = st
+	c.active++
+	st.counted = true
+	c.settleLocked(st)
+	c.idleSince = time.Time{}
 }
 
 // settleLocked stops counting st against MAX_CONCURRENT_STREAMS once it

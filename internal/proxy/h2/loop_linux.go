@@ -93,6 +93,13 @@ type lwire struct {
 	onEnd           func()  // once closed, after the handlers (LoopConn.Start; under c.mu)
 	untrack         func()  // takes the connection out of the server's (Shutdown's)
 	bufp            *[]byte // buf's pooled pointer (loopBufs)
+	// Streams forwarded on the loop (loopstream_linux.go), under c.mu:
+	// head is the buffer of their requests' heads; deferred: a Flush is
+	// due at the end of the wake-up; waiters wait for the client (Held).
+	head     []byte
+	deferred bool
+	waiters  []*stream
+	ready    []LoopStream
 }
 
 // ServeLoop serves HTTP/2 on sk's loop until the connection ends, and
@@ -215,6 +222,7 @@ func (w *lwire) Event(ev loop.Events) {
 		w.end()
 		return
 	}
+	w.wake()
 	if more && !w.l.PostTo(w, w.resume) {
 		w.end()
 	}

@@ -42,6 +42,10 @@ type Server struct {
 	CountError func(name string)
 	// Logger gets the handlers' panics; nil discards them.
 	Logger *slog.Logger
+	// Forward, when set, forwards on the loop itself the requests of
+	// connections served on event loops that it can (loopstream_linux.go).
+	// Set it before the server serves.
+	Forward LoopForwarder
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
@@ -221,6 +225,7 @@ type conn struct {
 	dead     bool      // closed: writes fail, streams are reset
 	deadErr  error
 	enc      *hpack.Encoder
+	lname    []byte // a field name lowered (encodeFieldsLocked)
 	hbuf     bytes.Buffer // the header block being encoded
 	// lower remembers the HTTP/2 names of the connection's uncommon
 	// response keys (lowerKeyLocked), at most maxLowerKeys of them.
@@ -440,6 +445,9 @@ func (c *conn) resetLocked(st *stream, code http2.ErrCode, err error) {
 	c.settleLocked(st)
 	c.writeRSTLocked(st.id, code)
 	st.abortLocked(err)
+	if st.lo != nil {
+		c.closeStreamLocked(st) // no handler will
+	}
 }
 
 // kickLocked has what is queued written on a goroutine of its own, for

@@ -68,6 +68,9 @@ type stream struct {
 	seq      uint64
 
 	rw responseWriter
+	// lo: the loop forwards the stream's request (loopstream_linux.go);
+	// it has no handler.
+	lo *loopStream
 
 	// valBuf backs the values of the request's header fields when there
 	// are no more (newRequestLocked).
@@ -90,6 +93,7 @@ func (st *stream) abortLocked(err error) {
 	if st.err == nil {
 		st.err = err
 	}
+	st.lo.cancelLocked()
 	st.endCtxLocked()
 	st.cond.Broadcast()
 }
@@ -115,34 +119,133 @@ func (st *stream) stopTimerLocked() {
 // connHeaders are the fields RFC 9113 §8.2.2 forbids in HTTP/2.
 var connHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade"}
 
-// newRequestLocked checks the request that f opens (RFC 9113 §8.3, as
-// x/net's newWriterAndRequest and httpcommon.NewServerRequest) and builds
-// it; an error is the stream error to answer with.
-func (c *conn) newRequestLocked(f *http2.MetaHeadersFrame) (*http.Request, *stream, error) {
+// reqLine is what checkRequestLocked found in a request's pseudo-header
+// fields and host: its target, and its content-length (-1: none).
+type reqLine struct {
+	method, scheme, authority, path string
+	declared                        int64
+}
+
+// checkRequestLocked checks the request that f opens as RFC 9113 §8.3 asks
+// (and x/net's newWriterAndRequest and httpcommon.NewServerRequest do);
+// an error is the stream error to answer with. Both ways of serving a
+// stream (newRequestLocked, and forwardLocked on a loop) check it so.
+func (c *conn) checkRequestLocked(f *http2.MetaHeadersFrame) (rl reqLine, err error) {
 	id := f.StreamID
-	var method, scheme, authority, path string
 	for _, hf := range f.PseudoFields() {
 		switch hf.Name {
 		case ":method":
-			method = hf.Value
+			rl.method = hf.Value
 		case ":scheme":
-			scheme = hf.Value
+			rl.scheme = hf.Value
 		case ":authority":
-			authority = hf.Value
+			rl.authority = hf.Value
 		case ":path":
-			path = hf.Value
+			rl.path = hf.Value
 		case ":protocol":
 			// Extended CONNECT (RFC 8441) is not offered.
-			return nil, nil, c.streamErr("bad_connect", id, http2.ErrCodeProtocol)
+			return rl, c.streamErr("bad_connect", id, http2.ErrCodeProtocol)
 		}
 	}
-	if method == "CONNECT" {
-		if path != "" || scheme != "" || authority == "" {
-			return nil, nil, c.streamErr("bad_connect", id, http2.ErrCodeProtocol)
+	if rl.method == "CONNECT" {
+		if rl.path != "" || rl.scheme != "" || rl.authority == "" {
+			return rl, c.streamErr("bad_connect", id, http2.ErrCodeProtocol)
 		}
-	} else if method == "" || path == "" || scheme != "https" && scheme != "http" {
-		return nil, nil, c.streamErr("bad_path_method", id, http2.ErrCodeProtocol)
+	} else if rl.method == "" || rl.path == "" || rl.scheme != "https" && rl.scheme != "http" {
+		return rl, c.streamErr("bad_path_method", id, http2.ErrCodeProtocol)
 	}
+	// Field names are lower case (meta.go refuses others), so a name is
+	// its http.Header key's lower-case form.
+	var hosts, tes int
+	var host, te, cl string
+	cls, clBad := 0, false
+	for _, hf := range f.RegularFields() {
+		switch hf.Name {
+		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+			return rl, c.streamErr("connection_specific", id, http2.ErrCodeProtocol)
+		case "te":
+			if tes++; tes == 1 {
+				te = hf.Value
+			}
+		case "host":
+			if hosts++; hosts == 1 {
+				host = hf.Value
+			}
+		case "content-length":
+			if cls++; cls == 1 {
+				cl = hf.Value
+			} else if hf.Value != cl {
+				clBad = true // repeated fields must agree
+			}
+		}
+	}
+	if tes > 1 || tes == 1 && te != "trailers" && te != "" {
+		return rl, c.streamErr("bad_te", id, http2.ErrCodeProtocol)
+	}
+	if hosts == 1 {
+		if rl.authority == "" {
+			rl.authority = host
+		} else if host != rl.authority {
+			return rl, c.streamErr("authority_host_mismatch", id, http2.ErrCodeProtocol)
+		}
+	} else if hosts > 1 {
+		return rl, c.streamErr("multiple_host_headers", id, http2.ErrCodeProtocol)
+	}
+	if strings.IndexByte(rl.authority, '@') >= 0 || rl.authority != "" && !httpguts.ValidHostHeader(rl.authority) {
+		return rl, c.streamErr("invalid_authority", id, http2.ErrCodeProtocol)
+	}
+	if rl.method != "CONNECT" && (rl.path[0] != '/' && rl.path != "*" || !validRequestURI(rl.path)) {
+		return rl, c.streamErr("bad_path", id, http2.ErrCodeProtocol)
+	}
+	// content-length: one valid value (repeated fields must agree), and
+	// 0 when the stream has ended (RFC 9113 §8.1.1).
+	rl.declared = -1
+	if cls > 0 {
+		n, err := strconv.ParseUint(cl, 10, 63)
+		if err != nil || clBad || f.StreamEnded() && n != 0 {
+			return rl, c.streamErr("content_length", id, http2.ErrCodeProtocol)
+		}
+		rl.declared = int64(n)
+	}
+	return rl, nil
+}
+
+// validRequestURI reports whether url.ParseRequestURI takes p, a request
+// target that is "*" or begins with "/", without its allocations: no
+// control byte, and in the path (before "?") every "%" two hex digits
+// (TestValidRequestURI holds the two to the same answers).
+func validRequestURI(p string) bool {
+	for i := 0; i < len(p); i++ {
+		if b := p[i]; b < ' ' || b == 0x7f {
+			return false
+		}
+	}
+	if i := strings.IndexByte(p, '?'); i >= 0 {
+		p = p[:i]
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] == '%' {
+			if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
+				return false
+			}
+			i += 2
+		}
+	}
+	return true
+}
+
+func isHex(b byte) bool {
+	return '0' <= b && b <= '9' || 'a' <= b && b <= 'f' || 'A' <= b && b <= 'F'
+}
+
+// newRequestLocked checks the request that f opens (checkRequestLocked)
+// and builds it; an error is the stream error to answer with.
+func (c *conn) newRequestLocked(f *http2.MetaHeadersFrame) (*http.Request, *stream, error) {
+	rl, err := c.checkRequestLocked(f)
+	if err != nil {
+		return nil, nil, err
+	}
+	id := f.StreamID
 	st := &stream{c: c, id: id, declared: -1, recvWin: c.streamWindow, sendWin: c.peerWindow}
 	regular := f.RegularFields()
 	header := make(http.Header, len(regular))
@@ -163,14 +266,6 @@ func (c *conn) newRequestLocked(f *http2.MetaHeadersFrame) (*http.Request, *stre
 			vals[i] = hf.Value
 			header[k] = vals[i : i+1 : i+1]
 		}
-	}
-	for _, k := range connHeaders {
-		if _, ok := header[k]; ok {
-			return nil, nil, c.streamErr("connection_specific", id, http2.ErrCodeProtocol)
-		}
-	}
-	if te := header["Te"]; len(te) > 0 && (len(te) > 1 || te[0] != "trailers" && te[0] != "") {
-		return nil, nil, c.streamErr("bad_te", id, http2.ErrCodeProtocol)
 	}
 	st.cond.L = &c.mu
 	if httpguts.HeaderValuesContainsToken(header["Expect"], "100-continue") {
@@ -195,51 +290,20 @@ func (c *conn) newRequestLocked(f *http2.MetaHeadersFrame) (*http.Request, *stre
 		}
 	}
 	delete(header, "Trailer")
-	if hosts := header["Host"]; len(hosts) == 1 {
-		if authority == "" {
-			authority = hosts[0]
-		} else if hosts[0] != authority {
-			return nil, nil, c.streamErr("authority_host_mismatch", id, http2.ErrCodeProtocol)
-		}
-		delete(header, "Host")
-	} else if len(hosts) > 1 {
-		return nil, nil, c.streamErr("multiple_host_headers", id, http2.ErrCodeProtocol)
-	}
-	if strings.IndexByte(authority, '@') >= 0 || authority != "" && !httpguts.ValidHostHeader(authority) {
-		return nil, nil, c.streamErr("invalid_authority", id, http2.ErrCodeProtocol)
-	}
+	delete(header, "Host")
 	var u *url.URL
-	requestURI := path
-	if method == "CONNECT" {
-		u, requestURI = &url.URL{Host: authority}, authority
-	} else {
-		if path[0] != '/' && path != "*" {
-			return nil, nil, c.streamErr("bad_path", id, http2.ErrCodeProtocol)
-		}
-		var err error
-		if u, err = url.ParseRequestURI(path); err != nil {
-			return nil, nil, c.streamErr("bad_path", id, http2.ErrCodeProtocol)
-		}
+	requestURI := rl.path
+	if rl.method == "CONNECT" {
+		u, requestURI = &url.URL{Host: rl.authority}, rl.authority
+	} else if u, err = url.ParseRequestURI(rl.path); err != nil {
+		return nil, nil, c.streamErr("bad_path", id, http2.ErrCodeProtocol)
 	}
-	req := &http.Request{Method: method, URL: u, RemoteAddr: c.remoteAddr, Header: header,
-		RequestURI: requestURI, Proto: "HTTP/2.0", ProtoMajor: 2, Host: authority, Trailer: trailer}
-	if scheme == "https" {
+	req := &http.Request{Method: rl.method, URL: u, RemoteAddr: c.remoteAddr, Header: header,
+		RequestURI: requestURI, Proto: "HTTP/2.0", ProtoMajor: 2, Host: rl.authority, Trailer: trailer}
+	if rl.scheme == "https" {
 		req.TLS = c.tls
 	}
-	// content-length: one valid value (repeated fields must agree), and
-	// 0 when the stream has ended (RFC 9113 §8.1.1).
-	if vv, ok := header["Content-Length"]; ok {
-		n, err := strconv.ParseUint(vv[0], 10, 63)
-		for _, v := range vv[1:] {
-			if v != vv[0] {
-				err = errBodyLength
-			}
-		}
-		if err != nil || f.StreamEnded() && n != 0 {
-			return nil, nil, c.streamErr("content_length", id, http2.ErrCodeProtocol)
-		}
-		st.declared = int64(n)
-	}
+	st.declared = rl.declared
 	if f.StreamEnded() {
 		st.remoteDone, st.eof = true, true
 		req.Body = http.NoBody
