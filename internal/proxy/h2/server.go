@@ -225,7 +225,7 @@ type conn struct {
 	dead     bool      // closed: writes fail, streams are reset
 	deadErr  error
 	enc      *hpack.Encoder
-	lname    []byte // a field name lowered (encodeFieldsLocked)
+	lname    []byte       // a field name lowered (encodeFieldsLocked)
 	hbuf     bytes.Buffer // the header block being encoded
 	// lower remembers the HTTP/2 names of the connection's uncommon
 	// response keys (lowerKeyLocked), at most maxLowerKeys of them.
