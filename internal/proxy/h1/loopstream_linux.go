@@ -68,7 +68,8 @@ func (e *Engine) ForwardStream(sk *Socket, head []byte, out StreamOut) (LoopStre
 	if sk.w == nil || l.SharedLimits() || e.shutting.Load() {
 		return nil, false
 	}
-	c := &h1conn{e: e, ctx: e.ctx, raddr: sk.t.raddr, peer: sk.t.raddr.Addr(), h2: true}
+	sc := &streamConn{c: h1conn{e: e, ctx: e.ctx, raddr: sk.t.raddr, peer: sk.t.raddr.Addr(), h2: true}}
+	c := &sc.c
 	if sk.tc != nil {
 		c.nc = sk.tc // its TLS state: version, client certificate
 	}
@@ -90,12 +91,19 @@ func (e *Engine) ForwardStream(sk *Socket, head []byte, out StreamOut) (LoopStre
 		return nil, false
 	}
 	q.hlen = n
-	lc := &lconn{c: c, w: sk.w, fd: -1, slot: noSlot{}, hs: out, sv: l}
+	sc.lc = lconn{c: c, w: sk.w, fd: -1, slot: noSlot{}, hs: out, sv: l}
+	lc := &sc.lc
 	lc.ctx.lc = lc
 	// It starts at the end of the loop's wake-up (Flush), once the
 	// caller's locks are let go: its answer may come at once.
 	sk.w.ev.Defer(lc)
 	return lc, true
+}
+
+// streamConn is a stream's request on a loop: one allocation.
+type streamConn struct {
+	c  h1conn
+	lc lconn
 }
 
 // Flush starts a stream's request (ForwardStream deferred it to the end of

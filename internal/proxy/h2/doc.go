@@ -58,5 +58,8 @@
 // (ServeLoop, NewLoopConn: loop_linux.go), over a socket package h1's
 // loops took (h1.Loops.TakeSocket): the loop reads and acts on the frames,
 // with h2guard given the bytes as they are read, and nothing waits for
-// the socket to write. The streams still run on the connection's workers.
+// the socket to write. A stream whose request the loop can forward itself
+// (Server.Forward: package h1's Engine.ForwardStream) runs on the loop
+// too, with no goroutine (loopstream_linux.go); the others run on the
+// connection's workers.
 package h2

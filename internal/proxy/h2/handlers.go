@@ -142,7 +142,7 @@ func (c *conn) onWorkersIdle() {
 
 // runHandler serves one stream's request, then ends the stream.
 func (c *conn) runHandler(st *stream, req *http.Request) {
-	w := &st.rw
+	w := st.rw
 	ok := false
 	defer func() {
 		if !ok {

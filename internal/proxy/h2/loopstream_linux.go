@@ -107,19 +107,28 @@ func (w *lwire) forwardLocked(f *http2.MetaHeadersFrame) (bool, error) {
 		}
 	}
 	w.head = appendRequestHead(w.head[:0], &rl, f)
-	st := &stream{c: c, id: f.StreamID, declared: -1, recvWin: c.streamWindow, sendWin: c.peerWindow,
-		remoteDone: true, eof: true}
+	ls := &loopStreamOf{st: stream{c: c, id: f.StreamID, declared: -1, recvWin: c.streamWindow,
+		sendWin: c.peerWindow, remoteDone: true, eof: true}}
+	st := &ls.st
 	st.cond.L = &c.mu
-	ls, ok := fwd.Forward(w.sk, w.head, st)
+	fs, ok := fwd.Forward(w.sk, w.head, st)
 	if cap(w.head) > 16<<10 {
 		w.head = nil // a large head's buffer is not kept
 	}
 	if !ok {
 		return false, nil
 	}
-	st.lo = &loopStream{ls: ls, live: true}
+	ls.lo = loopStream{ls: fs, live: true}
+	st.lo = &ls.lo
 	c.registerLocked(st)
 	return true, nil
+}
+
+// loopStreamOf is a stream the loop forwards and its state: one
+// allocation.
+type loopStreamOf struct {
+	st stream
+	lo loopStream
 }
 
 // appendRequestHead appends the HTTP/1.1 head of the request rl and f's

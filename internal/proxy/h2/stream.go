@@ -67,7 +67,9 @@ type stream struct {
 	afterBuf [2]afterFunc
 	seq      uint64
 
-	rw responseWriter
+	// rw is the handler's writer (newHandlerStream), which a stream the
+	// loop forwards does without.
+	rw *responseWriter
 	// lo: the loop forwards the stream's request (loopstream_linux.go);
 	// it has no handler.
 	lo *loopStream
@@ -246,7 +248,7 @@ func (c *conn) newRequestLocked(f *http2.MetaHeadersFrame) (*http.Request, *stre
 		return nil, nil, err
 	}
 	id := f.StreamID
-	st := &stream{c: c, id: id, declared: -1, recvWin: c.streamWindow, sendWin: c.peerWindow}
+	st := c.newHandlerStream(id)
 	regular := f.RegularFields()
 	header := make(http.Header, len(regular))
 	// One backing array for the values: a field's slice is a one-element
@@ -315,12 +317,26 @@ func (c *conn) newRequestLocked(f *http2.MetaHeadersFrame) (*http.Request, *stre
 	return c.withStream(st, req), st, nil
 }
 
+// handlerStream is a stream with a handler, and its writer: one
+// allocation.
+type handlerStream struct {
+	st stream
+	rw responseWriter
+}
+
+// newHandlerStream makes stream id, whose request a handler serves.
+func (c *conn) newHandlerStream(id uint32) *stream {
+	h := &handlerStream{st: stream{c: c, id: id, declared: -1, recvWin: c.streamWindow, sendWin: c.peerWindow}}
+	h.st.rw = &h.rw
+	return &h.st
+}
+
 // withStream gives req the stream's context and st its writer.
 func (c *conn) withStream(st *stream, req *http.Request) *http.Request {
 	// r2, not req reassigned: escape analysis would then make the caller's
 	// request (newRequestLocked's) escape too, one allocation more.
 	r2 := req.WithContext(streamCtx{st})
-	st.rw = responseWriter{st: st, req: r2, header: http.Header{},
+	*st.rw = responseWriter{st: st, req: r2, header: http.Header{},
 		buf: st.rw.bodyBuf[:0], hdr: st.rw.hdrBuf[:0]}
 	return r2
 }
@@ -341,8 +357,8 @@ func (c *conn) upgrade(r *http.Request, settings []byte) error {
 		}
 	}
 	c.maxID = 1
-	st := &stream{c: c, id: 1, declared: -1, recvWin: c.streamWindow, sendWin: c.peerWindow,
-		remoteDone: true, eof: true}
+	st := c.newHandlerStream(1)
+	st.remoteDone, st.eof = true, true
 	st.cond.L = &c.mu
 	req := r.Clone(context.Background())
 	req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/2.0", 2, 0
