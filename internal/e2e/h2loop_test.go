@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -293,4 +294,64 @@ func TestHTTP2OnTheLoopAnswersAtOnce(t *testing.T) {
 	if got := s.metric(`sluice_listener_requests_total{code_class="2xx",listener="public",protocol="HTTP/2.0"}`); got != 1 {
 		t.Errorf("HTTP/2 2xx counted: %v, want 1", got)
 	}
+}
+
+// TestHTTP2OnTheLoopShutdownLetsStreamsFinish: a shutdown sends GOAWAY
+// and lets a stream the loop forwards finish its answer.
+func TestHTTP2OnTheLoopShutdownLetsStreamsFinish(t *testing.T) {
+	be := startBackend(t, "b1")
+	cfg := oneListener(poolOf("web", be))
+	cfg.Listeners[0].H2C = true
+	cfg.ShutdownTimeout = 10 * time.Second
+	s := startSluice(t, cfg)
+	c := h2cClient(t)
+	got := make(chan reply, 1)
+	go func() {
+		r, err := tryGet(c, s.URL("public")+"/delay/700ms")
+		if err != nil {
+			t.Errorf("the stream in flight at the shutdown: %v", err)
+		}
+		got <- r
+	}()
+	eventually(t, 10*time.Second, "the request waits at the backend", func() bool {
+		return stacksWith("backend.handleDelay") >= 1
+	})
+	s.Stop()
+	if r := <-got; r.Status != 200 {
+		t.Errorf("the stream in flight at the shutdown: %d %q", r.Status, r.Body)
+	}
+}
+
+// TestHTTP2OnTheLoopClientReset: a client that resets a stream in the
+// middle of its answer ends it there (the backend's connection is not used
+// again with the rest of that answer on it); the connection's next streams
+// get their own answers.
+func TestHTTP2OnTheLoopClientReset(t *testing.T) {
+	be := startBackend(t, "b1")
+	s := h2cOn(t, "", be.URL())
+	c := h2cClient(t)
+	for i := range 3 {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "GET", s.URL("public")+"/stream?n=5000&interval=10ms", nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		line := make([]byte, 8)
+		if _, err := io.ReadFull(resp.Body, line); err != nil || string(line) != "chunk 1\n" {
+			t.Fatalf("round %d: first line %q, %v", i, line, err)
+		}
+		cancel() // RST_STREAM CANCEL
+		resp.Body.Close()
+		for j := range 5 {
+			r := get(t, c, fmt.Sprintf("%s/echo?round=%d&j=%d", s.URL("public"), i, j))
+			if e := parseEcho(t, r.Body); r.Status != 200 || !strings.Contains(fmt.Sprint(e.Raw["query"]), fmt.Sprintf("j:[%d]", j)) {
+				t.Fatalf("round %d, request %d after the reset: %d %q", i, j, r.Status, r.Body)
+			}
+		}
+	}
+	// Nothing of the reset streams is left on the loops.
+	eventually(t, 10*time.Second, "the backend's streams end", func() bool {
+		return stacksWith("backend.handleStream") == 0
+	})
 }
