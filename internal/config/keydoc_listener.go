@@ -97,7 +97,9 @@ func listenerKeyDocs() map[string]KeyDoc {
 				"HTTP/2, TLS or the PROXY protocol to its backends, a shared rate limit) is handed to a " +
 				"goroutine that serves the connection as `h1` does from then on; HTTP/2 connections (ALPN " +
 				"or h2c prior knowledge) are served by sluice's HTTP/2 server as with `h1`, their frames read " +
-				"and written on the loops (the streams run on the server's goroutines, as with `h1`). " +
+				"and written on the loops, and a stream whose request the loop can forward as it forwards HTTP/1.1 " +
+				"(no body, to such a pool) is forwarded by the loop too; the other streams run on the server's " +
+				"goroutines, as with `h1`. " +
 				"See [How the engines differ](#how-the-engines-differ).",
 		},
 		"listeners.tls.certificates": {
