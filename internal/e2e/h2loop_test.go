@@ -355,3 +355,33 @@ func TestHTTP2OnTheLoopClientReset(t *testing.T) {
 		return stacksWith("backend.handleStream") == 0
 	})
 }
+
+// TestHTTP2BodyCutByABackendReset: a body framed by the backend's close
+// (no Content-Length, not chunked) whose connection the backend resets
+// part way does not reach an HTTP/2 client as whole: the stream is reset,
+// on the loop as on a worker.
+func TestHTTP2BodyCutByABackendReset(t *testing.T) {
+	for _, engine := range []string{"loop", "h1"} {
+		t.Run(engine, func(t *testing.T) {
+			sb := startScriptBackend(t, func(bc *scriptConn, req *http.Request) {
+				bc.write("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npart of the body")
+				time.Sleep(300 * time.Millisecond)
+				bc.c.(*net.TCPConn).SetLinger(0) // close with RST
+				bc.c.Close()
+			})
+			s := h2cOn(t, engine, sb.URL)
+			c := h2cClient(t)
+			resp, err := c.Get(s.URL("public") + "/x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil {
+				t.Errorf("engine %s: a body cut by the backend's reset read as whole: %q", engine, body)
+			} else {
+				t.Logf("engine %s: %q, %v", engine, body, err)
+			}
+		})
+	}
+}

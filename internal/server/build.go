@@ -408,8 +408,8 @@ func (l *listener) serve(s *Server) {
 			o.Loops = s.eventLoops()
 		}
 		e := h1.NewEngine(o)
-		if own, ok := h2s.(*ownH2); ok && own.loops != nil {
-			forwardOnLoops(own.srv, e)
+		if own, ok := h2s.(*ownH2); ok {
+			own.engine.Store(e)
 		}
 		l.srv = e
 	}

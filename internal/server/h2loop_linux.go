@@ -9,20 +9,20 @@ import (
 	"github.com/sluice-lb/sluice/internal/proxy/h2"
 )
 
-// forwardOnLoops has srv's connections on the event loops forward the
-// streams that the loops can forward themselves through e, the listener's
-// engine (h1.Engine.ForwardStream), with no goroutine per stream.
-func forwardOnLoops(srv *h2.Server, e *h1.Engine) { srv.Forward = loopStreams{e} }
+// forwardOnLoops has the server's connections on the event loops forward
+// the streams that the loops can forward themselves through the
+// listener's engine (h1.Engine.ForwardStream), with no goroutine per
+// stream.
+func (o *ownH2) forwardOnLoops() { o.srv.Forward = o }
 
-// loopStreams is h2.LoopForwarder over the listener's engine.
-type loopStreams struct{ e *h1.Engine }
-
-func (f loopStreams) Forward(sk h2.Socket, head []byte, out h2.StreamOut) (h2.LoopStream, bool) {
+// Forward is h2.LoopForwarder over the listener's engine.
+func (o *ownH2) Forward(sk h2.Socket, head []byte, out h2.StreamOut) (h2.LoopStream, bool) {
 	s, ok := sk.(*h1.Socket)
-	if !ok {
+	e := o.engine.Load()
+	if !ok || e == nil {
 		return nil, false
 	}
-	return f.e.ForwardStream(s, head, out)
+	return e.ForwardStream(s, head, out)
 }
 
 // serveLoop serves c on one of the event loops, with no goroutine waiting

@@ -7,12 +7,10 @@ import (
 	"net/http"
 
 	"github.com/sluice-lb/sluice/internal/h2guard"
-	"github.com/sluice-lb/sluice/internal/proxy/h1"
-	"github.com/sluice-lb/sluice/internal/proxy/h2"
 )
 
 // forwardOnLoops: without event loops (Linux only), workers serve streams.
-func forwardOnLoops(*h2.Server, *h1.Engine) {}
+func (*ownH2) forwardOnLoops() {}
 
 // serveLoop: without event loops (Linux only), goroutines serve HTTP/2.
 func (o *ownH2) serveLoop(net.Conn, *h2guard.Config, http.Handler, func(func() func()) bool, func()) (served, detached bool) {

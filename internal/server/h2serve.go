@@ -8,6 +8,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"sync/atomic"
 
 	"github.com/sluice-lb/sluice/internal/h2guard"
 	"github.com/sluice-lb/sluice/internal/proxy/h1"
@@ -43,7 +44,7 @@ func (l *listener) h2Server(s *Server) h2Serving {
 		if l.cfg.Engine == "loop" {
 			loops = s.eventLoops()
 		}
-		return &ownH2{h: l.streamHandler(s), loops: loops, srv: &h2.Server{
+		own := &ownH2{h: l.streamHandler(s), loops: loops, srv: &h2.Server{
 			MaxConcurrentStreams: uint32(lim.MaxConcurrentStreams),
 			StreamWindow:         h2StreamWindow,
 			ConnWindow:           h2ConnWindow,
@@ -54,6 +55,10 @@ func (l *listener) h2Server(s *Server) h2Serving {
 			CountError:           func(string) { l.h2Errors.Add(1) },
 			Logger:               s.logger,
 		}}
+		if loops != nil {
+			own.forwardOnLoops()
+		}
+		return own
 	}
 	base := &http.Server{
 		Handler:           l.streamHandler(s),
@@ -85,6 +90,11 @@ type ownH2 struct {
 	srv   *h2.Server
 	h     http.Handler
 	loops *h1.Loops
+	// engine is the listener's HTTP/1.1 engine, which forwards on the
+	// loops the streams they can forward (h2loop_linux.go); set once it
+	// is made, after the front may have begun to serve (nil until then:
+	// the streams go to the connections' workers).
+	engine atomic.Pointer[h1.Engine]
 }
 
 func (o *ownH2) serve(c net.Conn, g *h2guard.Config, h http.Handler, upgrade *http.Request, settings []byte,

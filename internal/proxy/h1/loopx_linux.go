@@ -306,7 +306,9 @@ func (lc *lconn) pump() bool {
 		case fillFull:
 			return lc.upFailed(errHeadTooLong)
 		case fillEOF:
-			if x.gotHead && (x.mode == outChunkEncode || x.mode == outRaw) {
+			if x.gotHead && u.err == nil && (x.mode == outChunkEncode || x.mode == outRaw && lc.hs != nil) {
+				// The backend closed: the end of a body framed by its close
+				// (a reset is not: below).
 				if lc.hs != nil {
 					lc.hs.Data(nil, true)
 				} else {

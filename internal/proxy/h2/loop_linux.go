@@ -178,7 +178,7 @@ func (lc *LoopConn) Start(ended func()) {
 // net.Conn ends one that ServeConn serves); before Serve, too.
 func (lc *LoopConn) Close() {
 	w := lc.w
-	if !w.l.PostTo(w, w.end) {
+	if !w.l.PostTo(w, w.endOnLoop) {
 		w.end() // the loops are closing: nothing runs on them any more
 	}
 }
@@ -219,7 +219,7 @@ func (w *lwire) Event(ev loop.Events) {
 		w.buf, w.bufp, w.r, w.w = nil, nil, 0, 0
 	}
 	if w.finish() {
-		w.end()
+		w.endOnLoop()
 		return
 	}
 	w.wake()
@@ -265,7 +265,7 @@ func (w *lwire) resume() { w.Event(loop.In) }
 const maxEventReads = 16
 
 // Fail ends the connection after a panic on the loop.
-func (w *lwire) Fail() { w.end() }
+func (w *lwire) Fail() { w.endOnLoop() }
 
 // readAll reads what the socket has and acts on each whole frame; true
 // when it stopped at maxEventReads with more perhaps to read.
@@ -506,7 +506,7 @@ func (w *lwire) sendLocked() {
 func (w *lwire) failLocked(err error) {
 	c := w.c
 	c.dieLocked(err)
-	if !w.inEvent && !w.l.PostTo(w, w.end) { // in the event, its end sees c.dead
+	if !w.inEvent && !w.l.PostTo(w, w.endOnLoop) { // in the event, its end sees c.dead
 		go w.end() // the loops are closed; end takes c.mu, held here
 	}
 }
@@ -545,7 +545,7 @@ func (w *lwire) fired() {
 
 func (w *lwire) expire() {
 	if w.due() {
-		w.end()
+		w.endOnLoop()
 	}
 }
 
@@ -576,6 +576,14 @@ func (w *lwire) end() {
 	if onEnd := w.close(); onEnd != nil { // nil: Close came before Start, which sees it
 		go onEnd() // waits for the handlers, which the loop must not
 	}
+}
+
+// endOnLoop is end on the loop: the streams it forwards that wait for the
+// client go on too (their writes fail from now on, or they had ended
+// whole in the connection's last event), so that none waits for good.
+func (w *lwire) endOnLoop() {
+	w.end()
+	w.wake()
 }
 
 // close closes the socket, once; it returns what says the connection is

@@ -93,7 +93,9 @@ func (w *lwire) forwardLocked(f *http2.MetaHeadersFrame) (bool, error) {
 	case "CONNECT", "TRACE":
 		return false, nil
 	}
-	if rl.path == "*" || rl.authority == "" || rl.declared >= 0 {
+	if rl.path == "*" || rl.authority == "" || rl.declared >= 0 || (rl.scheme == "https") != (c.tls != nil) {
+		// (A scheme that is not the connection's: the worker's request
+		// has the TLS state only for https.)
 		return false, nil
 	}
 	for _, hf := range f.RegularFields() {
@@ -280,19 +282,19 @@ func (c *conn) pushLocked(st *stream) {
 	if st.failedLocked() != nil || len(lo.held) == 0 && !lo.heldEnd && lo.heldTr == nil {
 		return
 	}
-	n := c.frameLocked(st, lo.held, lo.heldEnd)
+	n := c.frameLocked(st, lo.held, lo.heldEnd && lo.heldTr == nil)
 	k := copy(lo.held, lo.held[n:])
 	lo.held = lo.held[:k]
 	if k > 0 {
 		return
 	}
-	lo.heldEnd = false
 	if lo.heldTr != nil {
 		c.writeHeadersLocked(st.id, lo.heldTr, true)
 		lo.heldTr = nil
 		st.localDone = true
 	}
 	if st.localDone {
+		lo.heldEnd = false
 		c.endLoopStreamLocked(st)
 	}
 }
@@ -311,9 +313,11 @@ func (c *conn) endLoopStreamLocked(st *stream) {
 func (c *conn) frameLocked(st *stream, p []byte, end bool) int {
 	sent := 0
 	for {
-		n := min(len(p)-sent, int(st.sendWin), int(c.sendWin), int(c.peerMaxFrame))
-		last := n >= 0 && sent+n == len(p)
-		if n <= 0 && !(last && end) {
+		// An empty frame needs no window: END_STREAM goes whatever the
+		// windows (a SETTINGS may have made them negative).
+		n := max(min(len(p)-sent, int(st.sendWin), int(c.sendWin), int(c.peerMaxFrame)), 0)
+		last := sent+n == len(p)
+		if n == 0 && !(last && end) {
 			return sent
 		}
 		var flags http2.Flags
@@ -419,24 +423,38 @@ func (w *lwire) queueLocked() {
 // Flush writes what the streams queued in this wake-up, then resumes
 // those that waited and no longer do.
 func (w *lwire) Flush() {
+	w.send()
+	w.wake()
+}
+
+// send writes what is queued (Flush's).
+func (w *lwire) send() {
 	c := w.c
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	w.deferred = false
 	w.sendLocked()
-	c.mu.Unlock()
-	w.wake()
 }
 
 // wake resumes the streams that waited for the client (Held) and no
 // longer do. On the loop, without c.mu.
 func (w *lwire) wake() {
+	ready := w.readyLocked()
+	for _, ls := range ready {
+		ls.Resume()
+	}
+	clear(ready)
+	w.ready = ready[:0]
+}
+
+// readyLocked takes the waiters that no longer wait out of the list and
+// returns them (wake's, under c.mu).
+func (w *lwire) readyLocked() []LoopStream {
 	c := w.c
 	c.mu.Lock()
-	if len(w.waiters) == 0 {
-		c.mu.Unlock()
-		return
-	}
+	defer c.mu.Unlock()
 	ready := w.ready[:0]
+	w.ready = nil // a Resume that wakes again gets a slice of its own
 	keep := w.waiters[:0]
 	for _, st := range w.waiters {
 		if c.heldLocked(st) {
@@ -448,11 +466,5 @@ func (w *lwire) wake() {
 	}
 	clear(w.waiters[len(keep):])
 	w.waiters = keep
-	w.ready = nil // a Resume that wakes again gets a slice of its own
-	c.mu.Unlock()
-	for _, ls := range ready {
-		ls.Resume()
-	}
-	clear(ready)
-	w.ready = ready[:0]
+	return ready
 }
