@@ -262,6 +262,14 @@ func (lc *lconn) start() {
 		lc.handOver(fromForward)
 		return
 	}
+	lc.forward()
+}
+
+// forward forwards the routed request on the loop: the pool's request
+// timeout from its start, the outbound head, the core's first attempt.
+func (lc *lconn) forward() {
+	c := lc.c
+	q := &c.req
 	if d := q.t.Timeouts.Request; d > 0 {
 		q.deadline = q.rec.Start.Add(d)
 		lc.reqBy = q.deadline.UnixNano()

@@ -173,15 +173,7 @@ func (lc *lconn) startStream(l *proxy.Listener) {
 		lc.drive()
 		return
 	}
-	if d := q.t.Timeouts.Request; d > 0 {
-		q.deadline = q.rec.Start.Add(d)
-		lc.reqBy = q.deadline.UnixNano()
-		lc.rearm()
-	}
-	c.buildOutbound()
-	lc.getReq()
-	lc.r.att.Start(&q.rec, c)
-	lc.attempt(false)
+	lc.forward()
 	lc.drive()
 }
 

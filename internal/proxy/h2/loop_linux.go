@@ -450,10 +450,22 @@ func (w *lwire) flood(r h2guard.Reason) {
 // event (whose end writes once for all of it), writes what the socket
 // takes at once.
 func (w *lwire) flushLocked() {
+	if !w.queueOutLocked() {
+		return
+	}
+	if !w.inEvent {
+		w.sendLocked()
+	}
+}
+
+// queueOutLocked moves what the server wrote (c.out) to the socket's
+// queue, past the flood guard's count; false when the connection is over
+// (or its TLS failed, which ends it).
+func (w *lwire) queueOutLocked() bool {
 	c := w.c
 	if c.dead || w.closed {
 		c.out = c.out[:0]
-		return
+		return false
 	}
 	if len(c.out) > 0 {
 		if w.g != nil {
@@ -463,12 +475,10 @@ func (w *lwire) flushLocked() {
 		c.out = c.out[:0]
 		if err != nil {
 			w.failLocked(err)
-			return
+			return false
 		}
 	}
-	if !w.inEvent {
-		w.sendLocked()
-	}
+	return true
 }
 
 // sendLocked writes what is queued as the socket takes it.

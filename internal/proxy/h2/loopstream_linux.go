@@ -398,21 +398,8 @@ func bstr(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 // of the loop's wake-up (Flush), once for every stream that wrote in it;
 // in the connection's own event, at its end.
 func (w *lwire) queueLocked() {
-	c := w.c
-	if c.dead || w.closed {
-		c.out = c.out[:0]
+	if !w.queueOutLocked() {
 		return
-	}
-	if len(c.out) > 0 {
-		if w.g != nil {
-			w.g.ScanOut(c.out)
-		}
-		err := w.sk.Queue(c.out)
-		c.out = c.out[:0]
-		if err != nil {
-			w.failLocked(err)
-			return
-		}
 	}
 	if !w.inEvent && !w.deferred {
 		w.deferred = true
