@@ -3,17 +3,22 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"github.com/sluice-lb/sluice/internal/config"
 )
@@ -56,7 +61,9 @@ import (
 //	        clients at once; 2 one client after the other)
 //	byte 1: bits 0-3 clients that send Connection: close (one bit each),
 //	        bits 4-5 max_connections_per_backend (0, 1, 2, 0), bit 6 no
-//	        retries
+//	        retries, bit 7 the clients speak HTTP/2 (h2c by prior
+//	        knowledge, a connection each; Connection: close does not apply:
+//	        on the event loops, bodiless streams are forwarded by the loop)
 //	then 4 bytes per request, client by client (see bfStep and bfEncode).
 //
 // The engine is the suite's (SLUICE_E2E_ENGINE, see withEngine); each input
@@ -231,6 +238,7 @@ type bfPlan struct {
 	closeMask         byte
 	maxConns          int
 	noRetries         bool
+	h2                bool // the clients speak HTTP/2
 	steps             [bfMaxClients][bfMaxRequests]bfStep
 }
 
@@ -245,7 +253,7 @@ func bfDecode(data []byte) bfPlan {
 	}
 	h0, h1 := next(), next()
 	p := bfPlan{clients: int(h0&3) + 1, requests: int(h0>>2&3) + 1, closeMask: h1 & 15,
-		maxConns: []int{0, 1, 2, 0}[h1>>4&3], noRetries: h1&64 != 0}
+		maxConns: []int{0, 1, 2, 0}[h1>>4&3], noRetries: h1&64 != 0, h2: h1&128 != 0}
 	switch h0 >> 4 & 3 {
 	case 1, 3:
 		p.order = 1
@@ -282,6 +290,18 @@ func bfS(method, framing, interim, mut, size int, param byte) [4]byte {
 
 // bfSeeds cover each framing and each mutation, at small and large sizes.
 func bfSeeds() [][]byte {
+	seeds := bfSeedsH1()
+	// And each with HTTP/2 clients.
+	for _, sd := range slices.Clone(seeds) {
+		sd = slices.Clone(sd)
+		sd[1] |= 0x80
+		seeds = append(seeds, sd)
+	}
+	return seeds
+}
+
+// bfSeedsH1 are the seeds with HTTP/1.1 clients.
+func bfSeedsH1() [][]byte {
 	plain := bfS(bfGET, bfLength, 0, bfNone, 2, 0)
 	big := 9 // 1 MiB
 	return [][]byte{
@@ -368,6 +388,7 @@ func bfConfig(plan bfPlan, addr string) *config.Config {
 	}
 	cfg := oneListener(pool)
 	cfg.ShutdownTimeout = 2 * time.Second
+	cfg.Listeners[0].H2C = plan.h2
 	return cfg
 }
 
@@ -754,6 +775,8 @@ type bfRun struct {
 // bfClient is one client: one connection to sluice at a time, reused
 // while both sides keep it open.
 type bfClient struct {
+	// h2 is the client's HTTP/2 connection (bfPlan.h2), in place of conn.
+	h2   *http2.Transport
 	conn net.Conn
 	br   *bufio.Reader
 	tee  *bfTee
@@ -826,6 +849,9 @@ func (r *bfRun) play() {
 	time.Sleep(bfMargin)
 	for c := range p.clients {
 		cl := &r.clients[c]
+		if cl.h2 != nil {
+			cl.h2.CloseIdleConnections()
+		}
 		if cl.conn != nil {
 			cl.idle = cl.checkIdle()
 			if cl.conn != nil {
@@ -871,6 +897,27 @@ func (r *bfRun) exchange(c, q int) {
 	}
 	out := &r.outcomes[c][q]
 	cl := &r.clients[c]
+	if r.plan.h2 {
+		r.sendH2(cl, out, st, c, q)
+	} else {
+		r.sendH1(cl, out, st, c, q)
+	}
+	if st.alone() {
+		// The answer is in: let the backend finish writing whatever else
+		// it writes, and those bytes reach sluice, before anyone sends the
+		// next request.
+		select {
+		case <-r.backend.quiet():
+		case <-time.After(bfQuietWait):
+			out.addNote(fmt.Sprintf("the backend was still writing %v after the answer", bfQuietWait))
+		}
+		time.Sleep(bfMargin)
+	}
+}
+
+// sendH1 sends request q of client c over HTTP/1.1, on the client's
+// connection (a new one if it has none).
+func (r *bfRun) sendH1(cl *bfClient, out *bfOutcome, st bfStep, c, q int) {
 	if cl.conn != nil {
 		if got := cl.checkIdle(); got != nil {
 			out.problem = fmt.Sprintf("before this request was sent, sluice sent on the idle connection: %.300q", got)
@@ -887,17 +934,41 @@ func (r *bfRun) exchange(c, q int) {
 	}
 	keep := r.plan.closeMask&(1<<c) == 0
 	r.send(cl, out, st, c, q, keep)
-	if st.alone() {
-		// The answer is in: let the backend finish writing whatever else
-		// it writes, and those bytes reach sluice, before anyone sends the
-		// next request.
-		select {
-		case <-r.backend.quiet():
-		case <-time.After(bfQuietWait):
-			out.addNote(fmt.Sprintf("the backend was still writing %v after the answer", bfQuietWait))
-		}
-		time.Sleep(bfMargin)
+}
+
+// sendH2 sends request q of client c as a stream of the client's HTTP/2
+// connection and judges its answer as send does.
+func (r *bfRun) sendH2(cl *bfClient, out *bfOutcome, st bfStep, c, q int) {
+	if cl.h2 == nil {
+		cl.h2 = &http2.Transport{AllowHTTP: true,
+			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, network, addr)
+			}}
 	}
+	tok := bfToken(c, q)
+	method := st.methodName()
+	var body io.Reader
+	if method == http.MethodPost {
+		body = strings.NewReader("GET /smuggled HTTP/1.1\r\nHost: backendfuzz\r\n\r\n")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), bfRequestWait)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, method, "http://"+r.addr+bfPath(c, q), body)
+	req.Host = "backendfuzz"
+	out.sent = true
+	resp, err := cl.h2.RoundTrip(req)
+	if err != nil {
+		out.addNote("no answer: " + err.Error())
+		return
+	}
+	got, err := io.ReadAll(io.LimitReader(resp.Body, bfMaxBody))
+	resp.Body.Close()
+	out.status, out.token, out.body = resp.StatusCode, resp.Header.Get("X-Token"), got
+	if err != nil {
+		out.addNote("body cut short: " + err.Error())
+	}
+	r.judge(out, tok, st, resp)
 }
 
 // send writes the request and reads its answer on cl, and closes the
