@@ -962,13 +962,20 @@ func (r *bfRun) sendH2(cl *bfClient, out *bfOutcome, st bfStep, c, q int) {
 		out.addNote("no answer: " + err.Error())
 		return
 	}
-	got, err := io.ReadAll(io.LimitReader(resp.Body, bfMaxBody))
+	r.readAndJudge(out, tok, st, resp)
+}
+
+// readAndJudge reads the answer's body and judges the answer; false when
+// the body was cut short.
+func (r *bfRun) readAndJudge(out *bfOutcome, tok string, st bfStep, resp *http.Response) bool {
+	body, err := io.ReadAll(io.LimitReader(resp.Body, bfMaxBody))
 	resp.Body.Close()
-	out.status, out.token, out.body = resp.StatusCode, resp.Header.Get("X-Token"), got
+	out.status, out.token, out.body = resp.StatusCode, resp.Header.Get("X-Token"), body
 	if err != nil {
 		out.addNote("body cut short: " + err.Error())
 	}
 	r.judge(out, tok, st, resp)
+	return err == nil
 }
 
 // send writes the request and reads its answer on cl, and closes the
@@ -1021,14 +1028,7 @@ func (r *bfRun) send(cl *bfClient, out *bfOutcome, st bfStep, c, q int, keep boo
 		}
 		break
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, bfMaxBody))
-	resp.Body.Close()
-	out.status, out.token, out.body = resp.StatusCode, resp.Header.Get("X-Token"), body
-	if err != nil {
-		out.addNote("body cut short: " + err.Error())
-	}
-	r.judge(out, tok, st, resp)
-	if err != nil || resp.Close || !keep || resp.StatusCode == 101 {
+	if !r.readAndJudge(out, tok, st, resp) || resp.Close || !keep || resp.StatusCode == 101 {
 		drop()
 	}
 }
