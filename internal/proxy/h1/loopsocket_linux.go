@@ -39,6 +39,9 @@ type Socket struct {
 	// bufp is the pooled buffer out (or, over TLS, the records) was
 	// given, kept to give it back without a new pointer.
 	bufp *[]byte
+	// cs is the TLS state, read once (state): the handshake is over, and
+	// it does not change.
+	cs *tls.ConnectionState
 }
 
 // TakeSocket takes nc, an accepted connection (over TLS made with LoopTLS,
@@ -85,6 +88,16 @@ func (s *Socket) ConnectionState() (tls.ConnectionState, bool) {
 		return tls.ConnectionState{}, false
 	}
 	return s.tc.ConnectionState(), true
+}
+
+// state is the connection's TLS state (nil: plain), read once for the
+// streams the loop forwards. On the loop.
+func (s *Socket) state() *tls.ConnectionState {
+	if s.cs == nil && s.tc != nil {
+		cs := s.tc.ConnectionState()
+		s.cs = &cs
+	}
+	return s.cs
 }
 
 // Read reads what the client sent (decrypted over TLS): ErrWouldBlock when

@@ -70,8 +70,9 @@ func (e *Engine) ForwardStream(sk *Socket, head []byte, out StreamOut) (LoopStre
 	}
 	sc := &streamConn{c: h1conn{e: e, ctx: e.ctx, raddr: sk.t.raddr, peer: sk.t.raddr.Addr(), h2: true}}
 	c := &sc.c
-	if sk.tc != nil {
-		c.nc = sk.tc // its TLS state: version, client certificate
+	if cs := sk.state(); cs != nil {
+		c.nc = sk.tc // its client certificate (clientCert)
+		c.tlsDone, c.tlsVer = true, cs.Version
 	}
 	c.acquire()
 	if len(head) > len(c.buf) {
@@ -134,11 +135,8 @@ func (lc *lconn) Flush() {
 func (w *lworker) servesRoute(l *proxy.Listener, c *h1conn, sk *Socket, n int) bool {
 	h := &c.req.head
 	host := bstr(h.Host)
-	if l.Covers != nil && sk.tc != nil {
-		cs := sk.tc.ConnectionState()
-		if !l.Covers(&cs, host) {
-			return false
-		}
+	if cs := sk.state(); l.Covers != nil && cs != nil && !l.Covers(cs, host) {
+		return false
 	}
 	hb := c.buf[:n]
 	raw := rawFields{head: hb, first: edge.FirstField(hb, h.Lead)}
