@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -17,8 +16,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/sluice-lb/sluice/internal/config"
 )
@@ -62,8 +59,9 @@ import (
 //	byte 1: bits 0-3 clients that send Connection: close (one bit each),
 //	        bits 4-5 max_connections_per_backend (0, 1, 2, 0), bit 6 no
 //	        retries, bit 7 the clients speak HTTP/2 (h2c by prior
-//	        knowledge, a connection each; Connection: close does not apply:
-//	        on the event loops, bodiless streams are forwarded by the loop)
+//	        knowledge, their streams on one connection with a 16 KiB stream
+//	        window; Connection: close does not apply; on the event loops,
+//	        bodiless streams are forwarded by the loop)
 //	then 4 bytes per request, client by client (see bfStep and bfEncode).
 //
 // The engine is the suite's (SLUICE_E2E_ENGINE, see withEngine); each input
@@ -770,13 +768,16 @@ type bfRun struct {
 	gate     sync.RWMutex
 	clients  [bfMaxClients]bfClient
 	outcomes [bfMaxClients][bfMaxRequests]bfOutcome
+	// h2 is the clients' one HTTP/2 connection (bfPlan.h2): the clients
+	// that run at once are streams of it together, and its 16 KiB stream
+	// window makes sluice hold answers for it.
+	h2     *http.Transport
+	h2Once sync.Once
 }
 
 // bfClient is one client: one connection to sluice at a time, reused
 // while both sides keep it open.
 type bfClient struct {
-	// h2 is the client's HTTP/2 connection (bfPlan.h2), in place of conn.
-	h2   *http2.Transport
 	conn net.Conn
 	br   *bufio.Reader
 	tee  *bfTee
@@ -847,11 +848,11 @@ func (r *bfRun) play() {
 	// Whatever sluice sends on a connection left open after the last
 	// request is an answer to nothing.
 	time.Sleep(bfMargin)
+	if r.h2 != nil {
+		r.h2.CloseIdleConnections()
+	}
 	for c := range p.clients {
 		cl := &r.clients[c]
-		if cl.h2 != nil {
-			cl.h2.CloseIdleConnections()
-		}
 		if cl.conn != nil {
 			cl.idle = cl.checkIdle()
 			if cl.conn != nil {
@@ -939,13 +940,11 @@ func (r *bfRun) sendH1(cl *bfClient, out *bfOutcome, st bfStep, c, q int) {
 // sendH2 sends request q of client c as a stream of the client's HTTP/2
 // connection and judges its answer as send does.
 func (r *bfRun) sendH2(cl *bfClient, out *bfOutcome, st bfStep, c, q int) {
-	if cl.h2 == nil {
-		cl.h2 = &http2.Transport{AllowHTTP: true,
-			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, network, addr)
-			}}
-	}
+	r.h2Once.Do(func() {
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		r.h2 = &http.Transport{Protocols: &p, HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 16 << 10}}
+	})
 	tok := bfToken(c, q)
 	method := st.methodName()
 	var body io.Reader
@@ -957,7 +956,7 @@ func (r *bfRun) sendH2(cl *bfClient, out *bfOutcome, st bfStep, c, q int) {
 	req, _ := http.NewRequestWithContext(ctx, method, "http://"+r.addr+bfPath(c, q), body)
 	req.Host = "backendfuzz"
 	out.sent = true
-	resp, err := cl.h2.RoundTrip(req)
+	resp, err := r.h2.RoundTrip(req)
 	if err != nil {
 		out.addNote("no answer: " + err.Error())
 		return
@@ -1141,8 +1140,8 @@ func (r *bfRun) problems() []string {
 func (r *bfRun) report() string {
 	var b strings.Builder
 	order := []string{"rounds", "concurrent", "one client after the other"}[r.plan.order]
-	fmt.Fprintf(&b, "  %d clients × %d requests, %s, close mask %04b, max_connections_per_backend %d, no retries %v\n",
-		r.plan.clients, r.plan.requests, order, r.plan.closeMask, r.plan.maxConns, r.plan.noRetries)
+	fmt.Fprintf(&b, "  %d clients × %d requests, %s, close mask %04b, max_connections_per_backend %d, no retries %v, HTTP/2 %v\n",
+		r.plan.clients, r.plan.requests, order, r.plan.closeMask, r.plan.maxConns, r.plan.noRetries, r.plan.h2)
 	for c := range r.plan.clients {
 		for q := range r.plan.requests {
 			o := r.outcomes[c][q]

@@ -56,6 +56,9 @@ type loopStream struct {
 	// live: ls is told Cancel if the stream ends; false once the
 	// forwarder made its last call (it ends the stream itself).
 	live bool
+	// cancelled: ls was told Cancel, which goes on with it (wake does
+	// not resume it: it would relay more before the Cancel runs).
+	cancelled bool
 	// held is body the client's windows do not take yet; heldEnd:
 	// END_STREAM goes after it; heldTr: then the trailers' header block.
 	held    []byte
@@ -67,7 +70,7 @@ type loopStream struct {
 // cancelLocked tells the forwarder that the stream ended.
 func (lo *loopStream) cancelLocked() {
 	if lo != nil && lo.live {
-		lo.live = false
+		lo.live, lo.cancelled = false, true
 		lo.ls.Cancel()
 	}
 }
@@ -449,7 +452,9 @@ func (w *lwire) readyLocked() []LoopStream {
 			continue
 		}
 		st.lo.waiting = false
-		ready = append(ready, st.lo.ls)
+		if !st.lo.cancelled {
+			ready = append(ready, st.lo.ls)
+		}
 	}
 	clear(w.waiters[len(keep):])
 	w.waiters = keep

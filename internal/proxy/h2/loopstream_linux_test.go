@@ -229,3 +229,32 @@ func TestLoopStreamTrailersAfterHeldData(t *testing.T) {
 		}
 	}
 }
+
+// TestLoopStreamCancelledNotResumed: a forwarder whose stream holds bytes
+// when the client goes is told Cancel and not Resume: resumed, it would
+// relay (and count as sent) more of the backend's answer before the
+// Cancel it was posted runs.
+func TestLoopStreamCancelledNotResumed(t *testing.T) {
+	ff := &fakeFwd{got: make(chan *fakeStream, 4)}
+	ts := startLoopServer(t, &Server{Forward: ff}, nil, nil)
+	p := newPeer(t, ts)
+	p.open(1, true, get("/x")...)
+	fs := recv(t, ff.got, "Forward")
+	var held bool
+	fs.on(func() {
+		fs.out.Head(200, []byte("Content-Length: 70000\r\n"), false)
+		fs.out.Data(make([]byte, 70000), true)
+		held = fs.out.Held()
+	})
+	if !held {
+		t.Fatal("70000 bytes in a 65535 window: not held")
+	}
+	p.nc.Close()
+	recv(t, fs.cancelled, "Cancel")
+	fs.on(func() {}) // what the loop does at the connection's end is done
+	select {
+	case <-fs.resumed:
+		t.Fatal("a cancelled forwarder was resumed")
+	default:
+	}
+}
