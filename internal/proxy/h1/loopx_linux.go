@@ -370,10 +370,7 @@ func (lc *lconn) forwarded(res proxy.Result) {
 	if gone {
 		q.closeAfter = true
 		c.out, lc.off = c.out[:0], 0
-		if lc.hs != nil {
-			lc.hs.Reset() // the client reset the stream: nothing more goes
-		}
-		return
+		return // a stream's: the client reset it, and endStream resets what is left
 	}
 	lc.answerFail(status, proxy.StatusText(status), closeConn)
 }

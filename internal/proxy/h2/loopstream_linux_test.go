@@ -71,6 +71,21 @@ func (s *eofAfter) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// answerPastTheWindow sends a whole 70,000-byte answer, which the
+// client's initial 65,535-byte window holds back in part.
+func (fs *fakeStream) answerPastTheWindow(t *testing.T) {
+	t.Helper()
+	var held bool
+	fs.on(func() {
+		fs.out.Head(200, []byte("Content-Length: 70000\r\n"), false)
+		fs.out.Data(make([]byte, 70000), true)
+		held = fs.out.Held()
+	})
+	if !held {
+		t.Fatal("70000 bytes in a 65535 window: not held")
+	}
+}
+
 // readBody reads stream 1's DATA until n bytes came.
 func readBody(p *peer, n int) {
 	got := 0
@@ -105,15 +120,7 @@ func TestLoopStreamResumedWhenTheConnectionEnds(t *testing.T) {
 	p.open(1, true, get("/x")...)
 	fs := recv(t, ff.got, "Forward")
 	w := recv(t, wrapped, "the socket")
-	var held bool
-	fs.on(func() {
-		fs.out.Head(200, []byte("Content-Length: 70000\r\n"), false)
-		fs.out.Data(make([]byte, 70000), true)
-		held = fs.out.Held()
-	})
-	if !held {
-		t.Fatal("70000 bytes in a 65535 window: not held")
-	}
+	fs.answerPastTheWindow(t)
 	readBody(p, 65535)
 	w.arm.Store(true)
 	var b bytes.Buffer
@@ -240,15 +247,7 @@ func TestLoopStreamCancelledNotResumed(t *testing.T) {
 	p := newPeer(t, ts)
 	p.open(1, true, get("/x")...)
 	fs := recv(t, ff.got, "Forward")
-	var held bool
-	fs.on(func() {
-		fs.out.Head(200, []byte("Content-Length: 70000\r\n"), false)
-		fs.out.Data(make([]byte, 70000), true)
-		held = fs.out.Held()
-	})
-	if !held {
-		t.Fatal("70000 bytes in a 65535 window: not held")
-	}
+	fs.answerPastTheWindow(t)
 	p.nc.Close()
 	recv(t, fs.cancelled, "Cancel")
 	fs.on(func() {}) // what the loop does at the connection's end is done
