@@ -102,3 +102,54 @@ func onLoop(env *engineEnv) *lconn {
 	}
 	return lc
 }
+
+// TestLoopStrayBytesInTheRequestsWakeUp: a backend's stray response that
+// reaches its idle connection in the same wake-up as the next request for
+// it (harvested together, the request's event first, so the idle
+// connection's own event has not closed it yet) keeps that request off
+// the connection: the check before the write (lup.silent) sees the bytes,
+// and the request goes on a new connection, so the client gets its own
+// answer and not the stray one. Without the check it gets the stray one.
+func TestLoopStrayBytesInTheRequestsWakeUp(t *testing.T) {
+	rb := newRawBackend(t, eachRequest(func(r *http.Request, _ []byte) (string, bool) {
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+	}))
+	s := defaultSetup()
+	s.OnLoops = true
+	env := startEngine(t, s, rb.URL)
+	c := dialClient(t, env.addr)
+	if resp, body := c.get("/"); resp.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("first request: %d %q", resp.StatusCode, body)
+	}
+	if n := env.idleUpstream(env.backend[0]); n != 1 {
+		t.Fatalf("%d idle backend connections after the first request, want 1", n)
+	}
+	// Hold every loop while the request and the stray bytes arrive, in
+	// that order.
+	release := make(chan struct{})
+	held := make(chan struct{}, len(env.loops.ws))
+	for _, w := range env.loops.ws {
+		if !w.ev.Post(func() { held <- struct{}{}; <-release }) {
+			t.Fatal("Post refused")
+		}
+	}
+	for range env.loops.ws {
+		recv(t, held, "a loop to be held")
+	}
+	c.write("GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(20 * time.Millisecond)
+	rb.mu.Lock()
+	for bc := range rb.open {
+		io.WriteString(bc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
+	}
+	rb.mu.Unlock()
+	time.Sleep(20 * time.Millisecond)
+	close(release)
+	resp, body := c.read("GET")
+	if resp.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("the second request got %d %q, want its own 200 \"ok\"", resp.StatusCode, body)
+	}
+	if n := rb.conns.Load(); n != 2 {
+		t.Fatalf("the backend saw %d connections, want 2 (the stray one is not reused)", n)
+	}
+}
