@@ -7,11 +7,12 @@
 // it, every Timer armed on it and every function posted to it runs on that
 // goroutine, so the state they touch needs no lock. The loop reads the
 // clock once per wake-up (Now), keeps one timer per connection on a
-// wheel that costs nothing per request (Timer), hands out buffers from
-// free lists of its own (Bufs), lets other goroutines give it work
-// through an eventfd (Post) and lets handlers batch their writes until the
-// end of a wake-up (Defer). A panic in a handler is recovered, logged and
-// ends that handler's connection, not the process.
+// wheel that costs nothing per request (Timer: the loop's own, NewTimer,
+// so that the wheel keeps nothing of a connection after its close), hands
+// out buffers from free lists of its own (Bufs), lets other goroutines
+// give it work through an eventfd (Post) and lets handlers batch their
+// writes until the end of a wake-up (Defer). A panic in a handler is
+// recovered, logged and ends that handler's connection, not the process.
 //
 // Why by hand: Go's own netpoller parks a goroutine per connection, which
 // is the cost this package exists to avoid (docs/benchmarks.md, "Where

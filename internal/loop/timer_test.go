@@ -3,6 +3,7 @@ package loop
 import (
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 // fired records when each timer fired, by the wheel's clock.
@@ -165,5 +166,47 @@ func TestBufs(t *testing.T) {
 	b.Put(make([]byte, 4096)) // beyond Max
 	if b.Free() != 2 {
 		t.Fatalf("%d free, want 2", b.Free())
+	}
+}
+
+// TestFreedTimerGivenOutAgain: a timer given back (FreeTimer) while it is
+// still in a slot neither fires nor keeps what it timed, and given out
+// again (NewTimer) it fires once, at its new deadline, whether that is
+// before or after the slot it still sits in.
+func TestFreedTimerGivenOutAgain(t *testing.T) {
+	for _, later := range []bool{false, true} {
+		l, err := New(Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := l.now
+		at := map[*Timer]int64{}
+		tm := l.NewTimer()
+		old := &fired{at: at, t: tm, w: &l.wheel}
+		l.SetTimer(tm, old, start+3*int64(time.Second))
+		l.FreeTimer(tm)
+		if tm.e != nil {
+			t.Fatal("a freed timer still points to what it timed")
+		}
+		again := l.NewTimer()
+		if again != tm {
+			t.Fatal("NewTimer did not give out the spare timer")
+		}
+		when := start + 1*int64(time.Second) // before its old slot
+		if later {
+			when = start + 4*int64(time.Second)
+		}
+		nu := &fired{at: at, t: again, w: &l.wheel}
+		l.SetTimer(again, nu, when)
+		for l.now = start; l.now < start+6*int64(time.Second); l.now += Tick {
+			l.wheel.advance(l.now, l.fire)
+		}
+		if len(old.order) != 0 {
+			t.Fatalf("later=%v: the freed timer's old owner was told %d times", later, len(old.order))
+		}
+		if len(nu.order) != 1 || at[again] < when || at[again] > when+2*Tick {
+			t.Fatalf("later=%v: the timer given out again fired %d times, at %d (deadline %d)", later, len(nu.order), at[again]-start, when-start)
+		}
+		l.Close()
 	}
 }

@@ -60,8 +60,9 @@ type lconn struct {
 	late bool
 	off  int // c.out[off:] waits for the client's socket (see pending)
 	// timer is the connection's one timer, set to the earliest of the
-	// deadlines below (nanoseconds on the loop's clock; 0: none).
-	timer   loop.Timer
+	// deadlines below (nanoseconds on the loop's clock; 0: none): the
+	// loop's (Loop.NewTimer) from the first deadline to the close.
+	timer   *loop.Timer
 	headBy  int64 // the head (or the first byte of the next one) by then
 	writeBy int64 // the answer written by then (timeouts.write)
 	reqBy   int64 // the pool's request timeout
@@ -413,10 +414,15 @@ func (lc *lconn) rearm() {
 		}
 	}
 	if at == 0 {
-		lc.timer.Stop()
+		if lc.timer != nil {
+			lc.timer.Stop()
+		}
 		return
 	}
-	lc.w.ev.SetTimer(&lc.timer, lc, at)
+	if lc.timer == nil {
+		lc.timer = lc.w.ev.NewTimer()
+	}
+	lc.w.ev.SetTimer(lc.timer, lc, at)
 }
 
 // Expire handles the deadline that passed.
@@ -480,7 +486,7 @@ func (lc *lconn) close() {
 		return
 	}
 	lc.closed = true
-	lc.timer.Stop()
+	lc.freeTimer()
 	if r := lc.r; r != nil {
 		if u := r.x.u; u != nil {
 			r.x.u = nil
@@ -504,6 +510,14 @@ func (lc *lconn) close() {
 	lc.w.ev.CloseFD(lc.fd)
 	lc.slot.Close()
 	lc.finishClosed()
+}
+
+// freeTimer gives the connection's timer back to the loop.
+func (lc *lconn) freeTimer() {
+	if t := lc.timer; t != nil {
+		lc.timer = nil
+		lc.w.ev.FreeTimer(t)
+	}
 }
 
 // finishClosed ends the connection's bookkeeping once its socket is

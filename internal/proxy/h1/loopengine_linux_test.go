@@ -3,8 +3,10 @@ package h1
 import (
 	"io"
 	"net/http"
+	"runtime"
 	"testing"
 	"time"
+	"weak"
 )
 
 // TestLoopClientGoneFreesItsPlace: on a loop, a client that goes away
@@ -151,5 +153,43 @@ func TestLoopStrayBytesInTheRequestsWakeUp(t *testing.T) {
 	}
 	if n := rb.conns.Load(); n != 2 {
 		t.Fatalf("the backend saw %d connections, want 2 (the stray one is not reused)", n)
+	}
+}
+
+// TestLoopClosedConnectionIsCollected: once a connection on a loop is
+// closed, nothing of the loop keeps its state (its timer stays in the
+// wheel's slot until the slot comes round, up to 5.12 s, but it is the
+// loop's, not the connection's), so the garbage collector takes it at
+// once: at a high rate of connections or HTTP/2 streams, five seconds of
+// them would be tens of megabytes.
+func TestLoopClosedConnectionIsCollected(t *testing.T) {
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	s := defaultSetup()
+	s.OnLoops = true
+	env := startEngine(t, s, srv.URL)
+	c := dialClient(t, env.addr)
+	if resp, _ := c.get("/"); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	lc := onLoop(env)
+	if lc == nil {
+		t.Fatal("the connection is not on a loop")
+	}
+	armed := make(chan bool, 1)
+	lc.w.ev.Post(func() { armed <- lc.timer != nil && lc.timer.When() != 0 })
+	if !recv(t, armed, "the loop's answer") {
+		t.Fatal("the idle connection has no timer armed (its idle timeout)")
+	}
+	wp := weak.Make(lc)
+	lc = nil
+	c.nc.Close()
+	waitFor(t, "the engine to forget the closed connection", func() bool { return onLoop(env) == nil })
+	deadline := time.Now().Add(2 * time.Second) // well inside the wheel's 5.12 s
+	for wp.Value() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the closed connection's state is still reachable 2 s after its close")
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -36,7 +36,7 @@ type lup struct {
 	buf        []byte
 	r, wr      int // unread response bytes: buf[r:wr]
 	lc         *lconn
-	timer      loop.Timer // the idle timeout
+	timer      *loop.Timer // the idle timeout (the loop's, while idle)
 }
 
 // get returns an idle connection to b for t's pool, or dials one.
@@ -57,7 +57,7 @@ func (w *lworker) get(b *pool.Backend, t *proxy.Target) (*lup, error) {
 			continue
 		}
 		u.reused = true
-		u.timer.Stop()
+		u.freeTimer()
 		return u, nil
 	}
 	ap := w.addr(b)
@@ -192,9 +192,20 @@ func (u *lup) release() {
 	u.idle = true
 	u.idleAt = w.ev.Now()
 	if d := u.up.Timeouts.Idle; d > 0 {
-		w.ev.SetTimer(&u.timer, u, u.idleAt+int64(d))
+		if u.timer == nil {
+			u.timer = w.ev.NewTimer()
+		}
+		w.ev.SetTimer(u.timer, u, u.idleAt+int64(d))
 	}
 	w.idle[u.b] = append(w.idle[u.b], u)
+}
+
+// freeTimer gives the idle timer back to the loop.
+func (u *lup) freeTimer() {
+	if t := u.timer; t != nil {
+		u.timer = nil
+		u.w.ev.FreeTimer(t)
+	}
 }
 
 func (u *lup) dropBuf() {
@@ -212,7 +223,7 @@ func (u *lup) close() {
 	if u.idle {
 		u.w.unidle(u)
 	}
-	u.timer.Stop()
+	u.freeTimer()
 	u.w.ev.CloseFD(u.fd)
 	u.dropBuf()
 }
