@@ -139,7 +139,10 @@ func (w *lworker) servesRoute(l *proxy.Listener, c *h1conn, sk *Socket, n int) b
 		return false
 	}
 	hb := c.buf[:n]
-	raw := rawFields{head: hb, first: edge.FirstField(hb, h.Lead)}
+	// The request's own (begin sets it again): a local would escape to
+	// the heap through Lookup's interface, one allocation per stream.
+	raw := &c.req.raw
+	*raw = rawFields{head: hb, first: edge.FirstField(hb, h.Lead)}
 	_, escaped, _ := proxy.SplitTarget(bstr(h.Target))
 	path := route.NormalizePath(escaped)
 	if l.ACME != nil {
@@ -147,7 +150,7 @@ func (w *lworker) servesRoute(l *proxy.Listener, c *h1conn, sk *Socket, n int) b
 			return false
 		}
 	}
-	idx, _ := l.Routes.Lookup(host, path, &raw)
+	idx, _ := l.Routes.Lookup(host, path, raw)
 	return idx < 0 || idx >= len(l.Targets) || w.serves(l.Targets[idx])
 }
 
