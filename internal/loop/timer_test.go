@@ -172,9 +172,18 @@ func TestBufs(t *testing.T) {
 // TestFreedTimerGivenOutAgain: a timer given back (FreeTimer) while it is
 // still in a slot neither fires nor keeps what it timed, and given out
 // again (NewTimer) it fires once, at its new deadline, whether that is
-// before or after the slot it still sits in.
+// before its old slot, in it or after it.
 func TestFreedTimerGivenOutAgain(t *testing.T) {
-	for _, later := range []bool{false, true} {
+	second := int64(time.Second)
+	for _, c := range []struct {
+		name  string
+		again int64 // the new deadline, from the start; 0: not given out again
+	}{
+		{"not given out again", 0},
+		{"earlier", 1 * second},
+		{"same slot", 3*second + Tick/2},
+		{"later", 4 * second},
+	} {
 		l, err := New(Config{})
 		if err != nil {
 			t.Fatal(err)
@@ -183,29 +192,29 @@ func TestFreedTimerGivenOutAgain(t *testing.T) {
 		at := map[*Timer]int64{}
 		tm := l.NewTimer()
 		old := &fired{at: at, t: tm, w: &l.wheel}
-		l.SetTimer(tm, old, start+3*int64(time.Second))
+		l.SetTimer(tm, old, start+3*second)
 		l.FreeTimer(tm)
 		if tm.e != nil {
-			t.Fatal("a freed timer still points to what it timed")
+			t.Fatalf("%s: a freed timer still points to what it timed", c.name)
 		}
-		again := l.NewTimer()
-		if again != tm {
-			t.Fatal("NewTimer did not give out the spare timer")
+		nu := &fired{at: at, t: tm, w: &l.wheel}
+		if c.again != 0 {
+			if again := l.NewTimer(); again != tm {
+				t.Fatalf("%s: NewTimer did not give out the spare timer", c.name)
+			}
+			l.SetTimer(tm, nu, start+c.again)
 		}
-		when := start + 1*int64(time.Second) // before its old slot
-		if later {
-			when = start + 4*int64(time.Second)
-		}
-		nu := &fired{at: at, t: again, w: &l.wheel}
-		l.SetTimer(again, nu, when)
-		for l.now = start; l.now < start+6*int64(time.Second); l.now += Tick {
+		for l.now = start; l.now < start+6*second; l.now += Tick {
 			l.wheel.advance(l.now, l.fire)
 		}
 		if len(old.order) != 0 {
-			t.Fatalf("later=%v: the freed timer's old owner was told %d times", later, len(old.order))
+			t.Fatalf("%s: the freed timer's old owner was told %d times", c.name, len(old.order))
 		}
-		if len(nu.order) != 1 || at[again] < when || at[again] > when+2*Tick {
-			t.Fatalf("later=%v: the timer given out again fired %d times, at %d (deadline %d)", later, len(nu.order), at[again]-start, when-start)
+		switch {
+		case c.again == 0 && len(nu.order) != 0:
+			t.Fatalf("%s: a freed timer fired", c.name)
+		case c.again != 0 && (len(nu.order) != 1 || at[tm] < start+c.again || at[tm] > start+c.again+2*Tick):
+			t.Fatalf("%s: the timer given out again fired %d times, at %d (deadline %d)", c.name, len(nu.order), at[tm]-start, c.again)
 		}
 		l.Close()
 	}
