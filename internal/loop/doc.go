@@ -7,7 +7,7 @@
 // it, every Timer armed on it and every function posted to it runs on that
 // goroutine, so the state they touch needs no lock. The loop reads the
 // clock once per wake-up (Now), keeps one timer per connection on a
-// wheel that costs nothing per request (Timer: the loop's own, NewTimer,
+// wheel that costs nothing per request (Timer: the loop's own, Arm,
 // so that the wheel keeps nothing of a connection after its close), hands
 // out buffers from free lists of its own (Bufs), lets other goroutines
 // give it work through an eventfd (Post) and lets handlers batch their

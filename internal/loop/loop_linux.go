@@ -101,7 +101,7 @@ type Loop struct {
 	gen     uint32
 	now     int64
 	wheel   wheel
-	timers  []*Timer // spare timers (NewTimer, FreeTimer)
+	timers  []*Timer // spare timers (Arm, Disarm)
 	defers  []Flusher
 
 	mu       sync.Mutex // guards inbox and closed
@@ -220,30 +220,40 @@ func (l *Loop) Now() int64 { return l.now }
 // SetTimer arms t to tell e at when (nanoseconds on the loop's clock).
 func (l *Loop) SetTimer(t *Timer, e Expirer, when int64) { l.wheel.set(t, e, when) }
 
-// NewTimer gives a stopped timer from the loop's spare ones, for what
-// ends before its deadlines would (a connection, a stream's request):
-// FreeTimer gives it back. A stopped timer stays in the wheel's slot
-// until that slot comes round, up to the wheel's span (5.12 s), so a
-// timer kept in the struct it times would keep that struct, and all it
-// points to, from the garbage collector that long after its end: at tens
-// of thousands of HTTP/2 streams a second, tens of megabytes.
-func (l *Loop) NewTimer() *Timer {
-	if n := len(l.timers); n > 0 {
-		t := l.timers[n-1]
-		l.timers[n-1] = nil
-		l.timers = l.timers[:n-1]
-		return t
+// Arm arms the timer at *t to tell e at when, taking one of the loop's
+// spare timers into *t first when it holds none; Disarm gives it back.
+// Timers are the loop's, not kept in the struct they time, because a
+// stopped timer stays in the wheel's slot until that slot comes round, up
+// to the wheel's span (5.12 s): one kept in a connection's struct would
+// keep the connection, and all it points to, from the garbage collector
+// that long after its close (at tens of thousands of HTTP/2 streams a
+// second, tens of megabytes).
+func (l *Loop) Arm(t **Timer, e Expirer, when int64) {
+	if *t == nil {
+		if n := len(l.timers); n > 0 {
+			*t = l.timers[n-1]
+			l.timers[n-1] = nil
+			l.timers = l.timers[:n-1]
+		} else {
+			*t = &Timer{}
+		}
 	}
-	return &Timer{}
+	l.wheel.set(*t, e, when)
 }
 
-// FreeTimer stops t and gives it back to the loop: the wheel may still
-// hold it, but no longer what it told. Given out again while still in a
-// slot, it is armed as any timer whose deadline moved.
-func (l *Loop) FreeTimer(t *Timer) {
-	t.when, t.e = 0, nil
+// Disarm stops the timer at *t, if any, gives it back to the loop and
+// clears *t: the wheel may still hold the timer, but no longer what it
+// told. Armed again while still in a slot, it moves as any timer whose
+// deadline moved.
+func (l *Loop) Disarm(t **Timer) {
+	tm := *t
+	if tm == nil {
+		return
+	}
+	*t = nil
+	tm.when, tm.e = 0, nil
 	if len(l.timers) < maxSpareTimers {
-		l.timers = append(l.timers, t)
+		l.timers = append(l.timers, tm)
 	}
 }
 

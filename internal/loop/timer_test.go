@@ -169,10 +169,10 @@ func TestBufs(t *testing.T) {
 	}
 }
 
-// TestFreedTimerGivenOutAgain: a timer given back (FreeTimer) while it is
+// TestFreedTimerGivenOutAgain: a timer given back (Disarm) while it is
 // still in a slot neither fires nor keeps what it timed, and given out
-// again (NewTimer) it fires once, at its new deadline, whether that is
-// before its old slot, in it or after it.
+// again (Arm) it fires once, at its new deadline, whether that is before
+// its old slot, in it or after it.
 func TestFreedTimerGivenOutAgain(t *testing.T) {
 	second := int64(time.Second)
 	for _, c := range []struct {
@@ -190,19 +190,22 @@ func TestFreedTimerGivenOutAgain(t *testing.T) {
 		}
 		start := l.now
 		at := map[*Timer]int64{}
-		tm := l.NewTimer()
-		old := &fired{at: at, t: tm, w: &l.wheel}
-		l.SetTimer(tm, old, start+3*second)
-		l.FreeTimer(tm)
-		if tm.e != nil {
+		var owner *Timer
+		old := &fired{at: at, w: &l.wheel}
+		l.Arm(&owner, old, start+3*second)
+		tm := owner
+		old.t = tm
+		l.Disarm(&owner)
+		if owner != nil || tm.e != nil {
 			t.Fatalf("%s: a freed timer still points to what it timed", c.name)
 		}
 		nu := &fired{at: at, t: tm, w: &l.wheel}
 		if c.again != 0 {
-			if again := l.NewTimer(); again != tm {
-				t.Fatalf("%s: NewTimer did not give out the spare timer", c.name)
+			var next *Timer
+			l.Arm(&next, nu, start+c.again)
+			if next != tm {
+				t.Fatalf("%s: Arm did not take the spare timer", c.name)
 			}
-			l.SetTimer(tm, nu, start+c.again)
 		}
 		for l.now = start; l.now < start+6*second; l.now += Tick {
 			l.wheel.advance(l.now, l.fire)

@@ -61,7 +61,7 @@ type lconn struct {
 	off  int // c.out[off:] waits for the client's socket (see pending)
 	// timer is the connection's one timer, set to the earliest of the
 	// deadlines below (nanoseconds on the loop's clock; 0: none): the
-	// loop's (Loop.NewTimer) from the first deadline to the close.
+	// loop's (Loop.Arm) from the first deadline to the close.
 	timer   *loop.Timer
 	headBy  int64 // the head (or the first byte of the next one) by then
 	writeBy int64 // the answer written by then (timeouts.write)
@@ -419,10 +419,7 @@ func (lc *lconn) rearm() {
 		}
 		return
 	}
-	if lc.timer == nil {
-		lc.timer = lc.w.ev.NewTimer()
-	}
-	lc.w.ev.SetTimer(lc.timer, lc, at)
+	lc.w.ev.Arm(&lc.timer, lc, at)
 }
 
 // Expire handles the deadline that passed.
@@ -486,7 +483,7 @@ func (lc *lconn) close() {
 		return
 	}
 	lc.closed = true
-	lc.freeTimer()
+	lc.w.ev.Disarm(&lc.timer)
 	if r := lc.r; r != nil {
 		if u := r.x.u; u != nil {
 			r.x.u = nil
@@ -510,14 +507,6 @@ func (lc *lconn) close() {
 	lc.w.ev.CloseFD(lc.fd)
 	lc.slot.Close()
 	lc.finishClosed()
-}
-
-// freeTimer gives the connection's timer back to the loop.
-func (lc *lconn) freeTimer() {
-	if t := lc.timer; t != nil {
-		lc.timer = nil
-		lc.w.ev.FreeTimer(t)
-	}
 }
 
 // finishClosed ends the connection's bookkeeping once its socket is

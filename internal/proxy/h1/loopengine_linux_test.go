@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 	"weak"
@@ -129,6 +130,9 @@ func TestLoopStrayBytesInTheRequestsWakeUp(t *testing.T) {
 	// Hold every loop while the request and the stray bytes arrive, in
 	// that order.
 	release := make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free) // a failure below must not leave the loops held
 	held := make(chan struct{}, len(env.loops.ws))
 	for _, w := range env.loops.ws {
 		if !w.ev.Post(func() { held <- struct{}{}; <-release }) {
@@ -146,7 +150,7 @@ func TestLoopStrayBytesInTheRequestsWakeUp(t *testing.T) {
 	}
 	rb.mu.Unlock()
 	time.Sleep(20 * time.Millisecond)
-	close(release)
+	free()
 	resp, body := c.read("GET")
 	if resp.StatusCode != 200 || string(body) != "ok" {
 		t.Fatalf("the second request got %d %q, want its own 200 \"ok\"", resp.StatusCode, body)

@@ -240,7 +240,7 @@ func (lc *lconn) handOver(from int) {
 	c := lc.c
 	w := lc.w
 	lc.closed = true
-	lc.freeTimer()
+	w.ev.Disarm(&lc.timer)
 	if err := w.ev.Detach(lc.fd); err != nil {
 		lc.fail(err)
 		return

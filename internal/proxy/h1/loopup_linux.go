@@ -57,7 +57,7 @@ func (w *lworker) get(b *pool.Backend, t *proxy.Target) (*lup, error) {
 			continue
 		}
 		u.reused = true
-		u.freeTimer()
+		w.ev.Disarm(&u.timer)
 		return u, nil
 	}
 	ap := w.addr(b)
@@ -192,20 +192,9 @@ func (u *lup) release() {
 	u.idle = true
 	u.idleAt = w.ev.Now()
 	if d := u.up.Timeouts.Idle; d > 0 {
-		if u.timer == nil {
-			u.timer = w.ev.NewTimer()
-		}
-		w.ev.SetTimer(u.timer, u, u.idleAt+int64(d))
+		w.ev.Arm(&u.timer, u, u.idleAt+int64(d))
 	}
 	w.idle[u.b] = append(w.idle[u.b], u)
-}
-
-// freeTimer gives the idle timer back to the loop.
-func (u *lup) freeTimer() {
-	if t := u.timer; t != nil {
-		u.timer = nil
-		u.w.ev.FreeTimer(t)
-	}
 }
 
 func (u *lup) dropBuf() {
@@ -223,7 +212,7 @@ func (u *lup) close() {
 	if u.idle {
 		u.w.unidle(u)
 	}
-	u.freeTimer()
+	u.w.ev.Disarm(&u.timer)
 	u.w.ev.CloseFD(u.fd)
 	u.dropBuf()
 }
