@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // scrape reads the admin address's /metrics into series → value (series
@@ -99,7 +100,19 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 	send(h2c, "GET", "/", "b", "", 200)
 	send(h1c, "GET", "/status/404", "b", "", 404)
 
-	m := scrape(t, admin)
+	// A request is counted once its answer is written: the client may
+	// read the last one before its loop has counted it.
+	var m map[string]float64
+	eventually(t, 5*time.Second, "all 9 requests to be counted", func() bool {
+		m = scrape(t, admin)
+		n := 0.0
+		for k, v := range m {
+			if strings.HasPrefix(k, "sluice_listener_requests_total{") {
+				n += v
+			}
+		}
+		return n >= 9
+	})
 	a, b := ba.URL(), bb.URL()
 	for _, w := range []struct {
 		series string
