@@ -66,20 +66,7 @@ func TestLoopClientGoneFreesItsPlace(t *testing.T) {
 // request it forwards and gives it back at the request's end, and the
 // loop reuses it for the next.
 func TestLoopIdleHoldsNoRequest(t *testing.T) {
-	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
-	s := defaultSetup()
-	s.OnLoops = true
-	env := startEngine(t, s, srv.URL)
-	c := dialClient(t, env.addr)
-	for range 3 {
-		if resp, _ := c.get("/"); resp.StatusCode != 200 {
-			t.Fatalf("status %d", resp.StatusCode)
-		}
-	}
-	lc := onLoop(env)
-	if lc == nil {
-		t.Fatal("the connection is not on a loop")
-	}
+	_, _, lc := idleOnLoop(t, 3)
 	type seen struct{ held, spare int }
 	got := make(chan seen, 1)
 	lc.w.ev.Post(func() {
@@ -92,6 +79,28 @@ func TestLoopIdleHoldsNoRequest(t *testing.T) {
 	if s := recv(t, got, "the loop's answer"); s.held != 0 || s.spare != 1 {
 		t.Fatalf("after three requests on an idle connection: it holds %d request states, its loop keeps %d spare; want 0 and 1", s.held, s.spare)
 	}
+}
+
+// idleOnLoop starts an engine on loops before a backend that answers
+// "ok", makes n requests on one client connection and returns the
+// engine, the client and the connection's loop state, now idle.
+func idleOnLoop(t *testing.T, n int) (*engineEnv, *testClient, *lconn) {
+	t.Helper()
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	s := defaultSetup()
+	s.OnLoops = true
+	env := startEngine(t, s, srv.URL)
+	c := dialClient(t, env.addr)
+	for range n {
+		if resp, _ := c.get("/"); resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	lc := onLoop(env)
+	if lc == nil {
+		t.Fatal("the connection is not on a loop")
+	}
+	return env, c, lc
 }
 
 // onLoop returns the loop state of the engine's one client connection
@@ -167,18 +176,7 @@ func TestLoopStrayBytesInTheRequestsWakeUp(t *testing.T) {
 // once: at a high rate of connections or HTTP/2 streams, five seconds of
 // them would be tens of megabytes.
 func TestLoopClosedConnectionIsCollected(t *testing.T) {
-	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
-	s := defaultSetup()
-	s.OnLoops = true
-	env := startEngine(t, s, srv.URL)
-	c := dialClient(t, env.addr)
-	if resp, _ := c.get("/"); resp.StatusCode != 200 {
-		t.Fatalf("status %d", resp.StatusCode)
-	}
-	lc := onLoop(env)
-	if lc == nil {
-		t.Fatal("the connection is not on a loop")
-	}
+	env, c, lc := idleOnLoop(t, 1)
 	armed := make(chan bool, 1)
 	lc.w.ev.Post(func() { armed <- lc.timer != nil && lc.timer.When() != 0 })
 	if !recv(t, armed, "the loop's answer") {
