@@ -218,6 +218,9 @@ func (l *Loop) Detach(fd int) error {
 func (l *Loop) Now() int64 { return l.now }
 
 // SetTimer arms t to tell e at when (nanoseconds on the loop's clock).
+// For a timer kept in what it times, which the wheel then keeps reachable
+// up to 5.12 s after it stops; what ends before its deadlines (a
+// connection, a stream) arms the loop's own instead (Arm).
 func (l *Loop) SetTimer(t *Timer, e Expirer, when int64) { l.wheel.set(t, e, when) }
 
 // Arm arms the timer at *t to tell e at when, taking one of the loop's
