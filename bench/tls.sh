@@ -26,6 +26,15 @@
 #   H1=1             a third target: the same sluice with `engine: h1` (the goroutine engine)
 #                    on its TLS and h2c listeners (127.0.0.1:8491, 127.0.0.1:8091; admin 19191),
 #                    in every scenario; the summary adds sluice ÷ sluice-h1
+#   HAP2=1           a target with two threads: haproxy2, the same HAProxy config with `nbthread 2`
+#                    (127.0.0.1:8082, TLS 127.0.0.1:8482), like for like with sluice's default of
+#                    one loop per CPU (2 here); the summary adds sluice ÷ haproxy2
+#   ONE_LOOP=1       a target with one loop: sluice-1loop, the same sluice config with
+#                    `event_loops: 1` (127.0.0.1:8492, h2c 127.0.0.1:8092, admin 19192), like for
+#                    like with haproxy1's one thread; the summary adds sluice-1loop ÷ haproxy1
+#                    (on 2 CPUs shared with the load and the backends, two threads widen the
+#                    latency spread of a saturated run: each serves its own connections, and
+#                    the one that shares its CPU with more of the others falls behind)
 #   SHARED [../shared/bench]   the shared harness (its backend, haproxy.cfg, report.lua, awk)
 # Targets, one process each, CPU = utime+stime of its process tree from /proc/PID/stat:
 #   haproxy1  HAProxy `nbthread 1`: the shared peers/haproxy.cfg (127.0.0.1:8081: HTTP/1.1, and
@@ -75,13 +84,23 @@ fi
 for s in $SCENARIOS; do
   case $s in http-ka|https-ka|tls-full|tls-resume|h2-tls|h2c) ;; *) echo "unknown scenario $s" >&2; exit 2;; esac
 done
+HAP2=${HAP2:-0}
+if [[ $HAP2 == 1 ]]; then
+  NAMES+=(haproxy2); TLS_ADDRS+=(127.0.0.1:8482); H2C_ADDRS+=(127.0.0.1:8082)
+  STARTED+=" haproxy2"; STOP_MSG="bench/tls.sh: stopped the proxies and the backends"
+fi
+ONE_LOOP=${ONE_LOOP:-0}
+if [[ $ONE_LOOP == 1 ]]; then
+  NAMES+=(sluice-1loop); TLS_ADDRS+=(127.0.0.1:8492); H2C_ADDRS+=(127.0.0.1:8092)
+  STARTED+=" sluice-1loop"; STOP_MSG="bench/tls.sh: stopped the proxies and the backends"
+fi
 REV_FULL=$(commit_of REV "$REV")
 
 # ---- 0. prerequisites -------------------------------------------------------
 tools=(haproxy wrk h2load:nghttp2-client openssl curl); [[ $PROFILE == 1 ]] && tools+=(perf:linux-perf)
 require "${tools[@]}"
 ports_free "is another benchmark running? (bench/run.sh, ../shared/bench/stop-peers.sh)" \
-  9001 9002 9003 8081 8481 8090 8490 19190 8097 8499 8091 8491 19191
+  9001 9002 9003 8081 8481 8090 8490 19190 8097 8499 8091 8491 19191 8082 8482 8092 8492 19192
 CLEANUP_RM=("$SRC")
 stop_on_exit
 
@@ -106,6 +125,8 @@ sed -e 's|^    bind "127.0.0.1:${HAPROXY_PORT}"$|&\n    bind 127.0.0.1:8481 ssl 
   "$SHARED/peers/haproxy.cfg" >"$LAST/haproxy.cfg"
 grep -q '^    bind 127.0.0.1:8481 ssl crt ' "$LAST/haproxy.cfg" || { echo "could not add the TLS bind to $SHARED/peers/haproxy.cfg" >&2; exit 1; }
 NBTHREAD=1 HAPROXY_PORT=8081 haproxy -c -q -f "$LAST/haproxy.cfg"
+sed -e 's|^    bind 127.0.0.1:8481 ssl |    bind 127.0.0.1:8482 ssl |' "$LAST/haproxy.cfg" >"$LAST/haproxy2.cfg"
+NBTHREAD=2 HAPROXY_PORT=8082 haproxy -c -q -f "$LAST/haproxy2.cfg"
 cat >"$LAST/sluice.yaml" <<EOF
 listeners:
   - name: tls
@@ -135,12 +156,17 @@ EOF
 sed -e 's/127.0.0.1:8490/127.0.0.1:8491/; s/127.0.0.1:8090/127.0.0.1:8091/; s/127.0.0.1:19190/127.0.0.1:19191/' \
   -e 's/^    pool: web$/&\n    engine: h1/' "$LAST/sluice.yaml" >"$LAST/sluice-h1.yaml"
 "$BIN_DIR/sluice" validate -config "$LAST/sluice-h1.yaml"
+{ sed -e 's/127.0.0.1:8490/127.0.0.1:8492/; s/127.0.0.1:8090/127.0.0.1:8092/; s/127.0.0.1:19190/127.0.0.1:19192/' "$LAST/sluice.yaml"
+  echo "event_loops: 1"; } >"$LAST/sluice-1loop.yaml"
+"$BIN_DIR/sluice" validate -config "$LAST/sluice-1loop.yaml"
 
 log "starting backends (as ../shared/bench/start-peers.sh does), haproxy1 and sluice, unpinned"
 start_backends 9001 9002 9003
 NBTHREAD=1 HAPROXY_PORT=8081 "$SHARED/start-one.sh" haproxy1 -- haproxy -db -f "$LAST/haproxy.cfg"
 "$SHARED/start-one.sh" sluice -- "$BIN_DIR/sluice" run -config "$LAST/sluice.yaml"
 [[ $H1 == 1 ]] && "$SHARED/start-one.sh" sluice-h1 -- "$BIN_DIR/sluice" run -config "$LAST/sluice-h1.yaml"
+[[ $HAP2 == 1 ]] && NBTHREAD=2 HAPROXY_PORT=8082 "$SHARED/start-one.sh" haproxy2 -- haproxy -db -f "$LAST/haproxy2.cfg"
+[[ $ONE_LOOP == 1 ]] && "$SHARED/start-one.sh" sluice-1loop -- "$BIN_DIR/sluice" run -config "$LAST/sluice-1loop.yaml"
 [[ $EVPROTO == 1 ]] && "$SHARED/start-one.sh" evproto -- "$BIN_DIR/evproto" -mode loop -listen 127.0.0.1:8098 \
   -h2c-listen 127.0.0.1:8097 -h2-tls-listen 127.0.0.1:8499 -cert "$LAST/cert.pem" -key "$LAST/key.pem" \
   -backends 127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9003
@@ -293,6 +319,18 @@ log "summary"
     echo "sluice on its event loops (engine: loop, the default) ÷ sluice on the goroutine engine (engine: h1), same binary, same round:"
     echo
     awk -F, -v ref=sluice-h1 -v tgt=sluice -v streams="$STREAMS" -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/tls.awk" "$CSV"
+  fi
+  if [[ $HAP2 == 1 ]]; then
+    echo
+    echo "Two threads each: sluice (one loop per CPU, its default) ÷ haproxy2 (nbthread 2), same round:"
+    echo
+    awk -F, -v ref=haproxy2 -v tgt=sluice -v streams="$STREAMS" -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/tls.awk" "$CSV"
+  fi
+  if [[ $ONE_LOOP == 1 ]]; then
+    echo
+    echo "One thread each: sluice-1loop (event_loops: 1) ÷ haproxy1 (nbthread 1), same round:"
+    echo
+    awk -F, -v ref=haproxy1 -v tgt=sluice-1loop -v streams="$STREAMS" -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/tls.awk" "$CSV"
   fi
   if [[ -s $LAST/perf/split.md ]]; then
     echo
