@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/config"
+	"github.com/sluice-lb/sluice/internal/gcfloor"
 	"github.com/sluice-lb/sluice/internal/sdnotify"
 	"github.com/sluice-lb/sluice/internal/server"
 	"github.com/sluice-lb/sluice/internal/upgrade"
@@ -102,6 +103,14 @@ func serve(ctx context.Context, cfg *config.Config, out streams, so serveOptions
 					f()
 				}
 			}
+		}()
+	}
+	if gcfloor.Enabled() {
+		// For as long as serve runs, draining included.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			gcfloor.Run(alive, gcfloor.DefaultFloor, 20*time.Millisecond, logger)
 		}()
 	}
 	onSignal(syscall.SIGHUP, func() {
