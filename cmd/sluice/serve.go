@@ -110,7 +110,7 @@ func serve(ctx context.Context, cfg *config.Config, out streams, so serveOptions
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			gcfloor.Run(alive, gcfloor.DefaultFloor, 20*time.Millisecond, logger)
+			gcfloor.Run(alive, gcfloor.DefaultFloor, gcfloor.DefaultEvery, logger)
 		}()
 	}
 	onSignal(syscall.SIGHUP, func() {

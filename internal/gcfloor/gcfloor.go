@@ -31,6 +31,12 @@ import (
 // DefaultFloor is the heap goal sluice keeps at least (32 MiB).
 const DefaultFloor = 32 << 20
 
+// DefaultEvery is how often Run looks for a new collection: ten wake-ups a
+// second for an idle process. Until it looks, a collection that found a
+// larger live heap keeps the GOGC set for the smaller one, so the heap may
+// pass the goal Run would set by what is allocated meanwhile.
+const DefaultEvery = 100 * time.Millisecond
+
 // Enabled reports whether the process may tune GOGC: not when the
 // environment sets it.
 func Enabled() bool { return os.Getenv("GOGC") == "" }
