@@ -14,9 +14,12 @@
 // connection; by hand, h2c's p99 at saturation from 78 ms to 35.
 //
 // Run raises GOGC as far as it takes for the goal to reach the floor, and
-// lets it fall back to 100 as the live heap grows: the heap stays under
-// max(floor, what GOGC=100 allows), never more. An operator who sets GOGC
-// has chosen: the process leaves it alone (Enabled).
+// lets it fall back to 100 as the live heap grows, so that the goal is
+// about max(floor, what GOGC=100 gives). It looks after each collection
+// (polling for one), so a collection that finds a much larger live heap
+// gets a goal from the raised GOGC until Run's next look: the heap may
+// pass that bound by what is allocated meanwhile. An operator who sets
+// GOGC has chosen: the process leaves it alone (Enabled).
 package gcfloor
 
 import (
@@ -42,7 +45,9 @@ const DefaultEvery = 100 * time.Millisecond
 func Enabled() bool { return os.Getenv("GOGC") == "" }
 
 // heapMinimum is the runtime's least heap goal at GOGC=100; it scales with
-// GOGC (runtime/mgcpacer.go: 4 MiB × GOGC/100).
+// GOGC (runtime/mgcpacer.go: 4 MiB × GOGC/100; 512 KiB in a build with
+// GOEXPERIMENT=heapminimum512kib, where a live heap near zero then gets a
+// goal below the floor).
 const heapMinimum = 4 << 20
 
 // Percent is the GOGC at which the heap goal, for a live heap of live
@@ -56,7 +61,7 @@ func Percent(floor, live, roots uint64) int {
 	if live >= floor {
 		return 100
 	}
-	p := floor * 100 / heapMinimum
+	p := (floor*100 + heapMinimum - 1) / heapMinimum
 	if base := live + roots; base > 0 {
 		// goal = live + base×p/100 = floor
 		p = min(p, ((floor-live)*100+base-1)/base)
@@ -64,22 +69,33 @@ func Percent(floor, live, roots uint64) int {
 	return int(max(p, 100))
 }
 
-// Run keeps the heap goal at floor or above until ctx ends, looking after
-// each collection (it polls every `every` for one); then it sets GOGC
-// back as it found it. Changes are logged at debug level.
+// Run keeps the heap goal at floor or above until ctx ends, looking for a
+// new collection every `every` (DefaultEvery when not positive); then it
+// sets GOGC back to 100. It does nothing when GOGC is not 100 as it starts
+// (set in the environment or by the program): someone has chosen.
+// Changes are logged at debug level.
 func Run(ctx context.Context, floor uint64, every time.Duration, log *slog.Logger) {
 	samples := []metrics.Sample{
+		{Name: "/gc/gogc:percent"},
 		{Name: "/gc/cycles/total:gc-cycles"},
 		{Name: "/gc/heap/live:bytes"},
 		{Name: "/gc/scan/stack:bytes"},
 		{Name: "/gc/scan/globals:bytes"},
 	}
+	metrics.Read(samples)
+	if samples[0].Value.Kind() != metrics.KindUint64 || samples[0].Value.Uint64() != 100 {
+		log.Debug("gc: GOGC is not 100; the heap goal floor is off")
+		return
+	}
+	samples = samples[1:]
+	if every <= 0 {
+		every = DefaultEvery
+	}
 	var cycles uint64
-	set := -1 // what Run set last; -1: nothing yet
-	orig := -1
+	set := 100 // what GOGC is
 	defer func() {
-		if orig != -1 {
-			debug.SetGCPercent(orig)
+		if set != 100 {
+			debug.SetGCPercent(100)
 		}
 	}()
 	t := time.NewTicker(every)
@@ -90,12 +106,10 @@ func Run(ctx context.Context, floor uint64, every time.Duration, log *slog.Logge
 			cycles = n
 			live := samples[1].Value.Uint64()
 			p := Percent(floor, live, samples[2].Value.Uint64()+samples[3].Value.Uint64())
-			// A change of less than a tenth is not worth the heap lock.
-			if set == -1 || p*10 < set*9 || p*10 > set*11 || (p == 100) != (set == 100) {
-				old := debug.SetGCPercent(p)
-				if orig == -1 {
-					orig = old
-				}
+			// Up at once, the goal being under the floor; down only by a
+			// tenth or more (or to 100), not worth the heap lock for less.
+			if p > set || p*10 < set*9 || p == 100 && set != 100 {
+				debug.SetGCPercent(p)
 				set = p
 				log.Debug("gc: heap goal floor", "gogc", p, "live_bytes", live, "floor_bytes", floor)
 			}

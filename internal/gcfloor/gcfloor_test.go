@@ -46,49 +46,77 @@ func TestPercent(t *testing.T) {
 	}
 }
 
-func gogc() int {
-	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+func readUint(name string) uint64 {
+	s := []metrics.Sample{{Name: name}}
 	metrics.Read(s)
-	return int(s[0].Value.Uint64())
+	return s[0].Value.Uint64()
 }
 
+func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
 // TestRunRaisesAndRestores: with a floor far above this test's live heap,
-// Run raises GOGC after a collection (the heap goal follows), and puts it
-// back as it was when its context ends.
+// Run raises GOGC after a collection, the runtime's heap goal lands on the
+// floor (not above it by more than a tenth), and GOGC is 100 again once
+// Run's context ends.
 func TestRunRaisesAndRestores(t *testing.T) {
 	if !Enabled() {
 		t.Skip("gcfloor: GOGC is set in the environment, which Run leaves alone")
 	}
-	before := gogc()
+	const floor = 256 * mib
+	if readUint("/gc/gomemlimit:bytes") < 2*floor {
+		t.Skip("gcfloor: GOMEMLIMIT is below the test's floor")
+	}
+	debug.SetGCPercent(100)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		Run(ctx, 256*mib, time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		Run(ctx, floor, time.Millisecond, discard())
 	}()
 	defer func() {
 		cancel()
 		<-done
+		debug.SetGCPercent(100)
 	}()
 	deadline := time.Now().Add(5 * time.Second)
-	for gogc() <= 100 {
+	for readUint("/gc/gogc:percent") <= 100 {
 		if time.Now().After(deadline) {
-			t.Fatalf("GOGC still %d 5 s after Run started", gogc())
+			t.Fatalf("GOGC still %d 5 s after Run started", readUint("/gc/gogc:percent"))
 		}
 		runtime.GC()
 		time.Sleep(5 * time.Millisecond)
 	}
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	if ms.NextGC < 200*mib {
-		t.Errorf("GOGC=%d, yet the heap goal is %d MiB, not near the 256 MiB floor", gogc(), ms.NextGC/mib)
+	if goal := readUint("/gc/heap/goal:bytes"); goal < floor || goal > floor+floor/10 {
+		t.Errorf("GOGC=%d, and the heap goal is %.1f MiB; want the floor, %d MiB (up to a tenth more)",
+			readUint("/gc/gogc:percent"), float64(goal)/mib, floor/mib)
 	}
 	cancel()
 	<-done
-	if got := gogc(); got != before {
-		t.Errorf("GOGC %d after Run ended, want %d as before", got, before)
+	if got := readUint("/gc/gogc:percent"); got != 100 {
+		t.Errorf("GOGC %d after Run ended, want 100 again", got)
 	}
-	debug.SetGCPercent(before)
+}
+
+// TestRunLeavesAChosenGOGC: a GOGC other than 100 when Run starts (the
+// program set it) stays as it is.
+func TestRunLeavesAChosenGOGC(t *testing.T) {
+	debug.SetGCPercent(150)
+	defer debug.SetGCPercent(100)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Run(ctx, 256*mib, time.Millisecond, discard())
+	}()
+	for range 5 {
+		runtime.GC()
+		time.Sleep(2 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if got := readUint("/gc/gogc:percent"); got != 150 {
+		t.Fatalf("GOGC %d after Run, want the 150 set before it", got)
+	}
 }
 
 func TestEnabledRespectsGOGC(t *testing.T) {
