@@ -71,29 +71,19 @@ TLS_ADDRS=(127.0.0.1:8481 127.0.0.1:8490)
 H2C_ADDRS=(127.0.0.1:8081 127.0.0.1:8090)
 STARTED="sluice haproxy1 backend-9001 backend-9002 backend-9003"
 STOP_MSG="bench/tls.sh: stopped sluice, haproxy1 and the backends"
-EVPROTO=${EVPROTO:-0}
-if [[ $EVPROTO == 1 ]]; then
-  NAMES+=(evproto); TLS_ADDRS+=(127.0.0.1:8499); H2C_ADDRS+=(127.0.0.1:8097)
-  STARTED+=" evproto"; STOP_MSG="bench/tls.sh: stopped sluice, haproxy1, evproto and the backends"
-fi
-H1=${H1:-0}
-if [[ $H1 == 1 ]]; then
-  NAMES+=(sluice-h1); TLS_ADDRS+=(127.0.0.1:8491); H2C_ADDRS+=(127.0.0.1:8091)
-  STARTED+=" sluice-h1"; STOP_MSG="bench/tls.sh: stopped the proxies and the backends"
-fi
+# add_target NAME TLS_ADDR H2C_ADDR: one more target, started and stopped with the others
+add_target() {
+  NAMES+=("$1"); TLS_ADDRS+=("$2"); H2C_ADDRS+=("$3")
+  STARTED+=" $1"; STOP_MSG="bench/tls.sh: stopped the proxies and the backends"
+}
+EVPROTO=${EVPROTO:-0}; H1=${H1:-0}; HAP2=${HAP2:-0}; ONE_LOOP=${ONE_LOOP:-0}
+[[ $EVPROTO == 1 ]] && add_target evproto 127.0.0.1:8499 127.0.0.1:8097
+[[ $H1 == 1 ]] && add_target sluice-h1 127.0.0.1:8491 127.0.0.1:8091
+[[ $HAP2 == 1 ]] && add_target haproxy2 127.0.0.1:8482 127.0.0.1:8082
+[[ $ONE_LOOP == 1 ]] && add_target sluice-1loop 127.0.0.1:8492 127.0.0.1:8092
 for s in $SCENARIOS; do
   case $s in http-ka|https-ka|tls-full|tls-resume|h2-tls|h2c) ;; *) echo "unknown scenario $s" >&2; exit 2;; esac
 done
-HAP2=${HAP2:-0}
-if [[ $HAP2 == 1 ]]; then
-  NAMES+=(haproxy2); TLS_ADDRS+=(127.0.0.1:8482); H2C_ADDRS+=(127.0.0.1:8082)
-  STARTED+=" haproxy2"; STOP_MSG="bench/tls.sh: stopped the proxies and the backends"
-fi
-ONE_LOOP=${ONE_LOOP:-0}
-if [[ $ONE_LOOP == 1 ]]; then
-  NAMES+=(sluice-1loop); TLS_ADDRS+=(127.0.0.1:8492); H2C_ADDRS+=(127.0.0.1:8092)
-  STARTED+=" sluice-1loop"; STOP_MSG="bench/tls.sh: stopped the proxies and the backends"
-fi
 REV_FULL=$(commit_of REV "$REV")
 
 # ---- 0. prerequisites -------------------------------------------------------
