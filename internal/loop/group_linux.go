@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 )
 
 // Group is a set of loops run and closed together, one goroutine each.
@@ -14,10 +15,12 @@ type Group struct {
 // NewGroup creates n loops with cfg (their IDs 0 to n-1, Loops n).
 func NewGroup(n int, cfg Config) (*Group, error) {
 	g := &Group{}
+	held := new(atomic.Int32) // the busy loops' count, shared (Config.held)
 	for i := 0; i < n; i++ {
 		c := cfg
 		c.ID = i
 		c.Loops = n
+		c.held = held
 		l, err := New(c)
 		if err != nil {
 			g.Close()

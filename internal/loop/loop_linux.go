@@ -62,11 +62,23 @@ type Config struct {
 	// (runtime.Gosched) every millisecond, and once a raw wait finds
 	// nothing the next one goes through the scheduler: an idle loop holds
 	// no P.
+	//
+	// When every P has a loop, a busy loop does not yield while another
+	// loop is parked: that loop's P is free, Go runs other goroutines
+	// there, and a yield would only wake its idle thread to take the busy
+	// loop over, a wake-up and a migration every millisecond. With fewer
+	// loops than Ps it still yields: without the yields, goroutines left
+	// queued on its P kept sysmon handing that P off from the quiet
+	// loop's blocking waits, 12 % more CPU per request at a light load
+	// (docs/benchmarks.md).
 	RawWait bool
 	// Loops is how many loops the process runs (NewGroup sets it): when
 	// there are as many as Ps, a quiet loop parks rather than blocks
 	// (parkWait).
 	Loops int
+	// held counts the group's busy loops, which hold a P in raw waits
+	// (NewGroup shares one between its loops; New makes one otherwise).
+	held *atomic.Int32
 	// Events is how many events one wake-up takes (0: 256).
 	Events int
 	// Log receives panics recovered on the loop (nil: slog.Default()).
@@ -88,6 +100,7 @@ type Loop struct {
 	parkfd    int
 	parkUntil int64 // the deadline set on park; 0: none
 	parks     int   // how many times the loop parked (for tests)
+	yields    int   // how many times a busy loop yielded its P (for tests)
 	// parkFn is parkCheck, bound once: a closure made per park would be
 	// allocated per park. armed, pn and perr are its state.
 	parkFn  func(uintptr) bool
@@ -124,6 +137,9 @@ type entry struct {
 func New(cfg Config) (*Loop, error) {
 	if cfg.Events <= 0 {
 		cfg.Events = 256
+	}
+	if cfg.held == nil {
+		cfg.held = new(atomic.Int32)
 	}
 	l := &Loop{cfg: cfg, log: cfg.Log, events: make([]unix.EpollEvent, cfg.Events), evfd: -1}
 	if l.log == nil {
@@ -330,6 +346,11 @@ func (l *Loop) Run(ctx context.Context) error {
 	})
 	defer stop()
 	busy := false
+	defer func() {
+		if busy {
+			l.cfg.held.Add(-1)
+		}
+	}()
 	var yielded int64
 	for !l.stopping.Load() {
 		msec := l.wheel.timeout(l.now)
@@ -345,7 +366,14 @@ func (l *Loop) Run(ctx context.Context) error {
 		} else {
 			n, err = unix.EpollWait(l.epfd, l.events, msec)
 		}
-		busy = l.cfg.RawWait && n > 0
+		if b := l.cfg.RawWait && n > 0; b != busy {
+			busy = b
+			if b {
+				l.cfg.held.Add(1)
+			} else {
+				l.cfg.held.Add(-1)
+			}
+		}
 		if err != nil {
 			if err != unix.EINTR {
 				return fmt.Errorf("loop %d: epoll_wait: %w", l.cfg.ID, err)
@@ -358,8 +386,9 @@ func (l *Loop) Run(ctx context.Context) error {
 			l.wheel.advance(l.now, l.fire)
 		}
 		l.flush()
-		if busy && l.now-yielded >= yieldEvery {
+		if busy && l.now-yielded >= yieldEvery && l.mustYield() {
 			yielded = l.now
+			l.yields++
 			runtime.Gosched()
 		}
 	}
@@ -437,6 +466,13 @@ func (l *Loop) parkCheck(uintptr) bool {
 	}
 	l.armed = true
 	return false
+}
+
+// mustYield reports whether a busy loop yields its P (Config.RawWait):
+// unless every P has a loop and one of them is parked.
+func (l *Loop) mustYield() bool {
+	procs := l.gomaxprocs()
+	return l.cfg.Loops < procs || int(l.cfg.held.Load()) >= procs
 }
 
 // gomaxprocs is GOMAXPROCS, read at most once a second (it takes the

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -641,5 +642,88 @@ func TestParkAllocatesNothing(t *testing.T) {
 	}
 	if l.parks == 0 {
 		t.Error("parkWait never parked")
+	}
+}
+
+// ticker keeps a loop busy: a timerfd that fires every 100 µs, well
+// inside a raw wait's millisecond, drained at each event.
+type ticker struct {
+	fd    int
+	ticks int
+}
+
+func (k *ticker) Event(Events) {
+	var b [8]byte
+	for {
+		if _, err := unix.Read(k.fd, b[:]); err != nil {
+			return
+		}
+		k.ticks++
+	}
+}
+
+func (k *ticker) Fail() {}
+
+// TestBusyLoopYieldsUnlessALoopsPIsFree: a busy loop yields its P every
+// millisecond, except when every P has a loop and another loop is parked:
+// its P is free for other goroutines, and a yield would only wake its
+// thread to take the busy loop over.
+func TestBusyLoopYieldsUnlessALoopsPIsFree(t *testing.T) {
+	cases := []struct {
+		name         string
+		procs, loops int
+		busy         int // how many of the loops tick
+		yield        bool
+	}{
+		{"one loop, one P", 1, 1, 1, true},
+		{"one loop, two Ps", 2, 1, 1, true},
+		{"two busy loops, two Ps", 2, 2, 2, true},
+		{"one busy loop, the other parked, two Ps", 2, 2, 1, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(c.procs))
+			g, err := NewGroup(c.loops, Config{RawWait: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ks := make([]*ticker, c.busy)
+			for i := range ks {
+				fd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ks[i] = &ticker{fd: fd}
+				if err := g.Loops[i].Add(fd, ks[i]); err != nil {
+					t.Fatal(err)
+				}
+				every := unix.NsecToTimespec(int64(100 * time.Microsecond))
+				if err := unix.TimerfdSettime(fd, 0, &unix.ItimerSpec{Interval: every, Value: every}, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- g.Run(ctx) }()
+			time.Sleep(100 * time.Millisecond)
+			yields := make([]int, c.busy)
+			ticks := 0
+			for i := range ks {
+				onLoop(t, g.Loops[i], func() { yields[i], ticks = g.Loops[i].yields, ticks+ks[i].ticks })
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+			g.Close()
+			if ticks == 0 {
+				t.Fatal("no loop saw its timer fire")
+			}
+			for i, y := range yields {
+				if (y > 0) != c.yield {
+					t.Errorf("busy loop %d yielded %d times in 100 ms (ticks %d), want yields %v", i, y, ks[i].ticks, c.yield)
+				}
+			}
+		})
 	}
 }
