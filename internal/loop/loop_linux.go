@@ -69,7 +69,7 @@ type Config struct {
 	// loop over, a wake-up and a migration every millisecond. With fewer
 	// loops than Ps it still yields: without the yields, goroutines left
 	// queued on its P kept sysmon handing that P off from the quiet
-	// loop's blocking waits, 12 % more CPU per request at a light load
+	// loop's blocking waits, 5–12 % more CPU per request at a light load
 	// (docs/benchmarks.md).
 	RawWait bool
 	// Loops is how many loops the process runs (NewGroup sets it): when
