@@ -43,6 +43,8 @@ type front struct {
 	closed  chan struct{}  // Close was called: accept nothing new
 	settled chan struct{}  // closed, and no connection left in its handshake
 	dead    chan struct{}  // closeAll was called: hand over nothing more
+	away    chan struct{}  // shutdown has sent GOAWAY on the HTTP/2 connections served before Close
+	awayOne sync.Once      // closes away
 	once    sync.Once      // closes closed
 	dying   sync.Once      // closes dead
 	wg      sync.WaitGroup // the accept loop and the per-connection goroutines
@@ -99,7 +101,7 @@ func newFront(inner net.Listener, o frontOptions) *front {
 		o.Rejected = func(proxy.Reject) {}
 	}
 	f := &front{inner: inner, o: o, conns: make(chan net.Conn), closed: make(chan struct{}),
-		settled: make(chan struct{}), dead: make(chan struct{}), h2s: map[net.Conn]func(){},
+		settled: make(chan struct{}), dead: make(chan struct{}), away: make(chan struct{}), h2s: map[net.Conn]func(){},
 		pending: map[net.Conn]time.Time{}, looping: true}
 	f.wg.Add(1)
 	go func() {
@@ -266,6 +268,21 @@ func (f *front) hand(c, raw net.Conn) {
 // has arrived (or after freshGrace): shutdown's GOAWAY went out before it
 // was served. raw is the accepted connection beneath c.
 func (f *front) serveH2(c, raw net.Conn) {
+	select {
+	case <-f.closed:
+		// Late: shutdown's GOAWAY goes to every connection the HTTP/2
+		// server has at that moment. Wait until it has gone (or closeAll,
+		// or freshGrace), so that this one does not get it before its
+		// first request.
+		t := time.NewTimer(freshGrace)
+		select {
+		case <-f.away:
+		case <-f.dead:
+		case <-t.C:
+		}
+		t.Stop()
+	default:
+	}
 	f.mu.Lock()
 	select {
 	case <-f.dead:
@@ -458,6 +475,7 @@ func (f *front) Addr() net.Addr { return f.inner.Addr() }
 func (f *front) shutdown(ctx context.Context) error {
 	f.Close()
 	f.o.H2.goAway()
+	f.awayOne.Do(func() { close(f.away) })
 	done := make(chan struct{})
 	go func() { // ends with the last of f's goroutines, which closeAll bounds
 		f.wg.Wait()
