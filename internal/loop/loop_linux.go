@@ -63,10 +63,12 @@ type Config struct {
 	// nothing the next one goes through the scheduler: an idle loop holds
 	// no P.
 	//
-	// When every P has a loop, a busy loop does not yield while another
-	// loop is parked: that loop's P is free, Go runs other goroutines
-	// there, and a yield would only wake its idle thread to take the busy
-	// loop over, a wake-up and a migration every millisecond. With fewer
+	// When every P has a loop, a busy loop does not yield while fewer
+	// loops are busy than there are Ps: a quiet loop has parked (or is
+	// about to) and left its P to other goroutines, and a yield would
+	// only wake that P's idle thread to take the busy loop over, a
+	// wake-up and a migration for nothing (up to one a millisecond;
+	// sysmon still preempts a loop that runs 10 ms unyielding). With fewer
 	// loops than Ps it still yields: without the yields, goroutines left
 	// queued on its P kept sysmon handing that P off from the quiet
 	// loop's blocking waits, 5–12 % more CPU per request at a light load
@@ -76,8 +78,9 @@ type Config struct {
 	// there are as many as Ps, a quiet loop parks rather than blocks
 	// (parkWait).
 	Loops int
-	// held counts the group's busy loops, which hold a P in raw waits
-	// (NewGroup shares one between its loops; New makes one otherwise).
+	// held counts the group's busy loops, which hold a P in raw waits.
+	// NewGroup shares one between its loops; a loop made by New alone
+	// counts only itself, so loops that share Ps are made by NewGroup.
 	held *atomic.Int32
 	// Events is how many events one wake-up takes (0: 256).
 	Events int
@@ -469,7 +472,7 @@ func (l *Loop) parkCheck(uintptr) bool {
 }
 
 // mustYield reports whether a busy loop yields its P (Config.RawWait):
-// unless every P has a loop and one of them is parked.
+// unless every P has a loop and fewer loops are busy than there are Ps.
 func (l *Loop) mustYield() bool {
 	procs := l.gomaxprocs()
 	return l.cfg.Loops < procs || int(l.cfg.held.Load()) >= procs

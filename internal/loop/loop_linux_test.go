@@ -687,6 +687,7 @@ func TestBusyLoopYieldsUnlessALoopsPIsFree(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer g.Close() // closes the timers' descriptors too
 			ks := make([]*ticker, c.busy)
 			for i := range ks {
 				fd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
@@ -695,6 +696,7 @@ func TestBusyLoopYieldsUnlessALoopsPIsFree(t *testing.T) {
 				}
 				ks[i] = &ticker{fd: fd}
 				if err := g.Loops[i].Add(fd, ks[i]); err != nil {
+					unix.Close(fd)
 					t.Fatal(err)
 				}
 				every := unix.NsecToTimespec(int64(100 * time.Microsecond))
@@ -705,19 +707,35 @@ func TestBusyLoopYieldsUnlessALoopsPIsFree(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- g.Run(ctx) }()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Run: %v", err)
+				}
+				if n := g.Loops[0].cfg.held.Load(); n != 0 {
+					t.Errorf("%d loops counted busy after Run returned, want 0", n)
+				}
+			}()
 			time.Sleep(100 * time.Millisecond)
 			yields := make([]int, c.busy)
 			ticks := 0
 			for i := range ks {
 				onLoop(t, g.Loops[i], func() { yields[i], ticks = g.Loops[i].yields, ticks+ks[i].ticks })
 			}
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-			g.Close()
 			if ticks == 0 {
 				t.Fatal("no loop saw its timer fire")
+			}
+			// Quiet again: each loop's next raw wait finds nothing, and
+			// the count goes back to none.
+			for _, k := range ks {
+				if err := unix.TimerfdSettime(k.fd, 0, &unix.ItimerSpec{}, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for deadline := time.Now().Add(5 * time.Second); g.Loops[0].cfg.held.Load() != 0; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d loops still counted busy 5 s after their timers stopped, want 0", g.Loops[0].cfg.held.Load())
+				}
 			}
 			for i, y := range yields {
 				if (y > 0) != c.yield {
