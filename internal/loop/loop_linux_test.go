@@ -665,9 +665,11 @@ func (k *ticker) Event(Events) {
 func (k *ticker) Fail() {}
 
 // TestBusyLoopYieldsUnlessALoopsPIsFree: a busy loop yields its P every
-// millisecond, except when every P has a loop and another loop is parked:
-// its P is free for other goroutines, and a yield would only wake its
-// thread to take the busy loop over.
+// millisecond, except when every P has a loop and fewer loops are busy
+// than there are Ps (another loop parked): that P is free for other
+// goroutines, and a yield would only wake its thread to take the busy
+// loop over. The group's count of busy loops falls back to 0 when they go
+// quiet and when Run returns.
 func TestBusyLoopYieldsUnlessALoopsPIsFree(t *testing.T) {
 	cases := []struct {
 		name         string

@@ -268,21 +268,6 @@ func (f *front) hand(c, raw net.Conn) {
 // has arrived (or after freshGrace): shutdown's GOAWAY went out before it
 // was served. raw is the accepted connection beneath c.
 func (f *front) serveH2(c, raw net.Conn) {
-	select {
-	case <-f.closed:
-		// Late: shutdown's GOAWAY goes to every connection the HTTP/2
-		// server has at that moment. Wait until it has gone (or closeAll,
-		// or freshGrace), so that this one does not get it before its
-		// first request.
-		t := time.NewTimer(freshGrace)
-		select {
-		case <-f.away:
-		case <-f.dead:
-		case <-t.C:
-		}
-		t.Stop()
-	default:
-	}
 	f.mu.Lock()
 	select {
 	case <-f.dead:
@@ -318,6 +303,17 @@ func (f *front) serveH2(c, raw net.Conn) {
 	}
 	handler := f.o.H2.handler()
 	if late {
+		// Shutdown's GOAWAY goes to every connection the HTTP/2 server
+		// has at that moment: wait until it has gone (or closeAll, or
+		// freshGrace) before this one is served, so that it does not get
+		// that GOAWAY before its first request.
+		t := time.NewTimer(freshGrace)
+		select {
+		case <-f.away:
+		case <-f.dead:
+		case <-t.C:
+		}
+		t.Stop()
 		// goAway sends GOAWAY on every connection of the HTTP/2 server
 		// that has not had one, this one included once it is served,
 		// which it is when a request arrives.
