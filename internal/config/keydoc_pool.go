@@ -85,6 +85,14 @@ func poolKeyDocs() map[string]KeyDoc {
 			Meaning: "HTTP/2 to backends: over TLS (ALPN) for `https://` backends, prior knowledge (h2c) for " +
 				"`http://` ones. Needed by `health_check.type: grpc`.",
 		},
+		"pools.grpc_web": {
+			Meaning: "gRPC-Web for browsers: a request with content type `application/grpc-web` or " +
+				"`application/grpc-web-text` (each with an optional `+proto` or other suffix), over " +
+				"HTTP/1.1, HTTP/2 or HTTP/3, reaches the backends as gRPC (`application/grpc`, the " +
+				"text form's base64 decoded), and their response comes back as gRPC-Web with the " +
+				"trailers (`grpc-status`, `grpc-message`) in a last frame of the body. Other requests " +
+				"pass untouched. Needs `upstream_http2: true`. See [http2.md](http2.md#grpc-web).",
+		},
 		"pools.send_proxy_protocol": {
 			Type: "`\"\"` | `v1` | `v2`", Note: "(none)",
 			Meaning: "each new backend connection begins with a PROXY protocol header of that version naming " +

@@ -109,6 +109,7 @@ func TestOneErrorPerProblem(t *testing.T) {
 		{"pool", "upstream_http2: true\n    health_check: {type: grpc, path: /health}", `t.yaml:8:38: health_check.path has no effect with type grpc: remove it (name a grpc.health.v1 service with service)`},
 		{"pool", "upstream_http2: true\n    health_check: {type: grpc, expect_status: 200}", `t.yaml:8:47: health_check.expect_status has no effect with type grpc, which passes on SERVING: remove it`},
 		{"pool", "health_check: {service: web.v1.Web}", `t.yaml:7:29: health_check.service has no effect with type "http": remove it, or set type: grpc`},
+		{"pool", "grpc_web: true", `t.yaml:7:15: grpc_web needs HTTP/2 to the backends, which gRPC servers speak: set upstream_http2: true on pool "web"`},
 		{"pool", "upstream_tls: {ca: /nonexistent/ca.pem}", `t.yaml:7:24: upstream_tls.ca: stat /nonexistent/ca.pem: no such file or directory`},
 		// The top level.
 		{"top", "event_loops: 2000", `t.yaml:7:14: event_loops 2000 is out of range: use 0 (one per CPU) to 1024`},

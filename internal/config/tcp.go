@@ -106,6 +106,9 @@ func (v *validator) tcpPool(p string, pl *Pool) {
 	if pl.UpstreamHTTP2 {
 		v.errorf(p+".upstream_http2", "upstream_http2 %s: remove it", why)
 	}
+	if pl.GRPCWeb {
+		v.errorf(p+".grpc_web", "grpc_web %s: remove it", why)
+	}
 	if pl.UpstreamTLS != (UpstreamTLS{}) {
 		v.errorf(p+".upstream_tls", "upstream_tls %s: remove it (sluice relays TLS untouched, or terminates it on a tcp listener with tls)", why)
 	}

@@ -61,6 +61,9 @@ func TestTCPRules(t *testing.T) {
 			`t.yaml:8:46: timeouts.request has no effect on a pool of tcp:// backends, which relays connections without reading HTTP: remove it (timeouts.connect and timeouts.idle apply)`,
 			`t.yaml:9:43: retry_on "reset" has no effect on a pool of tcp:// backends, which relays connections without reading HTTP: only connect_failure is retried, before any byte was relayed`,
 			`t.yaml:9:50: retry_on "502" has no effect on a pool of tcp:// backends, which relays connections without reading HTTP: only connect_failure is retried, before any byte was relayed`}},
+		{"grpc_web on a tcp pool", "listeners: [{address: \":5432\", protocol: tcp, pool: db}]\n" +
+			"pools:\n  - name: db\n    grpc_web: true\n    backends: [{address: \"tcp://127.0.0.1:5432\"}]\n", []string{
+			`t.yaml:4:15: grpc_web has no effect on a pool of tcp:// backends, which relays connections without reading HTTP: remove it`}},
 		{"rate_limit on a tcp listener counts connections by client", tcpListener("    rate_limit: {rate: 10}\n    routes:\n      - {sni: a.example.com, pool: db, rate_limit: {rate: 5, key: \"header:X-A\"}}\n"), []string{
 			`t.yaml:7:67: rate_limit.key "header:X-A" has no meaning on a tcp listener, which reads no request: use client_ip (the default), which counts connections by client`}},
 		{"mixed pool", listener1 + "pools:\n  - name: web\n    backends: [{address: \"http://127.0.0.1:8081\"}]\n" +

@@ -176,6 +176,9 @@ type Pool struct {
 	UpstreamTLS              UpstreamTLS   `yaml:"upstream_tls"`
 	UpstreamHTTP2            bool          `yaml:"upstream_http2"` // HTTP/2 to backends: ALPN for https://, h2c for http://
 	LoadReport               *LoadReport   `yaml:"load_report"`    // backends report their own load; nil: off
+	// GRPCWeb translates gRPC-Web requests (application/grpc-web and
+	// -text) to gRPC for the pool's backends, and their responses back.
+	GRPCWeb bool `yaml:"grpc_web"`
 	// SendProxyProtocol, "v1" or "v2", writes a PROXY header with the
 	// client's address first on each new backend connection; "": none.
 	SendProxyProtocol string `yaml:"send_proxy_protocol"`

@@ -306,6 +306,9 @@ func (v *validator) pool(p string, pl *Pool) {
 		}
 	}
 	v.sendProxy(p, pl)
+	if pl.GRPCWeb && !pl.UpstreamHTTP2 && !v.isTCPPool(pl) {
+		v.errorf(p+".grpc_web", "grpc_web needs HTTP/2 to the backends, which gRPC servers speak: set upstream_http2: true on pool %q", pl.Name)
+	}
 	if v.isTCPPool(pl) {
 		v.tcpPool(p, pl)
 	}

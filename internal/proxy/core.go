@@ -61,6 +61,9 @@ type Target struct {
 	// LoadHeader is the response field in which backends report their
 	// load (load_report.header), in canonical form; "" reads none.
 	LoadHeader string
+	// GRPCWeb: gRPC-Web requests are translated to gRPC for the backends
+	// (package grpcweb).
+	GRPCWeb bool
 }
 
 // Listener is the immutable view of one listener that a request uses from

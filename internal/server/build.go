@@ -110,7 +110,7 @@ func (s *Server) buildSnapshot(cfg *config.Config, prev *snapshot) *snapshot {
 			upstream: up,
 			target: &proxy.Target{Pool: p, Health: ck, Retries: pc.Retries, Timeouts: pc.Timeouts,
 				Upstream: up, RetryAfter: retryAfter, HashKey: proxy.ParseHashKey(pc.HashKey),
-				LoadHeader: loadHeader(pc)},
+				LoadHeader: loadHeader(pc), GRPCWeb: pc.GRPCWeb},
 		}
 		if st := pc.Sticky; st != nil {
 			key := s.stickyKey

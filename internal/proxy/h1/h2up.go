@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/edge"
+	"github.com/sluice-lb/sluice/internal/grpcweb"
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/proxy"
 	"github.com/sluice-lb/sluice/internal/proxy/h2client"
@@ -41,6 +42,29 @@ func (c *h1conn) sendH2(ctx context.Context, b *pool.Backend, canRetry bool) (o 
 		return clientErr(err)
 	}
 	req := c.h2Request(ctx, b, body)
+	web := grpcweb.None
+	if t.GRPCWeb {
+		web = grpcweb.Of(req.Header.Get("Content-Type"))
+	}
+	reqCT := req.Header.Get("Content-Type")
+	if web != grpcweb.None {
+		web.Request(req.Header)
+		if web == grpcweb.Text && req.Body != http.NoBody {
+			body.r, body.length = web.Body(body.r, body.length)
+			req.ContentLength = -1
+		}
+	}
+	if web != grpcweb.None {
+		// The client gives up at its grpc-timeout, from the request's start:
+		// so does sluice, and the backend gets no more than sluice waits.
+		proxy.CapGRPCTimeout(req.Header, t.Timeouts.Request)
+		if d, ok := proxy.GRPCTimeout(req.Header.Get("Grpc-Timeout")); ok {
+			var stop context.CancelFunc
+			ctx, stop = context.WithDeadlineCause(ctx, q.rec.Start.Add(d), proxy.ErrRequestTimeout)
+			defer stop()
+			req = req.WithContext(ctx)
+		}
+	}
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var timer *time.Timer
@@ -71,7 +95,14 @@ func (c *h1conn) sendH2(ctx context.Context, b *pool.Backend, canRetry bool) (o 
 		io.CopyN(io.Discard, resp.Body, 4<<10)
 		return proxy.Outcome{Class: proxy.RetryStatus, Status: resp.StatusCode, RetryAfter: ra}
 	}
-	return c.deliverH2(resp, b)
+	if web != grpcweb.None {
+		resp = web.Response(resp, reqCT)
+	}
+	o = c.deliverH2(resp, b)
+	if err := grpcweb.Broken(resp.Body); err != nil && o.Err == nil {
+		o.Err = err // the client got UNAVAILABLE in the trailers' frame
+	}
+	return o
 }
 
 // h2Outcome classifies a failed HTTP/2 round trip.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/edge"
+	"github.com/sluice-lb/sluice/internal/grpcweb"
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/proxy"
 	"github.com/sluice-lb/sluice/internal/route"
@@ -269,7 +270,43 @@ func (c *h1conn) forward(res *proxy.Result) int {
 		q.closeAfter = true
 		return status
 	}
+	if t.GRPCWeb {
+		if web := grpcweb.Of(q.raw.Get("Content-Type")); web != grpcweb.None {
+			return c.failGRPCWeb(web, status, proxy.StatusText(status), closeConn)
+		}
+	}
 	return c.fail(status, proxy.StatusText(status), closeConn)
+}
+
+// failGRPCWeb answers a gRPC-Web call that sluice could not forward as
+// the net/http codec answers gRPC calls: a trailers-only response (200,
+// grpc-status and grpc-message in the header), which gRPC-Web clients
+// read as the call's status. It returns status, for the access log.
+func (c *h1conn) failGRPCWeb(web grpcweb.Mode, status int, msg string, closeConn bool) int {
+	q := &c.req
+	if !closeConn && !c.discardBody() || c.e.shutting.Load() {
+		closeConn = true
+	}
+	o := append(c.out[:0], "HTTP/1.1 200 OK\r\nContent-Type: "...)
+	o = append(o, web.ContentType()...)
+	o = append(o, "\r\nGrpc-Status: "...)
+	o = strconv.AppendInt(o, int64(proxy.GRPCStatus(status)), 10)
+	o = append(o, "\r\nGrpc-Message: "...)
+	o = append(o, grpcweb.Encode(msg)...)
+	o = append(o, "\r\nX-Request-Id: "...)
+	o = append(o, q.id...)
+	if closeConn {
+		o = append(o, "\r\nConnection: close"...)
+		q.closeAfter = true
+	} else if q.head.Minor == 0 {
+		o = append(o, "\r\nConnection: keep-alive"...)
+	}
+	o = append(o, "\r\nContent-Length: 0\r\n\r\n"...)
+	c.out = o
+	if _, err := c.rw.Write(o); err != nil {
+		q.closeAfter = true
+	}
+	return status
 }
 
 // Replayable implements Attempt: an idempotent request whose body, if any,

@@ -40,6 +40,14 @@ func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
 		t = c.tls
 	}
 	resp, err := t.RoundTrip(r)
+	if err != nil && r.Body != nil {
+		// x/net's Transport leaves the body open when it fails before a
+		// stream starts (no connection: the backend is down), where
+		// RoundTrip's contract is to close it: the codecs wait for that
+		// close before they answer (an HTTP/1.1 client's request, whose
+		// body streams from its connection, waited forever).
+		r.Body.Close()
+	}
 	var se http2.StreamError
 	if err != nil && errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream {
 		return nil, &proxy.DialError{Err: err}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-lb/sluice/internal/grpcweb"
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/proxy"
 )
@@ -33,9 +34,32 @@ func (a *httpAttempt) outFor(ctx context.Context, b *pool.Backend, body *attempt
 	out.URL = u
 	if body != nil {
 		out.Body = body
+		if a.web == grpcweb.Text {
+			r, _ := a.web.Body(body, -1)
+			out.Body = &decodedBody{r: r, c: body, err: &a.webErr}
+		}
 	}
 	return out
 }
+
+// decodedBody is a request body decoded on its way (gRPC-Web text): its
+// reads' error is the client's body error (bodyErr), and its close the
+// body's beneath.
+type decodedBody struct {
+	r   io.Reader
+	c   io.Closer
+	err *error
+}
+
+func (d *decodedBody) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	if err != nil && err != io.EOF && *d.err == nil {
+		*d.err = err
+	}
+	return n, err
+}
+
+func (d *decodedBody) Close() error { return d.c.Close() }
 
 // Send is one attempt on b, over the engine's connections or through the
 // pool's http.Transport.
@@ -251,6 +275,9 @@ func (a *httpAttempt) classify(err error, actx context.Context) proxy.Outcome {
 
 // bodyErr is the error reading the client's body, if any.
 func (a *httpAttempt) bodyErr() error {
+	if a.webErr != nil {
+		return a.webErr
+	}
 	if a.body == nil {
 		return nil
 	}
@@ -260,6 +287,9 @@ func (a *httpAttempt) bodyErr() error {
 // deliver streams the backend's response to the client.
 func (a *httpAttempt) deliver(resp *http.Response, b *pool.Backend) proxy.Outcome {
 	defer resp.Body.Close()
+	if a.web != grpcweb.None {
+		resp = a.web.Response(resp, a.r.Header.Get("Content-Type"))
+	}
 	if a.upType != "" {
 		// The guard stopped parsing after the upgrade request; since no
 		// upgrade happened, this connection must not be reused.
@@ -297,7 +327,9 @@ func (a *httpAttempt) deliver(resp *http.Response, b *pool.Backend) proxy.Outcom
 	switch {
 	case werr != nil:
 		o.Err = werr // the client went away; nothing more to do
-	case rerr != nil && a.grpc && a.r.ProtoMajor >= 2:
+	case werr == nil && rerr == nil && grpcweb.Broken(resp.Body) != nil:
+		o.Err = grpcweb.Broken(resp.Body) // the client got UNAVAILABLE in the trailers' frame
+	case rerr != nil && a.grpc && a.web == grpcweb.None && a.r.ProtoMajor >= 2:
 		o.Err = rerr
 		grpcBroken(hdr, resp.Trailer, rerr)
 	case rerr != nil:

@@ -10,9 +10,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/sluice-lb/sluice/internal/edge"
+	"github.com/sluice-lb/sluice/internal/grpcweb"
 	"github.com/sluice-lb/sluice/internal/proxy"
 )
 
@@ -77,28 +77,6 @@ func isGRPC(r *http.Request) bool {
 	return strings.HasPrefix(ct, "application/grpc") && (len(ct) == 16 || ct[16] == '+' || ct[16] == ';')
 }
 
-// grpcStatus maps a status sluice answers with to a gRPC status code, as
-// the gRPC HTTP/2 protocol document maps HTTP statuses.
-func grpcStatus(status int) int {
-	switch status {
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusMisdirectedRequest:
-		return 14 // UNAVAILABLE
-	case http.StatusGatewayTimeout, http.StatusRequestTimeout:
-		return 4 // DEADLINE_EXCEEDED
-	case http.StatusRequestEntityTooLarge, http.StatusRequestHeaderFieldsTooLarge, http.StatusTooManyRequests:
-		return 8 // RESOURCE_EXHAUSTED
-	case http.StatusNotFound:
-		return 12 // UNIMPLEMENTED
-	case http.StatusUnauthorized:
-		return 16 // UNAUTHENTICATED
-	case http.StatusForbidden:
-		return 7 // PERMISSION_DENIED
-	case 499:
-		return 1 // CANCELLED
-	}
-	return 13 // INTERNAL
-}
-
 // failGRPC answers a gRPC call that sluice itself refuses or could not
 // forward: a trailers-only response (HTTP 200, grpc-status and
 // grpc-message in the header block), which every gRPC client reads as the
@@ -106,9 +84,13 @@ func grpcStatus(status int) int {
 func (a *httpAttempt) failGRPC(status int, msg string) int {
 	hdr := a.w.Header()
 	clear(hdr)
-	hdr.Set("Content-Type", "application/grpc")
-	hdr.Set("Grpc-Status", strconv.Itoa(grpcStatus(status)))
-	hdr.Set("Grpc-Message", grpcEncode(msg))
+	ct := "application/grpc"
+	if a.web != grpcweb.None {
+		ct = a.web.ContentType()
+	}
+	hdr.Set("Content-Type", ct)
+	hdr.Set("Grpc-Status", strconv.Itoa(proxy.GRPCStatus(status)))
+	hdr.Set("Grpc-Message", grpcweb.Encode(msg))
 	hdr.Set("X-Request-Id", a.id)
 	return status
 }
@@ -122,56 +104,18 @@ func grpcBroken(hdr http.Header, trailer http.Header, err error) {
 		return
 	}
 	hdr.Set(http.TrailerPrefix+"Grpc-Status", "14")
-	hdr.Set(http.TrailerPrefix+"Grpc-Message", grpcEncode("sluice: the backend's stream broke off: "+err.Error()))
+	hdr.Set(http.TrailerPrefix+"Grpc-Message", grpcweb.Encode("sluice: the backend's stream broke off: "+err.Error()))
 }
 
-// grpcEncode percent-encodes a grpc-message value (gRPC over HTTP/2:
-// printable ASCII but '%' as is, the rest as %XX).
-func grpcEncode(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= ' ' && c <= '~' && c != '%' {
-			b.WriteByte(c)
-			continue
-		}
-		b.WriteByte('%')
-		b.WriteByte("0123456789ABCDEF"[c>>4])
-		b.WriteByte("0123456789ABCDEF"[c&15])
-	}
-	return b.String()
-}
-
-// grpcDeadline bounds ctx by the call's grpc-timeout ("100m", "5S": an
-// integer of at most 8 digits and a unit H M S m u n), so that sluice gives
-// up when the client does; it returns ctx unchanged when there is none or
-// it is malformed.
+// grpcDeadline bounds ctx by the call's grpc-timeout (proxy.GRPCTimeout),
+// so that sluice gives up when the client does; it returns ctx unchanged
+// when there is none or it is malformed.
 func grpcDeadline(ctx context.Context, v string) (context.Context, context.CancelFunc) {
-	if len(v) < 2 || len(v) > 9 {
+	d, ok := proxy.GRPCTimeout(v)
+	if !ok {
 		return ctx, func() {}
 	}
-	n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
-	if err != nil || n < 0 {
-		return ctx, func() {}
-	}
-	var unit time.Duration
-	switch v[len(v)-1] {
-	case 'H':
-		unit = time.Hour
-	case 'M':
-		unit = time.Minute
-	case 'S':
-		unit = time.Second
-	case 'm':
-		unit = time.Millisecond
-	case 'u':
-		unit = time.Microsecond
-	case 'n':
-		unit = time.Nanosecond
-	default:
-		return ctx, func() {}
-	}
-	return context.WithTimeoutCause(ctx, time.Duration(n)*unit, proxy.ErrRequestTimeout)
+	return context.WithTimeoutCause(ctx, d, proxy.ErrRequestTimeout)
 }
 
 type tlsKey struct{}
@@ -190,21 +134,6 @@ func tlsState(r *http.Request) *tls.ConnectionState {
 	}
 	cs, _ := r.Context().Value(tlsKey{}).(*tls.ConnectionState)
 	return cs
-}
-
-// capGRPCTimeout lowers the grpc-timeout a backend gets to what is left of
-// sluice's request timeout, so that the backend does not work on past the
-// point where sluice answers DEADLINE_EXCEEDED.
-func capGRPCTimeout(h http.Header, limit time.Duration) {
-	if limit <= 0 {
-		return
-	}
-	ctx, cancel := grpcDeadline(context.Background(), h.Get("Grpc-Timeout"))
-	defer cancel()
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= limit {
-		return
-	}
-	h.Set("Grpc-Timeout", strconv.FormatInt(max(1, limit.Milliseconds()), 10)+"m")
 }
 
 // prefetchH2Body reads the body of an HTTP/2 request before any backend

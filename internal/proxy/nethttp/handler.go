@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluice-lb/sluice/internal/grpcweb"
 	"github.com/sluice-lb/sluice/internal/pool"
 	"github.com/sluice-lb/sluice/internal/proxy"
 	"github.com/sluice-lb/sluice/internal/route"
@@ -86,6 +87,10 @@ type httpAttempt struct {
 	tls    bool
 	upType string // "websocket" when the client asked to upgrade
 	grpc   bool   // a gRPC call: sluice's own failures are gRPC statuses
+	// web: a gRPC-Web call to a pool with grpc_web, translated to gRPC
+	// (grpc is set too).
+	web    grpcweb.Mode
+	webErr error // the gRPC-Web text body's decoding failed (the client's error)
 	// held: an HTTP/2 or HTTP/3 request whose body, if any, is read whole
 	// (prefetchH2Body): the engine's connections can carry it.
 	held  bool
@@ -256,6 +261,11 @@ func (a *httpAttempt) serve(l *proxy.Listener, info *pool.PickInfo) (proxy.Resul
 	}
 	a.t = t
 	a.info = info
+	if t.GRPCWeb {
+		if a.web = grpcweb.Of(r.Header.Get("Content-Type")); a.web != grpcweb.None {
+			a.grpc = true
+		}
+	}
 
 	ctx := r.Context()
 	if t.Timeouts.Request > 0 {
@@ -325,7 +335,10 @@ func (a *httpAttempt) buildOutbound(l *proxy.Listener, peer netip.Addr, path str
 		}
 	}
 	if a.grpc {
-		capGRPCTimeout(out.Header, a.t.Timeouts.Request)
+		proxy.CapGRPCTimeout(out.Header, a.t.Timeouts.Request)
+	}
+	if a.web != grpcweb.None {
+		a.web.Request(out.Header)
 	}
 	if _, ok := out.Header["User-Agent"]; !ok {
 		out.Header["User-Agent"] = nil // do not let Go add its own
@@ -345,6 +358,9 @@ func (a *httpAttempt) buildOutbound(l *proxy.Listener, peer netip.Addr, path str
 			body = &endCheckedBody{r: body, left: r.ContentLength}
 		}
 		out.Body = nil // each attempt reads it through its own (outFor)
+		if a.web == grpcweb.Text {
+			out.ContentLength = -1 // decoded from base64 (outFor)
+		}
 		a.body = &trackedBody{r: body, max: l.Limits.MaxBodyBytes, keep: a.idempotent(),
 			expect: r.ProtoMajor == 1 && strings.EqualFold(r.Header.Get("Expect"), "100-continue")}
 	}

@@ -1,0 +1,317 @@
+// Package grpcweb translates gRPC-Web, the form of gRPC that browsers can
+// send (over HTTP/1.1 or HTTP/2, without trailers), to gRPC for a backend
+// and back, as a pool with grpc_web asks (the gRPC-Web protocol,
+// github.com/grpc/grpc/blob/master/doc/PROTOCOL-WEB.md).
+//
+// A request is gRPC-Web by its content type: application/grpc-web (binary:
+// the body is gRPC's length-prefixed messages as they are) or
+// application/grpc-web-text (the same bytes in base64), each with an
+// optional "+proto", "+json", … suffix. The backend gets application/grpc
+// with that suffix, "te: trailers" and the decoded body. Its response
+// goes back with the gRPC-Web content type the client used, the messages
+// unchanged and the trailers (grpc-status, grpc-message, …) as a last
+// length-prefixed frame whose flag byte is 0x80; for -text all of it in
+// base64. A trailers-only response (the status in the header block, no
+// message) stays as it is: gRPC-Web clients read the status there.
+//
+// It works on net/http's types, which every codec's HTTP/2 client side
+// shares (package h2client): the codecs call it, and keep no copy of it.
+package grpcweb
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+
+	"github.com/sluice-lb/sluice/internal/edge"
+)
+
+// Mode is how a request speaks gRPC-Web.
+type Mode uint8
+
+const (
+	// None: not a gRPC-Web request; it passes untouched.
+	None Mode = iota
+	// Binary: application/grpc-web.
+	Binary
+	// Text: application/grpc-web-text, the body in base64 both ways.
+	Text
+)
+
+const (
+	ctWeb     = "application/grpc-web"
+	ctWebText = "application/grpc-web-text"
+)
+
+// Of reports how a request with content type ct speaks gRPC-Web.
+func Of(ct string) Mode {
+	switch {
+	case hasType(ct, ctWebText):
+		return Text
+	case hasType(ct, ctWeb):
+		return Binary
+	}
+	return None
+}
+
+// hasType reports whether ct is t, alone or followed by a "+format"
+// suffix or parameters.
+func hasType(ct, t string) bool {
+	if len(ct) < len(t) || !strings.EqualFold(ct[:len(t)], t) {
+		return false
+	}
+	return len(ct) == len(t) || ct[len(t)] == '+' || ct[len(t)] == ';'
+}
+
+// ContentType is the mode's content type, without suffix.
+func (m Mode) ContentType() string {
+	if m == Text {
+		return ctWebText
+	}
+	return ctWeb
+}
+
+// suffix is what follows the gRPC-Web type in ct ("+proto", "";
+// parameters kept).
+func (m Mode) suffix(ct string) string {
+	n := len(ctWeb)
+	if m == Text {
+		n = len(ctWebText)
+	}
+	return ct[n:]
+}
+
+// Request rewrites the header of a gRPC-Web request of mode m for a gRPC
+// backend: content type application/grpc with the client's suffix, and
+// "te: trailers", which gRPC servers require. The body goes through Body.
+func (m Mode) Request(h http.Header) {
+	ct := h.Get("Content-Type")
+	h.Set("Content-Type", "application/grpc"+m.suffix(ct))
+	h.Set("Te", "trailers")
+	h.Del("Content-Length") // the body's length is the request's, below
+}
+
+// Body returns the request body as the backend gets it, and its length
+// (-1: unknown): as it is for Binary; for Text decoded from base64.
+func (m Mode) Body(r io.Reader, length int64) (io.Reader, int64) {
+	if m != Text || r == nil {
+		return r, length
+	}
+	return &textDecoder{r: r}, -1
+}
+
+// ErrBadText is a gRPC-Web text request whose body is not base64: the
+// client's error (400), whichever codec reads it.
+var ErrBadText error = &edge.Error{Status: 400, Reason: "grpc-web-text request body is not base64"}
+
+// textDecoder decodes a base64 body. Clients may send it in pieces each
+// padded on its own, so it decodes four characters at a time: a quantum
+// with padding ends a piece, not the body.
+type textDecoder struct {
+	r    io.Reader
+	in   [4 << 10]byte
+	have int    // bytes of in not yet decoded (fewer than 4 after a read)
+	out  []byte // decoded, not yet returned
+	buf  [3 << 10]byte
+	err  error
+}
+
+func (d *textDecoder) Read(p []byte) (int, error) {
+	for len(d.out) == 0 {
+		if d.err != nil {
+			if d.err == io.EOF && d.have != 0 {
+				d.have = 0
+				d.err = ErrBadText // a truncated quantum
+			}
+			return 0, d.err
+		}
+		n, err := d.r.Read(d.in[d.have:])
+		d.have += n
+		d.err = err
+		whole := d.have &^ 3
+		o := 0
+		for i := 0; i < whole; i += 4 {
+			k, derr := base64.StdEncoding.Decode(d.buf[o:], d.in[i:i+4])
+			if derr != nil {
+				d.err, d.have, d.out = ErrBadText, 0, nil
+				return 0, d.err
+			}
+			o += k
+		}
+		copy(d.in[:], d.in[whole:d.have])
+		d.have -= whole
+		d.out = d.buf[:o]
+	}
+	n := copy(p, d.out)
+	d.out = d.out[n:]
+	return n, nil
+}
+
+// Response turns a gRPC backend's response to a request of mode m into a
+// gRPC-Web one: a copy of resp with the client's content type (reqCT's
+// type and suffix), no length, no HTTP trailers, and a body that ends with
+// the trailers' frame. The original resp stays the transport's: its
+// Trailer is read once its body ends. A response that is not gRPC (a
+// backend's own error page) passes as it is.
+func (m Mode) Response(resp *http.Response, reqCT string) *http.Response {
+	ct := resp.Header.Get("Content-Type")
+	if !hasType(ct, "application/grpc") {
+		return resp
+	}
+	out := *resp
+	out.Header = resp.Header.Clone()
+	out.Header.Set("Content-Type", m.ContentType()+m.suffix(reqCT))
+	out.Header.Del("Content-Length")
+	out.Header.Del("Trailer")
+	out.ContentLength = -1
+	out.Trailer = nil
+	b := &body{resp: resp}
+	out.Body = b
+	if m == Text {
+		out.Body = &textEncoder{r: b}
+	}
+	return &out
+}
+
+// Broken reports the error that ended a Response's body before the
+// backend's trailers (nil: none): the client got a trailers frame with
+// grpc-status 14 (UNAVAILABLE) in their place, and the codec counts the
+// attempt as broken off.
+func Broken(rc io.ReadCloser) error {
+	switch b := rc.(type) {
+	case *body:
+		return b.broken
+	case *textEncoder:
+		return b.r.broken
+	}
+	return nil
+}
+
+// body is a gRPC response's body followed by the trailers' frame.
+type body struct {
+	resp   *http.Response
+	tail   []byte // the trailers' frame, once the body ended; then returned
+	ended  bool
+	broken error
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	if !b.ended {
+		n, err := b.resp.Body.Read(p)
+		if err == nil || n > 0 && err == io.EOF {
+			if err == io.EOF {
+				b.end(nil)
+			}
+			return n, nil
+		}
+		b.end(err)
+		if n > 0 {
+			return n, nil
+		}
+	}
+	if len(b.tail) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, b.tail)
+	b.tail = b.tail[n:]
+	return n, nil
+}
+
+// end builds the trailers' frame: the backend's trailers, or (err, before
+// any grpc-status) UNAVAILABLE.
+func (b *body) end(err error) {
+	b.ended = true
+	tr := b.resp.Trailer
+	if err != nil && err != io.EOF && tr.Get("Grpc-Status") == "" {
+		b.broken = err
+		tr = http.Header{
+			"Grpc-Status":  {"14"},
+			"Grpc-Message": {Encode("sluice: the backend's stream broke off: " + err.Error())},
+		}
+	}
+	b.tail = Trailers(tr)
+}
+
+func (b *body) Close() error { return b.resp.Body.Close() }
+
+// Trailers is the gRPC-Web frame that carries tr: flag 0x80, the length,
+// then "name: value\r\n" lines with names in lower case, sorted (each
+// value of a name on its own line).
+func Trailers(tr http.Header) []byte {
+	keys := make([]string, 0, len(tr))
+	for k := range tr {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	f := make([]byte, 5, 64)
+	f[0] = 0x80
+	for _, k := range keys {
+		for _, v := range tr[k] {
+			f = append(f, strings.ToLower(k)...)
+			f = append(f, ": "...)
+			f = append(f, v...)
+			f = append(f, "\r\n"...)
+		}
+	}
+	binary.BigEndian.PutUint32(f[1:5], uint32(len(f)-5))
+	return f
+}
+
+// textEncoder is a body in base64. It encodes whole 3-byte groups as they
+// come and keeps the rest for the next read, so that the padding comes only
+// at the end.
+type textEncoder struct {
+	r    *body
+	raw  [3 << 10]byte
+	have int // bytes of raw not yet encoded (fewer than 3 after a read)
+	out  []byte
+	enc  [4 << 10]byte
+	eof  bool
+}
+
+func (e *textEncoder) Read(p []byte) (int, error) {
+	for len(e.out) == 0 {
+		if e.eof {
+			return 0, io.EOF
+		}
+		n, err := e.r.Read(e.raw[e.have:])
+		e.have += n
+		whole := e.have - e.have%3
+		if err != nil {
+			if err != io.EOF {
+				return 0, err
+			}
+			e.eof, whole = true, e.have
+		}
+		k := base64.StdEncoding.EncodedLen(whole)
+		base64.StdEncoding.Encode(e.enc[:k], e.raw[:whole])
+		copy(e.raw[:], e.raw[whole:e.have])
+		e.have -= whole
+		e.out = e.enc[:k]
+	}
+	n := copy(p, e.out)
+	e.out = e.out[n:]
+	return n, nil
+}
+
+func (e *textEncoder) Close() error { return e.r.Close() }
+
+// Encode percent-encodes a grpc-message value (gRPC over HTTP/2:
+// printable ASCII but '%' as is, the rest as %XX).
+func Encode(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= ' ' && c <= '~' && c != '%' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte("0123456789ABCDEF"[c>>4])
+		b.WriteByte("0123456789ABCDEF"[c&15])
+	}
+	return b.String()
+}

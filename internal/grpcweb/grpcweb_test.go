@@ -1,0 +1,183 @@
+package grpcweb
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+func TestOf(t *testing.T) {
+	for ct, want := range map[string]Mode{
+		"application/grpc-web":                  Binary,
+		"application/grpc-web+proto":            Binary,
+		"Application/GRPC-Web+json":             Binary,
+		"application/grpc-web; charset=utf-8":   Binary,
+		"application/grpc-web-text":             Text,
+		"application/grpc-web-text+proto":       Text,
+		"application/grpc":                      None,
+		"application/grpc+proto":                None,
+		"application/grpc-webx":                 None,
+		"application/grpc-web-textual":          None,
+		"text/plain":                            None,
+		"":                                      None,
+		"application/grpc-web-text; foo=bar":    Text,
+		"application/grpc-web-text+thrift; x=1": Text,
+	} {
+		if got := Of(ct); got != want {
+			t.Errorf("Of(%q) = %d, want %d", ct, got, want)
+		}
+	}
+}
+
+func TestRequestHeader(t *testing.T) {
+	h := http.Header{"Content-Type": {"application/grpc-web-text+proto"}, "Content-Length": {"12"}, "X-Grpc-Web": {"1"}}
+	Text.Request(h)
+	if got := h.Get("Content-Type"); got != "application/grpc+proto" {
+		t.Errorf("content-type %q, want application/grpc+proto", got)
+	}
+	if h.Get("Te") != "trailers" || h.Get("Content-Length") != "" {
+		t.Errorf("te %q, content-length %q: want trailers and none", h.Get("Te"), h.Get("Content-Length"))
+	}
+}
+
+// TestTextBody decodes base64 bodies as clients send them: whole, in
+// pieces each padded on its own, and read a byte at a time; and refuses
+// what is not base64 or ends mid-quantum.
+func TestTextBody(t *testing.T) {
+	msg := bytes.Repeat([]byte("gRPC-Web \x00\x01\xff"), 700) // past one internal buffer
+	pieces := base64.StdEncoding.EncodeToString(msg[:1]) + base64.StdEncoding.EncodeToString(msg[1:5]) +
+		base64.StdEncoding.EncodeToString(msg[5:])
+	for name, in := range map[string]string{
+		"whole":  base64.StdEncoding.EncodeToString(msg),
+		"pieces": pieces,
+	} {
+		for _, slow := range []bool{false, true} {
+			var r io.Reader = strings.NewReader(in)
+			if slow {
+				r = iotest.OneByteReader(r)
+			}
+			dr, n := Text.Body(r, int64(len(in)))
+			if n != -1 {
+				t.Errorf("%s: length %d, want -1 (unknown once decoded)", name, n)
+			}
+			got, err := io.ReadAll(iotest.HalfReader(dr))
+			if err != nil || !bytes.Equal(got, msg) {
+				t.Errorf("%s (one byte at a time: %v): %d bytes, %v; want the %d bytes sent", name, slow, len(got), err, len(msg))
+			}
+		}
+	}
+	for _, bad := range []string{"AAA!", "AAAA====", "QUJD" + "QQ"} {
+		dr, _ := Text.Body(strings.NewReader(bad), -1)
+		if _, err := io.ReadAll(dr); !errors.Is(err, ErrBadText) {
+			t.Errorf("body %q: %v, want ErrBadText", bad, err)
+		}
+	}
+	if r, n := Binary.Body(strings.NewReader("x"), 1); n != 1 || r == nil {
+		t.Errorf("Binary.Body changed the body: length %d", n)
+	}
+}
+
+// gRPCResponse is what the HTTP/2 transport gives for a gRPC backend's
+// answer: the trailers land in resp.Trailer once the body has ended.
+func gRPCResponse(body io.Reader, trailer http.Header, err error) *http.Response {
+	resp := &http.Response{StatusCode: 200, ProtoMajor: 2, ContentLength: 42,
+		Header: http.Header{"Content-Type": {"application/grpc+proto"}, "Content-Length": {"42"}, "Trailer": {"Grpc-Status"}}}
+	resp.Body = &transportBody{r: body, resp: resp, trailer: trailer, err: err}
+	return resp
+}
+
+type transportBody struct {
+	r       io.Reader
+	resp    *http.Response
+	trailer http.Header
+	err     error
+}
+
+func (b *transportBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		if b.err != nil {
+			return n, b.err
+		}
+		b.resp.Trailer = b.trailer
+	}
+	return n, err
+}
+
+func (b *transportBody) Close() error { return nil }
+
+func TestResponse(t *testing.T) {
+	msgs := append([]byte{0, 0, 0, 0, 3}, "abc"...)
+	msgs = append(msgs, 0, 0, 0, 0, 1, 'z')
+	trailer := http.Header{"Grpc-Status": {"0"}, "Grpc-Message": {"ok"}, "X-Served-By": {"a", "b"}}
+	wantTail := "grpc-message: ok\r\ngrpc-status: 0\r\nx-served-by: a\r\nx-served-by: b\r\n"
+	want := append(append([]byte{}, msgs...), 0x80, 0, 0, 0, byte(len(wantTail)))
+	want = append(want, wantTail...)
+
+	for _, m := range []Mode{Binary, Text} {
+		orig := gRPCResponse(iotest.OneByteReader(bytes.NewReader(msgs)), trailer, nil)
+		out := m.Response(orig, "application/grpc-web"+map[Mode]string{Binary: "", Text: "-text"}[m]+"+proto")
+		if out == orig {
+			t.Fatalf("mode %d: the transport's response was changed in place", m)
+		}
+		wantCT := map[Mode]string{Binary: "application/grpc-web+proto", Text: "application/grpc-web-text+proto"}[m]
+		if out.Header.Get("Content-Type") != wantCT || out.ContentLength != -1 || out.Header.Get("Content-Length") != "" ||
+			out.Header.Get("Trailer") != "" || out.Trailer != nil {
+			t.Fatalf("mode %d: header %v, length %d, trailer %v", m, out.Header, out.ContentLength, out.Trailer)
+		}
+		if orig.Header.Get("Content-Type") != "application/grpc+proto" {
+			t.Errorf("mode %d: the transport's header was changed", m)
+		}
+		got, err := io.ReadAll(iotest.HalfReader(out.Body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m == Text {
+			if i := bytes.IndexByte(got, '='); i >= 0 && strings.Trim(string(got[i:]), "=") != "" {
+				t.Errorf("text: padding before the end: %q", got)
+			}
+			if got, err = base64.StdEncoding.DecodeString(string(got)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("mode %d: body\n%q\nwant\n%q", m, got, want)
+		}
+		if Broken(out.Body) != nil {
+			t.Errorf("mode %d: Broken = %v after a whole response", m, Broken(out.Body))
+		}
+	}
+
+	// Cut off before the trailers: UNAVAILABLE in their place.
+	cut := errors.New("stream reset")
+	orig := gRPCResponse(bytes.NewReader(msgs), nil, cut)
+	out := Binary.Response(orig, "application/grpc-web")
+	got, err := io.ReadAll(out.Body)
+	if err != nil || !bytes.HasPrefix(got, msgs) {
+		t.Fatalf("cut: %q, %v", got, err)
+	}
+	tail := string(got[len(msgs)+5:])
+	if got[len(msgs)] != 0x80 || !strings.Contains(tail, "grpc-status: 14\r\n") || !strings.Contains(tail, "grpc-message: sluice: the backend's stream broke off: stream reset\r\n") {
+		t.Errorf("cut: trailers' frame %q", got[len(msgs):])
+	}
+	if Broken(out.Body) != cut {
+		t.Errorf("cut: Broken = %v, want %v", Broken(out.Body), cut)
+	}
+
+	// Not gRPC (the backend's own error page): as it is.
+	page := &http.Response{StatusCode: 503, Header: http.Header{"Content-Type": {"text/html"}}, Body: io.NopCloser(strings.NewReader("x"))}
+	if Text.Response(page, "application/grpc-web-text") != page {
+		t.Error("a response that is not gRPC was translated")
+	}
+}
+
+func TestEncode(t *testing.T) {
+	if got := Encode("ok 100% é\n"); got != "ok 100%25 %C3%A9%0A" {
+		t.Errorf("Encode = %q", got)
+	}
+}
