@@ -352,15 +352,7 @@ func TestGRPCWebSluiceAnswers(t *testing.T) {
 		}
 	}
 	stop()
-	noBackend := []string{"h2c", "HTTP/2 over TLS", "HTTP/1.1", "HTTP/1.1 over TLS"}
-	if testEngine == "std" {
-		// With engine: std an HTTP/1.1 request with a body to an
-		// upstream_http2 pool whose backends refuse connections is taken
-		// for a client gone (499, the connection closed), gRPC-Web or not:
-		// a known fault of that path, left for its own fix.
-		noBackend = noBackend[:2]
-	}
-	for _, name := range noBackend {
+	for _, name := range names {
 		resp, _ := call(name, "")
 		if resp.StatusCode != 200 || resp.Header.Get("Grpc-Status") != "14" || resp.Header.Get("Grpc-Message") == "" {
 			t.Errorf("%s, no backend: %d, grpc-status %q, grpc-message %q; want 200, 14 (UNAVAILABLE) and a message",

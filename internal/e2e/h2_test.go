@@ -272,3 +272,33 @@ func TestIdleHTTP2ConnectionsHoldNoGoroutine(t *testing.T) {
 		})
 	}
 }
+
+// TestH2UpstreamDownAnswersPOST: a request with a body to an
+// upstream_http2 pool whose backends refuse connections gets its 502 at
+// once, from every engine. (x/net's Transport leaves the body open when no
+// connection could be made; the engine waited for its close, and the
+// client waited for ever.)
+func TestH2UpstreamDownAnswersPOST(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now: connections are refused
+	p := config.Pool{Name: "grpc", Balance: "round_robin", UpstreamHTTP2: true,
+		Backends: []config.Backend{{Address: "http://" + addr}}}
+	s := startSluice(t, oneListener(p))
+	c := newClient(t)
+	for i := range 3 {
+		req, _ := http.NewRequest(http.MethodPost, s.URL("public")+"/x", strings.NewReader("a body"))
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("POST %d: %v, want 502", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Fatalf("POST %d: %d, want 502", i, resp.StatusCode)
+		}
+	}
+}

@@ -764,3 +764,34 @@ func TestResilienceSlowlorisIsCutByReadHeaderTimeout(t *testing.T) {
 			got408, closed, firstReply)
 	}
 }
+
+// TestResilienceTimedOutPOSTKeepsTheClientServed: a POST whose backend
+// times out gets its 504, and the client's next POST on its keep-alive
+// connection gets an answer. (With engine: std the timeout cut the body's
+// read with a read deadline, which broke the connection for net/http: the
+// next request came with its context cancelled and got no answer at all.)
+func TestResilienceTimedOutPOSTKeepsTheClientServed(t *testing.T) {
+	// /delay/2s: the backend does not read the body, so it cannot see sluice
+	// go away; it ends its handler after 2 s, in time for the test's end.
+	be := startBackend(t, "slow")
+	p := poolOf("web", be)
+	p.Timeouts.ResponseHeader = 300 * time.Millisecond
+	s := startSluice(t, oneListener(p))
+	c := newClient(t)
+	url := s.URL("public")
+	for i, tc := range []struct {
+		path string
+		want int
+	}{{"/delay/2s", http.StatusGatewayTimeout}, {"/echo", http.StatusOK}, {"/delay/2s", http.StatusGatewayTimeout}, {"/echo", http.StatusOK}} {
+		req, _ := http.NewRequest(http.MethodPost, url+tc.path, strings.NewReader("a body"))
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("request %d, POST %s: %v, want %d", i, tc.path, err, tc.want)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Fatalf("request %d, POST %s: %d, want %d", i, tc.path, resp.StatusCode, tc.want)
+		}
+	}
+}

@@ -219,6 +219,7 @@ func (a *httpAttempt) unblockBodyOnTimeout(actx context.Context) (stop func()) {
 		defer close(ran)
 		if c := context.Cause(actx); c == proxy.ErrHeaderTimeout || c == proxy.ErrRequestTimeout {
 			http.NewResponseController(a.w).SetReadDeadline(time.Now())
+			a.readCut = true // read by fail, after stop has waited for this
 		}
 	})
 	return func() {

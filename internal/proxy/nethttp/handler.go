@@ -91,6 +91,11 @@ type httpAttempt struct {
 	// (grpc is set too).
 	web    grpcweb.Mode
 	webErr error // the gRPC-Web text body's decoding failed (the client's error)
+	// readCut: a timeout cut a read of the client's body short with a read
+	// deadline. Over HTTP/1.1 that breaks the connection for net/http (its
+	// background read fails and cancels the connection's context), so the
+	// answer closes it.
+	readCut bool
 	// held: an HTTP/2 or HTTP/3 request whose body, if any, is read whole
 	// (prefetchH2Body): the engine's connections can carry it.
 	held  bool
@@ -380,9 +385,13 @@ func (a *httpAttempt) idempotent() bool {
 // fail answers the client with a status sluice produced itself: a short
 // plain-text body and no internals. closeConn ends the connection after it.
 func (a *httpAttempt) fail(status int, msg string, closeConn bool) int {
+	closeConn = closeConn || a.readCut
 	if a.grpc {
 		status = a.failGRPC(status, msg)
 		a.rateLimitFields()
+		if closeConn && a.r.ProtoMajor == 1 {
+			a.w.Header().Set("Connection", "close") // gRPC-Web: as below
+		}
 		a.w.WriteHeader(http.StatusOK)
 		return status
 	}
