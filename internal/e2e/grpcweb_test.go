@@ -8,12 +8,15 @@ import (
 	bin "encoding/binary"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/textproto"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -137,7 +140,7 @@ func webCall(t *testing.T, c *http.Client, url string, text bool, msgs ...proto.
 
 // grpcWebSluice runs a sluice with a grpc_web pool in front of a gRPC
 // backend: listener "public" (HTTP/1.1 and h2c) and "tls" (HTTP/1.1 and
-// HTTP/2 by ALPN); it returns the clients to try, by name, and their URLs.
+// HTTP/2 by ALPN, HTTP/3 over QUIC); it returns the clients to try, by name, and their URLs.
 func grpcWebSluice(t *testing.T, backend string) (map[string]*http.Client, map[string]string, *sluice) {
 	p := config.Pool{Name: "grpc", Balance: "round_robin", UpstreamHTTP2: true, GRPCWeb: true,
 		Backends: []config.Backend{{Address: backend}}}
@@ -146,7 +149,7 @@ func grpcWebSluice(t *testing.T, backend string) (map[string]*http.Client, map[s
 	cfg := oneListener(p)
 	cfg.Listeners[0].H2C = true
 	cfg.Listeners = append(cfg.Listeners, config.Listener{Name: "tls", Address: "127.0.0.1:0", Pool: "grpc",
-		TLS: &config.TLS{Certificates: []config.Certificate{site}}})
+		TLS: &config.TLS{Certificates: []config.Certificate{site}}, HTTP3: true})
 	s := startSluice(t, cfg)
 	base := clientTLS(ca, "a.test")
 	clients := map[string]*http.Client{
@@ -154,12 +157,14 @@ func grpcWebSluice(t *testing.T, backend string) (map[string]*http.Client, map[s
 		"h2c":               h2cClient(t),
 		"HTTP/1.1 over TLS": httpsClient(t, s.Addr("tls"), base, false, true),
 		"HTTP/2 over TLS":   httpsClient(t, s.Addr("tls"), base, true, true),
+		"HTTP/3":            newH3Client(t, s.Addr("tls"), ca).Client,
 	}
 	urls := map[string]string{
 		"HTTP/1.1":          s.URL("public"),
 		"h2c":               s.URL("public"),
 		"HTTP/1.1 over TLS": "https://a.test",
 		"HTTP/2 over TLS":   "https://a.test",
+		"HTTP/3":            "https://a.test",
 	}
 	return clients, urls, s
 }
@@ -171,11 +176,14 @@ func grpcWebSluice(t *testing.T, backend string) (map[string]*http.Client, map[s
 func TestGRPCWeb(t *testing.T) {
 	addr, _, _ := startGRPCBackend(t)
 	clients, urls, s := grpcWebSluice(t, addr)
-	for _, name := range []string{"HTTP/1.1", "h2c", "HTTP/1.1 over TLS", "HTTP/2 over TLS"} {
+	for _, name := range []string{"HTTP/1.1", "h2c", "HTTP/1.1 over TLS", "HTTP/2 over TLS", "HTTP/3"} {
 		c, base := clients[name], urls[name]
 		wantProto := 1
-		if strings.Contains(name, "2") {
+		switch {
+		case strings.Contains(name, "2"):
 			wantProto = 2
+		case name == "HTTP/3":
+			wantProto = 3
 		}
 		for _, text := range []bool{false, true} {
 			mode := "binary"
@@ -269,7 +277,7 @@ func TestGRPCWeb(t *testing.T) {
 // mid-stream gets the messages sent so far, then UNAVAILABLE in the
 // trailers' frame and a response that ends: not a hang, not a cut body.
 func TestGRPCWebBackendKilledMidStream(t *testing.T) {
-	for _, name := range []string{"HTTP/1.1", "h2c", "HTTP/2 over TLS"} {
+	for _, name := range []string{"HTTP/1.1", "h2c", "HTTP/2 over TLS", "HTTP/3"} {
 		t.Run(name, func(t *testing.T) {
 			addr, _, stop := startGRPCBackend(t)
 			clients, urls, _ := grpcWebSluice(t, addr)
@@ -317,32 +325,60 @@ func TestGRPCWebBackendKilledMidStream(t *testing.T) {
 	}
 }
 
+// hangingGRPCBackend is an h2c backend that takes a call and answers
+// nothing until sluice gives up on it. Unlike a gRPC server it does not
+// enforce the call's grpc-timeout itself, so the deadline a client sees
+// is sluice's own; it reports the grpc-timeout each call arrived with.
+func hangingGRPCBackend(t *testing.T) (url string, timeouts <-chan string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 16)
+	srv := &http.Server{Handler: h2c.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		select {
+		case got <- r.Header.Get("Grpc-Timeout"):
+		default:
+		}
+		select {
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+	}), &http2.Server{})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String(), got
+}
+
 // TestGRPCWebSluiceAnswers: what sluice answers itself to a gRPC-Web call
 // is a gRPC status the client library reads (a trailers-only response):
 // DEADLINE_EXCEEDED once the call's grpc-timeout passes, UNAVAILABLE with
 // no backend to reach.
 func TestGRPCWebSluiceAnswers(t *testing.T) {
-	addr, _, stop := startGRPCBackend(t)
-	clients, urls, _ := grpcWebSluice(t, addr)
-	slow, _ := proto.Marshal(&testpb.SimpleRequest{ResponseSize: -1}) // the backend holds it 5 s
-	call := func(name string, timeout string) (*http.Response, time.Duration) {
-		req, _ := http.NewRequest("POST", urls[name]+"/grpc.testing.TestService/UnaryCall", bytes.NewReader(webFrame(slow)))
+	slow, _ := proto.Marshal(&testpb.SimpleRequest{})
+	call := func(c *http.Client, url string, timeout string) (*http.Response, time.Duration) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", url+"/grpc.testing.TestService/UnaryCall", bytes.NewReader(webFrame(slow)))
 		req.Header.Set("Content-Type", "application/grpc-web")
 		if timeout != "" {
 			req.Header.Set("Grpc-Timeout", timeout)
 		}
 		start := time.Now()
-		resp, err := clients[name].Do(req)
+		resp, err := c.Do(req)
 		if err != nil {
-			t.Fatalf("%s: %v", name, err)
+			t.Fatalf("POST %s: %v", url, err)
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		return resp, time.Since(start)
 	}
-	names := []string{"HTTP/1.1", "h2c", "HTTP/1.1 over TLS", "HTTP/2 over TLS"}
+	names := []string{"HTTP/1.1", "h2c", "HTTP/1.1 over TLS", "HTTP/2 over TLS", "HTTP/3"}
+
+	hang, timeouts := hangingGRPCBackend(t)
+	clients, urls, _ := grpcWebSluice(t, hang)
 	for _, name := range names {
-		resp, took := call(name, "300m")
+		resp, took := call(clients[name], urls[name], "300m")
 		if resp.StatusCode != 200 || resp.Header.Get("Grpc-Status") != "4" || resp.Header.Get("Content-Type") != "application/grpc-web" {
 			t.Errorf("%s, grpc-timeout 300m: %d, grpc-status %q, content-type %q; want 200, 4 (DEADLINE_EXCEEDED), application/grpc-web",
 				name, resp.StatusCode, resp.Header.Get("Grpc-Status"), resp.Header.Get("Content-Type"))
@@ -350,10 +386,21 @@ func TestGRPCWebSluiceAnswers(t *testing.T) {
 		if took > 4*time.Second {
 			t.Errorf("%s: the answer took %v: sluice did not end the call at its grpc-timeout", name, took)
 		}
+		select {
+		case got := <-timeouts:
+			if got != "300m" {
+				t.Errorf("%s: the backend got grpc-timeout %q, want the client's 300m", name, got)
+			}
+		default:
+			t.Errorf("%s: the call did not reach the backend", name)
+		}
 	}
+
+	addr, _, stop := startGRPCBackend(t)
+	clients, urls, _ = grpcWebSluice(t, addr)
 	stop()
 	for _, name := range names {
-		resp, _ := call(name, "")
+		resp, _ := call(clients[name], urls[name], "")
 		if resp.StatusCode != 200 || resp.Header.Get("Grpc-Status") != "14" || resp.Header.Get("Grpc-Message") == "" {
 			t.Errorf("%s, no backend: %d, grpc-status %q, grpc-message %q; want 200, 14 (UNAVAILABLE) and a message",
 				name, resp.StatusCode, resp.Header.Get("Grpc-Status"), resp.Header.Get("Grpc-Message"))
