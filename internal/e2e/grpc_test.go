@@ -52,6 +52,7 @@ func (s *grpcService) StreamingOutputCall(in *testpb.StreamingOutputCallRequest,
 		select {
 		case <-s.hold:
 		case <-st.Context().Done():
+			return st.Context().Err() // its deadline (DEADLINE_EXCEEDED), or cancelled
 		}
 	}
 	return nil

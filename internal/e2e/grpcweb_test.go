@@ -24,7 +24,11 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sluice-lb/sluice/internal/config"
+	"github.com/sluice-lb/sluice/internal/grpcweb"
 )
+
+// decoded drops the second result of grpcweb's decoder (the length).
+func decoded(r io.Reader, _ int64) io.Reader { return r }
 
 // webReply is a gRPC-Web response as a browser's client library reads it:
 // the header, the messages, and the trailers from the body's last frame
@@ -35,6 +39,7 @@ type webReply struct {
 	header   http.Header
 	messages [][]byte
 	trailer  http.Header
+	bodyLen  int // the body's length as received
 }
 
 // code is the call's grpc-status: from the trailers' frame, else from the
@@ -118,12 +123,12 @@ func webCall(t *testing.T, c *http.Client, url string, text bool, msgs ...proto.
 	if err != nil {
 		t.Fatalf("POST %s: reading the body: %v (read %q)", url, err, raw)
 	}
-	r := webReply{status: resp.StatusCode, proto: resp.ProtoMajor, header: resp.Header, trailer: http.Header{}}
+	r := webReply{status: resp.StatusCode, proto: resp.ProtoMajor, header: resp.Header, trailer: http.Header{}, bodyLen: len(raw)}
 	if len(resp.Trailer) > 0 {
 		t.Errorf("POST %s: HTTP trailers %v: gRPC-Web carries them in the body", url, resp.Trailer)
 	}
 	if text {
-		if raw, err = base64.StdEncoding.DecodeString(string(raw)); err != nil {
+		if raw, err = io.ReadAll(decoded(grpcweb.Text.Body(bytes.NewReader(raw), -1))); err != nil {
 			t.Fatalf("POST %s: body not base64: %v", url, err)
 		}
 	}
@@ -200,7 +205,7 @@ func TestGRPCWeb(t *testing.T) {
 				if r.status != 200 || r.proto != wantProto || r.header.Get("Content-Type") != wantCT {
 					t.Fatalf("unary: HTTP/%d %d, content-type %q; want HTTP/%d 200, %q", r.proto, r.status, r.header.Get("Content-Type"), wantProto, wantCT)
 				}
-				if r.code() != 0 || len(r.messages) != 1 {
+				if r.trailer.Get("Grpc-Status") != "0" || len(r.messages) != 1 {
 					t.Fatalf("unary: grpc-status %d, %d messages, trailers %v; want 0 and one message", r.code(), len(r.messages), r.trailer)
 				}
 				var out testpb.SimpleResponse
@@ -216,6 +221,10 @@ func TestGRPCWeb(t *testing.T) {
 				if r.status != 200 || r.code() != int(codes.NotFound) || len(r.messages) != 0 {
 					t.Fatalf("error status: HTTP %d, grpc-status %d, %d messages; want 200, %d, none", r.status, r.code(), len(r.messages), codes.NotFound)
 				}
+				if r.bodyLen != 0 || r.header.Get("Grpc-Status") == "" {
+					t.Errorf("error status: a body of %d bytes, grpc-status %q in the header; want a trailers-only answer (the status in the header, no body)",
+						r.bodyLen, r.header.Get("Grpc-Status"))
+				}
 				msg := r.trailer.Get("Grpc-Message")
 				if msg == "" {
 					msg = r.header.Get("Grpc-Message")
@@ -226,7 +235,7 @@ func TestGRPCWeb(t *testing.T) {
 
 				r = webCall(t, c, base+"/grpc.testing.TestService/StreamingOutputCall", text,
 					&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 3}, {Size: 70000}, {Size: 1}}})
-				if r.code() != 0 || len(r.messages) != 3 {
+				if r.trailer.Get("Grpc-Status") != "0" || len(r.messages) != 3 {
 					t.Fatalf("server streaming: grpc-status %d, %d messages; want 0 and 3", r.code(), len(r.messages))
 				}
 				for i, want := range []int{3, 70000, 1} {
@@ -254,7 +263,7 @@ func TestGRPCWeb(t *testing.T) {
 	})
 
 	t.Run("text body that is not base64", func(t *testing.T) {
-		for _, name := range []string{"HTTP/1.1", "h2c"} {
+		for _, name := range []string{"HTTP/1.1", "h2c", "HTTP/3"} {
 			req, _ := http.NewRequest("POST", urls[name]+"/grpc.testing.TestService/UnaryCall", strings.NewReader("AAAA!!!!"))
 			req.Header.Set("Content-Type", "application/grpc-web-text")
 			resp, err := clients[name].Do(req)
@@ -263,65 +272,94 @@ func TestGRPCWeb(t *testing.T) {
 			}
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == 200 && resp.Header.Get("Grpc-Status") == "" {
-				t.Errorf("%s: %d %v %q: want a refusal (4xx, or a gRPC status in the header)", name, resp.StatusCode, resp.Header, body)
-			}
-			if g := resp.Header.Get("Grpc-Status"); resp.StatusCode == 200 && (g == "" || g == "0") {
-				t.Errorf("%s: grpc-status %q for a body that is not base64", name, g)
+			// sluice's refusal (400, a client's error: INTERNAL), not an
+			// answer of the backend to what it made of the bytes.
+			if g, m := resp.Header.Get("Grpc-Status"), resp.Header.Get("Grpc-Message"); resp.StatusCode != 200 || g != "13" ||
+				!strings.Contains(strings.ToLower(m), "bad request") || len(body) != 0 {
+				t.Errorf("%s: %d, grpc-status %q, grpc-message %q, body %q: want sluice's trailers-only refusal (13, bad request)", name, resp.StatusCode, g, m, body)
 			}
 		}
 	})
 }
 
 // TestGRPCWebBackendKilledMidStream: a gRPC-Web client whose backend dies
-// mid-stream gets the messages sent so far, then UNAVAILABLE in the
-// trailers' frame and a response that ends: not a hang, not a cut body.
+// mid-stream gets the messages sent so far, each as soon as it was sent
+// (in text mode too, where base64 could hold a message's last bytes
+// back), then UNAVAILABLE in the trailers' frame and a response that ends:
+// not a hang, not a cut body.
 func TestGRPCWebBackendKilledMidStream(t *testing.T) {
 	for _, name := range []string{"HTTP/1.1", "h2c", "HTTP/2 over TLS", "HTTP/3"} {
-		t.Run(name, func(t *testing.T) {
-			addr, _, stop := startGRPCBackend(t)
-			clients, urls, _ := grpcWebSluice(t, addr)
-			m, _ := proto.Marshal(&testpb.StreamingOutputCallRequest{
-				ResponseParameters: []*testpb.ResponseParameters{{Size: 10}}, Payload: &testpb.Payload{}})
-			req, _ := http.NewRequest("POST", urls[name]+"/grpc.testing.TestService/StreamingOutputCall", bytes.NewReader(webFrame(m)))
-			req.Header.Set("Content-Type", "application/grpc-web+proto")
-			resp, err := clients[name].Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			head := make([]byte, 5)
-			if _, err := io.ReadFull(resp.Body, head); err != nil || head[0] != 0 {
-				t.Fatalf("first message's frame header: % x, %v", head, err)
-			}
-			first := make([]byte, bin.BigEndian.Uint32(head[1:]))
-			var m1 testpb.StreamingOutputCallResponse
-			if _, err := io.ReadFull(resp.Body, first); err != nil || proto.Unmarshal(first, &m1) != nil || len(m1.Payload.GetBody()) != 10 {
-				t.Fatalf("first message: % x, %v", first, err)
-			}
-			stop()
-			done := make(chan struct{})
-			var rest []byte
-			go func() {
-				defer close(done)
-				rest, err = io.ReadAll(resp.Body)
-			}()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				t.Fatal("the response did not end within 10 s of the backend's death")
-			}
-			if err != nil {
-				t.Fatalf("after the backend died: %v (read %q): want the trailers' frame and a clean end", err, rest)
-			}
-			msgs, tr, perr := parseWebBody(rest)
-			if perr != nil || len(msgs) != 0 || tr == nil {
-				t.Fatalf("after the backend died: %q: %v, %d messages, trailers %v", rest, perr, len(msgs), tr)
-			}
-			if tr.Get("Grpc-Status") != "14" {
-				t.Errorf("after the backend died: trailers %v, want grpc-status 14 (UNAVAILABLE)", tr)
-			}
-		})
+		for _, text := range []bool{false, true} {
+			mode := map[bool]string{false: "binary", true: "text"}[text]
+			t.Run(name+"/"+mode, func(t *testing.T) {
+				addr, _, stop := startGRPCBackend(t)
+				clients, urls, _ := grpcWebSluice(t, addr)
+				// 11 bytes of payload: a 5+15-byte frame, not a multiple of 3.
+				m, _ := proto.Marshal(&testpb.StreamingOutputCallRequest{
+					ResponseParameters: []*testpb.ResponseParameters{{Size: 11}}, Payload: &testpb.Payload{}})
+				body, ct := webFrame(m), "application/grpc-web+proto"
+				if text {
+					body, ct = []byte(base64.StdEncoding.EncodeToString(body)), "application/grpc-web-text+proto"
+				}
+				req, _ := http.NewRequest("POST", urls[name]+"/grpc.testing.TestService/StreamingOutputCall", bytes.NewReader(body))
+				req.Header.Set("Content-Type", ct)
+				resp, err := clients[name].Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				var r io.Reader = resp.Body
+				if text {
+					r, _ = grpcweb.Text.Body(resp.Body, -1) // four characters at a time, as clients decode
+				}
+				// The first message, while the backend holds the stream open.
+				got := make(chan error, 1)
+				var m1 testpb.StreamingOutputCallResponse
+				go func() {
+					head := make([]byte, 5)
+					if _, err := io.ReadFull(r, head); err != nil || head[0] != 0 {
+						got <- fmt.Errorf("frame header % x: %v", head, err)
+						return
+					}
+					first := make([]byte, bin.BigEndian.Uint32(head[1:]))
+					if _, err := io.ReadFull(r, first); err != nil {
+						got <- err
+						return
+					}
+					got <- proto.Unmarshal(first, &m1)
+				}()
+				select {
+				case err := <-got:
+					if err != nil || len(m1.Payload.GetBody()) != 11 {
+						t.Fatalf("first message: %v, %d bytes of payload", err, len(m1.Payload.GetBody()))
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatal("the first message did not reach the client while the stream was open")
+				}
+				stop()
+				done := make(chan struct{})
+				var rest []byte
+				go func() {
+					defer close(done)
+					rest, err = io.ReadAll(r)
+				}()
+				select {
+				case <-done:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the response did not end within 10 s of the backend's death")
+				}
+				if err != nil {
+					t.Fatalf("after the backend died: %v (read %q): want the trailers' frame and a clean end", err, rest)
+				}
+				msgs, tr, perr := parseWebBody(rest)
+				if perr != nil || len(msgs) != 0 || tr == nil {
+					t.Fatalf("after the backend died: %q: %v, %d messages, trailers %v", rest, perr, len(msgs), tr)
+				}
+				if tr.Get("Grpc-Status") != "14" {
+					t.Errorf("after the backend died: trailers %v, want grpc-status 14 (UNAVAILABLE)", tr)
+				}
+			})
+		}
 	}
 }
 
@@ -405,5 +443,42 @@ func TestGRPCWebSluiceAnswers(t *testing.T) {
 			t.Errorf("%s, no backend: %d, grpc-status %q, grpc-message %q; want 200, 14 (UNAVAILABLE) and a message",
 				name, resp.StatusCode, resp.Header.Get("Grpc-Status"), resp.Header.Get("Grpc-Message"))
 		}
+	}
+}
+
+// TestGRPCWebDeadlineMidStream: a server stream still open at the call's
+// grpc-timeout ends with DEADLINE_EXCEEDED in the trailers' frame, after
+// the messages sent so far; and the client's connection serves its next
+// call (engine: std once lost it: the timeout's read deadline broke
+// net/http's background read of the connection).
+func TestGRPCWebDeadlineMidStream(t *testing.T) {
+	addr, _, _ := startGRPCBackend(t)
+	clients, urls, _ := grpcWebSluice(t, addr)
+	held, _ := proto.Marshal(&testpb.StreamingOutputCallRequest{
+		ResponseParameters: []*testpb.ResponseParameters{{Size: 4}}, Payload: &testpb.Payload{}})
+	for _, name := range []string{"HTTP/1.1", "h2c", "HTTP/1.1 over TLS", "HTTP/2 over TLS", "HTTP/3"} {
+		t.Run(name, func(t *testing.T) {
+			req, _ := http.NewRequest("POST", urls[name]+"/grpc.testing.TestService/StreamingOutputCall", bytes.NewReader(webFrame(held)))
+			req.Header.Set("Content-Type", "application/grpc-web")
+			req.Header.Set("Grpc-Timeout", "400m")
+			resp, err := clients[name].Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatalf("held stream: %v (read %q)", err, raw)
+			}
+			msgs, tr, err := parseWebBody(raw)
+			if err != nil || len(msgs) != 1 || tr.Get("Grpc-Status") != "4" {
+				t.Fatalf("held stream past its grpc-timeout: %v, %d messages, trailers %v; want 1 and grpc-status 4 (DEADLINE_EXCEEDED)", err, len(msgs), tr)
+			}
+			r := webCall(t, clients[name], urls[name]+"/grpc.testing.TestService/UnaryCall", false,
+				&testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("next")}})
+			if r.trailer.Get("Grpc-Status") != "0" || len(r.messages) != 1 {
+				t.Errorf("the next call: grpc-status %q, %d messages", r.trailer.Get("Grpc-Status"), len(r.messages))
+			}
+		})
 	}
 }

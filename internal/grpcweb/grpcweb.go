@@ -19,14 +19,17 @@
 package grpcweb
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"io"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/sluice-lb/sluice/internal/edge"
+	"github.com/sluice-lb/sluice/internal/proxy"
 )
 
 // Mode is how a request speaks gRPC-Web.
@@ -154,7 +157,8 @@ func (d *textDecoder) Read(p []byte) (int, error) {
 // gRPC-Web one: a copy of resp with the client's content type (reqCT's
 // type and suffix), no length, no HTTP trailers, and a body that ends with
 // the trailers' frame. The original resp stays the transport's: its
-// Trailer is read once its body ends. A response that is not gRPC (a
+// Trailer is read once its body ends. A trailers-only response (the status
+// in its header) gets only the content type; one that is not gRPC (a
 // backend's own error page) passes as it is.
 func (m Mode) Response(resp *http.Response, reqCT string) *http.Response {
 	ct := resp.Header.Get("Content-Type")
@@ -164,6 +168,11 @@ func (m Mode) Response(resp *http.Response, reqCT string) *http.Response {
 	out := *resp
 	out.Header = resp.Header.Clone()
 	out.Header.Set("Content-Type", m.ContentType()+m.suffix(reqCT))
+	if resp.Header.Get("Grpc-Status") != "" {
+		// Trailers-only: the status is in the header block, where gRPC-Web
+		// clients read it too; the body stays empty.
+		return &out
+	}
 	out.Header.Del("Content-Length")
 	out.Header.Del("Trailer")
 	out.ContentLength = -1
@@ -178,8 +187,8 @@ func (m Mode) Response(resp *http.Response, reqCT string) *http.Response {
 
 // Broken reports the error that ended a Response's body before the
 // backend's trailers (nil: none): the client got a trailers frame with
-// grpc-status 14 (UNAVAILABLE) in their place, and the codec counts the
-// attempt as broken off.
+// UNAVAILABLE (or DEADLINE_EXCEEDED) in their place, and the codec counts
+// the attempt as broken off.
 func Broken(rc io.ReadCloser) error {
 	switch b := rc.(type) {
 	case *body:
@@ -221,16 +230,18 @@ func (b *body) Read(p []byte) (int, error) {
 }
 
 // end builds the trailers' frame: the backend's trailers, or (err, before
-// any grpc-status) UNAVAILABLE.
+// any grpc-status) proxy.GRPCBroken's status.
 func (b *body) end(err error) {
 	b.ended = true
 	tr := b.resp.Trailer
 	if err != nil && err != io.EOF && tr.Get("Grpc-Status") == "" {
 		b.broken = err
-		tr = http.Header{
-			"Grpc-Status":  {"14"},
-			"Grpc-Message": {Encode("sluice: the backend's stream broke off: " + err.Error())},
+		ctx := context.Background()
+		if b.resp.Request != nil {
+			ctx = b.resp.Request.Context()
 		}
+		code, msg := proxy.GRPCBroken(ctx, err)
+		tr = http.Header{"Grpc-Status": {strconv.Itoa(code)}, "Grpc-Message": {msg}}
 	}
 	b.tail = Trailers(tr)
 }
@@ -260,16 +271,24 @@ func Trailers(tr http.Header) []byte {
 	return f
 }
 
-// textEncoder is a body in base64. It encodes whole 3-byte groups as they
-// come and keeps the rest for the next read, so that the padding comes only
-// at the end.
+// textEncoder is a body in base64. Each message must reach the client as
+// soon as the backend sent it, so whatever ends a frame (a message or the
+// trailers) is encoded at once, padded; within a frame it encodes whole
+// 3-byte groups and keeps the rest (at most 2 bytes) for the next read.
+// Clients decode four characters at a time, so padding between frames is
+// read as such (the gRPC-Web protocol allows it).
 type textEncoder struct {
 	r    *body
 	raw  [3 << 10]byte
-	have int // bytes of raw not yet encoded (fewer than 3 after a read)
+	have int // bytes of raw not yet encoded
 	out  []byte
-	enc  [4 << 10]byte
+	enc  [4<<10 + 8]byte
 	eof  bool
+	// The frame the stream is in: header bytes seen (0–5), its header,
+	// and its payload bytes still to come.
+	hdrN int
+	hdr  [5]byte
+	left uint32
 }
 
 func (e *textEncoder) Read(p []byte) (int, error) {
@@ -277,41 +296,56 @@ func (e *textEncoder) Read(p []byte) (int, error) {
 		if e.eof {
 			return 0, io.EOF
 		}
+		old := e.have
 		n, err := e.r.Read(e.raw[e.have:])
 		e.have += n
-		whole := e.have - e.have%3
-		if err != nil {
-			if err != io.EOF {
-				return 0, err
-			}
-			e.eof, whole = true, e.have
+		if err != nil && err != io.EOF {
+			return 0, err
 		}
-		k := base64.StdEncoding.EncodedLen(whole)
-		base64.StdEncoding.Encode(e.enc[:k], e.raw[:whole])
-		copy(e.raw[:], e.raw[whole:e.have])
-		e.have -= whole
-		e.out = e.enc[:k]
+		end := e.frameEnd(old)
+		if err == io.EOF {
+			e.eof, end = true, e.have
+		}
+		k := 0
+		if end > 0 { // through a frame's end: all of it, padded
+			k = base64.StdEncoding.EncodedLen(end)
+			base64.StdEncoding.Encode(e.enc[:k], e.raw[:end])
+		}
+		whole := (e.have - end) / 3 * 3 // then whole groups of what follows
+		k2 := base64.StdEncoding.EncodedLen(whole)
+		base64.StdEncoding.Encode(e.enc[k:k+k2], e.raw[end:end+whole])
+		copy(e.raw[:], e.raw[end+whole:e.have])
+		e.have -= end + whole
+		e.out = e.enc[:k+k2]
 	}
 	n := copy(p, e.out)
 	e.out = e.out[n:]
 	return n, nil
 }
 
-func (e *textEncoder) Close() error { return e.r.Close() }
-
-// Encode percent-encodes a grpc-message value (gRPC over HTTP/2:
-// printable ASCII but '%' as is, the rest as %XX).
-func Encode(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= ' ' && c <= '~' && c != '%' {
-			b.WriteByte(c)
-			continue
+// frameEnd follows the frames through raw[from:have] and returns the
+// offset in raw just past the last frame that ends there (0: none).
+func (e *textEncoder) frameEnd(from int) int {
+	end := 0
+	for pos := from; pos < e.have; {
+		if e.hdrN < 5 {
+			k := copy(e.hdr[e.hdrN:], e.raw[pos:e.have])
+			e.hdrN += k
+			pos += k
+			if e.hdrN < 5 {
+				break
+			}
+			e.left = binary.BigEndian.Uint32(e.hdr[1:])
+		} else {
+			k := int(min(uint32(e.have-pos), e.left))
+			e.left -= uint32(k)
+			pos += k
 		}
-		b.WriteByte('%')
-		b.WriteByte("0123456789ABCDEF"[c>>4])
-		b.WriteByte("0123456789ABCDEF"[c&15])
+		if e.hdrN == 5 && e.left == 0 {
+			e.hdrN, end = 0, pos
+		}
 	}
-	return b.String()
+	return end
 }
+
+func (e *textEncoder) Close() error { return e.r.Close() }

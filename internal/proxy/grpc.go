@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"context"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -49,10 +51,12 @@ func CapGRPCTimeout(h http.Header, limit time.Duration) {
 	h.Set("Grpc-Timeout", strconv.FormatInt(max(1, limit.Milliseconds()), 10)+"m")
 }
 
-// GRPCStatus maps a status sluice answers with to a gRPC status code, as
-// the gRPC HTTP/2 protocol document maps HTTP statuses: the codecs answer
-// a gRPC (or gRPC-Web) call that sluice refuses or could not forward with
-// it, in a trailers-only response.
+// GRPCStatus maps a status sluice answers with to the gRPC status code the
+// codecs answer a gRPC (or gRPC-Web) call with, in a trailers-only
+// response, when sluice refuses it or could not forward it. It follows the
+// gRPC document's mapping of HTTP statuses, but for what sluice knows
+// better: its own timeouts (504, 408) are DEADLINE_EXCEEDED and its rate
+// limits and size limits (429, 413, 431) RESOURCE_EXHAUSTED.
 func GRPCStatus(status int) int {
 	switch status {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusMisdirectedRequest:
@@ -72,3 +76,60 @@ func GRPCStatus(status int) int {
 	}
 	return 13 // INTERNAL
 }
+
+// GRPCDeadline bounds ctx by a call's grpc-timeout v counted from start,
+// the request's arrival, so that sluice gives up when the client does,
+// with cause ErrRequestTimeout; ctx unchanged when v is absent or
+// malformed.
+func GRPCDeadline(ctx context.Context, start time.Time, v string) (context.Context, context.CancelFunc) {
+	d, ok := GRPCTimeout(v)
+	if !ok {
+		return ctx, func() {}
+	}
+	return context.WithDeadlineCause(ctx, start.Add(d), ErrRequestTimeout)
+}
+
+// GRPCBroken is the status and message of a gRPC call whose backend
+// stream broke off with err after its header went out (read through a
+// request context ctx): DEADLINE_EXCEEDED when one of sluice's timeouts
+// ended it, else UNAVAILABLE. The client sees that status, not a reset
+// stream it would read as INTERNAL.
+func GRPCBroken(ctx context.Context, err error) (code int, msg string) {
+	if c := context.Cause(ctx); c == ErrRequestTimeout || c == ErrHeaderTimeout {
+		return 4, GRPCEncode("sluice: " + c.Error())
+	}
+	if AtDeadline(ctx) {
+		return 4, GRPCEncode("sluice: the call's deadline passed; the backend ended it: " + err.Error())
+	}
+	return 14, GRPCEncode("sluice: the backend's stream broke off: " + err.Error())
+}
+
+// GRPCEncode percent-encodes a grpc-message value (gRPC over HTTP/2:
+// printable ASCII but '%' as is, the rest as %XX).
+func GRPCEncode(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= ' ' && c <= '~' && c != '%' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte("0123456789ABCDEF"[c>>4])
+		b.WriteByte("0123456789ABCDEF"[c&15])
+	}
+	return b.String()
+}
+
+// AtDeadline reports whether ctx's deadline has passed or is at most
+// deadlineSlack away. A gRPC backend enforces the grpc-timeout it was
+// sent, from when the call reached it: when it resets the stream within
+// that slack of sluice's own deadline (timers fire late on a busy
+// machine), the call ended at its deadline, and the client is told
+// DEADLINE_EXCEEDED rather than UNAVAILABLE.
+func AtDeadline(ctx context.Context) bool {
+	dl, ok := ctx.Deadline()
+	return ok && time.Until(dl) <= deadlineSlack
+}
+
+const deadlineSlack = 20 * time.Millisecond

@@ -53,17 +53,13 @@ func (c *h1conn) sendH2(ctx context.Context, b *pool.Backend, canRetry bool) (o 
 			body.r, body.length = web.Body(body.r, body.length)
 			req.ContentLength = -1
 		}
-	}
-	if web != grpcweb.None {
 		// The client gives up at its grpc-timeout, from the request's start:
 		// so does sluice, and the backend gets no more than sluice waits.
 		proxy.CapGRPCTimeout(req.Header, t.Timeouts.Request)
-		if d, ok := proxy.GRPCTimeout(req.Header.Get("Grpc-Timeout")); ok {
-			var stop context.CancelFunc
-			ctx, stop = context.WithDeadlineCause(ctx, q.rec.Start.Add(d), proxy.ErrRequestTimeout)
-			defer stop()
-			req = req.WithContext(ctx)
-		}
+		var stop context.CancelFunc
+		ctx, stop = proxy.GRPCDeadline(ctx, q.rec.Start, req.Header.Get("Grpc-Timeout"))
+		defer stop()
+		req = req.WithContext(ctx)
 	}
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -82,7 +78,11 @@ func (c *h1conn) sendH2(ctx context.Context, b *pool.Backend, canRetry bool) (o 
 	}
 	if err != nil {
 		body.wait()
-		return c.h2Outcome(err, actx, body)
+		o := c.h2Outcome(err, actx, body)
+		if o.Class == proxy.Reset && web != grpcweb.None && proxy.AtDeadline(actx) {
+			o.Class = proxy.Timeout // the backend ended the call at its deadline
+		}
+		return o
 	}
 	defer body.wait()
 	defer resp.Body.Close()

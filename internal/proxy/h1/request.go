@@ -292,7 +292,7 @@ func (c *h1conn) failGRPCWeb(web grpcweb.Mode, status int, msg string, closeConn
 	o = append(o, "\r\nGrpc-Status: "...)
 	o = strconv.AppendInt(o, int64(proxy.GRPCStatus(status)), 10)
 	o = append(o, "\r\nGrpc-Message: "...)
-	o = append(o, grpcweb.Encode(msg)...)
+	o = append(o, proxy.GRPCEncode(msg)...)
 	o = append(o, "\r\nX-Request-Id: "...)
 	o = append(o, q.id...)
 	if closeConn {

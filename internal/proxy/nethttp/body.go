@@ -39,6 +39,7 @@ type trackedBody struct {
 	// the backend's.
 	invited bool
 	cur     *attemptBody // the attempt that may read
+	ended   bool         // the client's body was read to its end
 }
 
 // attemptBody is the body of one attempt. Only the goroutine that the
@@ -126,7 +127,25 @@ func (v *attemptBody) Read(p []byte) (int, error) {
 	if err != nil && err != io.EOF {
 		b.err = err
 	}
+	b.ended = b.ended || err == io.EOF
 	return n, err
+}
+
+// fail records err, found in the body on its way to a backend (a gRPC-Web
+// text body that is not base64), as the client's body error.
+func (b *trackedBody) fail(err error) {
+	b.mu.Lock()
+	if b.err == nil {
+		b.err = err
+	}
+	b.mu.Unlock()
+}
+
+// readAll reports whether the client's body was read to its end.
+func (b *trackedBody) readAll() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ended
 }
 
 // Close is a no-op: the server owns the client's body, and a failed attempt

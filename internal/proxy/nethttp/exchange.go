@@ -36,7 +36,7 @@ func (a *httpAttempt) outFor(ctx context.Context, b *pool.Backend, body *attempt
 		out.Body = body
 		if a.web == grpcweb.Text {
 			r, _ := a.web.Body(body, -1)
-			out.Body = &decodedBody{r: r, c: body, err: &a.webErr}
+			out.Body = &decodedBody{r: r, c: body, b: a.body}
 		}
 	}
 	return out
@@ -44,17 +44,18 @@ func (a *httpAttempt) outFor(ctx context.Context, b *pool.Backend, body *attempt
 
 // decodedBody is a request body decoded on its way (gRPC-Web text): its
 // reads' error is the client's body error (bodyErr), and its close the
-// body's beneath.
+// body's beneath. The Transport reads it on its own goroutine, maybe after
+// RoundTrip returned: the error goes to the trackedBody, under its lock.
 type decodedBody struct {
-	r   io.Reader
-	c   io.Closer
-	err *error
+	r io.Reader
+	c io.Closer
+	b *trackedBody
 }
 
 func (d *decodedBody) Read(p []byte) (int, error) {
 	n, err := d.r.Read(p)
-	if err != nil && err != io.EOF && *d.err == nil {
-		*d.err = err
+	if err != nil && err != io.EOF {
+		d.b.fail(err)
 	}
 	return n, err
 }
@@ -217,7 +218,11 @@ func (a *httpAttempt) unblockBodyOnTimeout(actx context.Context) (stop func()) {
 	ran := make(chan struct{})
 	cancel := context.AfterFunc(actx, func() {
 		defer close(ran)
-		if c := context.Cause(actx); c == proxy.ErrHeaderTimeout || c == proxy.ErrRequestTimeout {
+		// Only while the client's body is unread: once it is read to its
+		// end there is no read to unblock, and over HTTP/1.1 the deadline
+		// would break net/http's background read of the connection (its
+		// context cancelled: the next request on it is lost).
+		if c := context.Cause(actx); (c == proxy.ErrHeaderTimeout || c == proxy.ErrRequestTimeout) && !a.body.readAll() {
 			http.NewResponseController(a.w).SetReadDeadline(time.Now())
 			a.readCut = true // read by fail, after stop has waited for this
 		}
@@ -271,14 +276,14 @@ func (a *httpAttempt) classify(err error, actx context.Context) proxy.Outcome {
 	if errors.As(err, &de) {
 		return proxy.Outcome{Class: proxy.ConnectFailure, Err: err}
 	}
+	if a.grpc && actx != nil && proxy.AtDeadline(actx) {
+		return proxy.Outcome{Class: proxy.Timeout, Err: err} // the backend ended the call at its deadline
+	}
 	return proxy.Outcome{Class: proxy.Reset, Err: err}
 }
 
 // bodyErr is the error reading the client's body, if any.
 func (a *httpAttempt) bodyErr() error {
-	if a.webErr != nil {
-		return a.webErr
-	}
 	if a.body == nil {
 		return nil
 	}
@@ -328,11 +333,11 @@ func (a *httpAttempt) deliver(resp *http.Response, b *pool.Backend) proxy.Outcom
 	switch {
 	case werr != nil:
 		o.Err = werr // the client went away; nothing more to do
-	case werr == nil && rerr == nil && grpcweb.Broken(resp.Body) != nil:
+	case rerr == nil && grpcweb.Broken(resp.Body) != nil:
 		o.Err = grpcweb.Broken(resp.Body) // the client got UNAVAILABLE in the trailers' frame
 	case rerr != nil && a.grpc && a.web == grpcweb.None && a.r.ProtoMajor >= 2:
 		o.Err = rerr
-		grpcBroken(hdr, resp.Trailer, rerr)
+		grpcBroken(hdr, resp, rerr)
 	case rerr != nil:
 		o.Err = rerr
 		a.abort = true

@@ -90,32 +90,25 @@ func (a *httpAttempt) failGRPC(status int, msg string) int {
 	}
 	hdr.Set("Content-Type", ct)
 	hdr.Set("Grpc-Status", strconv.Itoa(proxy.GRPCStatus(status)))
-	hdr.Set("Grpc-Message", grpcweb.Encode(msg))
+	hdr.Set("Grpc-Message", proxy.GRPCEncode(msg))
 	hdr.Set("X-Request-Id", a.id)
 	return status
 }
 
 // grpcBroken sets the trailers of a gRPC response whose backend stream
-// broke off after its header went out: the client sees UNAVAILABLE, not a
-// reset stream it would read as INTERNAL, unless the backend already gave a
-// status.
-func grpcBroken(hdr http.Header, trailer http.Header, err error) {
-	if trailer.Get("Grpc-Status") != "" {
+// broke off with err after its header went out (proxy.GRPCBroken), unless
+// the backend already gave a status.
+func grpcBroken(hdr http.Header, resp *http.Response, err error) {
+	if resp.Trailer.Get("Grpc-Status") != "" {
 		return
 	}
-	hdr.Set(http.TrailerPrefix+"Grpc-Status", "14")
-	hdr.Set(http.TrailerPrefix+"Grpc-Message", grpcweb.Encode("sluice: the backend's stream broke off: "+err.Error()))
-}
-
-// grpcDeadline bounds ctx by the call's grpc-timeout (proxy.GRPCTimeout),
-// so that sluice gives up when the client does; it returns ctx unchanged
-// when there is none or it is malformed.
-func grpcDeadline(ctx context.Context, v string) (context.Context, context.CancelFunc) {
-	d, ok := proxy.GRPCTimeout(v)
-	if !ok {
-		return ctx, func() {}
+	ctx := context.Background()
+	if resp.Request != nil {
+		ctx = resp.Request.Context()
 	}
-	return context.WithTimeoutCause(ctx, d, proxy.ErrRequestTimeout)
+	code, msg := proxy.GRPCBroken(ctx, err)
+	hdr.Set(http.TrailerPrefix+"Grpc-Status", strconv.Itoa(code))
+	hdr.Set(http.TrailerPrefix+"Grpc-Message", msg)
 }
 
 type tlsKey struct{}

@@ -89,12 +89,10 @@ type httpAttempt struct {
 	grpc   bool   // a gRPC call: sluice's own failures are gRPC statuses
 	// web: a gRPC-Web call to a pool with grpc_web, translated to gRPC
 	// (grpc is set too).
-	web    grpcweb.Mode
-	webErr error // the gRPC-Web text body's decoding failed (the client's error)
+	web grpcweb.Mode
 	// readCut: a timeout cut a read of the client's body short with a read
-	// deadline. Over HTTP/1.1 that breaks the connection for net/http (its
-	// background read fails and cancels the connection's context), so the
-	// answer closes it.
+	// deadline. Over HTTP/1.1 that leaves the connection unfit for another
+	// request, so the answer closes it.
 	readCut bool
 	// held: an HTTP/2 or HTTP/3 request whose body, if any, is read whole
 	// (prefetchH2Body): the engine's connections can carry it.
@@ -281,7 +279,7 @@ func (a *httpAttempt) serve(l *proxy.Listener, info *pool.PickInfo) (proxy.Resul
 	if a.grpc {
 		// The client gives up at its grpc-timeout: so does sluice.
 		var cancel context.CancelFunc
-		ctx, cancel = grpcDeadline(ctx, r.Header.Get("Grpc-Timeout"))
+		ctx, cancel = proxy.GRPCDeadline(ctx, a.rec.Start, r.Header.Get("Grpc-Timeout"))
 		defer cancel()
 	}
 	a.tls = l.TLS
