@@ -52,21 +52,12 @@ const (
 // Of reports how a request with content type ct speaks gRPC-Web.
 func Of(ct string) Mode {
 	switch {
-	case hasType(ct, ctWebText):
+	case proxy.IsMediaType(ct, ctWebText):
 		return Text
-	case hasType(ct, ctWeb):
+	case proxy.IsMediaType(ct, ctWeb):
 		return Binary
 	}
 	return None
-}
-
-// hasType reports whether ct is t, alone or followed by a "+format"
-// suffix or parameters.
-func hasType(ct, t string) bool {
-	if len(ct) < len(t) || !strings.EqualFold(ct[:len(t)], t) {
-		return false
-	}
-	return len(ct) == len(t) || ct[len(t)] == '+' || ct[len(t)] == ';'
 }
 
 // ContentType is the mode's content type, without suffix.
@@ -162,7 +153,7 @@ func (d *textDecoder) Read(p []byte) (int, error) {
 // backend's own error page) passes as it is.
 func (m Mode) Response(resp *http.Response, reqCT string) *http.Response {
 	ct := resp.Header.Get("Content-Type")
-	if !hasType(ct, "application/grpc") {
+	if !proxy.IsMediaType(ct, "application/grpc") {
 		return resp
 	}
 	out := *resp

@@ -8,6 +8,16 @@ import (
 	"time"
 )
 
+// IsMediaType reports whether the content type ct is t (compared without
+// case), alone or followed by a "+format" suffix or parameters:
+// "application/grpc+proto" is application/grpc.
+func IsMediaType(ct, t string) bool {
+	if len(ct) < len(t) || !strings.EqualFold(ct[:len(t)], t) {
+		return false
+	}
+	return len(ct) == len(t) || ct[len(t)] == '+' || ct[len(t)] == ';'
+}
+
 // GRPCTimeout parses a grpc-timeout value ("100m", "5S": an integer of at
 // most 8 digits and a unit H M S m u n); false when it is malformed.
 func GRPCTimeout(v string) (time.Duration, bool) {

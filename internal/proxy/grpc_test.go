@@ -78,3 +78,14 @@ func TestAtDeadline(t *testing.T) {
 		t.Errorf("broken 5ms before the deadline: %d, want 4 (DEADLINE_EXCEEDED)", code)
 	}
 }
+
+func TestIsMediaType(t *testing.T) {
+	for ct, want := range map[string]bool{
+		"application/grpc": true, "application/grpc+proto": true, "Application/GRPC; charset=x": true,
+		"application/grpc-web": false, "application/grpcx": false, "application/gr": false, "": false,
+	} {
+		if got := IsMediaType(ct, "application/grpc"); got != want {
+			t.Errorf("IsMediaType(%q, application/grpc) = %v, want %v", ct, got, want)
+		}
+	}
+}

@@ -270,43 +270,7 @@ func (c *h1conn) forward(res *proxy.Result) int {
 		q.closeAfter = true
 		return status
 	}
-	if t.GRPCWeb {
-		if web := grpcweb.Of(q.raw.Get("Content-Type")); web != grpcweb.None {
-			return c.failGRPCWeb(web, status, proxy.StatusText(status), closeConn)
-		}
-	}
 	return c.fail(status, proxy.StatusText(status), closeConn)
-}
-
-// failGRPCWeb answers a gRPC-Web call that sluice could not forward as
-// the net/http codec answers gRPC calls: a trailers-only response (200,
-// grpc-status and grpc-message in the header), which gRPC-Web clients
-// read as the call's status. It returns status, for the access log.
-func (c *h1conn) failGRPCWeb(web grpcweb.Mode, status int, msg string, closeConn bool) int {
-	q := &c.req
-	if !closeConn && !c.discardBody() || c.e.shutting.Load() {
-		closeConn = true
-	}
-	o := append(c.out[:0], "HTTP/1.1 200 OK\r\nContent-Type: "...)
-	o = append(o, web.ContentType()...)
-	o = append(o, "\r\nGrpc-Status: "...)
-	o = strconv.AppendInt(o, int64(proxy.GRPCStatus(status)), 10)
-	o = append(o, "\r\nGrpc-Message: "...)
-	o = append(o, proxy.GRPCEncode(msg)...)
-	o = append(o, "\r\nX-Request-Id: "...)
-	o = append(o, q.id...)
-	if closeConn {
-		o = append(o, "\r\nConnection: close"...)
-		q.closeAfter = true
-	} else if q.head.Minor == 0 {
-		o = append(o, "\r\nConnection: keep-alive"...)
-	}
-	o = append(o, "\r\nContent-Length: 0\r\n\r\n"...)
-	c.out = o
-	if _, err := c.rw.Write(o); err != nil {
-		q.closeAfter = true
-	}
-	return status
 }
 
 // Replayable implements Attempt: an idempotent request whose body, if any,
@@ -420,10 +384,21 @@ func (c *h1conn) fail(status int, msg string, closeConn bool) int {
 // connection closes after it when closeConn, or once Shutdown has begun.
 func (c *h1conn) failAnswer(status int, msg string, closeConn bool) []byte {
 	q := &c.req
-	if q.websocket || c.e.shutting.Load() {
-		// Once Shutdown has begun, no answer keeps the connection, as in
-		// net/http.
-		closeConn = true
+	if web := c.grpcWeb(); web != grpcweb.None {
+		// A gRPC-Web call, as the net/http codec answers gRPC calls: a
+		// trailers-only response (200, grpc-status and grpc-message in the
+		// header), which gRPC-Web clients read as the call's status.
+		o := append(c.out[:0], "HTTP/1.1 200 OK\r\nContent-Type: "...)
+		o = append(o, web.ContentType()...)
+		o = append(o, "\r\nGrpc-Status: "...)
+		o = strconv.AppendInt(o, int64(proxy.GRPCStatus(status)), 10)
+		o = append(o, "\r\nGrpc-Message: "...)
+		o = append(o, proxy.GRPCEncode(msg)...)
+		o = append(o, "\r\nX-Request-Id: "...)
+		o = append(o, q.id...)
+		o = append(o, "\r\n"...)
+		c.out = c.appendFailEnd(o, 0, closeConn)
+		return c.out
 	}
 	o := c.out[:0]
 	o = append(o, "HTTP/1.1 "...)
@@ -432,24 +407,41 @@ func (c *h1conn) failAnswer(status int, msg string, closeConn bool) []byte {
 	o = append(o, proxy.ReasonPhrase(status)...)
 	o = append(o, "\r\n"...)
 	o = c.appendFailFields(o, status)
-	if closeConn {
-		o = append(o, "Connection: close\r\n"...)
-	} else if q.head.Minor == 0 {
-		o = append(o, "Connection: keep-alive\r\n"...)
-	}
-	o = append(o, "Content-Length: "...)
-	o = strconv.AppendInt(o, int64(len(msg)+1), 10)
-	o = append(o, "\r\n\r\n"...)
+	o = c.appendFailEnd(o, len(msg)+1, closeConn)
 	if !q.isHead {
 		o = append(o, msg...)
 		o = append(o, '\n')
 		q.rec.Bytes = int64(len(msg) + 1)
 	}
 	c.out = o
-	if closeConn {
-		q.closeAfter = true
-	}
 	return o
+}
+
+// appendFailEnd ends the head of fail's answer, whose body is n bytes:
+// the connection closes after it when closeConn, after an upgrade request,
+// or once Shutdown has begun (no answer keeps the connection then, as in
+// net/http).
+func (c *h1conn) appendFailEnd(o []byte, n int, closeConn bool) []byte {
+	q := &c.req
+	if closeConn || q.websocket || c.e.shutting.Load() {
+		o = append(o, "Connection: close\r\n"...)
+		q.closeAfter = true
+	} else if q.head.Minor == 0 {
+		o = append(o, "Connection: keep-alive\r\n"...)
+	}
+	o = append(o, "Content-Length: "...)
+	o = strconv.AppendInt(o, int64(n), 10)
+	return append(o, "\r\n\r\n"...)
+}
+
+// grpcWeb is how the request speaks gRPC-Web, when its pool has grpc_web
+// (None before routing, or to another pool).
+func (c *h1conn) grpcWeb() grpcweb.Mode {
+	q := &c.req
+	if q.t == nil || !q.t.GRPCWeb {
+		return grpcweb.None
+	}
+	return grpcweb.Of(q.raw.Get("Content-Type"))
 }
 
 // appendFailFields appends the fields of an answer sluice makes itself

@@ -73,8 +73,7 @@ func checkH2(l *proxy.Listener, r *http.Request) (int, string) {
 // isGRPC reports whether r is a gRPC call (application/grpc, +proto,
 // +json…): its failures are answered the gRPC way.
 func isGRPC(r *http.Request) bool {
-	ct := r.Header.Get("Content-Type")
-	return strings.HasPrefix(ct, "application/grpc") && (len(ct) == 16 || ct[16] == '+' || ct[16] == ';')
+	return proxy.IsMediaType(r.Header.Get("Content-Type"), "application/grpc")
 }
 
 // failGRPC answers a gRPC call that sluice itself refuses or could not
