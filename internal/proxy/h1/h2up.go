@@ -100,7 +100,7 @@ func (c *h1conn) sendH2(ctx context.Context, b *pool.Backend, canRetry bool) (o 
 	}
 	o = c.deliverH2(resp, b)
 	if err := grpcweb.Broken(resp.Body); err != nil && o.Err == nil {
-		o.Err = err // the client got UNAVAILABLE in the trailers' frame
+		o.Err = err // the client got the break's status in the trailers' frame
 	}
 	return o
 }
