@@ -42,11 +42,11 @@ func (c *h1conn) sendH2(ctx context.Context, b *pool.Backend, canRetry bool) (o 
 		return clientErr(err)
 	}
 	req := c.h2Request(ctx, b, body)
-	web := grpcweb.None
+	web, reqCT := grpcweb.None, ""
 	if t.GRPCWeb {
-		web = grpcweb.Of(req.Header.Get("Content-Type"))
+		reqCT = req.Header.Get("Content-Type")
+		web = grpcweb.Of(reqCT)
 	}
-	reqCT := req.Header.Get("Content-Type")
 	if web != grpcweb.None {
 		web.Request(req.Header)
 		if web == grpcweb.Text && req.Body != http.NoBody {
