@@ -19,7 +19,6 @@
 package grpcweb
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"io"
@@ -227,11 +226,7 @@ func (b *body) end(err error) {
 	tr := b.resp.Trailer
 	if err != nil && err != io.EOF && tr.Get("Grpc-Status") == "" {
 		b.broken = err
-		ctx := context.Background()
-		if b.resp.Request != nil {
-			ctx = b.resp.Request.Context()
-		}
-		code, msg := proxy.GRPCBroken(ctx, err)
+		code, msg := proxy.GRPCBroken(b.resp, err)
 		tr = http.Header{"Grpc-Status": {strconv.Itoa(code)}, "Grpc-Message": {msg}}
 	}
 	b.tail = Trailers(tr)

@@ -100,11 +100,16 @@ func GRPCDeadline(ctx context.Context, start time.Time, v string) (context.Conte
 }
 
 // GRPCBroken is the status and message of a gRPC call whose backend
-// stream broke off with err after its header went out (read through a
-// request context ctx): DEADLINE_EXCEEDED when one of sluice's timeouts
-// ended it, else UNAVAILABLE. The client sees that status, not a reset
-// stream it would read as INTERNAL.
-func GRPCBroken(ctx context.Context, err error) (code int, msg string) {
+// stream (resp's body) broke off with err after its header went out:
+// DEADLINE_EXCEEDED when one of sluice's timeouts, or the call's own
+// deadline, ended it (read from the context of resp's request), else
+// UNAVAILABLE. The client sees that status, not a reset stream it would
+// read as INTERNAL.
+func GRPCBroken(resp *http.Response, err error) (code int, msg string) {
+	ctx := context.Background()
+	if resp.Request != nil {
+		ctx = resp.Request.Context()
+	}
 	if c := context.Cause(ctx); c == ErrRequestTimeout || c == ErrHeaderTimeout {
 		return 4, GRPCEncode("sluice: " + c.Error())
 	}

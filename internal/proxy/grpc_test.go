@@ -46,10 +46,10 @@ func TestGRPCDeadlineAndBroken(t *testing.T) {
 	ctx, cancel := GRPCDeadline(context.Background(), start, "500m")
 	defer cancel()
 	<-ctx.Done() // from start: already past
-	if code, msg := GRPCBroken(ctx, errors.New("x")); code != 4 || msg == "" {
+	if code, msg := GRPCBroken(respIn(ctx), errors.New("x")); code != 4 || msg == "" {
 		t.Errorf("broken past the deadline: %d %q, want 4 (DEADLINE_EXCEEDED)", code, msg)
 	}
-	if code, msg := GRPCBroken(context.Background(), errors.New("reset\n")); code != 14 || msg != "sluice: the backend's stream broke off: reset%0A" {
+	if code, msg := GRPCBroken(&http.Response{}, errors.New("reset\n")); code != 14 || msg != "sluice: the backend's stream broke off: reset%0A" {
 		t.Errorf("broken: %d %q, want 14 and the error, encoded", code, msg)
 	}
 	if c2, _ := GRPCDeadline(context.Background(), start, ""); c2 != context.Background() {
@@ -74,7 +74,7 @@ func TestAtDeadline(t *testing.T) {
 	if AtDeadline(far) || !AtDeadline(near) {
 		t.Errorf("AtDeadline: an hour away %v, 5ms away %v; want false, true", AtDeadline(far), AtDeadline(near))
 	}
-	if code, _ := GRPCBroken(near, errors.New("stream reset")); code != 4 {
+	if code, _ := GRPCBroken(respIn(near), errors.New("stream reset")); code != 4 {
 		t.Errorf("broken 5ms before the deadline: %d, want 4 (DEADLINE_EXCEEDED)", code)
 	}
 }
@@ -88,4 +88,10 @@ func TestIsMediaType(t *testing.T) {
 			t.Errorf("IsMediaType(%q, application/grpc) = %v, want %v", ct, got, want)
 		}
 	}
+}
+
+// respIn is a response to a request made with ctx.
+func respIn(ctx context.Context) *http.Response {
+	req, _ := http.NewRequestWithContext(ctx, "POST", "http://backend/", nil)
+	return &http.Response{Request: req}
 }

@@ -333,7 +333,7 @@ func (a *httpAttempt) deliver(resp *http.Response, b *pool.Backend) proxy.Outcom
 	switch {
 	case werr != nil:
 		o.Err = werr // the client went away; nothing more to do
-	case rerr == nil && grpcweb.Broken(resp.Body) != nil:
+	case rerr == nil && a.web != grpcweb.None && grpcweb.Broken(resp.Body) != nil:
 		o.Err = grpcweb.Broken(resp.Body) // the client got the break's status in the trailers' frame
 	case rerr != nil && a.grpc && a.web == grpcweb.None && a.r.ProtoMajor >= 2:
 		o.Err = rerr

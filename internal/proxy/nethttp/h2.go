@@ -101,11 +101,7 @@ func grpcBroken(hdr http.Header, resp *http.Response, err error) {
 	if resp.Trailer.Get("Grpc-Status") != "" {
 		return
 	}
-	ctx := context.Background()
-	if resp.Request != nil {
-		ctx = resp.Request.Context()
-	}
-	code, msg := proxy.GRPCBroken(ctx, err)
+	code, msg := proxy.GRPCBroken(resp, err)
 	hdr.Set(http.TrailerPrefix+"Grpc-Status", strconv.Itoa(code))
 	hdr.Set(http.TrailerPrefix+"Grpc-Message", msg)
 }
