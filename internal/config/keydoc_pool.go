@@ -90,7 +90,8 @@ func poolKeyDocs() map[string]KeyDoc {
 				"`application/grpc-web-text` (each with an optional `+proto` or other suffix), over " +
 				"HTTP/1.1, HTTP/2 or HTTP/3, reaches the backends as gRPC (`application/grpc`, the " +
 				"text form's base64 decoded), and their response comes back as gRPC-Web with the " +
-				"trailers (`grpc-status`, `grpc-message`) in a last frame of the body. Other requests " +
+				"trailers (`grpc-status`, `grpc-message`) in a last frame of the body; an answer that is " +
+				"not gRPC (an error page) comes back as a gRPC status. Other requests " +
 				"pass untouched. Needs `upstream_http2: true`. See [http2.md](http2.md#grpc-web).",
 		},
 		"pools.send_proxy_protocol": {

@@ -446,6 +446,88 @@ func TestGRPCWebSluiceAnswers(t *testing.T) {
 	}
 }
 
+// notGRPCBackend is an h2c backend in front of which something answers
+// for the gRPC service: a maintenance page (503), a missing route (404).
+func notGRPCBackend(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h2c.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if strings.HasSuffix(r.URL.Path, "/UnaryCall") {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(503)
+			io.WriteString(w, "maintenance window: back at 18:00\n")
+			return
+		}
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(404)
+		io.WriteString(w, "<h1>not found</h1>")
+	}), &http2.Server{})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+// TestGRPCWebBackendNotGRPC: an answer that is not gRPC reaches a
+// gRPC-Web client as a gRPC status it reads (trailers-only), as Envoy's
+// grpc_web filter gives it: the HTTP status kept, grpc-status from it,
+// the page's text as grpc-message; in the form the request's Accept asks
+// for, over every client protocol, on both codecs. sluice's own answers
+// follow Accept too.
+func TestGRPCWebBackendNotGRPC(t *testing.T) {
+	clients, urls, _ := grpcWebSluice(t, notGRPCBackend(t))
+	call := func(name, path, accept string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("POST", urls[name]+path, bytes.NewReader(webFrame([]byte("x"))))
+		req.Header.Set("Content-Type", "application/grpc-web+proto")
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
+		resp, err := clients[name].Do(req)
+		if err != nil {
+			t.Fatalf("%s POST %s: %v", name, path, err)
+		}
+		if b, _ := io.ReadAll(resp.Body); len(b) != 0 {
+			t.Errorf("%s POST %s: body %q, want none (trailers-only)", name, path, b)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	for _, name := range []string{"HTTP/1.1", "h2c", "HTTP/1.1 over TLS", "HTTP/2 over TLS", "HTTP/3"} {
+		for _, c := range []struct {
+			path, accept            string
+			status                  int
+			grpc, message, wantType string
+		}{
+			{"/grpc.testing.TestService/UnaryCall", "", 503, "14", "maintenance window: back at 18:00", "application/grpc-web+proto"},
+			{"/grpc.testing.TestService/Missing", "", 404, "12", "<h1>not found</h1>", "application/grpc-web+proto"},
+			{"/grpc.testing.TestService/UnaryCall", "application/grpc-web-text", 503, "14", "maintenance window: back at 18:00", "application/grpc-web-text+proto"},
+		} {
+			resp := call(name, c.path, c.accept)
+			h := resp.Header
+			if resp.StatusCode != c.status || h.Get("Grpc-Status") != c.grpc || h.Get("Grpc-Message") != c.message || h.Get("Content-Type") != c.wantType {
+				t.Errorf("%s POST %s (Accept %q): %d, grpc-status %q, grpc-message %q, content type %q; want %d, %s, %q, %s",
+					name, c.path, c.accept, resp.StatusCode, h.Get("Grpc-Status"), h.Get("Grpc-Message"), h.Get("Content-Type"),
+					c.status, c.grpc, c.message, c.wantType)
+			}
+		}
+	}
+
+	// sluice's own answer (no backend) in the form Accept asks for.
+	addr, _, stop := startGRPCBackend(t)
+	clients, urls, _ = grpcWebSluice(t, addr)
+	stop()
+	for _, name := range []string{"HTTP/1.1", "h2c", "HTTP/1.1 over TLS", "HTTP/2 over TLS", "HTTP/3"} {
+		resp := call(name, "/grpc.testing.TestService/UnaryCall", "application/grpc-web-text")
+		if resp.Header.Get("Grpc-Status") != "14" || resp.Header.Get("Content-Type") != "application/grpc-web-text" {
+			t.Errorf("%s, no backend, Accept text: grpc-status %q, content type %q; want 14, application/grpc-web-text",
+				name, resp.Header.Get("Grpc-Status"), resp.Header.Get("Content-Type"))
+		}
+	}
+}
+
 // TestGRPCWebDeadlineMidStream: a server stream still open at the call's
 // grpc-timeout ends with DEADLINE_EXCEEDED in the trailers' frame, after
 // the messages sent so far; and the client's connection serves its next

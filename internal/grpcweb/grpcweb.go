@@ -11,8 +11,13 @@
 // goes back with the gRPC-Web content type the client used, the messages
 // unchanged and the trailers (grpc-status, grpc-message, …) as a last
 // length-prefixed frame whose flag byte is 0x80; for -text all of it in
-// base64. A trailers-only response (the status in the header block, no
-// message) stays as it is: gRPC-Web clients read the status there.
+// base64. The answer's form is the one the request's Accept field names
+// (as Envoy's grpc_web filter reads it), else the request's own. A
+// trailers-only response (the status in the header block, no message)
+// stays as it is: gRPC-Web clients read the status there. An answer that
+// is not gRPC (a backend's or a proxy's error page) becomes a
+// trailers-only one: its HTTP status mapped to a gRPC status, and the
+// start of its body as the message.
 //
 // It works on net/http's types, which every codec's HTTP/2 client side
 // shares (package h2client): the codecs call it, and keep no copy of it.
@@ -57,6 +62,22 @@ func Of(ct string) Mode {
 		return Binary
 	}
 	return None
+}
+
+// Answer is the form of the answer to a request of mode m whose Accept
+// field is accept: the first gRPC-Web type accept names, else m.
+func (m Mode) Answer(accept string) Mode {
+	for accept != "" {
+		var r string
+		r, accept, _ = strings.Cut(accept, ",")
+		switch r = strings.TrimSpace(r); {
+		case proxy.IsMediaType(r, ctWebText):
+			return Text
+		case proxy.IsMediaType(r, ctWeb):
+			return Binary
+		}
+	}
+	return m
 }
 
 // ContentType is the mode's content type, without suffix.
@@ -143,36 +164,96 @@ func (d *textDecoder) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// Response turns a gRPC backend's response to a request of mode m into a
-// gRPC-Web one: a copy of resp with the client's content type (reqCT's
-// type and suffix), no length, no HTTP trailers, and a body that ends with
-// the trailers' frame. The original resp stays the transport's: its
-// Trailer is read once its body ends. A trailers-only response (the status
-// in its header) gets only the content type; one that is not gRPC (a
-// backend's own error page) passes as it is.
-func (m Mode) Response(resp *http.Response, reqCT string) *http.Response {
+// Response turns a gRPC backend's response to a request of mode m, with
+// content type reqCT and Accept field accept, into a gRPC-Web one: a copy
+// of resp in the form accept asks for (Answer), with the request's suffix,
+// no length, no HTTP trailers, and a body that ends with the trailers'
+// frame. The original resp stays the transport's: its Trailer is read
+// once its body ends, and the caller closes its body. A trailers-only
+// response (the status in its header) gets only the content type; one
+// already in gRPC-Web passes as it is; any other (not gRPC, or not 200)
+// becomes a trailers-only answer (notGRPC).
+func (m Mode) Response(resp *http.Response, reqCT, accept string) *http.Response {
+	ans := m.Answer(accept)
 	ct := resp.Header.Get("Content-Type")
-	if !proxy.IsMediaType(ct, "application/grpc") {
-		return resp
+	switch {
+	case resp.Header.Get("Grpc-Status") != "":
+		// Trailers-only: the status is in the header block, where gRPC-Web
+		// clients read it too; the body stays empty.
+		out := *resp
+		out.Header = resp.Header.Clone()
+		out.Header.Set("Content-Type", ans.ContentType()+m.suffix(reqCT))
+		return &out
+	case resp.StatusCode == http.StatusOK && (proxy.IsMediaType(ct, ctWeb) || proxy.IsMediaType(ct, ctWebText)):
+		return resp // the backend speaks gRPC-Web itself
+	case resp.StatusCode != http.StatusOK || !proxy.IsMediaType(ct, "application/grpc"):
+		return notGRPC(resp, ans.ContentType()+m.suffix(reqCT))
 	}
 	out := *resp
 	out.Header = resp.Header.Clone()
-	out.Header.Set("Content-Type", m.ContentType()+m.suffix(reqCT))
-	if resp.Header.Get("Grpc-Status") != "" {
-		// Trailers-only: the status is in the header block, where gRPC-Web
-		// clients read it too; the body stays empty.
-		return &out
-	}
+	out.Header.Set("Content-Type", ans.ContentType()+m.suffix(reqCT))
 	out.Header.Del("Content-Length")
 	out.Header.Del("Trailer")
 	out.ContentLength = -1
 	out.Trailer = nil
 	b := &body{resp: resp}
 	out.Body = b
-	if m == Text {
+	if ans == Text {
 		out.Body = &textEncoder{r: b}
 	}
 	return &out
+}
+
+// notGRPC is the trailers-only gRPC-Web answer (content type ct) in place
+// of resp, which is not a gRPC response: an error page from the backend or
+// from a proxy in front of it. The HTTP status stays, as Envoy keeps it;
+// grpc-status is the one gRPC clients derive from it (HTTPStatus), and
+// grpc-message the first maxMessage bytes of the body, which is not read
+// further (the status's text when the body is empty or compressed).
+func notGRPC(resp *http.Response, ct string) *http.Response {
+	var msg string
+	if ce := resp.Header.Get("Content-Encoding"); ce == "" || strings.EqualFold(ce, "identity") {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxMessage))
+		msg = strings.TrimSpace(string(b))
+	}
+	if msg == "" {
+		msg = http.StatusText(resp.StatusCode)
+	}
+	out := *resp
+	out.Header = resp.Header.Clone()
+	for _, k := range []string{"Content-Length", "Content-Encoding", "Transfer-Encoding", "Trailer"} {
+		out.Header.Del(k)
+	}
+	out.Header.Set("Content-Type", ct)
+	out.Header.Set("Grpc-Status", strconv.Itoa(HTTPStatus(resp.StatusCode)))
+	out.Header.Set("Grpc-Message", proxy.GRPCEncode(msg))
+	out.ContentLength = 0
+	out.Trailer = nil
+	out.Body = http.NoBody
+	return &out
+}
+
+// maxMessage bounds the grpc-message taken from a non-gRPC answer's body.
+const maxMessage = 1 << 10
+
+// HTTPStatus is the gRPC status a gRPC client derives from an HTTP
+// status that is not a gRPC answer (gRPC's "HTTP to gRPC Status Code
+// Mapping"): 400 INTERNAL, 401 UNAUTHENTICATED, 403 PERMISSION_DENIED,
+// 404 UNIMPLEMENTED, 429, 502, 503 and 504 UNAVAILABLE, any other UNKNOWN.
+func HTTPStatus(status int) int {
+	switch status {
+	case http.StatusBadRequest:
+		return 13
+	case http.StatusUnauthorized:
+		return 16
+	case http.StatusForbidden:
+		return 7
+	case http.StatusNotFound:
+		return 12
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return 14
+	}
+	return 2
 }
 
 // Broken reports the error that ended a Response's body before the

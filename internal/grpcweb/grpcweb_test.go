@@ -121,7 +121,7 @@ func TestResponse(t *testing.T) {
 
 	for _, m := range []Mode{Binary, Text} {
 		orig := gRPCResponse(iotest.OneByteReader(bytes.NewReader(msgs)), trailer, nil)
-		out := m.Response(orig, "application/grpc-web"+map[Mode]string{Binary: "", Text: "-text"}[m]+"+proto")
+		out := m.Response(orig, "application/grpc-web"+map[Mode]string{Binary: "", Text: "-text"}[m]+"+proto", "")
 		if out == orig {
 			t.Fatalf("mode %d: the transport's response was changed in place", m)
 		}
@@ -153,7 +153,7 @@ func TestResponse(t *testing.T) {
 	// Cut off before the trailers: UNAVAILABLE in their place.
 	cut := errors.New("stream reset")
 	orig := gRPCResponse(bytes.NewReader(msgs), nil, cut)
-	out := Binary.Response(orig, "application/grpc-web")
+	out := Binary.Response(orig, "application/grpc-web", "")
 	got, err := io.ReadAll(out.Body)
 	if err != nil || !bytes.HasPrefix(got, msgs) {
 		t.Fatalf("cut: %q, %v", got, err)
@@ -166,10 +166,107 @@ func TestResponse(t *testing.T) {
 		t.Errorf("cut: Broken = %v, want %v", Broken(out.Body), cut)
 	}
 
-	// Not gRPC (the backend's own error page): as it is.
-	page := &http.Response{StatusCode: 503, Header: http.Header{"Content-Type": {"text/html"}}, Body: io.NopCloser(strings.NewReader("x"))}
-	if Text.Response(page, "application/grpc-web-text") != page {
-		t.Error("a response that is not gRPC was translated")
+}
+
+// TestNotGRPC: an answer that is not gRPC (an error page, a gRPC content
+// type with a status other than 200) becomes a trailers-only one, its
+// HTTP status kept and mapped to a gRPC status, the start of its body as
+// the message; one already in gRPC-Web passes as it is.
+func TestNotGRPC(t *testing.T) {
+	long := strings.Repeat("x", 3000)
+	for _, c := range []struct {
+		status      int
+		ct, ce      string
+		body        string
+		grpc        string
+		wantMessage string
+	}{
+		{503, "text/plain", "", "upstream overloaded\n", "14", "upstream overloaded"},
+		{404, "text/html", "", "<h1>no route</h1>", "12", "<h1>no route</h1>"},
+		{400, "text/plain", "", "", "13", "Bad Request"},
+		{200, "text/html", "", "welcome", "2", "welcome"},
+		{500, "application/grpc", "", "", "2", "Internal Server Error"},
+		{429, "text/plain", "", "slow down: 100%", "14", "slow down: 100%25"},
+		{502, "text/plain", "gzip", "\x1f\x8b junk", "14", "Bad Gateway"},
+		{504, "text/plain", "", long, "14", long[:maxMessage]},
+	} {
+		h := http.Header{"Content-Type": {c.ct}, "Content-Length": {"99"}, "X-Served-By": {"b1"}}
+		if c.ce != "" {
+			h.Set("Content-Encoding", c.ce)
+		}
+		page := &http.Response{StatusCode: c.status, Header: h, ContentLength: 99, Body: io.NopCloser(strings.NewReader(c.body))}
+		out := Binary.Response(page, "application/grpc-web+proto", "")
+		b, _ := io.ReadAll(out.Body)
+		if out.StatusCode != c.status || len(b) != 0 || out.ContentLength != 0 || out.Header.Get("Content-Length") != "" ||
+			out.Header.Get("Content-Encoding") != "" || out.Header.Get("X-Served-By") != "b1" {
+			t.Errorf("%d %s: status %d, body %q, length %d, header %v", c.status, c.ct, out.StatusCode, b, out.ContentLength, out.Header)
+		}
+		if got := out.Header.Get("Content-Type"); got != "application/grpc-web+proto" {
+			t.Errorf("%d %s: content type %q", c.status, c.ct, got)
+		}
+		if got := out.Header.Get("Grpc-Status"); got != c.grpc {
+			t.Errorf("%d %s: grpc-status %q, want %s", c.status, c.ct, got, c.grpc)
+		}
+		if got := out.Header.Get("Grpc-Message"); got != c.wantMessage {
+			t.Errorf("%d %s: grpc-message %.40q…, want %.40q…", c.status, c.ct, got, c.wantMessage)
+		}
+		if page.Header.Get("Content-Type") != c.ct {
+			t.Errorf("%d %s: the transport's header was changed", c.status, c.ct)
+		}
+	}
+	// Text form, when the request asked for it.
+	page := &http.Response{StatusCode: 503, Header: http.Header{"Content-Type": {"text/plain"}}, Body: io.NopCloser(strings.NewReader("down"))}
+	if out := Binary.Response(page, "application/grpc-web", "application/grpc-web-text"); out.Header.Get("Content-Type") != "application/grpc-web-text" || out.Header.Get("Grpc-Status") != "14" {
+		t.Errorf("text form: header %v", out.Header)
+	}
+	// Already gRPC-Web: untouched.
+	web := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/grpc-web+proto"}}, Body: io.NopCloser(strings.NewReader("x"))}
+	if Text.Response(web, "application/grpc-web-text", "") != web {
+		t.Error("a gRPC-Web response was translated again")
+	}
+}
+
+// TestAnswer: the answer's form is the first gRPC-Web type Accept names,
+// else the request's.
+func TestAnswer(t *testing.T) {
+	for _, c := range []struct {
+		m      Mode
+		accept string
+		want   Mode
+	}{
+		{Binary, "", Binary},
+		{Text, "", Text},
+		{Binary, "application/grpc-web-text", Text},
+		{Text, "application/grpc-web", Binary},
+		{Text, "application/grpc-web+proto", Binary},
+		{Binary, "Application/GRPC-Web-Text+proto; q=1", Text},
+		{Binary, "text/html, application/grpc-web-text", Text},
+		{Text, "application/grpc-web, application/grpc-web-text", Binary},
+		{Text, "*/*", Text},
+		{Binary, "application/grpc-webby", Binary},
+	} {
+		if got := c.m.Answer(c.accept); got != c.want {
+			t.Errorf("mode %d, Accept %q: %d, want %d", c.m, c.accept, got, c.want)
+		}
+	}
+
+	// Through Response: a binary request asking for text gets text.
+	msgs := append([]byte{0, 0, 0, 0, 1}, 'a')
+	out := Binary.Response(gRPCResponse(bytes.NewReader(msgs), http.Header{"Grpc-Status": {"0"}}, nil), "application/grpc-web+proto", "application/grpc-web-text")
+	if got := out.Header.Get("Content-Type"); got != "application/grpc-web-text+proto" {
+		t.Errorf("content type %q, want application/grpc-web-text+proto", got)
+	}
+	b, _ := io.ReadAll(out.Body)
+	if d, err := decodeQuanta(b); err != nil || !bytes.HasPrefix(d, msgs) {
+		t.Errorf("body %q is not the messages in base64 (%v)", b, err)
+	}
+}
+
+func TestHTTPStatus(t *testing.T) {
+	for status, want := range map[int]int{400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14, 200: 2, 500: 2, 418: 2} {
+		if got := HTTPStatus(status); got != want {
+			t.Errorf("HTTPStatus(%d) = %d, want %d", status, got, want)
+		}
 	}
 }
 
@@ -211,7 +308,7 @@ func TestTextResponseStreams(t *testing.T) {
 	f1 := append([]byte{0, 0, 0, 0, 14}, "fourteen bytes"...) // 19 bytes: 1 past a group
 	f2 := append([]byte{0, 0, 0, 0, 1}, 'x')
 	src := chunks{f1[:7], f1[7:], f2}
-	out := Text.Response(gRPCResponse(&src, http.Header{"Grpc-Status": {"0"}}, nil), "application/grpc-web-text")
+	out := Text.Response(gRPCResponse(&src, http.Header{"Grpc-Status": {"0"}}, nil), "application/grpc-web-text", "")
 	buf := make([]byte, 1<<10)
 	var sent []byte
 	for i, upTo := range [][]byte{f1[:6], f1} {
@@ -243,7 +340,7 @@ func TestTrailersOnly(t *testing.T) {
 	for _, m := range []Mode{Binary, Text} {
 		resp := &http.Response{StatusCode: 200, ContentLength: 0, Body: http.NoBody,
 			Header: http.Header{"Content-Type": {"application/grpc"}, "Grpc-Status": {"5"}, "Grpc-Message": {"no such thing"}}}
-		out := m.Response(resp, m.ContentType()+"+proto")
+		out := m.Response(resp, m.ContentType()+"+proto", "")
 		b, _ := io.ReadAll(out.Body)
 		if len(b) != 0 || out.Header.Get("Grpc-Status") != "5" || out.Header.Get("Content-Type") != m.ContentType()+"+proto" {
 			t.Errorf("mode %d: body %q, header %v; want it empty, grpc-status 5 in the header", m, b, out.Header)

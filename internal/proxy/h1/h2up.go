@@ -96,7 +96,7 @@ func (c *h1conn) sendH2(ctx context.Context, b *pool.Backend, canRetry bool) (o 
 		return proxy.Outcome{Class: proxy.RetryStatus, Status: resp.StatusCode, RetryAfter: ra}
 	}
 	if web != grpcweb.None {
-		resp = web.Response(resp, reqCT)
+		resp = web.Response(resp, reqCT, req.Header.Get("Accept"))
 	}
 	o = c.deliverH2(resp, b)
 	if err := grpcweb.Broken(resp.Body); err != nil && o.Err == nil {

@@ -389,7 +389,7 @@ func (c *h1conn) failAnswer(status int, msg string, closeConn bool) []byte {
 		// trailers-only response (200, grpc-status and grpc-message in the
 		// header), which gRPC-Web clients read as the call's status.
 		o := append(c.out[:0], "HTTP/1.1 200 OK\r\nContent-Type: "...)
-		o = append(o, web.ContentType()...)
+		o = append(o, web.Answer(q.raw.Get("Accept")).ContentType()...)
 		o = append(o, "\r\nGrpc-Status: "...)
 		o = strconv.AppendInt(o, int64(proxy.GRPCStatus(status)), 10)
 		o = append(o, "\r\nGrpc-Message: "...)

@@ -294,7 +294,7 @@ func (a *httpAttempt) bodyErr() error {
 func (a *httpAttempt) deliver(resp *http.Response, b *pool.Backend) proxy.Outcome {
 	defer resp.Body.Close()
 	if a.web != grpcweb.None {
-		resp = a.web.Response(resp, a.r.Header.Get("Content-Type"))
+		resp = a.web.Response(resp, a.r.Header.Get("Content-Type"), a.r.Header.Get("Accept"))
 	}
 	if a.upType != "" {
 		// The guard stopped parsing after the upgrade request; since no

@@ -85,7 +85,7 @@ func (a *httpAttempt) failGRPC(status int, msg string) int {
 	clear(hdr)
 	ct := "application/grpc"
 	if a.web != grpcweb.None {
-		ct = a.web.ContentType()
+		ct = a.web.Answer(a.r.Header.Get("Accept")).ContentType()
 	}
 	hdr.Set("Content-Type", ct)
 	hdr.Set("Grpc-Status", strconv.Itoa(proxy.GRPCStatus(status)))
