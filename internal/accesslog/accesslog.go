@@ -48,6 +48,9 @@ type Entry struct {
 	Connect, Header time.Duration
 	// TLS is the client connection's TLS version ("1.3"; "": plain).
 	TLS string
+	// ClientSubject is the subject of the client's verified certificate
+	// ("CN=alice,O=Example"; "": none, or no client_ca).
+	ClientSubject string
 	// TraceID is the request's trace id in hex ("": tracing off).
 	TraceID string
 	// End says why a layer-4 connection (Proto ProtoTCP) ended: client,
@@ -229,6 +232,10 @@ func appendJSON(b []byte, e *Entry) []byte {
 		b = append(b, `,"tls_version":`...)
 		b = appendString(b, e.TLS)
 	}
+	if e.ClientSubject != "" {
+		b = append(b, `,"client_subject":`...)
+		b = appendString(b, e.ClientSubject)
+	}
 	b = append(b, `,"request_id":`...)
 	b = appendString(b, e.RequestID)
 	if e.TraceID != "" {
@@ -251,7 +258,8 @@ func appendMs(b []byte, d time.Duration) []byte {
 // id and the duration in seconds (as before these fields existed), then
 // key=value fields: pool, backend, tries, upstream connect and header
 // times in seconds, request body bytes, TLS version and trace id ("-" when
-// not applicable; pool and backend quoted).
+// not applicable; pool and backend quoted), and with a verified client
+// certificate its subject (quoted; absent without one).
 func appendCombined(b []byte, e *Entry) []byte {
 	b = append(b, orDash(e.Client)...)
 	b = append(b, " - - ["...)
@@ -315,6 +323,10 @@ func appendCombined(b []byte, e *Entry) []byte {
 	if e.Proto == ProtoTCP {
 		b = append(b, " end="...)
 		b = append(b, orDash(e.End)...)
+	}
+	if e.ClientSubject != "" {
+		b = append(b, " client_subject="...)
+		b = appendQuoted(b, e.ClientSubject)
 	}
 	return append(b, '\n')
 }

@@ -85,6 +85,28 @@ func TestFullEntry(t *testing.T) {
 	}
 }
 
+// TestClientSubject: a verified client certificate's subject is written
+// after tls_version in JSON and as the last combined field, quoted and
+// escaped; absent without one.
+func TestClientSubject(t *testing.T) {
+	e := full
+	e.ClientSubject = `OU=ops \"blue\",O=Example\, Inc.,CN=alice`
+	var got map[string]any
+	if err := json.Unmarshal(appendJSON(nil, &e), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got["client_subject"] != e.ClientSubject {
+		t.Errorf("JSON client_subject %v, want %q", got["client_subject"], e.ClientSubject)
+	}
+	comb := string(appendCombined(nil, &e))
+	if want := ` trace_id=4bf92f3577b34da6a3ce929d0e0e4736 client_subject="OU=ops \\\"blue\\\",O=Example\\, Inc.,CN=alice"` + "\n"; !strings.HasSuffix(comb, want) {
+		t.Errorf("combined %q does not end with %q", comb, want)
+	}
+	if strings.Contains(string(appendJSON(nil, &full)), "client_subject") || strings.Contains(string(appendCombined(nil, &full)), "client_subject") {
+		t.Error("client_subject written for an entry without one")
+	}
+}
+
 // TestJSONEmptyQuery: "query" is always there, empty without a query.
 func TestJSONEmptyQuery(t *testing.T) {
 	var got map[string]any

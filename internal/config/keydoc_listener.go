@@ -38,7 +38,7 @@ func listenerKeyDocs() map[string]KeyDoc {
 		},
 		"listeners.h2c": {
 			Meaning: "HTTP/2 over cleartext: prior knowledge (the connection preface is recognised on the port " +
-				"that also serves HTTP/1.1) and `Upgrade: h2c` (with `engine: h1`). An error together " +
+				"that also serves HTTP/1.1) and `Upgrade: h2c` (with `engine: loop` or `h1`, not `std`). An error together " +
 				"with `tls`, which offers HTTP/2 through ALPN.",
 		},
 		"listeners.proxy_protocol": {
@@ -85,8 +85,8 @@ func listenerKeyDocs() map[string]KeyDoc {
 				"sluice's own HTTP/2 server with `h1` and by golang.org/x/net/http2's with `std` (with " +
 				"`h1`, its requests with a body of at most 64 KiB reach " +
 				"HTTP/1.1 backends over the engine's connections, the others through `http.Transport`; " +
-				"see [http2.md](http2.md)); `Upgrade: h2c` is answered with `engine: h1` only (prior " +
-				"knowledge works with both). Both pass the same end-to-end, hostile-input and " +
+				"see [http2.md](http2.md)); `Upgrade: h2c` is answered with `engine: h1` and `loop`, not `std` (prior " +
+				"knowledge works with all three). Both pass the same end-to-end, hostile-input and " +
 				"differential tests; routing, balancing, retries, health, metrics and logs are shared. " +
 				"`loop` (Linux, HTTP listeners without `proxy_protocol`; the default there) is the `h1` " +
 				"engine on event loops: `event_loops` of them (one per CPU), shared by every such listener, " +
@@ -119,7 +119,7 @@ func listenerKeyDocs() map[string]KeyDoc {
 				"of them signed, or the handshake fails. The verified certificate is forwarded to the " +
 				"backend as `X-Forwarded-Client-Cert: Hash=<sha256 hex of the DER>;Subject=\"<DN>\"` " +
 				"(Envoy's form; `\"` and `\\` in the DN escaped with `\\`), replacing any the client sent, " +
-				"and its subject is in the access log.",
+				"and its subject is in the access log (`client_subject`).",
 		},
 		"listeners.tls.acme": {
 			Meaning: "a certificate for `domains` obtained and renewed automatically from an ACME CA (RFC " +

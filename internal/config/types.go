@@ -60,7 +60,7 @@ type Listener struct {
 	Limits         Limits           `yaml:"limits"`
 	Routes         []Route          `yaml:"routes"`
 	Pool           string           `yaml:"pool"`       // default pool; "" means 404 when no route matches
-	Engine         string           `yaml:"engine"`     // "h1" (default): sluice's HTTP/1.1 engine | "std": net/http | "loop": the engine on event loops
+	Engine         string           `yaml:"engine"`     // "loop" (default where it serves; defaultEngine): the engine on event loops | "h1": sluice's HTTP/1.1 engine | "std": net/http
 	RateLimit      *RateLimit       `yaml:"rate_limit"` // every request of the listener; nil: none
 
 	// TrustedPrefixes is TrustedProxies parsed; filled by Validate.

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -923,6 +924,95 @@ func TestTLSMutual(t *testing.T) {
 			t.Errorf("backend saw X-Forwarded-Client-Cert %q from a trusted proxy, want it kept", got)
 		}
 	})
+}
+
+// TestTLSMutualAccessLog: the verified client certificate's subject is in
+// the access log (JSON "client_subject", combined client_subject="…"),
+// over HTTP/1.1, HTTP/2 and HTTP/3; a listener without client_ca logs
+// none, even when the client has a certificate.
+func TestTLSMutualAccessLog(t *testing.T) {
+	t.Parallel()
+	be := startBackend(t, "a")
+	ca := newTestCA(t, "server CA")
+	clients := newTestCA(t, "client CA")
+	dir := t.TempDir()
+	site := ca.issue(t, leafOpts{names: []string{"a.test"}}).write(t, dir, "a")
+	alice := clients.issue(t, leafOpts{client: true,
+		subject: pkix.Name{CommonName: "alice", Organization: []string{"Example, Inc."}, OrganizationalUnit: []string{`ops "blue"`}}})
+	want := alice.cert.Subject.String() // RFC 2253: OU=ops \"blue\",O=Example\, Inc.,CN=alice
+	for _, format := range []string{"json", "combined"} {
+		t.Run(format, func(t *testing.T) {
+			logPath := filepath.Join(t.TempDir(), "access.log")
+			cfg := tlsListenerConfig(&config.TLS{Certificates: []config.Certificate{site}, ClientCA: clients.write(t, dir, "clients")},
+				poolOf("web", be))
+			cfg.Listeners[0].HTTP3 = true
+			cfg.Listeners = append(cfg.Listeners,
+				config.Listener{Name: "nomtls", Address: "127.0.0.1:0", Pool: "web", TLS: &config.TLS{Certificates: []config.Certificate{site}}})
+			cfg.AccessLog = config.AccessLog{Path: logPath, Format: format}
+			s := startSluice(t, cfg)
+			cc := clientTLS(ca, "a.test")
+			cc.Certificates = []tls.Certificate{alice.pair}
+			h3 := newH3Client(t, s.Addr("public"), ca)
+			h3.tr.TLSClientConfig.Certificates = []tls.Certificate{alice.pair}
+			calls := []struct {
+				name, path string
+				c          *http.Client
+				subject    bool
+			}{
+				{"HTTP/1.1", "/h1", httpsClient(t, s.Addr("public"), cc, false, true), true},
+				{"HTTP/2", "/h2", httpsClient(t, s.Addr("public"), cc, true, true), true},
+				{"HTTP/3", "/h3", h3.Client, true},
+				{"no client_ca", "/plain", httpsClient(t, s.Addr("nomtls"), cc, false, true), false},
+			}
+			for _, c := range calls {
+				if _, err := tryGet(c.c, "https://a.test"+c.path); err != nil {
+					t.Fatalf("%s GET %s: %v", c.name, c.path, err)
+				}
+			}
+			lines := map[string]string{} // by path
+			eventually(t, 5*time.Second, fmt.Sprintf("%d lines in the access log", len(calls)), func() bool {
+				b, _ := os.ReadFile(logPath)
+				for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+					for _, c := range calls {
+						if strings.Contains(line, c.path+`"`) || strings.Contains(line, c.path+" HTTP/") {
+							lines[c.path] = line
+						}
+					}
+				}
+				return len(lines) == len(calls)
+			})
+			for _, c := range calls {
+				line := lines[c.path]
+				var got string
+				var present bool
+				if format == "json" {
+					var e map[string]any
+					if err := json.Unmarshal([]byte(line), &e); err != nil {
+						t.Fatalf("%s: line %q is not JSON: %v", c.name, line, err)
+					}
+					v, ok := e["client_subject"]
+					got, _ = v.(string)
+					present = ok
+				} else {
+					_, after, ok := strings.Cut(line, " client_subject=")
+					present = ok
+					if ok {
+						got = strings.TrimSuffix(after, "\n")
+					}
+				}
+				wantHere := want
+				if format == "combined" {
+					wantHere = `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(want) + `"`
+				}
+				switch {
+				case c.subject && got != wantHere:
+					t.Errorf("%s: client_subject %q (present %v), want %q; line %s", c.name, got, present, wantHere, line)
+				case !c.subject && present:
+					t.Errorf("%s: client_subject %q on a listener without client_ca; line %s", c.name, got, line)
+				}
+			}
+		})
+	}
 }
 
 // TestTLSMisdirectedRequest: on an HTTP/2 connection whose certificate

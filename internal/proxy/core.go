@@ -85,6 +85,9 @@ type Listener struct {
 	// ClientCert is the X-Forwarded-Client-Cert value for a connection's
 	// verified client certificate ("" when none). Nil: no mTLS.
 	ClientCert func(cs *tls.ConnectionState) string
+	// ClientSubject is the distinguished name of a connection's verified
+	// client certificate, for the access log ("" when none). Nil: no mTLS.
+	ClientSubject func(cs *tls.ConnectionState) string
 	// NoPool counts requests answered without a pool (404, 400, …).
 	NoPool *pool.Stats
 	// Access is the access log; nil means off.

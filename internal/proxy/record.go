@@ -32,6 +32,9 @@ type Record struct {
 	// TLSVersion is the client connection's TLS version (tls.VersionTLS13…;
 	// 0: plain). Read only when the access log is on.
 	TLSVersion uint16
+	// ClientSubject is the subject of the client's verified certificate
+	// (mTLS; "": none). Read only when the access log is on.
+	ClientSubject string
 	// Trace is the request's span (see Listener.StartTrace).
 	Trace Trace
 	// Client is the peer's address, host:port.
@@ -165,6 +168,7 @@ func (l *Listener) Finish(r *Record) {
 		Bytes: r.Bytes, BytesIn: r.BytesIn, Tries: res.Tries, TraceID: r.Trace.TraceID(), Proto: r.Version.String()}
 	if r.TLSVersion != 0 {
 		e.TLS = tlsVersion(r.TLSVersion)
+		e.ClientSubject = r.ClientSubject
 	}
 	if b := res.Backend; b != nil {
 		e.Backend = b.Address

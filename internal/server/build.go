@@ -296,6 +296,7 @@ func (s *Server) view(lc config.Listener, snap *snapshot, l *listener) *proxy.Li
 		v.Covers = lt.covers
 		if lc.TLS.ClientCA != "" {
 			v.ClientCert = tlsterm.ClientCertHeader
+			v.ClientSubject = tlsterm.ClientSubject
 		}
 	}
 	return v

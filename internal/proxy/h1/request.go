@@ -532,6 +532,9 @@ func (c *h1conn) finish() {
 		r.ID = string(q.id)
 		r.Client = c.remoteAddr()
 		r.TLSVersion = c.tlsVersion()
+		if q.l.ClientSubject != nil {
+			r.ClientSubject = c.clientSubject()
+		}
 	}
 	q.l.Finish(r)
 }
@@ -547,6 +550,17 @@ func (c *h1conn) clientCert() string {
 		}
 	}
 	return c.xfcc
+}
+
+// clientSubject is the subject of the connection's verified client
+// certificate (mTLS listeners with the access log on): worked out per
+// request rather than kept, so that idle connections stay small.
+func (c *h1conn) clientSubject() string {
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		cs := tc.ConnectionState()
+		return c.req.l.ClientSubject(&cs)
+	}
+	return ""
 }
 
 // tlsVersion is the connection's TLS version (0: plain), read once per

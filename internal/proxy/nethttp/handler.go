@@ -190,6 +190,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rec.UserAgent, rec.ID, rec.Client = r.UserAgent(), a.id, r.RemoteAddr
 		if cs := tlsState(r); cs != nil {
 			rec.TLSVersion = cs.Version
+			if l.ClientSubject != nil {
+				rec.ClientSubject = l.ClientSubject(cs)
+			}
 		}
 		l.StartTrace(rec, stdFields(r.Header))
 	}
