@@ -11,6 +11,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"sync"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -21,7 +24,7 @@ import (
 
 // Client reaches one pool's backends over HTTP/2.
 type Client struct {
-	tls, h2c *http2.Transport
+	tls, h2c *conns
 }
 
 var _ proxy.ConnPool = (*Client)(nil)
@@ -31,46 +34,231 @@ func Of(u *proxy.Upstream) *Client {
 	return proxy.ConnsOf(u, proxy.CodecH2Client, newClient)
 }
 
-// RoundTrip sends r (its URL's scheme picks TLS or h2c). A stream the
-// backend refused (REFUSED_STREAM: it never processed it) is reported as a
-// *proxy.DialError, so the core may try another backend.
+// RoundTrip sends r (its URL's scheme picks TLS or h2c) on a connection
+// to its backend that has a stream free, dialling one when none has.
+//
+// A request the backend did not process (RFC 9113 §8.7: a stream it
+// refused with REFUSED_STREAM, or one above the last stream id of its
+// GOAWAY, or a connection that closed before the stream began) is
+// reported as a *proxy.DialError, so that the core tries another backend
+// at once, under its retry budget. Before that, a request without a body
+// is sent once more on a new connection to the same backend when its
+// connection went away under it (a backend closing connections
+// gracefully), but not when the backend refused the stream.
+//
+// This is why the connections are pooled here and not by x/net's
+// Transport: its RoundTrip retries such requests on the same backend up
+// to six times, waiting 1, 2, 4, 8 and 16 s between them, so a backend
+// that refused every stream held a request for half a minute.
 func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
-	t := c.h2c
+	p := c.h2c
 	if r.URL.Scheme == "https" {
-		t = c.tls
+		p = c.tls
 	}
-	resp, err := t.RoundTrip(r)
+	resp, err := p.roundTrip(r)
 	if err != nil && r.Body != nil {
-		// x/net's Transport leaves the body open when it fails before a
-		// stream starts (no connection: the backend is down), where
-		// RoundTrip's contract is to close it: the codecs wait for that
-		// close before they answer (an HTTP/1.1 client's request, whose
-		// body streams from its connection, waited forever).
+		// x/net leaves the body open when it fails before a stream
+		// starts (no connection: the backend is down), where RoundTrip's
+		// contract is to close it: the codecs wait for that close before
+		// they answer (an HTTP/1.1 client's request, whose body streams
+		// from its connection, waited forever).
 		r.Body.Close()
-	}
-	var se http2.StreamError
-	if err != nil && errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream {
-		return nil, &proxy.DialError{Err: err}
 	}
 	return resp, err
 }
 
 // CloseIdleConnections closes the connections with no stream open.
 func (c *Client) CloseIdleConnections() {
-	c.tls.CloseIdleConnections()
-	c.h2c.CloseIdleConnections()
+	c.tls.closeIdle()
+	c.h2c.closeIdle()
 }
 
 // Close closes the idle connections; the transports keep no more state.
 func (c *Client) Close() { c.CloseIdleConnections() }
 
+// conns are the HTTP/2 connections of one transport (TLS or h2c), by
+// backend address: x/net's ClientConns, made by t (its settings: header
+// list size, idle timeout, pings), over connections dial opens.
+type conns struct {
+	t    *http2.Transport
+	dial func(ctx context.Context, addr string) (net.Conn, error)
+
+	mu      sync.Mutex
+	by      map[string][]*http2.ClientConn
+	dialing map[string]*dialCall
+}
+
+// dialCall is a connection being dialled to an address: requests that
+// find every connection busy meanwhile wait for it rather than dial too.
+type dialCall struct {
+	done chan struct{}
+	err  error
+}
+
+func (p *conns) roundTrip(r *http.Request) (*http.Response, error) {
+	addr := hostPort(r.URL)
+	for try := 0; ; try++ {
+		cc, err := p.get(r.Context(), addr)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := cc.RoundTrip(r)
+		if err == nil {
+			return resp, nil
+		}
+		refused, gone := unprocessed(err)
+		switch {
+		case !refused && !gone:
+			return nil, err
+		case gone && try == 0 && (r.Body == nil || r.Body == http.NoBody):
+			continue
+		}
+		return nil, &proxy.DialError{Err: err}
+	}
+}
+
+// unprocessed reports whether err says the backend did not process the
+// request: it refused the stream, or the connection went away before the
+// stream began or past the last stream its GOAWAY kept. x/net names the
+// second kind by errors it does not export, so they are told by their
+// text (TestH2UpstreamRefusedGoesElsewhere fails if that text changes).
+func unprocessed(err error) (refused, gone bool) {
+	var se http2.StreamError
+	if errors.As(err, &se) {
+		return se.Code == http2.ErrCodeRefusedStream, false
+	}
+	switch err.Error() {
+	case "http2: Transport received Server's graceful shutdown GOAWAY", // errClientConnGotGoAway
+		"http2: client conn not usable",               // errClientConnUnusable
+		"http2: client conn could not be established", // errClientConnNotEstablished
+		"http2: client conn is closed":                // errClientConnClosed
+		return false, true
+	}
+	return false, false
+}
+
+// get returns a connection to addr with a stream reserved for the
+// request, dialling one when none has a stream free; it tells the
+// request's httptrace hooks (proxy.ConnTiming) when it asked and what it
+// got.
+func (p *conns) get(ctx context.Context, addr string) (*http2.ClientConn, error) {
+	trace := httptrace.ContextClientTrace(ctx)
+	if trace != nil && trace.GetConn != nil {
+		trace.GetConn(addr)
+	}
+	dialed := false
+	for {
+		p.mu.Lock()
+		if cc := p.reserve(addr); cc != nil {
+			p.mu.Unlock()
+			if trace != nil && trace.GotConn != nil {
+				trace.GotConn(httptrace.GotConnInfo{Reused: !dialed})
+			}
+			return cc, nil
+		}
+		if d := p.dialing[addr]; d != nil {
+			p.mu.Unlock()
+			select {
+			case <-d.done:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			if d.err != nil {
+				return nil, d.err
+			}
+			dialed = true
+			continue
+		}
+		d := &dialCall{done: make(chan struct{})}
+		p.dialing[addr] = d
+		p.mu.Unlock()
+		// The dial outlives this request's cancellation (others may wait
+		// for it); the connect timeout bounds it.
+		var cc *http2.ClientConn
+		conn, err := p.dial(context.WithoutCancel(ctx), addr)
+		if err == nil {
+			if cc, err = p.t.NewClientConn(conn); err != nil {
+				conn.Close()
+				err = &proxy.DialError{Err: err}
+			}
+		}
+		p.mu.Lock()
+		delete(p.dialing, addr)
+		if err == nil {
+			p.by[addr] = append(p.by[addr], cc)
+		}
+		d.err = err
+		close(d.done)
+		p.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		dialed = true
+	}
+}
+
+// reserve returns a connection to addr that took a stream reservation,
+// and forgets those that have closed; p.mu held.
+func (p *conns) reserve(addr string) *http2.ClientConn {
+	ccs := p.by[addr]
+	for i := 0; i < len(ccs); i++ {
+		cc := ccs[i]
+		if cc.ReserveNewRequest() {
+			return cc
+		}
+		if cc.State().Closed {
+			ccs = append(ccs[:i], ccs[i+1:]...)
+			i--
+		}
+	}
+	if len(ccs) == 0 {
+		delete(p.by, addr)
+	} else {
+		p.by[addr] = ccs
+	}
+	return nil
+}
+
+// closeIdle closes the connections with no stream open or reserved.
+func (p *conns) closeIdle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for addr, ccs := range p.by {
+		keep := ccs[:0]
+		for _, cc := range ccs {
+			if st := cc.State(); st.Closed || st.StreamsActive == 0 && st.StreamsReserved == 0 && st.StreamsPending == 0 {
+				cc.Close()
+				continue
+			}
+			keep = append(keep, cc)
+		}
+		if len(keep) == 0 {
+			delete(p.by, addr)
+		} else {
+			p.by[addr] = keep
+		}
+	}
+}
+
+// hostPort is u's host with its scheme's port when it names none.
+func hostPort(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	if u.Scheme == "https" {
+		return net.JoinHostPort(u.Hostname(), "443")
+	}
+	return net.JoinHostPort(u.Hostname(), "80")
+}
+
 // newClient returns the HTTP/2 client for upstream_http2: one connection
 // per backend carries many streams (max_connections_per_backend bounds the
-// streams in flight, through the pool's limit).
+// streams in flight, through the pool's limit), another is dialled when
+// the backend's stream limit is reached.
 func newClient(u *proxy.Upstream) *Client {
 	d := &net.Dialer{Timeout: u.Timeouts.Connect, KeepAlive: 30 * time.Second}
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := d.DialContext(ctx, network, addr)
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
 			return nil, &proxy.DialError{Err: err}
 		}
@@ -79,53 +267,51 @@ func newClient(u *proxy.Upstream) *Client {
 		tc, _ := c.(*net.TCPConn)
 		return rawio.New(c, tc), nil
 	}
-	cfg := u.TLS
-	if cfg == nil {
-		cfg = &tls.Config{}
+	base := u.TLS
+	if base == nil {
+		base = &tls.Config{}
 	}
-	cfg = cfg.Clone()
-	cfg.NextProtos = []string{"h2"}
-	h2 := &http2.Transport{
-		TLSClientConfig:            cfg,
-		DisableCompression:         true,
-		MaxHeaderListSize:          1 << 20,
-		StrictMaxConcurrentStreams: false, // past a backend's stream limit, another connection
-		IdleConnTimeout:            u.Timeouts.Idle,
-		ReadIdleTimeout:            30 * time.Second, // a ping then, to find dead connections
-		PingTimeout:                5 * time.Second,
-		DialTLSContext: func(ctx context.Context, network, addr string, cfg *tls.Config) (net.Conn, error) {
-			c, err := dial(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			tc := tls.Client(c, cfg)
-			hctx := ctx
-			if d := u.Timeouts.Connect; d > 0 {
-				var cancel context.CancelFunc
-				hctx, cancel = context.WithTimeout(ctx, d)
-				defer cancel()
-			}
-			if err := tc.HandshakeContext(hctx); err != nil {
-				c.Close()
-				return nil, &proxy.DialError{Err: err}
-			}
-			if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
-				tc.Close()
-				return nil, &proxy.DialError{Err: fmt.Errorf("backend %s did not agree to HTTP/2 (ALPN %q): remove upstream_http2 or enable HTTP/2 on it", addr, p)}
-			}
-			return tc, nil
-		},
+	base = base.Clone()
+	base.NextProtos = []string{"h2"}
+	dialTLS := func(ctx context.Context, addr string) (net.Conn, error) {
+		c, err := dial(ctx, addr)
+		if err != nil {
+			return nil, err
+		}
+		cfg := base
+		if cfg.ServerName == "" {
+			cfg = base.Clone()
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		tc := tls.Client(c, cfg)
+		hctx := ctx
+		if d := u.Timeouts.Connect; d > 0 {
+			var cancel context.CancelFunc
+			hctx, cancel = context.WithTimeout(ctx, d)
+			defer cancel()
+		}
+		if err := tc.HandshakeContext(hctx); err != nil {
+			c.Close()
+			return nil, &proxy.DialError{Err: err}
+		}
+		if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
+			tc.Close()
+			return nil, &proxy.DialError{Err: fmt.Errorf("backend %s did not agree to HTTP/2 (ALPN %q): remove upstream_http2 or enable HTTP/2 on it", addr, p)}
+		}
+		return tc, nil
 	}
-	h2c := &http2.Transport{
-		AllowHTTP:          true,
-		DisableCompression: true,
-		MaxHeaderListSize:  1 << 20,
-		IdleConnTimeout:    u.Timeouts.Idle,
-		ReadIdleTimeout:    30 * time.Second,
-		PingTimeout:        5 * time.Second,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return dial(ctx, network, addr) // h2c: prior knowledge, no TLS
-		},
+	transport := func() *http2.Transport {
+		return &http2.Transport{
+			AllowHTTP:          true,
+			DisableCompression: true,
+			MaxHeaderListSize:  1 << 20,
+			IdleConnTimeout:    u.Timeouts.Idle,
+			ReadIdleTimeout:    30 * time.Second, // a ping then, to find dead connections
+			PingTimeout:        5 * time.Second,
+		}
 	}
-	return &Client{tls: h2, h2c: h2c}
+	return &Client{
+		tls: &conns{t: transport(), dial: dialTLS, by: map[string][]*http2.ClientConn{}, dialing: map[string]*dialCall{}},
+		h2c: &conns{t: transport(), dial: dial, by: map[string][]*http2.ClientConn{}, dialing: map[string]*dialCall{}},
+	}
 }
