@@ -67,7 +67,6 @@ func startCountingRecorder(t *testing.T) *countingRecorder {
 		cr.mu.Lock()
 		cr.seen[i].bodyBytes, cr.seen[i].bodyErr = n, err
 		cr.mu.Unlock()
-		w.Header().Set("X-Seen-Uri", r.RequestURI)
 		w.WriteHeader(299) // a status nobody else sends
 	}))
 	t.Cleanup(srv.Close)
@@ -89,7 +88,7 @@ func (cr *countingRecorder) since(n int) []recorded {
 }
 
 // limitsTarget is one way to send a request to sluice: HTTP/2 frame by
-// frame (h2c or TLS), or HTTP/3 with quic-go's client.
+// frame (h2c or TLS), HTTP/3 with quic-go's client, or raw HTTP/1.1.
 type limitsTarget struct {
 	name string
 	// send sends a request with the regular fields given (name, value;
@@ -150,7 +149,10 @@ func h3Target(c *h3Client) limitsTarget {
 		if err != nil {
 			t.Fatal(err)
 		}
-		req.URL.Opaque = path // :path as given, not cleaned or re-escaped
+		// :path as given, not cleaned or re-escaped: the client sends an
+		// opaque URL's RequestURI ("https://a.test" + path) less its
+		// scheme and host.
+		req.URL.Opaque = "//a.test" + path
 		for _, f := range fields {
 			req.Header.Add(f[0], f[1])
 		}
@@ -179,11 +181,36 @@ func h3Target(c *h3Client) limitsTarget {
 	}}
 }
 
+// http1Target sends requests over HTTP/1.1, a connection each, for
+// comparison ("as on HTTP/1.1", docs/http2.md): a body without
+// content-length is chunked (in one chunk); Host is one of the fields, as
+// the listener counts it.
+func http1Target(addr string) limitsTarget {
+	return limitsTarget{name: "http1", send: func(t *testing.T, method, path string, fields [][2]string, body []byte, withCL bool) int {
+		t.Helper()
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: a.test\r\n", method, path)
+		for _, f := range fields {
+			fmt.Fprintf(&b, "%s: %s\r\n", f[0], f[1])
+		}
+		switch {
+		case body == nil:
+			b.WriteString("\r\n")
+		case withCL:
+			fmt.Fprintf(&b, "Content-Length: %d\r\n\r\n%s", len(body), body)
+		default:
+			fmt.Fprintf(&b, "Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", len(body), body)
+		}
+		return rawConversation(t, addr, b.String(), 1, 0)[0].Status
+	}}
+}
+
 // h2LimitsSluice starts sluice with an h2c listener "h2c" and a TLS
 // listener "tls" serving HTTP/2 (ALPN) and HTTP/3, both with small limits,
 // every request going to the backend at backendURL; it returns the
-// targets: h2c, HTTP/2 over TLS, HTTP/3.
-func h2LimitsSluice(t *testing.T, backendURL string) (*sluice, []limitsTarget) {
+// targets: h2c, HTTP/2 over TLS, HTTP/3 (and with http1, HTTP/1.1 on the
+// h2c listener).
+func h2LimitsSluice(t *testing.T, backendURL string, http1 bool) (*sluice, []limitsTarget) {
 	t.Helper()
 	ca := newTestCA(t, "e2e CA")
 	site := ca.issue(t, leafOpts{names: []string{"a.test"}, ips: []net.IP{net.IPv4(127, 0, 0, 1)}}).write(t, t.TempDir(), "a")
@@ -200,11 +227,15 @@ func h2LimitsSluice(t *testing.T, backendURL string) (*sluice, []limitsTarget) {
 	}
 	s := startSluice(t, cfg)
 	tc := clientTLS(ca, "a.test")
-	return s, []limitsTarget{
+	targets := []limitsTarget{
 		rawH2Target("h2c", s.Addr("h2c"), nil, "http"),
 		rawH2Target("h2-tls", s.Addr("tls"), tc, "https"),
 		h3Target(newH3Client(t, s.Addr("tls"), ca)),
 	}
+	if http1 {
+		targets = append(targets, http1Target(s.Addr("h2c")))
+	}
+	return s, targets
 }
 
 // manyFields returns n header fields x-h-1: 1 … (h3 requests carry
@@ -217,15 +248,20 @@ func manyFields(n int) [][2]string {
 	return fs
 }
 
-// h3Fields is manyFields(n) with the first two replaced by the fields
-// quic-go's client would otherwise add, so that the request has exactly n.
-func h3Fields(name string, n int) [][2]string {
-	fs := manyFields(n)
-	if name == "h3" && n >= 2 {
+// fieldsFor returns header fields such that a request of target carries
+// exactly n: over HTTP/3 two of them are those quic-go's client would
+// otherwise add; over HTTP/1.1 Host is one.
+func fieldsFor(target string, n int) [][2]string {
+	switch target {
+	case "h3":
+		fs := manyFields(n)
 		fs[0] = [2]string{"user-agent", "h2limits"}
 		fs[1] = [2]string{"accept-encoding", "identity"}
+		return fs
+	case "http1":
+		return manyFields(n - 1)
 	}
-	return fs
+	return manyFields(n)
 }
 
 // TestH2LimitsRefusedBeforeBackend: over h2c, HTTP/2 over TLS and HTTP/3,
@@ -236,7 +272,7 @@ func h3Fields(name string, n int) [][2]string {
 func TestH2LimitsRefusedBeforeBackend(t *testing.T) {
 	t.Parallel()
 	cr := startCountingRecorder(t)
-	_, targets := h2LimitsSluice(t, cr.URL)
+	_, targets := h2LimitsSluice(t, cr.URL, true)
 	longPath := func(n int) string { return "/" + strings.Repeat("u", n-1) }
 	body := func(n int) []byte { return bytes.Repeat([]byte("b"), n) }
 
@@ -253,8 +289,8 @@ func TestH2LimitsRefusedBeforeBackend(t *testing.T) {
 	refused := []tcase{
 		{"target one byte over max_uri_bytes", "GET", longPath(limURI + 1), none, nil, false, 414},
 		{"target far over max_uri_bytes", "GET", longPath(4 * limURI), none, nil, false, 414},
-		{"one header field over max_headers", "GET", "/limits", func(n string) [][2]string { return h3Fields(n, limHeaders+1) }, nil, false, 431},
-		{"many header fields over max_headers", "GET", "/limits", func(n string) [][2]string { return h3Fields(n, 3*limHeaders) }, nil, false, 431},
+		{"one header field over max_headers", "GET", "/limits", func(n string) [][2]string { return fieldsFor(n, limHeaders+1) }, nil, false, 431},
+		{"many header fields over max_headers", "GET", "/limits", func(n string) [][2]string { return fieldsFor(n, 3*limHeaders) }, nil, false, 431},
 		{"body one byte over max_body_bytes, content-length", "POST", "/limits", none, body(limBody + 1), true, 413},
 		{"body over max_body_bytes, content-length", "POST", "/limits", none, body(4 * limBody), true, 413},
 		{"128 KiB body, content-length", "POST", "/limits", none, body(128 << 10), true, 413},
@@ -264,7 +300,7 @@ func TestH2LimitsRefusedBeforeBackend(t *testing.T) {
 	passed := []tcase{
 		{"plain GET", "GET", "/limits/ok", none, nil, false, 299},
 		{"target of max_uri_bytes", "GET", longPath(limURI), none, nil, false, 299},
-		{"max_headers header fields", "GET", "/limits", func(n string) [][2]string { return h3Fields(n, limHeaders) }, nil, false, 299},
+		{"max_headers header fields", "GET", "/limits", func(n string) [][2]string { return fieldsFor(n, limHeaders) }, nil, false, 299},
 		{"body of max_body_bytes, content-length", "POST", "/limits", none, body(limBody), true, 299},
 		{"body of max_body_bytes, no content-length", "POST", "/limits", none, body(limBody), false, 299},
 	}
@@ -279,9 +315,22 @@ func TestH2LimitsRefusedBeforeBackend(t *testing.T) {
 				// A request let through would reach the backend a moment
 				// later.
 				time.Sleep(30 * time.Millisecond)
-				if seen := cr.since(before); len(seen) > 0 {
-					t.Errorf("%s (status %d): the backend received %d request(s), want none: %v", tc.name, got, len(seen), seen)
+				seen := cr.since(before)
+				if len(seen) == 0 {
+					continue
 				}
+				whole := slices.ContainsFunc(seen, func(r recorded) bool { return r.bodyErr == nil })
+				if tg.name == "http1" && testEngine == "std" && tc.body != nil && !tc.withCL && !whole {
+					// docs/config.md: "std streams every body"; the
+					// HTTP/1.1 reference is not what this test is about.
+					t.Logf("%s (status %d): engine std streamed the HTTP/1.1 body: the backend saw the head, then the body cut off: %v", tc.name, got, seen)
+					continue
+				}
+				how := "its head, the body cut off"
+				if whole {
+					how = "WHOLE"
+				}
+				t.Errorf("%s (status %d): the backend received %d request(s) (%s), want none: %v", tc.name, got, len(seen), how, seen)
 			}
 			for _, tc := range passed {
 				before := cr.count()
@@ -312,7 +361,7 @@ func TestH2LimitsRefusedBeforeBackend(t *testing.T) {
 func TestH2LimitsNormalisedPath(t *testing.T) {
 	t.Parallel()
 	cr := startCountingRecorder(t)
-	_, targets := h2LimitsSluice(t, cr.URL)
+	_, targets := h2LimitsSluice(t, cr.URL, false)
 	cases := []struct{ sent, want string }{
 		{"/a/../b", "/b"},
 		{"/a/b/../../b", "/b"},
@@ -387,7 +436,6 @@ func sumH2(m map[string]float64, metric, l string) float64 {
 // goAway is a GOAWAY frame as read (its debug data copied).
 type goAway struct {
 	code  http2.ErrCode
-	last  uint32
 	debug string
 }
 
@@ -403,7 +451,7 @@ func readToGoAway(h *rawH2, d time.Duration) (*goAway, error) {
 			return nil, err
 		}
 		if g, ok := f.(*http2.GoAwayFrame); ok {
-			return &goAway{code: g.ErrCode, last: g.LastStreamID, debug: string(g.DebugData())}, nil
+			return &goAway{code: g.ErrCode, debug: string(g.DebugData())}, nil
 		}
 	}
 }
@@ -504,8 +552,9 @@ func TestH2MetricsFloodCloses(t *testing.T) {
 // (docs/http2.md: "streams reset, connections ended for a protocol
 // error"): a HEADERS frame on an even stream (the connection ends with
 // GOAWAY PROTOCOL_ERROR), DATA beyond the content-length (RST_STREAM
-// PROTOCOL_ERROR), and a malformed header block, an upper-case field name
-// (RST_STREAM PROTOCOL_ERROR). Well-formed requests count nothing.
+// PROTOCOL_ERROR or 400), and malformed header blocks (an upper-case
+// field name, CRLF in a value, a pseudo-header after a regular field:
+// RST_STREAM PROTOCOL_ERROR). Well-formed requests count nothing.
 func TestH2MetricsProtocolErrors(t *testing.T) {
 	t.Parallel()
 	cr := startCountingRecorder(t)
@@ -519,9 +568,10 @@ func TestH2MetricsProtocolErrors(t *testing.T) {
 			}
 			series := h2Series(metric, tg.name, "")
 			// waitGrow polls /metrics until series passes from, and
-			// returns its value then (or after 3s).
+			// returns its value then (or after 1s: the servers count an
+			// error before they answer it).
 			waitGrow := func(from float64) float64 {
-				deadline := time.Now().Add(3 * time.Second)
+				deadline := time.Now().Add(time.Second)
 				for {
 					v, ok := scrape(t, admin)[series]
 					if (ok && v > from) || time.Now().After(deadline) {
@@ -578,32 +628,56 @@ func TestH2MetricsProtocolErrors(t *testing.T) {
 				h := dialRawH2(t, tg.addr, tg.tls)
 				sid := h.send(req("/too-much", hf{"content-length", "3"}), []string{"hello"}, false)
 				o := h.await(sid, 5*time.Second)
-				if !o.rst || o.rstCode != http2.ErrCodeProtocol {
-					t.Errorf("%v, want RST_STREAM PROTOCOL_ERROR", o)
+				// docs/http2.md: "RST_STREAM PROTOCOL_ERROR or 400".
+				if !(o.rst && o.rstCode == http2.ErrCodeProtocol) && o.status != 400 {
+					t.Errorf("%v, want RST_STREAM PROTOCOL_ERROR or 400", o)
 				}
 				if after := waitGrow(before); after <= before {
-					t.Errorf("%s stayed at %v after a stream reset for a protocol error, want it to grow", series, after)
+					t.Errorf("%s stayed at %v after DATA beyond the content-length (%v), want it to grow", series, after, o)
 				}
 				if seen := cr.since(n); len(seen) > 0 {
 					t.Errorf("the backend received %v", seen)
 				}
 			})
-			t.Run("upper-case field name", func(t *testing.T) {
-				before := scrape(t, admin)[series]
-				n := cr.count()
-				h := dialRawH2(t, tg.addr, tg.tls)
-				sid := h.send(req("/upper", hf{"X-Upper", "1"}), nil, false)
-				o := h.await(sid, 5*time.Second)
-				if !o.rst || o.rstCode != http2.ErrCodeProtocol {
-					t.Errorf("%v, want RST_STREAM PROTOCOL_ERROR (docs/http2.md)", o)
-				}
-				if after := waitGrow(before); after <= before {
-					t.Errorf("%s stayed at %v after RST_STREAM PROTOCOL_ERROR for a malformed header block, want it to grow", series, after)
-				}
-				if seen := cr.since(n); len(seen) > 0 {
-					t.Errorf("the backend received %v", seen)
-				}
-			})
+			// A malformed header block: sluice resets the stream
+			// (docs/http2.md, "Requests refused before any backend sees
+			// them"), which the metric counts as "streams reset".
+			for _, mb := range []struct {
+				name  string
+				extra []hf
+				block func() []hf
+			}{
+				{name: "upper-case field name", extra: []hf{{"X-Upper", "1"}}},
+				{name: "CRLF in a value", extra: []hf{{"x-a", "1\r\nx-b: 2"}}},
+				{name: "pseudo-header after a regular field", block: func() []hf {
+					return []hf{{":method", "GET"}, {":scheme", tg.scheme}, {"x-a", "1"}, {":path", "/pseudo"}, {":authority", tg.authority}}
+				}},
+			} {
+				t.Run(mb.name, func(t *testing.T) {
+					before := scrape(t, admin)[series]
+					n := cr.count()
+					h := dialRawH2(t, tg.addr, tg.tls)
+					fields := req("/malformed", mb.extra...)
+					if mb.block != nil {
+						fields = mb.block()
+					}
+					sid := h.send(fields, nil, false)
+					o := h.await(sid, 5*time.Second)
+					if !o.rst || o.rstCode != http2.ErrCodeProtocol {
+						t.Errorf("%v, want RST_STREAM PROTOCOL_ERROR (docs/http2.md)", o)
+					}
+					if testEngine == "std" {
+						// docs/http2.md, "Metrics": x/net's server tells
+						// no hook of the header blocks it refuses.
+						t.Logf("engine std: %s not checked for a malformed header block", series)
+					} else if after := waitGrow(before); after <= before {
+						t.Errorf("%s stayed at %v after %v for a malformed header block, want it to grow", series, after, o)
+					}
+					if seen := cr.since(n); len(seen) > 0 {
+						t.Errorf("the backend received %v", seen)
+					}
+				})
+			}
 		})
 	}
 }

@@ -364,6 +364,7 @@ func (c *conn) readError(err error) bool {
 	switch err := err.(type) {
 	case http2.StreamError:
 		// A malformed header block: the HPACK state is intact.
+		c.count("malformed_header_block")
 		c.mu.Lock()
 		if err.StreamID > c.maxID && err.StreamID%2 == 1 {
 			c.maxID = err.StreamID
@@ -371,6 +372,7 @@ func (c *conn) readError(err error) bool {
 		c.mu.Unlock()
 		return c.handleError(err)
 	case http2.ConnectionError:
+		c.count("bad_frame")
 		return c.handleError(err)
 	}
 	if err == http2.ErrFrameTooLarge {
