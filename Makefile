@@ -64,9 +64,8 @@ docs:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
 
-# h2spec against a TLS and an h2c listener, on each engine (TestH2Spec; the
-# unit run includes it). Needs h2spec on PATH: .ci/run installs it.
+# h2spec against a TLS and an h2c listener of each HTTP/2 server (TestH2Spec
+# names their engines itself; the unit run includes it). Needs h2spec on PATH: .ci/run installs it.
 .PHONY: h2spec
 h2spec:
 	$(GO) test -count=1 -run '^TestH2Spec$$' -v ./internal/e2e/
-	SLUICE_E2E_ENGINE=std $(GO) test -count=1 -run '^TestH2Spec$$' -v ./internal/e2e/
