@@ -53,27 +53,19 @@ func startCountingBackend(t *testing.T) *countingBackend {
 	return cb
 }
 
-func TestHostileRequestsAreRefusedBeforeAnyBackend(t *testing.T) {
-	cb := startCountingBackend(t)
-	cfg := oneListener(poolAt("web", cb.URL))
-	cfg.Listeners = append(cfg.Listeners, config.Listener{Name: "small", Address: "127.0.0.1:0", Pool: "web",
-		Limits: config.Limits{MaxBodyBytes: 1024}})
-	s := startSluice(t, cfg)
+// hostileCase is one of the core's hostile HTTP/1.1 requests: its bytes,
+// the listener they go to ("public", or "small" with max_body_bytes 1024)
+// and the status they must get, with nothing reaching a backend.
+type hostileCase struct {
+	name, listener, raw string
+	want                int
+}
 
-	manyHeaders := func(n int) string {
-		var b strings.Builder
-		b.WriteString("Host: good.example\r\n")
-		for i := 1; i < n; i++ {
-			fmt.Fprintf(&b, "X-H-%d: %d\r\n", i, i)
-		}
-		return b.String()
-	}
-	for _, tc := range []struct {
-		name     string
-		listener string
-		raw      string
-		want     int
-	}{
+// hostileCases are the core's hostile requests, run in the clear and
+// again over TLS (TestTLSHostileRequestsAreRefusedBeforeAnyBackend);
+// scheme is the one of the absolute form that names another authority.
+func hostileCases(scheme string) []hostileCase {
+	return []hostileCase{
 		{"Content-Length and Transfer-Encoding", "public",
 			"POST /echo HTTP/1.1\r\nHost: good.example\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
 		{"Transfer-Encoding and Content-Length", "public",
@@ -81,7 +73,7 @@ func TestHostileRequestsAreRefusedBeforeAnyBackend(t *testing.T) {
 		{"malformed chunk size", "public",
 			"POST /echo HTTP/1.1\r\nHost: good.example\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400},
 		{"absolute form with another authority", "public",
-			"GET http://evil.example/ HTTP/1.1\r\nHost: good.example\r\n\r\n", 400},
+			"GET " + scheme + "://evil.example/ HTTP/1.1\r\nHost: good.example\r\n\r\n", 400},
 		{"CONNECT", "public", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 405},
 		{"TRACE", "public", "TRACE / HTTP/1.1\r\nHost: good.example\r\n\r\n", 405},
 		{"HTTP/2 preface on HTTP/1", "public", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400},
@@ -93,7 +85,27 @@ func TestHostileRequestsAreRefusedBeforeAnyBackend(t *testing.T) {
 		{"obs-fold", "public", "GET / HTTP/1.1\r\nHost: good.example\r\nX-Folded: a\r\n b\r\n\r\n", 400},
 		{"body over max_body_bytes", "small",
 			"POST /echo HTTP/1.1\r\nHost: good.example\r\nContent-Length: 2048\r\n\r\n" + strings.Repeat("x", 2048), 413},
-	} {
+	}
+}
+
+// manyHeaders is n header fields: Host, then X-H-1 … X-H-(n-1).
+func manyHeaders(n int) string {
+	var b strings.Builder
+	b.WriteString("Host: good.example\r\n")
+	for i := 1; i < n; i++ {
+		fmt.Fprintf(&b, "X-H-%d: %d\r\n", i, i)
+	}
+	return b.String()
+}
+
+func TestHostileRequestsAreRefusedBeforeAnyBackend(t *testing.T) {
+	cb := startCountingBackend(t)
+	cfg := oneListener(poolAt("web", cb.URL))
+	cfg.Listeners = append(cfg.Listeners, config.Listener{Name: "small", Address: "127.0.0.1:0", Pool: "web",
+		Limits: config.Limits{MaxBodyBytes: 1024}})
+	s := startSluice(t, cfg)
+
+	for _, tc := range hostileCases("http") {
 		t.Run(tc.name, func(t *testing.T) {
 			reqs, conns := cb.Requests.Load(), cb.Accepted.Load()
 			r := rawExchange(t, s.Addr(tc.listener), tc.raw)

@@ -1126,40 +1126,7 @@ func TestTLSHostileRequestsAreRefusedBeforeAnyBackend(t *testing.T) {
 		Limits: config.Limits{MaxBodyBytes: 1024}, TLS: tc})
 	s := startSluice(t, cfg)
 
-	manyHeaders := func(n int) string {
-		var b strings.Builder
-		b.WriteString("Host: good.example\r\n")
-		for i := 1; i < n; i++ {
-			fmt.Fprintf(&b, "X-H-%d: %d\r\n", i, i)
-		}
-		return b.String()
-	}
-	cases := []struct {
-		name     string
-		listener string
-		raw      string
-		want     int
-	}{
-		{"Content-Length and Transfer-Encoding", "public",
-			"POST /echo HTTP/1.1\r\nHost: good.example\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
-		{"Transfer-Encoding and Content-Length", "public",
-			"POST /echo HTTP/1.1\r\nHost: good.example\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", 400},
-		{"malformed chunk size", "public",
-			"POST /echo HTTP/1.1\r\nHost: good.example\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400},
-		{"absolute form with another authority", "public",
-			"GET https://evil.example/ HTTP/1.1\r\nHost: good.example\r\n\r\n", 400},
-		{"CONNECT", "public", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 405},
-		{"TRACE", "public", "TRACE / HTTP/1.1\r\nHost: good.example\r\n\r\n", 405},
-		{"HTTP/2 preface after ALPN http/1.1", "public", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400},
-		{"9000-byte URI", "public",
-			"GET /" + strings.Repeat("a", 9000) + " HTTP/1.1\r\nHost: good.example\r\n\r\n", 414},
-		{"101 header fields", "public", "GET / HTTP/1.1\r\n" + manyHeaders(101) + "\r\n", 431},
-		{"70 KiB header", "public",
-			"GET / HTTP/1.1\r\nHost: good.example\r\nX-Big: " + strings.Repeat("b", 70<<10) + "\r\n\r\n", 431},
-		{"obs-fold", "public", "GET / HTTP/1.1\r\nHost: good.example\r\nX-Folded: a\r\n b\r\n\r\n", 400},
-		{"body over max_body_bytes", "small",
-			"POST /echo HTTP/1.1\r\nHost: good.example\r\nContent-Length: 2048\r\n\r\n" + strings.Repeat("x", 2048), 413},
-	}
+	cases := hostileCases("https")
 	for _, alpn := range []bool{true, false} {
 		for _, tc := range cases {
 			t.Run(fmt.Sprintf("%s alpn=%v", tc.name, alpn), func(t *testing.T) {
