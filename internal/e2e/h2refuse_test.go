@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -18,8 +19,15 @@ import (
 // refusingH2Backend is an h2c backend that processes no request: it
 // answers every stream with RST_STREAM REFUSED_STREAM (goaway false), or
 // each connection's first request with GOAWAY (last stream 0: none
-// processed) and a close (goaway true). It counts the streams it got.
+// processed) and a close (goaway true), as soon as the stream's HEADERS
+// come. It counts the streams it got.
 func refusingH2Backend(t *testing.T, goaway bool) (url string, streams *atomic.Int64) {
+	return refusingH2BackendAt(t, goaway, false)
+}
+
+// refusingH2BackendAt is refusingH2Backend; with late, it refuses a stream
+// only once its whole body came (a backend may refuse after reading).
+func refusingH2BackendAt(t *testing.T, goaway, late bool) (url string, streams *atomic.Int64) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +62,23 @@ func refusingH2Backend(t *testing.T, goaway bool) (url string, streams *atomic.I
 						if !f.IsAck() {
 							fr.WriteSettingsAck()
 						}
+					case *http2.DataFrame:
+						if n := len(f.Data()); n > 0 {
+							fr.WriteWindowUpdate(0, uint32(n))
+							fr.WriteWindowUpdate(f.StreamID, uint32(n))
+						}
+						if late && f.StreamEnded() {
+							streams.Add(1)
+							if goaway {
+								fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+								return
+							}
+							fr.WriteRSTStream(f.StreamID, http2.ErrCodeRefusedStream)
+						}
 					case *http2.HeadersFrame:
+						if late && !f.StreamEnded() {
+							continue
+						}
 						streams.Add(1)
 						if goaway {
 							fr.WriteGoAway(0, http2.ErrCodeNo, nil)
@@ -72,13 +96,62 @@ func refusingH2Backend(t *testing.T, goaway bool) (url string, streams *atomic.I
 // TestH2UpstreamRefusedGoesElsewhere: a stream an HTTP/2 backend refuses
 // (REFUSED_STREAM) or never processed (GOAWAY below its id) was not
 // processed (RFC 9113 §8.7), so the request goes to another backend at
-// once, with a body too, whatever retries.retry_on says; it neither waits
-// on the refusing backend nor fails.
+// once: a GET as after a connect failure, a PUT (its body may have been
+// read) as after a reset of an idempotent request whose body sluice kept.
+// It neither waits on the refusing backend nor fails.
 func TestH2UpstreamRefusedGoesElsewhere(t *testing.T) {
 	for _, goaway := range []bool{false, true} {
 		name := map[bool]string{false: "REFUSED_STREAM", true: "GOAWAY"}[goaway]
 		t.Run(name, func(t *testing.T) {
 			bad, refused := refusingH2Backend(t, goaway)
+			good := h2cBackend(t)
+			p := config.Pool{Name: "web", Balance: "round_robin", UpstreamHTTP2: true,
+				Backends: []config.Backend{{Address: bad}, {Address: good}},
+				// Every refusal retried: the budget is not what this is about.
+				Retries: config.Retries{NumRetries: 2, RetryOn: []string{"connect_failure", "reset"}, BudgetPercent: 100}}
+			cfg := oneListener(p)
+			cfg.Listeners[0].H2C = true
+			s := startSluice(t, cfg)
+			for _, c := range []struct {
+				name string
+				c    *http.Client
+			}{{"HTTP/1.1 client", newClient(t)}, {"HTTP/2 client", h2cClient(t)}} {
+				for i := range 4 {
+					body := strings.Repeat("x", 100*i)
+					method, rd := "GET", io.Reader(nil)
+					if i > 0 {
+						method, rd = "PUT", strings.NewReader(body)
+					}
+					req, _ := http.NewRequest(method, s.URL("public")+"/up", rd)
+					resp, err := c.c.Do(req)
+					if err != nil {
+						t.Fatalf("%s, request %d: %v", c.name, i, err)
+					}
+					got, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if want := "HTTP/2.0 /up " + strconv.Itoa(len(body)); resp.StatusCode != 200 || string(got) != want {
+						t.Errorf("%s, %s request %d: %d %q, want 200 %q from the good backend", c.name, method, i, resp.StatusCode, got, want)
+					}
+				}
+			}
+			if refused.Load() == 0 {
+				t.Errorf("%s: no request reached the refusing backend: the test proved nothing", name)
+			}
+		})
+	}
+}
+
+// TestH2UpstreamRefusedAfterTheBody: a backend that refuses a stream (or
+// sends GOAWAY below it) only after it read the request's body may have
+// seen that body, so the request is not a connect failure: the client gets
+// an answer at once, never a hang, and a request the core tries again
+// (a body it kept, up to 64 KiB) reaches the good backend whole, never
+// spliced.
+func TestH2UpstreamRefusedAfterTheBody(t *testing.T) {
+	for _, goaway := range []bool{false, true} {
+		name := map[bool]string{false: "REFUSED_STREAM", true: "GOAWAY"}[goaway]
+		t.Run(name, func(t *testing.T) {
+			bad, refused := refusingH2BackendAt(t, goaway, true)
 			good := h2cBackend(t)
 			p := config.Pool{Name: "web", Balance: "round_robin", UpstreamHTTP2: true,
 				Backends: []config.Backend{{Address: bad}, {Address: good}}}
@@ -89,17 +162,21 @@ func TestH2UpstreamRefusedGoesElsewhere(t *testing.T) {
 				name string
 				c    *http.Client
 			}{{"HTTP/1.1 client", newClient(t)}, {"HTTP/2 client", h2cClient(t)}} {
-				for i := range 4 {
-					body := strings.Repeat("x", 100*i)
-					req, _ := http.NewRequest("POST", s.URL("public")+"/up", strings.NewReader(body))
-					resp, err := c.c.Do(req)
-					if err != nil {
-						t.Fatalf("%s, request %d: %v", c.name, i, err)
-					}
-					got, _ := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 || !strings.HasPrefix(string(got), "HTTP/2.0 /up ") {
-						t.Errorf("%s, request %d: %d %q, want 200 from the good backend", c.name, i, resp.StatusCode, got)
+				for _, size := range []int{100, 70000} {
+					for i := range 2 {
+						req, _ := http.NewRequest("POST", s.URL("public")+"/up", strings.NewReader(strings.Repeat("x", size)))
+						resp, err := c.c.Do(req)
+						if err != nil {
+							t.Fatalf("%s, %d bytes, request %d: %v (a hang ends in the client's timeout)", c.name, size, i, err)
+						}
+						got, _ := io.ReadAll(resp.Body)
+						resp.Body.Close()
+						switch {
+						case resp.StatusCode == 200 && string(got) != "HTTP/2.0 /up "+strconv.Itoa(size):
+							t.Errorf("%s, %d bytes, request %d: the good backend answered %q: the body it got was not the client's", c.name, size, i, got)
+						case resp.StatusCode != 200 && resp.StatusCode != 502:
+							t.Errorf("%s, %d bytes, request %d: %d %q, want 200 (tried again) or 502", c.name, size, i, resp.StatusCode, got)
+						}
 					}
 				}
 			}

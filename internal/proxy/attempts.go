@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/pool"
@@ -192,7 +193,9 @@ func (x *Attempts) Done(ctx context.Context, b *pool.Backend, o Outcome) (again 
 		t.Health.Observe(b, pool.StatusFailure(res.Status))
 	case ConnectFailure:
 		b.Stats.Failures.Add(1)
-		t.Health.ConnectFailed(b, res.Err)
+		if de := (*DialError)(nil); !errors.As(res.Err, &de) || !de.Unprocessed {
+			t.Health.ConnectFailed(b, res.Err)
+		}
 		t.Health.Observe(b, pool.FailConnect)
 	case Reset:
 		b.Stats.Failures.Add(1)

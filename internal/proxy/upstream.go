@@ -115,6 +115,11 @@ func (u *Upstream) Close() {
 // return it from their dialers; the core's ConnectFailure class means it.
 type DialError struct {
 	Err error
+	// Unprocessed: the backend was reached and declined the request
+	// without processing it (an HTTP/2 stream it refused, or one past its
+	// GOAWAY): the request goes elsewhere as after a connect failure, but
+	// the backend is not ejected for it (passive health still counts it).
+	Unprocessed bool
 }
 
 func (e *DialError) Error() string { return "connect: " + e.Err.Error() }

@@ -9,11 +9,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -38,13 +41,14 @@ func Of(u *proxy.Upstream) *Client {
 // to its backend that has a stream free, dialling one when none has.
 //
 // A request the backend did not process (RFC 9113 §8.7: a stream it
-// refused with REFUSED_STREAM, or one above the last stream id of its
-// GOAWAY, or a connection that closed before the stream began) is
-// reported as a *proxy.DialError, so that the core tries another backend
-// at once, under its retry budget. Before that, a request without a body
-// is sent once more on a new connection to the same backend when its
-// connection went away under it (a backend closing connections
-// gracefully), but not when the backend refused the stream.
+// refused with REFUSED_STREAM, or one past the last stream id of its
+// GOAWAY, or a connection that was closed before the stream began), and
+// of whose body the backend can have seen nothing, is reported as a
+// *proxy.DialError marked Unprocessed: the core sends it to another
+// backend at once, under its retry budget, without ejecting this one.
+// Before that, a request without a body is sent once more to the same
+// backend (a connection closing gracefully, or a stream refused on a new
+// connection before the backend's SETTINGS told its stream limit).
 //
 // This is why the connections are pooled here and not by x/net's
 // Transport: its RoundTrip retries such requests on the same backend up
@@ -78,7 +82,10 @@ func (c *Client) Close() { c.CloseIdleConnections() }
 
 // conns are the HTTP/2 connections of one transport (TLS or h2c), by
 // backend address: x/net's ClientConns, made by t (its settings: header
-// list size, idle timeout, pings), over connections dial opens.
+// list size, idle timeout, pings), over connections dial opens. t's
+// ConnPool is p, for x/net to tell which connections are dead (MarkDead).
+// p.mu is never held while x/net may block (State takes the connection's
+// write lock, held through a write to a backend that stopped reading).
 type conns struct {
 	t    *http2.Transport
 	dial func(ctx context.Context, addr string) (net.Conn, error)
@@ -87,6 +94,8 @@ type conns struct {
 	by      map[string][]*http2.ClientConn
 	dialing map[string]*dialCall
 }
+
+var _ http2.ClientConnPool = (*conns)(nil)
 
 // dialCall is a connection being dialled to an address: requests that
 // find every connection busy meanwhile wait for it rather than dial too.
@@ -97,24 +106,47 @@ type dialCall struct {
 
 func (p *conns) roundTrip(r *http.Request) (*http.Response, error) {
 	addr := hostPort(r.URL)
+	req, body := r, (*counted)(nil)
+	if r.Body != nil && r.Body != http.NoBody {
+		// To know whether the backend may have seen part of the body.
+		body = &counted{ReadCloser: r.Body}
+		req = new(http.Request)
+		*req = *r
+		req.Body = body
+	}
 	for try := 0; ; try++ {
 		cc, err := p.get(r.Context(), addr)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := cc.RoundTrip(r)
+		resp, err := cc.RoundTrip(req)
 		if err == nil {
 			return resp, nil
 		}
 		refused, gone := unprocessed(err)
+		if gone {
+			p.MarkDead(cc) // never again (x/net may still offer a connection that never carried a stream)
+		}
 		switch {
-		case !refused && !gone:
+		case !refused && !gone || body != nil && body.n.Load() > 0:
 			return nil, err
-		case gone && try == 0 && (r.Body == nil || r.Body == http.NoBody):
+		case try == 0 && body == nil:
 			continue
 		}
-		return nil, &proxy.DialError{Err: err}
+		return nil, &proxy.DialError{Err: err, Unprocessed: true}
 	}
+}
+
+// counted is a request body that counts the bytes read from it.
+type counted struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (b *counted) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
 }
 
 // unprocessed reports whether err says the backend did not process the
@@ -130,8 +162,7 @@ func unprocessed(err error) (refused, gone bool) {
 	switch err.Error() {
 	case "http2: Transport received Server's graceful shutdown GOAWAY", // errClientConnGotGoAway
 		"http2: client conn not usable",               // errClientConnUnusable
-		"http2: client conn could not be established", // errClientConnNotEstablished
-		"http2: client conn is closed":                // errClientConnClosed
+		"http2: client conn could not be established": // errClientConnNotEstablished
 		return false, true
 	}
 	return false, false
@@ -149,12 +180,14 @@ func (p *conns) get(ctx context.Context, addr string) (*http2.ClientConn, error)
 	dialed := false
 	for {
 		p.mu.Lock()
-		if cc := p.reserve(addr); cc != nil {
-			p.mu.Unlock()
-			if trace != nil && trace.GotConn != nil {
-				trace.GotConn(httptrace.GotConnInfo{Reused: !dialed})
+		for _, cc := range p.by[addr] {
+			if cc.ReserveNewRequest() {
+				p.mu.Unlock()
+				if trace != nil && trace.GotConn != nil {
+					trace.GotConn(httptrace.GotConnInfo{Reused: !dialed})
+				}
+				return cc, nil
 			}
-			return cc, nil
 		}
 		if d := p.dialing[addr]; d != nil {
 			p.mu.Unlock()
@@ -163,19 +196,17 @@ func (p *conns) get(ctx context.Context, addr string) (*http2.ClientConn, error)
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
-			if d.err != nil {
+			if d.err != nil && !errors.Is(d.err, context.Canceled) {
 				return nil, d.err
 			}
-			dialed = true
+			dialed = d.err == nil // else the request that dialled went away: dial again
 			continue
 		}
 		d := &dialCall{done: make(chan struct{})}
 		p.dialing[addr] = d
 		p.mu.Unlock()
-		// The dial outlives this request's cancellation (others may wait
-		// for it); the connect timeout bounds it.
 		var cc *http2.ClientConn
-		conn, err := p.dial(context.WithoutCancel(ctx), addr)
+		conn, err := p.dial(ctx, addr)
 		if err == nil {
 			if cc, err = p.t.NewClientConn(conn); err != nil {
 				conn.Close()
@@ -197,45 +228,40 @@ func (p *conns) get(ctx context.Context, addr string) (*http2.ClientConn, error)
 	}
 }
 
-// reserve returns a connection to addr that took a stream reservation,
-// and forgets those that have closed; p.mu held.
-func (p *conns) reserve(addr string) *http2.ClientConn {
-	ccs := p.by[addr]
-	for i := 0; i < len(ccs); i++ {
-		cc := ccs[i]
-		if cc.ReserveNewRequest() {
-			return cc
-		}
-		if cc.State().Closed {
-			ccs = append(ccs[:i], ccs[i+1:]...)
-			i--
+// GetClientConn is not used: requests take their connection from get.
+func (p *conns) GetClientConn(*http.Request, string) (*http2.ClientConn, error) {
+	return nil, errors.New("h2client: GetClientConn is not used")
+}
+
+// MarkDead forgets cc: x/net calls it when a connection closes or goes
+// idle past its timeout, and roundTrip when a stream could not start on it.
+func (p *conns) MarkDead(cc *http2.ClientConn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for addr, ccs := range p.by {
+		if i := slices.Index(ccs, cc); i >= 0 {
+			if ccs = slices.Delete(ccs, i, i+1); len(ccs) == 0 {
+				delete(p.by, addr)
+			} else {
+				p.by[addr] = ccs
+			}
+			return
 		}
 	}
-	if len(ccs) == 0 {
-		delete(p.by, addr)
-	} else {
-		p.by[addr] = ccs
-	}
-	return nil
 }
 
 // closeIdle closes the connections with no stream open or reserved.
 func (p *conns) closeIdle() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	for addr, ccs := range p.by {
-		keep := ccs[:0]
-		for _, cc := range ccs {
-			if st := cc.State(); st.Closed || st.StreamsActive == 0 && st.StreamsReserved == 0 && st.StreamsPending == 0 {
-				cc.Close()
-				continue
-			}
-			keep = append(keep, cc)
-		}
-		if len(keep) == 0 {
-			delete(p.by, addr)
-		} else {
-			p.by[addr] = keep
+	var all []*http2.ClientConn
+	for _, ccs := range p.by {
+		all = append(all, ccs...)
+	}
+	p.mu.Unlock()
+	for _, cc := range all {
+		if st := cc.State(); st.Closed || st.StreamsActive == 0 && st.StreamsReserved == 0 && st.StreamsPending == 0 {
+			cc.Close()
+			p.MarkDead(cc)
 		}
 	}
 }
@@ -310,8 +336,10 @@ func newClient(u *proxy.Upstream) *Client {
 			PingTimeout:        5 * time.Second,
 		}
 	}
-	return &Client{
-		tls: &conns{t: transport(), dial: dialTLS, by: map[string][]*http2.ClientConn{}, dialing: map[string]*dialCall{}},
-		h2c: &conns{t: transport(), dial: dial, by: map[string][]*http2.ClientConn{}, dialing: map[string]*dialCall{}},
+	pool := func(dial func(context.Context, string) (net.Conn, error)) *conns {
+		p := &conns{t: transport(), dial: dial, by: map[string][]*http2.ClientConn{}, dialing: map[string]*dialCall{}}
+		p.t.ConnPool = p
+		return p
 	}
+	return &Client{tls: pool(dialTLS), h2c: pool(dial)}
 }
