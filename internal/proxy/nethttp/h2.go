@@ -124,22 +124,20 @@ func tlsState(r *http.Request) *tls.ConnectionState {
 	return cs
 }
 
-// prefetchH2Body reads the body of an HTTP/2 (or HTTP/3) request before
-// any backend sees the request, up to proxy.ReplayMax, as the HTTP/1.1
-// engine reads a body with a content-length or a chunked one: a stream
-// whose DATA disagree with its content-length, run past max_body_bytes or
-// are reset by the client is then refused with nothing forwarded, and a
-// body that ends within ReplayMax is held whole (sent with a
-// content-length). A body with a longer content-length streams from the
-// start; one without a content-length streams past its first ReplayMax
-// bytes. A gRPC call's body always streams (grpc: its messages go both
-// ways while the call is open). It returns the status to answer with, or
-// 0, and whether the body is now held whole (or there is none).
-func prefetchH2Body(r *http.Request, maxBody int64, grpc bool) (int, bool) {
+// prefetchH2Body reads the body of an HTTP/2 request before any backend
+// sees the request, when its content-length is at most proxy.ReplayMax: a
+// stream whose DATA disagree with it, or that the client resets, is then
+// refused with nothing forwarded, as the HTTP/1.1 engine does with small
+// bodies. A body without content-length streams (gRPC, Connect, any
+// full-duplex exchange: holding it until 64 KiB or its end would deadlock
+// a client that waits for the answer before it sends more), as does a
+// longer one. It returns the status to answer with, or 0, and whether the
+// body is now held whole (or there is none).
+func prefetchH2Body(r *http.Request, maxBody int64) (int, bool) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return 0, true
 	}
-	if r.ContentLength > proxy.ReplayMax || r.ContentLength < 0 && grpc {
+	if r.ContentLength < 0 || r.ContentLength > proxy.ReplayMax {
 		return 0, false // (content-length 0 with the stream still open is waited out: DATA would break it)
 	}
 	buf := make([]byte, 0, min(max(r.ContentLength, 512), proxy.ReplayMax+1))

@@ -239,7 +239,7 @@ func (a *httpAttempt) serve(l *proxy.Listener, info *pool.PickInfo) (proxy.Resul
 		if status, reason := checkH2(l, r); status != 0 {
 			return proxy.Result{}, a.fail(status, reason, true)
 		}
-		status, held := prefetchH2Body(r, l.Limits.MaxBodyBytes, isGRPC(r))
+		status, held := prefetchH2Body(r, l.Limits.MaxBodyBytes)
 		if status != 0 {
 			return proxy.Result{}, a.fail(status, proxy.StatusText(status), true)
 		}
