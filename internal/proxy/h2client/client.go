@@ -73,12 +73,16 @@ func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // CloseIdleConnections closes the connections with no stream open.
 func (c *Client) CloseIdleConnections() {
-	c.tls.closeIdle()
-	c.h2c.closeIdle()
+	c.tls.closeIdle(false)
+	c.h2c.closeIdle(false)
 }
 
-// Close closes the idle connections; the transports keep no more state.
-func (c *Client) Close() { c.CloseIdleConnections() }
+// Close closes the idle connections and lets the busy ones close when
+// their streams end; the pool keeps none of them.
+func (c *Client) Close() {
+	c.tls.closeIdle(true)
+	c.h2c.closeIdle(true)
+}
 
 // conns are the HTTP/2 connections of one transport (TLS or h2c), by
 // backend address: x/net's ClientConns, made by t (its settings: header
@@ -102,6 +106,9 @@ var _ http2.ClientConnPool = (*conns)(nil)
 type dialCall struct {
 	done chan struct{}
 	err  error
+	// abandoned: the request that dialled had ended (gone, or past its
+	// deadline) when the dial failed: the next waiter dials again.
+	abandoned bool
 }
 
 func (p *conns) roundTrip(r *http.Request) (*http.Response, error) {
@@ -114,7 +121,8 @@ func (p *conns) roundTrip(r *http.Request) (*http.Response, error) {
 		*req = *r
 		req.Body = body
 	}
-	for try := 0; ; try++ {
+	refusals, unstarted := 0, 0
+	for {
 		cc, err := p.get(r.Context(), addr)
 		if err != nil {
 			return nil, err
@@ -123,15 +131,28 @@ func (p *conns) roundTrip(r *http.Request) (*http.Response, error) {
 		if err == nil {
 			return resp, nil
 		}
-		refused, gone := unprocessed(err)
-		if gone {
-			p.MarkDead(cc) // never again (x/net may still offer a connection that never carried a stream)
-		}
-		switch {
-		case !refused && !gone || body != nil && body.n.Load() > 0:
+		switch kindOf(err) {
+		case notStarted:
+			// No stream began on cc (it filled up before the backend's
+			// SETTINGS told its limit, or it closed before its first
+			// stream): nothing was sent, so the request takes another of
+			// the backend's connections, a few times at most.
+			if err.Error() == errNotEstablished {
+				p.MarkDead(cc) // x/net would still offer it
+			}
+			if unstarted++; unstarted < 3 {
+				continue
+			}
+		case declined:
+			// The backend refused the stream, or it was past its GOAWAY.
+			if body != nil && body.n.Load() > 0 {
+				return nil, err // the backend may have read part of the body
+			}
+			if refusals++; refusals == 1 && body == nil {
+				continue // once more on this backend
+			}
+		default:
 			return nil, err
-		case try == 0 && body == nil:
-			continue
 		}
 		return nil, &proxy.DialError{Err: err, Unprocessed: true}
 	}
@@ -149,24 +170,36 @@ func (b *counted) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// unprocessed reports whether err says the backend did not process the
-// request: it refused the stream, or the connection went away before the
-// stream began or past the last stream its GOAWAY kept. x/net names the
-// second kind by errors it does not export, so they are told by their
-// text (TestH2UpstreamRefusedGoesElsewhere fails if that text changes).
-func unprocessed(err error) (refused, gone bool) {
+// What an error from ClientConn.RoundTrip says about the request.
+const (
+	processed  = iota // or may have been: the error stands
+	notStarted        // no stream began: nothing was sent
+	declined          // the backend did not process the stream (RFC 9113 §8.7)
+)
+
+// kindOf tells what err says. x/net names two of these by errors it does
+// not export, so they are told by their text (the tests of this package
+// and TestH2UpstreamRefusedGoesElsewhere fail if that text changes).
+func kindOf(err error) int {
 	var se http2.StreamError
 	if errors.As(err, &se) {
-		return se.Code == http2.ErrCodeRefusedStream, false
+		if se.Code == http2.ErrCodeRefusedStream {
+			return declined
+		}
+		return processed
 	}
 	switch err.Error() {
-	case "http2: Transport received Server's graceful shutdown GOAWAY", // errClientConnGotGoAway
-		"http2: client conn not usable",               // errClientConnUnusable
-		"http2: client conn could not be established": // errClientConnNotEstablished
-		return false, true
+	case "http2: Transport received Server's graceful shutdown GOAWAY": // errClientConnGotGoAway
+		return declined
+	case "http2: client conn not usable", errNotEstablished: // errClientConnUnusable
+		return notStarted
 	}
-	return false, false
+	return processed
 }
+
+// errNotEstablished is the text of x/net's errClientConnNotEstablished: a
+// connection that closed before its first stream.
+const errNotEstablished = "http2: client conn could not be established"
 
 // get returns a connection to addr with a stream reserved for the
 // request, dialling one when none has a stream free; it tells the
@@ -196,10 +229,10 @@ func (p *conns) get(ctx context.Context, addr string) (*http2.ClientConn, error)
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
-			if d.err != nil && !errors.Is(d.err, context.Canceled) {
+			if d.err != nil && !d.abandoned {
 				return nil, d.err
 			}
-			dialed = d.err == nil // else the request that dialled went away: dial again
+			dialed = d.err == nil // else the request that dialled ended: dial again
 			continue
 		}
 		d := &dialCall{done: make(chan struct{})}
@@ -218,7 +251,7 @@ func (p *conns) get(ctx context.Context, addr string) (*http2.ClientConn, error)
 		if err == nil {
 			p.by[addr] = append(p.by[addr], cc)
 		}
-		d.err = err
+		d.err, d.abandoned = err, err != nil && ctx.Err() != nil
 		close(d.done)
 		p.mu.Unlock()
 		if err != nil {
@@ -250,18 +283,30 @@ func (p *conns) MarkDead(cc *http2.ClientConn) {
 	}
 }
 
-// closeIdle closes the connections with no stream open or reserved.
-func (p *conns) closeIdle() {
+// closeIdle closes the connections with no stream open or reserved; with
+// all (Close), the busy ones are also taken out of the pool and marked not
+// to be reused, so that they close once their streams end (x/net). The
+// connections leave the pool before they are looked at, so that no
+// request reserves a stream on one about to be closed; a busy one goes back
+// (without all). Another request may dial meanwhile.
+func (p *conns) closeIdle(all bool) {
 	p.mu.Lock()
-	var all []*http2.ClientConn
-	for _, ccs := range p.by {
-		all = append(all, ccs...)
-	}
+	taken := p.by
+	p.by = map[string][]*http2.ClientConn{}
 	p.mu.Unlock()
-	for _, cc := range all {
-		if st := cc.State(); st.Closed || st.StreamsActive == 0 && st.StreamsReserved == 0 && st.StreamsPending == 0 {
-			cc.Close()
-			p.MarkDead(cc)
+	for addr, ccs := range taken {
+		for _, cc := range ccs {
+			if st := cc.State(); st.Closed || st.StreamsActive == 0 && st.StreamsReserved == 0 && st.StreamsPending == 0 {
+				cc.Close()
+				continue
+			}
+			if all {
+				cc.SetDoNotReuse()
+				continue
+			}
+			p.mu.Lock()
+			p.by[addr] = append(p.by[addr], cc)
+			p.mu.Unlock()
 		}
 	}
 }
