@@ -93,6 +93,25 @@ func refusingH2BackendAt(t *testing.T, goaway, late bool) (url string, streams *
 	return "http://" + ln.Addr().String(), streams
 }
 
+// namedClient is a client to try, by what it speaks.
+type namedClient struct {
+	name string
+	c    *http.Client
+}
+
+// refusingPoolSluice runs a sluice (h2c listener "public") with a pool of
+// the refusing backend bad and a good h2c one, upstream_http2, round
+// robin, and every failure retried (the retry budget is not what these
+// tests are about); it returns an HTTP/1.1 and an HTTP/2 client to it.
+func refusingPoolSluice(t *testing.T, bad string) (*sluice, []namedClient) {
+	p := config.Pool{Name: "web", Balance: "round_robin", UpstreamHTTP2: true,
+		Backends: []config.Backend{{Address: bad}, {Address: h2cBackend(t)}},
+		Retries:  config.Retries{NumRetries: 2, RetryOn: []string{"connect_failure", "reset"}, BudgetPercent: 100}}
+	cfg := oneListener(p)
+	cfg.Listeners[0].H2C = true
+	return startSluice(t, cfg), []namedClient{{"HTTP/1.1 client", newClient(t)}, {"HTTP/2 client", h2cClient(t)}}
+}
+
 // TestH2UpstreamRefusedGoesElsewhere: a stream an HTTP/2 backend refuses
 // (REFUSED_STREAM) or never processed (GOAWAY below its id) was not
 // processed (RFC 9113 §8.7), so the request goes to another backend at
@@ -104,18 +123,8 @@ func TestH2UpstreamRefusedGoesElsewhere(t *testing.T) {
 		name := map[bool]string{false: "REFUSED_STREAM", true: "GOAWAY"}[goaway]
 		t.Run(name, func(t *testing.T) {
 			bad, refused := refusingH2Backend(t, goaway)
-			good := h2cBackend(t)
-			p := config.Pool{Name: "web", Balance: "round_robin", UpstreamHTTP2: true,
-				Backends: []config.Backend{{Address: bad}, {Address: good}},
-				// Every refusal retried: the budget is not what this is about.
-				Retries: config.Retries{NumRetries: 2, RetryOn: []string{"connect_failure", "reset"}, BudgetPercent: 100}}
-			cfg := oneListener(p)
-			cfg.Listeners[0].H2C = true
-			s := startSluice(t, cfg)
-			for _, c := range []struct {
-				name string
-				c    *http.Client
-			}{{"HTTP/1.1 client", newClient(t)}, {"HTTP/2 client", h2cClient(t)}} {
+			s, clients := refusingPoolSluice(t, bad)
+			for _, c := range clients {
 				for i := range 4 {
 					body := strings.Repeat("x", 100*i)
 					method, rd := "GET", io.Reader(nil)
@@ -152,16 +161,8 @@ func TestH2UpstreamRefusedAfterTheBody(t *testing.T) {
 		name := map[bool]string{false: "REFUSED_STREAM", true: "GOAWAY"}[goaway]
 		t.Run(name, func(t *testing.T) {
 			bad, refused := refusingH2BackendAt(t, goaway, true)
-			good := h2cBackend(t)
-			p := config.Pool{Name: "web", Balance: "round_robin", UpstreamHTTP2: true,
-				Backends: []config.Backend{{Address: bad}, {Address: good}}}
-			cfg := oneListener(p)
-			cfg.Listeners[0].H2C = true
-			s := startSluice(t, cfg)
-			for _, c := range []struct {
-				name string
-				c    *http.Client
-			}{{"HTTP/1.1 client", newClient(t)}, {"HTTP/2 client", h2cClient(t)}} {
+			s, clients := refusingPoolSluice(t, bad)
+			for _, c := range clients {
 				for _, size := range []int{100, 70000} {
 					for i := range 2 {
 						req, _ := http.NewRequest("POST", s.URL("public")+"/up", strings.NewReader(strings.Repeat("x", size)))

@@ -175,23 +175,22 @@ func (d *textDecoder) Read(p []byte) (int, error) {
 // becomes a trailers-only answer (notGRPC).
 func (m Mode) Response(resp *http.Response, reqCT, accept string) *http.Response {
 	ans := m.Answer(accept)
+	webCT := ans.ContentType() + m.suffix(reqCT)
 	ct := resp.Header.Get("Content-Type")
 	switch {
-	case resp.Header.Get("Grpc-Status") != "":
-		// Trailers-only: the status is in the header block, where gRPC-Web
-		// clients read it too; the body stays empty.
-		out := *resp
-		out.Header = resp.Header.Clone()
-		out.Header.Set("Content-Type", ans.ContentType()+m.suffix(reqCT))
-		return &out
 	case resp.StatusCode == http.StatusOK && (proxy.IsMediaType(ct, ctWeb) || proxy.IsMediaType(ct, ctWebText)):
 		return resp // the backend speaks gRPC-Web itself
-	case resp.StatusCode != http.StatusOK || !proxy.IsMediaType(ct, "application/grpc"):
-		return notGRPC(resp, ans.ContentType()+m.suffix(reqCT))
+	case resp.Header.Get("Grpc-Status") == "" && (resp.StatusCode != http.StatusOK || !proxy.IsMediaType(ct, "application/grpc")):
+		return notGRPC(resp, webCT)
 	}
 	out := *resp
 	out.Header = resp.Header.Clone()
-	out.Header.Set("Content-Type", ans.ContentType()+m.suffix(reqCT))
+	out.Header.Set("Content-Type", webCT)
+	if resp.Header.Get("Grpc-Status") != "" {
+		// Trailers-only: the status is in the header block, where gRPC-Web
+		// clients read it too; the body stays empty.
+		return &out
+	}
 	out.Header.Del("Content-Length")
 	out.Header.Del("Trailer")
 	out.ContentLength = -1

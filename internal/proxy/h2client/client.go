@@ -1,7 +1,8 @@
 // Package h2client is sluice's HTTP/2 client to backends (upstream_http2),
-// shared by every codec: golang.org/x/net/http2's Transport over TLS (ALPN
-// h2) to https:// backends and by prior knowledge (h2c) to http:// ones,
-// kept in the pool's proxy.Upstream.
+// shared by every codec: golang.org/x/net/http2's client connections, over
+// TLS (ALPN h2) to https:// backends and by prior knowledge (h2c) to
+// http:// ones, pooled here (see Client.RoundTrip for why) and kept in the
+// pool's proxy.Upstream.
 package h2client
 
 import (
@@ -40,15 +41,16 @@ func Of(u *proxy.Upstream) *Client {
 // RoundTrip sends r (its URL's scheme picks TLS or h2c) on a connection
 // to its backend that has a stream free, dialling one when none has.
 //
-// A request the backend did not process (RFC 9113 §8.7: a stream it
-// refused with REFUSED_STREAM, or one past the last stream id of its
-// GOAWAY, or a connection that was closed before the stream began), and
-// of whose body the backend can have seen nothing, is reported as a
-// *proxy.DialError marked Unprocessed: the core sends it to another
-// backend at once, under its retry budget, without ejecting this one.
-// Before that, a request without a body is sent once more to the same
-// backend (a connection closing gracefully, or a stream refused on a new
-// connection before the backend's SETTINGS told its stream limit).
+// A request on which no stream began (its connection filled up before
+// the backend's SETTINGS told its limit, or closed first) takes another of
+// the backend's connections. One the backend did not process (RFC 9113
+// §8.7: a stream it refused with REFUSED_STREAM, or one past the last
+// stream id of its GOAWAY), and of whose body it can have seen nothing, is
+// reported as a *proxy.DialError marked Unprocessed: the core sends it to
+// another backend at once, under its retry budget, without ejecting this
+// one; a request without a body is first sent once more to the same
+// backend. One whose body the backend may have read part of keeps its
+// error, which the core treats as a reset.
 //
 // This is why the connections are pooled here and not by x/net's
 // Transport: its RoundTrip retries such requests on the same backend up
