@@ -73,6 +73,7 @@ type coreReq struct {
 type replay bool
 
 func (r replay) Replayable() bool { return bool(r) }
+func (r replay) Resendable() bool { return bool(r) }
 
 // begin resolves the request and takes a slot on the picked backend: its
 // index in cfg.backends, or -1 and the status the client gets.

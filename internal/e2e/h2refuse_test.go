@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +13,9 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/sluice-lb/sluice/internal/config"
 )
@@ -115,9 +119,8 @@ func refusingPoolSluice(t *testing.T, bad string) (*sluice, []namedClient) {
 // TestH2UpstreamRefusedGoesElsewhere: a stream an HTTP/2 backend refuses
 // (REFUSED_STREAM) or never processed (GOAWAY below its id) was not
 // processed (RFC 9113 §8.7), so the request goes to another backend at
-// once: a GET as after a connect failure, a PUT (its body may have been
-// read) as after a reset of an idempotent request whose body sluice kept.
-// It neither waits on the refusing backend nor fails.
+// once, whatever its method: a GET, and a PUT or a POST whose body sluice
+// kept. It neither waits on the refusing backend nor fails.
 func TestH2UpstreamRefusedGoesElsewhere(t *testing.T) {
 	for _, goaway := range []bool{false, true} {
 		name := map[bool]string{false: "REFUSED_STREAM", true: "GOAWAY"}[goaway]
@@ -128,8 +131,11 @@ func TestH2UpstreamRefusedGoesElsewhere(t *testing.T) {
 				for i := range 4 {
 					body := strings.Repeat("x", 100*i)
 					method, rd := "GET", io.Reader(nil)
-					if i > 0 {
+					switch i {
+					case 1, 2:
 						method, rd = "PUT", strings.NewReader(body)
+					case 3:
+						method, rd = "POST", strings.NewReader(body)
 					}
 					req, _ := http.NewRequest(method, s.URL("public")+"/up", rd)
 					resp, err := c.c.Do(req)
@@ -151,20 +157,21 @@ func TestH2UpstreamRefusedGoesElsewhere(t *testing.T) {
 }
 
 // TestH2UpstreamRefusedAfterTheBody: a backend that refuses a stream (or
-// sends GOAWAY below it) only after it read the request's body may have
-// seen that body, so the request is not a connect failure: the client gets
-// an answer at once, never a hang, and a request the core tries again
-// (a body it kept, up to 64 KiB) reaches the good backend whole, never
-// spliced.
+// sends GOAWAY below it) only after it read the request's body did not
+// process it either, so a POST whose body sluice kept (up to 64 KiB) goes
+// to the good backend, whole, never spliced; one whose body it could not
+// keep gets 502 at once, never a hang and never a part of a body sent on.
 func TestH2UpstreamRefusedAfterTheBody(t *testing.T) {
 	for _, goaway := range []bool{false, true} {
 		name := map[bool]string{false: "REFUSED_STREAM", true: "GOAWAY"}[goaway]
 		t.Run(name, func(t *testing.T) {
 			bad, refused := refusingH2BackendAt(t, goaway, true)
 			s, clients := refusingPoolSluice(t, bad)
+			var kept, unkept int // requests refused with a body that was or was not kept
 			for _, c := range clients {
 				for _, size := range []int{100, 70000} {
-					for i := range 2 {
+					for i := range 3 {
+						before := refused.Load()
 						req, _ := http.NewRequest("POST", s.URL("public")+"/up", strings.NewReader(strings.Repeat("x", size)))
 						resp, err := c.c.Do(req)
 						if err != nil {
@@ -172,17 +179,65 @@ func TestH2UpstreamRefusedAfterTheBody(t *testing.T) {
 						}
 						got, _ := io.ReadAll(resp.Body)
 						resp.Body.Close()
+						wasRefused := refused.Load() > before
 						switch {
 						case resp.StatusCode == 200 && string(got) != "HTTP/2.0 /up "+strconv.Itoa(size):
 							t.Errorf("%s, %d bytes, request %d: the good backend answered %q: the body it got was not the client's", c.name, size, i, got)
-						case resp.StatusCode != 200 && resp.StatusCode != 502:
-							t.Errorf("%s, %d bytes, request %d: %d %q, want 200 (tried again) or 502", c.name, size, i, resp.StatusCode, got)
+						case size <= 64<<10 && resp.StatusCode != 200:
+							t.Errorf("%s, %d bytes, request %d: %d %q, want 200: the body was kept, so the refused request goes elsewhere", c.name, size, i, resp.StatusCode, got)
+						case size > 64<<10 && wasRefused && resp.StatusCode != 502:
+							t.Errorf("%s, %d bytes, request %d: %d %q, want 502: the refusing backend had the body, which sluice did not keep", c.name, size, i, resp.StatusCode, got)
+						case size > 64<<10 && !wasRefused && resp.StatusCode != 200:
+							t.Errorf("%s, %d bytes, request %d: %d %q, want 200 from the good backend", c.name, size, i, resp.StatusCode, got)
+						}
+						if wasRefused && size <= 64<<10 {
+							kept++
+						} else if wasRefused {
+							unkept++
 						}
 					}
 				}
 			}
+			if kept == 0 || unkept == 0 {
+				t.Errorf("%s: refused with a kept body %d times, with a body not kept %d times: the test proved nothing without both", name, kept, unkept)
+			}
+		})
+	}
+}
+
+// TestGRPCRefusedGoesElsewhere: a gRPC call (a POST with a body) that a
+// backend refuses, before or after it read the call's message, was not
+// processed, so it goes to another backend: the client gets its answer,
+// not UNAVAILABLE.
+func TestGRPCRefusedGoesElsewhere(t *testing.T) {
+	for _, late := range []bool{false, true} {
+		name := map[bool]string{false: "refused at HEADERS", true: "refused after the message"}[late]
+		t.Run(name, func(t *testing.T) {
+			bad, refused := refusingH2BackendAt(t, false, late)
+			good, _, _ := startGRPCBackend(t)
+			p := config.Pool{Name: "grpc", Balance: "round_robin", UpstreamHTTP2: true,
+				Backends: []config.Backend{{Address: bad}, {Address: good}},
+				Retries:  config.Retries{NumRetries: 1, RetryOn: []string{"connect_failure"}, BudgetPercent: 100}}
+			cfg := oneListener(p)
+			cfg.Listeners[0].H2C = true
+			s := startSluice(t, cfg)
+			cc, err := grpc.NewClient(s.Addr("public"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			c := testpb.NewTestServiceClient(cc)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for i := range 6 {
+				msg := []byte("call " + strconv.Itoa(i))
+				resp, err := c.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: msg}})
+				if err != nil || string(resp.Payload.GetBody()) != string(msg) {
+					t.Errorf("call %d: %v, %v; want its payload back from the good backend", i, resp, err)
+				}
+			}
 			if refused.Load() == 0 {
-				t.Errorf("%s: no request reached the refusing backend: the test proved nothing", name)
+				t.Errorf("no call reached the refusing backend: the test proved nothing")
 			}
 		})
 	}

@@ -16,6 +16,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -209,6 +210,11 @@ type Replayer interface {
 	// Replayable reports whether the request may be sent again after it
 	// may have reached a backend (idempotent method, replayable body).
 	Replayable() bool
+	// Resendable reports whether the request's body, as much of it as any
+	// backend may have read, can be sent again whole, whatever the method:
+	// all a request needs to go elsewhere when a backend declined it
+	// unprocessed after reading part of its body (DialError.BodySent).
+	Resendable() bool
 }
 
 // Result is what the core decided for a request.
@@ -248,15 +254,18 @@ func Forward(ctx context.Context, r *Record, a Attempt) Result {
 }
 
 // retryable applies retry_on and the idempotency rule: only a connect
-// failure proves that nothing was delivered; after a reset or a timeout the
-// backend may have acted on the request, so it is retried only when the
-// attempt says it is replayable (idempotent, body replayable). A POST is
-// never delivered twice because of sluice.
+// failure (or a backend's word that it did not process the request) proves
+// that nothing was delivered; after a reset or a timeout the backend may
+// have acted on the request, so it is retried only when the attempt says it
+// is replayable (idempotent, body replayable). A POST is never delivered
+// twice because of sluice.
 func (t *Target) retryable(o Outcome, a Replayer) bool {
 	r := &t.Retries
 	switch o.Class {
 	case ConnectFailure:
-		return r.OnConnectFailure
+		// Declined unprocessed after part of the body went: it goes
+		// elsewhere only if that part can be sent again.
+		return r.OnConnectFailure && (!bodySent(o.Err) || a.Resendable())
 	case Reset:
 		return r.OnReset && a.Replayable()
 	case Timeout:
@@ -265,6 +274,12 @@ func (t *Target) retryable(o Outcome, a Replayer) bool {
 		return true // the codec only discards a response it may retry
 	}
 	return false
+}
+
+// bodySent reports a DialError whose request body was partly sent.
+func bodySent(err error) bool {
+	var de *DialError
+	return errors.As(err, &de) && de.BodySent
 }
 
 // RetryOnStatus decides, before a codec discards a response, whether it

@@ -35,6 +35,58 @@ func (s *scripted) Send(_ context.Context, b *pool.Backend, canRetry bool) Outco
 }
 
 func (s *scripted) Replayable() bool { return s.replayable }
+func (s *scripted) Resendable() bool { return s.replayable }
+
+// declining is a request (a POST) that the first backend declines
+// unprocessed, as an HTTP/2 backend refusing its stream does, maybe after
+// part of its body went (bodySent); the others answer it.
+type declining struct {
+	bodySent, resendable bool
+	sent                 []*pool.Backend
+}
+
+func (d *declining) Send(_ context.Context, b *pool.Backend, _ bool) Outcome {
+	d.sent = append(d.sent, b)
+	if len(d.sent) == 1 {
+		err := &DialError{Err: errors.New("stream refused"), Unprocessed: true, BodySent: d.bodySent}
+		return Outcome{Class: ConnectFailure, Err: fmt.Errorf("attempt: %w", err)}
+	}
+	return Outcome{Class: Done, Status: 200}
+}
+func (d *declining) Replayable() bool { return false }
+func (d *declining) Resendable() bool { return d.resendable }
+
+// A request declined unprocessed goes elsewhere, even a POST, when no part
+// of its body went or the codec can send that part again; and the backend
+// that declined it is not ejected for it.
+func TestForwardDeclined(t *testing.T) {
+	on := config.Retries{NumRetries: 2, OnConnectFailure: true}
+	tests := []struct {
+		name                 string
+		retries              config.Retries
+		bodySent, resendable bool
+		wantTries            int
+		wantStatus           int
+	}{
+		{"no body sent: retried", on, false, false, 2, 200},
+		{"body sent and kept: retried", on, true, true, 2, 200},
+		{"body sent, not kept: 502", on, true, false, 1, 502},
+		{"retry on connect failure off: 502", config.Retries{NumRetries: 2}, true, true, 1, 502},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tg, _, ph := target(3, tt.retries)
+			d := &declining{bodySent: tt.bodySent, resendable: tt.resendable}
+			res := Forward(context.Background(), record(tg), d)
+			if res.Tries != tt.wantTries || StatusFor(res) != tt.wantStatus {
+				t.Errorf("got tries=%d status=%d, want tries=%d status=%d", res.Tries, StatusFor(res), tt.wantTries, tt.wantStatus)
+			}
+			if len(ph.failed) != 0 {
+				t.Errorf("the declining backend was reported to active health as a connect failure")
+			}
+		})
+	}
+}
 
 type passive struct{ failed []*pool.Backend }
 

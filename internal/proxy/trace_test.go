@@ -40,6 +40,7 @@ func (answer200) Send(context.Context, *pool.Backend, bool) Outcome {
 	return Outcome{Class: Done, Status: 200}
 }
 func (answer200) Replayable() bool { return true }
+func (answer200) Resendable() bool { return true }
 
 // serve runs one request through the core as a codec does: StartTrace,
 // Resolve, Forward (one attempt, answered 200 by the backend), Finish. r

@@ -111,15 +111,22 @@ func (u *Upstream) Close() {
 }
 
 // DialError marks an error that happened before any byte of a request was
-// written: the request may go to another backend without harm. Codecs
-// return it from their dialers; the core's ConnectFailure class means it.
+// written, or one the backend declined without processing it (Unprocessed):
+// the request may go to another backend without harm. Codecs return it from
+// their dialers; the core's ConnectFailure class means it.
 type DialError struct {
 	Err error
 	// Unprocessed: the backend was reached and declined the request
 	// without processing it (an HTTP/2 stream it refused, or one past its
-	// GOAWAY): the request goes elsewhere as after a connect failure, but
-	// the backend is not ejected for it (passive health still counts it).
+	// GOAWAY, RFC 9113 §8.7): the request goes elsewhere as after a connect
+	// failure, but the backend is not ejected for it (passive health still
+	// counts it).
 	Unprocessed bool
+	// BodySent: part of the request body was sent before the backend
+	// declined it (Unprocessed): the request goes elsewhere only when the
+	// codec can send that part again (Replayer.Resendable), whatever its
+	// method, since the backend did not act on it.
+	BodySent bool
 }
 
 func (e *DialError) Error() string { return "connect: " + e.Err.Error() }

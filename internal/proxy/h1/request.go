@@ -280,6 +280,9 @@ func (c *h1conn) Replayable() bool {
 	return q.idempotent && q.body.replayable()
 }
 
+// Resendable implements Attempt: the body, if any, is held whole.
+func (c *h1conn) Resendable() bool { return c.req.body.replayable() }
+
 // buildOutbound writes the head sent to backends into out: the request
 // line with the normalised path, the client's fields less hop-by-hop ones
 // (and those its Connection names) and the forwarding fields as the core

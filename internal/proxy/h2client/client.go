@@ -45,12 +45,13 @@ func Of(u *proxy.Upstream) *Client {
 // the backend's SETTINGS told its limit, or closed first) takes another of
 // the backend's connections. One the backend did not process (RFC 9113
 // §8.7: a stream it refused with REFUSED_STREAM, or one past the last
-// stream id of its GOAWAY), and of whose body it can have seen nothing, is
-// reported as a *proxy.DialError marked Unprocessed: the core sends it to
-// another backend at once, under its retry budget, without ejecting this
-// one; a request without a body is first sent once more to the same
-// backend. One whose body the backend may have read part of keeps its
-// error, which the core treats as a reset.
+// stream id of its GOAWAY) is reported as a *proxy.DialError marked
+// Unprocessed: the core sends it to another backend at once, under its
+// retry budget, without ejecting this one; a request without a body is
+// first sent once more to the same backend. When part of its body was sent
+// first (x/net sends the body as the stream opens), the error is marked
+// BodySent too: the request goes elsewhere only if its codec kept that part
+// (proxy.Replayer.Resendable), whatever its method.
 //
 // This is why the connections are pooled here and not by x/net's
 // Transport: its RoundTrip retries such requests on the same backend up
@@ -148,7 +149,8 @@ func (p *conns) roundTrip(r *http.Request) (*http.Response, error) {
 		case declined:
 			// The backend refused the stream, or it was past its GOAWAY.
 			if body != nil && body.n.Load() > 0 {
-				return nil, err // the backend may have read part of the body
+				// Part of the body went: the codec must send it again.
+				return nil, &proxy.DialError{Err: err, Unprocessed: true, BodySent: true}
 			}
 			if refusals++; refusals == 1 && body == nil {
 				continue // once more on this backend

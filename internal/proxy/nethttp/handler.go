@@ -367,7 +367,10 @@ func (a *httpAttempt) buildOutbound(l *proxy.Listener, peer netip.Addr, path str
 		if a.web == grpcweb.Text {
 			out.ContentLength = -1 // decoded from base64 (outFor)
 		}
-		a.body = &trackedBody{r: body, max: l.Limits.MaxBodyBytes, keep: a.idempotent(),
+		// A body is kept for a retry of an idempotent request, and over
+		// HTTP/2 to the backends for any request: one the backend
+		// declined unprocessed after part of its body goes elsewhere.
+		a.body = &trackedBody{r: body, max: l.Limits.MaxBodyBytes, keep: a.idempotent() || a.t.Upstream.HTTP2,
 			expect: r.ProtoMajor == 1 && strings.EqualFold(r.Header.Get("Expect"), "100-continue")}
 	}
 	a.out = out
@@ -376,7 +379,13 @@ func (a *httpAttempt) buildOutbound(l *proxy.Listener, peer netip.Addr, path str
 // Replayable: an idempotent request (by method, or because it carries an
 // Idempotency-Key) whose body, if any, is still held in the replay buffer.
 func (a *httpAttempt) Replayable() bool {
-	return a.idempotent() && (a.body == nil || a.body.replayable())
+	return a.idempotent() && a.Resendable()
+}
+
+// Resendable: the request has no body, or its body is still held in the
+// replay buffer.
+func (a *httpAttempt) Resendable() bool {
+	return a.body == nil || a.body.replayable()
 }
 
 func (a *httpAttempt) idempotent() bool {

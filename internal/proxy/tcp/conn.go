@@ -123,6 +123,9 @@ var _ proxy.Attempt = (*attempt)(nil)
 // retries those without asking.
 func (a *attempt) Replayable() bool { return false }
 
+// Resendable is false: a stream's bytes are not kept.
+func (a *attempt) Resendable() bool { return false }
+
 // Send implements proxy.Attempt.
 func (a *attempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) proxy.Outcome {
 	// No TCP keepalive towards backends, as HAProxy (srvtcpka off): the
