@@ -164,6 +164,7 @@ func (c *h1conn) h2Request(ctx context.Context, b *pool.Backend, body *h2body) *
 type h2body struct {
 	r      io.Reader
 	length int64 // -1: unknown
+	held   bool  // r reads from memory only: the body is held whole
 	err    error // a read error of the client's side
 	once   sync.Once
 	done   chan struct{}
@@ -179,6 +180,9 @@ func (b *h2body) Read(p []byte) (int, error) {
 
 func (b *h2body) Close() error { b.closeNow(); return nil }
 
+// Held implements h2client.Held.
+func (b *h2body) Held() bool { return b.held }
+
 func (b *h2body) closeNow() { b.once.Do(func() { close(b.done) }) }
 
 // wait returns once the transport closed the body (it always does, maybe
@@ -189,7 +193,7 @@ func (b *h2body) wait() { <-b.done }
 func (c *h1conn) h2Body() (*h2body, error) {
 	q := &c.req
 	bd := &q.body
-	b := &h2body{done: make(chan struct{}), length: 0, r: bytes.NewReader(nil)}
+	b := &h2body{done: make(chan struct{}), length: 0, r: bytes.NewReader(nil), held: true}
 	if bd.kind == bodyNone {
 		return b, nil
 	}
@@ -203,7 +207,7 @@ func (c *h1conn) h2Body() (*h2body, error) {
 	case bd.kind == bodyFixed && bd.complete:
 		b.r, b.length = held, bd.length
 	case bd.kind == bodyFixed:
-		b.r, b.length = io.MultiReader(held, io.LimitReader(c.nc, bd.left)), bd.length
+		b.r, b.length, b.held = io.MultiReader(held, io.LimitReader(c.nc, bd.left)), bd.length, false
 		q.closeAfter = true // the transport may stop reading it half way
 	case bd.complete: // chunked, held whole with its framing
 		b.r, b.length = httputil.NewChunkedReader(held), -1
@@ -215,7 +219,7 @@ func (c *h1conn) h2Body() (*h2body, error) {
 		if max > 0 {
 			r = &limitedBody{r: r, left: max}
 		}
-		b.r, b.length = r, -1
+		b.r, b.length, b.held = r, -1, false
 		q.closeAfter = true
 	}
 	bd.consumed = bd.complete

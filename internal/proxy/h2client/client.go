@@ -119,7 +119,7 @@ func (p *conns) roundTrip(r *http.Request) (*http.Response, error) {
 	req, body := r, (*counted)(nil)
 	if r.Body != nil && r.Body != http.NoBody {
 		// To know whether the backend may have seen part of the body.
-		body = &counted{ReadCloser: r.Body}
+		body = newCounted(r.Body)
 		req = new(http.Request)
 		*req = *r
 		req.Body = body
@@ -133,6 +133,12 @@ func (p *conns) roundTrip(r *http.Request) (*http.Response, error) {
 		resp, err := cc.RoundTrip(req)
 		if err == nil {
 			return resp, nil
+		}
+		if r.Context().Err() != nil {
+			// x/net may return a refusal while its body read goes on:
+			// the count of what it sent is not final (the codecs take a
+			// request that ran out of time or lost its client as such).
+			return nil, err
 		}
 		switch kindOf(err) {
 		case notStarted:
@@ -163,15 +169,88 @@ func (p *conns) roundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // counted is a request body that counts the bytes read from it.
+//
+// A body whose reads may wait on the client (one still streaming in, not
+// Held) is read on a goroutine of its own, a Read at a time, so that a
+// Close ends a Read that waits. x/net's RoundTrip returns only once its
+// goroutine that writes the body is done: when the backend refused the
+// stream while that goroutine waited on a client that itself waits for
+// the answer (a bidirectional stream, a slow upload), the request would
+// otherwise be held until the client sent more or the request timed out,
+// where it should go elsewhere at once. The abandoned Read ends when the
+// codec ends the client's body (its request ends, or its connection
+// closes); what it read is the codec's to keep for a retry
+// (proxy.Replayer.Resendable).
 type counted struct {
-	io.ReadCloser
+	r io.ReadCloser
 	n atomic.Int64
+	// For a body read on a goroutine: closed by Close; res the result of
+	// the Read under way (pending), into buf.
+	closed  chan struct{}
+	once    sync.Once
+	res     chan readResult
+	pending bool
+	buf     []byte
 }
 
+type readResult struct {
+	n   int
+	err error
+}
+
+// Held is what a codec's request body implements to say that its reads
+// never wait: it is held whole in memory.
+type Held interface{ Held() bool }
+
+func newCounted(r io.ReadCloser) *counted {
+	b := &counted{r: r}
+	if h, ok := r.(Held); !ok || !h.Held() {
+		b.closed, b.res = make(chan struct{}), make(chan readResult, 1)
+	}
+	return b
+}
+
+// errBodyClosed ends a Read that a Close abandoned.
+var errBodyClosed = errors.New("http2: request body closed while a read of it waited")
+
 func (b *counted) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	b.n.Add(int64(n))
-	return n, err
+	if b.closed == nil {
+		n, err := b.r.Read(p)
+		b.n.Add(int64(n))
+		return n, err
+	}
+	select {
+	case <-b.closed:
+		return 0, errBodyClosed
+	default:
+	}
+	if !b.pending {
+		if cap(b.buf) < len(p) {
+			b.buf = make([]byte, len(p))
+		}
+		buf := b.buf[:len(p)]
+		b.pending = true
+		go func() {
+			n, err := b.r.Read(buf)
+			b.res <- readResult{n, err}
+		}()
+	}
+	select {
+	case res := <-b.res:
+		b.pending = false
+		n := copy(p, b.buf[:res.n])
+		b.n.Add(int64(n))
+		return n, res.err
+	case <-b.closed:
+		return 0, errBodyClosed
+	}
+}
+
+func (b *counted) Close() error {
+	if b.closed != nil {
+		b.once.Do(func() { close(b.closed) })
+	}
+	return b.r.Close()
 }
 
 // What an error from ClientConn.RoundTrip says about the request.

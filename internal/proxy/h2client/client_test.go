@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -287,5 +288,55 @@ func TestWaiterDoesNotInheritTheDiallersDeadline(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	if _, err := c.tls.get(context.Background(), addr); err != nil {
 		t.Errorf("a request waiting on another's dial failed with that request's deadline: %v", err)
+	}
+}
+
+// heldReader is a body that says it is held whole.
+type heldReader struct{ io.Reader }
+
+func (heldReader) Close() error { return nil }
+func (heldReader) Held() bool   { return true }
+
+// TestCountedCloseEndsAWaitingRead: a body still streaming in is read so
+// that x/net's Close ends a Read that waits on the client (its stream was
+// refused); the bytes count only what was returned, and a later Read
+// returns at once. A body held whole is read directly.
+func TestCountedCloseEndsAWaitingRead(t *testing.T) {
+	pr, pw := io.Pipe()
+	b := newCounted(pr)
+	go pw.Write([]byte("first"))
+	p := make([]byte, 16)
+	if n, err := b.Read(p); n != 5 || err != nil || string(p[:n]) != "first" {
+		t.Fatalf("Read = %d %q %v, want 5 \"first\"", n, p[:n], err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Read(p) // waits: the client sends nothing more
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	b.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errBodyClosed) {
+			t.Errorf("the waiting Read returned %v, want errBodyClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not end the waiting Read")
+	}
+	if _, err := b.Read(p); !errors.Is(err, errBodyClosed) {
+		t.Errorf("a Read after Close returned %v, want errBodyClosed", err)
+	}
+	if got := b.n.Load(); got != 5 {
+		t.Errorf("counted %d bytes, want 5", got)
+	}
+	pw.Close() // ends the abandoned read's goroutine
+
+	h := newCounted(heldReader{Reader: strings.NewReader("whole")})
+	if h.closed != nil {
+		t.Error("a held body is read through a goroutine")
+	}
+	if data, err := io.ReadAll(h); string(data) != "whole" || err != nil || h.n.Load() != 5 {
+		t.Errorf("held body: %q %v, counted %d", data, err, h.n.Load())
 	}
 }

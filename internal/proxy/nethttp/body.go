@@ -26,6 +26,7 @@ type trackedBody struct {
 	max    int64
 	keep   bool
 	expect bool // Expect: 100-continue over HTTP/1.1: the backend decides
+	held   bool // r reads from memory only (an HTTP/2 or HTTP/3 body read whole)
 
 	rd sync.Mutex // held by the attempt reading from the client
 
@@ -70,6 +71,10 @@ func (b *trackedBody) attempt() *attemptBody {
 	return v
 }
 
+// Held implements h2client.Held: the attempt's reads never wait on the
+// client.
+func (v *attemptBody) Held() bool { return v.b.held && v.gate == nil }
+
 // continueGate is the gate the attempt's body waits behind (nil: none).
 func (v *attemptBody) continueGate() *continueGate {
 	if v == nil {
@@ -85,26 +90,18 @@ func (v *attemptBody) Read(p []byte) (int, error) {
 		return 0, errContinueRefused
 	}
 	b := v.b
+	// What was read already is sent again without waiting for the
+	// client: a read of an attempt that a newer one replaced may still
+	// wait on it (see h2client's counted), holding rd.
+	if n, done, err := v.fromKept(p); done {
+		return n, err
+	}
 	b.rd.Lock()
 	defer b.rd.Unlock()
-	b.mu.Lock()
-	switch {
-	case b.cur != v:
-		b.mu.Unlock()
-		return 0, errSuperseded
-	case v.pos < b.n && b.overflow:
-		b.mu.Unlock()
-		return 0, errReplayOverrun
-	case v.pos < b.n:
-		n := copy(p, b.kept[v.pos:])
-		v.pos += int64(n)
-		b.mu.Unlock()
-		return n, nil
-	case b.err != nil:
-		err := b.err
-		b.mu.Unlock()
-		return 0, err
+	if n, done, err := v.fromKept(p); done { // what that read added, if it did
+		return n, err
 	}
+	b.mu.Lock()
 	b.invited = true
 	b.mu.Unlock()
 
@@ -131,6 +128,28 @@ func (v *attemptBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// fromKept answers a Read from what was read from the client already, or
+// with the error that ends the attempt's body (done), else leaves it to the
+// client.
+func (v *attemptBody) fromKept(p []byte) (n int, done bool, err error) {
+	b := v.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.cur != v:
+		return 0, true, errSuperseded
+	case v.pos < b.n && b.overflow:
+		return 0, true, errReplayOverrun
+	case v.pos < b.n:
+		n = copy(p, b.kept[v.pos:])
+		v.pos += int64(n)
+		return n, true, nil
+	case b.err != nil:
+		return 0, true, b.err
+	}
+	return 0, false, nil
+}
+
 // fail records err, found in the body on its way to a backend (a gRPC-Web
 // text body that is not base64), as the client's body error.
 func (b *trackedBody) fail(err error) {
@@ -148,9 +167,17 @@ func (b *trackedBody) readAll() bool {
 	return b.ended
 }
 
-// Close is a no-op: the server owns the client's body, and a failed attempt
-// must not close it.
-func (v *attemptBody) Close() error { return nil }
+// Close leaves the client's body open (the server owns it, and a failed
+// attempt must not close it) and shuts the attempt's 100-continue gate: a
+// transport that closes the body before the backend asked for it (an
+// HTTP/2 stream the backend refused) has its read end at once, without
+// inviting the client to send what this attempt will not.
+func (v *attemptBody) Close() error {
+	if v.gate != nil {
+		v.gate.shut()
+	}
+	return nil
+}
 
 // replayable reports whether everything read so far can be sent again.
 func (b *trackedBody) replayable() bool {

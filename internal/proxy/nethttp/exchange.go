@@ -62,6 +62,9 @@ func (d *decodedBody) Read(p []byte) (int, error) {
 
 func (d *decodedBody) Close() error { return d.c.Close() }
 
+// Held implements h2client.Held.
+func (d *decodedBody) Held() bool { return d.b.held }
+
 // Send is one attempt on b, over the engine's connections or through the
 // pool's http.Transport.
 func (a *httpAttempt) Send(ctx context.Context, b *pool.Backend, canRetry bool) (o proxy.Outcome) {

@@ -368,9 +368,12 @@ func (a *httpAttempt) buildOutbound(l *proxy.Listener, peer netip.Addr, path str
 			out.ContentLength = -1 // decoded from base64 (outFor)
 		}
 		// A body is kept for a retry of an idempotent request, and over
-		// HTTP/2 to the backends for any request: one the backend
-		// declined unprocessed after part of its body goes elsewhere.
-		a.body = &trackedBody{r: body, max: l.Limits.MaxBodyBytes, keep: a.idempotent() || a.t.Upstream.HTTP2,
+		// HTTP/2 to the backends for any request that may be retried
+		// after a connect failure: one the backend declined unprocessed
+		// after part of its body goes elsewhere.
+		rt := &a.t.Retries
+		keep := a.idempotent() || a.t.Upstream.HTTP2 && rt.OnConnectFailure && rt.NumRetries > 0
+		a.body = &trackedBody{r: body, max: l.Limits.MaxBodyBytes, keep: keep, held: a.held,
 			expect: r.ProtoMajor == 1 && strings.EqualFold(r.Header.Get("Expect"), "100-continue")}
 	}
 	a.out = out
