@@ -10,6 +10,7 @@ function f(x, fmt) { return (x == "NA" || x == "") ? "-" : sprintf(fmt, x) }
 function scen(l) {
   if (l == "http-ka") return "plain HTTP/1.1 keep-alive, no TLS (wrk; reference)"
   if (l == "https-ka") return "HTTPS keep-alive, HTTP/1.1 (wrk)"
+  if (l == "https-rate") return "HTTPS keep-alive at " rate " req/s offered, open loop (tlsload)"
   if (l == "tls-full") return "new connection + full TLS 1.3 handshake per request (tlsload)"
   if (l == "tls-resume") return "new connection per request, session resumed (wrk `Connection: close`)"
   if (l == "h2-tls") return "HTTP/2 over TLS, m=" streams " (h2load)"

@@ -15,7 +15,8 @@
 #   LOAD_MAX [1.5]   before measuring, wait up to LOAD_WAIT [300] s for the 1-minute load
 #                    average to fall below LOAD_MAX (other work on the machine); the load is
 #                    recorded either way (load.txt, and per run in runs.csv)
-#   SCENARIOS ["http-ka https-ka tls-full tls-resume h2-tls h2c"]   which ones, in this order
+#   SCENARIOS ["http-ka https-ka https-rate tls-full tls-resume h2-tls h2c"]   which ones, in this order
+#   RATE [4000]      req/s offered in total in https-rate (below every target's saturation here)
 #   PROFILE=1        afterwards, `perf record -e cpu-clock -g` each proxy for PROFILE_SECS [8] s
 #                    under each scenario's load; CPU by category (bench/perfsplit.awk) in the
 #                    summary, reports in perf/ (installs linux-perf when missing, as root)
@@ -47,6 +48,10 @@
 #   http-ka     plain HTTP/1.1 keep-alive (wrk http://, on :8081 / :8090): the reference for
 #               what TLS itself costs per request (https-ka minus http-ka, per round)
 #   https-ka    HTTPS keep-alive, HTTP/1.1 (wrk https://, no ALPN)
+#   https-rate  HTTPS keep-alive at a fixed RATE offered, open loop (bench/cmd/tlsload -keepalive
+#               -rate: each connection on a fixed schedule, latency from the scheduled send time,
+#               as wrk2 measures): the latencies of an equal load below saturation, where
+#               https-ka's come from saturated runs at the rate each proxy reaches
 #   tls-full    a new connection and a full TLS 1.3 handshake per request: X25519 key exchange
 #               and an ECDSA P-256 signature each time (bench/cmd/tlsload, which never resumes)
 #   tls-resume  a new connection per request as wrk makes it (-H 'Connection: close'): wrk
@@ -61,7 +66,8 @@ ROUNDS=${ROUNDS:-5}; DURATION=${DURATION:-10}; CONNS=${CONNS:-50}; STREAMS=${STR
 LOAD_MAX=${LOAD_MAX:-1.5}; LOAD_WAIT=${LOAD_WAIT:-300}
 if [[ ${QUICK:-0} == 1 ]]; then ROUNDS=1; DURATION=5; LOAD_WAIT=0; fi
 WARMUP=${WARMUP:-2}; GAP=${GAP:-1}; PROFILE=${PROFILE:-0}; PROFILE_SECS=${PROFILE_SECS:-8}
-SCENARIOS=${SCENARIOS:-"http-ka https-ka tls-full tls-resume h2-tls h2c"}
+SCENARIOS=${SCENARIOS:-"http-ka https-ka https-rate tls-full tls-resume h2-tls h2c"}
+RATE=${RATE:-4000}
 REV=${REV:-HEAD}
 TOP=/tmp/bench/tls
 SRC=$TOP/src LAST=$TOP/last
@@ -82,7 +88,7 @@ EVPROTO=${EVPROTO:-0}; H1=${H1:-0}; HAP2=${HAP2:-0}; ONE_LOOP=${ONE_LOOP:-0}
 [[ $HAP2 == 1 ]] && add_target haproxy2 127.0.0.1:8482 127.0.0.1:8082
 [[ $ONE_LOOP == 1 ]] && add_target sluice-1loop 127.0.0.1:8492 127.0.0.1:8092
 for s in $SCENARIOS; do
-  case $s in http-ka|https-ka|tls-full|tls-resume|h2-tls|h2c) ;; *) echo "unknown scenario $s" >&2; exit 2;; esac
+  case $s in http-ka|https-ka|https-rate|tls-full|tls-resume|h2-tls|h2c) ;; *) echo "unknown scenario $s" >&2; exit 2;; esac
 done
 REV_FULL=$(commit_of REV "$REV")
 
@@ -206,6 +212,7 @@ load_run() {
     http-ka|https-ka) { time timeout -k 5 $((d + 30)) "${wrk[@]}" "$u" >"$raw" 2>&1 || true; } 2>&3 ;;
     tls-resume) { time timeout -k 5 $((d + 30)) "${wrk[@]}" -H 'Connection: close' "$u" >"$raw" 2>&1 || true; } 2>&3 ;;
     tls-full)   { time timeout -k 5 $((d + 30)) "$BIN_DIR/tlsload" -url "$u" -c "$CONNS" -d "$d"s >"$raw" 2>&1 || true; } 2>&3 ;;
+    https-rate) { time timeout -k 5 $((d + 30)) "$BIN_DIR/tlsload" -keepalive -rate "$RATE" -url "$u" -c "$CONNS" -d "$d"s >"$raw" 2>&1 || true; } 2>&3 ;;
     h2-tls|h2c)
       rm -f "$raw.log"
       { time timeout -k 5 $((d + 30)) h2load -t"$THREADS" -c"$CONNS" -m"$STREAMS" -D"$d" --log-file="$raw.log" "$u" >"$raw" 2>&1 || true; } 2>&3
@@ -255,7 +262,7 @@ for s in $SCENARIOS; do
   if ((both_ka)); then
     case $s in http-ka) group=(http-ka https-ka);; https-ka) continue;; esac
   fi
-  log "(${group[*]}) c=$CONNS$([[ $s == h2* ]] && echo " m=$STREAMS"), $ROUNDS interleaved rounds of ${DURATION}s, load $(load1)"
+  log "(${group[*]}) c=$CONNS$([[ $s == h2* ]] && echo " m=$STREAMS")$([[ $s == https-rate ]] && echo ", $RATE req/s offered"), $ROUNDS interleaved rounds of ${DURATION}s, load $(load1)"
   { echo "# ${group[*]} start: $(uptime)"; others; } >>"$LAST/load.txt"
   interleave measure_one "${group[@]}"
 done
@@ -294,33 +301,40 @@ log "summary"
   echo
   echo "Requests per proxy CPU-second, sluice ÷ haproxy1 in the same round (bench/tls.awk):"
   echo
-  awk -F, -v ref=haproxy1 -v tgt=sluice -v streams="$STREAMS" -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/tls.awk" "$CSV"
+  awk -F, -v ref=haproxy1 -v tgt=sluice -v streams="$STREAMS" -v rate="$RATE" -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/tls.awk" "$CSV"
+  if [[ " $SCENARIOS " == *" https-rate "* ]]; then
+    # Its latencies compare equal loads only if every target kept up with the offered rate.
+    echo
+    awk -F, -v rate="$RATE" '$1 == "https-rate" { n[$4]++; if ($5 < 0.95 * rate) short[$4]++; if (!($4 in seen)) { seen[$4] = 1; o[++k] = $4 } }
+      END { printf "At %s req/s offered (https-rate), rounds in which a target achieved less than 95 %% of it (unequal loads):", rate
+            for (i = 1; i <= k; i++) printf " %s %d of %d%s", o[i], short[o[i]] + 0, n[o[i]], (i < k ? "," : ".\n") }' "$CSV"
+  fi
   if [[ $EVPROTO == 1 ]]; then
     for ref in haproxy1 sluice; do
       echo
       echo "The event-loop prototype (bench/evproto), evproto ÷ $ref in the same round, HTTP/2 scenarios:"
       echo
       awk -F, '$1 == "label" || $1 ~ /^h2/' "$CSV" |
-        awk -F, -v ref="$ref" -v tgt=evproto -v streams="$STREAMS" -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/tls.awk"
+        awk -F, -v ref="$ref" -v tgt=evproto -v streams="$STREAMS" -v rate="$RATE" -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/tls.awk"
     done
   fi
   if [[ $H1 == 1 ]]; then
     echo
     echo "sluice on its event loops (engine: loop, the default) ÷ sluice on the goroutine engine (engine: h1), same binary, same round:"
     echo
-    awk -F, -v ref=sluice-h1 -v tgt=sluice -v streams="$STREAMS" -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/tls.awk" "$CSV"
+    awk -F, -v ref=sluice-h1 -v tgt=sluice -v streams="$STREAMS" -v rate="$RATE" -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/tls.awk" "$CSV"
   fi
   if [[ $HAP2 == 1 ]]; then
     echo
     echo "Two threads each: sluice (one loop per CPU, its default) ÷ haproxy2 (nbthread 2), same round:"
     echo
-    awk -F, -v ref=haproxy2 -v tgt=sluice -v streams="$STREAMS" -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/tls.awk" "$CSV"
+    awk -F, -v ref=haproxy2 -v tgt=sluice -v streams="$STREAMS" -v rate="$RATE" -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/tls.awk" "$CSV"
   fi
   if [[ $ONE_LOOP == 1 ]]; then
     echo
     echo "One thread each: sluice-1loop (event_loops: 1) ÷ haproxy1 (nbthread 1), same round:"
     echo
-    awk -F, -v ref=haproxy1 -v tgt=sluice-1loop -v streams="$STREAMS" -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/tls.awk" "$CSV"
+    awk -F, -v ref=haproxy1 -v tgt=sluice-1loop -v streams="$STREAMS" -v rate="$RATE" -f "$ROOT/bench/stats.awk" -f "$ROOT/bench/tls.awk" "$CSV"
   fi
   if [[ -s $LAST/perf/split.md ]]; then
     echo

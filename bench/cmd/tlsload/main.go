@@ -8,6 +8,15 @@
 // per proxy CPU-second" scenario, because wrk resumes TLS sessions when it
 // reconnects (it keeps the SSL session across SSL_clear).
 //
+// With -keepalive each worker keeps one connection instead (reconnecting
+// after an error) and sends its requests on it, one at a time; with -rate R
+// as well, the workers together offer R requests per second, each on a fixed
+// schedule (worker i every c/R seconds, the workers' schedules staggered),
+// and a request's latency is measured from the moment the schedule meant it
+// to be sent, so a server that falls behind is charged for the whole wait
+// (wrk2's correction for coordinated omission). That is bench/tls.sh's
+// fixed-rate HTTPS scenario: latencies at an equal load below saturation.
+//
 // At the end it prints one line in the format of the shared harness's wrk
 // reporter (report.lua), latencies in microseconds from the start of the dial
 // to the end of the response:
@@ -52,6 +61,8 @@ func main() {
 	resume := flag.Bool("resume", false, "resume TLS sessions (a client session cache per worker)")
 	curves := flag.String("curves", "X25519,P-256", "key exchange groups offered, in order (X25519, P-256, P-384): OpenSSL's defaults, so that Go and OpenSSL servers agree on one")
 	alpn := flag.String("alpn", "http/1.1", "ALPN protocols offered (comma list; empty = none)")
+	keepalive := flag.Bool("keepalive", false, "one connection per worker, many requests on it (no handshake per request)")
+	rate := flag.Float64("rate", 0, "with -keepalive: requests per second offered by all workers together, each on a fixed schedule, latency from the scheduled time (0: as fast as each worker can)")
 	flag.Parse()
 
 	u, err := url.Parse(*rawURL)
@@ -63,6 +74,9 @@ func main() {
 	}
 	if *conns < 1 || *dur <= 0 || *timeout <= 0 {
 		fail("-c, -d and -timeout must be positive")
+	}
+	if *rate < 0 || *rate > 0 && !*keepalive {
+		fail("-rate must be positive, and goes with -keepalive")
 	}
 	var groups []tls.CurveID
 	for _, g := range strings.Split(*curves, ",") {
@@ -83,6 +97,14 @@ func main() {
 	}
 	path := u.RequestURI()
 	req := []byte("GET " + path + " HTTP/1.1\r\nHost: " + u.Host + "\r\nUser-Agent: tlsload\r\nConnection: close\r\n\r\n")
+	if *keepalive {
+		req = []byte("GET " + path + " HTTP/1.1\r\nHost: " + u.Host + "\r\nUser-Agent: tlsload\r\n\r\n")
+	}
+	// every: each worker's interval between requests at -rate (0: none).
+	var every time.Duration
+	if *rate > 0 {
+		every = time.Duration(float64(*conns) / *rate * float64(time.Second))
+	}
 
 	ws := make([]*worker, *conns)
 	var wg sync.WaitGroup
@@ -107,6 +129,11 @@ func main() {
 		go func() {
 			defer wg.Done()
 			br := bufio.NewReaderSize(nil, 4096)
+			if *keepalive {
+				// Worker i's schedule starts i/c of an interval in.
+				w.keep(u.Host, conf, req, br, *timeout, start.Add(every*time.Duration(i)/time.Duration(*conns)), every, end, &stop)
+				return
+			}
 			for !stop.Load() && time.Now().Before(end) {
 				w.one(u.Host, conf, req, br, *timeout, end)
 			}
@@ -158,6 +185,97 @@ func main() {
 		tls.VersionName(t.version), tls.CipherSuiteName(t.suite), t.alpn, t.errConnect, t.errRead, t.errWrite, t.errTimeout)
 	fmt.Printf("BENCHLINE requests=%d duration_us=%d p50_us=%d p90_us=%d p99_us=%d max_us=%d mean_us=%d err_connect=%d err_read=%d err_write=%d err_status=%d err_timeout=%d bytes=%d\n",
 		requests, elapsed.Microseconds(), pct(50), pct(90), pct(99), maxd, mean, t.errConnect, t.errRead, t.errWrite, t.errStatus, t.errTimeout, t.bytes)
+}
+
+// keep sends requests on one connection (a new one after an error) until
+// end: back to back when every is 0, else the n-th at first+n×every, or at
+// once when it is already late, its latency counted from first+n×every.
+func (w *worker) keep(addr string, conf *tls.Config, req []byte, br *bufio.Reader, timeout time.Duration, first time.Time, every time.Duration, end time.Time, stop *atomic.Bool) {
+	var c *tls.Conn
+	defer func() {
+		if c != nil {
+			c.Close()
+		}
+	}()
+	next := first
+	for !stop.Load() {
+		var t0 time.Time // the scheduled time, at -rate
+		if every > 0 {
+			if next.After(end) {
+				return
+			}
+			if d := time.Until(next); d > 0 {
+				time.Sleep(d)
+			}
+			t0, next = next, next.Add(every)
+		}
+		if !time.Now().Before(end) {
+			return
+		}
+		if c == nil {
+			d := net.Dialer{Deadline: time.Now().Add(timeout)}
+			raw, err := d.Dial("tcp", addr)
+			if err != nil {
+				w.count(err, &w.errConnect)
+				time.Sleep(10 * time.Millisecond) // do not spin on a refused port
+				continue
+			}
+			c = tls.Client(raw, conf)
+			c.SetDeadline(time.Now().Add(timeout))
+			if err := c.Handshake(); err != nil {
+				c.Close()
+				c = nil
+				if time.Now().Before(end) {
+					w.count(err, &w.errConnect)
+				}
+				continue
+			}
+			br.Reset(c)
+			cs := c.ConnectionState()
+			w.version, w.suite, w.alpn = cs.Version, cs.CipherSuite, cs.NegotiatedProtocol
+		}
+		c.SetDeadline(time.Now().Add(timeout))
+		if t0.IsZero() {
+			t0 = time.Now()
+		}
+		ok := w.exchange(c, req, br, t0, end)
+		if !ok {
+			c.Close()
+			c = nil
+		}
+	}
+}
+
+// exchange sends req on c and reads its response, counting it (latency from
+// t0); it reports whether c can carry another request.
+func (w *worker) exchange(c *tls.Conn, req []byte, br *bufio.Reader, t0, end time.Time) bool {
+	if _, err := c.Write(req); err != nil {
+		w.count(err, &w.errWrite)
+		return false
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		if time.Now().Before(end) {
+			w.count(err, &w.errRead)
+		}
+		return false
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		if time.Now().Before(end) {
+			w.count(err, &w.errRead)
+		}
+		return false
+	}
+	w.lat = append(w.lat, time.Since(t0))
+	w.bytes += n
+	if resp.StatusCode < 200 || resp.StatusCode > 399 {
+		w.errStatus++
+	} else {
+		w.ok++
+	}
+	return !resp.Close
 }
 
 // one makes one connection and one request on it.
