@@ -120,6 +120,12 @@ func grpcThroughSluice(t *testing.T, backend string, request time.Duration) test
 	p := config.Pool{Name: "grpc", Balance: "round_robin", UpstreamHTTP2: true,
 		Backends: []config.Backend{{Address: backend}}}
 	p.Timeouts.Request = request
+	return grpcThroughPool(t, p)
+}
+
+// grpcThroughPool runs a sluice (h2c listener) in front of pool p and
+// returns a client connected to it.
+func grpcThroughPool(t *testing.T, p config.Pool) testpb.TestServiceClient {
 	cfg := oneListener(p)
 	cfg.Listeners[0].H2C = true
 	s := startSluice(t, cfg)

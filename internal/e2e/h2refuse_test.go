@@ -16,8 +16,6 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/sluice-lb/sluice/internal/config"
@@ -295,15 +293,7 @@ func TestGRPCRefusedGoesElsewhere(t *testing.T) {
 				// Refusals count as failures: not ejected here, so that
 				// the streams meet the refusing backend too.
 				PassiveHealth: config.PassiveHealth{ConsecutiveFailures: 1000}}
-			cfg := oneListener(p)
-			cfg.Listeners[0].H2C = true
-			s := startSluice(t, cfg)
-			cc, err := grpc.NewClient(s.Addr("public"), grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cc.Close()
-			c := testpb.NewTestServiceClient(cc)
+			c := grpcThroughPool(t, p)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			for i := range 6 {
