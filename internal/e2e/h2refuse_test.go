@@ -186,7 +186,8 @@ func refusingPoolSluice(t *testing.T, bad string, badWeight int) (*sluice, []nam
 // (REFUSED_STREAM) or never processed (GOAWAY below its id) was not
 // processed (RFC 9113 §8.7), so the request goes to another backend at
 // once, whatever its method: a GET, and a PUT or a POST whose body sluice
-// kept. It neither waits on the refusing backend nor fails.
+// kept (one sent after Expect: 100-continue too). It neither waits on the
+// refusing backend nor fails.
 func TestH2UpstreamRefusedGoesElsewhere(t *testing.T) {
 	for _, goaway := range []bool{false, true} {
 		name := map[bool]string{false: "REFUSED_STREAM", true: "GOAWAY"}[goaway]
@@ -194,16 +195,19 @@ func TestH2UpstreamRefusedGoesElsewhere(t *testing.T) {
 			bad, refused := refusingH2Backend(t, goaway)
 			s, clients, _ := refusingPoolSluice(t, bad, 1)
 			for _, c := range clients {
-				for i := range 4 {
+				for i := range 5 {
 					body := patterned(100 * i)
 					method, rd := "GET", io.Reader(nil)
 					switch i {
 					case 1, 2:
 						method, rd = "PUT", strings.NewReader(body)
-					case 3:
+					case 3, 4:
 						method, rd = "POST", strings.NewReader(body)
 					}
 					req, _ := http.NewRequest(method, s.URL("public")+"/up", rd)
+					if i == 4 {
+						req.Header.Set("Expect", "100-continue") // a body the client sends when asked
+					}
 					resp, err := c.c.Do(req)
 					if err != nil {
 						t.Fatalf("%s, request %d: %v", c.name, i, err)

@@ -198,9 +198,24 @@ func (c *h1conn) h2Body() (*h2body, error) {
 		return b, nil
 	}
 	if bd.deferred && !bd.sent100 {
-		// HTTP/2 to the backend: the client is asked for its body at once.
+		// HTTP/2 to the backend: the client is asked for its body at once,
+		// and it is read as one sent unasked is: whole when it fits
+		// proxy.ReplayMax, so that a stream the backend refuses can go to
+		// another (Resendable).
 		c.continue100()
-		c.nc.SetReadDeadline(c.bodyDeadline())
+		bd.deferred, bd.streaming = false, false
+		var err error
+		if bd.kind == bodyFixed {
+			err = c.prepareFixed()
+		} else {
+			err = c.prepareChunked()
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	held := bytes.NewReader(bd.held)
 	switch {
