@@ -131,14 +131,15 @@ func tlsState(r *http.Request) *tls.ConnectionState {
 // bodies. A body without content-length streams (gRPC, Connect, any
 // full-duplex exchange: holding it until 64 KiB or its end would deadlock
 // a client that waits for the answer before it sends more), as does a
-// longer one. It returns the status to answer with, or 0, and whether the
-// body is now held whole (or there is none).
-func prefetchH2Body(r *http.Request, maxBody int64) (int, bool) {
+// longer one. It returns the status to answer with, or 0, whether the
+// body is now held whole (or there is none), and the body so held (nil:
+// none, or not held).
+func prefetchH2Body(r *http.Request, maxBody int64) (int, bool, []byte) {
 	if r.Body == nil || r.Body == http.NoBody {
-		return 0, true
+		return 0, true, nil
 	}
 	if r.ContentLength < 0 || r.ContentLength > proxy.ReplayMax {
-		return 0, false // (content-length 0 with the stream still open is waited out: DATA would break it)
+		return 0, false, nil // (content-length 0 with the stream still open is waited out: DATA would break it)
 	}
 	buf := make([]byte, 0, min(max(r.ContentLength, 512), proxy.ReplayMax+1))
 	for len(buf) <= proxy.ReplayMax {
@@ -148,27 +149,27 @@ func prefetchH2Body(r *http.Request, maxBody int64) (int, bool) {
 		n, err := r.Body.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if maxBody > 0 && int64(len(buf)) > maxBody {
-			return http.StatusRequestEntityTooLarge, false
+			return http.StatusRequestEntityTooLarge, false, nil
 		}
 		if err == io.EOF {
 			if r.ContentLength >= 0 && int64(len(buf)) != r.ContentLength {
-				return http.StatusBadRequest, false
+				return http.StatusBadRequest, false, nil
 			}
 			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(buf)), int64(len(buf))
-			return 0, true
+			return 0, true, buf
 		}
 		if err != nil {
 			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
-				return http.StatusRequestTimeout, false
+				return http.StatusRequestTimeout, false, nil
 			}
-			return http.StatusBadRequest, false
+			return http.StatusBadRequest, false, nil
 		}
 	}
 	r.Body = struct {
 		io.Reader
 		io.Closer
 	}{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
-	return 0, false
+	return 0, false, nil
 }
 
 // errH2BodyLength: an HTTP/2 client sent DATA past its content-length.

@@ -97,7 +97,8 @@ type httpAttempt struct {
 	// held: an HTTP/2 or HTTP/3 request whose body, if any, is read whole
 	// (prefetchH2Body): the engine's connections can carry it.
 	held  bool
-	abort bool // the response was cut short: reset the client connection
+	whole []byte // that body, when it was read whole (nil: none)
+	abort bool   // the response was cut short: reset the client connection
 	rec   proxy.Record
 	// timed: the access log is on, so attempts measure their upstream
 	// connect time and time to the response head.
@@ -239,11 +240,11 @@ func (a *httpAttempt) serve(l *proxy.Listener, info *pool.PickInfo) (proxy.Resul
 		if status, reason := checkH2(l, r); status != 0 {
 			return proxy.Result{}, a.fail(status, reason, true)
 		}
-		status, held := prefetchH2Body(r, l.Limits.MaxBodyBytes)
+		status, held, whole := prefetchH2Body(r, l.Limits.MaxBodyBytes)
 		if status != 0 {
 			return proxy.Result{}, a.fail(status, proxy.StatusText(status), true)
 		}
-		a.held = held
+		a.held, a.whole = held, whole
 	}
 	if max := l.Limits.MaxBodyBytes; max > 0 && r.ContentLength > max {
 		return proxy.Result{}, a.fail(http.StatusRequestEntityTooLarge, "request body too large", true)
@@ -375,6 +376,11 @@ func (a *httpAttempt) buildOutbound(l *proxy.Listener, peer netip.Addr, path str
 		keep := a.idempotent() || a.t.Upstream.HTTP2 && rt.OnConnectFailure && rt.NumRetries > 0
 		a.body = &trackedBody{r: body, max: l.Limits.MaxBodyBytes, keep: keep, held: a.held,
 			expect: r.ProtoMajor == 1 && strings.EqualFold(r.Header.Get("Expect"), "100-continue")}
+		if a.whole != nil {
+			// Read whole already (prefetchH2Body): every attempt sends
+			// it from there, none copies it.
+			a.body.r, a.body.keep, a.body.kept, a.body.n = http.NoBody, true, a.whole, int64(len(a.whole))
+		}
 	}
 	a.out = out
 }
