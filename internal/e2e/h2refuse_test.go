@@ -383,3 +383,55 @@ func TestH2UpstreamProcessedIsNotRetried(t *testing.T) {
 		})
 	}
 }
+
+// TestH2UpstreamRefusedWhileTheBodyWaits: a refusal that comes while
+// sluice waits for an HTTP/1.1 client's body (a head sent first, the body
+// later, with or without Expect: 100-continue) leaves a read of the client
+// under way: the client's first bytes may go to it, so the request goes
+// to another backend only if sluice can send the body whole, and gets an
+// answer either way: never a hang, and never a body that is not the
+// client's.
+func TestH2UpstreamRefusedWhileTheBodyWaits(t *testing.T) {
+	bad, refused := refusingH2Backend(t, false)
+	s, _, seen := refusingPoolSluice(t, bad, 50)
+	addr := strings.TrimPrefix(s.URL("public"), "http://")
+	for _, expect := range []bool{false, true} {
+		for _, size := range []int{1000, 200 << 10} {
+			body := patterned(size)
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			head := fmt.Sprintf("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n", size)
+			if expect {
+				head += "Expect: 100-continue\r\n"
+			}
+			io.WriteString(c, head+"\r\n")
+			br := bufio.NewReader(c)
+			if expect {
+				if line, err := br.ReadString('\n'); err != nil || !strings.Contains(line, " 100 ") {
+					t.Fatalf("expect %v, %d bytes: %q %v, want a 100 Continue", expect, size, line, err)
+				}
+				br.ReadString('\n') // the 100's end
+			}
+			before, seenBefore := refused.Load(), seen.Load()
+			time.Sleep(300 * time.Millisecond) // the refusal comes while sluice waits
+			go c.Write([]byte(body))
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("expect %v, %d bytes: %v (refused %d, good backend saw %d): a hang", expect, size, err, refused.Load()-before, seen.Load()-seenBefore)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			switch {
+			case resp.StatusCode == 200 && string(got) != sha256hex(body):
+				t.Errorf("expect %v, %d bytes: the good backend answered %q: the body it got was not the client's", expect, size, got)
+			case resp.StatusCode != 200 && resp.StatusCode != 502:
+				t.Errorf("expect %v, %d bytes: %d %q, want 200 or 502", expect, size, resp.StatusCode, got)
+			case size <= 64<<10 && resp.StatusCode != 200:
+				t.Errorf("expect %v, %d bytes: %d %q, want 200: a small body is held whole", expect, size, resp.StatusCode, got)
+			}
+			c.Close()
+		}
+	}
+}

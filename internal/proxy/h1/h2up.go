@@ -113,8 +113,8 @@ func (c *h1conn) h2Outcome(err error, actx context.Context, body *h2body) proxy.
 		}
 		return proxy.Outcome{Class: proxy.Timeout, Err: cause}
 	}
-	if body.err != nil {
-		return clientErr(body.err)
+	if err := body.readErr(); err != nil {
+		return clientErr(err)
 	}
 	var de *proxy.DialError
 	if errors.As(err, &de) {
@@ -165,20 +165,33 @@ type h2body struct {
 	r      io.Reader
 	length int64 // -1: unknown
 	held   bool  // r reads from memory only: the body is held whole
-	err    error // a read error of the client's side
+	mu     sync.Mutex
+	err    error // a read error of the client's side, under mu
 	once   sync.Once
 	done   chan struct{}
 }
 
 func (b *h2body) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
-	if err != nil && err != io.EOF && b.err == nil {
-		b.err = err
+	if err != nil && err != io.EOF {
+		// A read the HTTP/2 client abandoned may end after the attempt.
+		b.mu.Lock()
+		if b.err == nil {
+			b.err = err
+		}
+		b.mu.Unlock()
 	}
 	return n, err
 }
 
 func (b *h2body) Close() error { b.closeNow(); return nil }
+
+// readErr is the first read error of the client's side (nil: none).
+func (b *h2body) readErr() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
 
 // Held implements h2client.Held.
 func (b *h2body) Held() bool { return b.held }

@@ -154,8 +154,10 @@ func (p *conns) roundTrip(r *http.Request) (*http.Response, error) {
 			}
 		case declined:
 			// The backend refused the stream, or it was past its GOAWAY.
-			if body != nil && body.n.Load() > 0 {
-				// Part of the body went: the codec must send it again.
+			if body != nil && (body.n.Load() > 0 || body.abandoned.Load()) {
+				// Part of the body went, or a read of it was under way
+				// (what it takes from the client is lost to this
+				// stream): the codec must send it again.
 				return nil, &proxy.DialError{Err: err, Unprocessed: true, BodySent: true}
 			}
 			if refusals++; refusals == 1 && body == nil {
@@ -185,13 +187,20 @@ type counted struct {
 	r io.ReadCloser
 	n atomic.Int64
 	// For a body read on a goroutine: closed by Close; res the result of
-	// the Read under way (pending), into buf.
-	closed  chan struct{}
-	once    sync.Once
-	res     chan readResult
-	pending bool
-	buf     []byte
+	// the Read under way (pending), into buf (from bufs); abandoned: a
+	// Read was under way when Close came, so the codec's body may have
+	// been read from beyond what n counts.
+	closed    chan struct{}
+	once      sync.Once
+	res       chan readResult
+	pending   bool
+	buf       *[]byte
+	abandoned atomic.Bool
 }
+
+// bufs are counted's read buffers, each back in the pool once its body's
+// last Read returned (never while an abandoned Read may still fill it).
+var bufs sync.Pool
 
 type readResult struct {
 	n   int
@@ -221,14 +230,18 @@ func (b *counted) Read(p []byte) (int, error) {
 	}
 	select {
 	case <-b.closed:
-		return 0, errBodyClosed
+		return 0, b.closedErr()
 	default:
 	}
 	if !b.pending {
-		if cap(b.buf) < len(p) {
-			b.buf = make([]byte, len(p))
+		if b.buf == nil || cap(*b.buf) < len(p) {
+			b.buf, _ = bufs.Get().(*[]byte)
+			if b.buf == nil || cap(*b.buf) < len(p) {
+				s := make([]byte, len(p))
+				b.buf = &s
+			}
 		}
-		buf := b.buf[:len(p)]
+		buf := (*b.buf)[:len(p)]
 		b.pending = true
 		go func() {
 			n, err := b.r.Read(buf)
@@ -238,12 +251,24 @@ func (b *counted) Read(p []byte) (int, error) {
 	select {
 	case res := <-b.res:
 		b.pending = false
-		n := copy(p, b.buf[:res.n])
+		n := copy(p, (*b.buf)[:res.n])
 		b.n.Add(int64(n))
+		if res.err != nil {
+			bufs.Put(b.buf) // the body's last Read
+			b.buf = nil
+		}
 		return n, res.err
 	case <-b.closed:
-		return 0, errBodyClosed
+		return 0, b.closedErr()
 	}
+}
+
+// closedErr ends a Read after Close, noting a Read it abandons.
+func (b *counted) closedErr() error {
+	if b.pending {
+		b.abandoned.Store(true)
+	}
+	return errBodyClosed
 }
 
 func (b *counted) Close() error {

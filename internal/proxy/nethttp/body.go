@@ -138,7 +138,7 @@ func (v *attemptBody) fromKept(p []byte) (n int, done bool, err error) {
 	switch {
 	case b.cur != v:
 		return 0, true, errSuperseded
-	case v.pos < b.n && b.overflow:
+	case v.pos < b.n && (b.overflow || !b.keep):
 		return 0, true, errReplayOverrun
 	case v.pos < b.n:
 		n = copy(p, b.kept[v.pos:])

@@ -379,7 +379,8 @@ func (a *httpAttempt) buildOutbound(l *proxy.Listener, peer netip.Addr, path str
 		if a.whole != nil {
 			// Read whole already (prefetchH2Body): every attempt sends
 			// it from there, none copies it.
-			a.body.r, a.body.keep, a.body.kept, a.body.n = http.NoBody, true, a.whole, int64(len(a.whole))
+			w := a.whole[:len(a.whole):len(a.whole)] // never appended to
+			a.body.r, a.body.keep, a.body.kept, a.body.n = http.NoBody, true, w, int64(len(w))
 		}
 	}
 	a.out = out
