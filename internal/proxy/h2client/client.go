@@ -181,8 +181,9 @@ func (p *conns) roundTrip(r *http.Request) (*http.Response, error) {
 // otherwise be held until the client sent more or the request timed out,
 // where it should go elsewhere at once. The abandoned Read ends when the
 // codec ends the client's body (its request ends, or its connection
-// closes); what it read is the codec's to keep for a retry
-// (proxy.Replayer.Resendable).
+// closes); what it read is the codec's to keep for a retry, so it counts
+// as part of the body sent (proxy.DialError.BodySent: the request goes
+// elsewhere only if proxy.Replayer.Resendable).
 type counted struct {
 	r io.ReadCloser
 	n atomic.Int64
