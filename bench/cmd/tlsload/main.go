@@ -213,26 +213,9 @@ func (w *worker) keep(addr string, conf *tls.Config, req []byte, br *bufio.Reade
 			return
 		}
 		if c == nil {
-			d := net.Dialer{Deadline: time.Now().Add(timeout)}
-			raw, err := d.Dial("tcp", addr)
-			if err != nil {
-				w.count(err, &w.errConnect)
-				time.Sleep(10 * time.Millisecond) // do not spin on a refused port
+			if c = w.connect(addr, conf, br, time.Now().Add(timeout), end); c == nil {
 				continue
 			}
-			c = tls.Client(raw, conf)
-			c.SetDeadline(time.Now().Add(timeout))
-			if err := c.Handshake(); err != nil {
-				c.Close()
-				c = nil
-				if time.Now().Before(end) {
-					w.count(err, &w.errConnect)
-				}
-				continue
-			}
-			br.Reset(c)
-			cs := c.ConnectionState()
-			w.version, w.suite, w.alpn = cs.Version, cs.CipherSuite, cs.NegotiatedProtocol
 		}
 		c.SetDeadline(time.Now().Add(timeout))
 		if t0.IsZero() {
@@ -278,61 +261,45 @@ func (w *worker) exchange(c *tls.Conn, req []byte, br *bufio.Reader, t0, end tim
 	return !resp.Close
 }
 
-// one makes one connection and one request on it.
+// one makes one connection and one request on it, its latency counted
+// from the dial.
 func (w *worker) one(addr string, conf *tls.Config, req []byte, br *bufio.Reader, timeout time.Duration, end time.Time) {
 	t0 := time.Now()
-	deadline := t0.Add(timeout)
+	c := w.connect(addr, conf, br, t0.Add(timeout), end)
+	if c == nil {
+		return
+	}
+	defer c.Close()
+	w.exchange(c, req, br, t0, end)
+}
+
+// connect dials addr and does the TLS handshake, all by deadline, with br
+// reading from the connection; it counts a failure (one cut short by the
+// end of the run is none) and returns nil then.
+func (w *worker) connect(addr string, conf *tls.Config, br *bufio.Reader, deadline, end time.Time) *tls.Conn {
 	d := net.Dialer{Deadline: deadline}
 	raw, err := d.Dial("tcp", addr)
 	if err != nil {
 		w.count(err, &w.errConnect)
 		time.Sleep(10 * time.Millisecond) // do not spin on a refused port
-		return
+		return nil
 	}
-	defer raw.Close()
 	raw.SetDeadline(deadline)
 	c := tls.Client(raw, conf)
 	if err := c.Handshake(); err != nil {
-		if time.Now().After(end) {
-			return // cut short by the end of the run: not an error
+		c.Close()
+		if time.Now().Before(end) {
+			w.count(err, &w.errConnect)
 		}
-		w.count(err, &w.errConnect)
-		return
-	}
-	if _, err := c.Write(req); err != nil {
-		w.count(err, &w.errWrite)
-		return
+		return nil
 	}
 	br.Reset(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		if time.Now().After(end) {
-			return
-		}
-		w.count(err, &w.errRead)
-		return
-	}
-	n, err := io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		if time.Now().After(end) {
-			return
-		}
-		w.count(err, &w.errRead)
-		return
-	}
-	w.lat = append(w.lat, time.Since(t0))
-	w.bytes += n
 	cs := c.ConnectionState()
+	w.version, w.suite, w.alpn = cs.Version, cs.CipherSuite, cs.NegotiatedProtocol
 	if cs.DidResume {
 		w.resumed++
 	}
-	w.version, w.suite, w.alpn = cs.Version, cs.CipherSuite, cs.NegotiatedProtocol
-	if resp.StatusCode < 200 || resp.StatusCode > 399 {
-		w.errStatus++
-		return
-	}
-	w.ok++
+	return c
 }
 
 func (w *worker) count(err error, n *int64) {
