@@ -237,12 +237,22 @@ func TestIdleWorkersLeave(t *testing.T) {
 	}
 	started.Wait() // n handlers at once: n workers
 	close(release)
-	for range n {
-		if f, ok := c.next().(*http2.MetaHeadersFrame); !ok || f.StreamEnded() {
-			t.Fatalf("got %v, want a response head with a body to follow", f)
-		}
-		if f, ok := c.next().(*http2.DataFrame); !ok || !f.StreamEnded() {
-			t.Fatalf("got %v, want the body", f)
+	// The n responses may interleave: each stream's head, then its body.
+	headed := map[uint32]bool{}
+	for ended := 0; ended < n; {
+		switch f := c.next().(type) {
+		case *http2.MetaHeadersFrame:
+			if headed[f.StreamID] || f.StreamEnded() {
+				t.Fatalf("stream %d: got %v, want one response head with a body to follow", f.StreamID, f)
+			}
+			headed[f.StreamID] = true
+		case *http2.DataFrame:
+			if !headed[f.StreamID] || !f.StreamEnded() {
+				t.Fatalf("stream %d: got %v, want the whole body after its head", f.StreamID, f)
+			}
+			ended++
+		default:
+			t.Fatalf("got %v, want response heads and bodies", f)
 		}
 	}
 	// A later request is served (by a waiting worker or a new one).
