@@ -91,15 +91,54 @@ func (c *Client) Close() {
 // backend address: x/net's ClientConns, made by t (its settings: header
 // list size, idle timeout, pings), over connections dial opens. t's
 // ConnPool is p, for x/net to tell which connections are dead (MarkDead).
-// p.mu is never held while x/net may block (State takes the connection's
-// write lock, held through a write to a backend that stopped reading).
+// p.mu is never held while x/net may block.
 type conns struct {
 	t    *http2.Transport
 	dial func(ctx context.Context, addr string) (net.Conn, error)
 
 	mu      sync.Mutex
-	by      map[string][]*http2.ClientConn
+	by      map[string][]*conn
 	dialing map[string]*dialCall
+}
+
+// conn is one pooled connection and the requests of this pool on it:
+// counted from the stream's reservation (get) until RoundTrip fails or the
+// response's body ends or is closed. The pool tells an idle connection by
+// this count, never by x/net's State: State takes the connection's write
+// lock, held through a write to a backend that stopped reading, and a
+// reload (which closes the old pools' idle connections) waited for it,
+// up to the 35 s of a lost ping or for good while the backend still sent.
+type conn struct {
+	cc       *http2.ClientConn
+	requests atomic.Int32
+}
+
+// respBody is a response's body that ends its request on its connection
+// (conn.requests) at its end or close, whichever comes first.
+type respBody struct {
+	io.ReadCloser
+	c     *conn
+	ended atomic.Bool
+}
+
+func (b *respBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		b.end()
+	}
+	return n, err
+}
+
+func (b *respBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.end()
+	return err
+}
+
+func (b *respBody) end() {
+	if !b.ended.Swap(true) {
+		b.c.requests.Add(-1)
+	}
 }
 
 var _ http2.ClientConnPool = (*conns)(nil)
@@ -126,14 +165,16 @@ func (p *conns) roundTrip(r *http.Request) (*http.Response, error) {
 	}
 	refusals, unstarted := 0, 0
 	for {
-		cc, err := p.get(r.Context(), addr)
+		c, err := p.get(r.Context(), addr)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := cc.RoundTrip(req)
+		resp, err := c.cc.RoundTrip(req)
 		if err == nil {
+			resp.Body = &respBody{ReadCloser: resp.Body, c: c}
 			return resp, nil
 		}
+		c.requests.Add(-1)
 		if r.Context().Err() != nil {
 			// x/net may return a refusal while its body read goes on:
 			// the count of what it sent is not final (the codecs take a
@@ -147,7 +188,7 @@ func (p *conns) roundTrip(r *http.Request) (*http.Response, error) {
 			// stream): nothing was sent, so the request takes another of
 			// the backend's connections, a few times at most.
 			if err.Error() == errNotEstablished {
-				p.MarkDead(cc) // x/net would still offer it
+				p.MarkDead(c.cc) // x/net would still offer it
 			}
 			if unstarted++; unstarted < 3 {
 				continue
@@ -311,10 +352,10 @@ func kindOf(err error) int {
 const errNotEstablished = "http2: client conn could not be established"
 
 // get returns a connection to addr with a stream reserved for the
-// request, dialling one when none has a stream free; it tells the
-// request's httptrace hooks (proxy.ConnTiming) when it asked and what it
-// got.
-func (p *conns) get(ctx context.Context, addr string) (*http2.ClientConn, error) {
+// request (and the request counted on it), dialling one when none has a
+// stream free; it tells the request's httptrace hooks (proxy.ConnTiming)
+// when it asked and what it got.
+func (p *conns) get(ctx context.Context, addr string) (*conn, error) {
 	trace := httptrace.ContextClientTrace(ctx)
 	if trace != nil && trace.GetConn != nil {
 		trace.GetConn(addr)
@@ -322,13 +363,14 @@ func (p *conns) get(ctx context.Context, addr string) (*http2.ClientConn, error)
 	dialed := false
 	for {
 		p.mu.Lock()
-		for _, cc := range p.by[addr] {
-			if cc.ReserveNewRequest() {
+		for _, c := range p.by[addr] {
+			if c.cc.ReserveNewRequest() {
+				c.requests.Add(1) // under p.mu: closeIdle sees it
 				p.mu.Unlock()
 				if trace != nil && trace.GotConn != nil {
 					trace.GotConn(httptrace.GotConnInfo{Reused: !dialed})
 				}
-				return cc, nil
+				return c, nil
 			}
 		}
 		if d := p.dialing[addr]; d != nil {
@@ -348,17 +390,17 @@ func (p *conns) get(ctx context.Context, addr string) (*http2.ClientConn, error)
 		p.dialing[addr] = d
 		p.mu.Unlock()
 		var cc *http2.ClientConn
-		conn, err := p.dial(ctx, addr)
+		nc, err := p.dial(ctx, addr)
 		if err == nil {
-			if cc, err = p.t.NewClientConn(conn); err != nil {
-				conn.Close()
+			if cc, err = p.t.NewClientConn(nc); err != nil {
+				nc.Close()
 				err = &proxy.DialError{Err: err}
 			}
 		}
 		p.mu.Lock()
 		delete(p.dialing, addr)
 		if err == nil {
-			p.by[addr] = append(p.by[addr], cc)
+			p.by[addr] = append(p.by[addr], &conn{cc: cc})
 		}
 		d.err, d.abandoned = err, err != nil && ctx.Err() != nil
 		close(d.done)
@@ -380,41 +422,42 @@ func (p *conns) GetClientConn(*http.Request, string) (*http2.ClientConn, error) 
 func (p *conns) MarkDead(cc *http2.ClientConn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for addr, ccs := range p.by {
-		if i := slices.Index(ccs, cc); i >= 0 {
-			if ccs = slices.Delete(ccs, i, i+1); len(ccs) == 0 {
+	for addr, cs := range p.by {
+		if i := slices.IndexFunc(cs, func(c *conn) bool { return c.cc == cc }); i >= 0 {
+			if cs = slices.Delete(cs, i, i+1); len(cs) == 0 {
 				delete(p.by, addr)
 			} else {
-				p.by[addr] = ccs
+				p.by[addr] = cs
 			}
 			return
 		}
 	}
 }
 
-// closeIdle closes the connections with no stream open or reserved; with
-// all (Close), the busy ones are also taken out of the pool and marked not
-// to be reused, so that they close once their streams end (x/net). The
-// connections leave the pool before they are looked at, so that no
-// request reserves a stream on one about to be closed; a busy one goes back
-// (without all). Another request may dial meanwhile.
+// closeIdle closes the connections that carry no request of this pool;
+// with all (Close), the busy ones are also taken out of the pool and
+// marked not to be reused, so that they close once their streams end
+// (x/net). The connections leave the pool before they are looked at, so
+// that no request takes one about to be closed; a busy one goes back
+// (without all). Another request may dial meanwhile. Nothing here waits
+// on a connection's writes (see conn).
 func (p *conns) closeIdle(all bool) {
 	p.mu.Lock()
 	taken := p.by
-	p.by = map[string][]*http2.ClientConn{}
+	p.by = map[string][]*conn{}
 	p.mu.Unlock()
-	for addr, ccs := range taken {
-		for _, cc := range ccs {
-			if st := cc.State(); st.Closed || st.StreamsActive == 0 && st.StreamsReserved == 0 && st.StreamsPending == 0 {
-				cc.Close()
+	for addr, cs := range taken {
+		for _, c := range cs {
+			if c.requests.Load() == 0 {
+				c.cc.Close()
 				continue
 			}
 			if all {
-				cc.SetDoNotReuse()
+				c.cc.SetDoNotReuse()
 				continue
 			}
 			p.mu.Lock()
-			p.by[addr] = append(p.by[addr], cc)
+			p.by[addr] = append(p.by[addr], c)
 			p.mu.Unlock()
 		}
 	}
@@ -491,7 +534,7 @@ func newClient(u *proxy.Upstream) *Client {
 		}
 	}
 	pool := func(dial func(context.Context, string) (net.Conn, error)) *conns {
-		p := &conns{t: transport(), dial: dial, by: map[string][]*http2.ClientConn{}, dialing: map[string]*dialCall{}}
+		p := &conns{t: transport(), dial: dial, by: map[string][]*conn{}, dialing: map[string]*dialCall{}}
 		p.t.ConnPool = p
 		return p
 	}

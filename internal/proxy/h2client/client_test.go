@@ -53,9 +53,10 @@ func TestPoolForgetsAConnectionThatNeverCarriedAStream(t *testing.T) {
 	}
 	cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/", nil)
-	if resp, err := cc.RoundTrip(req); err == nil {
+	if resp, err := cc.cc.RoundTrip(req); err == nil {
 		resp.Body.Close()
 	}
+	cc.requests.Add(-1)
 	time.Sleep(1500 * time.Millisecond) // the backend closes the idle connection
 	for i := range 5 {
 		req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
@@ -161,6 +162,67 @@ func TestAStalledConnectionBlocksNoOtherBackend(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Errorf("a request to a healthy backend waited more than 5 s behind a stalled connection to another")
 				<-done
+			}
+		})
+	}
+}
+
+// TestClosingWaitsOnNoStalledConnection: closing the pool's idle
+// connections (a reload does, for the pools it replaces) must not wait on
+// a connection whose writes are stalled (x/net's State waits for its write
+// lock): it returns at once, closes the idle connections and leaves the
+// busy one to close when its request ends.
+func TestClosingWaitsOnNoStalledConnection(t *testing.T) {
+	for _, all := range []bool{false, true} {
+		t.Run(map[bool]string{false: "CloseIdleConnections", true: "Close"}[all], func(t *testing.T) {
+			slow := stalledBackend(t)
+			good := h2cServer(t, time.Minute)
+			c := newClient(proxy.NewUpstream(config.PoolTimeouts{Connect: time.Second, Idle: 90 * time.Second}, nil))
+			ctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			t.Cleanup(func() { cancel(); wg.Wait() })
+			wg.Go(func() {
+				req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+slow+"/", endless{})
+				if resp, err := c.RoundTrip(req); err == nil {
+					resp.Body.Close()
+				}
+			})
+			req, _ := http.NewRequest("GET", "http://"+good+"/", nil)
+			resp, err := c.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			time.Sleep(500 * time.Millisecond) // the body's writer fills the socket
+			c.h2c.mu.Lock()
+			idle, busy := c.h2c.by[good][0].cc, c.h2c.by[slow][0]
+			c.h2c.mu.Unlock()
+			if n := busy.requests.Load(); n != 1 {
+				t.Fatalf("%d requests counted on the stalled connection, want 1", n)
+			}
+			done := make(chan struct{})
+			go func() {
+				if all {
+					c.Close()
+				} else {
+					c.CloseIdleConnections()
+				}
+				close(done)
+			}()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("closing the idle connections waited more than 5 s on a stalled one")
+			}
+			if !idle.State().Closed {
+				t.Error("the idle connection is still open")
+			}
+			c.h2c.mu.Lock()
+			_, kept := c.h2c.by[slow]
+			c.h2c.mu.Unlock()
+			if kept == all {
+				t.Errorf("after %s the busy connection is pooled: %v", map[bool]string{false: "CloseIdleConnections", true: "Close"}[all], kept)
 			}
 		})
 	}
