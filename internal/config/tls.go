@@ -26,27 +26,41 @@ func (u UpstreamTLS) ClientConfig() *tls.Config {
 // loadCA reads upstream_tls.ca or tls.client_ca: a PEM file of at least
 // one certificate. Validate reports its error; ClientConfig uses its pool.
 func loadCA(path string) (*x509.CertPool, error) {
-	pem, err := readSmallFile(path)
+	b, err := readSmallFile(path)
 	if err != nil {
 		return nil, err
 	}
+	return parseCA(path, b)
+}
+
+func parseCA(path string, pemBytes []byte) (*x509.CertPool, error) {
 	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pem) {
+	if !roots.AppendCertsFromPEM(pemBytes) {
 		return nil, fmt.Errorf("%s holds no PEM certificate", path)
 	}
 	return roots, nil
 }
 
-// ClientCAs reads client_ca into a pool; nil, nil when client_ca is "".
-// It reads the file at every call, so a caller that builds its tls.Config
-// again on a reload sees a renewed CA.
-func (t TLS) ClientCAs() (*x509.CertPool, error) {
+// ReadClientCA reads the client_ca file (as Validate does: a regular
+// file of at most 1 MiB); nil, nil when client_ca is "". The error says
+// what to do.
+func (t TLS) ReadClientCA() ([]byte, error) {
 	if t.ClientCA == "" {
 		return nil, nil
 	}
-	pool, err := loadCA(t.ClientCA)
+	b, err := readSmallFile(t.ClientCA)
 	if err != nil {
-		return nil, fmt.Errorf("tls client_ca: %w", err)
+		return nil, fmt.Errorf("tls client_ca: %w: give a PEM file of the CA certificates that sign client certificates", err)
+	}
+	return b, nil
+}
+
+// ParseClientCA parses the contents of the client_ca file, as
+// ReadClientCA returned them, into a pool.
+func (t TLS) ParseClientCA(pemBytes []byte) (*x509.CertPool, error) {
+	pool, err := parseCA(t.ClientCA, pemBytes)
+	if err != nil {
+		return nil, fmt.Errorf("tls client_ca: %w: give a PEM file of the CA certificates that sign client certificates", err)
 	}
 	return pool, nil
 }

@@ -112,11 +112,16 @@ func TestTLSDecoded(t *testing.T) {
 	if diff := cmp.Diff(want, c.Listeners[0].TLS); diff != "" {
 		t.Errorf("Listeners[0].TLS (-want +got):\n%s", diff)
 	}
-	if pool, err := c.Listeners[0].TLS.ClientCAs(); pool == nil || err != nil {
-		t.Errorf("ClientCAs() = %v, %v; want a pool", pool, err)
+	if b, err := c.Listeners[0].TLS.ReadClientCA(); err != nil {
+		t.Errorf("ReadClientCA() = %v", err)
+	} else if pool, err := c.Listeners[0].TLS.ParseClientCA(b); pool == nil || err != nil {
+		t.Errorf("ParseClientCA() = %v, %v; want a pool", pool, err)
 	}
-	if pool, err := (TLS{}).ClientCAs(); pool != nil || err != nil {
-		t.Errorf("ClientCAs() without client_ca = %v, %v; want nil, nil", pool, err)
+	if b, err := (TLS{}).ReadClientCA(); b != nil || err != nil {
+		t.Errorf("ReadClientCA() without client_ca = %v, %v; want nil, nil", b, err)
+	}
+	if _, err := c.Listeners[0].TLS.ParseClientCA([]byte("garbage")); err == nil || !strings.Contains(err.Error(), "holds no PEM certificate") {
+		t.Errorf("ParseClientCA(garbage) = %v, want an error that says so", err)
 	}
 	if w := c.Warnings(); len(w) != 0 {
 		t.Errorf("Warnings() = %q, want none", w)

@@ -83,8 +83,17 @@ func newQUICSocket(pc net.PacketConn, active *atomic.Int64, retryAbove int64) (*
 	base := &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		NextProtos: []string{http3.NextProtoH3},
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			return q.tls.Load(), nil
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			// The generation's config may itself choose per handshake (a
+			// client_ca renewed since it was built): the tls package
+			// asks only the first config, so it is asked here.
+			c := q.tls.Load()
+			if f := c.GetConfigForClient; f != nil {
+				if cc, err := f(hello); cc != nil || err != nil {
+					return cc, err
+				}
+			}
+			return c, nil
 		},
 	}
 	ln, err := q.tr.Listen(base, &quic.Config{

@@ -89,18 +89,9 @@ func (lt *listenerTLS) config(lc config.Listener) (*tls.Config, error) {
 		// A relayed byte stream has no application protocol to name: a
 		// client offering ALPN gets none (refusing it would fail
 		// handshakes that name the backend's protocol), except a CA
-		// validating TLS-ALPN-01, which offers acme-tls/1 alone.
-		challenge := c.Clone()
-		challenge.NextProtos = []string{tlsterm.ALPNChallenge}
+		// validating TLS-ALPN-01, which offers acme-tls/1 alone (the
+		// config's GetConfigForClient answers it).
 		c.NextProtos = nil
-		if lc.TLS.ACME != nil {
-			c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-				if len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == tlsterm.ALPNChallenge {
-					return challenge, nil
-				}
-				return nil, nil
-			}
-		}
 	}
 	return c, nil
 }

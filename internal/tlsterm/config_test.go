@@ -7,6 +7,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/sluice-lb/sluice/internal/config"
@@ -120,7 +121,10 @@ func TestConfigFields(t *testing.T) {
 	bad = cfg
 	bad.ClientCA = filepath.Join(t.TempDir(), "nope.pem")
 	if _, err := Config(s, bad, true); err == nil {
-		t.Error("Config() with a missing client_ca succeeded")
+		t.Error("Config() with a client_ca the Store was not loaded with succeeded")
+	}
+	if _, err := NewStore(bad); err == nil || !strings.Contains(err.Error(), "client_ca") {
+		t.Errorf("NewStore() with a missing client_ca = %v, want an error naming client_ca", err)
 	}
 }
 
@@ -131,6 +135,9 @@ func TestMutualTLS(t *testing.T) {
 	s, cfg := oneCert(t, serverCA)
 	cfg.ClientCA = filepath.Join(t.TempDir(), "clients.pem")
 	testenv.WriteFileAtomic(t, cfg.ClientCA, clientCA.PEM)
+	if err := s.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
 	conf, err := Config(s, cfg, true)
 	if err != nil {
 		t.Fatal(err)
@@ -191,6 +198,130 @@ func TestMutualTLS(t *testing.T) {
 	}
 	if ok, errs := srv.counters.OK(), srv.counters.Errors(); ok != 2 || errs != 3 {
 		t.Errorf("Counters = %d ok, %d errors; want 2, 3", ok, errs)
+	}
+}
+
+// TestClientCARotation: a client_ca file replaced (a CA rotated) reaches
+// the handshakes after a Reload, and after Watch sees the change, without
+// a new Config; connections opened before keep working; a broken file
+// keeps the CA that was there.
+func TestClientCARotation(t *testing.T) {
+	serverCA, ca1, ca2 := testenv.NewCA(t, "Server CA"), testenv.NewCA(t, "Client CA 1"), testenv.NewCA(t, "Client CA 2")
+	s, cfg := oneCert(t, serverCA)
+	cfg.ClientCA = filepath.Join(t.TempDir(), "clients.pem")
+	testenv.WriteFileAtomic(t, cfg.ClientCA, ca1.PEM)
+	if err := s.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	conf, err := Config(s, cfg, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := serve(t, conf)
+	client := func(a *testenv.CA) *tls.Config {
+		is := a.Issue(t, testenv.Leaf{Subject: pkix.Name{CommonName: "alice"}, Client: true})
+		return &tls.Config{ServerName: "site.test", RootCAs: serverCA.Pool, Certificates: []tls.Certificate{is.Pair},
+			ClientSessionCache: tls.NewLRUClientSessionCache(8)}
+	}
+	c1, c2 := client(ca1), client(ca2)
+	// accepted reports whether the server took a new connection from a
+	// client with conf (the TLS 1.3 client learns it at its first read).
+	accepted := func(conf *tls.Config) bool {
+		t.Helper()
+		c, err := dial(t, srv, conf)
+		if err == nil {
+			err = echo(t, c, "hello")
+			if err == nil {
+				c.Close()
+			}
+		}
+		r := srv.result(t)
+		if (err == nil) != (r.err == nil) {
+			t.Fatalf("the client says %v, the server %v", err, r.err)
+		}
+		return r.err == nil
+	}
+	if !accepted(c1) || accepted(c2) {
+		t.Fatal("before the rotation, want CA 1's client accepted and CA 2's refused")
+	}
+	old, err := dial(t, srv, c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := echo(t, old, "before"); err != nil {
+		t.Fatal(err)
+	}
+	srv.result(t)
+
+	testenv.WriteFileAtomic(t, cfg.ClientCA, ca2.PEM)
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	// c1 holds a session ticket from its accepted handshakes: resuming it
+	// must not pass the verification its certificate now fails.
+	if accepted(c1) || !accepted(c2) {
+		t.Error("after Reload, want CA 1's client refused (resumed or not) and CA 2's accepted")
+	}
+	if err := echo(t, old, "after"); err != nil {
+		t.Errorf("a connection opened before the rotation: %v, want it working", err)
+	}
+
+	testenv.WriteFileAtomic(t, cfg.ClientCA, []byte("garbage\n"))
+	if err := s.Reload(); err == nil || !strings.Contains(err.Error(), "client_ca") {
+		t.Errorf("Reload() with a broken client_ca = %v, want an error naming it", err)
+	}
+	if accepted(c1) || !accepted(c2) {
+		t.Error("after a failed Reload, want CA 2 kept")
+	}
+
+	testenv.WriteFileAtomic(t, cfg.ClientCA, ca1.PEM)
+	var failed [sha256.Size]byte
+	if err, tried := s.reloadChanged(&failed); err != nil || !tried {
+		t.Fatalf("Watch's poll after the file changed: %v, tried %v; want a reload", err, tried)
+	}
+	if !accepted(c1) || accepted(c2) {
+		t.Error("after Watch saw the file change, want CA 1's client accepted and CA 2's refused")
+	}
+}
+
+// TestTLSALPNChallengeWithClientCA: with client_ca and acme, a CA
+// validating TLS-ALPN-01 (no client certificate, acme-tls/1 alone) gets
+// the challenge certificate; any other client still needs a certificate.
+func TestTLSALPNChallengeWithClientCA(t *testing.T) {
+	serverCA, clientCA := testenv.NewCA(t, "Server CA"), testenv.NewCA(t, "Client CA")
+	s, cfg := oneCert(t, serverCA)
+	cfg.ClientCA = filepath.Join(t.TempDir(), "clients.pem")
+	testenv.WriteFileAtomic(t, cfg.ClientCA, clientCA.PEM)
+	cfg.ACME = &config.ACME{Domains: []string{"site.test"}}
+	if err := s.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	challenge := serverCA.Issue(t, testenv.Leaf{Subject: pkix.Name{CommonName: "challenge"}, Names: []string{"site.test"}})
+	s.SetChallenges(func(name string) (*tls.Certificate, bool) { return &challenge.Pair, name == "site.test" })
+	conf, err := Config(s, cfg, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := serve(t, conf)
+
+	c, err := dial(t, srv, &tls.Config{ServerName: "site.test", RootCAs: serverCA.Pool, NextProtos: []string{ALPNChallenge}})
+	if err != nil {
+		t.Fatalf("the validation's handshake: %v", err)
+	}
+	if err := echo(t, c, "x"); err != nil {
+		t.Fatalf("the validation's connection: %v", err)
+	}
+	st := c.ConnectionState()
+	if st.NegotiatedProtocol != ALPNChallenge || st.PeerCertificates[0].Subject.CommonName != "challenge" {
+		t.Errorf("got ALPN %q and certificate %q, want acme-tls/1 and the challenge's", st.NegotiatedProtocol, st.PeerCertificates[0].Subject.CommonName)
+	}
+	srv.result(t)
+	c, err = dial(t, srv, &tls.Config{ServerName: "site.test", RootCAs: serverCA.Pool, NextProtos: []string{"h2", "http/1.1"}})
+	if err == nil {
+		err = echo(t, c, "x")
+	}
+	if r := srv.result(t); r.err == nil || err == nil {
+		t.Errorf("a client without a certificate: server %v, client %v; want it refused", r.err, err)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -26,7 +27,9 @@ import (
 	"github.com/sluice-lb/sluice/internal/config"
 )
 
-// Store holds the certificates of one listener. Make one with NewStore
+// Store holds the certificates of one listener, and the CA certificates
+// its clients' certificates must chain to (client_ca), read, re-read and
+// watched with them. Make one with NewStore
 // (the zero Store holds none and must not be used); its methods are safe
 // for concurrent use.
 type Store struct {
@@ -48,7 +51,9 @@ type Store struct {
 // changed once published.
 type certSet struct {
 	files     []config.Certificate
-	sum       [sha256.Size]byte             // of the files' contents, for Watch
+	clientCA  config.TLS                    // its ClientCA: the file of clientCAs ("": none)
+	clientCAs *x509.CertPool                // nil: no client_ca
+	sum       [sha256.Size]byte             // of the files' contents (client_ca's too), for Watch
 	fromFiles []*tls.Certificate            // in file order
 	certs     []*tls.Certificate            // fromFiles, then the managed ones; certs[0] is the default
 	exact     map[string][]*tls.Certificate // lower-case name → certificates, in file order
@@ -85,28 +90,30 @@ func (s *Store) Update(cfg config.TLS) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.acme = cfg.ACME != nil
-	return s.load(slices.Clone(cfg.Certificates))
+	return s.load(slices.Clone(cfg.Certificates), config.TLS{ClientCA: cfg.ClientCA})
 }
 
-// Reload re-reads every certificate and key file, whether or not it
-// changed. On error the Store keeps serving the certificates it had.
+// Reload re-reads every certificate and key file, and client_ca, whether
+// or not they changed. On error the Store keeps serving the certificates it had.
 // Handshakes that start after Reload returns see the new certificates.
 func (s *Store) Reload() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.load(s.set.Load().files)
+	cur := s.set.Load()
+	return s.load(cur.files, cur.clientCA)
 }
 
-// load reads and parses files and publishes them; s.mu is held.
-func (s *Store) load(files []config.Certificate) error {
+// load reads and parses files and ca's client_ca and publishes them; s.mu
+// is held.
+func (s *Store) load(files []config.Certificate, ca config.TLS) error {
 	if len(files) == 0 && !s.acme {
 		return errors.New("tls has no certificates")
 	}
-	contents, sum, err := read(files)
+	contents, caPEM, sum, err := read(files, ca)
 	if err != nil {
 		return err
 	}
-	set, err := build(files, contents, sum, s.managed)
+	set, err := build(files, ca, contents, caPEM, sum, s.managed)
 	if err != nil {
 		return err
 	}
@@ -114,8 +121,8 @@ func (s *Store) load(files []config.Certificate) error {
 	return nil
 }
 
-// Watch polls the Store's files every interval and reloads them when
-// their content changes (a renewal, a Kubernetes secret's symlink swap).
+// Watch polls the Store's files (client_ca's too) every interval and
+// reloads them when their content changes (a renewal, a Kubernetes secret's symlink swap).
 // After each reload it triggers it calls changed, when not nil, with the
 // result: nil, or the error that kept the old certificates. Files left
 // broken are reported once, not at every poll. Watch returns when ctx is
@@ -142,13 +149,13 @@ func (s *Store) reloadChanged(failed *[sha256.Size]byte) (err error, tried bool)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur := s.set.Load()
-	contents, sum, readErr := read(cur.files)
+	contents, caPEM, sum, readErr := read(cur.files, cur.clientCA)
 	if sum == cur.sum || sum == *failed {
 		return nil, false
 	}
 	var set *certSet
 	if err = readErr; err == nil {
-		set, err = build(cur.files, contents, sum, s.managed)
+		set, err = build(cur.files, cur.clientCA, contents, caPEM, sum, s.managed)
 	}
 	if err != nil {
 		*failed = sum
@@ -158,11 +165,15 @@ func (s *Store) reloadChanged(failed *[sha256.Size]byte) (err error, tried bool)
 	return nil, true
 }
 
-// read reads each pair's files and sums their contents. A file that
-// cannot be read is summed as its error, so a broken state has a sum of
-// its own; the first error is returned.
-func read(files []config.Certificate) (contents [][2][]byte, sum [sha256.Size]byte, err error) {
+// read reads each pair's files and ca's client_ca, and sums their
+// contents. A file that cannot be read is summed as its error, so a
+// broken state has a sum of its own; the first error is returned.
+func read(files []config.Certificate, ca config.TLS) (contents [][2][]byte, caPEM []byte, sum [sha256.Size]byte, err error) {
 	h := sha256.New()
+	add := func(b []byte) {
+		h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(b))))
+		h.Write(b)
+	}
 	contents = make([][2][]byte, len(files))
 	for i, f := range files {
 		certPEM, keyPEM, rerr := f.ReadFiles()
@@ -171,19 +182,23 @@ func read(files []config.Certificate) (contents [][2][]byte, sum [sha256.Size]by
 			certPEM, keyPEM = []byte(rerr.Error()), nil
 		}
 		contents[i] = [2][]byte{certPEM, keyPEM}
-		for _, b := range contents[i] {
-			h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(b))))
-			h.Write(b)
-		}
+		add(certPEM)
+		add(keyPEM)
 	}
+	caPEM, rerr := ca.ReadClientCA()
+	if rerr != nil {
+		err = cmp.Or(err, rerr)
+		caPEM = []byte(rerr.Error())
+	}
+	add(caPEM)
 	h.Sum(sum[:0])
-	return contents, sum, err
+	return contents, caPEM, sum, err
 }
 
-// build parses the files' contents and indexes them, then the managed
-// certificates.
-func build(files []config.Certificate, contents [][2][]byte, sum [sha256.Size]byte, managed []*tls.Certificate) (*certSet, error) {
-	set := &certSet{files: files, sum: sum}
+// build parses the files' contents and ca's, and indexes the
+// certificates, then the managed ones.
+func build(files []config.Certificate, ca config.TLS, contents [][2][]byte, caPEM []byte, sum [sha256.Size]byte, managed []*tls.Certificate) (*certSet, error) {
+	set := &certSet{files: files, clientCA: ca, sum: sum}
 	for i, f := range files {
 		pair, err := f.KeyPair(contents[i][0], contents[i][1])
 		if err != nil {
@@ -191,13 +206,20 @@ func build(files []config.Certificate, contents [][2][]byte, sum [sha256.Size]by
 		}
 		set.fromFiles = append(set.fromFiles, &pair)
 	}
+	if ca.ClientCA != "" {
+		pool, err := ca.ParseClientCA(caPEM)
+		if err != nil {
+			return nil, err
+		}
+		set.clientCAs = pool
+	}
 	return set.index(managed), nil
 }
 
 // index returns a copy of set, holding set's certificates from files and
 // managed, indexed by name.
 func (set *certSet) index(managed []*tls.Certificate) *certSet {
-	n := &certSet{files: set.files, sum: set.sum, fromFiles: set.fromFiles,
+	n := &certSet{files: set.files, clientCA: set.clientCA, clientCAs: set.clientCAs, sum: set.sum, fromFiles: set.fromFiles,
 		certs: append(slices.Clip(set.fromFiles), managed...),
 		exact: map[string][]*tls.Certificate{}, wild: map[string][]*tls.Certificate{}}
 	seen := map[string]int{} // expiry name → its index in n.expiry
@@ -304,6 +326,9 @@ func supported(hello *tls.ClientHelloInfo, cs []*tls.Certificate) *tls.Certifica
 	}
 	return cs[0]
 }
+
+// ClientCAs returns the pool of client_ca as last read (nil: none).
+func (s *Store) ClientCAs() *x509.CertPool { return s.set.Load().clientCAs }
 
 // Expiry returns, for each certificate name in file order, when it
 // expires; a name served by several certificates gets the earliest.
