@@ -685,3 +685,76 @@ func TestH2MetricsProtocolErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestH2MetricsStreamsAndResets: sluice_http2_streams_total{listener}
+// counts the streams clients open, and sluice_http2_resets_total
+// {listener,direction} the RST_STREAM frames a client sent ("received":
+// a cancelled request) and sluice sent ("sent": a malformed request
+// refused). Three requests, one cancelled and one malformed make exactly
+// 5 streams, 1 reset received and 1 sent, on that listener alone.
+func TestH2MetricsStreamsAndResets(t *testing.T) {
+	t.Parallel()
+	cr := startCountingRecorder(t)
+	s, targets := h2MetricsSluice(t, cr.URL)
+	admin := s.srv.AdminAddr().String()
+	series := func(l string) [3]string {
+		return [3]string{fmt.Sprintf("sluice_http2_streams_total{listener=%q}", l),
+			fmt.Sprintf("sluice_http2_resets_total{direction=%q,listener=%q}", "received", l),
+			fmt.Sprintf("sluice_http2_resets_total{direction=%q,listener=%q}", "sent", l)}
+	}
+	values := func(l string) [3]float64 {
+		m := scrape(t, admin)
+		var v [3]float64
+		for i, name := range series(l) {
+			got, ok := m[name]
+			if !ok {
+				t.Fatalf("/metrics has no %s", name)
+			}
+			v[i] = got
+		}
+		return v
+	}
+	for _, tg := range targets {
+		t.Run(tg.name, func(t *testing.T) {
+			req := func(path string, extra ...hf) []hf {
+				return append([]hf{{":method", "GET"}, {":scheme", tg.scheme}, {":path", path}, {":authority", tg.authority}}, extra...)
+			}
+			before := map[string][3]float64{}
+			for _, other := range targets {
+				before[other.name] = values(other.name)
+			}
+			h := dialRawH2(t, tg.addr, tg.tls)
+			for i := range 3 {
+				if o := h.await(h.send(req("/fine/"+strconv.Itoa(i)), nil, false), 5*time.Second); o.status != 299 {
+					t.Fatalf("request %d: %v, want 299", i, o)
+				}
+			}
+			// A request whose client cancels it before its body.
+			sid := h.send(append(req("/cancelled"), hf{"content-length", "5"}), nil, true)
+			h.wmu.Lock()
+			err := h.fr.WriteRSTStream(sid, http2.ErrCodeCancel)
+			h.wmu.Unlock()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A malformed one: sluice resets it.
+			if o := h.await(h.send(req("/bad", hf{"X-Upper", "1"}), nil, false), 5*time.Second); !o.rst {
+				t.Fatalf("an upper-case field name: %v, want RST_STREAM", o)
+			}
+			want := before[tg.name]
+			want[0] += 5
+			want[1]++
+			want[2]++
+			var got [3]float64
+			eventually(t, 5*time.Second, "the counters to reach "+fmt.Sprint(want), func() bool {
+				got = values(tg.name)
+				return got == want
+			})
+			for _, other := range targets {
+				if other.name != tg.name && values(other.name) != before[other.name] {
+					t.Errorf("listener %s's counters changed from %v to %v: its clients did nothing", other.name, before[other.name], values(other.name))
+				}
+			}
+		})
+	}
+}

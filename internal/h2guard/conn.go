@@ -114,8 +114,10 @@ type Conn struct {
 	rn      int64 // bytes scanned before this Read
 	failAt  int64 // offset just past the byte that decided the close
 
-	maxSID     uint32 // highest stream the client opened
-	streams    int64  // streams the client opened
+	maxSID     uint32   // highest stream the client opened
+	streams    int64    // streams the client opened
+	resets     int64    // RST_STREAM frames the client sent
+	counted    [2]int64 // streams and resets already in stats
 	emptyRun   int
 	inBlock    bool
 	blockConts int
@@ -264,8 +266,23 @@ func parseHeader(h []byte) frameHeader {
 	}
 }
 
-// scan counts the frames in b, the next bytes of the client's stream.
+// scan counts the frames in b, the next bytes of the client's stream,
+// and adds the streams and resets among them to the Stats.
 func (c *Conn) scan(b []byte) Reason {
+	r := c.scanFrames(b)
+	if c.stats != nil {
+		if d := c.streams - c.counted[0]; d > 0 {
+			c.stats.Streams.Add(uint64(d))
+		}
+		if d := c.resets - c.counted[1]; d > 0 {
+			c.stats.ResetsReceived.Add(uint64(d))
+		}
+		c.counted = [2]int64{c.streams, c.resets}
+	}
+	return r
+}
+
+func (c *Conn) scanFrames(b []byte) Reason {
 	n := len(b)
 	for len(b) > 0 {
 		switch {
@@ -377,6 +394,7 @@ func (c *Conn) frame(f frameHeader, pad uint32) Reason {
 		}
 		return c.take(kPriority, PriorityFlood)
 	case fRSTStream:
+		c.resets++
 		return c.reset(f.sid)
 	case fSettings:
 		if f.flags&flagAck != 0 {
@@ -490,7 +508,7 @@ func (c *Conn) reset(sid uint32) Reason {
 
 // scanOut counts the frames in b, the next bytes of the server's stream.
 func (c *Conn) scanOut(b []byte) {
-	var data, heads uint64
+	var data, heads, resets uint64
 	for len(b) > 0 {
 		if c.wskip > 0 {
 			k := c.wskip
@@ -521,6 +539,8 @@ func (c *Conn) scanOut(b []byte) {
 			data++
 		case fHeaders:
 			heads++
+		case fRSTStream:
+			resets++
 		case fGoAway:
 			c.goaway.Store(true)
 		}
@@ -530,5 +550,8 @@ func (c *Conn) scanOut(b []byte) {
 	}
 	if heads > 0 {
 		c.outHeaders.Add(heads)
+	}
+	if resets > 0 && c.stats != nil {
+		c.stats.ResetsSent.Add(resets)
 	}
 }

@@ -77,7 +77,15 @@ var errs = func() (a [numReasons]*Error) {
 // Stats counts connections and why they were closed. One Stats is shared by
 // many Conns (Config.Stats); its fields are safe for concurrent use.
 type Stats struct {
-	Conns atomic.Uint64 // connections wrapped by New
+	Conns atomic.Uint64 // connections wrapped by New (or NewScanner)
+
+	// Streams the clients opened (HEADERS on a new stream), and the
+	// RST_STREAM frames the clients sent and the server sent: counted
+	// per Read or Write, not per frame, so that the connections of a
+	// listener share one cache line less often.
+	Streams        atomic.Uint64
+	ResetsReceived atomic.Uint64
+	ResetsSent     atomic.Uint64
 
 	PingFlood           atomic.Uint64
 	SettingsFlood       atomic.Uint64

@@ -18,6 +18,13 @@ import (
 	"github.com/sluice-lb/sluice/internal/proxy"
 )
 
+// HTTP2Counts are a listener's HTTP/2 streams that clients opened, and
+// the RST_STREAM frames clients sent (ResetsReceived: a client cancelled a
+// stream) and sluice sent (ResetsSent: a stream refused or failed).
+type HTTP2Counts struct {
+	Streams, ResetsReceived, ResetsSent uint64
+}
+
 // Listener is one listener as the collector sees it.
 type Listener struct {
 	Name string
@@ -33,6 +40,9 @@ type Listener struct {
 	HTTP2Errors uint64
 	// HTTP2Floods counts HTTP/2 connections closed for abuse, by reason.
 	HTTP2Floods map[string]uint64
+	// HTTP2 counts HTTP/2 streams and resets (nil: no HTTP/2 on the
+	// listener).
+	HTTP2 *HTTP2Counts
 	// Stats are the listener's requests by protocol and status class and
 	// their duration (nil: none yet).
 	Stats *proxy.ListenerStats
@@ -125,6 +135,11 @@ var (
 	descH2Floods = prometheus.NewDesc("sluice_http2_flood_closes_total",
 		"HTTP/2 client connections closed for a flood (rapid reset, CONTINUATION, ping, settings, empty frames…), by reason.",
 		[]string{"listener", "reason"}, nil)
+	descH2Streams = prometheus.NewDesc("sluice_http2_streams_total",
+		"HTTP/2 streams that clients opened (each a request, or one refused before it became one).", []string{"listener"}, nil)
+	descH2Resets = prometheus.NewDesc("sluice_http2_resets_total",
+		"HTTP/2 streams reset (RST_STREAM), by direction: received (a client cancelled) or sent (sluice refused or ended a stream).",
+		[]string{"listener", "direction"}, nil)
 	descBuild = prometheus.NewDesc("sluice_build_info",
 		"Always 1; the labels say which sluice runs: its version, VCS revision and Go version.",
 		[]string{"version", "revision", "goversion"}, nil)
@@ -180,7 +195,7 @@ func NewHandler(src Source) http.Handler {
 // Describe sends every metric description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descDuration, descUp, descAdminState, descInFlight, descFailures,
-		descRetries, descQueued, descChecks, descEjections, descConns, descReloads, descLastReload, descDiscovery, descAccessDropped, descHandshakes, descCertExpiry, descH2Errors, descH2Floods, descBuild,
+		descRetries, descQueued, descChecks, descEjections, descConns, descReloads, descLastReload, descDiscovery, descAccessDropped, descHandshakes, descCertExpiry, descH2Errors, descH2Floods, descH2Streams, descH2Resets, descBuild,
 		descBytesIn, descBytesOut, descListenerDuration, descListenerRequests, descQueueWait, descBudgetExhausted, descTraceSpans,
 		descRateLimited, descStoreErrors, descStoreUp, descRejected, descTCPConns} {
 		ch <- d
@@ -216,6 +231,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descRateLimited, l.RateLimited, l.Name)
 		for reason, n := range l.HTTP2Floods {
 			counter(descH2Floods, n, l.Name, reason)
+		}
+		if h := l.HTTP2; h != nil {
+			counter(descH2Streams, h.Streams, l.Name)
+			counter(descH2Resets, h.ResetsReceived, l.Name, "received")
+			counter(descH2Resets, h.ResetsSent, l.Name, "sent")
 		}
 		for reason, n := range l.Rejected {
 			counter(descRejected, n, l.Name, reason)

@@ -198,7 +198,7 @@ type listener struct {
 	// Across generations too: TLS handshakes by result, HTTP/2 errors.
 	handshakes *handshakeCounts
 	h2Errors   *atomic.Uint64
-	h2Floods   *h2guard.Stats // HTTP/2 connections closed for a flood, by reason
+	h2Floods   *h2guard.Stats // the HTTP/2 guard's: streams, resets, connections closed for a flood
 	rejects    *proxy.Rejects // connections closed before a backend saw them, by reason
 	tcp        *tcp.Server    // the layer-4 server of a protocol tcp listener (also srv)
 	done       chan struct{}

@@ -467,6 +467,8 @@ func (s *Server) Listeners() []metrics.Listener {
 			for _, r := range h2guard.Reasons() {
 				ml.HTTP2Floods[r.String()] = l.h2Floods.Closed(r)
 			}
+			ml.HTTP2 = &metrics.HTTP2Counts{Streams: l.h2Floods.Streams.Load(),
+				ResetsReceived: l.h2Floods.ResetsReceived.Load(), ResetsSent: l.h2Floods.ResetsSent.Load()}
 		}
 		ml.Protocols = l.protocols()
 		if l.cfg.ProxyProtocol || l.cfg.Protocol == "tcp" {
