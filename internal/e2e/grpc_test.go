@@ -90,19 +90,25 @@ func (s *grpcService) FullDuplexCall(st grpc.BidiStreamingServer[testpb.Streamin
 // startGRPCBackend serves the TestService over h2c on 127.0.0.1; stop
 // kills it (connections cut, as a crash would).
 func startGRPCBackend(t *testing.T) (addr string, svc *grpcService, stop func()) {
+	t.Helper()
+	return startGRPCBackendWith(t, "http")
+}
+
+// startGRPCBackendWith serves the TestService (grpcService) on a fresh
+// 127.0.0.1 port with opts (TLS credentials, interceptors); scheme is the
+// URL's ("http" for h2c, "https" with TLS credentials). stop kills it as
+// startGRPCBackend's does: listener and connections cut, as a crash would.
+func startGRPCBackendWith(t *testing.T, scheme string, opts ...grpc.ServerOption) (url string, svc *grpcService, stop func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	svc = &grpcService{hold: make(chan struct{})}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(opts...)
 	testpb.RegisterTestServiceServer(srv, svc)
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		srv.Serve(ln)
-	}()
+	wg.Go(func() { srv.Serve(ln) })
 	stop = sync.OnceFunc(func() {
 		srv.Stop()
 		wg.Wait()
@@ -111,7 +117,7 @@ func startGRPCBackend(t *testing.T) (addr string, svc *grpcService, stop func())
 		close(svc.hold)
 		stop()
 	})
-	return "http://" + ln.Addr().String(), svc, stop
+	return scheme + "://" + ln.Addr().String(), svc, stop
 }
 
 // grpcThroughSluice runs a sluice (h2c listener, upstream_http2 pool) in

@@ -157,14 +157,22 @@ func listenerLine(name string) *regexp.Regexp {
 // admin address.
 func runConfig(t *testing.T, yaml string) (p *proc, file, addr, admin string) {
 	t.Helper()
-	file = filepath.Join(t.TempDir(), "sluice.yaml")
-	if err := os.WriteFile(file, []byte(withEngineYAML(yaml)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	file = writeConfig(t, yaml)
 	p = startProc(t, "run", "-config", file)
 	admin = p.waitLog(adminLine, 15*time.Second)[1]
 	addr = p.waitLog(listenerLine("public"), 15*time.Second)[1]
 	return p, file, addr, admin
+}
+
+// writeConfig writes yaml (with the suite's engine) to a new file and
+// returns its path.
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "sluice.yaml")
+	if err := os.WriteFile(file, []byte(withEngineYAML(yaml)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
 }
 
 // singlePoolYAML is a config with listener "public" on 127.0.0.1:0 in front
