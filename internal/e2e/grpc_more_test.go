@@ -310,18 +310,8 @@ func (s *rawGRPCStream) read(h *rawH2, sid uint32, until func(*rawGRPCStream) bo
 			return
 		}
 		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				h.wmu.Lock()
-				h.fr.WriteSettingsAck()
-				h.wmu.Unlock()
-			}
-		case *http2.PingFrame:
-			if !f.IsAck() {
-				h.wmu.Lock()
-				h.fr.WritePing(true, f.Data)
-				h.wmu.Unlock()
-			}
+		case *http2.SettingsFrame, *http2.PingFrame:
+			h.control(f)
 		case *http2.WindowUpdateFrame:
 		case *http2.GoAwayFrame:
 			s.frames = append(s.frames, fmt.Sprintf("GOAWAY %v last stream %d", f.ErrCode, f.LastStreamID))

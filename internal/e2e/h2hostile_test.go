@@ -226,6 +226,22 @@ func (o h2Outcome) refused() bool {
 	return o.rst || (o.status >= 400 && o.status < 500) || o.goaway || o.closed
 }
 
+// control answers a SETTINGS or PING frame as a client must (an ACK).
+func (h *rawH2) control(f http2.Frame) {
+	h.wmu.Lock()
+	defer h.wmu.Unlock()
+	switch f := f.(type) {
+	case *http2.SettingsFrame:
+		if !f.IsAck() {
+			h.fr.WriteSettingsAck()
+		}
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			h.fr.WritePing(true, f.Data)
+		}
+	}
+}
+
 // await reads frames until stream sid ends (a complete response or a
 // reset), the connection ends or d passes; it answers SETTINGS and PING.
 func (h *rawH2) await(sid uint32, d time.Duration) h2Outcome {
@@ -246,18 +262,8 @@ func (h *rawH2) await(sid uint32, d time.Duration) h2Outcome {
 			return o
 		}
 		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				h.wmu.Lock()
-				h.fr.WriteSettingsAck()
-				h.wmu.Unlock()
-			}
-		case *http2.PingFrame:
-			if !f.IsAck() {
-				h.wmu.Lock()
-				h.fr.WritePing(true, f.Data)
-				h.wmu.Unlock()
-			}
+		case *http2.SettingsFrame, *http2.PingFrame:
+			h.control(f)
 		case *http2.GoAwayFrame:
 			o.goaway, o.goawayCode, o.goawayLast = true, f.ErrCode, f.LastStreamID
 			if f.LastStreamID < sid {
