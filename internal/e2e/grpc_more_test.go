@@ -394,12 +394,13 @@ func TestGRPCBrokenStreamRawFrames(t *testing.T) {
 		}
 	}
 
-	t.Run("server stream, after a message: trailers", func(t *testing.T) {
+	// afterAMessage opens a call to method with msg (keepOpen: the
+	// client's side stays open), kills the backend once the first answer
+	// came, and checks that the call then ends with trailers.
+	afterAMessage := func(t *testing.T, method, msg string, keepOpen bool) {
 		addr, _, stop := startGRPCBackend(t)
 		h, authority := open(t, addr)
-		msg := grpcFrame(t, &testpb.StreamingOutputCallRequest{
-			ResponseParameters: []*testpb.ResponseParameters{{Size: 10}}, Payload: &testpb.Payload{}})
-		sid := h.send(head(authority, "StreamingOutputCall"), []string{msg}, false)
+		sid := h.send(head(authority, method), []string{msg}, keepOpen)
 		s := &rawGRPCStream{}
 		s.read(h, sid, func(s *rawGRPCStream) bool { return s.data >= 5 }, 10*time.Second)
 		if s.data < 5 || s.ended || s.reset {
@@ -408,6 +409,10 @@ func TestGRPCBrokenStreamRawFrames(t *testing.T) {
 		stop()
 		s.read(h, sid, nil, 10*time.Second)
 		check(t, s, 2)
+	}
+	t.Run("server stream, after a message: trailers", func(t *testing.T) {
+		afterAMessage(t, "StreamingOutputCall", grpcFrame(t, &testpb.StreamingOutputCallRequest{
+			ResponseParameters: []*testpb.ResponseParameters{{Size: 10}}, Payload: &testpb.Payload{}}), false)
 	})
 	t.Run("client stream, before any answer: trailers-only", func(t *testing.T) {
 		first := make(chan struct{})
@@ -422,17 +427,6 @@ func TestGRPCBrokenStreamRawFrames(t *testing.T) {
 		check(t, s, 1)
 	})
 	t.Run("bidi stream, after an echo: trailers", func(t *testing.T) {
-		addr, _, stop := startGRPCBackend(t)
-		h, authority := open(t, addr)
-		msg := grpcFrame(t, &testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: []byte("echo")}})
-		sid := h.send(head(authority, "FullDuplexCall"), []string{msg}, true)
-		s := &rawGRPCStream{}
-		s.read(h, sid, func(s *rawGRPCStream) bool { return s.data >= 5 }, 10*time.Second)
-		if s.data < 5 || s.ended || s.reset {
-			t.Fatalf("before the kill: frames\n\t%s\nwant the response's HEADERS and the echo", strings.Join(s.frames, "\n\t"))
-		}
-		stop()
-		s.read(h, sid, nil, 10*time.Second)
-		check(t, s, 2)
+		afterAMessage(t, "FullDuplexCall", grpcFrame(t, &testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: []byte("echo")}}), true)
 	})
 }
