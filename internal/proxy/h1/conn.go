@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/edge"
+	"github.com/sluice-lb/sluice/internal/loop"
 	"github.com/sluice-lb/sluice/internal/proxyproto"
 	"github.com/sluice-lb/sluice/internal/rawio"
 )
@@ -80,6 +81,11 @@ type h1conn struct {
 	// *exch is the request on its way, taken from a pool with the buffers
 	// (nil while idle).
 	*exch
+	// sp is the spares of the event loop that serves c, where its buffers
+	// and request state come from and go back to (nil: on a goroutine,
+	// the shared pools). Set before the loop first touches c; cleared on
+	// the loop before it hands c over to a goroutine (handOver).
+	sp *spares
 	// pk is the connection's state in the engine's parker (park.go).
 	pk parkState
 }
@@ -303,7 +309,7 @@ func readable(nc net.Conn) bool {
 func (c *h1conn) acquire() {
 	c.acquireIn()
 	if c.ob == nil {
-		c.ob = readBufs.Get().(*[]byte)
+		c.ob = c.getBuf()
 		c.out = (*c.ob)[:0]
 	}
 }
@@ -312,11 +318,11 @@ func (c *h1conn) acquire() {
 // head needs.
 func (c *h1conn) acquireIn() {
 	if c.bp == nil {
-		c.bp = readBufs.Get().(*[]byte)
+		c.bp = c.getBuf()
 		c.buf = *c.bp
 	}
 	if c.exch == nil {
-		c.exch = exchs.Get().(*exch)
+		c.exch = c.getExch()
 	}
 }
 
@@ -325,7 +331,7 @@ func (c *h1conn) releaseOut() {
 	if c.ob != nil {
 		if cap(c.out) == readBufSize {
 			*c.ob = c.out[:readBufSize]
-			readBufs.Put(c.ob)
+			c.putBuf(c.ob)
 		}
 		c.ob, c.out = nil, nil
 	}
@@ -337,7 +343,7 @@ func (c *h1conn) release() {
 	if c.bp != nil && c.r == c.w {
 		if cap(c.buf) == readBufSize {
 			*c.bp = c.buf[:readBufSize]
-			readBufs.Put(c.bp)
+			c.putBuf(c.bp)
 		}
 		c.bp, c.buf, c.r, c.w = nil, nil, 0, 0
 	}
@@ -352,7 +358,44 @@ func (c *h1conn) release() {
 		}
 		x.req = h1req{}
 		x.respConn = connTokens{}
-		exchs.Put(x)
+		if c.sp == nil || !c.sp.exchs.Put(x) {
+			exchs.Put(x)
+		}
+	}
+}
+
+// spares are an event loop's free read buffers (readBufSize) and request
+// states, for the connections and streams it serves.
+type spares struct {
+	bufs  loop.Spares[*[]byte]
+	exchs loop.Spares[*exch]
+}
+
+// getBuf takes a read buffer (readBufSize): the loop's spare, or the
+// shared pool's.
+func (c *h1conn) getBuf() *[]byte {
+	if c.sp != nil {
+		if p, ok := c.sp.bufs.Get(); ok {
+			return p
+		}
+	}
+	return readBufs.Get().(*[]byte)
+}
+
+// getExch takes a request state: the loop's spare, or the shared pool's.
+func (c *h1conn) getExch() *exch {
+	if c.sp != nil {
+		if x, ok := c.sp.exchs.Get(); ok {
+			return x
+		}
+	}
+	return exchs.Get().(*exch)
+}
+
+// putBuf gives a read buffer back (see getBuf).
+func (c *h1conn) putBuf(p *[]byte) {
+	if c.sp == nil || !c.sp.bufs.Put(p) {
+		readBufs.Put(p)
 	}
 }
 
@@ -515,7 +558,7 @@ func (c *h1conn) grow() bool {
 	copy(nb, c.buf[:c.w])
 	if cap(c.buf) == readBufSize {
 		*c.bp = c.buf[:readBufSize]
-		readBufs.Put(c.bp)
+		c.putBuf(c.bp)
 	}
 	c.bp = &nb
 	c.buf = nb

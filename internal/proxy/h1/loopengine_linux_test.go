@@ -62,22 +62,23 @@ func TestLoopClientGoneFreesItsPlace(t *testing.T) {
 	}
 }
 
-// An idle connection on a loop holds no request state: it takes one for a
-// request it forwards and gives it back at the request's end, and the
-// loop reuses it for the next.
+// An idle connection on a loop holds no request state and no buffer: it
+// takes them for a request it forwards and gives them back at the
+// request's end, to its loop's spares, which it reuses for the next.
 func TestLoopIdleHoldsNoRequest(t *testing.T) {
 	_, _, lc := idleOnLoop(t, 3)
-	type seen struct{ held, spare int }
+	type seen struct{ held, spare, bufs, exchs int }
 	got := make(chan seen, 1)
 	lc.w.ev.Post(func() {
+		c := lc.c
 		held := 0
-		if lc.r != nil {
+		if lc.r != nil || c.bp != nil || c.ob != nil || c.exch != nil {
 			held = 1
 		}
-		got <- seen{held, len(lc.w.reqs)}
+		got <- seen{held, lc.w.reqs.Len(), lc.w.spares.bufs.Len(), lc.w.spares.exchs.Len()}
 	})
-	if s := recv(t, got, "the loop's answer"); s.held != 0 || s.spare != 1 {
-		t.Fatalf("after three requests on an idle connection: it holds %d request states, its loop keeps %d spare; want 0 and 1", s.held, s.spare)
+	if s := recv(t, got, "the loop's answer"); s != (seen{0, 1, 2, 1}) {
+		t.Fatalf("after three requests on an idle connection: it holds %d of its request state or buffers, its loop keeps %d spare request states, %d read buffers and %d exchanges; want 0, 1, 2 and 1", s.held, s.spare, s.bufs, s.exchs)
 	}
 }
 

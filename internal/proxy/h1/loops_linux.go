@@ -47,7 +47,8 @@ func NewLoops(n int, log *slog.Logger) (*Loops, error) {
 	ls := &Loops{g: g, log: log}
 	for _, l := range g.Loops {
 		ls.ws = append(ls.ws, &lworker{ls: ls, ev: l, idle: map[*pool.Backend][]*lup{}, addrs: map[*pool.Backend]netip.AddrPort{},
-			ups: map[*proxy.Target]served{}, bufs: loop.Bufs{Size: upBufSize, Max: 1024}})
+			ups: map[*proxy.Target]served{}, bufs: loop.Bufs{Size: upBufSize, Max: 1024},
+			reqs: loop.Spares[*lreq]{Max: maxSpareReqs}})
 	}
 	return ls, nil
 }
@@ -78,9 +79,12 @@ type lworker struct {
 	addrs map[*pool.Backend]netip.AddrPort
 	// ups caches whether the loop can serve a target's pool itself.
 	ups   map[*proxy.Target]served
-	bufs  loop.Bufs  // backend connections' read buffers (upBufSize)
-	pipes loop.Pipes // for large bodies, moved by splice
-	reqs  []*lreq    // spare request states (lconn.getReq)
+	bufs  loop.Bufs          // backend connections' read buffers (upBufSize)
+	pipes loop.Pipes         // for large bodies, moved by splice
+	reqs  loop.Spares[*lreq] // spare request states (lconn.getReq)
+	// spares are the read buffers and request states of the loop's
+	// client connections and streams (h1conn.sp).
+	spares spares
 	// tlsOut is the spare buffer for a TLS connection's records while
 	// they are written out (lconn.borrow).
 	tlsOut []byte
@@ -107,6 +111,7 @@ func (ls *Loops) take(c *h1conn) *lconn {
 		c.nc = s.tb.tc
 	}
 	w := ls.pick()
+	c.sp = &w.spares
 	lc := &lconn{c: c, w: w, fd: s.fd, slot: s.slot, tb: s.tb}
 	lc.ctx.lc = lc
 	c.lc.Store(lc)
@@ -272,6 +277,7 @@ func (lc *lconn) handOver(from int) {
 		c.out = c.out[lc.off:]
 	}
 	c.lc.Store(nil)
+	c.sp = nil // the goroutine's buffers come from the shared pools
 	go c.serveFrom(from)
 }
 

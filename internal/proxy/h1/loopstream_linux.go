@@ -68,7 +68,7 @@ func (e *Engine) ForwardStream(sk *Socket, head []byte, out StreamOut) (LoopStre
 	if sk.w == nil || l.SharedLimits() || e.shutting.Load() {
 		return nil, false
 	}
-	sc := &streamConn{c: h1conn{e: e, ctx: e.ctx, raddr: sk.t.raddr, peer: sk.t.raddr.Addr(), h2: true}}
+	sc := &streamConn{c: h1conn{e: e, ctx: e.ctx, raddr: sk.t.raddr, peer: sk.t.raddr.Addr(), h2: true, sp: &sk.w.spares}}
 	c := &sc.c
 	if cs := sk.state(); cs != nil {
 		c.nc = sk.tc // its client certificate (clientCert)

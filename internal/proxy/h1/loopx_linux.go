@@ -28,11 +28,8 @@ type lreq struct {
 
 // getReq gives lc a request state for the request it forwards.
 func (lc *lconn) getReq() {
-	w := lc.w
-	if n := len(w.reqs); n > 0 {
-		lc.r = w.reqs[n-1]
-		w.reqs[n-1] = nil
-		w.reqs = w.reqs[:n-1]
+	if r, ok := lc.w.reqs.Get(); ok {
+		lc.r = r
 		return
 	}
 	lc.r = &lreq{}
@@ -46,9 +43,7 @@ func (lc *lconn) putReq() {
 	}
 	lc.r = nil
 	*r = lreq{} // nothing of the request stays reachable
-	if len(lc.w.reqs) < maxSpareReqs {
-		lc.w.reqs = append(lc.w.reqs, r)
-	}
+	lc.w.reqs.Put(r)
 }
 
 // maxSpareReqs bounds a loop's spare request states.
