@@ -19,7 +19,6 @@ import (
 	"unsafe"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // LoopForwarder forwards the request of a stream on the connection's loop
@@ -344,9 +343,9 @@ func (c *conn) frameLocked(st *stream, p []byte, end bool) int {
 // (unless trailers), then each field under its lower-case name, less the
 // connection-specific ones. The result is valid until the next call.
 func (c *conn) encodeFieldsLocked(status int, fields []byte, trailers bool) []byte {
-	c.hbuf.Reset()
+	b := c.hb[:0]
 	if !trailers {
-		c.enc.WriteField(hpackField(":status", statusText(status)))
+		b = appendStatus(b, status)
 	}
 	for len(fields) > 0 {
 		line := fields
@@ -365,11 +364,21 @@ func (c *conn) encodeFieldsLocked(status int, fields []byte, trailers bool) []by
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
 			continue
 		}
-		v := bytes.Trim(line[i+1:], " \t")
-		// The encoder copies both (no dynamic table keeps them: newConn).
-		c.enc.WriteField(hpack.HeaderField{Name: name, Value: bstr(v)})
+		b = appendField(b, name, bstr(trimOWS(line[i+1:])))
 	}
-	return c.hbuf.Bytes()
+	c.hb = b
+	return b
+}
+
+// trimOWS is v without the spaces and tabs around it.
+func trimOWS(v []byte) []byte {
+	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+		v = v[1:]
+	}
+	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+		v = v[:len(v)-1]
+	}
+	return v
 }
 
 // lowerName is name in lower case, valid until the next call.

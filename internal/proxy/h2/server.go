@@ -1,7 +1,6 @@
 package h2
 
 import (
-	"bytes"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // Server serves HTTP/2 connections. Set its fields before the first
@@ -170,12 +168,10 @@ func (s *Server) newConnFrom(remoteAddr string, st *tls.ConnectionState, src io.
 	}
 	c.drained.L = &c.mu
 	c.jobs = make(chan job, maxIdleWorkers)
-	// No dynamic table: each header block stands alone, so responses can
-	// be encoded as their handlers produce them and queued in any order
-	// (HPACK's dynamic table would tie the two orders together). The
-	// static table and Huffman coding still apply.
-	c.enc = hpack.NewEncoder(&c.hbuf)
-	c.enc.SetMaxDynamicTableSizeLimit(0)
+	// No dynamic table: each header block stands alone (hpack.go), so
+	// responses can be encoded as their handlers produce them and queued
+	// in any order (HPACK's dynamic table would tie the two orders
+	// together). The static table and Huffman coding still apply.
 	c.fr = http2.NewFramer(io.Discard, src)
 	c.fr.MaxHeaderListSize = c.maxHeaderList
 	c.fr.SetMaxReadFrameSize(maxFrameSize)
@@ -224,9 +220,8 @@ type conn struct {
 	wdl      time.Time // the write deadline set, when WriteTimeout is
 	dead     bool      // closed: writes fail, streams are reset
 	deadErr  error
-	enc      *hpack.Encoder
-	lname    []byte       // a field name lowered (encodeFieldsLocked)
-	hbuf     bytes.Buffer // the header block being encoded
+	lname    []byte // a field name lowered (encodeFieldsLocked)
+	hb       []byte // the header block being encoded (hpack.go)
 	// lower remembers the HTTP/2 names of the connection's uncommon
 	// response keys (lowerKeyLocked), at most maxLowerKeys of them.
 	lower   map[string]string

@@ -9,7 +9,6 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // responseWriter is a stream's http.ResponseWriter. Only the handler's
@@ -336,9 +335,9 @@ func (c *conn) writeStatusLocked(id uint32, status int, _ string) {
 // the fields of h that HTTP/2 allows. The result is valid until the next
 // call.
 func (c *conn) encodeLocked(status int, h http.Header, trailers bool) []byte {
-	c.hbuf.Reset()
+	b := c.hb[:0]
 	if !trailers {
-		c.enc.WriteField(hpackField(":status", statusText(status)))
+		b = appendStatus(b, status)
 	}
 	for k, vv := range h {
 		if !trailers && strings.HasPrefix(k, http.TrailerPrefix) {
@@ -350,11 +349,12 @@ func (c *conn) encodeLocked(status int, h http.Header, trailers bool) []byte {
 		}
 		for _, v := range vv {
 			if httpguts.ValidHeaderFieldValue(v) {
-				c.enc.WriteField(hpackField(name, v))
+				b = appendField(b, name, v)
 			}
 		}
 	}
-	return c.hbuf.Bytes()
+	c.hb = b
+	return b
 }
 
 // writeHeadersLocked queues a header block as HEADERS and CONTINUATION
@@ -467,10 +467,6 @@ func (c *conn) resetRecently(id uint32) bool {
 		}
 	}
 	return false
-}
-
-func hpackField(name, value string) hpack.HeaderField {
-	return hpack.HeaderField{Name: name, Value: value}
 }
 
 func appendFrameHeader(b []byte, n int, typ http2.FrameType, flags http2.Flags, id uint32) []byte {
