@@ -348,7 +348,7 @@ func (h *Head) field(l []byte, f *fieldState) *Error {
 			return errFieldValue
 		}
 	}
-	value = trimOWS(value)
+	value = TrimOWS(value)
 
 	switch len(name) {
 	case 4:
@@ -423,7 +423,7 @@ func tokenList(v []byte) bool {
 		} else {
 			v = nil
 		}
-		for _, c := range trimOWS(elem) {
+		for _, c := range TrimOWS(elem) {
 			if !isTchar(c) {
 				return false
 			}

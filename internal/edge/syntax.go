@@ -80,7 +80,9 @@ func equalFoldBytes(a, b []byte) bool {
 	return true
 }
 
-func trimOWS(b []byte) []byte {
+// TrimOWS is b without the optional whitespace (spaces and tabs) around
+// it.
+func TrimOWS(b []byte) []byte {
 	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
 		b = b[1:]
 	}
@@ -101,7 +103,7 @@ func hasToken(v []byte, tok string) bool {
 		} else {
 			v = nil
 		}
-		if equalFold(trimOWS(elem), tok) {
+		if equalFold(TrimOWS(elem), tok) {
 			return true
 		}
 	}

@@ -39,7 +39,7 @@ func NextField(b []byte, p int) (f Field, next int, ok bool) {
 		return Field{}, next, false
 	}
 	i := indexByte(l, ':')
-	return Field{Name: l[:i], Value: trimOWS(l[i+1:])}, next, true
+	return Field{Name: l[:i], Value: TrimOWS(l[i+1:])}, next, true
 }
 
 // FirstField returns the position of the first field line of the accepted
@@ -175,7 +175,7 @@ func ParseResponseHead(b []byte, h *ResponseHead) (int, error) {
 				return 0, errRespField
 			}
 		}
-		value = trimOWS(value)
+		value = TrimOWS(value)
 		switch {
 		case equalFold(name, "content-length"):
 			v, ok := parseLength(value)

@@ -11,26 +11,19 @@ import "golang.org/x/net/http2/hpack"
 // 10). The Huffman coding is x/net's, chosen as its encoder chooses it:
 // when it is shorter.
 
-// appendStatus appends the :status pseudo-header of status.
+// appendStatus appends the :status pseudo-header of status: the static
+// table's entry where it holds status, else a literal.
 func appendStatus(b []byte, status int) []byte {
-	switch status {
-	case 200:
-		return append(b, 0x80|8) // indexed: the static table's :status 200
-	case 204:
-		return append(b, 0x80|9)
-	case 206:
-		return append(b, 0x80|10)
-	case 304:
-		return append(b, 0x80|11)
-	case 400:
-		return append(b, 0x80|12)
-	case 404:
-		return append(b, 0x80|13)
-	case 500:
-		return append(b, 0x80|14)
+	for i, code := range staticStatuses {
+		if code == status {
+			return append(b, 0x80|byte(8+i)) // indexed
+		}
 	}
 	return appendField(b, ":status", statusText(status))
 }
+
+// staticStatuses are the static table's :status entries, from index 8.
+var staticStatuses = [...]int{200, 204, 206, 304, 400, 404, 500}
 
 // appendField appends name (lower case) and value: the static table's
 // index where it holds both (RFC 7541 §6.1), else a literal header field

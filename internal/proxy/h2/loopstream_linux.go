@@ -18,6 +18,7 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/sluice-lb/sluice/internal/edge"
 	"golang.org/x/net/http2"
 )
 
@@ -364,21 +365,10 @@ func (c *conn) encodeFieldsLocked(status int, fields []byte, trailers bool) []by
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
 			continue
 		}
-		b = appendField(b, name, bstr(trimOWS(line[i+1:])))
+		b = appendField(b, name, bstr(edge.TrimOWS(line[i+1:])))
 	}
 	c.hb = b
 	return b
-}
-
-// trimOWS is v without the spaces and tabs around it.
-func trimOWS(v []byte) []byte {
-	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
-		v = v[1:]
-	}
-	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
-		v = v[:len(v)-1]
-	}
-	return v
 }
 
 // lowerName is name in lower case, valid until the next call.
