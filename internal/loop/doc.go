@@ -9,9 +9,10 @@
 // clock once per wake-up (Now), keeps one timer per connection on a
 // wheel that costs nothing per request (Timer: the loop's own, Arm,
 // so that the wheel keeps nothing of a connection after its close), hands
-// out buffers from free lists of its own (Bufs), lets other goroutines
-// give it work through an eventfd (Post) and lets handlers batch their
-// writes until the end of a wake-up (Defer). A panic in a handler is
+// out buffers and request states from free lists of its own (Bufs,
+// Spares), lets other goroutines give it work through an eventfd (Post)
+// and lets handlers batch their writes until the end of a wake-up
+// (Defer). A panic in a handler is
 // recovered, logged and ends that handler's connection, not the process.
 //
 // Why by hand: Go's own netpoller parks a goroutine per connection, which
