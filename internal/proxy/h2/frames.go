@@ -123,7 +123,10 @@ func (c *conn) settingLocked(s http2.Setting) error {
 	}
 	switch s.ID {
 	case http2.SettingHeaderTableSize:
-		// sluice's encoder uses no dynamic table (newConn): any size will do.
+		// sluice's encoder uses no dynamic table (hpack.go), and says so
+		// at the start of the next header block (RFC 7541 §4.2: a decoder
+		// told a smaller size than the default may insist on hearing it).
+		c.sizeUpdate = true
 	case http2.SettingInitialWindowSize:
 		// Applies to every stream's window, as a change (§6.9.2).
 		delta := int32(s.Val) - c.peerWindow

@@ -11,6 +11,13 @@ import "golang.org/x/net/http2/hpack"
 // 10). The Huffman coding is x/net's, chosen as its encoder chooses it:
 // when it is shorter.
 
+// tableSizeZero is a dynamic table size update to 0 (RFC 7541 §6.3). The
+// connection's first header block starts with it, and the first after the
+// client sets SETTINGS_HEADER_TABLE_SIZE (writeHeadersLocked), as x/net's
+// encoder did: a decoder told a size below the default 4096 may require
+// an update before any field (nghttp2 does).
+const tableSizeZero = 0x20
+
 // appendStatus appends the :status pseudo-header of status: the static
 // table's entry where it holds status, else a literal.
 func appendStatus(b []byte, status int) []byte {

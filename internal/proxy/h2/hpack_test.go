@@ -2,9 +2,11 @@ package h2
 
 import (
 	"bytes"
+	"net/http"
 	"strings"
 	"testing"
 
+	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
 
@@ -103,6 +105,44 @@ func TestHpackInt(t *testing.T) {
 	}{{5, 10, []byte{0x0a}}, {5, 1337, []byte{0x1f, 0x9a, 0x0a}}, {8, 42, []byte{0x2a}}, {4, 15, []byte{0x0f, 0x00}}} {
 		if got := appendHpackInt(nil, c.n, 0, c.v); !bytes.Equal(got, c.want) {
 			t.Errorf("%d with %d bits: %x, want %x", c.v, c.n, got, c.want)
+		}
+	}
+}
+
+// The connection's first header block, and the first after the client
+// sets SETTINGS_HEADER_TABLE_SIZE, begin with a dynamic table size update
+// to 0; no other does. A decoder told a size below 4096 may refuse a block
+// without it (nghttp2 does: COMPRESSION_ERROR).
+func TestHpackTableSizeUpdate(t *testing.T) {
+	ts := startServer(t, &Server{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Path", r.URL.Path)
+	}))
+	c := dial(t, ts)
+	c.fr.ReadMetaHeaders = nil // the blocks as sent
+	block := func(id uint32) []byte {
+		t.Helper()
+		c.headers(id, true, get("/")...)
+		for {
+			if f, ok := c.next().(*http2.HeadersFrame); ok && f.StreamID == id {
+				return f.HeaderBlockFragment()
+			}
+		}
+	}
+	for _, s := range []struct {
+		id       uint32
+		settings bool // the client sets the table size again first
+		update   bool
+	}{{1, false, true}, {3, false, false}, {5, true, true}, {7, false, false}} {
+		if s.settings {
+			c.fr.WriteSettings(http2.Setting{ID: http2.SettingHeaderTableSize, Val: 128})
+		}
+		b := block(s.id)
+		if got := b[0] == tableSizeZero; got != s.update {
+			t.Fatalf("stream %d: block %x; want a table size update first: %v", s.id, b, s.update)
+		}
+		fs := decodeBlock(t, b)
+		if fs[0].Name != ":status" || fs[0].Value != "200" {
+			t.Fatalf("stream %d: decoded %v", s.id, fs)
 		}
 	}
 }

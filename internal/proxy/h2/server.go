@@ -146,7 +146,7 @@ func (s *Server) newConn(nc net.Conn, o ServeConnOpts) *conn {
 func (s *Server) newConnFrom(remoteAddr string, st *tls.ConnectionState, src io.Reader, o ServeConnOpts) *conn {
 	c := &conn{srv: s, handler: o.Handler, remoteAddr: remoteAddr, tls: st,
 		streams: map[uint32]*stream{}, sendWin: initialWindow, peerWindow: initialWindow,
-		peerMaxFrame: maxFrameSize}
+		peerMaxFrame: maxFrameSize, sizeUpdate: true}
 	c.maxStreams = s.MaxConcurrentStreams
 	if c.maxStreams == 0 {
 		c.maxStreams = defaultMaxStreams
@@ -222,6 +222,10 @@ type conn struct {
 	deadErr  error
 	lname    []byte // a field name lowered (encodeFieldsLocked)
 	hb       []byte // the header block being encoded (hpack.go)
+	// sizeUpdate: the next header block written starts with a dynamic
+	// table size update to 0 (hpack.go): the connection's first, and the
+	// first after the client set SETTINGS_HEADER_TABLE_SIZE.
+	sizeUpdate bool
 	// lower remembers the HTTP/2 names of the connection's uncommon
 	// response keys (lowerKeyLocked), at most maxLowerKeys of them.
 	lower   map[string]string

@@ -360,6 +360,12 @@ func (c *conn) encodeLocked(status int, h http.Header, trailers bool) []byte {
 // writeHeadersLocked queues a header block as HEADERS and CONTINUATION
 // frames of at most the client's frame size.
 func (c *conn) writeHeadersLocked(id uint32, block []byte, end bool) {
+	if c.sizeUpdate {
+		// Blocks are written in another order than they are encoded in:
+		// the update goes on the first one written.
+		c.sizeUpdate = false
+		block = append([]byte{tableSizeZero}, block...)
+	}
 	typ := http2.FrameHeaders
 	var flags http2.Flags
 	if end {
