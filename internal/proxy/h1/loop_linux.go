@@ -86,6 +86,13 @@ type lconn struct {
 // adopt registers the connection on its loop (posted by take).
 func (lc *lconn) adopt() {
 	c := lc.c
+	if lc.closed {
+		// Engine.Close posted its abort between Serve's count of the
+		// connection and this post: the abort closed the socket (a
+		// descriptor number another connection may hold by now) and
+		// counted the connection out.
+		return
+	}
 	lc.Wr = true
 	if err := lc.w.ev.Add(lc.fd, lc); err != nil {
 		unix.Close(lc.fd)

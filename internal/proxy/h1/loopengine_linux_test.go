@@ -1,8 +1,11 @@
 package h1
 
 import (
+	"errors"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"sync"
 	"testing"
@@ -196,5 +199,52 @@ func TestLoopClosedConnectionIsCollected(t *testing.T) {
 		}
 		runtime.GC()
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestLoopCloseBeforeAdopt: Engine.Close between Serve's count of a new
+// connection and its hand-over to the loop posts the abort first. The
+// abort closes the connection and counts it out; the adoption after it
+// must do nothing (it used to close the descriptor number again and count
+// the connection out a second time, which left the engine's wait hung).
+func TestLoopCloseBeforeAdopt(t *testing.T) {
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {})
+	s := defaultSetup()
+	s.OnLoops = true
+	env := startEngine(t, s, srv.URL)
+	e := env.engine
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	nc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What Serve does with an accepted connection, with Close's post in
+	// between.
+	c := newH1Conn(e, nc)
+	lc := e.o.Loops.take(c)
+	if lc == nil {
+		t.Fatal("the connection was not taken for a loop")
+	}
+	e.mu.Lock()
+	e.conns[c] = struct{}{}
+	e.wg.Add(1)
+	e.mu.Unlock()
+	lc.post(lc.abort)
+	lc.enter()
+	done := make(chan struct{})
+	go func() { e.wg.Wait(); close(done) }()
+	recv(t, done, "the engine's count of connections to reach zero")
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := client.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the client read %d bytes, %v; want its connection closed", n, err)
 	}
 }
