@@ -3,7 +3,6 @@ package h1
 import (
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"runtime"
@@ -213,20 +212,7 @@ func TestLoopCloseBeforeAdopt(t *testing.T) {
 	s.OnLoops = true
 	env := startEngine(t, s, srv.URL)
 	e := env.engine
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	nc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	client, nc := tcpPair(t)
 	// What Serve does with an accepted connection, with Close's post in
 	// between.
 	c := newH1Conn(e, nc)

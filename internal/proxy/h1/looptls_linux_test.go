@@ -281,31 +281,8 @@ type tlsPair struct {
 
 func newTLSPair(t *testing.T, gate func(net.Conn) net.Conn) *tlsPair {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			close(accepted)
-			return
-		}
-		accepted <- c
-	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { raw.Close() })
+	raw, sc := tcpPair(t)
 	raw.SetDeadline(ioDeadline(t))
-	sc := recv(t, accepted, "the accept")
-	if sc == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { sc.Close() })
 	sc.SetDeadline(ioDeadline(t))
 	under := sc
 	if gate != nil {
