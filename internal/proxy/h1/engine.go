@@ -245,20 +245,3 @@ func (e *Engine) Close() error {
 	e.mu.Unlock()
 	return nil
 }
-
-// Buffers shared by all connections. A connection holds a read buffer only
-// while a request is on its way, so idle keep-alive connections cost little
-// memory; bigger buffers are taken when a head or a body needs them.
-var (
-	readBufs = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
-	bodyBufs = sync.Pool{New: func() any { b := make([]byte, proxy.ReplayMax); return &b }}
-	exchs    = sync.Pool{New: func() any { return new(exch) }}
-	idleBufs = sync.Pool{New: func() any { return new([idleBufSize]byte) }}
-	copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-)
-
-const readBufSize = 4 << 10
-
-// idleBufSize is the buffer a connection that cannot park waits with
-// (readIdle).
-const idleBufSize = 512
