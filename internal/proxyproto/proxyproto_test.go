@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 var (
@@ -166,26 +167,6 @@ func TestAppend(t *testing.T) {
 	}
 }
 
-// pair returns the two ends of a loopback TCP connection.
-func pair(t *testing.T) (client, server net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err = ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close(); server.Close() })
-	return client, server
-}
-
 // TestAcceptLeavesThePayload: over a real socket, Accept takes exactly the
 // header (also when a v1 line arrives in pieces) and the payload after it
 // is read from the connection unchanged, from the socket itself.
@@ -206,7 +187,7 @@ func TestAcceptLeavesThePayload(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			client, server := pair(t)
+			client, server := testenv.TCPPair(t)
 			go func() {
 				for _, p := range tt.parts {
 					client.Write([]byte(p))
@@ -258,7 +239,7 @@ func TestAcceptRefuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			client, server := pair(t)
+			client, server := testenv.TCPPair(t)
 			client.Write([]byte(tt.send))
 			if tt.name == "closed inside" {
 				client.(*net.TCPConn).CloseWrite()

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 	"weak"
+
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 // TestLoopClientGoneFreesItsPlace: on a loop, a client that goes away
@@ -212,7 +214,7 @@ func TestLoopCloseBeforeAdopt(t *testing.T) {
 	s.OnLoops = true
 	env := startEngine(t, s, srv.URL)
 	e := env.engine
-	client, nc := tcpPair(t)
+	client, nc := testenv.TCPPair(t)
 	// What Serve does with an accepted connection, with Close's post in
 	// between.
 	c := newH1Conn(e, nc)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-lb/sluice/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,7 +20,7 @@ func TestSocketQueueHoldsWhatWaits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ls.Close()
-	client, c := tcpPair(t)
+	client, c := testenv.TCPPair(t)
 	client.(*net.TCPConn).SetReadBuffer(16 << 10)
 	s := ls.TakeSocket(c)
 	if s == nil {
@@ -63,26 +64,4 @@ func TestSocketQueueHoldsWhatWaits(t *testing.T) {
 	if n := <-got; n != total {
 		t.Fatalf("the client got %d bytes of %d", n, total)
 	}
-}
-
-// tcpPair returns the two ends of a loopback TCP connection, the client's
-// and the accepted one, closed at the test's end.
-func tcpPair(t *testing.T) (client, accepted net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
-	accepted, err = ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { accepted.Close() })
-	return client, accepted
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-lb/sluice/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -281,7 +282,7 @@ type tlsPair struct {
 
 func newTLSPair(t *testing.T, gate func(net.Conn) net.Conn) *tlsPair {
 	t.Helper()
-	raw, sc := tcpPair(t)
+	raw, sc := testenv.TCPPair(t)
 	raw.SetDeadline(ioDeadline(t))
 	sc.SetDeadline(ioDeadline(t))
 	under := sc
