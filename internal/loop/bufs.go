@@ -8,15 +8,12 @@ package loop
 type Bufs struct {
 	Size int
 	Max  int
-	free [][]byte
+	free Spares[[]byte]
 }
 
 // Get returns a buffer of length Size.
 func (b *Bufs) Get() []byte {
-	if n := len(b.free); n > 0 {
-		p := b.free[n-1]
-		b.free[n-1] = nil
-		b.free = b.free[:n-1]
+	if p, ok := b.free.Get(); ok {
 		return p
 	}
 	return make([]byte, b.Size)
@@ -25,17 +22,20 @@ func (b *Bufs) Get() []byte {
 // Put gives p back. A buffer of another capacity (one grown for a long
 // head, say) is left to the garbage collector.
 func (b *Bufs) Put(p []byte) {
-	max := b.Max
-	if max == 0 {
-		max = 4096
+	if cap(p) != b.Size {
+		return
 	}
-	if cap(p) == b.Size && len(b.free) < max {
-		b.free = append(b.free, p[:cap(p)])
+	if b.free.Max == 0 {
+		b.free.Max = b.Max
+		if b.free.Max == 0 {
+			b.free.Max = 4096
+		}
 	}
+	b.free.Put(p[:cap(p)])
 }
 
 // Free reports how many buffers wait in the list.
-func (b *Bufs) Free() int { return len(b.free) }
+func (b *Bufs) Free() int { return b.free.Len() }
 
 // Spares is a free list of values of one kind kept by one loop, for the
 // buffers and request states its connections take and give back on every
